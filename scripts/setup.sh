@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything relay-core's main command and its tests need on a fresh Debian 12 machine:
+# Debian packages (apt-get, no recommends) and npm packages (which bring Node 24 and Deno).
+# Idempotent: installs only what is missing. Needs root for the Debian part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(nats-server postgresql wireguard-go wireguard-tools iproute2 nftables iputils-ping procps curl ca-certificates)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing Debian packages: ${missing[*]} (run as root, or install them with apt-get)" >&2
+    exit 1
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a default cluster and nats-server as services on install; the project runs its own.
+  (systemctl disable --now postgresql nats-server 2>/dev/null || true)
+  (pg_ctlcluster 15 main stop 2>/dev/null || true)
+fi
+
+if [[ ! -x node_modules/.bin/node || ! -x node_modules/.bin/deno || package.json -nt node_modules/.package-lock.json ]]; then
+  echo "setup: installing npm packages"
+  if [[ -f package-lock.json ]]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+fi
+node_modules/.bin/node --version >/dev/null
+
+# Deno fetches the Edge Functions' npm: imports on first run; do it now so the first request is not slow.
+export DENO_DIR="$PWD/.cache/deno"
+(cd supabase/functions && for f in */index.ts; do [[ -f "$f" ]] && ../../node_modules/.bin/deno cache --quiet "$f"; done) || {
+  echo "setup: deno could not fetch the Edge Functions' dependencies" >&2
+  exit 1
+}
+echo "setup: ok"

@@ -1,0 +1,294 @@
+import { assign, fromCallback, fromPromise, setup, type ActorRefFrom } from 'xstate';
+import type { RegisterRequest, RegisterResponse, HeartbeatResponse } from '../daemon/control-plane-client.ts';
+import type { TopologyEvent } from '../events/topology.events.ts';
+import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, type TopologyView } from '../events/topology.fold.ts';
+import type { Rejection } from '../events/wire.ts';
+
+/** Counters a relay keeps about the topology stream; exposed by `relay-core status`. */
+export interface TopologyCounters {
+  applied: number;
+  duplicates: number;
+  gaps: number;
+  resyncs: number;
+  rejected: Record<string, number>;
+  heartbeats: number;
+  heartbeatsBehind: number;
+}
+
+export interface RelayContext {
+  request: RegisterRequest;
+  registration: RegisterResponse | null;
+  view: TopologyView;
+  counters: TopologyCounters;
+  /** Why the next registration happens: boot or a resync reason. */
+  pendingResync: { reason: ResyncReason; detail: string } | null;
+  error: string | null;
+}
+
+export type ResyncReason = 'gap' | 'consumer-deleted' | 'stream-purged' | 'behind-control-plane' | 'operator';
+
+/** What the relay's child actors and the shell tell the relay actor. */
+export type RelayMachineEvent =
+  | { type: 'TOPOLOGY_EVENT'; event: TopologyEvent; streamSeq: number }
+  | { type: 'TOPOLOGY_REJECTED'; rejection: Rejection; subject: string; streamSeq: number | null }
+  | { type: 'CONSUMER_LOST'; reason: 'consumer-deleted' | 'stream-purged'; detail: string }
+  | { type: 'HEARTBEAT'; response: HeartbeatResponse }
+  | { type: 'HEARTBEAT_NOT_REGISTERED' }
+  | { type: 'RESYNC'; detail: string }
+  | { type: 'STOP'; signal: string };
+
+/** A relay event the machine wants published; the shell adds the envelope. */
+export type Emission =
+  | { type: 'RelayStarted'; data: { name: string; region: string; publicKey: string } }
+  | { type: 'RelayRegistered'; data: { revision: number; meshAddress: string; clientPool: string; readmitted: boolean } }
+  | { type: 'TopologySeeded'; data: { revision: number; relays: number; reason: 'boot' | 'resync' } }
+  | { type: 'TopologyResyncRequested'; data: { revision: number; reason: ResyncReason; detail: string } }
+  | { type: 'TopologyEventApplied'; data: { revision: number; eventId: string; eventType: string } }
+  | { type: 'TopologyEventRejected'; data: { reason: Rejection['reason']; subject: string; streamSeq: number | null; detail: string } }
+  | { type: 'RelayDraining'; data: { signal: string } }
+  | { type: 'RelayStopped'; data: { deregistered: boolean } };
+
+export interface FollowInput {
+  registration: RegisterResponse;
+}
+
+/** Consecutive heartbeats that must see the control plane ahead of the view before a resync. */
+export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 2;
+
+const emptyCounters = (): TopologyCounters => ({ applied: 0, duplicates: 0, gaps: 0, resyncs: 0, rejected: {}, heartbeats: 0, heartbeatsBehind: 0 });
+
+/**
+ * The root relay actor: register -> seed -> serve (follow topology, heartbeat) -> drain -> stopped.
+ * Pure: every side effect is an actor or action referred to by name and provided by the daemon
+ * (`relayMachine.provide(...)`); tests provide fakes.
+ */
+export const relayMachine = setup({
+  types: {
+    context: {} as RelayContext,
+    events: {} as RelayMachineEvent,
+    input: {} as { request: RegisterRequest },
+  },
+  actors: {
+    register: fromPromise<RegisterResponse, { request: RegisterRequest }>(async () => {
+      throw new Error('register not provided');
+    }),
+    follow: fromCallback<RelayMachineEvent, FollowInput>(() => () => {}),
+    heartbeat: fromCallback<RelayMachineEvent, { relayId: string; intervalSeconds: number }>(() => () => {}),
+    deregister: fromPromise<unknown, { relayId: string }>(async () => undefined),
+  },
+  actions: {
+    emit: (_, _params: Emission) => {},
+    reportFatal: (_, _params: { error: string }) => {},
+  },
+  delays: {
+    resyncRetry: 1_000,
+  },
+  guards: {
+    wasBoot: ({ context }) => context.pendingResync === null,
+  },
+}).createMachine({
+  id: 'relay',
+  context: ({ input }) => ({
+    request: input.request,
+    registration: null,
+    view: EMPTY_TOPOLOGY,
+    counters: emptyCounters(),
+    pendingResync: null,
+    error: null,
+  }),
+  initial: 'registering',
+  on: {
+    STOP: { target: '.draining' },
+  },
+  states: {
+    registering: {
+      invoke: {
+        src: 'register',
+        input: ({ context }) => ({ request: context.request }),
+        onDone: {
+          target: 'serving',
+          actions: [
+            assign(({ context, event }) => ({
+              registration: event.output,
+              view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays]),
+              counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
+            })),
+            {
+              type: 'emit',
+              params: ({ event }) => ({
+                type: 'RelayRegistered',
+                data: { revision: event.output.revision, meshAddress: event.output.relay.meshAddress, clientPool: event.output.relay.clientPool, readmitted: event.output.readmitted },
+              }),
+            },
+            {
+              type: 'emit',
+              params: ({ context, event }) => ({
+                type: 'TopologySeeded',
+                data: { revision: event.output.revision, relays: event.output.relays.length + 1, reason: context.pendingResync ? 'resync' : 'boot' },
+              }),
+            },
+            assign({ pendingResync: null }),
+          ],
+        },
+        onError: [
+          // At boot a refusal or an exhausted retry is fatal: the operator must see it.
+          {
+            guard: 'wasBoot',
+            target: 'failed',
+            actions: [
+              assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }),
+              { type: 'reportFatal', params: ({ event }) => ({ error: String((event.error as Error)?.message ?? event.error) }) },
+            ],
+          },
+          // During a resync the relay keeps its last view and tries again.
+          { target: 'resyncWait' },
+        ],
+      },
+    },
+    resyncWait: {
+      after: { resyncRetry: 'registering' },
+    },
+    serving: {
+      invoke: [
+        { id: 'follow', src: 'follow', input: ({ context }) => ({ registration: context.registration! }) },
+        {
+          id: 'heartbeat',
+          src: 'heartbeat',
+          input: ({ context }) => ({ relayId: context.request.relayId, intervalSeconds: context.registration!.heartbeatIntervalSeconds }),
+        },
+      ],
+      on: {
+        TOPOLOGY_EVENT: [
+          {
+            guard: ({ context, event }) => applyTopologyEvent(context.view, event.event).kind === 'applied',
+            actions: [
+              assign(({ context, event }) => {
+                const r = applyTopologyEvent(context.view, event.event);
+                return { view: r.kind === 'applied' ? r.state : context.view, counters: { ...context.counters, applied: context.counters.applied + 1 } };
+              }),
+              {
+                type: 'emit',
+                params: ({ event }) => ({
+                  type: 'TopologyEventApplied',
+                  data: { revision: event.event.data.revision, eventId: event.event.id, eventType: event.event.type },
+                }),
+              },
+            ],
+          },
+          {
+            guard: ({ context, event }) => applyTopologyEvent(context.view, event.event).kind === 'duplicate',
+            actions: assign({ counters: ({ context }) => ({ ...context.counters, duplicates: context.counters.duplicates + 1 }) }),
+          },
+          {
+            target: 'registering',
+            actions: [
+              assign(({ context, event }) => ({
+                counters: { ...context.counters, gaps: context.counters.gaps + 1 },
+                pendingResync: { reason: 'gap' as const, detail: `expected revision ${context.view.revision + 1}, got ${event.event.data.revision}` },
+              })),
+              {
+                type: 'emit',
+                params: ({ context, event }) => ({
+                  type: 'TopologyResyncRequested',
+                  data: { revision: context.view.revision, reason: 'gap', detail: `expected revision ${context.view.revision + 1}, got ${event.event.data.revision}` },
+                }),
+              },
+            ],
+          },
+        ],
+        TOPOLOGY_REJECTED: {
+          actions: [
+            assign({
+              counters: ({ context, event }) => ({
+                ...context.counters,
+                rejected: { ...context.counters.rejected, [event.rejection.reason]: (context.counters.rejected[event.rejection.reason] ?? 0) + 1 },
+              }),
+            }),
+            {
+              type: 'emit',
+              params: ({ event }) => ({
+                type: 'TopologyEventRejected',
+                data: { reason: event.rejection.reason, subject: event.subject.slice(0, 512), streamSeq: event.streamSeq, detail: event.rejection.detail.slice(0, 512) },
+              }),
+            },
+          ],
+        },
+        CONSUMER_LOST: {
+          target: 'registering',
+          actions: [
+            assign({ pendingResync: ({ event }) => ({ reason: event.reason, detail: event.detail }) }),
+            { type: 'emit', params: ({ context, event }) => ({ type: 'TopologyResyncRequested', data: { revision: context.view.revision, reason: event.reason, detail: event.detail } }) },
+          ],
+        },
+        RESYNC: {
+          target: 'registering',
+          actions: [
+            assign({ pendingResync: ({ event }) => ({ reason: 'operator' as const, detail: event.detail }) }),
+            { type: 'emit', params: ({ context, event }) => ({ type: 'TopologyResyncRequested', data: { revision: context.view.revision, reason: 'operator', detail: event.detail } }) },
+          ],
+        },
+        HEARTBEAT: [
+          {
+            guard: ({ context, event }) => event.response.revision > context.view.revision && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,
+            target: 'registering',
+            actions: [
+              assign(({ context, event }) => ({
+                counters: { ...context.counters, heartbeats: context.counters.heartbeats + 1, heartbeatsBehind: context.counters.heartbeatsBehind + 1 },
+                pendingResync: { reason: 'behind-control-plane' as const, detail: `view at ${context.view.revision}, control plane at ${event.response.revision}` },
+              })),
+              {
+                type: 'emit',
+                params: ({ context, event }) => ({
+                  type: 'TopologyResyncRequested',
+                  data: { revision: context.view.revision, reason: 'behind-control-plane', detail: `view at ${context.view.revision}, control plane at ${event.response.revision}` },
+                }),
+              },
+            ],
+          },
+          {
+            actions: assign({
+              counters: ({ context, event }) => ({
+                ...context.counters,
+                heartbeats: context.counters.heartbeats + 1,
+                heartbeatsBehind: event.response.revision > context.view.revision ? context.counters.heartbeatsBehind + 1 : 0,
+              }),
+            }),
+          },
+        ],
+        HEARTBEAT_NOT_REGISTERED: {
+          target: 'registering',
+          actions: [
+            assign({ pendingResync: { reason: 'behind-control-plane', detail: 'control plane no longer knows this relay; re-registering' } }),
+            {
+              type: 'emit',
+              params: ({ context }) => ({
+                type: 'TopologyResyncRequested',
+                data: { revision: context.view.revision, reason: 'behind-control-plane', detail: 'heartbeat: not registered; re-registering' },
+              }),
+            },
+          ],
+        },
+      },
+    },
+    draining: {
+      entry: { type: 'emit', params: ({ event }) => ({ type: 'RelayDraining', data: { signal: event.type === 'STOP' ? event.signal : 'unknown' } }) },
+      invoke: {
+        src: 'deregister',
+        input: ({ context }) => ({ relayId: context.request.relayId }),
+        onDone: { target: 'stopped', actions: { type: 'emit', params: { type: 'RelayStopped', data: { deregistered: true } } } },
+        onError: {
+          target: 'stopped',
+          actions: [
+            assign({ error: ({ event }) => `deregister failed: ${String((event.error as Error)?.message ?? event.error)}` }),
+            { type: 'emit', params: { type: 'RelayStopped', data: { deregistered: false } } },
+          ],
+        },
+      },
+      on: { STOP: {} },
+    },
+    stopped: { type: 'final' },
+    failed: { type: 'final', on: { STOP: {} } },
+  },
+});
+
+export type RelayActor = ActorRefFrom<typeof relayMachine>;

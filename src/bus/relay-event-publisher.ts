@@ -1,0 +1,80 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import type { RelayEvent } from '../events/relay.events.ts';
+import { subjectFor } from '../events/subjects.ts';
+import { encodeEvent } from '../events/wire.ts';
+import type { Logger } from '../lib/logger.ts';
+
+/**
+ * Publishes a relay's own events to JetStream in order. While NATS is away events wait in a bounded
+ * queue (oldest dropped and counted past `capacity`); `Nats-Msg-Id` = event id makes re-sends after
+ * a lost acknowledgement harmless.
+ */
+export class RelayEventPublisher {
+  readonly #js: JetStreamClient;
+  readonly #log: Logger;
+  readonly #relayId: string;
+  readonly #capacity: number;
+  readonly #queue: RelayEvent[] = [];
+  #running = false;
+  #closed = false;
+  #wake: (() => void) | null = null;
+  published = 0;
+  dropped = 0;
+
+  constructor(opts: { js: JetStreamClient; relayId: string; logger: Logger; capacity?: number }) {
+    this.#js = opts.js;
+    this.#relayId = opts.relayId;
+    this.#log = opts.logger.child({ component: 'relay-event-publisher' });
+    this.#capacity = opts.capacity ?? 10_000;
+  }
+
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  publish(e: RelayEvent): void {
+    if (this.#closed) return;
+    this.#queue.push(e);
+    if (this.#queue.length > this.#capacity) {
+      this.#queue.shift();
+      this.dropped++;
+      if (this.dropped === 1 || this.dropped % 1000 === 0) this.#log.warn({ dropped: this.dropped }, 'relay event queue full, dropping oldest');
+    }
+    this.#wake?.();
+    if (!this.#running) void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    let failures = 0;
+    while (!this.#closed && this.#queue.length) {
+      const e = this.#queue[0]!;
+      try {
+        await this.#js.publish(subjectFor(e.type, this.#relayId), encodeEvent(e), { msgID: e.id, timeout: 2_000 });
+        this.#queue.shift();
+        this.published++;
+        failures = 0;
+      } catch (err) {
+        failures++;
+        if (failures === 1) this.#log.warn({ err: String(err), pending: this.#queue.length }, 'cannot publish relay events yet, will retry');
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, Math.min(2_000, 100 * 2 ** failures));
+          this.#wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        this.#wake = null;
+      }
+    }
+    this.#running = false;
+  }
+
+  /** Try to send what is queued within `timeoutMs`, then stop. */
+  async close(timeoutMs = 2_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#queue.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    this.#closed = true;
+    this.#wake?.();
+  }
+}

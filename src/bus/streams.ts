@@ -1,0 +1,79 @@
+import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { RELAY_SUBJECTS, STREAMS, TOPOLOGY_SUBJECTS } from '../events/subjects.ts';
+
+const NS_PER_S = 1_000_000_000;
+
+/** Retention of the two streams; every limit is configurable per deployment. */
+export interface StreamLimits {
+  topologyMaxAgeSeconds: number;
+  topologyMaxBytes: number;
+  relayMaxAgeSeconds: number;
+  relayMaxBytes: number;
+  /** JetStream deduplication window for `Nats-Msg-Id` (the publisher re-sends after a crash). */
+  duplicateWindowSeconds: number;
+}
+
+export const DEFAULT_STREAM_LIMITS: StreamLimits = {
+  topologyMaxAgeSeconds: 30 * 24 * 3600,
+  topologyMaxBytes: 1024 * 1024 * 1024,
+  relayMaxAgeSeconds: 7 * 24 * 3600,
+  relayMaxBytes: 4 * 1024 * 1024 * 1024,
+  duplicateWindowSeconds: 120,
+};
+
+/** The desired configuration of both streams. Pure. */
+export function streamConfigs(l: StreamLimits = DEFAULT_STREAM_LIMITS): (Partial<StreamConfig> & { name: string })[] {
+  const common = {
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    num_replicas: 1,
+    max_msg_size: 1024 * 1024,
+    duplicate_window: l.duplicateWindowSeconds * NS_PER_S,
+  };
+  return [
+    { ...common, name: STREAMS.topology, subjects: [TOPOLOGY_SUBJECTS], max_age: l.topologyMaxAgeSeconds * NS_PER_S, max_bytes: l.topologyMaxBytes },
+    { ...common, name: STREAMS.relay, subjects: [RELAY_SUBJECTS], max_age: l.relayMaxAgeSeconds * NS_PER_S, max_bytes: l.relayMaxBytes },
+  ];
+}
+
+/**
+ * Create the streams, or update them to the desired limits. Idempotent: a second call with the same
+ * limits changes nothing and reports `unchanged`. Safe to run from every relay and the publisher.
+ */
+export async function bootstrapStreams(jsm: JetStreamManager, limits: StreamLimits = DEFAULT_STREAM_LIMITS): Promise<Record<string, 'created' | 'updated' | 'unchanged'>> {
+  const out: Record<string, 'created' | 'updated' | 'unchanged'> = {};
+  for (const cfg of streamConfigs(limits)) {
+    const name = cfg.name;
+    let existing: StreamConfig | null = null;
+    try {
+      existing = (await jsm.streams.info(name)).config;
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    if (!existing) {
+      try {
+        await jsm.streams.add(cfg);
+        out[name] = 'created';
+        continue;
+      } catch (e) {
+        // Another bootstrapper won the race; fall through to compare.
+        if (!/already in use|exists/i.test(String((e as Error).message))) throw e;
+        existing = (await jsm.streams.info(name)).config;
+      }
+    }
+    const differs = (Object.keys(cfg) as (keyof StreamConfig)[]).some((k) => JSON.stringify(existing![k]) !== JSON.stringify(cfg[k]));
+    if (differs) {
+      await jsm.streams.update(name, { ...cfg, name: undefined } as Partial<StreamConfig>);
+      out[name] = 'updated';
+    } else {
+      out[name] = 'unchanged';
+    }
+  }
+  return out;
+}
+
+export function isNotFound(e: unknown): boolean {
+  const err = e as { code?: string | number; api_error?: { err_code?: number }; message?: string };
+  return err?.api_error?.err_code === 10059 || err?.api_error?.err_code === 10014 || /not found/i.test(String(err?.message));
+}

@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { CliError, intOpt, str, type Command } from '../args.ts';
+import { RelayConfigSchema } from '../../daemon/config.ts';
+import { startRelayDaemon } from '../../daemon/relay-daemon.ts';
+import { formatIssues } from '../../events/catalogue.ts';
+import { rootLogger } from '../../lib/logger.ts';
+
+const usage = `Usage: relay-core run [options]
+
+Run the relay daemon: load or generate the WireGuard key (STATE_DIR/wg.key, mode 0600, never sent
+anywhere), register with the control plane, seed the topology from the snapshot, follow topology
+events on NATS JetStream, heartbeat, and serve status on STATE_DIR/relay.sock. On SIGTERM or SIGINT
+it deregisters and exits 0. Logs are JSON lines on stderr.
+
+Options (flags override environment variables):
+  --relay-id ID              this relay's id, [a-z0-9-]            RELAYNET_RELAY_ID   (required)
+  --name NAME                display name (default: the id)         RELAYNET_NAME
+  --region REGION            region, [a-z0-9-] (default: local)     RELAYNET_REGION
+  --endpoint HOST:PORT       public WireGuard endpoint              RELAYNET_ENDPOINT   (required)
+  --state-dir DIR            key, status socket (default: ./.state/relay-ID)   RELAYNET_STATE_DIR
+  --control-plane-url URL    Supabase project URL                   SUPABASE_URL        (required)
+  --token TOKEN              relay token or service-role key        RELAYNET_TOKEN
+  --token-file FILE          read the token from FILE               RELAYNET_TOKEN_FILE
+  --topology-key KEY         pin the control plane's Ed25519 key    RELAYNET_TOPOLOGY_KEY
+  --nats-url URL[,URL]       override the NATS servers handed out   RELAYNET_NATS_SERVERS
+  --start-margin-ms MS       consumer start before snapshot time (default 60000)
+  --rotate-key               generate a new WireGuard key and register it with rotateKey
+  -h, --help                 show this help
+
+Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is printed); 2 bad usage.`;
+
+export const command: Command = {
+  name: 'run',
+  summary: 'run the relay daemon',
+  usage,
+  options: {
+    'relay-id': { type: 'string' },
+    name: { type: 'string' },
+    region: { type: 'string' },
+    endpoint: { type: 'string' },
+    'state-dir': { type: 'string' },
+    'control-plane-url': { type: 'string' },
+    token: { type: 'string' },
+    'token-file': { type: 'string' },
+    'topology-key': { type: 'string' },
+    'nats-url': { type: 'string' },
+    'start-margin-ms': { type: 'string' },
+    'rotate-key': { type: 'boolean' },
+  },
+  async run(v) {
+    const relayId = str(v['relay-id'], 'relay-id', 'RELAYNET_RELAY_ID') ?? '';
+    let token = str(v.token, 'token', 'RELAYNET_TOKEN');
+    const tokenFile = str(v['token-file'], 'token-file', 'RELAYNET_TOKEN_FILE');
+    if (!token && tokenFile) {
+      try {
+        token = readFileSync(tokenFile, 'utf8').trim();
+      } catch (e) {
+        throw new CliError(`cannot read token file ${tokenFile}: ${(e as Error).message}`, 2);
+      }
+    }
+    const nats = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
+    const parsed = RelayConfigSchema.safeParse({
+      relayId,
+      name: str(v.name, 'name', 'RELAYNET_NAME') ?? relayId,
+      region: str(v.region, 'region', 'RELAYNET_REGION') ?? 'local',
+      endpoint: str(v.endpoint, 'endpoint', 'RELAYNET_ENDPOINT') ?? '',
+      stateDir: resolve(str(v['state-dir'], 'state-dir', 'RELAYNET_STATE_DIR') ?? `.state/relay-${relayId}`),
+      controlPlaneUrl: str(v['control-plane-url'], 'control-plane-url', 'SUPABASE_URL') ?? '',
+      token: token ?? '',
+      topologyKey: str(v['topology-key'], 'topology-key', 'RELAYNET_TOPOLOGY_KEY') ?? null,
+      natsServers: nats ? nats.split(',').map((s) => s.trim()).filter(Boolean) : null,
+      rotateKey: v['rotate-key'] === true,
+      startMarginMs: intOpt(v['start-margin-ms'], 'start-margin-ms', 60_000, 0, 3_600_000),
+    });
+    if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}\n\n${usage}`, 2);
+    const cfg = parsed.data;
+    const logger = rootLogger({ relayId: cfg.relayId });
+    let daemon;
+    try {
+      daemon = await startRelayDaemon(cfg, logger);
+    } catch (e) {
+      throw new CliError((e as Error).message, 1);
+    }
+    const onSignal = (sig: NodeJS.Signals) => {
+      logger.info({ signal: sig }, 'signal received, draining');
+      daemon.stop(sig);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    const code = await daemon.done;
+    const st = daemon.status();
+    if (code !== 0) process.stderr.write(`relay-core run: ${st.error ?? 'relay failed'}\n`);
+    return code;
+  },
+};

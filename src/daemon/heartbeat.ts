@@ -1,0 +1,42 @@
+import { fromCallback } from 'xstate';
+import type { RelayMachineEvent } from '../actors/relay.machine.ts';
+import type { Logger } from '../lib/logger.ts';
+import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.ts';
+
+/**
+ * The heartbeat actor: calls `heartbeat` every interval and tells the relay actor the control plane's
+ * revision. An unreachable control plane is logged and tolerated: the data plane does not depend on it.
+ */
+export function heartbeatActor(client: ControlPlaneClient, logger: Logger) {
+  return fromCallback<RelayMachineEvent, { relayId: string; intervalSeconds: number }>(({ sendBack, input }) => {
+    const log = logger.child({ actor: 'heartbeat' });
+    const abort = new AbortController();
+    let busy = false;
+    let failing = false;
+    const beat = async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        const r = await client.heartbeat(input.relayId, abort.signal);
+        if (failing) log.info('control plane reachable again');
+        failing = false;
+        if (!abort.signal.aborted) sendBack({ type: 'HEARTBEAT', response: r });
+      } catch (e) {
+        if (abort.signal.aborted) return;
+        if (e instanceof ControlPlaneError && e.status === 404) {
+          sendBack({ type: 'HEARTBEAT_NOT_REGISTERED' });
+        } else if (!failing) {
+          failing = true;
+          log.warn({ err: (e as Error).message }, 'heartbeat failed; will keep trying');
+        }
+      } finally {
+        busy = false;
+      }
+    };
+    const t = setInterval(() => void beat(), input.intervalSeconds * 1000);
+    return () => {
+      clearInterval(t);
+      abort.abort();
+    };
+  });
+}

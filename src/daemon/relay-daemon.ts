@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { createActor, fromCallback, fromPromise, type SnapshotFrom } from 'xstate';
+import { relayMachine, type Emission, type FollowInput, type RelayMachineEvent } from '../actors/relay.machine.ts';
+import { connectBus } from '../bus/connection.ts';
+import { RelayEventPublisher } from '../bus/relay-event-publisher.ts';
+import { envelope } from '../events/envelope.ts';
+import type { RelayEvent } from '../events/relay.events.ts';
+import { importPublicKey } from '../events/signing.ts';
+import { canonicalTopology } from '../events/topology.fold.ts';
+import type { Logger } from '../lib/logger.ts';
+import { loadOrCreateWgKey, generateWgKeyPair } from '../lib/wg-keys.ts';
+import { ControlPlaneClient, type RegisterResponse } from './control-plane-client.ts';
+import type { RelayConfig } from './config.ts';
+import { heartbeatActor } from './heartbeat.ts';
+import { startStatusServer } from './status-server.ts';
+import { runTopologyFollower, type FollowerDeps } from './topology-follower.ts';
+import { renameSync, writeFileSync } from 'node:fs';
+
+export interface RelayDaemon {
+  /** Resolves with the process exit code once the relay has stopped (0 after a clean drain). */
+  done: Promise<number>;
+  /** Begin draining: deregister, flush events, disconnect. */
+  stop(signal?: string): void;
+  status(): RelayStatus;
+}
+
+export interface RelayStatus {
+  relayId: string;
+  state: string;
+  publicKey: string;
+  meshAddress: string | null;
+  clientPool: string | null;
+  revision: number;
+  relays: { id: string; name: string; region: string; publicKey: string; endpoint: string; meshAddress: string; clientPool: string }[];
+  topologyDigest: string;
+  counters: SnapshotFrom<typeof relayMachine>['context']['counters'];
+  bus: { connected: boolean; server: string | null; published: number; pending: number; dropped: number };
+  error: string | null;
+}
+
+/**
+ * Run one relay: key, registration, topology seed and stream, heartbeat, status socket, and a clean
+ * drain on `stop()`. The world is touched only here and in the clients it wires into the relay actor.
+ */
+export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promise<RelayDaemon> {
+  const log = logger.child({ relayId: cfg.relayId });
+  const keyFile = join(cfg.stateDir, 'wg.key');
+  let key = loadOrCreateWgKey(keyFile);
+  let pendingKey: { privateKey: string; publicKey: string } | null = null;
+  if (cfg.rotateKey) {
+    pendingKey = generateWgKeyPair();
+    log.info({ publicKey: pendingKey.publicKey }, 'rotating WireGuard key');
+  } else if (key.created) {
+    log.info({ publicKey: key.publicKey, keyFile }, 'generated WireGuard key');
+  }
+
+  const client = new ControlPlaneClient({ url: cfg.controlPlaneUrl, key: cfg.token, logger: log.child({ component: 'control-plane-client' }) });
+  let nc: NatsConnection | null = null;
+  let publisher: RelayEventPublisher | null = null;
+  const early: RelayEvent[] = [];
+  let followerDeps: FollowerDeps | null = null;
+
+  const publish = (e: RelayEvent) => {
+    if (publisher) publisher.publish(e);
+    else early.push(e);
+  };
+  const emit = (em: Emission, causationId: string | null = null) => {
+    const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: randomUUID, causationId }, em.type, 1, em.data) as RelayEvent;
+    log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
+    publish(ev);
+  };
+
+  // The bus comes up on the first successful registration (its details come from the control plane).
+  async function ensureBus(reg: RegisterResponse): Promise<void> {
+    if (nc) return;
+    const pinned = cfg.topologyKey;
+    if (pinned && pinned !== reg.bus.topologySigningKey) {
+      throw new Error(`control plane's topology key ${reg.bus.topologySigningKey} differs from the pinned RELAYNET_TOPOLOGY_KEY`);
+    }
+    const cpKey = importPublicKey(pinned ?? reg.bus.topologySigningKey);
+    const servers = cfg.natsServers ?? reg.bus.servers;
+    log.info({ servers }, 'connecting to the event bus');
+    nc = await connectBus({ servers, token: reg.bus.token, name: `relay-core ${cfg.relayId}`, logger: log });
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
+    publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log });
+    for (const e of early.splice(0)) publisher.publish(e);
+    followerDeps = ({ js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs });
+  }
+
+  const machine = relayMachine.provide({
+    actors: {
+      register: fromPromise(async ({ input }) => {
+        const publicKey = pendingKey?.publicKey ?? key.publicKey;
+        const reg = await client.register({ ...input.request, publicKey, rotateKey: pendingKey !== null });
+        if (pendingKey) {
+          // Only now that the control plane holds the new key does it replace the old one on disk.
+          const tmp = `${keyFile}.new`;
+          writeFileSync(tmp, pendingKey.privateKey + '\n', { mode: 0o600 });
+          renameSync(tmp, keyFile);
+          key = { ...pendingKey, created: false };
+          pendingKey = null;
+        }
+        await ensureBus(reg);
+        return reg;
+      }),
+      // `follow` needs the bus, which exists only after the first registration; serving comes after it.
+      follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
+        if (!followerDeps) throw new Error('topology follower started before the event bus');
+        return runTopologyFollower(followerDeps, input, sendBack);
+      }),
+      heartbeat: heartbeatActor(client, log),
+      deregister: fromPromise(async ({ input }) => client.deregister(input.relayId)),
+    },
+    actions: {
+      emit: (_, params) => emit(params, params.type === 'TopologyEventApplied' ? params.data.eventId : null),
+      reportFatal: (_, params) => log.error({ err: params.error }, 'registration failed'),
+    },
+  });
+  const actor = createActor(machine, { input: { request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: key.publicKey, endpoint: cfg.endpoint } } });
+
+  let lastStateLogged = '';
+  actor.subscribe((s) => {
+    const st = String(s.value);
+    if (st !== lastStateLogged) {
+      log.info({ state: st, revision: s.context.view.revision }, 'relay state');
+      lastStateLogged = st;
+    }
+  });
+
+  const status = (): RelayStatus => {
+    const s = actor.getSnapshot();
+    const view = s.context.view;
+    return {
+      relayId: cfg.relayId,
+      state: String(s.value),
+      publicKey: key.publicKey,
+      meshAddress: s.context.registration?.relay.meshAddress ?? null,
+      clientPool: s.context.registration?.relay.clientPool ?? null,
+      revision: view.revision,
+      relays: Object.values(view.relays).sort((a, b) => a.id.localeCompare(b.id)),
+      topologyDigest: canonicalTopology(view),
+      counters: s.context.counters,
+      bus: {
+        connected: nc !== null && !nc.isClosed() && nc.info !== undefined,
+        server: nc?.getServer() ?? null,
+        published: publisher?.published ?? 0,
+        pending: publisher?.pending ?? early.length,
+        dropped: publisher?.dropped ?? 0,
+      },
+      error: s.context.error,
+    };
+  };
+
+  const statusServer = await startStatusServer(join(cfg.stateDir, 'relay.sock'), status);
+  emit({ type: 'RelayStarted', data: { name: cfg.name, region: cfg.region, publicKey: key.publicKey } });
+  actor.start();
+
+  const done = new Promise<number>((resolve) => {
+    actor.subscribe({
+      next: async (s) => {
+        if (s.status !== 'done') return;
+        const failed = s.value === 'failed';
+        await publisher?.close(2_000);
+        await nc?.drain().catch(() => {});
+        statusServer.close();
+        log.info({ state: s.value, error: s.context.error }, failed ? 'relay failed' : 'relay stopped');
+        resolve(failed ? 1 : 0);
+      },
+    });
+  });
+
+  return {
+    done,
+    status,
+    stop: (signal = 'SIGTERM') => actor.send({ type: 'STOP', signal }),
+  };
+}

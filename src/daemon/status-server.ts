@@ -1,0 +1,48 @@
+import { chmodSync, rmSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+
+/**
+ * The relay's local status endpoint: HTTP on a unix socket in its state directory (mode 0600, so only
+ * the relay's user reads it). `GET /status` answers the JSON `snapshot()` returns.
+ */
+export async function startStatusServer(socketPath: string, snapshot: () => unknown): Promise<Server> {
+  rmSync(socketPath, { force: true });
+  const srv = createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/status') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(snapshot()));
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'not_found' }));
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(socketPath, () => resolve());
+  });
+  chmodSync(socketPath, 0o600);
+  srv.unref();
+  return srv;
+}
+
+/** Read a relay's status over its socket; rejects with a clear message when no relay listens there. */
+export function fetchStatus(socketPath: string, timeoutMs = 3_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path: '/status', method: 'GET', timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (e) {
+          reject(new Error(`bad status answer from ${socketPath}: ${(e as Error).message}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${socketPath} in ${timeoutMs} ms`)));
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? `no relay is running with status socket ${socketPath}` : e.message)),
+    );
+    req.end();
+  });
+}

@@ -1,0 +1,121 @@
+import type { KeyObject } from 'node:crypto';
+import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { fromCallback } from 'xstate';
+import type { FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
+import { bootstrapStreams, isNotFound, type StreamLimits } from '../bus/streams.ts';
+import { STREAMS, TOPOLOGY_SUBJECTS } from '../events/subjects.ts';
+import { decodeTopologyMessage, SIGNATURE_HEADER } from '../events/wire.ts';
+import type { Logger } from '../lib/logger.ts';
+import { sleep } from './control-plane-client.ts';
+
+export interface FollowerDeps {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  relayId: string;
+  controlPlaneKey: KeyObject;
+  logger: Logger;
+  /** Start the consumer this long before the snapshot's revision time (clock skew between Postgres and NATS). */
+  startMarginMs?: number;
+  streamLimits?: StreamLimits;
+}
+
+/** Name of a relay's durable topology consumer (one per relay; visible to operators with its lag). */
+export const topologyConsumerName = (relayId: string) => `topology-${relayId}`;
+
+/**
+ * (Re)create the relay's durable topology consumer so that it delivers from `startTime` on.
+ * Called after every seed: the snapshot says where the stream must be picked up.
+ */
+export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: string, startTime: Date): Promise<void> {
+  const name = topologyConsumerName(relayId);
+  try {
+    await jsm.consumers.delete(STREAMS.topology, name);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+  await jsm.consumers.add(STREAMS.topology, {
+    durable_name: name,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.StartTime,
+    opt_start_time: startTime.toISOString(),
+    filter_subject: TOPOLOGY_SUBJECTS,
+    ack_wait: 30_000_000_000,
+    max_ack_pending: 1_000,
+  });
+}
+
+/**
+ * The follow actor of the relay machine: consumes the topology stream from the snapshot's revision time,
+ * verifies and decodes every message, and hands events or rejections to the relay actor, which folds them.
+ * Stopping the actor stops the consumer; nothing is left running.
+ */
+export function topologyFollower(deps: FollowerDeps) {
+  return fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => runTopologyFollower(deps, input, sendBack));
+}
+
+/** The follower's body: starts consuming and returns the cleanup that stops it. */
+export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, sendBack: (e: RelayMachineEvent) => void): () => void {
+  {
+    const log = deps.logger.child({ actor: 'topology-follower' });
+    const abort = new AbortController();
+    let stopMessages: (() => void) | null = null;
+
+    const run = async () => {
+      const startTime = new Date(Date.parse(input.registration.revisionTime) - (deps.startMarginMs ?? 60_000));
+      for (let attempt = 0; !abort.signal.aborted; attempt++) {
+        try {
+          await bootstrapStreams(deps.jsm, deps.streamLimits);
+          await resetTopologyConsumer(deps.jsm, deps.relayId, startTime);
+          break;
+        } catch (e) {
+          log.warn({ err: String(e), attempt }, 'cannot set up the topology consumer yet, retrying');
+          await sleep(Math.min(5_000, 250 * 2 ** attempt), abort.signal);
+        }
+      }
+      if (abort.signal.aborted) return;
+      const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
+      const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 5_000, expires: 30_000 });
+      stopMessages = () => void messages.stop();
+      if (abort.signal.aborted) return stopMessages();
+      log.info({ startTime: startTime.toISOString(), revision: input.registration.revision }, 'following topology');
+
+      void (async () => {
+        for await (const s of messages.status()) {
+          if (s.type === 'consumer_deleted' || (s.type === 'consumer_not_found' && s.count >= 2)) {
+            log.warn({ status: s.type }, 'topology consumer lost');
+            sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: s.type });
+            return;
+          }
+          if (s.type === 'stream_not_found') {
+            log.warn({ status: s.type }, 'topology stream gone');
+            sendBack({ type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'stream not found' });
+            return;
+          }
+        }
+      })().catch(() => {});
+
+      for await (const m of messages) {
+        if (abort.signal.aborted) break;
+        const sig = m.headers?.get(SIGNATURE_HEADER) || undefined;
+        const r = decodeTopologyMessage(m.subject, m.data, sig, deps.controlPlaneKey);
+        if (r.ok) {
+          sendBack({ type: 'TOPOLOGY_EVENT', event: r.event, streamSeq: m.seq });
+        } else {
+          log.warn({ reason: r.rejection.reason, detail: r.rejection.detail, subject: m.subject, streamSeq: m.seq }, 'rejected topology message');
+          sendBack({ type: 'TOPOLOGY_REJECTED', rejection: r.rejection, subject: m.subject, streamSeq: m.seq });
+        }
+        m.ack();
+      }
+    };
+    run().catch((e) => {
+      if (!abort.signal.aborted) {
+        log.error({ err: String(e) }, 'topology follower failed; resyncing');
+        sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: `follower failed: ${String(e).slice(0, 200)}` });
+      }
+    });
+    return () => {
+      abort.abort();
+      stopMessages?.();
+    };
+  }
+}

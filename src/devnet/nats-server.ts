@@ -1,0 +1,92 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, waitForPort } from '../lib/ports.ts';
+
+/** A real `nats-server` with JetStream, started by us (devnet, tests, benchmarks). */
+export interface NatsServer {
+  url: string;
+  port: number;
+  storeDir: string;
+  /** Stop the server (SIGTERM, then SIGKILL after 5 s). Idempotent. */
+  stop(): Promise<void>;
+  /** Start it again on the same port with the same store (JetStream data survives). */
+  start(): Promise<void>;
+  readonly running: boolean;
+}
+
+const NATS_BIN_CANDIDATES = ['/usr/sbin/nats-server', '/usr/bin/nats-server'];
+
+export async function findNatsServer(): Promise<string> {
+  const { access } = await import('node:fs/promises');
+  for (const c of [process.env.NATS_SERVER_BIN, ...NATS_BIN_CANDIDATES]) {
+    if (!c) continue;
+    try {
+      await access(c);
+      return c;
+    } catch {
+      /* next */
+    }
+  }
+  throw new Error("nats-server not found (looked in NATS_SERVER_BIN, /usr/sbin, /usr/bin); run 'npm run setup' (apt-get install nats-server)");
+}
+
+/**
+ * Start `nats-server -js` on a free loopback port with its store under `dir`. The config sets a
+ * max payload of 1 MiB so that oversize-event handling is ours to test, not the server's.
+ */
+export async function startNatsServer(dir: string, opts: { port?: number; onLog?: (line: string) => void } = {}): Promise<NatsServer> {
+  const bin = await findNatsServer();
+  const port = opts.port ?? (await freePort());
+  const storeDir = join(dir, 'jetstream');
+  mkdirSync(storeDir, { recursive: true });
+  const conf = join(dir, 'nats.conf');
+  writeFileSync(
+    conf,
+    [`listen: 127.0.0.1:${port}`, `max_payload: 1048576`, `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 2GB }`].join('\n') + '\n',
+  );
+  let child: ChildProcess | null = null;
+
+  async function start(): Promise<void> {
+    if (child) return;
+    const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = c;
+    const onData = (b: Buffer) => opts.onLog?.(b.toString());
+    c.stdout?.on('data', onData);
+    c.stderr?.on('data', onData);
+    const exited = new Promise<never>((_, reject) =>
+      c.once('exit', (code) => reject(new Error(`nats-server exited with ${code} before listening on ${port}`))),
+    );
+    exited.catch(() => {});
+    c.once('exit', () => {
+      if (child === c) child = null;
+    });
+    await Promise.race([waitForPort(port, '127.0.0.1', 20_000), exited]);
+  }
+
+  async function stop(): Promise<void> {
+    const c = child;
+    if (!c) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => c.kill('SIGKILL'), 5_000);
+      c.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      c.kill('SIGTERM');
+    });
+    child = null;
+  }
+
+  await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    stop,
+    start,
+    get running() {
+      return child !== null;
+    },
+  };
+}

@@ -1,0 +1,92 @@
+import type { z } from 'zod';
+import { EnvelopeSchema, type Envelope } from './envelope.ts';
+import {
+  RelayAdmittedV1,
+  RelayEndpointChangedV1,
+  RelayKeyRotatedV1,
+  RelayLeftV1,
+  type TopologyEvent,
+} from './topology.events.ts';
+import {
+  RelayDrainingV1,
+  RelayRegisteredV1,
+  RelayStartedV1,
+  RelayStoppedV1,
+  TopologyEventAppliedV1,
+  TopologyEventRejectedV1,
+  TopologyResyncRequestedV1,
+  TopologySeededV1,
+  type RelayEvent,
+} from './relay.events.ts';
+
+/** Where an event type lives: the topology stream (signed by the control plane) or a relay's own stream. */
+export type EventKind = { stream: 'topology' } | { stream: 'relay'; aggregate: string };
+
+interface CatalogueEntry {
+  kind: EventKind;
+  /** Schemas by version; the highest is current. */
+  versions: Record<number, z.ZodType>;
+}
+
+/** The event catalogue: every event type, its stream, and the schema of each version. */
+export const CATALOGUE = {
+  RelayAdmitted: { kind: { stream: 'topology' }, versions: { 1: RelayAdmittedV1 } },
+  RelayLeft: { kind: { stream: 'topology' }, versions: { 1: RelayLeftV1 } },
+  RelayKeyRotated: { kind: { stream: 'topology' }, versions: { 1: RelayKeyRotatedV1 } },
+  RelayEndpointChanged: { kind: { stream: 'topology' }, versions: { 1: RelayEndpointChangedV1 } },
+  RelayStarted: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStartedV1 } },
+  RelayRegistered: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayRegisteredV1 } },
+  RelayDraining: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayDrainingV1 } },
+  RelayStopped: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStoppedV1 } },
+  TopologySeeded: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologySeededV1 } },
+  TopologyResyncRequested: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyResyncRequestedV1 } },
+  TopologyEventApplied: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventAppliedV1 } },
+  TopologyEventRejected: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventRejectedV1 } },
+} as const satisfies Record<string, CatalogueEntry>;
+
+export type EventType = keyof typeof CATALOGUE;
+export type AnyEvent = TopologyEvent | RelayEvent;
+
+/** Current schema version of a type. */
+export function currentVersion(type: EventType): number {
+  return Math.max(...Object.keys(CATALOGUE[type].versions).map(Number));
+}
+
+export function isEventType(t: string): t is EventType {
+  return Object.hasOwn(CATALOGUE, t);
+}
+
+export type ParseResult<E> = { ok: true; event: E } | { ok: false; error: string };
+
+/**
+ * Validate an unknown value as an event of the catalogue: envelope shape, known type and version,
+ * and the payload schema of that version. Pure; never throws.
+ */
+export function parseEvent(value: unknown): ParseResult<AnyEvent> {
+  const env = EnvelopeSchema.safeParse(value);
+  if (!env.success) return { ok: false, error: `envelope: ${formatIssues(env.error)}` };
+  const { type, version } = env.data;
+  if (!isEventType(type)) return { ok: false, error: `type: unknown event type ${JSON.stringify(type)}` };
+  const schema = (CATALOGUE[type].versions as Record<number, z.ZodType>)[version];
+  if (!schema) return { ok: false, error: `version: ${type} has no schema version ${version}` };
+  const data = schema.safeParse(env.data.data);
+  if (!data.success) return { ok: false, error: `data: ${formatIssues(data.error)}` };
+  return { ok: true, event: { ...env.data, data: data.data } as AnyEvent };
+}
+
+/** Like {@link parseEvent}, but only topology events are accepted. */
+export function parseTopologyEvent(value: unknown): ParseResult<TopologyEvent> {
+  const r = parseEvent(value);
+  if (!r.ok) return r;
+  if (CATALOGUE[r.event.type].kind.stream !== 'topology') return { ok: false, error: `type: ${r.event.type} is not a topology event` };
+  return r as ParseResult<TopologyEvent>;
+}
+
+export function formatIssues(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+export type { Envelope };

@@ -1,0 +1,62 @@
+import { z } from 'zod';
+
+/** Relay ids are operator-chosen slugs; they appear in NATS subjects, so only `[a-z0-9-]`. */
+export const RelayIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'relay id must be 1-63 chars of a-z, 0-9 and -, starting with a letter or digit');
+export type RelayId = z.infer<typeof RelayIdSchema>;
+
+/** The `source` of events the control plane emits. */
+export const CONTROL_PLANE_SOURCE = 'control-plane';
+
+/**
+ * The envelope every event travels in, on NATS, in the control plane's outbox and in exported logs.
+ * `type` is past-tense PascalCase; `version` is the schema version of `data` for that type.
+ * `causationId` names the event (or request) that caused this one; `correlationId` ties a whole flow together.
+ */
+export interface Envelope<T extends string = string, D = unknown> {
+  id: string;
+  type: T;
+  version: number;
+  source: string;
+  time: string;
+  causationId: string | null;
+  correlationId: string | null;
+  data: D;
+}
+
+export const EnvelopeSchema = z
+  .object({
+    id: z.string().uuid(),
+    type: z.string().regex(/^[A-Z][A-Za-z0-9]{1,63}$/),
+    version: z.number().int().min(1).max(1000),
+    source: z.union([RelayIdSchema, z.literal(CONTROL_PLANE_SOURCE)]),
+    time: z.string().datetime({ offset: true }),
+    causationId: z.string().min(1).max(128).nullable(),
+    correlationId: z.string().min(1).max(128).nullable(),
+    data: z.unknown(),
+  })
+  .strict();
+
+/** What the caller supplies to build an envelope; clock and id generator are injected so builders stay pure. */
+export interface EnvelopeContext {
+  source: string;
+  now: () => Date;
+  newId: () => string;
+  causationId?: string | null;
+  correlationId?: string | null;
+}
+
+/** Build an envelope. Pure given `ctx.now` and `ctx.newId`. */
+export function envelope<T extends string, D>(ctx: EnvelopeContext, type: T, version: number, data: D): Envelope<T, D> {
+  return {
+    id: ctx.newId(),
+    type,
+    version,
+    source: ctx.source,
+    time: ctx.now().toISOString(),
+    causationId: ctx.causationId ?? null,
+    correlationId: ctx.correlationId ?? null,
+    data,
+  };
+}

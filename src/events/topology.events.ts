@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import { RelayIdSchema, type Envelope } from './envelope.ts';
+
+const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+
+/** A WireGuard public key: base64 of exactly 32 bytes. */
+export const WgKeySchema = z.string().regex(BASE64_32, 'must be base64 of a 32-byte WireGuard key');
+
+/** `host:port` with an IPv4 literal, `[v6]:port`, or a DNS name. */
+export const EndpointSchema = z
+  .string()
+  .max(261)
+  .refine((s) => parseEndpoint(s) !== null, 'must be host:port (IPv4, [IPv6] or DNS name, port 1-65535)');
+
+export const Ipv4Schema = z.string().refine((s) => parseIpv4(s) !== null, 'must be a dotted-quad IPv4 address');
+export const Ipv4CidrSchema = z.string().refine((s) => parseCidr(s) !== null, 'must be an IPv4 CIDR a.b.c.d/n with no host bits set');
+
+/** One relay as the topology knows it. */
+export const RelayRecordSchema = z
+  .object({
+    id: RelayIdSchema,
+    name: z.string().min(1).max(128),
+    region: z.string().min(1).max(64),
+    publicKey: WgKeySchema,
+    endpoint: EndpointSchema,
+    meshAddress: Ipv4Schema,
+    clientPool: Ipv4CidrSchema,
+  })
+  .strict();
+export type RelayRecord = z.infer<typeof RelayRecordSchema>;
+
+const Revision = z.number().int().min(1);
+
+export const RelayAdmittedV1 = z.object({ revision: Revision, relay: RelayRecordSchema }).strict();
+export const RelayLeftV1 = z
+  .object({ revision: Revision, relayId: RelayIdSchema, reason: z.enum(['deregistered', 'expired', 'removed']) })
+  .strict();
+export const RelayKeyRotatedV1 = z
+  .object({ revision: Revision, relayId: RelayIdSchema, publicKey: WgKeySchema, previousPublicKey: WgKeySchema })
+  .strict();
+export const RelayEndpointChangedV1 = z
+  .object({ revision: Revision, relayId: RelayIdSchema, endpoint: EndpointSchema, previousEndpoint: EndpointSchema })
+  .strict();
+
+/** The topology event union: what the control plane publishes, signed, on `relaynet.topology.<relayId>.<event>`. */
+export type TopologyEvent =
+  | Envelope<'RelayAdmitted', z.infer<typeof RelayAdmittedV1>>
+  | Envelope<'RelayLeft', z.infer<typeof RelayLeftV1>>
+  | Envelope<'RelayKeyRotated', z.infer<typeof RelayKeyRotatedV1>>
+  | Envelope<'RelayEndpointChanged', z.infer<typeof RelayEndpointChangedV1>>;
+
+export type TopologyEventType = TopologyEvent['type'];
+
+/** The relay a topology event is about (the `<relayId>` token of its subject). */
+export function topologySubjectRelay(e: TopologyEvent): string {
+  switch (e.type) {
+    case 'RelayAdmitted':
+      return e.data.relay.id;
+    case 'RelayLeft':
+    case 'RelayKeyRotated':
+    case 'RelayEndpointChanged':
+      return e.data.relayId;
+    default:
+      return assertNever(e);
+  }
+}
+
+export function assertNever(x: never): never {
+  throw new Error(`unhandled variant: ${JSON.stringify(x)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Address parsing shared by schemas and the allocation tests. Pure.
+
+export function parseIpv4(s: string): number | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (!m) return null;
+  let n = 0;
+  for (let i = 1; i <= 4; i++) {
+    const part = m[i]!;
+    if (part.length > 1 && part.startsWith('0')) return null;
+    const o = Number(part);
+    if (o > 255) return null;
+    n = n * 256 + o;
+  }
+  return n;
+}
+
+export function formatIpv4(n: number): string {
+  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+export function parseCidr(s: string): { base: number; prefix: number } | null {
+  const [ip, p, ...rest] = s.split('/');
+  if (rest.length || ip === undefined || p === undefined || !/^\d{1,2}$/.test(p)) return null;
+  const base = parseIpv4(ip);
+  const prefix = Number(p);
+  if (base === null || prefix > 32) return null;
+  const hostBits = 32 - prefix;
+  const mask = hostBits === 32 ? 0 : (0xffffffff << hostBits) >>> 0;
+  if ((base & ~mask) >>> 0 !== 0) return null;
+  return { base, prefix };
+}
+
+export function parseEndpoint(s: string): { host: string; port: number } | null {
+  let host: string;
+  let portStr: string;
+  const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(s);
+  if (v6) {
+    host = v6[1]!;
+    portStr = v6[2]!;
+    if (!host.includes(':')) return null;
+  } else {
+    const i = s.lastIndexOf(':');
+    if (i <= 0) return null;
+    host = s.slice(0, i);
+    portStr = s.slice(i + 1);
+    if (!/^\d{1,5}$/.test(portStr)) return null;
+    const isV4Shape = /^[\d.]+$/.test(host);
+    if (isV4Shape ? parseIpv4(host) === null : !/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(host)) {
+      return null;
+    }
+  }
+  const port = Number(portStr);
+  if (port < 1 || port > 65535) return null;
+  return { host, port };
+}

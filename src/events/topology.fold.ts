@@ -1,0 +1,78 @@
+import { assertNever, type RelayRecord, type TopologyEvent } from './topology.events.ts';
+
+/**
+ * The topology as one relay believes it: every active relay (itself included) at a revision.
+ * Built only by {@link seedTopology} and {@link evolveTopology}; replay uses the same functions.
+ */
+export interface TopologyView {
+  revision: number;
+  relays: Readonly<Record<string, RelayRecord>>;
+}
+
+export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: {} };
+
+/** The view a snapshot from `register-server` describes. Pure. */
+export function seedTopology(revision: number, relays: readonly RelayRecord[]): TopologyView {
+  const map: Record<string, RelayRecord> = {};
+  for (const r of relays) map[r.id] = r;
+  return { revision, relays: map };
+}
+
+/**
+ * Fold one topology event into the view. Pure and total: it trusts the caller to have checked
+ * ordering (see {@link applyTopologyEvent}); the view's revision becomes the event's.
+ */
+export function evolveTopology(state: TopologyView, event: TopologyEvent): TopologyView {
+  const relays = { ...state.relays };
+  switch (event.type) {
+    case 'RelayAdmitted':
+      relays[event.data.relay.id] = event.data.relay;
+      break;
+    case 'RelayLeft':
+      delete relays[event.data.relayId];
+      break;
+    case 'RelayKeyRotated': {
+      const r = relays[event.data.relayId];
+      if (r) relays[r.id] = { ...r, publicKey: event.data.publicKey };
+      break;
+    }
+    case 'RelayEndpointChanged': {
+      const r = relays[event.data.relayId];
+      if (r) relays[r.id] = { ...r, endpoint: event.data.endpoint };
+      break;
+    }
+    default:
+      assertNever(event);
+  }
+  return { revision: event.data.revision, relays };
+}
+
+/** Outcome of offering a stream event to a view. */
+export type ApplyOutcome =
+  | { kind: 'applied'; state: TopologyView }
+  | { kind: 'duplicate'; revision: number }
+  | { kind: 'gap'; expected: number; got: number };
+
+/**
+ * Apply a stream event exactly once: revisions at or below the view's are duplicates (already in
+ * the snapshot or applied before), the next revision is applied, anything later is a gap that the
+ * caller must resolve with a fresh snapshot rather than guess. Pure.
+ */
+export function applyTopologyEvent(state: TopologyView, event: TopologyEvent): ApplyOutcome {
+  const rev = event.data.revision;
+  if (rev <= state.revision) return { kind: 'duplicate', revision: rev };
+  if (rev !== state.revision + 1) return { kind: 'gap', expected: state.revision + 1, got: rev };
+  return { kind: 'applied', state: evolveTopology(state, event) };
+}
+
+/** Canonical text of a view (sorted keys) so views of different relays compare byte for byte. */
+export function canonicalTopology(view: TopologyView): string {
+  const ids = Object.keys(view.relays).sort();
+  return JSON.stringify({
+    revision: view.revision,
+    relays: ids.map((id) => {
+      const r = view.relays[id]!;
+      return [r.id, r.name, r.region, r.publicKey, r.endpoint, r.meshAddress, r.clientPool];
+    }),
+  });
+}

@@ -1,0 +1,52 @@
+import { randomUUID } from 'node:crypto';
+import { envelope } from '../../src/events/envelope.ts';
+import type { RelayRecord, TopologyEvent } from '../../src/events/topology.events.ts';
+import { applyTopologyEvent, EMPTY_TOPOLOGY, type ApplyOutcome, type TopologyView } from '../../src/events/topology.fold.ts';
+
+const cp = { source: 'control-plane', now: () => new Date('2026-11-25T00:00:00Z'), newId: randomUUID };
+
+/** A syntactically valid WireGuard key derived from a small number (tests only). */
+export function key(n: number): string {
+  const b = Buffer.alloc(32, 0);
+  b.writeUInt32BE(n, 0);
+  return b.toString('base64');
+}
+
+export function relay(n: number, over: Partial<RelayRecord> = {}): RelayRecord {
+  return {
+    id: `relay-${n}`,
+    name: `Relay ${n}`,
+    region: 'test',
+    publicKey: key(n),
+    endpoint: `198.51.100.${n}:51820`,
+    meshAddress: `100.64.0.${n}`,
+    clientPool: `100.96.${(n - 1) * 4}.0/22`,
+    ...over,
+  };
+}
+
+export const ev = {
+  admitted: (revision: number, r: RelayRecord): TopologyEvent => envelope(cp, 'RelayAdmitted', 1, { revision, relay: r }),
+  left: (revision: number, relayId: string): TopologyEvent => envelope(cp, 'RelayLeft', 1, { revision, relayId, reason: 'deregistered' as const }),
+  rotated: (revision: number, relayId: string, publicKey: string, previousPublicKey: string): TopologyEvent =>
+    envelope(cp, 'RelayKeyRotated', 1, { revision, relayId, publicKey, previousPublicKey }),
+  moved: (revision: number, relayId: string, endpoint: string, previousEndpoint: string): TopologyEvent =>
+    envelope(cp, 'RelayEndpointChanged', 1, { revision, relayId, endpoint, previousEndpoint }),
+};
+
+/**
+ * given(events).when(event) -> the outcome; given/when/then in one line per case.
+ * The given events must apply cleanly in order, starting from the empty view.
+ */
+export function given(events: TopologyEvent[], start: TopologyView = EMPTY_TOPOLOGY) {
+  let state = start;
+  for (const e of events) {
+    const r = applyTopologyEvent(state, e);
+    if (r.kind !== 'applied') throw new Error(`given: event r${e.data.revision} did not apply: ${r.kind}`);
+    state = r.state;
+  }
+  return {
+    state,
+    when: (e: TopologyEvent): ApplyOutcome => applyTopologyEvent(state, e),
+  };
+}

@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
+import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
+import type { RegisterResponse } from '../../src/daemon/control-plane-client.ts';
+import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
+import { ev, relay } from '../support/given.ts';
+
+function registration(revision: number, others: number[]): RegisterResponse {
+  return {
+    relay: relay(1),
+    readmitted: false,
+    revision,
+    revisionTime: '2026-11-25T00:00:00.000Z',
+    relays: others.map((n) => relay(n)),
+    bus: { servers: ['nats://127.0.0.1:4222'], token: null, subjectRoot: 'relaynet', topologyStream: 'T', relayStream: 'R', topologySigningKey: 'k' },
+    heartbeatIntervalSeconds: 10,
+  };
+}
+
+/** The relay actor with faked I/O: registrations answered from a queue, emissions recorded. */
+function harness(regs: (RegisterResponse | Error)[]) {
+  const emitted: Emission[] = [];
+  const follows: number[] = [];
+  let followStops = 0;
+  let deregistered = 0;
+  const registerCalls: number[] = [];
+  const machine = relayMachine.provide({
+    actors: {
+      register: fromPromise(async () => {
+        registerCalls.push(Date.now());
+        const r = regs.shift();
+        if (!r) throw new Error('no more registrations');
+        if (r instanceof Error) throw r;
+        return r;
+      }),
+      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(({ input }) => {
+        follows.push(input.registration.revision);
+        return () => void followStops++;
+      }),
+      heartbeat: fromCallback(() => () => {}),
+      deregister: fromPromise(async () => {
+        deregistered++;
+        return { revision: 0 };
+      }),
+    },
+    actions: { emit: (_, p) => void emitted.push(p), reportFatal: () => {} },
+    delays: { resyncRetry: 1 },
+  });
+  const actor = createActor(machine, { input: { request: { relayId: 'relay-1', name: 'Relay 1', region: 'test', publicKey: relay(1).publicKey, endpoint: relay(1).endpoint } } });
+  actor.start();
+  return { actor, emitted, follows, registerCalls, get followStops() { return followStops; }, get deregistered() { return deregistered; } };
+}
+
+describe('relay actor', () => {
+  it('registers, seeds from the snapshot (self included) and serves', async () => {
+    const h = harness([registration(4, [2, 3])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    const s = h.actor.getSnapshot();
+    expect(s.context.view.revision).toBe(4);
+    expect(Object.keys(s.context.view.relays).sort()).toEqual(['relay-1', 'relay-2', 'relay-3']);
+    expect(h.emitted.map((e) => e.type)).toEqual(['RelayRegistered', 'TopologySeeded']);
+    expect(h.follows).toEqual([4]);
+  });
+
+  it('applies the next revision once and counts duplicates', async () => {
+    const h = harness([registration(4, [2])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(4, relay(2)), streamSeq: 4 });
+    h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(5, relay(5)), streamSeq: 5 });
+    h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(5, relay(5)), streamSeq: 6 });
+    const s = h.actor.getSnapshot();
+    expect(s.context.view.revision).toBe(5);
+    expect(s.context.counters).toMatchObject({ applied: 1, duplicates: 2, gaps: 0 });
+    expect(h.emitted.filter((e) => e.type === 'TopologyEventApplied')).toHaveLength(1);
+  });
+
+  it('resyncs from a fresh snapshot on a gap and says so in an event', async () => {
+    const h = harness([registration(4, [2]), registration(9, [2, 7])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(7, relay(7)), streamSeq: 7 });
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 9);
+    const s = h.actor.getSnapshot();
+    expect(s.context.counters).toMatchObject({ gaps: 1, resyncs: 1, applied: 0 });
+    expect(h.emitted.map((e) => e.type)).toContain('TopologyResyncRequested');
+    expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'gap', revision: 4 });
+    expect(h.emitted.at(-1)).toMatchObject({ type: 'TopologySeeded', data: { reason: 'resync', revision: 9 } });
+    // The old follower was stopped before a new one started from the new snapshot.
+    expect(h.follows).toEqual([4, 9]);
+    expect(h.followStops).toBe(1);
+  });
+
+  it('counts rejected messages by reason without changing the view', async () => {
+    const h = harness([registration(1, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    const before = h.actor.getSnapshot().context.view;
+    h.actor.send({ type: 'TOPOLOGY_REJECTED', rejection: { reason: 'bad-signature', detail: 'x' }, subject: 's', streamSeq: 3 });
+    h.actor.send({ type: 'TOPOLOGY_REJECTED', rejection: { reason: 'bad-signature', detail: 'x' }, subject: 's', streamSeq: 4 });
+    h.actor.send({ type: 'TOPOLOGY_REJECTED', rejection: { reason: 'malformed', detail: 'x' }, subject: 's', streamSeq: 5 });
+    const s = h.actor.getSnapshot();
+    expect(s.context.counters.rejected).toEqual({ 'bad-signature': 2, malformed: 1 });
+    expect(s.context.view).toBe(before);
+  });
+
+  it('resyncs after consecutive heartbeats show the control plane ahead, not after one', async () => {
+    const h = harness([registration(3, []), registration(6, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
+    expect(h.actor.getSnapshot().matches('serving')).toBe(true);
+    h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 6);
+    expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane' });
+  });
+
+  it('resyncs when the consumer is deleted', async () => {
+    const h = harness([registration(3, []), registration(3, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer_deleted' });
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.counters.resyncs === 1);
+    expect(h.follows).toEqual([3, 3]);
+  });
+
+  it('keeps its view and retries when a resync registration fails', async () => {
+    const h = harness([registration(3, [2]), new Error('control plane down'), registration(5, [2])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'RESYNC', detail: 'test' });
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 5);
+    expect(h.registerCalls).toHaveLength(3);
+  });
+
+  it('fails at boot when registration is refused', async () => {
+    const h = harness([new Error('409 key_mismatch')]);
+    const s = await waitFor(h.actor, (s) => s.status === 'done');
+    expect(s.value).toBe('failed');
+    expect(s.context.error).toMatch(/key_mismatch/);
+  });
+
+  it('drains on STOP: deregisters, stops its children, ends', async () => {
+    const h = harness([registration(1, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'STOP', signal: 'SIGTERM' });
+    const s = await waitFor(h.actor, (s) => s.status === 'done');
+    expect(s.value).toBe('stopped');
+    expect(h.deregistered).toBe(1);
+    expect(h.followStops).toBe(1);
+    expect(Object.keys(s.children)).toEqual([]);
+    expect(h.emitted.slice(-2).map((e) => e.type)).toEqual(['RelayDraining', 'RelayStopped']);
+  });
+});
+
+describe('backoff', () => {
+  it('grows exponentially with jitter and is capped', () => {
+    const p = { attempts: 10, baseMs: 100, maxMs: 1000 };
+    expect(backoffDelay(0, p, () => 0)).toBe(50);
+    expect(backoffDelay(0, p, () => 1)).toBe(100);
+    expect(backoffDelay(2, p, () => 1)).toBe(400);
+    expect(backoffDelay(10, p, () => 1)).toBe(1000);
+    expect(backoffDelay(10, p, () => 0)).toBe(500);
+  });
+});

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalTopology, evolveTopology, seedTopology, EMPTY_TOPOLOGY } from '../../src/events/topology.fold.ts';
+import { ev, given, key, relay } from '../support/given.ts';
+
+describe('topology fold', () => {
+  it('admits a relay at the next revision', () => {
+    const out = given([ev.admitted(1, relay(1))]).when(ev.admitted(2, relay(2)));
+    expect(out.kind).toBe('applied');
+    if (out.kind !== 'applied') return;
+    expect(out.state.revision).toBe(2);
+    expect(Object.keys(out.state.relays).sort()).toEqual(['relay-1', 'relay-2']);
+  });
+
+  it('drops a relay that left', () => {
+    const out = given([ev.admitted(1, relay(1)), ev.admitted(2, relay(2))]).when(ev.left(3, 'relay-1'));
+    expect(out.kind === 'applied' && Object.keys(out.state.relays)).toEqual(['relay-2']);
+  });
+
+  it('rotates a key and changes an endpoint in place', () => {
+    const g = given([ev.admitted(1, relay(1)), ev.rotated(2, 'relay-1', key(99), key(1))]);
+    expect(g.state.relays['relay-1']?.publicKey).toBe(key(99));
+    const out = g.when(ev.moved(3, 'relay-1', '203.0.113.7:51820', '198.51.100.1:51820'));
+    expect(out.kind === 'applied' && out.state.relays['relay-1']?.endpoint).toBe('203.0.113.7:51820');
+    expect(out.kind === 'applied' && out.state.relays['relay-1']?.publicKey).toBe(key(99));
+  });
+
+  it('treats revisions at or below the view as duplicates (exactly once)', () => {
+    const g = given([ev.admitted(1, relay(1)), ev.admitted(2, relay(2))]);
+    expect(g.when(ev.admitted(2, relay(2)))).toEqual({ kind: 'duplicate', revision: 2 });
+    expect(g.when(ev.left(1, 'relay-1'))).toEqual({ kind: 'duplicate', revision: 1 });
+  });
+
+  it('reports a skipped revision as a gap instead of applying it', () => {
+    expect(given([ev.admitted(1, relay(1))]).when(ev.admitted(3, relay(3)))).toEqual({ kind: 'gap', expected: 2, got: 3 });
+  });
+
+  it('continues a snapshot seed: events after R apply, R and before are duplicates', () => {
+    const seeded = seedTopology(5, [relay(1), relay(2)]);
+    expect(given([], seeded).when(ev.admitted(5, relay(2))).kind).toBe('duplicate');
+    const out = given([], seeded).when(ev.admitted(6, relay(3)));
+    expect(out.kind === 'applied' && out.state.revision).toBe(6);
+  });
+
+  it('seed + stream equals a full replay of the stream', () => {
+    const log = [ev.admitted(1, relay(1)), ev.admitted(2, relay(2)), ev.admitted(3, relay(3)), ev.left(4, 'relay-2'), ev.rotated(5, 'relay-3', key(7), key(3))];
+    const full = log.reduce(evolveTopology, EMPTY_TOPOLOGY);
+    const atThree = log.slice(0, 3).reduce(evolveTopology, EMPTY_TOPOLOGY);
+    const seeded = seedTopology(3, Object.values(atThree.relays));
+    const resumed = log.slice(3).reduce(evolveTopology, seeded);
+    expect(canonicalTopology(resumed)).toBe(canonicalTopology(full));
+  });
+
+  it('is pure: the input view is not modified', () => {
+    const g = given([ev.admitted(1, relay(1))]);
+    const before = canonicalTopology(g.state);
+    g.when(ev.left(2, 'relay-1'));
+    expect(canonicalTopology(g.state)).toBe(before);
+  });
+
+  it('canonical text does not depend on insertion order', () => {
+    expect(canonicalTopology(seedTopology(2, [relay(2), relay(1)]))).toBe(canonicalTopology(seedTopology(2, [relay(1), relay(2)])));
+  });
+});
