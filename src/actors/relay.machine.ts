@@ -74,7 +74,9 @@ export const relayMachine = setup({
     }),
     follow: fromCallback<RelayMachineEvent, FollowInput>(() => () => {}),
     heartbeat: fromCallback<RelayMachineEvent, { relayId: string; intervalSeconds: number }>(() => () => {}),
-    deregister: fromPromise<unknown, { relayId: string }>(async () => undefined),
+    deregister: fromPromise<{ revision: number }, { relayId: string }>(async () => {
+      throw new Error('deregister not provided');
+    }),
   },
   actions: {
     emit: (_, _params: Emission) => {},

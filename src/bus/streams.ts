@@ -15,9 +15,9 @@ export interface StreamLimits {
 
 export const DEFAULT_STREAM_LIMITS: StreamLimits = {
   topologyMaxAgeSeconds: 30 * 24 * 3600,
-  topologyMaxBytes: 1024 * 1024 * 1024,
+  topologyMaxBytes: 256 * 1024 * 1024,
   relayMaxAgeSeconds: 7 * 24 * 3600,
-  relayMaxBytes: 4 * 1024 * 1024 * 1024,
+  relayMaxBytes: 1024 * 1024 * 1024,
   duplicateWindowSeconds: 120,
 };
 
@@ -64,7 +64,7 @@ export async function bootstrapStreams(jsm: JetStreamManager, limits: StreamLimi
     }
     const differs = (Object.keys(cfg) as (keyof StreamConfig)[]).some((k) => JSON.stringify(existing![k]) !== JSON.stringify(cfg[k]));
     if (differs) {
-      await jsm.streams.update(name, { ...cfg, name: undefined } as Partial<StreamConfig>);
+      await jsm.streams.update(name, cfg);
       out[name] = 'updated';
     } else {
       out[name] = 'unchanged';

@@ -1,0 +1,84 @@
+import { randomUUID } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectBus } from '../../src/bus/connection.ts';
+import { RelayEventPublisher } from '../../src/bus/relay-event-publisher.ts';
+import { bootstrapStreams, DEFAULT_STREAM_LIMITS } from '../../src/bus/streams.ts';
+import { envelope } from '../../src/events/envelope.ts';
+import type { RelayEvent } from '../../src/events/relay.events.ts';
+import { STREAMS } from '../../src/events/subjects.ts';
+import { decodeEvent } from '../../src/events/wire.ts';
+import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
+import { rootLogger } from '../../src/lib/logger.ts';
+import { tempDir } from '../support/temp.ts';
+
+const log = rootLogger({ test: 'bus' }, 'warn');
+
+describe('event bus on a real nats-server', () => {
+  let nats: NatsServer;
+  let tmp: ReturnType<typeof tempDir>;
+  beforeAll(async () => {
+    tmp = tempDir('bus');
+    nats = await startNatsServer(tmp.dir);
+  });
+  afterAll(async () => {
+    await nats?.stop();
+    tmp?.remove();
+  });
+
+  it('bootstraps both streams idempotently and updates changed limits', async () => {
+    const nc = await connectBus({ servers: [nats.url], name: 'test', logger: log });
+    try {
+      const jsm = await jetstreamManager(nc);
+      expect(await bootstrapStreams(jsm)).toEqual({ [STREAMS.topology]: 'created', [STREAMS.relay]: 'created' });
+      expect(await bootstrapStreams(jsm)).toEqual({ [STREAMS.topology]: 'unchanged', [STREAMS.relay]: 'unchanged' });
+      const changed = { ...DEFAULT_STREAM_LIMITS, relayMaxAgeSeconds: 3600 };
+      expect(await bootstrapStreams(jsm, changed)).toEqual({ [STREAMS.topology]: 'unchanged', [STREAMS.relay]: 'updated' });
+      expect((await jsm.streams.info(STREAMS.relay)).config.max_age).toBe(3600 * 1e9);
+      expect(await bootstrapStreams(jsm)).toMatchObject({ [STREAMS.relay]: 'updated' });
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('publishes relay events in order across a NATS restart, none lost or duplicated', async () => {
+    const nc = await connectBus({ servers: [nats.url], name: 'test', logger: log });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await bootstrapStreams(jsm);
+      await jsm.streams.purge(STREAMS.relay);
+      const pub = new RelayEventPublisher({ js: jetstream(nc), relayId: 'relay-x', logger: log });
+      const mk = (i: number): RelayEvent =>
+        envelope({ source: 'relay-x', now: () => new Date(), newId: randomUUID }, 'TopologyEventApplied', 1, { revision: i, eventId: `e${i}`, eventType: 'RelayAdmitted' });
+      for (let i = 1; i <= 20; i++) pub.publish(mk(i));
+      await waitUntil(() => pub.pending === 0);
+      await nats.stop();
+      for (let i = 21; i <= 40; i++) pub.publish(mk(i));
+      expect(pub.pending).toBeGreaterThan(0);
+      await nats.start();
+      await waitUntil(() => pub.pending === 0, 30_000);
+      const info = await jsm.streams.info(STREAMS.relay);
+      expect(info.state.messages).toBe(40);
+      const revisions: number[] = [];
+      for (let seq = 1; seq <= 40; seq++) {
+        const m = await jsm.streams.getMessage(STREAMS.relay, { seq });
+        const d = decodeEvent(m!.data);
+        expect(d.ok).toBe(true);
+        if (d.ok && d.event.type === 'TopologyEventApplied') revisions.push(d.event.data.revision);
+      }
+      expect(revisions).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      expect(pub.dropped).toBe(0);
+      await pub.close();
+    } finally {
+      await nc.close();
+    }
+  });
+});
+
+async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
