@@ -59,6 +59,8 @@ if (import.meta.main) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
+      // Leave a moment for logs to flush, then exit even if a client still retries in the background.
+      setTimeout(() => process.exit(code), 200).unref();
     },
     (e) => {
       process.stderr.write(`relay-core: ${(e as Error).stack ?? e}\n`);

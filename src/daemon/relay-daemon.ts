@@ -61,7 +61,6 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   let nc: NatsConnection | null = null;
   let publisher: RelayEventPublisher | null = null;
   const early: RelayEvent[] = [];
-  let followerDeps: FollowerDeps | null = null;
 
   const publish = (e: RelayEvent) => {
     if (publisher) publisher.publish(e);
@@ -73,9 +72,11 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     publish(ev);
   };
 
-  // The bus comes up on the first successful registration (its details come from the control plane).
-  async function ensureBus(reg: RegisterResponse): Promise<void> {
-    if (nc) return;
+  // The bus comes up after the first successful registration (its details come from the control
+  // plane) and in the background: admission does not wait for NATS, the follower does.
+  let bus: Promise<FollowerDeps> | null = null;
+  function ensureBus(reg: RegisterResponse): void {
+    if (bus) return;
     const pinned = cfg.topologyKey;
     if (pinned && pinned !== reg.bus.topologySigningKey) {
       throw new Error(`control plane's topology key ${reg.bus.topologySigningKey} differs from the pinned RELAYNET_TOPOLOGY_KEY`);
@@ -83,12 +84,15 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     const cpKey = importPublicKey(pinned ?? reg.bus.topologySigningKey);
     const servers = cfg.natsServers ?? reg.bus.servers;
     log.info({ servers }, 'connecting to the event bus');
-    nc = await connectBus({ servers, token: reg.bus.token, name: `relay-core ${cfg.relayId}`, logger: log });
-    const js = jetstream(nc);
-    const jsm = await jetstreamManager(nc);
-    publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log });
-    for (const e of early.splice(0)) publisher.publish(e);
-    followerDeps = ({ js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs });
+    bus = (async () => {
+      nc = await connectBus({ servers, token: reg.bus.token, name: `relay-core ${cfg.relayId}`, logger: log });
+      const js = jetstream(nc);
+      const jsm = await jetstreamManager(nc);
+      publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log });
+      for (const e of early.splice(0)) publisher.publish(e);
+      return { js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs };
+    })();
+    bus.catch((e) => log.error({ err: String(e) }, 'event bus setup failed'));
   }
 
   const machine = relayMachine.provide({
@@ -104,13 +108,21 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
           key = { ...pendingKey, created: false };
           pendingKey = null;
         }
-        await ensureBus(reg);
+        ensureBus(reg);
         return reg;
       }),
       // `follow` needs the bus, which exists only after the first registration; serving comes after it.
       follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
-        if (!followerDeps) throw new Error('topology follower started before the event bus');
-        return runTopologyFollower(followerDeps, input, sendBack);
+        if (!bus) throw new Error('topology follower started before the event bus');
+        let stopped = false;
+        let cleanup: (() => void) | null = null;
+        bus.then((deps) => {
+          if (!stopped) cleanup = runTopologyFollower(deps, input, sendBack);
+        }, () => {});
+        return () => {
+          stopped = true;
+          cleanup?.();
+        };
       }),
       heartbeat: heartbeatActor(client, log),
       deregister: fromPromise(async ({ input }) => client.deregister(input.relayId)),

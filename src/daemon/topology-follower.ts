@@ -17,6 +17,8 @@ export interface FollowerDeps {
   /** Start the consumer this long before the snapshot's revision time (clock skew between Postgres and NATS). */
   startMarginMs?: number;
   streamLimits?: StreamLimits;
+  /** How often the follower checks that its consumer still exists (default 5 s). */
+  probeIntervalMs?: number;
 }
 
 /** Name of a relay's durable topology consumer (one per relay; visible to operators with its lag). */
@@ -93,6 +95,18 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
           }
         }
       })().catch(() => {});
+
+      // Belt and braces: the status stream can miss a deletion across reconnects, so also look the
+      // consumer up now and then; a missing consumer means a resync.
+      const probe = setInterval(() => {
+        deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).catch((e) => {
+          if (abort.signal.aborted || !isNotFound(e)) return;
+          clearInterval(probe);
+          log.warn('topology consumer missing');
+          sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' });
+        });
+      }, deps.probeIntervalMs ?? 5_000);
+      abort.signal.addEventListener('abort', () => clearInterval(probe), { once: true });
 
       for await (const m of messages) {
         if (abort.signal.aborted) break;

@@ -1,0 +1,161 @@
+/**
+ * Topology fan-out latency: from the publisher's JetStream publish to the fold in N relay actors
+ * (durable consumer, Ed25519 verification, schema validation, xstate fold), against a reference of N
+ * plain core-NATS subscribers receiving the same messages in the same run.
+ *
+ *   node bench/fanout.ts [--subscribers 1,10,50] [--events 200] [--interval-ms 20]
+ */
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { createActor, fromCallback, fromPromise } from 'xstate';
+import { relayMachine, type FollowInput, type RelayMachineEvent } from '../src/actors/relay.machine.ts';
+import { bootstrapStreams } from '../src/bus/streams.ts';
+import type { RegisterResponse } from '../src/daemon/control-plane-client.ts';
+import { runTopologyFollower } from '../src/daemon/topology-follower.ts';
+import { startNatsServer } from '../src/devnet/nats-server.ts';
+import { envelope } from '../src/events/envelope.ts';
+import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
+import { STREAMS, subjectFor } from '../src/events/subjects.ts';
+import { encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
+import { rootLogger } from '../src/lib/logger.ts';
+import { tempDir } from '../test/support/temp.ts';
+import { relay } from '../test/support/given.ts';
+
+const { values } = parseArgs({ options: { subscribers: { type: 'string', default: '1,10,50' }, events: { type: 'string', default: '200' }, 'interval-ms': { type: 'string', default: '20' } } });
+const counts = values.subscribers!.split(',').map(Number);
+const events = Number(values.events);
+const intervalMs = Number(values['interval-ms']);
+const log = rootLogger({ bench: 'fanout' }, 'error');
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+
+async function runOnce(n: number, natsUrl: string) {
+  const keys = generateSigningKeyPair();
+  const priv = importPrivateKey(keys.seed);
+  const conns: NatsConnection[] = [];
+  const pub = await connect({ servers: natsUrl });
+  conns.push(pub);
+  const jsm = await jetstreamManager(pub);
+  await bootstrapStreams(jsm);
+  await jsm.streams.purge(STREAMS.topology);
+  const js = jetstream(pub);
+
+  const folded = new Map<number, number[]>(); // revision -> fold times
+  const received = new Map<number, number[]>(); // revision -> reference receive times
+  const reg: RegisterResponse = {
+    relay: relay(1),
+    readmitted: false,
+    revision: 0,
+    revisionTime: new Date().toISOString(),
+    relays: [],
+    bus: { servers: [natsUrl], token: null, subjectRoot: 'relaynet', topologyStream: STREAMS.topology, relayStream: STREAMS.relay, topologySigningKey: keys.publicKey },
+    heartbeatIntervalSeconds: 3600,
+  };
+  const actors = [];
+  for (let i = 0; i < n; i++) {
+    const nc = await connect({ servers: natsUrl });
+    conns.push(nc);
+    const deps = { js: jetstream(nc), jsm: await jetstreamManager(nc), relayId: `bench-${i}`, controlPlaneKey: importPublicKey(keys.publicKey), logger: log, startMarginMs: 1_000 };
+    const actor = createActor(
+      relayMachine.provide({
+        actors: {
+          register: fromPromise(async () => reg),
+          follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => runTopologyFollower(deps, input, sendBack)),
+          heartbeat: fromCallback(() => () => {}),
+          deregister: fromPromise(async () => ({ revision: 0 })),
+        },
+        actions: { emit: () => {}, reportFatal: () => {} },
+      }),
+      { input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' } } },
+    );
+    let last = 0;
+    actor.subscribe((s) => {
+      const r = s.context.view.revision;
+      if (r > last) {
+        const t = performance.now();
+        for (let k = last + 1; k <= r; k++) (folded.get(k) ?? folded.set(k, []).get(k)!).push(t);
+        last = r;
+      }
+    });
+    actor.start();
+    actors.push(actor);
+    // Reference: a plain core subscription, no consumer, no verification, no fold.
+    const rc = await connect({ servers: natsUrl });
+    conns.push(rc);
+    rc.subscribe('relaynet.topology.>', {
+      callback: (_e, m) => {
+        const rev = Number(m.headers?.get('Bench-Revision'));
+        (received.get(rev) ?? received.set(rev, []).get(rev)!).push(performance.now());
+      },
+    });
+    await rc.flush();
+  }
+  // Wait until every follower's consumer exists.
+  for (let i = 0; i < n; i++) {
+    for (;;) {
+      try {
+        await jsm.consumers.info(STREAMS.topology, `topology-bench-${i}`);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+  await new Promise((r) => setTimeout(r, 300));
+
+  const sent = new Map<number, number>();
+  const cp = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
+  for (let rev = 1; rev <= events; rev++) {
+    const r = relay(2 + (rev % 200), { id: `peer-${rev}` });
+    const e = envelope(cp, 'RelayAdmitted', 1, { revision: rev, relay: r });
+    const data = encodeEvent(e);
+    const h = headers();
+    h.set(SIGNATURE_HEADER, signBytes(priv, data));
+    h.set('Bench-Revision', String(rev));
+    sent.set(rev, performance.now());
+    await js.publish(subjectFor('RelayAdmitted', r.id), data, { headers: h, msgID: e.id });
+    await new Promise((res) => setTimeout(res, intervalMs));
+  }
+  const deadline = Date.now() + 30_000;
+  while ((folded.get(events)?.length ?? 0) < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+
+  const lat = (m: Map<number, number[]>) => {
+    const all: number[] = [];
+    const lastOf: number[] = [];
+    for (let rev = 1; rev <= events; rev++) {
+      const ts = m.get(rev) ?? [];
+      if (ts.length !== n) throw new Error(`revision ${rev}: ${ts.length}/${n} subscribers`);
+      for (const t of ts) all.push(t - sent.get(rev)!);
+      lastOf.push(Math.max(...ts) - sent.get(rev)!);
+    }
+    return { p50: pct(all, 50), p99: pct(all, 99), lastP50: pct(lastOf, 50), lastP99: pct(lastOf, 99) };
+  };
+  const fold = lat(folded);
+  const ref = lat(received);
+  for (const a of actors) a.stop();
+  for (const c of conns) await c.close();
+  return { n, fold, ref };
+}
+
+const tmp = tempDir('bench-fanout');
+const nats = await startNatsServer(tmp.dir);
+try {
+  console.log(`fan-out: ${events} signed topology events, one every ${intervalMs} ms; latency from publish (ms)`);
+  console.log('subscribers | relay fold p50 / p99 | all-folded p50 / p99 | core-NATS ref p50 / p99 | ratio p50');
+  for (const n of counts) {
+    const r = await runOnce(n, nats.url);
+    const f = (x: number) => x.toFixed(2);
+    console.log(
+      `${String(n).padStart(11)} | ${f(r.fold.p50)} / ${f(r.fold.p99)} | ${f(r.fold.lastP50)} / ${f(r.fold.lastP99)} | ${f(r.ref.p50)} / ${f(r.ref.p99)} | ${(r.fold.p50 / r.ref.p50).toFixed(1)}x`,
+    );
+  }
+} finally {
+  await nats.stop();
+  tmp.remove();
+}

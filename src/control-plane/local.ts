@@ -1,0 +1,180 @@
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import type { Logger } from '../lib/logger.ts';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.ts';
+import { functionNames, startFunctions, type FunctionRunner } from './functions.ts';
+import { startGateway } from './gateway.ts';
+import { mintRelayToken, serviceRoleKey } from './jwt.ts';
+import { migrate } from './migrate.ts';
+import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from './secrets.ts';
+import { startTopologyPublisher, type TopologyPublisher } from './topology-publisher.ts';
+
+export { loadOrCreateSecrets, SECRETS_FILE, topologyPublicKeyOf, type Secrets } from './secrets.ts';
+
+/** A running local control plane: what a relay needs to reach it, and how to stop it. */
+export interface LocalControlPlane {
+  /** The SUPABASE_URL of this control plane (the gateway), http://127.0.0.1:PORT. */
+  url: string;
+  serviceRoleKey: string;
+  jwtSecret: string;
+  /** base64 Ed25519 public key relays verify topology events with. */
+  topologyPublicKey: string;
+  dbUrl: string;
+  publisher: TopologyPublisher | null;
+  /** A scoped relay token for `relayId`, valid for `ttlSeconds`. */
+  mintRelayToken(relayId: string, ttlSeconds: number): string;
+  /** Direct URL of a function's Deno process, bypassing the gateway (tests, debugging). */
+  functionUrl(name: string): string | undefined;
+  stop(): Promise<void>;
+}
+
+export interface LocalControlPlaneOptions {
+  stateDir: string;
+  /** Gateway port on 127.0.0.1; 0 (default) = a free port. */
+  port?: number;
+  /** A real PostgreSQL; default: embedded PGlite with its data in STATE_DIR/pgdata. */
+  dbUrl?: string;
+  /** NATS servers handed to relays; when given, the topology publisher runs too. */
+  natsServers?: string[];
+  natsToken?: string | null;
+  heartbeatSeconds?: number;
+  logger: Logger;
+}
+
+export const INFO_FILE = 'control-plane.json';
+/** Handed to relays when no NATS server is configured (the usual local nats-server). */
+export const DEFAULT_NATS_SERVERS = ['nats://127.0.0.1:4222'];
+
+/** One control plane per state directory: a pid lock file, taken over when its owner is gone. */
+function lockStateDir(stateDir: string): () => void {
+  const file = join(stateDir, 'control-plane.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      let alive = false;
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (err) {
+          alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+        }
+      }
+      if (alive) throw new Error(`another control plane (pid ${pid}) uses ${stateDir}; stop it or choose another --state-dir`);
+      if (pid === process.pid) throw new Error(`this process already runs a control plane on ${stateDir}`);
+      rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`cannot lock ${stateDir}`);
+}
+
+export function redactUrl(u: string): string {
+  return u.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+}
+
+/** Connect to `dbUrl` and apply the migrations; errors say which database and why. */
+async function prepareDatabase(dbUrl: string, log: Logger): Promise<void> {
+  const sql = postgres(dbUrl, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'relaynet-migrate' } });
+  try {
+    try {
+      await sql`select 1`;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      throw new Error(`cannot connect to the database at ${redactUrl(dbUrl)}: ${code ? `${code}: ` : ''}${(e as Error).message}`);
+    }
+    const applied = await migrate(sql);
+    if (applied.length) log.info({ applied }, 'migrations applied');
+    else log.debug('migrations up to date');
+  } finally {
+    await sql.end({ timeout: 2 }).catch(() => {});
+  }
+}
+
+/**
+ * Start the control plane on this machine: the gateway (Supabase's API gateway for functions),
+ * Postgres (embedded PGlite by default, or `dbUrl`) with the migrations applied, one Deno process per
+ * Edge Function, and the topology publisher when NATS servers are given. `stop()` stops all of it;
+ * the state directory keeps data and secrets for the next start.
+ */
+export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Promise<LocalControlPlane> {
+  const log = opts.logger.child({ component: 'control-plane' });
+  mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  const unlock = lockStateDir(opts.stateDir);
+  const stops: { what: string; stop: () => Promise<unknown> }[] = [{ what: 'lock', stop: async () => unlock() }];
+  const stopAll = async () => {
+    for (const s of stops.splice(0).reverse()) {
+      await s.stop().catch((e: unknown) => log.warn({ err: String((e as Error)?.message ?? e), what: s.what }, 'stop failed'));
+    }
+  };
+  try {
+    const secrets = loadOrCreateSecrets(opts.stateDir);
+    const topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed);
+    const names = new Set(functionNames());
+    let fns: FunctionRunner | null = null;
+    // The gateway first: a port that is taken fails the start at once.
+    const gw = await startGateway({ port: opts.port ?? 0, jwtSecret: secrets.jwtSecret, known: (n) => names.has(n), route: (n) => fns?.port(n), logger: opts.logger });
+    stops.push({ what: 'gateway', stop: () => gw.stop() });
+
+    let dbUrl = opts.dbUrl;
+    if (!dbUrl) {
+      const embedded: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: join(opts.stateDir, 'pgdata') });
+      stops.push({ what: 'embedded database', stop: () => embedded.stop() });
+      dbUrl = embedded.url;
+    }
+    await prepareDatabase(dbUrl, log);
+
+    const natsServers = opts.natsServers?.length ? opts.natsServers : DEFAULT_NATS_SERVERS;
+    fns = await startFunctions({
+      env: {
+        SUPABASE_DB_URL: dbUrl,
+        RELAYNET_JWT_SECRET: secrets.jwtSecret,
+        RELAYNET_TOPOLOGY_SIGNING_KEY: secrets.topologySigningSeed,
+        RELAYNET_NATS_SERVERS: natsServers.join(','),
+        ...(opts.natsToken ? { RELAYNET_NATS_TOKEN: opts.natsToken } : {}),
+        RELAYNET_HEARTBEAT_SECONDS: String(opts.heartbeatSeconds ?? 10),
+      },
+      logger: opts.logger,
+    });
+    const runner = fns;
+    stops.push({ what: 'functions', stop: () => runner.stop() });
+
+    let publisher: TopologyPublisher | null = null;
+    if (opts.natsServers?.length) {
+      const p = await startTopologyPublisher({ dbUrl, natsServers: opts.natsServers, natsToken: opts.natsToken ?? null, logger: opts.logger });
+      publisher = p;
+      stops.push({ what: 'topology publisher', stop: () => p.stop() });
+    }
+
+    const srk = serviceRoleKey(secrets.jwtSecret);
+    writePrivate(
+      join(opts.stateDir, INFO_FILE),
+      JSON.stringify({ url: gw.url, serviceRoleKey: srk, topologyPublicKey, dbUrl, natsServers: opts.natsServers ?? [] }, null, 2) + '\n',
+    );
+    log.info({ url: gw.url, db: redactUrl(dbUrl), functions: [...names], publisher: !!publisher }, 'control plane up');
+    let stopping: Promise<void> | null = null;
+    return {
+      url: gw.url,
+      serviceRoleKey: srk,
+      jwtSecret: secrets.jwtSecret,
+      topologyPublicKey,
+      dbUrl,
+      publisher,
+      mintRelayToken: (relayId, ttl) => mintRelayToken(relayId, ttl, secrets.jwtSecret),
+      functionUrl: (name) => {
+        const p = runner.port(name);
+        return p ? `http://127.0.0.1:${p}/${name}` : undefined;
+      },
+      stop: () => (stopping ??= stopAll().then(() => log.info('control plane stopped'))),
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}

@@ -1,0 +1,84 @@
+// The decisions of the Edge Functions, as pure functions of the stored relay and the request
+// (docs/control-plane.md, "Decision"). The database code only carries them out.
+import type { EventSpec } from './topology-events.ts';
+import type { RegisterRequest } from './validate.ts';
+
+/** A relay row as the decisions need it. */
+export interface StoredRelay {
+  id: string;
+  name: string;
+  region: string;
+  publicKey: string;
+  endpoint: string;
+  status: 'active' | 'left';
+}
+
+export interface Refusal {
+  status: number;
+  error: string;
+  message: string;
+  field?: string;
+}
+
+export type RegisterDecision =
+  /** Unknown or left relay: allocate addresses, record it, RelayAdmitted. */
+  | { action: 'admit'; events: EventSpec[] }
+  /** Active relay: record name, region, key and endpoint; an event per topology change (maybe none). */
+  | { action: 'readmit'; keyRotated: boolean; events: EventSpec[] }
+  | { action: 'reject'; refusal: Refusal; events: [] };
+
+/**
+ * register-server. `keyHolder` is the id of another active relay that already uses the requested
+ * public key, if any (WireGuard identifies peers by key; two relays cannot share one).
+ */
+export function decide(existing: StoredRelay | null, req: RegisterRequest, keyHolder: string | null = null): RegisterDecision {
+  if (keyHolder !== null && keyHolder !== req.relayId) {
+    return {
+      action: 'reject',
+      events: [],
+      refusal: { status: 409, error: 'key_in_use', field: 'publicKey', message: `public key is already used by active relay ${keyHolder}` },
+    };
+  }
+  if (!existing || existing.status !== 'active') return { action: 'admit', events: [{ type: 'RelayAdmitted' }] };
+  const events: EventSpec[] = [];
+  const keyRotated = existing.publicKey !== req.publicKey;
+  if (keyRotated) {
+    if (!req.rotateKey) {
+      return {
+        action: 'reject',
+        events: [],
+        refusal: {
+          status: 409,
+          error: 'key_mismatch',
+          field: 'publicKey',
+          message: `relay ${req.relayId} is active with another public key; send rotateKey: true to rotate it`,
+        },
+      };
+    }
+    events.push({ type: 'RelayKeyRotated', relayId: req.relayId, publicKey: req.publicKey, previousPublicKey: existing.publicKey });
+  }
+  if (existing.endpoint !== req.endpoint) {
+    events.push({ type: 'RelayEndpointChanged', relayId: req.relayId, endpoint: req.endpoint, previousEndpoint: existing.endpoint });
+  }
+  return { action: 'readmit', keyRotated, events };
+}
+
+export type LeaveDecision = { action: 'leave'; events: EventSpec[] } | { action: 'reject'; refusal: Refusal; events: [] };
+
+/** deregister: only an active relay can leave; anything else is 404 and changes nothing. */
+export function decideDeregister(existing: StoredRelay | null, relayId: string): LeaveDecision {
+  if (!existing || existing.status !== 'active') return { action: 'reject', events: [], refusal: notRegistered(relayId, false) };
+  return { action: 'leave', events: [{ type: 'RelayLeft', relayId, reason: 'deregistered' }] };
+}
+
+export type HeartbeatDecision = { action: 'touch' } | { action: 'reject'; refusal: Refusal };
+
+/** heartbeat: an active relay is touched; anything else must register again. */
+export function decideHeartbeat(existing: StoredRelay | null, relayId: string): HeartbeatDecision {
+  if (!existing || existing.status !== 'active') return { action: 'reject', refusal: notRegistered(relayId, true) };
+  return { action: 'touch' };
+}
+
+function notRegistered(relayId: string, reregister: boolean): Refusal {
+  return { status: 404, error: 'not_registered', message: `relay ${relayId} is not active${reregister ? '; register it again' : ''}` };
+}

@@ -1,0 +1,20 @@
+// The Postgres connection of a function instance: postgres.js, as Supabase recommends for Deno.
+// prepare: false works behind Supabase's transaction pooler and the local PGlite multiplexer alike.
+import postgres from 'npm:postgres@3.4.9';
+
+export type Sql = postgres.Sql;
+export type Tx = postgres.TransactionSql;
+
+let sql: Sql | null = null;
+
+export function db(url: string, fn: string): Sql {
+  sql ??= postgres(url, {
+    max: 3,
+    prepare: false,
+    idle_timeout: 20,
+    connect_timeout: 10,
+    onnotice: () => {},
+    connection: { application_name: `relaynet-${fn}` },
+  });
+  return sql;
+}

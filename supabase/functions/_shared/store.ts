@@ -1,0 +1,147 @@
+// Database side of the functions (schema relaynet, supabase/migrations). Every mutating call runs in
+// one transaction that first locks the topology row (lockTopology), which serialises all changes and
+// keeps revisions contiguous: each event bumps the revision once and lands in the outbox with it.
+import type { StoredRelay } from './admission.ts';
+import type { AddressPlan } from './addresses.ts';
+import type { Tx } from './db.ts';
+import { importSigningKey, signPayload, type SigningKey } from './sign.ts';
+import { buildTopologyEvent, eventData, type BuiltEvent, type EventSpec, type RelayRecord } from './topology-events.ts';
+
+export interface Revision {
+  revision: number;
+  revisionTime: string;
+}
+
+let signingKey: { seed: string; key: Promise<SigningKey> } | null = null;
+
+/** The control plane's Ed25519 key, imported once per function instance. */
+export function topologySigningKey(seed: string): Promise<SigningKey> {
+  if (signingKey?.seed !== seed) {
+    const key = importSigningKey(seed);
+    key.catch(() => {
+      signingKey = null;
+    });
+    signingKey = { seed, key };
+  }
+  return signingKey.key;
+}
+
+const iso = (t: unknown) => (t instanceof Date ? t : new Date(String(t))).toISOString();
+
+/** Lock the topology row (first statement of every mutating transaction); returns the current revision. */
+export async function lockTopology(tx: Tx): Promise<Revision> {
+  const [row] = await tx`select revision, updated_at from relaynet.topology for update`;
+  if (!row) throw new Error('relaynet.topology has no row; are the migrations applied?');
+  return { revision: Number(row.revision), revisionTime: iso(row.updated_at) };
+}
+
+export async function currentRevision(tx: Tx): Promise<Revision> {
+  const [row] = await tx`select revision, updated_at from relaynet.topology`;
+  return { revision: Number(row!.revision), revisionTime: iso(row!.updated_at) };
+}
+
+export async function storedRelay(tx: Tx, id: string): Promise<StoredRelay | null> {
+  const [r] = await tx`select id, name, region, public_key, endpoint, status from relaynet.relays where id = ${id}`;
+  return r ? { id: r.id, name: r.name, region: r.region, publicKey: r.public_key, endpoint: r.endpoint, status: r.status } : null;
+}
+
+/** Another active relay that uses `publicKey`, if any. */
+export async function keyHolder(tx: Tx, publicKey: string, relayId: string): Promise<string | null> {
+  const [r] = await tx`select id from relaynet.relays where public_key = ${publicKey} and status = 'active' and id <> ${relayId} limit 1`;
+  return r ? (r.id as string) : null;
+}
+
+export async function addressPlan(tx: Tx): Promise<AddressPlan> {
+  const [s] = await tx`select mesh_cidr::text as mesh_cidr, client_supernet::text as client_supernet, client_pool_prefix from relaynet.settings`;
+  if (!s) throw new Error('relaynet.settings has no row; are the migrations applied?');
+  return { meshCidr: s.mesh_cidr, clientSupernet: s.client_supernet, clientPoolPrefix: Number(s.client_pool_prefix) };
+}
+
+/** Addresses held now (by active relays; a relay that left holds none). */
+export async function heldAddresses(tx: Tx): Promise<{ mesh: string[]; pools: string[] }> {
+  const rows = await tx`select host(mesh_address) as mesh, client_pool::text as pool from relaynet.relays where mesh_address is not null or client_pool is not null`;
+  return { mesh: rows.map((r) => r.mesh).filter(Boolean), pools: rows.map((r) => r.pool).filter(Boolean) };
+}
+
+const RECORD_COLUMNS = 'id, name, region, public_key, endpoint, host(mesh_address) as mesh_address, client_pool::text as client_pool';
+
+function toRecord(r: Record<string, unknown>): RelayRecord {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    region: r.region as string,
+    publicKey: r.public_key as string,
+    endpoint: r.endpoint as string,
+    meshAddress: r.mesh_address as string,
+    clientPool: r.client_pool as string,
+  };
+}
+
+export async function relayRecord(tx: Tx, id: string): Promise<RelayRecord> {
+  const [r] = await tx.unsafe(`select ${RECORD_COLUMNS} from relaynet.relays where id = $1 and status = 'active'`, [id]);
+  if (!r) throw new Error(`relay ${id} is not active after it was recorded`);
+  return toRecord(r);
+}
+
+/** Every active relay but `except`, by id. */
+export async function activeRelays(tx: Tx, except: string): Promise<RelayRecord[]> {
+  const rows = await tx.unsafe(`select ${RECORD_COLUMNS} from relaynet.relays where status = 'active' and id <> $1 order by id`, [except]);
+  return rows.map(toRecord);
+}
+
+/** Admit (or re-admit after leaving) with fresh addresses; the relay's key history gets the key. */
+export async function recordAdmission(tx: Tx, r: { relayId: string; name: string; region: string; publicKey: string; endpoint: string; meshAddress: string; clientPool: string }): Promise<void> {
+  await tx`
+    insert into relaynet.relays (id, name, region, public_key, endpoint, status, mesh_address, client_pool, admitted_at, last_seen, left_at)
+    values (${r.relayId}, ${r.name}, ${r.region}, ${r.publicKey}, ${r.endpoint}, 'active', ${r.meshAddress}::inet, ${r.clientPool}::cidr,
+            clock_timestamp(), clock_timestamp(), null)
+    on conflict (id) do update set name = excluded.name, region = excluded.region, public_key = excluded.public_key,
+      endpoint = excluded.endpoint, status = 'active', mesh_address = excluded.mesh_address, client_pool = excluded.client_pool,
+      admitted_at = excluded.admitted_at, last_seen = excluded.last_seen, left_at = null`;
+  await closeKey(tx, r.relayId);
+  await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;
+}
+
+/** Re-admission of an active relay: name, region, key and endpoint as requested. */
+export async function recordReadmission(tx: Tx, r: { relayId: string; name: string; region: string; publicKey: string; endpoint: string }, keyRotated: boolean): Promise<void> {
+  await tx`update relaynet.relays set name = ${r.name}, region = ${r.region}, public_key = ${r.publicKey}, endpoint = ${r.endpoint},
+           last_seen = clock_timestamp() where id = ${r.relayId}`;
+  if (keyRotated) {
+    await closeKey(tx, r.relayId);
+    await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;
+  }
+}
+
+/** The relay leaves: addresses freed, key closed. */
+export async function recordLeave(tx: Tx, relayId: string): Promise<void> {
+  await tx`update relaynet.relays set status = 'left', mesh_address = null, client_pool = null, left_at = clock_timestamp()
+           where id = ${relayId}`;
+  await closeKey(tx, relayId);
+}
+
+export async function touch(tx: Tx, relayId: string): Promise<void> {
+  await tx`update relaynet.relays set last_seen = clock_timestamp() where id = ${relayId}`;
+}
+
+async function closeKey(tx: Tx, relayId: string): Promise<void> {
+  await tx`update relaynet.relay_keys set valid_to = clock_timestamp() where relay_id = ${relayId} and valid_to is null`;
+}
+
+/**
+ * Append events to the outbox: per event, bump the revision once (its time is the revision time),
+ * build the envelope, sign its JSON and insert the row. `relay` is the record RelayAdmitted carries.
+ */
+export async function appendEvents(tx: Tx, specs: EventSpec[], relay: RelayRecord | null, key: SigningKey, causationId: string | null): Promise<BuiltEvent[]> {
+  const out: BuiltEvent[] = [];
+  for (const spec of specs) {
+    if (spec.type === 'RelayAdmitted' && !relay) throw new Error('RelayAdmitted needs the relay record');
+    const [t] = await tx`update relaynet.topology set revision = revision + 1, updated_at = clock_timestamp() returning revision, updated_at`;
+    const revision = Number(t!.revision);
+    const built = buildTopologyEvent(eventData(spec, revision, relay!), { id: crypto.randomUUID(), time: iso(t!.updated_at), causationId });
+    const signature = await signPayload(key, built.payload);
+    await tx`insert into relaynet.topology_events (revision, event_id, type, subject, payload, signature, created_at)
+             values (${revision}, ${built.id}::uuid, ${built.type}, ${built.subject}, ${built.payload}, ${signature}, ${t!.updated_at})`;
+    out.push(built);
+  }
+  return out;
+}

@@ -1,0 +1,126 @@
+// Strict request validation for the Edge Functions: every error names the offending field. Pure.
+// What passes here always passes the relays' schemas (src/events/topology.events.ts), so an event
+// built from a valid request is never rejected downstream.
+import { base64ToBytes } from './base64.ts';
+import { badRequest } from './http.ts';
+
+export interface RegisterRequest {
+  relayId: string;
+  name: string;
+  region: string;
+  publicKey: string;
+  endpoint: string;
+  rotateKey: boolean;
+}
+
+export interface RelayIdRequest {
+  relayId: string;
+}
+
+export const RELAY_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const REGION_RE = /^[a-z0-9-]{1,64}$/;
+const DNS_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+// deno-lint-ignore no-control-regex
+const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+
+const REGISTER_FIELDS = ['relayId', 'name', 'region', 'publicKey', 'endpoint', 'rotateKey'] as const;
+const RELAY_ID_FIELDS = ['relayId'] as const;
+
+/** 400 naming the first field that is not in `allowed`. */
+export function onlyFields(body: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const k of Object.keys(body)) {
+    if (!allowed.includes(k)) throw badRequest(k.slice(0, 64), `unknown field ${JSON.stringify(k.slice(0, 64))}; allowed: ${allowed.join(', ')}`);
+  }
+}
+
+function str(body: Record<string, unknown>, field: string): string {
+  const v = body[field];
+  if (v === undefined) throw badRequest(field, `${field} is required`);
+  if (typeof v !== 'string') throw badRequest(field, `${field} must be a string`);
+  return v;
+}
+
+export function validRelayId(v: string, field = 'relayId'): string {
+  if (!RELAY_ID_RE.test(v)) throw badRequest(field, `${field} must be 1-63 characters of a-z, 0-9 and -, starting with a letter or digit`);
+  return v;
+}
+
+/** A WireGuard public key: canonical base64 that decodes to exactly 32 bytes. */
+export function validWgKey(v: string, field = 'publicKey'): string {
+  if (v.length > 64) throw badRequest(field, `${field} must be base64 of a 32-byte WireGuard key`);
+  const bytes = base64ToBytes(v);
+  if (!bytes) throw badRequest(field, `${field} is not valid (canonical, padded) base64`);
+  if (bytes.length !== 32) throw badRequest(field, `${field} must decode to exactly 32 bytes, not ${bytes.length}`);
+  return v;
+}
+
+export function isIpv4(s: string): boolean {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  return !!m && m.slice(1).every((p) => Number(p) <= 255 && !(p.length > 1 && p.startsWith('0')));
+}
+
+export function isIpv6(s: string): boolean {
+  if (s.length > 45 || !/^[0-9A-Fa-f:.]+$/.test(s)) return false;
+  const lastColon = s.lastIndexOf(':');
+  if (lastColon < 0) return false;
+  let t = s;
+  const tail = s.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    // An embedded IPv4 tail (::ffff:192.0.2.1) counts as two groups.
+    if (!isIpv4(tail)) return false;
+    t = s.slice(0, lastColon + 1) + '0:0';
+  }
+  const groups = (x: string) => (x === '' ? [] : x.split(':'));
+  const hex = (x: string[]) => x.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g));
+  const halves = t.split('::');
+  if (halves.length > 2) return false;
+  if (halves.length === 2) {
+    const a = groups(halves[0]!);
+    const b = groups(halves[1]!);
+    return hex(a) && hex(b) && a.length + b.length <= 7;
+  }
+  const all = t.split(':');
+  return all.length === 8 && hex(all);
+}
+
+/** `IPv4:port`, `[IPv6]:port` or `dns-name:port`, port 1-65535. */
+export function validEndpoint(v: string, field = 'endpoint'): string {
+  if (v.length > 261) throw badRequest(field, `${field} is longer than 261 characters`);
+  let host: string;
+  let port: string;
+  const v6 = /^\[([^\]]*)\]:([^:]*)$/.exec(v);
+  if (v6) {
+    host = v6[1]!;
+    port = v6[2]!;
+    if (!isIpv6(host)) throw badRequest(field, `${field}: ${JSON.stringify(host)} is not an IPv6 address`);
+  } else {
+    const i = v.lastIndexOf(':');
+    if (i <= 0) throw badRequest(field, `${field} must be host:port (IPv4, [IPv6] or DNS name)`);
+    host = v.slice(0, i);
+    port = v.slice(i + 1);
+    if (host.includes(':')) throw badRequest(field, `${field}: put an IPv6 address in brackets, [addr]:port`);
+    if (/^[\d.]+$/.test(host) ? !isIpv4(host) : !DNS_RE.test(host)) throw badRequest(field, `${field}: ${JSON.stringify(host.slice(0, 64))} is neither an IPv4 address nor a DNS name`);
+  }
+  if (!/^[1-9]\d{0,4}$/.test(port) || Number(port) > 65535) throw badRequest(field, `${field}: port must be 1-65535`);
+  return v;
+}
+
+export function parseRegisterRequest(body: Record<string, unknown>): RegisterRequest {
+  onlyFields(body, REGISTER_FIELDS);
+  const relayId = validRelayId(str(body, 'relayId'));
+  const name = str(body, 'name');
+  if (name.length < 1 || name.length > 128) throw badRequest('name', 'name must be 1-128 characters');
+  if (CONTROL_RE.test(name)) throw badRequest('name', 'name must not contain control characters');
+  const region = str(body, 'region');
+  if (!REGION_RE.test(region)) throw badRequest('region', 'region must be 1-64 characters of a-z, 0-9 and -');
+  const publicKey = validWgKey(str(body, 'publicKey'));
+  const endpoint = validEndpoint(str(body, 'endpoint'));
+  const rotateKey = body.rotateKey === undefined ? false : body.rotateKey;
+  if (typeof rotateKey !== 'boolean') throw badRequest('rotateKey', 'rotateKey must be true or false');
+  return { relayId, name, region, publicKey, endpoint, rotateKey };
+}
+
+export function parseRelayIdRequest(body: Record<string, unknown>): RelayIdRequest {
+  onlyFields(body, RELAY_ID_FIELDS);
+  return { relayId: validRelayId(str(body, 'relayId')) };
+}

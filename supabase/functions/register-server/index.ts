@@ -1,0 +1,63 @@
+// register-server: admit or re-admit a relay (docs/control-plane.md). One transaction: lock the
+// topology, decide, allocate, record, append signed events, read the snapshot of the other relays.
+import { decide } from '../_shared/admission.ts';
+import { allocate } from '../_shared/addresses.ts';
+import { db } from '../_shared/db.ts';
+import { HttpError, json } from '../_shared/http.ts';
+import { authorizeRelay } from '../_shared/jwt.ts';
+import { refused, serveFunction } from '../_shared/serve.ts';
+import * as store from '../_shared/store.ts';
+import { parseRegisterRequest } from '../_shared/validate.ts';
+
+const FN = 'register-server';
+
+Deno.serve(
+  serveFunction(
+    FN,
+    async ({ env, principal, body, requestId, log }) => {
+      const req = parseRegisterRequest(body);
+      log.relayId = req.relayId;
+      authorizeRelay(principal, req.relayId);
+      const key = await store.topologySigningKey(env.signingSeed);
+      const result = await db(env.dbUrl, FN).begin(async (tx) => {
+        await store.lockTopology(tx);
+        const existing = await store.storedRelay(tx, req.relayId);
+        const decision = decide(existing, req, await store.keyHolder(tx, req.publicKey, req.relayId));
+        log.action = decision.action;
+        if (decision.action === 'reject') throw refused(decision.refusal);
+        if (decision.action === 'admit') {
+          const held = await store.heldAddresses(tx);
+          const a = allocate(await store.addressPlan(tx), held.mesh, held.pools);
+          if (!a.ok) throw new HttpError(503, 'pool_exhausted', `no free ${a.exhausted} is left in the address plan (relaynet.settings)`);
+          await store.recordAdmission(tx, { ...req, meshAddress: a.meshAddress, clientPool: a.clientPool });
+        } else {
+          await store.recordReadmission(tx, req, decision.keyRotated);
+        }
+        const self = await store.relayRecord(tx, req.relayId);
+        const events = await store.appendEvents(tx, decision.events, self, key, requestId);
+        const rev = await store.currentRevision(tx);
+        const relays = await store.activeRelays(tx, req.relayId);
+        return { self, relays, events, readmitted: decision.action === 'readmit', ...rev };
+      });
+      log.events = result.events.map((e) => e.type);
+      log.revision = result.revision;
+      return json(200, {
+        relay: result.self,
+        readmitted: result.readmitted,
+        revision: result.revision,
+        revisionTime: result.revisionTime,
+        relays: result.relays,
+        bus: {
+          servers: env.natsServers,
+          token: env.natsToken,
+          subjectRoot: 'relaynet',
+          topologyStream: 'RELAYNET_TOPOLOGY',
+          relayStream: 'RELAYNET_RELAY',
+          topologySigningKey: key.publicKey,
+        },
+        heartbeatIntervalSeconds: env.heartbeatSeconds,
+      });
+    },
+    { getEnv: (n) => Deno.env.get(n) },
+  ),
+);
