@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { envelope } from '../../src/events/envelope.ts';
-import type { RelayRecord, TopologyEvent } from '../../src/events/topology.events.ts';
+import { formatIpv4, parseIpv4, type RelayRecord, type TopologyEvent } from '../../src/events/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, type ApplyOutcome, type TopologyView } from '../../src/events/topology.fold.ts';
 
 const cp = { source: 'control-plane', now: () => new Date('2026-11-25T00:00:00Z'), newId: randomUUID };
@@ -18,9 +18,9 @@ export function relay(n: number, over: Partial<RelayRecord> = {}): RelayRecord {
     name: `Relay ${n}`,
     region: 'test',
     publicKey: key(n),
-    endpoint: `198.51.100.${n}:51820`,
-    meshAddress: `100.64.0.${n}`,
-    clientPool: `100.96.${(n - 1) * 4}.0/22`,
+    endpoint: `198.51.100.${n % 255}:51820`,
+    meshAddress: formatIpv4(parseIpv4('100.64.0.0')! + n),
+    clientPool: `${formatIpv4(parseIpv4('100.96.0.0')! + (n - 1) * 1024)}/22`,
     ...over,
   };
 }
