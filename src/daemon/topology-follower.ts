@@ -75,50 +75,67 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
         }
       }
       if (abort.signal.aborted) return;
-      const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
-      const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 5_000, expires: 30_000 });
-      stopMessages = () => void messages.stop();
-      if (abort.signal.aborted) return stopMessages();
       log.info({ startTime: startTime.toISOString(), revision: input.registration.revision }, 'following topology');
-
-      void (async () => {
-        for await (const s of messages.status()) {
-          if (s.type === 'consumer_deleted' || (s.type === 'consumer_not_found' && s.count >= 2)) {
-            log.warn({ status: s.type }, 'topology consumer lost');
-            sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: s.type });
-            return;
-          }
-          if (s.type === 'stream_not_found') {
-            log.warn({ status: s.type }, 'topology stream gone');
-            sendBack({ type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'stream not found' });
-            return;
-          }
-        }
-      })().catch(() => {});
-
-      // Belt and braces: the status stream can miss a deletion across reconnects, so also look the
-      // consumer up now and then; a missing consumer means a resync.
+      // The pull loop can go quiet after a NATS server restart (its pull requests die with the
+      // server and the client does not always issue new ones). The probe notices an idle consumer
+      // (no pull waiting on two probes in a row) and restarts the loop; the durable consumer keeps
+      // its position, so nothing is lost or repeated. A missing consumer means a resync.
+      let idleProbes = 0;
+      let restartPull: (() => void) | null = null;
       const probe = setInterval(() => {
-        deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).catch((e) => {
-          if (abort.signal.aborted || !isNotFound(e)) return;
-          clearInterval(probe);
-          log.warn('topology consumer missing');
-          sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' });
-        });
+        deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
+          (info) => {
+            idleProbes = info.num_waiting === 0 ? idleProbes + 1 : 0;
+            if (idleProbes >= 2 && !abort.signal.aborted) {
+              idleProbes = 0;
+              log.warn('topology pull loop stalled; restarting it');
+              restartPull?.();
+            }
+          },
+          (e) => {
+            if (abort.signal.aborted || !isNotFound(e)) return;
+            clearInterval(probe);
+            log.warn('topology consumer missing');
+            sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' });
+          },
+        );
       }, deps.probeIntervalMs ?? 5_000);
       abort.signal.addEventListener('abort', () => clearInterval(probe), { once: true });
 
-      for await (const m of messages) {
-        if (abort.signal.aborted) break;
-        const sig = m.headers?.get(SIGNATURE_HEADER) || undefined;
-        const r = decodeTopologyMessage(m.subject, m.data, sig, deps.controlPlaneKey);
-        if (r.ok) {
-          sendBack({ type: 'TOPOLOGY_EVENT', event: r.event, streamSeq: m.seq });
-        } else {
-          log.warn({ reason: r.rejection.reason, detail: r.rejection.detail, subject: m.subject, streamSeq: m.seq }, 'rejected topology message');
-          sendBack({ type: 'TOPOLOGY_REJECTED', rejection: r.rejection, subject: m.subject, streamSeq: m.seq });
+      while (!abort.signal.aborted) {
+        const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
+        const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 5_000, expires: 30_000 });
+        stopMessages = () => void messages.stop();
+        restartPull = stopMessages;
+        if (abort.signal.aborted) return stopMessages();
+
+        void (async () => {
+          for await (const s of messages.status()) {
+            if (s.type === 'consumer_deleted' || (s.type === 'consumer_not_found' && s.count >= 2)) {
+              log.warn({ status: s.type }, 'topology consumer lost');
+              sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: s.type });
+              return;
+            }
+            if (s.type === 'stream_not_found') {
+              log.warn({ status: s.type }, 'topology stream gone');
+              sendBack({ type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'stream not found' });
+              return;
+            }
+          }
+        })().catch(() => {});
+
+        for await (const m of messages) {
+          if (abort.signal.aborted) break;
+          const sig = m.headers?.get(SIGNATURE_HEADER) || undefined;
+          const r = decodeTopologyMessage(m.subject, m.data, sig, deps.controlPlaneKey);
+          if (r.ok) {
+            sendBack({ type: 'TOPOLOGY_EVENT', event: r.event, streamSeq: m.seq });
+          } else {
+            log.warn({ reason: r.rejection.reason, detail: r.rejection.detail, subject: m.subject, streamSeq: m.seq }, 'rejected topology message');
+            sendBack({ type: 'TOPOLOGY_REJECTED', rejection: r.rejection, subject: m.subject, streamSeq: m.seq });
+          }
+          m.ack();
         }
-        m.ack();
       }
     };
     run().catch((e) => {
