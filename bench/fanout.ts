@@ -11,10 +11,10 @@ import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { createActor, fromCallback, fromPromise } from 'xstate';
-import { relayMachine, type FollowInput, type RelayMachineEvent } from '../src/actors/relay.machine.ts';
+import { relayMachine } from '../src/actors/relay.machine.ts';
 import { bootstrapStreams } from '../src/bus/streams.ts';
 import type { RegisterResponse } from '../src/daemon/control-plane-client.ts';
-import { runTopologyFollower } from '../src/daemon/topology-follower.ts';
+import { topologyFollower } from '../src/daemon/topology-follower.ts';
 import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { envelope } from '../src/events/envelope.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
@@ -66,7 +66,7 @@ async function runOnce(n: number, natsUrl: string) {
       relayMachine.provide({
         actors: {
           register: fromPromise(async () => reg),
-          follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => runTopologyFollower(deps, input, sendBack)),
+          follow: topologyFollower(deps),
           heartbeat: fromCallback(() => () => {}),
           deregister: fromPromise(async () => ({ revision: 0 })),
         },

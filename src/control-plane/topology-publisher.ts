@@ -42,7 +42,7 @@ export async function startTopologyPublisher(opts: {
   const nc = await connectBus({ servers: opts.natsServers, token: opts.natsToken ?? null, name: 'relay-core topology-publisher', logger: log });
   const js = jetstream(nc);
   let bootstrapped = false;
-  let published = 0;
+  let published = -1;
   let stopped = false;
   let running: Promise<number> | null = null;
   let failing = false;
@@ -54,8 +54,9 @@ export async function startTopologyPublisher(opts: {
       await bootstrapStreams(await jetstreamManager(nc), opts.streamLimits);
       bootstrapped = true;
     }
-    let from = await cursor();
-    published = from;
+    // The cursor row is read once; afterwards this (single) publisher is the only one moving it.
+    if (published < 0) published = await cursor();
+    let from = published;
     let n = 0;
     for (;;) {
       const rows = await sql<OutboxRow[]>`
@@ -103,7 +104,7 @@ export async function startTopologyPublisher(opts: {
   return {
     flush,
     get publishedRevision() {
-      return published;
+      return Math.max(published, 0);
     },
     async stop() {
       stopped = true;

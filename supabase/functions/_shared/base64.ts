@@ -9,21 +9,19 @@ export function bytesToBase64(bytes: Uint8Array): string {
 /** Decode standard base64 (padding required); null when it is not canonical base64. */
 export function base64ToBytes(b64: string): Uint8Array | null {
   if (b64.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) return null;
-  let bin: string;
-  try {
-    bin = atob(b64);
-  } catch {
-    return null;
-  }
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  const out = atobBytes(b64);
+  if (!out) return null;
   // Canonical only: unused bits of the last character must be zero (what the relays' schema expects).
   return bytesToBase64(out) === b64 ? out : null;
 }
 
 export function base64UrlToBytes(s: string): Uint8Array | null {
   if (!/^[A-Za-z0-9_-]*$/.test(s) || s.length % 4 === 1) return null;
-  const b64 = s.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (s.length % 4)) % 4);
+  return atobBytes(s.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (s.length % 4)) % 4));
+}
+
+/** atob into bytes; null where atob refuses the text. */
+function atobBytes(b64: string): Uint8Array | null {
   let bin: string;
   try {
     bin = atob(b64);
