@@ -1,6 +1,11 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../lib/logger.ts';
 
+const connected = new WeakMap<NatsConnection, boolean>();
+
+/** Whether a connection made by `connectBus` is connected right now (false while it reconnects). */
+export const isBusConnected = (nc: NatsConnection): boolean => !nc.isClosed() && (connected.get(nc) ?? false);
+
 /**
  * Connect to NATS and keep reconnecting for ever. With `waitOnFirstConnect` the call returns only once
  * a server answered, so a relay that boots while NATS is down waits (and logs) instead of failing.
@@ -19,9 +24,12 @@ export async function connectBus(opts: { servers: string[]; token?: string | nul
     maxPingOut: 2,
   });
   const log = opts.logger.child({ component: 'bus' });
+  connected.set(nc, true);
   log.info({ server: nc.getServer() }, 'connected to NATS');
   void (async () => {
     for await (const s of nc.status()) {
+      if (s.type === 'disconnect') connected.set(nc, false);
+      if (s.type === 'reconnect') connected.set(nc, true);
       switch (s.type) {
         case 'disconnect':
         case 'reconnect':

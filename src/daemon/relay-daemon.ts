@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createActor, fromCallback, fromPromise, type SnapshotFrom } from 'xstate';
 import { relayMachine, type Emission, type FollowInput, type RelayMachineEvent } from '../actors/relay.machine.ts';
-import { connectBus } from '../bus/connection.ts';
+import { connectBus, isBusConnected } from '../bus/connection.ts';
 import { RelayEventPublisher } from '../bus/relay-event-publisher.ts';
 import { envelope } from '../events/envelope.ts';
 import type { RelayEvent } from '../events/relay.events.ts';
@@ -16,7 +16,7 @@ import { ControlPlaneClient, type RegisterResponse } from './control-plane-clien
 import type { RelayConfig } from './config.ts';
 import { heartbeatActor } from './heartbeat.ts';
 import { startStatusServer } from './status-server.ts';
-import { runTopologyFollower, type FollowerDeps } from './topology-follower.ts';
+import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
 import { renameSync, writeFileSync } from 'node:fs';
 
 export interface RelayDaemon {
@@ -37,7 +37,7 @@ export interface RelayStatus {
   relays: { id: string; name: string; region: string; publicKey: string; endpoint: string; meshAddress: string; clientPool: string }[];
   topologyDigest: string;
   counters: SnapshotFrom<typeof relayMachine>['context']['counters'];
-  bus: { connected: boolean; server: string | null; published: number; pending: number; dropped: number };
+  bus: { connected: boolean; server: string | null; follower: FollowerState; published: number; pending: number; dropped: number };
   error: string | null;
 }
 
@@ -75,6 +75,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   // The bus comes up after the first successful registration (its details come from the control
   // plane) and in the background: admission does not wait for NATS, the follower does.
   let bus: Promise<FollowerDeps> | null = null;
+  let followerState: FollowerState = 'stopped';
   function ensureBus(reg: RegisterResponse): void {
     if (bus) return;
     const pinned = cfg.topologyKey;
@@ -117,7 +118,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         let stopped = false;
         let cleanup: (() => void) | null = null;
         bus.then((deps) => {
-          if (!stopped) cleanup = runTopologyFollower(deps, input, sendBack);
+          if (!stopped) cleanup = runTopologyFollower({ ...deps, onState: (st) => (followerState = st) }, input, sendBack);
         }, () => {});
         return () => {
           stopped = true;
@@ -125,7 +126,13 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         };
       }),
       heartbeat: heartbeatActor(client, log),
-      deregister: fromPromise(async ({ input }) => client.deregister(input.relayId)),
+      deregister: fromPromise(async ({ input }) => {
+        const r = await client.deregister(input.relayId);
+        // Gone from the topology: its durable consumer has nothing left to deliver.
+        const deps = await bus?.catch(() => null);
+        if (deps) await deleteTopologyConsumer(deps.jsm, input.relayId).catch((e) => log.warn({ err: String(e) }, 'could not delete the topology consumer'));
+        return r;
+      }),
     },
     actions: {
       emit: (_, params) => emit(params, params.type === 'TopologyEventApplied' ? params.data.eventId : null),
@@ -157,8 +164,9 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
       topologyDigest: canonicalTopology(view),
       counters: s.context.counters,
       bus: {
-        connected: nc !== null && !nc.isClosed() && nc.info !== undefined,
+        connected: nc !== null && isBusConnected(nc),
         server: nc?.getServer() ?? null,
+        follower: followerState,
         published: publisher?.published ?? 0,
         pending: publisher?.pending ?? early.length,
         dropped: publisher?.dropped ?? 0,

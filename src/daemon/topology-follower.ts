@@ -19,7 +19,18 @@ export interface FollowerDeps {
   streamLimits?: StreamLimits;
   /** How often the follower checks that its consumer still exists (default 5 s). */
   probeIntervalMs?: number;
+  /** Told when the follower sets up its consumer, follows the stream, or stops (for the status socket). */
+  onState?: (state: FollowerState) => void;
 }
+
+export type FollowerState = 'setting-up' | 'following' | 'stopped';
+
+/**
+ * A durable consumer nobody pulls from for this long is removed by the server: a relay that crashed
+ * and never came back leaves nothing behind for ever. A relay that comes back re-creates its consumer
+ * on every seed anyway, so the threshold only has to outlast a restart or a long NATS outage.
+ */
+export const CONSUMER_INACTIVE_THRESHOLD_MS = 60 * 60_000;
 
 /** Name of a relay's durable topology consumer (one per relay; visible to operators with its lag). */
 export const topologyConsumerName = (relayId: string) => `topology-${relayId}`;
@@ -29,21 +40,26 @@ export const topologyConsumerName = (relayId: string) => `topology-${relayId}`;
  * Called after every seed: the snapshot says where the stream must be picked up.
  */
 export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: string, startTime: Date): Promise<void> {
-  const name = topologyConsumerName(relayId);
-  try {
-    await jsm.consumers.delete(STREAMS.topology, name);
-  } catch (e) {
-    if (!isNotFound(e)) throw e;
-  }
+  await deleteTopologyConsumer(jsm, relayId);
   await jsm.consumers.add(STREAMS.topology, {
-    durable_name: name,
+    durable_name: topologyConsumerName(relayId),
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.StartTime,
     opt_start_time: startTime.toISOString(),
     filter_subject: TOPOLOGY_SUBJECTS,
     ack_wait: 30_000_000_000,
     max_ack_pending: 1_000,
+    inactive_threshold: CONSUMER_INACTIVE_THRESHOLD_MS * 1_000_000,
   });
+}
+
+/** Remove the relay's durable consumer (a clean drain: the relay is gone from the topology). */
+export async function deleteTopologyConsumer(jsm: JetStreamManager, relayId: string): Promise<void> {
+  try {
+    await jsm.consumers.delete(STREAMS.topology, topologyConsumerName(relayId));
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
 }
 
 /**
@@ -63,6 +79,7 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
     let stopMessages: (() => void) | null = null;
 
     const run = async () => {
+      deps.onState?.('setting-up');
       const startTime = new Date(Date.parse(input.registration.revisionTime) - (deps.startMarginMs ?? 60_000));
       for (let attempt = 0; !abort.signal.aborted; attempt++) {
         try {
@@ -76,22 +93,12 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
       }
       if (abort.signal.aborted) return;
       log.info({ startTime: startTime.toISOString(), revision: input.registration.revision }, 'following topology');
-      // The pull loop can go quiet after a NATS server restart (its pull requests die with the
-      // server and the client does not always issue new ones). The probe notices an idle consumer
-      // (no pull waiting on two probes in a row) and restarts the loop; the durable consumer keeps
-      // its position, so nothing is lost or repeated. A missing consumer means a resync.
-      let idleProbes = 0;
-      let restartPull: (() => void) | null = null;
+      deps.onState?.('following');
+      // A consumer deleted while no pull is outstanding produces no status from the client, so the
+      // follower also looks its consumer up now and then: a missing consumer means a resync.
       const probe = setInterval(() => {
         deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
-          (info) => {
-            idleProbes = info.num_waiting === 0 ? idleProbes + 1 : 0;
-            if (idleProbes >= 2 && !abort.signal.aborted) {
-              idleProbes = 0;
-              log.warn('topology pull loop stalled; restarting it');
-              restartPull?.();
-            }
-          },
+          () => {},
           (e) => {
             if (abort.signal.aborted || !isNotFound(e)) return;
             clearInterval(probe);
@@ -106,7 +113,6 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
         const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
         const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 5_000, expires: 30_000 });
         stopMessages = () => void messages.stop();
-        restartPull = stopMessages;
         if (abort.signal.aborted) return stopMessages();
 
         void (async () => {
@@ -147,6 +153,7 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
     return () => {
       abort.abort();
       stopMessages?.();
+      deps.onState?.('stopped');
     };
   }
 }

@@ -50,6 +50,21 @@ describe('relays on the real control plane and event bus', () => {
       return ok ? st : null;
     }, 45_000);
 
+  const withJsm = async <T,>(f: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>): Promise<T> => {
+    const nc = await connect({ servers: [nats.url] });
+    try {
+      return await f(await jetstreamManager(nc));
+    } finally {
+      await nc.close();
+    }
+  };
+  const consumerNames = () =>
+    withJsm(async (jsm) => {
+      const names: string[] = [];
+      for await (const c of jsm.consumers.list(STREAMS.topology)) names.push(c.name);
+      return names;
+    });
+
   beforeAll(async () => {
     tmp = tempDir('relays');
     nats = await startNatsServer(join(tmp.dir, 'nats'));
@@ -86,6 +101,8 @@ describe('relays on the real control plane and event bus', () => {
     const code = await relays.get('relay-3')!.stop('SIGTERM');
     expect(code).toBe(0);
     await converged(['relay-1', 'relay-2', 'relay-4', 'relay-5', 'relay-6']);
+    // Its durable consumer went with it.
+    expect(await consumerNames()).not.toContain('topology-relay-3');
   });
 
   it('a relay that was away (frozen) catches up from JetStream without a resync', async () => {
@@ -160,13 +177,7 @@ describe('relays on the real control plane and event bus', () => {
   it('resyncs from a fresh snapshot when its consumer is deleted, and says so', async () => {
     const r1 = relays.get('relay-1')!;
     const before = await r1.status();
-    const nc = await connect({ servers: [nats.url] });
-    try {
-      const jsm = await jetstreamManager(nc);
-      await jsm.consumers.delete(STREAMS.topology, 'topology-relay-1');
-    } finally {
-      await nc.close();
-    }
+    await withJsm((jsm) => jsm.consumers.delete(STREAMS.topology, 'topology-relay-1'));
     const after = await eventually('relay-1 to resync', async () => {
       const s = await r1.status();
       return s.counters.resyncs > before.counters.resyncs && s.state === 'serving' ? s : null;
@@ -190,6 +201,31 @@ describe('relays on the real control plane and event bus', () => {
       expect(s.counters.applied - b.counters.applied + (s.counters.resyncs - b.counters.resyncs)).toBeGreaterThanOrEqual(1);
       expect(s.counters.applied - b.counters.applied).toBeLessThanOrEqual(1);
     }
+  });
+
+  it('after a NATS restart, follows the stream again: the next event arrives over JetStream, a deleted consumer is noticed', async () => {
+    // The views above may have converged through the heartbeat fallback alone; now the bus itself.
+    await eventually('every relay reconnected and following', async () => {
+      const st = await statuses();
+      return st.every((s) => s.bus.connected && s.bus.follower === 'following') ? st : null;
+    });
+    const before = await statuses();
+    expect(await relays.get('relay-9')!.stop('SIGTERM')).toBe(0);
+    const st = await converged(['relay-1', 'relay-2', 'relay-5', 'relay-6', 'relay-7', 'relay-8']);
+    for (const s of st) {
+      const b = before.find((x) => x.relayId === s.relayId)!;
+      expect(s.counters.applied - b.counters.applied).toBe(1);
+      expect(s.counters.resyncs).toBe(b.counters.resyncs);
+    }
+    const r2 = relays.get('relay-2')!;
+    const b2 = await r2.status();
+    await withJsm((jsm) => jsm.consumers.delete(STREAMS.topology, 'topology-relay-2'));
+    const after = await eventually('relay-2 to resync', async () => {
+      const s = await r2.status();
+      return s.counters.resyncs > b2.counters.resyncs && s.state === 'serving' ? s : null;
+    });
+    expect(after.topologyDigest).toBe(b2.topologyDigest);
+    expect(await consumerNames()).toContain('topology-relay-2');
   });
 
   it('refuses a relay that comes back with another key, and accepts it as a rotation with --rotate-key', async () => {
