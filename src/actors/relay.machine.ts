@@ -1,8 +1,12 @@
-import { assign, fromCallback, fromPromise, setup, type ActorRefFrom } from 'xstate';
+import { assign, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { RegisterRequest, RegisterResponse, HeartbeatResponse } from '../daemon/control-plane-client.ts';
 import type { TopologyEvent } from '../events/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
+import type { MeshOptions } from '../kernel/mesh.ts';
+import type { LinkTiming } from './peer-link.machine.ts';
+import { kernelMachine } from '../kernel/kernel.machine.ts';
+import { topologyMachine, type MeshTornDown } from './topology.machine.ts';
 
 /** Counters a relay keeps about the topology stream; exposed by `relay-core status`. */
 export interface TopologyCounters {
@@ -17,6 +21,10 @@ export interface TopologyCounters {
 
 export interface RelayContext {
   request: RegisterRequest;
+  /** Mesh settings for the topology actor; null runs the relay without links (unit tests of this machine). */
+  links: RelayLinksInput | null;
+  /** Set once the control plane confirmed the deregistration. */
+  deregistered: boolean;
   registration: RegisterResponse | null;
   view: TopologyView;
   counters: TopologyCounters;
@@ -35,7 +43,8 @@ export type RelayMachineEvent =
   | { type: 'HEARTBEAT'; response: HeartbeatResponse }
   | { type: 'HEARTBEAT_NOT_REGISTERED' }
   | { type: 'RESYNC'; detail: string }
-  | { type: 'STOP'; signal: string };
+  | { type: 'STOP'; signal: string }
+  | MeshTornDown;
 
 /** A relay event the machine wants published; the shell adds the envelope. */
 export type Emission =
@@ -47,6 +56,14 @@ export type Emission =
   | { type: 'TopologyEventRejected'; data: { reason: Rejection['reason']; subject: string; streamSeq: number | null; detail: string } }
   | { type: 'RelayDraining'; data: { signal: string } }
   | { type: 'RelayStopped'; data: { deregistered: boolean } };
+
+export interface RelayLinksInput {
+  mesh: MeshOptions;
+  timing: LinkTiming;
+}
+
+/** How long a draining relay waits for its mesh devices to be removed before it stops anyway. */
+export const TEARDOWN_TIMEOUT_MS = 15_000;
 
 export interface FollowInput {
   registration: RegisterResponse;
@@ -66,7 +83,7 @@ export const relayMachine = setup({
   types: {
     context: {} as RelayContext,
     events: {} as RelayMachineEvent,
-    input: {} as { request: RegisterRequest },
+    input: {} as { request: RegisterRequest; links?: RelayLinksInput | null },
   },
   actors: {
     register: fromPromise<RegisterResponse, { request: RegisterRequest }>(async () => {
@@ -77,13 +94,18 @@ export const relayMachine = setup({
     deregister: fromPromise<{ revision: number }, { relayId: string }>(async () => {
       throw new Error('deregister not provided');
     }),
+    // The daemon provides these with their world-touching parts (backend, event emission).
+    topology: topologyMachine,
+    kernel: kernelMachine,
   },
   actions: {
     emit: (_, _params: Emission) => {},
+    viewChanged: sendTo('topology', ({ context }) => ({ type: 'VIEW' as const, view: context.view })),
     reportFatal: (_, _params: { error: string }) => {},
   },
   delays: {
     resyncRetry: 1_000,
+    teardownTimeout: TEARDOWN_TIMEOUT_MS,
   },
   guards: {
     wasBoot: ({ context }) => context.pendingResync === null,
@@ -92,6 +114,8 @@ export const relayMachine = setup({
   id: 'relay',
   context: ({ input }) => ({
     request: input.request,
+    links: input.links ?? null,
+    deregistered: false,
     registration: null,
     view: EMPTY_TOPOLOGY,
     counters: emptyCounters(),
@@ -99,6 +123,15 @@ export const relayMachine = setup({
     error: null,
   }),
   initial: 'registering',
+  // Links outlive registrations and resyncs: the topology and kernel actors run until the relay stops.
+  invoke: [
+    { id: 'kernel', systemId: 'kernel', src: 'kernel' },
+    {
+      id: 'topology',
+      src: 'topology',
+      input: ({ context }) => ({ selfId: context.request.relayId, mesh: context.links?.mesh as MeshOptions, timing: context.links?.timing as LinkTiming }),
+    },
+  ],
   on: {
     STOP: { target: '.draining' },
   },
@@ -130,6 +163,7 @@ export const relayMachine = setup({
               }),
             },
             assign({ pendingResync: null }),
+            'viewChanged',
           ],
         },
         onError: [
@@ -168,6 +202,7 @@ export const relayMachine = setup({
                 const r = applyTopologyEvent(context.view, event.event);
                 return { view: r.kind === 'applied' ? r.state : context.view, counters: { ...context.counters, applied: context.counters.applied + 1 } };
               }),
+              'viewChanged',
               {
                 type: 'emit',
                 params: ({ event }) => ({
@@ -277,16 +312,21 @@ export const relayMachine = setup({
       invoke: {
         src: 'deregister',
         input: ({ context }) => ({ relayId: context.request.relayId }),
-        onDone: { target: 'stopped', actions: { type: 'emit', params: { type: 'RelayStopped', data: { deregistered: true } } } },
+        onDone: { target: 'teardown', actions: assign({ deregistered: true }) },
         onError: {
-          target: 'stopped',
-          actions: [
-            assign({ error: ({ event }) => `deregister failed: ${String((event.error as Error)?.message ?? event.error)}` }),
-            { type: 'emit', params: { type: 'RelayStopped', data: { deregistered: false } } },
-          ],
+          target: 'teardown',
+          actions: assign({ error: ({ event }) => `deregister failed: ${String((event.error as Error)?.message ?? event.error)}` }),
         },
       },
       on: { STOP: {} },
+    },
+    // Leaving the network: every mesh device of this relay goes (the others remove theirs on the leave event).
+    teardown: {
+      always: { guard: ({ context }) => context.links === null || context.registration === null, target: 'stopped' },
+      entry: sendTo('topology', { type: 'TEARDOWN' }),
+      on: { MESH_TORN_DOWN: 'stopped', STOP: {} },
+      after: { teardownTimeout: { target: 'stopped', actions: assign({ error: 'mesh teardown timed out' }) } },
+      exit: { type: 'emit', params: ({ context }) => ({ type: 'RelayStopped', data: { deregistered: context.deregistered } }) },
     },
     stopped: { type: 'final' },
     failed: { type: 'final', on: { STOP: {} } },

@@ -18,5 +18,16 @@ export const RelayConfigSchema = z.object({
   rotateKey: z.boolean(),
   /** Consumer start margin before the snapshot's revision time. */
   startMarginMs: z.number().int().min(0),
-});
+  /** Mesh link devices are named <wgPrefix><own index>m<peer index>; distinct per relay sharing a machine. */
+  wgPrefix: z.string().regex(/^[a-z]{1,3}$/, 'wg-prefix must be 1-3 lowercase letters'),
+  keepaliveSeconds: z.number().int().min(0).max(65535),
+  mtu: z.number().int().min(1280).max(9000),
+  linkStaleAfterMs: z.number().int().min(100),
+  linkDownAfterMs: z.number().int().min(100),
+  observeIntervalMs: z.number().int().min(100),
+  /** `linux` programs this host; `memory` keeps an in-memory model of it (dry runs, tests). */
+  kernel: z.enum(['linux', 'memory']),
+  /** WireGuard implementation on Linux: the kernel module, `wireguard-go`, or whichever works. */
+  wgImpl: z.enum(['auto', 'kernel', 'userspace']),
+}).refine((c) => c.linkDownAfterMs >= c.linkStaleAfterMs, { message: 'link-down-after must be at least link-stale-after', path: ['linkDownAfterMs'] });
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;

@@ -18,6 +18,14 @@ import { heartbeatActor } from './heartbeat.ts';
 import { startStatusServer } from './status-server.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
 import { renameSync, writeFileSync } from 'node:fs';
+import type { LinkState, LinkStateChanged } from '../actors/peer-link.machine.ts';
+import { peerLinkMachine } from '../actors/peer-link.machine.ts';
+import { topologyMachine } from '../actors/topology.machine.ts';
+import type { KernelBackend } from '../kernel/host-state.ts';
+import { kernelMachine, type KernelEmission, type KernelStats, type ObserverEvent } from '../kernel/kernel.machine.ts';
+import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
+import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
+import { reconcileWith } from '../kernel/reconcile.ts';
 
 export interface RelayDaemon {
   /** Resolves with the process exit code once the relay has stopped (0 after a clean drain). */
@@ -38,7 +46,22 @@ export interface RelayStatus {
   topologyDigest: string;
   counters: SnapshotFrom<typeof relayMachine>['context']['counters'];
   bus: { connected: boolean; server: string | null; follower: FollowerState; published: number; pending: number; dropped: number };
+  links: LinkStatus[];
+  kernel: { backend: KernelBackend['kind'] } & KernelStats;
   error: string | null;
+}
+
+export interface LinkStatus {
+  peerId: string;
+  device: string;
+  state: LinkState;
+  peerMeshAddress: string;
+  peerEndpoint: string;
+  latestHandshakeMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+  /** When the link entered its state (ISO time). */
+  since: string | null;
 }
 
 /**
@@ -66,7 +89,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     if (publisher) publisher.publish(e);
     else early.push(e);
   };
-  const emit = (em: Emission, causationId: string | null = null) => {
+  const emit = (em: Emission | LinkStateChanged | KernelEmission, causationId: string | null = null) => {
     const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: randomUUID, causationId }, em.type, 1, em.data) as RelayEvent;
     log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
     publish(ev);
@@ -95,6 +118,43 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     })();
     bus.catch((e) => log.error({ err: String(e) }, 'event bus setup failed'));
   }
+
+  const backend: KernelBackend =
+    cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
+  const linkSince = new Map<string, string>();
+  const kernel = kernelMachine.provide({
+    actors: {
+      reconcile: fromPromise(async ({ input }) => reconcileWith(backend)(input)),
+      observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
+        let devices: string[] = [];
+        let busy = false;
+        receive((e) => (devices = e.devices));
+        const t = setInterval(() => {
+          if (busy || devices.length === 0) return;
+          busy = true;
+          backend
+            .observe(devices)
+            .then((observations) => sendBack({ type: 'OBSERVED', observations, nowMs: Date.now() }))
+            .catch((e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'))
+            .finally(() => (busy = false));
+        }, cfg.observeIntervalMs);
+        return () => clearInterval(t);
+      }),
+    },
+    actions: { emit: (_, ems) => ems.forEach((e) => emit(e)) },
+  });
+  const topology = topologyMachine.provide({
+    actors: {
+      peerLink: peerLinkMachine.provide({
+        actions: {
+          emit: (_, e) => {
+            linkSince.set(e.data.peerId, new Date().toISOString());
+            emit(e);
+          },
+        },
+      }),
+    },
+  });
 
   const machine = relayMachine.provide({
     actors: {
@@ -126,6 +186,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         };
       }),
       heartbeat: heartbeatActor(client, log),
+      kernel,
+      topology,
       deregister: fromPromise(async ({ input }) => {
         const r = await client.deregister(input.relayId);
         // Gone from the topology: its durable consumer has nothing left to deliver.
@@ -139,7 +201,15 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
       reportFatal: (_, params) => log.error({ err: params.error }, 'registration failed'),
     },
   });
-  const actor = createActor(machine, { input: { request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: key.publicKey, endpoint: cfg.endpoint } } });
+  const actor = createActor(machine, {
+    input: {
+      request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: key.publicKey, endpoint: cfg.endpoint },
+      links: {
+        mesh: { wgPrefix: cfg.wgPrefix, keepaliveSeconds: cfg.keepaliveSeconds, mtu: cfg.mtu, privateKeyFile: keyFile },
+        timing: { staleAfterMs: cfg.linkStaleAfterMs, downAfterMs: cfg.linkDownAfterMs },
+      },
+    },
+  });
 
   let lastStateLogged = '';
   actor.subscribe((s) => {
@@ -171,6 +241,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         pending: publisher?.pending ?? early.length,
         dropped: publisher?.dropped ?? 0,
       },
+      links: linkStatuses(s, linkSince),
+      kernel: { backend: backend.kind, ...(s.children.kernel?.getSnapshot().context.stats ?? { rounds: 0, mutations: 0, failures: 0, lastError: null }) },
       error: s.context.error,
     };
   };
@@ -198,4 +270,26 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     status,
     stop: (signal = 'SIGTERM') => actor.send({ type: 'STOP', signal }),
   };
+}
+
+/** Every link actor's state, read from the topology actor's children. */
+function linkStatuses(s: SnapshotFrom<typeof relayMachine>, since: Map<string, string>): LinkStatus[] {
+  const topo = s.children.topology?.getSnapshot() as SnapshotFrom<typeof topologyMachine> | undefined;
+  if (!topo?.context?.links) return [];
+  return Object.values(topo.context.links)
+    .map((ref) => {
+      const l = ref.getSnapshot();
+      return {
+        peerId: l.context.peer.id,
+        device: l.context.device,
+        state: l.value as LinkState,
+        peerMeshAddress: l.context.peer.meshAddress,
+        peerEndpoint: l.context.peer.endpoint,
+        latestHandshakeMs: l.context.latestHandshakeMs,
+        rxBytes: l.context.rxBytes,
+        txBytes: l.context.txBytes,
+        since: since.get(l.context.peer.id) ?? null,
+      };
+    })
+    .sort((a, b) => a.peerId.localeCompare(b.peerId));
 }

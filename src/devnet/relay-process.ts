@@ -18,9 +18,14 @@ export interface RelayProcessOptions {
   natsServers?: string[];
   extraArgs?: string[];
   env?: Record<string, string>;
+  /**
+   * Kernel backend of the relay (default `memory`): relays sharing loopback must not program this
+   * host's WireGuard devices and routes; `relay-core sim` gives each relay its own network namespace.
+   */
+  kernel?: 'linux' | 'memory';
 }
 
-/** A `relay-core run` child process (devnet, tests). Its JSON log goes to STATE_DIR/relay.log. */
+/** A `relay-core run` child process on loopback (devnet, tests). Its JSON log goes to STATE_DIR/relay.log. */
 export class RelayProcess {
   readonly opts: RelayProcessOptions;
   child: ChildProcess | null = null;
@@ -41,6 +46,7 @@ export class RelayProcess {
     mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
     const o = this.opts;
     const args = ['run', '--relay-id', o.relayId, '--endpoint', o.endpoint, '--state-dir', o.stateDir, '--control-plane-url', o.controlPlaneUrl, '--region', o.region ?? 'local'];
+    args.push('--kernel', o.kernel ?? 'memory');
     if (o.natsServers) args.push('--nats-url', o.natsServers.join(','));
     args.push(...(o.extraArgs ?? []));
     this.#log = createWriteStream(join(o.stateDir, 'relay.log'), { flags: 'a' });

@@ -8,6 +8,9 @@ import {
   type TopologyEvent,
 } from './topology.events.ts';
 import {
+  KernelOperationFailedV1,
+  KernelReconciledV1,
+  LinkStateChangedV1,
   RelayDrainingV1,
   RelayRegisteredV1,
   RelayStartedV1,
@@ -42,6 +45,9 @@ export const CATALOGUE = {
   TopologyResyncRequested: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyResyncRequestedV1 } },
   TopologyEventApplied: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventAppliedV1 } },
   TopologyEventRejected: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventRejectedV1 } },
+  LinkStateChanged: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: LinkStateChangedV1 } },
+  KernelReconciled: { kind: { stream: 'relay', aggregate: 'kernel' }, versions: { 1: KernelReconciledV1 } },
+  KernelOperationFailed: { kind: { stream: 'relay', aggregate: 'kernel' }, versions: { 1: KernelOperationFailedV1 } },
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type EventType = keyof typeof CATALOGUE;

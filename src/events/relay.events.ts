@@ -33,6 +33,34 @@ export const TopologyEventRejectedV1 = z
 export const RelayDrainingV1 = z.object({ signal: z.string() }).strict();
 export const RelayStoppedV1 = z.object({ deregistered: z.boolean() }).strict();
 
+export const LinkStateChangedV1 = z
+  .object({
+    peerId: z.string(),
+    device: z.string().max(15),
+    state: z.enum(['desired', 'configuring', 'handshaking', 'up', 'stale', 'down', 'removing', 'removed']),
+    reason: z.string().max(256),
+    latestHandshakeMs: z.number().int().min(0).nullable(),
+    rxBytes: z.number().int().min(0),
+    txBytes: z.number().int().min(0),
+  })
+  .strict();
+
+/** A kernel operation as recorded: the op itself (public keys, key-file paths, never key material). */
+const KernelOpRecord = z.object({ op: z.string() }).passthrough();
+export const KernelReconciledV1 = z
+  .object({ owner: z.string(), planned: z.number().int().min(0), applied: z.number().int().min(0), failed: z.boolean(), ops: z.array(KernelOpRecord) })
+  .strict();
+export const KernelOperationFailedV1 = z
+  .object({
+    owner: z.string(),
+    op: KernelOpRecord,
+    message: z.string().max(2048),
+    command: z.array(z.string()).nullable(),
+    exitCode: z.number().int().nullable(),
+    stderr: z.string().max(4096),
+  })
+  .strict();
+
 export type RelayEvent =
   | Envelope<'RelayStarted', z.infer<typeof RelayStartedV1>>
   | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV1>>
@@ -41,4 +69,7 @@ export type RelayEvent =
   | Envelope<'TopologyEventApplied', z.infer<typeof TopologyEventAppliedV1>>
   | Envelope<'TopologyEventRejected', z.infer<typeof TopologyEventRejectedV1>>
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
-  | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>;
+  | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
+  | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>
+  | Envelope<'KernelReconciled', z.infer<typeof KernelReconciledV1>>
+  | Envelope<'KernelOperationFailed', z.infer<typeof KernelOperationFailedV1>>;

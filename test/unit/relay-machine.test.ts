@@ -142,7 +142,8 @@ describe('relay actor', () => {
     expect(s.value).toBe('stopped');
     expect(h.deregistered).toBe(1);
     expect(h.followStops).toBe(1);
-    expect(Object.keys(s.children)).toEqual([]);
+    // The root-level kernel and topology actors may stay listed, but nothing is left running.
+    expect(Object.values(s.children).filter((c) => c?.getSnapshot().status === 'active')).toEqual([]);
     expect(h.emitted.slice(-2).map((e) => e.type)).toEqual(['RelayDraining', 'RelayStopped']);
   });
 });

@@ -13,7 +13,8 @@ Run a live relay network on this machine's loopback: a real nats-server with Jet
 control plane (Edge Functions on Deno behind the gateway, embedded Postgres unless --db-url), and
 N 'relay-core run' processes, each with its own scoped relay token. Waits until every relay serves
 the same topology, prints it, then shows live status until Ctrl-C, when relays deregister and
-everything it started is stopped. (WireGuard links come with 'relay-core sim'.)
+everything it started is stopped. Relays program only an in-memory model of the host (--kernel
+memory); real WireGuard links between network namespaces come with 'relay-core sim'.
 
 Options:
   --relays N        number of relays, 1-50 (default 3)

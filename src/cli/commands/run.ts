@@ -26,6 +26,20 @@ Options (flags override environment variables):
   --nats-url URL[,URL]       override the NATS servers handed out   RELAYNET_NATS_SERVERS
   --start-margin-ms MS       consumer start before snapshot time (default 60000)
   --rotate-key               generate a new WireGuard key and register it with rotateKey
+
+Mesh (one point-to-point WireGuard device per other relay; see docs/datapath.md):
+  --wg-prefix P              device name prefix, 1-3 letters a-z (default rc)  RELAYNET_WG_PREFIX
+                             the link to relay j is P<own index>m<j>; relays sharing a machine need distinct P
+  --keepalive S              persistent keepalive seconds on each link (default 25)
+  --mtu N                    mesh device MTU (default 1420)
+  --link-stale-after MS      peer silent this long: link stale (default 180000, WireGuard's reject window)
+  --link-down-after MS       peer silent this long: link down (default 540000)
+  --observe-interval MS      how often handshakes and counters are read (default 5000)
+  --kernel linux|memory      program this host (default) or only an in-memory model of it (dry run)
+  --wg-impl auto|kernel|userspace   kernel WireGuard, wireguard-go, or whichever works (default auto)
+
+Each link listens on UDP port (endpoint port + peer's mesh index): open that range. On SIGTERM the
+relay also removes its mesh devices; after a crash (SIGKILL) they stay up and a restart adopts them.
   -h, --help                 show this help
 
 Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is printed); 2 bad usage.`;
@@ -47,6 +61,14 @@ export const command: Command = {
     'nats-url': { type: 'string' },
     'start-margin-ms': { type: 'string' },
     'rotate-key': { type: 'boolean' },
+    'wg-prefix': { type: 'string' },
+    keepalive: { type: 'string' },
+    mtu: { type: 'string' },
+    'link-stale-after': { type: 'string' },
+    'link-down-after': { type: 'string' },
+    'observe-interval': { type: 'string' },
+    kernel: { type: 'string' },
+    'wg-impl': { type: 'string' },
   },
   async run(v) {
     const relayId = str(v['relay-id'], 'relay-id', 'RELAYNET_RELAY_ID') ?? '';
@@ -72,6 +94,14 @@ export const command: Command = {
       natsServers: nats ? nats.split(',').map((s) => s.trim()).filter(Boolean) : null,
       rotateKey: v['rotate-key'] === true,
       startMarginMs: intOpt(v['start-margin-ms'], 'start-margin-ms', 60_000, 0, 3_600_000),
+      wgPrefix: str(v['wg-prefix'], 'wg-prefix', 'RELAYNET_WG_PREFIX') ?? 'rc',
+      keepaliveSeconds: intOpt(v.keepalive, 'keepalive', 25, 0, 65535),
+      mtu: intOpt(v.mtu, 'mtu', 1420, 1280, 9000),
+      linkStaleAfterMs: intOpt(v['link-stale-after'], 'link-stale-after', 180_000, 100, 86_400_000),
+      linkDownAfterMs: intOpt(v['link-down-after'], 'link-down-after', 540_000, 100, 86_400_000),
+      observeIntervalMs: intOpt(v['observe-interval'], 'observe-interval', 5_000, 100, 3_600_000),
+      kernel: str(v.kernel, 'kernel') ?? 'linux',
+      wgImpl: str(v['wg-impl'], 'wg-impl') ?? 'auto',
     });
     if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}\n\n${usage}`, 2);
     const cfg = parsed.data;

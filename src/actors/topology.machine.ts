@@ -1,0 +1,158 @@
+import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
+import type { RelayRecord } from '../events/topology.events.ts';
+import type { TopologyView } from '../events/topology.fold.ts';
+import type { DesiredWgDevice, WgDeviceState } from '../kernel/host-state.ts';
+import type { KernelNotice } from '../kernel/kernel.machine.ts';
+import { desiredMeshState, linkDevice, meshIndex, meshScope, type MeshOptions } from '../kernel/mesh.ts';
+import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
+
+/**
+ * The topology actor: turns the relay's view of the membership (folded by the relay actor from the
+ * snapshot and the stream) into links. It keeps exactly one peer-link actor per other relay in the
+ * view, spawning one on a join and removing it on a leave, and sends the kernel actor the mesh part
+ * of the host that the view implies. It relays the kernel's answers to the links, each learning
+ * whether its own device is programmed and what the device reports. It survives resyncs: the data
+ * plane does not wait for the control plane.
+ */
+
+export interface TopologyInput {
+  selfId: string;
+  mesh: MeshOptions;
+  timing: LinkTiming;
+}
+
+export interface TopologyContext extends TopologyInput {
+  self: RelayRecord | null;
+  peers: Record<string, RelayRecord>;
+  links: Record<string, PeerLinkActor>;
+  /** The last mesh state asked of the kernel, to judge which links are programmed. */
+  desired: Record<string, DesiredWgDevice>;
+  /** Draining: the view no longer matters, every link goes. */
+  tearingDown: boolean;
+}
+
+export type TopologyEvent =
+  | { type: 'VIEW'; view: TopologyView }
+  | { type: 'TEARDOWN' }
+  | { type: `xstate.done.actor.${string}`; output: LinkRemoved }
+  | KernelNotice;
+
+/** Sent to the parent once a teardown has left no mesh device on the host. */
+export interface MeshTornDown {
+  type: 'MESH_TORN_DOWN';
+}
+
+const linkId = (peerId: string) => `link-${peerId}`;
+const peerChanged = (a: RelayRecord, b: RelayRecord) => a.publicKey !== b.publicKey || a.endpoint !== b.endpoint || a.meshAddress !== b.meshAddress;
+
+/** Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as its public key). */
+export function deviceMatches(actual: WgDeviceState | undefined, desired: DesiredWgDevice | undefined): boolean {
+  if (!actual || !desired) return false;
+  const { privateKeyFile: _f, ...want } = desired;
+  return JSON.stringify(normal(actual)) === JSON.stringify(normal(want));
+}
+const normal = (d: WgDeviceState) => ({
+  ...d,
+  addresses: [...d.addresses].sort(),
+  peers: [...d.peers].sort((a, b) => a.publicKey.localeCompare(b.publicKey)).map((p) => ({ ...p, allowedIps: [...p.allowedIps].sort() })),
+});
+
+/** The kernel actor, found by its system id. */
+const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
+
+export const topologyMachine = setup({
+  types: {
+    context: {} as TopologyContext,
+    events: {} as TopologyEvent,
+    input: {} as TopologyInput,
+  },
+  actors: { peerLink: peerLinkMachine },
+}).createMachine({
+  id: 'topology',
+  context: ({ input }) => ({ ...input, self: null, peers: {}, links: {}, desired: {}, tearingDown: false }),
+  on: {
+    VIEW: {
+      // No mesh settings: the relay runs without links (unit tests of the relay actor alone).
+      guard: ({ context, event }) => context.mesh !== undefined && !context.tearingDown && event.view.relays[context.selfId] !== undefined,
+      actions: [
+        // Existing links first, judged against the previous view: changed peers, leavers.
+        enqueueActions(({ context, event, enqueue }) => {
+          for (const [id, link] of Object.entries(context.links)) {
+            const now = event.view.relays[id];
+            const before = context.peers[id];
+            if (!now) {
+              if (before) enqueue.sendTo(link, { type: 'REMOVE' });
+            } else if (!before || peerChanged(before, now)) {
+              // Changed, or back while its link was still being removed: program it again.
+              enqueue.sendTo(link, { type: 'PEER_CHANGED', peer: now });
+            }
+          }
+        }),
+        // Then the new view, with a link actor spawned for every joiner.
+        assign(({ context, event, spawn }) => {
+          const self = event.view.relays[context.selfId]!;
+          const ownIndex = meshIndex(self.meshAddress);
+          const peers = Object.fromEntries(Object.values(event.view.relays).filter((r) => r.id !== self.id).map((r) => [r.id, r]));
+          const links = { ...context.links };
+          for (const p of Object.values(peers)) {
+            if (links[p.id]) continue;
+            const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
+            links[p.id] = spawn('peerLink', { id: linkId(p.id), input: { peer: p, device, ...context.timing } });
+          }
+          return { self, peers, links, desired: desiredMeshState(self, Object.values(peers), context.mesh).devices };
+        }),
+        sendTo(kernelRef, ({ context, self: me }) => ({
+          type: 'DESIRED',
+          owner: 'mesh',
+          scope: meshScope(context.mesh.wgPrefix, context.self!),
+          state: desiredMeshState(context.self!, Object.values(context.peers), context.mesh),
+          replyTo: me,
+        })),
+      ],
+    },
+    TEARDOWN: {
+      guard: ({ context }) => context.self !== null,
+      actions: enqueueActions(({ context, enqueue }) => {
+        for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'REMOVE' });
+        enqueue.assign({ tearingDown: true, peers: {}, desired: {} });
+        enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: { devices: {}, routes: [], rules: [] }, replyTo: me }));
+      }),
+    },
+    KERNEL_APPLYING: {
+      actions: enqueueActions(({ context, enqueue }) => {
+        for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
+      }),
+    },
+    KERNEL_REACHED: {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        for (const l of Object.values(context.links)) {
+          const device = l.getSnapshot().context.device;
+          const removing = !context.peers[l.getSnapshot().context.peer.id];
+          // A leaving link is "configured" while its device still exists; a live one when it is exact.
+          const configured = removing ? event.actual.devices[device] !== undefined : deviceMatches(event.actual.devices[device], context.desired[device]);
+          enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured, nowMs: event.nowMs });
+        }
+        if (context.tearingDown && Object.keys(event.actual.devices).length === 0) enqueue(sendParent({ type: 'MESH_TORN_DOWN' } satisfies MeshTornDown));
+      }),
+    },
+    KERNEL_OBSERVED: {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        for (const l of Object.values(context.links)) {
+          const { device, peer } = l.getSnapshot().context;
+          const observation = event.observations.find((o) => o.dev === device && o.publicKey === peer.publicKey) ?? null;
+          enqueue.sendTo(l, { type: 'OBSERVED', observation, nowMs: event.nowMs });
+        }
+      }),
+    },
+    // A link actor finished (its device is gone): stop it and forget it, unless its peer came back.
+    'xstate.done.actor.*': {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        const peerId = event.output.peerId;
+        enqueue.stopChild(linkId(peerId));
+        const { [peerId]: _gone, ...links } = context.links;
+        enqueue.assign({ links });
+      }),
+    },
+  },
+});
+

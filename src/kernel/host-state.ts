@@ -1,0 +1,144 @@
+/**
+ * The host state the kernel actor manages, and the operations that change it. Pure data: the planner
+ * diffs two of these, both backends (Linux, in-memory) apply the same operations, and replay renders
+ * them. Private keys never appear here: a device names the file its key is in and its public key.
+ *
+ * Scope: a kernel actor manages only what it owns, i.e. WireGuard devices whose name starts with its
+ * `devicePrefix`, routes on those devices, and policy rules in its priority range. Everything else on
+ * the host is invisible to the planner and never touched.
+ */
+
+export interface WgPeerState {
+  publicKey: string;
+  /** `host:port`, or null for a peer we only answer (no initiation). */
+  endpoint: string | null;
+  /** CIDRs, canonical (network address, explicit prefix length), sorted. */
+  allowedIps: string[];
+  /** Persistent keepalive in seconds; 0 = off. */
+  keepaliveSeconds: number;
+}
+
+export interface WgDeviceState {
+  name: string;
+  /** Public key of the device's private key (what `wg show <dev> public-key` prints). */
+  publicKey: string;
+  listenPort: number;
+  mtu: number;
+  /** CIDRs assigned to the device (e.g. the relay's mesh address as /32), sorted. */
+  addresses: string[];
+  up: boolean;
+  /** Sorted by public key. */
+  peers: WgPeerState[];
+}
+
+export interface RouteState {
+  /** Destination CIDR (`0.0.0.0/0` for a default route). */
+  dst: string;
+  dev: string;
+  /** Routing table id; 254 is `main`. */
+  table: number;
+  /** Preferred source address, or null. */
+  src: string | null;
+}
+
+export interface RuleState {
+  priority: number;
+  /** Source CIDR selector, or null for any. */
+  from: string | null;
+  /** Input interface selector, or null for any. */
+  iif: string | null;
+  table: number;
+}
+
+export interface HostState {
+  /** Keyed by device name. */
+  devices: Record<string, WgDeviceState>;
+  /** Sorted canonically (table, dst, dev). */
+  routes: RouteState[];
+  /** Sorted by priority, then from, iif, table. */
+  rules: RuleState[];
+}
+
+/** Desired devices also say where their private key is; actual devices read back only the public key. */
+export interface DesiredWgDevice extends WgDeviceState {
+  privateKeyFile: string;
+}
+
+export interface DesiredHostState extends HostState {
+  devices: Record<string, DesiredWgDevice>;
+}
+
+/** One mutation of the host. Each is idempotent in intent but the in-memory model rejects duplicates. */
+export type KernelOp =
+  | { op: 'link.add'; dev: string; mtu: number }
+  | { op: 'link.del'; dev: string }
+  | { op: 'link.mtu'; dev: string; mtu: number }
+  | { op: 'link.up'; dev: string }
+  /** Also drops every route via the device and its IPv6 addresses (the kernel does that on link down). */
+  | { op: 'link.down'; dev: string }
+  | { op: 'wg.device'; dev: string; privateKeyFile: string; publicKey: string; listenPort: number }
+  | { op: 'wg.peer.set'; dev: string; peer: WgPeerState }
+  | { op: 'wg.peer.del'; dev: string; publicKey: string }
+  | { op: 'addr.add'; dev: string; cidr: string }
+  | { op: 'addr.del'; dev: string; cidr: string }
+  | { op: 'route.add'; route: RouteState }
+  | { op: 'route.del'; route: RouteState }
+  /**
+   * The kernel keys a route by (table, dst): a second route to the same destination in the same table is
+   * refused, whatever its device. Moving a route to another device or source is therefore one atomic
+   * `ip route replace`, never a delete and an add (which would let packets fall through meanwhile).
+   */
+  | { op: 'route.replace'; route: RouteState }
+  | { op: 'rule.add'; rule: RuleState }
+  | { op: 'rule.del'; rule: RuleState };
+
+/** What a kernel actor owns on the host (see the module comment). */
+export interface KernelScope {
+  /** Device names this actor owns start with this (e.g. `rc3m` for relay mesh index 3). */
+  devicePrefix: string;
+  /** Inclusive priority range of the policy rules this actor owns. */
+  rulePriorities: [number, number];
+}
+
+/** Per-peer liveness as read from the device (`wg show <dev> dump`). */
+export interface PeerObservation {
+  dev: string;
+  publicKey: string;
+  endpoint: string | null;
+  /** Milliseconds since the epoch of the latest handshake, or null if none yet. */
+  latestHandshakeMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+}
+
+/** The one interface both backends implement. Only the Linux backend touches the world. */
+export interface KernelBackend {
+  readonly kind: 'linux' | 'memory';
+  /** Read the owned part of the host's actual state. */
+  read(scope: KernelScope): Promise<HostState>;
+  /** Apply one operation; throws a `KernelOpError` on failure. */
+  apply(op: KernelOp): Promise<void>;
+  /** Handshake times and counters of every peer of the given devices (read only). */
+  observe(devices: string[]): Promise<PeerObservation[]>;
+}
+
+/** A failed operation: which one, the command that ran (never key material), and what it said. */
+export class KernelOpError extends Error {
+  readonly op: KernelOp;
+  readonly command: string[] | null;
+  readonly exitCode: number | null;
+  readonly stderr: string;
+  constructor(op: KernelOp, message: string, detail: { command?: string[] | null; exitCode?: number | null; stderr?: string } = {}) {
+    super(message);
+    this.name = 'KernelOpError';
+    this.op = op;
+    this.command = detail.command ?? null;
+    this.exitCode = detail.exitCode ?? null;
+    this.stderr = detail.stderr ?? '';
+  }
+}
+
+/** The `main` routing table. */
+export const MAIN_TABLE = 254;
+
+export const emptyHostState = (): HostState => ({ devices: {}, routes: [], rules: [] });

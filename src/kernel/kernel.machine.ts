@@ -1,0 +1,168 @@
+import { assign, enqueueActions, fromCallback, fromPromise, setup, type AnyActorRef } from 'xstate';
+import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservation } from './host-state.ts';
+
+/**
+ * The kernel actor: the one place host mutations are decided and serialised. Owners (the topology
+ * actor for mesh links; client sessions later) each send their desired part of the host with the
+ * scope they own. The actor reconciles one round at a time; desired states that arrive meanwhile
+ * replace each other (only the latest counts) and trigger one more round. Each round reads the
+ * actual state, plans a pure diff and applies it (the `reconcile` actor, provided by the shell with
+ * a backend), then tells every owner the state actually reached, also after a partial failure,
+ * which is retried after a pause. Observations of the devices (handshakes, counters) are read by the
+ * `observer` child and forwarded to the owners. The machine itself touches nothing.
+ */
+
+export interface OwnerDesire {
+  scope: KernelScope;
+  state: DesiredHostState;
+  replyTo: AnyActorRef;
+}
+
+export interface ReconcileInput {
+  owners: { owner: string; scope: KernelScope; state: DesiredHostState }[];
+}
+
+/** What one round did, per owner. `failed` names the first failed op; later ops did not run. */
+export interface ReconcileOutcome {
+  owner: string;
+  planned: KernelOp[];
+  applied: KernelOp[];
+  failed: { op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string } | null;
+  reached: HostState;
+}
+
+export interface ReconcileOutput {
+  outcomes: ReconcileOutcome[];
+  nowMs: number;
+}
+
+export type KernelEvent =
+  | { type: 'DESIRED'; owner: string; scope: KernelScope; state: DesiredHostState; replyTo: AnyActorRef }
+  | { type: 'OBSERVED'; observations: PeerObservation[]; nowMs: number };
+
+/** What owners receive. */
+export type KernelNotice =
+  | { type: 'KERNEL_APPLYING' }
+  | { type: 'KERNEL_REACHED'; actual: HostState; nowMs: number; failed: ReconcileOutcome['failed'] }
+  | { type: 'KERNEL_OBSERVED'; observations: PeerObservation[]; nowMs: number };
+
+export type KernelEmission =
+  | { type: 'KernelReconciled'; data: { owner: string; planned: number; applied: number; failed: boolean; ops: KernelOp[] } }
+  | { type: 'KernelOperationFailed'; data: { owner: string; op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string } };
+
+/** Sent to the observer after each round: the devices whose peers it should read. */
+export interface ObserverEvent {
+  type: 'DEVICES';
+  devices: string[];
+}
+
+export interface KernelStats {
+  rounds: number;
+  /** Mutating operations applied since start. */
+  mutations: number;
+  failures: number;
+  lastError: string | null;
+}
+
+export interface KernelContext {
+  owners: Record<string, OwnerDesire>;
+  /** A desired state arrived during a round: run another one. */
+  dirty: boolean;
+  stats: KernelStats;
+}
+
+/** The events one round produces: a summary per owner that changed anything, and each failure. Pure. */
+export function roundEmissions(out: ReconcileOutput): KernelEmission[] {
+  const ems: KernelEmission[] = [];
+  for (const o of out.outcomes) {
+    if (o.planned.length > 0 || o.failed) {
+      ems.push({ type: 'KernelReconciled', data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed: o.failed !== null, ops: o.applied } });
+    }
+    if (o.failed) ems.push({ type: 'KernelOperationFailed', data: { owner: o.owner, ...o.failed } });
+  }
+  return ems;
+}
+
+export const kernelMachine = setup({
+  types: {
+    context: {} as KernelContext,
+    events: {} as KernelEvent,
+  },
+  actors: {
+    reconcile: fromPromise<ReconcileOutput, ReconcileInput>(async () => {
+      throw new Error('reconcile not provided');
+    }),
+    observer: fromCallback<ObserverEvent, Record<string, never>>(() => () => {}),
+  },
+  actions: {
+    /** Provided by the shell: publish these events. */
+    emit: (_, _params: KernelEmission[]) => {},
+    remember: assign(({ context, event }) => {
+      if (event.type !== 'DESIRED') return {};
+      return { owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, replyTo: event.replyTo } }, dirty: true };
+    }),
+    // One round's bookkeeping: stats, events, each owner told what its scope reached, observer told the devices.
+    reached: enqueueActions(({ context, enqueue }, out: ReconcileOutput) => {
+      const applied = out.outcomes.reduce((n, o) => n + o.applied.length, 0);
+      const failed = out.outcomes.find((o) => o.failed)?.failed ?? null;
+      enqueue.assign({
+        stats: {
+          rounds: context.stats.rounds + 1,
+          mutations: context.stats.mutations + applied,
+          failures: context.stats.failures + (failed ? 1 : 0),
+          lastError: failed ? failed.message : context.stats.lastError,
+        },
+      });
+      for (const o of out.outcomes) {
+        const owner = context.owners[o.owner];
+        if (owner) enqueue.sendTo(owner.replyTo, { type: 'KERNEL_REACHED', actual: o.reached, nowMs: out.nowMs, failed: o.failed } satisfies KernelNotice);
+      }
+      const devices = out.outcomes.flatMap((o) => Object.keys(o.reached.devices));
+      enqueue.sendTo('observer', { type: 'DEVICES', devices });
+    }),
+    tellOwners: enqueueActions(({ context, enqueue }, notice: KernelNotice) => {
+      for (const o of Object.values(context.owners)) enqueue.sendTo(o.replyTo, notice);
+    }),
+  },
+  delays: {
+    retry: 2_000,
+  },
+}).createMachine({
+  id: 'kernel',
+  context: { owners: {}, dirty: false, stats: { rounds: 0, mutations: 0, failures: 0, lastError: null } },
+  invoke: { id: 'observer', src: 'observer', input: {} },
+  on: {
+    OBSERVED: { actions: { type: 'tellOwners', params: ({ event }) => ({ type: 'KERNEL_OBSERVED', observations: event.observations, nowMs: event.nowMs }) } },
+  },
+  initial: 'idle',
+  states: {
+    idle: {
+      always: { guard: ({ context }) => context.dirty, target: 'reconciling' },
+      on: { DESIRED: { actions: 'remember', target: 'reconciling' } },
+    },
+    reconciling: {
+      entry: [assign({ dirty: false }), { type: 'tellOwners', params: { type: 'KERNEL_APPLYING' } }],
+      on: { DESIRED: { actions: 'remember' } },
+      invoke: {
+        src: 'reconcile',
+        input: ({ context }) => ({ owners: Object.entries(context.owners).map(([owner, o]) => ({ owner, scope: o.scope, state: o.state })) }),
+        onDone: [
+          {
+            guard: ({ event }) => event.output.outcomes.some((o) => o.failed),
+            target: 'backoff',
+            actions: [{ type: 'reached', params: ({ event }) => event.output }, { type: 'emit', params: ({ event }) => roundEmissions(event.output) }],
+          },
+          { target: 'idle', actions: [{ type: 'reached', params: ({ event }) => event.output }, { type: 'emit', params: ({ event }) => roundEmissions(event.output) }] },
+        ],
+        onError: {
+          target: 'backoff',
+          actions: assign({ stats: ({ context, event }) => ({ ...context.stats, rounds: context.stats.rounds + 1, failures: context.stats.failures + 1, lastError: String(event.error) }) }),
+        },
+      },
+    },
+    backoff: {
+      on: { DESIRED: { actions: 'remember' } },
+      after: { retry: 'reconciling' },
+    },
+  },
+});

@@ -1,0 +1,215 @@
+import { describeOp } from './execute.ts';
+import { KernelOpError, emptyHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope, type PeerObservation, type RouteState, type WgDeviceState, type WgPeerState } from './host-state.ts';
+import { canonicalHostState, isIpv6, renderHostState } from './plan.ts';
+
+/** Linux refuses interface names longer than this (IFNAMSIZ - 1). */
+const MAX_IFNAME = 15;
+
+export interface MemoryKernelBackendOptions {
+  /** The host before any operation: owned and foreign devices, routes and rules alike. */
+  initial?: HostState;
+  /** Make `apply` throw a `KernelOpError` for these operations (nothing is applied). */
+  failOn?: (op: KernelOp) => boolean;
+}
+
+/**
+ * An in-memory model of one host (one network namespace), for unit tests, dry runs and replay. It
+ * applies each operation as Linux would, including what the kernel does by itself, and refuses what
+ * Linux refuses, so a plan that works here works on the host:
+ *
+ * - routes need their device up and a `src` that is an address of the host; (table, dst) is the key;
+ * - link down drops the device's routes and IPv6 addresses; link del its routes (rules stay);
+ * - a device without IPv4 addresses has no IPv4 routes; an address gone from the host takes the IPv4
+ *   routes preferring it as source with it, while IPv6 routes merely forget the source;
+ * - an allowed-ip belongs to one peer of a device: setting it on one peer takes it from the other;
+ * - two devices cannot listen on one port; `wg.peer.set` without an endpoint keeps the current one.
+ *
+ * Unlike Linux it also refuses duplicates and deletions of what is absent, which Linux partly lets
+ * pass (`wg set ... remove` of an unknown peer): a plan that does either is wrong.
+ */
+export class MemoryKernelBackend implements KernelBackend {
+  readonly kind = 'memory' as const;
+  /** Every applied operation, in order. */
+  readonly ops: KernelOp[] = [];
+  private readonly state: HostState;
+  private readonly failOn: ((op: KernelOp) => boolean) | undefined;
+  private readonly observations = new Map<string, PeerObservation>();
+
+  constructor(opts: MemoryKernelBackendOptions = {}) {
+    this.state = canonicalHostState(opts.initial ?? emptyHostState());
+    this.failOn = opts.failOn;
+  }
+
+  /** How many operations were applied. */
+  get mutations(): number {
+    return this.ops.length;
+  }
+
+  async read(scope: KernelScope): Promise<HostState> {
+    const [lo, hi] = scope.rulePriorities;
+    const owned = (dev: string) => dev.startsWith(scope.devicePrefix);
+    return canonicalHostState({
+      devices: Object.fromEntries(Object.entries(this.state.devices).filter(([name]) => owned(name))),
+      routes: this.state.routes.filter((r) => owned(r.dev)),
+      rules: this.state.rules.filter((r) => r.priority >= lo && r.priority <= hi),
+    });
+  }
+
+  /** The whole host, owned or not. */
+  render(): string {
+    return renderHostState(this.state);
+  }
+
+  async apply(op: KernelOp): Promise<void> {
+    if (this.failOn?.(op)) throw new KernelOpError(op, `injected failure: ${describeOp(op)}`);
+    this.mutate(op);
+    this.ops.push(op);
+  }
+
+  /** What `observe` reports for this peer, as long as it is configured. */
+  setObservation(obs: PeerObservation): void {
+    this.observations.set(`${obs.dev} ${obs.publicKey}`, obs);
+  }
+
+  async observe(devices: string[]): Promise<PeerObservation[]> {
+    return devices.flatMap((name) =>
+      (this.state.devices[name]?.peers ?? []).map(
+        (p) => this.observations.get(`${name} ${p.publicKey}`) ?? { dev: name, publicKey: p.publicKey, endpoint: p.endpoint, latestHandshakeMs: null, rxBytes: 0, txBytes: 0 },
+      ),
+    );
+  }
+
+  private mutate(op: KernelOp): void {
+    const s = this.state;
+    switch (op.op) {
+      case 'link.add':
+        if (s.devices[op.dev]) throw new KernelOpError(op, `device ${op.dev} exists`);
+        if (op.dev.length > MAX_IFNAME) throw new KernelOpError(op, `device name ${op.dev} is longer than ${MAX_IFNAME} characters`);
+        s.devices[op.dev] = { name: op.dev, publicKey: '', listenPort: 0, mtu: op.mtu, addresses: [], up: false, peers: [] };
+        return;
+      case 'link.del': {
+        const d = this.device(op);
+        delete s.devices[op.dev];
+        s.routes = s.routes.filter((r) => r.dev !== op.dev);
+        for (const a of d.addresses) this.afterAddressGone(a.split('/')[0]!);
+        return;
+      }
+      case 'link.mtu':
+        this.device(op).mtu = op.mtu;
+        return;
+      case 'link.up':
+        this.device(op).up = true;
+        return;
+      case 'link.down': {
+        const d = this.device(op);
+        const dropped = d.addresses.filter(isIpv6);
+        d.up = false;
+        d.addresses = d.addresses.filter((a) => !isIpv6(a));
+        s.routes = s.routes.filter((r) => r.dev !== op.dev);
+        for (const a of dropped) this.afterAddressGone(a.split('/')[0]!);
+        return;
+      }
+      case 'wg.device':
+        this.setWgDevice(op);
+        return;
+      case 'wg.peer.set':
+        this.setPeer(this.device(op), op.peer);
+        return;
+      case 'wg.peer.del': {
+        const d = this.device(op);
+        if (!d.peers.some((p) => p.publicKey === op.publicKey)) throw new KernelOpError(op, `no peer ${op.publicKey} on ${op.dev}`);
+        d.peers = d.peers.filter((p) => p.publicKey !== op.publicKey);
+        return;
+      }
+      case 'addr.add': {
+        const d = this.device(op);
+        if (d.addresses.includes(op.cidr)) throw new KernelOpError(op, `${op.cidr} is already on ${op.dev}`);
+        d.addresses.push(op.cidr);
+        return;
+      }
+      case 'addr.del': {
+        const d = this.device(op);
+        if (!d.addresses.includes(op.cidr)) throw new KernelOpError(op, `${op.cidr} is not on ${op.dev}`);
+        d.addresses = d.addresses.filter((a) => a !== op.cidr);
+        this.afterAddressRemoved(d, op.cidr);
+        return;
+      }
+      case 'route.add':
+        this.checkRoutable(op, op.route);
+        if (s.routes.some((r) => sameRouteKey(r, op.route))) throw new KernelOpError(op, `a route to ${op.route.dst} exists in table ${op.route.table}`);
+        s.routes.push({ ...op.route });
+        return;
+      case 'route.replace':
+        this.checkRoutable(op, op.route);
+        s.routes = [...s.routes.filter((r) => !sameRouteKey(r, op.route)), { ...op.route }];
+        return;
+      case 'route.del': {
+        const i = s.routes.findIndex((r) => sameRouteKey(r, op.route) && r.dev === op.route.dev && r.src === op.route.src);
+        if (i < 0) throw new KernelOpError(op, `no route ${describeOp(op)}`);
+        s.routes.splice(i, 1);
+        return;
+      }
+      case 'rule.add':
+        if (s.rules.some((r) => sameRule(r, op.rule))) throw new KernelOpError(op, 'the rule exists');
+        s.rules.push({ ...op.rule });
+        return;
+      case 'rule.del': {
+        const i = s.rules.findIndex((r) => sameRule(r, op.rule));
+        if (i < 0) throw new KernelOpError(op, 'no such rule');
+        s.rules.splice(i, 1);
+        return;
+      }
+      default:
+        throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
+    }
+  }
+
+  private device(op: KernelOp & { dev: string }): WgDeviceState {
+    const d = this.state.devices[op.dev];
+    if (!d) throw new KernelOpError(op, `no device ${op.dev}`);
+    return d;
+  }
+
+  private setWgDevice(op: Extract<KernelOp, { op: 'wg.device' }>): void {
+    const d = this.device(op);
+    const clash = Object.values(this.state.devices).find((o) => o !== d && op.listenPort !== 0 && o.listenPort === op.listenPort);
+    if (clash) throw new KernelOpError(op, `port ${op.listenPort} is in use by ${clash.name}`);
+    d.publicKey = op.publicKey;
+    d.listenPort = op.listenPort;
+  }
+
+  private setPeer(d: WgDeviceState, peer: WgPeerState): void {
+    for (const other of d.peers) {
+      if (other.publicKey !== peer.publicKey) other.allowedIps = other.allowedIps.filter((c) => !peer.allowedIps.includes(c));
+    }
+    const old = d.peers.find((p) => p.publicKey === peer.publicKey);
+    const next = { ...peer, allowedIps: [...peer.allowedIps], endpoint: peer.endpoint ?? old?.endpoint ?? null };
+    d.peers = [...d.peers.filter((p) => p !== old), next];
+  }
+
+  private checkRoutable(op: KernelOp, route: RouteState): void {
+    const d = this.state.devices[route.dev];
+    if (!d) throw new KernelOpError(op, `no device ${route.dev}`);
+    if (!d.up) throw new KernelOpError(op, `device ${route.dev} is not up`);
+    if (route.src !== null && !this.isLocal(route.src)) throw new KernelOpError(op, `invalid source address ${route.src}`);
+  }
+
+  private isLocal(ip: string): boolean {
+    return Object.values(this.state.devices).some((d) => d.addresses.some((a) => a.split('/')[0] === ip));
+  }
+
+  /** What the kernel does to routes when `cidr` leaves `d` (see the class comment). */
+  private afterAddressRemoved(d: WgDeviceState, cidr: string): void {
+    if (!isIpv6(cidr) && !d.addresses.some((a) => !isIpv6(a))) this.state.routes = this.state.routes.filter((r) => r.dev !== d.name || isIpv6(r.dst));
+    this.afterAddressGone(cidr.split('/')[0]!);
+  }
+
+  /** Routes preferring `ip` as source once no device has it any more. */
+  private afterAddressGone(ip: string): void {
+    if (this.isLocal(ip)) return;
+    this.state.routes = this.state.routes.flatMap((r) => (r.src !== ip ? [r] : isIpv6(ip) ? [{ ...r, src: null }] : []));
+  }
+}
+
+const sameRouteKey = (a: RouteState, b: RouteState) => a.table === b.table && a.dst === b.dst;
+const sameRule = (a: HostState['rules'][number], b: HostState['rules'][number]) => a.priority === b.priority && a.from === b.from && a.iif === b.iif && a.table === b.table;

@@ -1,0 +1,99 @@
+import type { RelayRecord } from '../events/topology.events.ts';
+import { parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
+import { MAIN_TABLE, type DesiredHostState, type DesiredWgDevice, type KernelScope, type RouteState } from './host-state.ts';
+
+/**
+ * The mesh's data-path layout (docs/datapath.md), as pure functions of the topology.
+ *
+ * WireGuard picks the peer of an outgoing packet by destination alone, so one interface can default-
+ * route to one peer only. To let each client pick its exit, every mesh link is its own point-to-point
+ * WireGuard device with a single peer whose allowed-ips are 0.0.0.0/0: a policy table per exit can
+ * then default-route into that exit's device. Names, ports and addresses all derive from the relays'
+ * mesh indexes (the offset of a mesh address in 100.64.0.0/16), so both ends agree without talking.
+ */
+
+export const MESH_BASE = parseIpv4('100.64.0.0')!;
+export const MESH_SIZE = 1 << 16;
+export const WG_PREFIX_RE = /^[a-z]{1,3}$/;
+
+export interface MeshOptions {
+  /** 1-3 lowercase letters; distinct per relay on a machine shared by several (simulations). */
+  wgPrefix: string;
+  keepaliveSeconds: number;
+  mtu: number;
+  /** The relay's WireGuard private key file (mode 0600), handed to `wg set ... private-key`. */
+  privateKeyFile: string;
+}
+
+/** The offset of a mesh address in 100.64.0.0/16 (1 for 100.64.0.1). Throws outside the range. */
+export function meshIndex(meshAddress: string): number {
+  const n = parseIpv4(meshAddress);
+  if (n === null || n - MESH_BASE <= 0 || n - MESH_BASE >= MESH_SIZE - 1) throw new Error(`mesh address ${meshAddress} is not a host of 100.64.0.0/16`);
+  return n - MESH_BASE;
+}
+
+/** The device prefix a relay owns: every link device of relay `own` starts with it. */
+export const meshDevicePrefix = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}m`;
+
+/** The device carrying the link from relay `ownIndex` to relay `peerIndex` (at most 15 characters). */
+export const linkDevice = (wgPrefix: string, ownIndex: number, peerIndex: number) => `${meshDevicePrefix(wgPrefix, ownIndex)}${peerIndex}`;
+
+/**
+ * The UDP port relay `own` listens on for its link to `peer`: its endpoint's port plus the peer's
+ * index. A relay thus uses ports base+1 .. base+N on its public address (the firewall must allow them).
+ */
+export function linkListenPort(ownEndpoint: string, peerIndex: number): number {
+  const ep = parseEndpoint(ownEndpoint);
+  if (!ep) throw new Error(`bad endpoint ${ownEndpoint}`);
+  const port = ep.port + peerIndex;
+  if (port > 65535) throw new Error(`link port ${ep.port}+${peerIndex} exceeds 65535: lower the endpoint port of this relay`);
+  return port;
+}
+
+/** Where to reach `peer` for its link to relay `ownIndex`: the peer's host at its base port plus our index. */
+export function linkPeerEndpoint(peer: RelayRecord, ownIndex: number): string {
+  const ep = parseEndpoint(peer.endpoint);
+  if (!ep) throw new Error(`bad endpoint ${peer.endpoint} of relay ${peer.id}`);
+  const host = ep.host.includes(':') ? `[${ep.host}]` : ep.host;
+  return `${host}:${ep.port + ownIndex}`;
+}
+
+export function meshScope(wgPrefix: string, self: RelayRecord): KernelScope {
+  // Mesh links own no policy rules; client steering (per-exit tables) uses its own range.
+  return { devicePrefix: meshDevicePrefix(wgPrefix, meshIndex(self.meshAddress)), rulePriorities: [0, -1] };
+}
+
+/** One link's device and routes: our mesh address on it, the peer's mesh address and client pool through it. */
+export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOptions): { device: DesiredWgDevice; routes: RouteState[] } {
+  const own = meshIndex(self.meshAddress);
+  const peerIdx = meshIndex(peer.meshAddress);
+  const dev = linkDevice(opts.wgPrefix, own, peerIdx);
+  return {
+    device: {
+      name: dev,
+      publicKey: self.publicKey,
+      privateKeyFile: opts.privateKeyFile,
+      listenPort: linkListenPort(self.endpoint, peerIdx),
+      mtu: opts.mtu,
+      addresses: [`${self.meshAddress}/32`],
+      up: true,
+      peers: [{ publicKey: peer.publicKey, endpoint: linkPeerEndpoint(peer, own), allowedIps: ['0.0.0.0/0'], keepaliveSeconds: opts.keepaliveSeconds }],
+    },
+    routes: [
+      { dst: `${peer.meshAddress}/32`, dev, table: MAIN_TABLE, src: self.meshAddress },
+      { dst: peer.clientPool, dev, table: MAIN_TABLE, src: null },
+    ],
+  };
+}
+
+/** The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state. */
+export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[], opts: MeshOptions): DesiredHostState {
+  const state: DesiredHostState = { devices: {}, routes: [], rules: [] };
+  for (const p of [...peers].sort((a, b) => a.id.localeCompare(b.id))) {
+    if (p.id === self.id) continue;
+    const l = linkState(self, p, opts);
+    state.devices[l.device.name] = l.device;
+    state.routes.push(...l.routes);
+  }
+  return state;
+}

@@ -1,0 +1,211 @@
+import { execa } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyPlan } from '../../src/kernel/execute.ts';
+import { MAIN_TABLE, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
+import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
+import { canonicalHostState, planKernel, stripDesired } from '../../src/kernel/plan.ts';
+import { rootLogger } from '../../src/lib/logger.ts';
+import { generateWgKeyPair, type WgKeyPair } from '../../src/lib/wg-keys.ts';
+import { tempDir } from '../support/temp.ts';
+
+/**
+ * The Linux backend against real devices: two network namespaces joined by a veth pair, one
+ * wireguard-go device in each, built and torn down by planKernel + applyPlan alone. The sockets of
+ * wireguard-go share one directory machine-wide, so every name carries a random suffix.
+ */
+type Side = 'a' | 'b';
+const SIDES: Side[] = ['a', 'b'];
+const other = (s: Side): Side => (s === 'a' ? 'b' : 'a');
+
+const suffix = randomBytes(2).toString('hex');
+const NETNS = { a: `rck-a-${suffix}`, b: `rck-b-${suffix}` };
+const VETH = { a: `rkva${suffix}`, b: `rkvb${suffix}` };
+const SCOPE: Record<Side, KernelScope> = {
+  a: { devicePrefix: `ka${suffix}`, rulePriorities: [20000, 20099] },
+  b: { devicePrefix: `kb${suffix}`, rulePriorities: [20000, 20099] },
+};
+const DEV = { a: `${SCOPE.a.devicePrefix}w0`, b: `${SCOPE.b.devicePrefix}w0` };
+const UNDERLAY = { a: '198.18.200.1', b: '198.18.200.2' };
+const TUNNEL = { a: '100.64.200.1', b: '100.64.200.2' };
+const EXTRA_ADDRESS = '100.64.200.11/32';
+const PORT = 51820;
+
+const log = rootLogger({ test: 'kernel-linux' }, 'warn');
+const backends = { a: new LinuxKernelBackend({ logger: log, netns: NETNS.a }), b: new LinuxKernelBackend({ logger: log, netns: NETNS.b }) };
+let tmp: ReturnType<typeof tempDir>;
+let keys: Record<Side, WgKeyPair>;
+
+const sh = (...args: string[]) => execa(args[0]!, args.slice(1));
+const inNs = (side: Side, ...args: string[]) => execa('ip', ['netns', 'exec', NETNS[side], ...args], { reject: false, timeout: 15_000 });
+
+/** One side's device: its tunnel address /32, the other side as peer over the veth, a route to it. */
+function desired(side: Side): DesiredHostState {
+  const dev = DEV[side];
+  return {
+    devices: {
+      [dev]: {
+        name: dev,
+        publicKey: keys[side].publicKey,
+        privateKeyFile: join(tmp.dir, `${side}.key`),
+        listenPort: PORT,
+        mtu: 1420,
+        addresses: side === 'a' ? [`${TUNNEL.a}/32`, EXTRA_ADDRESS] : [`${TUNNEL.b}/32`],
+        up: true,
+        peers: [{ publicKey: keys[other(side)].publicKey, endpoint: `${UNDERLAY[other(side)]}:${PORT}`, allowedIps: [`${TUNNEL[other(side)]}/32`], keepaliveSeconds: 1 }],
+      },
+    },
+    routes: [{ dst: `${TUNNEL[other(side)]}/32`, dev, table: MAIN_TABLE, src: TUNNEL[side] }],
+    rules: [],
+  };
+}
+
+/** Side a, changed: the extra address gone, an IPv6 address, routes and rules added, one route replaced. */
+function changedA(): DesiredHostState {
+  const d = desired('a');
+  const dev = d.devices[DEV.a]!;
+  dev.addresses = [`${TUNNEL.a}/32`, '2001:db8:200::1/128'];
+  dev.peers[0]!.allowedIps.push('100.64.210.0/24', '2001:db8:210::/64');
+  d.routes = [
+    { dst: `${TUNNEL.b}/32`, dev: DEV.a, table: MAIN_TABLE, src: null },
+    { dst: '100.64.210.0/24', dev: DEV.a, table: 1210, src: null },
+    { dst: '2001:db8:210::/64', dev: DEV.a, table: 1210, src: '2001:db8:200::1' },
+  ];
+  d.rules = [
+    { priority: 20010, from: '100.64.200.0/24', iif: null, table: 1210 },
+    { priority: 20011, from: '2001:db8:200::/64', iif: null, table: 1210 },
+  ];
+  return d;
+}
+
+async function converge(side: Side, state: DesiredHostState) {
+  const plan = planKernel(await backends[side].read(SCOPE[side]), state);
+  const result = await applyPlan(backends[side], plan, SCOPE[side]);
+  return { plan, ...result };
+}
+
+/** Processes running `wireguard-go <dev>` (zombies have no command line and do not count). */
+function wireguardGoPids(dev: string): number[] {
+  const cmdline = (pid: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p) && cmdline(p) === `wireguard-go\0${dev}\0`)
+    .map(Number);
+}
+
+const socketOf = (dev: string) => `/var/run/wireguard/${dev}.sock`;
+
+async function ping(from: Side, to: string) {
+  return inNs(from, 'ping', '-c', '3', '-W', '2', to);
+}
+
+describe('LinuxKernelBackend with wireguard-go in two network namespaces', () => {
+  beforeAll(async () => {
+    const wgGo = await execa('wireguard-go', ['--version'], { reject: false });
+    if (wgGo.failed) throw new Error('wireguard-go is not installed: this test needs it for userspace WireGuard devices (scripts/setup.sh installs it with apt)');
+    tmp = tempDir('kernel-linux');
+    keys = { a: generateWgKeyPair(), b: generateWgKeyPair() };
+    for (const s of SIDES) writeFileSync(join(tmp.dir, `${s}.key`), keys[s].privateKey + '\n', { mode: 0o600 });
+
+    for (const s of SIDES) await sh('ip', 'netns', 'add', NETNS[s]);
+    await sh('ip', 'link', 'add', VETH.a, 'type', 'veth', 'peer', 'name', VETH.b);
+    for (const s of SIDES) {
+      await sh('ip', 'link', 'set', VETH[s], 'netns', NETNS[s]);
+      await sh('ip', 'netns', 'exec', NETNS[s], 'ip', 'addr', 'add', `${UNDERLAY[s]}/24`, 'dev', VETH[s]);
+      await sh('ip', 'netns', 'exec', NETNS[s], 'ip', 'link', 'set', VETH[s], 'up');
+      await sh('ip', 'netns', 'exec', NETNS[s], 'ip', 'link', 'set', 'lo', 'up');
+    }
+  });
+
+  afterAll(async () => {
+    for (const s of SIDES) {
+      await inNs(s, 'ip', 'link', 'del', DEV[s]);
+      for (const pid of wireguardGoPids(DEV[s])) process.kill(pid, 'SIGTERM');
+    }
+    await sleep(200);
+    for (const s of SIDES) {
+      for (const pid of wireguardGoPids(DEV[s])) process.kill(pid, 'SIGKILL');
+      rmSync(socketOf(DEV[s]), { force: true });
+      // Deleting a namespace also deletes the veth end in it, and with it the other end.
+      await execa('ip', ['netns', 'del', NETNS[s]], { reject: false });
+    }
+    tmp?.remove();
+  });
+
+  it('builds one WireGuard device per side from an empty namespace', async () => {
+    for (const s of SIDES) {
+      const r = await converge(s, desired(s));
+      expect(r.failed, r.failed?.error.message).toBeNull();
+      const addrAdds = desired(s).devices[DEV[s]]!.addresses.map(() => 'addr.add');
+      expect(r.plan.map((op) => op.op)).toEqual(['link.add', 'wg.device', ...addrAdds, 'link.up', 'wg.peer.set', 'route.add']);
+      expect(r.reached).toEqual(canonicalHostState(stripDesired(desired(s))));
+      expect(existsSync(socketOf(DEV[s]))).toBe(true);
+      expect(wireguardGoPids(DEV[s])).toHaveLength(1);
+    }
+  });
+
+  it('carries a ping through the tunnel, and observe() sees the handshake and growing counters', async () => {
+    const started = Date.now();
+    const p = await ping('a', TUNNEL.b);
+    expect(p.exitCode, p.stdout + p.stderr).toBe(0);
+    expect(p.stdout).toContain(`bytes from ${TUNNEL.b}`);
+
+    const [first] = await backends.a.observe([DEV.a]);
+    expect(first).toMatchObject({ dev: DEV.a, publicKey: keys.b.publicKey, endpoint: `${UNDERLAY.b}:${PORT}` });
+    expect(first!.latestHandshakeMs).not.toBeNull();
+    // Handshake times have second resolution.
+    expect(first!.latestHandshakeMs!).toBeGreaterThanOrEqual(Math.floor(started / 1000) * 1000 - 1000);
+    expect(first!.latestHandshakeMs!).toBeLessThanOrEqual(Date.now());
+    expect(first!.rxBytes).toBeGreaterThan(0);
+
+    // The other side's keepalive (1 s) alone makes the counter grow.
+    let rx = first!.rxBytes;
+    for (let i = 0; i < 20 && rx <= first!.rxBytes; i++) {
+      await sleep(250);
+      rx = (await backends.a.observe([DEV.a]))[0]!.rxBytes;
+    }
+    expect(rx).toBeGreaterThan(first!.rxBytes);
+  });
+
+  it('reads back exactly the desired state, so a second plan is empty', async () => {
+    for (const s of SIDES) {
+      const actual = await backends[s].read(SCOPE[s]);
+      expect(actual).toEqual(canonicalHostState(stripDesired(desired(s))));
+      expect(planKernel(actual, desired(s))).toEqual([]);
+    }
+  });
+
+  it('converges to a changed state: address removed, routes and rules added, a route replaced, IPv6 too', async () => {
+    const r = await converge('a', changedA());
+    expect(r.failed, r.failed?.error.message).toBeNull();
+    expect(r.plan.map((op) => op.op).sort()).toEqual(['addr.add', 'addr.del', 'route.add', 'route.add', 'route.replace', 'rule.add', 'rule.add', 'wg.peer.set']);
+    expect(r.reached).toEqual(canonicalHostState(stripDesired(changedA())));
+    expect(planKernel(await backends.a.read(SCOPE.a), changedA())).toEqual([]);
+    const p = await ping('a', TUNNEL.b);
+    expect(p.exitCode, p.stdout + p.stderr).toBe(0);
+  });
+
+  it('deletes everything it owns: no device, no wireguard-go process, no socket', async () => {
+    const empty: DesiredHostState = { devices: {}, routes: [], rules: [] };
+    for (const s of SIDES) {
+      const r = await converge(s, empty);
+      expect(r.failed, r.failed?.error.message).toBeNull();
+      expect(r.plan.filter((op) => op.op !== 'rule.del')).toEqual([{ op: 'link.del', dev: DEV[s] }]);
+      expect(r.reached).toEqual(empty);
+      const links = JSON.parse((await inNs(s, 'ip', '-j', 'link', 'show')).stdout) as { ifname: string }[];
+      expect(links.map((l) => l.ifname)).not.toContain(DEV[s]);
+      expect(wireguardGoPids(DEV[s])).toEqual([]);
+      expect(existsSync(socketOf(DEV[s]))).toBe(false);
+      const rules = (await inNs(s, 'ip', 'rule', 'show')).stdout + (await inNs(s, 'ip', '-6', 'rule', 'show')).stdout;
+      expect(rules).not.toContain('lookup 1210');
+    }
+  });
+});

@@ -1,0 +1,68 @@
+import { assign, createActor, fromCallback, fromPromise, sendTo, setup, type AnyActorRef } from 'xstate';
+import type { PeerLinkActor } from '../../src/actors/peer-link.machine.ts';
+import { topologyMachine, type TopologyInput } from '../../src/actors/topology.machine.ts';
+import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
+import type { RelayRecord } from '../../src/events/topology.events.ts';
+import { kernelMachine, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
+import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { reconcileWith } from '../../src/kernel/reconcile.ts';
+
+export const meshHarnessInput: TopologyInput = {
+  selfId: 'relay-1',
+  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key' },
+  timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
+};
+
+/** The topology and kernel actors of relay-1 as the relay actor runs them, on the in-memory host (tests, benchmarks). */
+export function meshHarness(backend = new MemoryKernelBackend()) {
+  const observers: { sendBack: (e: { type: string; [k: string]: unknown }) => void; devices: string[] }[] = [];
+  const kernel = kernelMachine.provide({
+    actors: {
+      reconcile: fromPromise(async ({ input: i }) => reconcileWith(backend)(i)),
+      observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
+        const o = { sendBack, devices: [] as string[] };
+        receive((e) => (o.devices = e.devices));
+        observers.push(o);
+        return () => {};
+      }),
+    },
+  });
+  const root = setup({
+    types: { context: {} as { tornDown: boolean }, events: {} as { type: 'VIEW'; view: TopologyView } | { type: 'TEARDOWN' } | { type: 'MESH_TORN_DOWN' } },
+    actors: { kernel, topology: topologyMachine },
+  }).createMachine({
+    context: { tornDown: false },
+    invoke: [
+      { id: 'kernel', systemId: 'kernel', src: 'kernel' },
+      { id: 'topology', src: 'topology', input: meshHarnessInput },
+    ],
+    on: {
+      VIEW: { actions: sendTo('topology', ({ event }) => event) },
+      TEARDOWN: { actions: sendTo('topology', { type: 'TEARDOWN' }) },
+      MESH_TORN_DOWN: { actions: assign({ tornDown: true }) },
+    },
+  });
+  const actor = createActor(root).start();
+  const topology = () => actor.getSnapshot().children.topology as AnyActorRef;
+  const kernelRef = () => actor.getSnapshot().children.kernel as AnyActorRef;
+  const links = () => topology().getSnapshot().context.links as Record<string, PeerLinkActor>;
+  /** Wait (bounded) until the kernel actor has finished its rounds. */
+  const idle = async (withinMs = 5_000) => {
+    const deadline = Date.now() + withinMs;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setImmediate(r));
+      if (kernelRef().getSnapshot().value === 'idle') return;
+    }
+    throw new Error(`kernel not idle: ${JSON.stringify(kernelRef().getSnapshot().value)}`);
+  };
+  let revision = 0;
+  const view = async (relays: RelayRecord[], withinMs?: number) => {
+    actor.send({ type: 'VIEW', view: seedTopology(++revision, relays) });
+    await idle(withinMs);
+  };
+  const observe = (nowMs: number) => {
+    for (const o of observers) o.sendBack({ type: 'OBSERVED', observations: [], nowMs });
+  };
+  return { actor, backend, view, links, idle, observe, observers, kernelRef };
+}
+

@@ -1,0 +1,436 @@
+import { describe, expect, it } from 'vitest';
+import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
+import {
+  KernelOpError,
+  MAIN_TABLE,
+  type DesiredHostState,
+  type DesiredWgDevice,
+  type HostState,
+  type KernelOp,
+  type KernelScope,
+  type RouteState,
+  type RuleState,
+  type WgPeerState,
+} from '../../src/kernel/host-state.ts';
+import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { canonicalCidr, canonicalHostState, canonicalIp, planKernel, renderHostState, stripDesired } from '../../src/kernel/plan.ts';
+
+const SCOPE: KernelScope = { devicePrefix: 'rt', rulePriorities: [1000, 1999] };
+const key = (i: number) => Buffer.alloc(32, i + 1).toString('base64');
+const KEYS = Array.from({ length: 6 }, (_, i) => key(i));
+
+// ---------------------------------------------------------------------------------------------------
+// Random host states the kernel can hold (see the preconditions in plan.ts).
+
+function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    // mulberry32
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  return {
+    int,
+    chance: (p: number) => next() < p,
+    pick: <T,>(xs: readonly T[]): T => xs[int(xs.length)]!,
+    subset: <T,>(xs: readonly T[], p = 0.5): T[] => xs.filter(() => next() < p),
+    shuffle: <T,>(xs: readonly T[]): T[] => xs.map((x) => [next(), x] as const).sort((a, b) => a[0] - b[0]).map(([, x]) => x),
+  };
+}
+type Rng = ReturnType<typeof prng>;
+
+const DEVICE_NAMES = Array.from({ length: 8 }, (_, i) => `rt${i}`);
+const V4_ADDRESSES = ['100.64.0.1/32', '100.64.0.2/32', '100.64.1.1/32'];
+const V6_ADDRESSES = ['2001:db8::1/128', '2001:db8::2/128'];
+const ALLOWED = ['0.0.0.0/0', '100.96.0.0/22', '100.96.4.0/22', '100.64.0.9/32', '2001:db8:1::/64'];
+const DESTINATIONS = ['0.0.0.0/0', '100.64.0.9/32', '100.96.0.0/22', '100.96.4.0/22', '2001:db8:1::/64', '::/0'];
+const ip = (cidr: string) => cidr.split('/')[0]!;
+
+/** Peers of one device: each allowed-ip on at most one of them, as WireGuard keeps it. */
+function randomPeers(r: Rng): WgPeerState[] {
+  const keys = r.subset(KEYS, 0.3);
+  const allowed = keys.map(() => [] as string[]);
+  for (const cidr of ALLOWED) if (keys.length > 0 && r.chance(0.6)) allowed[r.int(keys.length)]!.push(cidr);
+  return keys.map((publicKey, i) => ({
+    publicKey,
+    endpoint: r.pick([null, '198.18.0.2:51820', '198.18.0.3:51821']),
+    allowedIps: allowed[i]!,
+    keepaliveSeconds: r.pick([0, 1, 25]),
+  }));
+}
+
+function randomDevice(r: Rng, name: string, index: number): DesiredWgDevice {
+  const up = r.chance(0.85);
+  return {
+    name,
+    publicKey: r.pick(KEYS),
+    privateKeyFile: `/etc/relay/${name}.key`,
+    // Distinct per name, so two devices never want one port.
+    listenPort: 51820 + index + 100 * r.int(2),
+    mtu: r.pick([1280, 1380, 1420]),
+    addresses: [...r.subset(V4_ADDRESSES, 0.4), ...(up ? r.subset(V6_ADDRESSES, 0.3) : [])],
+    up,
+    peers: randomPeers(r),
+  };
+}
+
+function randomRoutes(r: Rng, devices: DesiredWgDevice[]): RouteState[] {
+  const up = devices.filter((d) => d.up);
+  const routes: RouteState[] = [];
+  for (const table of [MAIN_TABLE, 1001, 1002]) {
+    for (const dst of DESTINATIONS) {
+      if (up.length === 0 || !r.chance(0.2)) continue;
+      const sameFamily = devices.flatMap((d) => d.addresses).filter((a) => a.includes(':') === dst.includes(':'));
+      const src = sameFamily.length > 0 && r.chance(0.4) ? ip(r.pick(sameFamily)) : null;
+      routes.push({ dst, dev: r.pick(up).name, table, src });
+    }
+  }
+  return routes;
+}
+
+function randomRules(r: Rng, names: string[]): RuleState[] {
+  const rules = new Map<string, RuleState>();
+  for (let i = r.int(4); i > 0; i--) {
+    const rule = { priority: r.pick([1000, 1001, 1002]), from: r.pick([null, '100.96.0.0/22', '2001:db8:1::/64']), iif: r.pick([null, 'rtx', ...names]), table: r.pick([1001, 1002]) };
+    rules.set(JSON.stringify(rule), rule);
+  }
+  return [...rules.values()];
+}
+
+function randomDesired(r: Rng): DesiredHostState {
+  const devices = DEVICE_NAMES.map((name, i) => [name, i] as const)
+    .filter(() => r.chance(0.45))
+    .map(([name, i]) => randomDevice(r, name, i));
+  return {
+    devices: Object.fromEntries(devices.map((d) => [d.name, d])),
+    routes: randomRoutes(r, devices),
+    rules: randomRules(r, devices.map((d) => d.name)),
+  };
+}
+
+/** What the model holds besides our scope: it must never change. */
+const FOREIGN: HostState = {
+  devices: { up0: { name: 'up0', publicKey: '', listenPort: 0, mtu: 1500, addresses: ['198.18.0.1/24'], up: true, peers: [] } },
+  routes: [{ dst: '198.18.5.0/24', dev: 'up0', table: MAIN_TABLE, src: null }],
+  rules: [{ priority: 32000, from: null, iif: null, table: MAIN_TABLE }],
+};
+const FOREIGN_SCOPE: KernelScope = { devicePrefix: 'up', rulePriorities: [2000, 40000] };
+
+function withForeign(s: HostState): HostState {
+  return { devices: { ...s.devices, ...FOREIGN.devices }, routes: [...s.routes, ...FOREIGN.routes], rules: [...s.rules, ...FOREIGN.rules] };
+}
+
+/** A peer desired without an endpoint accepts the one the device learned (roaming). */
+function acceptLearnedEndpoints(reached: HostState, desired: DesiredHostState): HostState {
+  const c = canonicalHostState(reached);
+  for (const d of Object.values(c.devices)) {
+    for (const p of d.peers) {
+      if (desired.devices[d.name]?.peers.find((q) => q.publicKey === p.publicKey)?.endpoint === null) p.endpoint = null;
+    }
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+describe('planKernel on the in-memory host', () => {
+  it('converges from random states to 200 random desired states, and then plans nothing', async () => {
+    const kinds = new Set<string>();
+    let states = 0;
+    for (let seq = 0; seq < 20; seq++) {
+      const r = prng(0xc0ffee + seq);
+      const host = new MemoryKernelBackend({ initial: withForeign(stripDesired(randomDesired(r))) });
+      for (let step = 0; step < 10; step++, states++) {
+        const desired = randomDesired(r);
+        const plan = planKernel(await host.read(SCOPE), desired);
+        const result = await applyPlan(host, plan, SCOPE);
+        const context = `sequence ${seq} step ${step}\n${result.failed ? describeOp(result.failed.op) + ': ' + result.failed.error.message : ''}\n${host.render()}`;
+        expect(result.failed, context).toBeNull();
+        expect(acceptLearnedEndpoints(result.reached, desired), context).toEqual(canonicalHostState(stripDesired(desired)));
+        expect(planKernel(result.reached, desired), context).toEqual([]);
+        expect(await host.read(FOREIGN_SCOPE)).toEqual(canonicalHostState(FOREIGN));
+        for (const op of result.applied) kinds.add(op.op);
+      }
+    }
+    expect(states).toBe(200);
+    // The random states exercised every kind of operation, the kernel's own route flushes included.
+    expect([...kinds].sort()).toEqual(
+      ['addr.add', 'addr.del', 'link.add', 'link.del', 'link.down', 'link.mtu', 'link.up', 'route.add', 'route.del', 'route.replace', 'rule.add', 'rule.del', 'wg.device', 'wg.peer.del', 'wg.peer.set'].sort(),
+    );
+  });
+
+  it('adds and changes before it deletes; a route on a new device comes after its link.add', () => {
+    const peer = (k: number): WgPeerState => ({ publicKey: key(k), endpoint: '198.18.0.2:51820', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 });
+    const rt1 = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, up: true };
+    const actual: HostState = {
+      devices: { rt1: { ...rt1, addresses: ['100.64.0.1/32'], peers: [peer(1)] } },
+      routes: [{ dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null }],
+      rules: [{ priority: 1000, from: '100.96.0.0/22', iif: null, table: 1001 }],
+    };
+    const desired: DesiredHostState = {
+      devices: {
+        rt1: { ...rt1, privateKeyFile: '/k/rt1', addresses: ['100.64.0.2/32'], peers: [peer(2)] },
+        rt2: { ...rt1, name: 'rt2', listenPort: 51822, privateKeyFile: '/k/rt2', addresses: ['100.64.0.2/32'], peers: [peer(3)] },
+      },
+      routes: [{ dst: '100.96.4.0/22', dev: 'rt2', table: MAIN_TABLE, src: '100.64.0.2' }],
+      rules: [{ priority: 1000, from: '100.96.4.0/22', iif: null, table: 1001 }],
+    };
+    expect(planKernel(actual, desired).map(describeOp)).toEqual([
+      'link.add rt2 mtu 1420',
+      `wg.device rt2 listen-port 51822 public-key ${key(0).slice(0, 8)}…`,
+      'addr.add 100.64.0.2/32 dev rt1',
+      'addr.add 100.64.0.2/32 dev rt2',
+      'link.up rt2',
+      `wg.peer.set rt1 peer ${key(2).slice(0, 8)}… endpoint 198.18.0.2:51820 allowed-ips 0.0.0.0/0 keepalive 25`,
+      `wg.peer.set rt2 peer ${key(3).slice(0, 8)}… endpoint 198.18.0.2:51820 allowed-ips 0.0.0.0/0 keepalive 25`,
+      'route.add 100.96.4.0/22 dev rt2 table 254 src 100.64.0.2',
+      'rule.add priority 1000 from 100.96.4.0/22 lookup 1001',
+      'rule.del priority 1000 from 100.96.0.0/22 lookup 1001',
+      'route.del 100.96.0.0/22 dev rt1 table 254',
+      `wg.peer.del rt1 peer ${key(1).slice(0, 8)}…`,
+      'addr.del 100.64.0.1/32 dev rt1',
+    ]);
+  });
+
+  it('deletes a device with one link.del: its addresses, peers and routes go with it', async () => {
+    const actual: HostState = {
+      devices: {
+        rt1: { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: ['100.64.0.1/32', '2001:db8::1/128'], up: true, peers: [{ publicKey: key(1), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 }] },
+      },
+      routes: [
+        { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: '100.64.0.1' },
+        { dst: '0.0.0.0/0', dev: 'rt1', table: 1001, src: null },
+      ],
+      rules: [],
+    };
+    const plan = planKernel(actual, { devices: {}, routes: [], rules: [] });
+    expect(plan).toEqual([{ op: 'link.del', dev: 'rt1' }]);
+    const host = new MemoryKernelBackend({ initial: actual });
+    expect((await applyPlan(host, plan, SCOPE)).reached).toEqual({ devices: {}, routes: [], rules: [] });
+  });
+
+  it('changes a peer with one wg.peer.set, and leaves an endpoint the device learned alone', () => {
+    const was: WgPeerState = { publicKey: key(1), endpoint: '198.18.0.2:51820', allowedIps: ['100.96.0.0/22'], keepaliveSeconds: 25 };
+    const device = (peer: WgPeerState) => ({ name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: [], up: true, peers: [peer] });
+    const actual: HostState = { devices: { rt1: device(was) }, routes: [], rules: [] };
+    const desire = (peer: WgPeerState): DesiredHostState => ({ devices: { rt1: { ...device(peer), privateKeyFile: '/k' } }, routes: [], rules: [] });
+
+    const changed = { ...was, endpoint: '198.18.0.3:51820', allowedIps: ['0.0.0.0/0', '100.96.0.0/22'], keepaliveSeconds: 0 };
+    expect(planKernel(actual, desire(changed))).toEqual([{ op: 'wg.peer.set', dev: 'rt1', peer: changed }]);
+    expect(planKernel(actual, desire({ ...was, endpoint: null }))).toEqual([]);
+    expect(planKernel(actual, desire({ ...was, allowedIps: [] }))).toEqual([{ op: 'wg.peer.set', dev: 'rt1', peer: { ...was, allowedIps: [] } }]);
+  });
+
+  it('moves a route to another device with one atomic route.replace', () => {
+    const dev = (name: string) => ({ name, publicKey: key(0), listenPort: 0, mtu: 1420, addresses: [], up: true, peers: [] });
+    const exitRoute = (d: string): RouteState => ({ dst: '0.0.0.0/0', dev: d, table: 1001, src: null });
+    const actual: HostState = { devices: { rt1: dev('rt1'), rt2: dev('rt2') }, routes: [exitRoute('rt1')], rules: [] };
+    const desired: DesiredHostState = { devices: { rt1: { ...dev('rt1'), privateKeyFile: '/k' }, rt2: { ...dev('rt2'), privateKeyFile: '/k' } }, routes: [exitRoute('rt2')], rules: [] };
+    expect(planKernel(actual, desired)).toEqual([{ op: 'route.replace', route: exitRoute('rt2') }]);
+  });
+
+  it('adds back the routes the kernel drops with a device’s last IPv4 address', async () => {
+    const rt1 = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, up: true, peers: [] };
+    const route: RouteState = { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null };
+    const host = new MemoryKernelBackend({ initial: { devices: { rt1: { ...rt1, addresses: ['100.64.0.1/32'] } }, routes: [route], rules: [] } });
+    const desired: DesiredHostState = { devices: { rt1: { ...rt1, privateKeyFile: '/k', addresses: [] } }, routes: [route], rules: [] };
+    const plan = planKernel(await host.read(SCOPE), desired);
+    expect(plan).toEqual([
+      { op: 'addr.del', dev: 'rt1', cidr: '100.64.0.1/32' },
+      { op: 'route.add', route },
+    ]);
+    expect((await applyPlan(host, plan, SCOPE)).reached.routes).toEqual([route]);
+  });
+
+  it('is idempotent: the desired state plus key files against itself plans nothing', () => {
+    const r = prng(7);
+    for (let i = 0; i < 50; i++) {
+      const desired = randomDesired(r);
+      expect(planKernel(stripDesired(desired), desired)).toEqual([]);
+    }
+  });
+});
+
+describe('MemoryKernelBackend', () => {
+  const device = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [{ publicKey: key(1), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 }] };
+  const route: RouteState = { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null };
+  const rule: RuleState = { priority: 1000, from: null, iif: null, table: 1001 };
+  const start = (): HostState => ({ devices: { rt1: structuredClone(device) }, routes: [route], rules: [rule] });
+
+  it.each<[string, KernelOp]>([
+    ['link.add of an existing device', { op: 'link.add', dev: 'rt1', mtu: 1420 }],
+    ['link.add of a name longer than 15 characters', { op: 'link.add', dev: 'rt1234567890abcd', mtu: 1420 }],
+    ['an op on a missing device', { op: 'link.up', dev: 'rt9' }],
+    ['addr.add of an address already there', { op: 'addr.add', dev: 'rt1', cidr: '100.64.0.1/32' }],
+    ['addr.del of an absent address', { op: 'addr.del', dev: 'rt1', cidr: '100.64.0.2/32' }],
+    ['wg.peer.del of an absent peer', { op: 'wg.peer.del', dev: 'rt1', publicKey: key(5) }],
+    ['route.add of a route already there', { op: 'route.add', route }],
+    ['route.add of another route to the same (table, dst)', { op: 'route.add', route: { ...route, src: '100.64.0.1' } }],
+    ['route.add on a missing device', { op: 'route.add', route: { ...route, dst: '100.96.4.0/22', dev: 'rt9' } }],
+    ['route.add with a source the host does not have', { op: 'route.add', route: { ...route, dst: '100.96.4.0/22', src: '100.64.0.7' } }],
+    ['route.del of an absent route', { op: 'route.del', route: { ...route, table: 1001 } }],
+    ['rule.add of a rule already there', { op: 'rule.add', rule }],
+    ['rule.del of an absent rule', { op: 'rule.del', rule: { ...rule, table: 1002 } }],
+    ['an unknown op', { op: 'link.frobnicate', dev: 'rt1' } as unknown as KernelOp],
+  ])('rejects %s with a KernelOpError and changes nothing', async (_, op) => {
+    const host = new MemoryKernelBackend({ initial: start() });
+    const before = host.render();
+    const error = await host.apply(op).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(KernelOpError);
+    expect((error as KernelOpError).op).toBe(op);
+    expect(host.render()).toBe(before);
+    expect(host.ops).toEqual([]);
+    expect(host.mutations).toBe(0);
+  });
+
+  it('does what the kernel does by itself: link down drops routes, an allowed-ip has one peer, a route needs its device up', async () => {
+    const host = new MemoryKernelBackend({ initial: start() });
+    await host.apply({ op: 'wg.peer.set', dev: 'rt1', peer: { publicKey: key(2), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 } });
+    await host.apply({ op: 'link.down', dev: 'rt1' });
+    const s = await host.read(SCOPE);
+    expect(s.devices.rt1!.peers.map((p) => [p.publicKey, p.allowedIps])).toEqual([
+      [key(1), []],
+      [key(2), ['0.0.0.0/0']],
+    ]);
+    expect(s.routes).toEqual([]);
+    await expect(host.apply({ op: 'route.add', route })).rejects.toThrow(/not up/);
+    expect(host.mutations).toBe(2);
+  });
+
+  it('reads only its scope, and reports observations of configured peers', async () => {
+    const host = new MemoryKernelBackend({ initial: withForeign(start()) });
+    expect(Object.keys((await host.read(SCOPE)).devices)).toEqual(['rt1']);
+    expect((await host.read({ devicePrefix: 'rt', rulePriorities: [1001, 1999] })).rules).toEqual([]);
+    expect(await host.observe(['rt1', 'up0', 'rt9'])).toEqual([{ dev: 'rt1', publicKey: key(1), endpoint: null, latestHandshakeMs: null, rxBytes: 0, txBytes: 0 }]);
+    const seen = { dev: 'rt1', publicKey: key(1), endpoint: '198.18.0.2:51820', latestHandshakeMs: 5_000, rxBytes: 92, txBytes: 148 };
+    host.setObservation(seen);
+    host.setObservation({ ...seen, publicKey: key(4) }); // not configured: never reported
+    expect(await host.observe(['rt1'])).toEqual([seen]);
+  });
+});
+
+describe('applyPlan', () => {
+  it('stops at the first failure and reports exactly the state the ops before it reached', async () => {
+    const desired = randomDesiredWithOps(12);
+    const plan = planKernel({ devices: {}, routes: [], rules: [] }, desired);
+    const failing = plan[6]!;
+    const host = new MemoryKernelBackend({ failOn: (op) => op === failing });
+    const result = await applyPlan(host, plan, SCOPE);
+
+    expect(result.applied).toEqual(plan.slice(0, 6));
+    expect(result.failed?.op).toBe(failing);
+    expect(result.failed?.error).toBeInstanceOf(KernelOpError);
+    const replay = new MemoryKernelBackend();
+    for (const op of plan.slice(0, 6)) await replay.apply(op);
+    expect(result.reached).toEqual(await replay.read(SCOPE));
+    expect(result.reached).not.toEqual(canonicalHostState(stripDesired(desired)));
+
+    // The next round starts from what was reached and finishes the job.
+    const healed = new MemoryKernelBackend({ initial: result.reached });
+    const rest = await applyPlan(healed, planKernel(result.reached, desired), SCOPE);
+    expect(rest.failed).toBeNull();
+    expect(acceptLearnedEndpoints(rest.reached, desired)).toEqual(canonicalHostState(stripDesired(desired)));
+  });
+
+  it('wraps a backend’s non-KernelOpError into a KernelOpError', async () => {
+    const backend = new MemoryKernelBackend();
+    backend.apply = async () => {
+      throw new Error('boom');
+    };
+    const op: KernelOp = { op: 'link.add', dev: 'rt1', mtu: 1420 };
+    const result = await applyPlan(backend, [op], SCOPE);
+    expect(result.failed?.error).toBeInstanceOf(KernelOpError);
+    expect(result.failed?.error.message).toMatch(/boom/);
+  });
+});
+
+/** A random desired state whose plan from an empty host has at least `n` operations. */
+function randomDesiredWithOps(n: number): DesiredHostState {
+  const r = prng(42);
+  for (;;) {
+    const d = randomDesired(r);
+    if (planKernel({ devices: {}, routes: [], rules: [] }, d).length >= n) return d;
+  }
+}
+
+describe('canonical form and rendering', () => {
+  const desired: DesiredHostState = {
+    devices: {
+      rt2: { name: 'rt2', publicKey: key(1), privateKeyFile: '/secret/rt2.key', listenPort: 51822, mtu: 1420, addresses: ['100.64.0.1/32'], up: false, peers: [] },
+      rt1: {
+        name: 'rt1',
+        publicKey: key(0),
+        privateKeyFile: '/secret/rt1.key',
+        listenPort: 51821,
+        mtu: 1420,
+        addresses: ['2001:db8::1/128', '100.64.0.1'],
+        up: true,
+        peers: [
+          { publicKey: key(3), endpoint: null, allowedIps: [], keepaliveSeconds: 0 },
+          { publicKey: key(2), endpoint: '198.18.0.2:51821', allowedIps: ['100.96.0.1/22', '0.0.0.0/0'], keepaliveSeconds: 25 },
+        ],
+      },
+    },
+    routes: [
+      { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null },
+      { dst: '0.0.0.0/0', dev: 'rt1', table: 1001, src: null },
+      { dst: '100.64.0.2/32', dev: 'rt1', table: MAIN_TABLE, src: '100.64.0.1' },
+    ],
+    rules: [
+      { priority: 1001, from: null, iif: 'rt1', table: 1001 },
+      { priority: 1000, from: '100.96.0.0/22', iif: null, table: 1001 },
+    ],
+  };
+
+  it('renders one line per item in canonical order, with public keys and without key files', () => {
+    expect(renderHostState(desired)).toBe(
+      [
+        `device rt1 mtu 1420 up listen-port 51821 public-key ${key(0)}`,
+        '  address 100.64.0.1/32',
+        '  address 2001:db8::1/128',
+        `  peer ${key(2)} endpoint 198.18.0.2:51821 allowed-ips 0.0.0.0/0,100.96.0.0/22 keepalive 25`,
+        `  peer ${key(3)} endpoint (none) allowed-ips (none) keepalive off`,
+        `device rt2 mtu 1420 down listen-port 51822 public-key ${key(1)}`,
+        '  address 100.64.0.1/32',
+        'route 100.64.0.2/32 dev rt1 table 254 src 100.64.0.1',
+        'route 100.96.0.0/22 dev rt1 table 254',
+        'route 0.0.0.0/0 dev rt1 table 1001',
+        'rule priority 1000 from 100.96.0.0/22 lookup 1001',
+        'rule priority 1001 iif rt1 lookup 1001',
+        '',
+      ].join('\n'),
+    );
+    expect(renderHostState(desired)).not.toContain('/secret');
+    expect(JSON.stringify(canonicalHostState(desired))).not.toContain('/secret');
+    expect(describeOp({ op: 'wg.device', dev: 'rt1', privateKeyFile: '/secret/rt1.key', publicKey: key(0), listenPort: 51821 })).not.toContain('/secret');
+  });
+
+  it('is stable: the same state in any order renders byte-identically', () => {
+    const r = prng(3);
+    const shuffled = (s: DesiredHostState): HostState => ({
+      devices: Object.fromEntries(
+        r.shuffle(Object.values(s.devices)).map((d) => [d.name, { ...d, addresses: r.shuffle(d.addresses), peers: r.shuffle(d.peers).map((p) => ({ ...p, allowedIps: r.shuffle(p.allowedIps) })) }]),
+      ),
+      routes: r.shuffle(s.routes),
+      rules: r.shuffle(s.rules),
+    });
+    const text = renderHostState(desired);
+    for (let i = 0; i < 20; i++) expect(renderHostState(shuffled(desired))).toBe(text);
+    expect(renderHostState(stripDesired(desired))).toBe(text);
+  });
+
+  it('writes addresses the way iproute2 and wg print them', () => {
+    expect(canonicalCidr('100.96.0.1/22')).toBe('100.96.0.0/22');
+    expect(canonicalCidr('100.64.0.1/24', true)).toBe('100.64.0.1/24');
+    expect(canonicalCidr('100.64.0.1')).toBe('100.64.0.1/32');
+    expect(canonicalCidr('2001:DB8:0:0:0:0:0:1/64')).toBe('2001:db8::/64');
+    expect(canonicalCidr('2001:0db8:0:0:1:0:0:1', true)).toBe('2001:db8::1:0:0:1/128');
+    expect(canonicalCidr('0::0/0')).toBe('::/0');
+    expect(canonicalIp('fe80:0:0:0:0:0:0:0')).toBe('fe80::');
+    expect(canonicalCidr('not-an-address/8')).toBe('not-an-address/8');
+  });
+});

@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import type { AnyActorRef } from 'xstate';
+import { seedTopology } from '../../src/events/topology.fold.ts';
+import type { KernelOp } from '../../src/kernel/host-state.ts';
+import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { linkDevice } from '../../src/kernel/mesh.ts';
+import { relay } from '../support/given.ts';
+import { meshHarness as harness } from '../support/mesh-harness.ts';
+
+const relays = (ids: number[]) => ids.map((n) => relay(n));
+const devOf = (op: KernelOp) => ('dev' in op ? op.dev : 'route' in op ? op.route.dev : null);
+
+describe('topology and kernel actors on the in-memory host', () => {
+  it('programs one point-to-point device per other relay, and its links see it programmed', async () => {
+    const h = harness();
+    await h.view(relays([1, 2, 3, 4]));
+    expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-3', 'relay-4']);
+    const state = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    expect(Object.keys(state.devices).sort()).toEqual(['rc1m2', 'rc1m3', 'rc1m4']);
+    expect(state.devices.rc1m2!.peers).toEqual([{ publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 }]);
+    expect(state.devices.rc1m2!.listenPort).toBe(51822);
+    expect(Object.values(h.links()).map((l) => l.getSnapshot().value)).toEqual(['handshaking', 'handshaking', 'handshaking']);
+    h.actor.stop();
+  });
+
+  it('a join costs the existing relays only the operations of the new link', async () => {
+    const h = harness();
+    await h.view(relays([1, 2, 3, 4]));
+    const before = h.backend.ops.length;
+    await h.view(relays([1, 2, 3, 4, 5]));
+    const joinOps = h.backend.ops.slice(before);
+    const newDev = linkDevice('rc', 1, 5);
+    expect(joinOps.map(devOf).every((d) => d === newDev)).toBe(true);
+    expect(joinOps.map((o) => o.op)).toEqual(['link.add', 'wg.device', 'addr.add', 'link.up', 'wg.peer.set', 'route.add', 'route.add']);
+    h.actor.stop();
+  });
+
+  it('the same view again runs no mutating operation', async () => {
+    const h = harness();
+    await h.view(relays([1, 2, 3]));
+    const before = h.backend.ops.length;
+    await h.view(relays([1, 2, 3]));
+    expect(h.backend.ops.length).toBe(before);
+    h.actor.stop();
+  });
+
+  it('a restarted relay adopts a host that is already right with zero operations', async () => {
+    const first = harness();
+    await first.view(relays([1, 2, 3, 4]));
+    first.actor.stop();
+    const initial = await first.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const host = new MemoryKernelBackend({ initial });
+    const second = harness(host);
+    await second.view(relays([1, 2, 3, 4]));
+    expect(host.ops).toEqual([]);
+    expect(Object.values(second.links()).every((l) => l.getSnapshot().value === 'handshaking')).toBe(true);
+    second.actor.stop();
+  });
+
+  it('after many joins and leaves the actor system holds exactly the live links, and the host exactly their devices', async () => {
+    const h = harness();
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    let live = new Set([2, 3]);
+    for (let cycle = 0; cycle < 60; cycle++) {
+      const n = 2 + Math.floor(rand() * 12);
+      if (live.has(n)) live.delete(n);
+      else live.add(n);
+      await h.view(relays([1, ...live]));
+    }
+    // One more round lets every removing link see its device gone.
+    await h.view(relays([1, ...live]));
+    const expected = [...live].sort((a, b) => a - b).map((n) => `relay-${n}`);
+    expect(Object.keys(h.links()).sort()).toEqual([...expected].sort());
+    const children = Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children).sort();
+    expect(children).toEqual(expected.map((id) => `link-${id}`).sort());
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    expect(Object.keys(host.devices).sort()).toEqual([...live].map((n) => linkDevice('rc', 1, n)).sort());
+    h.actor.stop();
+  });
+
+  it('while a round runs, only the latest desired state is kept', async () => {
+    const h = harness();
+    await h.view(relays([1, 2]));
+    const roundsBefore = h.kernelRef().getSnapshot().context.stats.rounds;
+    // Five views sent back to back: the first starts a round, the rest collapse into one more.
+    for (const ids of [[1, 2, 3], [1, 2, 3, 4], [1, 2, 4], [1, 4, 5], [1, 5, 6]]) h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)) });
+    await h.idle();
+    expect(h.kernelRef().getSnapshot().context.stats.rounds - roundsBefore).toBe(2);
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    expect(Object.keys(host.devices).sort()).toEqual(['rc1m5', 'rc1m6']);
+    h.actor.stop();
+  });
+
+  it('teardown removes every mesh device and tells the parent', async () => {
+    const h = harness();
+    await h.view(relays([1, 2, 3]));
+    h.actor.send({ type: 'TEARDOWN' });
+    await h.idle();
+    expect(h.actor.getSnapshot().context.tornDown).toBe(true);
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    expect(host.devices).toEqual({});
+    expect(host.routes).toEqual([]);
+    // A view arriving after the teardown does not bring links back.
+    await h.view(relays([1, 2, 3]));
+    expect(Object.keys(h.links())).toEqual([]);
+    h.actor.stop();
+  });
+
+  it('observations reach the links: a handshake brings a link up', async () => {
+    const h = harness();
+    await h.view(relays([1, 2]));
+    h.backend.setObservation({ dev: 'rc1m2', publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', latestHandshakeMs: 1_000, rxBytes: 92, txBytes: 92 });
+    expect(h.observers[0]!.devices).toEqual(['rc1m2']);
+    h.observers[0]!.sendBack({ type: 'OBSERVED', observations: await h.backend.observe(['rc1m2']), nowMs: 1_500 });
+    expect(h.links()['relay-2']!.getSnapshot().value).toBe('up');
+    h.actor.stop();
+  });
+});
