@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command:
   token: { summary: 'mint scoped relay tokens (JWTs bound to one relay id)', load: () => import('./commands/token.ts') },
   bus: { summary: 'event-bus administration (idempotent JetStream bootstrap)', load: () => import('./commands/bus.ts') },
   devnet: { summary: 'run a live multi-relay network on loopback (NATS, control plane, N relays)', load: () => import('./commands/devnet.ts') },
+  sim: { summary: 'run a live multi-relay network from network namespaces, with WireGuard links (root)', load: () => import('./commands/sim.ts') },
 };
 
 export function mainUsage(): string {

@@ -1,0 +1,87 @@
+import { randomInt } from 'node:crypto';
+
+/**
+ * The sim's names and addresses, as pure functions of the sim id and a relay's index.
+ *
+ * Every host of the sim gets an address from the benchmarking range 198.18.0.0/15 (DESIGN.md, test
+ * networks) on one /16 segment: the bridge in the "internet" namespace is 198.18.0.1, the service
+ * namespace 198.18.0.2, relay i 198.18.1.i. Names carry the sim id so that two sims can run at once.
+ */
+
+export const SIM_ID_RE = /^[a-z0-9]{4}$/;
+export const MAX_RELAYS = 250;
+export const PREFIX_LEN = 16;
+export const BRIDGE_ADDRESS = '198.18.0.1';
+export const SVC_ADDRESS = '198.18.0.2';
+/** Ports inside the service namespace: fixed, since nothing else lives there. */
+export const CONTROL_PLANE_PORT = 54321;
+export const NATS_PORT = 4222;
+/** Every relay's WireGuard endpoint port; its link devices listen on this + the peer's mesh index. */
+export const RELAY_PORT = 51820;
+/** The name of a node's own end of its veth pair, inside its namespace. */
+export const PUBLIC_IF = 'pub0';
+export const BRIDGE_IF = 'br0';
+
+export const CONTROL_PLANE_URL = `http://${SVC_ADDRESS}:${CONTROL_PLANE_PORT}`;
+export const NATS_URL = `nats://${SVC_ADDRESS}:${NATS_PORT}`;
+
+/** A fresh sim id: 4 characters of a-z0-9. */
+export function newSimId(rand: (n: number) => number = randomInt): string {
+  const chars = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  return Array.from({ length: 4 }, () => chars[rand(chars.length)]).join('');
+}
+
+export const inetNamespace = (simId: string) => `rcs-${simId}-inet`;
+export const svcNamespace = (simId: string) => `rcs-${simId}-svc`;
+export const relayNamespace = (simId: string, index: number) => `rcs-${simId}-r${index}`;
+/** True for every namespace a sim with this id creates. */
+export const isSimNamespace = (simId: string, ns: string) => ns.startsWith(`rcs-${simId}-`);
+
+/** The bridge-side end of a node's veth pair (at most 9 characters; the limit is 15). */
+export const vethName = (simId: string, node: 'svc' | number) => `v${simId}${node === 'svc' ? 's' : `r${node}`}`;
+
+export function relayPublicAddress(index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > MAX_RELAYS) throw new Error(`relay index ${index} is outside 1..${MAX_RELAYS}`);
+  return `198.18.1.${index}`;
+}
+
+export const defaultRelayId = (index: number) => `relay-${index}`;
+
+/**
+ * The index (and so the address and namespace) for a new relay: `relay-<n>` gets n when free, any
+ * other id the lowest free index. Null when all are taken.
+ */
+export function allocateRelayIndex(relayId: string, taken: ReadonlySet<number>): number | null {
+  const m = /^relay-(\d{1,3})$/.exec(relayId);
+  const wanted = m ? Number(m[1]) : NaN;
+  if (wanted >= 1 && wanted <= MAX_RELAYS && !taken.has(wanted)) return wanted;
+  for (let i = 1; i <= MAX_RELAYS; i++) if (!taken.has(i)) return i;
+  return null;
+}
+
+/**
+ * The WireGuard device prefixes already in use, from device names and `/var/run/wireguard` socket
+ * names anywhere on the machine: the leading letters of each name. Relay link devices are named
+ * `<prefix><own index>m<peer index>`, so two relays can only clash when their prefixes are equal.
+ */
+export function prefixesInUse(names: Iterable<string>): Set<string> {
+  const used = new Set<string>();
+  for (const n of names) {
+    const m = /^[a-z]+/.exec(n);
+    if (m) used.add(m[0]);
+  }
+  return used;
+}
+
+/** A random 3-letter prefix not in `used` (and never the daemon's default `rc`, a 2-letter one). */
+export function chooseWgPrefix(used: ReadonlySet<string>, rand: (n: number) => number = randomInt): string {
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const p = Array.from({ length: 3 }, () => letters[rand(letters.length)]).join('');
+    if (!used.has(p)) return p;
+  }
+  throw new Error('no free WireGuard device prefix found');
+}
+
+/** The control socket name of a link device of a sim with this prefix (`/var/run/wireguard/<name>`). */
+export const isSimWgSocket = (wgPrefix: string, file: string) => new RegExp(`^${wgPrefix}\\d+m\\d+\\.sock$`).test(file);

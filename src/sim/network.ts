@@ -1,0 +1,500 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { INFO_FILE } from '../control-plane/local.ts';
+import { mintRelayToken, serviceRoleKey } from '../control-plane/jwt.ts';
+import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from '../control-plane/secrets.ts';
+import { fetchStatus } from '../daemon/status-server.ts';
+import { findNatsServer } from '../devnet/nats-server.ts';
+import { RELAY_CORE_BIN } from '../devnet/relay-process.ts';
+import {
+  allocateRelayIndex,
+  BRIDGE_ADDRESS,
+  BRIDGE_IF,
+  chooseWgPrefix,
+  CONTROL_PLANE_PORT,
+  CONTROL_PLANE_URL,
+  defaultRelayId,
+  inetNamespace,
+  isSimNamespace,
+  isSimWgSocket,
+  NATS_PORT,
+  NATS_URL,
+  newSimId,
+  PREFIX_LEN,
+  prefixesInUse,
+  PUBLIC_IF,
+  RELAY_PORT,
+  relayNamespace,
+  relayPublicAddress,
+  SVC_ADDRESS,
+  svcNamespace,
+  vethName,
+} from './layout.ts';
+import { manifestPath, readManifest, StateDirBusyError, withStateDirLock, writeManifest, type Manifest, type SimProcess, type SimRelay } from './manifest.ts';
+import * as host from './netns.ts';
+import { convergence, type ConvergenceMode, type RelayObservation, type RelayStatusView, type Verdict } from './status.ts';
+
+/**
+ * Building, changing and tearing down a sim. Every step records what it is about to create in the
+ * manifest first (see manifest.ts), so `down` can always find it.
+ */
+
+export type Out = (line: string) => void;
+export type Settings = Manifest['settings'];
+
+const RELAY_TOKEN_TTL_SECONDS = 30 * 86400;
+const SERVICE_START_TIMEOUT_MS = 120_000;
+const RELAY_STOP_TIMEOUT_MS = 15_000;
+const KILL_WAIT_MS = 5_000;
+
+/** A sim being changed: its manifest, saved after every change. */
+class Sim {
+  m: Manifest;
+  constructor(m: Manifest) {
+    this.m = m;
+  }
+  record(change: (m: Manifest) => void): void {
+    change(this.m);
+    writeManifest(this.m);
+  }
+}
+
+export function loadSim(dir: string): Manifest {
+  const m = readManifest(dir);
+  if (!m) throw new Error(`no sim in ${dir} (no ${manifestPath(dir)}); start one with 'relay-core sim up --state-dir ${dir}'`);
+  return m;
+}
+
+/** The environment of sim processes: without the caller's relay or Supabase settings, which flags would not override. */
+function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if ((k.startsWith('RELAYNET_') && k !== 'RELAYNET_LOG_LEVEL') || k.startsWith('SUPABASE_')) continue;
+    env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+// ---------------------------------------------------------------------------------------------
+// up
+
+export interface UpOptions {
+  dir: string;
+  relays: number;
+  settings: Settings;
+  dbUrl?: string;
+  signal: AbortSignal;
+  out: Out;
+}
+
+/** Check what the sim needs before creating anything; throws saying what is missing. */
+export async function preflight(): Promise<void> {
+  await findNatsServer();
+  for (const tool of ['ip', 'nft', 'wg', 'wireguard-go']) {
+    const found = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/bin', '/usr/local/sbin'].some((d) => existsSync(join(d, tool)));
+    if (!found) throw new Error(`${tool} not found; run 'npm run setup' (it installs iproute2, nftables, wireguard-tools and wireguard-go)`);
+  }
+}
+
+/**
+ * Create the sim: the "internet" bridge, the service namespace with nats-server and the control
+ * plane, and `relays` relays. Returns once they run (not yet converged). On an error everything
+ * created so far is removed again.
+ */
+export async function up(o: UpOptions): Promise<Manifest> {
+  const existing = readManifest(o.dir);
+  if (existing) throw new Error(`${o.dir} already holds sim ${existing.simId}; remove it first with 'relay-core sim down --state-dir ${o.dir}'`);
+  const sim = new Sim(await newManifest(o.dir, o.settings));
+  writeManifest(sim.m);
+  const { simId, wgPrefix } = sim.m;
+  try {
+    await createNode(sim, inetNamespace(simId), null);
+    await createNode(sim, svcNamespace(simId), 'svc');
+    const relays: SimRelay[] = [];
+    for (let i = 1; i <= o.relays; i++) {
+      o.signal.throwIfAborted();
+      relays.push(await createRelay(sim, defaultRelayId(i)));
+    }
+    o.out(`sim ${simId}: ${sim.m.namespaces.length} namespaces on bridge ${BRIDGE_ADDRESS}/${PREFIX_LEN} (WireGuard device prefix ${wgPrefix})`);
+    await startServices(sim, o);
+    for (const r of relays) {
+      o.signal.throwIfAborted();
+      startRelay(sim, r);
+    }
+    o.out(`sim ${simId}: started ${relays.length} relays`);
+    return sim.m;
+  } catch (e) {
+    o.out(`sim ${simId}: ${o.signal.aborted ? 'interrupted' : 'failed'}; removing what was created`);
+    await down(o.dir, { purge: false, out: o.out });
+    throw e;
+  }
+}
+
+async function newManifest(dir: string, settings: Settings): Promise<Manifest> {
+  const namespaces = await host.listNetns();
+  let simId = newSimId();
+  while (namespaces.some((n) => isSimNamespace(simId, n))) simId = newSimId();
+  // Device names are machine-wide for wireguard-go (its sockets share /var/run/wireguard): look at
+  // every namespace's links and every socket.
+  const names = [...host.wgSocketNames(), ...(await host.linkNames(null))];
+  for (const ns of namespaces) names.push(...(await host.linkNames(ns).catch(() => [])));
+  const cpDir = join(dir, 'control-plane');
+  return {
+    version: 1,
+    simId,
+    wgPrefix: chooseWgPrefix(prefixesInUse(names)),
+    stateDir: dir,
+    createdAt: new Date().toISOString(),
+    settings,
+    namespaces: [],
+    veths: [],
+    processes: [],
+    relays: [],
+    controlPlane: { url: CONTROL_PLANE_URL, natsUrl: NATS_URL, stateDir: cpDir, serviceRoleKeyFile: join(dir, 'service-role.key'), topologyPublicKey: '' },
+  };
+}
+
+/** A namespace; unless it is the inet one (`node` null), attached to the bridge with its public address. */
+async function createNode(sim: Sim, ns: string, node: 'svc' | number | null): Promise<void> {
+  const { simId } = sim.m;
+  sim.record((m) => m.namespaces.push(ns));
+  await host.addNetns(ns);
+  if (node === null) {
+    await host.addBridge(ns, BRIDGE_IF, `${BRIDGE_ADDRESS}/${PREFIX_LEN}`);
+    return;
+  }
+  const veth = { name: vethName(simId, node), namespace: inetNamespace(simId), peer: PUBLIC_IF, peerNamespace: ns };
+  sim.record((m) => m.veths.push(veth));
+  const address = node === 'svc' ? SVC_ADDRESS : relayPublicAddress(node);
+  await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns, inner: veth.peer, cidr: `${address}/${PREFIX_LEN}`, gateway: BRIDGE_ADDRESS });
+}
+
+/** A relay's record, namespace and token; not yet its process. */
+async function createRelay(sim: Sim, relayId: string): Promise<SimRelay> {
+  if (sim.m.relays.some((r) => r.id === relayId)) throw new Error(`the sim already has ${relayId}`);
+  const index = allocateRelayIndex(relayId, new Set(sim.m.relays.map((r) => r.index)));
+  if (index === null) throw new Error('the sim has no room for another relay (250 at most)');
+  const stateDir = join(sim.m.stateDir, 'relays', relayId);
+  const relay: SimRelay = {
+    id: relayId,
+    index,
+    namespace: relayNamespace(sim.m.simId, index),
+    publicAddress: relayPublicAddress(index),
+    endpoint: `${relayPublicAddress(index)}:${RELAY_PORT}`,
+    meshAddress: null,
+    publicKey: null,
+    stateDir,
+    tokenFile: join(stateDir, 'token'),
+  };
+  sim.record((m) => m.relays.push(relay));
+  await createNode(sim, relay.namespace, index);
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const { jwtSecret } = loadOrCreateSecrets(sim.m.controlPlane.stateDir);
+  writePrivate(relay.tokenFile, mintRelayToken(relayId, RELAY_TOKEN_TTL_SECONDS, jwtSecret) + '\n');
+  return relay;
+}
+
+/** Spawn a sim process detached in its namespace, recorded in the manifest before it starts. */
+function spawnRecorded(sim: Sim, p: Pick<SimProcess, 'kind' | 'name' | 'namespace' | 'log'>, argv: string[], env: NodeJS.ProcessEnv): SimProcess {
+  const entry: SimProcess = { ...p, command: ['ip', 'netns', 'exec', p.namespace, ...argv], pid: null, startedAt: null, stoppedBy: null };
+  sim.record((m) => {
+    m.processes = m.processes.filter((x) => !(x.kind === p.kind && x.name === p.name));
+    m.processes.push(entry);
+  });
+  const { pid } = host.spawnInNetns(p.namespace, argv, { logFile: p.log, cwd: sim.m.stateDir, env });
+  sim.record(() => {
+    entry.pid = pid;
+    entry.startedAt = new Date().toISOString();
+  });
+  return entry;
+}
+
+/** nats-server and the control plane in the service namespace, reachable from the relays' namespaces. */
+async function startServices(sim: Sim, o: UpOptions): Promise<void> {
+  const { m } = sim;
+  const svc = svcNamespace(m.simId);
+  const natsDir = join(m.stateDir, 'nats');
+  mkdirSync(join(natsDir, 'jetstream'), { recursive: true, mode: 0o700 });
+  const natsConf = join(natsDir, 'nats.conf');
+  writePrivate(
+    natsConf,
+    // The file store must have room for the streams' max_bytes reservations (src/bus/streams.ts), or JetStream refuses them.
+    [`listen: ${SVC_ADDRESS}:${NATS_PORT}`, 'max_payload: 1048576', `jetstream { store_dir: "${join(natsDir, 'jetstream')}", max_memory_store: 256MB, max_file_store: 8GB }`].join('\n') + '\n',
+  );
+  const nats = spawnRecorded(sim, { kind: 'nats', name: 'nats', namespace: svc, log: join(natsDir, 'nats.log') }, [await findNatsServer(), '-c', natsConf], childEnv());
+
+  // The secrets first, so relay tokens and the service-role key file exist before the control plane does.
+  const cp = m.controlPlane;
+  const secrets = loadOrCreateSecrets(cp.stateDir);
+  writePrivate(cp.serviceRoleKeyFile, serviceRoleKey(secrets.jwtSecret) + '\n');
+  sim.record(() => (cp.topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed)));
+  await host.forwardToLoopback(svc, SVC_ADDRESS, CONTROL_PLANE_PORT);
+  rmSync(join(cp.stateDir, INFO_FILE), { force: true });
+  const cpArgs = [RELAY_CORE_BIN, 'control-plane', '--port', String(CONTROL_PLANE_PORT), '--state-dir', cp.stateDir, '--nats-url', cp.natsUrl, '--heartbeat-seconds', String(m.settings.heartbeatSeconds)];
+  // The database URL goes by environment, so it (and its password) is in neither argv nor the manifest.
+  const controlPlane = spawnRecorded(sim, { kind: 'control-plane', name: 'control-plane', namespace: svc, log: join(cp.stateDir, 'control-plane.log') }, cpArgs, childEnv(o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}));
+
+  // The control plane writes its info file once every part of it is up.
+  const deadline = Date.now() + SERVICE_START_TIMEOUT_MS;
+  while (!existsSync(join(cp.stateDir, INFO_FILE))) {
+    o.signal.throwIfAborted();
+    for (const p of [nats, controlPlane]) if (!host.isRunning(p.pid!)) throw new Error(`${p.name} exited during start:\n${logTail(p.log)}`);
+    if (Date.now() > deadline) throw new Error(`the control plane did not come up in ${SERVICE_START_TIMEOUT_MS / 1000} s:\n${logTail(controlPlane.log)}`);
+    await sleep(250);
+  }
+  o.out(`sim ${m.simId}: nats-server at ${NATS_URL}, control plane at ${CONTROL_PLANE_URL} (in ${svc})`);
+  const probeFrom = m.relays[0]?.namespace;
+  if (probeFrom) {
+    for (const [what, port] of [['the control plane', CONTROL_PLANE_PORT], ['nats-server', NATS_PORT]] as const) {
+      if (!(await host.tcpReachable(probeFrom, SVC_ADDRESS, port))) throw new Error(`${what} (${SVC_ADDRESS}:${port}) is not reachable from ${probeFrom}`);
+    }
+  }
+}
+
+function relayArgv(m: Manifest, r: SimRelay): string[] {
+  const s = m.settings;
+  return [
+    RELAY_CORE_BIN, 'run',
+    '--relay-id', r.id,
+    '--region', `region-${((r.index - 1) % 3) + 1}`,
+    '--endpoint', r.endpoint,
+    '--state-dir', r.stateDir,
+    '--control-plane-url', m.controlPlane.url,
+    '--token-file', r.tokenFile,
+    '--topology-key', m.controlPlane.topologyPublicKey,
+    '--nats-url', m.controlPlane.natsUrl,
+    '--wg-prefix', m.wgPrefix,
+    '--keepalive', String(s.keepaliveSeconds),
+    '--link-stale-after', String(s.linkStaleAfterMs),
+    '--link-down-after', String(s.linkDownAfterMs),
+    '--observe-interval', String(s.observeIntervalMs),
+  ];
+}
+
+function startRelay(sim: Sim, r: SimRelay): SimProcess {
+  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), childEnv());
+}
+
+// ---------------------------------------------------------------------------------------------
+// observing
+
+/** Whether the recorded process still runs and is the one the sim started (not a reused pid). */
+function runningProcess(m: Manifest, p: SimProcess | undefined): boolean {
+  if (!p?.pid || !host.isRunning(p.pid)) return false;
+  return host.cmdline(p.pid)?.some((a) => a.startsWith(m.stateDir + '/')) ?? false;
+}
+
+function processState(m: Manifest, p: SimProcess | undefined): RelayObservation['process'] {
+  if (!p?.pid) return 'not started';
+  if (runningProcess(m, p)) return 'running';
+  return p.stoppedBy === 'SIGTERM' ? 'stopped' : p.stoppedBy === 'SIGKILL' ? 'killed' : 'exited';
+}
+
+const relayProcess = (m: Manifest, id: string) => m.processes.find((p) => p.kind === 'relay' && p.name === id);
+
+/** Every relay's process state and, when it runs, its status (from its socket). */
+export async function observe(m: Manifest): Promise<RelayObservation[]> {
+  return Promise.all(
+    m.relays.map(async (r) => {
+      const p = relayProcess(m, r.id);
+      const proc = processState(m, p);
+      let status: RelayStatusView | null = null;
+      let statusError: string | null = null;
+      if (proc === 'running') {
+        try {
+          status = (await fetchStatus(join(r.stateDir, 'relay.sock'), 2_000)) as RelayStatusView;
+        } catch (e) {
+          statusError = (e as Error).message;
+        }
+      }
+      return { id: r.id, publicAddress: r.publicAddress, pid: p?.pid ?? null, process: proc, status, statusError };
+    }),
+  );
+}
+
+/**
+ * Poll until the sim converges (`mode`) or `timeoutMs` passes; returns the last verdict and
+ * observations either way. Mesh addresses and keys the relays report go into the manifest.
+ */
+export async function waitConverged(dir: string, mode: ConvergenceMode, timeoutMs: number, signal: AbortSignal): Promise<{ verdict: Verdict; relays: RelayObservation[]; ms: number }> {
+  const started = Date.now();
+  for (;;) {
+    const relays = await observe(loadSim(dir));
+    const verdict = convergence(relays, mode);
+    if (verdict.converged || Date.now() - started >= timeoutMs || signal.aborted) {
+      await recordIdentities(dir, relays);
+      return { verdict, relays, ms: Date.now() - started };
+    }
+    await sleep(500);
+  }
+}
+
+/** Note the mesh addresses and keys the relays report in the manifest (not when another command holds it: next time). */
+async function recordIdentities(dir: string, relays: RelayObservation[]): Promise<void> {
+  const update = async () => {
+    const m = loadSim(dir);
+    for (const o of relays) {
+      const r = m.relays.find((x) => x.id === o.id);
+      if (r && o.status?.meshAddress) Object.assign(r, { meshAddress: o.status.meshAddress, publicKey: o.status.publicKey });
+    }
+    writeManifest(m);
+  };
+  await withStateDirLock(dir, update).catch((e: unknown) => {
+    if (!(e instanceof StateDirBusyError)) throw e;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// changing relays
+
+export async function addRelay(dir: string, relayId: string | undefined, out: Out): Promise<SimRelay> {
+  const sim = new Sim(loadSim(dir));
+  const taken = new Set(sim.m.relays.map((r) => r.index));
+  const id = relayId ?? defaultRelayId(allocateRelayIndex('', taken) ?? 0);
+  const relay = await createRelay(sim, id);
+  startRelay(sim, relay);
+  out(`sim ${sim.m.simId}: added ${id} in ${relay.namespace} at ${relay.endpoint}`);
+  return relay;
+}
+
+function findRelay(m: Manifest, relayId: string): SimRelay {
+  const r = m.relays.find((x) => x.id === relayId);
+  if (!r) throw new Error(`the sim has no relay ${relayId} (it has ${m.relays.map((x) => x.id).join(', ') || 'none'})`);
+  return r;
+}
+
+/** SIGTERM (the relay deregisters and removes its links; SIGKILL after a bound) or SIGKILL (a crash). */
+export async function stopRelay(dir: string, relayId: string, sig: 'SIGTERM' | 'SIGKILL', out: Out): Promise<void> {
+  const sim = new Sim(loadSim(dir));
+  findRelay(sim.m, relayId);
+  const p = relayProcess(sim.m, relayId);
+  if (!p || !runningProcess(sim.m, p)) {
+    out(`${relayId} is not running`);
+    return;
+  }
+  sim.record(() => (p.stoppedBy = sig));
+  host.signal(p.pid!, sig);
+  const left = await host.waitGone([p.pid!], sig === 'SIGTERM' ? RELAY_STOP_TIMEOUT_MS : KILL_WAIT_MS);
+  if (left.length && sig === 'SIGTERM') {
+    host.signal(p.pid!, 'SIGKILL');
+    await host.waitGone([p.pid!], KILL_WAIT_MS);
+    out(`${relayId} (pid ${p.pid}) did not stop within ${RELAY_STOP_TIMEOUT_MS / 1000} s of SIGTERM; killed it`);
+    return;
+  }
+  out(sig === 'SIGTERM' ? `${relayId} (pid ${p.pid}) stopped: it deregistered` : `${relayId} (pid ${p.pid}) killed: its WireGuard devices stay until it restarts`);
+}
+
+/** Start a relay's process again, in its namespace with its state directory and key (stopping it first if it runs). */
+export async function restartRelay(dir: string, relayId: string, out: Out): Promise<void> {
+  const before = loadSim(dir);
+  findRelay(before, relayId);
+  if (runningProcess(before, relayProcess(before, relayId))) await stopRelay(dir, relayId, 'SIGTERM', out);
+  const sim = new Sim(loadSim(dir));
+  const relay = findRelay(sim.m, relayId);
+  const p = startRelay(sim, relay);
+  out(`${relayId} started again (pid ${p.pid}) in ${relay.namespace}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// down
+
+/**
+ * Remove everything the sim in `dir` created, from its manifest alone: relays first with SIGTERM
+ * (they deregister and remove their devices while the control plane still runs), then every process
+ * left in the sim's namespaces (wireguard-go among them) and every recorded process that still runs,
+ * SIGTERM then SIGKILL; then the namespaces (their veths and the bridge go with them), leftover
+ * WireGuard sockets, and the sim's files except logs (all of them with `purge`). Idempotent.
+ */
+export async function down(dir: string, o: { purge: boolean; out: Out }): Promise<void> {
+  const m = readManifest(dir);
+  if (!m) {
+    o.out(`no sim in ${dir} (no manifest.json): nothing to remove`);
+    if (o.purge) removeSimFiles(dir, true);
+    return;
+  }
+  const out = (s: string) => o.out(`sim ${m.simId}: ${s}`);
+  const namespaces = m.namespaces.filter((ns) => isSimNamespace(m.simId, ns));
+
+  const relays = m.processes.filter((p) => p.kind === 'relay' && runningProcess(m, p));
+  if (relays.length) {
+    relays.forEach((p) => host.signal(p.pid!, 'SIGTERM'));
+    const left = await host.waitGone(relays.map((p) => p.pid!), RELAY_STOP_TIMEOUT_MS);
+    const stopped = relays.filter((p) => !left.includes(p.pid!)).map((p) => p.name);
+    if (stopped.length) out(`stopped ${stopped.join(', ')} (SIGTERM: deregistered, links removed)`);
+  }
+
+  await killAll(m, namespaces, out);
+  for (const ns of [...namespaces].reverse()) if (await host.deleteNetns(ns)) out(`deleted namespace ${ns}`);
+  for (const f of host.wgSocketNames().filter((f) => isSimWgSocket(m.wgPrefix, f))) {
+    rmSync(join(host.WG_SOCKET_DIR, f), { force: true });
+    out(`removed ${join(host.WG_SOCKET_DIR, f)}`);
+  }
+  removeSimFiles(dir, o.purge);
+  out(o.purge ? `removed ${dir}'s sim files and logs` : `removed the sim's files; logs kept in ${dir}`);
+}
+
+/**
+ * SIGTERM, then SIGKILL, every recorded process that still runs and every process in the sim's
+ * namespaces, until none is left (or throw). Enumerated again each round: a control plane stopped while it
+ * starts may spawn its Deno workers after the first look, and a namespace deleted with a process
+ * still in it lives on, unnamed, with that process.
+ */
+async function killAll(m: Manifest, namespaces: string[], out: Out): Promise<void> {
+  const seen = new Map<number, string>();
+  const killed = new Set<number>();
+  const deadline = Date.now() + 3 * KILL_WAIT_MS;
+  for (let round = 0; ; round++) {
+    const live = new Map<number, string>();
+    for (const p of m.processes) if (runningProcess(m, p)) live.set(p.pid!, `${p.name} (pid ${p.pid})`);
+    for (const ns of namespaces) {
+      for (const pid of await host.netnsPids(ns)) if (!live.has(pid) && host.isRunning(pid)) live.set(pid, `${host.processName(pid)} (pid ${pid}) in ${ns}`);
+    }
+    for (const [pid, what] of live) if (!seen.has(pid)) seen.set(pid, what);
+    if (live.size === 0 || Date.now() > deadline) {
+      for (const [pid, what] of seen) out(`${live.has(pid) ? 'could not kill' : killed.has(pid) ? 'killed' : 'stopped'} ${what}`);
+      // Deleting a namespace would hide what is left in it: keep it, and the manifest, for another try.
+      if (live.size) throw new Error(`${live.size} process(es) of the sim could not be killed; nothing else was removed, run 'relay-core sim down' again`);
+      return;
+    }
+    const sig = round === 0 ? 'SIGTERM' : 'SIGKILL';
+    for (const pid of live.keys()) if (host.signal(pid, sig) && sig === 'SIGKILL') killed.add(pid);
+    await host.waitGone([...live.keys()], round === 0 ? KILL_WAIT_MS : 1_000);
+  }
+}
+
+const SIM_PATHS = ['relays', 'control-plane', 'nats', 'service-role.key'];
+
+/** The sim's files in `dir` (never anything else there), logs only with `purge`; the manifest last. */
+function removeSimFiles(dir: string, purge: boolean): void {
+  for (const p of SIM_PATHS) removeTree(join(dir, p), purge);
+  rmSync(manifestPath(dir), { force: true });
+}
+
+function removeTree(path: string, purge: boolean): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return;
+  }
+  if (purge) {
+    rmSync(path, { recursive: true, force: true });
+  } else if (st.isDirectory()) {
+    for (const e of readdirSync(path)) removeTree(join(path, e), purge);
+    if (readdirSync(path).length === 0) rmdirSync(path);
+  } else if (!path.endsWith('.log')) {
+    rmSync(path, { force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function logTail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return `(no log at ${file})`;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
