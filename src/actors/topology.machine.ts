@@ -126,10 +126,14 @@ export const topologyMachine = setup({
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         for (const l of Object.values(context.links)) {
-          const device = l.getSnapshot().context.device;
-          const removing = !context.peers[l.getSnapshot().context.peer.id];
-          // A leaving link is "configured" while its device still exists; a live one when it is exact.
-          const configured = removing ? event.actual.devices[device] !== undefined : deviceMatches(event.actual.devices[device], context.desired[device]);
+          const { device, peer } = l.getSnapshot().context;
+          const removing = !context.peers[peer.id];
+          // A leaving link is "configured" while its device still carries its peer (a relay that
+          // reuses the freed mesh address gets a device of the same name, with another peer);
+          // a live link when its device is exactly as desired.
+          const configured = removing
+            ? (event.actual.devices[device]?.peers.some((p) => p.publicKey === peer.publicKey) ?? false)
+            : deviceMatches(event.actual.devices[device], context.desired[device]);
           enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured, nowMs: event.nowMs });
         }
         if (context.tearingDown && Object.keys(event.actual.devices).length === 0) enqueue(sendParent({ type: 'MESH_TORN_DOWN' } satisfies MeshTornDown));

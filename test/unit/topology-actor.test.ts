@@ -79,6 +79,20 @@ describe('topology and kernel actors on the in-memory host', () => {
     h.actor.stop();
   });
 
+  it('a relay that reuses a freed mesh address gets the same device name; the old link still ends', async () => {
+    const h = harness();
+    await h.view(relays([1, 2, 3]));
+    // relay-3 leaves and relay-4 is admitted with relay-3's freed mesh address, in one view change.
+    const four = relay(4, { meshAddress: relay(3).meshAddress });
+    await h.view([relay(1), relay(2), four]);
+    await h.view([relay(1), relay(2), four]);
+    expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-4']);
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    expect(host.devices.rc1m3!.peers.map((p) => p.publicKey)).toEqual([four.publicKey]);
+    expect(h.links()['relay-4']!.getSnapshot().value).toBe('handshaking');
+    h.actor.stop();
+  });
+
   it('while a round runs, only the latest desired state is kept', async () => {
     const h = harness();
     await h.view(relays([1, 2]));

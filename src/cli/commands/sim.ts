@@ -121,6 +121,7 @@ export const command: Command = {
     const dir = resolve(str(v['state-dir'], 'state-dir') ?? '.state/sim');
     const relayId = relayOpt(v, sub);
     const wait = waitOpts(v);
+    const build = sub === 'up' || sub === 'foreground' ? upSettings(v) : null;
     if (process.getuid?.() !== 0) {
       process.stderr.write('relay-core sim needs root (network namespaces, WireGuard devices); run it with sudo\n');
       return 1;
@@ -129,9 +130,9 @@ export const command: Command = {
     try {
       switch (sub) {
         case 'foreground':
-          return await foreground(dir, v, wait, out);
+          return await foreground(dir, build!, wait, out);
         case 'up':
-          return await upAndWait(dir, v, wait, out, interruptible());
+          return await upAndWait(dir, build!, wait, out, interruptible());
         case 'status':
           return await status(dir, v.json === true, out);
         case 'add':
@@ -192,7 +193,13 @@ function waitOpts(v: Values): WaitOpts {
   return { mode, timeoutMs: intOpt(v.timeout, 'timeout', 60, 1, 3600) * 1000 };
 }
 
-function upSettings(v: Values): { relays: number; settings: Settings; dbUrl?: string } {
+interface BuildOpts {
+  relays: number;
+  settings: Settings;
+  dbUrl?: string;
+}
+
+function upSettings(v: Values): BuildOpts {
   const dbUrl = str(v['db-url'], 'db-url');
   if (dbUrl !== undefined && !/^postgres(ql)?:\/\//.test(dbUrl)) throw usageError('--db-url must be a postgres:// or postgresql:// URL');
   const settings: Settings = {
@@ -225,8 +232,8 @@ function interruptible(): AbortSignal {
 }
 
 /** Build and wait; interrupted (while building or waiting), remove the sim again. */
-async function upAndWait(dir: string, v: Values, wait: WaitOpts, out: Out, signal: AbortSignal): Promise<number> {
-  const { relays, settings, dbUrl } = upSettings(v);
+async function upAndWait(dir: string, build: BuildOpts, wait: WaitOpts, out: Out, signal: AbortSignal): Promise<number> {
+  const { relays, settings, dbUrl } = build;
   await preflight();
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   await withStateDirLock(dir, () => up({ dir, relays, settings, dbUrl, signal, out }));
@@ -277,10 +284,10 @@ async function status(dir: string, json: boolean, out: Out): Promise<number> {
 }
 
 /** `sim` without a subcommand: up, a live table until a signal, then down. */
-async function foreground(dir: string, v: Values, wait: WaitOpts, out: Out): Promise<number> {
+async function foreground(dir: string, build: BuildOpts, wait: WaitOpts, out: Out): Promise<number> {
   const signal = interruptible();
   const teardown = () => withStateDirLock(dir, () => down(dir, { purge: false, out }));
-  if ((await upAndWait(dir, v, wait, out, signal)) !== 0) {
+  if ((await upAndWait(dir, build, wait, out, signal)) !== 0) {
     await teardown();
     return 1;
   }
