@@ -22,7 +22,7 @@ import type { LinkState, LinkStateChanged } from '../actors/peer-link.machine.ts
 import { peerLinkMachine } from '../actors/peer-link.machine.ts';
 import { topologyMachine } from '../actors/topology.machine.ts';
 import type { KernelBackend } from '../kernel/host-state.ts';
-import { kernelMachine, type KernelEmission, type KernelStats, type ObserverEvent } from '../kernel/kernel.machine.ts';
+import { initialKernelStats, kernelMachine, type KernelEmission, type KernelStats, type ObserverEvent } from '../kernel/kernel.machine.ts';
 import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import { reconcileWith } from '../kernel/reconcile.ts';
@@ -242,7 +242,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         dropped: publisher?.dropped ?? 0,
       },
       links: linkStatuses(s, linkSince),
-      kernel: { backend: backend.kind, ...(s.children.kernel?.getSnapshot().context.stats ?? { rounds: 0, mutations: 0, failures: 0, lastError: null }) },
+      kernel: { backend: backend.kind, ...(s.children.kernel?.getSnapshot().context.stats ?? initialKernelStats()) },
       error: s.context.error,
     };
   };

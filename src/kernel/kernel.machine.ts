@@ -64,6 +64,8 @@ export interface KernelStats {
   lastError: string | null;
 }
 
+export const initialKernelStats = (): KernelStats => ({ rounds: 0, mutations: 0, failures: 0, lastError: null });
+
 export interface KernelContext {
   owners: Record<string, OwnerDesire>;
   /** A desired state arrived during a round: run another one. */
@@ -129,7 +131,7 @@ export const kernelMachine = setup({
   },
 }).createMachine({
   id: 'kernel',
-  context: { owners: {}, dirty: false, stats: { rounds: 0, mutations: 0, failures: 0, lastError: null } },
+  context: () => ({ owners: {}, dirty: false, stats: initialKernelStats() }),
   invoke: { id: 'observer', src: 'observer', input: {} },
   on: {
     OBSERVED: { actions: { type: 'tellOwners', params: ({ event }) => ({ type: 'KERNEL_OBSERVED', observations: event.observations, nowMs: event.nowMs }) } },

@@ -65,6 +65,18 @@ describe('relays on the real control plane and event bus', () => {
       return names;
     });
 
+  /** Delete a relay's durable consumer and wait until it has resynced and serves again. */
+  const deleteConsumerAndResync = async (id: string) => {
+    const r = relays.get(id)!;
+    const before = await r.status();
+    await withJsm((jsm) => jsm.consumers.delete(STREAMS.topology, `topology-${id}`));
+    const after = await eventually(`${id} to resync`, async () => {
+      const s = await r.status();
+      return s.counters.resyncs > before.counters.resyncs && s.state === 'serving' ? s : null;
+    });
+    return { before, after };
+  };
+
   beforeAll(async () => {
     tmp = tempDir('relays');
     nats = await startNatsServer(join(tmp.dir, 'nats'));
@@ -175,13 +187,7 @@ describe('relays on the real control plane and event bus', () => {
   });
 
   it('resyncs from a fresh snapshot when its consumer is deleted, and says so', async () => {
-    const r1 = relays.get('relay-1')!;
-    const before = await r1.status();
-    await withJsm((jsm) => jsm.consumers.delete(STREAMS.topology, 'topology-relay-1'));
-    const after = await eventually('relay-1 to resync', async () => {
-      const s = await r1.status();
-      return s.counters.resyncs > before.counters.resyncs && s.state === 'serving' ? s : null;
-    });
+    const { before, after } = await deleteConsumerAndResync('relay-1');
     expect(after.topologyDigest).toBe(before.topologyDigest);
   });
 
@@ -217,13 +223,7 @@ describe('relays on the real control plane and event bus', () => {
       expect(s.counters.applied - b.counters.applied).toBe(1);
       expect(s.counters.resyncs).toBe(b.counters.resyncs);
     }
-    const r2 = relays.get('relay-2')!;
-    const b2 = await r2.status();
-    await withJsm((jsm) => jsm.consumers.delete(STREAMS.topology, 'topology-relay-2'));
-    const after = await eventually('relay-2 to resync', async () => {
-      const s = await r2.status();
-      return s.counters.resyncs > b2.counters.resyncs && s.state === 'serving' ? s : null;
-    });
+    const { before: b2, after } = await deleteConsumerAndResync('relay-2');
     expect(after.topologyDigest).toBe(b2.topologyDigest);
     expect(await consumerNames()).toContain('topology-relay-2');
   });
