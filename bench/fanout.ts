@@ -54,6 +54,7 @@ async function runOnce(n: number, natsUrl: string) {
     revision: 0,
     revisionTime: new Date().toISOString(),
     relays: [],
+    sessions: [],
     bus: { servers: [natsUrl], token: null, subjectRoot: 'relaynet', topologyStream: STREAMS.topology, relayStream: STREAMS.relay, topologySigningKey: keys.publicKey },
     heartbeatIntervalSeconds: 3600,
   };

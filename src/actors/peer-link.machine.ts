@@ -62,11 +62,19 @@ export interface LinkRemoved {
 
 const heardAgeMs = (c: PeerLinkContext, nowMs: number) => nowMs - (c.lastHeardMs ?? c.configuredAtMs ?? nowMs);
 
+/** What a peer's observations fold into (a link's peer, a session's client). */
+export interface Heard {
+  latestHandshakeMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+  lastHeardMs: number | null;
+}
+
 /**
- * Fold an observation into the link's counters. The peer was heard at the handshake time when the
+ * Fold an observation into the counters. The peer was heard at the handshake time when the
  * handshake moved, and at the observation time when received bytes grew.
  */
-export function foldObservation(c: PeerLinkContext, o: PeerObservation | null, nowMs: number): Partial<PeerLinkContext> {
+export function foldObservation(c: Heard, o: PeerObservation | null, nowMs: number): Partial<Heard> {
   if (!o) return {};
   let heard = c.lastHeardMs;
   if (o.latestHandshakeMs !== null && o.latestHandshakeMs !== c.latestHandshakeMs) heard = Math.max(heard ?? 0, o.latestHandshakeMs);

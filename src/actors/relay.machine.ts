@@ -1,4 +1,4 @@
-import { assign, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
+import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { RegisterRequest, RegisterResponse, HeartbeatResponse } from '../daemon/control-plane-client.ts';
 import type { TopologyEvent } from '../events/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, type TopologyView } from '../events/topology.fold.ts';
@@ -7,6 +7,8 @@ import type { MeshOptions } from '../kernel/mesh.ts';
 import type { LinkTiming } from './peer-link.machine.ts';
 import { kernelMachine } from '../kernel/kernel.machine.ts';
 import { topologyMachine, type MeshTornDown } from './topology.machine.ts';
+import { clientsMachine, type ClientsTornDown } from './clients.machine.ts';
+import type { ClientOptions } from '../kernel/clients.ts';
 
 /** Counters a relay keeps about the topology stream; exposed by `relay-core status`. */
 export interface TopologyCounters {
@@ -28,6 +30,8 @@ export interface RelayContext {
   registration: RegisterResponse | null;
   view: TopologyView;
   counters: TopologyCounters;
+  /** Which parts of the host a teardown has cleared so far. */
+  tornDown: { mesh: boolean; clients: boolean };
   /** Why the next registration happens: boot or a resync reason. */
   pendingResync: { reason: ResyncReason; detail: string } | null;
   error: string | null;
@@ -44,7 +48,8 @@ export type RelayMachineEvent =
   | { type: 'HEARTBEAT_NOT_REGISTERED' }
   | { type: 'RESYNC'; detail: string }
   | { type: 'STOP'; signal: string }
-  | MeshTornDown;
+  | MeshTornDown
+  | ClientsTornDown;
 
 /** A relay event the machine wants published; the shell adds the envelope. */
 export type Emission =
@@ -60,9 +65,15 @@ export type Emission =
 export interface RelayLinksInput {
   mesh: MeshOptions;
   timing: LinkTiming;
+  clients: {
+    options: ClientOptions;
+    idleAfterMs: number;
+    /** The client sysctls' values before the relay first set them (restored on teardown). */
+    originalSysctls: Record<string, string>;
+  };
 }
 
-/** How long a draining relay waits for its mesh devices to be removed before it stops anyway. */
+/** How long a draining relay waits for its mesh and client state to be removed before it stops anyway. */
 export const TEARDOWN_TIMEOUT_MS = 15_000;
 
 export interface FollowInput {
@@ -96,11 +107,15 @@ export const relayMachine = setup({
     }),
     // The daemon provides these with their world-touching parts (backend, event emission).
     topology: topologyMachine,
+    clients: clientsMachine,
     kernel: kernelMachine,
   },
   actions: {
     emit: (_, _params: Emission) => {},
-    viewChanged: sendTo('topology', ({ context }) => ({ type: 'VIEW' as const, view: context.view })),
+    viewChanged: enqueueActions(({ context, enqueue }) => {
+      enqueue.sendTo('topology', { type: 'VIEW' as const, view: context.view });
+      enqueue.sendTo('clients', { type: 'VIEW' as const, view: context.view });
+    }),
     reportFatal: (_, _params: { error: string }) => {},
   },
   delays: {
@@ -119,6 +134,7 @@ export const relayMachine = setup({
     registration: null,
     view: EMPTY_TOPOLOGY,
     counters: emptyCounters(),
+    tornDown: { mesh: false, clients: false },
     pendingResync: null,
     error: null,
   }),
@@ -130,6 +146,16 @@ export const relayMachine = setup({
       id: 'topology',
       src: 'topology',
       input: ({ context }) => ({ selfId: context.request.relayId, mesh: context.links?.mesh as MeshOptions, timing: context.links?.timing as LinkTiming }),
+    },
+    {
+      id: 'clients',
+      src: 'clients',
+      input: ({ context }) => ({
+        selfId: context.request.relayId,
+        clients: context.links?.clients.options as ClientOptions,
+        idleAfterMs: context.links?.clients.idleAfterMs ?? 0,
+        originalSysctls: context.links?.clients.originalSysctls ?? {},
+      }),
     },
   ],
   on: {
@@ -145,7 +171,7 @@ export const relayMachine = setup({
           actions: [
             assign(({ context, event }) => ({
               registration: event.output,
-              view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays]),
+              view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions),
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
             {
@@ -320,12 +346,25 @@ export const relayMachine = setup({
       },
       on: { STOP: {} },
     },
-    // Leaving the network: every mesh device of this relay goes (the others remove theirs on the leave event).
+    // Leaving the network: every mesh device and all client state of this relay go (the others remove
+    // theirs on the leave event); the sysctls get their old values back.
     teardown: {
-      always: { guard: ({ context }) => context.links === null || context.registration === null, target: 'stopped' },
-      entry: sendTo('topology', { type: 'TEARDOWN' }),
-      on: { MESH_TORN_DOWN: 'stopped', STOP: {} },
-      after: { teardownTimeout: { target: 'stopped', actions: assign({ error: 'mesh teardown timed out' }) } },
+      always: {
+        guard: ({ context }) => context.links === null || context.registration === null || (context.tornDown.mesh && context.tornDown.clients),
+        target: 'stopped',
+      },
+      entry: [sendTo('topology', { type: 'TEARDOWN' }), sendTo('clients', { type: 'TEARDOWN' })],
+      on: {
+        MESH_TORN_DOWN: { actions: assign({ tornDown: ({ context }) => ({ ...context.tornDown, mesh: true }) }) },
+        CLIENTS_TORN_DOWN: { actions: assign({ tornDown: ({ context }) => ({ ...context.tornDown, clients: true }) }) },
+        STOP: {},
+      },
+      after: {
+        teardownTimeout: {
+          target: 'stopped',
+          actions: assign({ error: ({ context }) => `teardown timed out (mesh ${context.tornDown.mesh ? 'done' : 'not done'}, clients ${context.tornDown.clients ? 'done' : 'not done'})` }),
+        },
+      },
       exit: { type: 'emit', params: ({ context }) => ({ type: 'RelayStopped', data: { deregistered: context.deregistered } }) },
     },
     stopped: { type: 'final' },

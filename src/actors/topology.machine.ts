@@ -115,7 +115,7 @@ export const topologyMachine = setup({
       actions: enqueueActions(({ context, enqueue }) => {
         for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'REMOVE' });
         enqueue.assign({ tearingDown: true, peers: {}, desired: {} });
-        enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: { devices: {}, routes: [], rules: [] }, replyTo: me }));
+        enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, replyTo: me }));
       }),
     },
     KERNEL_APPLYING: {

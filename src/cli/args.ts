@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** A subcommand of the `relay-core` CLI. `usage` is the full `--help` text. */
@@ -45,4 +46,17 @@ export function intOpt(v: unknown, name: string, dflt: number, min = 0, max = Nu
   const n = Number(v);
   if (typeof v !== 'string' || !/^\d+$/.test(v) || n < min || n > max) throw new CliError(`--${name} must be an integer in ${min}..${max}`, 2);
   return n;
+}
+
+/** `--token`, else the contents of `--token-file` (RELAYNET_TOKEN, RELAYNET_TOKEN_FILE); undefined when neither is given. */
+export function tokenOpt(v: Record<string, unknown>): string | undefined {
+  const token = str(v.token, 'token', 'RELAYNET_TOKEN');
+  if (token) return token;
+  const file = str(v['token-file'], 'token-file', 'RELAYNET_TOKEN_FILE');
+  if (!file) return undefined;
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new CliError(`cannot read token file ${file}: ${(e as Error).message}`, 2);
+  }
 }

@@ -58,6 +58,17 @@ export function mintRelayToken(relayId: string, ttlSeconds: number, secret: stri
   return signJwt({ role: 'relay', relay_id: relayId, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds }, secret);
 }
 
+/**
+ * A user token as Supabase Auth issues them (tests, local use): role `authenticated`, the user's id as
+ * `sub`, expiring after `ttlSeconds`. The control plane lets it open, switch, list and close its own
+ * client sessions only.
+ */
+export function mintUserToken(sub: string, ttlSeconds: number, secret: string, now = Math.floor(Date.now() / 1000)): string {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw new Error('ttlSeconds must be a positive integer');
+  if (sub.length < 1 || sub.length > 255 || /[\u0000-\u001f\u007f]/.test(sub)) throw new Error('sub must be 1-255 characters without control characters');
+  return signJwt({ role: 'authenticated', aud: 'authenticated', sub, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds }, secret);
+}
+
 /** The service-role key of a local control plane (what Supabase hands a project's backend; no exp). */
 export function serviceRoleKey(secret: string, now = Math.floor(Date.now() / 1000)): string {
   return signJwt({ role: 'service_role', iss: TOKEN_ISSUER, iat: now }, secret);

@@ -5,7 +5,7 @@ import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.ts';
 import { functionNames, startFunctions, type FunctionRunner } from './functions.ts';
 import { startGateway } from './gateway.ts';
-import { mintRelayToken, serviceRoleKey } from './jwt.ts';
+import { mintRelayToken, mintUserToken, serviceRoleKey } from './jwt.ts';
 import { migrate } from './migrate.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from './secrets.ts';
 import { startTopologyPublisher, type TopologyPublisher } from './topology-publisher.ts';
@@ -24,6 +24,8 @@ export interface LocalControlPlane {
   publisher: TopologyPublisher | null;
   /** A scoped relay token for `relayId`, valid for `ttlSeconds`. */
   mintRelayToken(relayId: string, ttlSeconds: number): string;
+  /** A user token (role `authenticated`, `sub`), valid for `ttlSeconds`: it may manage its own client sessions. */
+  mintUserToken(sub: string, ttlSeconds: number): string;
   /** Direct URL of a function's Deno process, bypassing the gateway (tests, debugging). */
   functionUrl(name: string): string | undefined;
   stop(): Promise<void>;
@@ -167,6 +169,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       dbUrl,
       publisher,
       mintRelayToken: (relayId, ttl) => mintRelayToken(relayId, ttl, secrets.jwtSecret),
+      mintUserToken: (sub, ttl) => mintUserToken(sub, ttl, secrets.jwtSecret),
       functionUrl: (name) => {
         const p = runner.port(name);
         return p ? `http://127.0.0.1:${p}/${name}` : undefined;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { RelayIdSchema } from '../events/envelope.ts';
-import { EndpointSchema } from '../events/topology.events.ts';
+import { EndpointSchema, Ipv4CidrSchema } from '../events/topology.events.ts';
 
 /** Everything `relay-core run` needs; flags override environment variables (see README, configuration). */
 export const RelayConfigSchema = z.object({
@@ -29,5 +29,15 @@ export const RelayConfigSchema = z.object({
   kernel: z.enum(['linux', 'memory']),
   /** WireGuard implementation on Linux: the kernel module, `wireguard-go`, or whichever works. */
   wgImpl: z.enum(['auto', 'kernel', 'userspace']),
+  /** Clients (docs/clients.md): a session not heard from for this long is idle. */
+  clientIdleAfterMs: z.number().int().min(1000),
+  /** The table of exit relay i is exitTableBase + i. */
+  exitTableBase: z.number().int().min(256).max(4_000_000_000),
+  /** Client steering rules take priorities from here on (one per pool address, then the fail-closed rule). */
+  clientRulePriority: z.number().int().min(1).max(32_000),
+  /** The network-wide client address space (every relay's pool lies inside). */
+  clientSupernet: Ipv4CidrSchema,
+  /** Destinations client traffic may never reach, besides 100.64.0.0/10 (the mesh and every client pool). */
+  clientDeny: z.array(Ipv4CidrSchema),
 }).refine((c) => c.linkDownAfterMs >= c.linkStaleAfterMs, { message: 'link-down-after must be at least link-stale-after', path: ['linkDownAfterMs'] });
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;

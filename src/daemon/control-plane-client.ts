@@ -1,6 +1,13 @@
 import { createClient, FunctionsFetchError, FunctionsHttpError, FunctionsRelayError } from '@supabase/supabase-js';
 import { z } from 'zod';
-import { RelayRecordSchema } from '../events/topology.events.ts';
+import { RelayIdSchema } from '../events/envelope.ts';
+import {
+  CLIENT_SESSION_CLOSE_REASONS,
+  ClientSessionSchema,
+  EndpointSchema,
+  RelayRecordSchema,
+  WgKeySchema,
+} from '../events/topology.events.ts';
 import type { Logger } from '../lib/logger.ts';
 
 /** The bus details `register-server` hands a relay. */
@@ -20,6 +27,8 @@ export const RegisterResponseSchema = z.object({
   revision: z.number().int().min(0),
   revisionTime: z.string(),
   relays: z.array(RelayRecordSchema),
+  /** Every open client session (each relay folds them all; the entry programs its own). */
+  sessions: z.array(ClientSessionSchema),
   bus: BusDetailsSchema,
   heartbeatIntervalSeconds: z.number().positive(),
 });
@@ -29,6 +38,72 @@ export const HeartbeatResponseSchema = z.object({ revision: z.number().int().min
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
 
 export const DeregisterResponseSchema = z.object({ revision: z.number().int().min(0) });
+
+export const ClientReadyResponseSchema = z.object({
+  sessionId: z.string().optional(),
+  exitId: z.string().optional(),
+  /** false: the session has another exit by now (a stale confirmation; harmless). */
+  confirmed: z.boolean(),
+});
+export type ClientReadyResponse = z.infer<typeof ClientReadyResponseSchema>;
+
+/** Where a client leaves the network: a relay, or any live relay of a region. */
+export type ExitChoice = { exit: string; exitRegion?: undefined } | { exitRegion: string; exit?: undefined };
+
+/** connect-client: the client's public key (never its private key), the exit, optionally the entry and lifetime. */
+export type ConnectClientRequest = ExitChoice & { publicKey: string; entry?: string; ttlSeconds?: number };
+export type SwitchExitRequest = ExitChoice & { sessionId: string };
+/** disconnect-client: by session id or by the client's public key; `removed` only with the service role. */
+export type DisconnectClientRequest = ({ sessionId: string; publicKey?: undefined } | { publicKey: string; sessionId?: undefined }) & {
+  reason?: 'disconnected' | 'removed';
+};
+export interface ListClientsRequest {
+  entry?: string;
+  includeClosed?: boolean;
+}
+
+export const ClientConfigSchema = z.object({
+  /** `a.b.c.d/32` */
+  address: z.string(),
+  dns: z.array(z.string()),
+  mtu: z.number().int().min(576).max(9000),
+  keepaliveSeconds: z.number().int().min(0),
+  peer: z.object({ publicKey: WgKeySchema, endpoint: EndpointSchema, allowedIps: z.array(z.string()).min(1) }),
+});
+export type ClientConfig = z.infer<typeof ClientConfigSchema>;
+
+export const ConnectClientResponseSchema = z.object({
+  session: ClientSessionSchema,
+  entry: z.object({ id: RelayIdSchema, name: z.string(), region: z.string(), publicKey: WgKeySchema, endpoint: EndpointSchema }),
+  exit: z.object({ id: RelayIdSchema, name: z.string(), region: z.string() }),
+  config: ClientConfigSchema,
+  /** A wg-quick file with a `# PrivateKey = <your private key>` placeholder line. */
+  wgQuick: z.string().min(1),
+});
+export type ConnectClientResponse = z.infer<typeof ConnectClientResponseSchema>;
+
+export const SwitchExitResponseSchema = z.object({ session: ClientSessionSchema });
+export type SwitchExitResponse = z.infer<typeof SwitchExitResponseSchema>;
+
+export const DisconnectClientResponseSchema = z.object({ sessionId: z.string(), revision: z.number().int().min(1) });
+export type DisconnectClientResponse = z.infer<typeof DisconnectClientResponseSchema>;
+
+export const ClientSessionListItemSchema = ClientSessionSchema.extend({
+  status: z.enum(['open', 'closed']),
+  /** The entry confirmed the session's current exit. */
+  confirmed: z.boolean(),
+  /** The user (JWT `sub`) that opened it; null for the service role. */
+  owner: z.string().nullable(),
+  closedAt: z.string().nullable(),
+  closeReason: z.enum(CLIENT_SESSION_CLOSE_REASONS).nullable(),
+});
+export type ClientSessionListItem = z.infer<typeof ClientSessionListItemSchema>;
+
+export const ListClientsResponseSchema = z.object({ sessions: z.array(ClientSessionListItemSchema) });
+export type ListClientsResponse = z.infer<typeof ListClientsResponseSchema>;
+
+/** connect-client and switch-exit wait for the entry relay (up to confirm_timeout_seconds): never re-POSTed. */
+export const ONCE: RetryPolicy = { attempts: 1, baseMs: 0, maxMs: 0 };
 
 export interface RegisterRequest {
   relayId: string;
@@ -105,6 +180,33 @@ export class ControlPlaneClient {
     return this.#call('deregister', { relayId }, DeregisterResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
   }
 
+  /** The entry relay confirms it programmed a session and steers it to `exitId` (idempotent, so retried). */
+  clientReady(relayId: string, sessionId: string, exitId: string, signal?: AbortSignal): Promise<ClientReadyResponse> {
+    return this.#call('client-ready', { relayId, sessionId, exitId }, ClientReadyResponseSchema, signal, { attempts: 4, baseMs: 250, maxMs: 2_000 });
+  }
+
+  /**
+   * Open a client session; resolves once the entry relay has programmed it, with the client's
+   * configuration. Takes up to the control plane's confirm_timeout_seconds (504 entry_not_ready after
+   * it; nothing is kept then). One attempt: a connect is never re-sent automatically.
+   */
+  connectClient(req: ConnectClientRequest, signal?: AbortSignal): Promise<ConnectClientResponse> {
+    return this.#call('connect-client', req, ConnectClientResponseSchema, signal, ONCE);
+  }
+
+  /** Steer a session to another exit; resolves once the entry confirmed it. One attempt. */
+  switchExit(req: SwitchExitRequest, signal?: AbortSignal): Promise<SwitchExitResponse> {
+    return this.#call('switch-exit', req, SwitchExitResponseSchema, signal, ONCE);
+  }
+
+  disconnectClient(req: DisconnectClientRequest, signal?: AbortSignal): Promise<DisconnectClientResponse> {
+    return this.#call('disconnect-client', req, DisconnectClientResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
+  }
+
+  listClients(req: ListClientsRequest = {}, signal?: AbortSignal): Promise<ListClientsResponse> {
+    return this.#call('list-clients', req, ListClientsResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
+  }
+
   async #call<T>(fn: string, body: unknown, schema: z.ZodType<T>, signal?: AbortSignal, retry: RetryPolicy = this.#retry): Promise<T> {
     let last: ControlPlaneError | null = null;
     for (let attempt = 0; attempt < retry.attempts; attempt++) {
@@ -121,8 +223,12 @@ export class ControlPlaneClient {
         await sleep(delay, signal);
       }
     }
+    // A single attempt reports the answer as it was (e.g. 504 entry_not_ready and its message).
+    if (retry.attempts <= 1 && last) throw last;
     throw new ControlPlaneError('unreachable', `control plane at ${this.url} unreachable after ${retry.attempts} attempts: ${last?.message}`, {
       status: last?.status ?? null,
+      code: last?.code ?? null,
+      field: last?.field ?? null,
     });
   }
 
@@ -140,7 +246,7 @@ export class ControlPlaneClient {
         const status = res.status;
         const msg = `${fn}: ${status} ${payload.error ?? ''}${payload.field ? ` (${payload.field})` : ''}: ${payload.message ?? res.statusText}`;
         if (status >= 500 || status === 429 || status === 408) {
-          return Promise.reject(new ControlPlaneError('unreachable', msg, { status, code: payload.error ?? null }));
+          return Promise.reject(new ControlPlaneError('unreachable', msg, { status, code: payload.error ?? null, field: payload.field ?? null }));
         }
         throw new ControlPlaneError('refused', msg, { status, code: payload.error ?? null, field: payload.field ?? null });
       }

@@ -17,7 +17,10 @@ import type { RelayConfig } from './config.ts';
 import { heartbeatActor } from './heartbeat.ts';
 import { startStatusServer } from './status-server.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { clientSessionMachine, type ClientSessionEmission, type ClientSessionState } from '../actors/client-session.machine.ts';
+import { clientsMachine } from '../actors/clients.machine.ts';
+import { CLIENT_SYSCTLS } from '../kernel/clients.ts';
 import type { LinkState, LinkStateChanged } from '../actors/peer-link.machine.ts';
 import { peerLinkMachine } from '../actors/peer-link.machine.ts';
 import { topologyMachine } from '../actors/topology.machine.ts';
@@ -47,6 +50,7 @@ export interface RelayStatus {
   counters: SnapshotFrom<typeof relayMachine>['context']['counters'];
   bus: { connected: boolean; server: string | null; follower: FollowerState; published: number; pending: number; dropped: number };
   links: LinkStatus[];
+  clients: ClientStatus[];
   kernel: { backend: KernelBackend['kind'] } & KernelStats;
   error: string | null;
 }
@@ -62,6 +66,36 @@ export interface LinkStatus {
   txBytes: number;
   /** When the link entered its state (ISO time). */
   since: string | null;
+}
+
+export interface ClientStatus {
+  sessionId: string;
+  publicKey: string;
+  address: string;
+  exitId: string;
+  /** The exit the control plane was last told this entry steers to. */
+  confirmedExitId: string | null;
+  state: ClientSessionState;
+  latestHandshakeMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+}
+
+/**
+ * The client sysctls as they were before this relay first changed them, kept in STATE_DIR so that a
+ * relay restarted after a crash (when they are already changed) still restores the true originals.
+ */
+async function originalSysctls(backend: KernelBackend, file: string): Promise<Record<string, string>> {
+  if (existsSync(file)) {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>;
+    } catch {
+      /* unreadable: read the host again */
+    }
+  }
+  const now = await backend.read({ devicePrefix: '\u0000', rulePriorities: [0, -1], sysctls: Object.keys(CLIENT_SYSCTLS), nftTables: [] });
+  writeFileSync(file, JSON.stringify(now.sysctls) + '\n', { mode: 0o600 });
+  return now.sysctls;
 }
 
 /**
@@ -89,7 +123,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     if (publisher) publisher.publish(e);
     else early.push(e);
   };
-  const emit = (em: Emission | LinkStateChanged | KernelEmission, causationId: string | null = null) => {
+  const emit = (em: Emission | LinkStateChanged | KernelEmission | ClientSessionEmission, causationId: string | null = null) => {
     const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: randomUUID, causationId }, em.type, 1, em.data) as RelayEvent;
     log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
     publish(ev);
@@ -156,6 +190,25 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     },
   });
 
+  const clients = clientsMachine.provide({
+    actors: {
+      clientSession: clientSessionMachine.provide({
+        actions: {
+          emit: (_, e) => emit(e),
+          // The control plane answers the client's connect (or exit switch) once the entry confirms it.
+          confirm: (_, p) => {
+            client.clientReady(cfg.relayId, p.sessionId, p.exitId).then(
+              (r) => log.info({ sessionId: p.sessionId, exitId: p.exitId, confirmed: r.confirmed }, 'session confirmed to the control plane'),
+              (e) => log.warn({ sessionId: p.sessionId, exitId: p.exitId, err: String((e as Error).message ?? e) }, 'could not confirm the session to the control plane'),
+            );
+          },
+        },
+      }),
+    },
+  });
+  const sysctlFile = join(cfg.stateDir, 'sysctls-before.json');
+  const sysctlsBefore = await originalSysctls(backend, sysctlFile);
+
   const machine = relayMachine.provide({
     actors: {
       register: fromPromise(async ({ input }) => {
@@ -188,6 +241,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
       heartbeat: heartbeatActor(client, log),
       kernel,
       topology,
+      clients,
       deregister: fromPromise(async ({ input }) => {
         const r = await client.deregister(input.relayId);
         // Gone from the topology: its durable consumer has nothing left to deliver.
@@ -205,8 +259,21 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     input: {
       request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: key.publicKey, endpoint: cfg.endpoint },
       links: {
-        mesh: { wgPrefix: cfg.wgPrefix, keepaliveSeconds: cfg.keepaliveSeconds, mtu: cfg.mtu, privateKeyFile: keyFile },
+        mesh: { wgPrefix: cfg.wgPrefix, keepaliveSeconds: cfg.keepaliveSeconds, mtu: cfg.mtu, privateKeyFile: keyFile, exitTableBase: cfg.exitTableBase },
         timing: { staleAfterMs: cfg.linkStaleAfterMs, downAfterMs: cfg.linkDownAfterMs },
+        clients: {
+          options: {
+            wgPrefix: cfg.wgPrefix,
+            privateKeyFile: keyFile,
+            mtu: cfg.mtu,
+            exitTableBase: cfg.exitTableBase,
+            rulePriorityBase: cfg.clientRulePriority,
+            clientSupernet: cfg.clientSupernet,
+            denyCidrs: cfg.clientDeny,
+          },
+          idleAfterMs: cfg.clientIdleAfterMs,
+          originalSysctls: sysctlsBefore,
+        },
       },
     },
   });
@@ -242,6 +309,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         dropped: publisher?.dropped ?? 0,
       },
       links: linkStatuses(s, linkSince),
+      clients: clientStatuses(s),
       kernel: { backend: backend.kind, ...(s.children.kernel?.getSnapshot().context.stats ?? initialKernelStats()) },
       error: s.context.error,
     };
@@ -256,6 +324,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
       next: async (s) => {
         if (s.status !== 'done') return;
         const failed = s.value === 'failed';
+        // Cleanly torn down: the sysctls are back, so the next start reads the originals afresh.
+        if (s.context.tornDown.clients) rmSync(sysctlFile, { force: true });
         await publisher?.close(2_000);
         await nc?.drain().catch(() => {});
         statusServer.close();
@@ -292,4 +362,26 @@ function linkStatuses(s: SnapshotFrom<typeof relayMachine>, since: Map<string, s
       };
     })
     .sort((a, b) => a.peerId.localeCompare(b.peerId));
+}
+
+/** Every client session's state, read from the clients actor's children. */
+function clientStatuses(s: SnapshotFrom<typeof relayMachine>): ClientStatus[] {
+  const c = s.children.clients?.getSnapshot() as SnapshotFrom<typeof clientsMachine> | undefined;
+  if (!c?.context?.actors) return [];
+  return Object.values(c.context.actors)
+    .map((ref) => {
+      const a = ref.getSnapshot();
+      return {
+        sessionId: a.context.session.id,
+        publicKey: a.context.session.publicKey,
+        address: a.context.session.address,
+        exitId: a.context.session.exitId,
+        confirmedExitId: a.context.confirmedExit,
+        state: a.value as ClientSessionState,
+        latestHandshakeMs: a.context.latestHandshakeMs,
+        rxBytes: a.context.rxBytes,
+        txBytes: a.context.txBytes,
+      };
+    })
+    .sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true }));
 }

@@ -1,6 +1,9 @@
 import type { z } from 'zod';
 import { EnvelopeSchema, type Envelope } from './envelope.ts';
 import {
+  ClientSessionClosedV1,
+  ClientSessionExitChangedV1,
+  ClientSessionOpenedV1,
   RelayAdmittedV1,
   RelayEndpointChangedV1,
   RelayKeyRotatedV1,
@@ -8,6 +11,8 @@ import {
   type TopologyEvent,
 } from './topology.events.ts';
 import {
+  ClientSessionStateChangedV1,
+  ClientSessionSteeredV1,
   KernelOperationFailedV1,
   KernelReconciledV1,
   LinkStateChangedV1,
@@ -37,6 +42,9 @@ export const CATALOGUE = {
   RelayLeft: { kind: { stream: 'topology' }, versions: { 1: RelayLeftV1 } },
   RelayKeyRotated: { kind: { stream: 'topology' }, versions: { 1: RelayKeyRotatedV1 } },
   RelayEndpointChanged: { kind: { stream: 'topology' }, versions: { 1: RelayEndpointChangedV1 } },
+  ClientSessionOpened: { kind: { stream: 'topology' }, versions: { 1: ClientSessionOpenedV1 } },
+  ClientSessionExitChanged: { kind: { stream: 'topology' }, versions: { 1: ClientSessionExitChangedV1 } },
+  ClientSessionClosed: { kind: { stream: 'topology' }, versions: { 1: ClientSessionClosedV1 } },
   RelayStarted: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStartedV1 } },
   RelayRegistered: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayRegisteredV1 } },
   RelayDraining: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayDrainingV1 } },
@@ -46,6 +54,8 @@ export const CATALOGUE = {
   TopologyEventApplied: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventAppliedV1 } },
   TopologyEventRejected: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventRejectedV1 } },
   LinkStateChanged: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: LinkStateChangedV1 } },
+  ClientSessionStateChanged: { kind: { stream: 'relay', aggregate: 'session' }, versions: { 1: ClientSessionStateChangedV1 } },
+  ClientSessionSteered: { kind: { stream: 'relay', aggregate: 'session' }, versions: { 1: ClientSessionSteeredV1 } },
   KernelReconciled: { kind: { stream: 'relay', aggregate: 'kernel' }, versions: { 1: KernelReconciledV1 } },
   KernelOperationFailed: { kind: { stream: 'relay', aggregate: 'kernel' }, versions: { 1: KernelOperationFailedV1 } },
 } as const satisfies Record<string, CatalogueEntry>;

@@ -45,6 +45,21 @@ export const LinkStateChangedV1 = z
   })
   .strict();
 
+export const ClientSessionStateChangedV1 = z
+  .object({
+    sessionId: z.string().uuid(),
+    publicKey: z.string(),
+    address: z.string(),
+    exitId: z.string(),
+    state: z.enum(['requested', 'configuring', 'ready', 'active', 'idle', 'expired', 'closing', 'closed']),
+    reason: z.string().max(256),
+    latestHandshakeMs: z.number().int().min(0).nullable(),
+    rxBytes: z.number().int().min(0),
+    txBytes: z.number().int().min(0),
+  })
+  .strict();
+export const ClientSessionSteeredV1 = z.object({ sessionId: z.string().uuid(), exitId: z.string(), previousExitId: z.string().nullable() }).strict();
+
 /** A kernel operation as recorded: the op itself (public keys, key-file paths, never key material). */
 const KernelOpRecord = z.object({ op: z.string() }).passthrough();
 export const KernelReconciledV1 = z
@@ -71,5 +86,7 @@ export type RelayEvent =
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>
+  | Envelope<'ClientSessionStateChanged', z.infer<typeof ClientSessionStateChangedV1>>
+  | Envelope<'ClientSessionSteered', z.infer<typeof ClientSessionSteeredV1>>
   | Envelope<'KernelReconciled', z.infer<typeof KernelReconciledV1>>
   | Envelope<'KernelOperationFailed', z.infer<typeof KernelOperationFailedV1>>;

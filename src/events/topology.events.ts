@@ -42,16 +42,49 @@ export const RelayEndpointChangedV1 = z
   .object({ revision: Revision, relayId: RelayIdSchema, endpoint: EndpointSchema, previousEndpoint: EndpointSchema })
   .strict();
 
+/**
+ * A client session as the topology knows it: a stock WireGuard client (its public key) that enters the
+ * network at `entryId`, with `address` from that relay's client pool, and leaves it at `exitId`.
+ * Sessions ride the topology log (one ordered, signed log, one snapshot): every relay folds them, the
+ * entry programs its own (docs/clients.md).
+ */
+export const ClientSessionSchema = z
+  .object({
+    id: z.string().uuid(),
+    entryId: RelayIdSchema,
+    exitId: RelayIdSchema,
+    publicKey: WgKeySchema,
+    address: Ipv4Schema,
+    openedAt: z.string().datetime({ offset: true }),
+    expiresAt: z.string().datetime({ offset: true }),
+  })
+  .strict();
+export type ClientSession = z.infer<typeof ClientSessionSchema>;
+
+export const CLIENT_SESSION_CLOSE_REASONS = ['disconnected', 'expired', 'entry-left', 'not-confirmed', 'removed'] as const;
+export type ClientSessionCloseReason = (typeof CLIENT_SESSION_CLOSE_REASONS)[number];
+
+export const ClientSessionOpenedV1 = z.object({ revision: Revision, session: ClientSessionSchema }).strict();
+export const ClientSessionExitChangedV1 = z
+  .object({ revision: Revision, sessionId: z.string().uuid(), entryId: RelayIdSchema, exitId: RelayIdSchema, previousExitId: RelayIdSchema })
+  .strict();
+export const ClientSessionClosedV1 = z
+  .object({ revision: Revision, sessionId: z.string().uuid(), entryId: RelayIdSchema, reason: z.enum(CLIENT_SESSION_CLOSE_REASONS) })
+  .strict();
+
 /** The topology event union: what the control plane publishes, signed, on `relaynet.topology.<relayId>.<event>`. */
 export type TopologyEvent =
   | Envelope<'RelayAdmitted', z.infer<typeof RelayAdmittedV1>>
   | Envelope<'RelayLeft', z.infer<typeof RelayLeftV1>>
   | Envelope<'RelayKeyRotated', z.infer<typeof RelayKeyRotatedV1>>
-  | Envelope<'RelayEndpointChanged', z.infer<typeof RelayEndpointChangedV1>>;
+  | Envelope<'RelayEndpointChanged', z.infer<typeof RelayEndpointChangedV1>>
+  | Envelope<'ClientSessionOpened', z.infer<typeof ClientSessionOpenedV1>>
+  | Envelope<'ClientSessionExitChanged', z.infer<typeof ClientSessionExitChangedV1>>
+  | Envelope<'ClientSessionClosed', z.infer<typeof ClientSessionClosedV1>>;
 
 export type TopologyEventType = TopologyEvent['type'];
 
-/** The relay a topology event is about (the `<relayId>` token of its subject). */
+/** The relay a topology event is about (the `<relayId>` token of its subject); a session's entry relay. */
 export function topologySubjectRelay(e: TopologyEvent): string {
   switch (e.type) {
     case 'RelayAdmitted':
@@ -60,6 +93,11 @@ export function topologySubjectRelay(e: TopologyEvent): string {
     case 'RelayKeyRotated':
     case 'RelayEndpointChanged':
       return e.data.relayId;
+    case 'ClientSessionOpened':
+      return e.data.session.entryId;
+    case 'ClientSessionExitChanged':
+    case 'ClientSessionClosed':
+      return e.data.entryId;
     default:
       return assertNever(e);
   }

@@ -1,21 +1,33 @@
-import { assertNever, type RelayRecord, type TopologyEvent } from './topology.events.ts';
+import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent } from './topology.events.ts';
 
 /**
- * The topology as one relay believes it: every active relay (itself included) at a revision.
- * Built only by {@link seedTopology} and {@link evolveTopology}; replay uses the same functions.
+ * The topology as one relay believes it: every active relay (itself included) and every open client
+ * session at a revision. Built only by {@link seedTopology} and {@link evolveTopology}; replay uses the
+ * same functions.
  */
 export interface TopologyView {
   revision: number;
   relays: Readonly<Record<string, RelayRecord>>;
+  /** Open client sessions by id. */
+  sessions: Readonly<Record<string, ClientSession>>;
 }
 
-export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: {} };
+export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: {}, sessions: {} };
 
 /** The view a snapshot from `register-server` describes. Pure. */
-export function seedTopology(revision: number, relays: readonly RelayRecord[]): TopologyView {
+export function seedTopology(revision: number, relays: readonly RelayRecord[], sessions: readonly ClientSession[] = []): TopologyView {
   const map: Record<string, RelayRecord> = {};
   for (const r of relays) map[r.id] = r;
-  return { revision, relays: map };
+  const open: Record<string, ClientSession> = {};
+  for (const s of sessions) open[s.id] = s;
+  return { revision, relays: map, sessions: open };
+}
+
+/** The open sessions entering at `entryId`, by id. */
+export function sessionsOfEntry(view: TopologyView, entryId: string): ClientSession[] {
+  return Object.values(view.sessions)
+    .filter((s) => s.entryId === entryId)
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 /**
@@ -24,6 +36,7 @@ export function seedTopology(revision: number, relays: readonly RelayRecord[]): 
  */
 export function evolveTopology(state: TopologyView, event: TopologyEvent): TopologyView {
   const relays = { ...state.relays };
+  let sessions = state.sessions;
   switch (event.type) {
     case 'RelayAdmitted':
       relays[event.data.relay.id] = event.data.relay;
@@ -41,10 +54,23 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       if (r) relays[r.id] = { ...r, endpoint: event.data.endpoint };
       break;
     }
+    case 'ClientSessionOpened':
+      sessions = { ...sessions, [event.data.session.id]: event.data.session };
+      break;
+    case 'ClientSessionExitChanged': {
+      const s = sessions[event.data.sessionId];
+      if (s) sessions = { ...sessions, [s.id]: { ...s, exitId: event.data.exitId } };
+      break;
+    }
+    case 'ClientSessionClosed': {
+      const { [event.data.sessionId]: _closed, ...rest } = sessions;
+      sessions = rest;
+      break;
+    }
     default:
       assertNever(event);
   }
-  return { revision: event.data.revision, relays };
+  return { revision: event.data.revision, relays, sessions };
 }
 
 /** Outcome of offering a stream event to a view. */
@@ -74,5 +100,11 @@ export function canonicalTopology(view: TopologyView): string {
       const r = view.relays[id]!;
       return [r.id, r.name, r.region, r.publicKey, r.endpoint, r.meshAddress, r.clientPool];
     }),
+    sessions: Object.keys(view.sessions)
+      .sort()
+      .map((id) => {
+        const s = view.sessions[id]!;
+        return [s.id, s.entryId, s.exitId, s.publicKey, s.address, s.openedAt, s.expiresAt];
+      }),
   });
 }

@@ -38,7 +38,7 @@ function asKernelOpError(op: KernelOp, e: unknown): KernelOpError {
 /** A public key shortened for one-line texts: enough to tell keys apart. */
 const shortKey = (key: string) => (key.length > 8 ? `${key.slice(0, 8)}…` : key);
 
-/** One line of human text per operation. Public keys only, shortened; never a key file's content. */
+/** One line of human text per operation. Public keys only, shortened; never a key file's content or a table body. */
 export function describeOp(op: KernelOp): string {
   switch (op.op) {
     case 'link.add':
@@ -64,6 +64,13 @@ export function describeOp(op: KernelOp): string {
     case 'rule.add':
     case 'rule.del':
       return `${op.op} ${ruleText(op.rule)}`;
+    case 'sysctl.set':
+      return `sysctl.set ${op.key}=${op.value}`;
+    case 'nft.table.set':
+      // Never the body: it can be long, and the digest names it.
+      return `nft.table.set inet ${op.name} digest ${op.digest}`;
+    case 'nft.table.del':
+      return `nft.table.del inet ${op.name}`;
     default:
       return `unknown op ${JSON.stringify((op as { op?: unknown }).op)}`;
   }

@@ -47,7 +47,22 @@ export interface RuleState {
   from: string | null;
   /** Input interface selector, or null for any. */
   iif: string | null;
-  table: number;
+  /**
+   * The table to look up, or null for the action `unreachable`: the packet is refused there and
+   * never looked up in later rules (the fail-closed end of the client steering rules).
+   */
+  table: number | null;
+}
+
+/**
+ * One nftables table of family `inet` that the relay owns outright. The host keeps its whole ruleset;
+ * the state holds only its digest, which the table carries in its comment (`relay-core:<digest>`), so
+ * a table is compared by digest and replaced as a whole in one nft transaction.
+ */
+export interface NftTableState {
+  name: string;
+  /** `nftDigest(body)` of the body the table was created from. */
+  digest: string;
 }
 
 export interface HostState {
@@ -57,6 +72,10 @@ export interface HostState {
   routes: RouteState[];
   /** Sorted by priority, then from, iif, table. */
   rules: RuleState[];
+  /** Owned sysctls by key (`net.ipv4.ip_forward`), values as `sysctl -n` prints them. */
+  sysctls: Record<string, string>;
+  /** Owned nftables tables (family inet), keyed by name. */
+  nftTables: Record<string, NftTableState>;
 }
 
 /** Desired devices also say where their private key is; actual devices read back only the public key. */
@@ -64,8 +83,18 @@ export interface DesiredWgDevice extends WgDeviceState {
   privateKeyFile: string;
 }
 
+/** A desired table also carries its body: the chains and rules inside `table inet <name> { ... }`. */
+export interface DesiredNftTable extends NftTableState {
+  body: string;
+}
+
+/**
+ * Sysctls are never removed, only set: a key absent from a desired state is left as it is. An owner
+ * that wants a value restored (at shutdown) desires the original value explicitly.
+ */
 export interface DesiredHostState extends HostState {
   devices: Record<string, DesiredWgDevice>;
+  nftTables: Record<string, DesiredNftTable>;
 }
 
 /** One mutation of the host. Each is idempotent in intent but the in-memory model rejects duplicates. */
@@ -90,7 +119,11 @@ export type KernelOp =
    */
   | { op: 'route.replace'; route: RouteState }
   | { op: 'rule.add'; rule: RuleState }
-  | { op: 'rule.del'; rule: RuleState };
+  | { op: 'rule.del'; rule: RuleState }
+  | { op: 'sysctl.set'; key: string; value: string }
+  /** Create or replace a table atomically (one `nft -f` transaction: add, delete, add with the body). */
+  | { op: 'nft.table.set'; name: string; digest: string; body: string }
+  | { op: 'nft.table.del'; name: string };
 
 /** What a kernel actor owns on the host (see the module comment). */
 export interface KernelScope {
@@ -98,6 +131,10 @@ export interface KernelScope {
   devicePrefix: string;
   /** Inclusive priority range of the policy rules this actor owns. */
   rulePriorities: [number, number];
+  /** Sysctl keys this owner reads and sets. */
+  sysctls: string[];
+  /** Names of the nftables tables (family inet) this owner owns. */
+  nftTables: string[];
 }
 
 /** Per-peer liveness as read from the device (`wg show <dev> dump`). */
@@ -141,4 +178,4 @@ export class KernelOpError extends Error {
 /** The `main` routing table. */
 export const MAIN_TABLE = 254;
 
-export const emptyHostState = (): HostState => ({ devices: {}, routes: [], rules: [] });
+export const emptyHostState = (): HostState => ({ devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });

@@ -4,7 +4,19 @@ import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../lib/logger.ts';
 import { describeOp } from './execute.ts';
-import { KernelOpError, type HostState, type KernelBackend, type KernelOp, type KernelScope, type PeerObservation, type RouteState, type RuleState, type WgDeviceState, type WgPeerState } from './host-state.ts';
+import {
+  KernelOpError,
+  type HostState,
+  type KernelBackend,
+  type KernelOp,
+  type KernelScope,
+  type NftTableState,
+  type PeerObservation,
+  type RouteState,
+  type RuleState,
+  type WgDeviceState,
+  type WgPeerState,
+} from './host-state.ts';
 import { canonicalHostState, isIpv6 } from './plan.ts';
 
 /** Where wireguard-go puts its control socket: one directory for every network namespace. */
@@ -25,14 +37,19 @@ export interface LinuxKernelBackendOptions {
 }
 
 /**
- * The only code that changes the host: `ip`, `wg` and `wireguard-go`, each run with an argument array,
- * a timeout and no shell. Private keys reach `wg` as a file path only and never appear on a command
- * line, in a log or in memory longer than one parse (`wg show dump` prints the private key first; that
- * field is dropped unread).
+ * The only code that changes the host: `ip`, `wg`, `wireguard-go`, `sysctl` and `nft`, each run with an
+ * argument array, a timeout and no shell. Private keys reach `wg` as a file path only and never appear
+ * on a command line, in a log or in memory longer than one parse (`wg show dump` prints the private
+ * key first; that field is dropped unread).
  *
  * Reading sees only owned devices that exist as links in this namespace: `wg show all` would also list
  * the wireguard-go sockets of other namespaces, whose directory is shared. Device names must therefore
  * be unique on the machine.
+ *
+ * nftables: only tables of family inet named in the scope are read or changed, never the rest of the
+ * ruleset. A table is written in one `nft -f -` transaction (create if absent, delete, create with its
+ * body and the comment `relay-core:<digest>`), so it is never seen half built and never missing; its
+ * digest reads back from that comment alone (a table without it reads with digest '' and is replaced).
  */
 export class LinuxKernelBackend implements KernelBackend {
   readonly kind = 'linux' as const;
@@ -57,6 +74,8 @@ export class LinuxKernelBackend implements KernelBackend {
     } else if (op.op === 'link.del') {
       await this.run(['ip', 'link', 'del', 'dev', op.dev], op);
       await this.awaitSocketGone(op);
+    } else if (op.op === 'nft.table.set') {
+      await this.run(['nft', '-f', '-'], op, nftTableScript(op));
     } else {
       await this.run(commandOf(op), op);
     }
@@ -65,13 +84,15 @@ export class LinuxKernelBackend implements KernelBackend {
   async read(scope: KernelScope): Promise<HostState> {
     const links = (await this.json<IpAddrJson[]>(['ip', '-j', 'addr', 'show'])).filter((l) => l.ifname.startsWith(scope.devicePrefix));
     const owned = (dev: string | undefined) => dev !== undefined && dev.startsWith(scope.devicePrefix);
-    const [dumps, routes, rules] = await Promise.all([
+    const [dumps, routes, rules, sysctls, nftTables] = await Promise.all([
       Promise.all(links.map((l) => this.run(['wg', 'show', l.ifname, 'dump'], null))),
       this.readRoutes(owned),
       this.readRules(scope.rulePriorities),
+      this.readSysctls(scope.sysctls),
+      this.readNftTables(scope.nftTables),
     ]);
     const devices = Object.fromEntries(links.map((l, i) => [l.ifname, parseDevice(l, dumps[i]!)]));
-    return canonicalHostState({ devices, routes, rules });
+    return canonicalHostState({ devices, routes, rules, sysctls, nftTables });
   }
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
@@ -130,22 +151,37 @@ export class LinuxKernelBackend implements KernelBackend {
     return candidates.filter(isRepresentable).map(parseRule);
   }
 
+  /** One `sysctl -n KEY` per key: a value with a newline in it cannot shift the others. */
+  private async readSysctls(keys: string[]): Promise<Record<string, string>> {
+    const values = await Promise.all(keys.map((k) => this.run(['sysctl', '-n', k], null)));
+    return Object.fromEntries(keys.map((k, i) => [k, values[i]!.replace(/\n$/, '')]));
+  }
+
+  /** The owned tables of family inet, with the digest from their comment. Nothing owned: `nft` is not run. */
+  private async readNftTables(names: string[]): Promise<Record<string, NftTableState>> {
+    if (names.length === 0) return {};
+    const listed = (await this.json<NftListJson>(['nft', '-j', 'list', 'tables'])).nftables ?? [];
+    const present = listed.flatMap((o) => (o.table && o.table.family === 'inet' && names.includes(o.table.name) ? [o.table.name] : []));
+    const texts = await Promise.all(present.map((name) => this.run(['nft', 'list', 'table', 'inet', name], null)));
+    return Object.fromEntries(present.map((name, i) => [name, { name, digest: nftTableDigest(name, texts[i]!) }]));
+  }
+
   private async json<T>(args: string[]): Promise<T> {
     return JSON.parse(await this.run(args, null)) as T;
   }
 
-  /** Run a command; throw a `KernelOpError` for `op`, or a plain error while reading. Returns stdout. */
-  private async run(args: string[], op: KernelOp | null): Promise<string> {
-    const r = await this.exec(args);
+  /** Run a command (`input` is its stdin); throw a `KernelOpError` for `op`, or a plain error while reading. Returns stdout. */
+  private async run(args: string[], op: KernelOp | null, input?: string): Promise<string> {
+    const r = await this.exec(args, {}, input);
     if (!r.error) return r.stdout;
     if (op) throw this.opError(op, r.error);
     throw new Error(`${r.error.command.join(' ')} failed (exit ${r.error.exitCode}): ${r.error.stderr}`);
   }
 
-  private async exec(args: string[], env: Record<string, undefined> = {}): Promise<{ stdout: string; error: CommandFailure | null }> {
+  private async exec(args: string[], env: Record<string, undefined> = {}, input?: string): Promise<{ stdout: string; error: CommandFailure | null }> {
     const command = this.netns ? ['ip', 'netns', 'exec', this.netns, ...args] : args;
     this.log.debug({ command }, 'run');
-    const r = await execa(command[0]!, command.slice(1), { timeout: this.timeoutMs, reject: false, env });
+    const r = await execa(command[0]!, command.slice(1), { timeout: this.timeoutMs, reject: false, env, ...(input === undefined ? {} : { input }) });
     if (r.exitCode === 0 && !r.failed) return { stdout: r.stdout, error: null };
     const stderr = r.timedOut ? `timed out after ${this.timeoutMs} ms` : withoutBanner(r.stderr);
     return { stdout: r.stdout, error: { command, exitCode: r.exitCode ?? null, stderr } };
@@ -172,8 +208,8 @@ const withoutBanner = (stderr: string) =>
 
 const family = (addressOrCidr: string) => (isIpv6(addressOrCidr) ? '-6' : '-4');
 
-/** The one command of every operation but link.add and link.del, which take more than one step. */
-function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' }>): string[] {
+/** The one command of every operation but link.add and link.del (more than one step) and nft.table.set (a script on stdin). */
+function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 'nft.table.set' }>): string[] {
   switch (op.op) {
     case 'link.mtu':
       return ['ip', 'link', 'set', 'dev', op.dev, 'mtu', String(op.mtu)];
@@ -197,6 +233,10 @@ function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' }>): stri
     case 'rule.add':
     case 'rule.del':
       return ruleArgs(op.op.slice('rule.'.length), op.rule);
+    case 'sysctl.set':
+      return ['sysctl', '-q', '-w', `${op.key}=${op.value}`];
+    case 'nft.table.del':
+      return ['nft', 'delete', 'table', 'inet', op.name];
     default:
       throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
   }
@@ -217,7 +257,26 @@ function routeArgs(verb: string, r: RouteState): string[] {
 function ruleArgs(verb: string, r: RuleState): string[] {
   const from = r.from === null ? [] : ['from', r.from];
   const iif = r.iif === null ? [] : ['iif', r.iif];
-  return ['ip', r.from === null ? '-4' : family(r.from), 'rule', verb, 'priority', String(r.priority), ...from, ...iif, 'lookup', String(r.table)];
+  const action = r.table === null ? ['unreachable'] : ['lookup', String(r.table)];
+  return ['ip', r.from === null ? '-4' : family(r.from), 'rule', verb, 'priority', String(r.priority), ...from, ...iif, ...action];
+}
+
+/**
+ * One nft transaction that replaces a table whether or not it exists: `table` creates it if absent,
+ * `delete` drops it with everything in it, and the last `table` builds it anew with its comment.
+ */
+function nftTableScript(op: Extract<KernelOp, { op: 'nft.table.set' }>): string {
+  return `table inet ${op.name} {}\ndelete table inet ${op.name}\ntable inet ${op.name} {\n comment "${NFT_COMMENT_PREFIX}${op.digest}";\n${op.body}\n}\n`;
+}
+
+const NFT_COMMENT_PREFIX = 'relay-core:';
+
+/** The digest in a table's comment, which `nft list table` prints on the line after the table's. '' without one. */
+function nftTableDigest(name: string, text: string): string {
+  const lines = text.split('\n').map((l) => l.trim());
+  const at = lines.indexOf(`table inet ${name} {`);
+  const m = at < 0 ? null : /^comment "relay-core:([^"]*)"$/.exec(lines[at + 1] ?? '');
+  return m?.[1] ?? '';
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -246,6 +305,13 @@ interface IpRuleJson {
   srclen?: number;
   iif?: string;
   table?: string;
+  /** Present for actions other than a lookup: numeric with -N (`7`), else its name (`unreachable`). */
+  action?: string;
+}
+
+/** `nft -j list tables`: a metainfo object, then one object per table. */
+interface NftListJson {
+  nftables?: { table?: { family: string; name: string } }[];
 }
 
 const RTN_UNICAST = '1';
@@ -264,13 +330,20 @@ function parseRoute(r: IpRouteJson, fam: '-4' | '-6'): RouteState {
   return { dst, dev: r.dev!, table: Number(r.table), src: r.prefsrc ?? null };
 }
 
-/** The selectors a `RuleState` can hold; a rule with any other (fwmark, oif, an action) is not ours. */
-const RULE_FIELDS = new Set(['priority', 'src', 'srclen', 'iif', 'iif_detached', 'table']);
-const isRepresentable = (r: IpRuleJson) => r.table !== undefined && Object.keys(r).every((k) => RULE_FIELDS.has(k));
+/** FR_ACT_UNREACHABLE, as `ip -N rule` prints it; without -N it is named. */
+const UNREACHABLE_ACTIONS = new Set(['7', 'unreachable']);
+/**
+ * The selectors a `RuleState` can hold, with a lookup or the action `unreachable`; a rule with any
+ * other selector (fwmark, oif) or action (blackhole, prohibit, goto) is not ours.
+ */
+const RULE_FIELDS = new Set(['priority', 'src', 'srclen', 'iif', 'iif_detached', 'table', 'action']);
+const isUnreachable = (r: IpRuleJson) => r.action !== undefined && UNREACHABLE_ACTIONS.has(r.action);
+const isRepresentable = (r: IpRuleJson) =>
+  (r.table !== undefined ? r.action === undefined : isUnreachable(r)) && Object.keys(r).every((k) => RULE_FIELDS.has(k));
 
 function parseRule(r: IpRuleJson): RuleState {
   const from = r.src === 'all' ? null : `${r.src}/${r.srclen ?? (isIpv6(r.src) ? 128 : 32)}`;
-  return { priority: r.priority, from, iif: r.iif ?? null, table: Number(r.table) };
+  return { priority: r.priority, from, iif: r.iif ?? null, table: r.table === undefined ? null : Number(r.table) };
 }
 
 interface DumpPeer extends WgPeerState {

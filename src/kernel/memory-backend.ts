@@ -1,12 +1,15 @@
 import { describeOp } from './execute.ts';
 import { KernelOpError, emptyHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope, type PeerObservation, type RouteState, type WgDeviceState, type WgPeerState } from './host-state.ts';
-import { canonicalHostState, isIpv6, renderHostState } from './plan.ts';
+import { canonicalHostState, isIpv6, nftDigest, renderHostState } from './plan.ts';
 
 /** Linux refuses interface names longer than this (IFNAMSIZ - 1). */
 const MAX_IFNAME = 15;
 
 export interface MemoryKernelBackendOptions {
-  /** The host before any operation: owned and foreign devices, routes and rules alike. */
+  /**
+   * The host before any operation: owned and foreign devices, routes, rules, sysctls and nftables tables
+   * alike. A sysctl not given here reads as `'0'`.
+   */
   initial?: HostState;
   /** Make `apply` throw a `KernelOpError` for these operations (nothing is applied). */
   failOn?: (op: KernelOp) => boolean;
@@ -22,7 +25,12 @@ export interface MemoryKernelBackendOptions {
  * - a device without IPv4 addresses has no IPv4 routes; an address gone from the host takes the IPv4
  *   routes preferring it as source with it, while IPv6 routes merely forget the source;
  * - an allowed-ip belongs to one peer of a device: setting it on one peer takes it from the other;
- * - two devices cannot listen on one port; `wg.peer.set` without an endpoint keeps the current one.
+ * - two devices cannot listen on one port; `wg.peer.set` without an endpoint keeps the current one;
+ * - every sysctl exists (one never set reads as `'0'`); an nftables table is replaced as a whole, and
+ *   deleting an absent one is refused.
+ *
+ * It also refuses an `nft.table.set` whose digest is not `nftDigest(body)`: the planner trusts digests,
+ * so such a table would be replaced on every plan, or a changed body never reach the host.
  *
  * Unlike Linux it also refuses duplicates and deletions of what is absent, which Linux partly lets
  * pass (`wg set ... remove` of an unknown peer): a plan that does either is wrong.
@@ -52,6 +60,8 @@ export class MemoryKernelBackend implements KernelBackend {
       devices: Object.fromEntries(Object.entries(this.state.devices).filter(([name]) => owned(name))),
       routes: this.state.routes.filter((r) => owned(r.dev)),
       rules: this.state.rules.filter((r) => r.priority >= lo && r.priority <= hi),
+      sysctls: Object.fromEntries(scope.sysctls.map((k) => [k, this.state.sysctls[k] ?? UNSET_SYSCTL])),
+      nftTables: Object.fromEntries(scope.nftTables.filter((n) => n in this.state.nftTables).map((n) => [n, { ...this.state.nftTables[n]! }])),
     });
   }
 
@@ -159,6 +169,17 @@ export class MemoryKernelBackend implements KernelBackend {
         s.rules.splice(i, 1);
         return;
       }
+      case 'sysctl.set':
+        s.sysctls[op.key] = op.value;
+        return;
+      case 'nft.table.set':
+        if (nftDigest(op.body) !== op.digest) throw new KernelOpError(op, `table ${op.name}: digest ${op.digest} is not the body's (${nftDigest(op.body)})`);
+        s.nftTables[op.name] = { name: op.name, digest: op.digest };
+        return;
+      case 'nft.table.del':
+        if (!s.nftTables[op.name]) throw new KernelOpError(op, `no table inet ${op.name}`);
+        delete s.nftTables[op.name];
+        return;
       default:
         throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
     }
@@ -210,6 +231,9 @@ export class MemoryKernelBackend implements KernelBackend {
     this.state.routes = this.state.routes.flatMap((r) => (r.src !== ip ? [r] : isIpv6(ip) ? [{ ...r, src: null }] : []));
   }
 }
+
+/** What a sysctl reads as before anything set it (the model knows no kernel defaults). */
+const UNSET_SYSCTL = '0';
 
 const sameRouteKey = (a: RouteState, b: RouteState) => a.table === b.table && a.dst === b.dst;
 const sameRule = (a: HostState['rules'][number], b: HostState['rules'][number]) => a.priority === b.priority && a.from === b.from && a.iif === b.iif && a.table === b.table;

@@ -23,6 +23,8 @@ export interface MeshOptions {
   mtu: number;
   /** The relay's WireGuard private key file (mode 0600), handed to `wg set ... private-key`. */
   privateKeyFile: string;
+  /** Each link also default-routes its table `exitTableBase + peer index`: the exit table clients are steered to. */
+  exitTableBase: number;
 }
 
 /** The offset of a mesh address in 100.64.0.0/16 (1 for 100.64.0.1). Throws outside the range. */
@@ -60,10 +62,10 @@ export function linkPeerEndpoint(peer: RelayRecord, ownIndex: number): string {
 
 export function meshScope(wgPrefix: string, self: RelayRecord): KernelScope {
   // Mesh links own no policy rules; client steering (per-exit tables) uses its own range.
-  return { devicePrefix: meshDevicePrefix(wgPrefix, meshIndex(self.meshAddress)), rulePriorities: [0, -1] };
+  return { devicePrefix: meshDevicePrefix(wgPrefix, meshIndex(self.meshAddress)), rulePriorities: [0, -1], sysctls: [], nftTables: [] };
 }
 
-/** One link's device and routes: our mesh address on it, the peer's mesh address and client pool through it. */
+/** One link's device and routes: our mesh address on it, the peer's mesh address and client pool through it, and its exit table. */
 export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOptions): { device: DesiredWgDevice; routes: RouteState[] } {
   const own = meshIndex(self.meshAddress);
   const peerIdx = meshIndex(peer.meshAddress);
@@ -82,13 +84,15 @@ export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOption
     routes: [
       { dst: `${peer.meshAddress}/32`, dev, table: MAIN_TABLE, src: self.meshAddress },
       { dst: peer.clientPool, dev, table: MAIN_TABLE, src: null },
+      // The exit table of this peer: client rules on the entry look it up (src/kernel/clients.ts).
+      { dst: '0.0.0.0/0', dev, table: opts.exitTableBase + peerIdx, src: null },
     ],
   };
 }
 
 /** The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state. */
 export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[], opts: MeshOptions): DesiredHostState {
-  const state: DesiredHostState = { devices: {}, routes: [], rules: [] };
+  const state: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
   for (const p of [...peers].sort((a, b) => a.id.localeCompare(b.id))) {
     if (p.id === self.id) continue;
     const l = linkState(self, p, opts);

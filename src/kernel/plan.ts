@@ -1,4 +1,5 @@
-import type { DesiredHostState, HostState, KernelOp, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
+import { createHash } from 'node:crypto';
+import type { DesiredHostState, HostState, KernelOp, NftTableState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
 
 /**
  * The planner: pure functions from (actual, desired) host state to the kernel operations that turn one
@@ -13,6 +14,13 @@ import type { DesiredHostState, HostState, KernelOp, RouteState, RuleState, WgDe
  * Peer endpoints: null means "not ours to set". WireGuard learns a peer's endpoint from its handshakes
  * (roaming), and `wg` cannot clear one, so a peer desired without an endpoint accepts whatever the
  * device has. A listen port of 0 likewise lets the kernel choose.
+ *
+ * Sysctls are only ever set, never reset: a key absent from the desired state is not touched, whatever
+ * its value. An nftables table is compared by digest alone and replaced as a whole when it differs. A
+ * desired table's `digest` must be `nftDigest(body)`; the planner does not recompute it and trusts the
+ * digest (hashing every body on every plan would cost more than it saves), so a wrong digest either
+ * makes the plan miss a changed body or replace the table on every plan. The in-memory host refuses
+ * such a table as a bug.
  */
 
 // ---------------------------------------------------------------------------------------------------
@@ -83,6 +91,17 @@ export function canonicalCidr(s: string, keepHostBits = false): string {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// nftables digests.
+
+/**
+ * The digest of a table body: the first 16 hex digits of its SHA-256. The table carries it in its
+ * comment (`relay-core:<digest>`), so reading a table back needs no parsing of its rules.
+ */
+export function nftDigest(body: string): string {
+  return createHash('sha256').update(body).digest('hex').slice(0, 16);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Canonical form and rendering.
 
 const compare = (a: string | number, b: string | number): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -108,29 +127,53 @@ function canonicalDevice(d: WgDeviceState): WgDeviceState {
 const canonicalRoute = (r: RouteState): RouteState => ({ dst: canonicalCidr(r.dst), dev: r.dev, table: r.table, src: r.src === null ? null : canonicalIp(r.src) });
 const canonicalRule = (r: RuleState): RuleState => ({ priority: r.priority, from: r.from === null ? null : canonicalCidr(r.from), iif: r.iif, table: r.table });
 const compareRoutes = (a: RouteState, b: RouteState) => a.table - b.table || compare(a.dst, b.dst) || compare(a.dev, b.dev);
-const compareRules = (a: RuleState, b: RuleState) => a.priority - b.priority || compare(a.from ?? '', b.from ?? '') || compare(a.iif ?? '', b.iif ?? '') || a.table - b.table;
+/** Lookups by table number, an `unreachable` rule (table null) after them. */
+const compareTables = (a: number | null, b: number | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : a - b);
+const compareRules = (a: RuleState, b: RuleState) =>
+  a.priority - b.priority || compare(a.from ?? '', b.from ?? '') || compare(a.iif ?? '', b.iif ?? '') || compareTables(a.table, b.table);
+
+/** Keys sorted; for tables only the fields of `NftTableState`, so a desired table's body never leaks. */
+function canonicalSysctls(s: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of Object.keys(s).sort(compare)) out[k] = s[k]!;
+  return out;
+}
+function canonicalNftTables(s: Record<string, NftTableState>): Record<string, NftTableState> {
+  const out: Record<string, NftTableState> = {};
+  for (const k of Object.keys(s).sort(compare)) out[k] = { name: s[k]!.name, digest: s[k]!.digest };
+  return out;
+}
 
 /** A deep copy in canonical form: equal states are `toEqual` and render byte-identically. */
 export function canonicalHostState(s: HostState): HostState {
   const devices: Record<string, WgDeviceState> = {};
   for (const name of Object.keys(s.devices).sort(compare)) devices[name] = canonicalDevice(s.devices[name]!);
-  return { devices, routes: s.routes.map(canonicalRoute).sort(compareRoutes), rules: s.rules.map(canonicalRule).sort(compareRules) };
+  return {
+    devices,
+    routes: s.routes.map(canonicalRoute).sort(compareRoutes),
+    rules: s.rules.map(canonicalRule).sort(compareRules),
+    sysctls: canonicalSysctls(s.sysctls),
+    nftTables: canonicalNftTables(s.nftTables),
+  };
 }
 
-/** The desired state as the host would show it: without the key files. */
+/** The desired state as the host would show it: without the key files and the nftables table bodies. */
 export function stripDesired(d: DesiredHostState): HostState {
   const devices: Record<string, WgDeviceState> = {};
   for (const [name, { privateKeyFile: _, ...device }] of Object.entries(d.devices)) devices[name] = device;
-  return { devices, routes: d.routes, rules: d.rules };
+  const nftTables: Record<string, NftTableState> = {};
+  for (const [name, { body: _, ...table }] of Object.entries(d.nftTables)) nftTables[name] = table;
+  return { devices, routes: d.routes, rules: d.rules, sysctls: d.sysctls, nftTables };
 }
 
 export const routeText = (r: RouteState): string => `${r.dst} dev ${r.dev} table ${r.table}${r.src === null ? '' : ` src ${r.src}`}`;
-export const ruleText = (r: RuleState): string => `priority ${r.priority}${r.from === null ? '' : ` from ${r.from}`}${r.iif === null ? '' : ` iif ${r.iif}`} lookup ${r.table}`;
+export const ruleText = (r: RuleState): string =>
+  `priority ${r.priority}${r.from === null ? '' : ` from ${r.from}`}${r.iif === null ? '' : ` iif ${r.iif}`} ${r.table === null ? 'unreachable' : `lookup ${r.table}`}`;
 /** A peer's settings after its key: `endpoint E allowed-ips A,B keepalive N`. */
 export const peerSettingsText = (p: WgPeerState): string =>
   `endpoint ${p.endpoint ?? '(none)'} allowed-ips ${p.allowedIps.join(',') || '(none)'} keepalive ${p.keepaliveSeconds || 'off'}`;
 
-/** One line per device, address, peer, route and rule, in canonical order. Public keys only. */
+/** One line per device, address, peer, route, rule, sysctl and nftables table, in canonical order. Public keys only, no table bodies. */
 export function renderHostState(s: HostState): string {
   const c = canonicalHostState(s);
   const lines: string[] = [];
@@ -141,6 +184,8 @@ export function renderHostState(s: HostState): string {
   }
   for (const r of c.routes) lines.push(`route ${routeText(r)}`);
   for (const r of c.rules) lines.push(`rule ${ruleText(r)}`);
+  for (const [k, v] of Object.entries(c.sysctls)) lines.push(`sysctl ${k} = ${v}`);
+  for (const t of Object.values(c.nftTables)) lines.push(`nft table inet ${t.name} digest ${t.digest}`);
   return lines.map((l) => `${l}\n`).join('');
 }
 
@@ -160,6 +205,8 @@ interface PlanInput {
   pairs: DevicePair[];
   /** Devices to delete: everything on them goes with them. */
   removed: string[];
+  /** The body of each desired nftables table, by its key in `desired.nftTables`. */
+  nftBodies: Record<string, string>;
 }
 
 const freshDevice = (want: WgDeviceState): WgDeviceState => ({ name: want.name, publicKey: '', listenPort: 0, mtu: want.mtu, addresses: [], up: false, peers: [] });
@@ -175,7 +222,8 @@ function planInput(actualState: HostState, desiredState: DesiredHostState): Plan
     want,
     privateKeyFile: desiredState.devices[want.name]!.privateKeyFile,
   }));
-  return { actual, desired, pairs, removed: Object.keys(actual.devices).filter((n) => !(n in desired.devices)) };
+  const nftBodies = Object.fromEntries(Object.entries(desiredState.nftTables).map(([k, t]) => [k, t.body]));
+  return { actual, desired, pairs, removed: Object.keys(actual.devices).filter((n) => !(n in desired.devices)), nftBodies };
 }
 
 const linkAdds = (p: PlanInput): KernelOp[] =>
@@ -217,6 +265,23 @@ function routeSets(p: PlanInput): KernelOp[] {
   });
 }
 
+/** Only desired keys are set, and only where the value differs; other keys are never touched. */
+const sysctlSets = (p: PlanInput): KernelOp[] =>
+  Object.entries(p.desired.sysctls)
+    .filter(([key, value]) => p.actual.sysctls[key] !== value)
+    .map(([key, value]) => ({ op: 'sysctl.set', key, value }));
+
+/** A table that is absent or has another digest is replaced as a whole (the desired digest is trusted). */
+const nftSets = (p: PlanInput): KernelOp[] =>
+  Object.entries(p.desired.nftTables)
+    .filter(([key, t]) => p.actual.nftTables[key]?.digest !== t.digest)
+    .map(([key, t]) => ({ op: 'nft.table.set', name: t.name, digest: t.digest, body: p.nftBodies[key]! }));
+
+const nftDels = (p: PlanInput): KernelOp[] =>
+  Object.entries(p.actual.nftTables)
+    .filter(([key]) => !(key in p.desired.nftTables))
+    .map(([, t]) => ({ op: 'nft.table.del', name: t.name }));
+
 function ruleAdds(p: PlanInput): KernelOp[] {
   const actual = new Set(p.actual.rules.map(ruleKey));
   return p.desired.rules.filter((r) => !actual.has(ruleKey(r))).map((rule) => ({ op: 'rule.add', rule }));
@@ -257,7 +322,9 @@ function routesFlushedWithLastIpv4(p: PlanInput): KernelOp[] {
  * The operations that turn `actual` (already limited to what the caller owns) into `desired`:
  * additions and changes first, then deletions, so nothing desired is missing while the plan runs.
  * Deleting a device takes its addresses, peers and routes with it: no separate operations for them.
- * `planKernel(x, x with key files)` is `[]`.
+ * Sysctls and nftables tables are set before the rules that steer traffic into them; a table no longer
+ * desired goes last, after the rules and devices whose traffic it filters.
+ * `planKernel(x, x with key files and table bodies)` is `[]`.
  */
 export function planKernel(actual: HostState, desired: DesiredHostState): KernelOp[] {
   const p = planInput(actual, desired);
@@ -269,6 +336,9 @@ export function planKernel(actual: HostState, desired: DesiredHostState): Kernel
     ...linkUps(p),
     ...peerSets(p),
     ...routeSets(p),
+    // The filter exists before forwarding is switched on, so nothing is forwarded unfiltered.
+    ...nftSets(p),
+    ...sysctlSets(p),
     ...ruleAdds(p),
     ...ruleDels(p),
     ...routeDels(p),
@@ -277,5 +347,6 @@ export function planKernel(actual: HostState, desired: DesiredHostState): Kernel
     ...linkDowns(p),
     ...linkDels(p),
     ...routesFlushedWithLastIpv4(p),
+    ...nftDels(p),
   ];
 }

@@ -22,6 +22,11 @@ export const RELAY_PORT = 51820;
 export const PUBLIC_IF = 'pub0';
 export const BRIDGE_IF = 'br0';
 
+/** The sim's "internet host": a whoami HTTP server on the bridge address (src/sim/whoami.ts). */
+export const WEB_PORT = 8080;
+export const WEB_URL = `http://${BRIDGE_ADDRESS}:${WEB_PORT}`;
+export const MAX_CLIENTS = 250;
+
 export const CONTROL_PLANE_URL = `http://${SVC_ADDRESS}:${CONTROL_PLANE_PORT}`;
 export const NATS_URL = `nats://${SVC_ADDRESS}:${NATS_PORT}`;
 
@@ -34,11 +39,23 @@ export function newSimId(rand: (n: number) => number = randomInt): string {
 export const inetNamespace = (simId: string) => `rcs-${simId}-inet`;
 export const svcNamespace = (simId: string) => `rcs-${simId}-svc`;
 export const relayNamespace = (simId: string, index: number) => `rcs-${simId}-r${index}`;
+export const clientNamespace = (simId: string, index: number) => `rcs-${simId}-c${index}`;
 /** True for every namespace a sim with this id creates. */
 export const isSimNamespace = (simId: string, ns: string) => ns.startsWith(`rcs-${simId}-`);
 
 /** The bridge-side end of a node's veth pair (at most 9 characters; the limit is 15). */
-export const vethName = (simId: string, node: 'svc' | number) => `v${simId}${node === 'svc' ? 's' : `r${node}`}`;
+export const vethName = (simId: string, node: 'svc' | number | { client: number }) =>
+  `v${simId}${node === 'svc' ? 's' : typeof node === 'number' ? `r${node}` : `c${node.client}`}`;
+
+/** Client c of the sim: 198.18.2.c, a /32 on its public interface (see src/sim/clients.ts). */
+export function clientPublicAddress(index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > MAX_CLIENTS) throw new Error(`client index ${index} is outside 1..${MAX_CLIENTS}`);
+  return `198.18.2.${index}`;
+}
+/** The stock WireGuard device inside client c's namespace (device names are machine-wide for wireguard-go). */
+export const clientWgDevice = (wgPrefix: string, index: number) => `${wgPrefix}k${index}`;
+/** Where the relays' public addresses are: a client reaches its entry directly, everything else through its tunnel. */
+export const RELAYS_CIDR = '198.18.1.0/24';
 
 export function relayPublicAddress(index: number): string {
   if (!Number.isInteger(index) || index < 1 || index > MAX_RELAYS) throw new Error(`relay index ${index} is outside 1..${MAX_RELAYS}`);
@@ -84,4 +101,4 @@ export function chooseWgPrefix(used: ReadonlySet<string>, rand: (n: number) => n
 }
 
 /** The control socket name of a link device of a sim with this prefix (`/var/run/wireguard/<name>`). */
-export const isSimWgSocket = (wgPrefix: string, file: string) => new RegExp(`^${wgPrefix}\\d+m\\d+\\.sock$`).test(file);
+export const isSimWgSocket = (wgPrefix: string, file: string) => new RegExp(`^${wgPrefix}(\\d+m\\d+|\\d+c|k\\d+)\\.sock$`).test(file);

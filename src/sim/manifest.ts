@@ -12,7 +12,7 @@ import { SIM_ID_RE } from './layout.ts';
 export const MANIFEST_FILE = 'manifest.json';
 
 const ProcessSchema = z.object({
-  kind: z.enum(['nats', 'control-plane', 'relay']),
+  kind: z.enum(['nats', 'control-plane', 'relay', 'web']),
   /** 'nats', 'control-plane' or the relay id. */
   name: z.string().min(1),
   namespace: z.string().min(1),
@@ -52,6 +52,25 @@ const RelaySchema = z.object({
 });
 export type SimRelay = z.infer<typeof RelaySchema>;
 
+const ClientSchema = z.object({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/),
+  index: z.number().int().min(1).max(250),
+  namespace: z.string().min(1),
+  /** Its stock WireGuard device (wireguard-go) inside the namespace. */
+  device: z.string().min(1).max(15),
+  publicAddress: z.string(),
+  /** The client's private key and wg-quick configuration (0600). */
+  keyFile: z.string(),
+  configFile: z.string(),
+  /** Null until the control plane answered. */
+  sessionId: z.string().nullable(),
+  entryId: z.string().nullable(),
+  exitId: z.string().nullable(),
+  /** Its address inside the network (from the entry's pool). */
+  address: z.string().nullable(),
+});
+export type SimClient = z.infer<typeof ClientSchema>;
+
 export const ManifestSchema = z.object({
   version: z.literal(1),
   simId: z.string().regex(SIM_ID_RE),
@@ -71,6 +90,7 @@ export const ManifestSchema = z.object({
   veths: z.array(VethSchema),
   processes: z.array(ProcessSchema),
   relays: z.array(RelaySchema),
+  clients: z.array(ClientSchema).default([]),
   controlPlane: z.object({
     /** As seen from inside the sim (relay namespaces). */
     url: z.string(),

@@ -61,14 +61,16 @@ export async function addBridge(ns: string, name: string, cidr: string): Promise
 /**
  * Connect namespace `ns` to the bridge in `bridgeNs` by a veth pair created in the bridge's namespace
  * with its other end moved straight into `ns` (so no name is ever taken in the root namespace), and
- * give that end `cidr` and a default route via `gateway`.
+ * give that end `cidr` and a default route via `gateway` (when given).
  */
-export async function attachToBridge(o: { bridgeNs: string; bridge: string; outer: string; ns: string; inner: string; cidr: string; gateway: string }): Promise<void> {
+export async function attachToBridge(o: { bridgeNs: string; bridge: string; outer: string; ns: string; inner: string; cidr: string; gateway: string | null; onLink?: string }): Promise<void> {
   await ip(['-n', o.bridgeNs, 'link', 'add', o.outer, 'type', 'veth', 'peer', 'name', o.inner, 'netns', o.ns]);
   await ip(['-n', o.bridgeNs, 'link', 'set', o.outer, 'master', o.bridge, 'up']);
   await ip(['-n', o.ns, 'address', 'add', o.cidr, 'dev', o.inner]);
   await ip(['-n', o.ns, 'link', 'set', o.inner, 'up']);
-  await ip(['-n', o.ns, 'route', 'add', 'default', 'via', o.gateway]);
+  // Only `onLink` directly on the segment (a sim client reaches the relays, nothing else, without its tunnel).
+  if (o.onLink) await ip(['-n', o.ns, 'route', 'add', o.onLink, 'dev', o.inner]);
+  if (o.gateway) await ip(['-n', o.ns, 'route', 'add', 'default', 'via', o.gateway]);
 }
 
 /**

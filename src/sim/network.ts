@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { INFO_FILE } from '../control-plane/local.ts';
 import { mintRelayToken, serviceRoleKey } from '../control-plane/jwt.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from '../control-plane/secrets.ts';
@@ -29,6 +30,8 @@ import {
   SVC_ADDRESS,
   svcNamespace,
   vethName,
+  WEB_PORT,
+  WEB_URL,
 } from './layout.ts';
 import { manifestPath, readManifest, StateDirBusyError, withStateDirLock, writeManifest, type Manifest, type SimProcess, type SimRelay } from './manifest.ts';
 import * as host from './netns.ts';
@@ -42,13 +45,14 @@ import { convergence, type ConvergenceMode, type RelayObservation, type RelaySta
 export type Out = (line: string) => void;
 export type Settings = Manifest['settings'];
 
+const WHOAMI_SCRIPT = fileURLToPath(new URL('./whoami.ts', import.meta.url));
 const RELAY_TOKEN_TTL_SECONDS = 30 * 86400;
 const SERVICE_START_TIMEOUT_MS = 120_000;
 const RELAY_STOP_TIMEOUT_MS = 15_000;
 const KILL_WAIT_MS = 5_000;
 
 /** A sim being changed: its manifest, saved after every change. */
-class Sim {
+export class Sim {
   m: Manifest;
   constructor(m: Manifest) {
     this.m = m;
@@ -66,7 +70,7 @@ export function loadSim(dir: string): Manifest {
 }
 
 /** The environment of sim processes: without the caller's relay or Supabase settings, which flags would not override. */
-function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if ((k.startsWith('RELAYNET_') && k !== 'RELAYNET_LOG_LEVEL') || k.startsWith('SUPABASE_')) continue;
@@ -150,6 +154,7 @@ async function newManifest(dir: string, settings: Settings): Promise<Manifest> {
     veths: [],
     processes: [],
     relays: [],
+    clients: [],
     controlPlane: { url: CONTROL_PLANE_URL, natsUrl: NATS_URL, stateDir: cpDir, serviceRoleKeyFile: join(dir, 'service-role.key'), topologyPublicKey: '' },
   };
 }
@@ -195,7 +200,7 @@ async function createRelay(sim: Sim, relayId: string): Promise<SimRelay> {
 }
 
 /** Spawn a sim process detached in its namespace, recorded in the manifest before it starts. */
-function spawnRecorded(sim: Sim, p: Pick<SimProcess, 'kind' | 'name' | 'namespace' | 'log'>, argv: string[], env: NodeJS.ProcessEnv): SimProcess {
+export function spawnRecorded(sim: Sim, p: Pick<SimProcess, 'kind' | 'name' | 'namespace' | 'log'>, argv: string[], env: NodeJS.ProcessEnv): SimProcess {
   const entry: SimProcess = { ...p, command: ['ip', 'netns', 'exec', p.namespace, ...argv], pid: null, startedAt: null, stoppedBy: null };
   sim.record((m) => {
     m.processes = m.processes.filter((x) => !(x.kind === p.kind && x.name === p.name));
@@ -243,12 +248,23 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     await sleep(250);
   }
   o.out(`sim ${m.simId}: nats-server at ${NATS_URL}, control plane at ${CONTROL_PLANE_URL} (in ${svc})`);
+  startWeb(sim);
+  o.out(`sim ${m.simId}: an "internet" web server at ${WEB_URL} answers with the address each request comes from`);
   const probeFrom = m.relays[0]?.namespace;
   if (probeFrom) {
     for (const [what, port] of [['the control plane', CONTROL_PLANE_PORT], ['nats-server', NATS_PORT]] as const) {
       if (!(await host.tcpReachable(probeFrom, SVC_ADDRESS, port))) throw new Error(`${what} (${SVC_ADDRESS}:${port}) is not reachable from ${probeFrom}`);
     }
   }
+}
+
+/** The whoami server in the inet namespace: the internet host clients fetch from (src/sim/whoami.ts). */
+function startWeb(sim: Sim): SimProcess {
+  const inet = inetNamespace(sim.m.simId);
+  const dir = join(sim.m.stateDir, 'web');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const argv = [process.execPath, WHOAMI_SCRIPT, '--listen', `${BRIDGE_ADDRESS}:${WEB_PORT}`, '--log', join(dir, 'requests.jsonl')];
+  return spawnRecorded(sim, { kind: 'web', name: 'web', namespace: inet, log: join(dir, 'web.log') }, argv, childEnv());
 }
 
 function relayArgv(m: Manifest, r: SimRelay): string[] {
@@ -279,7 +295,7 @@ function startRelay(sim: Sim, r: SimRelay): SimProcess {
 // observing
 
 /** Whether the recorded process still runs and is the one the sim started (not a reused pid). */
-function runningProcess(m: Manifest, p: SimProcess | undefined): boolean {
+export function runningProcess(m: Manifest, p: SimProcess | undefined): boolean {
   if (!p?.pid || !host.isRunning(p.pid)) return false;
   return host.cmdline(p.pid)?.some((a) => a.startsWith(m.stateDir + '/')) ?? false;
 }
@@ -462,7 +478,7 @@ async function killAll(m: Manifest, namespaces: string[], out: Out): Promise<voi
   }
 }
 
-const SIM_PATHS = ['relays', 'control-plane', 'nats', 'service-role.key'];
+const SIM_PATHS = ['relays', 'clients', 'web', 'control-plane', 'nats', 'service-role.key'];
 
 /** The sim's files in `dir` (never anything else there), logs only with `purge`; the manifest last. */
 function removeSimFiles(dir: string, purge: boolean): void {

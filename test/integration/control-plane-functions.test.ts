@@ -37,7 +37,7 @@ describe('Edge Function runner', () => {
 
   it('runs every function directory and answers 503 while the database is unreachable', async () => {
     expect(fns.names).toEqual(functionNames());
-    expect(fns.names).toEqual(['deregister', 'heartbeat', 'register-server']);
+    expect(fns.names).toEqual(['client-ready', 'connect-client', 'deregister', 'disconnect-client', 'heartbeat', 'list-clients', 'register-server', 'switch-exit']);
     const r = await call('heartbeat');
     expect(r.status).toBe(503);
     expect(await r.json()).toMatchObject({ error: 'unavailable' });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyPlan } from '../../src/kernel/execute.ts';
 import { MAIN_TABLE, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
 import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
-import { canonicalHostState, planKernel, stripDesired } from '../../src/kernel/plan.ts';
+import { canonicalHostState, nftDigest, planKernel, stripDesired } from '../../src/kernel/plan.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { generateWgKeyPair, type WgKeyPair } from '../../src/lib/wg-keys.ts';
 import { tempDir } from '../support/temp.ts';
@@ -25,8 +25,8 @@ const suffix = randomBytes(2).toString('hex');
 const NETNS = { a: `rck-a-${suffix}`, b: `rck-b-${suffix}` };
 const VETH = { a: `rkva${suffix}`, b: `rkvb${suffix}` };
 const SCOPE: Record<Side, KernelScope> = {
-  a: { devicePrefix: `ka${suffix}`, rulePriorities: [20000, 20099] },
-  b: { devicePrefix: `kb${suffix}`, rulePriorities: [20000, 20099] },
+  a: { devicePrefix: `ka${suffix}`, rulePriorities: [20000, 20099], sysctls: [], nftTables: [] },
+  b: { devicePrefix: `kb${suffix}`, rulePriorities: [20000, 20099], sysctls: [], nftTables: [] },
 };
 const DEV = { a: `${SCOPE.a.devicePrefix}w0`, b: `${SCOPE.b.devicePrefix}w0` };
 const UNDERLAY = { a: '198.18.200.1', b: '198.18.200.2' };
@@ -60,6 +60,8 @@ function desired(side: Side): DesiredHostState {
     },
     routes: [{ dst: `${TUNNEL[other(side)]}/32`, dev, table: MAIN_TABLE, src: TUNNEL[side] }],
     rules: [],
+    sysctls: {},
+    nftTables: {},
   };
 }
 
@@ -81,10 +83,39 @@ function changedA(): DesiredHostState {
   return d;
 }
 
-async function converge(side: Side, state: DesiredHostState) {
-  const plan = planKernel(await backends[side].read(SCOPE[side]), state);
-  const result = await applyPlan(backends[side], plan, SCOPE[side]);
+async function converge(side: Side, state: DesiredHostState, scope = SCOPE[side]) {
+  const plan = planKernel(await backends[side].read(scope), state);
+  const result = await applyPlan(backends[side], plan, scope);
   return { plan, ...result };
+}
+
+/** Side a's client-style steering and filtering: owned sysctl, nftables table and rule range. */
+const NFT_TABLE = `rk${suffix}`;
+const STEERING_SCOPE: KernelScope = { ...SCOPE.a, sysctls: ['net.ipv4.ip_forward'], nftTables: [NFT_TABLE] };
+const nftBody = (denied: string) =>
+  [
+    '  chain forward_filter {',
+    '    type filter hook forward priority filter; policy accept;',
+    `    iifname "${VETH.a}" ip daddr ${denied} counter drop`,
+    '  }',
+    '  chain postrouting_nat {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    ip saddr 100.64.220.0/24 oifname "${VETH.a}" masquerade`,
+    '  }',
+  ].join('\n');
+
+function steering(denied: string): DesiredHostState {
+  const body = nftBody(denied);
+  return {
+    devices: {},
+    routes: [],
+    rules: [
+      { priority: 20049, from: '100.64.220.2/32', iif: VETH.a, table: 1220 },
+      { priority: 20050, from: '100.64.220.0/24', iif: VETH.a, table: null },
+    ],
+    sysctls: { 'net.ipv4.ip_forward': '1' },
+    nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } },
+  };
 }
 
 /** Processes running `wireguard-go <dev>` (zombies have no command line and do not count). */
@@ -194,7 +225,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   });
 
   it('deletes everything it owns: no device, no wireguard-go process, no socket', async () => {
-    const empty: DesiredHostState = { devices: {}, routes: [], rules: [] };
+    const empty: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
     for (const s of SIDES) {
       const r = await converge(s, empty);
       expect(r.failed, r.failed?.error.message).toBeNull();
@@ -207,5 +238,42 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
       const rules = (await inNs(s, 'ip', 'rule', 'show')).stdout + (await inNs(s, 'ip', '-6', 'rule', 'show')).stdout;
       expect(rules).not.toContain('lookup 1210');
     }
+  });
+  it('sets a sysctl, an nftables table and an unreachable rule, replaces the table in one op, and removes them again', async () => {
+    // A table of that name without our comment reads with digest '' and is replaced.
+    await sh('ip', 'netns', 'exec', NETNS.a, 'nft', 'add', 'table', 'inet', NFT_TABLE);
+    const before = await backends.a.read(STEERING_SCOPE);
+    expect(before.nftTables).toEqual({ [NFT_TABLE]: { name: NFT_TABLE, digest: '' } });
+    expect(before.sysctls).toEqual({ 'net.ipv4.ip_forward': '0' });
+
+    const first = await converge('a', steering('192.0.2.0/24'), STEERING_SCOPE);
+    expect(first.failed, first.failed?.error.message).toBeNull();
+    expect(first.plan.map((op) => op.op)).toEqual(['nft.table.set', 'sysctl.set', 'rule.add', 'rule.add']);
+    expect(first.reached).toEqual(canonicalHostState(stripDesired(steering('192.0.2.0/24'))));
+    expect(planKernel(await backends.a.read(STEERING_SCOPE), steering('192.0.2.0/24'))).toEqual([]);
+    const listed = (await inNs('a', 'nft', 'list', 'table', 'inet', NFT_TABLE)).stdout;
+    expect(listed).toContain(`comment "relay-core:${nftDigest(nftBody('192.0.2.0/24'))}"`);
+    expect(listed).toContain('masquerade');
+    expect((await inNs('a', 'ip', 'rule', 'show')).stdout).toMatch(/^20050:\s+from 100\.64\.220\.0\/24 iif \S+ unreachable$/m);
+    expect((await inNs('a', 'sysctl', '-n', 'net.ipv4.ip_forward')).stdout.trim()).toBe('1');
+
+    const second = await converge('a', steering('198.51.100.0/24'), STEERING_SCOPE);
+    expect(second.failed, second.failed?.error.message).toBeNull();
+    const body = nftBody('198.51.100.0/24');
+    expect(second.plan).toEqual([{ op: 'nft.table.set', name: NFT_TABLE, digest: nftDigest(body), body }]);
+    expect(second.reached).toEqual(canonicalHostState(stripDesired(steering('198.51.100.0/24'))));
+    const relisted = (await inNs('a', 'nft', 'list', 'table', 'inet', NFT_TABLE)).stdout;
+    expect(relisted).toContain('198.51.100.0/24');
+    expect(relisted).not.toContain('192.0.2.0/24');
+
+    const gone = await converge('a', { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
+    expect(gone.failed, gone.failed?.error.message).toBeNull();
+    expect(gone.plan.map((op) => op.op)).toEqual(['rule.del', 'rule.del', 'nft.table.del']);
+    // Sysctls are never reset: the value stays.
+    expect(gone.reached).toEqual({ devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '1' }, nftTables: {} });
+    expect((await inNs('a', 'nft', 'list', 'tables')).stdout).not.toContain(NFT_TABLE);
+    const rules = (await inNs('a', 'ip', 'rule', 'show')).stdout;
+    expect(rules).not.toContain('unreachable');
+    expect(rules).not.toContain('lookup 1220');
   });
 });

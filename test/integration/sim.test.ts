@@ -158,6 +158,7 @@ describe('relay-core sim: a relay network from network namespaces', () => {
     expect(m.processes.map((p) => [p.kind, p.namespace])).toEqual([
       ['nats', `rcs-${m.simId}-svc`],
       ['control-plane', `rcs-${m.simId}-svc`],
+      ['web', `rcs-${m.simId}-inet`],
       ...[1, 2, 3].map((i) => ['relay', `rcs-${m.simId}-r${i}`]),
     ]);
     for (const p of m.processes) expect(isRunning(p.pid!), p.name).toBe(true);

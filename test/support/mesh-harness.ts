@@ -9,7 +9,7 @@ import { reconcileWith } from '../../src/kernel/reconcile.ts';
 
 export const meshHarnessInput: TopologyInput = {
   selfId: 'relay-1',
-  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key' },
+  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000 },
   timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
 };
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { desiredMeshState, linkDevice, linkListenPort, linkPeerEndpoint, meshIndex, meshScope } from '../../src/kernel/mesh.ts';
 import { relay } from '../support/given.ts';
 
-const opts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/s/wg.key' };
+const opts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/s/wg.key', exitTableBase: 100_000 };
 
 describe('mesh layout', () => {
   it('indexes mesh addresses within 100.64.0.0/16 and refuses others', () => {
@@ -37,6 +37,8 @@ describe('mesh layout', () => {
     expect(s.devices.rc1m2!.peers).toEqual([{ publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 }]);
     expect(s.routes).toContainEqual({ dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' });
     expect(s.routes).toContainEqual({ dst: relay(2).clientPool, dev: 'rc1m2', table: 254, src: null });
+    // The exit table of relay 2: clients steered to it default-route into this link.
+    expect(s.routes).toContainEqual({ dst: '0.0.0.0/0', dev: 'rc1m2', table: 100_002, src: null });
     expect(s.rules).toEqual([]);
   });
 });

@@ -12,6 +12,7 @@ function registration(revision: number, others: number[]): RegisterResponse {
     revision,
     revisionTime: '2026-11-25T00:00:00.000Z',
     relays: others.map((n) => relay(n)),
+    sessions: [],
     bus: { servers: ['nats://127.0.0.1:4222'], token: null, subjectRoot: 'relaynet', topologyStream: 'T', relayStream: 'R', topologySigningKey: 'k' },
     heartbeatIntervalSeconds: 10,
   };
@@ -60,6 +61,15 @@ describe('relay actor', () => {
     expect(Object.keys(s.context.view.relays).sort()).toEqual(['relay-1', 'relay-2', 'relay-3']);
     expect(h.emitted.map((e) => e.type)).toEqual(['RelayRegistered', 'TopologySeeded']);
     expect(h.follows).toEqual([4]);
+  });
+
+  it('seeds the open client sessions of the snapshot too (a restarted entry gets its sessions back)', async () => {
+    const reg = registration(4, [2]);
+    const open = { id: '00000000-0000-4000-8000-000000000001', entryId: 'relay-1', exitId: 'relay-2', publicKey: relay(9).publicKey, address: '100.96.0.2', openedAt: '2026-11-25T00:00:00.000Z', expiresAt: '2026-11-26T00:00:00.000Z' };
+    const h = harness([{ ...reg, sessions: [open] }]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    expect(h.actor.getSnapshot().context.view.sessions).toEqual({ [open.id]: open });
+    h.actor.stop();
   });
 
   it('applies the next revision once and counts duplicates', async () => {

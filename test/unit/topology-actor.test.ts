@@ -15,7 +15,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     const h = harness();
     await h.view(relays([1, 2, 3, 4]));
     expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-3', 'relay-4']);
-    const state = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const state = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(state.devices).sort()).toEqual(['rc1m2', 'rc1m3', 'rc1m4']);
     expect(state.devices.rc1m2!.peers).toEqual([{ publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 }]);
     expect(state.devices.rc1m2!.listenPort).toBe(51822);
@@ -31,7 +31,8 @@ describe('topology and kernel actors on the in-memory host', () => {
     const joinOps = h.backend.ops.slice(before);
     const newDev = linkDevice('rc', 1, 5);
     expect(joinOps.map(devOf).every((d) => d === newDev)).toBe(true);
-    expect(joinOps.map((o) => o.op)).toEqual(['link.add', 'wg.device', 'addr.add', 'link.up', 'wg.peer.set', 'route.add', 'route.add']);
+    // Routes: the peer's mesh address, its client pool, and its exit table's default route.
+    expect(joinOps.map((o) => o.op)).toEqual(['link.add', 'wg.device', 'addr.add', 'link.up', 'wg.peer.set', 'route.add', 'route.add', 'route.add']);
     h.actor.stop();
   });
 
@@ -48,7 +49,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     const first = harness();
     await first.view(relays([1, 2, 3, 4]));
     first.actor.stop();
-    const initial = await first.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const initial = await first.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     const host = new MemoryKernelBackend({ initial });
     const second = harness(host);
     await second.view(relays([1, 2, 3, 4]));
@@ -74,7 +75,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     expect(Object.keys(h.links()).sort()).toEqual([...expected].sort());
     const children = Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children).sort();
     expect(children).toEqual(expected.map((id) => `link-${id}`).sort());
-    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(host.devices).sort()).toEqual([...live].map((n) => linkDevice('rc', 1, n)).sort());
     h.actor.stop();
   });
@@ -87,7 +88,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     await h.view([relay(1), relay(2), four]);
     await h.view([relay(1), relay(2), four]);
     expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-4']);
-    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(host.devices.rc1m3!.peers.map((p) => p.publicKey)).toEqual([four.publicKey]);
     expect(h.links()['relay-4']!.getSnapshot().value).toBe('handshaking');
     h.actor.stop();
@@ -101,7 +102,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     for (const ids of [[1, 2, 3], [1, 2, 3, 4], [1, 2, 4], [1, 4, 5], [1, 5, 6]]) h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)) });
     await h.idle();
     expect(h.kernelRef().getSnapshot().context.stats.rounds - roundsBefore).toBe(2);
-    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(host.devices).sort()).toEqual(['rc1m5', 'rc1m6']);
     h.actor.stop();
   });
@@ -112,7 +113,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     h.actor.send({ type: 'TEARDOWN' });
     await h.idle();
     expect(h.actor.getSnapshot().context.tornDown).toBe(true);
-    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1] });
+    const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(host.devices).toEqual({});
     expect(host.routes).toEqual([]);
     // A view arriving after the teardown does not bring links back.

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { CliError, intOpt, str, type Command } from '../args.ts';
+import { CliError, intOpt, str, tokenOpt, type Command } from '../args.ts';
 import { RelayConfigSchema } from '../../daemon/config.ts';
 import { startRelayDaemon } from '../../daemon/relay-daemon.ts';
 import { formatIssues } from '../../events/catalogue.ts';
@@ -40,6 +39,18 @@ Mesh (one point-to-point WireGuard device per other relay; see docs/datapath.md)
 
 Each link listens on UDP port (endpoint port + peer's mesh index): open that range. On SIGTERM the
 relay also removes its mesh devices; after a crash (SIGKILL) they stay up and a restart adopts them.
+
+Clients (stock WireGuard clients enter here and leave at the exit they chose; see docs/clients.md):
+  --client-idle-after MS     a client not heard this long is idle (default 180000)
+  --exit-table-base N        routing table of exit relay i is N + i (default 100000)
+  --client-rule-priority N   first policy-rule priority of the client rules (default 20000)
+  --client-supernet CIDR     the network's client address space (default 100.96.0.0/11)
+  --client-deny CIDR[,CIDR]  also keep client traffic from these (100.64.0.0/10 always; the
+                             control plane's address when the URL names an IPv4 address)
+
+The client device P<own index>c listens on the endpoint port. The relay turns on IPv4 forwarding and
+loose reverse-path filtering, and owns the nftables table inet P<own index>; on SIGTERM it removes
+them and puts the sysctls back as they were before its first start.
   -h, --help                 show this help
 
 Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is printed); 2 bad usage.`;
@@ -69,26 +80,27 @@ export const command: Command = {
     'observe-interval': { type: 'string' },
     kernel: { type: 'string' },
     'wg-impl': { type: 'string' },
+    'client-idle-after': { type: 'string' },
+    'exit-table-base': { type: 'string' },
+    'client-rule-priority': { type: 'string' },
+    'client-supernet': { type: 'string' },
+    'client-deny': { type: 'string' },
   },
   async run(v) {
     const relayId = str(v['relay-id'], 'relay-id', 'RELAYNET_RELAY_ID') ?? '';
-    let token = str(v.token, 'token', 'RELAYNET_TOKEN');
-    const tokenFile = str(v['token-file'], 'token-file', 'RELAYNET_TOKEN_FILE');
-    if (!token && tokenFile) {
-      try {
-        token = readFileSync(tokenFile, 'utf8').trim();
-      } catch (e) {
-        throw new CliError(`cannot read token file ${tokenFile}: ${(e as Error).message}`, 2);
-      }
-    }
+    const token = tokenOpt(v);
     const nats = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
+    const controlPlaneUrl = str(v['control-plane-url'], 'control-plane-url', 'SUPABASE_URL') ?? '';
+    const deny = (str(v['client-deny'], 'client-deny', 'RELAYNET_CLIENT_DENY') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const cpHost = /^https?:\/\/(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?(?:\/|$)/.exec(controlPlaneUrl)?.[1];
+    if (cpHost && !cpHost.startsWith('127.')) deny.push(`${cpHost}/32`);
     const parsed = RelayConfigSchema.safeParse({
       relayId,
       name: str(v.name, 'name', 'RELAYNET_NAME') ?? relayId,
       region: str(v.region, 'region', 'RELAYNET_REGION') ?? 'local',
       endpoint: str(v.endpoint, 'endpoint', 'RELAYNET_ENDPOINT') ?? '',
       stateDir: resolve(str(v['state-dir'], 'state-dir', 'RELAYNET_STATE_DIR') ?? `.state/relay-${relayId}`),
-      controlPlaneUrl: str(v['control-plane-url'], 'control-plane-url', 'SUPABASE_URL') ?? '',
+      controlPlaneUrl,
       token: token ?? '',
       topologyKey: str(v['topology-key'], 'topology-key', 'RELAYNET_TOPOLOGY_KEY') ?? null,
       natsServers: nats ? nats.split(',').map((s) => s.trim()).filter(Boolean) : null,
@@ -102,6 +114,11 @@ export const command: Command = {
       observeIntervalMs: intOpt(v['observe-interval'], 'observe-interval', 5_000, 100, 3_600_000),
       kernel: str(v.kernel, 'kernel') ?? 'linux',
       wgImpl: str(v['wg-impl'], 'wg-impl') ?? 'auto',
+      clientIdleAfterMs: intOpt(v['client-idle-after'], 'client-idle-after', 180_000, 1_000, 86_400_000),
+      exitTableBase: intOpt(v['exit-table-base'], 'exit-table-base', 100_000, 256, 4_000_000_000),
+      clientRulePriority: intOpt(v['client-rule-priority'], 'client-rule-priority', 20_000, 1, 32_000),
+      clientSupernet: str(v['client-supernet'], 'client-supernet') ?? '100.96.0.0/11',
+      clientDeny: [...new Set(deny)],
     });
     if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}\n\n${usage}`, 2);
     const cfg = parsed.data;

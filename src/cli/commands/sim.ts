@@ -5,6 +5,7 @@ import { RelayIdSchema } from '../../events/envelope.ts';
 import { MAX_RELAYS } from '../../sim/layout.ts';
 import { withStateDirLock } from '../../sim/manifest.ts';
 import { addRelay, down, loadSim, observe, preflight, restartRelay, stopRelay, up, waitConverged, type Out, type Settings } from '../../sim/network.ts';
+import { addClient, removeClient, switchClient } from '../../sim/clients.ts';
 import { convergence, renderStatus, type ConvergenceMode } from '../../sim/status.ts';
 
 const usage = `Usage: relay-core sim [--relays N] [up options]      the network in the foreground; Ctrl-C removes it
@@ -14,6 +15,10 @@ const usage = `Usage: relay-core sim [--relays N] [up options]      the network 
        relay-core sim stop|kill --relay ID
        relay-core sim restart --relay ID [wait options]
        relay-core sim down [--purge]
+       relay-core sim client add [--name NAME] --exit ID|--exit-region R [--entry ID]
+       relay-core sim client switch --name NAME --exit ID|--exit-region R
+       relay-core sim client remove --name NAME
+       relay-core sim client list [--json]
   Every form takes --state-dir DIR (default ./.state/sim) and needs root.
 
 A live relay network on this machine, built from network namespaces. Each relay runs 'relay-core
@@ -41,6 +46,15 @@ Subcommands:
             and keep its links up until a restart adopts them.
   restart   Start a relay's process again in its namespace with its state directory and key
             (stopping it first if it runs); then waits like up.
+  client    Clients with stock WireGuard (docs/clients.md). 'add' makes a namespace rcs-<sim id>-c<n>
+            on the bridge (198.18.2.n), a key, and a session through the control plane (which
+            answers once the entry has programmed it), then brings up wireguard-go with 'wg setconf'
+            from the printed wg-quick file (DIR/clients/NAME/wg.conf): the client reaches the relays
+            directly and everything else only through its tunnel. The sim's "internet" web server
+            at http://198.18.0.1:8080 answers with the address a request comes from: try
+              sudo ip netns exec rcs-<id>-c1 curl http://198.18.0.1:8080/
+            'switch' steers a client to another exit without touching its tunnel; 'remove' closes
+            its session and removes its namespace; 'list' shows them.
   down      Remove everything the sim created: processes (relays, wireguard-go, nats-server, the
             control plane), namespaces with their veths and the bridge, leftover WireGuard sockets
             in /var/run/wireguard, and its files except logs. Works from DIR/manifest.json alone,
@@ -59,24 +73,32 @@ Options:
   --link-stale-after MS      a link silent this long is stale (default 5000)
   --link-down-after MS       ... and down (default 10000)
   --observe-interval MS      how often relays read their devices (default 1000)
-  --json                     status: print JSON
+  --name NAME                client: its name (add: default client-<n>)
+  --entry ID, --exit ID      client add: the entry (default: the control plane picks) and exit relay
+  --exit-region R            client add, switch: any live relay of region R as the exit
+  --json                     status, client list: print JSON
   --purge                    down: remove the logs too
   -h, --help                 show this help
 
 Files in DIR: manifest.json (what the sim created: namespaces, veths, processes with pids, relays,
 the WireGuard device prefix), service-role.key (0600), control-plane/ (secrets, database,
-control-plane.log), nats/ (nats.log), relays/<id>/ (wg.key, token, relay.sock, relay.log).
+control-plane.log), nats/ (nats.log), relays/<id>/ (wg.key, token, relay.sock, relay.log),
+clients/<name>/ (wg.key, wg.conf: the printed wg-quick file, 0600), web/ (the web server's log and
+requests.jsonl: one line per request with the address it came from).
 
 Examples:
   sudo relay-core sim --relays 3
   sudo relay-core sim up --relays 5 --state-dir /tmp/sim && sudo relay-core sim status --state-dir /tmp/sim
   sudo relay-core sim kill --relay relay-2 --state-dir /tmp/sim
+  sudo relay-core sim client add --entry relay-1 --exit relay-2 --state-dir /tmp/sim
+  sudo ip netns exec rcs-<id>-c1 curl http://198.18.0.1:8080/   # prints relay-2's address, 198.18.1.2
   sudo ip netns exec rcs-<id>-r1 ip address     # look inside relay 1
   sudo relay-core sim down --state-dir /tmp/sim
 
 Exit codes: 0 done; 1 failed or not converged (what is missing is printed); 2 bad usage.`;
 
-const SUBCOMMANDS = ['up', 'status', 'add', 'stop', 'kill', 'restart', 'down'] as const;
+const SUBCOMMANDS = ['up', 'status', 'add', 'stop', 'kill', 'restart', 'down', 'client'] as const;
+const CLIENT_ACTIONS = ['add', 'switch', 'remove', 'list'] as const;
 type Subcommand = (typeof SUBCOMMANDS)[number] | 'foreground';
 
 const UP_OPTIONS = ['relays', 'db-url', 'keepalive', 'link-stale-after', 'link-down-after', 'observe-interval', 'wait', 'timeout'];
@@ -91,6 +113,7 @@ const ALLOWED: Record<Subcommand, string[]> = {
   kill: ['relay'],
   restart: ['relay', ...WAIT_OPTIONS],
   down: ['purge'],
+  client: ['name', 'entry', 'exit', 'exit-region', 'json'],
 };
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -112,9 +135,14 @@ export const command: Command = {
     'observe-interval': { type: 'string' },
     json: { type: 'boolean' },
     purge: { type: 'boolean' },
+    name: { type: 'string' },
+    entry: { type: 'string' },
+    exit: { type: 'string' },
+    'exit-region': { type: 'string' },
   },
   async run(v, positionals) {
-    const sub = parseSubcommand(positionals);
+    const sub = parseSubcommand(positionals.slice(0, positionals[0] === 'client' ? 1 : 2));
+    const clientAction = sub === 'client' ? parseClientAction(positionals.slice(1)) : null;
     for (const k of Object.keys(v)) {
       if (k !== 'state-dir' && v[k] !== undefined && !ALLOWED[sub].includes(k)) throw usageError(`--${k} does not apply to ${sub === 'foreground' ? "'sim' without a subcommand" : `'sim ${sub}'`}`);
     }
@@ -145,6 +173,8 @@ export const command: Command = {
         case 'restart':
           await withStateDirLock(dir, () => restartRelay(dir, relayId!, out));
           return await report(dir, wait, out, interruptible());
+        case 'client':
+          return await simClient(dir, clientAction!, v, out);
         case 'down':
           if (!existsSync(dir)) {
             out(`no sim in ${dir} (no such directory): nothing to remove`);
@@ -170,6 +200,39 @@ function parseSubcommand(positionals: string[]): Subcommand {
   if (first === undefined) return 'foreground';
   if (!(SUBCOMMANDS as readonly string[]).includes(first)) throw usageError(`unknown subcommand ${JSON.stringify(first)}; one of ${SUBCOMMANDS.join(', ')}`);
   return first as Subcommand;
+}
+
+function parseClientAction(rest: string[]): (typeof CLIENT_ACTIONS)[number] {
+  const [action, extra] = rest;
+  if (extra !== undefined) throw usageError(`unexpected argument ${JSON.stringify(extra)}`);
+  if (!action || !(CLIENT_ACTIONS as readonly string[]).includes(action)) throw usageError(`'sim client' needs one of ${CLIENT_ACTIONS.join(', ')}`);
+  return action as (typeof CLIENT_ACTIONS)[number];
+}
+
+async function simClient(dir: string, action: (typeof CLIENT_ACTIONS)[number], v: Values, out: Out): Promise<number> {
+  const name = str(v.name, 'name');
+  const exit = str(v.exit, 'exit');
+  const exitRegion = str(v['exit-region'], 'exit-region');
+  if ((action === 'add' || action === 'switch') && !exit === !exitRegion) throw usageError(`'sim client ${action}' needs exactly one of --exit and --exit-region`);
+  if ((action === 'switch' || action === 'remove') && !name) throw usageError(`'sim client ${action}' needs --name`);
+  switch (action) {
+    case 'add':
+      await withStateDirLock(dir, () => addClient(dir, { name, entry: str(v.entry, 'entry'), exit, exitRegion }, out));
+      return 0;
+    case 'switch':
+      await withStateDirLock(dir, () => switchClient(dir, name!, { exit, exitRegion }, out));
+      return 0;
+    case 'remove':
+      await withStateDirLock(dir, () => removeClient(dir, name!, out));
+      return 0;
+    case 'list': {
+      const m = loadSim(dir);
+      if (v.json) out(JSON.stringify(m.clients, null, 2));
+      else if (!m.clients.length) out('no clients');
+      else for (const c of m.clients) out(`${c.name}  ${c.namespace}  ${c.address ?? '-'}  ${c.entryId ?? '-'} -> ${c.exitId ?? '-'}  session ${c.sessionId ?? '-'}`);
+      return 0;
+    }
+  }
 }
 
 function relayOpt(v: Values, sub: Subcommand): string | undefined {

@@ -6,7 +6,8 @@ import type { RelayStatus } from '../../daemon/relay-daemon.ts';
 const usage = `Usage: relay-core status [--state-dir DIR | --relay-id ID] [--json]
 
 Show what a running relay believes: its state, registration, topology revision, every relay it
-knows, its counters (applied, duplicate and rejected topology events, gaps, resyncs) and its bus.
+knows, its counters (applied, duplicate and rejected topology events, gaps, resyncs), its bus, its
+mesh links and the client sessions entering at it.
 Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).
 
 Options:
@@ -44,6 +45,16 @@ export const command: Command = {
       `${'ID'.padEnd(20)} ${'REGION'.padEnd(12)} ${'MESH'.padEnd(15)} ${'POOL'.padEnd(18)} ENDPOINT`,
       ...st.relays.map((r) => `${r.id.padEnd(20)} ${r.region.padEnd(12)} ${r.meshAddress.padEnd(15)} ${r.clientPool.padEnd(18)} ${r.endpoint}`),
     ];
+    const age = (ms: number | null) => (ms === null ? 'never' : `${Math.max(0, Math.round((Date.now() - ms) / 1000))}s ago`);
+    if (st.links.length) {
+      lines.push('', `${'LINK TO'.padEnd(20)} ${'DEVICE'.padEnd(10)} ${'STATE'.padEnd(12)} HANDSHAKE`);
+      for (const l of st.links) lines.push(`${l.peerId.padEnd(20)} ${l.device.padEnd(10)} ${l.state.padEnd(12)} ${age(l.latestHandshakeMs)}`);
+    }
+    lines.push('', st.clients.length ? `${'CLIENT'.padEnd(15)} ${'EXIT'.padEnd(20)} ${'STATE'.padEnd(12)} ${'HANDSHAKE'.padEnd(12)} SESSION` : 'no client sessions enter here');
+    for (const c of st.clients) {
+      const exit = c.confirmedExitId === c.exitId ? c.exitId : `${c.exitId} (steering)`;
+      lines.push(`${c.address.padEnd(15)} ${exit.padEnd(20)} ${c.state.padEnd(12)} ${age(c.latestHandshakeMs).padEnd(12)} ${c.sessionId}`);
+    }
     if (st.error) lines.push('', `error: ${st.error}`);
     process.stdout.write(lines.join('\n') + '\n');
     return 0;

@@ -3,10 +3,15 @@
 import { base64UrlToBytes } from './base64.ts';
 import { HttpError } from './http.ts';
 
-/** Who is calling: the service role (anything) or a relay (only its own relay id). */
-export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string };
+/**
+ * Who is calling: the service role (anything), a relay (only its own relay id), or a Supabase user
+ * (`role: "authenticated"`, identified by `sub`: only client sessions it owns).
+ */
+export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string } | { role: 'user'; userId: string };
 
 const RELAY_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
 /** WebCrypto's key type, named portably (Node's types declare CryptoKey as a value only). */
 type Key = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
 
@@ -64,6 +69,13 @@ export function principalOf(claims: Record<string, unknown>): Principal {
     if (typeof claims.relay_id !== 'string' || !RELAY_ID.test(claims.relay_id)) throw unauthorized('relay token without a valid relay_id');
     return { role: 'relay', relayId: claims.relay_id };
   }
+  if (claims.role === 'authenticated') {
+    if (typeof claims.exp !== 'number') throw unauthorized('user token without exp');
+    if (typeof claims.sub !== 'string' || claims.sub.length < 1 || claims.sub.length > 255 || CONTROL.test(claims.sub)) {
+      throw unauthorized('user token without a valid sub (1-255 characters)');
+    }
+    return { role: 'user', userId: claims.sub };
+  }
   const role = typeof claims.role === 'string' ? claims.role.slice(0, 64) : null;
   throw unauthorized(`role ${JSON.stringify(role)} may not call this function`);
 }
@@ -79,9 +91,17 @@ export async function authenticate(authorization: string | null, secret: string,
   return principalOf(await verifyHs256(m[1]!, secret, nowSeconds));
 }
 
-/** 403 unless the principal may act for `relayId`. */
+/** 403 unless the principal may act for `relayId` (the service role, or that relay's own token). */
 export function authorizeRelay(p: Principal, relayId: string): void {
+  if (p.role === 'user') throw new HttpError(403, 'forbidden', 'a user token cannot act for a relay; relays use a relay token (relay-core token mint) or the service-role key');
   if (p.role === 'relay' && p.relayId !== relayId) {
     throw new HttpError(403, 'forbidden', `this token is bound to relay ${p.relayId}, not ${relayId}`);
   }
+}
+
+/** 403 unless the principal's role is one of `roles`; `what` names the function for the message. */
+export function requireRole(p: Principal, roles: readonly Principal['role'][], what: string): void {
+  if (roles.includes(p.role)) return;
+  const may = roles.map((r) => (r === 'service_role' ? 'the service role' : r === 'relay' ? 'relay tokens' : 'user tokens')).join(' or ');
+  throw new HttpError(403, 'forbidden', `${what} takes ${may}, not a ${p.role === 'service_role' ? 'service-role' : p.role} token`);
 }

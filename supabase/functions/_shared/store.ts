@@ -135,9 +135,14 @@ export async function appendEvents(tx: Tx, specs: EventSpec[], relay: RelayRecor
   const out: BuiltEvent[] = [];
   for (const spec of specs) {
     if (spec.type === 'RelayAdmitted' && !relay) throw new Error('RelayAdmitted needs the relay record');
+    if (spec.type === 'RelayLeft') {
+      // Sessions entering at a relay end before it leaves (client-store.closeEntrySessions, reason entry-left).
+      const [n] = await tx`select count(*)::int as n from relaynet.client_sessions where status = 'open' and entry_id = ${spec.relayId}`;
+      if (n!.n > 0) throw new Error(`RelayLeft for ${spec.relayId} while ${n!.n} open session(s) still enter at it; close them first`);
+    }
     const [t] = await tx`update relaynet.topology set revision = revision + 1, updated_at = clock_timestamp() returning revision, updated_at`;
     const revision = Number(t!.revision);
-    const built = buildTopologyEvent(eventData(spec, revision, relay!), { id: crypto.randomUUID(), time: iso(t!.updated_at), causationId });
+    const built = buildTopologyEvent(eventData(spec, revision, relay), { id: crypto.randomUUID(), time: iso(t!.updated_at), causationId });
     const signature = await signPayload(key, built.payload);
     await tx`insert into relaynet.topology_events (revision, event_id, type, subject, payload, signature, created_at)
              values (${revision}, ${built.id}::uuid, ${built.type}, ${built.subject}, ${built.payload}, ${signature}, ${t!.updated_at})`;

@@ -14,11 +14,32 @@ export interface RelayRecord {
 
 export type LeaveReason = 'deregistered' | 'expired' | 'removed';
 
+/**
+ * A client session as the topology knows it (src/events/topology.events.ts, ClientSessionSchema): the
+ * client's public key enters at `entryId` with `address` (a bare IPv4 from the entry's pool) and
+ * leaves at `exitId`. Times are ISO 8601 with milliseconds (the database keeps them at that precision).
+ */
+export interface ClientSessionRecord {
+  id: string;
+  entryId: string;
+  exitId: string;
+  publicKey: string;
+  address: string;
+  openedAt: string;
+  expiresAt: string;
+}
+
+export const CLIENT_SESSION_CLOSE_REASONS = ['disconnected', 'expired', 'entry-left', 'not-confirmed', 'removed'] as const;
+export type ClientSessionCloseReason = (typeof CLIENT_SESSION_CLOSE_REASONS)[number];
+
 export type TopologyEventData =
   | { type: 'RelayAdmitted'; data: { revision: number; relay: RelayRecord } }
   | { type: 'RelayLeft'; data: { revision: number; relayId: string; reason: LeaveReason } }
   | { type: 'RelayKeyRotated'; data: { revision: number; relayId: string; publicKey: string; previousPublicKey: string } }
-  | { type: 'RelayEndpointChanged'; data: { revision: number; relayId: string; endpoint: string; previousEndpoint: string } };
+  | { type: 'RelayEndpointChanged'; data: { revision: number; relayId: string; endpoint: string; previousEndpoint: string } }
+  | { type: 'ClientSessionOpened'; data: { revision: number; session: ClientSessionRecord } }
+  | { type: 'ClientSessionExitChanged'; data: { revision: number; sessionId: string; entryId: string; exitId: string; previousExitId: string } }
+  | { type: 'ClientSessionClosed'; data: { revision: number; sessionId: string; entryId: string; reason: ClientSessionCloseReason } };
 
 export type TopologyEventType = TopologyEventData['type'];
 
@@ -27,7 +48,10 @@ export type EventSpec =
   | { type: 'RelayAdmitted' }
   | { type: 'RelayLeft'; relayId: string; reason: LeaveReason }
   | { type: 'RelayKeyRotated'; relayId: string; publicKey: string; previousPublicKey: string }
-  | { type: 'RelayEndpointChanged'; relayId: string; endpoint: string; previousEndpoint: string };
+  | { type: 'RelayEndpointChanged'; relayId: string; endpoint: string; previousEndpoint: string }
+  | { type: 'ClientSessionOpened'; session: ClientSessionRecord }
+  | { type: 'ClientSessionExitChanged'; sessionId: string; entryId: string; exitId: string; previousExitId: string }
+  | { type: 'ClientSessionClosed'; sessionId: string; entryId: string; reason: ClientSessionCloseReason };
 
 export const CONTROL_PLANE_SOURCE = 'control-plane';
 export const SUBJECT_ROOT = 'relaynet';
@@ -57,9 +81,19 @@ export function kebab(type: string): string {
   return type.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
 }
 
-/** The relay an event is about (the `<relayId>` token of its subject). */
+/** The relay an event is about (the `<relayId>` token of its subject); a session's entry relay. */
 export function eventRelayId(e: TopologyEventData): string {
-  return e.type === 'RelayAdmitted' ? e.data.relay.id : e.data.relayId;
+  switch (e.type) {
+    case 'RelayAdmitted':
+      return e.data.relay.id;
+    case 'ClientSessionOpened':
+      return e.data.session.entryId;
+    case 'ClientSessionExitChanged':
+    case 'ClientSessionClosed':
+      return e.data.entryId;
+    default:
+      return e.data.relayId;
+  }
 }
 
 /** `relaynet.topology.<relayId>.<kebab-type>`. */
@@ -67,10 +101,11 @@ export function topologySubject(e: TopologyEventData): string {
   return `${SUBJECT_ROOT}.topology.${eventRelayId(e)}.${kebab(e.type)}`;
 }
 
-/** Give a spec its revision; `relay` is the relay's stored record (used by RelayAdmitted). */
-export function eventData(spec: EventSpec, revision: number, relay: RelayRecord): TopologyEventData {
+/** Give a spec its revision; `relay` is the relay's stored record (used by RelayAdmitted only). */
+export function eventData(spec: EventSpec, revision: number, relay: RelayRecord | null): TopologyEventData {
   switch (spec.type) {
     case 'RelayAdmitted':
+      if (!relay) throw new Error('RelayAdmitted needs the relay record');
       return { type: 'RelayAdmitted', data: { revision, relay: { ...relay } } };
     case 'RelayLeft':
       return { type: 'RelayLeft', data: { revision, relayId: spec.relayId, reason: spec.reason } };
@@ -78,7 +113,21 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord)
       return { type: 'RelayKeyRotated', data: { revision, relayId: spec.relayId, publicKey: spec.publicKey, previousPublicKey: spec.previousPublicKey } };
     case 'RelayEndpointChanged':
       return { type: 'RelayEndpointChanged', data: { revision, relayId: spec.relayId, endpoint: spec.endpoint, previousEndpoint: spec.previousEndpoint } };
+    case 'ClientSessionOpened':
+      return { type: 'ClientSessionOpened', data: { revision, session: sessionRecord(spec.session) } };
+    case 'ClientSessionExitChanged':
+      return {
+        type: 'ClientSessionExitChanged',
+        data: { revision, sessionId: spec.sessionId, entryId: spec.entryId, exitId: spec.exitId, previousExitId: spec.previousExitId },
+      };
+    case 'ClientSessionClosed':
+      return { type: 'ClientSessionClosed', data: { revision, sessionId: spec.sessionId, entryId: spec.entryId, reason: spec.reason } };
   }
+}
+
+/** A copy of a session record with exactly the fields of the schema, in its order. */
+export function sessionRecord(s: ClientSessionRecord): ClientSessionRecord {
+  return { id: s.id, entryId: s.entryId, exitId: s.exitId, publicKey: s.publicKey, address: s.address, openedAt: s.openedAt, expiresAt: s.expiresAt };
 }
 
 /** Causation ids must fit the envelope schema (1-128 chars); anything else becomes null. */

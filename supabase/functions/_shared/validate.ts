@@ -18,7 +18,7 @@ export interface RelayIdRequest {
 }
 
 export const RELAY_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
-const REGION_RE = /^[a-z0-9-]{1,64}$/;
+export const REGION_RE = /^[a-z0-9-]{1,64}$/;
 const DNS_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 // deno-lint-ignore no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
@@ -33,7 +33,7 @@ export function onlyFields(body: Record<string, unknown>, allowed: readonly stri
   }
 }
 
-function str(body: Record<string, unknown>, field: string): string {
+export function str(body: Record<string, unknown>, field: string): string {
   const v = body[field];
   if (v === undefined) throw badRequest(field, `${field} is required`);
   if (typeof v !== 'string') throw badRequest(field, `${field} must be a string`);

@@ -1,6 +1,9 @@
-// deregister: a relay leaves. Its mesh address and client pool are freed, its key closed, and
-// RelayLeft (reason "deregistered") is appended (docs/control-plane.md).
+// deregister: a relay leaves. The sessions entering at it are closed (reason "entry-left"), its mesh
+// address and client pool are freed, its key closed, and RelayLeft (reason "deregistered") is
+// appended after the closures (docs/control-plane.md). Sessions that leave at it stay open: their
+// entries fail closed until it returns.
 import { decideDeregister } from '../_shared/admission.ts';
+import { closeEntrySessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { json } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
@@ -18,16 +21,18 @@ Deno.serve(
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
       const key = await store.topologySigningKey(env.signingSeed);
-      const revision = await db(env.dbUrl, FN).begin(async (tx) => {
+      const result = await db(env.dbUrl, FN).begin(async (tx) => {
         await store.lockTopology(tx);
         const decision = decideDeregister(await store.storedRelay(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
+        const closed = await closeEntrySessions(tx, relayId, key, requestId);
         await store.recordLeave(tx, relayId);
         await store.appendEvents(tx, decision.events, null, key, requestId);
-        return (await store.currentRevision(tx)).revision;
+        return { revision: (await store.currentRevision(tx)).revision, closed: closed.length };
       });
-      log.revision = revision;
-      return json(200, { revision });
+      log.revision = result.revision;
+      if (result.closed) log.sessionsClosed = result.closed;
+      return json(200, { revision: result.revision });
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -1,6 +1,8 @@
 // heartbeat: a relay says it is alive; the answer carries the current topology revision so a relay
-// whose view fell behind can resync (docs/control-plane.md).
+// whose view fell behind can resync (docs/control-plane.md). Every heartbeat also sweeps the client
+// sessions past their expiry (ClientSessionClosed, reason "expired").
 import { decideHeartbeat } from '../_shared/admission.ts';
+import { closeExpired } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { json } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
@@ -13,19 +15,22 @@ const FN = 'heartbeat';
 Deno.serve(
   serveFunction(
     FN,
-    async ({ env, principal, body, log }) => {
+    async ({ env, principal, body, requestId, log }) => {
       const { relayId } = parseRelayIdRequest(body);
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
-      const rev = await db(env.dbUrl, FN).begin(async (tx) => {
-        const rev = await store.lockTopology(tx);
+      const key = await store.topologySigningKey(env.signingSeed);
+      const result = await db(env.dbUrl, FN).begin(async (tx) => {
+        await store.lockTopology(tx);
         const decision = decideHeartbeat(await store.storedRelay(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
         await store.touch(tx, relayId);
-        return rev;
+        const expired = await closeExpired(tx, key, requestId);
+        return { ...(await store.currentRevision(tx)), expired: expired.length };
       });
-      log.revision = rev.revision;
-      return json(200, { revision: rev.revision, revisionTime: rev.revisionTime, status: 'active' });
+      log.revision = result.revision;
+      if (result.expired) log.sessionsExpired = result.expired;
+      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' });
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

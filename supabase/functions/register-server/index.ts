@@ -1,7 +1,9 @@
 // register-server: admit or re-admit a relay (docs/control-plane.md). One transaction: lock the
-// topology, decide, allocate, record, append signed events, read the snapshot of the other relays.
+// topology, decide, allocate, record, append signed events, read the snapshot of the other relays
+// and of every open client session (each relay folds them all; the entry programs its own).
 import { decide } from '../_shared/admission.ts';
 import { allocate } from '../_shared/addresses.ts';
+import { openSessionRecords } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
@@ -37,7 +39,8 @@ Deno.serve(
         const events = await store.appendEvents(tx, decision.events, self, key, requestId);
         const rev = await store.currentRevision(tx);
         const relays = await store.activeRelays(tx, req.relayId);
-        return { self, relays, events, readmitted: decision.action === 'readmit', ...rev };
+        const sessions = await openSessionRecords(tx);
+        return { self, relays, sessions, events, readmitted: decision.action === 'readmit', ...rev };
       });
       log.events = result.events.map((e) => e.type);
       log.revision = result.revision;
@@ -47,6 +50,7 @@ Deno.serve(
         revision: result.revision,
         revisionTime: result.revisionTime,
         relays: result.relays,
+        sessions: result.sessions,
         bus: {
           servers: env.natsServers,
           token: env.natsToken,

@@ -1,0 +1,166 @@
+import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
+import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
+import { sessionsOfEntry, type TopologyView } from '../events/topology.fold.ts';
+import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../kernel/clients.ts';
+import type { HostState } from '../kernel/host-state.ts';
+import type { KernelNotice } from '../kernel/kernel.machine.ts';
+import { meshIndex } from '../kernel/mesh.ts';
+import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
+
+/**
+ * The clients actor: the entry side of this relay. From the relay's view it keeps one client-session
+ * actor per open session entering here (spawned when opened, told of exit switches, closed when the
+ * session is), and sends the kernel actor the client part of the host (src/kernel/clients.ts) as the
+ * owner `clients`: the client device with one peer per session, the steering and fail-closed rules,
+ * the nftables table and the sysctls. Every relay runs one, also with no sessions: forwarding, NAT and
+ * filters serve it as an exit too. On teardown it leaves nothing but the sysctls as they were.
+ */
+
+export interface ClientsInput {
+  selfId: string;
+  clients: ClientOptions;
+  /** No handshake or traffic from a client for this long: its session is idle. */
+  idleAfterMs: number;
+  /** The values of the client sysctls before this relay first set them: restored on teardown. */
+  originalSysctls: Record<string, string>;
+}
+
+export interface ClientsContext extends ClientsInput {
+  self: RelayRecord | null;
+  relays: Readonly<Record<string, RelayRecord>>;
+  /** Open sessions entering here, by id (from the view). */
+  sessions: Record<string, ClientSession>;
+  actors: Record<string, ClientSessionActor>;
+  /** Sessions past their expiry: unprogrammed while the control plane has not closed them yet. */
+  expired: string[];
+  tearingDown: boolean;
+}
+
+export type ClientsEvent =
+  | { type: 'VIEW'; view: TopologyView }
+  | { type: 'TEARDOWN' }
+  | SessionExpired
+  | { type: `xstate.done.actor.${string}`; output: SessionClosed }
+  | KernelNotice;
+
+/** Sent to the parent once a teardown has left nothing of the client scope on the host. */
+export interface ClientsTornDown {
+  type: 'CLIENTS_TORN_DOWN';
+}
+
+const sessionActorId = (sessionId: string) => `session-${sessionId}`;
+const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
+
+/** What the kernel reached for one session: its peer on the device, and the exit its rule steers to. */
+export function sessionReached(actual: HostState, device: string, session: ClientSession, relays: Readonly<Record<string, RelayRecord>>, exitTableBase: number): { peer: boolean; exitId: string | null } {
+  const cidr = `${session.address}/32`;
+  const peer = actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === 1 && p.allowedIps[0] === cidr) ?? false;
+  const rule = actual.rules.find((r) => r.from === cidr && r.iif === device && r.table !== null);
+  const exit = rule ? Object.values(relays).find((r) => exitTable(exitTableBase, meshIndex(r.meshAddress)) === rule.table) : undefined;
+  return { peer, exitId: exit?.id ?? null };
+}
+
+function desired(context: ClientsContext) {
+  if (context.tearingDown) return releasedClientState(context.originalSysctls);
+  const live = Object.values(context.sessions).filter((s) => !context.expired.includes(s.id));
+  return desiredClientState(context.self!, context.relays, live, context.clients);
+}
+
+const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => ({
+  type: 'DESIRED' as const,
+  owner: 'clients',
+  scope: clientScope(context.self!, context.clients),
+  state: desired(context),
+  replyTo: me,
+}));
+
+export const clientsMachine = setup({
+  types: {
+    context: {} as ClientsContext,
+    events: {} as ClientsEvent,
+    input: {} as ClientsInput,
+  },
+  actors: { clientSession: clientSessionMachine },
+}).createMachine({
+  id: 'clients',
+  context: ({ input }) => ({ ...input, self: null, relays: {}, sessions: {}, actors: {}, expired: [], tearingDown: false }),
+  on: {
+    VIEW: {
+      // No client settings: the relay runs without a data path (unit tests of the relay actor alone).
+      guard: ({ context, event }) => context.clients !== undefined && !context.tearingDown && event.view.relays[context.selfId] !== undefined,
+      actions: [
+        enqueueActions(({ context, event, enqueue }) => {
+          for (const [id, a] of Object.entries(context.actors)) {
+            const now = event.view.sessions[id];
+            if (!now || now.entryId !== context.selfId) enqueue.sendTo(a, { type: 'CLOSE', reason: 'session closed' });
+            else if (context.sessions[id] && now.exitId !== context.sessions[id]!.exitId) enqueue.sendTo(a, { type: 'EXIT_CHANGED', exitId: now.exitId });
+          }
+        }),
+        assign(({ context, event, spawn }) => {
+          const self = event.view.relays[context.selfId]!;
+          const device = clientDevice(context.clients.wgPrefix, meshIndex(self.meshAddress));
+          const sessions = Object.fromEntries(sessionsOfEntry(event.view, context.selfId).map((s) => [s.id, s]));
+          const actors = { ...context.actors };
+          for (const s of Object.values(sessions)) {
+            if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs } });
+          }
+          return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]) };
+        }),
+        tellKernel,
+      ],
+    },
+    SESSION_EXPIRED: {
+      guard: ({ context }) => context.self !== null,
+      actions: [assign({ expired: ({ context, event }) => [...new Set([...context.expired, event.sessionId])] }), tellKernel],
+    },
+    TEARDOWN: {
+      guard: ({ context }) => context.self !== null,
+      actions: [
+        enqueueActions(({ context, enqueue }) => {
+          for (const a of Object.values(context.actors)) enqueue.sendTo(a, { type: 'CLOSE', reason: 'relay stopping' });
+        }),
+        assign({ tearingDown: true, sessions: {} }),
+        tellKernel,
+      ],
+    },
+    KERNEL_APPLYING: {
+      actions: enqueueActions(({ context, enqueue }) => {
+        for (const a of Object.values(context.actors)) enqueue.sendTo(a, { type: 'KERNEL_APPLYING' });
+      }),
+    },
+    KERNEL_REACHED: {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        if (!context.self) return;
+        const device = clientDevice(context.clients.wgPrefix, meshIndex(context.self.meshAddress));
+        for (const a of Object.values(context.actors)) {
+          const { session } = a.getSnapshot().context;
+          const r = sessionReached(event.actual, device, session, context.relays, context.clients.exitTableBase);
+          // A closed session's key may already belong to a new session of the same client: then its peer is that one's.
+          const taken = Object.values(context.sessions).some((s) => s.id !== session.id && s.publicKey === session.publicKey);
+          enqueue.sendTo(a, { type: 'KERNEL_REACHED', peer: r.peer && !(taken && !context.sessions[session.id]), exitId: r.exitId, nowMs: event.nowMs });
+        }
+        const a = event.actual;
+        if (context.tearingDown && Object.keys(a.devices).length === 0 && a.rules.length === 0 && Object.keys(a.nftTables).length === 0) {
+          enqueue(sendParent({ type: 'CLIENTS_TORN_DOWN' } satisfies ClientsTornDown));
+        }
+      }),
+    },
+    KERNEL_OBSERVED: {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        for (const a of Object.values(context.actors)) {
+          const { device, session } = a.getSnapshot().context;
+          const observation = event.observations.find((o) => o.dev === device && o.publicKey === session.publicKey) ?? null;
+          enqueue.sendTo(a, { type: 'OBSERVED', observation, nowMs: event.nowMs });
+        }
+      }),
+    },
+    'xstate.done.actor.*': {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        const id = event.output.sessionId;
+        enqueue.stopChild(sessionActorId(id));
+        const { [id]: _gone, ...actors } = context.actors;
+        enqueue.assign({ actors });
+      }),
+    },
+  },
+});

@@ -1,0 +1,394 @@
+// Client sessions, the pure parts (docs/control-plane.md, "Client sessions"): request validation,
+// the choice of entry and exit, the client's address from the entry's pool, who may see a session,
+// and the wg-quick configuration a client gets. No database, no Deno: Node's unit tests import it.
+import type { Refusal } from './admission.ts';
+import { formatIpv4, lowestFree, parseCidr, parseIpv4 } from './addresses.ts';
+import { badRequest, HttpError } from './http.ts';
+import type { Principal } from './jwt.ts';
+import type { ClientSessionCloseReason, ClientSessionRecord } from './topology-events.ts';
+import { onlyFields, REGION_RE, str, validRelayId, validWgKey } from './validate.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+/** Where the client leaves the network: a relay, or any live relay of a region. */
+export type ExitChoice = { exit: string } | { exitRegion: string };
+
+export type ConnectRequest = ExitChoice & { publicKey: string; entry?: string; ttlSeconds?: number };
+export type SwitchExitRequest = ExitChoice & { sessionId: string };
+export type DisconnectRequest = ({ sessionId: string } | { publicKey: string }) & { reason: 'disconnected' | 'removed' };
+export interface ClientReadyRequest {
+  relayId: string;
+  sessionId: string;
+  exitId: string;
+}
+export interface ListClientsRequest {
+  entry?: string;
+  includeClosed: boolean;
+}
+
+/** The shortest session a caller may ask for; the longest is `max_session_ttl_seconds`. */
+export const MIN_SESSION_TTL_SECONDS = 60;
+/** The hard upper bound of any TTL (the settings cannot allow more either). */
+export const MAX_SESSION_TTL_SECONDS = 315_360_000;
+
+const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** A session id: a UUID, lower-cased (as Postgres prints it). */
+export function validSessionId(v: string, field = 'sessionId'): string {
+  if (!UUID_RE.test(v)) throw badRequest(field, `${field} must be a UUID`);
+  return v.toLowerCase();
+}
+
+function has(body: Record<string, unknown>, field: string): boolean {
+  return body[field] !== undefined;
+}
+
+/** Exactly one of `exit` (a relay id) and `exitRegion` (a region). */
+function exitChoice(body: Record<string, unknown>): ExitChoice {
+  if (has(body, 'exit') && has(body, 'exitRegion')) throw badRequest('exitRegion', 'give exactly one of exit (a relay id) and exitRegion (a region), not both');
+  if (has(body, 'exit')) return { exit: validRelayId(str(body, 'exit'), 'exit') };
+  if (has(body, 'exitRegion')) {
+    const region = str(body, 'exitRegion');
+    if (!REGION_RE.test(region)) throw badRequest('exitRegion', 'exitRegion must be 1-64 characters of a-z, 0-9 and -');
+    return { exitRegion: region };
+  }
+  throw badRequest('exit', 'exit (a relay id) or exitRegion (a region) is required');
+}
+
+export function parseConnectRequest(body: Record<string, unknown>): ConnectRequest {
+  onlyFields(body, ['publicKey', 'exit', 'exitRegion', 'entry', 'ttlSeconds']);
+  const publicKey = validWgKey(str(body, 'publicKey'));
+  const choice = exitChoice(body);
+  const out: ConnectRequest = { publicKey, ...choice };
+  if (has(body, 'entry')) out.entry = validRelayId(str(body, 'entry'), 'entry');
+  if (has(body, 'ttlSeconds')) {
+    const t = body.ttlSeconds;
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < MIN_SESSION_TTL_SECONDS || t > MAX_SESSION_TTL_SECONDS) {
+      throw badRequest('ttlSeconds', `ttlSeconds must be an integer number of seconds, at least ${MIN_SESSION_TTL_SECONDS}`);
+    }
+    out.ttlSeconds = t;
+  }
+  return out;
+}
+
+export function parseSwitchExitRequest(body: Record<string, unknown>): SwitchExitRequest {
+  onlyFields(body, ['sessionId', 'exit', 'exitRegion']);
+  const sessionId = validSessionId(str(body, 'sessionId'));
+  return { sessionId, ...exitChoice(body) };
+}
+
+export function parseDisconnectRequest(body: Record<string, unknown>): DisconnectRequest {
+  onlyFields(body, ['sessionId', 'publicKey', 'reason']);
+  let reason: DisconnectRequest['reason'] = 'disconnected';
+  if (has(body, 'reason')) {
+    const r = str(body, 'reason');
+    if (r !== 'disconnected' && r !== 'removed') throw badRequest('reason', 'reason must be "disconnected" or "removed"');
+    reason = r;
+  }
+  if (has(body, 'sessionId') && has(body, 'publicKey')) throw badRequest('publicKey', 'give exactly one of sessionId and publicKey, not both');
+  if (has(body, 'sessionId')) return { sessionId: validSessionId(str(body, 'sessionId')), reason };
+  if (has(body, 'publicKey')) return { publicKey: validWgKey(str(body, 'publicKey')), reason };
+  throw badRequest('sessionId', 'sessionId or publicKey is required');
+}
+
+export function parseClientReadyRequest(body: Record<string, unknown>): ClientReadyRequest {
+  onlyFields(body, ['relayId', 'sessionId', 'exitId']);
+  return {
+    relayId: validRelayId(str(body, 'relayId')),
+    sessionId: validSessionId(str(body, 'sessionId')),
+    exitId: validRelayId(str(body, 'exitId'), 'exitId'),
+  };
+}
+
+export function parseListClientsRequest(body: Record<string, unknown>): ListClientsRequest {
+  onlyFields(body, ['entry', 'includeClosed']);
+  const out: ListClientsRequest = { includeClosed: false };
+  if (has(body, 'entry')) out.entry = validRelayId(str(body, 'entry'), 'entry');
+  if (has(body, 'includeClosed')) {
+    if (typeof body.includeClosed !== 'boolean') throw badRequest('includeClosed', 'includeClosed must be true or false');
+    out.includeClosed = body.includeClosed;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+/** relaynet.settings as the client functions use it. */
+export interface ClientSettings {
+  mtu: number;
+  dns: string[];
+  keepaliveSeconds: number;
+  sessionTtlSeconds: number;
+  maxSessionTtlSeconds: number;
+  confirmTimeoutSeconds: number;
+  /** null: 3 x the functions' heartbeat interval. */
+  relayLivenessSeconds: number | null;
+}
+
+export const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
+  mtu: 1420,
+  dns: ['9.9.9.9'],
+  keepaliveSeconds: 25,
+  sessionTtlSeconds: 86_400,
+  maxSessionTtlSeconds: 2_592_000,
+  confirmTimeoutSeconds: 20,
+  relayLivenessSeconds: null,
+};
+
+/** A relay is live when heard from within this many seconds. */
+export function livenessSeconds(s: Pick<ClientSettings, 'relayLivenessSeconds'>, heartbeatSeconds: number): number {
+  return s.relayLivenessSeconds ?? 3 * heartbeatSeconds;
+}
+
+/** The lifetime of a new session: the requested one (at most the maximum) or the default. */
+export function sessionTtl(requested: number | undefined, s: Pick<ClientSettings, 'sessionTtlSeconds' | 'maxSessionTtlSeconds'>): number {
+  if (requested === undefined) return s.sessionTtlSeconds;
+  if (requested > s.maxSessionTtlSeconds) throw badRequest('ttlSeconds', `ttlSeconds may be at most ${s.maxSessionTtlSeconds} (max_session_ttl_seconds)`);
+  return requested;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses: a client's /32 comes from its entry's pool.
+
+/**
+ * The client host range of a pool: every address but the network address, the broadcast address
+ * and the first host (the entry's own address on its client device). Null for a pool too small to
+ * hold any client (/31, /32) or that is not a CIDR.
+ */
+export function clientHostRange(pool: string): { first: number; last: number } | null {
+  const c = parseCidr(pool);
+  if (!c || c.prefix > 30) return null;
+  const size = 2 ** (32 - c.prefix);
+  return { first: c.base + 2, last: c.base + size - 2 };
+}
+
+/** The entry relay's own address on its client device: the first host of its pool. */
+export function entryClientAddress(pool: string): string | null {
+  const c = parseCidr(pool);
+  return c && c.prefix <= 30 ? formatIpv4(c.base + 1) : null;
+}
+
+/** How many clients a pool holds. */
+export function clientCapacity(pool: string): number {
+  const r = clientHostRange(pool);
+  return r ? r.last - r.first + 1 : 0;
+}
+
+/** The lowest free client address of `pool` given the addresses open sessions hold; null when full. */
+export function allocateClientAddress(pool: string, taken: Iterable<string>): string | null {
+  const r = clientHostRange(pool);
+  if (!r) return null;
+  const held: number[] = [];
+  for (const a of taken) {
+    const n = parseIpv4(a.replace(/\/32$/, ''));
+    if (n !== null) held.push(n);
+  }
+  const free = lowestFree(held, r.first, r.last);
+  return free === null ? null : formatIpv4(free);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Choosing the entry and the exit
+
+/** An active relay as the choice sees it (relays that left are not candidates at all). */
+export interface RelayCandidate {
+  id: string;
+  name: string;
+  region: string;
+  publicKey: string;
+  endpoint: string;
+  clientPool: string;
+  /** Heard from within the liveness window. */
+  live: boolean;
+  /** Open sessions entering / leaving at it. */
+  entrySessions: number;
+  exitSessions: number;
+}
+
+export type Choice<T> = { ok: true; value: T } | { ok: false; refusal: Refusal };
+
+const refuse = (status: number, error: string, message: string, field?: string): { ok: false; refusal: Refusal } => ({
+  ok: false,
+  refusal: { status, error, message, ...(field !== undefined ? { field } : {}) },
+});
+
+/** The candidate with the fewest `load`, ties by id. */
+function leastLoaded(cs: RelayCandidate[], load: (r: RelayCandidate) => number): RelayCandidate {
+  return [...cs].sort((a, b) => load(a) - load(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))[0]!;
+}
+
+const notLive = (role: 'entry' | 'exit', id: string) =>
+  refuse(409, 'relay_unavailable', `${role} relay ${id} has not sent a heartbeat within the liveness window (relay_liveness_seconds); it is down or unreachable`, role);
+const unknownRelay = (role: 'entry' | 'exit', id: string) => refuse(404, 'unknown_relay', `${role} relay ${id} is not an active relay`, role);
+const oneHop = (id: string, field: string) =>
+  refuse(422, 'entry_is_exit', `relay ${id} would be both entry and exit; one-hop sessions are not supported yet: choose another exit or entry`, field);
+
+/** The exit of a region: a live relay of it other than the entry, the one with the fewest sessions leaving at it. */
+function regionExit(region: string, entryId: string | null, relays: RelayCandidate[]): Choice<RelayCandidate> {
+  const live = relays.filter((r) => r.region === region && r.live);
+  const candidates = live.filter((r) => r.id !== entryId);
+  if (candidates.length) return { ok: true, value: leastLoaded(candidates, (r) => r.exitSessions) };
+  if (live.length) return oneHop(entryId!, 'exitRegion');
+  const known = relays.some((r) => r.region === region);
+  return refuse(404, 'no_relay_in_region', known ? `no relay of region ${region} is live right now` : `region ${region} has no active relay`, 'exitRegion');
+}
+
+/**
+ * connect-client: the entry and the exit of a new session, from what the caller gave and the active
+ * relays. Checks, in order: the given exit and entry exist (404), are not the same relay (422) and
+ * are live (409); then picks what was not given: an exit region's live relay (not the entry) with
+ * the fewest sessions leaving at it, an entry among the live relays other than the exit with the
+ * fewest sessions entering at it (ties by id).
+ */
+export function chooseRoute(req: { entry?: string } & ExitChoice, relays: RelayCandidate[]): Choice<{ entry: RelayCandidate; exit: RelayCandidate }> {
+  const byId = new Map(relays.map((r) => [r.id, r]));
+  let exit: RelayCandidate | null = null;
+  let entry: RelayCandidate | null = null;
+  if ('exit' in req) {
+    exit = byId.get(req.exit) ?? null;
+    if (!exit) return unknownRelay('exit', req.exit);
+  }
+  if (req.entry !== undefined) {
+    entry = byId.get(req.entry) ?? null;
+    if (!entry) return unknownRelay('entry', req.entry);
+    if (exit && exit.id === entry.id) return oneHop(entry.id, 'entry');
+  }
+  if (exit && !exit.live) return notLive('exit', exit.id);
+  if (entry && !entry.live) return notLive('entry', entry.id);
+  if (!exit) {
+    const x = regionExit((req as { exitRegion: string }).exitRegion, entry?.id ?? null, relays);
+    if (!x.ok) return x;
+    exit = x.value;
+  }
+  if (!entry) {
+    const chosen = exit;
+    const candidates = relays.filter((r) => r.live && r.id !== chosen.id);
+    if (!candidates.length) return refuse(409, 'relay_unavailable', `no live relay other than the exit ${chosen.id} can be the entry`, 'entry');
+    entry = leastLoaded(candidates, (r) => r.entrySessions);
+  }
+  return { ok: true, value: { entry, exit } };
+}
+
+/**
+ * switch-exit: the new exit of a session entering at `entryId` that leaves at `currentExitId` now.
+ * `unchanged` when the choice is the current exit (a region whose live relays include the current
+ * exit keeps it).
+ */
+export function chooseNewExit(
+  session: { entryId: string; exitId: string },
+  want: ExitChoice,
+  relays: RelayCandidate[],
+): Choice<{ exit: RelayCandidate | null; unchanged: boolean }> {
+  if ('exit' in want) {
+    if (want.exit === session.exitId) return { ok: true, value: { exit: relays.find((r) => r.id === want.exit) ?? null, unchanged: true } };
+    const x = relays.find((r) => r.id === want.exit);
+    if (!x) return unknownRelay('exit', want.exit);
+    if (x.id === session.entryId) return oneHop(x.id, 'exit');
+    if (!x.live) return notLive('exit', x.id);
+    return { ok: true, value: { exit: x, unchanged: false } };
+  }
+  const current = relays.find((r) => r.id === session.exitId);
+  if (current && current.live && current.region === want.exitRegion) return { ok: true, value: { exit: current, unchanged: true } };
+  const x = regionExit(want.exitRegion, session.entryId, relays);
+  if (!x.ok) return x;
+  return { ok: true, value: { exit: x.value, unchanged: false } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who may see a session
+
+/** A session row as the functions read it. */
+export interface StoredSession extends ClientSessionRecord {
+  owner: string | null;
+  status: 'open' | 'closed';
+  confirmedExitId: string | null;
+  confirmedAt: string | null;
+  closedAt: string | null;
+  closeReason: ClientSessionCloseReason | null;
+  /** Open but past its expiry (the next sweep closes it). */
+  expired: boolean;
+}
+
+/** The service role sees every session, a user its own, a relay those entering at it. */
+export function maySee(p: Principal, s: Pick<StoredSession, 'owner' | 'entryId'>): boolean {
+  if (p.role === 'service_role') return true;
+  if (p.role === 'user') return s.owner === p.userId;
+  return s.entryId === p.relayId;
+}
+
+/** The owner recorded for a session a principal opens: a user's `sub`, else null. */
+export function ownerOf(p: Principal): string | null {
+  return p.role === 'user' ? p.userId : null;
+}
+
+/** 404: no such session, or not one this token may see (the two are not told apart). */
+export function unknownSession(by: { sessionId: string } | { publicKey: string }): HttpError {
+  return 'sessionId' in by
+    ? new HttpError(404, 'unknown_session', `there is no session ${by.sessionId} (or it is not yours)`, 'sessionId')
+    : new HttpError(404, 'unknown_session', 'there is no session of this public key (or it is not yours)', 'publicKey');
+}
+
+export function sessionClosed(s: Pick<StoredSession, 'id' | 'closeReason'>): HttpError {
+  return new HttpError(409, 'session_closed', `session ${s.id} is closed${s.closeReason ? ` (${s.closeReason})` : ''}`, 'sessionId');
+}
+
+/** A list-clients item: the session record and its bookkeeping. */
+export function listItem(s: StoredSession): ClientSessionRecord & {
+  status: 'open' | 'closed';
+  confirmed: boolean;
+  owner: string | null;
+  closedAt: string | null;
+  closeReason: ClientSessionCloseReason | null;
+} {
+  return {
+    id: s.id,
+    entryId: s.entryId,
+    exitId: s.exitId,
+    publicKey: s.publicKey,
+    address: s.address,
+    openedAt: s.openedAt,
+    expiresAt: s.expiresAt,
+    status: s.status,
+    confirmed: s.confirmedExitId === s.exitId,
+    owner: s.owner,
+    closedAt: s.closedAt,
+    closeReason: s.closeReason,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the client gets
+
+export interface ClientConfig {
+  /** The client's address with its prefix, `a.b.c.d/32`. */
+  address: string;
+  dns: string[];
+  mtu: number;
+  keepaliveSeconds: number;
+  peer: { publicKey: string; endpoint: string; allowedIps: string[] };
+}
+
+/** The client's tunnel: its /32, the settings, and the entry relay as its only peer (all IPv4 through it). */
+export function clientConfig(address: string, entry: { publicKey: string; endpoint: string }, s: Pick<ClientSettings, 'dns' | 'mtu' | 'keepaliveSeconds'>): ClientConfig {
+  return {
+    address: `${address}/32`,
+    dns: [...s.dns],
+    mtu: s.mtu,
+    keepaliveSeconds: s.keepaliveSeconds,
+    peer: { publicKey: entry.publicKey, endpoint: entry.endpoint, allowedIps: ['0.0.0.0/0'] },
+  };
+}
+
+/** The line the client's private key goes into; the control plane never sees client private keys. */
+export const PRIVATE_KEY_PLACEHOLDER = '# PrivateKey = <your private key>';
+
+/** A wg-quick file of the configuration (PersistentKeepalive only when it is on). */
+export function renderWgQuick(c: ClientConfig): string {
+  const lines = ['[Interface]', PRIVATE_KEY_PLACEHOLDER, `Address = ${c.address}`];
+  if (c.dns.length) lines.push(`DNS = ${c.dns.join(', ')}`);
+  lines.push(`MTU = ${c.mtu}`, '', '[Peer]', `PublicKey = ${c.peer.publicKey}`, `Endpoint = ${c.peer.endpoint}`, `AllowedIPs = ${c.peer.allowedIps.join(', ')}`);
+  if (c.keepaliveSeconds > 0) lines.push(`PersistentKeepalive = ${c.keepaliveSeconds}`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,38 @@
+// client-ready: the entry relay confirms that it has programmed a session and steers it to `exitId`
+// (docs/control-plane.md, "client-ready"). connect-client and switch-exit wait for this. A
+// confirmation of an exit the session no longer has (an older one) is answered `confirmed: false`
+// and changes nothing. No topology event.
+import { parseClientReadyRequest, sessionClosed, unknownSession } from '../_shared/clients.ts';
+import * as clients from '../_shared/client-store.ts';
+import { db } from '../_shared/db.ts';
+import { HttpError, json } from '../_shared/http.ts';
+import { authorizeRelay, requireRole } from '../_shared/jwt.ts';
+import { serveFunction } from '../_shared/serve.ts';
+import * as store from '../_shared/store.ts';
+
+const FN = 'client-ready';
+
+Deno.serve(
+  serveFunction(
+    FN,
+    async ({ env, principal, body, log }) => {
+      requireRole(principal, ['service_role', 'relay'], FN);
+      const req = parseClientReadyRequest(body);
+      Object.assign(log, { relayId: req.relayId, sessionId: req.sessionId, exit: req.exitId });
+      authorizeRelay(principal, req.relayId);
+      const confirmed = await db(env.dbUrl, FN).begin(async (tx) => {
+        await store.lockTopology(tx);
+        const s = await clients.sessionById(tx, req.sessionId);
+        if (!s) throw unknownSession({ sessionId: req.sessionId });
+        if (s.entryId !== req.relayId) throw new HttpError(403, 'forbidden', `session ${s.id} enters at relay ${s.entryId}, not ${req.relayId}`, 'relayId');
+        if (s.status === 'closed') throw sessionClosed(s);
+        if (s.exitId !== req.exitId) return false;
+        await clients.confirmExit(tx, s.id, req.exitId);
+        return true;
+      });
+      log.outcome = confirmed ? 'confirmed' : 'stale';
+      return json(200, { sessionId: req.sessionId, exitId: req.exitId, confirmed });
+    },
+    { getEnv: (n) => Deno.env.get(n) },
+  ),
+);

@@ -1,0 +1,116 @@
+// connect-client: open a client session (docs/control-plane.md, "connect-client"; docs/clients.md).
+// One transaction with the topology locked: sweep expired sessions, refuse a key that already has an
+// open session, choose entry and exit, allocate the client's address from the entry's pool, record
+// the session and append ClientSessionOpened. Then wait for the entry relay to confirm it
+// (client-ready); only then does the caller get the wg-quick configuration. Without a confirmation
+// the session is closed again (reason "not-confirmed") and the caller gets 504 entry_not_ready.
+import {
+  allocateClientAddress,
+  chooseRoute,
+  clientCapacity,
+  clientConfig,
+  livenessSeconds,
+  maySee,
+  ownerOf,
+  parseConnectRequest,
+  renderWgQuick,
+  sessionTtl,
+  type StoredSession,
+} from '../_shared/clients.ts';
+import * as clients from '../_shared/client-store.ts';
+import { db } from '../_shared/db.ts';
+import { HttpError, json } from '../_shared/http.ts';
+import { requireRole } from '../_shared/jwt.ts';
+import { refused, serveFunction } from '../_shared/serve.ts';
+import * as store from '../_shared/store.ts';
+
+const FN = 'connect-client';
+
+Deno.serve(
+  serveFunction(
+    FN,
+    async ({ env, principal, body, requestId, log }) => {
+      requireRole(principal, ['service_role', 'user'], FN);
+      const req = parseConnectRequest(body);
+      const key = await store.topologySigningKey(env.signingSeed);
+      const sql = db(env.dbUrl, FN);
+      const opened = await sql.begin(async (tx) => {
+        await store.lockTopology(tx);
+        const settings = await clients.clientSettings(tx);
+        const ttlSeconds = sessionTtl(req.ttlSeconds, settings);
+        const expired = await clients.closeExpired(tx, key, requestId);
+        const holder = await clients.openSessionOfKey(tx, req.publicKey);
+        if (holder) {
+          const which = maySee(principal, holder) ? ` (session ${holder.id}; close it first or switch its exit)` : '';
+          throw new HttpError(409, 'duplicate_client_key', `this public key already has an open session${which}; WireGuard tells clients apart by key`, 'publicKey');
+        }
+        const relayWithKey = await store.keyHolder(tx, req.publicKey, '');
+        if (relayWithKey) throw new HttpError(409, 'duplicate_client_key', `this public key is relay ${relayWithKey}'s key; a client needs a key of its own`, 'publicKey');
+        const route = chooseRoute(req, await clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)));
+        if (!route.ok) throw refused(route.refusal);
+        const { entry, exit } = route.value;
+        const address = allocateClientAddress(entry.clientPool, await clients.takenClientAddresses(tx, entry.clientPool));
+        if (!address) {
+          throw new HttpError(409, 'pool_exhausted', `the client pool ${entry.clientPool} of entry relay ${entry.id} is full (${clientCapacity(entry.clientPool)} clients); choose another entry`, 'entry');
+        }
+        const session = await clients.insertSession(tx, {
+          id: crypto.randomUUID(),
+          owner: ownerOf(principal),
+          entryId: entry.id,
+          exitId: exit.id,
+          publicKey: req.publicKey,
+          address,
+          ttlSeconds,
+        });
+        const events = await store.appendEvents(tx, [{ type: 'ClientSessionOpened', session: clients.recordOf(session) }], null, key, requestId);
+        return { session, settings, expired: expired.length, revision: events[0]!.revision };
+      });
+      const { session, settings } = opened;
+      Object.assign(log, { sessionId: session.id, entry: session.entryId, exit: session.exitId, revision: opened.revision });
+      if (opened.expired) log.sessionsExpired = opened.expired;
+
+      let done: StoredSession | null = null;
+      const waited = await clients.waitConfirmed(sql, session.id, settings.confirmTimeoutSeconds * 1000);
+      if (waited.kind === 'closed') throw closedMeanwhile(waited.session);
+      if (waited.kind === 'confirmed') done = waited.session;
+      else {
+        // Out of time: close it, unless the confirmation came in at the last moment.
+        const last = await sql.begin(async (tx) => {
+          await store.lockTopology(tx);
+          const s = await clients.sessionById(tx, session.id);
+          if (!s) throw new Error(`session ${session.id} vanished`);
+          if (s.status === 'closed' || s.confirmedExitId === s.exitId) return s;
+          await clients.closeSessions(tx, [s], 'not-confirmed', key, requestId);
+          return null;
+        });
+        if (!last) {
+          log.outcome = 'not-confirmed';
+          throw new HttpError(
+            504,
+            'entry_not_ready',
+            `entry relay ${session.entryId} did not confirm the session within ${settings.confirmTimeoutSeconds} s; the session was closed and nothing was kept (no address, no key): try again, or choose another entry`,
+          );
+        }
+        if (last.status === 'closed') throw closedMeanwhile(last);
+        done = last;
+      }
+
+      const [entry, exit] = await Promise.all([clients.relayInfo(sql, done.entryId), clients.relayInfo(sql, done.exitId)]);
+      if (!entry || !exit) throw new Error(`relay ${done.entryId} or ${done.exitId} of session ${done.id} is missing`);
+      const config = clientConfig(done.address, entry, settings);
+      log.outcome = 'confirmed';
+      return json(200, {
+        session: clients.recordOf(done),
+        entry: { id: entry.id, name: entry.name, region: entry.region, publicKey: entry.publicKey, endpoint: entry.endpoint },
+        exit: { id: exit.id, name: exit.name, region: exit.region },
+        config,
+        wgQuick: renderWgQuick(config),
+      });
+    },
+    { getEnv: (n) => Deno.env.get(n) },
+  ),
+);
+
+function closedMeanwhile(s: StoredSession): HttpError {
+  return new HttpError(409, 'session_closed', `session ${s.id} was closed (${s.closeReason ?? 'closed'}) before its entry relay confirmed it`, 'sessionId');
+}

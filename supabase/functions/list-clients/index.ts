@@ -1,0 +1,32 @@
+// list-clients: the sessions a token may see (docs/control-plane.md, "list-clients"): the service
+// role all of them, a user its own, a relay those entering at it. Open ones unless includeClosed;
+// by opening time. Read-only.
+import { listItem, parseListClientsRequest } from '../_shared/clients.ts';
+import { listSessions } from '../_shared/client-store.ts';
+import { db } from '../_shared/db.ts';
+import { HttpError, json } from '../_shared/http.ts';
+import { serveFunction } from '../_shared/serve.ts';
+
+const FN = 'list-clients';
+
+Deno.serve(
+  serveFunction(
+    FN,
+    async ({ env, principal, body, log }) => {
+      const req = parseListClientsRequest(body);
+      let entry = req.entry;
+      if (principal.role === 'relay') {
+        if (entry !== undefined && entry !== principal.relayId) throw new HttpError(403, 'forbidden', `this token is bound to relay ${principal.relayId}; it lists only the sessions entering there`, 'entry');
+        entry = principal.relayId;
+      }
+      const sessions = await listSessions(db(env.dbUrl, FN), {
+        ...(principal.role === 'user' ? { owner: principal.userId } : {}),
+        ...(entry !== undefined ? { entry } : {}),
+        includeClosed: req.includeClosed,
+      });
+      log.count = sessions.length;
+      return json(200, { sessions: sessions.map(listItem) });
+    },
+    { getEnv: (n) => Deno.env.get(n) },
+  ),
+);

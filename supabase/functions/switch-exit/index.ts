@@ -1,0 +1,65 @@
+// switch-exit: steer a session to another exit (docs/control-plane.md, "switch-exit"). The client's
+// tunnel is untouched. One transaction with the topology locked: check the session and the new exit
+// as connect-client does, set it and append ClientSessionExitChanged; then wait for the entry relay
+// to confirm the new exit (client-ready). Without a confirmation in time the caller gets 504
+// entry_not_ready, and the session keeps the new exit: the entry applies the event when it can.
+import { chooseNewExit, livenessSeconds, maySee, parseSwitchExitRequest, sessionClosed, unknownSession } from '../_shared/clients.ts';
+import * as clients from '../_shared/client-store.ts';
+import { db } from '../_shared/db.ts';
+import { HttpError, json } from '../_shared/http.ts';
+import { requireRole } from '../_shared/jwt.ts';
+import { refused, serveFunction } from '../_shared/serve.ts';
+import * as store from '../_shared/store.ts';
+
+const FN = 'switch-exit';
+
+Deno.serve(
+  serveFunction(
+    FN,
+    async ({ env, principal, body, requestId, log }) => {
+      requireRole(principal, ['service_role', 'user'], FN);
+      const req = parseSwitchExitRequest(body);
+      log.sessionId = req.sessionId;
+      const key = await store.topologySigningKey(env.signingSeed);
+      const sql = db(env.dbUrl, FN);
+      const r = await sql.begin(async (tx) => {
+        await store.lockTopology(tx);
+        const s = await clients.sessionById(tx, req.sessionId);
+        if (!s || !maySee(principal, s)) throw unknownSession({ sessionId: req.sessionId });
+        if (s.status === 'closed') throw sessionClosed(s);
+        if (s.expired) throw new HttpError(409, 'session_closed', `session ${s.id} expired at ${s.expiresAt}`, 'sessionId');
+        const settings = await clients.clientSettings(tx);
+        const choice = chooseNewExit(s, req, await clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)));
+        if (!choice.ok) throw refused(choice.refusal);
+        if (choice.value.unchanged) return { changed: false as const, session: s, settings };
+        const updated = await clients.setExit(tx, s.id, choice.value.exit!.id);
+        const [e] = await store.appendEvents(
+          tx,
+          [{ type: 'ClientSessionExitChanged', sessionId: s.id, entryId: s.entryId, exitId: updated.exitId, previousExitId: s.exitId }],
+          null,
+          key,
+          requestId,
+        );
+        log.revision = e!.revision;
+        return { changed: true as const, session: updated, settings };
+      });
+      Object.assign(log, { entry: r.session.entryId, exit: r.session.exitId, outcome: r.changed ? 'changed' : 'unchanged' });
+      if (!r.changed) return json(200, { session: clients.recordOf(r.session) });
+
+      const waited = await clients.waitConfirmed(sql, r.session.id, r.settings.confirmTimeoutSeconds * 1000);
+      if (waited.kind === 'closed') {
+        throw new HttpError(409, 'session_closed', `session ${r.session.id} was closed (${waited.session.closeReason ?? 'closed'}) before its entry relay confirmed the new exit`, 'sessionId');
+      }
+      if (waited.kind === 'timeout') {
+        log.outcome = 'not-confirmed';
+        throw new HttpError(
+          504,
+          'entry_not_ready',
+          `entry relay ${r.session.entryId} did not confirm the new exit ${r.session.exitId} within ${r.settings.confirmTimeoutSeconds} s; the session keeps exit ${r.session.exitId} and the entry will still apply it`,
+        );
+      }
+      return json(200, { session: clients.recordOf(waited.session) });
+    },
+    { getEnv: (n) => Deno.env.get(n) },
+  ),
+);

@@ -1,0 +1,208 @@
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import { fetchStatus } from '../../src/daemon/status-server.ts';
+import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
+import { clientDevice } from '../../src/kernel/clients.ts';
+import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
+import { BRIDGE_ADDRESS, CONTROL_PLANE_PORT, relayPublicAddress, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
+import { readManifest, type Manifest, type SimClient, type SimRelay } from '../../src/sim/manifest.ts';
+import { tempDir } from '../support/temp.ts';
+
+/**
+ * Clients on real WireGuard in a `relay-core sim`: stock clients (wireguard-go + `wg setconf` from the
+ * printed wg-quick file, in namespaces of their own) fetch from the sim's "internet" web server, which
+ * answers with the address each request came from. Every traffic loop here is bounded in count and time.
+ */
+describe('clients through entry and exit relays on real WireGuard', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let dir: string;
+  const sim = (args: string[], timeoutMs = 150_000) => execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
+  const manifest = (): Manifest => readManifest(dir)!;
+  const relayOf = (id: string): SimRelay => manifest().relays.find((r) => r.id === id)!;
+  const clientOf = (name: string): SimClient => manifest().clients.find((c) => c.name === name)!;
+  const status = (id: string): Promise<RelayStatus> => fetchStatus(join(relayOf(id).stateDir, 'relay.sock')) as Promise<RelayStatus>;
+  const inRelay = (id: string, argv: string[], timeoutMs = 15_000) => execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
+  const inClient = (name: string, argv: string[], timeoutMs = 15_000) => execa('ip', ['netns', 'exec', clientOf(name).namespace, ...argv], { reject: false, timeout: timeoutMs });
+  /** The relay-core CLI against the control plane, from inside the service namespace, as an operator. */
+  const cpCli = (args: string[]) =>
+    execa('ip', ['netns', 'exec', svcNamespace(manifest().simId), RELAY_CORE_BIN, 'client', ...args, '--control-plane-url', `http://127.0.0.1:${CONTROL_PLANE_PORT}`, '--token-file', manifest().controlPlane.serviceRoleKeyFile], { reject: false, timeout: 60_000 });
+  /** One bounded request from a client to the web server: the address the server saw, or null. */
+  const whoami = async (name: string): Promise<string | null> => {
+    const r = await inClient(name, ['curl', '-s', '--max-time', '4', `${WEB_URL}/`]);
+    return r.exitCode === 0 ? r.stdout.trim() : null;
+  };
+  const serverSaw = (): string[] =>
+    readFileSync(join(dir, 'web', 'requests.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { remote: string }).remote);
+  const handshakeOf = async (name: string) => Number((await inClient(name, ['wg', 'show', clientOf(name).device, 'latest-handshakes'])).stdout.trim().split('\t')[1]);
+  /** What a relay's namespace holds of WireGuard peers, rules, routes and nftables (no counters or times). */
+  const hostState = async (id: string) => {
+    const wg = (await inRelay(id, ['wg', 'show', 'all', 'dump'])).stdout
+      .split('\n')
+      .filter((l) => l.split('\t').length > 5)
+      .map((l) => l.split('\t').slice(0, 2).concat(l.split('\t')[4]!).join(' '))
+      .sort();
+    const rules = (await inRelay(id, ['ip', 'rule', 'show'])).stdout;
+    const routes = (await inRelay(id, ['ip', 'route', 'show', 'table', 'all'])).stdout.split('\n').sort().join('\n');
+    const nft = (await inRelay(id, ['nft', 'list', 'ruleset'])).stdout.replace(/counter packets \d+ bytes \d+/g, 'counter');
+    return { wg, rules, routes, nft };
+  };
+
+  beforeAll(async () => {
+    tmp = tempDir('clients');
+    dir = join(tmp.dir, 'state');
+    const up = await sim(['up', '--relays', '3', '--timeout', '90']);
+    expect(up.exitCode, up.stderr + up.stdout).toBe(0);
+  }, 200_000);
+
+  afterAll(async () => {
+    const r = await sim(['down']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    if (!process.env.KEEP_TMP) tmp.remove();
+  }, 120_000);
+
+  it('bad requests are refused with a clear error and change nothing', async () => {
+    const before = await hostState('relay-1');
+    const list = async () => (await cpCli(['list', '--json'])).stdout;
+    const listed = await list();
+    const cases: [string[], RegExp][] = [
+      [['add', '--public-key', 'not-a-key', '--entry', 'relay-1', '--exit', 'relay-2'], /invalid_request.*publicKey/],
+      [['add', '--entry', 'relay-1', '--exit', 'relay-9'], /unknown_relay.*exit/],
+      [['add', '--entry', 'relay-1', '--exit', 'relay-1'], /entry_is_exit/],
+    ];
+    for (const [args, error] of cases) {
+      const r = await cpCli(args);
+      expect(r.exitCode, r.stdout).toBe(1);
+      expect(r.stderr).toMatch(error);
+    }
+    expect(await list()).toBe(listed);
+    expect(await hostState('relay-1')).toEqual(before);
+  });
+
+  it('200 sessions opened and closed on one entry leave the entry and the exits exactly as before', async () => {
+    const ids = ['relay-1', 'relay-2', 'relay-3'];
+    const before = await Promise.all(ids.map(hostState));
+    const m = manifest();
+    const r = await execa(
+      'ip',
+      ['netns', 'exec', svcNamespace(m.simId), process.execPath, join(import.meta.dirname, '../../src/sim/session-loop.ts'), '--url', `http://127.0.0.1:${CONTROL_PLANE_PORT}`, '--token-file', m.controlPlane.serviceRoleKeyFile, '--entry', 'relay-1', '--exit', 'relay-2,relay-3', '--count', '200'],
+      { reject: false, timeout: 600_000 },
+    );
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { count: number }).count).toBe(200);
+    // Closing is asynchronous on the entry: wait until it runs no session, then compare.
+    await eventually('relay-1 without sessions', async () => (await status('relay-1')).clients.length === 0, 30_000);
+    await eventually('hosts as before', async () => JSON.stringify(await Promise.all(ids.map(hostState))) === JSON.stringify(before), 30_000);
+  }, 700_000);
+
+  it('a stock client enters at relay-1 and leaves at relay-2; switching the exit changes the address seen without a new handshake', async () => {
+    const add = await sim(['client', 'add', '--name', 'c1', '--entry', 'relay-1', '--exit', 'relay-2']);
+    expect(add.exitCode, add.stderr + add.stdout).toBe(0);
+    const c = clientOf('c1');
+    expect(statSync(c.configFile).mode & 0o777).toBe(0o600);
+    const conf = readFileSync(c.configFile, 'utf8');
+    const relay1 = await status('relay-1');
+    expect(conf).toMatch(/^\[Interface\]$/m);
+    expect(conf).toMatch(/^PrivateKey = [A-Za-z0-9+/]{43}=$/m);
+    expect(conf).toContain(`Address = ${c.address}/32`);
+    expect(conf).toMatch(/^DNS = /m);
+    expect(conf).toMatch(/^MTU = 1420$/m);
+    expect(conf).toContain(`PublicKey = ${relay1.publicKey}`);
+    expect(conf).toContain(`Endpoint = ${relayPublicAddress(1)}:51820`);
+    expect(conf).toContain('AllowedIPs = 0.0.0.0/0');
+    expect(conf).toMatch(/^PersistentKeepalive = \d+$/m);
+
+    expect(await whoami('c1')).toBe(relayPublicAddress(2));
+    const handshake = await handshakeOf('c1');
+    expect(handshake).toBeGreaterThan(0);
+
+    const sw = await sim(['client', 'switch', '--name', 'c1', '--exit', 'relay-3']);
+    expect(sw.exitCode, sw.stderr + sw.stdout).toBe(0);
+    expect(await whoami('c1')).toBe(relayPublicAddress(3));
+    const back = await sim(['client', 'switch', '--name', 'c1', '--exit', 'relay-2']);
+    expect(back.exitCode, back.stderr + back.stdout).toBe(0);
+    expect(await whoami('c1')).toBe(relayPublicAddress(2));
+    expect(await handshakeOf('c1')).toBe(handshake);
+    expect((await status('relay-1')).clients.find((s) => s.sessionId === c.sessionId)).toMatchObject({ state: 'active', exitId: 'relay-2', confirmedExitId: 'relay-2' });
+  });
+
+  it('two clients on one entry with different exits each appear from their own exit', async () => {
+    const add = await sim(['client', 'add', '--name', 'c2', '--entry', 'relay-1', '--exit', 'relay-3']);
+    expect(add.exitCode, add.stderr + add.stdout).toBe(0);
+    expect(await whoami('c2')).toBe(relayPublicAddress(3));
+    expect(await whoami('c1')).toBe(relayPublicAddress(2));
+    // Clients reach the internet only: not each other, not the relays' mesh addresses, not the control plane.
+    const c1 = clientOf('c1');
+    const relay2 = await status('relay-2');
+    for (const target of [c1.address!, relay2.meshAddress!, '198.18.0.2']) {
+      const ping = await inClient('c2', ['ping', '-c', '1', '-W', '2', target]);
+      expect(ping.exitCode, `c2 -> ${target}`).not.toBe(0);
+    }
+  });
+
+  it('MTU: the largest unfragmented ping passes and one byte more is refused; a bulk transfer arrives whole', async () => {
+    const mtu = 1420;
+    const ok = await inClient('c1', ['ping', '-c', '2', '-W', '3', '-M', 'do', '-s', String(mtu - 28), BRIDGE_ADDRESS]);
+    expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
+    const tooBig = await inClient('c1', ['ping', '-c', '1', '-W', '3', '-M', 'do', '-s', String(mtu - 27), BRIDGE_ADDRESS]);
+    expect(tooBig.exitCode).not.toBe(0);
+    const bytes = 20_000_000;
+    for (const name of ['c1', 'c2']) {
+      const r = await inClient(name, ['curl', '-s', '--max-time', '60', '-o', '/dev/null', '-w', '%{size_download}', `${WEB_URL}/bytes/${bytes}`], 70_000);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(Number(r.stdout)).toBe(bytes);
+    }
+  }, 180_000);
+
+  it('fail closed: with the exit gone its clients get nothing and never leave through the entry; back, traffic resumes', async () => {
+    const [one, two] = await Promise.all([status('relay-1'), status('relay-2')]);
+    const dev = linkDevice(manifest().wgPrefix, meshIndex(two.meshAddress!), meshIndex(one.meshAddress!));
+    const kill = await sim(['kill', '--relay', 'relay-2']);
+    expect(kill.exitCode, kill.stderr).toBe(0);
+    // Cut the link: relay-2's end of it goes (its wireguard-go outlives the daemon).
+    const cut = await inRelay('relay-2', ['ip', 'link', 'del', dev]);
+    expect(cut.exitCode, cut.stderr).toBe(0);
+    for (let i = 0; i < 3; i++) expect(await whoami('c1')).toBeNull();
+    // The other client, through relay-3, is unaffected; the entry's own address never reached the server.
+    expect(await whoami('c2')).toBe(relayPublicAddress(3));
+    expect(serverSaw()).not.toContain(relayPublicAddress(1));
+
+    const restart = await sim(['restart', '--relay', 'relay-2', '--timeout', '90']);
+    expect(restart.exitCode, restart.stderr + restart.stdout).toBe(0);
+    const seen = await eventually('c1 through relay-2 again', async () => (await whoami('c1')) ?? false, 60_000, 500);
+    expect(seen).toBe(relayPublicAddress(2));
+    expect(serverSaw()).not.toContain(relayPublicAddress(1));
+  }, 240_000);
+
+  it('a removed client leaves no peer or rule on its entry', async () => {
+    for (const name of ['c1', 'c2']) {
+      const r = await sim(['client', 'remove', '--name', name]);
+      expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    }
+    await eventually('relay-1 without sessions', async () => (await status('relay-1')).clients.length === 0, 30_000);
+    const rules = (await inRelay('relay-1', ['ip', 'rule', 'show'])).stdout;
+    expect(rules).not.toMatch(/lookup 1000\d\d/);
+    const device = clientDevice(manifest().wgPrefix, meshIndex((await status('relay-1')).meshAddress!));
+    const peers = await inRelay('relay-1', ['wg', 'show', device, 'peers']);
+    expect(peers.exitCode, peers.stderr).toBe(0);
+    expect(peers.stdout.trim()).toBe('');
+  });
+
+  it('a relay that stops removes its client device, rules and nftables table and puts its sysctls back', async () => {
+    const sysctls = async () => (await inRelay('relay-3', ['sysctl', '-n', 'net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter'])).stdout.trim().split('\n');
+    expect(await sysctls()).toEqual(['1', '2']);
+    const stop = await sim(['stop', '--relay', 'relay-3']);
+    expect(stop.exitCode, stop.stderr).toBe(0);
+    // A fresh namespace has forwarding off and no reverse-path filter: what the relay found at its start.
+    expect(await sysctls()).toEqual(['0', '0']);
+    const prefix = manifest().wgPrefix;
+    expect((await inRelay('relay-3', ['nft', 'list', 'tables'])).stdout).not.toMatch(new RegExp(`inet ${prefix}\\d`));
+    expect((await inRelay('relay-3', ['ip', 'rule', 'show'])).stdout).not.toMatch(/iif /);
+    expect((await inRelay('relay-3', ['ip', '-br', 'link'])).stdout).not.toMatch(new RegExp(`^${prefix}\\d+c`, 'm'));
+  });
+});

@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import type { KernelOp, KernelScope } from '../../src/kernel/host-state.ts';
+import { clientNftBody, clientRulePriority, clientScope, desiredClientState, gatewayAddress } from '../../src/kernel/clients.ts';
+import { relay } from '../support/given.ts';
+import { clientsHarness, clientsInput, session } from '../support/clients-harness.ts';
+
+const r1 = relay(1);
+const r2 = relay(2);
+const r3 = relay(3);
+const byId = Object.fromEntries([r1, r2, r3].map((r) => [r.id, r]));
+const SCOPE: KernelScope = clientScope(r1, clientsInput.clients);
+const opNames = (ops: KernelOp[]) => ops.map((o) => o.op);
+
+describe('client steering, pure', () => {
+  it('the client device listens on the endpoint port with the pool gateway, one peer and one rule per session', () => {
+    const s = desiredClientState(r1, byId, [session(1, r1, 'relay-2'), session(2, r1, 'relay-3')], clientsInput.clients);
+    expect(gatewayAddress(r1)).toBe('100.96.0.1/22');
+    expect(s.devices.rc1c).toMatchObject({ listenPort: 51820, addresses: ['100.96.0.1/22'], mtu: 1420, up: true });
+    expect(s.devices.rc1c!.peers.map((p) => p.allowedIps)).toEqual([['100.96.0.2/32'], ['100.96.0.3/32']]);
+    expect(s.rules).toEqual([
+      { priority: 21_024, from: '100.96.0.0/22', iif: 'rc1c', table: null },
+      { priority: 20_002, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 },
+      { priority: 20_003, from: '100.96.0.3/32', iif: 'rc1c', table: 100_003 },
+    ]);
+    expect(s.sysctls).toEqual({ 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' });
+    expect(Object.keys(s.nftTables)).toEqual(['rc1']);
+  });
+
+  it('a session whose exit is unknown gets its peer but no rule (the fail-closed rule refuses it); other entries are not ours', () => {
+    const s = desiredClientState(r1, byId, [session(1, r1, 'relay-9'), session(2, r2, 'relay-3')], clientsInput.clients);
+    expect(s.devices.rc1c!.peers).toHaveLength(1);
+    expect(s.rules).toEqual([{ priority: 21_024, from: '100.96.0.0/22', iif: 'rc1c', table: null }]);
+  });
+
+  it('rule priorities follow the host offset; the network, gateway and broadcast addresses have none', () => {
+    expect(clientRulePriority(r1, '100.96.0.2', 20_000)).toBe(20_002);
+    expect(clientRulePriority(r1, '100.96.3.254', 20_000)).toBe(21_022);
+    for (const a of ['100.96.0.0', '100.96.0.1', '100.96.3.255', '100.96.4.2', 'nope']) expect(clientRulePriority(r1, a, 20_000)).toBeNull();
+    expect(() => clientScope(relay(1, { clientPool: '100.96.0.0/16' }), clientsInput.clients)).toThrow(/past 32765/);
+  });
+
+  it('the nftables table filters clients, fails closed, clamps MSS and masquerades toward the internet', () => {
+    const body = clientNftBody(r1, clientsInput.clients);
+    expect(body).toContain('elements = { 100.64.0.0/10, 198.18.0.2/32 }');
+    expect(body).toContain('iifname "rc1c" oifname != "rc1m*" counter drop');
+    expect(body).toContain('iifname "rc1c" tcp flags syn tcp option maxseg size set rt mtu');
+    expect(body).toContain('oifname "rc1c" ct state established,related accept');
+    expect(body).toContain('ip saddr 100.96.0.0/11 masquerade');
+  });
+});
+
+describe('clients actor with the kernel and topology actors on the in-memory host', () => {
+  it('programs sessions, confirms each to the control plane once programmed, and reports them ready', async () => {
+    const h = clientsHarness();
+    const a = session(1, r1, 'relay-2');
+    const b = session(2, r1, 'relay-3');
+    await h.view([r1, r2, r3], [a, b]);
+    const host = await h.backend.read(SCOPE);
+    expect(host.devices.rc1c!.peers.map((p) => p.publicKey).sort()).toEqual([a.publicKey, b.publicKey].sort());
+    expect(host.rules.filter((r) => r.table !== null).map((r) => [r.from, r.table])).toEqual([
+      ['100.96.0.2/32', 100_002],
+      ['100.96.0.3/32', 100_003],
+    ]);
+    expect(host.sysctls).toEqual({ 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' });
+    expect(h.confirms).toEqual(expect.arrayContaining([{ sessionId: a.id, exitId: 'relay-2' }, { sessionId: b.id, exitId: 'relay-3' }]));
+    expect(h.confirms).toHaveLength(2);
+    expect([h.stateOf(a.id), h.stateOf(b.id)]).toEqual(['ready', 'ready']);
+    h.actor.stop();
+  });
+
+  it('switching the exit replaces one rule, leaves the peer alone and confirms the new exit', async () => {
+    const h = clientsHarness();
+    const a = session(1, r1, 'relay-2');
+    await h.view([r1, r2, r3], [a]);
+    const before = h.backend.ops.length;
+    await h.view([r1, r2, r3], [{ ...a, exitId: 'relay-3' }]);
+    expect(opNames(h.backend.ops.slice(before))).toEqual(['rule.add', 'rule.del']);
+    expect(h.confirms.at(-1)).toEqual({ sessionId: a.id, exitId: 'relay-3' });
+    expect(h.events.filter((e) => e.type === 'ClientSessionSteered').map((e) => e.data)).toEqual([
+      { sessionId: a.id, exitId: 'relay-2', previousExitId: null },
+      { sessionId: a.id, exitId: 'relay-3', previousExitId: 'relay-2' },
+    ]);
+    h.actor.stop();
+  });
+
+  it('200 sessions opened and closed leave the host exactly as before', async () => {
+    const h = clientsHarness();
+    await h.view([r1, r2, r3]);
+    const before = h.backend.render();
+    for (let i = 1; i <= 200; i++) {
+      const s = session(i, r1, i % 2 ? 'relay-2' : 'relay-3');
+      await h.view([r1, r2, r3], [s]);
+      expect(h.stateOf(s.id)).toBe('ready');
+      await h.view([r1, r2, r3], []);
+      expect(h.stateOf(s.id)).toBeNull();
+    }
+    expect(h.backend.render()).toBe(before);
+    expect(Object.keys(h.sessions())).toEqual([]);
+    h.actor.stop();
+  });
+
+  it('an exit that leaves takes its table route with it: the client falls to the fail-closed rule', async () => {
+    const h = clientsHarness();
+    const a = session(1, r1, 'relay-2');
+    await h.view([r1, r2, r3], [a]);
+    await h.view([r1, r3], [a]);
+    const host = await h.backend.read(SCOPE);
+    expect(host.rules).toEqual([{ priority: 21_024, from: '100.96.0.0/22', iif: 'rc1c', table: null }]);
+    expect(h.backend.render()).not.toMatch(/table 100002/);
+    expect(host.devices.rc1c!.peers).toHaveLength(1);
+    h.actor.stop();
+  });
+
+  it('a client heard is active, quiet for idle-after is idle, and past its expiry it is unprogrammed', async () => {
+    const h = clientsHarness();
+    const a = session(1, r1, 'relay-2', { expiresAt: new Date(1_000_000).toISOString() });
+    await h.view([r1, r2], [a]);
+    h.backend.setObservation({ dev: 'rc1c', publicKey: a.publicKey, endpoint: '198.51.100.50:40000', latestHandshakeMs: 100_000, rxBytes: 500, txBytes: 300 });
+    await h.observe(100_500);
+    expect(h.stateOf(a.id)).toBe('active');
+    await h.observe(100_500 + clientsInput.idleAfterMs);
+    expect(h.stateOf(a.id)).toBe('idle');
+    await h.observe(1_000_000);
+    expect(h.stateOf(a.id)).toBe('expired');
+    expect((await h.backend.read(SCOPE)).devices.rc1c!.peers).toEqual([]);
+    h.actor.stop();
+  });
+
+  it('teardown leaves no client device, rule or nftables table, and puts the sysctls back', async () => {
+    const h = clientsHarness();
+    await h.view([r1, r2, r3], [session(1, r1, 'relay-2')]);
+    await h.teardown();
+    const host = await h.backend.read(SCOPE);
+    expect(host).toEqual({ devices: {}, routes: [], rules: [], sysctls: clientsInput.originalSysctls, nftTables: {} });
+    expect(h.tornDown()).toBe(true);
+    h.actor.stop();
+  });
+});
