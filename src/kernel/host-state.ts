@@ -3,9 +3,10 @@
  * diffs two of these, both backends (Linux, in-memory) apply the same operations, and replay renders
  * them. Private keys never appear here: a device names the file its key is in and its public key.
  *
- * Scope: a kernel actor manages only what it owns, i.e. WireGuard devices whose name starts with its
- * `devicePrefix`, routes on those devices, and policy rules in its priority range. Everything else on
- * the host is invisible to the planner and never touched.
+ * Scope: each owner of the kernel actor manages only what it owns: WireGuard devices whose name starts
+ * with its `devicePrefix`, routes on those devices, policy rules in its priority range, the sysctls it
+ * names and the nftables tables it names. Everything else on the host is invisible to the planner and
+ * never touched.
  */
 
 export interface WgPeerState {

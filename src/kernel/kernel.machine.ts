@@ -3,7 +3,7 @@ import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservatio
 
 /**
  * The kernel actor: the one place host mutations are decided and serialised. Owners (the topology
- * actor for mesh links; client sessions later) each send their desired part of the host with the
+ * actor for mesh links, the clients actor for client sessions) each send their desired part of the host with the
  * scope they own. The actor reconciles one round at a time; desired states that arrive meanwhile
  * replace each other (only the latest counts) and trigger one more round. Each round reads the
  * actual state, plans a pure diff and applies it (the `reconcile` actor, provided by the shell with

@@ -4,7 +4,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { readManifest, type Manifest } from '../../src/sim/manifest.ts';
-import { cmdline, isRunning, linkNames, listNetns, netnsPids, tcpReachable, wgSocketNames } from '../../src/sim/netns.ts';
+import { cmdline, isRunning, linkNames, listNetns, netnsPids, signal, tcpReachable, wgSocketNames } from '../../src/sim/netns.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -291,7 +291,8 @@ describe('relay-core sim down after a crash', () => {
     const pids = await simPids(m);
     const inodes = netnsInodes(m);
     expect(pids.length).toBeGreaterThanOrEqual(4);
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    // A short-lived helper caught in the list (a relay's `wg show` or `ip` read) may be gone already.
+    for (const pid of pids) signal(pid, 'SIGKILL');
     const d = await sim(['down']);
     expect(d.exitCode, d.stderr).toBe(0);
     await expectNothingLeft(m, pids, inodes);
