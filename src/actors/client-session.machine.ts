@@ -89,6 +89,20 @@ const announce = (state: ClientSessionState) =>
     }),
   }) as const;
 
+/**
+ * The transitions of a programmed session (ready, active, idle): past its expiry it expires; otherwise a
+ * kernel answer may carry a new exit to confirm, and an observation may make its one move.
+ */
+const programmedOn = (move: { guard: 'heard' | 'quiet'; target: 'active' | 'idle'; reason: string }) =>
+  ({
+    KERNEL_REACHED: [{ guard: 'pastExpiry', target: 'expired', actions: { type: 'because', params: { reason: 'past its expiry' } } }, { actions: 'steered' }],
+    OBSERVED: [
+      { guard: 'pastExpiry', target: 'expired', actions: ['fold', { type: 'because', params: { reason: 'past its expiry' } }] },
+      { guard: move.guard, target: move.target, actions: ['fold', { type: 'because', params: { reason: move.reason } }] },
+      { actions: 'fold' },
+    ],
+  }) as const;
+
 export const clientSessionMachine = setup({
   types: {
     context: {} as ClientSessionContext,
@@ -158,39 +172,9 @@ export const clientSessionMachine = setup({
         KERNEL_REACHED: { guard: 'programmed', target: 'ready', actions: ['steered', { type: 'because', params: { reason: 'programmed' } }] },
       },
     },
-    ready: {
-      entry: announce('ready'),
-      on: {
-        KERNEL_REACHED: [{ guard: 'pastExpiry', target: 'expired', actions: { type: 'because', params: { reason: 'past its expiry' } } }, { actions: 'steered' }],
-        OBSERVED: [
-          { guard: 'pastExpiry', target: 'expired', actions: ['fold', { type: 'because', params: { reason: 'past its expiry' } }] },
-          { guard: 'heard', target: 'active', actions: ['fold', { type: 'because', params: { reason: 'client handshake' } }] },
-          { actions: 'fold' },
-        ],
-      },
-    },
-    active: {
-      entry: announce('active'),
-      on: {
-        KERNEL_REACHED: [{ guard: 'pastExpiry', target: 'expired', actions: { type: 'because', params: { reason: 'past its expiry' } } }, { actions: 'steered' }],
-        OBSERVED: [
-          { guard: 'pastExpiry', target: 'expired', actions: ['fold', { type: 'because', params: { reason: 'past its expiry' } }] },
-          { guard: 'quiet', target: 'idle', actions: ['fold', { type: 'because', params: { reason: 'client not heard' } }] },
-          { actions: 'fold' },
-        ],
-      },
-    },
-    idle: {
-      entry: announce('idle'),
-      on: {
-        KERNEL_REACHED: [{ guard: 'pastExpiry', target: 'expired', actions: { type: 'because', params: { reason: 'past its expiry' } } }, { actions: 'steered' }],
-        OBSERVED: [
-          { guard: 'pastExpiry', target: 'expired', actions: ['fold', { type: 'because', params: { reason: 'past its expiry' } }] },
-          { guard: 'heard', target: 'active', actions: ['fold', { type: 'because', params: { reason: 'client heard again' } }] },
-          { actions: 'fold' },
-        ],
-      },
-    },
+    ready: { entry: announce('ready'), on: programmedOn({ guard: 'heard', target: 'active', reason: 'client handshake' }) },
+    active: { entry: announce('active'), on: programmedOn({ guard: 'quiet', target: 'idle', reason: 'client not heard' }) },
+    idle: { entry: announce('idle'), on: programmedOn({ guard: 'heard', target: 'active', reason: 'client heard again' }) },
     // Unprogrammed locally until the control plane closes it (its heartbeat sweep does).
     expired: {
       entry: [announce('expired'), sendParent(({ context }) => ({ type: 'SESSION_EXPIRED', sessionId: context.session.id }) satisfies SessionExpired)],

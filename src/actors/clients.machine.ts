@@ -51,13 +51,17 @@ export interface ClientsTornDown {
 const sessionActorId = (sessionId: string) => `session-${sessionId}`;
 const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
 
+/** Which relay each exit table leads to. */
+function exitsByTable(relays: Readonly<Record<string, RelayRecord>>, exitTableBase: number): Map<number, string> {
+  return new Map(Object.values(relays).map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
+}
+
 /** What the kernel reached for one session: its peer on the device, and the exit its rule steers to. */
-export function sessionReached(actual: HostState, device: string, session: ClientSession, relays: Readonly<Record<string, RelayRecord>>, exitTableBase: number): { peer: boolean; exitId: string | null } {
+export function sessionReached(actual: HostState, device: string, session: ClientSession, exits: ReadonlyMap<number, string>): { peer: boolean; exitId: string | null } {
   const cidr = `${session.address}/32`;
   const peer = actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === 1 && p.allowedIps[0] === cidr) ?? false;
   const rule = actual.rules.find((r) => r.from === cidr && r.iif === device && r.table !== null);
-  const exit = rule ? Object.values(relays).find((r) => exitTable(exitTableBase, meshIndex(r.meshAddress)) === rule.table) : undefined;
-  return { peer, exitId: exit?.id ?? null };
+  return { peer, exitId: (rule && exits.get(rule.table!)) ?? null };
 }
 
 function desired(context: ClientsContext) {
@@ -132,12 +136,14 @@ export const clientsMachine = setup({
       actions: enqueueActions(({ context, event, enqueue }) => {
         if (!context.self) return;
         const device = clientDevice(context.clients.wgPrefix, meshIndex(context.self.meshAddress));
+        const exits = exitsByTable(context.relays, context.clients.exitTableBase);
+        const openKeys = new Set(Object.values(context.sessions).map((s) => s.publicKey));
         for (const a of Object.values(context.actors)) {
           const { session } = a.getSnapshot().context;
-          const r = sessionReached(event.actual, device, session, context.relays, context.clients.exitTableBase);
+          const r = sessionReached(event.actual, device, session, exits);
           // A closed session's key may already belong to a new session of the same client: then its peer is that one's.
-          const taken = Object.values(context.sessions).some((s) => s.id !== session.id && s.publicKey === session.publicKey);
-          enqueue.sendTo(a, { type: 'KERNEL_REACHED', peer: r.peer && !(taken && !context.sessions[session.id]), exitId: r.exitId, nowMs: event.nowMs });
+          const takenByOpen = !context.sessions[session.id] && openKeys.has(session.publicKey);
+          enqueue.sendTo(a, { type: 'KERNEL_REACHED', peer: r.peer && !takenByOpen, exitId: r.exitId, nowMs: event.nowMs });
         }
         const a = event.actual;
         if (context.tearingDown && Object.keys(a.devices).length === 0 && a.rules.length === 0 && Object.keys(a.nftTables).length === 0) {

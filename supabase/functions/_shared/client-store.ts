@@ -4,12 +4,11 @@
 import type { ClientSettings, RelayCandidate, StoredSession } from './clients.ts';
 import type { Sql, Tx } from './db.ts';
 import type { SigningKey } from './sign.ts';
-import { appendEvents } from './store.ts';
+import { appendEvents, iso } from './store.ts';
 import type { BuiltEvent, ClientSessionCloseReason, ClientSessionRecord } from './topology-events.ts';
 
 type Db = Sql | Tx;
 
-const iso = (t: unknown) => (t instanceof Date ? t : new Date(String(t))).toISOString();
 const isoOrNull = (t: unknown) => (t === null || t === undefined ? null : iso(t));
 
 export async function clientSettings(tx: Db): Promise<ClientSettings> {

@@ -26,7 +26,8 @@ export function topologySigningKey(seed: string): Promise<SigningKey> {
   return signingKey.key;
 }
 
-const iso = (t: unknown) => (t instanceof Date ? t : new Date(String(t))).toISOString();
+/** A timestamp from the database (a Date, or its text) as an ISO string. */
+export const iso = (t: unknown) => (t instanceof Date ? t : new Date(String(t))).toISOString();
 
 /** Lock the topology row (first statement of every mutating transaction); returns the current revision. */
 export async function lockTopology(tx: Tx): Promise<Revision> {
