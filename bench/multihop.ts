@@ -11,9 +11,12 @@
  *
  * The ratio relay-core / reference is what the daemon's design costs the data path (the goal is 1).
  *
- *   node bench/multihop.ts [--seconds S] [--rounds N]      (default 10 s, 2 rounds; needs root, iperf3)
+ *   node bench/multihop.ts [--seconds S] [--rounds N] [--autogroup off]
+ *       (default 10 s, 2 rounds; needs root, iperf3). `--autogroup off` sets kernel.sched_autogroup_enabled=0
+ *       for the run and puts the value it found back afterwards: the scheduler then shares the cores between
+ *       processes rather than between sessions (see wgProcesses).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,9 +25,11 @@ import { RELAY_CORE_BIN } from '../src/devnet/relay-process.ts';
 import { BRIDGE_ADDRESS } from '../src/sim/layout.ts';
 import { readManifest } from '../src/sim/manifest.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string' }, rounds: { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string' }, rounds: { type: 'string' }, autogroup: { type: 'string' } } });
 const seconds = Number(values.seconds ?? 10);
 const rounds = Number(values.rounds ?? 2);
+if (values.autogroup !== undefined && values.autogroup !== 'off') throw new Error(`--autogroup takes only 'off' (got ${values.autogroup})`);
+const AUTOGROUP = '/proc/sys/kernel/sched_autogroup_enabled';
 
 async function sh(argv: string[], input?: string): Promise<string> {
   const r = await execa(argv[0]!, argv.slice(1), { reject: false, timeout: 120_000, input });
@@ -57,8 +62,18 @@ async function wgKeys(): Promise<{ priv: string; pub: string }> {
   return { priv, pub: (await sh(['wg', 'pubkey'], priv)).trim() };
 }
 
+/**
+ * Start the wireguard-go processes of one simulated host in one new session, as the relay-core daemon's
+ * devices are in its (the sim starts each relay as a session leader, and every device it makes joins its
+ * session). With CFS autogroups (`kernel.sched_autogroup_enabled=1`, Debian's default) each session is a
+ * scheduling group of its own, and on two saturated cores that grouping alone halves the sim path's
+ * throughput: a reference whose processes all share the benchmark's session is not the same experiment.
+ */
+async function wgProcesses(ns: string, devs: string[]): Promise<void> {
+  await inNs(ns, ['setsid', '-w', 'sh', '-c', devs.map((d) => `wireguard-go ${d}`).join(' && ')]);
+}
+
 async function wgDevice(ns: string, dev: string, priv: string, port: number | null, addr: string, peer: { pub: string; endpoint?: string; allowed: string }): Promise<void> {
-  await inNs(ns, ['wireguard-go', dev]);
   const conf = `[Interface]\nPrivateKey = ${priv}\n${port ? `ListenPort = ${port}\n` : ''}\n[Peer]\nPublicKey = ${peer.pub}\nAllowedIPs = ${peer.allowed}\n${peer.endpoint ? `Endpoint = ${peer.endpoint}\nPersistentKeepalive = 25\n` : ''}`;
   // `wg setconf` opens its file with fopen, which refuses the socket Node makes of a child's stdin.
   const file = join(root, `${dev}.conf`);
@@ -88,6 +103,11 @@ async function buildReference(): Promise<void> {
   await attach(NS.client, `vb${id}k`, '198.19.2.1/32', ['198.19.1.0/24', 'dev', 'pub0']);
 
   const [entry, exit, client] = [await wgKeys(), await wgKeys(), await wgKeys()];
+  // The entry's two devices share a session (relay-1's), the exit's is another; the client's wireguard-go
+  // stays in the benchmark's session, like the sim client's (started by 'sim client add').
+  await wgProcesses(NS.entry, [DEV.entryClient, DEV.entryLink]);
+  await wgProcesses(NS.exit, [DEV.exitLink]);
+  await inNs(NS.client, ['wireguard-go', DEV.client]);
   await wgDevice(NS.entry, DEV.entryClient, entry.priv, 51820, '100.96.0.1/22', { pub: client.pub, allowed: '100.96.0.2/32' });
   await wgDevice(NS.entry, DEV.entryLink, entry.priv, 51822, '100.64.0.1/32', { pub: exit.pub, endpoint: '198.19.1.2:51821', allowed: '0.0.0.0/0' });
   await wgDevice(NS.exit, DEV.exitLink, exit.priv, 51821, '100.64.0.2/32', { pub: entry.pub, endpoint: '198.19.1.1:51822', allowed: '0.0.0.0/0' });
@@ -118,7 +138,13 @@ const root = mkdtempSync(join(tmpdir(), 'relay-core-bench-multihop-'));
 const dir = join(root, 'state');
 const sim = (args: string[]) => sh([RELAY_CORE_BIN, 'sim', ...args, '--state-dir', dir]);
 const servers: { stop: () => void }[] = [];
+const autogroupFound = existsSync(AUTOGROUP) ? readFileSync(AUTOGROUP, 'utf8').trim() : null;
 try {
+  if (values.autogroup === 'off') {
+    if (autogroupFound === null) throw new Error(`${AUTOGROUP} does not exist: this kernel has no autogroups to turn off`);
+    writeFileSync(AUTOGROUP, '0');
+  }
+  console.log(`kernel.sched_autogroup_enabled during the run: ${values.autogroup === 'off' ? 0 : (autogroupFound ?? 'absent')}`);
   await sim(['up', '--relays', '2', '--timeout', '120']);
   await sim(['client', 'add', '--name', 'bench', '--entry', 'relay-1', '--exit', 'relay-2']);
   const m = readManifest(dir)!;
@@ -139,6 +165,7 @@ try {
   console.log(`| reference (by hand) | ${ref.map((x) => x.toFixed(0)).join(', ')} | ${mean(ref).toFixed(0)} |`);
   console.log(`\nratio relay-core / reference: ${(mean(relay) / mean(ref)).toFixed(2)}`);
 } finally {
+  if (values.autogroup === 'off' && autogroupFound !== null) writeFileSync(AUTOGROUP, autogroupFound);
   for (const s of servers) s.stop();
   await removeReference();
   await execa(RELAY_CORE_BIN, ['sim', 'down', '--state-dir', dir], { reject: false, timeout: 120_000 });
