@@ -53,7 +53,7 @@ export type RelayMachineEvent =
 
 /** A relay event the machine wants published; the shell adds the envelope. */
 export type Emission =
-  | { type: 'RelayStarted'; data: { name: string; region: string; publicKey: string } }
+  | { type: 'RelayStarted'; data: { name: string; region: string; publicKey: string; software: string | null } }
   | { type: 'RelayRegistered'; data: { revision: number; meshAddress: string; clientPool: string; readmitted: boolean } }
   | { type: 'TopologySeeded'; data: { revision: number; relays: number; reason: 'boot' | 'resync' } }
   | { type: 'TopologyResyncRequested'; data: { revision: number; reason: ResyncReason; detail: string } }

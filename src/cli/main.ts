@@ -10,6 +10,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command:
   'control-plane': { summary: 'run the local control plane (Edge Functions on Deno, gateway, Postgres, publisher)', load: () => import('./commands/control-plane.ts') },
   client: { summary: 'open, switch, list and close client sessions (stock WireGuard clients)', load: () => import('./commands/client.ts') },
   token: { summary: 'mint scoped tokens: relay tokens (bound to one relay id) and user tokens', load: () => import('./commands/token.ts') },
+  events: { summary: 'tail the event streams live, or export them to a file (JSON lines)', load: () => import('./commands/events.ts') },
   bus: { summary: 'event-bus administration (idempotent JetStream bootstrap)', load: () => import('./commands/bus.ts') },
   devnet: { summary: 'run a live multi-relay network on loopback (NATS, control plane, N relays)', load: () => import('./commands/devnet.ts') },
   sim: { summary: 'run a live multi-relay network from network namespaces, with WireGuard links (root)', load: () => import('./commands/sim.ts') },

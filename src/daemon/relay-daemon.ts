@@ -12,6 +12,8 @@ import { importPublicKey } from '../events/signing.ts';
 import { canonicalTopology } from '../events/topology.fold.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateWgKey, generateWgKeyPair } from '../lib/wg-keys.ts';
+import { SOFTWARE } from '../lib/version.ts';
+import { currentVersion } from '../events/catalogue.ts';
 import { ControlPlaneClient, type RegisterResponse } from './control-plane-client.ts';
 import type { RelayConfig } from './config.ts';
 import { heartbeatActor } from './heartbeat.ts';
@@ -124,7 +126,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     else early.push(e);
   };
   const emit = (em: Emission | LinkStateChanged | KernelEmission | ClientSessionEmission, causationId: string | null = null) => {
-    const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: randomUUID, causationId }, em.type, 1, em.data) as RelayEvent;
+    const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: randomUUID, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
     log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
     publish(ev);
   };
@@ -316,7 +318,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   };
 
   const statusServer = await startStatusServer(join(cfg.stateDir, 'relay.sock'), status);
-  emit({ type: 'RelayStarted', data: { name: cfg.name, region: cfg.region, publicKey: key.publicKey } });
+  emit({ type: 'RelayStarted', data: { name: cfg.name, region: cfg.region, publicKey: key.publicKey, software: SOFTWARE } });
   actor.start();
 
   const done = new Promise<number>((resolve) => {

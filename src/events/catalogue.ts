@@ -19,6 +19,8 @@ import {
   RelayDrainingV1,
   RelayRegisteredV1,
   RelayStartedV1,
+  RelayStartedV2,
+  upcastRelayStartedV1,
   RelayStoppedV1,
   TopologyEventAppliedV1,
   TopologyEventRejectedV1,
@@ -34,6 +36,11 @@ interface CatalogueEntry {
   kind: EventKind;
   /** Schemas by version; the highest is current. */
   versions: Record<number, z.ZodType>;
+  /**
+   * `upcast[n]` turns valid version-n data into version n+1 data. Every version below the current one
+   * has one, so an event recorded by an older relay-core reads as the current version.
+   */
+  upcast?: Record<number, (data: never) => unknown>;
 }
 
 /** The event catalogue: every event type, its stream, and the schema of each version. */
@@ -45,7 +52,7 @@ export const CATALOGUE = {
   ClientSessionOpened: { kind: { stream: 'topology' }, versions: { 1: ClientSessionOpenedV1 } },
   ClientSessionExitChanged: { kind: { stream: 'topology' }, versions: { 1: ClientSessionExitChangedV1 } },
   ClientSessionClosed: { kind: { stream: 'topology' }, versions: { 1: ClientSessionClosedV1 } },
-  RelayStarted: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStartedV1 } },
+  RelayStarted: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStartedV1, 2: RelayStartedV2 }, upcast: { 1: upcastRelayStartedV1 } },
   RelayRegistered: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayRegisteredV1 } },
   RelayDraining: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayDrainingV1 } },
   RelayStopped: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStoppedV1 } },
@@ -76,18 +83,31 @@ export type ParseResult<E> = { ok: true; event: E } | { ok: false; error: string
 
 /**
  * Validate an unknown value as an event of the catalogue: envelope shape, known type and version,
- * and the payload schema of that version. Pure; never throws.
+ * and the payload schema of that version. An older version is then upcast step by step to the current
+ * one and checked against the current schema, so callers only ever see current events (`version` is the
+ * current version; the bytes on the wire are untouched). Pure; never throws.
  */
 export function parseEvent(value: unknown): ParseResult<AnyEvent> {
   const env = EnvelopeSchema.safeParse(value);
   if (!env.success) return { ok: false, error: `envelope: ${formatIssues(env.error)}` };
   const { type, version } = env.data;
   if (!isEventType(type)) return { ok: false, error: `type: unknown event type ${JSON.stringify(type)}` };
-  const schema = (CATALOGUE[type].versions as Record<number, z.ZodType>)[version];
+  const entry: CatalogueEntry = CATALOGUE[type];
+  const schema = entry.versions[version];
   if (!schema) return { ok: false, error: `version: ${type} has no schema version ${version}` };
   const data = schema.safeParse(env.data.data);
   if (!data.success) return { ok: false, error: `data: ${formatIssues(data.error)}` };
-  return { ok: true, event: { ...env.data, data: data.data } as AnyEvent };
+  const current = currentVersion(type);
+  if (version === current) return { ok: true, event: { ...env.data, data: data.data } as AnyEvent };
+  let upcast: unknown = data.data;
+  for (let v = version; v < current; v++) {
+    const step = entry.upcast?.[v];
+    if (!step) return { ok: false, error: `version: ${type} has no upcast from version ${v}` };
+    upcast = step(upcast as never);
+  }
+  const checked = entry.versions[current]!.safeParse(upcast);
+  if (!checked.success) return { ok: false, error: `upcast: ${type} v${version} -> v${current}: ${formatIssues(checked.error)}` };
+  return { ok: true, event: { ...env.data, version: current, data: checked.data } as AnyEvent };
 }
 
 /** Like {@link parseEvent}, but only topology events are accepted. */

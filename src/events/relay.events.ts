@@ -6,6 +6,9 @@ import type { Envelope } from './envelope.ts';
  * Every state change of the relay's actors is one of these; later issues add aggregates.
  */
 export const RelayStartedV1 = z.object({ name: z.string(), region: z.string(), publicKey: z.string() }).strict();
+/** v2 says which build started (`relay-core 0.1.0`); a v1 event reads as `software: null` (not recorded). */
+export const RelayStartedV2 = RelayStartedV1.extend({ software: z.string().max(128).nullable() }).strict();
+export const upcastRelayStartedV1 = (d: z.infer<typeof RelayStartedV1>): z.infer<typeof RelayStartedV2> => ({ ...d, software: null });
 export const RelayRegisteredV1 = z
   .object({ revision: z.number().int().min(0), meshAddress: z.string(), clientPool: z.string(), readmitted: z.boolean() })
   .strict();
@@ -77,7 +80,7 @@ export const KernelOperationFailedV1 = z
   .strict();
 
 export type RelayEvent =
-  | Envelope<'RelayStarted', z.infer<typeof RelayStartedV1>>
+  | Envelope<'RelayStarted', z.infer<typeof RelayStartedV2>>
   | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV1>>
   | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV1>>
   | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV1>>

@@ -1,0 +1,190 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { CliError, str, type Command } from '../args.ts';
+import { connectBus } from '../../bus/connection.ts';
+import { follow, readStored } from '../../bus/event-log-reader.ts';
+import { entryJson, entryMatches, formatEntry, parseSince, readStored as decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
+import { RelayIdSchema } from '../../events/envelope.ts';
+import { rootLogger } from '../../lib/logger.ts';
+import { readManifest } from '../../sim/manifest.ts';
+import { NATS_URL } from '../../sim/layout.ts';
+
+const usage = `Usage: relay-core events tail [--relay ID] [--type PATTERN[,PATTERN]] [--since SEQ|TIME|DURATION|all] [--stream S] [--json] [bus]
+       relay-core events export [--relay ID] [--type PATTERN] [--since ...] [--stream S] [--out FILE] [bus]
+  bus: --nats-url URL[,URL] [--nats-token TOKEN]   or   --sim [DIR] (a running 'relay-core sim', default ./.state/sim)
+
+The event streams of a relay network, as any NATS client can read them (subjects and schemas:
+docs/events.md, docs/schemas/). Nothing is left on the server: each reader is an ordered, ephemeral
+consumer.
+
+  tail     Print events as they are stored, one line each (coloured on a terminal; NO_COLOR turns it
+           off), or with --json one JSON object per line: {stream, seq, subject, time, event} or, for a
+           message that is not a valid event of its subject, {stream, seq, subject, time, skipped:
+           {reason, detail}}. Runs until Ctrl-C (exit 0). Without --since only new events are shown.
+  export   Write what is stored now (from --since, default all) as JSON lines with the message bytes
+           kept as stored, corrupt ones included, for 'relay-core replay --file'. Ends when it has
+           caught up; prints the count to stderr.
+
+Options:
+  --relay ID          only this relay's own events and the topology events addressed to it
+  --type PATTERN      event types, * and ? as wildcards, comma-separated (Link*,Kernel*)
+  --since X           a stream sequence (with one --stream), a duration back (90s, 15m, 2h, 7d),
+                      an ISO time, or 'all'
+  --stream S          relay, topology or all (default all)
+  --json              (tail) JSON lines instead of text
+  --out FILE          (export) write here, mode 0600, instead of stdout
+  --nats-url URL      NATS servers                                    RELAYNET_NATS_SERVERS
+  --nats-token TOKEN  NATS token                                      RELAYNET_NATS_TOKEN
+  --sim [DIR]         read a running sim's NATS: runs this command again inside the sim's network
+                      namespace (needs root)
+  -h, --help          show this help`;
+
+interface Plan {
+  streams: StreamKind[];
+  filter: EventFilter;
+  since: Since;
+  matchType: (t: string) => boolean;
+}
+
+function plan(v: Record<string, unknown>, defaultSince: Since): Plan {
+  const relayId = str(v.relay, 'relay');
+  if (relayId !== undefined && !RelayIdSchema.safeParse(relayId).success) throw new CliError(`--relay ${relayId}: not a relay id (a-z, 0-9 and -)`, 2);
+  const stream = str(v.stream, 'stream') ?? 'all';
+  if (!['relay', 'topology', 'all'].includes(stream)) throw new CliError(`--stream must be relay, topology or all (got ${stream})`, 2);
+  const streams: StreamKind[] = stream === 'all' ? ['topology', 'relay'] : [stream as StreamKind];
+  let since = defaultSince;
+  let matchType: (t: string) => boolean;
+  try {
+    if (typeof v.since === 'string') since = parseSince(v.since, new Date());
+    matchType = typeMatcher(typeof v.type === 'string' ? [v.type] : []);
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
+  if (since.kind === 'seq' && streams.length > 1) throw new CliError('--since SEQ names a position in one stream: add --stream relay or --stream topology', 2);
+  return { streams, filter: { relayId, types: typeof v.type === 'string' ? [v.type] : undefined }, since, matchType };
+}
+
+/** `--sim`: run the same command inside the sim's inet namespace, where its NATS is reachable. */
+async function reexecInSim(dir: string, argv: string[]): Promise<number> {
+  const m = readManifest(resolve(dir));
+  if (!m) throw new CliError(`no sim in ${resolve(dir)} (no manifest.json): start one with 'relay-core sim up'`, 1);
+  const ns = `rcs-${m.simId}-inet`;
+  const script = process.argv[1]!;
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, 'events', ...argv, '--nats-url', NATS_URL], { stdio: 'inherit' });
+  // Ctrl-C reaches the child through the terminal's process group too; a signal sent to us alone is passed on.
+  const pass = () => child.kill('SIGTERM');
+  process.on('SIGTERM', pass);
+  process.on('SIGINT', pass);
+  return await new Promise<number>((r) => child.on('exit', (code, signal) => r(code ?? (signal ? 1 : 0))));
+}
+
+/** argv without `--sim` and its optional directory. */
+function withoutSim(argv: string[]): { dir: string | null; rest: string[] } {
+  const i = argv.findIndex((a) => a === '--sim' || a.startsWith('--sim='));
+  if (i < 0) return { dir: null, rest: argv };
+  if (argv[i]!.startsWith('--sim=')) return { dir: argv[i]!.slice(6), rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+  const next = argv[i + 1];
+  if (next !== undefined && !next.startsWith('-')) return { dir: next, rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
+  return { dir: '.state/sim', rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+}
+
+async function connect(v: Record<string, unknown>): Promise<NatsConnection> {
+  const url = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
+  if (!url) throw new CliError('give --nats-url URL (or RELAYNET_NATS_SERVERS), or --sim for a running sim', 2);
+  const servers = url.split(',');
+  try {
+    return await connectBus({
+      servers,
+      token: str(v['nats-token'], 'nats-token', 'RELAYNET_NATS_TOKEN') ?? null,
+      name: 'relay-core events',
+      logger: rootLogger({ component: 'events' }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'),
+      waitOnFirstConnect: false,
+    });
+  } catch (e) {
+    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${(e as Error).message}`, 1);
+  }
+}
+
+async function tail(nc: NatsConnection, p: Plan, json: boolean): Promise<number> {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  // Kept for the life of the process: a second signal (terminal and parent both sending one) is harmless.
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  // A reader that goes away (`| head`) ends the tail like Ctrl-C does.
+  const onStdoutError = (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') stop();
+    else throw e;
+  };
+  process.stdout.on('error', onStdoutError);
+  const colour = !json && process.stdout.isTTY === true && !process.env.NO_COLOR;
+  const width = process.stdout.isTTY ? Math.max(80, process.stdout.columns ?? 160) : undefined;
+  try {
+    for await (const m of follow(nc, p.streams, p.filter, p.since, ac.signal)) {
+      const e = decodeStored(m);
+      if (!entryMatches(e, p.filter, p.matchType) || ac.signal.aborted) continue;
+      process.stdout.write((json ? JSON.stringify(entryJson(e)) : formatEntry(e, { colour, ...(width ? { width } : {}) })) + '\n');
+    }
+  } catch (e) {
+    throw new CliError((e as Error).message, 1);
+  } finally {
+    process.stdout.off('error', onStdoutError);
+  }
+  return 0;
+}
+
+async function exportLog(nc: NatsConnection, p: Plan, out: string | undefined): Promise<number> {
+  const fd = out ? openSync(out, 'w', 0o600) : 1;
+  let n = 0;
+  let skipped = 0;
+  try {
+    for await (const m of readStored(nc, p.streams, p.filter, p.since)) {
+      const e = decodeStored(m);
+      if (!entryMatches(e, p.filter, p.matchType)) continue;
+      if (!e.ok) skipped++;
+      writeSync(fd, toExportLine(m) + '\n');
+      n++;
+    }
+  } catch (e) {
+    throw new CliError((e as Error).message, 1);
+  } finally {
+    if (out) closeSync(fd);
+  }
+  process.stderr.write(`exported ${n} messages${skipped ? ` (${skipped} of them not valid events, kept as stored)` : ''}${out ? ` to ${out}` : ''}\n`);
+  return 0;
+}
+
+export const command: Command = {
+  name: 'events',
+  summary: 'tail and export the event streams',
+  usage,
+  options: {
+    relay: { type: 'string' },
+    type: { type: 'string' },
+    since: { type: 'string' },
+    stream: { type: 'string' },
+    json: { type: 'boolean' },
+    out: { type: 'string' },
+    'nats-url': { type: 'string' },
+    'nats-token': { type: 'string' },
+    sim: { type: 'boolean' },
+  },
+  async run(v, pos) {
+    const sub = pos[0];
+    if (sub !== 'tail' && sub !== 'export') throw new CliError(`unknown or missing subcommand '${sub ?? ''}'\n\n${usage}`, 2);
+    if (pos.length > 1 && !v.sim) throw new CliError(`unexpected argument '${pos[1]}'\n\n${usage}`, 2);
+    const p = plan(v, sub === 'tail' ? { kind: 'new' } : { kind: 'all' });
+    if (v.sim) {
+      const { dir, rest } = withoutSim(process.argv.slice(3));
+      return reexecInSim(dir ?? '.state/sim', rest);
+    }
+    const nc = await connect(v);
+    try {
+      return sub === 'tail' ? await tail(nc, p, v.json === true) : await exportLog(nc, p, str(v.out, 'out'));
+    } finally {
+      await nc.close().catch(() => {});
+    }
+  },
+};
