@@ -24,7 +24,7 @@ consumer.
            message that is not a valid event of its subject, {stream, seq, subject, time, skipped:
            {reason, detail}}. Runs until Ctrl-C (exit 0). Without --since only new events are shown.
   export   Write what is stored now (from --since, default all) as JSON lines with the message bytes
-           kept as stored, corrupt ones included, for 'relay-core replay --file'. Ends when it has
+           kept as stored, corrupt ones included, to be read elsewhere or later. Ends when it has
            caught up; prints the count to stderr.
 
 Options:
