@@ -1,9 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { CATALOGUE, type AnyEvent } from './catalogue.ts';
-import { CONTROL_PLANE_SOURCE } from './envelope.ts';
 import { kebab, parseSubject, STREAMS, SUBJECT_ROOT } from './subjects.ts';
-import { topologySubjectRelay, type TopologyEvent } from './topology.events.ts';
-import { decodeEvent, decodeTopologyMessage, MAX_EVENT_BYTES, type Rejection } from './wire.ts';
+import { decodeEvent, decodeTopologyMessage, decodeUnsignedTopologyMessage, MAX_EVENT_BYTES, type Rejection } from './wire.ts';
 
 /**
  * Reading the event log: messages as JetStream (or an exported file) stores them, decoded into entries
@@ -38,23 +36,12 @@ export type LogEntry =
  * source, aggregate and type; a topology message a control-plane event on its subject, and signed if
  * `controlPlaneKey` is given. Anything else is an entry with `skipped` (never a throw).
  */
-export function readStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObject } = {}): LogEntry {
+export function decodeStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObject } = {}): LogEntry {
   const at = { stream: m.stream, seq: m.seq, subject: m.subject, time: m.time };
   const skip = (reason: SkipReason, detail: string): LogEntry => ({ ok: false, ...at, skipped: { reason, detail } });
   if (m.stream === 'topology') {
-    if (opts.controlPlaneKey) {
-      const r = decodeTopologyMessage(m.subject, m.data, m.signature ?? undefined, opts.controlPlaneKey);
-      return r.ok ? { ok: true, ...at, event: r.event } : skip(r.rejection.reason, r.rejection.detail);
-    }
-    const r = decodeEvent(m.data);
-    if (!r.ok) return skip(r.rejection.reason, r.rejection.detail);
-    const e = r.event;
-    if (CATALOGUE[e.type].kind.stream !== 'topology' || e.source !== CONTROL_PLANE_SOURCE) return skip('foreign-source', `${e.type} from ${e.source} in the topology stream`);
-    const s = parseSubject(m.subject);
-    if (!s || s.stream !== 'topology' || s.relayId !== topologySubjectRelay(e as TopologyEvent) || s.event !== kebab(e.type)) {
-      return skip('subject-mismatch', `${e.type} for ${topologySubjectRelay(e as TopologyEvent)} on ${m.subject}`);
-    }
-    return { ok: true, ...at, event: e };
+    const r = opts.controlPlaneKey ? decodeTopologyMessage(m.subject, m.data, m.signature ?? undefined, opts.controlPlaneKey) : decodeUnsignedTopologyMessage(m.subject, m.data);
+    return r.ok ? { ok: true, ...at, event: r.event } : skip(r.rejection.reason, r.rejection.detail);
   }
   const s = parseSubject(m.subject);
   if (!s || s.stream !== 'relay') return skip('foreign-subject', `${m.subject} is not a relay event subject`);
@@ -74,11 +61,9 @@ export function readStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObject
 export interface EventFilter {
   /** Only this relay: its own events and the topology events whose subject names it. */
   relayId?: string | undefined;
-  /** Type patterns (`LinkStateChanged`, `Link*`, `*Failed`); any match passes. Empty or absent: all. */
-  types?: string[] | undefined;
 }
 
-/** JetStream filter subject of one stream for a filter (the relay narrows it; types are matched here). */
+/** JetStream filter subject of one stream for a filter (types are matched client-side, see typeMatcher). */
 export function filterSubject(stream: StreamKind, f: EventFilter): string {
   return `${SUBJECT_ROOT}.${stream}.${f.relayId ?? '*'}.>`;
 }

@@ -63,6 +63,15 @@ export function decodeTopologyMessage(
   if (!verifyBytes(controlPlaneKey, data, signature)) {
     return { ok: false, rejection: { reason: 'bad-signature', detail: 'Ed25519 signature does not verify with the control-plane key' } };
   }
+  return decodeUnsignedTopologyMessage(subject, data);
+}
+
+/**
+ * The checks of {@link decodeTopologyMessage} after the signature: size, JSON, a topology event of the
+ * catalogue, source control plane, on the subject its payload names. For readers of a stored log that
+ * do not hold the control plane's key.
+ */
+export function decodeUnsignedTopologyMessage(subject: string, data: Uint8Array): DecodeResult<TopologyEvent> {
   const j = decodeJson(data);
   if (!j.ok) return j;
   const p = parseTopologyEvent(j.event);

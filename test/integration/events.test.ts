@@ -5,7 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { envelope } from '../../src/events/envelope.ts';
-import { fromExportLine, readStored } from '../../src/events/log.ts';
+import { fromExportLine, decodeStored } from '../../src/events/log.ts';
 import { encodeEvent } from '../../src/events/wire.ts';
 import { NATS_URL } from '../../src/sim/layout.ts';
 import { readManifest } from '../../src/sim/manifest.ts';
@@ -115,7 +115,7 @@ describe('events tail and export on a live sim', () => {
     const entries = readFileSync(file, 'utf8').trim().split('\n').map((l) => {
       const m = fromExportLine(l);
       if (!m.ok) throw new Error(m.error);
-      return readStored(m.message);
+      return decodeStored(m.message);
     });
     expect(entries.filter((e) => !e.ok).map((e) => e.seq)).toEqual([corrupt, foreign]);
     expect(entries.filter((e) => e.ok).length).toBeGreaterThan(5);

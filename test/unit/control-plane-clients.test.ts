@@ -227,15 +227,20 @@ describe('what a client gets', () => {
   });
 });
 
+/** One session as the functions record it (and, with its bookkeeping, as the store returns it). */
+const SESSION: ClientSessionRecord = {
+  id: SID,
+  entryId: 'relay-a',
+  exitId: 'relay-b',
+  publicKey: key(5),
+  address: '100.96.0.2',
+  openedAt: '2026-11-26T10:00:00.000Z',
+  expiresAt: '2026-11-27T10:00:00.000Z',
+};
+
 describe('who sees a session', () => {
   const s: StoredSession = {
-    id: SID,
-    entryId: 'relay-a',
-    exitId: 'relay-b',
-    publicKey: key(5),
-    address: '100.96.0.2',
-    openedAt: '2026-11-26T10:00:00.000Z',
-    expiresAt: '2026-11-27T10:00:00.000Z',
+    ...SESSION,
     owner: 'alice',
     status: 'open',
     confirmedExitId: 'relay-b',
@@ -264,15 +269,7 @@ describe('who sees a session', () => {
 });
 
 describe('client session events built by the functions', () => {
-  const session: ClientSessionRecord = {
-    id: SID,
-    entryId: 'relay-a',
-    exitId: 'relay-b',
-    publicKey: key(5),
-    address: '100.96.0.2',
-    openedAt: '2026-11-26T10:00:00.000Z',
-    expiresAt: '2026-11-27T10:00:00.000Z',
-  };
+  const session = SESSION;
   const specs: EventSpec[] = [
     { type: 'ClientSessionOpened', session },
     { type: 'ClientSessionExitChanged', sessionId: SID, entryId: 'relay-a', exitId: 'relay-c', previousExitId: 'relay-b' },

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { currentVersion, parseEvent, type AnyEvent } from '../../src/events/catalogue.ts';
 import { envelope } from '../../src/events/envelope.ts';
 import { catalogueJsonSchemas } from '../../src/events/json-schema.ts';
-import { entryJson, entryMatches, formatEntry, fromExportLine, parseSince, readStored, toExportLine, typeMatcher, type StoredMessage } from '../../src/events/log.ts';
+import { entryJson, entryMatches, formatEntry, fromExportLine, parseSince, decodeStored, toExportLine, typeMatcher, type StoredMessage } from '../../src/events/log.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../../src/events/signing.ts';
 import { subjectFor } from '../../src/events/subjects.ts';
 import { encodeEvent, MAX_EVENT_BYTES } from '../../src/events/wire.ts';
@@ -28,7 +28,7 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 describe('reading stored messages', () => {
   it('decodes a relay event published under its own subject', () => {
     const e = linkEvent();
-    const r = readStored(msg({ data: encodeEvent(e) }));
+    const r = decodeStored(msg({ data: encodeEvent(e) }));
     expect(r).toMatchObject({ ok: true, seq: 7, event: { id: e.id, type: 'LinkStateChanged' } });
   });
 
@@ -41,7 +41,7 @@ describe('reading stored messages', () => {
     ['a subject outside the scheme', msg({ subject: 'relaynet.relay.relay-1', data: encodeEvent(linkEvent()) }), 'foreign-subject'],
     ['a topology event in the relay stream', msg({ subject: 'relaynet.relay.relay-1.link.link-state-changed', data: encodeEvent(ev.admitted(1, relay(1))) }), 'subject-mismatch'],
   ])('reports %s with its sequence and skips it', (_, m, reason) => {
-    const r = readStored(m);
+    const r = decodeStored(m);
     expect(r.ok).toBe(false);
     if (!r.ok) {
       expect(r.skipped.reason).toBe(reason);
@@ -58,10 +58,10 @@ describe('reading stored messages', () => {
     const subject = subjectFor('RelayAdmitted', 'relay-3');
     const m: StoredMessage = { stream: 'topology', seq: 1, subject, time: e.time, data, signature: signBytes(importPrivateKey(seed), data) };
     const key = importPublicKey(publicKey);
-    expect(readStored(m, { controlPlaneKey: key }).ok).toBe(true);
-    expect(readStored({ ...m, signature: null }, { controlPlaneKey: key })).toMatchObject({ ok: false, skipped: { reason: 'unsigned' } });
-    expect(readStored({ ...m, signature: null }).ok).toBe(true);
-    expect(readStored({ ...m, subject: subjectFor('RelayAdmitted', 'relay-4') })).toMatchObject({ ok: false, skipped: { reason: 'subject-mismatch' } });
+    expect(decodeStored(m, { controlPlaneKey: key }).ok).toBe(true);
+    expect(decodeStored({ ...m, signature: null }, { controlPlaneKey: key })).toMatchObject({ ok: false, skipped: { reason: 'unsigned' } });
+    expect(decodeStored({ ...m, signature: null }).ok).toBe(true);
+    expect(decodeStored({ ...m, subject: subjectFor('RelayAdmitted', 'relay-4') })).toMatchObject({ ok: false, skipped: { reason: 'subject-mismatch' } });
   });
 });
 
@@ -76,8 +76,8 @@ describe('filters and --since', () => {
   });
 
   it('filters by relay on the subject, skipped messages included', () => {
-    const e = readStored(msg({ data: encodeEvent(linkEvent()) }));
-    const bad = readStored(msg({ subject: 'relaynet.relay.relay-2.link.link-state-changed', data: bytes('x') }));
+    const e = decodeStored(msg({ data: encodeEvent(linkEvent()) }));
+    const bad = decodeStored(msg({ subject: 'relaynet.relay.relay-2.link.link-state-changed', data: bytes('x') }));
     const all = typeMatcher([]);
     expect(entryMatches(e, { relayId: 'relay-1' }, all)).toBe(true);
     expect(entryMatches(e, { relayId: 'relay-2' }, all)).toBe(false);
@@ -98,7 +98,7 @@ describe('filters and --since', () => {
 
 describe('output', () => {
   it('prints one line per event with its payload, coloured only when asked', () => {
-    const e = readStored(msg({ data: encodeEvent(linkEvent()) }));
+    const e = decodeStored(msg({ data: encodeEvent(linkEvent()) }));
     const plain = formatEntry(e, { colour: false });
     expect(plain).toBe('10:00:00.000 R#7 relay-1 LinkStateChanged peerId=relay-2 device=rc2m1 state=up reason=handshake latestHandshakeMs=1 rxBytes=2 txBytes=3');
     expect(formatEntry(e, { colour: true })).toContain('\x1b[32mLinkStateChanged\x1b[0m');
@@ -132,7 +132,7 @@ describe('versions', () => {
     const entries = lines.map((l) => {
       const m = fromExportLine(l);
       if (!m.ok) throw new Error(m.error);
-      return readStored(m.message);
+      return decodeStored(m.message);
     });
     expect(entries.every((e) => e.ok)).toBe(true);
     const started = entries.flatMap((e) => (e.ok && e.event.type === 'RelayStarted' ? [e.event] : []));

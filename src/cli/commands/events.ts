@@ -5,7 +5,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { CliError, str, type Command } from '../args.ts';
 import { connectBus } from '../../bus/connection.ts';
 import { follow, readStored } from '../../bus/event-log-reader.ts';
-import { entryJson, entryMatches, formatEntry, parseSince, readStored as decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
+import { entryJson, entryMatches, formatEntry, parseSince, decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
 import { RelayIdSchema } from '../../events/envelope.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { readManifest } from '../../sim/manifest.ts';
@@ -63,7 +63,7 @@ function plan(v: Record<string, unknown>, defaultSince: Since): Plan {
     throw new CliError((e as Error).message, 2);
   }
   if (since.kind === 'seq' && streams.length > 1) throw new CliError('--since SEQ names a position in one stream: add --stream relay or --stream topology', 2);
-  return { streams, filter: { relayId, types: typeof v.type === 'string' ? [v.type] : undefined }, since, matchType };
+  return { streams, filter: { relayId }, since, matchType };
 }
 
 /** `--sim`: run the same command inside the sim's inet namespace, where its NATS is reachable. */
