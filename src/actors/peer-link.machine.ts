@@ -13,6 +13,9 @@ import type { PeerObservation } from '../kernel/host-state.ts';
  *
  * "Heard" means a handshake or received bytes: with a persistent keepalive the peer sends something
  * every few seconds even when WireGuard does not re-handshake (it does so only every 2 minutes).
+ * A link is up only once this side has completed a handshake: a responder's received bytes grow
+ * with the peer's handshake initiation already, before there is a session to carry anything (the
+ * responder's handshake completes when the initiator's first packet confirms the keys).
  */
 
 export type LinkState = 'desired' | 'configuring' | 'handshaking' | 'up' | 'stale' | 'down' | 'removing' | 'removed';
@@ -117,7 +120,10 @@ export const peerLinkMachine = setup({
   guards: {
     configured: ({ event }) => event.type === 'KERNEL_REACHED' && event.configured,
     unconfigured: ({ event }) => event.type === 'KERNEL_REACHED' && !event.configured,
-    fresh: ({ context, event }) => folded(context, event).lastHeardMs !== null && ageOf(context, event) < context.staleAfterMs,
+    fresh: ({ context, event }) => {
+      const f = folded(context, event);
+      return f.latestHandshakeMs !== null && f.lastHeardMs !== null && ageOf(context, event) < context.staleAfterMs;
+    },
     pastStale: ({ context, event }) => ageOf(context, event) >= context.staleAfterMs,
     pastDown: ({ context, event }) => ageOf(context, event) >= context.downAfterMs,
   },

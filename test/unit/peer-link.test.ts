@@ -26,6 +26,9 @@ describe('peer-link actor', () => {
     // A device with no handshake yet stays handshaking.
     l.actor.send({ type: 'OBSERVED', observation: obs({}), nowMs: 2_000 });
     expect(l.state()).toBe('handshaking');
+    // The peer's handshake initiation counts in rx before this side's handshake completes: not up yet.
+    l.actor.send({ type: 'OBSERVED', observation: obs({ rxBytes: 148 }), nowMs: 2_200 });
+    expect(l.state()).toBe('handshaking');
     l.actor.send({ type: 'OBSERVED', observation: obs({ latestHandshakeMs: 2_500, rxBytes: 92, txBytes: 148 }), nowMs: 3_000 });
     expect(l.state()).toBe('up');
     expect(l.actor.getSnapshot().context).toMatchObject({ latestHandshakeMs: 2_500, rxBytes: 92, txBytes: 148 });
