@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom } from 'xstate';
 import type { ClientSession } from '../events/topology.events.ts';
 import type { PeerObservation } from '../kernel/host-state.ts';
@@ -37,6 +38,8 @@ export interface ClientSessionContext extends ClientSessionInput {
   txBytes: number;
   lastHeardMs: number | null;
   reason: string;
+  /** The envelope id of the session's `expired` event, once expired: the cause of its unprogramming. */
+  expiredEventId: string | null;
 }
 
 export type ClientSessionEvent =
@@ -53,6 +56,8 @@ export type ClientSessionEvent =
 export type ClientSessionEmission =
   | {
       type: 'ClientSessionStateChanged';
+      /** The envelope id, when the machine must know it (an expiry is the cause of kernel work). */
+      id?: string;
       data: { sessionId: string; publicKey: string; address: string; exitId: string; state: ClientSessionState; reason: string; latestHandshakeMs: number | null; rxBytes: number; txBytes: number };
     }
   | { type: 'ClientSessionSteered'; data: { sessionId: string; exitId: string; previousExitId: string | null } };
@@ -61,6 +66,8 @@ export type ClientSessionEmission =
 export interface SessionExpired {
   type: 'SESSION_EXPIRED';
   sessionId: string;
+  /** The id of the session's `expired` event: the cause of its unprogramming. */
+  cause: string;
 }
 
 export interface SessionClosed {
@@ -75,6 +82,7 @@ const announce = (state: ClientSessionState) =>
     type: 'emit',
     params: ({ context }: { context: ClientSessionContext }): ClientSessionEmission => ({
       type: 'ClientSessionStateChanged',
+      ...(state === 'expired' && context.expiredEventId ? { id: context.expiredEventId } : {}),
       data: {
         sessionId: context.session.id,
         publicKey: context.session.publicKey,
@@ -143,7 +151,17 @@ export const clientSessionMachine = setup({
   },
 }).createMachine({
   id: 'clientSession',
-  context: ({ input }) => ({ ...input, programmedExit: null, confirmedExit: null, latestHandshakeMs: null, rxBytes: 0, txBytes: 0, lastHeardMs: null, reason: 'session opened' }),
+  context: ({ input }) => ({
+    ...input,
+    programmedExit: null,
+    confirmedExit: null,
+    latestHandshakeMs: null,
+    rxBytes: 0,
+    txBytes: 0,
+    lastHeardMs: null,
+    reason: 'session opened',
+    expiredEventId: null,
+  }),
   initial: 'requested',
   on: {
     CLOSE: { target: '.closing', actions: { type: 'because', params: ({ event }) => ({ reason: event.reason }) } },
@@ -177,7 +195,11 @@ export const clientSessionMachine = setup({
     idle: { entry: announce('idle'), on: programmedOn({ guard: 'heard', target: 'active', reason: 'client heard again' }) },
     // Unprogrammed locally until the control plane closes it (its heartbeat sweep does).
     expired: {
-      entry: [announce('expired'), sendParent(({ context }) => ({ type: 'SESSION_EXPIRED', sessionId: context.session.id }) satisfies SessionExpired)],
+      entry: [
+        assign({ expiredEventId: () => randomUUID() }),
+        announce('expired'),
+        sendParent(({ context }) => ({ type: 'SESSION_EXPIRED', sessionId: context.session.id, cause: context.expiredEventId! }) satisfies SessionExpired),
+      ],
       on: { EXIT_CHANGED: {} },
     },
     closing: {

@@ -2,7 +2,7 @@ import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } f
 import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
 import { sessionsOfEntry, type TopologyView } from '../events/topology.fold.ts';
 import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../kernel/clients.ts';
-import type { HostState } from '../kernel/host-state.ts';
+import type { DesiredHostState, HostState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { meshIndex } from '../kernel/mesh.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
@@ -34,11 +34,13 @@ export interface ClientsContext extends ClientsInput {
   /** Sessions past their expiry: unprogrammed while the control plane has not closed them yet. */
   expired: string[];
   tearingDown: boolean;
+  /** The id of the relay event behind the latest change of the desired state (passed to the kernel). */
+  cause: string | null;
 }
 
 export type ClientsEvent =
-  | { type: 'VIEW'; view: TopologyView }
-  | { type: 'TEARDOWN' }
+  | { type: 'VIEW'; view: TopologyView; cause: string | null }
+  | { type: 'TEARDOWN'; cause: string | null }
   | SessionExpired
   | { type: `xstate.done.actor.${string}`; output: SessionClosed }
   | KernelNotice;
@@ -64,17 +66,24 @@ export function sessionReached(actual: HostState, device: string, session: Clien
   return { peer, exitId: (rule && exits.get(rule.table!)) ?? null };
 }
 
-function desired(context: ClientsContext) {
-  if (context.tearingDown) return releasedClientState(context.originalSysctls);
-  const live = Object.values(context.sessions).filter((s) => !context.expired.includes(s.id));
-  return desiredClientState(context.self!, context.relays, live, context.clients);
+/**
+ * The client part of the host this relay desires: its open sessions but the expired ones, or, tearing
+ * down, nothing but the original sysctls. Replay derives it with this same function.
+ */
+export function clientsDesired(
+  c: Pick<ClientsContext, 'self' | 'relays' | 'sessions' | 'expired' | 'tearingDown' | 'clients' | 'originalSysctls'>,
+): DesiredHostState {
+  if (c.tearingDown) return releasedClientState(c.originalSysctls);
+  const live = Object.values(c.sessions).filter((s) => !c.expired.includes(s.id));
+  return desiredClientState(c.self!, c.relays, live, c.clients);
 }
 
 const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => ({
   type: 'DESIRED' as const,
   owner: 'clients',
   scope: clientScope(context.self!, context.clients),
-  state: desired(context),
+  state: clientsDesired(context),
+  cause: context.cause,
   replyTo: me,
 }));
 
@@ -87,7 +96,7 @@ export const clientsMachine = setup({
   actors: { clientSession: clientSessionMachine },
 }).createMachine({
   id: 'clients',
-  context: ({ input }) => ({ ...input, self: null, relays: {}, sessions: {}, actors: {}, expired: [], tearingDown: false }),
+  context: ({ input }) => ({ ...input, self: null, relays: {}, sessions: {}, actors: {}, expired: [], tearingDown: false, cause: null }),
   on: {
     VIEW: {
       // No client settings: the relay runs without a data path (unit tests of the relay actor alone).
@@ -108,14 +117,14 @@ export const clientsMachine = setup({
           for (const s of Object.values(sessions)) {
             if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs } });
           }
-          return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]) };
+          return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]), cause: event.cause };
         }),
         tellKernel,
       ],
     },
     SESSION_EXPIRED: {
       guard: ({ context }) => context.self !== null,
-      actions: [assign({ expired: ({ context, event }) => [...new Set([...context.expired, event.sessionId])] }), tellKernel],
+      actions: [assign({ expired: ({ context, event }) => [...new Set([...context.expired, event.sessionId])], cause: ({ event }) => event.cause }), tellKernel],
     },
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
@@ -123,7 +132,7 @@ export const clientsMachine = setup({
         enqueueActions(({ context, enqueue }) => {
           for (const a of Object.values(context.actors)) enqueue.sendTo(a, { type: 'CLOSE', reason: 'relay stopping' });
         }),
-        assign({ tearingDown: true, sessions: {} }),
+        assign({ tearingDown: true, sessions: {}, cause: ({ event }) => event.cause }),
         tellKernel,
       ],
     },

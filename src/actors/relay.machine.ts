@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { RegisterRequest, RegisterResponse, HeartbeatResponse } from '../daemon/control-plane-client.ts';
 import type { TopologyEvent } from '../events/topology.events.ts';
-import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, type TopologyView } from '../events/topology.fold.ts';
+import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
 import type { LinkTiming } from './peer-link.machine.ts';
@@ -34,6 +35,11 @@ export interface RelayContext {
   tornDown: { mesh: boolean; clients: boolean };
   /** Why the next registration happens: boot or a resync reason. */
   pendingResync: { reason: ResyncReason; detail: string } | null;
+  /**
+   * The envelope id of the latest relay event that changed what the host should hold (a seed, an
+   * applied topology event, the drain): the children pass it to the kernel actor as the cause.
+   */
+  cause: string | null;
   error: string | null;
 }
 
@@ -51,15 +57,17 @@ export type RelayMachineEvent =
   | MeshTornDown
   | ClientsTornDown;
 
-/** A relay event the machine wants published; the shell adds the envelope. */
+/**
+ * A relay event the machine wants published; the shell adds the envelope. `id` is given where the
+ * machine needs the envelope id: the events that cause kernel work.
+ */
 export type Emission =
-  | { type: 'RelayStarted'; data: { name: string; region: string; publicKey: string; software: string | null } }
   | { type: 'RelayRegistered'; data: { revision: number; meshAddress: string; clientPool: string; readmitted: boolean } }
-  | { type: 'TopologySeeded'; data: { revision: number; relays: number; reason: 'boot' | 'resync' } }
+  | { type: 'TopologySeeded'; id: string; data: { revision: number; relays: number; reason: 'boot' | 'resync'; digest: string } }
   | { type: 'TopologyResyncRequested'; data: { revision: number; reason: ResyncReason; detail: string } }
-  | { type: 'TopologyEventApplied'; data: { revision: number; eventId: string; eventType: string } }
+  | { type: 'TopologyEventApplied'; id: string; data: { revision: number; eventId: string; eventType: string } }
   | { type: 'TopologyEventRejected'; data: { reason: Rejection['reason']; subject: string; streamSeq: number | null; detail: string } }
-  | { type: 'RelayDraining'; data: { signal: string } }
+  | { type: 'RelayDraining'; id: string; data: { signal: string } }
   | { type: 'RelayStopped'; data: { deregistered: boolean } };
 
 export interface RelayLinksInput {
@@ -113,8 +121,8 @@ export const relayMachine = setup({
   actions: {
     emit: (_, _params: Emission) => {},
     viewChanged: enqueueActions(({ context, enqueue }) => {
-      enqueue.sendTo('topology', { type: 'VIEW' as const, view: context.view });
-      enqueue.sendTo('clients', { type: 'VIEW' as const, view: context.view });
+      enqueue.sendTo('topology', { type: 'VIEW' as const, view: context.view, cause: context.cause });
+      enqueue.sendTo('clients', { type: 'VIEW' as const, view: context.view, cause: context.cause });
     }),
     reportFatal: (_, _params: { error: string }) => {},
   },
@@ -136,6 +144,7 @@ export const relayMachine = setup({
     counters: emptyCounters(),
     tornDown: { mesh: false, clients: false },
     pendingResync: null,
+    cause: null,
     error: null,
   }),
   initial: 'registering',
@@ -171,6 +180,7 @@ export const relayMachine = setup({
           actions: [
             assign(({ context, event }) => ({
               registration: event.output,
+              cause: randomUUID(),
               view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions),
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
@@ -185,7 +195,13 @@ export const relayMachine = setup({
               type: 'emit',
               params: ({ context, event }) => ({
                 type: 'TopologySeeded',
-                data: { revision: event.output.revision, relays: event.output.relays.length + 1, reason: context.pendingResync ? 'resync' : 'boot' },
+                id: context.cause!,
+                data: {
+                  revision: event.output.revision,
+                  relays: event.output.relays.length + 1,
+                  reason: context.pendingResync ? 'resync' : 'boot',
+                  digest: topologyDigest(context.view),
+                },
               }),
             },
             assign({ pendingResync: null }),
@@ -226,13 +242,14 @@ export const relayMachine = setup({
             actions: [
               assign(({ context, event }) => {
                 const r = applyTopologyEvent(context.view, event.event);
-                return { view: r.kind === 'applied' ? r.state : context.view, counters: { ...context.counters, applied: context.counters.applied + 1 } };
+                return { view: r.kind === 'applied' ? r.state : context.view, cause: randomUUID(), counters: { ...context.counters, applied: context.counters.applied + 1 } };
               }),
               'viewChanged',
               {
                 type: 'emit',
-                params: ({ event }) => ({
+                params: ({ context, event }) => ({
                   type: 'TopologyEventApplied',
+                  id: context.cause!,
                   data: { revision: event.event.data.revision, eventId: event.event.id, eventType: event.event.type },
                 }),
               },
@@ -334,7 +351,10 @@ export const relayMachine = setup({
       },
     },
     draining: {
-      entry: { type: 'emit', params: ({ event }) => ({ type: 'RelayDraining', data: { signal: event.type === 'STOP' ? event.signal : 'unknown' } }) },
+      entry: [
+        assign({ cause: () => randomUUID() }),
+        { type: 'emit', params: ({ context, event }) => ({ type: 'RelayDraining', id: context.cause!, data: { signal: event.type === 'STOP' ? event.signal : 'unknown' } }) },
+      ],
       invoke: {
         src: 'deregister',
         input: ({ context }) => ({ relayId: context.request.relayId }),
@@ -353,7 +373,10 @@ export const relayMachine = setup({
         guard: ({ context }) => context.links === null || context.registration === null || (context.tornDown.mesh && context.tornDown.clients),
         target: 'stopped',
       },
-      entry: [sendTo('topology', { type: 'TEARDOWN' }), sendTo('clients', { type: 'TEARDOWN' })],
+      entry: [
+        sendTo('topology', ({ context }) => ({ type: 'TEARDOWN' as const, cause: context.cause })),
+        sendTo('clients', ({ context }) => ({ type: 'TEARDOWN' as const, cause: context.cause })),
+      ],
       on: {
         MESH_TORN_DOWN: { actions: assign({ tornDown: ({ context }) => ({ ...context.tornDown, mesh: true }) }) },
         CLIENTS_TORN_DOWN: { actions: assign({ tornDown: ({ context }) => ({ ...context.tornDown, clients: true }) }) },

@@ -1,7 +1,7 @@
 import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { RelayRecord } from '../events/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
-import type { DesiredWgDevice, WgDeviceState } from '../kernel/host-state.ts';
+import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { desiredMeshState, linkDevice, meshIndex, meshScope, type MeshOptions } from '../kernel/mesh.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
@@ -31,9 +31,10 @@ export interface TopologyContext extends TopologyInput {
   tearingDown: boolean;
 }
 
+/** `cause`: the id of the relay event that changed the view (or began the teardown), passed to the kernel. */
 export type TopologyEvent =
-  | { type: 'VIEW'; view: TopologyView }
-  | { type: 'TEARDOWN' }
+  | { type: 'VIEW'; view: TopologyView; cause: string | null }
+  | { type: 'TEARDOWN'; cause: string | null }
   | { type: `xstate.done.actor.${string}`; output: LinkRemoved }
   | KernelNotice;
 
@@ -43,6 +44,12 @@ export interface MeshTornDown {
 }
 
 const linkId = (peerId: string) => `link-${peerId}`;
+
+/** The other relays of a view: this relay's link peers (replay derives the mesh desire the same way). */
+export const meshPeers = (view: TopologyView, selfId: string): RelayRecord[] => Object.values(view.relays).filter((r) => r.id !== selfId);
+
+/** What a tearing-down relay desires of its mesh scope: nothing. */
+export const releasedMeshState = (): DesiredHostState => ({ devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
 const peerChanged = (a: RelayRecord, b: RelayRecord) => a.publicKey !== b.publicKey || a.endpoint !== b.endpoint || a.meshAddress !== b.meshAddress;
 
 /** Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as its public key). */
@@ -92,7 +99,7 @@ export const topologyMachine = setup({
         assign(({ context, event, spawn }) => {
           const self = event.view.relays[context.selfId]!;
           const ownIndex = meshIndex(self.meshAddress);
-          const peers = Object.fromEntries(Object.values(event.view.relays).filter((r) => r.id !== self.id).map((r) => [r.id, r]));
+          const peers = Object.fromEntries(meshPeers(event.view, self.id).map((r) => [r.id, r]));
           const links = { ...context.links };
           for (const p of Object.values(peers)) {
             if (links[p.id]) continue;
@@ -101,21 +108,22 @@ export const topologyMachine = setup({
           }
           return { self, peers, links, desired: desiredMeshState(self, Object.values(peers), context.mesh).devices };
         }),
-        sendTo(kernelRef, ({ context, self: me }) => ({
+        sendTo(kernelRef, ({ context, event, self: me }) => ({
           type: 'DESIRED',
           owner: 'mesh',
           scope: meshScope(context.mesh.wgPrefix, context.self!),
           state: desiredMeshState(context.self!, Object.values(context.peers), context.mesh),
+          cause: event.cause,
           replyTo: me,
         })),
       ],
     },
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
-      actions: enqueueActions(({ context, enqueue }) => {
+      actions: enqueueActions(({ context, event, enqueue }) => {
         for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'REMOVE' });
         enqueue.assign({ tearingDown: true, peers: {}, desired: {} });
-        enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, replyTo: me }));
+        enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: releasedMeshState(), cause: event.cause, replyTo: me }));
       }),
     },
     KERNEL_APPLYING: {

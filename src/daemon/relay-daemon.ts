@@ -32,6 +32,9 @@ import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import { reconcileWith } from '../kernel/reconcile.ts';
 
+/** The first event of every run: who started, which build, and the configuration replay needs. */
+type RelayStartedEmission = { type: 'RelayStarted'; data: Extract<RelayEvent, { type: 'RelayStarted' }>['data'] };
+
 export interface RelayDaemon {
   /** Resolves with the process exit code once the relay has stopped (0 after a clean drain). */
   done: Promise<number>;
@@ -95,9 +98,14 @@ async function originalSysctls(backend: KernelBackend, file: string): Promise<Re
       /* unreadable: read the host again */
     }
   }
-  const now = await backend.read({ devicePrefix: '\u0000', rulePriorities: [0, -1], sysctls: Object.keys(CLIENT_SYSCTLS), nftTables: [] });
-  writeFileSync(file, JSON.stringify(now.sysctls) + '\n', { mode: 0o600 });
-  return now.sysctls;
+  const now = await clientSysctlsNow(backend);
+  writeFileSync(file, JSON.stringify(now) + '\n', { mode: 0o600 });
+  return now;
+}
+
+/** The client sysctls as the host has them now (nothing else is read). */
+async function clientSysctlsNow(backend: KernelBackend): Promise<Record<string, string>> {
+  return (await backend.read({ devicePrefix: '\u0000', rulePriorities: [0, -1], sysctls: Object.keys(CLIENT_SYSCTLS), nftTables: [] })).sysctls;
 }
 
 /**
@@ -125,8 +133,10 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     if (publisher) publisher.publish(e);
     else early.push(e);
   };
-  const emit = (em: Emission | LinkStateChanged | KernelEmission | ClientSessionEmission, causationId: string | null = null) => {
-    const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: randomUUID, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
+  /** Publish a relay event: the machine's id where it chose one (a cause of kernel work), else a new one. */
+  const emit = (em: Emission | RelayStartedEmission | LinkStateChanged | KernelEmission | ClientSessionEmission, causationId: string | null = null) => {
+    const id = 'id' in em && em.id ? em.id : randomUUID();
+    const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: () => id, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
     log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
     publish(ev);
   };
@@ -177,7 +187,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         return () => clearInterval(t);
       }),
     },
-    actions: { emit: (_, ems) => ems.forEach((e) => emit(e)) },
+    actions: { emit: (_, ems) => ems.forEach((e) => emit(e, e.causationId)) },
   });
   const topology = topologyMachine.provide({
     actors: {
@@ -210,6 +220,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   });
   const sysctlFile = join(cfg.stateDir, 'sysctls-before.json');
   const sysctlsBefore = await originalSysctls(backend, sysctlFile);
+  const sysctlsAtStart = await clientSysctlsNow(backend);
 
   const machine = relayMachine.provide({
     actors: {
@@ -318,7 +329,30 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   };
 
   const statusServer = await startStatusServer(join(cfg.stateDir, 'relay.sock'), status);
-  emit({ type: 'RelayStarted', data: { name: cfg.name, region: cfg.region, publicKey: key.publicKey, software: SOFTWARE } });
+  emit({
+    type: 'RelayStarted',
+    data: {
+      name: cfg.name,
+      region: cfg.region,
+      publicKey: key.publicKey,
+      software: SOFTWARE,
+      config: {
+        wgPrefix: cfg.wgPrefix,
+        keepaliveSeconds: cfg.keepaliveSeconds,
+        mtu: cfg.mtu,
+        privateKeyFile: keyFile,
+        exitTableBase: cfg.exitTableBase,
+        rulePriorityBase: cfg.clientRulePriority,
+        clientSupernet: cfg.clientSupernet,
+        denyCidrs: cfg.clientDeny,
+        clientIdleAfterMs: cfg.clientIdleAfterMs,
+        linkStaleAfterMs: cfg.linkStaleAfterMs,
+        linkDownAfterMs: cfg.linkDownAfterMs,
+        sysctlsBefore,
+        sysctlsAtStart,
+      },
+    },
+  });
   actor.start();
 
   const done = new Promise<number>((resolve) => {

@@ -9,12 +9,40 @@ export const RelayStartedV1 = z.object({ name: z.string(), region: z.string(), p
 /** v2 says which build started (`relay-core 0.1.0`); a v1 event reads as `software: null` (not recorded). */
 export const RelayStartedV2 = RelayStartedV1.extend({ software: z.string().max(128).nullable() }).strict();
 export const upcastRelayStartedV1 = (d: z.infer<typeof RelayStartedV1>): z.infer<typeof RelayStartedV2> => ({ ...d, software: null });
+/**
+ * What replay needs to derive the relay's desired host state as the relay did: its mesh and client
+ * settings (the key file's path, never the key), link timing, and the client sysctls (their values
+ * before the relay first set them, and as the host had them at this start).
+ */
+export const RelayConfigV1 = z
+  .object({
+    wgPrefix: z.string().max(3),
+    keepaliveSeconds: z.number().int().min(0),
+    mtu: z.number().int().min(576).max(9000),
+    privateKeyFile: z.string().max(1024),
+    exitTableBase: z.number().int().min(1),
+    rulePriorityBase: z.number().int().min(1),
+    clientSupernet: z.string().max(64),
+    denyCidrs: z.array(z.string().max(64)).max(256),
+    clientIdleAfterMs: z.number().int().min(0),
+    linkStaleAfterMs: z.number().int().min(0),
+    linkDownAfterMs: z.number().int().min(0),
+    sysctlsBefore: z.record(z.string().max(128), z.string().max(64)),
+    sysctlsAtStart: z.record(z.string().max(128), z.string().max(64)),
+  })
+  .strict();
+/** v3 records the relay's configuration (see {@link RelayConfigV1}); v2 reads as `config: null`. */
+export const RelayStartedV3 = RelayStartedV2.extend({ config: RelayConfigV1.nullable() }).strict();
+export const upcastRelayStartedV2 = (d: z.infer<typeof RelayStartedV2>): z.infer<typeof RelayStartedV3> => ({ ...d, config: null });
 export const RelayRegisteredV1 = z
   .object({ revision: z.number().int().min(0), meshAddress: z.string(), clientPool: z.string(), readmitted: z.boolean() })
   .strict();
 export const TopologySeededV1 = z
   .object({ revision: z.number().int().min(0), relays: z.number().int().min(0), reason: z.enum(['boot', 'resync']) })
   .strict();
+/** v2 adds the digest of the seeded view (`topologyDigest`), so replay can check the view it folds; v1 reads as `digest: null`. */
+export const TopologySeededV2 = TopologySeededV1.extend({ digest: z.string().regex(/^[0-9a-f]{64}$/).nullable() }).strict();
+export const upcastTopologySeededV1 = (d: z.infer<typeof TopologySeededV1>): z.infer<typeof TopologySeededV2> => ({ ...d, digest: null });
 export const TopologyResyncRequestedV1 = z
   .object({
     revision: z.number().int().min(0),
@@ -80,9 +108,9 @@ export const KernelOperationFailedV1 = z
   .strict();
 
 export type RelayEvent =
-  | Envelope<'RelayStarted', z.infer<typeof RelayStartedV2>>
+  | Envelope<'RelayStarted', z.infer<typeof RelayStartedV3>>
   | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV1>>
-  | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV1>>
+  | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV2>>
   | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV1>>
   | Envelope<'TopologyEventApplied', z.infer<typeof TopologyEventAppliedV1>>
   | Envelope<'TopologyEventRejected', z.infer<typeof TopologyEventRejectedV1>>

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent } from './topology.events.ts';
 
 /**
@@ -107,4 +108,9 @@ export function canonicalTopology(view: TopologyView): string {
         return [s.id, s.entryId, s.exitId, s.publicKey, s.address, s.openedAt, s.expiresAt];
       }),
   });
+}
+
+/** SHA-256 (hex) of {@link canonicalTopology}: short enough to record in an event. */
+export function topologyDigest(view: TopologyView): string {
+  return createHash('sha256').update(canonicalTopology(view)).digest('hex');
 }

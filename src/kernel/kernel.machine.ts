@@ -10,21 +10,29 @@ import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservatio
  * a backend), then tells every owner the state actually reached, also after a partial failure,
  * which is retried after a pause. Observations of the devices (handshakes, counters) are read by the
  * `observer` child and forwarded to the owners. The machine itself touches nothing.
+ *
+ * Causation: each desired state names its cause, the id of the relay event whose change produced it
+ * (a `TopologySeeded`, `TopologyEventApplied`, `RelayDraining`, or a session's `expired`
+ * `ClientSessionStateChanged`). A round's events carry the cause of the desired state it applied as
+ * their causation id, so replay knows which state a recorded round was planned for.
  */
 
 export interface OwnerDesire {
   scope: KernelScope;
   state: DesiredHostState;
+  cause: string | null;
   replyTo: AnyActorRef;
 }
 
 export interface ReconcileInput {
-  owners: { owner: string; scope: KernelScope; state: DesiredHostState }[];
+  owners: { owner: string; scope: KernelScope; state: DesiredHostState; cause: string | null }[];
 }
 
 /** What one round did, per owner. `failed` names the first failed op; later ops did not run. */
 export interface ReconcileOutcome {
   owner: string;
+  /** The cause of the desired state this round applied. */
+  cause: string | null;
   planned: KernelOp[];
   applied: KernelOp[];
   failed: { op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string } | null;
@@ -37,7 +45,7 @@ export interface ReconcileOutput {
 }
 
 export type KernelEvent =
-  | { type: 'DESIRED'; owner: string; scope: KernelScope; state: DesiredHostState; replyTo: AnyActorRef }
+  | { type: 'DESIRED'; owner: string; scope: KernelScope; state: DesiredHostState; cause: string | null; replyTo: AnyActorRef }
   | { type: 'OBSERVED'; observations: PeerObservation[]; nowMs: number };
 
 /** What owners receive. */
@@ -46,9 +54,14 @@ export type KernelNotice =
   | { type: 'KERNEL_REACHED'; actual: HostState; nowMs: number; failed: ReconcileOutcome['failed'] }
   | { type: 'KERNEL_OBSERVED'; observations: PeerObservation[]; nowMs: number };
 
+/** `causationId`: the cause of the desired state the round applied (the envelope's causation id). */
 export type KernelEmission =
-  | { type: 'KernelReconciled'; data: { owner: string; planned: number; applied: number; failed: boolean; ops: KernelOp[] } }
-  | { type: 'KernelOperationFailed'; data: { owner: string; op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string } };
+  | { type: 'KernelReconciled'; causationId: string | null; data: { owner: string; planned: number; applied: number; failed: boolean; ops: KernelOp[] } }
+  | {
+      type: 'KernelOperationFailed';
+      causationId: string | null;
+      data: { owner: string; op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string };
+    };
 
 /** Sent to the observer after each round: the devices whose peers it should read. */
 export interface ObserverEvent {
@@ -78,9 +91,9 @@ export function roundEmissions(out: ReconcileOutput): KernelEmission[] {
   const ems: KernelEmission[] = [];
   for (const o of out.outcomes) {
     if (o.planned.length > 0 || o.failed) {
-      ems.push({ type: 'KernelReconciled', data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed: o.failed !== null, ops: o.applied } });
+      ems.push({ type: 'KernelReconciled', causationId: o.cause, data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed: o.failed !== null, ops: o.applied } });
     }
-    if (o.failed) ems.push({ type: 'KernelOperationFailed', data: { owner: o.owner, ...o.failed } });
+    if (o.failed) ems.push({ type: 'KernelOperationFailed', causationId: o.cause, data: { owner: o.owner, ...o.failed } });
   }
   return ems;
 }
@@ -101,7 +114,7 @@ export const kernelMachine = setup({
     emit: (_, _params: KernelEmission[]) => {},
     remember: assign(({ context, event }) => {
       if (event.type !== 'DESIRED') return {};
-      return { owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, replyTo: event.replyTo } }, dirty: true };
+      return { owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo } }, dirty: true };
     }),
     // One round's bookkeeping: stats, events, each owner told what its scope reached, observer told the devices.
     reached: enqueueActions(({ context, enqueue }, out: ReconcileOutput) => {
@@ -147,7 +160,7 @@ export const kernelMachine = setup({
       on: { DESIRED: { actions: 'remember' } },
       invoke: {
         src: 'reconcile',
-        input: ({ context }) => ({ owners: Object.entries(context.owners).map(([owner, o]) => ({ owner, scope: o.scope, state: o.state })) }),
+        input: ({ context }) => ({ owners: Object.entries(context.owners).map(([owner, o]) => ({ owner, scope: o.scope, state: o.state, cause: o.cause })) }),
         onDone: [
           {
             guard: ({ event }) => event.output.outcomes.some((o) => o.failed),

@@ -15,14 +15,14 @@ export function reconcileWith(backend: KernelBackend): (input: ReconcileInput) =
       const actual = await backend.read(o.scope);
       const planned = planKernel(actual, o.state);
       if (planned.length === 0) {
-        outcomes.push({ owner: o.owner, planned, applied: [], failed: null, reached: actual });
+        outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: [], failed: null, reached: actual });
         continue;
       }
       const r = await applyPlan(backend, planned, o.scope);
       const failed = r.failed
         ? { op: r.failed.op, message: r.failed.error.message, command: r.failed.error.command, exitCode: r.failed.error.exitCode, stderr: r.failed.error.stderr }
         : null;
-      outcomes.push({ owner: o.owner, planned, applied: r.applied, failed, reached: r.reached });
+      outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: r.applied, failed, reached: r.reached });
     }
     return { outcomes, nowMs: Date.now() };
   };

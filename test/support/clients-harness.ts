@@ -4,7 +4,7 @@ import { clientsMachine, type ClientsInput } from '../../src/actors/clients.mach
 import { topologyMachine, type TopologyInput } from '../../src/actors/topology.machine.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
 import { formatIpv4, parseCidr, type ClientSession, type RelayRecord } from '../../src/events/topology.events.ts';
-import { kernelMachine, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
+import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import { key } from './given.ts';
@@ -45,9 +45,11 @@ export function session(n: number, entry: RelayRecord, exitId: string, over: Par
 export function clientsHarness(backend = new MemoryKernelBackend({ initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} } })) {
   const confirms: { sessionId: string; exitId: string }[] = [];
   const events: ClientSessionEmission[] = [];
+  const kernelEvents: KernelEmission[] = [];
   const observers: { sendBack: (e: { type: string; [k: string]: unknown }) => void }[] = [];
   let tornDown = false;
   const kernel = kernelMachine.provide({
+    actions: { emit: (_, ems) => void kernelEvents.push(...ems) },
     actors: {
       reconcile: fromPromise(async ({ input: i }) => reconcileWith(backend)(i)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack }) => {
@@ -67,7 +69,7 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: { de
     },
   });
   const root = setup({
-    types: { events: {} as { type: 'VIEW'; view: TopologyView } | { type: 'TEARDOWN' } | { type: 'MESH_TORN_DOWN' } | { type: 'CLIENTS_TORN_DOWN' } },
+    types: { events: {} as { type: 'VIEW'; view: TopologyView; cause: string | null } | { type: 'TEARDOWN'; cause: string | null } | { type: 'MESH_TORN_DOWN' } | { type: 'CLIENTS_TORN_DOWN' } },
     actors: { kernel, topology: topologyMachine, clients },
   }).createMachine({
     invoke: [
@@ -77,7 +79,7 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: { de
     ],
     on: {
       VIEW: { actions: [sendTo('topology', ({ event }) => event), sendTo('clients', ({ event }) => event)] },
-      TEARDOWN: { actions: [sendTo('topology', { type: 'TEARDOWN' }), sendTo('clients', { type: 'TEARDOWN' })] },
+      TEARDOWN: { actions: [sendTo('topology', ({ event }) => event), sendTo('clients', ({ event }) => event)] },
       CLIENTS_TORN_DOWN: { actions: () => void (tornDown = true) },
     },
   });
@@ -99,7 +101,7 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: { de
   };
   let revision = 0;
   const view = async (relays: RelayRecord[], open: ClientSession[] = []) => {
-    actor.send({ type: 'VIEW', view: seedTopology(++revision, relays, open) });
+    actor.send({ type: 'VIEW', view: seedTopology(++revision, relays, open), cause: `view-${revision}` });
     await idle();
   };
   const observe = async (nowMs: number) => {
@@ -108,8 +110,8 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: { de
     await idle();
   };
   const teardown = async () => {
-    actor.send({ type: 'TEARDOWN' });
+    actor.send({ type: 'TEARDOWN', cause: 'drain' });
     await idle();
   };
-  return { actor, backend, view, observe, teardown, sessions, stateOf, confirms, events, tornDown: () => tornDown };
+  return { actor, backend, view, observe, teardown, sessions, stateOf, confirms, events, kernelEvents, tornDown: () => tornDown };
 }

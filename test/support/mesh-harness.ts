@@ -3,7 +3,7 @@ import type { PeerLinkActor } from '../../src/actors/peer-link.machine.ts';
 import { topologyMachine, type TopologyInput } from '../../src/actors/topology.machine.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
 import type { RelayRecord } from '../../src/events/topology.events.ts';
-import { kernelMachine, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
+import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
 
@@ -16,7 +16,9 @@ export const meshHarnessInput: TopologyInput = {
 /** The topology and kernel actors of relay-1 as the relay actor runs them, on the in-memory host (tests, benchmarks). */
 export function meshHarness(backend = new MemoryKernelBackend()) {
   const observers: { sendBack: (e: { type: string; [k: string]: unknown }) => void; devices: string[] }[] = [];
+  const emitted: KernelEmission[] = [];
   const kernel = kernelMachine.provide({
+    actions: { emit: (_, ems) => void emitted.push(...ems) },
     actors: {
       reconcile: fromPromise(async ({ input: i }) => reconcileWith(backend)(i)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
@@ -28,7 +30,7 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
     },
   });
   const root = setup({
-    types: { context: {} as { tornDown: boolean }, events: {} as { type: 'VIEW'; view: TopologyView } | { type: 'TEARDOWN' } | { type: 'MESH_TORN_DOWN' } },
+    types: { context: {} as { tornDown: boolean }, events: {} as { type: 'VIEW'; view: TopologyView; cause: string | null } | { type: 'TEARDOWN'; cause: string | null } | { type: 'MESH_TORN_DOWN' } },
     actors: { kernel, topology: topologyMachine },
   }).createMachine({
     context: { tornDown: false },
@@ -38,7 +40,7 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
     ],
     on: {
       VIEW: { actions: sendTo('topology', ({ event }) => event) },
-      TEARDOWN: { actions: sendTo('topology', { type: 'TEARDOWN' }) },
+      TEARDOWN: { actions: sendTo('topology', ({ event }) => event) },
       MESH_TORN_DOWN: { actions: assign({ tornDown: true }) },
     },
   });
@@ -57,12 +59,12 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
   };
   let revision = 0;
   const view = async (relays: RelayRecord[], withinMs?: number) => {
-    actor.send({ type: 'VIEW', view: seedTopology(++revision, relays) });
+    actor.send({ type: 'VIEW', view: seedTopology(++revision, relays), cause: `view-${revision}` });
     await idle(withinMs);
   };
   const observe = (nowMs: number) => {
     for (const o of observers) o.sendBack({ type: 'OBSERVED', observations: [], nowMs });
   };
-  return { actor, backend, view, links, idle, observe, observers, kernelRef };
+  return { actor, backend, view, links, idle, observe, observers, kernelRef, emitted };
 }
 

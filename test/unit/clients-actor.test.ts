@@ -123,6 +123,10 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     await h.observe(1_000_000);
     expect(h.stateOf(a.id)).toBe('expired');
     expect((await h.backend.read(SCOPE)).devices.rc1c!.peers).toEqual([]);
+    // The round that unprogrammed it names the session's expired event as its cause.
+    const expired = h.events.find((e) => e.type === 'ClientSessionStateChanged' && e.data.state === 'expired')!;
+    expect(expired.type === 'ClientSessionStateChanged' && expired.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(h.kernelEvents.at(-1)).toMatchObject({ type: 'KernelReconciled', causationId: (expired as { id: string }).id, data: { owner: 'clients' } });
     h.actor.stop();
   });
 

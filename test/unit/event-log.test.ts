@@ -127,7 +127,7 @@ describe('output', () => {
 });
 
 describe('versions', () => {
-  it('reads a log recorded by an older relay-core: RelayStarted v1 is upcast to the current version', () => {
+  it('reads a log recorded by an older relay-core: RelayStarted v1 and TopologySeeded v1 are upcast to the current versions', () => {
     const lines = readFileSync(join(ROOT, 'test/fixtures/events-v1.jsonl'), 'utf8').trim().split('\n');
     const entries = lines.map((l) => {
       const m = fromExportLine(l);
@@ -137,19 +137,22 @@ describe('versions', () => {
     expect(entries.every((e) => e.ok)).toBe(true);
     const started = entries.flatMap((e) => (e.ok && e.event.type === 'RelayStarted' ? [e.event] : []));
     expect(started).toHaveLength(2);
-    expect(currentVersion('RelayStarted')).toBe(2);
+    expect(currentVersion('RelayStarted')).toBe(3);
     for (const s of started) {
-      expect(s.version).toBe(2);
-      expect(s.data).toMatchObject({ software: null });
+      expect(s.version).toBe(3);
+      expect(s.data).toMatchObject({ software: null, config: null });
       expect(lines.some((l) => l.includes(s.id) && l.includes('\\"version\\":1'))).toBe(true);
     }
+    const seeded = entries.flatMap((e) => (e.ok && e.event.type === 'TopologySeeded' ? [e.event] : []));
+    expect(seeded.length).toBeGreaterThan(0);
+    for (const s of seeded) expect(s).toMatchObject({ version: 2, data: { digest: null } });
   });
 
   it('still refuses versions it does not know and v1 data that breaks the v1 schema', () => {
     const e = envelope({ source: 'relay-1', ...at }, 'RelayStarted', 1, { name: 'r', region: 'x', publicKey: 'k' });
-    expect(parseEvent(JSON.parse(JSON.stringify({ ...e, version: 3 })))).toMatchObject({ ok: false, error: expect.stringMatching(/no schema version 3/) });
+    expect(parseEvent(JSON.parse(JSON.stringify({ ...e, version: 4 })))).toMatchObject({ ok: false, error: expect.stringMatching(/no schema version 4/) });
     expect(parseEvent(JSON.parse(JSON.stringify({ ...e, data: { ...e.data, software: 'x' } })))).toMatchObject({ ok: false, error: expect.stringMatching(/^data/) });
-    expect(parseEvent(JSON.parse(JSON.stringify(e)))).toMatchObject({ ok: true, event: { version: 2, data: { software: null } } });
+    expect(parseEvent(JSON.parse(JSON.stringify(e)))).toMatchObject({ ok: true, event: { version: 3, data: { software: null, config: null } } });
   });
 
   it('docs/schemas holds the JSON Schema of every event version, as generated (npm run schemas)', () => {

@@ -3,6 +3,7 @@ import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
 import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
 import type { RegisterResponse } from '../../src/daemon/control-plane-client.ts';
 import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
+import { topologyDigest } from '../../src/events/topology.fold.ts';
 import { ev, relay } from '../support/given.ts';
 
 function registration(revision: number, others: number[]): RegisterResponse {
@@ -155,6 +156,24 @@ describe('relay actor', () => {
     // The root-level kernel and topology actors may stay listed, but nothing is left running.
     expect(Object.values(s.children).filter((c) => c?.getSnapshot().status === 'active')).toEqual([]);
     expect(h.emitted.slice(-2).map((e) => e.type)).toEqual(['RelayDraining', 'RelayStopped']);
+  });
+
+  it('names the events that change the desired host (seed, applied event, drain) with their own ids and passes them on as causes', async () => {
+    const h = harness([registration(4, [2])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    const seeded = h.emitted.find((e) => e.type === 'TopologySeeded') as Extract<Emission, { type: 'TopologySeeded' }>;
+    expect(seeded.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(seeded.data.digest).toBe(topologyDigest(h.actor.getSnapshot().context.view));
+    expect(h.actor.getSnapshot().context.cause).toBe(seeded.id);
+    h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(5, relay(5)), streamSeq: 5 });
+    const applied = h.emitted.find((e) => e.type === 'TopologyEventApplied') as Extract<Emission, { type: 'TopologyEventApplied' }>;
+    expect(applied.id).not.toBe(seeded.id);
+    expect(h.actor.getSnapshot().context.cause).toBe(applied.id);
+    h.actor.send({ type: 'STOP', signal: 'SIGTERM' });
+    await waitFor(h.actor, (s) => s.status === 'done');
+    const draining = h.emitted.find((e) => e.type === 'RelayDraining') as Extract<Emission, { type: 'RelayDraining' }>;
+    expect(new Set([seeded.id, applied.id, draining.id]).size).toBe(3);
+    expect(h.actor.getSnapshot().context.cause).toBe(draining.id);
   });
 });
 

@@ -99,9 +99,15 @@ describe('topology and kernel actors on the in-memory host', () => {
     await h.view(relays([1, 2]));
     const roundsBefore = h.kernelRef().getSnapshot().context.stats.rounds;
     // Five views sent back to back: the first starts a round, the rest collapse into one more.
-    for (const ids of [[1, 2, 3], [1, 2, 3, 4], [1, 2, 4], [1, 4, 5], [1, 5, 6]]) h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)) });
+    const emittedBefore = h.emitted.length;
+    for (const ids of [[1, 2, 3], [1, 2, 3, 4], [1, 2, 4], [1, 4, 5], [1, 5, 6]]) h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)), cause: `cause-${ids.join('')}` });
     await h.idle();
     expect(h.kernelRef().getSnapshot().context.stats.rounds - roundsBefore).toBe(2);
+    // Each round's event names the cause of the desired state it applied: the first view, then the last.
+    expect(h.emitted.slice(emittedBefore).map((e) => [e.type, e.causationId])).toEqual([
+      ['KernelReconciled', 'cause-123'],
+      ['KernelReconciled', 'cause-156'],
+    ]);
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(host.devices).sort()).toEqual(['rc1m5', 'rc1m6']);
     h.actor.stop();
@@ -110,9 +116,10 @@ describe('topology and kernel actors on the in-memory host', () => {
   it('teardown removes every mesh device and tells the parent', async () => {
     const h = harness();
     await h.view(relays([1, 2, 3]));
-    h.actor.send({ type: 'TEARDOWN' });
+    h.actor.send({ type: 'TEARDOWN', cause: 'drain-1' });
     await h.idle();
     expect(h.actor.getSnapshot().context.tornDown).toBe(true);
+    expect(h.emitted.at(-1)).toMatchObject({ type: 'KernelReconciled', causationId: 'drain-1', data: { owner: 'mesh' } });
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(host.devices).toEqual({});
     expect(host.routes).toEqual([]);
