@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command:
   client: { summary: 'open, switch, list and close client sessions (stock WireGuard clients)', load: () => import('./commands/client.ts') },
   token: { summary: 'mint scoped tokens: relay tokens (bound to one relay id) and user tokens', load: () => import('./commands/token.ts') },
   events: { summary: 'tail the event streams live, or export them to a file (JSON lines)', load: () => import('./commands/events.ts') },
+  replay: { summary: "rebuild a relay's actors and programmed host from its event log; timeline; drift", load: () => import('./commands/replay.ts') },
   bus: { summary: 'event-bus administration (idempotent JetStream bootstrap)', load: () => import('./commands/bus.ts') },
   devnet: { summary: 'run a live multi-relay network on loopback (NATS, control plane, N relays)', load: () => import('./commands/devnet.ts') },
   sim: { summary: 'run a live multi-relay network from network namespaces, with WireGuard links (root)', load: () => import('./commands/sim.ts') },

@@ -13,6 +13,8 @@ export interface MemoryKernelBackendOptions {
   initial?: HostState;
   /** Make `apply` throw a `KernelOpError` for these operations (nothing is applied). */
   failOn?: (op: KernelOp) => boolean;
+  /** Keep every applied operation in `ops` (default true; replay of long logs turns it off). */
+  recordOps?: boolean;
 }
 
 /**
@@ -46,14 +48,22 @@ export class MemoryKernelBackend implements KernelBackend {
   constructor(opts: MemoryKernelBackendOptions = {}) {
     this.state = canonicalHostState(opts.initial ?? emptyHostState());
     this.failOn = opts.failOn;
+    this.recordOps = opts.recordOps ?? true;
   }
+  private readonly recordOps: boolean;
 
   /** How many operations were applied. */
   get mutations(): number {
-    return this.ops.length;
+    return this.applied;
   }
+  private applied = 0;
 
   async read(scope: KernelScope): Promise<HostState> {
+    return this.readSync(scope);
+  }
+
+  /** `read`, synchronously (replay). */
+  readSync(scope: KernelScope): HostState {
     const [lo, hi] = scope.rulePriorities;
     const owned = (dev: string) => dev.startsWith(scope.devicePrefix);
     return canonicalHostState({
@@ -71,9 +81,25 @@ export class MemoryKernelBackend implements KernelBackend {
   }
 
   async apply(op: KernelOp): Promise<void> {
+    this.applySync(op);
+  }
+
+  /** `apply`, synchronously (replay). */
+  applySync(op: KernelOp): void {
     if (this.failOn?.(op)) throw new KernelOpError(op, `injected failure: ${describeOp(op)}`);
     this.mutate(op);
-    this.ops.push(op);
+    this.applied++;
+    if (this.recordOps) this.ops.push(op);
+  }
+
+  /** Set sysctls as the host has them (replay: the values a relay read at its start). */
+  setSysctls(values: Record<string, string>): void {
+    Object.assign(this.state.sysctls, values);
+  }
+
+  /** The whole host, owned or not. */
+  snapshot(): HostState {
+    return canonicalHostState(structuredClone(this.state));
   }
 
   /** What `observe` reports for this peer, as long as it is configured. */

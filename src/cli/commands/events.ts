@@ -1,15 +1,10 @@
-import { spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { CliError, str, type Command } from '../args.ts';
-import { connectBus } from '../../bus/connection.ts';
+import { connectForReading, reexecInSim, withoutSim } from '../bus-options.ts';
 import { follow, readStored } from '../../bus/event-log-reader.ts';
 import { entryJson, entryMatches, formatEntry, parseSince, decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
 import { RelayIdSchema } from '../../events/envelope.ts';
-import { rootLogger } from '../../lib/logger.ts';
-import { readManifest } from '../../sim/manifest.ts';
-import { NATS_URL } from '../../sim/layout.ts';
 
 const usage = `Usage: relay-core events tail [--relay ID] [--type PATTERN[,PATTERN]] [--since SEQ|TIME|DURATION|all] [--stream S] [--json] [bus]
        relay-core events export [--relay ID] [--type PATTERN] [--since ...] [--stream S] [--out FILE] [bus]
@@ -64,47 +59,6 @@ function plan(v: Record<string, unknown>, defaultSince: Since): Plan {
   }
   if (since.kind === 'seq' && streams.length > 1) throw new CliError('--since SEQ names a position in one stream: add --stream relay or --stream topology', 2);
   return { streams, filter: { relayId }, since, matchType };
-}
-
-/** `--sim`: run the same command inside the sim's inet namespace, where its NATS is reachable. */
-async function reexecInSim(dir: string, argv: string[]): Promise<number> {
-  const m = readManifest(resolve(dir));
-  if (!m) throw new CliError(`no sim in ${resolve(dir)} (no manifest.json): start one with 'relay-core sim up'`, 1);
-  const ns = `rcs-${m.simId}-inet`;
-  const script = process.argv[1]!;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, 'events', ...argv, '--nats-url', NATS_URL], { stdio: 'inherit' });
-  // Ctrl-C reaches the child through the terminal's process group too; a signal sent to us alone is passed on.
-  const pass = () => child.kill('SIGTERM');
-  process.on('SIGTERM', pass);
-  process.on('SIGINT', pass);
-  return await new Promise<number>((r) => child.on('exit', (code, signal) => r(code ?? (signal ? 1 : 0))));
-}
-
-/** argv without `--sim` and its optional directory. */
-function withoutSim(argv: string[]): { dir: string | null; rest: string[] } {
-  const i = argv.findIndex((a) => a === '--sim' || a.startsWith('--sim='));
-  if (i < 0) return { dir: null, rest: argv };
-  if (argv[i]!.startsWith('--sim=')) return { dir: argv[i]!.slice(6), rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
-  const next = argv[i + 1];
-  if (next !== undefined && !next.startsWith('-')) return { dir: next, rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
-  return { dir: '.state/sim', rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
-}
-
-async function connect(v: Record<string, unknown>): Promise<NatsConnection> {
-  const url = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
-  if (!url) throw new CliError('give --nats-url URL (or RELAYNET_NATS_SERVERS), or --sim for a running sim', 2);
-  const servers = url.split(',');
-  try {
-    return await connectBus({
-      servers,
-      token: str(v['nats-token'], 'nats-token', 'RELAYNET_NATS_TOKEN') ?? null,
-      name: 'relay-core events',
-      logger: rootLogger({ component: 'events' }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'),
-      waitOnFirstConnect: false,
-    });
-  } catch (e) {
-    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${(e as Error).message}`, 1);
-  }
 }
 
 async function tail(nc: NatsConnection, p: Plan, json: boolean): Promise<number> {
@@ -178,9 +132,9 @@ export const command: Command = {
     const p = plan(v, sub === 'tail' ? { kind: 'new' } : { kind: 'all' });
     if (v.sim) {
       const { dir, rest } = withoutSim(process.argv.slice(3));
-      return reexecInSim(dir ?? '.state/sim', rest);
+      return reexecInSim(dir ?? '.state/sim', 'events', rest);
     }
-    const nc = await connect(v);
+    const nc = await connectForReading(v, 'relay-core events');
     try {
       return sub === 'tail' ? await tail(nc, p, v.json === true) : await exportLog(nc, p, str(v.out, 'out'));
     } finally {

@@ -1,0 +1,62 @@
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { connectBus } from '../bus/connection.ts';
+import { rootLogger } from '../lib/logger.ts';
+import { NATS_URL } from '../sim/layout.ts';
+import { readManifest, type Manifest } from '../sim/manifest.ts';
+import { CliError, str } from './args.ts';
+
+/**
+ * The bus options of the commands that read the event streams (`events`, `replay`): `--nats-url` and
+ * `--nats-token` for a deployment, or `--sim [DIR]`, which runs the same command again inside a
+ * running sim's network namespace where its NATS is reachable.
+ */
+
+/** argv without `--sim` and its optional directory. */
+export function withoutSim(argv: string[]): { dir: string | null; rest: string[] } {
+  const i = argv.findIndex((a) => a === '--sim' || a.startsWith('--sim='));
+  if (i < 0) return { dir: null, rest: argv };
+  if (argv[i]!.startsWith('--sim=')) return { dir: argv[i]!.slice(6), rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+  const next = argv[i + 1];
+  if (next !== undefined && !next.startsWith('-')) return { dir: next, rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
+  return { dir: '.state/sim', rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+}
+
+/** The manifest of the sim in `dir`, or a clear error. */
+export function simManifest(dir: string): Manifest {
+  const m = readManifest(resolve(dir));
+  if (!m) throw new CliError(`no sim in ${resolve(dir)} (no manifest.json): start one with 'relay-core sim up'`, 1);
+  return m;
+}
+
+/** `--sim`: run `relay-core <command> argv...` inside the sim's inet namespace, pointed at its NATS. */
+export async function reexecInSim(dir: string, command: string, argv: string[]): Promise<number> {
+  const m = simManifest(dir);
+  const ns = `rcs-${m.simId}-inet`;
+  const script = process.argv[1]!;
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', NATS_URL], { stdio: 'inherit' });
+  // Ctrl-C reaches the child through the terminal's process group too; a signal sent to us alone is passed on.
+  const pass = () => child.kill('SIGTERM');
+  process.on('SIGTERM', pass);
+  process.on('SIGINT', pass);
+  return await new Promise<number>((r) => child.on('exit', (code, signal) => r(code ?? (signal ? 1 : 0))));
+}
+
+/** Connect to the NATS of `--nats-url` (or RELAYNET_NATS_SERVERS) to read streams. */
+export async function connectForReading(v: Record<string, unknown>, name: string): Promise<NatsConnection> {
+  const url = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
+  if (!url) throw new CliError('give --nats-url URL (or RELAYNET_NATS_SERVERS), or --sim for a running sim', 2);
+  const servers = url.split(',');
+  try {
+    return await connectBus({
+      servers,
+      token: str(v['nats-token'], 'nats-token', 'RELAYNET_NATS_TOKEN') ?? null,
+      name,
+      logger: rootLogger({ component: name }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'),
+      waitOnFirstConnect: false,
+    });
+  } catch (e) {
+    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${(e as Error).message}`, 1);
+  }
+}

@@ -1,0 +1,97 @@
+import type { HostState } from '../kernel/host-state.ts';
+import { describeOp } from '../kernel/execute.ts';
+import { renderHostState } from '../kernel/plan.ts';
+import type { ReplayResult } from './replay.ts';
+
+/** Replay's result as text for a person: the relay, its view, every actor, the checks and the host. Pure. */
+export function formatReplay(r: ReplayResult): string {
+  const out: string[] = [];
+  const short = (s: string | null) => (s ? `${s.slice(0, 12)}…` : '-');
+  out.push(
+    `relay ${r.relayId}${r.upTo ? ` as of relay-stream seq ${r.upTo.seq} (${r.upTo.time})` : ' (no events of this relay in the log)'}: ${r.relay.state}` +
+      `, ${r.relay.runs} run${r.relay.runs === 1 ? '' : 's'}${r.relay.uncleanEnds ? ` (${r.relay.uncleanEnds} ended without RelayStopped)` : ''}` +
+      `${r.relay.software ? `, ${r.relay.software}` : ''}`,
+  );
+  out.push(`  mesh address ${r.relay.meshAddress ?? '-'}, client pool ${r.relay.clientPool ?? '-'}, public key ${r.relay.publicKey ?? '-'}`);
+  out.push(`events: ${r.events.relay} of this relay, ${r.events.topology} topology, ${r.events.skipped} skipped`);
+  for (const s of r.skipped) out.push(`  SKIPPED ${s.stream} seq ${s.seq}: ${s.reason}: ${s.detail}`);
+  if (r.events.skipped > r.skipped.length) out.push(`  ... and ${r.events.skipped - r.skipped.length} more`);
+  const t = r.topology;
+  out.push(
+    `topology: revision ${t.revision < 0 ? '?' : t.revision} (${t.view}${t.digest ? `, digest ${short(t.digest)}` : ''}), ${t.relays.length} relays, ${t.sessions} open sessions;` +
+      ` ${t.seeds} seeds, ${t.applied} events applied, ${t.resyncsRequested} resyncs requested` +
+      `${Object.keys(t.rejected).length ? `, rejected ${Object.entries(t.rejected).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`,
+  );
+  if (t.viewNote) out.push(`  note: ${t.viewNote}`);
+  if (t.digestMismatches) out.push(`  WARNING: ${t.digestMismatches} seed(s) recorded a different view than the topology stream gives`);
+  for (const rel of t.relays) out.push(`  ${rel.id.padEnd(16)} ${rel.meshAddress.padEnd(15)} ${rel.endpoint.padEnd(22)} ${rel.region}`);
+  out.push(`links: ${r.links.length}`);
+  for (const l of r.links) out.push(`  ${l.peerId.padEnd(16)} ${l.device.padEnd(10)} ${l.state.padEnd(12)} ${l.reason} (since ${l.since}, seq ${l.seq})`);
+  out.push(`client sessions: ${r.sessions.length}`);
+  for (const s of r.sessions) {
+    out.push(`  ${s.address.padEnd(15)} ${s.sessionId} ${s.state.padEnd(11)} exit ${s.exitId}${s.confirmedExitId && s.confirmedExitId !== s.exitId ? ` (confirmed ${s.confirmedExitId})` : ''}: ${s.reason} (since ${s.since}, seq ${s.seq})`);
+  }
+  const k = r.kernel;
+  out.push(`kernel: ${k.rounds} rounds recorded, ${k.mutations} operations applied, ${k.failures} failed${k.lastError ? ` (last: ${k.lastError})` : ''}`);
+  const c = r.checks;
+  out.push(`checks: ${c.rounds} rounds re-planned from their causes: ${c.matched} match, ${c.mismatched} differ, ${c.unchecked} unchecked; ${c.inconsistent} recorded operations the replayed host refused`);
+  for (const [why, n] of Object.entries(c.uncheckedWhy)) out.push(`  unchecked ${n}: ${why}`);
+  for (const m of c.mismatches) {
+    out.push(`  DIFFERS seq ${m.seq} (${m.owner}, cause ${m.cause ?? '-'}):`);
+    out.push(...(m.recorded.length ? m.recorded.map((o) => `    recorded ${describeOp(o)}`) : ['    recorded nothing']));
+    out.push(...(m.derived?.length ? m.derived.map((o) => `    derived  ${describeOp(o)}`) : ['    derived  nothing']));
+  }
+  for (const i of c.inconsistencies) out.push(`  REFUSED seq ${i.seq}: ${describeOp(i.op)}: ${i.message}`);
+  out.push('host (as the kernel actor programmed it, rendered by the in-memory kernel):');
+  const host = renderHostState(r.host);
+  out.push(host ? host.trimEnd().replace(/^/gm, '  ') : '  (nothing)');
+  return out.join('\n') + '\n';
+}
+
+export interface HostDiff {
+  /** Lines of the replayed host that the live host does not have. */
+  missing: string[];
+  /** Lines of the live host that replay does not have. */
+  unexpected: string[];
+}
+
+/**
+ * The drift between the host replay says the relay programmed and the host as it is: both rendered
+ * one fact per line (a device, an address, a peer, a route, a rule, a sysctl, a table) and compared.
+ * Sysctls replay never learned (no `config` recorded) are left out, and so is the endpoint of a peer
+ * programmed without one (a client: WireGuard learns it from the client's packets, as intended).
+ */
+export function diffHosts(replayed: HostState, live: HostState): HostDiff {
+  const known = new Set(Object.keys(replayed.sysctls));
+  const roaming = new Set(Object.values(replayed.devices).flatMap((d) => d.peers.filter((p) => p.endpoint === null).map((p) => `${d.name} ${p.publicKey}`)));
+  const devices = Object.fromEntries(
+    Object.entries(live.devices).map(([name, d]) => [name, { ...d, peers: d.peers.map((p) => (roaming.has(`${name} ${p.publicKey}`) ? { ...p, endpoint: null } : p)) }]),
+  );
+  const liveKnown: HostState = { ...live, devices, sysctls: Object.fromEntries(Object.entries(live.sysctls).filter(([k]) => known.has(k))) };
+  const a = lines(replayed);
+  const b = lines(liveKnown);
+  const inB = new Set(b);
+  const inA = new Set(a);
+  return { missing: a.filter((l) => !inB.has(l)), unexpected: b.filter((l) => !inA.has(l)) };
+}
+
+/** The host as one line per fact; a peer line names its device so it stays unique. */
+function lines(s: HostState): string[] {
+  const out: string[] = [];
+  let dev = '';
+  for (const l of renderHostState(s).split('\n')) {
+    if (!l) continue;
+    if (l.startsWith('device ')) dev = l.split(' ')[1]!;
+    out.push(l.startsWith('  ') ? `${dev}:${l.trim()}` : l);
+  }
+  return out;
+}
+
+export function formatDiff(d: HostDiff): string {
+  if (d.missing.length === 0 && d.unexpected.length === 0) return 'no drift: the host holds exactly what replay says the relay programmed\n';
+  return [
+    `drift: ${d.missing.length} programmed but missing on the host, ${d.unexpected.length} on the host but not programmed`,
+    ...d.missing.map((l) => `- ${l}`),
+    ...d.unexpected.map((l) => `+ ${l}`),
+  ].join('\n') + '\n';
+}

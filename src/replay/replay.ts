@@ -1,0 +1,528 @@
+import { isDeepStrictEqual } from 'node:util';
+import { clientsDesired } from '../actors/clients.machine.ts';
+import { meshPeers, releasedMeshState } from '../actors/topology.machine.ts';
+import type { LogEntry } from '../events/log.ts';
+import type { RelayEvent } from '../events/relay.events.ts';
+import { applyTopologyEvent, EMPTY_TOPOLOGY, sessionsOfEntry, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
+import type { ClientSession, RelayRecord, TopologyEvent } from '../events/topology.events.ts';
+import { clientScope, type ClientOptions } from '../kernel/clients.ts';
+import type { DesiredHostState, HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
+import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
+import { desiredMeshState, meshScope, type MeshOptions } from '../kernel/mesh.ts';
+import { planKernel } from '../kernel/plan.ts';
+
+/**
+ * Replay of one relay's event log: what the relay believed and did at any point, rebuilt from its own
+ * stream (`relaynet.relay.<id>.>`) and the topology stream. Pure: entries in, state out; the same
+ * entries always give the same result.
+ *
+ * - The topology view is folded from the topology stream with the relay's own `applyTopologyEvent`,
+ *   at the revisions its `TopologySeeded` and `TopologyEventApplied` events name (a seed's digest is
+ *   checked against the view rebuilt).
+ * - Actor states (relay, links, client sessions, kernel counters) are those the actors announced.
+ * - The host is an in-memory kernel (`MemoryKernelBackend`) to which every recorded `KernelReconciled`
+ *   operation is applied in order.
+ * - Each recorded round is also checked: the desired state named by its causation id is derived again
+ *   with the live relay's functions (`desiredMeshState`, `clientsDesired`) and planned with
+ *   `planKernel` against the replayed host; the operations must be those recorded.
+ */
+
+export interface ReplayOptions {
+  relayId: string;
+  /** Keep the derived operations of every round (tests; costs memory on long logs). */
+  keepDerivedOps?: boolean;
+}
+
+export type ReplayCut = { kind: 'seq'; seq: number } | { kind: 'time'; time: Date };
+
+export type RelayRunState = 'not started' | 'registering' | 'serving' | 'draining' | 'stopped';
+
+export interface LinkReplay {
+  peerId: string;
+  device: string;
+  state: string;
+  reason: string;
+  latestHandshakeMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+  /** When and at which relay-stream sequence the link entered its state. */
+  since: string;
+  seq: number;
+}
+
+export interface SessionReplay {
+  sessionId: string;
+  publicKey: string;
+  address: string;
+  exitId: string;
+  confirmedExitId: string | null;
+  state: string;
+  reason: string;
+  since: string;
+  seq: number;
+}
+
+/** One recorded kernel round, checked. */
+export interface RoundCheck {
+  seq: number;
+  owner: string;
+  cause: string | null;
+  verdict: 'match' | 'mismatch' | 'unchecked';
+  /** Why a round could not be checked (no configuration, view unavailable, cause not in the log). */
+  why: string | null;
+  recorded: KernelOp[];
+  /** What the relay's planner gives for the desired state the cause names (null when unchecked). */
+  derived: KernelOp[] | null;
+}
+
+export interface SkippedEntry {
+  stream: string;
+  seq: number;
+  reason: string;
+  detail: string;
+}
+
+export interface ReplayResult {
+  relayId: string;
+  /** The last relay-stream message replayed. */
+  upTo: { seq: number; time: string } | null;
+  events: { relay: number; topology: number; skipped: number };
+  /** The first skipped messages (corrupt, foreign, forged), with their sequences. */
+  skipped: SkippedEntry[];
+  relay: {
+    state: RelayRunState;
+    /** Runs of the daemon in the log (RelayStarted), and how many ended without RelayStopped (killed). */
+    runs: number;
+    uncleanEnds: number;
+    software: string | null;
+    publicKey: string | null;
+    meshAddress: string | null;
+    clientPool: string | null;
+    /** The configuration of the latest run (RelayStarted v3), or null. */
+    config: RelayConfig | null;
+  };
+  topology: {
+    revision: number;
+    digest: string | null;
+    /** Whether the view could be rebuilt from the topology stream (else why not). */
+    view: 'rebuilt' | 'unavailable';
+    viewNote: string | null;
+    relays: RelayRecord[];
+    sessions: number;
+    applied: number;
+    seeds: number;
+    resyncsRequested: number;
+    rejected: Record<string, number>;
+    /** Seeds whose recorded digest differs from the view rebuilt at that revision. */
+    digestMismatches: number;
+  };
+  links: LinkReplay[];
+  sessions: SessionReplay[];
+  kernel: { rounds: number; mutations: number; failures: number; lastError: string | null };
+  checks: {
+    rounds: number;
+    matched: number;
+    mismatched: number;
+    unchecked: number;
+    uncheckedWhy: Record<string, number>;
+    /** The first mismatching rounds. */
+    mismatches: RoundCheck[];
+    /** Recorded operations the replayed host refused (it was not as the log says). */
+    inconsistent: number;
+    inconsistencies: { seq: number; op: KernelOp; message: string }[];
+  };
+  /** Every round's check with both operation lists (only with `keepDerivedOps`). */
+  rounds?: RoundCheck[];
+  host: HostState;
+}
+
+/** A desired state as an owner last handed it to the kernel actor, by cause. */
+interface Desire {
+  self: RelayRecord;
+  /** Null when the view it derives from could not be rebuilt. */
+  derive: (() => DesiredHostState) | null;
+}
+
+const MAX_LISTED = 50;
+/** Desires kept per owner waiting for a round that names them (older ones were coalesced away live). */
+const MAX_PENDING_DESIRES = 4096;
+
+export type RelayConfig = NonNullable<Extract<RelayEvent, { type: 'RelayStarted' }>['data']['config']>;
+type Config = RelayConfig;
+
+/** Whether a relay-stream entry lies within the cut (entries arrive in sequence order). */
+export function withinCut(e: { seq: number; time: string }, cut: ReplayCut | null): boolean {
+  if (!cut) return true;
+  return cut.kind === 'seq' ? e.seq <= cut.seq : Date.parse(e.time) <= cut.time.getTime();
+}
+
+export class RelayReplay {
+  private readonly relayId: string;
+  private readonly keepRounds: boolean;
+  private readonly topo = new Map<number, TopologyEvent>();
+  private readonly host = new MemoryKernelBackend({ recordOps: false });
+  private hostSeeded = false;
+
+  private counts = { relay: 0, topology: 0, skipped: 0 };
+  private readonly skipped: SkippedEntry[] = [];
+  private upTo: { seq: number; time: string } | null = null;
+
+  private relayState: RelayRunState = 'not started';
+  private runs = 0;
+  private uncleanEnds = 0;
+  private software: string | null = null;
+  private publicKey: string | null = null;
+  private meshAddress: string | null = null;
+  private clientPool: string | null = null;
+  private config: Config | null = null;
+
+  private view: TopologyView | null = EMPTY_TOPOLOGY;
+  private viewNote: string | null = null;
+  private topoCounters = { applied: 0, seeds: 0, resyncsRequested: 0, rejected: {} as Record<string, number>, digestMismatches: 0 };
+
+  private links = new Map<string, LinkReplay>();
+  private sessions = new Map<string, SessionReplay>();
+  private kernel = { rounds: 0, mutations: 0, failures: 0, lastError: null as string | null };
+
+  // What the topology and clients actors of the current run hold (mirrors their contexts).
+  private tearingDown = false;
+  private clientsSelf: RelayRecord | null = null;
+  private clientsRelays: Readonly<Record<string, RelayRecord>> = {};
+  private clientsSessions: Record<string, ClientSession> = {};
+  private expired: string[] = [];
+  private readonly desires: Record<'mesh' | 'clients', Map<string, Desire>> = { mesh: new Map(), clients: new Map() };
+
+  private checks = { rounds: 0, matched: 0, mismatched: 0, unchecked: 0, uncheckedWhy: {} as Record<string, number>, inconsistent: 0 };
+  private readonly mismatches: RoundCheck[] = [];
+  private readonly inconsistencies: { seq: number; op: KernelOp; message: string }[] = [];
+  private readonly rounds: RoundCheck[] = [];
+
+  constructor(opts: ReplayOptions) {
+    this.relayId = opts.relayId;
+    this.keepRounds = opts.keepDerivedOps ?? false;
+  }
+
+  /** Offer a topology-stream entry (all of them, before the relay's entries). */
+  addTopology(e: LogEntry): void {
+    if (!e.ok) return this.skip(e);
+    this.counts.topology++;
+    const ev = e.event as TopologyEvent;
+    if ('revision' in ev.data) this.topo.set(ev.data.revision, ev);
+  }
+
+  /** Offer the relay's own entries, in stream order. */
+  add(e: LogEntry): void {
+    if (!e.ok) return this.skip(e);
+    const ev = e.event as RelayEvent;
+    if (ev.source !== this.relayId) return;
+    this.counts.relay++;
+    this.upTo = { seq: e.seq, time: e.time };
+    this.fold(ev, e.seq, e.time);
+  }
+
+  private skip(e: Extract<LogEntry, { ok: false }>): void {
+    this.counts.skipped++;
+    if (this.skipped.length < MAX_LISTED) this.skipped.push({ stream: e.stream, seq: e.seq, reason: e.skipped.reason, detail: e.skipped.detail });
+  }
+
+  private fold(ev: RelayEvent, seq: number, time: string): void {
+    switch (ev.type) {
+      case 'RelayStarted': {
+        if (this.runs > 0 && this.relayState !== 'stopped') this.uncleanEnds++;
+        this.runs++;
+        this.relayState = 'registering';
+        this.software = ev.data.software;
+        this.publicKey = ev.data.publicKey;
+        this.config = ev.data.config;
+        // A new process: fresh actors (they announce themselves again); the host stays as it was.
+        this.links.clear();
+        this.sessions.clear();
+        this.tearingDown = false;
+        this.clientsSelf = null;
+        this.clientsRelays = {};
+        this.clientsSessions = {};
+        this.expired = [];
+        this.desires.mesh.clear();
+        this.desires.clients.clear();
+        if (ev.data.config && !this.hostSeeded) {
+          // The host's sysctls before the relay touched them; the rest of the owned host starts empty.
+          this.host.setSysctls(ev.data.config.sysctlsAtStart);
+          this.hostSeeded = true;
+        }
+        return;
+      }
+      case 'RelayRegistered':
+        this.meshAddress = ev.data.meshAddress;
+        this.clientPool = ev.data.clientPool;
+        return;
+      case 'TopologySeeded': {
+        this.topoCounters.seeds++;
+        this.relayState = 'serving';
+        this.view = this.viewAt(ev.data.revision);
+        if (this.view && ev.data.digest !== null && topologyDigest(this.view) !== ev.data.digest) {
+          this.topoCounters.digestMismatches++;
+          this.viewNote = `the view rebuilt at revision ${ev.data.revision} differs from the one the relay seeded (seq ${seq})`;
+        }
+        this.viewChanged(ev.id);
+        return;
+      }
+      case 'TopologyEventApplied': {
+        this.topoCounters.applied++;
+        const te = this.topo.get(ev.data.revision);
+        if (!this.view) {
+          // Stays unavailable until a seed the stream can rebuild.
+        } else if (!te || te.id !== ev.data.eventId) {
+          this.unavailable(`topology event of revision ${ev.data.revision} (${ev.data.eventId}) is not in the topology stream`);
+        } else {
+          const r = applyTopologyEvent(this.view, te);
+          if (r.kind === 'applied') this.view = r.state;
+          else this.unavailable(`revision ${ev.data.revision} does not follow the view at ${this.view.revision}`);
+        }
+        this.viewChanged(ev.id);
+        return;
+      }
+      case 'TopologyResyncRequested':
+        this.topoCounters.resyncsRequested++;
+        this.relayState = 'registering';
+        return;
+      case 'TopologyEventRejected':
+        this.topoCounters.rejected[ev.data.reason] = (this.topoCounters.rejected[ev.data.reason] ?? 0) + 1;
+        return;
+      case 'RelayDraining':
+        this.relayState = 'draining';
+        this.teardown(ev.id);
+        return;
+      case 'RelayStopped':
+        this.relayState = 'stopped';
+        return;
+      case 'LinkStateChanged': {
+        const d = ev.data;
+        if (d.state === 'removed') this.links.delete(d.peerId);
+        else this.links.set(d.peerId, { ...d, since: time, seq });
+        return;
+      }
+      case 'ClientSessionStateChanged': {
+        const d = ev.data;
+        const before = this.sessions.get(d.sessionId);
+        if (d.state === 'closed') this.sessions.delete(d.sessionId);
+        else
+          this.sessions.set(d.sessionId, {
+            sessionId: d.sessionId,
+            publicKey: d.publicKey,
+            address: d.address,
+            exitId: d.exitId,
+            confirmedExitId: before?.confirmedExitId ?? null,
+            state: d.state,
+            reason: d.reason,
+            since: time,
+            seq,
+          });
+        if (d.state === 'expired') this.sessionExpired(d.sessionId, ev.id);
+        return;
+      }
+      case 'ClientSessionSteered': {
+        const s = this.sessions.get(ev.data.sessionId);
+        if (s) this.sessions.set(s.sessionId, { ...s, confirmedExitId: ev.data.exitId });
+        return;
+      }
+      case 'KernelReconciled':
+        this.kernelRound(ev.data.owner, ev.causationId, ev.data.ops as unknown as KernelOp[], ev.data.planned, ev.data.failed, seq);
+        return;
+      case 'KernelOperationFailed':
+        this.kernel.lastError = ev.data.message;
+        return;
+    }
+  }
+
+  private unavailable(note: string): void {
+    this.view = null;
+    this.viewNote = note;
+  }
+
+  /** The view at `revision`, folded from the topology stream from the start (null if it has a hole). */
+  private viewAt(revision: number): TopologyView | null {
+    let v = EMPTY_TOPOLOGY;
+    for (let r = 1; r <= revision; r++) {
+      const te = this.topo.get(r);
+      if (!te) {
+        this.viewNote = `revision ${r} is not in the topology stream (retention?): the view at ${revision} cannot be rebuilt`;
+        return null;
+      }
+      const out = applyTopologyEvent(v, te);
+      if (out.kind !== 'applied') return null;
+      v = out.state;
+    }
+    this.viewNote = null;
+    return v;
+  }
+
+  private meshOptions(c: Config): MeshOptions {
+    return { wgPrefix: c.wgPrefix, keepaliveSeconds: c.keepaliveSeconds, mtu: c.mtu, privateKeyFile: c.privateKeyFile, exitTableBase: c.exitTableBase };
+  }
+
+  private clientOptions(c: Config): ClientOptions {
+    return {
+      wgPrefix: c.wgPrefix,
+      privateKeyFile: c.privateKeyFile,
+      mtu: c.mtu,
+      exitTableBase: c.exitTableBase,
+      rulePriorityBase: c.rulePriorityBase,
+      clientSupernet: c.clientSupernet,
+      denyCidrs: c.denyCidrs,
+    };
+  }
+
+  private remember(owner: 'mesh' | 'clients', cause: string, d: Desire): void {
+    const m = this.desires[owner];
+    m.set(cause, d);
+    if (m.size > MAX_PENDING_DESIRES) m.delete(m.keys().next().value!);
+  }
+
+  /** What the topology and clients actors do on a VIEW: each hands the kernel a desired state. */
+  private viewChanged(cause: string): void {
+    const view = this.view;
+    const c = this.config;
+    if (this.tearingDown) return;
+    if (!view) {
+      // The actors got a view the replay cannot rebuild: rounds that name this cause are unchecked.
+      const self = this.clientsSelf;
+      if (self) {
+        this.remember('mesh', cause, { self, derive: null });
+        this.remember('clients', cause, { self, derive: null });
+      }
+      return;
+    }
+    const self = view.relays[this.relayId];
+    if (!self) return;
+    const meshOpts = c ? this.meshOptions(c) : null;
+    const peers = meshPeers(view, this.relayId);
+    this.remember('mesh', cause, { self, derive: meshOpts ? () => desiredMeshState(self, peers, meshOpts) : null });
+    this.clientsSelf = self;
+    this.clientsRelays = view.relays;
+    this.clientsSessions = Object.fromEntries(sessionsOfEntry(view, this.relayId).map((s) => [s.id, s]));
+    this.expired = this.expired.filter((id) => this.clientsSessions[id]);
+    this.rememberClients(cause);
+  }
+
+  private rememberClients(cause: string): void {
+    const c = this.config;
+    const self = this.clientsSelf!;
+    const ctx = {
+      self,
+      relays: this.clientsRelays,
+      sessions: this.clientsSessions,
+      expired: [...this.expired],
+      tearingDown: this.tearingDown,
+      clients: c ? this.clientOptions(c) : (null as unknown as ClientOptions),
+      originalSysctls: c?.sysctlsBefore ?? {},
+    };
+    this.remember('clients', cause, { self, derive: c && (this.view || this.tearingDown) ? () => clientsDesired(ctx) : null });
+  }
+
+  private sessionExpired(sessionId: string, cause: string): void {
+    if (!this.clientsSelf) return;
+    this.expired = [...new Set([...this.expired, sessionId])];
+    this.rememberClients(cause);
+  }
+
+  private teardown(cause: string): void {
+    if (!this.clientsSelf) return;
+    this.tearingDown = true;
+    const self = this.clientsSelf;
+    this.remember('mesh', cause, { self, derive: () => releasedMeshState() });
+    this.clientsSessions = {};
+    this.rememberClients(cause);
+  }
+
+  private scopeOf(owner: string, self: RelayRecord): KernelScope | null {
+    const c = this.config;
+    if (!c) return null;
+    if (owner === 'mesh') return meshScope(c.wgPrefix, self);
+    if (owner === 'clients') return clientScope(self, { wgPrefix: c.wgPrefix, rulePriorityBase: c.rulePriorityBase });
+    return null;
+  }
+
+  private kernelRound(owner: string, cause: string | null, recorded: KernelOp[], planned: number, failed: boolean, seq: number): void {
+    this.kernel.rounds++;
+    this.kernel.mutations += recorded.length;
+    if (failed) this.kernel.failures++;
+    const check = this.check(owner, cause, recorded, planned, failed, seq);
+    this.checks.rounds++;
+    if (check.verdict === 'match') this.checks.matched++;
+    else if (check.verdict === 'mismatch') {
+      this.checks.mismatched++;
+      if (this.mismatches.length < MAX_LISTED) this.mismatches.push(check);
+    } else {
+      this.checks.unchecked++;
+      const why = check.why ?? 'unknown';
+      this.checks.uncheckedWhy[why] = (this.checks.uncheckedWhy[why] ?? 0) + 1;
+    }
+    if (this.keepRounds) this.rounds.push(check);
+    for (const op of recorded) {
+      try {
+        this.host.applySync(op);
+      } catch (e) {
+        this.checks.inconsistent++;
+        if (this.inconsistencies.length < MAX_LISTED) this.inconsistencies.push({ seq, op, message: (e as Error).message });
+      }
+    }
+  }
+
+  private check(owner: string, cause: string | null, recorded: KernelOp[], planned: number, failed: boolean, seq: number): RoundCheck {
+    const base = { seq, owner, cause, recorded };
+    const unchecked = (why: string): RoundCheck => ({ ...base, verdict: 'unchecked', why, derived: null });
+    if (!this.config) return unchecked('no configuration recorded (RelayStarted before v3)');
+    if (owner !== 'mesh' && owner !== 'clients') return unchecked(`unknown owner ${owner}`);
+    if (cause === null) return unchecked('no causation id (recorded before causation)');
+    const pending = this.desires[owner];
+    const desire = pending.get(cause);
+    if (!desire) return unchecked('cause not in the log');
+    // Later rounds apply this desire or a newer one: older ones are spent.
+    for (const k of pending.keys()) {
+      if (k === cause) break;
+      pending.delete(k);
+    }
+    if (!desire.derive) return unchecked('view unavailable');
+    const scope = this.scopeOf(owner, desire.self)!;
+    const derived = JSON.parse(JSON.stringify(planKernel(this.host.readSync(scope), desire.derive()))) as KernelOp[];
+    const ok = failed ? planned === derived.length && isDeepStrictEqual(derived.slice(0, recorded.length), recorded) : isDeepStrictEqual(derived, recorded);
+    return { ...base, verdict: ok ? 'match' : 'mismatch', why: null, derived };
+  }
+
+  result(): ReplayResult {
+    const view = this.view;
+    const out: ReplayResult = {
+      relayId: this.relayId,
+      upTo: this.upTo,
+      events: { ...this.counts },
+      skipped: [...this.skipped],
+      relay: {
+        state: this.relayState,
+        runs: this.runs,
+        uncleanEnds: this.uncleanEnds,
+        software: this.software,
+        publicKey: this.publicKey,
+        meshAddress: this.meshAddress,
+        clientPool: this.clientPool,
+        config: this.config,
+      },
+      topology: {
+        revision: view?.revision ?? -1,
+        digest: view ? topologyDigest(view) : null,
+        view: view ? 'rebuilt' : 'unavailable',
+        viewNote: this.viewNote,
+        relays: view ? Object.values(view.relays).sort((a, b) => a.id.localeCompare(b.id)) : [],
+        sessions: view ? Object.keys(view.sessions).length : 0,
+        ...this.topoCounters,
+        rejected: { ...this.topoCounters.rejected },
+      },
+      links: [...this.links.values()].sort((a, b) => a.peerId.localeCompare(b.peerId)),
+      sessions: [...this.sessions.values()].sort((a, b) => a.address.localeCompare(b.address, undefined, { numeric: true })),
+      kernel: { ...this.kernel },
+      checks: { ...this.checks, uncheckedWhy: { ...this.checks.uncheckedWhy }, mismatches: [...this.mismatches], inconsistencies: [...this.inconsistencies] },
+      host: this.host.snapshot(),
+    };
+    if (this.keepRounds) out.rounds = [...this.rounds];
+    return out;
+  }
+}
