@@ -69,10 +69,28 @@ function formatIp({ v6, n }: IpValue): string {
   return `${hex.slice(0, best.at).join(':')}::${hex.slice(best.at + best.len).join(':')}`;
 }
 
+/**
+ * Canonical texts by input: a relay (and replay) canonicalises the same few hundred addresses on every
+ * plan, and the parse goes through BigInt. Bounded: cleared when full.
+ */
+const canonicalCache = new Map<string, string>();
+const CANONICAL_CACHE_MAX = 65_536;
+function cached(key: string, compute: () => string): string {
+  let v = canonicalCache.get(key);
+  if (v === undefined) {
+    v = compute();
+    if (canonicalCache.size >= CANONICAL_CACHE_MAX) canonicalCache.clear();
+    canonicalCache.set(key, v);
+  }
+  return v;
+}
+
 /** An IP address in canonical text; unparseable input is returned as is (the host will refuse it). */
 export function canonicalIp(s: string): string {
-  const ip = isIpv6(s) ? parseIpv6(s) : parseIpv4(s);
-  return ip ? formatIp(ip) : s;
+  return cached(`i${s}`, () => {
+    const ip = isIpv6(s) ? parseIpv6(s) : parseIpv4(s);
+    return ip ? formatIp(ip) : s;
+  });
 }
 
 /**
@@ -81,6 +99,10 @@ export function canonicalIp(s: string): string {
  * WireGuard and the routing table store it).
  */
 export function canonicalCidr(s: string, keepHostBits = false): string {
+  return cached(`${keepHostBits ? 'h' : 'n'}${s}`, () => computeCanonicalCidr(s, keepHostBits));
+}
+
+function computeCanonicalCidr(s: string, keepHostBits: boolean): string {
   const [addr = '', len, extra] = s.split('/');
   const ip = isIpv6(addr) ? parseIpv6(addr) : parseIpv4(addr);
   const bits = ip?.v6 ? 128 : 32;

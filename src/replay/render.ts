@@ -1,7 +1,7 @@
 import type { HostState } from '../kernel/host-state.ts';
 import { describeOp } from '../kernel/execute.ts';
 import { renderHostState } from '../kernel/plan.ts';
-import type { ReplayResult } from './replay.ts';
+import type { ReplayResult, RoundCheck } from './replay.ts';
 
 /** Replay's result as text for a person: the relay, its view, every actor, the checks and the host. Pure. */
 export function formatReplay(r: ReplayResult): string {
@@ -45,6 +45,17 @@ export function formatReplay(r: ReplayResult): string {
   out.push('host (as the kernel actor programmed it, rendered by the in-memory kernel):');
   const host = renderHostState(r.host);
   out.push(host ? host.trimEnd().replace(/^/gm, '  ') : '  (nothing)');
+  return out.join('\n') + '\n';
+}
+
+/** Every kernel round with its cause, verdict and operations (`replay --rounds`). */
+export function formatRounds(rounds: readonly RoundCheck[]): string {
+  const out = ['rounds:'];
+  for (const r of rounds) {
+    out.push(`  seq ${r.seq} ${r.owner} cause ${r.cause ?? '-'}: ${r.verdict}${r.why ? ` (${r.why})` : ''}`);
+    for (const o of r.recorded) out.push(`    ${describeOp(o)}`);
+    if (r.verdict === 'mismatch') for (const o of r.derived ?? []) out.push(`    derived ${describeOp(o)}`);
+  }
   return out.join('\n') + '\n';
 }
 

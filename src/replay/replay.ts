@@ -138,9 +138,8 @@ export interface ReplayResult {
 
 /** A desired state as an owner last handed it to the kernel actor, by cause. */
 interface Desire {
-  self: RelayRecord;
   /** Null when the view it derives from could not be rebuilt. */
-  derive: (() => DesiredHostState) | null;
+  derive: { self: RelayRecord; state: () => DesiredHostState } | null;
 }
 
 const MAX_LISTED = 50;
@@ -322,7 +321,7 @@ export class RelayReplay {
       }
       case 'ClientSessionSteered': {
         const s = this.sessions.get(ev.data.sessionId);
-        if (s) this.sessions.set(s.sessionId, { ...s, confirmedExitId: ev.data.exitId });
+        if (s) this.sessions.set(s.sessionId, { ...s, exitId: ev.data.exitId, confirmedExitId: ev.data.exitId });
         return;
       }
       case 'KernelReconciled':
@@ -385,22 +384,24 @@ export class RelayReplay {
     if (this.tearingDown) return;
     if (!view) {
       // The actors got a view the replay cannot rebuild: rounds that name this cause are unchecked.
-      const self = this.clientsSelf;
-      if (self) {
-        this.remember('mesh', cause, { self, derive: null });
-        this.remember('clients', cause, { self, derive: null });
-      }
+      this.remember('mesh', cause, { derive: null });
+      this.remember('clients', cause, { derive: null });
       return;
     }
     const self = view.relays[this.relayId];
     if (!self) return;
     const meshOpts = c ? this.meshOptions(c) : null;
     const peers = meshPeers(view, this.relayId);
-    this.remember('mesh', cause, { self, derive: meshOpts ? () => desiredMeshState(self, peers, meshOpts) : null });
+    this.remember('mesh', cause, { derive: meshOpts ? { self, state: () => desiredMeshState(self, peers, meshOpts) } : null });
     this.clientsSelf = self;
     this.clientsRelays = view.relays;
     this.clientsSessions = Object.fromEntries(sessionsOfEntry(view, this.relayId).map((s) => [s.id, s]));
     this.expired = this.expired.filter((id) => this.clientsSessions[id]);
+    // A session's exit changes in the view (the actor announces no state for it).
+    for (const s of this.sessions.values()) {
+      const now = this.clientsSessions[s.sessionId];
+      if (now && now.exitId !== s.exitId) this.sessions.set(s.sessionId, { ...s, exitId: now.exitId });
+    }
     this.rememberClients(cause);
   }
 
@@ -416,7 +417,7 @@ export class RelayReplay {
       clients: c ? this.clientOptions(c) : (null as unknown as ClientOptions),
       originalSysctls: c?.sysctlsBefore ?? {},
     };
-    this.remember('clients', cause, { self, derive: c && (this.view || this.tearingDown) ? () => clientsDesired(ctx) : null });
+    this.remember('clients', cause, { derive: c && (this.view || this.tearingDown) ? { self, state: () => clientsDesired(ctx) } : null });
   }
 
   private sessionExpired(sessionId: string, cause: string): void {
@@ -429,7 +430,7 @@ export class RelayReplay {
     if (!this.clientsSelf) return;
     this.tearingDown = true;
     const self = this.clientsSelf;
-    this.remember('mesh', cause, { self, derive: () => releasedMeshState() });
+    this.remember('mesh', cause, { derive: { self, state: () => releasedMeshState() } });
     this.clientsSessions = {};
     this.rememberClients(cause);
   }
@@ -483,8 +484,8 @@ export class RelayReplay {
       pending.delete(k);
     }
     if (!desire.derive) return unchecked('view unavailable');
-    const scope = this.scopeOf(owner, desire.self)!;
-    const derived = JSON.parse(JSON.stringify(planKernel(this.host.readSync(scope), desire.derive()))) as KernelOp[];
+    const scope = this.scopeOf(owner, desire.derive.self)!;
+    const derived = JSON.parse(JSON.stringify(planKernel(this.host.readSync(scope), desire.derive.state()))) as KernelOp[];
     const ok = failed ? planned === derived.length && isDeepStrictEqual(derived.slice(0, recorded.length), recorded) : isDeepStrictEqual(derived, recorded);
     return { ...base, verdict: ok ? 'match' : 'mismatch', why: null, derived };
   }

@@ -12,7 +12,7 @@ import { LinuxKernelBackend } from '../../kernel/linux-backend.ts';
 import { meshScope } from '../../kernel/mesh.ts';
 import { canonicalHostState } from '../../kernel/plan.ts';
 import { rootLogger } from '../../lib/logger.ts';
-import { diffHosts, formatDiff, formatReplay } from '../../replay/render.ts';
+import { diffHosts, formatDiff, formatReplay, formatRounds } from '../../replay/render.ts';
 import { RelayReplay, withinCut, type ReplayCut, type ReplayResult } from '../../replay/replay.ts';
 import { formatTimeline, TimelineBuilder } from '../../replay/timeline.ts';
 
@@ -32,6 +32,7 @@ Options:
   --relay ID          the relay to replay (required)
   --to X              stop after relay-stream sequence X, or at the first event after ISO time X
   --json              the result as one JSON object (with --timeline: one JSON object per line)
+  --rounds            also every kernel round: its cause, the operations recorded and those derived
   --timeline          the state changes of links and sessions with times and causes, and the kernel
                       rounds that touched them with the event behind each
   --link PEER         (timeline) only the link to relay PEER
@@ -141,6 +142,7 @@ export const command: Command = {
     relay: { type: 'string' },
     to: { type: 'string' },
     json: { type: 'boolean' },
+    rounds: { type: 'boolean' },
     timeline: { type: 'boolean' },
     link: { type: 'string' },
     session: { type: 'string' },
@@ -179,7 +181,7 @@ export const command: Command = {
       return reexecInSim(simDir, 'replay', [...rest, ...extra]);
     }
 
-    const replay = v.timeline ? null : new RelayReplay({ relayId });
+    const replay = v.timeline ? null : new RelayReplay({ relayId, keepDerivedOps: v.rounds === true });
     const timeline = v.timeline ? new TimelineBuilder({ relayId, ...(link ? { link } : {}), ...(session ? { session } : {}) }) : null;
     const sink: Sink = {
       topology: (e) => replay?.addTopology(e),
@@ -208,7 +210,7 @@ export const command: Command = {
       process.stdout.write(v.json ? JSON.stringify({ relayId, upTo: r.upTo, ...d }) + '\n' : formatDiff(d));
       return d.missing.length || d.unexpected.length ? 1 : 0;
     }
-    process.stdout.write(v.json ? JSON.stringify(r) + '\n' : formatReplay(r));
+    process.stdout.write(v.json ? JSON.stringify(r) + '\n' : formatReplay(r) + (r.rounds ? formatRounds(r.rounds) : ''));
     return 0;
   },
 };
