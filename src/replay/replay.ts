@@ -158,7 +158,9 @@ export function withinCut(e: { seq: number; time: string }, cut: ReplayCut | nul
 export class RelayReplay {
   private readonly relayId: string;
   private readonly keepRounds: boolean;
-  private readonly topo = new Map<number, TopologyEvent>();
+  /** The topology stream by revision, each event (validated and upcast) kept as its JSON text: a
+   *  parsed event takes several times the memory, and replay reads each back about once. */
+  private readonly topo = new Map<number, string>();
   private readonly host = new MemoryKernelBackend({ recordOps: false });
   private hostSeeded = false;
 
@@ -206,7 +208,7 @@ export class RelayReplay {
     if (!e.ok) return this.skip(e);
     this.counts.topology++;
     const ev = e.event as TopologyEvent;
-    if ('revision' in ev.data) this.topo.set(ev.data.revision, ev);
+    if ('revision' in ev.data) this.topo.set(ev.data.revision, JSON.stringify(ev));
   }
 
   /** Offer the relay's own entries, in stream order. */
@@ -267,7 +269,7 @@ export class RelayReplay {
       }
       case 'TopologyEventApplied': {
         this.topoCounters.applied++;
-        const te = this.topo.get(ev.data.revision);
+        const te = this.topologyEvent(ev.data.revision);
         if (!this.view) {
           // Stays unavailable until a seed the stream can rebuild.
         } else if (!te || te.id !== ev.data.eventId) {
@@ -338,11 +340,16 @@ export class RelayReplay {
     this.viewNote = note;
   }
 
+  private topologyEvent(revision: number): TopologyEvent | undefined {
+    const text = this.topo.get(revision);
+    return text === undefined ? undefined : (JSON.parse(text) as TopologyEvent);
+  }
+
   /** The view at `revision`, folded from the topology stream from the start (null if it has a hole). */
   private viewAt(revision: number): TopologyView | null {
     let v = EMPTY_TOPOLOGY;
     for (let r = 1; r <= revision; r++) {
-      const te = this.topo.get(r);
+      const te = this.topologyEvent(r);
       if (!te) {
         this.viewNote = `revision ${r} is not in the topology stream (retention?): the view at ${revision} cannot be rebuilt`;
         return null;
