@@ -20,7 +20,8 @@ consumer.
            {reason, detail}}. Runs until Ctrl-C (exit 0). Without --since only new events are shown.
   export   Write what is stored now (from --since, default all) as JSON lines with the message bytes
            kept as stored, corrupt ones included, to be read elsewhere or later. Ends when it has
-           caught up; prints the count to stderr.
+           caught up; prints the count to stderr. 'relay-core replay --file' reads such a file: it
+           needs the whole topology stream, so export without --relay and --type for it.
 
 Options:
   --relay ID          only this relay's own events and the topology events addressed to it
