@@ -9,6 +9,7 @@ import { clientDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
 import { BRIDGE_ADDRESS, CONTROL_PLANE_PORT, relayPublicAddress, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimClient, type SimRelay } from '../../src/sim/manifest.ts';
+import { runSessionLoop } from '../support/session-loop.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -87,12 +88,7 @@ describe('clients through entry and exit relays on real WireGuard', () => {
   it('200 sessions opened and closed on one entry leave the entry and the exits exactly as before', async () => {
     const ids = ['relay-1', 'relay-2', 'relay-3'];
     const before = await Promise.all(ids.map(hostState));
-    const m = manifest();
-    const r = await execa(
-      'ip',
-      ['netns', 'exec', svcNamespace(m.simId), process.execPath, join(import.meta.dirname, '../../src/sim/session-loop.ts'), '--url', `http://127.0.0.1:${CONTROL_PLANE_PORT}`, '--token-file', m.controlPlane.serviceRoleKeyFile, '--entry', 'relay-1', '--exit', 'relay-2,relay-3', '--count', '200'],
-      { reject: false, timeout: 600_000 },
-    );
+    const r = await runSessionLoop(manifest(), { entry: 'relay-1', exits: ['relay-2', 'relay-3'], count: 200, timeoutMs: 600_000 });
     expect(r.exitCode, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as { count: number }).count).toBe(200);
     // Closing is asynchronous on the entry: wait until it runs no session, then compare.

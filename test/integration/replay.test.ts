@@ -8,8 +8,8 @@ import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import type { KernelOp } from '../../src/kernel/host-state.ts';
 import type { ReplayResult } from '../../src/replay/replay.ts';
-import { CONTROL_PLANE_PORT, svcNamespace } from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimRelay } from '../../src/sim/manifest.ts';
+import { runSessionLoop } from '../support/session-loop.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -91,12 +91,7 @@ describe('replay of a recorded sim run', () => {
     // Snapshot 1: after the join, before any session.
     snapshots.push({ id: 'relay-1', seq: await quietSeq('relay-1'), state: reported(await status('relay-1')) });
 
-    const m = manifest();
-    const loop = await execa(
-      'ip',
-      ['netns', 'exec', svcNamespace(m.simId), process.execPath, join(import.meta.dirname, '../../src/sim/session-loop.ts'), '--url', `http://127.0.0.1:${CONTROL_PLANE_PORT}`, '--token-file', m.controlPlane.serviceRoleKeyFile, '--entry', 'relay-1', '--exit', 'relay-2,relay-3,relay-4', '--count', '20'],
-      { reject: false, timeout: 180_000 },
-    );
+    const loop = await runSessionLoop(manifest(), { entry: 'relay-1', exits: ['relay-2', 'relay-3', 'relay-4'], count: 20, timeoutMs: 180_000 });
     expect(loop.exitCode, loop.stderr).toBe(0);
     expect((JSON.parse(loop.stdout) as { count: number }).count).toBe(20);
     const client = await sim(['client', 'add', '--name', 'c1', '--entry', 'relay-1', '--exit', 'relay-3']);
