@@ -21,6 +21,17 @@ export default defineConfig({
           pool: 'forks',
         },
       },
+      {
+        test: {
+          // Run by scripts/test.sh after the others, once it has a Docker engine and the images.
+          name: 'containers',
+          include: ['test/containers/**/*.test.ts'],
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+          fileParallelism: false,
+          pool: 'forks',
+        },
+      },
     ],
   },
 });

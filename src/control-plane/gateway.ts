@@ -39,7 +39,7 @@ export interface Gateway {
  * otherwise). CORS preflights (OPTIONS) pass without a token, to the function, as on Supabase.
  * Unknown functions are 404; bodies over 1 MiB are refused; answers are streamed back.
  */
-export async function startGateway(opts: { port: number; jwtSecret: string; route: (name: string) => number | undefined; known: (name: string) => boolean; logger: Logger }): Promise<Gateway> {
+export async function startGateway(opts: { port: number; host?: string; jwtSecret: string; route: (name: string) => number | undefined; known: (name: string) => boolean; logger: Logger }): Promise<Gateway> {
   const log = opts.logger.child({ component: 'gateway' });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     let url: URL;
@@ -108,18 +108,28 @@ export async function startGateway(opts: { port: number; jwtSecret: string; rout
   });
   server.headersTimeout = 30_000;
   server.requestTimeout = GATEWAY_TIMEOUT_MS + 10_000;
+  const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new Error(e.code === 'EADDRINUSE' ? `port ${opts.port} on 127.0.0.1 is already in use (choose another with --port, or 0 for any free port)` : `gateway: ${e.message}`)),
+      reject(
+        new Error(
+          e.code === 'EADDRINUSE'
+            ? `port ${opts.port} on ${host} is already in use (choose another with --port, or 0 for any free port)`
+            : e.code === 'EADDRNOTAVAIL'
+              ? `${host} is not an address of this host (--host)`
+              : `gateway: ${e.message}`,
+        ),
+      ),
     );
-    server.listen(opts.port, '127.0.0.1', () => resolve());
+    server.listen(opts.port, host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
   let stopped: Promise<void> | null = null;
   return {
     server,
     port,
-    url: `http://127.0.0.1:${port}`,
+    // Listening on every address, it is still reached here on loopback.
+    url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
     stop: () =>
       (stopped ??= new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -33,8 +33,10 @@ export interface LocalControlPlane {
 
 export interface LocalControlPlaneOptions {
   stateDir: string;
-  /** Gateway port on 127.0.0.1; 0 (default) = a free port. */
+  /** Gateway port; 0 (default) = a free port. */
   port?: number;
+  /** The address the gateway listens on (default 127.0.0.1; 0.0.0.0 in a container). */
+  host?: string;
   /** A real PostgreSQL; default: embedded PGlite with its data in STATE_DIR/pgdata. */
   dbUrl?: string;
   /** NATS servers handed to relays; when given, the topology publisher runs too. */
@@ -45,6 +47,7 @@ export interface LocalControlPlaneOptions {
 }
 
 export const INFO_FILE = 'control-plane.json';
+export const SERVICE_ROLE_KEY_FILE = 'service-role.key';
 /** Handed to relays when no NATS server is configured (the usual local nats-server). */
 export const DEFAULT_NATS_SERVERS = ['nats://127.0.0.1:4222'];
 
@@ -121,7 +124,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     const names = new Set(functionNames());
     let fns: FunctionRunner | null = null;
     // The gateway first: a port that is taken fails the start at once.
-    const gw = await startGateway({ port: opts.port ?? 0, jwtSecret: secrets.jwtSecret, known: (n) => names.has(n), route: (n) => fns?.port(n), logger: opts.logger });
+    const gw = await startGateway({ port: opts.port ?? 0, ...(opts.host ? { host: opts.host } : {}), jwtSecret: secrets.jwtSecret, known: (n) => names.has(n), route: (n) => fns?.port(n), logger: opts.logger });
     stops.push({ what: 'gateway', stop: () => gw.stop() });
 
     let dbUrl = opts.dbUrl;
@@ -159,6 +162,8 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       join(opts.stateDir, INFO_FILE),
       JSON.stringify({ url: gw.url, serviceRoleKey: srk, topologyPublicKey, dbUrl, natsServers: opts.natsServers ?? [] }, null, 2) + '\n',
     );
+    // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).
+    writePrivate(join(opts.stateDir, SERVICE_ROLE_KEY_FILE), srk + '\n');
     log.info({ url: gw.url, db: redactUrl(dbUrl), functions: [...names], publisher: !!publisher }, 'control plane up');
     let stopping: Promise<void> | null = null;
     return {

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { CliError, intOpt, str, type Command } from '../args.ts';
 import { redactUrl, startLocalControlPlane, type LocalControlPlane } from '../../control-plane/local.ts';
 import { rootLogger } from '../../lib/logger.ts';
+import { parseIpv4 } from '../../events/topology.events.ts';
 
 const usage = `Usage: relay-core control-plane [options]
 
@@ -15,10 +16,13 @@ everything and exits 0.
 
 Secrets (JWT secret, Ed25519 topology signing key) are generated on first start into
 STATE_DIR/secrets.json (mode 0600) and reused; STATE_DIR/control-plane.json (0600) has the URL, the
-service-role key, the topology public key, the database URL and the NATS servers.
+service-role key, the topology public key, the database URL and the NATS servers;
+STATE_DIR/service-role.key (0600) the service-role key alone, for relays' --token-file.
 
 Options:                                                                       (environment)
-  --port P                 gateway port on 127.0.0.1 (default 54321; 0 = any free port)
+  --port P                 gateway port (default 54321; 0 = any free port)
+  --host ADDR              IPv4 address the gateway listens on (default 127.0.0.1;
+                           0.0.0.0 for every address, as in a container)
   --state-dir DIR          secrets, embedded database, control-plane.json
                            (default ./.state/control-plane)
   --db-url URL             real PostgreSQL, e.g. postgres://user:pw@127.0.0.1:5432/db    SUPABASE_DB_URL
@@ -49,6 +53,7 @@ export const command: Command = {
   usage,
   options: {
     port: { type: 'string' },
+    host: { type: 'string' },
     'state-dir': { type: 'string' },
     'db-url': { type: 'string' },
     'nats-url': { type: 'string' },
@@ -58,6 +63,8 @@ export const command: Command = {
   async run(v, positionals) {
     if (positionals.length) throw new CliError(`unexpected argument ${JSON.stringify(positionals[0])}\n\n${usage}`, 2);
     const port = intOpt(v.port, 'port', 54321, 0, 65535);
+    const host = str(v.host, 'host') ?? '127.0.0.1';
+    if (parseIpv4(host) === null) throw new CliError(`--host ${host}: give an IPv4 address (127.0.0.1, 0.0.0.0)`, 2);
     const heartbeatSeconds = intOpt(v['heartbeat-seconds'], 'heartbeat-seconds', 10, 1, 3600);
     const stateDir = resolve(str(v['state-dir'], 'state-dir') ?? '.state/control-plane');
     const dbUrl = str(v['db-url'], 'db-url', 'SUPABASE_DB_URL') || undefined;
@@ -85,7 +92,7 @@ export const command: Command = {
     try {
       let cp: LocalControlPlane;
       try {
-        cp = await startLocalControlPlane({ stateDir, port, dbUrl, natsServers, natsToken, heartbeatSeconds, logger: log });
+        cp = await startLocalControlPlane({ stateDir, port, host, dbUrl, natsServers, natsToken, heartbeatSeconds, logger: log });
       } catch (e) {
         throw new CliError((e as Error).message, 1);
       }

@@ -1,0 +1,315 @@
+/**
+ * relay-core networks in containers, with testcontainers: NATS, the control plane, relays and stock
+ * WireGuard clients on a Docker network the test creates. A user's test starts a network in a few lines:
+ *
+ *   const net = await new Network().start();
+ *   const nats = await new NatsContainer().withNetwork(net).start();
+ *   const cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).start();
+ *   const relays = await Promise.all(['relay-1', 'relay-2'].map((id) => new RelayContainer(id).withNetwork(net).withControlPlane(cp).start()));
+ *
+ * The images are built locally (scripts/docker-images.sh; scripts/docker-engine.sh starts an engine
+ * where none runs). There is no registry here, so testcontainers' reaper (Ryuk, an image from a
+ * registry) is off; every container and network this module makes carries the label
+ * `relay-core.test=<run>` and `removeLabelled(run)` removes whatever a test left behind.
+ */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { AbstractStartedContainer, GenericContainer, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers';
+import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+
+process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
+
+const TAG = process.env.RELAY_CORE_IMAGE_TAG ?? 'dev';
+export const IMAGES = {
+  relay: `relay-core:${TAG}`,
+  controlPlane: `relay-core-cp:${TAG}`,
+  nats: `relay-core-nats:${TAG}`,
+  /** Debian with wireguard-go, wireguard-tools, iproute2 and curl: nothing of relay-core. */
+  base: 'relay-core-base:bookworm',
+};
+
+/** This process's run label: everything started here carries it. */
+export const RUN = `rc-${randomUUID().slice(0, 8)}`;
+const LABEL = 'relay-core.test';
+const CP_STATE = '/var/lib/relay-core-cp';
+const CP_PORT = 54321;
+
+let networks = 0;
+
+/** A bridge network of its own (addresses from the engine's pool), labelled with this run. */
+export async function testNetwork(): Promise<StartedNetwork> {
+  const name = `${RUN}-net${++networks}`;
+  const id = (await execa('docker', ['network', 'create', '--driver', 'bridge', '--label', `${LABEL}=${RUN}`, name])).stdout.trim();
+  const stop = async () => {
+    await execa('docker', ['network', 'rm', id], { reject: false });
+    return {};
+  };
+  // withNetwork only asks for the name.
+  return { getName: () => name, getId: () => id, stop, [Symbol.asyncDispose]: async () => void (await stop()) } as unknown as StartedNetwork;
+}
+
+/**
+ * A container labelled with this run that joins one network under an alias, and only that network
+ * (testcontainers' own aliases would also attach it to the default bridge: a second way around a tunnel).
+ */
+class RunContainer extends GenericContainer {
+  protected readonly alias: string | null;
+
+  constructor(image: string, alias: string | null) {
+    super(image);
+    this.alias = alias;
+    this.withLabels({ [LABEL]: RUN });
+  }
+
+  override withNetwork(network: StartedNetwork): this {
+    super.withNetwork(network);
+    if (this.alias) this.createOpts.NetworkingConfig = { EndpointsConfig: { [network.getName()]: { Aliases: [this.alias] } } };
+    return this;
+  }
+
+  /** NET_ADMIN and /dev/net/tun: enough for wireguard-go, ip and nft in the container's own namespace. */
+  protected withTun(): this {
+    this.withAddedCapabilities('NET_ADMIN');
+    this.hostConfig.Devices = [{ PathOnHost: '/dev/net/tun', PathInContainer: '/dev/net/tun', CgroupPermissions: 'rwm' }];
+    return this;
+  }
+}
+
+/** Remove every container and network labelled with `run` (default: this process's). */
+export async function removeLabelled(run = RUN): Promise<{ containers: number; networks: number }> {
+  const ids = (await execa('docker', ['ps', '-aq', '--filter', `label=${LABEL}=${run}`])).stdout.split('\n').filter(Boolean);
+  if (ids.length) await execa('docker', ['rm', '-f', '-v', ...ids], { reject: false });
+  const nets = (await execa('docker', ['network', 'ls', '-q', '--filter', `label=${LABEL}=${run}`])).stdout.split('\n').filter(Boolean);
+  if (nets.length) await execa('docker', ['network', 'rm', ...nets], { reject: false });
+  return { containers: ids.length, networks: nets.length };
+}
+
+/** Fail with a message saying what to do when the engine or an image is missing. */
+export async function requireImages(): Promise<void> {
+  const info = await execa('docker', ['info', '--format', '{{.ServerVersion}}'], { reject: false, timeout: 10_000 });
+  if (info.exitCode !== 0) throw new Error(`no Docker engine answers (${info.stderr.trim().split('\n').at(-1)}): run scripts/docker-engine.sh start`);
+  for (const image of Object.values(IMAGES)) {
+    const r = await execa('docker', ['image', 'inspect', image], { reject: false });
+    if (r.exitCode !== 0) throw new Error(`image ${image} is missing: run scripts/docker-images.sh`);
+  }
+}
+
+async function exec(c: StartedTestContainer, argv: string[], what: string): Promise<string> {
+  const r = await c.exec(argv);
+  if (r.exitCode !== 0) throw new Error(`${what}: ${argv.join(' ')} exited ${r.exitCode}: ${r.output.trim()}`);
+  return r.stdout;
+}
+
+/** The IPv4 address of the container's network interface (the one its default route leaves by). */
+async function networkAddress(c: StartedTestContainer, what: string): Promise<string> {
+  const script = `dev=$(ip -4 -o route show default | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }'); ip -4 -o addr show dev "$dev" scope global | awk '{ split($4, a, "/"); print a[1]; exit }'`;
+  const a = (await exec(c, ['sh', '-c', script], what)).trim();
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`${what}: no IPv4 address on its network interface (${JSON.stringify(a)})`);
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+export class NatsContainer extends RunContainer {
+  constructor(alias = 'nats', image = IMAGES.nats) {
+    super(image, alias);
+    this.withWaitStrategy(Wait.forHealthCheck()).withStartupTimeout(60_000);
+  }
+
+  override async start(): Promise<StartedNatsContainer> {
+    return new StartedNatsContainer(await super.start(), this.alias!);
+  }
+}
+
+export class StartedNatsContainer extends AbstractStartedContainer {
+  private readonly alias: string;
+
+  constructor(c: StartedTestContainer, alias: string) {
+    super(c);
+    this.alias = alias;
+  }
+
+  /** The URL other containers on its network use. */
+  get url(): string {
+    return `nats://${this.alias}:4222`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+export class ControlPlaneContainer extends RunContainer {
+  private readonly flags: string[] = ['--heartbeat-seconds', '2'];
+
+  constructor(alias = 'control-plane', image = IMAGES.controlPlane) {
+    super(image, alias);
+    this.withWaitStrategy(Wait.forHealthCheck()).withStartupTimeout(120_000);
+  }
+
+  withNats(nats: StartedNatsContainer): this {
+    this.flags.push('--nats-url', nats.url);
+    return this;
+  }
+
+  override async start(): Promise<StartedControlPlaneContainer> {
+    this.withCommand(this.flags);
+    return new StartedControlPlaneContainer(await super.start(), this.alias!);
+  }
+}
+
+export class StartedControlPlaneContainer extends AbstractStartedContainer {
+  private readonly alias: string;
+
+  constructor(c: StartedTestContainer, alias: string) {
+    super(c);
+    this.alias = alias;
+  }
+
+  /** SUPABASE_URL for containers on its network. */
+  get url(): string {
+    return `http://${this.alias}:${CP_PORT}`;
+  }
+
+  /** The service-role key the control plane generated (control-plane.json, inside the container). */
+  async serviceRoleKey(): Promise<string> {
+    return (await exec(this, ['cat', `${CP_STATE}/service-role.key`], 'control plane')).trim();
+  }
+
+  /** `relay-core client ARGS` run inside the control plane's container as the operator. */
+  async client(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    const r = await this.exec(['relay-core', 'client', ...args, '--control-plane-url', `http://127.0.0.1:${CP_PORT}`, '--token', await this.serviceRoleKey()]);
+    return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+export class RelayContainer extends RunContainer {
+  private readonly flags: string[] = ['run', '--observe-interval', '1000'];
+
+  readonly relayId: string;
+
+  constructor(relayId: string, image = IMAGES.relay) {
+    super(image, relayId);
+    this.relayId = relayId;
+    this.withTun()
+      .withHostname(relayId)
+      .withEnvironment({ RELAYNET_RELAY_ID: relayId, RELAYNET_LOG_LEVEL: 'info' })
+      .withWaitStrategy(Wait.forHealthCheck())
+      .withStartupTimeout(120_000);
+    // Namespaced sysctls are set at creation: /proc/sys is read-only in a container. The relay finds
+    // them as it wants them (forwarding on, loose reverse-path filter) and changes nothing.
+    this.hostConfig.Sysctls = { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2', 'net.ipv4.conf.default.rp_filter': '2' };
+  }
+
+  /** Register with this control plane, with its service-role key as the token (a file, mode 0600). */
+  withControlPlane(cp: StartedControlPlaneContainer, token?: string): this {
+    this.withEnvironment({ SUPABASE_URL: cp.url, RELAYNET_TOKEN_FILE: '/run/relay-token' });
+    this.pendingToken = token ? Promise.resolve(token) : cp.serviceRoleKey();
+    return this;
+  }
+
+  /** More `relay-core run` flags (e.g. link timing). */
+  withRunFlags(...flags: string[]): this {
+    this.flags.push(...flags);
+    return this;
+  }
+
+  private pendingToken: Promise<string> | null = null;
+
+  override async start(): Promise<StartedRelayContainer> {
+    if (!this.pendingToken) throw new Error(`RelayContainer ${this.relayId}: withControlPlane(...) first`);
+    this.withCopyContentToContainer([{ content: await this.pendingToken, target: '/run/relay-token', mode: 0o600 }]);
+    this.withCommand(this.flags);
+    return new StartedRelayContainer(await super.start(), this.relayId);
+  }
+}
+
+export class StartedRelayContainer extends AbstractStartedContainer {
+  readonly relayId: string;
+
+  constructor(c: StartedTestContainer, relayId: string) {
+    super(c);
+    this.relayId = relayId;
+  }
+
+  /** What the relay believes (`relay-core status --json` inside the container). */
+  async status(): Promise<RelayStatus> {
+    return JSON.parse(await exec(this, ['relay-core', 'status', '--json'], this.relayId)) as RelayStatus;
+  }
+
+  /** This container's address on its network (the relay's public endpoint host). */
+  address(): Promise<string> {
+    return networkAddress(this, this.relayId);
+  }
+
+  /** `wg show all dump` rows: device, then the peer's fields. */
+  async wgPeers(): Promise<string[][]> {
+    const out = await exec(this, ['wg', 'show', 'all', 'dump'], this.relayId);
+    return out.trim().split('\n').map((l) => l.split('\t')).filter((f) => f.length === 9);
+  }
+
+  /** Ping `address` from inside the container; true if every one of `count` echoes came back. */
+  async ping(address: string, count = 2): Promise<boolean> {
+    return (await this.exec(['ping', '-n', '-q', '-c', String(count), '-W', '2', address])).exitCode === 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+/** A stock WireGuard client: Debian's wireguard-go and wireguard-tools, nothing of relay-core. */
+export class WireGuardClientContainer extends RunContainer {
+  constructor(name: string, image = IMAGES.base) {
+    super(image, name);
+    this.withTun().withHostname(name).withCommand(['sleep', 'infinity']);
+  }
+
+  override async start(): Promise<StartedWireGuardClientContainer> {
+    return new StartedWireGuardClientContainer(await super.start());
+  }
+}
+
+export class StartedWireGuardClientContainer extends AbstractStartedContainer {
+  /** Bring the tunnel up from a wg-quick file (docker/wg-client-up.sh: what wg-quick does, and every
+   *  route into the tunnel but the one to `entry`, an address or a name on the network). */
+  async up(config: string, entry: string): Promise<void> {
+    await this.copyFilesToContainer([{ source: join(import.meta.dirname, '../../docker/wg-client-up.sh'), target: '/usr/local/bin/wg-client-up', mode: 0o755 }]);
+    await this.copyContentToContainer([{ content: config, target: '/etc/wireguard/wg0.conf', mode: 0o600 }]);
+    await exec(this, ['wg-client-up', '/etc/wireguard/wg0.conf', entry], 'client up');
+  }
+
+  /** `curl URL` from the client: the body, or null when it fails (exit code and error in `error`). */
+  async fetch(url: string, timeoutS = 5): Promise<{ body: string | null; error: string | null }> {
+    const r = await this.exec(['curl', '-sS', '--max-time', String(timeoutS), url]);
+    return r.exitCode === 0 ? { body: r.stdout, error: null } : { body: null, error: `curl exit ${r.exitCode}: ${r.stderr.trim()}` };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+/** The "internet" host: an HTTP server answering with the address each request came from. */
+export class WhoamiContainer extends RunContainer {
+  constructor(alias = 'web', image = IMAGES.relay) {
+    super(image, alias);
+    this.withEntrypoint(['node', '--disable-warning=ExperimentalWarning', '/opt/relay-core/src/sim/whoami.ts', '--listen', '0.0.0.0:8080', '--log', '/tmp/requests.jsonl'])
+      .withWaitStrategy(Wait.forSuccessfulCommand('curl -fsS -o /dev/null http://127.0.0.1:8080/'))
+      .withStartupTimeout(60_000);
+  }
+
+  override async start(): Promise<StartedWhoamiContainer> {
+    return new StartedWhoamiContainer(await super.start());
+  }
+}
+
+export class StartedWhoamiContainer extends AbstractStartedContainer {
+  /** Every source address that ever reached the server. */
+  async remotes(): Promise<string[]> {
+    const r = await this.exec(['cat', '/tmp/requests.jsonl']);
+    if (r.exitCode !== 0) return [];
+    return r.stdout.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { remote: string }).remote);
+  }
+
+  address(): Promise<string> {
+    return networkAddress(this, 'web');
+  }
+}
