@@ -1,0 +1,76 @@
+/**
+ * docker-compose.yml, as an operator runs it: `docker-compose up -d` with the locally built images
+ * brings up NATS, the control plane, three relays and a demo client; the mesh converges and the
+ * client's traffic leaves at relay-2. Removed with `down -v` afterwards, whatever happened.
+ */
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../../src/devnet/relay-process.ts';
+import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import { requireImages, RUN } from '../support/containers.ts';
+
+const ROOT = join(import.meta.dirname, '../..');
+const PROJECT = `${RUN}-compose`;
+const IDS = ['relay-1', 'relay-2', 'relay-3'];
+
+/** Debian's docker-compose, or the Compose plugin of a newer engine. */
+async function composeCommand(): Promise<string[]> {
+  if ((await execa('docker-compose', ['version'], { reject: false })).exitCode === 0) return ['docker-compose'];
+  if ((await execa('docker', ['compose', 'version'], { reject: false })).exitCode === 0) return ['docker', 'compose'];
+  throw new Error('neither docker-compose nor docker compose is installed: run scripts/docker-engine.sh start');
+}
+
+describe('docker-compose.yml', () => {
+  let compose: string[];
+  const run = (args: string[], timeout = 120_000) =>
+    execa(compose[0]!, [...compose.slice(1), '-p', PROJECT, '-f', join(ROOT, 'docker-compose.yml'), ...args], { cwd: ROOT, reject: false, timeout });
+  const status = async (id: string) => {
+    const r = await run(['exec', '-T', id, 'relay-core', 'status', '--json'], 20_000);
+    if (r.exitCode !== 0) throw new Error(`${id}: status exited ${r.exitCode}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as RelayStatus;
+  };
+
+  beforeAll(async () => {
+    await requireImages();
+    compose = await composeCommand();
+  }, 60_000);
+
+  afterAll(async () => {
+    if (!compose) return;
+    const down = await run(['down', '-v', '--remove-orphans']);
+    expect(down.exitCode, down.stderr).toBe(0);
+    const left = await execa('docker', ['ps', '-aq', '--filter', `label=com.docker.compose.project=${PROJECT}`]);
+    expect(left.stdout.trim(), 'containers left behind').toBe('');
+  }, 180_000);
+
+  it('up: the mesh converges and the demo client leaves at relay-2', async () => {
+    const up = await run(['up', '-d'], 240_000);
+    expect(up.exitCode, up.stderr).toBe(0);
+    await eventually(
+      'every relay with 2 links up',
+      async () => {
+        for (const id of IDS) {
+          const s = await status(id);
+          if (s.links.length !== 2 || !s.links.every((l) => l.state === 'up')) return false;
+        }
+        return true;
+      },
+      120_000,
+      1000,
+    );
+    const s1 = await status('relay-1');
+    expect(s1.relays.map((r) => r.id).sort()).toEqual(IDS);
+    const exit = s1.relays.find((r) => r.id === 'relay-2')!.endpoint.split(':')[0]!;
+    const entry = s1.relays.find((r) => r.id === 'relay-1')!.endpoint.split(':')[0]!;
+    const seen = await eventually(
+      'the demo client reporting the address the web server saw',
+      async () => /web sees me as: (\S+)/.exec((await run(['logs', '--no-color', 'client'])).stdout)?.[1],
+      90_000,
+      1000,
+    );
+    expect(seen).toBe(exit);
+    expect(seen).not.toBe(entry);
+    expect(s1.clients.map((c) => c.exitId)).toEqual(['relay-2']);
+  }, 400_000);
+});
