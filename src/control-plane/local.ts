@@ -112,6 +112,9 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
   const log = opts.logger.child({ component: 'control-plane' });
   mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
   const unlock = lockStateDir(opts.stateDir);
+  // control-plane.json says a control plane is up here (the sim and the container health check wait
+  // for it): a previous run's copy goes until this one is serving.
+  rmSync(join(opts.stateDir, INFO_FILE), { force: true });
   const stops: { what: string; stop: () => Promise<unknown> }[] = [{ what: 'lock', stop: async () => unlock() }];
   const stopAll = async () => {
     for (const s of stops.splice(0).reverse()) {
@@ -158,12 +161,12 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     }
 
     const srk = serviceRoleKey(secrets.jwtSecret);
+    // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).
+    writePrivate(join(opts.stateDir, SERVICE_ROLE_KEY_FILE), srk + '\n');
     writePrivate(
       join(opts.stateDir, INFO_FILE),
       JSON.stringify({ url: gw.url, serviceRoleKey: srk, topologyPublicKey, dbUrl, natsServers: opts.natsServers ?? [] }, null, 2) + '\n',
     );
-    // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).
-    writePrivate(join(opts.stateDir, SERVICE_ROLE_KEY_FILE), srk + '\n');
     log.info({ url: gw.url, db: redactUrl(dbUrl), functions: [...names], publisher: !!publisher }, 'control plane up');
     let stopping: Promise<void> | null = null;
     return {

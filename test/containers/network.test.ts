@@ -101,7 +101,7 @@ describe('a relay network in containers', () => {
 
   it('a relay container killed is marked down by the others; started again, it rejoins', async () => {
     const r3 = relay('relay-3');
-    await execa('docker', ['kill', '--signal', 'KILL', r3.getId()]);
+    await r3.crash();
     await eventually(
       'relay-3 down on relay-1 and relay-2',
       async () => (await linksOf('relay-1'))['relay-3'] === 'down' && (await linksOf('relay-2'))['relay-3'] === 'down',
@@ -110,7 +110,7 @@ describe('a relay network in containers', () => {
     );
     // Killed, not deregistered: the others keep it in their topology, its link configured but down.
     expect((await relay('relay-1').status()).relays.map((r) => r.id)).toContain('relay-3');
-    await execa('docker', ['start', r3.getId()]);
+    await r3.startAgain();
     await eventually(
       'relay-3 up again everywhere',
       async () => {
@@ -125,5 +125,37 @@ describe('a relay network in containers', () => {
     const s = await relay('relay-3').status();
     expect(s.error).toBeNull();
     expect(await relay('relay-3').ping((await relay('relay-1').status()).meshAddress!)).toBe(true);
+  }, 300_000);
+
+  it('a relay container stopped gracefully deregisters: the others remove its link; started again, it rejoins', async () => {
+    const r2 = relay('relay-2');
+    expect(await r2.stopGracefully()).toBe(0);
+    await eventually(
+      'relay-2 gone from relay-1 and relay-3',
+      async () => {
+        for (const id of ['relay-1', 'relay-3']) {
+          const s = await relay(id).status();
+          if (s.relays.some((r) => r.id === 'relay-2') || s.links.some((l) => l.peerId === 'relay-2')) return false;
+          // Its device is gone too: one mesh device left (P<i>m<j>; the client device P<i>c is not one).
+          if ((await relay(id).wgPeers()).filter((p) => /m\d+$/.test(p[0]!)).length !== 1) return false;
+        }
+        return true;
+      },
+      60_000,
+      1000,
+    );
+    await r2.startAgain();
+    await eventually(
+      'relay-2 up again everywhere',
+      async () => {
+        for (const id of IDS) {
+          const links = await linksOf(id);
+          if (Object.keys(links).length !== 2 || !Object.values(links).every((st) => st === 'up')) return false;
+        }
+        return true;
+      },
+      120_000,
+      1000,
+    );
   }, 300_000);
 });

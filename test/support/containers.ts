@@ -249,6 +249,29 @@ export class StartedRelayContainer extends AbstractStartedContainer {
     return out.trim().split('\n').map((l) => l.split('\t')).filter((f) => f.length === 9);
   }
 
+  /** SIGKILL the container (a crash: no deregistration, devices gone with its network namespace). */
+  async crash(): Promise<void> {
+    await execa('docker', ['kill', '--signal', 'KILL', this.getId()]);
+  }
+
+  /** `docker stop`: SIGTERM, so the relay deregisters and exits 0 (within `graceS`, else SIGKILL). */
+  async stopGracefully(graceS = 20): Promise<number> {
+    await execa('docker', ['stop', '--time', String(graceS), this.getId()]);
+    return Number((await execa('docker', ['inspect', '--format', '{{.State.ExitCode}}', this.getId()])).stdout.trim());
+  }
+
+  /** Start the same container again (its state directory, and so its key, kept) and wait until healthy. */
+  async startAgain(timeoutMs = 120_000): Promise<void> {
+    await execa('docker', ['start', this.getId()]);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const health = (await execa('docker', ['inspect', '--format', '{{.State.Health.Status}}', this.getId()])).stdout.trim();
+      if (health === 'healthy') return;
+      if (Date.now() > deadline) throw new Error(`${this.relayId}: not healthy ${timeoutMs} ms after start (${health})`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
   /** Ping `address` from inside the container; true if every one of `count` echoes came back. */
   async ping(address: string, count = 2): Promise<boolean> {
     return (await this.exec(['ping', '-n', '-q', '-c', String(count), '-W', '2', address])).exitCode === 0;
