@@ -12,6 +12,9 @@
 set -euo pipefail
 
 PIDFILE=/run/relay-core-dockerd.pid
+SYSCTLS_BEFORE=/run/relay-core-dockerd.sysctls
+# What an engine may change on the host; `stop` puts back what differs.
+SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.forwarding net.ipv6.conf.all.forwarding)
 LOG=/var/log/relay-core-dockerd.log
 BIP=198.19.0.1/24
 POOL=base=198.19.16.0/20,size=24
@@ -50,10 +53,12 @@ start() {
     echo "docker-engine: no Docker engine answers and starting one needs root" >&2
     exit 1
   fi
-  # --iptables=false: the host firewall is left as it is; containers on one network reach each other
-  # over its bridge, and nothing here needs NAT to the outside.
+  # --iptables=false and --ip-forward=false: the host's firewall and forwarding are left as they are
+  # (network namespaces created later inherit the host's forwarding setting). Containers on one
+  # network reach each other over its bridge, and nothing here needs NAT or routing to the outside.
+  for k in "${SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k")"; done > "$SYSCTLS_BEFORE"
   echo "docker-engine: starting dockerd (bridge $BIP, networks from ${POOL}; log $LOG)"
-  setsid dockerd --bip "$BIP" --default-address-pool "$POOL" --iptables=false --ip6tables=false --pidfile "$PIDFILE.dockerd" >"$LOG" 2>&1 < /dev/null &
+  setsid dockerd --bip "$BIP" --default-address-pool "$POOL" --iptables=false --ip6tables=false --ip-forward=false --pidfile "$PIDFILE.dockerd" >"$LOG" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
   for _ in $(seq 1 60); do
     engine_up && { echo "docker-engine: up"; return 0; }
@@ -78,6 +83,12 @@ stop() {
   for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$PIDFILE" "$PIDFILE.dockerd"
+  if [[ -f $SYSCTLS_BEFORE ]]; then
+    while IFS='=' read -r k v; do
+      [[ "$(sysctl -n "$k")" == "$v" ]] || { sysctl -qw "$k=$v" && echo "docker-engine: $k put back to $v"; }
+    done < "$SYSCTLS_BEFORE"
+    rm -f "$SYSCTLS_BEFORE"
+  fi
   echo "docker-engine: stopped"
 }
 
