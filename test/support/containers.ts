@@ -2,7 +2,7 @@
  * relay-core networks in containers, with testcontainers: NATS, the control plane, relays and stock
  * WireGuard clients on a Docker network the test creates. A user's test starts a network in a few lines:
  *
- *   const net = await new Network().start();
+ *   const net = await testNetwork();
  *   const nats = await new NatsContainer().withNetwork(net).start();
  *   const cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).start();
  *   const relays = await Promise.all(['relay-1', 'relay-2'].map((id) => new RelayContainer(id).withNetwork(net).withControlPlane(cp).start()));
@@ -25,7 +25,7 @@ export const IMAGES = {
   relay: `relay-core:${TAG}`,
   controlPlane: `relay-core-cp:${TAG}`,
   nats: `relay-core-nats:${TAG}`,
-  /** Debian with wireguard-go, wireguard-tools, iproute2 and curl: nothing of relay-core. */
+  /** Debian with wireguard-go, wireguard-tools, iproute2 and curl (scripts/docker-images.sh): nothing of relay-core. */
   base: 'relay-core-base:bookworm',
 };
 
@@ -170,14 +170,14 @@ export class StartedControlPlaneContainer extends AbstractStartedContainer {
     return `http://${this.alias}:${CP_PORT}`;
   }
 
-  /** The service-role key the control plane generated (control-plane.json, inside the container). */
+  /** The service-role key the control plane generated (STATE_DIR/service-role.key, inside the container). */
   async serviceRoleKey(): Promise<string> {
     return (await exec(this, ['cat', `${CP_STATE}/service-role.key`], 'control plane')).trim();
   }
 
   /** `relay-core client ARGS` run inside the control plane's container as the operator. */
   async client(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-    const r = await this.exec(['relay-core', 'client', ...args, '--control-plane-url', `http://127.0.0.1:${CP_PORT}`, '--token', await this.serviceRoleKey()]);
+    const r = await this.exec(['relay-core', 'client', ...args, '--control-plane-url', `http://127.0.0.1:${CP_PORT}`, '--token-file', `${CP_STATE}/service-role.key`]);
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
   }
 }
