@@ -97,6 +97,10 @@ describe('a relay network in containers', () => {
     // The server saw the client only as the exit; never the entry, never the client itself.
     expect(remotes.filter((a) => a !== '127.0.0.1')).toEqual(remotes.filter((a) => a !== '127.0.0.1').map(() => exitAddress));
     expect(remotes).not.toContain(await relay('relay-1').address());
+    // Only the internet: the control plane (a host name in the relays' URL, resolved at their start) is not reachable.
+    const cpAddress = (await cp.exec(['sh', '-c', "getent ahostsv4 control-plane | awk '{ print $1; exit }'"])).stdout.trim();
+    expect(cpAddress).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect((await client.fetch(`http://${cpAddress}:54321/functions/v1/`, 3)).error).not.toBeNull();
   }, 180_000);
 
   it('a relay container killed is marked down by the others; started again, it rejoins', async () => {

@@ -1,6 +1,8 @@
+import { lookup } from 'node:dns/promises';
 import { resolve } from 'node:path';
 import { CliError, intOpt, str, tokenOpt, type Command } from '../args.ts';
 import { RelayConfigSchema } from '../../daemon/config.ts';
+import { controlPlaneDenyCidrs } from '../../daemon/control-plane-deny.ts';
 import { startRelayDaemon } from '../../daemon/relay-daemon.ts';
 import { formatIssues } from '../../events/catalogue.ts';
 import { rootLogger } from '../../lib/logger.ts';
@@ -46,7 +48,8 @@ Clients (stock WireGuard clients enter here and leave at the exit they chose; se
   --client-rule-priority N   first policy-rule priority of the client rules (default 20000)
   --client-supernet CIDR     the network's client address space (default 100.96.0.0/11)
   --client-deny CIDR[,CIDR]  also keep client traffic from these (100.64.0.0/10 always; the
-                             control plane's address when the URL names an IPv4 address)
+                             control plane's addresses: the URL's IPv4 address, or what its
+                             host name resolves to at start)
 
 The client device P<own index>c listens on the endpoint port. The relay turns on IPv4 forwarding and
 loose reverse-path filtering, and owns the nftables table inet P<own index>; on SIGTERM it removes
@@ -92,8 +95,8 @@ export const command: Command = {
     const nats = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
     const controlPlaneUrl = str(v['control-plane-url'], 'control-plane-url', 'SUPABASE_URL') ?? '';
     const deny = (str(v['client-deny'], 'client-deny', 'RELAYNET_CLIENT_DENY') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-    const cpHost = /^https?:\/\/(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?(?:\/|$)/.exec(controlPlaneUrl)?.[1];
-    if (cpHost && !cpHost.startsWith('127.')) deny.push(`${cpHost}/32`);
+    const cpDeny = await controlPlaneDenyCidrs(controlPlaneUrl, async (host) => (await lookup(host, { family: 4, all: true })).map((a) => a.address));
+    deny.push(...cpDeny.cidrs);
     const parsed = RelayConfigSchema.safeParse({
       relayId,
       name: str(v.name, 'name', 'RELAYNET_NAME') ?? relayId,
@@ -123,6 +126,7 @@ export const command: Command = {
     if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}\n\n${usage}`, 2);
     const cfg = parsed.data;
     const logger = rootLogger({ relayId: cfg.relayId });
+    if (cpDeny.warning) logger.warn({ controlPlaneUrl }, cpDeny.warning);
     let daemon;
     try {
       daemon = await startRelayDaemon(cfg, logger);

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { controlPlaneDenyCidrs } from '../../src/daemon/control-plane-deny.ts';
+
+const table = (m: Record<string, string[]>) => async (host: string) => {
+  const a = m[host];
+  if (!a) throw new Error(`getaddrinfo ENOTFOUND ${host}`);
+  return a;
+};
+
+describe('the control plane kept from clients', () => {
+  it('takes an IPv4 address from the URL as it is', async () => {
+    expect(await controlPlaneDenyCidrs('http://198.18.0.2:54321', table({}))).toEqual({ cidrs: ['198.18.0.2/32'], warning: null });
+  });
+
+  it('resolves a host name to every IPv4 address, once each, without loopback', async () => {
+    const r = await controlPlaneDenyCidrs('https://control-plane:54321/x', table({ 'control-plane': ['198.19.16.3', '198.19.16.3', '127.0.0.1', '198.19.17.9'] }));
+    expect(r).toEqual({ cidrs: ['198.19.16.3/32', '198.19.17.9/32'], warning: null });
+  });
+
+  it('leaves loopback and localhost out', async () => {
+    expect((await controlPlaneDenyCidrs('http://127.0.0.1:54321', table({}))).cidrs).toEqual([]);
+    expect((await controlPlaneDenyCidrs('http://localhost:54321', table({}))).cidrs).toEqual([]);
+  });
+
+  it('says why when the name does not resolve, and denies nothing it cannot name', async () => {
+    const r = await controlPlaneDenyCidrs('http://nowhere.invalid:54321', table({}));
+    expect(r.cidrs).toEqual([]);
+    expect(r.warning).toMatch(/cannot resolve the control plane's host nowhere\.invalid.*ENOTFOUND/);
+  });
+
+  it('ignores a URL it cannot parse (the configuration check reports it)', async () => {
+    expect(await controlPlaneDenyCidrs('not a url', table({}))).toEqual({ cidrs: [], warning: null });
+  });
+});
