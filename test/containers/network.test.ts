@@ -35,6 +35,20 @@ describe('a relay network in containers', () => {
   const relays = new Map<string, StartedRelayContainer>();
   const relay = (id: string) => relays.get(id)!;
   const linksOf = async (id: string) => Object.fromEntries((await relay(id).status()).links.map((l) => [l.peerId, l.state]));
+  /** Wait until every relay has a link to each other one, all up. */
+  const fullMesh = (what: string, timeoutMs: number) =>
+    eventually(
+      what,
+      async () => {
+        for (const id of IDS) {
+          const links = await linksOf(id);
+          if (Object.keys(links).length !== IDS.length - 1 || !Object.values(links).every((st) => st === 'up')) return false;
+        }
+        return true;
+      },
+      timeoutMs,
+      1000,
+    );
 
   beforeAll(async () => {
     await requireImages();
@@ -57,18 +71,7 @@ describe('a relay network in containers', () => {
   }, 120_000);
 
   it('3 relays form a full mesh: every link up with a handshake, every mesh address answers through its tunnel', async () => {
-    await eventually(
-      'every link up',
-      async () => {
-        for (const id of IDS) {
-          const links = await linksOf(id);
-          if (Object.keys(links).length !== 2 || !Object.values(links).every((s) => s === 'up')) return false;
-        }
-        return true;
-      },
-      90_000,
-      1000,
-    );
+    await fullMesh('every link up', 90_000);
     for (const id of IDS) {
       const s = await relay(id).status();
       expect(s.relays.map((r) => r.id).sort()).toEqual(IDS);
@@ -149,17 +152,6 @@ describe('a relay network in containers', () => {
       1000,
     );
     await r2.startAgain();
-    await eventually(
-      'relay-2 up again everywhere',
-      async () => {
-        for (const id of IDS) {
-          const links = await linksOf(id);
-          if (Object.keys(links).length !== 2 || !Object.values(links).every((st) => st === 'up')) return false;
-        }
-        return true;
-      },
-      120_000,
-      1000,
-    );
+    await fullMesh('relay-2 up again everywhere', 120_000);
   }, 300_000);
 });
