@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { execa } from 'execa';
 
@@ -52,8 +53,17 @@ export async function linkNames(ns: string | null): Promise<string[]> {
   return out.trim() ? (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname) : [];
 }
 
+/**
+ * A bridge with an address of its own. Its MAC is set explicitly: a bridge left to choose takes the
+ * lowest MAC of its ports and changes it whenever a port with a lower one joins, and every host on it
+ * keeps the old MAC in its neighbour table for up to a minute (no gratuitous ARP by default). In the
+ * sim that cut every exit's traffic to the "internet" (the bridge's own address) whenever a new
+ * relay or client joined with a lower random MAC: the clients test's intermittent failure.
+ */
 export async function addBridge(ns: string, name: string, cidr: string): Promise<void> {
-  await ip(['-n', ns, 'link', 'add', name, 'type', 'bridge']);
+  // Locally administered, unicast (02:...), random so that two sims' bridges differ.
+  const mac = ['02', ...[...randomBytes(5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+  await ip(['-n', ns, 'link', 'add', name, 'address', mac, 'type', 'bridge']);
   await ip(['-n', ns, 'address', 'add', cidr, 'dev', name]);
   await ip(['-n', ns, 'link', 'set', name, 'up']);
 }

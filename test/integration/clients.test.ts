@@ -7,7 +7,7 @@ import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { clientDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
-import { BRIDGE_ADDRESS, CONTROL_PLANE_PORT, relayPublicAddress, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
+import { BRIDGE_ADDRESS, BRIDGE_IF, CONTROL_PLANE_PORT, inetNamespace, relayPublicAddress, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimClient, type SimRelay } from '../../src/sim/manifest.ts';
 import { runSessionLoop } from '../support/session-loop.ts';
 import { tempDir } from '../support/temp.ts';
@@ -128,8 +128,12 @@ describe('clients through entry and exit relays on real WireGuard', () => {
   });
 
   it('two clients on one entry with different exits each appear from their own exit', async () => {
+    const bridgeMac = async () => (JSON.parse((await execa('ip', ['-n', inetNamespace(manifest().simId), '-j', 'link', 'show', BRIDGE_IF])).stdout) as { address: string }[])[0]!.address;
+    const macBefore = await bridgeMac();
     const add = await sim(['client', 'add', '--name', 'c2', '--entry', 'relay-1', '--exit', 'relay-3']);
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);
+    // The "internet" bridge keeps its MAC when a port joins (else the exits' neighbour entries go stale).
+    expect(await bridgeMac()).toBe(macBefore);
     expect(await whoami('c2')).toBe(relayPublicAddress(3));
     expect(await whoami('c1')).toBe(relayPublicAddress(2));
     // Clients reach the internet only: not each other, not the relays' mesh addresses, not the control plane.
