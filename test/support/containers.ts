@@ -122,14 +122,17 @@ export class NatsContainer extends RunContainer {
   }
 }
 
-export class StartedNatsContainer extends AbstractStartedContainer {
-  private readonly alias: string;
+/** A started container reached by other containers of its network under its alias. */
+abstract class StartedAliasedContainer extends AbstractStartedContainer {
+  protected readonly alias: string;
 
   constructor(c: StartedTestContainer, alias: string) {
     super(c);
     this.alias = alias;
   }
+}
 
+export class StartedNatsContainer extends StartedAliasedContainer {
   /** The URL other containers on its network use. */
   get url(): string {
     return `nats://${this.alias}:4222`;
@@ -157,14 +160,7 @@ export class ControlPlaneContainer extends RunContainer {
   }
 }
 
-export class StartedControlPlaneContainer extends AbstractStartedContainer {
-  private readonly alias: string;
-
-  constructor(c: StartedTestContainer, alias: string) {
-    super(c);
-    this.alias = alias;
-  }
-
+export class StartedControlPlaneContainer extends StartedAliasedContainer {
   /** SUPABASE_URL for containers on its network. */
   get url(): string {
     return `http://${this.alias}:${CP_PORT}`;
