@@ -6,8 +6,8 @@
  * and reused with --log. Side by side in the same run, alternating, each a fresh process measured by
  * GNU time (wall seconds and maximum resident set):
  *
- * - reference: bench/replay-reference.ts reads and decodes every line the way replay does, and
- *   does nothing else;
+ * - reference: bench/replay-reference.ts reads the file with replay's own reader (every line
+ *   decoded) and only counts the entries;
  * - replay: `relay-core replay --relay relay-1 --file LOG --json`, the command an operator runs: it
  *   folds the topology and every actor, applies every recorded op to the in-memory host and re-plans
  *   every kernel round from its cause. The benchmark fails if a round does not match;

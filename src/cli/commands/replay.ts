@@ -56,13 +56,13 @@ export function parseCut(s: string | undefined): ReplayCut | null {
   throw new CliError(`--to ${s}: give a relay-stream sequence (1200) or an ISO time (2026-11-25T10:00:00Z)`, 2);
 }
 
-interface Sink {
+export interface Sink {
   topology(e: LogEntry): void;
   relay(e: LogEntry): void;
 }
 
 /** Feed a replay from an export file: topology lines first (a second pass), then the relay's in order. */
-async function fromFile(file: string, relayId: string, cut: ReplayCut | null, sink: Sink): Promise<void> {
+export async function fromFile(file: string, relayId: string, cut: ReplayCut | null, sink: Sink): Promise<void> {
   if (!existsSync(file)) throw new CliError(`--file ${file}: no such file`, 2);
   const prefix = `relaynet.relay.${relayId}.`;
   for (const pass of ['topology', 'relay'] as const) {
