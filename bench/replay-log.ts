@@ -51,7 +51,7 @@ const relay = (n: number): RelayRecord => ({
   clientPool: `${formatIpv4(parseIpv4('100.96.0.0')! + (n - 1) * 1024)}/22`,
 });
 const mesh: MeshOptions = { wgPrefix: 'rb', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/var/lib/relay-core/wg.key', exitTableBase: 100_000 };
-const clients: ClientOptions = { ...mesh, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: [] };
+const clients: ClientOptions = { ...mesh, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: [], allowCidrs: [], serviceCidrs: [] };
 const sysctls = { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' };
 
 const fd = openSync(values.out, 'w', 0o600);
@@ -98,13 +98,13 @@ rel('RelayStarted', {
   software: 'relay-core 0.1.0',
   config: { ...clients, clientIdleAfterMs: 180_000, linkStaleAfterMs: 180_000, linkDownAfterMs: 300_000, sysctlsBefore: sysctls, sysctlsAtStart: sysctls },
 });
-rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress, clientPool: self.clientPool, readmitted: false });
+rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress, clientPool: self.clientPool, readmitted: false, serviceCidrs: [] });
 const seedId = newId(3);
 rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view) }, seedId);
 for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'desired', reason: 'in topology', latestHandshakeMs: null, rxBytes: 0, txBytes: 0 });
 round('mesh', meshScope(mesh.wgPrefix, self), desiredMeshState(self, meshPeers(view, SELF), mesh), seedId);
 const clientsState = (expired: string[] = []) =>
-  clientsDesired({ self, relays: view.relays, sessions: Object.fromEntries(sessionsOfEntry(view, SELF).map((s) => [s.id, s])), expired, tearingDown: false, clients, originalSysctls: sysctls });
+  clientsDesired({ self, relays: view.relays, sessions: Object.fromEntries(sessionsOfEntry(view, SELF).map((s) => [s.id, s])), expired, tearingDown: false, clients, originalSysctls: sysctls, services: [] });
 round('clients', clientScope(self, clients), clientsState(), seedId);
 for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'up', reason: 'handshake', latestHandshakeMs: clock, rxBytes: 92, txBytes: 148 });
 

@@ -36,10 +36,12 @@ export interface ClientsContext extends ClientsInput {
   tearingDown: boolean;
   /** The id of the relay event behind the latest change of the desired state (passed to the kernel). */
   cause: string | null;
+  /** NATS addresses of the latest registration: refused to clients like the configured service ranges. */
+  services: string[];
 }
 
 export type ClientsEvent =
-  | { type: 'VIEW'; view: TopologyView; cause: string | null }
+  | { type: 'VIEW'; view: TopologyView; cause: string | null; services?: string[] }
   | { type: 'TEARDOWN'; cause: string | null }
   | SessionExpired
   | { type: `xstate.done.actor.${string}`; output: SessionClosed }
@@ -71,11 +73,12 @@ export function sessionReached(actual: HostState, device: string, session: Clien
  * down, nothing but the original sysctls. Replay derives it with this same function.
  */
 export function clientsDesired(
-  c: Pick<ClientsContext, 'self' | 'relays' | 'sessions' | 'expired' | 'tearingDown' | 'clients' | 'originalSysctls'>,
+  c: Pick<ClientsContext, 'self' | 'relays' | 'sessions' | 'expired' | 'tearingDown' | 'clients' | 'originalSysctls' | 'services'>,
 ): DesiredHostState {
   if (c.tearingDown) return releasedClientState(c.originalSysctls);
   const live = Object.values(c.sessions).filter((s) => !c.expired.includes(s.id));
-  return desiredClientState(c.self!, c.relays, live, c.clients);
+  const serviceCidrs = [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
+  return desiredClientState(c.self!, c.relays, live, { ...c.clients, serviceCidrs });
 }
 
 const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => ({
@@ -96,7 +99,7 @@ export const clientsMachine = setup({
   actors: { clientSession: clientSessionMachine },
 }).createMachine({
   id: 'clients',
-  context: ({ input }) => ({ ...input, self: null, relays: {}, sessions: {}, actors: {}, expired: [], tearingDown: false, cause: null }),
+  context: ({ input }) => ({ ...input, self: null, relays: {}, sessions: {}, actors: {}, expired: [], tearingDown: false, cause: null, services: [] }),
   on: {
     VIEW: {
       // No client settings: the relay runs without a data path (unit tests of the relay actor alone).
@@ -117,7 +120,7 @@ export const clientsMachine = setup({
           for (const s of Object.values(sessions)) {
             if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs } });
           }
-          return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]), cause: event.cause };
+          return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]), cause: event.cause, services: event.services ?? context.services };
         }),
         tellKernel,
       ],

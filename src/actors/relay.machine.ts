@@ -1,6 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
-import type { RegisterRequest, RegisterResponse, HeartbeatResponse } from '../daemon/control-plane-client.ts';
+import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, HeartbeatResponse } from '../daemon/control-plane-client.ts';
+
+/**
+ * A registration as the relay holds it: the control plane's answer, and the addresses of the NATS
+ * servers it handed out, resolved by the shell (clients are kept from them; absent in unit tests).
+ */
+export type RegisterResponse = ControlPlaneRegistration & { serviceCidrs?: string[] };
 import type { TopologyEvent } from '../events/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
@@ -62,7 +68,7 @@ export type RelayMachineEvent =
  * machine needs the envelope id: the events that cause kernel work.
  */
 export type Emission =
-  | { type: 'RelayRegistered'; data: { revision: number; meshAddress: string; clientPool: string; readmitted: boolean } }
+  | { type: 'RelayRegistered'; data: { revision: number; meshAddress: string; clientPool: string; readmitted: boolean; serviceCidrs: string[] } }
   | { type: 'TopologySeeded'; id: string; data: { revision: number; relays: number; reason: 'boot' | 'resync'; digest: string } }
   | { type: 'TopologyResyncRequested'; data: { revision: number; reason: ResyncReason; detail: string } }
   | { type: 'TopologyEventApplied'; id: string; data: { revision: number; eventId: string; eventType: string } }
@@ -122,7 +128,7 @@ export const relayMachine = setup({
     emit: (_, _params: Emission) => {},
     viewChanged: enqueueActions(({ context, enqueue }) => {
       enqueue.sendTo('topology', { type: 'VIEW' as const, view: context.view, cause: context.cause });
-      enqueue.sendTo('clients', { type: 'VIEW' as const, view: context.view, cause: context.cause });
+      enqueue.sendTo('clients', { type: 'VIEW' as const, view: context.view, cause: context.cause, services: context.registration?.serviceCidrs ?? [] });
     }),
     reportFatal: (_, _params: { error: string }) => {},
   },
@@ -188,7 +194,13 @@ export const relayMachine = setup({
               type: 'emit',
               params: ({ event }) => ({
                 type: 'RelayRegistered',
-                data: { revision: event.output.revision, meshAddress: event.output.relay.meshAddress, clientPool: event.output.relay.clientPool, readmitted: event.output.readmitted },
+                data: {
+                  revision: event.output.revision,
+                  meshAddress: event.output.relay.meshAddress,
+                  clientPool: event.output.relay.clientPool,
+                  readmitted: event.output.readmitted,
+                  serviceCidrs: event.output.serviceCidrs ?? [],
+                },
               }),
             },
             {

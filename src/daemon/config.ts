@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { RelayIdSchema } from '../events/envelope.ts';
 import { EndpointSchema, Ipv4CidrSchema } from '../events/topology.events.ts';
+import { cidrToRange } from '../kernel/egress.ts';
+
+/** An IPv4 or IPv6 CIDR (or a bare address, read as /32 or /128). */
+export const IpCidrSchema = z.string().max(64).refine((s) => cidrToRange(s) !== null, 'must be an IPv4 or IPv6 CIDR such as 203.0.113.0/24 or 2001:db8::/32');
 
 /** Everything `relay-core run` needs; flags override environment variables (see README, configuration). */
 export const RelayConfigSchema = z.object({
@@ -37,7 +41,11 @@ export const RelayConfigSchema = z.object({
   clientRulePriority: z.number().int().min(1).max(32_000),
   /** The network-wide client address space (every relay's pool lies inside). */
   clientSupernet: Ipv4CidrSchema,
-  /** Destinations client traffic may never reach, besides 100.64.0.0/10 (the mesh and every client pool). */
-  clientDeny: z.array(Ipv4CidrSchema),
+  /** The egress policy (docs/security.md): refused besides the default ranges (`--client-deny`). */
+  clientDeny: z.array(IpCidrSchema).max(256),
+  /** Taken out of the default ranges (`--client-allow`); never out of the network, service or operator ones. */
+  clientAllow: z.array(IpCidrSchema).max(256),
+  /** The control plane's addresses, resolved at start: always refused to clients (NATS's join at registration). */
+  serviceCidrs: z.array(IpCidrSchema).max(256),
 }).refine((c) => c.linkDownAfterMs >= c.linkStaleAfterMs, { message: 'link-down-after must be at least link-stale-after', path: ['linkDownAfterMs'] });
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;

@@ -17,6 +17,8 @@ import { currentVersion } from '../events/catalogue.ts';
 import { ControlPlaneClient, type RegisterResponse } from './control-plane-client.ts';
 import type { RelayConfig } from './config.ts';
 import { heartbeatActor } from './heartbeat.ts';
+import { natsDenyCidrs } from './control-plane-deny.ts';
+import { lookup } from 'node:dns/promises';
 import { startStatusServer } from './status-server.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +33,9 @@ import { initialKernelStats, kernelMachine, type KernelEmission, type KernelStat
 import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import { reconcileWith } from '../kernel/reconcile.ts';
+
+/** Every address of a name, both families. */
+const lookupAll = async (host: string) => (await lookup(host, { all: true })).map((a) => a.address);
 
 /** The first event of every run: who started, which build, and the configuration replay needs. */
 type RelayStartedEmission = { type: 'RelayStarted'; data: Extract<RelayEvent, { type: 'RelayStarted' }>['data'] };
@@ -236,7 +241,10 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
           pendingKey = null;
         }
         ensureBus(reg);
-        return reg;
+        // Clients are kept from the NATS servers this registration hands out (the egress policy's `service`).
+        const nats = await natsDenyCidrs(cfg.natsServers ?? reg.bus.servers, lookupAll);
+        for (const w of nats.warnings) log.warn(w);
+        return { ...reg, serviceCidrs: nats.cidrs };
       }),
       // `follow` needs the bus, which exists only after the first registration; serving comes after it.
       follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
@@ -283,6 +291,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
             rulePriorityBase: cfg.clientRulePriority,
             clientSupernet: cfg.clientSupernet,
             denyCidrs: cfg.clientDeny,
+            allowCidrs: cfg.clientAllow,
+            serviceCidrs: cfg.serviceCidrs,
           },
           idleAfterMs: cfg.clientIdleAfterMs,
           originalSysctls: sysctlsBefore,
@@ -345,6 +355,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         rulePriorityBase: cfg.clientRulePriority,
         clientSupernet: cfg.clientSupernet,
         denyCidrs: cfg.clientDeny,
+        allowCidrs: cfg.clientAllow,
+        serviceCidrs: cfg.serviceCidrs,
         clientIdleAfterMs: cfg.clientIdleAfterMs,
         linkStaleAfterMs: cfg.linkStaleAfterMs,
         linkDownAfterMs: cfg.linkDownAfterMs,

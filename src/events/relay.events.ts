@@ -34,9 +34,30 @@ export const RelayConfigV1 = z
 /** v3 records the relay's configuration (see {@link RelayConfigV1}); v2 reads as `config: null`. */
 export const RelayStartedV3 = RelayStartedV2.extend({ config: RelayConfigV1.nullable() }).strict();
 export const upcastRelayStartedV2 = (d: z.infer<typeof RelayStartedV2>): z.infer<typeof RelayStartedV3> => ({ ...d, config: null });
+/**
+ * v2 of the configuration: the egress policy's operator ranges. `denyCidrs` is `--client-deny` alone
+ * (IPv4 or IPv6); `allowCidrs` is `--client-allow`; `serviceCidrs` the control plane's addresses
+ * resolved at start (v1 had them inside `denyCidrs`).
+ */
+export const RelayConfigV2 = RelayConfigV1.extend({
+  allowCidrs: z.array(z.string().max(64)).max(256),
+  serviceCidrs: z.array(z.string().max(64)).max(256),
+}).strict();
+/** v4 records the configuration v2 (see {@link RelayConfigV2}); a v3 configuration reads with no allowed and no service ranges. */
+export const RelayStartedV4 = RelayStartedV2.extend({ config: RelayConfigV2.nullable() }).strict();
+export const upcastRelayStartedV3 = (d: z.infer<typeof RelayStartedV3>): z.infer<typeof RelayStartedV4> => ({
+  ...d,
+  config: d.config === null ? null : { ...d.config, allowCidrs: [], serviceCidrs: [] },
+});
 export const RelayRegisteredV1 = z
   .object({ revision: z.number().int().min(0), meshAddress: z.string(), clientPool: z.string(), readmitted: z.boolean() })
   .strict();
+/**
+ * v2 adds the addresses of the NATS servers this registration handed out (resolved by the relay):
+ * clients are kept from them (the egress policy's `service` reason). v1 reads as none.
+ */
+export const RelayRegisteredV2 = RelayRegisteredV1.extend({ serviceCidrs: z.array(z.string().max(64)).max(256) }).strict();
+export const upcastRelayRegisteredV1 = (d: z.infer<typeof RelayRegisteredV1>): z.infer<typeof RelayRegisteredV2> => ({ ...d, serviceCidrs: [] });
 export const TopologySeededV1 = z
   .object({ revision: z.number().int().min(0), relays: z.number().int().min(0), reason: z.enum(['boot', 'resync']) })
   .strict();
@@ -108,8 +129,8 @@ export const KernelOperationFailedV1 = z
   .strict();
 
 export type RelayEvent =
-  | Envelope<'RelayStarted', z.infer<typeof RelayStartedV3>>
-  | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV1>>
+  | Envelope<'RelayStarted', z.infer<typeof RelayStartedV4>>
+  | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV2>>
   | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV2>>
   | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV1>>
   | Envelope<'TopologyEventApplied', z.infer<typeof TopologyEventAppliedV1>>

@@ -2,6 +2,7 @@ import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
 import { formatIpv4, parseCidr, parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
 import type { DesiredHostState, KernelScope, RuleState } from './host-state.ts';
 import { meshIndex } from './mesh.ts';
+import { egressRules, egressSet, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
 import { nftDigest } from './plan.ts';
 
 /**
@@ -18,8 +19,9 @@ import { nftDigest } from './plan.ts';
  *
  * Every relay (entry and exit alike): forwarding on, loose reverse-path filtering (replies from the
  * internet come back on a link device, not the interface the main table names), and one nftables table
- * that filters what clients may reach, clamps TCP MSS, and masquerades client traffic leaving for the
- * internet.
+ * that guards the relay and the networks behind it (docs/security.md): the exit's egress policy, what
+ * mesh links may carry, fail closed at the entry; it also clamps TCP MSS and masquerades client
+ * traffic leaving for the internet.
  */
 
 export interface ClientOptions {
@@ -33,15 +35,17 @@ export interface ClientOptions {
   rulePriorityBase: number;
   /** The network-wide client address space (every relay's pool lies in it). */
   clientSupernet: string;
-  /** IPv4 CIDRs client traffic may never reach, besides the mesh and every client pool (100.64.0.0/10). */
+  /** The egress policy (src/kernel/egress.ts): `--client-deny`, refused besides the defaults. */
   denyCidrs: string[];
+  /** `--client-allow`: taken out of the default deny ranges. */
+  allowCidrs: string[];
+  /** Control-plane and NATS addresses: always refused. */
+  serviceCidrs: string[];
 }
 
 export const DEFAULT_EXIT_TABLE_BASE = 100_000;
 export const DEFAULT_RULE_PRIORITY_BASE = 20_000;
 export const DEFAULT_CLIENT_SUPERNET = '100.96.0.0/11';
-/** The shared address space (RFC 6598) that holds the mesh and the client pools. */
-export const SHARED_SPACE = '100.64.0.0/10';
 /** The kernel's own rules start here (`main`): ours must end before. */
 const MAIN_RULE_PRIORITY = 32_766;
 
@@ -90,35 +94,85 @@ export function clientScope(self: RelayRecord, opts: Pick<ClientOptions, 'wgPref
   };
 }
 
-/** The nftables table body of a relay (inside `table inet <name> { ... }`). Pure; its digest names it. */
-export function clientNftBody(self: RelayRecord, opts: Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs'>): string {
+/** Counters of the mesh and client filters, besides the egress policy's `refused_<reason>` ones. */
+export const FILTER_COUNTERS = {
+  /** A client packet to this relay itself (clients reach the internet, not the relay they enter at). */
+  client_input: 'clients may not reach the relay they enter at',
+  /** A client packet that would leave the entry other than into a mesh link (fail closed). */
+  fail_closed: 'client traffic that would leave the entry other than into a mesh link',
+  /** A new connection toward one of this entry's clients. */
+  client_unsolicited: 'connections toward a client that it did not open',
+  /** Mesh link: a source in the network's space that is not the sending relay's own (mesh address or pool). */
+  mesh_spoofed: "a mesh packet whose source is not the sending relay's own mesh address or client pool",
+  /** Mesh link: a packet to forward that is neither a client's of the sending relay nor a reply to ours. */
+  mesh_foreign: 'a mesh packet to forward that no client of the sending relay sent',
+  /** Mesh link: a packet for this relay's own services (anything but ICMP echo to the mesh address and replies). */
+  mesh_input: "a mesh packet for this relay's own services",
+} as const;
+export type FilterCounter = keyof typeof FILTER_COUNTERS;
+
+/** Everything the table needs besides the relay record: names, the client space, the egress policy. */
+export type NftOptions = Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs'>;
+
+/** The egress policy of a relay with these options. */
+export const clientEgressRules = (opts: NftOptions): EgressRule[] => egressRules({ denyCidrs: opts.denyCidrs, allowCidrs: opts.allowCidrs, serviceCidrs: opts.serviceCidrs });
+
+/**
+ * The nftables table body of a relay (inside `table inet <name> { ... }`). Pure; its digest names it.
+ * Every drop and refusal is counted in a named counter (FILTER_COUNTERS, `refused_<reason>`), never
+ * logged per packet. Refused client traffic gets a TCP reset or ICMP administratively prohibited, so a
+ * client fails at once instead of waiting for a timeout.
+ */
+export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
   const own = meshIndex(self.meshAddress);
   const dev = clientDevice(opts.wgPrefix, own);
   const links = `${opts.wgPrefix}${own}m*`;
-  const deny = [...new Set([SHARED_SPACE, ...opts.denyCidrs])].sort();
+  const rules = clientEgressRules(opts);
+  const sets = rules.flatMap((r) =>
+    (['v4', 'v6'] as const)
+      .filter((f) => r[f].length > 0)
+      .map((f) => [`  set ${egressSet(r.reason, f)} {`, `    type ${f === 'v4' ? 'ipv4_addr' : 'ipv6_addr'}; flags interval;`, `    elements = { ${r[f].join(', ')} }`, '  }'].join('\n')),
+  );
+  const egress = rules.flatMap((r) =>
+    (['v4', 'v6'] as const)
+      .filter((f) => r[f].length > 0)
+      .map((f) => `    iifname "${links}" ${f === 'v4' ? 'ip' : 'ip6'} daddr @${egressSet(r.reason, f)} counter name "${refusedCounter(r.reason)}" goto refuse`),
+  );
+  const counters = [...Object.keys(FILTER_COUNTERS), ...rules.map((r) => refusedCounter(r.reason))].map((c) => `  counter ${c} {\n  }`);
   return [
-    '  set client_deny {',
-    '    type ipv4_addr; flags interval;',
-    `    elements = { ${deny.join(', ')} }`,
+    ...counters,
+    ...sets,
+    '  chain refuse {',
+    '    meta l4proto tcp reject with tcp reset',
+    '    reject with icmpx type admin-prohibited',
     '  }',
     '  chain input_filter {',
     '    type filter hook input priority filter; policy accept;',
-    // Clients reach the internet, not the relay they enter at; client traffic an entry forwards here neither.
-    `    iifname "${dev}" counter drop`,
-    `    iifname "${links}" ip saddr ${opts.clientSupernet} counter drop`,
+    `    iifname "${dev}" counter name "client_input" drop`,
+    // Over a mesh link the relay answers pings to its mesh address and its own connections' replies, nothing else.
+    `    iifname "${links}" ct state established,related accept`,
+    `    iifname "${links}" ip daddr ${self.meshAddress} icmp type echo-request accept`,
+    `    iifname "${links}" counter name "mesh_input" drop`,
     '  }',
     '  chain forward_filter {',
     '    type filter hook forward priority filter; policy accept;',
     // The mesh adds a WireGuard layer: TCP segments are sized to the route they take.
     `    iifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
     `    oifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
-    `    iifname "${dev}" ip daddr @client_deny counter drop`,
+    // A mesh link's sources in the network's space are its peer's alone: the route back to the source
+    // must go out the link it came in on (the peer's mesh address and pool are routed there).
+    `    iifname "${links}" ip saddr ${NETWORK_SPACE} fib saddr . iif oif missing counter name "mesh_spoofed" drop`,
+    // Entry: the network's own space is not the internet; everything else goes to the exit, which decides.
+    `    iifname "${dev}" ip daddr ${NETWORK_SPACE} counter name "${refusedCounter('network')}" goto refuse`,
     // Fail closed: a client's packets leave the entry only into a mesh link.
-    `    iifname "${dev}" oifname != "${links}" counter drop`,
+    `    iifname "${dev}" oifname != "${links}" counter name "fail_closed" drop`,
     `    oifname "${dev}" ct state established,related accept`,
-    `    oifname "${dev}" counter drop`,
-    // At the exit: client traffic goes to the internet only.
-    `    iifname "${links}" ip saddr ${opts.clientSupernet} ip daddr @client_deny counter drop`,
+    `    oifname "${dev}" counter name "client_unsolicited" drop`,
+    // Exit: a mesh link carries the sending relay's clients' traffic, under the egress policy.
+    `    iifname "${links}" ip saddr != ${opts.clientSupernet} counter name "mesh_foreign" drop`,
+    ...egress,
+    // The mesh carries no IPv6 yet: none is forwarded from it.
+    `    iifname "${links}" meta nfproto ipv6 counter name "mesh_foreign" drop`,
     '  }',
     '  chain postrouting_nat {',
     '    type nat hook postrouting priority srcnat; policy accept;',

@@ -26,21 +26,21 @@ import type { DesiredHostState, HostState, KernelOp, NftTableState, RouteState, 
 // ---------------------------------------------------------------------------------------------------
 // Canonical addresses. Text forms are what iproute2 and wg print: IPv6 compressed as in RFC 5952.
 
-interface IpValue {
+export interface IpValue {
   v6: boolean;
   n: bigint;
 }
 
 export const isIpv6 = (addressOrCidr: string): boolean => addressOrCidr.includes(':');
 
-function parseIpv4(s: string): IpValue | null {
+export function parseIpv4(s: string): IpValue | null {
   const parts = s.split('.');
   if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return null;
   return { v6: false, n: parts.reduce((acc, p) => (acc << 8n) | BigInt(p), 0n) };
 }
 
 /** Hex groups with at most one `::`. Embedded IPv4 (`::ffff:1.2.3.4`) is not supported: left as given. */
-function parseIpv6(s: string): IpValue | null {
+export function parseIpv6(s: string): IpValue | null {
   const halves = s.split('::');
   if (halves.length > 2) return null;
   const groups = (h: string) => (h === '' ? [] : h.split(':'));
@@ -53,7 +53,7 @@ function parseIpv6(s: string): IpValue | null {
   return { v6: true, n: all.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n) };
 }
 
-function formatIp({ v6, n }: IpValue): string {
+export function formatIp({ v6, n }: IpValue): string {
   if (!v6) return [24n, 16n, 8n, 0n].map((s) => String((n >> s) & 0xffn)).join('.');
   const groups = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - 16 * i)) & 0xffffn));
   // The longest run of two or more zero groups (the first of equals) becomes `::`.

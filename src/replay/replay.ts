@@ -175,6 +175,8 @@ export class RelayReplay {
   private publicKey: string | null = null;
   private meshAddress: string | null = null;
   private clientPool: string | null = null;
+  /** NATS addresses of the latest registration (RelayRegistered v2): refused to clients. */
+  private services: string[] = [];
   private config: Config | null = null;
 
   private view: TopologyView | null = EMPTY_TOPOLOGY;
@@ -255,6 +257,7 @@ export class RelayReplay {
       case 'RelayRegistered':
         this.meshAddress = ev.data.meshAddress;
         this.clientPool = ev.data.clientPool;
+        this.services = ev.data.serviceCidrs;
         return;
       case 'TopologySeeded': {
         this.topoCounters.seeds++;
@@ -375,6 +378,8 @@ export class RelayReplay {
       rulePriorityBase: c.rulePriorityBase,
       clientSupernet: c.clientSupernet,
       denyCidrs: c.denyCidrs,
+      allowCidrs: c.allowCidrs,
+      serviceCidrs: c.serviceCidrs,
     };
   }
 
@@ -423,6 +428,7 @@ export class RelayReplay {
       tearingDown: this.tearingDown,
       clients: c ? this.clientOptions(c) : (null as unknown as ClientOptions),
       originalSysctls: c?.sysctlsBefore ?? {},
+      services: this.services,
     };
     this.remember('clients', cause, { derive: c && (this.view || this.tearingDown) ? { self, state: () => clientsDesired(ctx) } : null });
   }

@@ -17,7 +17,7 @@ export const topologyInput: TopologyInput = {
 
 export const clientsInput: ClientsInput = {
   selfId: 'relay-1',
-  clients: { wgPrefix: 'rc', privateKeyFile: '/state/wg.key', mtu: 1420, exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'] },
+  clients: { wgPrefix: 'rc', privateKeyFile: '/state/wg.key', mtu: 1420, exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], allowCidrs: [], serviceCidrs: [] },
   idleAfterMs: 30_000,
   originalSysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
 };

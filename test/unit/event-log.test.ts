@@ -137,9 +137,9 @@ describe('versions', () => {
     expect(entries.every((e) => e.ok)).toBe(true);
     const started = entries.flatMap((e) => (e.ok && e.event.type === 'RelayStarted' ? [e.event] : []));
     expect(started).toHaveLength(2);
-    expect(currentVersion('RelayStarted')).toBe(3);
+    expect(currentVersion('RelayStarted')).toBe(4);
     for (const s of started) {
-      expect(s.version).toBe(3);
+      expect(s.version).toBe(4);
       expect(s.data).toMatchObject({ software: null, config: null });
       expect(lines.some((l) => l.includes(s.id) && l.includes('\\"version\\":1'))).toBe(true);
     }
@@ -150,9 +150,15 @@ describe('versions', () => {
 
   it('still refuses versions it does not know and v1 data that breaks the v1 schema', () => {
     const e = envelope({ source: 'relay-1', ...at }, 'RelayStarted', 1, { name: 'r', region: 'x', publicKey: 'k' });
-    expect(parseEvent(JSON.parse(JSON.stringify({ ...e, version: 4 })))).toMatchObject({ ok: false, error: expect.stringMatching(/no schema version 4/) });
+    expect(parseEvent(JSON.parse(JSON.stringify({ ...e, version: 5 })))).toMatchObject({ ok: false, error: expect.stringMatching(/no schema version 5/) });
     expect(parseEvent(JSON.parse(JSON.stringify({ ...e, data: { ...e.data, software: 'x' } })))).toMatchObject({ ok: false, error: expect.stringMatching(/^data/) });
-    expect(parseEvent(JSON.parse(JSON.stringify(e)))).toMatchObject({ ok: true, event: { version: 3, data: { software: null, config: null } } });
+    expect(parseEvent(JSON.parse(JSON.stringify(e)))).toMatchObject({ ok: true, event: { version: 4, data: { software: null, config: null } } });
+    // A v3 configuration had the control plane inside denyCidrs and knew no allowed ranges.
+    const config = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/k', exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], clientIdleAfterMs: 1, linkStaleAfterMs: 1, linkDownAfterMs: 1, sysctlsBefore: {}, sysctlsAtStart: {} };
+    const v3 = envelope({ source: 'relay-1', ...at }, 'RelayStarted', 3, { name: 'r', region: 'x', publicKey: 'k', software: 'relay-core 0.1.0', config });
+    expect(parseEvent(JSON.parse(JSON.stringify(v3)))).toMatchObject({ ok: true, event: { version: 4, data: { config: { ...config, allowCidrs: [], serviceCidrs: [] } } } });
+    const reg = envelope({ source: 'relay-1', ...at }, 'RelayRegistered', 1, { revision: 3, meshAddress: '100.64.0.1', clientPool: '100.96.0.0/22', readmitted: false });
+    expect(parseEvent(JSON.parse(JSON.stringify(reg)))).toMatchObject({ ok: true, event: { version: 2, data: { serviceCidrs: [] } } });
   });
 
   it('docs/schemas holds the JSON Schema of every event version, as generated (npm run schemas)', () => {

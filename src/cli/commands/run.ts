@@ -47,9 +47,16 @@ Clients (stock WireGuard clients enter here and leave at the exit they chose; se
   --exit-table-base N        routing table of exit relay i is N + i (default 100000)
   --client-rule-priority N   first policy-rule priority of the client rules (default 20000)
   --client-supernet CIDR     the network's client address space (default 100.96.0.0/11)
-  --client-deny CIDR[,CIDR]  also keep client traffic from these (100.64.0.0/10 always; the
-                             control plane's addresses: the URL's IPv4 address, or what its
-                             host name resolves to at start)
+  --client-deny CIDR[,CIDR]  refuse client traffic to these too (IPv4 or IPv6)  RELAYNET_CLIENT_DENY
+  --client-allow CIDR[,CIDR] take these out of the default refused ranges         RELAYNET_CLIENT_ALLOW
+
+Egress policy (docs/security.md): as an exit, the relay refuses client traffic (TCP reset, ICMP
+administratively prohibited) to private, loopback, link-local (cloud metadata: 169.254.169.254),
+shared, reserved, benchmarking (198.18.0.0/15), documentation and multicast ranges of both
+families; --client-allow takes ranges out of those defaults only. Always refused, whatever
+--client-allow says: 100.64.0.0/10 (the network itself), --client-deny, and the control plane's and
+NATS's addresses (the URL's address or what its name resolves to at start; the NATS servers of every
+registration). \`relay-core status\` shows the ranges and a refusal counter per reason.
 
 The client device P<own index>c listens on the endpoint port. The relay turns on IPv4 forwarding and
 loose reverse-path filtering, and owns the nftables table inet P<own index>; on SIGTERM it removes
@@ -88,15 +95,17 @@ export const command: Command = {
     'client-rule-priority': { type: 'string' },
     'client-supernet': { type: 'string' },
     'client-deny': { type: 'string' },
+    'client-allow': { type: 'string' },
   },
   async run(v) {
     const relayId = str(v['relay-id'], 'relay-id', 'RELAYNET_RELAY_ID') ?? '';
     const token = tokenOpt(v);
     const nats = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
     const controlPlaneUrl = str(v['control-plane-url'], 'control-plane-url', 'SUPABASE_URL') ?? '';
-    const deny = (str(v['client-deny'], 'client-deny', 'RELAYNET_CLIENT_DENY') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-    const cpDeny = await controlPlaneDenyCidrs(controlPlaneUrl, async (host) => (await lookup(host, { family: 4, all: true })).map((a) => a.address));
-    deny.push(...cpDeny.cidrs);
+    const list = (flag: string, env: string) => (str(v[flag], flag, env) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const deny = list('client-deny', 'RELAYNET_CLIENT_DENY');
+    const allow = list('client-allow', 'RELAYNET_CLIENT_ALLOW');
+    const cpDeny = await controlPlaneDenyCidrs(controlPlaneUrl, async (host) => (await lookup(host, { all: true })).map((a) => a.address));
     const parsed = RelayConfigSchema.safeParse({
       relayId,
       name: str(v.name, 'name', 'RELAYNET_NAME') ?? relayId,
@@ -122,6 +131,8 @@ export const command: Command = {
       clientRulePriority: intOpt(v['client-rule-priority'], 'client-rule-priority', 20_000, 1, 32_000),
       clientSupernet: str(v['client-supernet'], 'client-supernet') ?? '100.96.0.0/11',
       clientDeny: [...new Set(deny)],
+      clientAllow: [...new Set(allow)],
+      serviceCidrs: cpDeny.cidrs,
     });
     if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}\n\n${usage}`, 2);
     const cfg = parsed.data;
