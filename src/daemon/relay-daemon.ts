@@ -24,11 +24,13 @@ import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type Fo
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { clientSessionMachine, type ClientSessionEmission, type ClientSessionState } from '../actors/client-session.machine.ts';
 import { clientsMachine } from '../actors/clients.machine.ts';
-import { CLIENT_SYSCTLS } from '../kernel/clients.ts';
+import { CLIENT_SYSCTLS, clientEgressRules, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
+import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
+import { meshIndex } from '../kernel/mesh.ts';
 import type { LinkState, LinkStateChanged } from '../actors/peer-link.machine.ts';
 import { peerLinkMachine } from '../actors/peer-link.machine.ts';
 import { topologyMachine } from '../actors/topology.machine.ts';
-import type { KernelBackend } from '../kernel/host-state.ts';
+import type { KernelBackend, NftCounter } from '../kernel/host-state.ts';
 import { initialKernelStats, kernelMachine, type KernelEmission, type KernelStats, type ObserverEvent } from '../kernel/kernel.machine.ts';
 import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
@@ -62,7 +64,20 @@ export interface RelayStatus {
   links: LinkStatus[];
   clients: ClientStatus[];
   kernel: { backend: KernelBackend['kind'] } & KernelStats;
+  /** The egress policy and mesh filters (docs/security.md), with their counters; null before registration. */
+  policy: PolicyStatus | null;
   error: string | null;
+}
+
+export interface PolicyStatus {
+  /** The nftables table (family inet) that holds them. */
+  table: string;
+  /** Refused destinations by reason, in evaluation order, and what each refused since the table was set. */
+  egress: (EgressRule & NftCounter)[];
+  /** The other filters' drops. */
+  filters: ({ name: FilterCounter; description: string } & NftCounter)[];
+  /** When the counters were read (ISO time), or null if not yet. */
+  countersAt: string | null;
 }
 
 export interface LinkStatus {
@@ -173,6 +188,14 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   const backend: KernelBackend =
     cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
   const linkSince = new Map<string, string>();
+  /** The latest read of the policy table's counters (by the observer). */
+  let policyCounters: { at: string; values: Record<string, NftCounter> } | null = null;
+  /** The relay's nftables table, once registration gave it its mesh address. */
+  const policyTable = (): string | null => {
+    const reg = actorRef?.getSnapshot().context.registration;
+    return reg ? nftTableName(cfg.wgPrefix, meshIndex(reg.relay.meshAddress)) : null;
+  };
+  let actorRef: { getSnapshot(): SnapshotFrom<typeof relayMachine> } | null = null;
   const kernel = kernelMachine.provide({
     actors: {
       reconcile: fromPromise(async ({ input }) => reconcileWith(backend)(input)),
@@ -183,11 +206,18 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         const t = setInterval(() => {
           if (busy || devices.length === 0) return;
           busy = true;
-          backend
-            .observe(devices)
-            .then((observations) => sendBack({ type: 'OBSERVED', observations, nowMs: Date.now() }))
-            .catch((e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'))
-            .finally(() => (busy = false));
+          const table = policyTable();
+          Promise.all([
+            backend.observe(devices).then(
+              (observations) => sendBack({ type: 'OBSERVED', observations, nowMs: Date.now() }),
+              (e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'),
+            ),
+            table &&
+              backend.counters(table).then(
+                (c) => (policyCounters = { at: new Date().toISOString(), values: c }),
+                (e) => log.warn({ err: String(e), table }, 'cannot read the nftables counters'),
+              ),
+          ]).finally(() => (busy = false));
         }, cfg.observeIntervalMs);
         return () => clearInterval(t);
       }),
@@ -301,6 +331,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     },
   });
 
+  actorRef = actor;
   let lastStateLogged = '';
   actor.subscribe((s) => {
     const st = String(s.value);
@@ -334,7 +365,24 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
       links: linkStatuses(s, linkSince),
       clients: clientStatuses(s),
       kernel: { backend: backend.kind, ...(s.children.kernel?.getSnapshot().context.stats ?? initialKernelStats()) },
+      policy: policyStatus(s),
       error: s.context.error,
+    };
+  };
+
+  /** The policy as the clients actor programs it (configured and registered service addresses). */
+  const policyStatus = (s: SnapshotFrom<typeof relayMachine>): PolicyStatus | null => {
+    const table = policyTable();
+    if (!table) return null;
+    const clientsCtx = (s.children.clients?.getSnapshot() as SnapshotFrom<typeof clientsMachine> | undefined)?.context;
+    const services = [...new Set([...cfg.serviceCidrs, ...(clientsCtx?.services ?? [])])].sort();
+    const rules = clientEgressRules({ wgPrefix: cfg.wgPrefix, clientSupernet: cfg.clientSupernet, denyCidrs: cfg.clientDeny, allowCidrs: cfg.clientAllow, serviceCidrs: services });
+    const counter = (name: string): NftCounter => policyCounters?.values[name] ?? { packets: 0, bytes: 0 };
+    return {
+      table,
+      egress: rules.map((r) => ({ ...r, ...counter(refusedCounter(r.reason)) })),
+      filters: (Object.keys(FILTER_COUNTERS) as FilterCounter[]).map((name) => ({ name, description: FILTER_COUNTERS[name], ...counter(name) })),
+      countersAt: policyCounters?.at ?? null,
     };
   };
 

@@ -1,32 +1,70 @@
 import { KernelOpError, type HostState, type KernelBackend, type KernelOp, type KernelScope } from './host-state.ts';
-import { peerSettingsText, routeText, ruleText } from './plan.ts';
+import { canonicalIp, peerSettingsText, routeText, ruleText } from './plan.ts';
 
 export interface PlanResult {
   /** The operations that succeeded, in order. */
   applied: KernelOp[];
-  /** The first operation that failed (later ones did not run), or null. */
-  failed: { op: KernelOp; error: KernelOpError } | null;
+  /** The operations that failed, in order. */
+  failures: { op: KernelOp; error: KernelOpError }[];
+  /** The operations not run because they depend on one that failed (or was skipped), in order. */
+  skipped: KernelOp[];
   /** The owned state read back after the run: what the host actually holds now. */
   reached: HostState;
 }
 
+/** The device an operation needs, or null. */
+function deviceOf(op: KernelOp): string | null {
+  if ('dev' in op) return op.dev;
+  if (op.op === 'route.add' || op.op === 'route.replace') return op.route.dev;
+  return null;
+}
+
+/** Operations that build a device: everything else on it needs them. */
+const BUILDS_DEVICE = new Set<KernelOp['op']>(['link.add', 'wg.device', 'link.mtu', 'addr.add', 'link.up']);
+
 /**
- * Apply `ops` in order and stop at the first failure. Whatever happened, the state is read again, so
- * the caller learns what the host reached, also after a partial failure (the next plan starts there).
+ * Whether `later` must not run once `failed` did not: the guards of a scope (its nftables filters and
+ * its fail-closed rule) come before any peer or forwarding is switched on, so a failed guard holds
+ * back every peer and sysctl after it; a device that could not be built holds back what is on it, and
+ * an address that could not be added the routes that take it as their source.
+ * Nothing else depends on anything: a peer whose endpoint is refused, a route or rule that failed,
+ * fails alone, and the rest of the plan runs.
+ */
+export function dependsOn(later: KernelOp, failed: KernelOp): boolean {
+  const isGuard = failed.op === 'nft.table.set' || (failed.op === 'rule.add' && failed.rule.table === null);
+  if (isGuard && (later.op === 'wg.peer.set' || later.op === 'sysctl.set')) return true;
+  // A route whose source is an address that could not be added, on whichever device.
+  if (failed.op === 'addr.add' && (later.op === 'route.add' || later.op === 'route.replace') && later.route.src !== null) {
+    if (canonicalIp(later.route.src) === canonicalIp(failed.cidr.split('/')[0]!)) return true;
+  }
+  return BUILDS_DEVICE.has(failed.op) && deviceOf(later) === deviceOf(failed);
+}
+
+/**
+ * Apply `ops` in order. A failed operation fails alone with what depends on it ({@link dependsOn}):
+ * everything else still runs. Whatever happened, the state is read again, so the caller learns what
+ * the host reached, also after failures (the next plan starts there and retries what is missing).
  */
 export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[], scope: KernelScope): Promise<PlanResult> {
   const applied: KernelOp[] = [];
-  let failed: PlanResult['failed'] = null;
+  const failures: PlanResult['failures'] = [];
+  const skipped: KernelOp[] = [];
+  const notDone: KernelOp[] = [];
   for (const op of ops) {
+    if (notDone.some((f) => dependsOn(op, f))) {
+      skipped.push(op);
+      notDone.push(op);
+      continue;
+    }
     try {
       await backend.apply(op);
       applied.push(op);
     } catch (e) {
-      failed = { op, error: asKernelOpError(op, e) };
-      break;
+      failures.push({ op, error: asKernelOpError(op, e) });
+      notDone.push(op);
     }
   }
-  return { applied, failed, reached: await backend.read(scope) };
+  return { applied, failures, skipped, reached: await backend.read(scope) };
 }
 
 /** A backend is meant to throw `KernelOpError`; anything else (a bug) is wrapped so callers see one shape. */

@@ -158,6 +158,14 @@ export interface KernelBackend {
   apply(op: KernelOp): Promise<void>;
   /** Handshake times and counters of every peer of the given devices (read only). */
   observe(devices: string[]): Promise<PeerObservation[]>;
+  /** The named counters of an owned nftables table (family inet), by name; {} when the table is absent. Read only. */
+  counters(table: string): Promise<Record<string, NftCounter>>;
+}
+
+/** One named nftables counter. */
+export interface NftCounter {
+  packets: number;
+  bytes: number;
 }
 
 /** A failed operation: which one, the command that ran (never key material), and what it said. */

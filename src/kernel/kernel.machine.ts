@@ -1,4 +1,5 @@
 import { assign, enqueueActions, fromCallback, fromPromise, setup, type AnyActorRef } from 'xstate';
+import { describeOp } from './execute.ts';
 import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservation } from './host-state.ts';
 
 /**
@@ -7,8 +8,9 @@ import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservatio
  * scope they own. The actor reconciles one round at a time; desired states that arrive meanwhile
  * replace each other (only the latest counts) and trigger one more round. Each round reads the
  * actual state, plans a pure diff and applies it (the `reconcile` actor, provided by the shell with
- * a backend), then tells every owner the state actually reached, also after a partial failure,
- * which is retried after a pause. Observations of the devices (handshakes, counters) are read by the
+ * a backend), then tells every owner the state actually reached, also after failures: a failed
+ * operation fails alone with what depends on it, is listed in the stats (`failing`) until a round
+ * reaches it, and is retried after a pause that doubles with each failed round (2 s to a minute). Observations of the devices (handshakes, counters) are read by the
  * `observer` child and forwarded to the owners. The machine itself touches nothing.
  *
  * Causation: each desired state names its cause, the id of the relay event whose change produced it
@@ -28,14 +30,27 @@ export interface ReconcileInput {
   owners: { owner: string; scope: KernelScope; state: DesiredHostState; cause: string | null }[];
 }
 
-/** What one round did, per owner. `failed` names the first failed op; later ops did not run. */
+/** One failed operation: the op, and what the command said (never key material). */
+export interface OpFailure {
+  op: KernelOp;
+  message: string;
+  command: string[] | null;
+  exitCode: number | null;
+  stderr: string;
+}
+
+/**
+ * What one round did, per owner. A failed op fails alone with the ops that depend on it (`skipped`,
+ * see `dependsOn` in execute.ts); every other op ran.
+ */
 export interface ReconcileOutcome {
   owner: string;
   /** The cause of the desired state this round applied. */
   cause: string | null;
   planned: KernelOp[];
   applied: KernelOp[];
-  failed: { op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string } | null;
+  failures: OpFailure[];
+  skipped: KernelOp[];
   reached: HostState;
 }
 
@@ -51,7 +66,7 @@ export type KernelEvent =
 /** What owners receive. */
 export type KernelNotice =
   | { type: 'KERNEL_APPLYING' }
-  | { type: 'KERNEL_REACHED'; actual: HostState; nowMs: number; failed: ReconcileOutcome['failed'] }
+  | { type: 'KERNEL_REACHED'; actual: HostState; nowMs: number; failures: OpFailure[] }
   | { type: 'KERNEL_OBSERVED'; observations: PeerObservation[]; nowMs: number };
 
 /** `causationId`: the cause of the desired state the round applied (the envelope's causation id). */
@@ -69,15 +84,52 @@ export interface ObserverEvent {
   devices: string[];
 }
 
+/** An object the kernel cannot program right now: shown in status until a round succeeds with it. */
+export interface FailingOp {
+  owner: string;
+  /** `describeOp` of the operation (public keys only). */
+  op: string;
+  message: string;
+  /** When it first failed in the current run of failures (ms since the epoch). */
+  sinceMs: number;
+  /** Rounds it has failed in a row. */
+  attempts: number;
+}
+
 export interface KernelStats {
   rounds: number;
   /** Mutating operations applied since start. */
   mutations: number;
+  /** Failed operations since start. */
   failures: number;
   lastError: string | null;
+  /** What failed in each owner's latest round: cleared when a round reaches it. */
+  failing: FailingOp[];
+  /** Rounds in a row with a failure: the retry waits 2 s doubled per such round, at most a minute. */
+  failedRounds: number;
 }
 
-export const initialKernelStats = (): KernelStats => ({ rounds: 0, mutations: 0, failures: 0, lastError: null });
+export const initialKernelStats = (): KernelStats => ({ rounds: 0, mutations: 0, failures: 0, lastError: null, failing: [], failedRounds: 0 });
+
+/** The wait before retrying after `failedRounds` rounds in a row had a failure. */
+export const retryDelayMs = (failedRounds: number): number => Math.min(2_000 * 2 ** Math.max(0, failedRounds - 1), 60_000);
+
+/**
+ * The failing list after a round: each owner's entries replaced by its outcome's failures, an op that
+ * failed before keeping its first time and counting its attempts. Pure.
+ */
+export function nextFailing(before: readonly FailingOp[], out: ReconcileOutput, describe: (op: KernelOp) => string): FailingOp[] {
+  const owners = new Set(out.outcomes.map((o) => o.owner));
+  const kept = before.filter((f) => !owners.has(f.owner));
+  const now = out.outcomes.flatMap((o) =>
+    o.failures.map((f): FailingOp => {
+      const op = describe(f.op);
+      const prev = before.find((b) => b.owner === o.owner && b.op === op);
+      return { owner: o.owner, op, message: f.message, sinceMs: prev?.sinceMs ?? out.nowMs, attempts: (prev?.attempts ?? 0) + 1 };
+    }),
+  );
+  return [...kept, ...now];
+}
 
 export interface KernelContext {
   owners: Record<string, OwnerDesire>;
@@ -90,10 +142,11 @@ export interface KernelContext {
 export function roundEmissions(out: ReconcileOutput): KernelEmission[] {
   const ems: KernelEmission[] = [];
   for (const o of out.outcomes) {
-    if (o.planned.length > 0 || o.failed) {
-      ems.push({ type: 'KernelReconciled', causationId: o.cause, data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed: o.failed !== null, ops: o.applied } });
+    const failed = o.failures.length > 0;
+    if (o.planned.length > 0 || failed) {
+      ems.push({ type: 'KernelReconciled', causationId: o.cause, data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed, ops: o.applied } });
     }
-    if (o.failed) ems.push({ type: 'KernelOperationFailed', causationId: o.cause, data: { owner: o.owner, ...o.failed } });
+    for (const f of o.failures) ems.push({ type: 'KernelOperationFailed', causationId: o.cause, data: { owner: o.owner, ...f } });
   }
   return ems;
 }
@@ -119,18 +172,20 @@ export const kernelMachine = setup({
     // One round's bookkeeping: stats, events, each owner told what its scope reached, observer told the devices.
     reached: enqueueActions(({ context, enqueue }, out: ReconcileOutput) => {
       const applied = out.outcomes.reduce((n, o) => n + o.applied.length, 0);
-      const failed = out.outcomes.find((o) => o.failed)?.failed ?? null;
+      const failures = out.outcomes.flatMap((o) => o.failures);
       enqueue.assign({
         stats: {
           rounds: context.stats.rounds + 1,
           mutations: context.stats.mutations + applied,
-          failures: context.stats.failures + (failed ? 1 : 0),
-          lastError: failed ? failed.message : context.stats.lastError,
+          failures: context.stats.failures + failures.length,
+          lastError: failures.length > 0 ? failures[failures.length - 1]!.message : context.stats.lastError,
+          failing: nextFailing(context.stats.failing, out, describeOp),
+          failedRounds: failures.length > 0 ? context.stats.failedRounds + 1 : 0,
         },
       });
       for (const o of out.outcomes) {
         const owner = context.owners[o.owner];
-        if (owner) enqueue.sendTo(owner.replyTo, { type: 'KERNEL_REACHED', actual: o.reached, nowMs: out.nowMs, failed: o.failed } satisfies KernelNotice);
+        if (owner) enqueue.sendTo(owner.replyTo, { type: 'KERNEL_REACHED', actual: o.reached, nowMs: out.nowMs, failures: o.failures } satisfies KernelNotice);
       }
       const devices = out.outcomes.flatMap((o) => Object.keys(o.reached.devices));
       enqueue.sendTo('observer', { type: 'DEVICES', devices });
@@ -140,7 +195,7 @@ export const kernelMachine = setup({
     }),
   },
   delays: {
-    retry: 2_000,
+    retry: ({ context }) => retryDelayMs(context.stats.failedRounds),
   },
 }).createMachine({
   id: 'kernel',
@@ -163,7 +218,7 @@ export const kernelMachine = setup({
         input: ({ context }) => ({ owners: Object.entries(context.owners).map(([owner, o]) => ({ owner, scope: o.scope, state: o.state, cause: o.cause })) }),
         onDone: [
           {
-            guard: ({ event }) => event.output.outcomes.some((o) => o.failed),
+            guard: ({ event }) => event.output.outcomes.some((o) => o.failures.length > 0),
             target: 'backoff',
             actions: [{ type: 'reached', params: ({ event }) => event.output }, { type: 'emit', params: ({ event }) => roundEmissions(event.output) }],
           },
@@ -171,7 +226,9 @@ export const kernelMachine = setup({
         ],
         onError: {
           target: 'backoff',
-          actions: assign({ stats: ({ context, event }) => ({ ...context.stats, rounds: context.stats.rounds + 1, failures: context.stats.failures + 1, lastError: String(event.error) }) }),
+          actions: assign({
+            stats: ({ context, event }) => ({ ...context.stats, rounds: context.stats.rounds + 1, failures: context.stats.failures + 1, lastError: String(event.error), failedRounds: context.stats.failedRounds + 1 }),
+          }),
         },
       },
     },

@@ -10,6 +10,7 @@ import {
   type KernelBackend,
   type KernelOp,
   type KernelScope,
+  type NftCounter,
   type NftTableState,
   type PeerObservation,
   type RouteState,
@@ -99,6 +100,17 @@ export class LinuxKernelBackend implements KernelBackend {
     const present = new Set((await this.json<{ ifname: string }[]>(['ip', '-j', 'link', 'show'])).map((l) => l.ifname));
     const dumps = await Promise.all(devices.filter((d) => present.has(d)).map(async (dev) => ({ dev, dump: await this.run(['wg', 'show', dev, 'dump'], null) })));
     return dumps.flatMap(({ dev, dump }) => parseDump(dump).peers.map((p) => observation(dev, p)));
+  }
+
+  async counters(table: string): Promise<Record<string, NftCounter>> {
+    const r = await this.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', table]);
+    // No such table (not programmed yet, or torn down): no counters.
+    if (r.error) {
+      if (/No such file or directory|does not exist/i.test(r.error.stderr)) return {};
+      throw new Error(`${r.error.command.join(' ')} failed (exit ${r.error.exitCode}): ${r.error.stderr}`);
+    }
+    const listed = (JSON.parse(r.stdout) as NftCountersJson).nftables ?? [];
+    return Object.fromEntries(listed.flatMap((o) => (o.counter && o.counter.table === table ? [[o.counter.name, { packets: o.counter.packets, bytes: o.counter.bytes }]] : [])));
   }
 
   /** `ip link add ... type wireguard` where the kernel has WireGuard, else a `wireguard-go` process. */
@@ -307,6 +319,11 @@ interface IpRuleJson {
   table?: string;
   /** Present for actions other than a lookup: numeric with -N (`7`), else its name (`unreachable`). */
   action?: string;
+}
+
+/** `nft -j list counters table inet T`: a metainfo object, then one object per named counter. */
+interface NftCountersJson {
+  nftables?: { counter?: { family: string; table: string; name: string; packets: number; bytes: number } }[];
 }
 
 /** `nft -j list tables`: a metainfo object, then one object per table. */

@@ -1,5 +1,5 @@
 import { describeOp } from './execute.ts';
-import { KernelOpError, emptyHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope, type PeerObservation, type RouteState, type WgDeviceState, type WgPeerState } from './host-state.ts';
+import { KernelOpError, emptyHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope, type NftCounter, type PeerObservation, type RouteState, type WgDeviceState, type WgPeerState } from './host-state.ts';
 import { canonicalHostState, isIpv6, nftDigest, renderHostState } from './plan.ts';
 
 /** Linux refuses interface names longer than this (IFNAMSIZ - 1). */
@@ -44,6 +44,8 @@ export class MemoryKernelBackend implements KernelBackend {
   private readonly state: HostState;
   private readonly failOn: ((op: KernelOp) => boolean) | undefined;
   private readonly observations = new Map<string, PeerObservation>();
+  /** The body each table was last set with (for the names of its counters). */
+  private readonly nftBodies = new Map<string, string>();
 
   constructor(opts: MemoryKernelBackendOptions = {}) {
     this.state = canonicalHostState(opts.initial ?? emptyHostState());
@@ -105,6 +107,13 @@ export class MemoryKernelBackend implements KernelBackend {
   /** What `observe` reports for this peer, as long as it is configured. */
   setObservation(obs: PeerObservation): void {
     this.observations.set(`${obs.dev} ${obs.publicKey}`, obs);
+  }
+
+  /** The model holds no packets: every counter of a table it has reads as zero, by the names its body declares. */
+  async counters(table: string): Promise<Record<string, NftCounter>> {
+    const body = this.nftBodies.get(table);
+    if (body === undefined) return {};
+    return Object.fromEntries([...body.matchAll(/^\s*counter ([a-z0-9_]+) \{/gm)].map((m) => [m[1]!, { packets: 0, bytes: 0 }]));
   }
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
@@ -201,10 +210,12 @@ export class MemoryKernelBackend implements KernelBackend {
       case 'nft.table.set':
         if (nftDigest(op.body) !== op.digest) throw new KernelOpError(op, `table ${op.name}: digest ${op.digest} is not the body's (${nftDigest(op.body)})`);
         s.nftTables[op.name] = { name: op.name, digest: op.digest };
+        this.nftBodies.set(op.name, op.body);
         return;
       case 'nft.table.del':
         if (!s.nftTables[op.name]) throw new KernelOpError(op, `no table inet ${op.name}`);
         delete s.nftTables[op.name];
+        this.nftBodies.delete(op.name);
         return;
       default:
         throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);

@@ -344,8 +344,10 @@ function routesFlushedWithLastIpv4(p: PlanInput): KernelOp[] {
  * The operations that turn `actual` (already limited to what the caller owns) into `desired`:
  * additions and changes first, then deletions, so nothing desired is missing while the plan runs.
  * Deleting a device takes its addresses, peers and routes with it: no separate operations for them.
- * Sysctls and nftables tables are set before the rules that steer traffic into them; a table no longer
- * desired goes last, after the rules and devices whose traffic it filters.
+ * Guards first: nftables tables, then sysctls, then policy rules, all before routes and peers; so at
+ * no point of a plan is a peer programmed without the filters and the fail-closed rule of its scope
+ * (a property the planner's tests check over random states and failure points). A peer is removed
+ * before its rules; a table no longer desired goes last, after the rules and devices it filters.
  * `planKernel(x, x with key files and table bodies)` is `[]`.
  */
 export function planKernel(actual: HostState, desired: DesiredHostState): KernelOp[] {
@@ -356,18 +358,21 @@ export function planKernel(actual: HostState, desired: DesiredHostState): Kernel
     ...mtus(p),
     ...addrAdds(p),
     ...linkUps(p),
-    ...peerSets(p),
-    ...routeSets(p),
-    // The filter exists before forwarding is switched on, so nothing is forwarded unfiltered.
+    // The guards come before anything that lets traffic in: the filters before forwarding is switched
+    // on, and filters and rules (the fail-closed one among them) before any peer is programmed.
     ...nftSets(p),
     ...sysctlSets(p),
     ...ruleAdds(p),
-    ...ruleDels(p),
-    ...routeDels(p),
+    ...routeSets(p),
+    ...peerSets(p),
+    // Deletions: a peer (or a device with its peers) goes before the rules and filters that guard it.
+    // Routes go before the devices (deleting an address flushes routes that take it as their source).
     ...peerDels(p),
+    ...routeDels(p),
+    ...linkDels(p),
+    ...ruleDels(p),
     ...addrDels(p),
     ...linkDowns(p),
-    ...linkDels(p),
     ...routesFlushedWithLastIpv4(p),
     ...nftDels(p),
   ];

@@ -5,7 +5,8 @@ import { planKernel } from './plan.ts';
 
 /**
  * One reconcile round against a backend, for the kernel actor: per owner, read the owned part of the
- * host, plan the diff, apply it, and report the state reached. A desired state the host already has
+ * host, plan the diff, apply it (a failed operation fails alone with what depends on it), and report
+ * the state reached. One owner's failures never keep another owner's plan from running. A desired state the host already has
  * costs reads only: no mutating command runs.
  */
 export function reconcileWith(backend: KernelBackend): (input: ReconcileInput) => Promise<ReconcileOutput> {
@@ -15,14 +16,12 @@ export function reconcileWith(backend: KernelBackend): (input: ReconcileInput) =
       const actual = await backend.read(o.scope);
       const planned = planKernel(actual, o.state);
       if (planned.length === 0) {
-        outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: [], failed: null, reached: actual });
+        outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: [], failures: [], skipped: [], reached: actual });
         continue;
       }
       const r = await applyPlan(backend, planned, o.scope);
-      const failed = r.failed
-        ? { op: r.failed.op, message: r.failed.error.message, command: r.failed.error.command, exitCode: r.failed.error.exitCode, stderr: r.failed.error.stderr }
-        : null;
-      outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: r.applied, failed, reached: r.reached });
+      const failures = r.failures.map(({ op, error }) => ({ op, message: error.message, command: error.command, exitCode: error.exitCode, stderr: error.stderr }));
+      outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: r.applied, failures, skipped: r.skipped, reached: r.reached });
     }
     return { outcomes, nowMs: Date.now() };
   };

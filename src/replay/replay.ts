@@ -499,7 +499,8 @@ export class RelayReplay {
     if (!desire.derive) return unchecked('view unavailable');
     const scope = this.scopeOf(owner, desire.derive.self)!;
     const derived = JSON.parse(JSON.stringify(planKernel(this.host.readSync(scope), desire.derive.state()))) as KernelOp[];
-    const ok = failed ? planned === derived.length && isDeepStrictEqual(derived.slice(0, recorded.length), recorded) : isDeepStrictEqual(derived, recorded);
+    // After a failure the applied ops are the plan less the failed ones and those that depend on them.
+    const ok = failed ? planned === derived.length && isSubsequence(recorded, derived) : isDeepStrictEqual(derived, recorded);
     return { ...base, verdict: ok ? 'match' : 'mismatch', why: null, derived };
   }
 
@@ -539,4 +540,11 @@ export class RelayReplay {
     if (this.keepRounds) out.rounds = [...this.rounds];
     return out;
   }
+}
+
+/** Whether `sub` is `all` with some elements left out, in the same order. */
+function isSubsequence(sub: readonly KernelOp[], all: readonly KernelOp[]): boolean {
+  let i = 0;
+  for (const op of all) if (i < sub.length && isDeepStrictEqual(op, sub[i])) i++;
+  return i === sub.length;
 }

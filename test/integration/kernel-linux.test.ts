@@ -8,6 +8,8 @@ import { applyPlan } from '../../src/kernel/execute.ts';
 import { MAIN_TABLE, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
 import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
 import { canonicalHostState, nftDigest, planKernel, stripDesired } from '../../src/kernel/plan.ts';
+import { clientNftBody } from '../../src/kernel/clients.ts';
+import { relay } from '../support/given.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { generateWgKeyPair, type WgKeyPair } from '../../src/lib/wg-keys.ts';
 import { tempDir } from '../support/temp.ts';
@@ -174,9 +176,9 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   it('builds one WireGuard device per side from an empty namespace', async () => {
     for (const s of SIDES) {
       const r = await converge(s, desired(s));
-      expect(r.failed, r.failed?.error.message).toBeNull();
+      expect(r.failures.map((f) => f.error.message)).toEqual([]);
       const addrAdds = desired(s).devices[DEV[s]]!.addresses.map(() => 'addr.add');
-      expect(r.plan.map((op) => op.op)).toEqual(['link.add', 'wg.device', ...addrAdds, 'link.up', 'wg.peer.set', 'route.add']);
+      expect(r.plan.map((op) => op.op)).toEqual(['link.add', 'wg.device', ...addrAdds, 'link.up', 'route.add', 'wg.peer.set']);
       expect(r.reached).toEqual(canonicalHostState(stripDesired(desired(s))));
       expect(existsSync(socketOf(DEV[s]))).toBe(true);
       expect(wireguardGoPids(DEV[s])).toHaveLength(1);
@@ -216,7 +218,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
 
   it('converges to a changed state: address removed, routes and rules added, a route replaced, IPv6 too', async () => {
     const r = await converge('a', changedA());
-    expect(r.failed, r.failed?.error.message).toBeNull();
+    expect(r.failures.map((f) => f.error.message)).toEqual([]);
     expect(r.plan.map((op) => op.op).sort()).toEqual(['addr.add', 'addr.del', 'route.add', 'route.add', 'route.replace', 'rule.add', 'rule.add', 'wg.peer.set']);
     expect(r.reached).toEqual(canonicalHostState(stripDesired(changedA())));
     expect(planKernel(await backends.a.read(SCOPE.a), changedA())).toEqual([]);
@@ -228,7 +230,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     const empty: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
     for (const s of SIDES) {
       const r = await converge(s, empty);
-      expect(r.failed, r.failed?.error.message).toBeNull();
+      expect(r.failures.map((f) => f.error.message)).toEqual([]);
       expect(r.plan.filter((op) => op.op !== 'rule.del')).toEqual([{ op: 'link.del', dev: DEV[s] }]);
       expect(r.reached).toEqual(empty);
       const links = JSON.parse((await inNs(s, 'ip', '-j', 'link', 'show')).stdout) as { ifname: string }[];
@@ -247,7 +249,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect(before.sysctls).toEqual({ 'net.ipv4.ip_forward': '0' });
 
     const first = await converge('a', steering('192.0.2.0/24'), STEERING_SCOPE);
-    expect(first.failed, first.failed?.error.message).toBeNull();
+    expect(first.failures.map((f) => f.error.message)).toEqual([]);
     expect(first.plan.map((op) => op.op)).toEqual(['nft.table.set', 'sysctl.set', 'rule.add', 'rule.add']);
     expect(first.reached).toEqual(canonicalHostState(stripDesired(steering('192.0.2.0/24'))));
     expect(planKernel(await backends.a.read(STEERING_SCOPE), steering('192.0.2.0/24'))).toEqual([]);
@@ -258,7 +260,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect((await inNs('a', 'sysctl', '-n', 'net.ipv4.ip_forward')).stdout.trim()).toBe('1');
 
     const second = await converge('a', steering('198.51.100.0/24'), STEERING_SCOPE);
-    expect(second.failed, second.failed?.error.message).toBeNull();
+    expect(second.failures.map((f) => f.error.message)).toEqual([]);
     const body = nftBody('198.51.100.0/24');
     expect(second.plan).toEqual([{ op: 'nft.table.set', name: NFT_TABLE, digest: nftDigest(body), body }]);
     expect(second.reached).toEqual(canonicalHostState(stripDesired(steering('198.51.100.0/24'))));
@@ -267,7 +269,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect(relisted).not.toContain('192.0.2.0/24');
 
     const gone = await converge('a', { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
-    expect(gone.failed, gone.failed?.error.message).toBeNull();
+    expect(gone.failures.map((f) => f.error.message)).toEqual([]);
     expect(gone.plan.map((op) => op.op)).toEqual(['rule.del', 'rule.del', 'nft.table.del']);
     // Sysctls are never reset: the value stays.
     expect(gone.reached).toEqual({ devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '1' }, nftTables: {} });
@@ -275,5 +277,25 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     const rules = (await inNs('a', 'ip', 'rule', 'show')).stdout;
     expect(rules).not.toContain('unreachable');
     expect(rules).not.toContain('lookup 1220');
+  });
+
+  it('loads the relay table (egress policy, mesh filters) in one transaction and reads its counters by name', async () => {
+    const body = clientNftBody(relay(1), { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', denyCidrs: ['2001:db8:5::/48'], allowCidrs: ['198.18.0.0/15'], serviceCidrs: ['198.18.0.2/32'] });
+    const desired: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } } };
+    const r = await converge('a', desired, STEERING_SCOPE);
+    expect(r.failures.map((f) => f.error.message)).toEqual([]);
+    const counters = await backends.a.counters(NFT_TABLE);
+    for (const name of ['refused_network', 'refused_service', 'refused_operator', 'refused_link_local', 'refused_private', 'mesh_spoofed', 'mesh_foreign', 'mesh_input', 'client_input', 'fail_closed']) {
+      expect(counters[name], name).toEqual({ packets: 0, bytes: 0 });
+    }
+    // The sim's internet was allowed: no benchmark set or counter.
+    expect(counters.refused_benchmark).toBeUndefined();
+    const listed = (await inNs('a', 'nft', 'list', 'table', 'inet', NFT_TABLE)).stdout;
+    expect(listed).toContain('169.254.0.0/16');
+    expect(listed).toContain('fib saddr . iif oif missing');
+
+    const gone = await converge('a', { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
+    expect(gone.failures.map((f) => f.error.message)).toEqual([]);
+    expect(await backends.a.counters(NFT_TABLE)).toEqual({});
   });
 });

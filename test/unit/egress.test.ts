@@ -3,7 +3,7 @@ import { clientNftBody, type NftOptions } from '../../src/kernel/clients.ts';
 import { cidrToRange, DEFAULT_EGRESS_DENY, egressRules, egressVerdict, type EgressOptions } from '../../src/kernel/egress.ts';
 import { relay } from '../support/given.ts';
 
-const none: EgressOptions = { denyCidrs: [], allowCidrs: [], serviceCidrs: [] };
+const none = { denyCidrs: [] as string[], allowCidrs: [] as string[], serviceCidrs: [] as string[] } satisfies EgressOptions;
 const r1 = relay(1);
 const nft = (o: Partial<NftOptions> = {}) => clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', ...none, ...o });
 

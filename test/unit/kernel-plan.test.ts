@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
+import { applyPlan, dependsOn, describeOp } from '../../src/kernel/execute.ts';
 import {
   KernelOpError,
   MAIN_TABLE,
@@ -178,8 +178,8 @@ describe('planKernel on the in-memory host', () => {
         const before = await host.read(SCOPE);
         const plan = planKernel(before, desired);
         const result = await applyPlan(host, plan, SCOPE);
-        const context = `sequence ${seq} step ${step}\n${result.failed ? describeOp(result.failed.op) + ': ' + result.failed.error.message : ''}\n${host.render()}`;
-        expect(result.failed, context).toBeNull();
+        const context = `sequence ${seq} step ${step}\n${result.failures.map((f) => describeOp(f.op) + ': ' + f.error.message).join('\n')}\n${host.render()}`;
+        expect(result.failures, context).toEqual([]);
         expect(desiredKeysOnly(acceptLearnedEndpoints(result.reached, desired), desired), context).toEqual(canonicalHostState(stripDesired(desired)));
         // A sysctl the desired state does not name keeps its value.
         for (const k of SYSCTL_KEYS.filter((k) => !(k in desired.sysctls))) expect(result.reached.sysctls[k], context).toBe(before.sysctls[k]);
@@ -214,7 +214,7 @@ describe('planKernel on the in-memory host', () => {
     );
   });
 
-  it('adds and changes before it deletes; a route on a new device comes after its link.add', () => {
+  it('adds and changes before it deletes, guards (rules) before routes and peers; a route on a new device comes after its link.add', () => {
     const peer = (k: number): WgPeerState => ({ publicKey: key(k), endpoint: '198.18.0.2:51820', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 });
     const rt1 = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, up: true };
     const actual: HostState = {
@@ -240,13 +240,13 @@ describe('planKernel on the in-memory host', () => {
       'addr.add 100.64.0.2/32 dev rt1',
       'addr.add 100.64.0.2/32 dev rt2',
       'link.up rt2',
+      'rule.add priority 1000 from 100.96.4.0/22 lookup 1001',
+      'route.add 100.96.4.0/22 dev rt2 table 254 src 100.64.0.2',
       `wg.peer.set rt1 peer ${key(2).slice(0, 8)}… endpoint 198.18.0.2:51820 allowed-ips 0.0.0.0/0 keepalive 25`,
       `wg.peer.set rt2 peer ${key(3).slice(0, 8)}… endpoint 198.18.0.2:51820 allowed-ips 0.0.0.0/0 keepalive 25`,
-      'route.add 100.96.4.0/22 dev rt2 table 254 src 100.64.0.2',
-      'rule.add priority 1000 from 100.96.4.0/22 lookup 1001',
-      'rule.del priority 1000 from 100.96.0.0/22 lookup 1001',
-      'route.del 100.96.0.0/22 dev rt1 table 254',
       `wg.peer.del rt1 peer ${key(1).slice(0, 8)}…`,
+      'route.del 100.96.0.0/22 dev rt1 table 254',
+      'rule.del priority 1000 from 100.96.0.0/22 lookup 1001',
       'addr.del 100.64.0.1/32 dev rt1',
     ]);
   });
@@ -359,15 +359,15 @@ describe('planKernel on the in-memory host', () => {
     const plan = planKernel(actual, desired);
     expect(plan.map(describeOp)).toEqual([
       `nft.table.set inet rt_a digest ${nftDigest(body2)}`,
+      'link.del rt1',
       'rule.del priority 1000 from 100.96.0.2/32 iif rt1 lookup 1001',
       'rule.del priority 1999 from 100.96.0.0/22 iif rt1 unreachable',
-      'link.del rt1',
       'nft.table.del inet rt_b',
     ]);
     expect(plan[0]).toEqual({ op: 'nft.table.set', name: 'rt_a', digest: nftDigest(body2), body: body2 });
     expect(plan.map(describeOp).join('\n')).not.toContain('policy');
     const result = await applyPlan(host, plan, SCOPE);
-    expect(result.failed).toBeNull();
+    expect(result.failures).toEqual([]);
     expect(result.reached.nftTables).toEqual({ rt_a: { name: 'rt_a', digest: nftDigest(body2) } });
     expect(planKernel(result.reached, desired)).toEqual([]);
     expect(host.render()).toContain(`nft table inet rt_a digest ${nftDigest(body2)}\n`);
@@ -384,7 +384,7 @@ describe('planKernel on the in-memory host', () => {
     const plan = planKernel(await host.read(SCOPE), desired);
     expect(plan.map(describeOp)).toEqual(['rule.add priority 1999 from 100.96.0.0/22 iif rtc unreachable', 'rule.del priority 1999 from 100.96.0.0/22 iif rtc lookup 1001']);
     const result = await applyPlan(host, plan, SCOPE);
-    expect(result.failed).toBeNull();
+    expect(result.failures).toEqual([]);
     expect(result.reached.rules).toEqual([unreachable]);
     await expect(host.apply({ op: 'rule.add', rule: unreachable })).rejects.toThrow(KernelOpError);
 
@@ -472,26 +472,49 @@ describe('MemoryKernelBackend', () => {
 });
 
 describe('applyPlan', () => {
-  it('stops at the first failure and reports exactly the state the ops before it reached', async () => {
-    const desired = randomDesiredWithOps(12);
-    const plan = planKernel(emptyHostState(), desired);
-    const failing = plan[6]!;
-    const host = new MemoryKernelBackend({ failOn: (op) => op === failing });
-    const result = await applyPlan(host, plan, SCOPE);
+  it('a failed op fails alone with what depends on it; every other op runs, and the next round finishes the job', async () => {
+    for (let seed = 0; seed < 40; seed++) {
+      const desired = randomDesiredWithOps(12, seed);
+      const plan = planKernel(emptyHostState(), desired);
+      const failing = plan[seed % plan.length]!;
+      const host = new MemoryKernelBackend({ failOn: (op) => op === failing });
+      const result = await applyPlan(host, plan, SCOPE);
+      const context = `seed ${seed}: ${describeOp(failing)}`;
 
-    expect(result.applied).toEqual(plan.slice(0, 6));
-    expect(result.failed?.op).toBe(failing);
-    expect(result.failed?.error).toBeInstanceOf(KernelOpError);
-    const replay = new MemoryKernelBackend();
-    for (const op of plan.slice(0, 6)) await replay.apply(op);
-    expect(result.reached).toEqual(await replay.read(SCOPE));
-    expect(result.reached).not.toEqual(canonicalHostState(stripDesired(desired)));
+      expect(result.failures.map((f) => f.op), context).toEqual([failing]);
+      expect(result.failures[0]!.error, context).toBeInstanceOf(KernelOpError);
+      // Every op ran, failed or was skipped, in plan order; skipped ones depend on the failure.
+      expect([...result.applied, failing, ...result.skipped].length, context).toBe(plan.length);
+      expect(result.applied, context).toEqual(plan.filter((op) => op !== failing && !result.skipped.includes(op)));
+      for (const op of result.skipped) expect(plan.indexOf(op), context).toBeGreaterThan(plan.indexOf(failing));
+      const replay = new MemoryKernelBackend();
+      for (const op of result.applied) await replay.apply(op);
+      expect(result.reached, context).toEqual(await replay.read(SCOPE));
 
-    // The next round starts from what was reached and finishes the job.
-    const healed = new MemoryKernelBackend({ initial: result.reached });
-    const rest = await applyPlan(healed, planKernel(result.reached, desired), SCOPE);
-    expect(rest.failed).toBeNull();
-    expect(desiredKeysOnly(acceptLearnedEndpoints(rest.reached, desired), desired)).toEqual(canonicalHostState(stripDesired(desired)));
+      // The next round starts from what was reached and finishes the job.
+      const healed = new MemoryKernelBackend({ initial: result.reached });
+      const rest = await applyPlan(healed, planKernel(result.reached, desired), SCOPE);
+      expect(rest.failures, context).toEqual([]);
+      expect(desiredKeysOnly(acceptLearnedEndpoints(rest.reached, desired), desired), context).toEqual(canonicalHostState(stripDesired(desired)));
+    }
+  });
+
+  it('what depends on what: a device that could not be built holds back what is on it; a failed guard holds back peers and sysctls; nothing else', () => {
+    const peer: KernelOp = { op: 'wg.peer.set', dev: 'rt1', peer: { publicKey: key(1), endpoint: 'nowhere.invalid:51820', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 } };
+    const otherPeer: KernelOp = { op: 'wg.peer.set', dev: 'rt2', peer: { publicKey: key(2), endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 } };
+    const route: KernelOp = { op: 'route.add', route: { dst: '100.96.4.0/22', dev: 'rt1', table: MAIN_TABLE, src: null } };
+    const otherRoute: KernelOp = { op: 'route.add', route: { dst: '100.96.8.0/22', dev: 'rt2', table: MAIN_TABLE, src: null } };
+    const sysctl: KernelOp = { op: 'sysctl.set', key: 'net.ipv4.ip_forward', value: '1' };
+    const nft: KernelOp = { op: 'nft.table.set', name: 'rt_a', digest: nftDigest(NFT_BODIES[0]!), body: NFT_BODIES[0]! };
+    const failClosed: KernelOp = { op: 'rule.add', rule: { priority: 1999, from: '100.96.0.0/22', iif: 'rt2', table: null } };
+    const steering: KernelOp = { op: 'rule.add', rule: { priority: 1002, from: '100.96.0.2/32', iif: 'rt2', table: 1001 } };
+    const linkAdd: KernelOp = { op: 'link.add', dev: 'rt1', mtu: 1420 };
+
+    expect([peer, route, otherPeer, otherRoute, sysctl].map((op) => dependsOn(op, linkAdd))).toEqual([true, true, false, false, false]);
+    expect([peer, otherPeer, sysctl, route, steering].map((op) => dependsOn(op, nft))).toEqual([true, true, true, false, false]);
+    expect([peer, otherPeer, sysctl, route].map((op) => dependsOn(op, failClosed))).toEqual([true, true, true, false]);
+    // A refused endpoint, a steering rule, a route: each fails alone.
+    for (const failed of [peer, steering, route, sysctl]) expect([otherPeer, otherRoute, steering, nft].filter((op) => op !== failed).some((op) => dependsOn(op, failed))).toBe(false);
   });
 
   it('wraps a backend’s non-KernelOpError into a KernelOpError', async () => {
@@ -501,14 +524,14 @@ describe('applyPlan', () => {
     };
     const op: KernelOp = { op: 'link.add', dev: 'rt1', mtu: 1420 };
     const result = await applyPlan(backend, [op], SCOPE);
-    expect(result.failed?.error).toBeInstanceOf(KernelOpError);
-    expect(result.failed?.error.message).toMatch(/boom/);
+    expect(result.failures[0]?.error).toBeInstanceOf(KernelOpError);
+    expect(result.failures[0]?.error.message).toMatch(/boom/);
   });
 });
 
 /** A random desired state whose plan from an empty host has at least `n` operations. */
-function randomDesiredWithOps(n: number): DesiredHostState {
-  const r = prng(42);
+function randomDesiredWithOps(n: number, seed = 42): DesiredHostState {
+  const r = prng(seed);
   for (;;) {
     const d = randomDesired(r);
     if (planKernel(emptyHostState(), d).length >= n) return d;

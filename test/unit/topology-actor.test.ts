@@ -32,7 +32,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     const newDev = linkDevice('rc', 1, 5);
     expect(joinOps.map(devOf).every((d) => d === newDev)).toBe(true);
     // Routes: the peer's mesh address, its client pool, and its exit table's default route.
-    expect(joinOps.map((o) => o.op)).toEqual(['link.add', 'wg.device', 'addr.add', 'link.up', 'wg.peer.set', 'route.add', 'route.add', 'route.add']);
+    expect(joinOps.map((o) => o.op)).toEqual(['link.add', 'wg.device', 'addr.add', 'link.up', 'route.add', 'route.add', 'route.add', 'wg.peer.set']);
     h.actor.stop();
   });
 

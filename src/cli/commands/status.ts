@@ -7,7 +7,9 @@ const usage = `Usage: relay-core status [--state-dir DIR | --relay-id ID] [--jso
 
 Show what a running relay believes: its state, registration, topology revision, every relay it
 knows, its counters (applied, duplicate and rejected topology events, gaps, resyncs), its bus, its
-mesh links and the client sessions entering at it.
+mesh links, the client sessions entering at it, its egress policy and filters with the packets each
+refused or dropped (the refused ranges by reason with --json), and any kernel operation that keeps
+failing (retried with backoff).
 Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).
 
 Options:
@@ -55,6 +57,13 @@ export const command: Command = {
       const exit = c.confirmedExitId === c.exitId ? c.exitId : `${c.exitId} (steering)`;
       lines.push(`${c.address.padEnd(15)} ${exit.padEnd(20)} ${c.state.padEnd(12)} ${age(c.latestHandshakeMs).padEnd(12)} ${c.sessionId}`);
     }
+    if (st.policy) {
+      const p = st.policy;
+      const refused = p.egress.map((r) => `${r.reason} ${r.packets}`).join(', ');
+      const dropped = p.filters.map((f) => `${f.name} ${f.packets}`).join(', ');
+      lines.push('', `policy (nft table inet ${p.table}${p.countersAt ? `, counters read ${age(Date.parse(p.countersAt))}` : ''}; ranges: --json)`, `  refused by reason: ${refused}`, `  dropped: ${dropped}`);
+    }
+    for (const f of st.kernel.failing) lines.push(`kernel: ${f.owner} cannot ${f.op} (${f.attempts} attempts since ${age(f.sinceMs)}): ${f.message}`);
     if (st.error) lines.push('', `error: ${st.error}`);
     process.stdout.write(lines.join('\n') + '\n');
     return 0;
