@@ -146,6 +146,12 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
     '    meta l4proto tcp reject with tcp reset',
     '    reject with icmpx type admin-prohibited',
     '  }',
+    // A mesh link's sources in the network's space are its peer's alone: the route back to the source
+    // must go out the link it came in on (the peer's mesh address and pool are routed there).
+    '  chain mesh_ingress {',
+    '    type filter hook prerouting priority filter; policy accept;',
+    `    iifname "${links}" ip saddr ${NETWORK_SPACE} fib saddr . iif oif missing counter name "mesh_spoofed" drop`,
+    '  }',
     '  chain input_filter {',
     '    type filter hook input priority filter; policy accept;',
     `    iifname "${dev}" counter name "client_input" drop`,
@@ -159,9 +165,6 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
     // The mesh adds a WireGuard layer: TCP segments are sized to the route they take.
     `    iifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
     `    oifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
-    // A mesh link's sources in the network's space are its peer's alone: the route back to the source
-    // must go out the link it came in on (the peer's mesh address and pool are routed there).
-    `    iifname "${links}" ip saddr ${NETWORK_SPACE} fib saddr . iif oif missing counter name "mesh_spoofed" drop`,
     // Entry: the network's own space is not the internet; everything else goes to the exit, which decides.
     `    iifname "${dev}" ip daddr ${NETWORK_SPACE} counter name "${refusedCounter('network')}" goto refuse`,
     // Fail closed: a client's packets leave the entry only into a mesh link.

@@ -11,6 +11,8 @@ import { randomInt } from 'node:crypto';
 export const SIM_ID_RE = /^[a-z0-9]{4}$/;
 export const MAX_RELAYS = 250;
 export const PREFIX_LEN = 16;
+/** Every address of the sim's internet: relays allow clients to reach it (`--client-allow`). */
+export const SIM_INTERNET = '198.18.0.0/15';
 export const BRIDGE_ADDRESS = '198.18.0.1';
 export const SVC_ADDRESS = '198.18.0.2';
 /** Ports inside the service namespace: fixed, since nothing else lives there. */

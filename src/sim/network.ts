@@ -27,6 +27,7 @@ import {
   RELAY_PORT,
   relayNamespace,
   relayPublicAddress,
+  SIM_INTERNET,
   SVC_ADDRESS,
   svcNamespace,
   vethName,
@@ -284,6 +285,8 @@ function relayArgv(m: Manifest, r: SimRelay): string[] {
     '--link-stale-after', String(s.linkStaleAfterMs),
     '--link-down-after', String(s.linkDownAfterMs),
     '--observe-interval', String(s.observeIntervalMs),
+    // The sim's internet lives in the benchmarking range, which the egress policy refuses by default.
+    '--client-allow', SIM_INTERNET,
   ];
 }
 
