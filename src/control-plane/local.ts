@@ -5,7 +5,7 @@ import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.ts';
 import { functionNames, startFunctions, type FunctionRunner } from './functions.ts';
 import { startGateway } from './gateway.ts';
-import { mintRelayToken, mintUserToken, serviceRoleKey } from './jwt.ts';
+import { mintRelayToken, mintUserToken, serviceRoleKey, TOKEN_ISSUER } from './jwt.ts';
 import { migrate } from './migrate.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from './secrets.ts';
 import { startTopologyPublisher, type TopologyPublisher } from './topology-publisher.ts';
@@ -143,6 +143,8 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       env: {
         SUPABASE_DB_URL: dbUrl,
         RELAYNET_JWT_SECRET: secrets.jwtSecret,
+        // The user tokens a local control plane accepts are the ones it mints (mintUserToken).
+        RELAYNET_JWT_ISSUER: TOKEN_ISSUER,
         RELAYNET_TOPOLOGY_SIGNING_KEY: secrets.topologySigningSeed,
         RELAYNET_NATS_SERVERS: natsServers.join(','),
         ...(opts.natsToken ? { RELAYNET_NATS_TOKEN: opts.natsToken } : {}),

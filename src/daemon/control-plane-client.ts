@@ -92,8 +92,8 @@ export const ClientSessionListItemSchema = ClientSessionSchema.extend({
   status: z.enum(['open', 'closed']),
   /** The entry confirmed the session's current exit. */
   confirmed: z.boolean(),
-  /** The user (JWT `sub`) that opened it; null for the service role. */
-  owner: z.string().nullable(),
+  /** The user (JWT `sub`) that opened it; null for the service role. Absent in a relay token's list. */
+  owner: z.string().nullable().optional(),
   closedAt: z.string().nullable(),
   closeReason: z.enum(CLIENT_SESSION_CLOSE_REASONS).nullable(),
 });

@@ -114,7 +114,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     expect(recorded.map((r) => r.name)).toEqual(names);
     expect(await migrate(sql)).toEqual([]);
     const tables = await sql`select table_name from information_schema.tables where table_schema = 'relaynet' order by table_name`;
-    expect(tables.map((t) => t.table_name)).toEqual(['client_sessions', 'publisher_cursor', 'relay_keys', 'relays', 'settings', 'topology', 'topology_events']);
+    expect(tables.map((t) => t.table_name)).toEqual(['client_sessions', 'publisher_cursor', 'rate_limits', 'relay_keys', 'relays', 'settings', 'topology', 'topology_events']);
     expect(await revision()).toBe(0);
   });
 

@@ -251,19 +251,28 @@ describe('who sees a session', () => {
   };
   it('the service role all, a user its own, a relay those entering at it', () => {
     expect(maySee({ role: 'service_role' }, s)).toBe(true);
-    expect(maySee({ role: 'user', userId: 'alice' }, s)).toBe(true);
-    expect(maySee({ role: 'user', userId: 'bob' }, s)).toBe(false);
+    expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, s)).toBe(true);
+    expect(maySee({ role: 'user', userId: 'bob', anonymous: false }, s)).toBe(false);
     expect(maySee({ role: 'relay', relayId: 'relay-a' }, s)).toBe(true);
     expect(maySee({ role: 'relay', relayId: 'relay-b' }, s)).toBe(false);
     expect(maySee({ role: 'service_role' }, { ...s, owner: null })).toBe(true);
-    expect(maySee({ role: 'user', userId: 'alice' }, { ...s, owner: null })).toBe(false);
-    expect(ownerOf({ role: 'user', userId: 'alice' })).toBe('alice');
+    expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, { ...s, owner: null })).toBe(false);
+    expect(ownerOf({ role: 'user', userId: 'alice', anonymous: false })).toBe('alice');
     expect(ownerOf({ role: 'service_role' })).toBeNull();
   });
   it('lists a session with its bookkeeping, in the shape the client schema takes', () => {
-    const item = listItem(s);
+    const item = listItem(s, { role: 'service_role' });
     expect(item).toMatchObject({ confirmed: true, status: 'open', owner: 'alice', closedAt: null, closeReason: null });
-    expect(listItem({ ...s, exitId: 'relay-c' }).confirmed).toBe(false);
+    expect(listItem(s, { role: 'user', userId: 'alice', anonymous: false }).owner).toBe('alice');
+    expect(listItem({ ...s, exitId: 'relay-c' }, { role: 'service_role' }).confirmed).toBe(false);
+    expect(ListClientsResponseSchema.parse({ sessions: [item] }).sessions[0]).toEqual(item);
+  });
+
+  it('never shows a relay token who owns a session (no user id in its list)', () => {
+    const item = listItem(s, { role: 'relay', relayId: 'relay-a' });
+    expect('owner' in item).toBe(false);
+    expect(JSON.stringify(item)).not.toContain('alice');
+    expect(item).toMatchObject({ id: SID, entryId: 'relay-a', confirmed: true, status: 'open' });
     expect(ListClientsResponseSchema.parse({ sessions: [item] }).sessions[0]).toEqual(item);
   });
 });
@@ -316,15 +325,15 @@ describe('user tokens', () => {
   it('are Supabase user JWTs (role authenticated, sub, exp) and become the user principal', async () => {
     const t = mintUserToken('alice', 600, SECRET, NOW);
     expect(verifyJwt(t, SECRET, NOW)).toEqual({ ok: true, claims: { role: 'authenticated', aud: 'authenticated', sub: 'alice', iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
-    expect(await authenticate(`Bearer ${t}`, SECRET, NOW)).toEqual({ role: 'user', userId: 'alice' });
+    expect(await authenticate(`Bearer ${t}`, SECRET, NOW, 'relay-core')).toEqual({ role: 'user', userId: 'alice', anonymous: false });
     for (const claims of [{ role: 'authenticated', sub: 'alice' }, { role: 'authenticated', exp: NOW + 5 }, { role: 'authenticated', sub: '', exp: NOW + 5 }, { role: 'authenticated', sub: 7, exp: NOW + 5 }]) {
-      await expect(authenticate(bearer(claims), SECRET, NOW)).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
+      await expect(authenticate(bearer(claims), SECRET, NOW, 'relay-core')).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
     }
     expect(() => mintUserToken('', 600, SECRET)).toThrow();
   });
 
   it('may not act for relays, and each function names the roles it takes', () => {
-    const user = { role: 'user', userId: 'alice' } as const;
+    const user = { role: 'user', userId: 'alice', anonymous: false } as const;
     expect(() => authorizeRelay(user, 'relay-a')).toThrow(expect.objectContaining({ status: 403, code: 'forbidden', message: expect.stringMatching(/user token cannot act for a relay/) }));
     expect(() => requireRole({ role: 'relay', relayId: 'relay-a' }, ['service_role', 'user'], 'connect-client')).toThrow(
       expect.objectContaining({ status: 403, code: 'forbidden', message: 'connect-client takes the service role or user tokens, not a relay token' }),

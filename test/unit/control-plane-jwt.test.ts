@@ -4,6 +4,7 @@ import { authenticate, authorizeRelay, verifyHs256 } from '../../supabase/functi
 
 const SECRET = 'a-test-secret-that-is-long-enough-for-hs256';
 const NOW = 1_800_000_000;
+const ISS = 'https://project.supabase.co/auth/v1';
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
 /** Both verifiers (the gateway's node:crypto one, the functions' WebCrypto one) agree on every token. */
@@ -55,9 +56,9 @@ describe('who may call the functions', () => {
   const bearer = (claims: Record<string, unknown>) => `Bearer ${signJwt(claims, SECRET)}`;
 
   it('knows the service role and relays', async () => {
-    expect(await authenticate(bearer({ role: 'service_role' }), SECRET, NOW)).toEqual({ role: 'service_role' });
-    expect(await authenticate(bearer({ role: 'relay', relay_id: 'relay-a', exp: NOW + 5 }), SECRET, NOW)).toEqual({ role: 'relay', relayId: 'relay-a' });
-    expect(await authenticate(`bearer   ${signJwt({ role: 'service_role' }, SECRET)}`, SECRET, NOW)).toEqual({ role: 'service_role' });
+    expect(await authenticate(bearer({ role: 'service_role' }), SECRET, NOW, ISS)).toEqual({ role: 'service_role' });
+    expect(await authenticate(bearer({ role: 'relay', relay_id: 'relay-a', iss: 'relay-core', exp: NOW + 5 }), SECRET, NOW, ISS)).toEqual({ role: 'relay', relayId: 'relay-a' });
+    expect(await authenticate(`bearer   ${signJwt({ role: 'service_role' }, SECRET)}`, SECRET, NOW, ISS)).toEqual({ role: 'service_role' });
   });
 
   it.each<[string, string | null]>([
@@ -70,7 +71,7 @@ describe('who may call the functions', () => {
     ['relay token without relay_id', bearer({ role: 'relay', exp: NOW + 5 })],
     ['relay token with a bad relay_id', bearer({ role: 'relay', relay_id: 'Relay A', exp: NOW + 5 })],
   ])('401 for %s', async (_what, header) => {
-    await expect(authenticate(header, SECRET, NOW)).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
+    await expect(authenticate(header, SECRET, NOW, ISS)).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
   });
 
   it('403 for a relay token used for another relay', () => {

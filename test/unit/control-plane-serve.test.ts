@@ -113,6 +113,7 @@ describe('function environment', () => {
     expect(loadEnv((n) => ENV[n])).toEqual({
       dbUrl: ENV.SUPABASE_DB_URL,
       jwtSecret: SECRET,
+      jwtIssuer: 'relay-core',
       signingSeed: ENV.RELAYNET_TOPOLOGY_SIGNING_KEY,
       natsServers: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223'],
       natsToken: null,

@@ -334,11 +334,17 @@ export function sessionClosed(s: Pick<StoredSession, 'id' | 'closeReason'>): Htt
   return new HttpError(409, 'session_closed', `session ${s.id} is closed${s.closeReason ? ` (${s.closeReason})` : ''}`, 'sessionId');
 }
 
-/** A list-clients item: the session record and its bookkeeping. */
-export function listItem(s: StoredSession): ClientSessionRecord & {
+/**
+ * A list-clients item: the session record and its bookkeeping. `owner` (a user id) only for the
+ * service role and users (who see only their own): a relay token never learns who a client is.
+ */
+export function listItem(
+  s: StoredSession,
+  p: Principal,
+): ClientSessionRecord & {
   status: 'open' | 'closed';
   confirmed: boolean;
-  owner: string | null;
+  owner?: string | null;
   closedAt: string | null;
   closeReason: ClientSessionCloseReason | null;
 } {
@@ -352,7 +358,7 @@ export function listItem(s: StoredSession): ClientSessionRecord & {
     expiresAt: s.expiresAt,
     status: s.status,
     confirmed: s.confirmedExitId === s.exitId,
-    owner: s.owner,
+    ...(p.role === 'relay' ? {} : { owner: s.owner }),
     closedAt: s.closedAt,
     closeReason: s.closeReason,
   };

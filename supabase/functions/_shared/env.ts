@@ -1,9 +1,16 @@
 // Function configuration (docs/control-plane.md, "Function environment"). Pure: the caller passes
 // the environment getter (Deno.env.get in the functions, a map in tests).
+import { RELAY_TOKEN_ISSUER } from './jwt.ts';
 
 export interface FunctionEnv {
   dbUrl: string;
   jwtSecret: string;
+  /**
+   * The `iss` user tokens must carry: RELAYNET_JWT_ISSUER, else Supabase Auth's issuer
+   * `${SUPABASE_URL}/auth/v1` when SUPABASE_URL is set (a deployed project), else `relay-core` (the
+   * tokens `relay-core token mint --role user` signs).
+   */
+  jwtIssuer: string;
   /** base64 Ed25519 seed; the public key is derived from it (sign.ts). */
   signingSeed: string;
   natsServers: string[];
@@ -35,9 +42,14 @@ export function loadEnv(get: EnvGetter): FunctionEnv {
   }
   const hb = get('RELAYNET_HEARTBEAT_SECONDS')?.trim() || '10';
   if (!/^\d{1,5}$/.test(hb) || Number(hb) < 1 || Number(hb) > 3600) throw new ConfigError('RELAYNET_HEARTBEAT_SECONDS must be an integer in 1..3600');
+  const issuer = get('RELAYNET_JWT_ISSUER')?.trim();
+  const supabaseUrl = get('SUPABASE_URL')?.trim().replace(/\/+$/, '');
+  const jwtIssuer = issuer || (supabaseUrl ? `${supabaseUrl}/auth/v1` : RELAY_TOKEN_ISSUER);
+  if (jwtIssuer.length > 512 || /\s/.test(jwtIssuer)) throw new ConfigError('RELAYNET_JWT_ISSUER must be one word of at most 512 characters');
   return {
     dbUrl: get('SUPABASE_DB_URL')!.trim(),
     jwtSecret,
+    jwtIssuer,
     signingSeed: get('RELAYNET_TOPOLOGY_SIGNING_KEY')!.trim(),
     natsServers,
     natsToken: get('RELAYNET_NATS_TOKEN')?.trim() || null,

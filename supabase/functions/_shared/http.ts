@@ -1,17 +1,24 @@
 // HTTP helpers every Edge Function shares. Web APIs only (Request, Response, streams), no remote
 // imports, so Node's unit tests import this file as it is.
 
-/** An error the caller sees as JSON `{ error, message, field? }` with an HTTP status (docs/control-plane.md). */
+/**
+ * An error the caller sees as JSON `{ error, message, field?, ...details }` with an HTTP status and
+ * extra response headers (a 429's Retry-After) (docs/control-plane.md).
+ */
 export class HttpError extends Error {
   readonly status: number;
   readonly code: string;
   readonly field: string | undefined;
-  constructor(status: number, code: string, message: string, field?: string) {
+  readonly headers: Record<string, string>;
+  readonly details: Record<string, unknown>;
+  constructor(status: number, code: string, message: string, field?: string, extra: { headers?: Record<string, string>; details?: Record<string, unknown> } = {}) {
     super(message);
     this.name = 'HttpError';
     this.status = status;
     this.code = code;
     this.field = field;
+    this.headers = extra.headers ?? {};
+    this.details = extra.details ?? {};
   }
 }
 
@@ -24,12 +31,12 @@ export function json(status: number, body: unknown, headers: Record<string, stri
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
 }
 
-export function errorBody(e: HttpError): { error: string; message: string; field?: string } {
-  return { error: e.code, message: e.message, ...(e.field !== undefined ? { field: e.field } : {}) };
+export function errorBody(e: HttpError): { error: string; message: string; field?: string } & Record<string, unknown> {
+  return { ...e.details, error: e.code, message: e.message, ...(e.field !== undefined ? { field: e.field } : {}) };
 }
 
 export function errorResponse(e: HttpError): Response {
-  return json(e.status, errorBody(e));
+  return json(e.status, errorBody(e), e.headers);
 }
 
 /** Largest request body a function accepts (bytes). */

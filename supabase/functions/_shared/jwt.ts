@@ -5,9 +5,15 @@ import { HttpError } from './http.ts';
 
 /**
  * Who is calling: the service role (anything), a relay (only its own relay id), or a Supabase user
- * (`role: "authenticated"`, identified by `sub`: only client sessions it owns).
+ * (`role: "authenticated"`, identified by `sub`: only client sessions it owns; `anonymous` for a
+ * Supabase anonymous sign-in, `is_anonymous: true`).
  */
-export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string } | { role: 'user'; userId: string };
+export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string } | { role: 'user'; userId: string; anonymous: boolean };
+
+/** The `iss` of the tokens relay-core mints (src/control-plane/jwt.ts): every relay token carries it. */
+export const RELAY_TOKEN_ISSUER = 'relay-core';
+/** The `aud` of Supabase Auth's user tokens. */
+export const USER_AUDIENCE = 'authenticated';
 
 const RELAY_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // deno-lint-ignore no-control-regex
@@ -61,20 +67,33 @@ export async function verifyHs256(token: string, secret: string, nowSeconds: num
   return c;
 }
 
-/** The principal a verified token's claims describe; 401 for roles this project does not serve. */
-export function principalOf(claims: Record<string, unknown>): Principal {
+const quoted = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v.slice(0, 128)) : v === undefined ? 'none' : 'not a string');
+
+/**
+ * The principal a verified token's claims describe; 401 for roles this project does not serve and
+ * for tokens not meant for it: a relay token's `iss` must be RELAY_TOKEN_ISSUER, a user token's `iss`
+ * the configured `userIssuer` and its `aud` `authenticated` (a string, or an array holding it).
+ */
+export function principalOf(claims: Record<string, unknown>, userIssuer: string): Principal {
   if (claims.role === 'service_role') return { role: 'service_role' };
   if (claims.role === 'relay') {
     if (typeof claims.exp !== 'number') throw unauthorized('relay token without exp');
+    if (claims.iss !== RELAY_TOKEN_ISSUER) throw unauthorized(`relay token with iss ${quoted(claims.iss)}; relay tokens are issued by "${RELAY_TOKEN_ISSUER}"`);
     if (typeof claims.relay_id !== 'string' || !RELAY_ID.test(claims.relay_id)) throw unauthorized('relay token without a valid relay_id');
     return { role: 'relay', relayId: claims.relay_id };
   }
   if (claims.role === 'authenticated') {
     if (typeof claims.exp !== 'number') throw unauthorized('user token without exp');
+    const aud = claims.aud;
+    if (!(aud === USER_AUDIENCE || (Array.isArray(aud) && aud.includes(USER_AUDIENCE)))) {
+      throw unauthorized(`user token with aud ${Array.isArray(aud) ? 'not holding "authenticated"' : quoted(aud)}; user tokens must be for audience "${USER_AUDIENCE}"`);
+    }
+    if (claims.iss !== userIssuer) throw unauthorized(`user token with iss ${quoted(claims.iss)}; this control plane accepts user tokens of issuer ${JSON.stringify(userIssuer)} (RELAYNET_JWT_ISSUER)`);
     if (typeof claims.sub !== 'string' || claims.sub.length < 1 || claims.sub.length > 255 || CONTROL.test(claims.sub)) {
       throw unauthorized('user token without a valid sub (1-255 characters)');
     }
-    return { role: 'user', userId: claims.sub };
+    if (claims.is_anonymous !== undefined && typeof claims.is_anonymous !== 'boolean') throw unauthorized('user token with a malformed is_anonymous claim');
+    return { role: 'user', userId: claims.sub, anonymous: claims.is_anonymous === true };
   }
   const role = typeof claims.role === 'string' ? claims.role.slice(0, 64) : null;
   throw unauthorized(`role ${JSON.stringify(role)} may not call this function`);
@@ -82,13 +101,14 @@ export function principalOf(claims: Record<string, unknown>): Principal {
 
 /**
  * Verify `Authorization: Bearer <jwt>` against the project's JWT secret and return who is calling.
- * 401 for a missing, malformed, wrongly signed or expired token, or a role we do not serve.
+ * 401 for a missing, malformed, wrongly signed or expired token, a role we do not serve, or a token
+ * of another issuer or audience (principalOf).
  */
-export async function authenticate(authorization: string | null, secret: string, nowSeconds: number): Promise<Principal> {
+export async function authenticate(authorization: string | null, secret: string, nowSeconds: number, userIssuer: string): Promise<Principal> {
   if (!authorization) throw unauthorized('missing Authorization header');
   const m = /^Bearer +([^\s]+)$/i.exec(authorization.trim());
   if (!m) throw unauthorized('Authorization must be "Bearer <JWT>"');
-  return principalOf(await verifyHs256(m[1]!, secret, nowSeconds));
+  return principalOf(await verifyHs256(m[1]!, secret, nowSeconds), userIssuer);
 }
 
 /** 403 unless the principal may act for `relayId` (the service role, or that relay's own token). */

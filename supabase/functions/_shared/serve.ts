@@ -21,6 +21,8 @@ export const CORS_HEADERS: Record<string, string> = {
   'access-control-allow-origin': '*',
   'access-control-allow-headers': 'authorization, x-client-info, apikey, content-type, x-request-id',
   'access-control-allow-methods': 'POST, OPTIONS',
+  // A browser caller may read these (a 429's Retry-After, the request id of an error report).
+  'access-control-expose-headers': 'retry-after, x-request-id',
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -59,7 +61,7 @@ export function serveFunction(fn: string, handler: Handler, opts: ServeOptions):
         throw new HttpError(405, 'method_not_allowed', `${fn} takes POST, not ${req.method}`);
       } else {
         env ??= loadEnv(opts.getEnv);
-        const principal = await authenticate(req.headers.get('authorization'), env.jwtSecret, Math.floor(now() / 1000));
+        const principal = await authenticate(req.headers.get('authorization'), env.jwtSecret, Math.floor(now() / 1000), env.jwtIssuer);
         extra.role = principal.role;
         const body = await readJsonBody(req);
         res = await handler({ fn, env, principal, body, requestId, log: extra });

@@ -1,6 +1,7 @@
 // connect-client: open a client session (docs/control-plane.md, "connect-client"; docs/clients.md).
-// One transaction with the topology locked: sweep expired sessions, refuse a key that already has an
-// open session, choose entry and exit, allocate the client's address from the entry's pool, record
+// A user's call is first checked against the limits (anonymous users, the connect rate limit: 429
+// with Retry-After before any transaction). One transaction with the topology locked: sweep expired
+// sessions, refuse a key that already has an open session, a user at its session cap, choose entry and exit, allocate the client's address from the entry's pool, record
 // the session and append ClientSessionOpened. Then wait for the entry relay to confirm it
 // (client-ready); only then does the caller get the wg-quick configuration. Without a confirmation
 // the session is closed again (reason "not-confirmed") and the caller gets 504 entry_not_ready.
@@ -21,6 +22,8 @@ import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
+import * as limits from '../_shared/limit-store.ts';
+import { checkAnonymous, checkSessionCap } from '../_shared/limits.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
 
@@ -34,6 +37,12 @@ Deno.serve(
       const req = parseConnectRequest(body);
       const key = await store.topologySigningKey(env.signingSeed);
       const sql = db(env.dbUrl, FN);
+      // The service role is not limited (and pays no extra query).
+      const limitSettings = principal.role === 'user' ? await limits.limitSettings(sql) : null;
+      if (limitSettings) {
+        checkAnonymous(principal, limitSettings, FN);
+        await limits.enforceRateLimit(sql, principal, 'connect', limitSettings, log);
+      }
       const opened = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
         const settings = await clients.clientSettings(tx);
@@ -46,6 +55,7 @@ Deno.serve(
         }
         const relayWithKey = await store.keyHolder(tx, req.publicKey, '');
         if (relayWithKey) throw new HttpError(409, 'duplicate_client_key', `this public key is relay ${relayWithKey}'s key; a client needs a key of its own`, 'publicKey');
+        if (limitSettings && principal.role === 'user') checkSessionCap(principal, await limits.openSessionsOfOwner(tx, principal.userId), limitSettings);
         const route = chooseRoute(req, await clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)));
         if (!route.ok) throw refused(route.refusal);
         const { entry, exit } = route.value;

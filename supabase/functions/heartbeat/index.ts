@@ -1,11 +1,13 @@
 // heartbeat: a relay says it is alive; the answer carries the current topology revision so a relay
 // whose view fell behind can resync (docs/control-plane.md). Every heartbeat also sweeps the client
-// sessions past their expiry (ClientSessionClosed, reason "expired").
+// sessions past their expiry (ClientSessionClosed, reason "expired"), and forgets the rate-limit
+// buckets that are full again.
 import { decideHeartbeat } from '../_shared/admission.ts';
 import { closeExpired } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { json } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
+import { sweepRateLimits } from '../_shared/limit-store.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
 import { parseRelayIdRequest } from '../_shared/validate.ts';
@@ -20,7 +22,8 @@ Deno.serve(
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
       const key = await store.topologySigningKey(env.signingSeed);
-      const result = await db(env.dbUrl, FN).begin(async (tx) => {
+      const sql = db(env.dbUrl, FN);
+      const result = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
         const decision = decideHeartbeat(await store.storedRelay(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
@@ -30,6 +33,8 @@ Deno.serve(
       });
       log.revision = result.revision;
       if (result.expired) log.sessionsExpired = result.expired;
+      const swept = await sweepRateLimits(sql);
+      if (swept) log.rateLimitsSwept = swept;
       return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' });
     },
     { getEnv: (n) => Deno.env.get(n) },

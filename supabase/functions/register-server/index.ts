@@ -1,12 +1,15 @@
 // register-server: admit or re-admit a relay (docs/control-plane.md). One transaction: lock the
 // topology, decide, allocate, record, append signed events, read the snapshot of the other relays
-// and of every open client session (each relay folds them all; the entry programs its own).
+// and of every open client session (each relay folds them all; the entry programs its own). A relay
+// token's call is first charged to its relay's rate limit (429 with Retry-After before the
+// transaction: a refused register writes nothing).
 import { decide } from '../_shared/admission.ts';
 import { allocate } from '../_shared/addresses.ts';
 import { openSessionRecords } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
+import * as limits from '../_shared/limit-store.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
 import { parseRegisterRequest } from '../_shared/validate.ts';
@@ -21,7 +24,9 @@ Deno.serve(
       log.relayId = req.relayId;
       authorizeRelay(principal, req.relayId);
       const key = await store.topologySigningKey(env.signingSeed);
-      const result = await db(env.dbUrl, FN).begin(async (tx) => {
+      const sql = db(env.dbUrl, FN);
+      if (principal.role === 'relay') await limits.enforceRateLimit(sql, principal, 'register', await limits.limitSettings(sql), log);
+      const result = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
         const existing = await store.storedRelay(tx, req.relayId);
         const decision = decide(existing, req, await store.keyHolder(tx, req.publicKey, req.relayId));

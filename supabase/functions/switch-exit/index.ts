@@ -2,12 +2,16 @@
 // tunnel is untouched. One transaction with the topology locked: check the session and the new exit
 // as connect-client does, set it and append ClientSessionExitChanged; then wait for the entry relay
 // to confirm the new exit (client-ready). Without a confirmation in time the caller gets 504
-// entry_not_ready, and the session keeps the new exit: the entry applies the event when it can.
+// entry_not_ready, and the session keeps the new exit: the entry applies the event when it can. A
+// user's call is first checked against the limits (anonymous users, the switch rate limit: 429 with
+// Retry-After before any transaction).
 import { chooseNewExit, livenessSeconds, maySee, parseSwitchExitRequest, sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
+import * as limits from '../_shared/limit-store.ts';
+import { checkAnonymous } from '../_shared/limits.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
 
@@ -22,6 +26,11 @@ Deno.serve(
       log.sessionId = req.sessionId;
       const key = await store.topologySigningKey(env.signingSeed);
       const sql = db(env.dbUrl, FN);
+      if (principal.role === 'user') {
+        const limitSettings = await limits.limitSettings(sql);
+        checkAnonymous(principal, limitSettings, FN);
+        await limits.enforceRateLimit(sql, principal, 'switch', limitSettings, log);
+      }
       const r = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
         const s = await clients.sessionById(tx, req.sessionId);
