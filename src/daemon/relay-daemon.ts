@@ -188,8 +188,17 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   const backend: KernelBackend =
     cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
   const linkSince = new Map<string, string>();
-  /** The latest read of the policy table's counters (by the observer). */
+  /** The latest read of the policy table's counters (read when someone asks for the status, never on a timer). */
   let policyCounters: { at: string; values: Record<string, NftCounter> } | null = null;
+  const readPolicyCounters = async () => {
+    const table = policyTable();
+    if (!table) return;
+    try {
+      policyCounters = { at: new Date().toISOString(), values: await backend.counters(table) };
+    } catch (e) {
+      log.warn({ err: String(e), table }, 'cannot read the nftables counters');
+    }
+  };
   /** The relay's nftables table, once registration gave it its mesh address. */
   const policyTable = (): string | null => {
     const reg = actorRef?.getSnapshot().context.registration;
@@ -206,18 +215,11 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         const t = setInterval(() => {
           if (busy || devices.length === 0) return;
           busy = true;
-          const table = policyTable();
-          Promise.all([
-            backend.observe(devices).then(
-              (observations) => sendBack({ type: 'OBSERVED', observations, nowMs: Date.now() }),
-              (e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'),
-            ),
-            table &&
-              backend.counters(table).then(
-                (c) => (policyCounters = { at: new Date().toISOString(), values: c }),
-                (e) => log.warn({ err: String(e), table }, 'cannot read the nftables counters'),
-              ),
-          ]).finally(() => (busy = false));
+          backend
+            .observe(devices)
+            .then((observations) => sendBack({ type: 'OBSERVED', observations, nowMs: Date.now() }))
+            .catch((e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'))
+            .finally(() => (busy = false));
         }, cfg.observeIntervalMs);
         return () => clearInterval(t);
       }),
@@ -386,7 +388,10 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     };
   };
 
-  const statusServer = await startStatusServer(join(cfg.stateDir, 'relay.sock'), status);
+  const statusServer = await startStatusServer(join(cfg.stateDir, 'relay.sock'), async () => {
+    await readPolicyCounters();
+    return status();
+  });
   emit({
     type: 'RelayStarted',
     data: {

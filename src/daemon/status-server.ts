@@ -3,14 +3,22 @@ import { createServer, request, type Server } from 'node:http';
 
 /**
  * The relay's local status endpoint: HTTP on a unix socket in its state directory (mode 0600, so only
- * the relay's user reads it). `GET /status` answers the JSON `snapshot()` returns.
+ * the relay's user reads it). `GET /status` answers the JSON `snapshot()` returns (or resolves to).
  */
-export async function startStatusServer(socketPath: string, snapshot: () => unknown): Promise<Server> {
+export async function startStatusServer(socketPath: string, snapshot: () => unknown | Promise<unknown>): Promise<Server> {
   rmSync(socketPath, { force: true });
-  const srv = createServer((req, res) => {
+  const srv = createServer(async (req, res) => {
     if (req.method === 'GET' && req.url === '/status') {
+      let body: string;
+      try {
+        body = JSON.stringify(await snapshot());
+      } catch (e) {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'status_failed', message: (e as Error).message }));
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(snapshot()));
+      res.end(body);
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));
