@@ -39,13 +39,14 @@ export const NETNS_ETC = '/etc/netns';
 /**
  * Give processes started in `name` (by `ip netns exec`) a resolver of their own: DNS goes to the
  * namespace's own loopback, where nothing answers (a lookup fails at once, and no query leaves the
- * namespace), and /etc/hosts holds only localhost. Removed with the namespace by {@link deleteNetns}.
+ * namespace), and /etc/hosts is `hosts` (default: localhost only). Removed with the namespace by
+ * {@link deleteNetns}.
  */
-export function isolateDns(name: string): void {
+export function isolateDns(name: string, hosts = '127.0.0.1 localhost\n::1 localhost\n'): void {
   const dir = `${NETNS_ETC}/${name}`;
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   writeFileSync(`${dir}/resolv.conf`, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n', { mode: 0o644 });
-  writeFileSync(`${dir}/hosts`, '127.0.0.1 localhost\n::1 localhost\n', { mode: 0o644 });
+  writeFileSync(`${dir}/hosts`, hosts, { mode: 0o644 });
 }
 
 /** Delete a namespace (and its files in /etc/netns); false when it did not exist. Its veth ends (and their peers) go with it. */

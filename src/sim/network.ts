@@ -27,6 +27,7 @@ import {
   RELAY_PORT,
   relayNamespace,
   relayPublicAddress,
+  simHostsFile,
   SVC_ADDRESS,
   svcNamespace,
   vethName,
@@ -171,7 +172,7 @@ async function createNode(sim: Sim, ns: string, node: 'svc' | number | null): Pr
   const veth = { name: vethName(simId, node), namespace: inetNamespace(simId), peer: PUBLIC_IF, peerNamespace: ns };
   sim.record((m) => m.veths.push(veth));
   // A relay resolves its peers' endpoint names: inside the sim, never with the host's resolver.
-  if (node !== 'svc') host.isolateDns(ns);
+  if (node !== 'svc') host.isolateDns(ns, simHostsFile());
   const address = node === 'svc' ? SVC_ADDRESS : relayPublicAddress(node);
   await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns, inner: veth.peer, cidr: `${address}/${PREFIX_LEN}`, gateway: BRIDGE_ADDRESS });
 }

@@ -134,4 +134,27 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
     // And the healthy mesh is as it was.
     for (const a of ['relay-1', 'relay-2', 'relay-3']) for (const b of ['relay-1', 'relay-2', 'relay-3']) if (a !== b) expect((await linksOf(a))[b]?.state, `${a} -> ${b}`).toBe('up');
   });
+
+  it('relay-6 registers a name that resolves (the sim hosts file): the others program its address, and replay re-plans their rounds with it', async () => {
+    const add = await sim(['add', '--relay', 'relay-6', '--endpoint', 'relay-6.sim.test:51820', '--wait', 'topology', '--timeout', '90']);
+    expect(add.exitCode, add.stderr + add.stdout).toBe(0);
+    namespaces = manifest().namespaces;
+    for (const id of ['relay-1', 'relay-2', 'relay-5']) {
+      const link = await eventually(`${id}'s link to relay-6 up`, async () => {
+        const l = (await linksOf(id))['relay-6'];
+        return l?.state === 'up' ? l : null;
+      }, 60_000, 500);
+      expect(link.endpointResolution).toEqual({ host: 'relay-6.sim.test', address: '198.18.1.6', error: null });
+      expect((await wgPeer(id, 'relay-6')).endpoint).toBe(`198.18.1.6:${51820 + (await indexOf(id))}`);
+      expect(logLines(id).filter((l) => l.includes('"PeerEndpointResolved"') && l.includes('"relay-6"'))).toHaveLength(1);
+    }
+    await expectLinkAlive('relay-1', 'relay-6');
+    for (const id of ['relay-1', 'relay-5']) {
+      const r = await execa(RELAY_CORE_BIN, ['replay', '--relay', id, '--sim', dir, '--json'], { reject: false, timeout: 60_000 });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const checks = (JSON.parse(r.stdout) as { checks: { rounds: number; matched: number; mismatched: number; unchecked: number; inconsistent: number } }).checks;
+      expect(checks.rounds, id).toBeGreaterThan(0);
+      expect(checks, id).toMatchObject({ matched: checks.rounds, mismatched: 0, unchecked: 0, inconsistent: 0 });
+    }
+  });
 });

@@ -43,8 +43,10 @@ Subcommands:
             the sim has converged and if not, what is missing (exit 0 either way).
   add       A new relay (namespace, address, scoped token, process); then waits like up. With
             --endpoint it registers that endpoint instead of its address and port 51820: a DNS
-            name tests how relays resolve names (use the reserved .invalid TLD for one that never
-            resolves: a relay's DNS goes to its namespace's loopback, where nothing answers).
+            name tests how relays resolve names. A relay's DNS stays in its namespace: names come
+            from its own hosts file, which has relay-<i>.sim.test for relay i's address, and any
+            other name (use the reserved .invalid TLD) never resolves: queries go to the
+            namespace's loopback, where nothing answers.
   stop      SIGTERM a relay: it deregisters and removes its links (SIGKILL after 15 s).
   kill      SIGKILL a relay, as a crash would. Its WireGuard devices (wireguard-go processes) stay
             and keep its links up until a restart adopts them.
