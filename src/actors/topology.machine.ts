@@ -159,11 +159,10 @@ export const topologyMachine = setup({
       guard: ({ context }) => context.self !== null && !context.tearingDown,
       actions: enqueueActions(({ context, event, enqueue }) => {
         const { type: _t, ...result } = event;
-        const peers = Object.values(context.peers);
-        const r = applyResolution(context.resolved, peers, result);
+        const r = applyResolution(context.resolved, context.peers, result);
         if (!r.recorded) return;
         const id = randomUUID();
-        const desired = desiredMeshState(context.self!, peers, context.mesh, r.resolutions);
+        const desired = desiredMeshState(context.self!, Object.values(context.peers), context.mesh, r.resolutions);
         enqueue.assign({ resolved: r.resolutions, desired: desired.devices });
         enqueue({ type: 'emit', params: { type: 'PeerEndpointResolved', id, data: result } });
         if (r.desiredChanged) {

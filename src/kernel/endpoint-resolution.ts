@@ -66,15 +66,15 @@ export function retainResolutions(resolutions: Resolutions, peers: readonly Rela
  * Fold one result of the resolver. `recorded`: whether it changes what the relay knows (a new address,
  * the first failure after an address or none; a repeated failure or the same address again does not),
  * so an event is recorded and a line logged on change only. `desiredChanged`: whether the address to
- * program changed, so the mesh's desired state did. A result for a peer no longer in `peers`, or for
- * a host its endpoint no longer names, is stale and ignored.
+ * program changed, so the mesh's desired state did. A result for a peer no longer in `peers` (by id),
+ * or for a host its endpoint no longer names, is stale and ignored. Costs O(1), whatever the fleet.
  */
 export function applyResolution(
   resolutions: Resolutions,
-  peers: readonly RelayRecord[],
+  peers: Readonly<Record<string, RelayRecord>>,
   result: { peerId: string } & PeerResolution,
 ): { resolutions: Resolutions; recorded: boolean; desiredChanged: boolean } {
-  const peer = peers.find((p) => p.id === result.peerId);
+  const peer = Object.hasOwn(peers, result.peerId) ? peers[result.peerId] : undefined;
   const unchanged = { resolutions, recorded: false, desiredChanged: false };
   if (!peer || endpointName(peer) !== result.host) return unchanged;
   const before = resolutions[peer.id];

@@ -50,7 +50,8 @@ describe('peer endpoints given as names: the pure decisions', () => {
   });
 
   it('folds results: a new address changes the desired state; the same one, a repeated failure or a stale result changes nothing', () => {
-    const peers = [named(2), relay(3)];
+    const peerList = [named(2), relay(3)];
+    const peers = Object.fromEntries(peerList.map((p) => [p.id, p]));
     const ok = { peerId: 'relay-2', host: 'relay-2.sim.invalid', address: '198.51.100.22', error: null };
     const fail = { ...ok, address: null, error: 'getaddrinfo EAI_AGAIN relay-2.sim.invalid' };
     const first = applyResolution({}, peers, ok);
@@ -60,7 +61,7 @@ describe('peer endpoints given as names: the pure decisions', () => {
     const again = applyResolution(first.resolutions, peers, ok);
     expect(again).toEqual({ resolutions: first.resolutions, recorded: false, desiredChanged: false });
     expect(again.resolutions).toBe(first.resolutions);
-    expect(desiredMeshState(relay(1), peers, opts, again.resolutions)).toEqual(desiredMeshState(relay(1), peers, opts, first.resolutions));
+    expect(desiredMeshState(relay(1), peerList, opts, again.resolutions)).toEqual(desiredMeshState(relay(1), peerList, opts, first.resolutions));
     // A changed address.
     expect(applyResolution(first.resolutions, peers, { ...ok, address: '198.51.100.23' })).toMatchObject({ recorded: true, desiredChanged: true });
     // The first failure is recorded (reported), but without an address before there is no new desired state.
@@ -72,9 +73,9 @@ describe('peer endpoints given as names: the pure decisions', () => {
     // Fixed: cleared.
     expect(applyResolution(failed.resolutions, peers, ok)).toMatchObject({ recorded: true, desiredChanged: true, resolutions: { 'relay-2': { error: null } } });
     // Stale: a peer that left, a host the endpoint no longer names, an address literal.
-    expect(applyResolution({}, [relay(3)], ok).recorded).toBe(false);
-    expect(applyResolution({}, [named(2, 'moved.invalid')], ok).recorded).toBe(false);
-    expect(applyResolution({}, [relay(2)], { ...ok, host: '198.51.100.2' }).recorded).toBe(false);
+    expect(applyResolution({}, { 'relay-3': relay(3) }, ok).recorded).toBe(false);
+    expect(applyResolution({}, { 'relay-2': named(2, 'moved.invalid') }, ok).recorded).toBe(false);
+    expect(applyResolution({}, { 'relay-2': relay(2) }, { ...ok, host: '198.51.100.2' }).recorded).toBe(false);
   });
 
   it('keeps resolutions only of peers still there and for the host they still name', () => {

@@ -41,10 +41,11 @@ Mesh (one point-to-point WireGuard device per other relay; see docs/datapath.md)
   --kernel linux|memory      program this host (default) or only an in-memory model of it (dry run)
   --wg-impl auto|kernel|userspace   kernel WireGuard, wireguard-go, or whichever works (default auto)
 
-Each link listens on UDP port (endpoint port + peer's mesh index): open that range. A peer endpoint
-given as a name is programmed as the address it resolves to (IPv4 or IPv6, whichever this host has);
-until it resolves, the peer's WireGuard endpoint is left unset and learned from its handshakes. On SIGTERM the
+Each link listens on UDP port (endpoint port + peer's mesh index): open that range. On SIGTERM the
 relay also removes its mesh devices; after a crash (SIGKILL) they stay up and a restart adopts them.
+A peer endpoint given as a DNS name is programmed as the address it resolves to (IPv4 or IPv6,
+whichever this host has); until it resolves, the peer's WireGuard endpoint is left unset and learned
+from the peer's handshakes. Each change is logged and published (PeerEndpointResolved).
 
 Clients (stock WireGuard clients enter here and leave at the exit they chose; see docs/clients.md):
   --client-idle-after MS     a client not heard this long is idle (default 180000)
