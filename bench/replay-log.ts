@@ -102,7 +102,7 @@ rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress,
 const seedId = newId(3);
 rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view) }, seedId);
 for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'desired', reason: 'in topology', latestHandshakeMs: null, rxBytes: 0, txBytes: 0 });
-round('mesh', meshScope(mesh.wgPrefix, self), desiredMeshState(self, meshPeers(view, SELF), mesh), seedId);
+round('mesh', meshScope(mesh.wgPrefix, self), desiredMeshState(self, meshPeers(view, SELF), mesh, {}), seedId);
 const clientsState = (expired: string[] = []) =>
   clientsDesired({ self, relays: view.relays, sessions: Object.fromEntries(sessionsOfEntry(view, SELF).map((s) => [s.id, s])), expired, tearingDown: false, clients, originalSysctls: sysctls, services: [] });
 round('clients', clientScope(self, clients), clientsState(), seedId);

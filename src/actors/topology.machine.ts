@@ -1,8 +1,10 @@
-import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
+import { randomUUID } from 'node:crypto';
+import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { RelayRecord } from '../events/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
 import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
+import { applyResolution, resolveTargets, retainResolutions, type PeerResolution, type ResolveTarget, type Resolutions } from '../kernel/endpoint-resolution.ts';
 import { desiredMeshState, linkDevice, meshIndex, meshScope, type MeshOptions } from '../kernel/mesh.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
 
@@ -13,6 +15,11 @@ import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor 
  * of the host that the view implies. It relays the kernel's answers to the links, each learning
  * whether its own device is programmed and what the device reports. It survives resyncs: the data
  * plane does not wait for the control plane.
+ *
+ * Peer endpoints given as DNS names are resolved by the `resolver` actor (the shell provides it: DNS
+ * is the world). The topology actor tells it which peers have names on every view and folds what it
+ * reports: a changed address is a `PeerEndpointResolved` event and a new desired mesh state caused by
+ * it; an unchanged one is nothing (docs/datapath.md, "Names").
  */
 
 export interface TopologyInput {
@@ -29,6 +36,20 @@ export interface TopologyContext extends TopologyInput {
   desired: Record<string, DesiredWgDevice>;
   /** Draining: the view no longer matters, every link goes. */
   tearingDown: boolean;
+  /** What the peers' endpoint names resolved to (or why not), by peer id. */
+  resolved: Resolutions;
+}
+
+/** What the resolver reports: one lookup's outcome for a peer's endpoint host. */
+export type ResolvedEvent = { type: 'RESOLVED'; peerId: string } & PeerResolution;
+/** What the resolver is told on every view: the peers whose endpoints are names (an empty list: none). */
+export type ResolverEvent = { type: 'TARGETS'; targets: ResolveTarget[] };
+
+/** A resolution that changed what the relay knows: published as a `PeerEndpointResolved` relay event. */
+export interface PeerEndpointResolvedEmission {
+  type: 'PeerEndpointResolved';
+  id: string;
+  data: { peerId: string } & PeerResolution;
 }
 
 /** `cause`: the id of the relay event that changed the view (or began the teardown), passed to the kernel. */
@@ -36,6 +57,7 @@ export type TopologyEvent =
   | { type: 'VIEW'; view: TopologyView; cause: string | null }
   | { type: 'TEARDOWN'; cause: string | null }
   | { type: `xstate.done.actor.${string}`; output: LinkRemoved }
+  | ResolvedEvent
   | KernelNotice;
 
 /** Sent to the parent once a teardown has left no mesh device on the host. */
@@ -52,11 +74,15 @@ export const meshPeers = (view: TopologyView, selfId: string): RelayRecord[] => 
 export const releasedMeshState = (): DesiredHostState => ({ devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
 const peerChanged = (a: RelayRecord, b: RelayRecord) => a.publicKey !== b.publicKey || a.endpoint !== b.endpoint || a.meshAddress !== b.meshAddress;
 
-/** Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as its public key). */
+/**
+ * Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as
+ * its public key, and the endpoint of a peer desired without one: WireGuard's to learn).
+ */
 export function deviceMatches(actual: WgDeviceState | undefined, desired: DesiredWgDevice | undefined): boolean {
   if (!actual || !desired) return false;
   const { privateKeyFile: _f, ...want } = desired;
-  return JSON.stringify(normal(actual)) === JSON.stringify(normal(want));
+  const peers = want.peers.map((p) => (p.endpoint === null ? { ...p, endpoint: actual.peers.find((a) => a.publicKey === p.publicKey)?.endpoint ?? null } : p));
+  return JSON.stringify(normal(actual)) === JSON.stringify(normal({ ...want, peers }));
 }
 const normal = (d: WgDeviceState) => ({
   ...d,
@@ -73,10 +99,19 @@ export const topologyMachine = setup({
     events: {} as TopologyEvent,
     input: {} as TopologyInput,
   },
-  actors: { peerLink: peerLinkMachine },
+  actors: {
+    peerLink: peerLinkMachine,
+    // Provided by the shell (DNS lookups on a timer); without it names stay unresolved.
+    resolver: fromCallback<ResolverEvent, Record<string, never>>(() => () => {}),
+  },
+  actions: {
+    /** Provided by the shell: publish the event. */
+    emit: (_, _params: PeerEndpointResolvedEmission) => {},
+  },
 }).createMachine({
   id: 'topology',
-  context: ({ input }) => ({ ...input, self: null, peers: {}, links: {}, desired: {}, tearingDown: false }),
+  context: ({ input }) => ({ ...input, self: null, peers: {}, links: {}, desired: {}, tearingDown: false, resolved: {} }),
+  invoke: { id: 'resolver', src: 'resolver', input: {} },
   on: {
     VIEW: {
       // No mesh settings: the relay runs without links (unit tests of the relay actor alone).
@@ -106,23 +141,41 @@ export const topologyMachine = setup({
             const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
             links[p.id] = spawn('peerLink', { id: linkId(p.id), input: { peer: p, device, ...context.timing } });
           }
-          return { self, peers, links, desired: desiredMeshState(self, Object.values(peers), context.mesh).devices };
+          const resolved = retainResolutions(context.resolved, Object.values(peers));
+          return { self, peers, links, resolved, desired: desiredMeshState(self, Object.values(peers), context.mesh, resolved).devices };
         }),
         sendTo(kernelRef, ({ context, event, self: me }) => ({
           type: 'DESIRED',
           owner: 'mesh',
           scope: meshScope(context.mesh.wgPrefix, context.self!),
-          state: desiredMeshState(context.self!, Object.values(context.peers), context.mesh),
+          state: desiredMeshState(context.self!, Object.values(context.peers), context.mesh, context.resolved),
           cause: event.cause,
           replyTo: me,
         })),
+        sendTo('resolver', ({ context }) => ({ type: 'TARGETS', targets: resolveTargets(Object.values(context.peers)) }) satisfies ResolverEvent),
       ],
+    },
+    RESOLVED: {
+      guard: ({ context }) => context.self !== null && !context.tearingDown,
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        const { type: _t, ...result } = event;
+        const r = applyResolution(context.resolved, context.peers, result);
+        if (!r.recorded) return;
+        const id = randomUUID();
+        const desired = desiredMeshState(context.self!, Object.values(context.peers), context.mesh, r.resolutions);
+        enqueue.assign({ resolved: r.resolutions, desired: desired.devices });
+        enqueue({ type: 'emit', params: { type: 'PeerEndpointResolved', id, data: result } });
+        if (r.desiredChanged) {
+          enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: desired, cause: id, replyTo: me }));
+        }
+      }),
     },
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
       actions: enqueueActions(({ context, event, enqueue }) => {
         for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'REMOVE' });
         enqueue.assign({ tearingDown: true, peers: {}, desired: {} });
+        enqueue.sendTo('resolver', { type: 'TARGETS', targets: [] } satisfies ResolverEvent);
         enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: releasedMeshState(), cause: event.cause, replyTo: me }));
       }),
     },

@@ -29,6 +29,8 @@ export const RelayConfigSchema = z.object({
   linkStaleAfterMs: z.number().int().min(100),
   linkDownAfterMs: z.number().int().min(100),
   observeIntervalMs: z.number().int().min(100),
+  /** How often peer endpoints given as DNS names are looked up again (failures are retried sooner). */
+  resolveIntervalMs: z.number().int().min(1000),
   /** `linux` programs this host; `memory` keeps an in-memory model of it (dry runs, tests). */
   kernel: z.enum(['linux', 'memory']),
   /** WireGuard implementation on Linux: the kernel module, `wireguard-go`, or whichever works. */

@@ -29,7 +29,9 @@ import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
 import { meshIndex } from '../kernel/mesh.ts';
 import type { LinkState, LinkStateChanged } from '../actors/peer-link.machine.ts';
 import { peerLinkMachine } from '../actors/peer-link.machine.ts';
-import { topologyMachine } from '../actors/topology.machine.ts';
+import { topologyMachine, type PeerEndpointResolvedEmission } from '../actors/topology.machine.ts';
+import { endpointName } from '../kernel/endpoint-resolution.ts';
+import { resolverActor } from './resolver.ts';
 import type { KernelBackend, NftCounter } from '../kernel/host-state.ts';
 import { initialKernelStats, kernelMachine, type KernelEmission, type KernelStats, type ObserverEvent } from '../kernel/kernel.machine.ts';
 import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
@@ -86,6 +88,12 @@ export interface LinkStatus {
   state: LinkState;
   peerMeshAddress: string;
   peerEndpoint: string;
+  /**
+   * For an endpoint given as a DNS name: the address it resolved to (programmed as the peer's
+   * endpoint), or null with the error of the last change (null too while the first lookup runs).
+   * Null for an endpoint given as an address.
+   */
+  endpointResolution: { host: string; address: string | null; error: string | null } | null;
   latestHandshakeMs: number | null;
   rxBytes: number;
   txBytes: number;
@@ -154,7 +162,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     else early.push(e);
   };
   /** Publish a relay event: the machine's id where it chose one (a cause of kernel work), else a new one. */
-  const emit = (em: Emission | RelayStartedEmission | LinkStateChanged | KernelEmission | ClientSessionEmission, causationId: string | null = null) => {
+  const emit = (em: Emission | RelayStartedEmission | LinkStateChanged | KernelEmission | ClientSessionEmission | PeerEndpointResolvedEmission, causationId: string | null = null) => {
     const id = 'id' in em && em.id ? em.id : randomUUID();
     const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: () => id, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
     log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
@@ -227,7 +235,9 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     actions: { emit: (_, ems) => ems.forEach((e) => emit(e, e.causationId)) },
   });
   const topology = topologyMachine.provide({
+    actions: { emit: (_, e) => emit(e) },
     actors: {
+      resolver: resolverActor({ intervalMs: cfg.resolveIntervalMs, logger: log }),
       peerLink: peerLinkMachine.provide({
         actions: {
           emit: (_, e) => {
@@ -447,15 +457,19 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
 function linkStatuses(s: SnapshotFrom<typeof relayMachine>, since: Map<string, string>): LinkStatus[] {
   const topo = s.children.topology?.getSnapshot() as SnapshotFrom<typeof topologyMachine> | undefined;
   if (!topo?.context?.links) return [];
+  const resolved = topo.context.resolved ?? {};
   return Object.values(topo.context.links)
     .map((ref) => {
       const l = ref.getSnapshot();
+      const host = endpointName(l.context.peer);
+      const r = resolved[l.context.peer.id];
       return {
         peerId: l.context.peer.id,
         device: l.context.device,
         state: l.value as LinkState,
         peerMeshAddress: l.context.peer.meshAddress,
         peerEndpoint: l.context.peer.endpoint,
+        endpointResolution: host === null ? null : r && r.host === host ? { ...r } : { host, address: null, error: null },
         latestHandshakeMs: l.context.latestHandshakeMs,
         rxBytes: l.context.rxBytes,
         txBytes: l.context.txBytes,

@@ -112,6 +112,23 @@ export const ClientSessionStateChangedV1 = z
   .strict();
 export const ClientSessionSteeredV1 = z.object({ sessionId: z.string().uuid(), exitId: z.string(), previousExitId: z.string().nullable() }).strict();
 
+/**
+ * The relay resolved the DNS name of a peer's endpoint (`address`), or could not (`address` null,
+ * `error` says why: the lookup's code, or `no usable address` when it gave only families this relay
+ * cannot reach). Recorded on change only: a new address, or the first failure; retries that find the
+ * same are not. The mesh programs the peer's endpoint with this address (null: none; WireGuard learns
+ * it from the peer's handshakes), so replay derives rounds with the same addresses. The event's id is
+ * the cause of the mesh round an address change produces.
+ */
+export const PeerEndpointResolvedV1 = z
+  .object({
+    peerId: z.string().max(63),
+    host: z.string().max(253),
+    address: z.string().max(64).nullable(),
+    error: z.string().max(512).nullable(),
+  })
+  .strict();
+
 /** A kernel operation as recorded: the op itself (public keys, key-file paths, never key material). */
 const KernelOpRecord = z.object({ op: z.string() }).passthrough();
 export const KernelReconciledV1 = z
@@ -138,6 +155,7 @@ export type RelayEvent =
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>
+  | Envelope<'PeerEndpointResolved', z.infer<typeof PeerEndpointResolvedV1>>
   | Envelope<'ClientSessionStateChanged', z.infer<typeof ClientSessionStateChangedV1>>
   | Envelope<'ClientSessionSteered', z.infer<typeof ClientSessionSteeredV1>>
   | Envelope<'KernelReconciled', z.infer<typeof KernelReconciledV1>>

@@ -1,5 +1,6 @@
 import type { RelayRecord } from '../events/topology.events.ts';
 import { parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
+import { formatEndpoint, resolvedHost, type Resolutions } from './endpoint-resolution.ts';
 import { MAIN_TABLE, type DesiredHostState, type DesiredWgDevice, type KernelScope, type RouteState } from './host-state.ts';
 
 /**
@@ -52,12 +53,17 @@ export function linkListenPort(ownEndpoint: string, peerIndex: number): number {
   return port;
 }
 
-/** Where to reach `peer` for its link to relay `ownIndex`: the peer's host at its base port plus our index. */
-export function linkPeerEndpoint(peer: RelayRecord, ownIndex: number): string {
+/**
+ * Where to reach `peer` for its link to relay `ownIndex`: the peer's host at its base port plus our
+ * index. A host given as a name is programmed as the address it resolved to (`resolutions`); while it
+ * has none, null: WireGuard keeps the endpoint it has, answers the peer's own handshakes and learns
+ * its endpoint from them (roaming). Never a name: `wg` would resolve it on every round, or fail.
+ */
+export function linkPeerEndpoint(peer: RelayRecord, ownIndex: number, resolutions: Resolutions = {}): string | null {
   const ep = parseEndpoint(peer.endpoint);
   if (!ep) throw new Error(`bad endpoint ${peer.endpoint} of relay ${peer.id}`);
-  const host = ep.host.includes(':') ? `[${ep.host}]` : ep.host;
-  return `${host}:${ep.port + ownIndex}`;
+  const host = resolvedHost(peer, resolutions);
+  return host === null ? null : formatEndpoint(host, ep.port + ownIndex);
 }
 
 export function meshScope(wgPrefix: string, self: RelayRecord): KernelScope {
@@ -65,8 +71,11 @@ export function meshScope(wgPrefix: string, self: RelayRecord): KernelScope {
   return { devicePrefix: meshDevicePrefix(wgPrefix, meshIndex(self.meshAddress)), rulePriorities: [0, -1], sysctls: [], nftTables: [] };
 }
 
-/** One link's device and routes: our mesh address on it, the peer's mesh address and client pool through it, and its exit table. */
-export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOptions): { device: DesiredWgDevice; routes: RouteState[] } {
+/**
+ * One link's device and routes: our mesh address on it, the peer's mesh address and client pool
+ * through it, and its exit table. `resolutions`: the addresses the peers' endpoint names resolved to.
+ */
+export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOptions, resolutions: Resolutions = {}): { device: DesiredWgDevice; routes: RouteState[] } {
   const own = meshIndex(self.meshAddress);
   const peerIdx = meshIndex(peer.meshAddress);
   const dev = linkDevice(opts.wgPrefix, own, peerIdx);
@@ -79,7 +88,7 @@ export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOption
       mtu: opts.mtu,
       addresses: [`${self.meshAddress}/32`],
       up: true,
-      peers: [{ publicKey: peer.publicKey, endpoint: linkPeerEndpoint(peer, own), allowedIps: ['0.0.0.0/0'], keepaliveSeconds: opts.keepaliveSeconds }],
+      peers: [{ publicKey: peer.publicKey, endpoint: linkPeerEndpoint(peer, own, resolutions), allowedIps: ['0.0.0.0/0'], keepaliveSeconds: opts.keepaliveSeconds }],
     },
     routes: [
       { dst: `${peer.meshAddress}/32`, dev, table: MAIN_TABLE, src: self.meshAddress },
@@ -91,11 +100,11 @@ export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOption
 }
 
 /** The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state. */
-export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[], opts: MeshOptions): DesiredHostState {
+export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[], opts: MeshOptions, resolutions: Resolutions): DesiredHostState {
   const state: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
   for (const p of [...peers].sort((a, b) => a.id.localeCompare(b.id))) {
     if (p.id === self.id) continue;
-    const l = linkState(self, p, opts);
+    const l = linkState(self, p, opts, resolutions);
     state.devices[l.device.name] = l.device;
     state.routes.push(...l.routes);
   }

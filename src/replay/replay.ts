@@ -8,6 +8,7 @@ import type { ClientSession, RelayRecord, TopologyEvent } from '../events/topolo
 import { clientScope, type ClientOptions } from '../kernel/clients.ts';
 import type { DesiredHostState, HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
+import { retainResolutions, type Resolutions } from '../kernel/endpoint-resolution.ts';
 import { desiredMeshState, meshScope, type MeshOptions } from '../kernel/mesh.ts';
 import { planKernel } from '../kernel/plan.ts';
 
@@ -24,7 +25,8 @@ import { planKernel } from '../kernel/plan.ts';
  *   operation is applied in order.
  * - Each recorded round is also checked: the desired state named by its causation id is derived again
  *   with the live relay's functions (`desiredMeshState`, `clientsDesired`) and planned with
- *   `planKernel` against the replayed host; the operations must be those recorded.
+ *   `planKernel` against the replayed host; the operations must be those recorded. Peer endpoint
+ *   names are derived with the addresses the relay recorded (`PeerEndpointResolved`), never looked up.
  */
 
 export interface ReplayOptions {
@@ -189,6 +191,12 @@ export class RelayReplay {
 
   // What the topology and clients actors of the current run hold (mirrors their contexts).
   private tearingDown = false;
+  /** The topology actor's view as it last took one (peers), and what their endpoint names resolved to. */
+  private meshSelf: RelayRecord | null = null;
+  private meshPeers: RelayRecord[] = [];
+  private resolved: Resolutions = {};
+  /** The actor's last view could not be rebuilt: rounds it causes are unchecked. */
+  private meshViewUnavailable = false;
   private clientsSelf: RelayRecord | null = null;
   private clientsRelays: Readonly<Record<string, RelayRecord>> = {};
   private clientsSessions: Record<string, ClientSession> = {};
@@ -241,6 +249,10 @@ export class RelayReplay {
         this.links.clear();
         this.sessions.clear();
         this.tearingDown = false;
+        this.meshSelf = null;
+        this.meshPeers = [];
+        this.resolved = {};
+        this.meshViewUnavailable = false;
         this.clientsSelf = null;
         this.clientsRelays = {};
         this.clientsSessions = {};
@@ -298,6 +310,9 @@ export class RelayReplay {
         return;
       case 'RelayStopped':
         this.relayState = 'stopped';
+        return;
+      case 'PeerEndpointResolved':
+        this.endpointResolved(ev.data, ev.id);
         return;
       case 'LinkStateChanged': {
         const d = ev.data;
@@ -396,15 +411,18 @@ export class RelayReplay {
     if (this.tearingDown) return;
     if (!view) {
       // The actors got a view the replay cannot rebuild: rounds that name this cause are unchecked.
+      this.meshViewUnavailable = true;
       this.remember('mesh', cause, { derive: null });
       this.remember('clients', cause, { derive: null });
       return;
     }
     const self = view.relays[this.relayId];
     if (!self) return;
-    const meshOpts = c ? this.meshOptions(c) : null;
-    const peers = meshPeers(view, this.relayId);
-    this.remember('mesh', cause, { derive: meshOpts ? { self, state: () => desiredMeshState(self, peers, meshOpts) } : null });
+    this.meshSelf = self;
+    this.meshViewUnavailable = false;
+    this.meshPeers = meshPeers(view, this.relayId);
+    this.resolved = retainResolutions(this.resolved, this.meshPeers);
+    this.rememberMesh(cause);
     this.clientsSelf = self;
     this.clientsRelays = view.relays;
     this.clientsSessions = Object.fromEntries(sessionsOfEntry(view, this.relayId).map((s) => [s.id, s]));
@@ -415,6 +433,26 @@ export class RelayReplay {
       if (now && now.exitId !== s.exitId) this.sessions.set(s.sessionId, { ...s, exitId: now.exitId });
     }
     this.rememberClients(cause);
+  }
+
+  /** The mesh state the topology actor asks for now (its peers and resolutions are never mutated, only replaced). */
+  private rememberMesh(cause: string): void {
+    const c = this.config;
+    const self = this.meshSelf!;
+    const peers = this.meshPeers;
+    const resolved = this.resolved;
+    const meshOpts = c ? this.meshOptions(c) : null;
+    this.remember('mesh', cause, { derive: meshOpts && !this.meshViewUnavailable ? { self, state: () => desiredMeshState(self, peers, meshOpts, resolved) } : null });
+  }
+
+  /**
+   * The topology actor folded a resolution that changed what it knows. Recorded results are exactly
+   * the ones it kept, so they are taken as they are; one that changed the address caused a mesh round.
+   */
+  private endpointResolved(d: { peerId: string; host: string; address: string | null; error: string | null }, cause: string): void {
+    if (this.tearingDown || !this.meshSelf) return;
+    this.resolved = { ...this.resolved, [d.peerId]: { host: d.host, address: d.address, error: d.error } };
+    this.rememberMesh(cause);
   }
 
   private rememberClients(cause: string): void {

@@ -39,6 +39,8 @@ function describeCause(ev: RelayEvent): string | null {
       return `RelayDraining (${ev.data.signal})`;
     case 'ClientSessionStateChanged':
       return ev.data.state === 'expired' ? `session ${ev.data.sessionId} expired` : null;
+    case 'PeerEndpointResolved':
+      return `${ev.data.peerId}'s endpoint ${ev.data.host} ${ev.data.address ? `resolved to ${ev.data.address}` : `unresolved (${ev.data.error})`}`;
     default:
       return null;
   }
@@ -73,6 +75,10 @@ export class TimelineBuilder {
         if (this.sel.session || (this.sel.link && ev.data.peerId !== this.sel.link)) return;
         this.devices.add(ev.data.device);
         this.items.push({ ...at, subject: `link ${ev.data.peerId}`, what: ev.data.state, cause: ev.data.reason });
+        return;
+      case 'PeerEndpointResolved':
+        if (this.sel.session || (this.sel.link && ev.data.peerId !== this.sel.link)) return;
+        this.items.push({ ...at, subject: `link ${ev.data.peerId}`, what: ev.data.address ? `endpoint ${ev.data.host} is ${ev.data.address}` : `endpoint ${ev.data.host} unresolved`, cause: ev.data.error ?? 'name resolved' });
         return;
       case 'ClientSessionStateChanged':
         if (this.sel.link || (this.sel.session && ev.data.sessionId !== this.sel.session)) return;

@@ -43,6 +43,19 @@ export const svcNamespace = (simId: string) => `rcs-${simId}-svc`;
 export const relayNamespace = (simId: string, index: number) => `rcs-${simId}-r${index}`;
 export const clientNamespace = (simId: string, index: number) => `rcs-${simId}-c${index}`;
 /** True for every namespace a sim with this id creates. */
+/**
+ * The name relay i has in the sim's own hosts file (every relay namespace's /etc/hosts): its public
+ * address. `.test` is reserved for testing (RFC 6761): no real DNS server has it.
+ */
+export const relayHostName = (index: number) => `relay-${index}.sim.test`;
+
+/** The hosts file of a relay namespace: localhost, and every possible relay's name. */
+export function simHostsFile(): string {
+  const lines = ['127.0.0.1 localhost', '::1 localhost'];
+  for (let i = 1; i <= MAX_RELAYS; i++) lines.push(`${relayPublicAddress(i)} ${relayHostName(i)}`);
+  return lines.join('\n') + '\n';
+}
+
 export const isSimNamespace = (simId: string, ns: string) => ns.startsWith(`rcs-${simId}-`);
 
 /** The bridge-side end of a node's veth pair (at most 9 characters; the limit is 15). */

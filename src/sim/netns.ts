@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 
 /**
@@ -33,8 +33,30 @@ export async function addNetns(name: string): Promise<void> {
   await ip(['-n', name, 'link', 'set', 'lo', 'up']);
 }
 
-/** Delete a namespace; false when it did not exist. Its veth ends (and their peers) go with it. */
+/** Where `ip netns exec NAME` finds the files it bind-mounts over /etc (resolv.conf, hosts). */
+export const NETNS_ETC = '/etc/netns';
+
+/**
+ * Give processes started in `name` (by `ip netns exec`) a resolver of their own: DNS goes to the
+ * namespace's own loopback, where nothing answers (a lookup fails at once, and no query leaves the
+ * namespace), and /etc/hosts is `hosts` (default: localhost only). Removed with the namespace by
+ * {@link deleteNetns}.
+ */
+export function isolateDns(name: string, hosts = '127.0.0.1 localhost\n::1 localhost\n'): void {
+  const dir = `${NETNS_ETC}/${name}`;
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  writeFileSync(`${dir}/resolv.conf`, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n', { mode: 0o644 });
+  writeFileSync(`${dir}/hosts`, hosts, { mode: 0o644 });
+}
+
+/** Delete a namespace (and its files in /etc/netns); false when it did not exist. Its veth ends (and their peers) go with it. */
 export async function deleteNetns(name: string): Promise<boolean> {
+  rmSync(`${NETNS_ETC}/${name}`, { recursive: true, force: true });
+  try {
+    rmdirSync(NETNS_ETC);
+  } catch {
+    /* not empty (other namespaces' files) or not there */
+  }
   if (!(await listNetns()).includes(name)) return false;
   await ip(['netns', 'del', name]);
   return true;

@@ -28,6 +28,7 @@ import {
   relayNamespace,
   relayPublicAddress,
   SIM_INTERNET,
+  simHostsFile,
   SVC_ADDRESS,
   svcNamespace,
   vethName,
@@ -171,12 +172,17 @@ async function createNode(sim: Sim, ns: string, node: 'svc' | number | null): Pr
   }
   const veth = { name: vethName(simId, node), namespace: inetNamespace(simId), peer: PUBLIC_IF, peerNamespace: ns };
   sim.record((m) => m.veths.push(veth));
+  // A relay resolves its peers' endpoint names: inside the sim, never with the host's resolver.
+  if (node !== 'svc') host.isolateDns(ns, simHostsFile());
   const address = node === 'svc' ? SVC_ADDRESS : relayPublicAddress(node);
   await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns, inner: veth.peer, cidr: `${address}/${PREFIX_LEN}`, gateway: BRIDGE_ADDRESS });
 }
 
-/** A relay's record, namespace and token; not yet its process. */
-async function createRelay(sim: Sim, relayId: string): Promise<SimRelay> {
+/**
+ * A relay's record, namespace and token; not yet its process. `endpoint`: what it registers as its
+ * public endpoint, instead of its public address and port (a name, to test resolution).
+ */
+async function createRelay(sim: Sim, relayId: string, endpoint?: string): Promise<SimRelay> {
   if (sim.m.relays.some((r) => r.id === relayId)) throw new Error(`the sim already has ${relayId}`);
   const index = allocateRelayIndex(relayId, new Set(sim.m.relays.map((r) => r.index)));
   if (index === null) throw new Error('the sim has no room for another relay (250 at most)');
@@ -186,7 +192,7 @@ async function createRelay(sim: Sim, relayId: string): Promise<SimRelay> {
     index,
     namespace: relayNamespace(sim.m.simId, index),
     publicAddress: relayPublicAddress(index),
-    endpoint: `${relayPublicAddress(index)}:${RELAY_PORT}`,
+    endpoint: endpoint ?? `${relayPublicAddress(index)}:${RELAY_PORT}`,
     meshAddress: null,
     publicKey: null,
     stateDir,
@@ -366,11 +372,12 @@ async function recordIdentities(dir: string, relays: RelayObservation[]): Promis
 // ---------------------------------------------------------------------------------------------
 // changing relays
 
-export async function addRelay(dir: string, relayId: string | undefined, out: Out): Promise<SimRelay> {
+/** A new relay; `endpoint` (optional) is what it registers instead of its public address and port. */
+export async function addRelay(dir: string, relayId: string | undefined, out: Out, endpoint?: string): Promise<SimRelay> {
   const sim = new Sim(loadSim(dir));
   const taken = new Set(sim.m.relays.map((r) => r.index));
   const id = relayId ?? defaultRelayId(allocateRelayIndex('', taken) ?? 0);
-  const relay = await createRelay(sim, id);
+  const relay = await createRelay(sim, id, endpoint);
   startRelay(sim, relay);
   out(`sim ${sim.m.simId}: added ${id} in ${relay.namespace} at ${relay.endpoint}`);
   return relay;

@@ -129,7 +129,7 @@ describe('relay-core sim: a relay network from network namespaces', () => {
   });
 
   it('refuses bad usage with exit 2', async () => {
-    for (const args of [['frob'], ['up', '--relays', '0'], ['status', '--relays', '3'], ['stop'], ['kill', '--relay', 'Bad_Id'], ['up', '--wait', 'soon']]) {
+    for (const args of [['frob'], ['up', '--relays', '0'], ['status', '--relays', '3'], ['stop'], ['kill', '--relay', 'Bad_Id'], ['up', '--wait', 'soon'], ['add', '--endpoint', 'no-port'], ['up', '--endpoint', 'a.invalid:1']]) {
       const r = await sim(args, 30_000);
       expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toMatch(/^relay-core sim: /);

@@ -1,6 +1,7 @@
 import { assign, createActor, fromCallback, fromPromise, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { PeerLinkActor } from '../../src/actors/peer-link.machine.ts';
-import { topologyMachine, type TopologyInput } from '../../src/actors/topology.machine.ts';
+import { topologyMachine, type PeerEndpointResolvedEmission, type ResolvedEvent, type ResolverEvent, type TopologyInput } from '../../src/actors/topology.machine.ts';
+import type { ResolveTarget } from '../../src/kernel/endpoint-resolution.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
 import type { RelayRecord } from '../../src/events/topology.events.ts';
 import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
@@ -13,12 +14,24 @@ export const meshHarnessInput: TopologyInput = {
   timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
 };
 
-/** The topology and kernel actors of relay-1 as the relay actor runs them, on the in-memory host (tests, benchmarks). */
+/**
+ * The topology and kernel actors of relay-1 as the relay actor runs them, on the in-memory host (tests,
+ * benchmarks). The resolver is a fake: `resolver.targets` is what it was last told to resolve, and
+ * `resolve(...)` reports a lookup's outcome as the real one would. `log` has every event the actors
+ * emitted, in order.
+ */
 export function meshHarness(backend = new MemoryKernelBackend()) {
   const observers: { sendBack: (e: { type: string; [k: string]: unknown }) => void; devices: string[] }[] = [];
   const emitted: KernelEmission[] = [];
+  const log: (KernelEmission | PeerEndpointResolvedEmission)[] = [];
+  const resolver = { targets: [] as ResolveTarget[], sendBack: null as ((e: ResolvedEvent) => void) | null };
   const kernel = kernelMachine.provide({
-    actions: { emit: (_, ems) => void emitted.push(...ems) },
+    actions: {
+      emit: (_, ems) => {
+        emitted.push(...ems);
+        log.push(...ems);
+      },
+    },
     actors: {
       reconcile: fromPromise(async ({ input: i }) => reconcileWith(backend)(i)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
@@ -31,7 +44,19 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
   });
   const root = setup({
     types: { context: {} as { tornDown: boolean }, events: {} as { type: 'VIEW'; view: TopologyView; cause: string | null } | { type: 'TEARDOWN'; cause: string | null } | { type: 'MESH_TORN_DOWN' } },
-    actors: { kernel, topology: topologyMachine },
+    actors: {
+      kernel,
+      topology: topologyMachine.provide({
+        actions: { emit: (_, e) => void log.push(e) },
+        actors: {
+          resolver: fromCallback<ResolverEvent, Record<string, never>>(({ sendBack, receive }) => {
+            resolver.sendBack = sendBack as (e: ResolvedEvent) => void;
+            receive((e) => (resolver.targets = e.targets));
+            return () => {};
+          }),
+        },
+      }),
+    },
   }).createMachine({
     context: { tornDown: false },
     invoke: [
@@ -65,6 +90,11 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
   const observe = (nowMs: number) => {
     for (const o of observers) o.sendBack({ type: 'OBSERVED', observations: [], nowMs });
   };
-  return { actor, backend, view, links, idle, observe, observers, kernelRef, emitted };
+  /** The resolver reports an outcome for a peer's host (an address, or an error); then the kernel settles. */
+  const resolve = async (peerId: string, host: string, address: string | null, error: string | null = address ? null : 'getaddrinfo ENOTFOUND ' + host) => {
+    resolver.sendBack!({ type: 'RESOLVED', peerId, host, address, error });
+    await idle();
+  };
+  return { actor, backend, view, links, idle, observe, observers, kernelRef, emitted, log, resolver, resolve };
 }
 

@@ -31,7 +31,7 @@ describe('mesh layout', () => {
 
   it('a view gives one device per other relay with a default-routing peer, and routes to its mesh address and pool', () => {
     const self = relay(1);
-    const s = desiredMeshState(self, [self, relay(2), relay(3)], opts);
+    const s = desiredMeshState(self, [self, relay(2), relay(3)], opts, {});
     expect(Object.keys(s.devices)).toEqual(['rc1m2', 'rc1m3']);
     expect(s.devices.rc1m2).toMatchObject({ publicKey: self.publicKey, privateKeyFile: '/s/wg.key', listenPort: 51822, mtu: 1420, addresses: ['100.64.0.1/32'], up: true });
     expect(s.devices.rc1m2!.peers).toEqual([{ publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 }]);

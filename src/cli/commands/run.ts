@@ -36,11 +36,16 @@ Mesh (one point-to-point WireGuard device per other relay; see docs/datapath.md)
   --link-stale-after MS      peer silent this long: link stale (default 180000, WireGuard's reject window)
   --link-down-after MS       peer silent this long: link down (default 540000)
   --observe-interval MS      how often handshakes and counters are read (default 5000)
+  --resolve-interval MS      how often peer endpoints given as DNS names are looked up again
+                             (default 60000; a failed lookup is retried after 2 s, doubling)
   --kernel linux|memory      program this host (default) or only an in-memory model of it (dry run)
   --wg-impl auto|kernel|userspace   kernel WireGuard, wireguard-go, or whichever works (default auto)
 
 Each link listens on UDP port (endpoint port + peer's mesh index): open that range. On SIGTERM the
 relay also removes its mesh devices; after a crash (SIGKILL) they stay up and a restart adopts them.
+A peer endpoint given as a DNS name is programmed as the address it resolves to (IPv4 or IPv6,
+whichever this host has); until it resolves, the peer's WireGuard endpoint is left unset and learned
+from the peer's handshakes. Each change is logged and published (PeerEndpointResolved).
 
 Clients (stock WireGuard clients enter here and leave at the exit they chose; see docs/clients.md):
   --client-idle-after MS     a client not heard this long is idle (default 180000)
@@ -88,6 +93,7 @@ export const command: Command = {
     'link-stale-after': { type: 'string' },
     'link-down-after': { type: 'string' },
     'observe-interval': { type: 'string' },
+    'resolve-interval': { type: 'string' },
     kernel: { type: 'string' },
     'wg-impl': { type: 'string' },
     'client-idle-after': { type: 'string' },
@@ -124,6 +130,7 @@ export const command: Command = {
       linkStaleAfterMs: intOpt(v['link-stale-after'], 'link-stale-after', 180_000, 100, 86_400_000),
       linkDownAfterMs: intOpt(v['link-down-after'], 'link-down-after', 540_000, 100, 86_400_000),
       observeIntervalMs: intOpt(v['observe-interval'], 'observe-interval', 5_000, 100, 3_600_000),
+      resolveIntervalMs: intOpt(v['resolve-interval'], 'resolve-interval', 60_000, 1_000, 86_400_000),
       kernel: str(v.kernel, 'kernel') ?? 'linux',
       wgImpl: str(v['wg-impl'], 'wg-impl') ?? 'auto',
       clientIdleAfterMs: intOpt(v['client-idle-after'], 'client-idle-after', 180_000, 1_000, 86_400_000),

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CliError, intOpt, str, type Command } from '../args.ts';
 import { RelayIdSchema } from '../../events/envelope.ts';
+import { parseEndpoint } from '../../events/topology.events.ts';
 import { MAX_RELAYS } from '../../sim/layout.ts';
 import { withStateDirLock } from '../../sim/manifest.ts';
 import { addRelay, down, loadSim, observe, preflight, restartRelay, stopRelay, up, waitConverged, type Out, type Settings } from '../../sim/network.ts';
@@ -11,7 +12,7 @@ import { convergence, renderStatus, type ConvergenceMode } from '../../sim/statu
 const usage = `Usage: relay-core sim [--relays N] [up options]      the network in the foreground; Ctrl-C removes it
        relay-core sim up [--relays N] [up options]   build it, wait, leave it running in the background
        relay-core sim status [--json]
-       relay-core sim add [--relay ID] [wait options]
+       relay-core sim add [--relay ID] [--endpoint HOST:PORT] [wait options]
        relay-core sim stop|kill --relay ID
        relay-core sim restart --relay ID [wait options]
        relay-core sim down [--purge]
@@ -40,7 +41,12 @@ Subcommands:
   status    Every relay (process, state, mesh and public address, topology) and every link (state
             and handshake age as each end sees it), from the relays' status sockets. Says whether
             the sim has converged and if not, what is missing (exit 0 either way).
-  add       A new relay (namespace, address, scoped token, process); then waits like up.
+  add       A new relay (namespace, address, scoped token, process); then waits like up. With
+            --endpoint it registers that endpoint instead of its address and port 51820: a DNS
+            name tests how relays resolve names. A relay's DNS stays in its namespace: names come
+            from its own hosts file, which has relay-<i>.sim.test for relay i's address, and any
+            other name (use the reserved .invalid TLD) never resolves: queries go to the
+            namespace's loopback, where nothing answers.
   stop      SIGTERM a relay: it deregisters and removes its links (SIGKILL after 15 s).
   kill      SIGKILL a relay, as a crash would. Its WireGuard devices (wireguard-go processes) stay
             and keep its links up until a restart adopts them.
@@ -64,6 +70,7 @@ Options:
   --state-dir DIR            manifest.json, logs, keys, tokens, databases (default ./.state/sim)
   --relays N                 number of relays, 1-${MAX_RELAYS} (default 3)
   --relay ID                 the relay to add, stop, kill or restart (add: default relay-<lowest free i>)
+  --endpoint HOST:PORT       add: the endpoint the relay registers (default its address:51820)
   --wait mesh|topology|none  what up, add and restart wait for (default mesh; topology: no links)
   --timeout S                how long they wait once the relays run, 1-3600 (default 60)
   --db-url URL               a PostgreSQL for the control plane instead of the embedded one. The
@@ -108,7 +115,7 @@ const ALLOWED: Record<Subcommand, string[]> = {
   foreground: UP_OPTIONS,
   up: UP_OPTIONS,
   status: ['json'],
-  add: ['relay', ...WAIT_OPTIONS],
+  add: ['relay', 'endpoint', ...WAIT_OPTIONS],
   stop: ['relay'],
   kill: ['relay'],
   restart: ['relay', ...WAIT_OPTIONS],
@@ -126,6 +133,7 @@ export const command: Command = {
     'state-dir': { type: 'string' },
     relays: { type: 'string' },
     relay: { type: 'string' },
+    endpoint: { type: 'string' },
     wait: { type: 'string' },
     timeout: { type: 'string' },
     'db-url': { type: 'string' },
@@ -149,6 +157,7 @@ export const command: Command = {
     const dir = resolve(str(v['state-dir'], 'state-dir') ?? '.state/sim');
     const relayId = relayOpt(v, sub);
     const wait = waitOpts(v);
+    const endpoint = endpointOpt(v);
     const build = sub === 'up' || sub === 'foreground' ? upSettings(v) : null;
     if (process.getuid?.() !== 0) {
       process.stderr.write('relay-core sim needs root (network namespaces, WireGuard devices); run it with sudo\n');
@@ -164,7 +173,7 @@ export const command: Command = {
         case 'status':
           return await status(dir, v.json === true, out);
         case 'add':
-          await withStateDirLock(dir, () => addRelay(dir, relayId, out));
+          await withStateDirLock(dir, () => addRelay(dir, relayId, out, endpoint));
           return await report(dir, wait, out, interruptible());
         case 'stop':
         case 'kill':
@@ -243,6 +252,12 @@ function relayOpt(v: Values, sub: Subcommand): string | undefined {
   }
   if (!RelayIdSchema.safeParse(id).success) throw usageError(`--relay ${JSON.stringify(id)} is not a relay id (1-63 characters of a-z, 0-9 and -)`);
   return id;
+}
+
+function endpointOpt(v: Values): string | undefined {
+  const ep = str(v.endpoint, 'endpoint');
+  if (ep !== undefined && !parseEndpoint(ep)) throw usageError(`--endpoint ${JSON.stringify(ep)} is not HOST:PORT (IPv4, [IPv6] or DNS name, port 1-65535)`);
+  return ep;
 }
 
 interface WaitOpts {
