@@ -34,6 +34,8 @@ export const RUN = `rc-${randomUUID().slice(0, 8)}`;
 const LABEL = 'relay-core.test';
 const CP_STATE = '/var/lib/relay-core-cp';
 const CP_PORT = 54321;
+/** The Docker engine's networks (scripts/docker-engine.sh): the containers' "internet", which relays must allow their clients (docs/security.md). */
+const ENGINE_NETWORKS = '198.19.0.0/16';
 
 let networks = 0;
 
@@ -190,7 +192,7 @@ export class RelayContainer extends RunContainer {
     this.relayId = relayId;
     this.withTun()
       .withHostname(relayId)
-      .withEnvironment({ RELAYNET_RELAY_ID: relayId, RELAYNET_LOG_LEVEL: 'info' })
+      .withEnvironment({ RELAYNET_RELAY_ID: relayId, RELAYNET_LOG_LEVEL: 'info', RELAYNET_CLIENT_ALLOW: ENGINE_NETWORKS })
       .withWaitStrategy(Wait.forHealthCheck())
       .withStartupTimeout(120_000);
     // Namespaced sysctls are set at creation: /proc/sys is read-only in a container. The relay finds
