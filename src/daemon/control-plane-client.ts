@@ -124,13 +124,20 @@ export class ControlPlaneError extends Error {
   readonly status: number | null;
   readonly code: string | null;
   readonly field: string | null;
-  constructor(kind: ControlPlaneError['kind'], message: string, extra: { status?: number | null; code?: string | null; field?: string | null } = {}) {
+  /** A 429's `Retry-After`, in milliseconds: the next attempt waits at least this long. */
+  readonly retryAfterMs: number | null;
+  constructor(
+    kind: ControlPlaneError['kind'],
+    message: string,
+    extra: { status?: number | null; code?: string | null; field?: string | null; retryAfterMs?: number | null } = {},
+  ) {
     super(message);
     this.name = 'ControlPlaneError';
     this.kind = kind;
     this.status = extra.status ?? null;
     this.code = extra.code ?? null;
     this.field = extra.field ?? null;
+    this.retryAfterMs = extra.retryAfterMs ?? null;
   }
 }
 
@@ -142,6 +149,15 @@ export interface RetryPolicy {
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 6, baseMs: 250, maxMs: 5_000 };
+
+/** The longest `Retry-After` a relay honours; a longer one waits this long and asks again. */
+export const MAX_RETRY_AFTER_MS = 60_000;
+
+/** `Retry-After` seconds (a 429's header) in milliseconds, capped; null when absent or not a number of seconds. Pure. */
+export function retryAfterMs(header: string | null): number | null {
+  if (header === null || !/^\d{1,6}$/.test(header.trim())) return null;
+  return Math.min(Number(header.trim()) * 1000, MAX_RETRY_AFTER_MS);
+}
 
 /** Exponential backoff with full jitter; `random` is injected for tests. Pure. */
 export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
@@ -218,8 +234,9 @@ export class ControlPlaneClient {
         if (e.kind !== 'unreachable') throw e;
         last = e;
         if (attempt + 1 >= retry.attempts) break;
-        const delay = backoffDelay(attempt, retry);
-        this.#log.warn({ fn, attempt: attempt + 1, delayMs: delay, err: e.message }, 'control plane unreachable, retrying');
+        // A rate-limited call waits as long as the control plane asks (the attempt count still bounds it).
+        const delay = Math.max(backoffDelay(attempt, retry), e.retryAfterMs ?? 0);
+        this.#log.warn({ fn, attempt: attempt + 1, delayMs: delay, err: e.message }, e.status === 429 ? 'rate limited by the control plane, retrying' : 'control plane unreachable, retrying');
         await sleep(delay, signal);
       }
     }
@@ -246,7 +263,8 @@ export class ControlPlaneClient {
         const status = res.status;
         const msg = `${fn}: ${status} ${payload.error ?? ''}${payload.field ? ` (${payload.field})` : ''}: ${payload.message ?? res.statusText}`;
         if (status >= 500 || status === 429 || status === 408) {
-          return Promise.reject(new ControlPlaneError('unreachable', msg, { status, code: payload.error ?? null, field: payload.field ?? null }));
+          const wait = status === 429 ? retryAfterMs(res.headers.get('retry-after')) : null;
+          return Promise.reject(new ControlPlaneError('unreachable', msg, { status, code: payload.error ?? null, field: payload.field ?? null, retryAfterMs: wait }));
         }
         throw new ControlPlaneError('refused', msg, { status, code: payload.error ?? null, field: payload.field ?? null });
       }

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControlPlaneClient, ControlPlaneError } from '../../src/daemon/control-plane-client.ts';
+import { ControlPlaneClient, ControlPlaneError, retryAfterMs } from '../../src/daemon/control-plane-client.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { freePort } from '../../src/lib/ports.ts';
 
@@ -9,16 +9,18 @@ const log = rootLogger({ test: 'cp-client' }, 'silent');
 const fast = { attempts: 4, baseMs: 5, maxMs: 20 };
 
 /** A stand-in for the gateway: answers each request from a script (unit test of the client's error handling). */
-async function fakeGateway(script: ((path: string) => { status: number; body: unknown })[]): Promise<{ url: string; hits: string[]; server: Server }> {
+async function fakeGateway(script: ((path: string) => { status: number; body: unknown; headers?: Record<string, string> })[]): Promise<{ url: string; hits: string[]; times: number[]; server: Server }> {
   const hits: string[] = [];
+  const times: number[] = [];
   const server = createServer((req, res) => {
     hits.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
+    times.push(Date.now());
     const step = script[Math.min(hits.length - 1, script.length - 1)]!(req.url ?? '');
-    res.writeHead(step.status, { 'content-type': 'application/json' });
+    res.writeHead(step.status, { 'content-type': 'application/json', ...step.headers });
     res.end(JSON.stringify(step.body));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, hits, server };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, hits, times, server };
 }
 
 let servers: Server[] = [];
@@ -42,6 +44,20 @@ describe('control-plane client', () => {
     const c = new ControlPlaneClient({ url: g.url, key: 'k', logger: log, retry: fast });
     await expect(c.deregister('relay-1')).resolves.toEqual({ revision: 1 });
     expect(g.hits).toHaveLength(3);
+  });
+
+  it('a 429 waits at least its Retry-After before the next attempt', async () => {
+    const g = await fakeGateway([() => ({ status: 429, body: { error: 'rate_limited', retryAfterSeconds: 1 }, headers: { 'retry-after': '1' } }), () => ({ status: 200, body: { revision: 1 } })]);
+    servers.push(g.server);
+    const c = new ControlPlaneClient({ url: g.url, key: 'k', logger: log, retry: fast });
+    await expect(c.deregister('relay-1')).resolves.toEqual({ revision: 1 });
+    expect(g.hits).toHaveLength(2);
+    // The backoff alone would wait at most 20 ms.
+    expect(g.times[1]! - g.times[0]!).toBeGreaterThanOrEqual(950);
+    expect(retryAfterMs('3')).toBe(3_000);
+    expect(retryAfterMs('86400')).toBe(60_000);
+    expect(retryAfterMs('soon')).toBeNull();
+    expect(retryAfterMs(null)).toBeNull();
   });
 
   it('does not retry a refusal and reports status, code and field', async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { prng, type Rng } from '../support/prng.ts';
 import type { ClientSession, RelayRecord } from '../../src/events/topology.events.ts';
 import { clientDevice, clientRulePriorities, clientScope, desiredClientState, nftTableName, releasedClientState, type ClientOptions } from '../../src/kernel/clients.ts';
 import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
@@ -14,19 +15,6 @@ import { relay } from '../support/given.ts';
  * fail-closed rule); and a peer this plan adds never runs under a table other than the desired one.
  */
 
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return { int, chance: (p: number) => next() < p, pick: <T,>(xs: readonly T[]): T => xs[int(xs.length)]! };
-}
-type Rng = ReturnType<typeof prng>;
 
 const relays: Record<string, RelayRecord> = Object.fromEntries([1, 2, 3, 4].map((n) => [`relay-${n}`, relay(n)]));
 const self = relays['relay-1']!;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { prng, type Rng } from '../support/prng.ts';
 import { applyPlan, dependsOn, describeOp } from '../../src/kernel/execute.ts';
 import {
   KernelOpError,
@@ -25,26 +26,6 @@ const KEYS = Array.from({ length: 6 }, (_, i) => key(i));
 // ---------------------------------------------------------------------------------------------------
 // Random host states the kernel can hold (see the preconditions in plan.ts).
 
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    // mulberry32
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return {
-    int,
-    chance: (p: number) => next() < p,
-    pick: <T,>(xs: readonly T[]): T => xs[int(xs.length)]!,
-    subset: <T,>(xs: readonly T[], p = 0.5): T[] => xs.filter(() => next() < p),
-    shuffle: <T,>(xs: readonly T[]): T[] => xs.map((x) => [next(), x] as const).sort((a, b) => a[0] - b[0]).map(([, x]) => x),
-  };
-}
-type Rng = ReturnType<typeof prng>;
 
 const DEVICE_NAMES = Array.from({ length: 8 }, (_, i) => `rt${i}`);
 const V4_ADDRESSES = ['100.64.0.1/32', '100.64.0.2/32', '100.64.1.1/32'];
