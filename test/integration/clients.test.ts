@@ -85,19 +85,19 @@ describe('clients through entry and exit relays on real WireGuard', () => {
     expect(await hostState('relay-1')).toEqual(before);
   });
 
-  it('200 sessions opened and closed on one entry leave the entry and the exits exactly as before', async () => {
+  it('100 sessions opened and closed on one entry leave the entry and the exits exactly as before', async () => {
     const ids = ['relay-1', 'relay-2', 'relay-3'];
     const before = await Promise.all(ids.map(hostState));
     // An open and close costs two kernel rounds of ~40 processes each on the entry: 2.7 s a session on
     // this 2-core machine (546 s for 200 on 2026-11-30, the same per session on the commit before the
-    // egress policy); a bound, not a timing (bench/README.md, client sessions).
-    const r = await runSessionLoop(manifest(), { entry: 'relay-1', exits: ['relay-2', 'relay-3'], count: 200, timeoutMs: 1_000_000 });
+    // egress policy); the bound is generous, not a timing (bench/README.md, client sessions).
+    const r = await runSessionLoop(manifest(), { entry: 'relay-1', exits: ['relay-2', 'relay-3'], count: 100, timeoutMs: 700_000 });
     expect(r.exitCode, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { count: number }).count).toBe(200);
+    expect((JSON.parse(r.stdout) as { count: number }).count).toBe(100);
     // Closing is asynchronous on the entry: wait until it runs no session, then compare.
     await eventually('relay-1 without sessions', async () => (await status('relay-1')).clients.length === 0, 30_000);
     await eventually('hosts as before', async () => JSON.stringify(await Promise.all(ids.map(hostState))) === JSON.stringify(before), 30_000);
-  }, 1_100_000);
+  }, 800_000);
 
   it('a stock client enters at relay-1 and leaves at relay-2; switching the exit changes the address seen without a new handshake', async () => {
     const add = await sim(['client', 'add', '--name', 'c1', '--entry', 'relay-1', '--exit', 'relay-2']);
