@@ -2,7 +2,7 @@ import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
 import { formatIpv4, parseCidr, parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
 import type { DesiredHostState, KernelScope, RuleState } from './host-state.ts';
 import { meshIndex } from './mesh.ts';
-import { egressRules, egressSet, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
+import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
 import { nftDigest } from './plan.ts';
 
 /**
@@ -128,24 +128,30 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
   const dev = clientDevice(opts.wgPrefix, own);
   const links = `${opts.wgPrefix}${own}m*`;
   const rules = clientEgressRules(opts);
-  const sets = rules.flatMap((r) =>
-    (['v4', 'v6'] as const)
-      .filter((f) => r[f].length > 0)
-      .map((f) => [`  set ${egressSet(r.reason, f)} {`, `    type ${f === 'v4' ? 'ipv4_addr' : 'ipv6_addr'}; flags interval;`, `    elements = { ${r[f].join(', ')} }`, '  }'].join('\n')),
-  );
-  const egress = rules.flatMap((r) =>
-    (['v4', 'v6'] as const)
-      .filter((f) => r[f].length > 0)
-      .map((f) => `    iifname "${links}" ${f === 'v4' ? 'ip' : 'ip6'} daddr @${egressSet(r.reason, f)} counter name "${refusedCounter(r.reason)}" goto refuse`),
-  );
+  const elements = egressMapElements(rules);
+  // One verdict map per family: a packet costs one lookup, whatever the number of reasons.
+  const maps = (['v4', 'v6'] as const)
+    .filter((f) => elements[f].length > 0)
+    .map((f) =>
+      [
+        `  map egress_${f} {`,
+        `    type ${f === 'v4' ? 'ipv4_addr' : 'ipv6_addr'} : verdict; flags interval;`,
+        `    elements = { ${elements[f].map((e) => `${e.cidr} : goto ${refusedCounter(e.reason)}`).join(', ')} }`,
+        '  }',
+      ].join('\n'),
+    );
+  const egress = (['v4', 'v6'] as const).filter((f) => elements[f].length > 0).map((f) => `    iifname "${links}" ${f === 'v4' ? 'ip' : 'ip6'} daddr vmap @egress_${f}`);
+  // Each reason's chain counts the refusal, then refuses.
+  const refuseChains = rules.map((r) => `  chain ${refusedCounter(r.reason)} {\n    counter name "${refusedCounter(r.reason)}" goto refuse\n  }`);
   const counters = [...Object.keys(FILTER_COUNTERS), ...rules.map((r) => refusedCounter(r.reason))].map((c) => `  counter ${c} {\n  }`);
   return [
     ...counters,
-    ...sets,
+    ...maps,
     '  chain refuse {',
     '    meta l4proto tcp reject with tcp reset',
     '    reject with icmpx type admin-prohibited',
     '  }',
+    ...refuseChains,
     // A mesh link's sources in the network's space are its peer's alone: the route back to the source
     // must go out the link it came in on (the peer's mesh address and pool are routed there).
     '  chain mesh_ingress {',
@@ -166,7 +172,7 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
     `    iifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
     `    oifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
     // Entry: the network's own space is not the internet; everything else goes to the exit, which decides.
-    `    iifname "${dev}" ip daddr ${NETWORK_SPACE} counter name "${refusedCounter('network')}" goto refuse`,
+    `    iifname "${dev}" ip daddr ${NETWORK_SPACE} goto ${refusedCounter('network')}`,
     // Fail closed: a client's packets leave the entry only into a mesh link.
     `    iifname "${dev}" oifname != "${links}" counter name "fail_closed" drop`,
     `    oifname "${dev}" ct state established,related accept`,

@@ -177,6 +177,27 @@ export function egressVerdict(rules: readonly EgressRule[], address: string): Eg
   return null;
 }
 
-/** The name of a reason's nftables counter and sets (`refused_link_local`, `egress_link_local_v4`). */
+/**
+ * The policy as one verdict map per family: every refused range once, under the first reason that
+ * holds it (later reasons lose what earlier ones already refuse), so the intervals never overlap and a
+ * packet costs one lookup whatever the number of reasons. Sorted by address.
+ */
+export function egressMapElements(rules: readonly EgressRule[]): { v4: { cidr: string; reason: EgressReason }[]; v6: { cidr: string; reason: EgressReason }[] } {
+  const out = { v4: [] as { cidr: string; reason: EgressReason }[], v6: [] as { cidr: string; reason: EgressReason }[] };
+  for (const family of ['v4', 'v6'] as const) {
+    const v6 = family === 'v6';
+    let taken: Range[] = [];
+    const parts: { range: Range; reason: EgressReason }[] = [];
+    for (const r of rules) {
+      const own = r[family].map((c) => cidrToRange(c)!.range);
+      for (const range of subtract(own, taken)) parts.push({ range, reason: r.reason });
+      taken = merge([...taken, ...own]);
+    }
+    parts.sort((a, b) => (a.range.lo < b.range.lo ? -1 : 1));
+    out[family] = parts.flatMap((p) => rangeToCidrs(p.range, v6).map((cidr) => ({ cidr, reason: p.reason })));
+  }
+  return out;
+}
+
+/** The name of a reason's nftables counter and chain (`refused_link_local`). */
 export const refusedCounter = (reason: EgressReason) => `refused_${reason.replaceAll('-', '_')}`;
-export const egressSet = (reason: EgressReason, family: 'v4' | 'v6') => `egress_${reason.replaceAll('-', '_')}_${family}`;

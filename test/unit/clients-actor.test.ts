@@ -41,8 +41,8 @@ describe('client steering, pure', () => {
 
   it('the nftables table filters clients, fails closed, clamps MSS and masquerades toward the internet', () => {
     const body = clientNftBody(r1, clientsInput.clients);
-    expect(body).toContain('set egress_operator_v4 {\n    type ipv4_addr; flags interval;\n    elements = { 198.18.0.2/32 }');
-    expect(body).toContain('iifname "rc1c" ip daddr 100.64.0.0/10 counter name "refused_network" goto refuse');
+    expect(body).toContain('198.18.0.2/32 : goto refused_operator');
+    expect(body).toContain('iifname "rc1c" ip daddr 100.64.0.0/10 goto refused_network');
     expect(body).toContain('iifname "rc1c" oifname != "rc1m*" counter name "fail_closed" drop');
     expect(body).toContain('iifname "rc1c" tcp flags syn tcp option maxseg size set rt mtu');
     expect(body).toContain('oifname "rc1c" ct state established,related accept');

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { clientNftBody, type NftOptions } from '../../src/kernel/clients.ts';
-import { cidrToRange, DEFAULT_EGRESS_DENY, egressRules, egressVerdict, type EgressOptions } from '../../src/kernel/egress.ts';
+import { cidrToRange, DEFAULT_EGRESS_DENY, egressMapElements, egressRules, egressVerdict, type EgressOptions } from '../../src/kernel/egress.ts';
 import { relay } from '../support/given.ts';
 
 const none = { denyCidrs: [] as string[], allowCidrs: [] as string[], serviceCidrs: [] as string[] } satisfies EgressOptions;
 const r1 = relay(1);
 const nft = (o: Partial<NftOptions> = {}) => clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', ...none, ...o });
 
-/** The elements of one set in a rendered table body. */
-function setElements(body: string, name: string): string[] {
-  const m = new RegExp(`set ${name} \\{[^}]*elements = \\{ ([^}]*) \\}`).exec(body);
-  return m ? m[1]!.split(', ') : [];
+/** The elements of one family's verdict map in a rendered table body, as `cidr reason`. */
+function mapElements(body: string, family: 'v4' | 'v6'): string[] {
+  const m = new RegExp(`map egress_${family} \\{[^}]*elements = \\{ ([^}]*) \\}`).exec(body);
+  return m ? m[1]!.split(', ').map((e) => e.replace(' : goto refused_', ' ').replaceAll('_', '-')) : [];
 }
 
 /** Every range the issue and docs/security.md name, IPv4 and IPv6. */
@@ -48,18 +48,39 @@ describe('egress policy, pure', () => {
     expect(egressVerdict(rules, '1.0.0.1')).toBeNull();
   });
 
-  it('renders each reason as a set of both families with a counter and a refusing rule, holding every default range', () => {
+  it('renders one verdict map per family holding every default range under its reason, a counter and a refusing chain per reason', () => {
     const body = nft();
+    const rendered = [...mapElements(body, 'v4'), ...mapElements(body, 'v6')];
     for (const [reason, cidrs] of Object.entries(DEFAULT_EGRESS_DENY)) {
       const r = reason.replaceAll('-', '_');
-      const rendered = [...setElements(body, `egress_${r}_v4`), ...setElements(body, `egress_${r}_v6`)];
-      for (const c of cidrs) expect(rendered, `${reason} ${c}`).toContain(c);
+      for (const c of cidrs) expect(rendered, `${reason} ${c}`).toContain(`${c} ${reason}`);
       expect(body).toContain(`counter refused_${r} {`);
-      expect(body).toContain(`counter name "refused_${r}" goto refuse`);
+      expect(body).toContain(`chain refused_${r} {\n    counter name "refused_${r}" goto refuse\n  }`);
     }
-    expect(setElements(body, 'egress_network_v4')).toEqual(['100.64.0.0/10']);
+    expect(rendered).toContain('100.64.0.0/10 network');
+    expect(body).toContain('iifname "rc1m*" ip daddr vmap @egress_v4');
+    expect(body).toContain('iifname "rc1m*" ip6 daddr vmap @egress_v6');
     // Refusals answer at once: a TCP reset, or ICMP administratively prohibited.
     expect(body).toContain('chain refuse {\n    meta l4proto tcp reject with tcp reset\n    reject with icmpx type admin-prohibited\n  }');
+  });
+
+  it('the maps never overlap: a range is refused under the first reason that holds it', () => {
+    const rules = egressRules({ denyCidrs: ['203.0.113.0/24', '2001:db8:5::/48'], allowCidrs: [], serviceCidrs: ['198.18.0.2/32'] });
+    const m = egressMapElements(rules);
+    for (const family of ['v4', 'v6'] as const) {
+      const ranges = m[family].map((e) => cidrToRange(e.cidr)!.range);
+      for (let i = 1; i < ranges.length; i++) expect(ranges[i]!.lo > ranges[i - 1]!.hi, `${family} ${m[family][i]!.cidr}`).toBe(true);
+    }
+    // The service address and the operator's range are cut out of the defaults that also hold them.
+    expect(m.v4.filter((e) => e.cidr === '198.18.0.2/32')).toEqual([{ cidr: '198.18.0.2/32', reason: 'service' }]);
+    expect(m.v4.find((e) => e.cidr === '198.18.0.0/31')).toEqual({ cidr: '198.18.0.0/31', reason: 'benchmark' });
+    expect(m.v4.find((e) => e.cidr === '203.0.113.0/24')!.reason).toBe('operator');
+    expect(m.v6.find((e) => e.cidr === '2001:db8:5::/48')!.reason).toBe('operator');
+    // Every address gets the same reason from the map as from the rules.
+    for (const a of ['198.18.0.2', '198.18.0.3', '203.0.113.5', '169.254.169.254', '10.9.9.9', '2001:db8:5::1', '2001:db8::1', 'fe80::1']) {
+      const inMap = [...m.v4, ...m.v6].find((e) => egressVerdict([{ reason: e.reason, v4: e.cidr.includes(':') ? [] : [e.cidr], v6: e.cidr.includes(':') ? [e.cidr] : [] }], a) !== null);
+      expect(inMap?.reason, a).toBe(egressVerdict(rules, a));
+    }
   });
 
   it('--client-allow takes a range out of the defaults, splitting a larger one, and nothing else', () => {
@@ -102,9 +123,9 @@ describe('egress policy, pure', () => {
   it('service addresses learned at registration appear in the table; a table without them differs', () => {
     const without = nft();
     const withNats = nft({ serviceCidrs: ['198.18.0.2/32', '198.18.0.3/32'] });
-    expect(setElements(withNats, 'egress_service_v4')).toEqual(['198.18.0.2/31']);
-    expect(setElements(without, 'egress_service_v4')).toEqual([]);
-    expect(without).not.toContain('egress_service_v4');
+    expect(mapElements(withNats, 'v4')).toContain('198.18.0.2/31 service');
+    expect(mapElements(without, 'v4').some((e) => e.endsWith(' service'))).toBe(false);
+    expect(without).not.toContain('refused_service');
   });
 
   it('mesh links: foreign sources dropped by the route back, forwarded traffic only from client space, the relay itself reachable only by ping', () => {
@@ -117,7 +138,7 @@ describe('egress policy, pure', () => {
     // The spoofing check comes before anything that accepts a mesh packet: at prerouting, for the relay and what it forwards.
     expect(body).toMatch(/chain mesh_ingress \{\n    type filter hook prerouting priority filter; policy accept;\n    iifname "rc1m\*" ip saddr 100\.64\.0\.0\/10 fib saddr \. iif oif missing counter name "mesh_spoofed" drop\n  \}/);
     // The egress policy applies after the source checks.
-    expect(body.indexOf('mesh_foreign" drop')).toBeLessThan(body.indexOf('@egress_network_v4'));
+    expect(body.indexOf('mesh_foreign" drop')).toBeLessThan(body.indexOf('vmap @egress_v4'));
   });
 });
 
