@@ -77,9 +77,11 @@ export function clientsDesired(
 ): DesiredHostState {
   if (c.tearingDown) return releasedClientState(c.originalSysctls);
   const live = Object.values(c.sessions).filter((s) => !c.expired.includes(s.id));
-  const serviceCidrs = [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
-  return desiredClientState(c.self!, c.relays, live, { ...c.clients, serviceCidrs });
+  return desiredClientState(c.self!, c.relays, live, { ...c.clients, serviceCidrs: serviceCidrsOf(c) });
 }
+
+/** The service addresses the relay keeps clients from: the configured ones and those of the latest registration. */
+export const serviceCidrsOf = (c: Pick<ClientsContext, 'clients' | 'services'>): string[] => [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
 
 const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => ({
   type: 'DESIRED' as const,

@@ -23,7 +23,7 @@ import { startStatusServer } from './status-server.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { clientSessionMachine, type ClientSessionEmission, type ClientSessionState } from '../actors/client-session.machine.ts';
-import { clientsMachine } from '../actors/clients.machine.ts';
+import { clientsMachine, serviceCidrsOf } from '../actors/clients.machine.ts';
 import { CLIENT_SYSCTLS, clientEgressRules, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
 import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
 import { meshIndex } from '../kernel/mesh.ts';
@@ -387,8 +387,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
     const table = policyTable();
     if (!table) return null;
     const clientsCtx = (s.children.clients?.getSnapshot() as SnapshotFrom<typeof clientsMachine> | undefined)?.context;
-    const services = [...new Set([...cfg.serviceCidrs, ...(clientsCtx?.services ?? [])])].sort();
-    const rules = clientEgressRules({ wgPrefix: cfg.wgPrefix, clientSupernet: cfg.clientSupernet, denyCidrs: cfg.clientDeny, allowCidrs: cfg.clientAllow, serviceCidrs: services });
+    if (!clientsCtx?.clients) return null;
+    const rules = clientEgressRules({ ...clientsCtx.clients, serviceCidrs: serviceCidrsOf(clientsCtx) });
     const counter = (name: string): NftCounter => policyCounters?.values[name] ?? { packets: 0, bytes: 0 };
     return {
       table,
