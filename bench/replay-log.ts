@@ -50,7 +50,7 @@ const relay = (n: number): RelayRecord => ({
   meshAddress: formatIpv4(parseIpv4('100.64.0.0')! + n),
   clientPool: `${formatIpv4(parseIpv4('100.96.0.0')! + (n - 1) * 1024)}/22`,
 });
-const mesh: MeshOptions = { wgPrefix: 'rb', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/var/lib/relay-core/wg.key', exitTableBase: 100_000 };
+const mesh: MeshOptions = { wgPrefix: 'rb', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/var/lib/relay-core/wg.key', exitTableBase: 100_000, clientPrefix6: null };
 const clients: ClientOptions = { ...mesh, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: [], allowCidrs: [], serviceCidrs: [] };
 const sysctls = { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' };
 

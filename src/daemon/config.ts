@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { prefix6Problem } from '../kernel/ipv6.ts';
 import { RelayIdSchema } from '../events/envelope.ts';
 import { EndpointSchema, Ipv4CidrSchema } from '../events/topology.events.ts';
 import { cidrToRange } from '../kernel/egress.ts';
@@ -49,5 +50,12 @@ export const RelayConfigSchema = z.object({
   clientAllow: z.array(IpCidrSchema).max(256),
   /** The control plane's addresses, resolved at start: always refused to clients (NATS's join at registration). */
   serviceCidrs: z.array(IpCidrSchema).max(256),
+  /** The clients' IPv6 /96 (src/kernel/ipv6.ts; the control plane's `client_prefix6` must agree), or null: IPv4 only. */
+  clientPrefix6: z
+    .string()
+    .refine((p) => prefix6Problem(p) === null, 'must be an IPv6 /96 with no host bits set (or off)')
+    .nullable(),
+  /** Whether clients' IPv6 may leave here: `auto` when this host has a default IPv6 route. */
+  exitIpv6: z.enum(['auto', 'on', 'off']),
 }).refine((c) => c.linkDownAfterMs >= c.linkStaleAfterMs, { message: 'link-down-after must be at least link-stale-after', path: ['linkDownAfterMs'] });
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;

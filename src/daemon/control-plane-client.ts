@@ -65,6 +65,8 @@ export interface ListClientsRequest {
 export const ClientConfigSchema = z.object({
   /** `a.b.c.d/32` */
   address: z.string(),
+  /** The client's IPv6 address, `x::y/128`; null (or absent, from control planes before IPv6) when it has none. */
+  address6: z.string().nullable().default(null),
   dns: z.array(z.string()),
   mtu: z.number().int().min(576).max(9000),
   keepaliveSeconds: z.number().int().min(0),
@@ -112,6 +114,8 @@ export interface RegisterRequest {
   publicKey: string;
   endpoint: string;
   rotateKey?: boolean;
+  /** Clients' IPv6 may leave at this relay (it has IPv6 to the internet). */
+  exitIpv6?: boolean;
 }
 
 /**

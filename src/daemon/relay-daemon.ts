@@ -24,7 +24,7 @@ import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type Fo
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { clientSessionMachine, type ClientSessionEmission, type ClientSessionState } from '../actors/client-session.machine.ts';
 import { clientsMachine, serviceCidrsOf } from '../actors/clients.machine.ts';
-import { CLIENT_SYSCTLS, clientEgressRules, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
+import { clientEgressRules, clientSysctls, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
 import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
 import { meshIndex } from '../kernel/mesh.ts';
 import type { LinkState, LinkStateChanged } from '../actors/peer-link.machine.ts';
@@ -118,22 +118,26 @@ export interface ClientStatus {
  * The client sysctls as they were before this relay first changed them, kept in STATE_DIR so that a
  * relay restarted after a crash (when they are already changed) still restores the true originals.
  */
-async function originalSysctls(backend: KernelBackend, file: string): Promise<Record<string, string>> {
+async function originalSysctls(backend: KernelBackend, file: string, keys: string[]): Promise<Record<string, string>> {
+  let kept: Record<string, string> = {};
   if (existsSync(file)) {
     try {
-      return JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>;
+      kept = JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>;
     } catch {
       /* unreadable: read the host again */
     }
   }
-  const now = await clientSysctlsNow(backend);
+  // A key the file lacks (a first start with IPv6, after starts without) is read now, before we set it.
+  const missing = keys.filter((k) => !(k in kept));
+  if (missing.length === 0) return kept;
+  const now = { ...kept, ...(await clientSysctlsNow(backend, missing)) };
   writeFileSync(file, JSON.stringify(now) + '\n', { mode: 0o600 });
   return now;
 }
 
 /** The client sysctls as the host has them now (nothing else is read). */
-async function clientSysctlsNow(backend: KernelBackend): Promise<Record<string, string>> {
-  return (await backend.read({ devicePrefix: '\u0000', rulePriorities: [0, -1], sysctls: Object.keys(CLIENT_SYSCTLS), nftTables: [] })).sysctls;
+async function clientSysctlsNow(backend: KernelBackend, keys: string[]): Promise<Record<string, string>> {
+  return (await backend.read({ devicePrefix: '\u0000', rulePriorities: [0, -1], sysctls: keys, nftTables: [] })).sysctls;
 }
 
 /**
@@ -265,9 +269,17 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
       }),
     },
   });
+  // Clients' IPv6 (src/kernel/ipv6.ts): off where the host has no IPv6; an exit where it has a default route.
+  const hostIpv6 = await backend.ipv6();
+  const clientPrefix6 = cfg.clientPrefix6 !== null && hostIpv6.enabled ? cfg.clientPrefix6 : null;
+  if (cfg.clientPrefix6 !== null && !hostIpv6.enabled) log.warn({ clientPrefix6: cfg.clientPrefix6 }, 'this host has IPv6 disabled: clients get IPv4 only here (their IPv6 is dropped, never leaked)');
+  const exitIpv6 = clientPrefix6 !== null && (cfg.exitIpv6 === 'on' || (cfg.exitIpv6 === 'auto' && hostIpv6.defaultRoute));
+  if (cfg.exitIpv6 === 'on' && !hostIpv6.defaultRoute) log.warn('--exit-ipv6 on, but this host has no default IPv6 route');
+  log.info({ clientPrefix6, exitIpv6 }, 'client IPv6');
+  const sysctlKeys = Object.keys(clientSysctls(clientPrefix6));
   const sysctlFile = join(cfg.stateDir, 'sysctls-before.json');
-  const sysctlsBefore = await originalSysctls(backend, sysctlFile);
-  const sysctlsAtStart = await clientSysctlsNow(backend);
+  const sysctlsBefore = await originalSysctls(backend, sysctlFile, sysctlKeys);
+  const sysctlsAtStart = await clientSysctlsNow(backend, sysctlKeys);
 
   const machine = relayMachine.provide({
     actors: {
@@ -320,9 +332,9 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   });
   const actor = createActor(machine, {
     input: {
-      request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: key.publicKey, endpoint: cfg.endpoint },
+      request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: key.publicKey, endpoint: cfg.endpoint, exitIpv6 },
       links: {
-        mesh: { wgPrefix: cfg.wgPrefix, keepaliveSeconds: cfg.keepaliveSeconds, mtu: cfg.mtu, privateKeyFile: keyFile, exitTableBase: cfg.exitTableBase },
+        mesh: { wgPrefix: cfg.wgPrefix, keepaliveSeconds: cfg.keepaliveSeconds, mtu: cfg.mtu, privateKeyFile: keyFile, exitTableBase: cfg.exitTableBase, clientPrefix6 },
         timing: { staleAfterMs: cfg.linkStaleAfterMs, downAfterMs: cfg.linkDownAfterMs },
         clients: {
           options: {
@@ -335,6 +347,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
             denyCidrs: cfg.clientDeny,
             allowCidrs: cfg.clientAllow,
             serviceCidrs: cfg.serviceCidrs,
+            clientPrefix6,
           },
           idleAfterMs: cfg.clientIdleAfterMs,
           originalSysctls: sysctlsBefore,
@@ -420,6 +433,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
         denyCidrs: cfg.clientDeny,
         allowCidrs: cfg.clientAllow,
         serviceCidrs: cfg.serviceCidrs,
+        clientPrefix6,
         clientIdleAfterMs: cfg.clientIdleAfterMs,
         linkStaleAfterMs: cfg.linkStaleAfterMs,
         linkDownAfterMs: cfg.linkDownAfterMs,

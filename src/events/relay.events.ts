@@ -42,6 +42,8 @@ export const upcastRelayStartedV2 = (d: z.infer<typeof RelayStartedV2>): z.infer
 export const RelayConfigV2 = RelayConfigV1.extend({
   allowCidrs: z.array(z.string().max(64)).max(256),
   serviceCidrs: z.array(z.string().max(64)).max(256),
+  /** The clients' IPv6 /96 this relay programs, null for none; absent (before IPv6) reads as none. */
+  clientPrefix6: z.string().max(64).nullable().optional(),
 }).strict();
 /** v4 records the configuration v2 (see {@link RelayConfigV2}); a v3 configuration reads with no allowed and no service ranges. */
 export const RelayStartedV4 = RelayStartedV2.extend({ config: RelayConfigV2.nullable() }).strict();

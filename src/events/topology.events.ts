@@ -25,6 +25,11 @@ export const RelayRecordSchema = z
     endpoint: EndpointSchema,
     meshAddress: Ipv4Schema,
     clientPool: Ipv4CidrSchema,
+    /**
+     * The relay has IPv6 to the internet: its clients' IPv6 leaves there (NAT66). Absent (records from
+     * before IPv6) means false: an entry refuses IPv6 of that relay's clients at once.
+     */
+    exitIpv6: z.boolean().optional(),
   })
   .strict();
 export type RelayRecord = z.infer<typeof RelayRecordSchema>;
@@ -41,6 +46,8 @@ export const RelayKeyRotatedV1 = z
 export const RelayEndpointChangedV1 = z
   .object({ revision: Revision, relayId: RelayIdSchema, endpoint: EndpointSchema, previousEndpoint: EndpointSchema })
   .strict();
+/** What a relay can carry changed at a re-registration: today whether clients' IPv6 may leave there. */
+export const RelayCapabilitiesChangedV1 = z.object({ revision: Revision, relayId: RelayIdSchema, exitIpv6: z.boolean() }).strict();
 
 /**
  * A client session as the topology knows it: a stock WireGuard client (its public key) that enters the
@@ -78,6 +85,7 @@ export type TopologyEvent =
   | Envelope<'RelayLeft', z.infer<typeof RelayLeftV1>>
   | Envelope<'RelayKeyRotated', z.infer<typeof RelayKeyRotatedV1>>
   | Envelope<'RelayEndpointChanged', z.infer<typeof RelayEndpointChangedV1>>
+  | Envelope<'RelayCapabilitiesChanged', z.infer<typeof RelayCapabilitiesChangedV1>>
   | Envelope<'ClientSessionOpened', z.infer<typeof ClientSessionOpenedV1>>
   | Envelope<'ClientSessionExitChanged', z.infer<typeof ClientSessionExitChangedV1>>
   | Envelope<'ClientSessionClosed', z.infer<typeof ClientSessionClosedV1>>;
@@ -92,6 +100,7 @@ export function topologySubjectRelay(e: TopologyEvent): string {
     case 'RelayLeft':
     case 'RelayKeyRotated':
     case 'RelayEndpointChanged':
+    case 'RelayCapabilitiesChanged':
       return e.data.relayId;
     case 'ClientSessionOpened':
       return e.data.session.entryId;

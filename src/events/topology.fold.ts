@@ -55,6 +55,11 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       if (r) relays[r.id] = { ...r, endpoint: event.data.endpoint };
       break;
     }
+    case 'RelayCapabilitiesChanged': {
+      const r = relays[event.data.relayId];
+      if (r) relays[r.id] = { ...r, exitIpv6: event.data.exitIpv6 };
+      break;
+    }
     case 'ClientSessionOpened':
       sessions = { ...sessions, [event.data.session.id]: event.data.session };
       break;

@@ -4,6 +4,7 @@ import type { DesiredHostState, KernelScope, RuleState } from './host-state.ts';
 import { meshIndex } from './mesh.ts';
 import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
 import { nftDigest } from './plan.ts';
+import { embed6, embedCidr6 } from './ipv6.ts';
 
 /**
  * The client side of the data path (docs/clients.md), as pure functions of the relay's record, its
@@ -41,6 +42,11 @@ export interface ClientOptions {
   allowCidrs: string[];
   /** Control-plane and NATS addresses: always refused. */
   serviceCidrs: string[];
+  /**
+   * The clients' IPv6 /96 (src/kernel/ipv6.ts), or null for IPv4 only. With it, each client also has
+   * the IPv6 address its IPv4 one embeds, steered like the IPv4 one; exits NAT it (NAT66).
+   */
+  clientPrefix6: string | null;
 }
 
 export const DEFAULT_EXIT_TABLE_BASE = 100_000;
@@ -51,6 +57,12 @@ const MAIN_RULE_PRIORITY = 32_766;
 
 /** Sysctls the client scope sets; the relay restores their values from before its start when it stops. */
 export const CLIENT_SYSCTLS = { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' } as const;
+/**
+ * With client IPv6, IPv6 forwarding too. A host that takes its own IPv6 route from router
+ * advertisements keeps it only with `accept_ra=2` on that interface (docs/clients.md, "IPv6").
+ */
+export const CLIENT_SYSCTLS_V6 = { ...CLIENT_SYSCTLS, 'net.ipv6.conf.all.forwarding': '1' } as const;
+export const clientSysctls = (clientPrefix6: string | null): Record<string, string> => ({ ...(clientPrefix6 ? CLIENT_SYSCTLS_V6 : CLIENT_SYSCTLS) });
 
 export const clientDevice = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}c`;
 export const nftTableName = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}`;
@@ -66,6 +78,12 @@ function pool(self: RelayRecord): { base: number; prefix: number; size: number }
 export function gatewayAddress(self: RelayRecord): string {
   const p = pool(self);
   return `${formatIpv4(p.base + 1)}/${p.prefix}`;
+}
+
+/** The same address in the clients' IPv6 /96, with the IPv6 pool's prefix. */
+export function gatewayAddress6(self: RelayRecord, prefix6: string): string {
+  const p = pool(self);
+  return `${embed6(prefix6, formatIpv4(p.base + 1))}/${96 + p.prefix}`;
 }
 
 /** The rule priority range the client scope owns for this relay's pool; throws when it does not fit. */
@@ -84,12 +102,12 @@ export function clientRulePriority(self: RelayRecord, address: string, base: num
   return offset >= 2 && offset < p.size - 1 ? base + offset : null;
 }
 
-export function clientScope(self: RelayRecord, opts: Pick<ClientOptions, 'wgPrefix' | 'rulePriorityBase'>): KernelScope {
+export function clientScope(self: RelayRecord, opts: Pick<ClientOptions, 'wgPrefix' | 'rulePriorityBase' | 'clientPrefix6'>): KernelScope {
   const own = meshIndex(self.meshAddress);
   return {
     devicePrefix: clientDevice(opts.wgPrefix, own),
     rulePriorities: clientRulePriorities(self, opts.rulePriorityBase),
-    sysctls: Object.keys(CLIENT_SYSCTLS),
+    sysctls: Object.keys(clientSysctls(opts.clientPrefix6)),
     nftTables: [nftTableName(opts.wgPrefix, own)],
   };
 }
@@ -112,10 +130,11 @@ export const FILTER_COUNTERS = {
 export type FilterCounter = keyof typeof FILTER_COUNTERS;
 
 /** Everything the table needs besides the relay record: names, the client space, the egress policy. */
-export type NftOptions = Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs'>;
+export type NftOptions = Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs' | 'clientPrefix6'>;
 
 /** The egress policy of a relay with these options. */
-export const clientEgressRules = (opts: NftOptions): EgressRule[] => egressRules({ denyCidrs: opts.denyCidrs, allowCidrs: opts.allowCidrs, serviceCidrs: opts.serviceCidrs });
+export const clientEgressRules = (opts: NftOptions): EgressRule[] =>
+  egressRules({ denyCidrs: opts.denyCidrs, allowCidrs: opts.allowCidrs, serviceCidrs: opts.serviceCidrs, clientPrefix6: opts.clientPrefix6 });
 
 /**
  * The nftables table body of a relay (inside `table inet <name> { ... }`). Pure; its digest names it.
@@ -127,6 +146,7 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
   const own = meshIndex(self.meshAddress);
   const dev = clientDevice(opts.wgPrefix, own);
   const links = `${opts.wgPrefix}${own}m*`;
+  const v6 = opts.clientPrefix6;
   const rules = clientEgressRules(opts);
   const elements = egressMapElements(rules);
   // One verdict map per family: a packet costs one lookup, whatever the number of reasons.
@@ -157,6 +177,7 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
     '  chain mesh_ingress {',
     '    type filter hook prerouting priority filter; policy accept;',
     `    iifname "${links}" ip saddr ${NETWORK_SPACE} fib saddr . iif oif missing counter name "mesh_spoofed" drop`,
+    ...(v6 ? [`    iifname "${links}" ip6 saddr ${v6} fib saddr . iif oif missing counter name "mesh_spoofed" drop`] : []),
     '  }',
     '  chain input_filter {',
     '    type filter hook input priority filter; policy accept;',
@@ -173,21 +194,26 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
     `    oifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
     // Entry: the network's own space is not the internet; everything else goes to the exit, which decides.
     `    iifname "${dev}" ip daddr ${NETWORK_SPACE} goto ${refusedCounter('network')}`,
+    ...(v6 ? [`    iifname "${dev}" ip6 daddr ${v6} goto ${refusedCounter('network')}`] : []),
     // Fail closed: a client's packets leave the entry only into a mesh link.
     `    iifname "${dev}" oifname != "${links}" counter name "fail_closed" drop`,
     `    oifname "${dev}" ct state established,related accept`,
     `    oifname "${dev}" counter name "client_unsolicited" drop`,
     // Exit: a mesh link carries the sending relay's clients' traffic, under the egress policy.
     `    iifname "${links}" ip saddr != ${opts.clientSupernet} counter name "mesh_foreign" drop`,
+    // With client IPv6, the mesh forwards IPv6 only from the clients' IPv6 space.
+    ...(v6 ? [`    iifname "${links}" ip6 saddr != ${v6} counter name "mesh_foreign" drop`] : []),
     ...egress,
-    // The mesh carries no IPv6 yet: none is forwarded from it.
-    `    iifname "${links}" meta nfproto ipv6 counter name "mesh_foreign" drop`,
+    // Without it, none.
+    ...(v6 ? [] : [`    iifname "${links}" meta nfproto ipv6 counter name "mesh_foreign" drop`]),
     '  }',
     '  chain postrouting_nat {',
     '    type nat hook postrouting priority srcnat; policy accept;',
     `    oifname "${links}" return`,
     `    oifname "${dev}" return`,
     `    ip saddr ${opts.clientSupernet} masquerade`,
+    // NAT66: the clients' IPv6 leaves with the exit's own address, as their IPv4 does.
+    ...(v6 ? [`    ip6 saddr ${v6} masquerade`] : []),
     '  }',
   ].join('\n');
 }
@@ -203,14 +229,21 @@ export function desiredClientState(self: RelayRecord, relays: Readonly<Record<st
   const ep = parseEndpoint(self.endpoint);
   if (!ep) throw new Error(`bad endpoint ${self.endpoint}`);
   const [, failClosedPriority] = clientRulePriorities(self, opts.rulePriorityBase);
+  const v6 = opts.clientPrefix6;
+  // The fail-closed end, per family: also where a client's IPv6 ends when its exit has no IPv6 route.
   const rules: RuleState[] = [{ priority: failClosedPriority, from: self.clientPool, iif: dev, table: null }];
+  if (v6) rules.push({ priority: failClosedPriority, from: embedCidr6(v6, self.clientPool), iif: dev, table: null });
   const peers = [];
   for (const s of [...sessions].sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1))) {
     const priority = clientRulePriority(self, s.address, opts.rulePriorityBase);
     if (s.entryId !== self.id || priority === null) continue;
-    peers.push({ publicKey: s.publicKey, endpoint: null, allowedIps: [`${s.address}/32`], keepaliveSeconds: 0 });
+    const address6 = v6 ? `${embed6(v6, s.address)}/128` : null;
+    peers.push({ publicKey: s.publicKey, endpoint: null, allowedIps: address6 ? [`${s.address}/32`, address6] : [`${s.address}/32`], keepaliveSeconds: 0 });
     const exit = relays[s.exitId];
-    if (exit && exit.id !== self.id) rules.push({ priority, from: `${s.address}/32`, iif: dev, table: exitTable(opts.exitTableBase, meshIndex(exit.meshAddress)) });
+    if (!exit || exit.id === self.id) continue;
+    const table = exitTable(opts.exitTableBase, meshIndex(exit.meshAddress));
+    rules.push({ priority, from: `${s.address}/32`, iif: dev, table });
+    if (address6) rules.push({ priority, from: address6, iif: dev, table });
   }
   const body = clientNftBody(self, opts);
   const table = nftTableName(opts.wgPrefix, own);
@@ -222,14 +255,14 @@ export function desiredClientState(self: RelayRecord, relays: Readonly<Record<st
         privateKeyFile: opts.privateKeyFile,
         listenPort: ep.port,
         mtu: opts.mtu,
-        addresses: [gatewayAddress(self)],
+        addresses: v6 ? [gatewayAddress(self), gatewayAddress6(self, v6)] : [gatewayAddress(self)],
         up: true,
         peers,
       },
     },
     routes: [],
     rules,
-    sysctls: { ...CLIENT_SYSCTLS },
+    sysctls: clientSysctls(v6),
     nftTables: { [table]: { name: table, digest: nftDigest(body), body } },
   };
 }

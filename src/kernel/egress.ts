@@ -54,6 +54,8 @@ export interface EgressOptions {
   allowCidrs: readonly string[];
   /** Control-plane and NATS addresses (as /32 or /128). */
   serviceCidrs: readonly string[];
+  /** The clients' IPv6 space (src/kernel/ipv6.ts), refused like 100.64.0.0/10; null without IPv6. */
+  clientPrefix6?: string | null;
 }
 
 export interface EgressRule {
@@ -147,7 +149,7 @@ const toCidrs = (ranges: Range[], v6: boolean) => merge(ranges).flatMap((r) => r
 export function egressRules(opts: EgressOptions): EgressRule[] {
   const allow = split(opts.allowCidrs);
   const sources: Record<EgressReason, readonly string[]> = {
-    network: [NETWORK_SPACE],
+    network: [NETWORK_SPACE, ...(opts.clientPrefix6 ? [opts.clientPrefix6] : [])],
     service: opts.serviceCidrs,
     operator: opts.denyCidrs,
     ...DEFAULT_EGRESS_DENY,

@@ -160,6 +160,8 @@ export interface KernelBackend {
   observe(devices: string[]): Promise<PeerObservation[]>;
   /** The named counters of an owned nftables table (family inet), by name; {} when the table is absent. Read only. */
   counters(table: string): Promise<Record<string, NftCounter>>;
+  /** Whether this host has IPv6 at all (`enabled`) and a default IPv6 route (`defaultRoute`: an exit for clients' IPv6). Read only. */
+  ipv6(): Promise<{ enabled: boolean; defaultRoute: boolean }>;
 }
 
 /** One named nftables counter. */

@@ -102,6 +102,17 @@ export class LinuxKernelBackend implements KernelBackend {
     return dumps.flatMap(({ dev, dump }) => parseDump(dump).peers.map((p) => observation(dev, p)));
   }
 
+  /**
+   * IPv6 is on when the host has it and `disable_ipv6` is 0; an exit for clients' IPv6 also needs a
+   * default IPv6 route (main table).
+   */
+  async ipv6(): Promise<{ enabled: boolean; defaultRoute: boolean }> {
+    const r = await this.exec(['sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6']);
+    if (r.error || r.stdout.trim() !== '0') return { enabled: false, defaultRoute: false };
+    const routes = await this.json<unknown[]>(['ip', '-6', '-j', 'route', 'show', 'default']);
+    return { enabled: true, defaultRoute: routes.length > 0 };
+  }
+
   async counters(table: string): Promise<Record<string, NftCounter>> {
     const r = await this.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', table]);
     // No such table (not programmed yet, or torn down): no counters.

@@ -15,6 +15,8 @@ export interface MemoryKernelBackendOptions {
   failOn?: (op: KernelOp) => boolean;
   /** Keep every applied operation in `ops` (default true; replay of long logs turns it off). */
   recordOps?: boolean;
+  /** What `ipv6()` answers (default: IPv6 on, no default IPv6 route). */
+  ipv6?: { enabled: boolean; defaultRoute: boolean };
 }
 
 /**
@@ -47,7 +49,10 @@ export class MemoryKernelBackend implements KernelBackend {
   /** The body each table was last set with (for the names of its counters). */
   private readonly nftBodies = new Map<string, string>();
 
+  private readonly hostIpv6: { enabled: boolean; defaultRoute: boolean };
+
   constructor(opts: MemoryKernelBackendOptions = {}) {
+    this.hostIpv6 = opts.ipv6 ?? { enabled: true, defaultRoute: false };
     this.state = canonicalHostState(opts.initial ?? emptyHostState());
     this.failOn = opts.failOn;
     this.recordOps = opts.recordOps ?? true;
@@ -110,6 +115,11 @@ export class MemoryKernelBackend implements KernelBackend {
   }
 
   /** The model holds no packets: every counter of a table it has reads as zero, by the names its body declares. */
+  /** The modelled host: IPv6 on, no default IPv6 route (an in-memory relay is no exit), unless told otherwise. */
+  async ipv6(): Promise<{ enabled: boolean; defaultRoute: boolean }> {
+    return { ...this.hostIpv6 };
+  }
+
   async counters(table: string): Promise<Record<string, NftCounter>> {
     const body = this.nftBodies.get(table);
     if (body === undefined) return {};

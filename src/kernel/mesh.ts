@@ -1,5 +1,6 @@
 import type { RelayRecord } from '../events/topology.events.ts';
 import { parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
+import { embedCidr6 } from './ipv6.ts';
 import { formatEndpoint, resolvedHost, type Resolutions } from './endpoint-resolution.ts';
 import { MAIN_TABLE, type DesiredHostState, type DesiredWgDevice, type KernelScope, type RouteState } from './host-state.ts';
 
@@ -26,6 +27,11 @@ export interface MeshOptions {
   privateKeyFile: string;
   /** Each link also default-routes its table `exitTableBase + peer index`: the exit table clients are steered to. */
   exitTableBase: number;
+  /**
+   * The clients' IPv6 /96 (src/kernel/ipv6.ts), or null: links then carry IPv4 only. With it, each link
+   * also routes the peer's IPv6 pool, and the exit table gets `::/0` when the peer exits IPv6.
+   */
+  clientPrefix6: string | null;
 }
 
 /** The offset of a mesh address in 100.64.0.0/16 (1 for 100.64.0.1). Throws outside the range. */
@@ -79,6 +85,7 @@ export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOption
   const own = meshIndex(self.meshAddress);
   const peerIdx = meshIndex(peer.meshAddress);
   const dev = linkDevice(opts.wgPrefix, own, peerIdx);
+  const v6 = opts.clientPrefix6;
   return {
     device: {
       name: dev,
@@ -88,13 +95,17 @@ export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOption
       mtu: opts.mtu,
       addresses: [`${self.meshAddress}/32`],
       up: true,
-      peers: [{ publicKey: peer.publicKey, endpoint: linkPeerEndpoint(peer, own, resolutions), allowedIps: ['0.0.0.0/0'], keepaliveSeconds: opts.keepaliveSeconds }],
+      peers: [{ publicKey: peer.publicKey, endpoint: linkPeerEndpoint(peer, own, resolutions), allowedIps: v6 ? ['0.0.0.0/0', '::/0'] : ['0.0.0.0/0'], keepaliveSeconds: opts.keepaliveSeconds }],
     },
     routes: [
       { dst: `${peer.meshAddress}/32`, dev, table: MAIN_TABLE, src: self.meshAddress },
       { dst: peer.clientPool, dev, table: MAIN_TABLE, src: null },
       // The exit table of this peer: client rules on the entry look it up (src/kernel/clients.ts).
       { dst: '0.0.0.0/0', dev, table: opts.exitTableBase + peerIdx, src: null },
+      ...(v6 ? [{ dst: embedCidr6(v6, peer.clientPool), dev, table: MAIN_TABLE, src: null }] : []),
+      // A peer that has no IPv6 to exit to gets no IPv6 route: its clients' IPv6 falls through to the
+      // entry's fail-closed rule and is refused there at once (ICMPv6 unreachable).
+      ...(v6 && peer.exitIpv6 === true ? [{ dst: '::/0', dev, table: opts.exitTableBase + peerIdx, src: null }] : []),
     ],
   };
 }

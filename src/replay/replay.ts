@@ -381,7 +381,7 @@ export class RelayReplay {
   }
 
   private meshOptions(c: Config): MeshOptions {
-    return { wgPrefix: c.wgPrefix, keepaliveSeconds: c.keepaliveSeconds, mtu: c.mtu, privateKeyFile: c.privateKeyFile, exitTableBase: c.exitTableBase };
+    return { wgPrefix: c.wgPrefix, keepaliveSeconds: c.keepaliveSeconds, mtu: c.mtu, privateKeyFile: c.privateKeyFile, exitTableBase: c.exitTableBase, clientPrefix6: c.clientPrefix6 ?? null };
   }
 
   private clientOptions(c: Config): ClientOptions {
@@ -395,6 +395,7 @@ export class RelayReplay {
       denyCidrs: c.denyCidrs,
       allowCidrs: c.allowCidrs,
       serviceCidrs: c.serviceCidrs,
+      clientPrefix6: c.clientPrefix6 ?? null,
     };
   }
 
@@ -490,7 +491,7 @@ export class RelayReplay {
     const c = this.config;
     if (!c) return null;
     if (owner === 'mesh') return meshScope(c.wgPrefix, self);
-    if (owner === 'clients') return clientScope(self, { wgPrefix: c.wgPrefix, rulePriorityBase: c.rulePriorityBase });
+    if (owner === 'clients') return clientScope(self, { wgPrefix: c.wgPrefix, rulePriorityBase: c.rulePriorityBase, clientPrefix6: c.clientPrefix6 ?? null });
     return null;
   }
 

@@ -280,7 +280,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   });
 
   it('loads the relay table (egress policy, mesh filters) in one transaction and reads its counters by name', async () => {
-    const body = clientNftBody(relay(1), { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', denyCidrs: ['2001:db8:5::/48'], allowCidrs: ['198.18.0.0/15'], serviceCidrs: ['198.18.0.2/32'] });
+    const body = clientNftBody(relay(1), { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', denyCidrs: ['2001:db8:5::/48'], allowCidrs: ['198.18.0.0/15'], serviceCidrs: ['198.18.0.2/32'], clientPrefix6: 'fd64::/96' });
     const desired: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } } };
     const r = await converge('a', desired, STEERING_SCOPE);
     expect(r.failures.map((f) => f.error.message)).toEqual([]);

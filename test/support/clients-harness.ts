@@ -11,13 +11,13 @@ import { key } from './given.ts';
 
 export const topologyInput: TopologyInput = {
   selfId: 'relay-1',
-  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000 },
+  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000, clientPrefix6: null },
   timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
 };
 
 export const clientsInput: ClientsInput = {
   selfId: 'relay-1',
-  clients: { wgPrefix: 'rc', privateKeyFile: '/state/wg.key', mtu: 1420, exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], allowCidrs: [], serviceCidrs: [] },
+  clients: { wgPrefix: 'rc', privateKeyFile: '/state/wg.key', mtu: 1420, exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], allowCidrs: [], serviceCidrs: [], clientPrefix6: null },
   idleAfterMs: 30_000,
   originalSysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
 };

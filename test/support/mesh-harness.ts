@@ -10,7 +10,7 @@ import { reconcileWith } from '../../src/kernel/reconcile.ts';
 
 export const meshHarnessInput: TopologyInput = {
   selfId: 'relay-1',
-  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000 },
+  mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000, clientPrefix6: null },
   timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
 };
 

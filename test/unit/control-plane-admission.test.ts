@@ -16,7 +16,7 @@ import type { RegisterRequest } from '../../supabase/functions/_shared/validate.
 const K1 = Buffer.alloc(32, 1).toString('base64');
 const K2 = Buffer.alloc(32, 2).toString('base64');
 const stored = (over: Partial<StoredRelay> = {}): StoredRelay => ({ id: 'relay-a', name: 'A', region: 'eu', publicKey: K1, endpoint: '198.51.100.1:51820', status: 'active', ...over });
-const req = (over: Partial<RegisterRequest> = {}): RegisterRequest => ({ relayId: 'relay-a', name: 'A', region: 'eu', publicKey: K1, endpoint: '198.51.100.1:51820', rotateKey: false, ...over });
+const req = (over: Partial<RegisterRequest> = {}): RegisterRequest => ({ relayId: 'relay-a', name: 'A', region: 'eu', publicKey: K1, endpoint: '198.51.100.1:51820', rotateKey: false, exitIpv6: false, ...over });
 
 describe('register-server decision table', () => {
   it.each<[string, StoredRelay | null, Partial<RegisterRequest>, string, string[]]>([
@@ -30,6 +30,10 @@ describe('register-server decision table', () => {
     ['other endpoint', stored(), { endpoint: '[2001:db8::1]:51820' }, 'readmit', ['RelayEndpointChanged']],
     ['other key and endpoint, rotateKey', stored(), { publicKey: K2, endpoint: 'a.example:1', rotateKey: true }, 'readmit', ['RelayKeyRotated', 'RelayEndpointChanged']],
     ['other key and endpoint, no rotateKey', stored(), { publicKey: K2, endpoint: 'a.example:1' }, 'reject', []],
+    ['now exits IPv6', stored(), { exitIpv6: true }, 'readmit', ['RelayCapabilitiesChanged']],
+    ['no longer exits IPv6', stored({ exitIpv6: true }), { exitIpv6: false }, 'readmit', ['RelayCapabilitiesChanged']],
+    ['still exits IPv6', stored({ exitIpv6: true }), { exitIpv6: true }, 'readmit', []],
+    ['row from before IPv6, no IPv6 exit', stored({ exitIpv6: undefined }), {}, 'readmit', []],
   ])('%s', (_what, existing, over, action, events) => {
     const d = decide(existing, req(over));
     expect(d.action).toBe(action);

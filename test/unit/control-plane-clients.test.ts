@@ -10,6 +10,8 @@ import { subjectFor } from '../../src/events/subjects.ts';
 import { topologySubjectRelay } from '../../src/events/topology.events.ts';
 import { evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
+import { embed6 } from '../../src/kernel/ipv6.ts';
+import { embedIpv4In6 } from '../../supabase/functions/_shared/addresses.ts';
 import {
   allocateClientAddress,
   chooseNewExit,
@@ -207,23 +209,35 @@ describe('choosing the entry and the exit', () => {
 
 describe('what a client gets', () => {
   it('renders a wg-quick file with a private-key placeholder; the CLI fills it in', () => {
-    const c = clientConfig('100.96.0.2', { publicKey: key(1), endpoint: '[2001:db8::1]:51820' }, { dns: ['9.9.9.9', '2620:fe::fe'], mtu: 1380, keepaliveSeconds: 25 });
+    const c = clientConfig('100.96.0.2', { publicKey: key(1), endpoint: '[2001:db8::1]:51820' }, { dns: ['9.9.9.9', '2620:fe::fe'], mtu: 1380, keepaliveSeconds: 25, prefix6: 'fd64::/96' });
     expect(c).toEqual({
       address: '100.96.0.2/32',
+      address6: 'fd64::6460:2/128',
       dns: ['9.9.9.9', '2620:fe::fe'],
       mtu: 1380,
       keepaliveSeconds: 25,
-      peer: { publicKey: key(1), endpoint: '[2001:db8::1]:51820', allowedIps: ['0.0.0.0/0'] },
+      peer: { publicKey: key(1), endpoint: '[2001:db8::1]:51820', allowedIps: ['0.0.0.0/0', '::/0'] },
     });
     const text = renderWgQuick(c);
     expect(text).toBe(
-      `[Interface]\n# PrivateKey = <your private key>\nAddress = 100.96.0.2/32\nDNS = 9.9.9.9, 2620:fe::fe\nMTU = 1380\n\n` +
-        `[Peer]\nPublicKey = ${key(1)}\nEndpoint = [2001:db8::1]:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n`,
+      `[Interface]\n# PrivateKey = <your private key>\nAddress = 100.96.0.2/32, fd64::6460:2/128\nDNS = 9.9.9.9, 2620:fe::fe\nMTU = 1380\n\n` +
+        `[Peer]\nPublicKey = ${key(1)}\nEndpoint = [2001:db8::1]:51820\nAllowedIPs = 0.0.0.0/0, ::/0\nPersistentKeepalive = 25\n`,
     );
     expect(withPrivateKey(text, key(9))).toContain(`\nPrivateKey = ${key(9)}\nAddress`);
-    const bare = renderWgQuick(clientConfig('100.96.0.3', { publicKey: key(1), endpoint: 'relay.example.net:51820' }, { dns: [], mtu: 1420, keepaliveSeconds: 0 }));
+    const bare = renderWgQuick(clientConfig('100.96.0.3', { publicKey: key(1), endpoint: 'relay.example.net:51820' }, { dns: [], mtu: 1420, keepaliveSeconds: 0, prefix6: null }));
     expect(bare).not.toMatch(/DNS|PersistentKeepalive/);
     expect(bare).toContain('Endpoint = relay.example.net:51820');
+    // Without client IPv6 the client still routes IPv6 into the tunnel (where it ends), never around it.
+    expect(bare).toContain('Address = 100.96.0.3/32\n');
+    expect(bare).toContain('AllowedIPs = 0.0.0.0/0, ::/0');
+  });
+
+  it('embeds the IPv4 address in the /96 exactly as the relays do', () => {
+    for (const [prefix, v4] of [['fd64::/96', '100.96.4.7'], ['2001:db8:0:1::/96', '100.127.255.254'], ['fd00:0:0:0:0:0::/96', '100.96.0.0'], ['fd64:1:2:3:4:5::/96', '0.0.0.1']] as const) {
+      expect(embedIpv4In6(prefix, v4)).toBe(embed6(prefix, v4));
+    }
+    expect(embedIpv4In6('fd64::/96', '100.96.4.7')).toBe('fd64::6460:407');
+    expect(() => embedIpv4In6('fd64::/64', '100.96.4.7')).toThrow(/\/96/);
   });
 });
 

@@ -15,12 +15,14 @@ const relay: RelayRecord = {
   endpoint: '198.51.100.1:51820',
   meshAddress: '100.64.0.1',
   clientPool: '100.96.0.0/22',
+  exitIpv6: true,
 };
 const K2 = Buffer.alloc(32, 2).toString('base64');
 const specs: EventSpec[] = [
   { type: 'RelayAdmitted' },
   { type: 'RelayKeyRotated', relayId: 'relay-a', publicKey: K2, previousPublicKey: relay.publicKey },
   { type: 'RelayEndpointChanged', relayId: 'relay-a', endpoint: '[2001:db8::1]:51820', previousEndpoint: relay.endpoint },
+  { type: 'RelayCapabilitiesChanged', relayId: 'relay-a', exitIpv6: false },
   { type: 'RelayLeft', relayId: 'relay-a', reason: 'deregistered' },
 ];
 

@@ -21,9 +21,11 @@ function fieldOf(f: () => unknown): string | undefined {
 }
 
 describe('register-server request validation', () => {
-  it('accepts the contract example, rotateKey defaulting to false', () => {
-    expect(parseRegisterRequest(good)).toEqual({ ...good, rotateKey: false });
+  it('accepts the contract example, rotateKey and exitIpv6 defaulting to false', () => {
+    expect(parseRegisterRequest(good)).toEqual({ ...good, rotateKey: false, exitIpv6: false });
     expect(parseRegisterRequest({ ...good, rotateKey: true }).rotateKey).toBe(true);
+    expect(parseRegisterRequest({ ...good, exitIpv6: true }).exitIpv6).toBe(true);
+    expect(() => parseRegisterRequest({ ...good, exitIpv6: 'yes' })).toThrow(/exitIpv6 must be true or false/);
   });
 
   it.each([

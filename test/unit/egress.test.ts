@@ -5,7 +5,7 @@ import { relay } from '../support/given.ts';
 
 const none = { denyCidrs: [] as string[], allowCidrs: [] as string[], serviceCidrs: [] as string[] } satisfies EgressOptions;
 const r1 = relay(1);
-const nft = (o: Partial<NftOptions> = {}) => clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', ...none, ...o });
+const nft = (o: Partial<NftOptions> = {}) => clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, ...none, ...o });
 
 /** The elements of one family's verdict map in a rendered table body, as `cidr reason`. */
 function mapElements(body: string, family: 'v4' | 'v6'): string[] {

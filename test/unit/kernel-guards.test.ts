@@ -28,6 +28,7 @@ const base: ClientOptions = {
   denyCidrs: [],
   allowCidrs: [],
   serviceCidrs: [],
+  clientPrefix6: 'fd64::/96',
 };
 const SCOPE: KernelScope = clientScope(self, base);
 const DEV = clientDevice('rc', 1);
@@ -56,6 +57,7 @@ function checking(inner: MemoryKernelBackend, before: HostState, desired: Desire
     read: (scope: KernelScope) => inner.read(scope),
     observe: (devices: string[]) => inner.observe(devices),
     counters: (table: string) => inner.counters(table),
+    ipv6: () => inner.ipv6(),
     async apply(op: KernelOp) {
       await inner.apply(op);
       const now = await inner.read(SCOPE);
@@ -102,9 +104,10 @@ describe('guards before client peers', () => {
     const host = new MemoryKernelBackend({ initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} }, failOn: (op) => op.op === 'nft.table.set' });
     const result = await applyPlan(host, planKernel(await host.read(SCOPE), desired), SCOPE);
     expect(result.failures.map((f) => f.op.op)).toEqual(['nft.table.set']);
-    expect(result.skipped.map((op) => op.op).sort()).toEqual(['sysctl.set', 'sysctl.set', 'wg.peer.set', 'wg.peer.set']);
+    expect(result.skipped.map((op) => op.op).sort()).toEqual(['sysctl.set', 'sysctl.set', 'sysctl.set', 'wg.peer.set', 'wg.peer.set']);
     expect(result.reached.devices[DEV]!.peers).toEqual([]);
     expect(result.reached.sysctls['net.ipv4.ip_forward']).toBe('0');
+    expect(result.reached.sysctls['net.ipv6.conf.all.forwarding']).toBe('0');
     // The device, its rules and the fail-closed rule are in place.
     expect(result.reached.rules.some((x) => x.priority === FAIL_CLOSED && x.table === null)).toBe(true);
   });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { desiredMeshState, linkDevice, linkListenPort, linkPeerEndpoint, meshIndex, meshScope } from '../../src/kernel/mesh.ts';
 import { relay } from '../support/given.ts';
 
-const opts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/s/wg.key', exitTableBase: 100_000 };
+const opts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/s/wg.key', exitTableBase: 100_000, clientPrefix6: null };
 
 describe('mesh layout', () => {
   it('indexes mesh addresses within 100.64.0.0/16 and refuses others', () => {

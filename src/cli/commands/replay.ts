@@ -122,7 +122,7 @@ async function liveHost(r: ReplayResult, netns: string | undefined): Promise<Hos
   if (!c) throw new CliError('--diff: the log has no configuration of this relay (RelayStarted before v3): its host cannot be scoped', 1);
   if (!self) throw new CliError(`--diff: ${r.relayId} is not in the replayed view (${r.topology.viewNote ?? 'not admitted'}): its host cannot be scoped`, 1);
   const backend = new LinuxKernelBackend({ logger: rootLogger({ component: 'replay' }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'), ...(netns ? { netns } : {}) });
-  const parts = await Promise.all([backend.read(meshScope(c.wgPrefix, self)), backend.read(clientScope(self, c))]);
+  const parts = await Promise.all([backend.read(meshScope(c.wgPrefix, self)), backend.read(clientScope(self, { ...c, clientPrefix6: c.clientPrefix6 ?? null }))]);
   const h = emptyHostState();
   for (const p of parts) {
     Object.assign(h.devices, p.devices);

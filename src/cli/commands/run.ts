@@ -1,3 +1,4 @@
+import { DEFAULT_CLIENT_PREFIX6 } from '../../kernel/ipv6.ts';
 import { lookup } from 'node:dns/promises';
 import { resolve } from 'node:path';
 import { CliError, intOpt, str, tokenOpt, type Command } from '../args.ts';
@@ -54,6 +55,10 @@ Clients (stock WireGuard clients enter here and leave at the exit they chose; se
   --client-supernet CIDR     the network's client address space (default 100.96.0.0/11)
   --client-deny CIDR[,CIDR]  refuse client traffic to these too (IPv4 or IPv6)  RELAYNET_CLIENT_DENY
   --client-allow CIDR[,CIDR] take these out of the default refused ranges         RELAYNET_CLIENT_ALLOW
+  --client-prefix6 P|off     the clients' IPv6 /96 (default fd64::/96; the control plane's
+                             client_prefix6 must agree); off: clients get IPv4 only
+  --exit-ipv6 auto|on|off    let clients' IPv6 leave here, NAT66 (default auto: when this host
+                             has a default IPv6 route)
 
 Egress policy (docs/security.md): as an exit, the relay refuses client traffic (TCP reset, ICMP
 administratively prohibited) to private, loopback, link-local (cloud metadata: 169.254.169.254),
@@ -63,9 +68,13 @@ families; --client-allow takes ranges out of those defaults only. Always refused
 NATS's addresses (the URL's address or what its name resolves to at start; the NATS servers of every
 registration). \`relay-core status\` shows the ranges and a refusal counter per reason.
 
-The client device P<own index>c listens on the endpoint port. The relay turns on IPv4 forwarding and
-loose reverse-path filtering, and owns the nftables table inet P<own index>; on SIGTERM it removes
-them and puts the sysctls back as they were before its first start.
+IPv6: a client's IPv6 address is its IPv4 address in the /96 (100.96.4.7 -> fd64::6460:407); its
+configuration routes ::/0 into the tunnel too. An exit without IPv6 takes none: the entry refuses
+those clients' IPv6 at once (ICMPv6 unreachable). A host with IPv6 disabled runs IPv4 only.
+
+The client device P<own index>c listens on the endpoint port. The relay turns on IPv4 (and IPv6)
+forwarding and loose reverse-path filtering, and owns the nftables table inet P<own index>; on SIGTERM
+it removes them and puts the sysctls back as they were before its first start.
   -h, --help                 show this help
 
 Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is printed); 2 bad usage.`;
@@ -102,6 +111,8 @@ export const command: Command = {
     'client-supernet': { type: 'string' },
     'client-deny': { type: 'string' },
     'client-allow': { type: 'string' },
+    'client-prefix6': { type: 'string' },
+    'exit-ipv6': { type: 'string' },
   },
   async run(v) {
     const relayId = str(v['relay-id'], 'relay-id', 'RELAYNET_RELAY_ID') ?? '';
@@ -111,6 +122,7 @@ export const command: Command = {
     const list = (flag: string, env: string) => (str(v[flag], flag, env) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
     const deny = list('client-deny', 'RELAYNET_CLIENT_DENY');
     const allow = list('client-allow', 'RELAYNET_CLIENT_ALLOW');
+    const prefix6 = str(v['client-prefix6'], 'client-prefix6', 'RELAYNET_CLIENT_PREFIX6') ?? DEFAULT_CLIENT_PREFIX6;
     const cpDeny = await controlPlaneDenyCidrs(controlPlaneUrl, async (host) => (await lookup(host, { all: true })).map((a) => a.address));
     const parsed = RelayConfigSchema.safeParse({
       relayId,
@@ -140,6 +152,8 @@ export const command: Command = {
       clientDeny: [...new Set(deny)],
       clientAllow: [...new Set(allow)],
       serviceCidrs: cpDeny.cidrs,
+      clientPrefix6: prefix6 === 'off' ? null : prefix6,
+      exitIpv6: str(v['exit-ipv6'], 'exit-ipv6', 'RELAYNET_EXIT_IPV6') ?? 'auto',
     });
     if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}\n\n${usage}`, 2);
     const cfg = parsed.data;

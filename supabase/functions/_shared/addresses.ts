@@ -120,3 +120,31 @@ export function allocate(p: AddressPlan, heldMesh: string[], heldPools: string[]
   if (k === null) return { ok: false, exhausted: 'client pool' };
   return { ok: true, meshAddress: meshAddress(p, m), clientPool: clientPool(p, k) };
 }
+
+/**
+ * A client's IPv6 address: its IPv4 address in the low 32 bits of the network's client /96
+ * (relaynet.settings.client_prefix6; the relays derive the same, src/kernel/ipv6.ts). RFC 5952 text.
+ */
+export function embedIpv4In6(prefix6: string, v4: string): string {
+  const [addr, len] = prefix6.split('/');
+  const n = parseIpv4(v4);
+  if (addr === undefined || len !== '96' || n === null) throw new Error(`cannot embed ${v4} in ${prefix6}: need an IPv6 /96 and an IPv4 address`);
+  const halves = addr.split('::');
+  const part = (h: string | undefined) => (h ? h.split(':') : []);
+  const head = part(halves[0]);
+  const tail = part(halves[1]);
+  const groups = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail].map((g) => parseInt(g, 16));
+  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) throw new Error(`${prefix6} is not an IPv6 prefix`);
+  groups[6] = Math.floor(n / 65536);
+  groups[7] = n % 65536;
+  // The longest run of two or more zero groups (the first of equals) becomes `::`.
+  let best = { at: -1, len: 1 };
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > best.len) best = { at: i, len: j - i };
+    i = Math.max(j, i + 1);
+  }
+  const hex = groups.map((g) => g.toString(16));
+  return best.at < 0 ? hex.join(':') : `${hex.slice(0, best.at).join(':')}::${hex.slice(best.at + best.len).join(':')}`;
+}

@@ -10,6 +10,8 @@ export interface StoredRelay {
   region: string;
   publicKey: string;
   endpoint: string;
+  /** Absent in rows read before the column existed: false. */
+  exitIpv6?: boolean;
   status: 'active' | 'left';
 }
 
@@ -60,6 +62,7 @@ export function decide(existing: StoredRelay | null, req: RegisterRequest, keyHo
   if (existing.endpoint !== req.endpoint) {
     events.push({ type: 'RelayEndpointChanged', relayId: req.relayId, endpoint: req.endpoint, previousEndpoint: existing.endpoint });
   }
+  if ((existing.exitIpv6 ?? false) !== req.exitIpv6) events.push({ type: 'RelayCapabilitiesChanged', relayId: req.relayId, exitIpv6: req.exitIpv6 });
   return { action: 'readmit', keyRotated, events };
 }
 

@@ -13,7 +13,8 @@ const isoOrNull = (t: unknown) => (t === null || t === undefined ? null : iso(t)
 
 export async function clientSettings(tx: Db): Promise<ClientSettings> {
   const [s] = await tx`select client_mtu, client_dns::text[] as client_dns, client_keepalive_seconds, session_ttl_seconds,
-                              max_session_ttl_seconds, confirm_timeout_seconds, relay_liveness_seconds from relaynet.settings`;
+                              max_session_ttl_seconds, confirm_timeout_seconds, relay_liveness_seconds,
+                              client_prefix6::text as client_prefix6 from relaynet.settings`;
   if (!s) throw new Error('relaynet.settings has no row; are the migrations applied?');
   return {
     mtu: Number(s.client_mtu),
@@ -23,6 +24,7 @@ export async function clientSettings(tx: Db): Promise<ClientSettings> {
     maxSessionTtlSeconds: Number(s.max_session_ttl_seconds),
     confirmTimeoutSeconds: Number(s.confirm_timeout_seconds),
     relayLivenessSeconds: s.relay_liveness_seconds === null ? null : Number(s.relay_liveness_seconds),
+    prefix6: s.client_prefix6 === null ? null : String(s.client_prefix6),
   };
 }
 

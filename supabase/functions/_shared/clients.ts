@@ -2,7 +2,7 @@
 // the choice of entry and exit, the client's address from the entry's pool, who may see a session,
 // and the wg-quick configuration a client gets. No database, no Deno: Node's unit tests import it.
 import type { Refusal } from './admission.ts';
-import { formatIpv4, lowestFree, parseCidr, parseIpv4 } from './addresses.ts';
+import { embedIpv4In6, formatIpv4, lowestFree, parseCidr, parseIpv4 } from './addresses.ts';
 import { badRequest, HttpError } from './http.ts';
 import type { Principal } from './jwt.ts';
 import type { ClientSessionCloseReason, ClientSessionRecord } from './topology-events.ts';
@@ -125,6 +125,8 @@ export interface ClientSettings {
   confirmTimeoutSeconds: number;
   /** null: 3 x the functions' heartbeat interval. */
   relayLivenessSeconds: number | null;
+  /** The clients' IPv6 /96 (client_prefix6): a client's IPv6 address embeds its IPv4 one. null: IPv4 only. */
+  prefix6: string | null;
 }
 
 export const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
@@ -135,6 +137,7 @@ export const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
   maxSessionTtlSeconds: 2_592_000,
   confirmTimeoutSeconds: 20,
   relayLivenessSeconds: null,
+  prefix6: 'fd64::/96',
 };
 
 /** A relay is live when heard from within this many seconds. */
@@ -370,20 +373,31 @@ export function listItem(
 export interface ClientConfig {
   /** The client's address with its prefix, `a.b.c.d/32`. */
   address: string;
+  /** Its IPv6 address, `<client_prefix6 with the IPv4 address>/128`; null when the network has no client IPv6. */
+  address6: string | null;
   dns: string[];
   mtu: number;
   keepaliveSeconds: number;
   peer: { publicKey: string; endpoint: string; allowedIps: string[] };
 }
 
-/** The client's tunnel: its /32, the settings, and the entry relay as its only peer (all IPv4 through it). */
-export function clientConfig(address: string, entry: { publicKey: string; endpoint: string }, s: Pick<ClientSettings, 'dns' | 'mtu' | 'keepaliveSeconds'>): ClientConfig {
+/**
+ * The client's tunnel: its /32 (and /128), the settings, and the entry relay as its only peer. All of
+ * IPv4 and IPv6 goes through it (`::/0` even without client IPv6: the tunnel then drops it, so a
+ * client's IPv6 never leaves by its own link around the tunnel).
+ */
+export function clientConfig(
+  address: string,
+  entry: { publicKey: string; endpoint: string },
+  s: Pick<ClientSettings, 'dns' | 'mtu' | 'keepaliveSeconds' | 'prefix6'>,
+): ClientConfig {
   return {
     address: `${address}/32`,
+    address6: s.prefix6 ? `${embedIpv4In6(s.prefix6, address)}/128` : null,
     dns: [...s.dns],
     mtu: s.mtu,
     keepaliveSeconds: s.keepaliveSeconds,
-    peer: { publicKey: entry.publicKey, endpoint: entry.endpoint, allowedIps: ['0.0.0.0/0'] },
+    peer: { publicKey: entry.publicKey, endpoint: entry.endpoint, allowedIps: ['0.0.0.0/0', '::/0'] },
   };
 }
 
@@ -392,7 +406,7 @@ export const PRIVATE_KEY_PLACEHOLDER = '# PrivateKey = <your private key>';
 
 /** A wg-quick file of the configuration (PersistentKeepalive only when it is on). */
 export function renderWgQuick(c: ClientConfig): string {
-  const lines = ['[Interface]', PRIVATE_KEY_PLACEHOLDER, `Address = ${c.address}`];
+  const lines = ['[Interface]', PRIVATE_KEY_PLACEHOLDER, `Address = ${c.address6 ? `${c.address}, ${c.address6}` : c.address}`];
   if (c.dns.length) lines.push(`DNS = ${c.dns.join(', ')}`);
   lines.push(`MTU = ${c.mtu}`, '', '[Peer]', `PublicKey = ${c.peer.publicKey}`, `Endpoint = ${c.peer.endpoint}`, `AllowedIPs = ${c.peer.allowedIps.join(', ')}`);
   if (c.keepaliveSeconds > 0) lines.push(`PersistentKeepalive = ${c.keepaliveSeconds}`);

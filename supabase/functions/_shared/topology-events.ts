@@ -10,6 +10,8 @@ export interface RelayRecord {
   endpoint: string;
   meshAddress: string;
   clientPool: string;
+  /** Clients' IPv6 may leave here (NAT66); false: entries refuse those clients' IPv6 at once. */
+  exitIpv6: boolean;
 }
 
 export type LeaveReason = 'deregistered' | 'expired' | 'removed';
@@ -37,6 +39,7 @@ export type TopologyEventData =
   | { type: 'RelayLeft'; data: { revision: number; relayId: string; reason: LeaveReason } }
   | { type: 'RelayKeyRotated'; data: { revision: number; relayId: string; publicKey: string; previousPublicKey: string } }
   | { type: 'RelayEndpointChanged'; data: { revision: number; relayId: string; endpoint: string; previousEndpoint: string } }
+  | { type: 'RelayCapabilitiesChanged'; data: { revision: number; relayId: string; exitIpv6: boolean } }
   | { type: 'ClientSessionOpened'; data: { revision: number; session: ClientSessionRecord } }
   | { type: 'ClientSessionExitChanged'; data: { revision: number; sessionId: string; entryId: string; exitId: string; previousExitId: string } }
   | { type: 'ClientSessionClosed'; data: { revision: number; sessionId: string; entryId: string; reason: ClientSessionCloseReason } };
@@ -49,6 +52,7 @@ export type EventSpec =
   | { type: 'RelayLeft'; relayId: string; reason: LeaveReason }
   | { type: 'RelayKeyRotated'; relayId: string; publicKey: string; previousPublicKey: string }
   | { type: 'RelayEndpointChanged'; relayId: string; endpoint: string; previousEndpoint: string }
+  | { type: 'RelayCapabilitiesChanged'; relayId: string; exitIpv6: boolean }
   | { type: 'ClientSessionOpened'; session: ClientSessionRecord }
   | { type: 'ClientSessionExitChanged'; sessionId: string; entryId: string; exitId: string; previousExitId: string }
   | { type: 'ClientSessionClosed'; sessionId: string; entryId: string; reason: ClientSessionCloseReason };
@@ -113,6 +117,8 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord 
       return { type: 'RelayKeyRotated', data: { revision, relayId: spec.relayId, publicKey: spec.publicKey, previousPublicKey: spec.previousPublicKey } };
     case 'RelayEndpointChanged':
       return { type: 'RelayEndpointChanged', data: { revision, relayId: spec.relayId, endpoint: spec.endpoint, previousEndpoint: spec.previousEndpoint } };
+    case 'RelayCapabilitiesChanged':
+      return { type: 'RelayCapabilitiesChanged', data: { revision, relayId: spec.relayId, exitIpv6: spec.exitIpv6 } };
     case 'ClientSessionOpened':
       return { type: 'ClientSessionOpened', data: { revision, session: sessionRecord(spec.session) } };
     case 'ClientSessionExitChanged':

@@ -11,6 +11,8 @@ export interface RegisterRequest {
   publicKey: string;
   endpoint: string;
   rotateKey: boolean;
+  /** Clients' IPv6 may leave at this relay (it has IPv6 to the internet); absent: false. */
+  exitIpv6: boolean;
 }
 
 export interface RelayIdRequest {
@@ -23,7 +25,7 @@ const DNS_RE = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a
 // deno-lint-ignore no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
 
-const REGISTER_FIELDS = ['relayId', 'name', 'region', 'publicKey', 'endpoint', 'rotateKey'] as const;
+const REGISTER_FIELDS = ['relayId', 'name', 'region', 'publicKey', 'endpoint', 'rotateKey', 'exitIpv6'] as const;
 const RELAY_ID_FIELDS = ['relayId'] as const;
 
 /** 400 naming the first field that is not in `allowed`. */
@@ -117,7 +119,9 @@ export function parseRegisterRequest(body: Record<string, unknown>): RegisterReq
   const endpoint = validEndpoint(str(body, 'endpoint'));
   const rotateKey = body.rotateKey === undefined ? false : body.rotateKey;
   if (typeof rotateKey !== 'boolean') throw badRequest('rotateKey', 'rotateKey must be true or false');
-  return { relayId, name, region, publicKey, endpoint, rotateKey };
+  const exitIpv6 = body.exitIpv6 === undefined ? false : body.exitIpv6;
+  if (typeof exitIpv6 !== 'boolean') throw badRequest('exitIpv6', 'exitIpv6 must be true or false');
+  return { relayId, name, region, publicKey, endpoint, rotateKey, exitIpv6 };
 }
 
 export function parseRelayIdRequest(body: Record<string, unknown>): RelayIdRequest {
