@@ -5,6 +5,7 @@ import { clientDevice, clientScope, desiredClientState, exitTable, releasedClien
 import type { DesiredHostState, HostState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { meshIndex } from '../kernel/mesh.ts';
+import { embed6 } from '../kernel/ipv6.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
 
 /**
@@ -60,12 +61,24 @@ function exitsByTable(relays: Readonly<Record<string, RelayRecord>>, exitTableBa
   return new Map(Object.values(relays).map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
 }
 
-/** What the kernel reached for one session: its peer on the device, and the exit its rule steers to. */
-export function sessionReached(actual: HostState, device: string, session: ClientSession, exits: ReadonlyMap<number, string>): { peer: boolean; exitId: string | null } {
-  const cidr = `${session.address}/32`;
-  const peer = actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === 1 && p.allowedIps[0] === cidr) ?? false;
-  const rule = actual.rules.find((r) => r.from === cidr && r.iif === device && r.table !== null);
-  return { peer, exitId: (rule && exits.get(rule.table!)) ?? null };
+/**
+ * What the kernel reached for one session: its peer on the device (with the client's addresses, the
+ * IPv6 one too with `clientPrefix6`), and the exit its rules steer to (null unless every family's rule
+ * steers to the same exit table).
+ */
+export function sessionReached(
+  actual: HostState,
+  device: string,
+  session: ClientSession,
+  exits: ReadonlyMap<number, string>,
+  clientPrefix6: string | null,
+): { peer: boolean; exitId: string | null } {
+  const cidrs = [`${session.address}/32`, ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : [])];
+  const peer =
+    actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
+  const tables = cidrs.map((c) => actual.rules.find((r) => r.from === c && r.iif === device && r.table !== null)?.table ?? null);
+  const table = tables[0] ?? null;
+  return { peer, exitId: table !== null && tables.every((t) => t === table) ? (exits.get(table) ?? null) : null };
 }
 
 /**
@@ -154,7 +167,7 @@ export const clientsMachine = setup({
         const openKeys = new Set(Object.values(context.sessions).map((s) => s.publicKey));
         for (const a of Object.values(context.actors)) {
           const { session } = a.getSnapshot().context;
-          const r = sessionReached(event.actual, device, session, exits);
+          const r = sessionReached(event.actual, device, session, exits, context.clients.clientPrefix6);
           // A closed session's key may already belong to a new session of the same client: then its peer is that one's.
           const takenByOpen = !context.sessions[session.id] && openKeys.has(session.publicKey);
           enqueue.sendTo(a, { type: 'KERNEL_REACHED', peer: r.peer && !takenByOpen, exitId: r.exitId, nowMs: event.nowMs });

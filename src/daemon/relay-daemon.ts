@@ -10,6 +10,7 @@ import { envelope } from '../events/envelope.ts';
 import type { RelayEvent } from '../events/relay.events.ts';
 import { importPublicKey } from '../events/signing.ts';
 import { canonicalTopology } from '../events/topology.fold.ts';
+import type { RelayRecord } from '../events/topology.events.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateWgKey, generateWgKeyPair } from '../lib/wg-keys.ts';
 import { SOFTWARE } from '../lib/version.ts';
@@ -59,7 +60,7 @@ export interface RelayStatus {
   meshAddress: string | null;
   clientPool: string | null;
   revision: number;
-  relays: { id: string; name: string; region: string; publicKey: string; endpoint: string; meshAddress: string; clientPool: string }[];
+  relays: RelayRecord[];
   topologyDigest: string;
   counters: SnapshotFrom<typeof relayMachine>['context']['counters'];
   bus: { connected: boolean; server: string | null; follower: FollowerState; published: number; pending: number; dropped: number };

@@ -4,7 +4,7 @@ import { execa } from 'execa';
 import { RELAY_CORE_BIN } from '../devnet/relay-process.ts';
 import { generateWgKeyPair } from '../lib/wg-keys.ts';
 import { writePrivate } from '../control-plane/secrets.ts';
-import { BRIDGE_IF, clientNamespace, clientPublicAddress, clientWgDevice, CONTROL_PLANE_PORT, inetNamespace, MAX_CLIENTS, PUBLIC_IF, RELAYS_CIDR, svcNamespace, vethName } from './layout.ts';
+import { BRIDGE_ADDRESS6, BRIDGE_IF, clientNamespace, clientPublicAddress, clientPublicAddress6, clientWgDevice, CONTROL_PLANE_PORT, inetNamespace, MAX_CLIENTS, PREFIX_LEN6, PUBLIC_IF, RELAYS_CIDR, svcNamespace, vethName } from './layout.ts';
 import type { SimClient } from './manifest.ts';
 import * as host from './netns.ts';
 import { loadSim, Sim, type Out } from './network.ts';
@@ -31,23 +31,27 @@ async function controlPlaneCli(sim: Sim, args: string[]): Promise<string> {
   return run(['ip', 'netns', 'exec', svcNamespace(sim.m.simId), RELAY_CORE_BIN, 'client', ...args, '--control-plane-url', url, '--token-file', sim.m.controlPlane.serviceRoleKeyFile]);
 }
 
-/** The fields of a wg-quick file a client needs besides what `wg setconf` takes. */
-export function wgQuickInterface(conf: string): { address: string; mtu: number | null } {
-  const iface = /\[Interface\]([\s\S]*?)(?=\n\[|$)/.exec(conf)?.[1] ?? '';
-  const field = (k: string) => new RegExp(`^\\s*${k}\\s*=\\s*(.+?)\\s*$`, 'mi').exec(iface)?.[1] ?? null;
-  const address = field('Address');
-  if (!address) throw new Error('the configuration has no [Interface] Address');
-  const mtu = field('MTU');
-  return { address: address.split(',')[0]!.trim(), mtu: mtu ? Number(mtu) : null };
+/** The fields of a wg-quick file a client needs besides what `wg setconf` takes: addresses, MTU, the peer's allowed IPs. */
+export function wgQuickInterface(conf: string): { addresses: string[]; mtu: number | null; allowedIps: string[] } {
+  const section = (name: string) => new RegExp(`\\[${name}\\]([\\s\\S]*?)(?=\\n\\[|$)`).exec(conf)?.[1] ?? '';
+  const field = (text: string, k: string) => new RegExp(`^\\s*${k}\\s*=\\s*(.+?)\\s*$`, 'mi').exec(text)?.[1] ?? null;
+  const list = (v: string | null) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const iface = section('Interface');
+  const addresses = list(field(iface, 'Address'));
+  if (addresses.length === 0) throw new Error('the configuration has no [Interface] Address');
+  const mtu = field(iface, 'MTU');
+  return { addresses, mtu: mtu ? Number(mtu) : null, allowedIps: list(field(section('Peer'), 'AllowedIPs')) };
 }
 
 /**
  * Bring up a stock WireGuard client in `ns` from a wg-quick file, the way wg-quick would (wireguard-go,
- * `wg-quick strip` + `wg setconf`, address, MTU, a default route into the tunnel).
+ * `wg-quick strip` + `wg setconf`, addresses, MTU, a route into the tunnel for each allowed IP). A
+ * default route of the tunnel (0.0.0.0/0, ::/0) takes metric 1, ahead of the namespace's own default
+ * routes (metric 1024 and up), as wg-quick's policy routing puts the tunnel ahead of the main table.
  */
 export async function startWgQuickClient(ns: string, device: string, configFile: string): Promise<void> {
   const conf = readFileSync(configFile, 'utf8');
-  const { address, mtu } = wgQuickInterface(conf);
+  const { addresses, mtu, allowedIps } = wgQuickInterface(conf);
   const inNs = (argv: string[], input?: string) => run(['ip', 'netns', 'exec', ns, ...argv], input);
   await inNs(['wireguard-go', device]);
   // `wg setconf` opens its file with fopen, which refuses the socket Node makes of a child's stdin.
@@ -58,10 +62,13 @@ export async function startWgQuickClient(ns: string, device: string, configFile:
   } finally {
     rmSync(stripped, { force: true });
   }
-  await inNs(['ip', 'address', 'add', address, 'dev', device]);
+  for (const a of addresses) await inNs(['ip', ...(a.includes(':') ? ['-6'] : []), 'address', 'add', a, 'dev', device, ...(a.includes(':') ? ['nodad'] : [])]);
   if (mtu) await inNs(['ip', 'link', 'set', 'dev', device, 'mtu', String(mtu)]);
   await inNs(['ip', 'link', 'set', 'dev', device, 'up']);
-  await inNs(['ip', 'route', 'add', 'default', 'dev', device]);
+  for (const cidr of allowedIps) {
+    const v6 = cidr.includes(':');
+    await inNs(['ip', ...(v6 ? ['-6'] : []), 'route', 'add', cidr, 'dev', device, 'metric', '1']);
+  }
 }
 
 export interface AddClientOptions {
@@ -107,6 +114,9 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
   const veth = { name: vethName(sim.m.simId, { client: index }), namespace: inetNamespace(sim.m.simId), peer: PUBLIC_IF, peerNamespace: client.namespace };
   sim.record((m) => m.veths.push(veth));
   await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns: client.namespace, inner: PUBLIC_IF, cidr: `${client.publicAddress}/32`, gateway: null, onLink: RELAYS_CIDR });
+  // And IPv6 with a default route of its own, as on a dual-stack home network: whatever of the client's
+  // IPv6 the tunnel did not take would leave here, around it (the capture test watches this link).
+  await host.addAddress6(client.namespace, PUBLIC_IF, `${clientPublicAddress6(index)}/${PREFIX_LEN6}`, BRIDGE_ADDRESS6, 2048);
 
   const args = ['add', '--json', '--key-file', client.keyFile, ...(o.entry ? ['--entry', o.entry] : []), ...(o.exit ? ['--exit', o.exit] : []), ...(o.exitRegion ? ['--exit-region', o.exitRegion] : [])];
   const answer = JSON.parse(await controlPlaneCli(sim, args)) as { session: { id: string; entryId: string; exitId: string; address: string }; wgQuick: string };

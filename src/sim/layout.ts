@@ -13,6 +13,16 @@ export const MAX_RELAYS = 250;
 export const PREFIX_LEN = 16;
 /** Every address of the sim's internet: relays allow clients to reach it (`--client-allow`). */
 export const SIM_INTERNET = '198.18.0.0/15';
+/**
+ * The sim's IPv6 internet (documentation space), allowed to clients like SIM_INTERNET: the bridge's
+ * /64 (relays and clients on it, the inet namespace their default router), and the web server on an
+ * address of the inet namespace outside that /64, so nobody reaches it on-link: a client only through
+ * its tunnel (or, were the tunnel to leak, by its default route over its own link).
+ */
+export const SIM_INTERNET6 = '2001:db8:18::/48';
+export const BRIDGE_ADDRESS6 = '2001:db8:18::1';
+export const PREFIX_LEN6 = 64;
+export const WEB_ADDRESS6 = '2001:db8:18:1::80';
 export const BRIDGE_ADDRESS = '198.18.0.1';
 export const SVC_ADDRESS = '198.18.0.2';
 /** Ports inside the service namespace: fixed, since nothing else lives there. */
@@ -27,6 +37,7 @@ export const BRIDGE_IF = 'br0';
 /** The sim's "internet host": a whoami HTTP server on the bridge address (src/sim/whoami.ts). */
 export const WEB_PORT = 8080;
 export const WEB_URL = `http://${BRIDGE_ADDRESS}:${WEB_PORT}`;
+export const WEB_URL6 = `http://[${WEB_ADDRESS6}]:${WEB_PORT}`;
 export const MAX_CLIENTS = 250;
 
 export const CONTROL_PLANE_URL = `http://${SVC_ADDRESS}:${CONTROL_PLANE_PORT}`;
@@ -67,6 +78,11 @@ export function clientPublicAddress(index: number): string {
   if (!Number.isInteger(index) || index < 1 || index > MAX_CLIENTS) throw new Error(`client index ${index} is outside 1..${MAX_CLIENTS}`);
   return `198.18.2.${index}`;
 }
+/** Client c's IPv6 on its public link: 2001:db8:18::2:<c in hex>, with a default route (a dual-stack home network). */
+export function clientPublicAddress6(index: number): string {
+  clientPublicAddress(index); // the same range check
+  return `2001:db8:18::2:${index.toString(16)}`;
+}
 /** The stock WireGuard device inside client c's namespace (device names are machine-wide for wireguard-go). */
 export const clientWgDevice = (wgPrefix: string, index: number) => `${wgPrefix}k${index}`;
 /** Where the relays' public addresses are: a client reaches its entry directly, everything else through its tunnel. */
@@ -75,6 +91,12 @@ export const RELAYS_CIDR = '198.18.1.0/24';
 export function relayPublicAddress(index: number): string {
   if (!Number.isInteger(index) || index < 1 || index > MAX_RELAYS) throw new Error(`relay index ${index} is outside 1..${MAX_RELAYS}`);
   return `198.18.1.${index}`;
+}
+
+/** Relay i's IPv6 on its public link (unless it was added with --no-ipv6): 2001:db8:18::1:<i in hex>. */
+export function relayPublicAddress6(index: number): string {
+  relayPublicAddress(index); // the same range check
+  return `2001:db8:18::1:${index.toString(16)}`;
 }
 
 export const defaultRelayId = (index: number) => `relay-${index}`;

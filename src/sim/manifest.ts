@@ -42,6 +42,8 @@ const RelaySchema = z.object({
   index: z.number().int().min(1).max(250),
   namespace: z.string().min(1),
   publicAddress: z.string(),
+  /** Its IPv6 on the sim's internet, null for a relay added with --no-ipv6 (it then exits no IPv6). */
+  publicAddress6: z.string().nullable().default(null),
   endpoint: z.string(),
   /** Known once the relay has registered (from its status). */
   meshAddress: z.string().nullable(),

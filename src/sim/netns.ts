@@ -106,6 +106,15 @@ export async function attachToBridge(o: { bridgeNs: string; bridge: string; oute
 }
 
 /**
+ * An IPv6 address on `dev` in `ns` (no duplicate address detection: the address is usable at once),
+ * and a default route via `gateway` when given (with `metric`, default the kernel's 1024).
+ */
+export async function addAddress6(ns: string, dev: string, cidr: string, gateway: string | null, metric?: number): Promise<void> {
+  await ip(['-n', ns, '-6', 'address', 'add', cidr, 'dev', dev, 'nodad']);
+  if (gateway) await ip(['-n', ns, '-6', 'route', 'add', 'default', 'via', gateway, 'dev', dev, ...(metric === undefined ? [] : ['metric', String(metric)])]);
+}
+
+/**
  * Make a service that listens only on 127.0.0.1:port inside `ns` reachable at address:port from the
  * other namespaces: DNAT to loopback (which needs route_localnet, a per-namespace setting). The local
  * control plane's gateway binds 127.0.0.1 only.

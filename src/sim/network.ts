@@ -28,6 +28,12 @@ import {
   relayNamespace,
   relayPublicAddress,
   SIM_INTERNET,
+  SIM_INTERNET6,
+  BRIDGE_ADDRESS6,
+  PREFIX_LEN6,
+  relayPublicAddress6,
+  WEB_URL6,
+  WEB_ADDRESS6,
   simHostsFile,
   SVC_ADDRESS,
   svcNamespace,
@@ -161,13 +167,18 @@ async function newManifest(dir: string, settings: Settings): Promise<Manifest> {
   };
 }
 
-/** A namespace; unless it is the inet one (`node` null), attached to the bridge with its public address. */
-async function createNode(sim: Sim, ns: string, node: 'svc' | number | null): Promise<void> {
+/**
+ * A namespace; unless it is the inet one (`node` null), attached to the bridge with its public address.
+ * `address6`: its IPv6 on the bridge's /64 too, with a default route (the internet has both families).
+ */
+async function createNode(sim: Sim, ns: string, node: 'svc' | number | null, address6: string | null = null): Promise<void> {
   const { simId } = sim.m;
   sim.record((m) => m.namespaces.push(ns));
   await host.addNetns(ns);
   if (node === null) {
     await host.addBridge(ns, BRIDGE_IF, `${BRIDGE_ADDRESS}/${PREFIX_LEN}`);
+    await host.addAddress6(ns, BRIDGE_IF, `${BRIDGE_ADDRESS6}/${PREFIX_LEN6}`, null);
+    await host.addAddress6(ns, BRIDGE_IF, `${WEB_ADDRESS6}/128`, null);
     return;
   }
   const veth = { name: vethName(simId, node), namespace: inetNamespace(simId), peer: PUBLIC_IF, peerNamespace: ns };
@@ -176,13 +187,14 @@ async function createNode(sim: Sim, ns: string, node: 'svc' | number | null): Pr
   if (node !== 'svc') host.isolateDns(ns, simHostsFile());
   const address = node === 'svc' ? SVC_ADDRESS : relayPublicAddress(node);
   await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns, inner: veth.peer, cidr: `${address}/${PREFIX_LEN}`, gateway: BRIDGE_ADDRESS });
+  if (address6) await host.addAddress6(ns, veth.peer, `${address6}/${PREFIX_LEN6}`, BRIDGE_ADDRESS6);
 }
 
 /**
  * A relay's record, namespace and token; not yet its process. `endpoint`: what it registers as its
  * public endpoint, instead of its public address and port (a name, to test resolution).
  */
-async function createRelay(sim: Sim, relayId: string, endpoint?: string): Promise<SimRelay> {
+async function createRelay(sim: Sim, relayId: string, endpoint?: string, ipv6 = true): Promise<SimRelay> {
   if (sim.m.relays.some((r) => r.id === relayId)) throw new Error(`the sim already has ${relayId}`);
   const index = allocateRelayIndex(relayId, new Set(sim.m.relays.map((r) => r.index)));
   if (index === null) throw new Error('the sim has no room for another relay (250 at most)');
@@ -192,6 +204,7 @@ async function createRelay(sim: Sim, relayId: string, endpoint?: string): Promis
     index,
     namespace: relayNamespace(sim.m.simId, index),
     publicAddress: relayPublicAddress(index),
+    publicAddress6: ipv6 ? relayPublicAddress6(index) : null,
     endpoint: endpoint ?? `${relayPublicAddress(index)}:${RELAY_PORT}`,
     meshAddress: null,
     publicKey: null,
@@ -199,7 +212,7 @@ async function createRelay(sim: Sim, relayId: string, endpoint?: string): Promis
     tokenFile: join(stateDir, 'token'),
   };
   sim.record((m) => m.relays.push(relay));
-  await createNode(sim, relay.namespace, index);
+  await createNode(sim, relay.namespace, index, relay.publicAddress6);
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const { jwtSecret } = loadOrCreateSecrets(sim.m.controlPlane.stateDir);
   writePrivate(relay.tokenFile, mintRelayToken(relayId, RELAY_TOKEN_TTL_SECONDS, jwtSecret) + '\n');
@@ -256,7 +269,7 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   }
   o.out(`sim ${m.simId}: nats-server at ${NATS_URL}, control plane at ${CONTROL_PLANE_URL} (in ${svc})`);
   startWeb(sim);
-  o.out(`sim ${m.simId}: an "internet" web server at ${WEB_URL} answers with the address each request comes from`);
+  o.out(`sim ${m.simId}: an "internet" web server at ${WEB_URL} and ${WEB_URL6} answers with the address each request comes from`);
   const probeFrom = m.relays[0]?.namespace;
   if (probeFrom) {
     for (const [what, port] of [['the control plane', CONTROL_PLANE_PORT], ['nats-server', NATS_PORT]] as const) {
@@ -270,7 +283,7 @@ function startWeb(sim: Sim): SimProcess {
   const inet = inetNamespace(sim.m.simId);
   const dir = join(sim.m.stateDir, 'web');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const argv = [process.execPath, WHOAMI_SCRIPT, '--listen', `${BRIDGE_ADDRESS}:${WEB_PORT}`, '--log', join(dir, 'requests.jsonl')];
+  const argv = [process.execPath, WHOAMI_SCRIPT, '--listen', `${BRIDGE_ADDRESS}:${WEB_PORT}`, '--listen', `[${WEB_ADDRESS6}]:${WEB_PORT}`, '--log', join(dir, 'requests.jsonl')];
   return spawnRecorded(sim, { kind: 'web', name: 'web', namespace: inet, log: join(dir, 'web.log') }, argv, childEnv());
 }
 
@@ -292,7 +305,7 @@ function relayArgv(m: Manifest, r: SimRelay): string[] {
     '--link-down-after', String(s.linkDownAfterMs),
     '--observe-interval', String(s.observeIntervalMs),
     // The sim's internet lives in the benchmarking range, which the egress policy refuses by default.
-    '--client-allow', SIM_INTERNET,
+    '--client-allow', `${SIM_INTERNET},${SIM_INTERNET6}`,
   ];
 }
 
@@ -372,14 +385,17 @@ async function recordIdentities(dir: string, relays: RelayObservation[]): Promis
 // ---------------------------------------------------------------------------------------------
 // changing relays
 
-/** A new relay; `endpoint` (optional) is what it registers instead of its public address and port. */
-export async function addRelay(dir: string, relayId: string | undefined, out: Out, endpoint?: string): Promise<SimRelay> {
+/**
+ * A new relay; `endpoint` (optional) is what it registers instead of its public address and port;
+ * `ipv6` false: its namespace has no IPv6, so it is no exit for clients' IPv6.
+ */
+export async function addRelay(dir: string, relayId: string | undefined, out: Out, endpoint?: string, ipv6 = true): Promise<SimRelay> {
   const sim = new Sim(loadSim(dir));
   const taken = new Set(sim.m.relays.map((r) => r.index));
   const id = relayId ?? defaultRelayId(allocateRelayIndex('', taken) ?? 0);
-  const relay = await createRelay(sim, id, endpoint);
+  const relay = await createRelay(sim, id, endpoint, ipv6);
   startRelay(sim, relay);
-  out(`sim ${sim.m.simId}: added ${id} in ${relay.namespace} at ${relay.endpoint}`);
+  out(`sim ${sim.m.simId}: added ${id} in ${relay.namespace} at ${relay.endpoint}${ipv6 ? ` and ${relay.publicAddress6}` : ' (no IPv6)'}`);
   return relay;
 }
 

@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
 import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
-import { BRIDGE_IF, CONTROL_PLANE_PORT, inetNamespace, relayPublicAddress, SVC_ADDRESS, WEB_URL } from '../../src/sim/layout.ts';
+import { formatIpv4, parseCidr } from '../../src/events/topology.events.ts';
+import { DEFAULT_CLIENT_PREFIX6, embed6 } from '../../src/kernel/ipv6.ts';
+import { BRIDGE_ADDRESS6, BRIDGE_IF, clientPublicAddress6, CONTROL_PLANE_PORT, inetNamespace, PUBLIC_IF, RELAY_PORT, relayPublicAddress, SVC_ADDRESS, WEB_URL, WEB_URL6 } from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimRelay } from '../../src/sim/manifest.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -52,7 +54,12 @@ describe('safe by default: egress policy and mesh filters on real WireGuard', ()
     expect(up.exitCode, up.stderr + up.stdout).toBe(0);
     const add = await sim(['client', 'add', '--name', 'c1', '--entry', 'relay-1', '--exit', 'relay-2']);
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);
-  }, 240_000);
+    // A relay with no IPv6 at all, and a client leaving there.
+    const noV6 = await sim(['add', '--relay', 'relay-3', '--no-ipv6', '--timeout', '90']);
+    expect(noV6.exitCode, noV6.stderr + noV6.stdout).toBe(0);
+    const add2 = await sim(['client', 'add', '--name', 'c2', '--entry', 'relay-1', '--exit', 'relay-3']);
+    expect(add2.exitCode, add2.stderr + add2.stdout).toBe(0);
+  }, 300_000);
 
   afterAll(async () => {
     for (const l of listeners) l.kill('SIGKILL');
@@ -130,5 +137,81 @@ describe('safe by default: egress policy and mesh filters on real WireGuard', ()
     } finally {
       await inRelay('relay-1', ['ip', 'addr', 'del', `${forged}/32`, 'dev', 'lo']);
     }
+  });
+
+  /** Capture on `dev` in `ns` while `during` runs: tcpdump's text lines (bounded: 2,000 packets, 60 s). */
+  const capture = async (ns: string, dev: string, during: () => Promise<void>): Promise<string[]> => {
+    const p = execa('ip', ['netns', 'exec', ns, 'tcpdump', '-n', '-l', '-c', '2000', '-i', dev], { reject: false, timeout: 60_000 });
+    await new Promise<void>((resolve, reject) => {
+      p.stderr!.on('data', (d: Buffer) => d.toString().includes('listening on') && resolve());
+      p.catch(reject);
+      setTimeout(() => reject(new Error(`tcpdump on ${dev} in ${ns} did not start`)), 10_000);
+    });
+    try {
+      await during();
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      p.kill('SIGINT');
+    }
+    return (await p).stdout.split('\n').filter(Boolean);
+  };
+
+  it("IPv6 never leaks: a client's IPv6 leaves at its exit (NAT66) and its own link carries nothing but UDP to its entry", async () => {
+    const c1 = manifest().clients.find((c) => c.name === 'c1')!;
+    const entry = relayOf('relay-1');
+    const own6 = clientPublicAddress6(c1.index);
+    const exit6 = relayOf('relay-2').publicAddress6!;
+    expect(exit6).toBeTruthy();
+    // The client's link has IPv6 and a default route of its own: without the tunnel its IPv6 would leave there.
+    const routes = await inNs(c1.namespace, ['ip', '-6', 'route', 'show', 'default']);
+    expect(routes.stdout).toContain(`via ${BRIDGE_ADDRESS6} dev ${PUBLIC_IF}`);
+    const answers: string[] = [];
+    const lines = await capture(c1.namespace, PUBLIC_IF, async () => {
+      for (let i = 0; i < 3; i++) {
+        for (const url of [`${WEB_URL6}/`, `${WEB_URL}/`]) {
+          const r = await inNs(c1.namespace, ['curl', '-sS', '--max-time', '5', url]);
+          expect(r.exitCode, r.stderr).toBe(0);
+          answers.push(r.stdout.trim());
+        }
+      }
+    });
+    // The web server saw the exits' addresses, of both families.
+    expect(answers).toEqual([exit6, relayPublicAddress(2), exit6, relayPublicAddress(2), exit6, relayPublicAddress(2)]);
+    const tunnel = new Set([`${c1.publicAddress} > ${entry.publicAddress}.${RELAY_PORT}`, `${entry.publicAddress}.${RELAY_PORT} > ${c1.publicAddress}`]);
+    let udp = 0;
+    const other: string[] = [];
+    for (const line of lines) {
+      const m = /^\S+ (IP6?) (\S+?)(\.\d+)? > (\S+?)(\.\d+)?: (.*)$/.exec(line);
+      if (m && m[1] === 'IP' && m[6]!.startsWith('UDP') && tunnel.has(m[2] === c1.publicAddress ? `${m[2]} > ${m[4]}${m[5]}` : `${m[2]}${m[3]} > ${m[4]}`)) udp++;
+      // Link housekeeping (ARP, IPv6 neighbour discovery and MLD between link-local and multicast addresses) carries nothing of the client's.
+      else if (/ ARP, /.test(line)) continue;
+      else if (m && m[1] === 'IP6' && /^(fe80:|::$)/.test(m[2]!) && /^(fe80:|ff02:)/.test(m[4]!) && m[6]!.startsWith('ICMP6')) continue;
+      // Other hosts' neighbour discovery floods every port of the bridge; the client's own would be a leak.
+      else if (m && m[1] === 'IP6' && m[2] !== own6 && /^ff02:/.test(m[4]!) && m[6]!.startsWith('ICMP6')) continue;
+      else other.push(line);
+    }
+    expect(other, 'packets on the client\'s own link that are not its tunnel').toEqual([]);
+    expect(udp).toBeGreaterThanOrEqual(12);
+    expect(lines.join('\n')).not.toMatch(/2001:db8:18:1::80|198\.18\.0\.1\./);
+  });
+
+  it('a client whose exit has no IPv6 is refused at the entry at once (ICMPv6 unreachable), never routed elsewhere', async () => {
+    const c2 = manifest().clients.find((c) => c.name === 'c2')!;
+    const view = await status('relay-1');
+    expect(view.relays.find((r) => r.id === 'relay-3')?.exitIpv6).toBe(false);
+    expect(view.relays.find((r) => r.id === 'relay-2')?.exitIpv6).toBe(true);
+    // The entry's own address on its client device, in the clients' /96: where the refusal comes from.
+    const pool = parseCidr(view.clientPool!)!;
+    const gateway6 = embed6(DEFAULT_CLIENT_PREFIX6, formatIpv4(pool.base + 1));
+    const results: number[] = [];
+    const lines = await capture(c2.namespace, c2.device, async () => {
+      for (let i = 0; i < 3; i++) results.push((await inNs(c2.namespace, ['curl', '-sS', '--max-time', '8', `${WEB_URL6}/`])).exitCode ?? -1);
+    });
+    // curl's 7 is "could not connect" (refused at once); 28 would be a timeout.
+    expect(results).toEqual([7, 7, 7]);
+    expect(lines.filter((l) => l.includes(`IP6 ${gateway6} > `) && l.includes('ICMP6, destination unreachable')).length).toBe(3);
+    // Its IPv4 still leaves at its exit.
+    const v4 = await inNs(c2.namespace, ['curl', '-sS', '--max-time', '5', `${WEB_URL}/`]);
+    expect(v4.stdout.trim()).toBe(relayPublicAddress(3));
   });
 });

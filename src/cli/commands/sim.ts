@@ -12,7 +12,7 @@ import { convergence, renderStatus, type ConvergenceMode } from '../../sim/statu
 const usage = `Usage: relay-core sim [--relays N] [up options]      the network in the foreground; Ctrl-C removes it
        relay-core sim up [--relays N] [up options]   build it, wait, leave it running in the background
        relay-core sim status [--json]
-       relay-core sim add [--relay ID] [--endpoint HOST:PORT] [wait options]
+       relay-core sim add [--relay ID] [--endpoint HOST:PORT] [--no-ipv6] [wait options]
        relay-core sim stop|kill --relay ID
        relay-core sim restart --relay ID [wait options]
        relay-core sim down [--purge]
@@ -46,18 +46,20 @@ Subcommands:
             name tests how relays resolve names. A relay's DNS stays in its namespace: names come
             from its own hosts file, which has relay-<i>.sim.test for relay i's address, and any
             other name (use the reserved .invalid TLD) never resolves: queries go to the
-            namespace's loopback, where nothing answers.
+            namespace's loopback, where nothing answers. With --no-ipv6 its namespace has no IPv6:
+            it exits no client IPv6, and entries refuse its clients' IPv6 at once.
   stop      SIGTERM a relay: it deregisters and removes its links (SIGKILL after 15 s).
   kill      SIGKILL a relay, as a crash would. Its WireGuard devices (wireguard-go processes) stay
             and keep its links up until a restart adopts them.
   restart   Start a relay's process again in its namespace with its state directory and key
             (stopping it first if it runs); then waits like up.
   client    Clients with stock WireGuard (docs/clients.md). 'add' makes a namespace rcs-<sim id>-c<n>
-            on the bridge (198.18.2.n), a key, and a session through the control plane (which
+            on the bridge (198.18.2.n, and 2001:db8:18::2:n with a default route), a key, and a session through the control plane (which
             answers once the entry has programmed it), then brings up wireguard-go with 'wg setconf'
             from the printed wg-quick file (DIR/clients/NAME/wg.conf): the client reaches the relays
-            directly and everything else only through its tunnel. The sim's "internet" web server
-            at http://198.18.0.1:8080 answers with the address a request comes from: try
+            directly and everything else only through its tunnel (IPv6 too). The sim's "internet"
+            web server at http://198.18.0.1:8080 and http://[2001:db8:18:1::80]:8080 answers with
+            the address a request comes from: try
               sudo ip netns exec rcs-<id>-c1 curl http://198.18.0.1:8080/
             'switch' steers a client to another exit without touching its tunnel; 'remove' closes
             its session and removes its namespace; 'list' shows them.
@@ -71,6 +73,7 @@ Options:
   --relays N                 number of relays, 1-${MAX_RELAYS} (default 3)
   --relay ID                 the relay to add, stop, kill or restart (add: default relay-<lowest free i>)
   --endpoint HOST:PORT       add: the endpoint the relay registers (default its address:51820)
+  --no-ipv6                  add: the relay's namespace gets no IPv6 (it exits no client IPv6)
   --wait mesh|topology|none  what up, add and restart wait for (default mesh; topology: no links)
   --timeout S                how long they wait once the relays run, 1-3600 (default 60)
   --db-url URL               a PostgreSQL for the control plane instead of the embedded one. The
@@ -115,7 +118,7 @@ const ALLOWED: Record<Subcommand, string[]> = {
   foreground: UP_OPTIONS,
   up: UP_OPTIONS,
   status: ['json'],
-  add: ['relay', 'endpoint', ...WAIT_OPTIONS],
+  add: ['relay', 'endpoint', 'no-ipv6', ...WAIT_OPTIONS],
   stop: ['relay'],
   kill: ['relay'],
   restart: ['relay', ...WAIT_OPTIONS],
@@ -134,6 +137,7 @@ export const command: Command = {
     relays: { type: 'string' },
     relay: { type: 'string' },
     endpoint: { type: 'string' },
+    'no-ipv6': { type: 'boolean' },
     wait: { type: 'string' },
     timeout: { type: 'string' },
     'db-url': { type: 'string' },
@@ -173,7 +177,7 @@ export const command: Command = {
         case 'status':
           return await status(dir, v.json === true, out);
         case 'add':
-          await withStateDirLock(dir, () => addRelay(dir, relayId, out, endpoint));
+          await withStateDirLock(dir, () => addRelay(dir, relayId, out, endpoint, v['no-ipv6'] !== true));
           return await report(dir, wait, out, interruptible());
         case 'stop':
         case 'kill':
