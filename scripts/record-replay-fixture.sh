@@ -5,6 +5,8 @@
 # Re-record when the planner or the event catalogue changes what a relay records. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The project's Node (the npm package node), not the system's: vitest and the code need it.
+export PATH="$PWD/node_modules/.bin:$PATH"
 state=$(mktemp -d /tmp/relay-core-fixture-XXXXXX)
 sim() { bin/relay-core sim "$@" --state-dir "$state/sim"; }
 trap 'sim down >/dev/null 2>&1 || true; rm -rf "$state"' EXIT

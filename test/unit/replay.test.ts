@@ -57,6 +57,22 @@ describe('replay of a recorded sim', () => {
   const log = load();
   const relays = ['relay-1', 'relay-2', 'relay-3'];
 
+  it('the recording has client IPv6 (fd64::/96) in its configuration and kernel rounds', () => {
+    const texts = log.filter((m) => m.stream === 'relay').map(text);
+    expect(texts.some((t) => t.includes('"clientPrefix6":"fd64::/96"'))).toBe(true);
+    expect(texts.some((t) => /"op":"rule.add","rule":\{"priority":\d+,"from":"fd64::/.test(t))).toBe(true);
+  });
+
+  it('a log recorded before client IPv6 (no prefix in its configuration) still re-plans to exactly its recorded rounds', () => {
+    const old = load('test/fixtures/replay-sim-pre-ipv6.jsonl');
+    expect(old.some((m) => text(m).includes('clientPrefix6'))).toBe(false);
+    for (const id of relays) {
+      const r = replay(old, id);
+      expect(r.checks.rounds, id).toBeGreaterThan(0);
+      expect(r.checks, id).toMatchObject({ matched: r.checks.rounds, mismatched: 0, unchecked: 0, inconsistent: 0 });
+    }
+  });
+
   it('re-plans every recorded kernel round of every relay from its cause and gets the recorded operations', () => {
     for (const id of relays) {
       const r = replay(log, id);
