@@ -12,8 +12,8 @@ import { embed6, embedCidr6 } from './ipv6.ts';
  *
  * Entry: clients connect to one client-facing WireGuard device `<wg-prefix><own index>c`, listening on
  * the relay's endpoint port, with the first host of the relay's pool as its address. Each session is
- * one peer (allowed-ips = the client's /32) and one policy rule `from <client> iif <device> lookup
- * <exit table>`; the exit table (`exitTableBase + exit's mesh index`, owned by the mesh scope) default-
+ * one peer (allowed-ips = the client's /32, and its /128 with client IPv6: src/kernel/ipv6.ts) and one
+ * policy rule per family `from <client> iif <device> lookup <exit table>`; the exit table (`exitTableBase + exit's mesh index`, owned by the mesh scope) default-
  * routes into the link to that exit. After every client rule, `from <pool> iif <device> unreachable`:
  * a client whose exit table is empty (link gone) or whose exit is unknown is refused, never looked up
  * in the main table (fail closed).

@@ -9,8 +9,8 @@ import { MAIN_TABLE, type DesiredHostState, type DesiredWgDevice, type KernelSco
  *
  * WireGuard picks the peer of an outgoing packet by destination alone, so one interface can default-
  * route to one peer only. To let each client pick its exit, every mesh link is its own point-to-point
- * WireGuard device with a single peer whose allowed-ips are 0.0.0.0/0: a policy table per exit can
- * then default-route into that exit's device. Names, ports and addresses all derive from the relays'
+ * WireGuard device with a single peer whose allowed-ips are 0.0.0.0/0 (and ::/0 with client IPv6): a
+ * policy table per exit can then default-route into that exit's device. Names, ports and addresses all derive from the relays'
  * mesh indexes (the offset of a mesh address in 100.64.0.0/16), so both ends agree without talking.
  */
 

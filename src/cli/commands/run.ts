@@ -56,9 +56,9 @@ Clients (stock WireGuard clients enter here and leave at the exit they chose; se
   --client-deny CIDR[,CIDR]  refuse client traffic to these too (IPv4 or IPv6)  RELAYNET_CLIENT_DENY
   --client-allow CIDR[,CIDR] take these out of the default refused ranges         RELAYNET_CLIENT_ALLOW
   --client-prefix6 P|off     the clients' IPv6 /96 (default fd64::/96; the control plane's
-                             client_prefix6 must agree); off: clients get IPv4 only
+                             client_prefix6 must agree); off: clients get IPv4 only   RELAYNET_CLIENT_PREFIX6
   --exit-ipv6 auto|on|off    let clients' IPv6 leave here, NAT66 (default auto: when this host
-                             has a default IPv6 route)
+                             has a default IPv6 route)                                RELAYNET_EXIT_IPV6
 
 Egress policy (docs/security.md): as an exit, the relay refuses client traffic (TCP reset, ICMP
 administratively prohibited) to private, loopback, link-local (cloud metadata: 169.254.169.254),
