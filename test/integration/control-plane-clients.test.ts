@@ -143,6 +143,9 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     await expect(sql`update relaynet.settings set client_mtu = 100`).rejects.toThrow(/settings_client_mtu/);
     await expect(sql`update relaynet.settings set confirm_timeout_seconds = 121`).rejects.toThrow(/settings_confirm_timeout/);
     await expect(sql`update relaynet.settings set client_dns = '{not-an-address}'`).rejects.toThrow(/inet/);
+    expect((await sql`select client_prefix6::text as p from relaynet.settings`)[0]!.p).toBe('fd64::/96');
+    await expect(sql`update relaynet.settings set client_prefix6 = 'fd64::/64'`).rejects.toThrow(/settings_client_prefix6/);
+    await expect(sql`update relaynet.settings set client_prefix6 = '100.64.0.0/10'`).rejects.toThrow(/settings_client_prefix6/);
     expect((await sql`select count(*)::int as n from relaynet.client_sessions`)[0]!.n).toBe(0);
   });
 
@@ -184,23 +187,24 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(body.exit).toEqual({ id: 'relay-3', name: 'Relay 3', region: 'us' });
     expect(body.config).toEqual({
       address: '100.96.0.2/32',
+      address6: 'fd64::6460:2/128',
       dns: ['9.9.9.9'],
       mtu: 1420,
       keepaliveSeconds: 25,
-      peer: { publicKey: relayKey(1), endpoint: '198.51.100.1:51820', allowedIps: ['0.0.0.0/0'] },
+      peer: { publicKey: relayKey(1), endpoint: '198.51.100.1:51820', allowedIps: ['0.0.0.0/0', '::/0'] },
     });
     expect(body.wgQuick).toBe(
       [
         '[Interface]',
         '# PrivateKey = <your private key>',
-        'Address = 100.96.0.2/32',
+        'Address = 100.96.0.2/32, fd64::6460:2/128',
         'DNS = 9.9.9.9',
         'MTU = 1420',
         '',
         '[Peer]',
         `PublicKey = ${relayKey(1)}`,
         'Endpoint = 198.51.100.1:51820',
-        'AllowedIPs = 0.0.0.0/0',
+        'AllowedIPs = 0.0.0.0/0, ::/0',
         'PersistentKeepalive = 25',
         '',
       ].join('\n'),

@@ -3,6 +3,7 @@ import { prng, type Rng } from '../support/prng.ts';
 import type { ClientSession, RelayRecord } from '../../src/events/topology.events.ts';
 import { clientDevice, clientRulePriorities, clientScope, desiredClientState, nftTableName, releasedClientState, type ClientOptions } from '../../src/kernel/clients.ts';
 import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
+import { embedCidr6 } from '../../src/kernel/ipv6.ts';
 import { type DesiredHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope } from '../../src/kernel/host-state.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
@@ -44,7 +45,9 @@ function randomClientState(r: Rng): DesiredHostState {
   return desiredClientState(self, relays, sessions, opts);
 }
 
-const guarded = (s: HostState) => s.nftTables[TABLE] !== undefined && s.rules.some((x) => x.priority === FAIL_CLOSED && x.table === null && x.iif === DEV);
+/** The table and the fail-closed rule of each family (the IPv4 pool and its IPv6 counterpart). */
+const guarded = (s: HostState) =>
+  s.nftTables[TABLE] !== undefined && [self.clientPool, embedCidr6(base.clientPrefix6!, self.clientPool)].every((pool) => s.rules.some((x) => x.priority === FAIL_CLOSED && x.from === pool && x.table === null && x.iif === DEV));
 const peersOf = (s: HostState) => new Set(s.devices[DEV]?.peers.map((p) => p.publicKey) ?? []);
 
 /** A backend that checks the property after every operation it applies. */
