@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { existsSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,10 +14,26 @@ import {
   type PeerObservation,
   type RouteState,
   type RuleState,
-  type WgDeviceState,
-  type WgPeerState,
 } from './host-state.ts';
-import { canonicalHostState, isIpv6 } from './plan.ts';
+import { execaRunner, type CommandRunner } from './command-runner.ts';
+import { commandOf, nftTableScript, READ, STEP } from './linux-commands.ts';
+import {
+  countersOf,
+  nftTableDigest,
+  observation,
+  parseDevice,
+  parseDump,
+  presentTables,
+  routesOf,
+  rulesOf,
+  sysctlValue,
+  type IpAddrJson,
+  type IpRouteJson,
+  type IpRuleJson,
+  type NftCountersJson,
+  type NftListJson,
+} from './linux-parse.ts';
+import { canonicalHostState } from './plan.ts';
 
 /** Where wireguard-go puts its control socket: one directory for every network namespace. */
 const WG_SOCKET_DIR = '/var/run/wireguard';
@@ -35,6 +50,8 @@ export interface LinuxKernelBackendOptions {
   impl?: WireGuardImpl;
   /** Per command (default 10 s). */
   timeoutMs?: number;
+  /** Who runs the commands (default: real processes; tests pass a fake, src/kernel/command-runner.ts). */
+  runner?: CommandRunner;
 }
 
 /**
@@ -57,6 +74,7 @@ export class LinuxKernelBackend implements KernelBackend {
   private readonly log: Logger;
   private readonly netns: string | undefined;
   private readonly timeoutMs: number;
+  private readonly runner: CommandRunner;
   /** Becomes 'kernel' or 'userspace' once a device was created the one way or the other. */
   private impl: WireGuardImpl;
 
@@ -65,28 +83,29 @@ export class LinuxKernelBackend implements KernelBackend {
     this.netns = opts.netns;
     this.impl = opts.impl ?? 'auto';
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.runner = opts.runner ?? execaRunner;
   }
 
   async apply(op: KernelOp): Promise<void> {
     this.log.debug({ op: describeOp(op) }, 'kernel op');
     if (op.op === 'link.add') {
       await this.createDevice(op);
-      await this.run(['ip', 'link', 'set', 'dev', op.dev, 'mtu', String(op.mtu)], op);
+      await this.run(STEP.mtu(op.dev, op.mtu), op);
     } else if (op.op === 'link.del') {
-      await this.run(['ip', 'link', 'del', 'dev', op.dev], op);
+      await this.run(STEP.deleteLink(op.dev), op);
       await this.awaitSocketGone(op);
     } else if (op.op === 'nft.table.set') {
-      await this.run(['nft', '-f', '-'], op, nftTableScript(op));
+      await this.run(STEP.nftScript, op, nftTableScript(op));
     } else {
       await this.run(commandOf(op), op);
     }
   }
 
   async read(scope: KernelScope): Promise<HostState> {
-    const links = (await this.json<IpAddrJson[]>(['ip', '-j', 'addr', 'show'])).filter((l) => l.ifname.startsWith(scope.devicePrefix));
+    const links = (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => l.ifname.startsWith(scope.devicePrefix));
     const owned = (dev: string | undefined) => dev !== undefined && dev.startsWith(scope.devicePrefix);
     const [dumps, routes, rules, sysctls, nftTables] = await Promise.all([
-      Promise.all(links.map((l) => this.run(['wg', 'show', l.ifname, 'dump'], null))),
+      Promise.all(links.map((l) => this.run(READ.wgDump(l.ifname), null))),
       this.readRoutes(owned),
       this.readRules(scope.rulePriorities),
       this.readSysctls(scope.sysctls),
@@ -97,8 +116,8 @@ export class LinuxKernelBackend implements KernelBackend {
   }
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
-    const present = new Set((await this.json<{ ifname: string }[]>(['ip', '-j', 'link', 'show'])).map((l) => l.ifname));
-    const dumps = await Promise.all(devices.filter((d) => present.has(d)).map(async (dev) => ({ dev, dump: await this.run(['wg', 'show', dev, 'dump'], null) })));
+    const present = new Set((await this.json<{ ifname: string }[]>(READ.links)).map((l) => l.ifname));
+    const dumps = await Promise.all(devices.filter((d) => present.has(d)).map(async (dev) => ({ dev, dump: await this.run(READ.wgDump(dev), null) })));
     return dumps.flatMap(({ dev, dump }) => parseDump(dump).peers.map((p) => observation(dev, p)));
   }
 
@@ -107,27 +126,26 @@ export class LinuxKernelBackend implements KernelBackend {
    * default IPv6 route (main table).
    */
   async ipv6(): Promise<{ enabled: boolean; defaultRoute: boolean }> {
-    const r = await this.exec(['sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6']);
+    const r = await this.exec(READ.ipv6Disabled);
     if (r.error || r.stdout.trim() !== '0') return { enabled: false, defaultRoute: false };
-    const routes = await this.json<unknown[]>(['ip', '-6', '-j', 'route', 'show', 'default']);
+    const routes = await this.json<unknown[]>(READ.ipv6DefaultRoutes);
     return { enabled: true, defaultRoute: routes.length > 0 };
   }
 
   async counters(table: string): Promise<Record<string, NftCounter>> {
-    const r = await this.exec(['nft', '-j', 'list', 'counters', 'table', 'inet', table]);
+    const r = await this.exec(READ.nftCounters(table));
     // No such table (not programmed yet, or torn down): no counters.
     if (r.error) {
       if (/No such file or directory|does not exist/i.test(r.error.stderr)) return {};
       throw new Error(`${r.error.command.join(' ')} failed (exit ${r.error.exitCode}): ${r.error.stderr}`);
     }
-    const listed = (JSON.parse(r.stdout) as NftCountersJson).nftables ?? [];
-    return Object.fromEntries(listed.flatMap((o) => (o.counter && o.counter.table === table ? [[o.counter.name, { packets: o.counter.packets, bytes: o.counter.bytes }]] : [])));
+    return countersOf(JSON.parse(r.stdout) as NftCountersJson, table);
   }
 
   /** `ip link add ... type wireguard` where the kernel has WireGuard, else a `wireguard-go` process. */
   private async createDevice(op: Extract<KernelOp, { op: 'link.add' }>): Promise<void> {
     if (this.impl !== 'userspace') {
-      const r = await this.exec(['ip', 'link', 'add', 'dev', op.dev, 'type', 'wireguard']);
+      const r = await this.exec(STEP.kernelDevice(op.dev));
       if (!r.error) {
         this.impl = 'kernel';
         return;
@@ -137,7 +155,7 @@ export class LinuxKernelBackend implements KernelBackend {
       this.log.info({ dev: op.dev }, 'no WireGuard in this kernel: using wireguard-go');
     }
     // wireguard-go daemonises once its device and socket exist; it keeps our stdio only if LOG_LEVEL is set.
-    const r = await this.exec(['wireguard-go', op.dev], { LOG_LEVEL: undefined });
+    const r = await this.exec(STEP.wireguardGo(op.dev), { LOG_LEVEL: undefined });
     // It logs its errors to stdout.
     if (r.error) throw this.opError(op, { ...r.error, stderr: [r.error.stderr, r.stdout.trim()].filter(Boolean).join('\n') });
     this.impl = 'userspace';
@@ -153,59 +171,54 @@ export class LinuxKernelBackend implements KernelBackend {
     const deadline = Date.now() + SOCKET_GRACE_MS;
     while (existsSync(socket) && Date.now() < deadline) await sleep(50);
     if (!existsSync(socket)) return;
-    if (await socketAnswers(socket)) throw new KernelOpError(op, `${socket} still answers after its device was deleted`, { command: ['ip', 'link', 'del', 'dev', op.dev] });
+    if (await socketAnswers(socket)) throw new KernelOpError(op, `${socket} still answers after its device was deleted`, { command: STEP.deleteLink(op.dev) });
     this.log.warn({ dev: op.dev, socket }, 'removing the stale wireguard-go socket');
     rmSync(socket, { force: true });
   }
 
   private async readRoutes(owned: (dev: string | undefined) => boolean): Promise<RouteState[]> {
-    const read = async (fam: '-4' | '-6') =>
-      (await this.json<IpRouteJson[]>(['ip', fam, '-N', '-d', '-j', 'route', 'show', 'table', 'all'])).filter((r) => owned(r.dev) && isManagedRoute(r)).map((r) => parseRoute(r, fam));
+    const read = async (fam: '-4' | '-6') => routesOf(await this.json<IpRouteJson[]>(READ.routes(fam)), fam, owned);
     return (await Promise.all([read('-4'), read('-6')])).flat();
   }
 
-  private async readRules([lo, hi]: [number, number]): Promise<RuleState[]> {
-    const read = async (fam: '-4' | '-6') => (await this.json<IpRuleJson[]>(['ip', fam, '-N', '-j', 'rule', 'show'])).filter((r) => r.priority >= lo && r.priority <= hi);
-    // An IPv6 rule without `from` would read like the IPv4 one: rules without `from` are IPv4 rules.
-    const [v4, v6] = await Promise.all([read('-4'), read('-6')]);
-    const candidates = [...v4, ...v6.filter((r) => r.src !== 'all')];
-    const strange = candidates.filter((r) => !isRepresentable(r));
+  private async readRules(range: [number, number]): Promise<RuleState[]> {
+    const [v4, v6] = await Promise.all([this.json<IpRuleJson[]>(READ.rules('-4')), this.json<IpRuleJson[]>(READ.rules('-6'))]);
+    const { rules, strange } = rulesOf(v4, v6, range);
     if (strange.length > 0) this.log.warn({ rules: strange }, 'rules in the owned priority range with selectors relay-core does not set: left alone');
-    return candidates.filter(isRepresentable).map(parseRule);
+    return rules;
   }
 
   /** One `sysctl -n KEY` per key: a value with a newline in it cannot shift the others. */
   private async readSysctls(keys: string[]): Promise<Record<string, string>> {
-    const values = await Promise.all(keys.map((k) => this.run(['sysctl', '-n', k], null)));
-    return Object.fromEntries(keys.map((k, i) => [k, values[i]!.replace(/\n$/, '')]));
+    const values = await Promise.all(keys.map((k) => this.run(READ.sysctl(k), null)));
+    return Object.fromEntries(keys.map((k, i) => [k, sysctlValue(values[i]!)]));
   }
 
   /** The owned tables of family inet, with the digest from their comment. Nothing owned: `nft` is not run. */
   private async readNftTables(names: string[]): Promise<Record<string, NftTableState>> {
     if (names.length === 0) return {};
-    const listed = (await this.json<NftListJson>(['nft', '-j', 'list', 'tables'])).nftables ?? [];
-    const present = listed.flatMap((o) => (o.table && o.table.family === 'inet' && names.includes(o.table.name) ? [o.table.name] : []));
-    const texts = await Promise.all(present.map((name) => this.run(['nft', 'list', 'table', 'inet', name], null)));
+    const present = presentTables(await this.json<NftListJson>(READ.nftTables), names);
+    const texts = await Promise.all(present.map((name) => this.run(READ.nftTable(name), null)));
     return Object.fromEntries(present.map((name, i) => [name, { name, digest: nftTableDigest(name, texts[i]!) }]));
   }
 
-  private async json<T>(args: string[]): Promise<T> {
+  private async json<T>(args: readonly string[]): Promise<T> {
     return JSON.parse(await this.run(args, null)) as T;
   }
 
   /** Run a command (`input` is its stdin); throw a `KernelOpError` for `op`, or a plain error while reading. Returns stdout. */
-  private async run(args: string[], op: KernelOp | null, input?: string): Promise<string> {
+  private async run(args: readonly string[], op: KernelOp | null, input?: string): Promise<string> {
     const r = await this.exec(args, {}, input);
     if (!r.error) return r.stdout;
     if (op) throw this.opError(op, r.error);
     throw new Error(`${r.error.command.join(' ')} failed (exit ${r.error.exitCode}): ${r.error.stderr}`);
   }
 
-  private async exec(args: string[], env: Record<string, undefined> = {}, input?: string): Promise<{ stdout: string; error: CommandFailure | null }> {
-    const command = this.netns ? ['ip', 'netns', 'exec', this.netns, ...args] : args;
+  private async exec(args: readonly string[], env: Record<string, undefined> = {}, input?: string): Promise<{ stdout: string; error: CommandFailure | null }> {
+    const command = this.netns ? ['ip', 'netns', 'exec', this.netns, ...args] : [...args];
     this.log.debug({ command }, 'run');
-    const r = await execa(command[0]!, command.slice(1), { timeout: this.timeoutMs, reject: false, env, ...(input === undefined ? {} : { input }) });
-    if (r.exitCode === 0 && !r.failed) return { stdout: r.stdout, error: null };
+    const r = await this.runner.run(command, { timeoutMs: this.timeoutMs, env, ...(input === undefined ? {} : { input }) });
+    if (r.exitCode === 0) return { stdout: r.stdout, error: null };
     const stderr = r.timedOut ? `timed out after ${this.timeoutMs} ms` : withoutBanner(r.stderr);
     return { stdout: r.stdout, error: { command, exitCode: r.exitCode ?? null, stderr } };
   }
@@ -228,206 +241,6 @@ const withoutBanner = (stderr: string) =>
     .filter((l) => !/^[┌│└]/.test(l))
     .join('\n')
     .trim();
-
-const family = (addressOrCidr: string) => (isIpv6(addressOrCidr) ? '-6' : '-4');
-
-/** The one command of every operation but link.add and link.del (more than one step) and nft.table.set (a script on stdin). */
-function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 'nft.table.set' }>): string[] {
-  switch (op.op) {
-    case 'link.mtu':
-      return ['ip', 'link', 'set', 'dev', op.dev, 'mtu', String(op.mtu)];
-    case 'link.up':
-      return ['ip', 'link', 'set', 'dev', op.dev, 'up'];
-    case 'link.down':
-      return ['ip', 'link', 'set', 'dev', op.dev, 'down'];
-    case 'wg.device':
-      return ['wg', 'set', op.dev, 'listen-port', String(op.listenPort), 'private-key', op.privateKeyFile];
-    case 'wg.peer.set':
-      return peerSetArgs(op.dev, op.peer);
-    case 'wg.peer.del':
-      return ['wg', 'set', op.dev, 'peer', op.publicKey, 'remove'];
-    case 'addr.add':
-    case 'addr.del':
-      return ['ip', family(op.cidr), 'addr', op.op === 'addr.add' ? 'add' : 'del', op.cidr, 'dev', op.dev];
-    case 'route.add':
-    case 'route.del':
-    case 'route.replace':
-      return routeArgs(op.op.slice('route.'.length), op.route);
-    case 'rule.add':
-    case 'rule.del':
-      return ruleArgs(op.op.slice('rule.'.length), op.rule);
-    case 'sysctl.set':
-      return ['sysctl', '-q', '-w', `${op.key}=${op.value}`];
-    case 'nft.table.del':
-      return ['nft', 'delete', 'table', 'inet', op.name];
-    default:
-      throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
-  }
-}
-
-/** `wg set` replaces a peer's allowed-ips with the list given; an empty argument clears it. */
-function peerSetArgs(dev: string, p: WgPeerState): string[] {
-  const endpoint = p.endpoint === null ? [] : ['endpoint', p.endpoint];
-  const keepalive = p.keepaliveSeconds > 0 ? String(p.keepaliveSeconds) : 'off';
-  return ['wg', 'set', dev, 'peer', p.publicKey, ...endpoint, 'allowed-ips', p.allowedIps.join(','), 'persistent-keepalive', keepalive];
-}
-
-function routeArgs(verb: string, r: RouteState): string[] {
-  return ['ip', family(r.dst), 'route', verb, r.dst, 'dev', r.dev, 'table', String(r.table), ...(r.src === null ? [] : ['src', r.src])];
-}
-
-/** A rule's family is its `from`'s; without one it is an IPv4 rule. */
-function ruleArgs(verb: string, r: RuleState): string[] {
-  const from = r.from === null ? [] : ['from', r.from];
-  const iif = r.iif === null ? [] : ['iif', r.iif];
-  const action = r.table === null ? ['unreachable'] : ['lookup', String(r.table)];
-  return ['ip', r.from === null ? '-4' : family(r.from), 'rule', verb, 'priority', String(r.priority), ...from, ...iif, ...action];
-}
-
-/**
- * One nft transaction that replaces a table whether or not it exists: `table` creates it if absent,
- * `delete` drops it with everything in it, and the last `table` builds it anew with its comment.
- */
-function nftTableScript(op: Extract<KernelOp, { op: 'nft.table.set' }>): string {
-  return `table inet ${op.name} {}\ndelete table inet ${op.name}\ntable inet ${op.name} {\n comment "${NFT_COMMENT_PREFIX}${op.digest}";\n${op.body}\n}\n`;
-}
-
-const NFT_COMMENT_PREFIX = 'relay-core:';
-
-/** The digest in a table's comment, which `nft list table` prints on the line after the table's. '' without one. */
-function nftTableDigest(name: string, text: string): string {
-  const lines = text.split('\n').map((l) => l.trim());
-  const at = lines.indexOf(`table inet ${name} {`);
-  const m = at < 0 ? null : /^comment "relay-core:([^"]*)"$/.exec(lines[at + 1] ?? '');
-  return m?.[1] ?? '';
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Parsing what `ip -j` and `wg show dump` print.
-
-interface IpAddrJson {
-  ifname: string;
-  mtu: number;
-  flags: string[];
-  addr_info: { family: string; local: string; prefixlen: number; scope: string }[];
-}
-
-/** `ip -N -d -j route`: numeric type, protocol and table. */
-interface IpRouteJson {
-  type: string;
-  dst: string;
-  dev?: string;
-  table: string;
-  protocol?: string;
-  prefsrc?: string;
-}
-
-interface IpRuleJson {
-  priority: number;
-  src: string;
-  srclen?: number;
-  iif?: string;
-  table?: string;
-  /** Present for actions other than a lookup: numeric with -N (`7`), else its name (`unreachable`). */
-  action?: string;
-}
-
-/** `nft -j list counters table inet T`: a metainfo object, then one object per named counter. */
-interface NftCountersJson {
-  nftables?: { counter?: { family: string; table: string; name: string; packets: number; bytes: number } }[];
-}
-
-/** `nft -j list tables`: a metainfo object, then one object per table. */
-interface NftListJson {
-  nftables?: { table?: { family: string; name: string } }[];
-}
-
-const RTN_UNICAST = '1';
-const RTPROT_KERNEL = '2';
-
-/**
- * Routes we add are unicast and not the kernel's. The kernel adds by itself: `local` routes in table
- * 255 for each address (and broadcast ones for shorter prefixes), a prefix route for every address
- * shorter than /32 (/128), the IPv6 `fe80::/64` and multicast routes of every link.
- */
-const isManagedRoute = (r: IpRouteJson) => r.type === RTN_UNICAST && r.protocol !== RTPROT_KERNEL;
-
-function parseRoute(r: IpRouteJson, fam: '-4' | '-6'): RouteState {
-  const bits = fam === '-6' ? 128 : 32;
-  const dst = r.dst === 'default' ? (fam === '-6' ? '::/0' : '0.0.0.0/0') : r.dst.includes('/') ? r.dst : `${r.dst}/${bits}`;
-  return { dst, dev: r.dev!, table: Number(r.table), src: r.prefsrc ?? null };
-}
-
-/** FR_ACT_UNREACHABLE, as `ip -N rule` prints it; without -N it is named. */
-const UNREACHABLE_ACTIONS = new Set(['7', 'unreachable']);
-/**
- * The selectors a `RuleState` can hold, with a lookup or the action `unreachable`; a rule with any
- * other selector (fwmark, oif) or action (blackhole, prohibit, goto) is not ours.
- */
-const RULE_FIELDS = new Set(['priority', 'src', 'srclen', 'iif', 'iif_detached', 'table', 'action']);
-const isUnreachable = (r: IpRuleJson) => r.action !== undefined && UNREACHABLE_ACTIONS.has(r.action);
-const isRepresentable = (r: IpRuleJson) =>
-  (r.table !== undefined ? r.action === undefined : isUnreachable(r)) && Object.keys(r).every((k) => RULE_FIELDS.has(k));
-
-function parseRule(r: IpRuleJson): RuleState {
-  const from = r.src === 'all' ? null : `${r.src}/${r.srclen ?? (isIpv6(r.src) ? 128 : 32)}`;
-  return { priority: r.priority, from, iif: r.iif ?? null, table: r.table === undefined ? null : Number(r.table) };
-}
-
-interface DumpPeer extends WgPeerState {
-  latestHandshakeSeconds: number;
-  rxBytes: number;
-  txBytes: number;
-}
-
-const none = (field: string | undefined): string | null => (field === undefined || field === '(none)' ? null : field);
-
-/**
- * `wg show DEV dump`: the device line (private key, public key, listen port, fwmark), then one line per
- * peer (public key, preshared key, endpoint, allowed ips, latest handshake, rx, tx, keepalive).
- */
-function parseDump(dump: string): { publicKey: string; listenPort: number; peers: DumpPeer[] } {
-  const [device = '', ...peerLines] = dump.split('\n').filter((l) => l !== '');
-  const [, publicKey, listenPort] = device.split('\t'); // field 0, the private key, is skipped unread
-  const peers = peerLines.map((line): DumpPeer => {
-    const [key = '', , endpoint, allowed, handshake, rx, tx, keepalive] = line.split('\t');
-    return {
-      publicKey: key,
-      endpoint: none(endpoint),
-      allowedIps: none(allowed)?.split(',') ?? [],
-      keepaliveSeconds: keepalive === 'off' ? 0 : Number(keepalive),
-      latestHandshakeSeconds: Number(handshake),
-      rxBytes: Number(rx),
-      txBytes: Number(tx),
-    };
-  });
-  return { publicKey: none(publicKey) ?? '', listenPort: Number(listenPort), peers };
-}
-
-function parseDevice(link: IpAddrJson, dump: string): WgDeviceState {
-  const wg = parseDump(dump);
-  return {
-    name: link.ifname,
-    publicKey: wg.publicKey,
-    listenPort: wg.listenPort,
-    mtu: link.mtu,
-    // Link-local IPv6 addresses come with every link that goes up: the kernel's, not ours.
-    addresses: link.addr_info.filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`),
-    up: link.flags.includes('UP'),
-    peers: wg.peers.map(({ publicKey, endpoint, allowedIps, keepaliveSeconds }) => ({ publicKey, endpoint, allowedIps, keepaliveSeconds })),
-  };
-}
-
-function observation(dev: string, p: DumpPeer): PeerObservation {
-  return {
-    dev,
-    publicKey: p.publicKey,
-    endpoint: p.endpoint,
-    latestHandshakeMs: p.latestHandshakeSeconds > 0 ? p.latestHandshakeSeconds * 1000 : null,
-    rxBytes: p.rxBytes,
-    txBytes: p.txBytes,
-  };
-}
 
 /** Whether a process listens on a unix socket (a stale socket file refuses connections). */
 function socketAnswers(path: string): Promise<boolean> {

@@ -1,0 +1,99 @@
+import { KernelOpError, type KernelOp, type RouteState, type RuleState, type WgPeerState } from './host-state.ts';
+import { isIpv6 } from './plan.ts';
+
+/**
+ * Every command the Linux backend runs, as argument arrays (never a shell string) or an nft script:
+ * pure, so tests can hold their exact text (test/unit/linux-commands.test.ts). The backend
+ * (linux-backend.ts) only runs them and hands their output to linux-parse.ts.
+ */
+
+/** What the backend reads, and the steps of the operations that take more than one command. */
+export const READ = {
+  addresses: ['ip', '-j', 'addr', 'show'],
+  links: ['ip', '-j', 'link', 'show'],
+  wgDump: (dev: string) => ['wg', 'show', dev, 'dump'],
+  routes: (fam: '-4' | '-6') => ['ip', fam, '-N', '-d', '-j', 'route', 'show', 'table', 'all'],
+  rules: (fam: '-4' | '-6') => ['ip', fam, '-N', '-j', 'rule', 'show'],
+  sysctl: (key: string) => ['sysctl', '-n', key],
+  nftTables: ['nft', '-j', 'list', 'tables'],
+  nftTable: (name: string) => ['nft', 'list', 'table', 'inet', name],
+  nftCounters: (table: string) => ['nft', '-j', 'list', 'counters', 'table', 'inet', table],
+  ipv6Disabled: ['sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6'],
+  ipv6DefaultRoutes: ['ip', '-6', '-j', 'route', 'show', 'default'],
+} as const;
+
+export const STEP = {
+  /** A kernel WireGuard device; where the kernel has none, `wireguardGo` instead. */
+  kernelDevice: (dev: string) => ['ip', 'link', 'add', 'dev', dev, 'type', 'wireguard'],
+  wireguardGo: (dev: string) => ['wireguard-go', dev],
+  mtu: (dev: string, mtu: number) => ['ip', 'link', 'set', 'dev', dev, 'mtu', String(mtu)],
+  deleteLink: (dev: string) => ['ip', 'link', 'del', 'dev', dev],
+  /** An nft.table.set's script goes on this command's stdin. */
+  nftScript: ['nft', '-f', '-'],
+} as const;
+
+const family = (addressOrCidr: string) => (isIpv6(addressOrCidr) ? '-6' : '-4');
+
+/** The one command of every operation but link.add and link.del (more than one step) and nft.table.set (a script on stdin). */
+export function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 'nft.table.set' }>): string[] {
+  switch (op.op) {
+    case 'link.mtu':
+      return ['ip', 'link', 'set', 'dev', op.dev, 'mtu', String(op.mtu)];
+    case 'link.up':
+      return ['ip', 'link', 'set', 'dev', op.dev, 'up'];
+    case 'link.down':
+      return ['ip', 'link', 'set', 'dev', op.dev, 'down'];
+    case 'wg.device':
+      return ['wg', 'set', op.dev, 'listen-port', String(op.listenPort), 'private-key', op.privateKeyFile];
+    case 'wg.peer.set':
+      return peerSetArgs(op.dev, op.peer);
+    case 'wg.peer.del':
+      return ['wg', 'set', op.dev, 'peer', op.publicKey, 'remove'];
+    case 'addr.add':
+    case 'addr.del':
+      return ['ip', family(op.cidr), 'addr', op.op === 'addr.add' ? 'add' : 'del', op.cidr, 'dev', op.dev];
+    case 'route.add':
+    case 'route.del':
+    case 'route.replace':
+      return routeArgs(op.op.slice('route.'.length), op.route);
+    case 'rule.add':
+    case 'rule.del':
+      return ruleArgs(op.op.slice('rule.'.length), op.rule);
+    case 'sysctl.set':
+      return ['sysctl', '-q', '-w', `${op.key}=${op.value}`];
+    case 'nft.table.del':
+      return ['nft', 'delete', 'table', 'inet', op.name];
+    default:
+      throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
+  }
+}
+
+/** `wg set` replaces a peer's allowed-ips with the list given; an empty argument clears it. */
+function peerSetArgs(dev: string, p: WgPeerState): string[] {
+  const endpoint = p.endpoint === null ? [] : ['endpoint', p.endpoint];
+  const keepalive = p.keepaliveSeconds > 0 ? String(p.keepaliveSeconds) : 'off';
+  return ['wg', 'set', dev, 'peer', p.publicKey, ...endpoint, 'allowed-ips', p.allowedIps.join(','), 'persistent-keepalive', keepalive];
+}
+
+function routeArgs(verb: string, r: RouteState): string[] {
+  return ['ip', family(r.dst), 'route', verb, r.dst, 'dev', r.dev, 'table', String(r.table), ...(r.src === null ? [] : ['src', r.src])];
+}
+
+/** A rule's family is its `from`'s; without one it is an IPv4 rule. */
+function ruleArgs(verb: string, r: RuleState): string[] {
+  const from = r.from === null ? [] : ['from', r.from];
+  const iif = r.iif === null ? [] : ['iif', r.iif];
+  const action = r.table === null ? ['unreachable'] : ['lookup', String(r.table)];
+  return ['ip', r.from === null ? '-4' : family(r.from), 'rule', verb, 'priority', String(r.priority), ...from, ...iif, ...action];
+}
+
+/**
+ * One nft transaction that replaces a table whether or not it exists: `table` creates it if absent,
+ * `delete` drops it with everything in it, and the last `table` builds it anew with its comment.
+ */
+export function nftTableScript(op: Extract<KernelOp, { op: 'nft.table.set' }>): string {
+  return `table inet ${op.name} {}\ndelete table inet ${op.name}\ntable inet ${op.name} {\n comment "${NFT_COMMENT_PREFIX}${op.digest}";\n${op.body}\n}\n`;
+}
+
+export const NFT_COMMENT_PREFIX = 'relay-core:';
+

@@ -1,0 +1,250 @@
+import { readFileSync } from 'node:fs';
+import type { CommandResult, CommandRunner } from '../../src/kernel/command-runner.ts';
+import { wgPublicKey } from '../../src/lib/wg-keys.ts';
+
+/**
+ * A fake Linux host for the Linux backend: it interprets the commands the backend runs
+ * (src/kernel/linux-commands.ts) against an in-memory model and prints what iproute2, wg, sysctl and
+ * nft print, in the shapes src/kernel/linux-parse.ts reads. Only the commands relay-core uses; anything
+ * else fails like an unknown command. So the backend's own logic (reading, parsing, the wireguard-go
+ * fallback, errors) runs in unit tests without root.
+ */
+
+interface Link {
+  mtu: number;
+  up: boolean;
+  addrs: string[];
+  wg: { publicKey: string; listenPort: number; peers: { publicKey: string; endpoint: string | null; allowedIps: string[]; keepalive: number }[] };
+}
+interface Route {
+  fam: 4 | 6;
+  dst: string;
+  dev: string;
+  table: number;
+  src: string | null;
+}
+interface Rule {
+  fam: 4 | 6;
+  priority: number;
+  from: string | null;
+  iif: string | null;
+  table: number | null;
+}
+
+export class FakeLinux implements CommandRunner {
+  readonly links = new Map<string, Link>();
+  routes: Route[] = [];
+  rules: Rule[] = [];
+  readonly sysctls = new Map<string, string>([
+    ['net.ipv4.ip_forward', '0'],
+    ['net.ipv4.conf.all.rp_filter', '1'],
+    ['net.ipv6.conf.all.forwarding', '0'],
+    ['net.ipv6.conf.all.disable_ipv6', '0'],
+  ]);
+  readonly nft = new Map<string, { digest: string; body: string }>();
+  /** Every command run, as text. */
+  readonly log: string[] = [];
+  /** Without the WireGuard module, `ip link add ... type wireguard` fails as Linux says; wireguard-go works. */
+  private readonly opts: { kernelWireGuard?: boolean; fail?: (argv: readonly string[]) => string | null };
+  /** `fail`: an error message for a command that must fail (injected failures), or null. */
+  constructor(opts: { kernelWireGuard?: boolean; fail?: (argv: readonly string[]) => string | null } = {}) {
+    this.opts = opts;
+  }
+
+  async run(argv: readonly string[], opts: { input?: string }): Promise<CommandResult> {
+    this.log.push(argv.join(' '));
+    const injected = this.opts.fail?.(argv) ?? null;
+    if (injected !== null) return err(injected);
+    try {
+      return ok(this.interpret([...argv], opts.input));
+    } catch (e) {
+      return err((e as Error).message);
+    }
+  }
+
+  private interpret(a: string[], input: string | undefined): string {
+    const [cmd, ...rest] = a;
+    if (cmd === 'ip') return this.ip(rest);
+    if (cmd === 'wg') return this.wg(rest);
+    if (cmd === 'wireguard-go') return void this.addLink(rest[0]!), '';
+    if (cmd === 'sysctl') return this.sysctl(rest);
+    if (cmd === 'nft') return this.nftCmd(rest, input);
+    throw new Error(`${cmd}: command not found`);
+  }
+
+  private link(name: string): Link {
+    const l = this.links.get(name);
+    if (!l) throw new Error(`Cannot find device "${name}"`);
+    return l;
+  }
+
+  private addLink(name: string): void {
+    if (this.links.has(name)) throw new Error('RTNETLINK answers: File exists');
+    this.links.set(name, { mtu: 1420, up: false, addrs: [], wg: { publicKey: '', listenPort: 0, peers: [] } });
+  }
+
+  private ip(a: string[]): string {
+    const fam: 4 | 6 | null = a[0] === '-4' ? 4 : a[0] === '-6' ? 6 : null;
+    const args = a.filter((x) => !['-4', '-6', '-N', '-d', '-j'].includes(x));
+    const [obj, verb, ...r] = args;
+    const kv = (k: string) => {
+      const i = r.indexOf(k);
+      return i < 0 ? null : r[i + 1]!;
+    };
+    if (obj === 'link') {
+      if (verb === 'show') return JSON.stringify([...this.links.keys()].map((ifname) => ({ ifname })));
+      if (verb === 'add') {
+        if (!this.opts.kernelWireGuard) throw new Error('Error: Unknown device type.');
+        this.addLink(kv('dev')!);
+        return '';
+      }
+      if (verb === 'del') {
+        const dev = kv('dev')!;
+        this.link(dev);
+        this.links.delete(dev);
+        this.routes = this.routes.filter((x) => x.dev !== dev);
+        return '';
+      }
+      if (verb === 'set') {
+        const l = this.link(kv('dev')!);
+        if (r.includes('mtu')) l.mtu = Number(kv('mtu'));
+        if (r.includes('up')) l.up = true;
+        if (r.includes('down')) l.up = false;
+        return '';
+      }
+    }
+    if (obj === 'addr' || obj === 'address') {
+      if (verb === 'show')
+        return JSON.stringify(
+          [...this.links].map(([ifname, l]) => ({
+            ifname,
+            mtu: l.mtu,
+            flags: ['POINTOPOINT', 'NOARP', ...(l.up ? ['UP', 'LOWER_UP'] : [])],
+            addr_info: l.addrs.map((c) => ({ family: c.includes(':') ? 'inet6' : 'inet', local: c.split('/')[0], prefixlen: Number(c.split('/')[1]), scope: 'global' })),
+          })),
+        );
+      const l = this.link(kv('dev')!);
+      const cidr = r[0]!;
+      if (verb === 'add') {
+        if (l.addrs.includes(cidr)) throw new Error('RTNETLINK answers: File exists');
+        l.addrs.push(cidr);
+      } else if (verb === 'del') {
+        if (!l.addrs.includes(cidr)) throw new Error('RTNETLINK answers: Cannot assign requested address');
+        l.addrs = l.addrs.filter((x) => x !== cidr);
+      }
+      return '';
+    }
+    if (obj === 'route') {
+      if (verb === 'show') {
+        const want = r.includes('default') ? this.routes.filter((x) => x.fam === fam && x.table === 254 && /\/0$/.test(x.dst)) : this.routes.filter((x) => x.fam === (fam ?? 4));
+        return JSON.stringify(
+          want.map((x) => ({ type: '1', dst: /\/0$/.test(x.dst) ? 'default' : x.dst.replace(fam === 6 ? /\/128$/ : /\/32$/, ''), dev: x.dev, table: String(x.table), protocol: '3', ...(x.src ? { prefsrc: x.src } : {}) })),
+        );
+      }
+      const route: Route = { fam: fam ?? 4, dst: r[0]!, dev: kv('dev')!, table: Number(kv('table') ?? 254), src: kv('src') };
+      this.link(route.dev);
+      const same = (x: Route) => x.fam === route.fam && x.dst === route.dst && x.table === route.table;
+      if (verb === 'add' && this.routes.some(same)) throw new Error('RTNETLINK answers: File exists');
+      if (verb === 'del' && !this.routes.some(same)) throw new Error('RTNETLINK answers: No such process');
+      this.routes = this.routes.filter((x) => !same(x));
+      if (verb !== 'del') this.routes.push(route);
+      return '';
+    }
+    if (obj === 'rule') {
+      if (verb === 'show')
+        return JSON.stringify(
+          this.rules
+            .filter((x) => x.fam === (fam ?? 4))
+            .sort((x, y) => x.priority - y.priority)
+            .map((x) => {
+              const [src, len] = x.from ? x.from.split('/') : ['all', undefined];
+              const host = len === (x.fam === 6 ? '128' : '32');
+              return { priority: x.priority, src, ...(len && !host ? { srclen: Number(len) } : {}), ...(x.iif ? { iif: x.iif } : {}), ...(x.table === null ? { action: '7' } : { table: String(x.table) }) };
+            }),
+        );
+      const rule: Rule = { fam: fam ?? 4, priority: Number(kv('priority')), from: kv('from'), iif: kv('iif'), table: r.includes('unreachable') ? null : Number(kv('lookup')) };
+      const same = (x: Rule) => x.fam === rule.fam && x.priority === rule.priority && x.from === rule.from && x.iif === rule.iif && x.table === rule.table;
+      if (verb === 'add') this.rules.push(rule);
+      else if (verb === 'del') {
+        const i = this.rules.findIndex(same);
+        if (i < 0) throw new Error('RTNETLINK answers: No such file or directory');
+        this.rules.splice(i, 1);
+      }
+      return '';
+    }
+    throw new Error(`ip: unsupported ${args.join(' ')}`);
+  }
+
+  private wg(a: string[]): string {
+    const [verb, dev, ...r] = a;
+    const l = this.link(dev!);
+    if (verb === 'show' && r[0] === 'dump') {
+      const lines = [`(private key)\t${l.wg.publicKey || '(none)'}\t${l.wg.listenPort}\toff`];
+      for (const p of l.wg.peers) lines.push([p.publicKey, '(none)', p.endpoint ?? '(none)', p.allowedIps.join(',') || '(none)', '0', '0', '0', p.keepalive ? String(p.keepalive) : 'off'].join('\t'));
+      return lines.join('\n') + '\n';
+    }
+    if (verb !== 'set') throw new Error(`wg: unsupported ${a.join(' ')}`);
+    if (r[0] === 'listen-port') {
+      l.wg.listenPort = Number(r[1]);
+      l.wg.publicKey = wgPublicKey(readFileSync(r[3]!, 'utf8').trim());
+      return '';
+    }
+    if (r[0] === 'peer') {
+      const key = r[1]!;
+      const others = l.wg.peers.filter((p) => p.publicKey !== key);
+      if (r[2] === 'remove') {
+        l.wg.peers = others;
+        return '';
+      }
+      const at = (k: string) => (r.indexOf(k) < 0 ? null : r[r.indexOf(k) + 1]!);
+      const old = l.wg.peers.find((p) => p.publicKey === key);
+      const keepalive = at('persistent-keepalive');
+      l.wg.peers = [...others, { publicKey: key, endpoint: at('endpoint') ?? old?.endpoint ?? null, allowedIps: (at('allowed-ips') ?? '').split(',').filter(Boolean), keepalive: keepalive === 'off' || keepalive === null ? 0 : Number(keepalive) }];
+      return '';
+    }
+    throw new Error(`wg: unsupported ${a.join(' ')}`);
+  }
+
+  private sysctl(a: string[]): string {
+    if (a[0] === '-n') {
+      const v = this.sysctls.get(a[1]!);
+      if (v === undefined) throw new Error(`sysctl: cannot stat /proc/sys/${a[1]!.replaceAll('.', '/')}: No such file or directory`);
+      return `${v}\n`;
+    }
+    const [k, v] = a[a.length - 1]!.split('=');
+    this.sysctls.set(k!, v!);
+    return '';
+  }
+
+  private nftCmd(a: string[], input: string | undefined): string {
+    const j = a[0] === '-j';
+    const r = j ? a.slice(1) : a;
+    if (r[0] === '-f' && r[1] === '-') {
+      // Our scripts: create if absent, delete, create with comment and body.
+      const m = /table inet (\S+) \{\n comment "relay-core:([^"]*)";\n([\s\S]*)\n\}\n$/.exec(input ?? '');
+      if (!m) throw new Error('Error: syntax error (the fake reads only relay-core table scripts)');
+      this.nft.set(m[1]!, { digest: m[2]!, body: m[3]! });
+      return '';
+    }
+    if (r[0] === 'delete' && r[1] === 'table') {
+      if (!this.nft.delete(r[3]!)) throw new Error(`Error: No such file or directory; did you mean table ‘${r[3]}’ in family inet?`);
+      return '';
+    }
+    if (r[0] === 'list' && r[1] === 'tables') return JSON.stringify({ nftables: [{ metainfo: {} }, ...[...this.nft.keys()].map((name) => ({ table: { family: 'inet', name } }))] });
+    if (r[0] === 'list' && r[1] === 'table') {
+      const t = this.nft.get(r[3]!);
+      if (!t) throw new Error('Error: No such file or directory');
+      return `table inet ${r[3]} {\n\tcomment "relay-core:${t.digest}"\n${t.body}\n}\n`;
+    }
+    if (r[0] === 'list' && r[1] === 'counters') {
+      const t = this.nft.get(r[4]!);
+      if (!t) throw new Error('Error: No such file or directory');
+      const names = [...t.body.matchAll(/^\s*counter ([a-z0-9_]+) \{/gm)].map((m) => m[1]!);
+      return JSON.stringify({ nftables: [{ metainfo: {} }, ...names.map((name) => ({ counter: { family: 'inet', table: r[4], name, packets: 0, bytes: 0 } }))] });
+    }
+    throw new Error(`nft: unsupported ${a.join(' ')}`);
+  }
+}
+
+const ok = (stdout: string): CommandResult => ({ stdout, stderr: '', exitCode: 0, timedOut: false });
+const err = (stderr: string): CommandResult => ({ stdout: '', stderr, exitCode: 2, timedOut: false });

@@ -1,0 +1,107 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { clientScope, desiredClientState, type ClientOptions } from '../../src/kernel/clients.ts';
+import { applyPlan } from '../../src/kernel/execute.ts';
+import { KernelOpError, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
+import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
+import { desiredMeshState, meshScope } from '../../src/kernel/mesh.ts';
+import { planKernel } from '../../src/kernel/plan.ts';
+import { rootLogger } from '../../src/lib/logger.ts';
+import { generateWgKeyPair } from '../../src/lib/wg-keys.ts';
+import { FakeLinux } from '../support/fake-linux.ts';
+import { session } from '../support/clients-harness.ts';
+import { relay } from '../support/given.ts';
+import { tempDir } from '../support/temp.ts';
+
+/**
+ * The Linux backend's own logic without root: its commands run against a fake host that interprets
+ * them (test/support/fake-linux.ts). What it reads back after applying a plan must be the desired
+ * state, so the next plan is empty; the real host is test/integration/kernel-linux.test.ts.
+ */
+
+const tmp = tempDir('linux-backend');
+afterAll(() => tmp.remove());
+const keys = generateWgKeyPair();
+const keyFile = join(tmp.dir, 'wg.key');
+writeFileSync(keyFile, keys.privateKey + '\n', { mode: 0o600 });
+const log = rootLogger({ test: 'linux-backend' }, 'silent');
+
+const self = relay(1, { publicKey: keys.publicKey });
+const relays = { 'relay-1': self, 'relay-2': relay(2, { exitIpv6: true }), 'relay-3': relay(3) };
+const clients: ClientOptions = {
+  wgPrefix: 'rc',
+  privateKeyFile: keyFile,
+  mtu: 1420,
+  exitTableBase: 100_000,
+  rulePriorityBase: 20_000,
+  clientSupernet: '100.96.0.0/11',
+  denyCidrs: [],
+  allowCidrs: ['198.18.0.0/15'],
+  serviceCidrs: ['198.18.0.2/32'],
+  clientPrefix6: 'fd64::/96',
+};
+const meshOpts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: keyFile, exitTableBase: 100_000, clientPrefix6: 'fd64::/96' };
+
+async function converge(b: LinuxKernelBackend, scope: KernelScope, desired: DesiredHostState) {
+  const plan = planKernel(await b.read(scope), desired);
+  const r = await applyPlan(b, plan, scope);
+  return { plan, r, again: planKernel(await b.read(scope), desired) };
+}
+
+describe('the Linux backend on a fake host', () => {
+  it('programs a relay (mesh links, clients with IPv6, the table, sysctls) and reads back exactly what it planned', async () => {
+    const host = new FakeLinux();
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    const mesh = await converge(b, meshScope('rc', self), desiredMeshState(self, Object.values(relays), meshOpts, {}));
+    expect(mesh.r.failures).toEqual([]);
+    expect(mesh.plan.length).toBeGreaterThan(10);
+    expect(mesh.again).toEqual([]);
+    const desired = desiredClientState(self, relays, [session(1, self, 'relay-2'), session(2, self, 'relay-3')], clients);
+    const cl = await converge(b, clientScope(self, clients), desired);
+    expect(cl.r.failures).toEqual([]);
+    expect(cl.again).toEqual([]);
+    expect(cl.r.reached.rules.filter((r) => r.from?.includes(':'))).toHaveLength(3);
+    expect(cl.r.reached.sysctls).toEqual({ 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2', 'net.ipv6.conf.all.forwarding': '1' });
+    expect(Object.keys(cl.r.reached.nftTables)).toEqual(['rc1']);
+    // No WireGuard module here: every device came from wireguard-go after the kernel said no.
+    expect(host.log.filter((c) => c.startsWith('wireguard-go '))).toHaveLength(3);
+    expect(await b.counters('rc1')).toMatchObject({ mesh_spoofed: { packets: 0, bytes: 0 }, refused_link_local: { packets: 0, bytes: 0 } });
+    expect(await b.counters('absent')).toEqual({});
+    expect(await b.ipv6()).toEqual({ enabled: true, defaultRoute: false });
+    // Tearing down: the same backend removes what it made.
+    const gone = await converge(b, clientScope(self, clients), { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
+    expect(gone.r.failures).toEqual([]);
+    expect(host.rules).toEqual([]);
+    expect(host.nft.size).toBe(0);
+  });
+
+  it('uses the kernel module where there is one, and wireguard-go only where the kernel has no WireGuard', async () => {
+    const host = new FakeLinux({ kernelWireGuard: true });
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    const r = await converge(b, meshScope('rc', self), desiredMeshState(self, Object.values(relays), meshOpts, {}));
+    expect(r.again).toEqual([]);
+    expect(host.log.filter((c) => c.startsWith('wireguard-go'))).toEqual([]);
+    expect(host.log.filter((c) => c.endsWith('type wireguard'))).toHaveLength(2);
+  });
+
+  it('a failing command fails its operation alone, with the command and what it said; a read that fails throws', async () => {
+    const host = new FakeLinux({ fail: (argv) => (argv.join(' ').startsWith('ip -4 route add 100.64.0.3/32') ? 'RTNETLINK answers: Invalid argument' : null) });
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    const { r } = await converge(b, meshScope('rc', self), desiredMeshState(self, Object.values(relays), meshOpts, {}));
+    expect(r.failures).toHaveLength(1);
+    const f = r.failures[0]!;
+    expect(f.error).toBeInstanceOf(KernelOpError);
+    expect(f.error.command).toEqual(['ip', '-4', 'route', 'add', '100.64.0.3/32', 'dev', 'rc1m3', 'table', '254', 'src', '100.64.0.1']);
+    expect(f.error.stderr).toBe('RTNETLINK answers: Invalid argument');
+    expect(r.reached.devices.rc1m2).toBeDefined();
+    const broken = new LinuxKernelBackend({ logger: log, runner: new FakeLinux({ fail: (argv) => (argv[0] === 'nft' ? 'Error: Could not process rule: Operation not permitted' : null) }) });
+    await expect(broken.read(clientScope(self, clients))).rejects.toThrow(/nft -j list tables failed \(exit 2\): Error: Could not process rule/);
+  });
+
+  it('says IPv6 is off where the host disables it', async () => {
+    const host = new FakeLinux();
+    host.sysctls.set('net.ipv6.conf.all.disable_ipv6', '1');
+    expect(await new LinuxKernelBackend({ logger: log, runner: host }).ipv6()).toEqual({ enabled: false, defaultRoute: false });
+  });
+});
