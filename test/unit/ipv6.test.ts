@@ -6,24 +6,13 @@ import { emptyHostState } from '../../src/kernel/host-state.ts';
 import { DEFAULT_CLIENT_PREFIX6, embed6, embedCidr6, prefix6Problem } from '../../src/kernel/ipv6.ts';
 import { desiredMeshState } from '../../src/kernel/mesh.ts';
 import { relay } from '../support/given.ts';
-import { session } from '../support/clients-harness.ts';
+import { clientsInput, session } from '../support/clients-harness.ts';
 
 /** Clients' IPv6 (docs/clients.md, "IPv6"): the address plan, the mesh's and the client scope's share of it. */
 
 const P6 = DEFAULT_CLIENT_PREFIX6;
 const mesh = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/s/wg.key', exitTableBase: 100_000 };
-const clients: ClientOptions = {
-  wgPrefix: 'rc',
-  privateKeyFile: '/s/wg.key',
-  mtu: 1420,
-  exitTableBase: 100_000,
-  rulePriorityBase: 20_000,
-  clientSupernet: '100.96.0.0/11',
-  denyCidrs: [],
-  allowCidrs: [],
-  serviceCidrs: [],
-  clientPrefix6: P6,
-};
+const clients: ClientOptions = { ...clientsInput.clients, clientPrefix6: P6 };
 
 describe('the clients’ IPv6 address plan', () => {
   it('embeds a client’s IPv4 address in the low 32 bits of the /96, and a pool likewise', () => {
