@@ -1,4 +1,4 @@
-import { isIpv6 } from '../kernel/plan.ts';
+import { isIpv6 } from '../kernel/ip.ts';
 import { cidrToRange } from '../kernel/egress.ts';
 
 /** Resolves a host name to its addresses, IPv4 and IPv6 (node:dns lookup in the daemon, a table in tests). */

@@ -3,7 +3,7 @@ import { formatIpv4, parseCidr, parseEndpoint, parseIpv4 } from '../events/topol
 import type { DesiredHostState, KernelScope, RuleState } from './host-state.ts';
 import { meshIndex } from './mesh.ts';
 import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
-import { nftDigest } from './plan.ts';
+import { nftDigest } from './host-text.ts';
 import { embed6, embedCidr6 } from './ipv6.ts';
 
 /**

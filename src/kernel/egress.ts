@@ -1,4 +1,4 @@
-import { formatIp, isIpv6, parseIpv4, parseIpv6 } from './plan.ts';
+import { formatIp, isIpv6, parseIpv4, parseIpv6 } from './ip.ts';
 
 /**
  * The exit's egress policy (docs/security.md): which destinations client traffic may never reach, each

@@ -1,5 +1,6 @@
 import { KernelOpError, type HostState, type KernelBackend, type KernelOp, type KernelScope } from './host-state.ts';
-import { canonicalIp, peerSettingsText, routeText, ruleText } from './plan.ts';
+import { canonicalIp } from './ip.ts';
+import { peerSettingsText, routeText, ruleText } from './host-text.ts';
 
 export interface PlanResult {
   /** The operations that succeeded, in order. */

@@ -1,4 +1,4 @@
-import { formatIp, parseIpv4, parseIpv6 } from './plan.ts';
+import { formatIp, parseIpv4, parseIpv6 } from './ip.ts';
 
 /**
  * Clients' IPv6 inside the tunnel (docs/clients.md, "IPv6"). The network's client IPv6 space is one

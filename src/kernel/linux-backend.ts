@@ -33,7 +33,7 @@ import {
   type NftCountersJson,
   type NftListJson,
 } from './linux-parse.ts';
-import { canonicalHostState } from './plan.ts';
+import { canonicalHostState } from './host-text.ts';
 
 /** Where wireguard-go puts its control socket: one directory for every network namespace. */
 const WG_SOCKET_DIR = '/var/run/wireguard';

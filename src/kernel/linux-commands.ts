@@ -1,5 +1,5 @@
 import { KernelOpError, type KernelOp, type RouteState, type RuleState, type WgPeerState } from './host-state.ts';
-import { isIpv6 } from './plan.ts';
+import { isIpv6 } from './ip.ts';
 
 /**
  * Every command the Linux backend runs, as argument arrays (never a shell string) or an nft script:

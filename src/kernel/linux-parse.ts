@@ -1,5 +1,5 @@
 import type { PeerObservation, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
-import { isIpv6 } from './plan.ts';
+import { isIpv6 } from './ip.ts';
 
 /**
  * What the Linux backend's commands (linux-commands.ts) print, parsed into host state: `ip -j`,

@@ -1,6 +1,7 @@
 import { describeOp } from './execute.ts';
 import { KernelOpError, emptyHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope, type NftCounter, type PeerObservation, type RouteState, type WgDeviceState, type WgPeerState } from './host-state.ts';
-import { canonicalHostState, isIpv6, nftDigest, renderHostState } from './plan.ts';
+import { isIpv6 } from './ip.ts';
+import { canonicalHostState, nftDigest, renderHostState } from './host-text.ts';
 
 /** Linux refuses interface names longer than this (IFNAMSIZ - 1). */
 const MAX_IFNAME = 15;

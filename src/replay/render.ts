@@ -1,6 +1,6 @@
 import type { HostState } from '../kernel/host-state.ts';
 import { describeOp } from '../kernel/execute.ts';
-import { renderHostState } from '../kernel/plan.ts';
+import { renderHostState } from '../kernel/host-text.ts';
 import type { ReplayResult, RoundCheck } from './replay.ts';
 
 /** Replay's result as text for a person: the relay, its view, every actor, the checks and the host. Pure. */

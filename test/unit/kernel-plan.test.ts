@@ -15,7 +15,9 @@ import {
   emptyHostState,
 } from '../../src/kernel/host-state.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
-import { canonicalCidr, canonicalHostState, canonicalIp, nftDigest, planKernel, renderHostState, stripDesired } from '../../src/kernel/plan.ts';
+import { canonicalCidr, canonicalIp } from '../../src/kernel/ip.ts';
+import { canonicalHostState, nftDigest, renderHostState, stripDesired } from '../../src/kernel/host-text.ts';
+import { planKernel } from '../../src/kernel/plan.ts';
 
 const SYSCTL_KEYS = ['net.ipv4.conf.all.rp_filter', 'net.ipv4.ip_forward'];
 const NFT_NAMES = ['rt_a', 'rt_b'];

@@ -10,7 +10,7 @@ import { clientScope } from '../../kernel/clients.ts';
 import { emptyHostState, type HostState } from '../../kernel/host-state.ts';
 import { LinuxKernelBackend } from '../../kernel/linux-backend.ts';
 import { meshScope } from '../../kernel/mesh.ts';
-import { canonicalHostState } from '../../kernel/plan.ts';
+import { canonicalHostState } from '../../kernel/host-text.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { diffHosts, formatDiff, formatReplay, formatRounds } from '../../replay/render.ts';
 import { RelayReplay, withinCut, type ReplayCut, type ReplayResult } from '../../replay/replay.ts';
