@@ -1,8 +1,8 @@
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CliError, type Values } from '../../src/cli/args.ts';
-import { main } from '../../src/cli/main.ts';
 import { buildProgram, type ActionName } from '../../src/cli/program.ts';
 import { table } from '../../src/lib/table.ts';
+import { cli } from '../support/cli.ts';
 
 interface Parsed {
   name: ActionName;
@@ -30,20 +30,6 @@ async function parseError(...argv: string[]): Promise<Error> {
     },
     (e: Error) => e,
   );
-}
-
-/** Run the CLI in-process, only for parse errors and help (no action runs). */
-async function cli(...argv: string[]) {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
 }
 
 const ENV = ['RELAYNET_STATE_DIR', 'RELAYNET_REGION', 'RELAYNET_NATS_SERVERS', 'RELAYNET_RELAY_ID'] as const;
