@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { DEFAULT_STREAM_LIMITS } from '../bus/streams.ts';
+import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
 import { DEFAULT_CLIENT_PREFIX6 } from '../kernel/ipv6.ts';
 import { controlPlaneOpts, intOpt, jsonOpt, natsTokenOpt, natsUrlOpt, opt, stateDirOpt, withOptions } from './options.ts';
 import { onlySubcommand, subcommands, type Leaf } from './program.ts';
