@@ -46,8 +46,7 @@ several sims can run at once, each in its own state directory: namespaces are rc
 -svc and -r<i>, and the relays' WireGuard devices carry a device prefix unique to the sim.
 
 Without a subcommand: up, then a status table refreshed every second until Ctrl-C (or SIGTERM), then
-down. Every form takes --state-dir DIR (default ./.state/sim) and needs root.`)
-    .allowExcessArguments();
+down. Every form takes --state-dir DIR (default ./.state/sim) and needs root.`);
   withOptions(sim, ...upOpts());
   sim.addHelpText(
     'after',
@@ -69,7 +68,6 @@ Examples:
 
 Exit codes: 0 done; 1 failed or not converged (what is missing is printed); 2 bad usage.`,
   );
-  leaf(sim, 'sim');
 
   const up = sim.command('up').summary('build it, wait, leave it running in the background')
     .description(`Build the sim and wait until it has converged: every relay serves one topology that has every relay
@@ -118,6 +116,7 @@ crashed; does nothing when there is no sim.`);
   leaf(withOptions(down, opt('--purge', 'remove the logs too'), stateDir()), 'sim down');
 
   declareSimClient(sim, leaf);
+  leaf(sim, 'sim');
 }
 
 function declareSimClient(sim: Command, leaf: Leaf): void {

@@ -39,9 +39,14 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
 
 export async function main(argv: string[]): Promise<number> {
   let code = 0;
-  const program = buildProgram(async (name, values, operands, flags) => {
-    code = await (await ACTIONS[name]())(values, { argv: argv.slice(1), operands, flags });
-  });
+  // Help is written at once, so `relay-core sim --help | head` does not meet a closed pipe half way.
+  let help = '';
+  const program = buildProgram(
+    async (name, values, operands, flags) => {
+      code = await (await ACTIONS[name]())(values, { argv: argv.slice(1), operands, flags });
+    },
+    (text) => (help += text),
+  );
   if (argv.length === 0) {
     process.stdout.write(program.helpInformation());
     return 2;
@@ -51,7 +56,10 @@ export async function main(argv: string[]): Promise<number> {
     return code;
   } catch (e) {
     // --help, and `relay-core help [command]`.
-    if (e instanceof CommanderError && (e.code === 'commander.helpDisplayed' || (e.code === 'commander.help' && e.exitCode === 0))) return 0;
+    if (e instanceof CommanderError && (e.code === 'commander.helpDisplayed' || (e.code === 'commander.help' && e.exitCode === 0))) {
+      process.stdout.write(help);
+      return 0;
+    }
     if (!(e instanceof CommanderError) && !(e instanceof CliError)) throw e;
     // Commander says `error: unknown option '--x'`; ours read `Unknown option '--x'`.
     const message = e instanceof CliError ? e.message : e.message.replace(/^error: /, '').replace(/^./, (c) => c.toUpperCase());

@@ -51,24 +51,27 @@ const HELP: Partial<Help> = {
   optionTerm: (o) => o.flags.replace(/<([^>]*)>/g, '$1'),
 };
 
-export function buildProgram(dispatch: Dispatch): Command {
+/** The tree; help goes to `writeHelp` (default stdout), errors are thrown (main reports them). */
+export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => void = (t) => process.stdout.write(t)): Command {
   const program = new Command('relay-core')
     .description('relay-core: the daemon of a WireGuard relay network')
     .usage('<command> [options]')
     .enablePositionalOptions()
     .exitOverride()
-    .configureOutput({ outputError: () => {} })
+    .configureOutput({ writeOut: writeHelp, outputError: () => {} })
     .helpCommand('help [command]', 'show the help of a command')
     .configureHelp(HELP)
     .addHelpText('after', "\nRun 'relay-core <command> --help' for a command's options.");
   group(program, 'command');
   const leaf: Leaf = (cmd, name) => {
-    if (cmd.commands.length || name === 'sim') cmd.hook('preSubcommand', (self) => refuseOptionsBefore(self));
-    // Leaves take no operands (group commands allow them, and commander hands that down): `sim`'s are its subcommand words.
-    if (name !== 'sim') cmd.allowExcessArguments(false);
+    // Actions take no operands; a command with an action and subcommands (`sim`, declared after its
+    // subcommands) gets its subcommand words, to name the unknown ones. Group commands allow operands
+    // and commander hands that down to the commands made under them, so it is set here either way.
+    const parent = cmd.commands.length > 0;
+    cmd.allowExcessArguments(parent);
+    if (parent) cmd.hook('preSubcommand', (self) => refuseOptionsBefore(self));
     return cmd.action(async (...args: unknown[]) => {
       const self = args.at(-1) as Command;
-      // A command with its own action and subcommands (`sim`): a word that names none is an error.
       if (self.commands.length && self.args.length) throw groupError(self, 'subcommand');
       const flags = new Set(self.options.map((o) => o.attributeName()).filter((k) => self.getOptionValueSource(k) === 'cli'));
       await dispatch(name, values(self), self.args, flags);
