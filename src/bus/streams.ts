@@ -1,25 +1,10 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { RELAY_SUBJECTS, STREAMS, TOPOLOGY_SUBJECTS } from '../events/subjects.ts';
+import { DEFAULT_STREAM_LIMITS, type StreamLimits } from './stream-limits.ts';
+
+export { DEFAULT_STREAM_LIMITS, type StreamLimits };
 
 const NS_PER_S = 1_000_000_000;
-
-/** Retention of the two streams; every limit is configurable per deployment. */
-export interface StreamLimits {
-  topologyMaxAgeSeconds: number;
-  topologyMaxBytes: number;
-  relayMaxAgeSeconds: number;
-  relayMaxBytes: number;
-  /** JetStream deduplication window for `Nats-Msg-Id` (the publisher re-sends after a crash). */
-  duplicateWindowSeconds: number;
-}
-
-export const DEFAULT_STREAM_LIMITS: StreamLimits = {
-  topologyMaxAgeSeconds: 30 * 24 * 3600,
-  topologyMaxBytes: 256 * 1024 * 1024,
-  relayMaxAgeSeconds: 7 * 24 * 3600,
-  relayMaxBytes: 1024 * 1024 * 1024,
-  duplicateWindowSeconds: 120,
-};
 
 /** The desired configuration of both streams. Pure. */
 export function streamConfigs(l: StreamLimits = DEFAULT_STREAM_LIMITS): (Partial<StreamConfig> & { name: string })[] {

@@ -1,15 +1,20 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-/** A subcommand of the `relay-core` CLI. `usage` is the full `--help` text. */
-export interface Command {
-  name: string;
-  summary: string;
-  usage: string;
-  options: NonNullable<ParseArgsConfig['options']>;
-  /** Runs the command; resolves to the process exit code. */
-  run(values: Record<string, string | boolean | string[] | undefined>, positionals: string[]): Promise<number>;
+/** Option values by commander's attribute name (`--state-dir` is `stateDir`), after flag > env > default. */
+export type Values = Record<string, unknown>;
+
+/** What an action gets besides its option values. */
+export interface ActionContext {
+  /** The words after the command's name as given (`tail --sim DIR --json`), to run the command again elsewhere. */
+  argv: string[];
+  /** Operands the command takes (none but `sim`'s subcommand words reach an action). */
+  operands: string[];
+  /** The options given as flags (not from the environment or a default), by attribute name. */
+  flags: ReadonlySet<string>;
 }
+
+/** Runs one leaf command; resolves to the process exit code. */
+export type Action = (v: Values, ctx: ActionContext) => Promise<number>;
 
 /** Error whose message is shown to the user as is, with exit code 2 (usage) or 1. */
 export class CliError extends Error {
@@ -20,39 +25,23 @@ export class CliError extends Error {
   }
 }
 
-export function parseCommandArgs(cmd: Command, argv: string[]) {
-  try {
-    return parseArgs({ args: argv, options: { ...cmd.options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw new CliError(`${(e as Error).message}\n\n${cmd.usage}`, 2);
-  }
+/** A string option's value, or undefined (unset, or not a string). */
+export function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
 }
 
-export function str(v: unknown, name: string, env?: string): string | undefined {
-  if (typeof v === 'string') return v;
-  if (env && process.env[env]) return process.env[env];
-  void name;
-  return undefined;
-}
-
+/** A required string option: `missing --name` (exit 2) without it. */
 export function requireStr(v: unknown, name: string, env?: string): string {
-  const s = str(v, name, env);
+  const s = str(v);
   if (s === undefined || s === '') throw new CliError(`missing --${name}${env ? ` (or ${env})` : ''}`, 2);
   return s;
 }
 
-export function intOpt(v: unknown, name: string, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v) || n < min || n > max) throw new CliError(`--${name} must be an integer in ${min}..${max}`, 2);
-  return n;
-}
-
-/** `--token`, else the contents of `--token-file` (RELAYNET_TOKEN, RELAYNET_TOKEN_FILE); undefined when neither is given. */
-export function tokenOpt(v: Record<string, unknown>): string | undefined {
-  const token = str(v.token, 'token', 'RELAYNET_TOKEN');
+/** `--token` (RELAYNET_TOKEN), else the contents of `--token-file` (RELAYNET_TOKEN_FILE); undefined when neither is given. */
+export function tokenOpt(v: Values): string | undefined {
+  const token = str(v.token);
   if (token) return token;
-  const file = str(v['token-file'], 'token-file', 'RELAYNET_TOKEN_FILE');
+  const file = str(v.tokenFile);
   if (!file) return undefined;
   try {
     return readFileSync(file, 'utf8').trim();

@@ -5,13 +5,18 @@ import { connectBus } from '../bus/connection.ts';
 import { rootLogger } from '../lib/logger.ts';
 import { NATS_URL } from '../sim/layout.ts';
 import { readManifest, type Manifest } from '../sim/manifest.ts';
-import { CliError, str } from './args.ts';
+import { CliError, str, type Values } from './args.ts';
 
 /**
  * The bus options of the commands that read the event streams (`events`, `replay`): `--nats-url` and
  * `--nats-token` for a deployment, or `--sim [DIR]`, which runs the same command again inside a
  * running sim's network namespace where its NATS is reachable.
  */
+
+/** The sim directory of `--sim [DIR]`, or null without it. */
+export function simDir(v: Values): string | null {
+  return v.sim === undefined ? null : (str(v.sim) ?? '.state/sim');
+}
 
 /** argv without `--sim` and its optional directory. */
 export function withoutSim(argv: string[]): { dir: string | null; rest: string[] } {
@@ -44,14 +49,14 @@ export async function reexecInSim(dir: string, command: string, argv: string[]):
 }
 
 /** Connect to the NATS of `--nats-url` (or RELAYNET_NATS_SERVERS) to read streams. */
-export async function connectForReading(v: Record<string, unknown>, name: string): Promise<NatsConnection> {
-  const url = str(v['nats-url'], 'nats-url', 'RELAYNET_NATS_SERVERS');
+export async function connectForReading(v: Values, name: string): Promise<NatsConnection> {
+  const url = str(v.natsUrl);
   if (!url) throw new CliError('give --nats-url URL (or RELAYNET_NATS_SERVERS), or --sim for a running sim', 2);
   const servers = url.split(',');
   try {
     return await connectBus({
       servers,
-      token: str(v['nats-token'], 'nats-token', 'RELAYNET_NATS_TOKEN') ?? null,
+      token: str(v.natsToken) ?? null,
       name,
       logger: rootLogger({ component: name }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'),
       waitOnFirstConnect: false,

@@ -1,61 +1,74 @@
-import { CliError, parseCommandArgs, type Command } from './args.ts';
+import { CommanderError } from 'commander';
+import { CliError, type Action } from './args.ts';
+import { buildProgram, commandOf, commandPath, type ActionName } from './program.ts';
 
 /**
- * The command table. Each entry is loaded lazily so `--help` and small commands stay fast.
- * Adding a command: a module under src/cli/commands exporting `command: Command`, plus one line here.
+ * The actions of the command tree (src/cli/program.ts), each loaded when it runs so `--help` and small
+ * commands stay fast. Adding a command: declare it in a declare-*.ts file and name its action here.
  */
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command: Command }> }> = {
-  run: { summary: 'run the relay daemon: register, seed, follow topology, heartbeat', load: () => import('./commands/run.ts') },
-  status: { summary: "show a running relay's topology view and counters", load: () => import('./commands/status.ts') },
-  'control-plane': { summary: 'run the local control plane (Edge Functions on Deno, gateway, Postgres, publisher)', load: () => import('./commands/control-plane.ts') },
-  client: { summary: 'open, switch, list and close client sessions (stock WireGuard clients)', load: () => import('./commands/client.ts') },
-  token: { summary: 'mint scoped tokens: relay tokens (bound to one relay id) and user tokens', load: () => import('./commands/token.ts') },
-  events: { summary: 'tail the event streams live, or export them to a file (JSON lines)', load: () => import('./commands/events.ts') },
-  replay: { summary: "rebuild a relay's actors and programmed host from its event log; timeline; drift", load: () => import('./commands/replay.ts') },
-  bus: { summary: 'event-bus administration (idempotent JetStream bootstrap)', load: () => import('./commands/bus.ts') },
-  devnet: { summary: 'run a live multi-relay network on loopback (NATS, control plane, N relays)', load: () => import('./commands/devnet.ts') },
-  sim: { summary: 'run a live multi-relay network from network namespaces, with WireGuard links (root)', load: () => import('./commands/sim.ts') },
+const sim = () => import('./commands/sim.ts');
+const client = () => import('./commands/client.ts');
+const events = () => import('./commands/events.ts');
+const ACTIONS: Record<ActionName, () => Promise<Action>> = {
+  run: async () => (await import('./commands/run.ts')).run,
+  status: async () => (await import('./commands/status.ts')).status,
+  'control-plane': async () => (await import('./commands/control-plane.ts')).controlPlane,
+  'client add': async () => (await client()).add,
+  'client switch': async () => (await client()).switchExit,
+  'client list': async () => (await client()).list,
+  'client remove': async () => (await client()).remove,
+  'token mint': async () => (await import('./commands/token.ts')).mint,
+  'events tail': async () => (await events()).tail,
+  'events export': async () => (await events()).exportLog,
+  replay: async () => (await import('./commands/replay.ts')).replay,
+  'bus bootstrap': async () => (await import('./commands/bus.ts')).bootstrap,
+  devnet: async () => (await import('./commands/devnet.ts')).devnet,
+  sim: async () => (await sim()).foreground,
+  'sim up': async () => (await sim()).up,
+  'sim status': async () => (await sim()).status,
+  'sim add': async () => (await sim()).add,
+  'sim stop': async () => (await sim()).stop,
+  'sim kill': async () => (await sim()).kill,
+  'sim restart': async () => (await sim()).restart,
+  'sim down': async () => (await sim()).down,
+  'sim client add': async () => (await sim()).clientAdd,
+  'sim client switch': async () => (await sim()).clientSwitch,
+  'sim client remove': async () => (await sim()).clientRemove,
+  'sim client list': async () => (await sim()).clientList,
 };
 
-export function mainUsage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
-  return [
-    'relay-core: the daemon of a WireGuard relay network',
-    '',
-    'Usage: relay-core <command> [options]',
-    '',
-    'Commands:',
-    ...Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(width)}  ${v.summary}`),
-    '',
-    "Run 'relay-core <command> --help' for a command's options.",
-  ].join('\n');
-}
-
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(mainUsage() + '\n');
-    return name ? 0 : 2;
-  }
-  const entry = COMMANDS[name];
-  if (!entry) {
-    process.stderr.write(`relay-core: unknown command '${name}'\n\n${mainUsage()}\n`);
+  let code = 0;
+  // Help is written at once, so `relay-core sim --help | head` does not meet a closed pipe half way.
+  let help = '';
+  const program = buildProgram(
+    async (name, values, operands, flags) => {
+      code = await (await ACTIONS[name]())(values, { argv: argv.slice(1), operands, flags });
+    },
+    (text) => (help += text),
+  );
+  if (argv.length === 0) {
+    process.stdout.write(program.helpInformation());
     return 2;
   }
-  const { command } = await entry.load();
   try {
-    const { values, positionals } = parseCommandArgs(command, rest);
-    if (values.help) {
-      process.stdout.write(command.usage + '\n');
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (e) {
+    // --help, and `relay-core help [command]`.
+    if (e instanceof CommanderError && (e.code === 'commander.helpDisplayed' || (e.code === 'commander.help' && e.exitCode === 0))) {
+      process.stdout.write(help);
       return 0;
     }
-    return await command.run(values, positionals);
-  } catch (e) {
-    if (e instanceof CliError) {
-      process.stderr.write(`relay-core ${name}: ${e.message}\n`);
-      return e.exitCode;
-    }
-    throw e;
+    if (!(e instanceof CommanderError) && !(e instanceof CliError)) throw e;
+    // Commander says `error: unknown option '--x'`; ours read `Unknown option '--x'`.
+    const message = e instanceof CliError ? e.message : e.message.replace(/^error: /, '').replace(/^./, (c) => c.toUpperCase());
+    const exitCode = e instanceof CliError ? e.exitCode : 2;
+    const cmd = commandOf(program, argv);
+    const top = program.commands.find((c) => c.name() === argv[0]);
+    const hint = exitCode === 2 ? `\n\nUsage: ${commandPath(cmd)} ${cmd.usage()}\nRun '${commandPath(cmd)} --help' for more.` : '';
+    process.stderr.write(`relay-core${top ? ` ${top.name()}` : ''}: ${message}${hint}\n`);
+    return exitCode;
   }
 }
 

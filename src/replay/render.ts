@@ -1,7 +1,11 @@
 import type { HostState } from '../kernel/host-state.ts';
 import { describeOp } from '../kernel/execute.ts';
 import { renderHostState } from '../kernel/host-text.ts';
+import { table } from '../lib/table.ts';
 import type { ReplayResult, RoundCheck } from './replay.ts';
+
+/** Rows of the relays, links and sessions tables: indented under their heading, one space apart. */
+const ROWS = { gap: ' ', indent: '  ' };
 
 /** Replay's result as text for a person: the relay, its view, every actor, the checks and the host. Pure. */
 export function formatReplay(r: ReplayResult): string {
@@ -24,13 +28,17 @@ export function formatReplay(r: ReplayResult): string {
   );
   if (t.viewNote) out.push(`  note: ${t.viewNote}`);
   if (t.digestMismatches) out.push(`  WARNING: ${t.digestMismatches} seed(s) recorded a different view than the topology stream gives`);
-  for (const rel of t.relays) out.push(`  ${rel.id.padEnd(16)} ${rel.meshAddress.padEnd(15)} ${rel.endpoint.padEnd(22)} ${rel.region}`);
+  out.push(...table([{ width: 16 }, { width: 15 }, { width: 22 }, {}], t.relays.map((rel) => [rel.id, rel.meshAddress, rel.endpoint, rel.region]), ROWS));
   out.push(`links: ${r.links.length}`);
-  for (const l of r.links) out.push(`  ${l.peerId.padEnd(16)} ${l.device.padEnd(10)} ${l.state.padEnd(12)} ${l.reason} (since ${l.since}, seq ${l.seq})`);
+  out.push(...table([{ width: 16 }, { width: 10 }, { width: 12 }, {}], r.links.map((l) => [l.peerId, l.device, l.state, `${l.reason} (since ${l.since}, seq ${l.seq})`]), ROWS));
   out.push(`client sessions: ${r.sessions.length}`);
-  for (const s of r.sessions) {
-    out.push(`  ${s.address.padEnd(15)} ${s.sessionId} ${s.state.padEnd(11)} exit ${s.exitId}${s.confirmedExitId && s.confirmedExitId !== s.exitId ? ` (confirmed ${s.confirmedExitId})` : ''}: ${s.reason} (since ${s.since}, seq ${s.seq})`);
-  }
+  const sessionRows = r.sessions.map((s) => [
+    s.address,
+    s.sessionId,
+    s.state,
+    `exit ${s.exitId}${s.confirmedExitId && s.confirmedExitId !== s.exitId ? ` (confirmed ${s.confirmedExitId})` : ''}: ${s.reason} (since ${s.since}, seq ${s.seq})`,
+  ]);
+  out.push(...table([{ width: 15 }, { width: 0 }, { width: 11 }, {}], sessionRows, ROWS));
   const k = r.kernel;
   out.push(`kernel: ${k.rounds} rounds recorded, ${k.mutations} operations applied, ${k.failures} failed${k.lastError ? ` (last: ${k.lastError})` : ''}`);
   const c = r.checks;

@@ -3,6 +3,8 @@
  * convergence verdict (with what is missing) and a status table.
  */
 
+import { table } from '../lib/table.ts';
+
 export type LinkState = 'desired' | 'configuring' | 'handshaking' | 'up' | 'stale' | 'down' | 'removing' | 'removed';
 
 /** The part of a relay's status (RelayStatus, from its socket) the sim reads. */
@@ -95,10 +97,9 @@ export function formatAge(latestHandshakeMs: number | null, nowMs: number): stri
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 }
 
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  return [line(header), ...rows.map(line)];
+/** A table of columns as wide as their widest cell. */
+function fitted(header: string[], rows: string[][]): string[] {
+  return table(header.map(() => ({})), [header, ...rows]);
 }
 
 /**
@@ -116,7 +117,7 @@ export function renderStatus(relays: RelayObservation[], nowMs: number): string 
     r.status ? String(r.status.relays.length) : '-',
     r.status?.links ? `${r.status.links.filter((l) => l.state === 'up').length}/${r.status.links.length} up` : '-',
   ]);
-  const lines = table(['RELAY', 'PROCESS', 'STATE', 'MESH', 'PUBLIC', 'REV', 'RELAYS', 'LINKS'], relayRows);
+  const lines = fitted(['RELAY', 'PROCESS', 'STATE', 'MESH', 'PUBLIC', 'REV', 'RELAYS', 'LINKS'], relayRows);
 
   const linkRows: string[][] = [];
   const linkOf = (from: RelayObservation, to: RelayObservation) => from.status?.links?.find((l) => l.peerId === to.id);
@@ -130,6 +131,6 @@ export function renderStatus(relays: RelayObservation[], nowMs: number): string 
       linkRows.push([`${a.id} <-> ${b.id}`, end(ab), end(ba), (ab ?? ba)!.device, ab ? `${ab.rxBytes}/${ab.txBytes}` : '-']);
     }
   }
-  if (linkRows.length) lines.push('', ...table(['LINK', 'STATE, HANDSHAKE AGE (1st)', '(2nd)', 'DEVICE', 'RX/TX BYTES (1st)'], linkRows));
+  if (linkRows.length) lines.push('', ...fitted(['LINK', 'STATE, HANDSHAKE AGE (1st)', '(2nd)', 'DEVICE', 'RX/TX BYTES (1st)'], linkRows));
   return lines.join('\n');
 }

@@ -1,7 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { main } from '../../src/cli/main.ts';
+import { afterEach, describe, expect, it } from 'vitest';
 import { withPrivateKey } from '../../src/cli/commands/client.ts';
 import { mintUserToken, signJwt, verifyJwt } from '../../src/control-plane/jwt.ts';
 import { ConnectClientResponseSchema, ControlPlaneClient, ControlPlaneError, ListClientsResponseSchema } from '../../src/daemon/control-plane-client.ts';
@@ -39,6 +38,7 @@ import { HttpError } from '../../supabase/functions/_shared/http.ts';
 import { authenticate, authorizeRelay, requireRole } from '../../supabase/functions/_shared/jwt.ts';
 import { buildTopologyEvent, eventData, kebab, type ClientSessionRecord, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
 import { tempDir } from '../support/temp.ts';
+import { cli } from '../support/cli.ts';
 
 const key = (n: number, len = 32) => Buffer.alloc(len, n).toString('base64');
 const SID = '3f2b8c1e-9d4a-4e6b-8f1c-2a7d5e9b0c11';
@@ -356,20 +356,6 @@ describe('user tokens', () => {
     expect(() => requireRole(user, ['service_role', 'user'], 'connect-client')).not.toThrow();
   });
 });
-
-/** Run the CLI in-process; returns exit code, stdout and stderr. */
-async function cli(...argv: string[]) {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 describe('relay-core token mint --role user', () => {
   it('mints a user token, refuses mixed options, and says so in its help', async () => {

@@ -1,26 +1,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../../src/cli/main.ts';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseTtl } from '../../src/cli/commands/token.ts';
 import { verifyJwt } from '../../src/control-plane/jwt.ts';
 import { loadOrCreateSecrets } from '../../src/control-plane/secrets.ts';
 import { tempDir } from '../support/temp.ts';
-
-/** Run the CLI in-process; returns exit code, stdout and stderr. */
-async function cli(...argv: string[]) {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+import { cli } from '../support/cli.ts';
 
 describe('relay-core token mint', () => {
   let tmp: ReturnType<typeof tempDir>;

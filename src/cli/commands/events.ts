@@ -1,41 +1,10 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { CliError, str, type Command } from '../args.ts';
-import { connectForReading, reexecInSim, withoutSim } from '../bus-options.ts';
+import { CliError, str, type Action, type ActionContext, type Values } from '../args.ts';
+import { connectForReading, reexecInSim, simDir, withoutSim } from '../bus-options.ts';
 import { follow, readStored } from '../../bus/event-log-reader.ts';
 import { entryJson, entryMatches, formatEntry, parseSince, decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
 import { RelayIdSchema } from '../../events/envelope.ts';
-
-const usage = `Usage: relay-core events tail [--relay ID] [--type PATTERN[,PATTERN]] [--since SEQ|TIME|DURATION|all] [--stream S] [--json] [bus]
-       relay-core events export [--relay ID] [--type PATTERN] [--since ...] [--stream S] [--out FILE] [bus]
-  bus: --nats-url URL[,URL] [--nats-token TOKEN]   or   --sim [DIR] (a running 'relay-core sim', default ./.state/sim)
-
-The event streams of a relay network, as any NATS client can read them (subjects and schemas:
-docs/events.md, docs/schemas/). Nothing is left on the server: each reader is an ordered, ephemeral
-consumer.
-
-  tail     Print events as they are stored, one line each (coloured on a terminal; NO_COLOR turns it
-           off), or with --json one JSON object per line: {stream, seq, subject, time, event} or, for a
-           message that is not a valid event of its subject, {stream, seq, subject, time, skipped:
-           {reason, detail}}. Runs until Ctrl-C (exit 0). Without --since only new events are shown.
-  export   Write what is stored now (from --since, default all) as JSON lines with the message bytes
-           kept as stored, corrupt ones included, to be read elsewhere or later. Ends when it has
-           caught up; prints the count to stderr. 'relay-core replay --file' reads such a file: it
-           needs the whole topology stream, so export without --relay and --type for it.
-
-Options:
-  --relay ID          only this relay's own events and the topology events addressed to it
-  --type PATTERN      event types, * and ? as wildcards, comma-separated (Link*,Kernel*)
-  --since X           a stream sequence (with one --stream), a duration back (90s, 15m, 2h, 7d),
-                      an ISO time, or 'all'
-  --stream S          relay, topology or all (default all)
-  --json              (tail) JSON lines instead of text
-  --out FILE          (export) write here, mode 0600, instead of stdout
-  --nats-url URL      NATS servers                                    RELAYNET_NATS_SERVERS
-  --nats-token TOKEN  NATS token                                      RELAYNET_NATS_TOKEN
-  --sim [DIR]         read a running sim's NATS: runs this command again inside the sim's network
-                      namespace (needs root)
-  -h, --help          show this help`;
 
 interface Plan {
   streams: StreamKind[];
@@ -44,10 +13,10 @@ interface Plan {
   matchType: (t: string) => boolean;
 }
 
-function plan(v: Record<string, unknown>, defaultSince: Since): Plan {
-  const relayId = str(v.relay, 'relay');
+function plan(v: Values, defaultSince: Since): Plan {
+  const relayId = str(v.relay);
   if (relayId !== undefined && !RelayIdSchema.safeParse(relayId).success) throw new CliError(`--relay ${relayId}: not a relay id (a-z, 0-9 and -)`, 2);
-  const stream = str(v.stream, 'stream') ?? 'all';
+  const stream = str(v.stream) ?? 'all';
   if (!['relay', 'topology', 'all'].includes(stream)) throw new CliError(`--stream must be relay, topology or all (got ${stream})`, 2);
   const streams: StreamKind[] = stream === 'all' ? ['topology', 'relay'] : [stream as StreamKind];
   let since = defaultSince;
@@ -62,7 +31,7 @@ function plan(v: Record<string, unknown>, defaultSince: Since): Plan {
   return { streams, filter: { relayId }, since, matchType };
 }
 
-async function tail(nc: NatsConnection, p: Plan, json: boolean): Promise<number> {
+async function tailStream(nc: NatsConnection, p: Plan, json: boolean): Promise<number> {
   const ac = new AbortController();
   const stop = () => ac.abort();
   // Kept for the life of the process: a second signal (terminal and parent both sending one) is harmless.
@@ -90,7 +59,7 @@ async function tail(nc: NatsConnection, p: Plan, json: boolean): Promise<number>
   return 0;
 }
 
-async function exportLog(nc: NatsConnection, p: Plan, out: string | undefined): Promise<number> {
+async function exportStream(nc: NatsConnection, p: Plan, out: string | undefined): Promise<number> {
   const fd = out ? openSync(out, 'w', 0o600) : 1;
   let n = 0;
   let skipped = 0;
@@ -111,35 +80,21 @@ async function exportLog(nc: NatsConnection, p: Plan, out: string | undefined): 
   return 0;
 }
 
-export const command: Command = {
-  name: 'events',
-  summary: 'tail and export the event streams',
-  usage,
-  options: {
-    relay: { type: 'string' },
-    type: { type: 'string' },
-    since: { type: 'string' },
-    stream: { type: 'string' },
-    json: { type: 'boolean' },
-    out: { type: 'string' },
-    'nats-url': { type: 'string' },
-    'nats-token': { type: 'string' },
-    sim: { type: 'boolean' },
-  },
-  async run(v, pos) {
-    const sub = pos[0];
-    if (sub !== 'tail' && sub !== 'export') throw new CliError(`unknown or missing subcommand '${sub ?? ''}'\n\n${usage}`, 2);
-    if (pos.length > 1 && !v.sim) throw new CliError(`unexpected argument '${pos[1]}'\n\n${usage}`, 2);
-    const p = plan(v, sub === 'tail' ? { kind: 'new' } : { kind: 'all' });
-    if (v.sim) {
-      const { dir, rest } = withoutSim(process.argv.slice(3));
-      return reexecInSim(dir ?? '.state/sim', 'events', rest);
-    }
-    const nc = await connectForReading(v, 'relay-core events');
-    try {
-      return sub === 'tail' ? await tail(nc, p, v.json === true) : await exportLog(nc, p, str(v.out, 'out'));
-    } finally {
-      await nc.close().catch(() => {});
-    }
-  },
-};
+/** Plan, then read: here from `--nats-url`, or with `--sim` this same command inside the sim. */
+async function read(v: Values, ctx: ActionContext, defaultSince: Since, go: (nc: NatsConnection, p: Plan) => Promise<number>): Promise<number> {
+  const p = plan(v, defaultSince);
+  const sim = simDir(v);
+  if (sim !== null) return reexecInSim(sim, 'events', withoutSim(ctx.argv).rest);
+  const nc = await connectForReading(v, 'relay-core events');
+  try {
+    return await go(nc, p);
+  } finally {
+    await nc.close().catch(() => {});
+  }
+}
+
+/** `relay-core events tail`: events as they are stored, until Ctrl-C. */
+export const tail: Action = (v, ctx) => read(v, ctx, { kind: 'new' }, (nc, p) => tailStream(nc, p, v.json === true));
+
+/** `relay-core events export`: what is stored now, as export lines. */
+export const exportLog: Action = (v, ctx) => read(v, ctx, { kind: 'all' }, (nc, p) => exportStream(nc, p, str(v.out)));

@@ -1,8 +1,8 @@
 import { closeSync, createReadStream, existsSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { CliError, str, type Command } from '../args.ts';
-import { connectForReading, reexecInSim, simManifest, withoutSim } from '../bus-options.ts';
+import { CliError, str, type Action } from '../args.ts';
+import { connectForReading, reexecInSim, simDir, simManifest, withoutSim } from '../bus-options.ts';
 import { readStored } from '../../bus/event-log-reader.ts';
 import { RelayIdSchema } from '../../events/envelope.ts';
 import { decodeStored, fromExportLine, toExportLine, type LogEntry, type StoredMessage } from '../../events/log.ts';
@@ -15,38 +15,6 @@ import { rootLogger } from '../../lib/logger.ts';
 import { diffHosts, formatDiff, formatReplay, formatRounds } from '../../replay/render.ts';
 import { RelayReplay, withinCut, type ReplayCut, type ReplayResult } from '../../replay/replay.ts';
 import { formatTimeline, TimelineBuilder } from '../../replay/timeline.ts';
-
-const usage = `Usage: relay-core replay --relay ID [--to SEQ|TIME] [--json] [--timeline [--link PEER | --session ID]] [--diff [--netns NS]] [source]
-  source: --file FILE (an 'events export' or 'replay --save' file)
-          | --nats-url URL[,URL] [--nats-token TOKEN] [--save FILE]
-          | --sim [DIR] [--save FILE] (a running 'relay-core sim', default ./.state/sim)
-
-Rebuilds what relay ID believed and did, from its own event stream and the topology stream: the state
-of every actor (relay, topology view, links, client sessions, kernel) and the host the kernel actor
-programmed, rendered by the in-memory kernel. The view is folded from the topology stream with the
-relay's own functions; every recorded kernel round is planned again from the desired state its
-causation id names and compared with the operations recorded. Replaying the same log always gives
-the same result. Messages that are not valid events are reported with their sequence and skipped.
-
-Options:
-  --relay ID          the relay to replay (required)
-  --to X              stop after relay-stream sequence X, or at the first event after ISO time X
-  --json              the result as one JSON object (with --timeline: one JSON object per line)
-  --rounds            also every kernel round: its cause, the operations recorded and those derived
-  --timeline          the state changes of links and sessions with times and causes, and the kernel
-                      rounds that touched them with the event behind each
-  --link PEER         (timeline) only the link to relay PEER
-  --session ID        (timeline) only this client session
-  --diff              compare the replayed host with the host as it is now (this machine, or the
-                      relay's namespace with --netns or --sim): exit 0 if equal, 1 if they drift
-  --netns NS          (diff) read the live host inside network namespace NS
-  --file FILE         read an exported log instead of NATS (topology lines first, or anywhere)
-  --save FILE         also write what was read from NATS to FILE (mode 0600) for a later --file
-  --nats-url URL      NATS servers                                    RELAYNET_NATS_SERVERS
-  --nats-token TOKEN  NATS token                                      RELAYNET_NATS_TOKEN
-  --sim [DIR]         read a running sim's NATS (runs this command again inside the sim's network
-                      namespace; with --diff, the live host is the relay's namespace)
-  -h, --help          show this help`;
 
 export function parseCut(s: string | undefined): ReplayCut | null {
   if (s === undefined) return null;
@@ -134,83 +102,61 @@ async function liveHost(r: ReplayResult, netns: string | undefined): Promise<Hos
   return canonicalHostState(h);
 }
 
-export const command: Command = {
-  name: 'replay',
-  summary: "rebuild a relay's actors and programmed host from its event log; timeline; drift",
-  usage,
-  options: {
-    relay: { type: 'string' },
-    to: { type: 'string' },
-    json: { type: 'boolean' },
-    rounds: { type: 'boolean' },
-    timeline: { type: 'boolean' },
-    link: { type: 'string' },
-    session: { type: 'string' },
-    diff: { type: 'boolean' },
-    netns: { type: 'string' },
-    file: { type: 'string' },
-    save: { type: 'string' },
-    'nats-url': { type: 'string' },
-    'nats-token': { type: 'string' },
-    sim: { type: 'boolean' },
-  },
-  async run(v, pos) {
-    if (pos.length > 0 && !v.sim) throw new CliError(`unexpected argument '${pos[0]}'\n\n${usage}`, 2);
-    const relayId = str(v.relay, 'relay');
-    if (!relayId) throw new CliError(`missing --relay ID\n\n${usage}`, 2);
-    if (!RelayIdSchema.safeParse(relayId).success) throw new CliError(`--relay ${relayId}: not a relay id (a-z, 0-9 and -)`, 2);
-    const cut = parseCut(str(v.to, 'to'));
-    const link = str(v.link, 'link');
-    const session = str(v.session, 'session');
-    if ((link || session) && !v.timeline) throw new CliError('--link and --session select what --timeline shows: add --timeline', 2);
-    if (link && session) throw new CliError('give --link or --session, not both', 2);
-    if (v.timeline && v.diff) throw new CliError('--timeline and --diff are separate views: give one', 2);
-    const file = str(v.file, 'file');
-    if (file && (v.sim || v['nats-url'] || v.save)) throw new CliError('--file reads a saved log: it takes no --sim, --nats-url or --save', 2);
+/** `relay-core replay`: a relay's actors and host rebuilt from its log; its timeline; its drift. */
+export const replay: Action = async (v, ctx) => {
+  const relayId = str(v.relay);
+  if (!relayId) throw new CliError('missing --relay ID', 2);
+  if (!RelayIdSchema.safeParse(relayId).success) throw new CliError(`--relay ${relayId}: not a relay id (a-z, 0-9 and -)`, 2);
+  const cut = parseCut(str(v.to));
+  const link = str(v.link);
+  const session = str(v.session);
+  if ((link || session) && !v.timeline) throw new CliError('--link and --session select what --timeline shows: add --timeline', 2);
+  if (link && session) throw new CliError('give --link or --session, not both', 2);
+  if (v.timeline && v.diff) throw new CliError('--timeline and --diff are separate views: give one', 2);
+  const file = str(v.file);
+  const sim = simDir(v);
+  if (file && (sim !== null || ctx.flags.has('natsUrl') || v.save)) throw new CliError('--file reads a saved log: it takes no --sim, --nats-url or --save', 2);
 
-    if (v.sim) {
-      const { dir, rest } = withoutSim(process.argv.slice(3));
-      const simDir = dir ?? '.state/sim';
-      const m = simManifest(simDir);
-      const extra: string[] = [];
-      if (v.diff && !v.netns) {
-        const relay = m.relays.find((r) => r.id === relayId);
-        if (!relay) throw new CliError(`--diff: the sim has no relay ${relayId}`, 1);
-        extra.push('--netns', relay.namespace);
-      }
-      return reexecInSim(simDir, 'replay', [...rest, ...extra]);
+  if (sim !== null) {
+    const m = simManifest(sim);
+    const extra: string[] = [];
+    if (v.diff && !v.netns) {
+      const relay = m.relays.find((r) => r.id === relayId);
+      if (!relay) throw new CliError(`--diff: the sim has no relay ${relayId}`, 1);
+      extra.push('--netns', relay.namespace);
     }
+    return reexecInSim(sim, 'replay', [...withoutSim(ctx.argv).rest, ...extra]);
+  }
 
-    const replay = v.timeline ? null : new RelayReplay({ relayId, keepDerivedOps: v.rounds === true });
-    const timeline = v.timeline ? new TimelineBuilder({ relayId, ...(link ? { link } : {}), ...(session ? { session } : {}) }) : null;
-    const sink: Sink = {
-      topology: (e) => replay?.addTopology(e),
-      relay: (e) => (replay ? replay.add(e) : timeline!.add(e)),
-    };
-    if (file) await fromFile(file, relayId, cut, sink);
-    else {
-      const nc = await connectForReading(v, 'relay-core replay');
-      try {
-        await fromNats(nc, relayId, cut, sink, str(v.save, 'save'));
-      } finally {
-        await nc.close().catch(() => {});
-      }
+  const replay = v.timeline ? null : new RelayReplay({ relayId, keepDerivedOps: v.rounds === true });
+  const timeline = v.timeline ? new TimelineBuilder({ relayId, ...(link ? { link } : {}), ...(session ? { session } : {}) }) : null;
+  const sink: Sink = {
+    topology: (e) => replay?.addTopology(e),
+    relay: (e) => (replay ? replay.add(e) : timeline!.add(e)),
+  };
+  if (file) await fromFile(file, relayId, cut, sink);
+  else {
+    const nc = await connectForReading(v, 'relay-core replay');
+    try {
+      await fromNats(nc, relayId, cut, sink, str(v.save));
+    } finally {
+      await nc.close().catch(() => {});
     }
+  }
 
-    if (timeline) {
-      const items = timeline.result();
-      process.stdout.write(v.json ? items.map((i) => JSON.stringify(i) + '\n').join('') : formatTimeline(items));
-      return 0;
-    }
-    const r = replay!.result();
-    if (r.events.relay === 0) process.stderr.write(`warning: the log holds no event of ${relayId}\n`);
-    if (v.diff) {
-      const live = await liveHost(r, str(v.netns, 'netns'));
-      const d = diffHosts(r.host, live);
-      process.stdout.write(v.json ? JSON.stringify({ relayId, upTo: r.upTo, ...d }) + '\n' : formatDiff(d));
-      return d.missing.length || d.unexpected.length ? 1 : 0;
-    }
-    process.stdout.write(v.json ? JSON.stringify(r) + '\n' : formatReplay(r) + (r.rounds ? formatRounds(r.rounds) : ''));
+  if (timeline) {
+    const items = timeline.result();
+    process.stdout.write(v.json ? items.map((i) => JSON.stringify(i) + '\n').join('') : formatTimeline(items));
     return 0;
-  },
+  }
+  const r = replay!.result();
+  if (r.events.relay === 0) process.stderr.write(`warning: the log holds no event of ${relayId}\n`);
+  if (v.diff) {
+    const live = await liveHost(r, str(v.netns));
+    const d = diffHosts(r.host, live);
+    process.stdout.write(v.json ? JSON.stringify({ relayId, upTo: r.upTo, ...d }) + '\n' : formatDiff(d));
+    return d.missing.length || d.unexpected.length ? 1 : 0;
+  }
+  process.stdout.write(v.json ? JSON.stringify(r) + '\n' : formatReplay(r) + (r.rounds ? formatRounds(r.rounds) : ''));
+  return 0;
 };

@@ -1,0 +1,262 @@
+import type { Command } from 'commander';
+import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
+import { DEFAULT_CLIENT_PREFIX6 } from '../kernel/ipv6.ts';
+import { controlPlaneOpts, intOpt, jsonOpt, natsTokenOpt, natsUrlOpt, opt, stateDirOpt, withOptions } from './options.ts';
+import { onlySubcommand, subcommands, type Leaf } from './program.ts';
+
+/** The daemon's commands and the control plane's: run, status, control-plane, client, token, bus, devnet. */
+
+const MESH = 'Mesh (one point-to-point WireGuard device per other relay; see docs/datapath.md):';
+const CLIENTS = 'Clients (stock WireGuard clients enter here and leave at the exit they chose; see docs/clients.md):';
+
+export function declareRun(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('run')
+    .summary('run the relay daemon: register, seed, follow topology, heartbeat')
+    .description(`Run the relay daemon: load or generate the WireGuard key (STATE_DIR/wg.key, mode 0600, never sent
+anywhere), register with the control plane, seed the topology from the snapshot, follow topology
+events on NATS JetStream, heartbeat, and serve status on STATE_DIR/relay.sock. On SIGTERM or SIGINT
+it deregisters and exits 0. Logs are JSON lines on stderr. Flags override environment variables.`);
+  withOptions(
+    cmd,
+    opt('--relay-id <ID>', "this relay's id, [a-z0-9-] (required)", { env: 'RELAYNET_RELAY_ID' }),
+    opt('--name <NAME>', 'display name', { env: 'RELAYNET_NAME', defaultText: 'the id' }),
+    opt('--region <REGION>', 'region, [a-z0-9-]', { env: 'RELAYNET_REGION', default: 'local' }),
+    opt('--endpoint <HOST:PORT>', 'public WireGuard endpoint (required)', { env: 'RELAYNET_ENDPOINT' }),
+    stateDirOpt('key, status socket', { env: 'RELAYNET_STATE_DIR', defaultText: './.state/relay-ID' }),
+    ...controlPlaneOpts('relay token or service-role key'),
+    opt('--topology-key <KEY>', "pin the control plane's Ed25519 key", { env: 'RELAYNET_TOPOLOGY_KEY' }),
+    natsUrlOpt('override the NATS servers handed out'),
+    intOpt('--start-margin-ms <MS>', 'consumer start before snapshot time', 0, 3_600_000, { default: 60_000 }),
+    opt('--rotate-key', 'generate a new WireGuard key and register it with rotateKey'),
+    opt('--wg-prefix <P>', 'device name prefix, 1-3 letters a-z; the link to relay j is P<own index>m<j>; relays sharing a machine need distinct P', { env: 'RELAYNET_WG_PREFIX', default: 'rc', group: MESH }),
+    intOpt('--keepalive <S>', 'persistent keepalive seconds on each link', 0, 65535, { default: 25, group: MESH }),
+    intOpt('--mtu <N>', 'mesh device MTU', 1280, 9000, { default: 1420, group: MESH }),
+    intOpt('--link-stale-after <MS>', "peer silent this long: link stale (WireGuard's reject window)", 100, 86_400_000, { default: 180_000, group: MESH }),
+    intOpt('--link-down-after <MS>', 'peer silent this long: link down', 100, 86_400_000, { default: 540_000, group: MESH }),
+    intOpt('--observe-interval <MS>', 'how often handshakes and counters are read', 100, 3_600_000, { default: 5_000, group: MESH }),
+    intOpt('--resolve-interval <MS>', 'how often peer endpoints given as DNS names are looked up again (a failed lookup is retried after 2 s, doubling)', 1_000, 86_400_000, { default: 60_000, group: MESH }),
+    opt('--kernel <linux|memory>', 'program this host, or only an in-memory model of it (dry run)', { default: 'linux', group: MESH }),
+    opt('--wg-impl <auto|kernel|userspace>', 'kernel WireGuard, wireguard-go, or whichever works', { default: 'auto', group: MESH }),
+    intOpt('--client-idle-after <MS>', 'a client not heard this long is idle', 1_000, 86_400_000, { default: 180_000, group: CLIENTS }),
+    intOpt('--exit-table-base <N>', 'routing table of exit relay i is N + i', 256, 4_000_000_000, { default: 100_000, group: CLIENTS }),
+    intOpt('--client-rule-priority <N>', 'first policy-rule priority of the client rules', 1, 32_000, { default: 20_000, group: CLIENTS }),
+    opt('--client-supernet <CIDR>', "the network's client address space", { default: '100.96.0.0/11', group: CLIENTS }),
+    opt('--client-deny <CIDR[,CIDR]>', 'refuse client traffic to these too (IPv4 or IPv6)', { env: 'RELAYNET_CLIENT_DENY', group: CLIENTS }),
+    opt('--client-allow <CIDR[,CIDR]>', 'take these out of the default refused ranges', { env: 'RELAYNET_CLIENT_ALLOW', group: CLIENTS }),
+    opt('--client-prefix6 <P|off>', "the clients' IPv6 /96 (the control plane's client_prefix6 must agree); off: clients get IPv4 only", { env: 'RELAYNET_CLIENT_PREFIX6', default: DEFAULT_CLIENT_PREFIX6, group: CLIENTS }),
+    opt('--exit-ipv6 <auto|on|off>', "let clients' IPv6 leave here, NAT66 (auto: when this host has a default IPv6 route)", { env: 'RELAYNET_EXIT_IPV6', default: 'auto', group: CLIENTS }),
+  );
+  cmd.addHelpText(
+    'after',
+    `
+Each link listens on UDP port (endpoint port + peer's mesh index): open that range. On SIGTERM the
+relay also removes its mesh devices; after a crash (SIGKILL) they stay up and a restart adopts them.
+A peer endpoint given as a DNS name is programmed as the address it resolves to (IPv4 or IPv6,
+whichever this host has); until it resolves, the peer's WireGuard endpoint is left unset and learned
+from the peer's handshakes. Each change is logged and published (PeerEndpointResolved).
+
+Egress policy (docs/security.md): as an exit, the relay refuses client traffic (TCP reset, ICMP
+administratively prohibited) to private, loopback, link-local (cloud metadata: 169.254.169.254),
+shared, reserved, benchmarking (198.18.0.0/15), documentation and multicast ranges of both
+families; --client-allow takes ranges out of those defaults only. Always refused, whatever
+--client-allow says: 100.64.0.0/10 (the network itself), --client-deny, and the control plane's and
+NATS's addresses (the URL's address or what its name resolves to at start; the NATS servers of every
+registration). \`relay-core status\` shows the ranges and a refusal counter per reason.
+
+IPv6: a client's IPv6 address is its IPv4 address in the /96 (100.96.4.7 -> fd64::6460:407); its
+configuration routes ::/0 into the tunnel too. An exit without IPv6 takes none: the entry refuses
+those clients' IPv6 at once (ICMPv6 unreachable). A host with IPv6 disabled runs IPv4 only.
+
+The client device P<own index>c listens on the endpoint port. The relay turns on IPv4 (and IPv6)
+forwarding and loose reverse-path filtering, and owns the nftables table inet P<own index>; on SIGTERM
+it removes them and puts the sysctls back as they were before its first start.
+
+Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is printed); 2 bad usage.`,
+  );
+  leaf(cmd, 'run');
+}
+
+export function declareStatus(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('status')
+    .summary("show a running relay's topology view and counters")
+    .description(`Show what a running relay believes: its state, registration, topology revision, every relay it
+knows, its counters (applied, duplicate and rejected topology events, gaps, resyncs), its bus, its
+mesh links, the client sessions entering at it, its egress policy and filters with the packets each
+refused or dropped (the refused ranges by reason with --json), and any kernel operation that keeps
+failing (retried with backoff).
+Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
+  withOptions(
+    cmd,
+    stateDirOpt("the relay's state directory", { env: 'RELAYNET_STATE_DIR' }),
+    opt('--relay-id <ID>', 'shorthand for --state-dir ./.state/relay-ID', { env: 'RELAYNET_RELAY_ID' }),
+    jsonOpt('print the raw JSON'),
+  );
+  leaf(cmd, 'status');
+}
+
+export function declareControlPlane(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('control-plane')
+    .summary('run the local control plane (Edge Functions on Deno, gateway, Postgres, publisher)')
+    .description(`Run the control plane on this machine as Supabase runs it: every Edge Function of supabase/functions
+on the Deno runtime (one process each), behind a gateway that routes /functions/v1/<name> and
+verifies JWTs like Supabase's verify_jwt, on an embedded Postgres (PGlite, data in STATE_DIR/pgdata)
+or on a real PostgreSQL given by --db-url. Applies supabase/migrations on start. With --nats-url it
+also runs the topology publisher (outbox to JetStream). Prints the URL, the service-role key, the
+topology public key and the environment a relay needs; runs until SIGINT or SIGTERM, then stops
+everything and exits 0.
+
+Secrets (JWT secret, Ed25519 topology signing key) are generated on first start into
+STATE_DIR/secrets.json (mode 0600) and reused; STATE_DIR/control-plane.json (0600) has the URL, the
+service-role key, the topology public key, the database URL and the NATS servers;
+STATE_DIR/service-role.key (0600) the service-role key alone, for relays' --token-file.`);
+  withOptions(
+    cmd,
+    intOpt('--port <P>', 'gateway port (0 = any free port)', 0, 65535, { default: 54321 }),
+    opt('--host <ADDR>', 'IPv4 address the gateway listens on (0.0.0.0 for every address, as in a container)', { default: '127.0.0.1' }),
+    stateDirOpt('secrets, embedded database, control-plane.json', { default: '.state/control-plane' }),
+    opt('--db-url <URL>', 'real PostgreSQL, e.g. postgres://user:pw@127.0.0.1:5432/db', { env: 'SUPABASE_DB_URL', defaultText: 'embedded PGlite' }),
+    natsUrlOpt('NATS servers handed to relays; starts the topology publisher (without it relays are told nats://127.0.0.1:4222 and no publisher runs)'),
+    natsTokenOpt('NATS token for the publisher and handed to relays'),
+    intOpt('--heartbeat-seconds <N>', 'heartbeat interval handed to relays', 1, 3600, { default: 10 }),
+  );
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  relay-core control-plane --nats-url nats://127.0.0.1:4222
+  relay-core control-plane --port 0 --db-url postgres://postgres@127.0.0.1:5432/postgres
+  relay-core token mint --relay-id relay-a          # a scoped token for one relay`,
+  );
+  leaf(cmd, 'control-plane');
+}
+
+const CLIENT_EXIT_CODES = "\nExit codes: 0 done; 1 refused or failed (the control plane's reason is printed); 2 bad usage.";
+
+export function declareClient(program: Command, leaf: Leaf): void {
+  const client = subcommands(
+    program,
+    'client',
+    'open, switch, list and close client sessions (stock WireGuard clients)',
+    `Client sessions of stock WireGuard clients (docs/clients.md). A client enters the network at an entry
+relay and leaves it at the exit it chose; the control plane picks what is not given. Every subcommand
+takes --control-plane-url and --token or --token-file: the service-role key (an operator) or a user's JWT.`,
+  );
+  client.addHelpText('after', CLIENT_EXIT_CODES);
+  const access = () => controlPlaneOpts("the service-role key (an operator) or a user's JWT");
+  const exit = () => [opt('--exit <ID>', 'the exit relay'), opt('--exit-region <R>', 'any live relay of region R as the exit (the least loaded)')];
+  const json = () => jsonOpt("print the control plane's answer as JSON");
+  const add = client
+    .command('add')
+    .summary("open a session and print the client's wg-quick configuration")
+    .description(`Open a session and print the client's wg-quick configuration once the entry relay has programmed
+it (the control plane waits for the entry's confirmation). The client's key: --key-file FILE reads a
+private key from FILE, or creates one there (mode 0600) when it does not exist; --public-key KEY uses
+a key whose private half stays elsewhere (the configuration then has a PrivateKey placeholder); with
+neither, a fresh key is made and printed in the configuration only. The private key never goes to
+the control plane. Give exactly one of --exit and --exit-region.`);
+  withOptions(
+    add,
+    ...exit(),
+    opt('--entry <ID>', 'the entry relay', { defaultText: 'the least loaded live relay' }),
+    opt('--key-file <FILE>', "the client's private key file (created, mode 0600, if missing)"),
+    opt('--public-key <KEY>', "the client's public key (its private key stays elsewhere)"),
+    intOpt('--ttl <S>', "session lifetime in seconds (default: the control plane's, 24 h)", 60, 30 * 86_400),
+    json(),
+    ...access(),
+  );
+  leaf(add.addHelpText('after', CLIENT_EXIT_CODES), 'client add');
+  const sw = client.command('switch').summary('steer a session to another exit').description("Steer a session to another exit; the client's tunnel is untouched (no new handshake).");
+  withOptions(sw, opt('--session <ID>', 'the session'), ...exit(), json(), ...access());
+  leaf(sw.addHelpText('after', CLIENT_EXIT_CODES), 'client switch');
+  const list = client.command('list').summary('list open sessions').description('Open sessions (--all: also closed ones), one per line, or JSON.');
+  withOptions(list, opt('--entry <ID>', 'only the sessions entering at this relay'), opt('--all', 'also closed sessions'), json(), ...access());
+  leaf(list.addHelpText('after', CLIENT_EXIT_CODES), 'client list');
+  const remove = client.command('remove').summary('close a session').description("Close a session: the entry removes the client's peer and rules. Give --session or --public-key.");
+  withOptions(remove, opt('--session <ID>', 'the session'), opt('--public-key <KEY>', 'the session of this key'), json(), ...access());
+  leaf(remove.addHelpText('after', CLIENT_EXIT_CODES), 'client remove');
+}
+
+const SECRET_SOURCE = 'Secret source (the first that is given):';
+
+export function declareToken(program: Command, leaf: Leaf): void {
+  const token = subcommands(program, 'token', 'mint scoped tokens: relay tokens (bound to one relay id) and user tokens', "Scoped tokens of the control plane. The only subcommand is 'mint'.");
+  const mint = token
+    .command('mint')
+    .summary('mint a relay token (--relay-id) or a user token (--role user --sub ID)')
+    .usage('--relay-id ID [--ttl DURATION] [secret source]\n       relay-core token mint --role user --sub ID [--ttl DURATION] [secret source]')
+    .description(`Mint an HS256 JWT signed with the project's JWT secret. Prints the token on stdout.
+
+  relay token (default, --role relay): {role: "relay", relay_id, iss: "relay-core", iat, exp}. The
+    control plane lets it register, heartbeat and deregister only that relay id, confirm the client
+    sessions entering there (client-ready) and list or close them, so community-operated relays never
+    hold the service-role key. Give it to the relay as RELAYNET_TOKEN (or --token-file).
+  user token (--role user): {role: "authenticated", aud: "authenticated", sub, iss, iat, exp}, the
+    shape of a Supabase Auth user's JWT. It may open, switch, list and close only the client sessions
+    it opened itself (relay-core client ...), and nothing else.`);
+  withOptions(
+    mint,
+    opt('--role <relay|user>', 'which kind of token', { default: 'relay' }),
+    opt('--relay-id <ID>', 'relay tokens: the relay the token is bound to (required; 1-63 chars of a-z, 0-9, -)'),
+    opt('--sub <ID>', "user tokens: the user's id (required; 1-255 characters, e.g. a Supabase user UUID)"),
+    opt('--ttl <DURATION>', 'lifetime: N followed by s, m, h or d, e.g. 12h, 30d (at most 3650d)', { default: '30d' }),
+    opt('--jwt-secret-file <FILE>', 'a file holding the JWT secret (Supabase: Settings > API > JWT secret)', { group: SECRET_SOURCE }),
+    stateDirOpt("a local control plane's state directory (its secrets.json)", { group: SECRET_SOURCE }),
+  );
+  leaf(mint, 'token mint');
+  onlySubcommand(
+    token,
+    mint,
+    `  RELAYNET_JWT_SECRET      environment variable with the secret
+  (default)                ./.state/control-plane, the local control plane's default state directory
+
+Examples:
+  RELAYNET_TOKEN=$(relay-core token mint --relay-id relay-a --ttl 90d) relay-core run --relay-id relay-a ...
+  RELAYNET_TOKEN=$(relay-core token mint --role user --sub alice --ttl 1d) relay-core client add --exit relay-b ...`,
+  );
+}
+
+export function declareBus(program: Command, leaf: Leaf): void {
+  const bus = subcommands(program, 'bus', 'event-bus administration (idempotent JetStream bootstrap)', "Event-bus administration. The only subcommand is 'bootstrap'.");
+  const L = DEFAULT_STREAM_LIMITS;
+  const cmd = bus
+    .command('bootstrap')
+    .summary('create or update the JetStream streams (idempotent)')
+    .description(`Create the JetStream streams RELAYNET_TOPOLOGY (relaynet.topology.>) and RELAYNET_RELAY
+(relaynet.relay.>), or update their limits. Idempotent: running it again changes nothing.
+Relays and the topology publisher run the same bootstrap on start.`);
+  withOptions(
+    cmd,
+    natsUrlOpt('NATS servers (required)'),
+    natsTokenOpt(),
+    intOpt('--topology-max-age <S>', 'seconds', 1, Number.MAX_SAFE_INTEGER, { default: L.topologyMaxAgeSeconds }),
+    intOpt('--topology-max-bytes <B>', 'bytes', 1024, Number.MAX_SAFE_INTEGER, { default: L.topologyMaxBytes }),
+    intOpt('--relay-max-age <S>', 'seconds', 1, Number.MAX_SAFE_INTEGER, { default: L.relayMaxAgeSeconds }),
+    intOpt('--relay-max-bytes <B>', 'bytes', 1024, Number.MAX_SAFE_INTEGER, { default: L.relayMaxBytes }),
+  );
+  leaf(cmd, 'bus bootstrap');
+  onlySubcommand(bus, cmd);
+}
+
+export function declareDevnet(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('devnet')
+    .summary('run a live multi-relay network on loopback (NATS, control plane, N relays)')
+    .description(`Run a live relay network on this machine's loopback: a real nats-server with JetStream, the local
+control plane (Edge Functions on Deno behind the gateway, embedded Postgres unless --db-url), and
+N 'relay-core run' processes, each with its own scoped relay token. Waits until every relay serves
+the same topology, prints it, then shows live status until Ctrl-C, when relays deregister and
+everything it started is stopped. Relays program only an in-memory model of the host (--kernel
+memory); real WireGuard links between network namespaces come with 'relay-core sim'.`);
+  withOptions(
+    cmd,
+    intOpt('--relays <N>', 'number of relays', 1, 50, { default: 3 }),
+    stateDirOpt('where keys, logs and data go', { default: '.state/devnet' }),
+    intOpt('--port <P>', 'control-plane gateway port', 0, 65535, { default: 0, defaultText: 'a free one' }),
+    opt('--db-url <URL>', 'use this PostgreSQL instead of the embedded one'),
+    opt('--once', 'exit (cleaning up) as soon as the network has converged'),
+  );
+  leaf(cmd, 'devnet');
+}

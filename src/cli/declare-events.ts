@@ -1,0 +1,82 @@
+import type { Command } from 'commander';
+import { busOpts, jsonOpt, opt, simOpt, withOptions } from './options.ts';
+import { subcommands, type Leaf } from './program.ts';
+
+/** The commands that read the event streams: events tail, events export, replay. */
+
+const BUS = 'Bus (a deployment, or a running sim):';
+
+/** `--nats-url`, `--nats-token` or `--sim [DIR]`, under their own heading. */
+const readerOpts = (simDescription: string) => [...busOpts(), simOpt(simDescription)].map((o) => o.helpGroup(BUS));
+
+/** Which events: `--relay`, `--type`, `--since`, `--stream`. */
+const filterOpts = () => [
+  opt('--relay <ID>', "only this relay's own events and the topology events addressed to it"),
+  opt('--type <PATTERN>', 'event types, * and ? as wildcards, comma-separated (Link*,Kernel*)'),
+  opt('--since <X>', "a stream sequence (with one --stream), a duration back (90s, 15m, 2h, 7d), an ISO time, or 'all'"),
+  opt('--stream <S>', 'relay, topology or all', { default: 'all' }),
+];
+
+const SIM_READ = "read a running sim's NATS (default ./.state/sim): runs this command again inside the sim's network namespace (needs root)";
+
+export function declareEvents(program: Command, leaf: Leaf): void {
+  const events = subcommands(
+    program,
+    'events',
+    'tail the event streams live, or export them to a file (JSON lines)',
+    `The event streams of a relay network, as any NATS client can read them (subjects and schemas:
+docs/events.md, docs/schemas/). Nothing is left on the server: each reader is an ordered, ephemeral
+consumer. Every subcommand reads NATS given by --nats-url [--nats-token], or a running
+'relay-core sim' with --sim [DIR].`,
+  );
+  const tail = events
+    .command('tail')
+    .summary('print events as they are stored')
+    .description(`Print events as they are stored, one line each (coloured on a terminal; NO_COLOR turns it off), or
+with --json one JSON object per line: {stream, seq, subject, time, event} or, for a message that is
+not a valid event of its subject, {stream, seq, subject, time, skipped: {reason, detail}}. Runs until
+Ctrl-C (exit 0). Without --since only new events are shown.`);
+  withOptions(tail, ...filterOpts(), jsonOpt('JSON lines instead of text'), ...readerOpts(SIM_READ));
+  leaf(tail, 'events tail');
+  const exp = events
+    .command('export')
+    .summary('write what is stored as JSON lines')
+    .description(`Write what is stored now (from --since, default all) as JSON lines with the message bytes kept as
+stored, corrupt ones included, to be read elsewhere or later. Ends when it has caught up; prints the
+count to stderr. 'relay-core replay --file' reads such a file: it needs the whole topology stream, so
+export without --relay and --type for it.`);
+  withOptions(exp, ...filterOpts(), opt('--out <FILE>', 'write here, mode 0600, instead of stdout'), ...readerOpts(SIM_READ));
+  leaf(exp, 'events export');
+}
+
+export function declareReplay(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('replay')
+    .summary("rebuild a relay's actors and programmed host from its event log; timeline; drift")
+    .usage('--relay ID [--to SEQ|TIME] [--json] [--timeline [--link PEER | --session ID]] [--diff [--netns NS]] [source]')
+    .description(`Rebuilds what relay ID believed and did, from its own event stream and the topology stream: the state
+of every actor (relay, topology view, links, client sessions, kernel) and the host the kernel actor
+programmed, rendered by the in-memory kernel. The view is folded from the topology stream with the
+relay's own functions; every recorded kernel round is planned again from the desired state its
+causation id names and compared with the operations recorded. Replaying the same log always gives
+the same result. Messages that are not valid events are reported with their sequence and skipped.
+
+Source: --file FILE (an 'events export' or 'replay --save' file), --nats-url URL[,URL] [--nats-token
+TOKEN] [--save FILE], or --sim [DIR] [--save FILE] (a running 'relay-core sim').`);
+  withOptions(
+    cmd,
+    opt('--relay <ID>', 'the relay to replay (required)'),
+    opt('--to <X>', 'stop after relay-stream sequence X, or at the first event after ISO time X'),
+    jsonOpt('the result as one JSON object (with --timeline: one JSON object per line)'),
+    opt('--rounds', 'also every kernel round: its cause, the operations recorded and those derived'),
+    opt('--timeline', 'the state changes of links and sessions with times and causes, and the kernel rounds that touched them with the event behind each'),
+    opt('--link <PEER>', '(timeline) only the link to relay PEER'),
+    opt('--session <ID>', '(timeline) only this client session'),
+    opt('--diff', "compare the replayed host with the host as it is now (this machine, or the relay's namespace with --netns or --sim): exit 0 if equal, 1 if they drift"),
+    opt('--netns <NS>', '(diff) read the live host inside network namespace NS'),
+    opt('--file <FILE>', 'read an exported log instead of NATS (topology lines first, or anywhere)').helpGroup(BUS),
+    opt('--save <FILE>', 'also write what was read from NATS to FILE (mode 0600) for a later --file').helpGroup(BUS),
+    ...readerOpts(`${SIM_READ}; with --diff, the live host is the relay's namespace`),
+  );
+  leaf(cmd, 'replay');
+}
