@@ -8,7 +8,7 @@ import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
 import { clientsOwner, expireSession, initialClientsState, type ClientsOwnerOptions, type ClientsOwnerState } from '../kernel/owners/clients.ts';
 import { initialMeshState, meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
-import { takesView } from '../kernel/owners/owner.ts';
+import { takesView, type KernelOwner, type OwnerState } from '../kernel/owners/owner.ts';
 import { planKernel } from '../kernel/plan.ts';
 
 /**
@@ -507,12 +507,11 @@ export class RelayReplay {
 
   /** The operations the owner's actor would have had the kernel run for its desire, on the replayed host. */
   private plan(d: NonNullable<Desire['derive']>, c: Config): KernelOp[] {
-    if (d.owner === 'mesh') {
-      const o = this.meshOptions(c);
-      return planKernel(this.host.readSync(meshOwner.scope(d.state, o)), meshOwner.desire(d.state, o));
-    }
-    const o = this.clientsOptions(c);
-    return planKernel(this.host.readSync(clientsOwner.scope(d.state, o)), clientsOwner.desire(d.state, o));
+    return d.owner === 'mesh' ? this.planOf(meshOwner, d.state, this.meshOptions(c)) : this.planOf(clientsOwner, d.state, this.clientsOptions(c));
+  }
+
+  private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O): KernelOp[] {
+    return planKernel(this.host.readSync(owner.scope(s, o)), owner.desire(s, o));
   }
 
   result(): ReplayResult {
