@@ -11,18 +11,18 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { clientsDesired } from '../src/actors/clients.machine.ts';
-import { meshPeers } from '../src/actors/topology.machine.ts';
 import { currentVersion, type EventType } from '../src/events/catalogue.ts';
 import { envelope } from '../src/events/envelope.ts';
 import { toExportLine } from '../src/events/log.ts';
 import { subjectFor } from '../src/events/subjects.ts';
-import { applyTopologyEvent, EMPTY_TOPOLOGY, sessionsOfEntry, topologyDigest, type TopologyView } from '../src/events/topology.fold.ts';
+import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView } from '../src/events/topology.fold.ts';
 import { formatIpv4, parseIpv4, type ClientSession, type RelayRecord, type TopologyEvent } from '../src/events/topology.events.ts';
-import { clientScope, type ClientOptions } from '../src/kernel/clients.ts';
+import type { ClientOptions } from '../src/kernel/clients.ts';
 import type { DesiredHostState, KernelScope } from '../src/kernel/host-state.ts';
 import { MemoryKernelBackend } from '../src/kernel/memory-backend.ts';
-import { desiredMeshState, meshScope, type MeshOptions } from '../src/kernel/mesh.ts';
+import type { MeshOptions } from '../src/kernel/mesh.ts';
+import { clientsOwner, initialClientsState } from '../src/kernel/owners/clients.ts';
+import { initialMeshState, meshOwner, meshPeers } from '../src/kernel/owners/mesh.ts';
 import { planKernel } from '../src/kernel/plan.ts';
 
 const { values } = parseArgs({ options: { out: { type: 'string' }, events: { type: 'string' }, window: { type: 'string' } } });
@@ -102,10 +102,15 @@ rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress,
 const seedId = newId(3);
 rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view) }, seedId);
 for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'desired', reason: 'in topology', latestHandshakeMs: null, rxBytes: 0, txBytes: 0 });
-round('mesh', meshScope(mesh.wgPrefix, self), desiredMeshState(self, meshPeers(view, SELF), mesh, {}), seedId);
-const clientsState = (expired: string[] = []) =>
-  clientsDesired({ self, relays: view.relays, sessions: Object.fromEntries(sessionsOfEntry(view, SELF).map((s) => [s.id, s])), expired, tearingDown: false, clients, originalSysctls: sysctls, services: [] });
-round('clients', clientScope(self, clients), clientsState(), seedId);
+const meshState = meshOwner.view(initialMeshState(SELF), { view });
+round('mesh', meshOwner.scope(meshState, mesh), meshOwner.desire(meshState, mesh), seedId);
+/** The clients owner's round for the current view, as the clients actor asks for it. */
+const clientsRound = (cause: string) => {
+  const o = { clients, originalSysctls: sysctls };
+  const s = clientsOwner.view(initialClientsState(SELF), { view, services: [] });
+  round('clients', clientsOwner.scope(s, o), clientsOwner.desire(s, o), cause);
+};
+clientsRound(seedId);
 for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'up', reason: 'handshake', latestHandshakeMs: clock, rxBytes: 92, txBytes: 148 });
 
 // Sessions: open one, and once `window` are open close the oldest, until the log is long enough.
@@ -135,7 +140,7 @@ while (written < target) {
   const cause = applied(opened);
   stateChanged(session, 'requested', 'session opened');
   stateChanged(session, 'configuring', 'session opened');
-  round('clients', clientScope(self, clients), clientsState(), cause);
+  clientsRound(cause);
   stateChanged(session, 'ready', 'programmed');
   rel('ClientSessionSteered', { sessionId: session.id, exitId: session.exitId, previousExitId: null });
   stateChanged(session, 'active', 'client handshake');
@@ -145,7 +150,7 @@ while (written < target) {
     const closed = publishTopology('ClientSessionClosed', { sessionId: gone.id, entryId: SELF, reason: 'disconnected' }, SELF);
     const c = applied(closed);
     stateChanged(gone, 'closing', 'session closed');
-    round('clients', clientScope(self, clients), clientsState(), c);
+    clientsRound(c);
     stateChanged(gone, 'closed', 'unprogrammed');
   }
 }

@@ -1,11 +1,10 @@
 import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
-import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
-import { sessionsOfEntry, type TopologyView } from '../events/topology.fold.ts';
-import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../kernel/clients.ts';
-import type { DesiredHostState, HostState } from '../kernel/host-state.ts';
+import type { TopologyView } from '../events/topology.fold.ts';
+import { clientDevice, type ClientOptions } from '../kernel/clients.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { meshIndex } from '../kernel/mesh.ts';
-import { embed6 } from '../kernel/ipv6.ts';
+import { clientsOwner, expireSession, type ClientsOwnerState } from '../kernel/owners/clients.ts';
+import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
 
 /**
@@ -26,19 +25,11 @@ export interface ClientsInput {
   originalSysctls: Record<string, string>;
 }
 
-export interface ClientsContext extends ClientsInput {
-  self: RelayRecord | null;
-  relays: Readonly<Record<string, RelayRecord>>;
-  /** Open sessions entering here, by id (from the view). */
-  sessions: Record<string, ClientSession>;
+/** The clients owner's state (src/kernel/owners/clients.ts: what it desires of the kernel) and the session actors. */
+export interface ClientsContext extends ClientsInput, ClientsOwnerState {
   actors: Record<string, ClientSessionActor>;
-  /** Sessions past their expiry: unprogrammed while the control plane has not closed them yet. */
-  expired: string[];
-  tearingDown: boolean;
   /** The id of the relay event behind the latest change of the desired state (passed to the kernel). */
   cause: string | null;
-  /** NATS addresses of the latest registration: refused to clients like the configured service ranges. */
-  services: string[];
 }
 
 export type ClientsEvent =
@@ -56,54 +47,7 @@ export interface ClientsTornDown {
 const sessionActorId = (sessionId: string) => `session-${sessionId}`;
 const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
 
-/** Which relay each exit table leads to. */
-function exitsByTable(relays: Readonly<Record<string, RelayRecord>>, exitTableBase: number): Map<number, string> {
-  return new Map(Object.values(relays).map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
-}
-
-/**
- * What the kernel reached for one session: its peer on the device (with the client's addresses, the
- * IPv6 one too with `clientPrefix6`), and the exit its rules steer to (null unless every family's rule
- * steers to the same exit table).
- */
-export function sessionReached(
-  actual: HostState,
-  device: string,
-  session: ClientSession,
-  exits: ReadonlyMap<number, string>,
-  clientPrefix6: string | null,
-): { peer: boolean; exitId: string | null } {
-  const cidrs = [`${session.address}/32`, ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : [])];
-  const peer =
-    actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
-  const tables = cidrs.map((c) => actual.rules.find((r) => r.from === c && r.iif === device && r.table !== null)?.table ?? null);
-  const table = tables[0] ?? null;
-  return { peer, exitId: table !== null && tables.every((t) => t === table) ? (exits.get(table) ?? null) : null };
-}
-
-/**
- * The client part of the host this relay desires: its open sessions but the expired ones, or, tearing
- * down, nothing but the original sysctls. Replay derives it with this same function.
- */
-export function clientsDesired(
-  c: Pick<ClientsContext, 'self' | 'relays' | 'sessions' | 'expired' | 'tearingDown' | 'clients' | 'originalSysctls' | 'services'>,
-): DesiredHostState {
-  if (c.tearingDown) return releasedClientState(c.originalSysctls);
-  const live = Object.values(c.sessions).filter((s) => !c.expired.includes(s.id));
-  return desiredClientState(c.self!, c.relays, live, { ...c.clients, serviceCidrs: serviceCidrsOf(c) });
-}
-
-/** The service addresses the relay keeps clients from: the configured ones and those of the latest registration. */
-export const serviceCidrsOf = (c: Pick<ClientsContext, 'clients' | 'services'>): string[] => [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
-
-const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => ({
-  type: 'DESIRED' as const,
-  owner: 'clients',
-  scope: clientScope(context.self!, context.clients),
-  state: clientsDesired(context),
-  cause: context.cause,
-  replyTo: me,
-}));
+const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => desiredEvent(clientsOwner, context, context, context.cause, me));
 
 export const clientsMachine = setup({
   types: {
@@ -118,7 +62,7 @@ export const clientsMachine = setup({
   on: {
     VIEW: {
       // No client settings: the relay runs without a data path (unit tests of the relay actor alone).
-      guard: ({ context, event }) => context.clients !== undefined && !context.tearingDown && event.view.relays[context.selfId] !== undefined,
+      guard: ({ context, event }) => context.clients !== undefined && takesView(context, event.view),
       actions: [
         enqueueActions(({ context, event, enqueue }) => {
           for (const [id, a] of Object.entries(context.actors)) {
@@ -128,21 +72,20 @@ export const clientsMachine = setup({
           }
         }),
         assign(({ context, event, spawn }) => {
-          const self = event.view.relays[context.selfId]!;
-          const device = clientDevice(context.clients.wgPrefix, meshIndex(self.meshAddress));
-          const sessions = Object.fromEntries(sessionsOfEntry(event.view, context.selfId).map((s) => [s.id, s]));
+          const next = clientsOwner.view(context, event);
+          const device = clientDevice(context.clients.wgPrefix, meshIndex(next.self!.meshAddress));
           const actors = { ...context.actors };
-          for (const s of Object.values(sessions)) {
+          for (const s of Object.values(next.sessions)) {
             if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs } });
           }
-          return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]), cause: event.cause, services: event.services ?? context.services };
+          return { ...next, actors, cause: event.cause };
         }),
         tellKernel,
       ],
     },
     SESSION_EXPIRED: {
       guard: ({ context }) => context.self !== null,
-      actions: [assign({ expired: ({ context, event }) => [...new Set([...context.expired, event.sessionId])], cause: ({ event }) => event.cause }), tellKernel],
+      actions: [assign(({ context, event }) => ({ ...expireSession(context, event.sessionId), cause: event.cause })), tellKernel],
     },
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
@@ -150,7 +93,7 @@ export const clientsMachine = setup({
         enqueueActions(({ context, enqueue }) => {
           for (const a of Object.values(context.actors)) enqueue.sendTo(a, { type: 'CLOSE', reason: 'relay stopping' });
         }),
-        assign({ tearingDown: true, sessions: {}, cause: ({ event }) => event.cause }),
+        assign(({ context, event }) => ({ ...clientsOwner.teardown(context), cause: event.cause })),
         tellKernel,
       ],
     },
@@ -162,20 +105,10 @@ export const clientsMachine = setup({
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         if (!context.self) return;
-        const device = clientDevice(context.clients.wgPrefix, meshIndex(context.self.meshAddress));
-        const exits = exitsByTable(context.relays, context.clients.exitTableBase);
-        const openKeys = new Set(Object.values(context.sessions).map((s) => s.publicKey));
-        for (const a of Object.values(context.actors)) {
-          const { session } = a.getSnapshot().context;
-          const r = sessionReached(event.actual, device, session, exits, context.clients.clientPrefix6);
-          // A closed session's key may already belong to a new session of the same client: then its peer is that one's.
-          const takenByOpen = !context.sessions[session.id] && openKeys.has(session.publicKey);
-          enqueue.sendTo(a, { type: 'KERNEL_REACHED', peer: r.peer && !takenByOpen, exitId: r.exitId, nowMs: event.nowMs });
-        }
-        const a = event.actual;
-        if (context.tearingDown && Object.keys(a.devices).length === 0 && a.rules.length === 0 && Object.keys(a.nftTables).length === 0) {
-          enqueue(sendParent({ type: 'CLIENTS_TORN_DOWN' } satisfies ClientsTornDown));
-        }
+        const actors = Object.values(context.actors);
+        const r = clientsOwner.reached(context, context, event.actual, actors.map((a) => a.getSnapshot().context.session));
+        actors.forEach((a, i) => enqueue.sendTo(a, { type: 'KERNEL_REACHED', ...r.members[i]!, nowMs: event.nowMs }));
+        if (r.tornDown) enqueue(sendParent({ type: 'CLIENTS_TORN_DOWN' } satisfies ClientsTornDown));
       }),
     },
     KERNEL_OBSERVED: {

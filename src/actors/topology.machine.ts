@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { RelayRecord } from '../events/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
-import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
-import { applyResolution, resolveTargets, retainResolutions, type PeerResolution, type ResolveTarget, type Resolutions } from '../kernel/endpoint-resolution.ts';
-import { desiredMeshState, linkDevice, meshIndex, meshScope, type MeshOptions } from '../kernel/mesh.ts';
+import { applyResolution, resolveTargets, type PeerResolution, type ResolveTarget } from '../kernel/endpoint-resolution.ts';
+import { linkDevice, meshIndex, type MeshOptions } from '../kernel/mesh.ts';
+import { meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
+import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
 
 /**
@@ -28,16 +29,9 @@ export interface TopologyInput {
   timing: LinkTiming;
 }
 
-export interface TopologyContext extends TopologyInput {
-  self: RelayRecord | null;
-  peers: Record<string, RelayRecord>;
+/** The mesh owner's state (src/kernel/owners/mesh.ts: what it desires of the kernel) and the link actors. */
+export interface TopologyContext extends TopologyInput, MeshOwnerState {
   links: Record<string, PeerLinkActor>;
-  /** The last mesh state asked of the kernel, to judge which links are programmed. */
-  desired: Record<string, DesiredWgDevice>;
-  /** Draining: the view no longer matters, every link goes. */
-  tearingDown: boolean;
-  /** What the peers' endpoint names resolved to (or why not), by peer id. */
-  resolved: Resolutions;
 }
 
 /** What the resolver reports: one lookup's outcome for a peer's endpoint host. */
@@ -67,28 +61,7 @@ export interface MeshTornDown {
 
 const linkId = (peerId: string) => `link-${peerId}`;
 
-/** The other relays of a view: this relay's link peers (replay derives the mesh desire the same way). */
-export const meshPeers = (view: TopologyView, selfId: string): RelayRecord[] => Object.values(view.relays).filter((r) => r.id !== selfId);
-
-/** What a tearing-down relay desires of its mesh scope: nothing. */
-export const releasedMeshState = (): DesiredHostState => ({ devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
 const peerChanged = (a: RelayRecord, b: RelayRecord) => a.publicKey !== b.publicKey || a.endpoint !== b.endpoint || a.meshAddress !== b.meshAddress;
-
-/**
- * Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as
- * its public key, and the endpoint of a peer desired without one: WireGuard's to learn).
- */
-export function deviceMatches(actual: WgDeviceState | undefined, desired: DesiredWgDevice | undefined): boolean {
-  if (!actual || !desired) return false;
-  const { privateKeyFile: _f, ...want } = desired;
-  const peers = want.peers.map((p) => (p.endpoint === null ? { ...p, endpoint: actual.peers.find((a) => a.publicKey === p.publicKey)?.endpoint ?? null } : p));
-  return JSON.stringify(normal(actual)) === JSON.stringify(normal({ ...want, peers }));
-}
-const normal = (d: WgDeviceState) => ({
-  ...d,
-  addresses: [...d.addresses].sort(),
-  peers: [...d.peers].sort((a, b) => a.publicKey.localeCompare(b.publicKey)).map((p) => ({ ...p, allowedIps: [...p.allowedIps].sort() })),
-});
 
 /** The kernel actor, found by its system id. */
 const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
@@ -110,12 +83,12 @@ export const topologyMachine = setup({
   },
 }).createMachine({
   id: 'topology',
-  context: ({ input }) => ({ ...input, self: null, peers: {}, links: {}, desired: {}, tearingDown: false, resolved: {} }),
+  context: ({ input }) => ({ ...input, self: null, peers: {}, links: {}, tearingDown: false, resolved: {} }),
   invoke: { id: 'resolver', src: 'resolver', input: {} },
   on: {
     VIEW: {
       // No mesh settings: the relay runs without links (unit tests of the relay actor alone).
-      guard: ({ context, event }) => context.mesh !== undefined && !context.tearingDown && event.view.relays[context.selfId] !== undefined,
+      guard: ({ context, event }) => context.mesh !== undefined && takesView(context, event.view),
       actions: [
         // Existing links first, judged against the previous view: changed peers, leavers.
         enqueueActions(({ context, event, enqueue }) => {
@@ -132,26 +105,17 @@ export const topologyMachine = setup({
         }),
         // Then the new view, with a link actor spawned for every joiner.
         assign(({ context, event, spawn }) => {
-          const self = event.view.relays[context.selfId]!;
-          const ownIndex = meshIndex(self.meshAddress);
-          const peers = Object.fromEntries(meshPeers(event.view, self.id).map((r) => [r.id, r]));
+          const next = meshOwner.view(context, event);
+          const ownIndex = meshIndex(next.self!.meshAddress);
           const links = { ...context.links };
-          for (const p of Object.values(peers)) {
+          for (const p of Object.values(next.peers)) {
             if (links[p.id]) continue;
             const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
             links[p.id] = spawn('peerLink', { id: linkId(p.id), input: { peer: p, device, ...context.timing } });
           }
-          const resolved = retainResolutions(context.resolved, Object.values(peers));
-          return { self, peers, links, resolved, desired: desiredMeshState(self, Object.values(peers), context.mesh, resolved).devices };
+          return { ...next, links };
         }),
-        sendTo(kernelRef, ({ context, event, self: me }) => ({
-          type: 'DESIRED',
-          owner: 'mesh',
-          scope: meshScope(context.mesh.wgPrefix, context.self!),
-          state: desiredMeshState(context.self!, Object.values(context.peers), context.mesh, context.resolved),
-          cause: event.cause,
-          replyTo: me,
-        })),
+        sendTo(kernelRef, ({ context, event, self: me }) => desiredEvent(meshOwner, context, context.mesh, event.cause, me)),
         sendTo('resolver', ({ context }) => ({ type: 'TARGETS', targets: resolveTargets(Object.values(context.peers)) }) satisfies ResolverEvent),
       ],
     },
@@ -162,21 +126,20 @@ export const topologyMachine = setup({
         const r = applyResolution(context.resolved, context.peers, result);
         if (!r.recorded) return;
         const id = randomUUID();
-        const desired = desiredMeshState(context.self!, Object.values(context.peers), context.mesh, r.resolutions);
-        enqueue.assign({ resolved: r.resolutions, desired: desired.devices });
+        const next = { ...context, resolved: r.resolutions };
+        enqueue.assign({ resolved: r.resolutions });
         enqueue({ type: 'emit', params: { type: 'PeerEndpointResolved', id, data: result } });
-        if (r.desiredChanged) {
-          enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: desired, cause: id, replyTo: me }));
-        }
+        if (r.desiredChanged) enqueue.sendTo(kernelRef, ({ self: me }) => desiredEvent(meshOwner, next, context.mesh, id, me));
       }),
     },
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
       actions: enqueueActions(({ context, event, enqueue }) => {
         for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'REMOVE' });
-        enqueue.assign({ tearingDown: true, peers: {}, desired: {} });
+        const next = meshOwner.teardown(context);
+        enqueue.assign({ tearingDown: next.tearingDown, peers: next.peers });
         enqueue.sendTo('resolver', { type: 'TARGETS', targets: [] } satisfies ResolverEvent);
-        enqueue.sendTo(kernelRef, ({ self: me }) => ({ type: 'DESIRED', owner: 'mesh', scope: meshScope(context.mesh.wgPrefix, context.self!), state: releasedMeshState(), cause: event.cause, replyTo: me }));
+        enqueue.sendTo(kernelRef, ({ self: me }) => desiredEvent(meshOwner, next, context.mesh, event.cause, me));
       }),
     },
     KERNEL_APPLYING: {
@@ -186,18 +149,10 @@ export const topologyMachine = setup({
     },
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
-        for (const l of Object.values(context.links)) {
-          const { device, peer } = l.getSnapshot().context;
-          const removing = !context.peers[peer.id];
-          // A leaving link is "configured" while its device still carries its peer (a relay that
-          // reuses the freed mesh address gets a device of the same name, with another peer);
-          // a live link when its device is exactly as desired.
-          const configured = removing
-            ? (event.actual.devices[device]?.peers.some((p) => p.publicKey === peer.publicKey) ?? false)
-            : deviceMatches(event.actual.devices[device], context.desired[device]);
-          enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured, nowMs: event.nowMs });
-        }
-        if (context.tearingDown && Object.keys(event.actual.devices).length === 0) enqueue(sendParent({ type: 'MESH_TORN_DOWN' } satisfies MeshTornDown));
+        const links = Object.values(context.links);
+        const r = meshOwner.reached(context, context.mesh, event.actual, links.map((l) => l.getSnapshot().context));
+        links.forEach((l, i) => enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured: r.members[i]!, nowMs: event.nowMs }));
+        if (r.tornDown) enqueue(sendParent({ type: 'MESH_TORN_DOWN' } satisfies MeshTornDown));
       }),
     },
     KERNEL_OBSERVED: {

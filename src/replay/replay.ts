@@ -1,15 +1,14 @@
 import { isDeepStrictEqual } from 'node:util';
-import { clientsDesired } from '../actors/clients.machine.ts';
-import { meshPeers, releasedMeshState } from '../actors/topology.machine.ts';
 import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../events/relay.events.ts';
-import { applyTopologyEvent, EMPTY_TOPOLOGY, sessionsOfEntry, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
-import type { ClientSession, RelayRecord, TopologyEvent } from '../events/topology.events.ts';
-import { clientScope, type ClientOptions } from '../kernel/clients.ts';
-import type { DesiredHostState, HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
+import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
+import { assertNever, type RelayRecord, type TopologyEvent } from '../events/topology.events.ts';
+import type { HostState, KernelOp } from '../kernel/host-state.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
-import { retainResolutions, type Resolutions } from '../kernel/endpoint-resolution.ts';
-import { desiredMeshState, meshScope, type MeshOptions } from '../kernel/mesh.ts';
+import type { MeshOptions } from '../kernel/mesh.ts';
+import { clientsOwner, expireSession, initialClientsState, type ClientsOwnerOptions, type ClientsOwnerState } from '../kernel/owners/clients.ts';
+import { initialMeshState, meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
+import { takesView, type KernelOwner, type OwnerState } from '../kernel/owners/owner.ts';
 import { planKernel } from '../kernel/plan.ts';
 
 /**
@@ -23,10 +22,11 @@ import { planKernel } from '../kernel/plan.ts';
  * - Actor states (relay, links, client sessions, kernel counters) are those the actors announced.
  * - The host is an in-memory kernel (`MemoryKernelBackend`) to which every recorded `KernelReconciled`
  *   operation is applied in order.
- * - Each recorded round is also checked: the desired state named by its causation id is derived again
- *   with the live relay's functions (`desiredMeshState`, `clientsDesired`) and planned with
- *   `planKernel` against the replayed host; the operations must be those recorded. Peer endpoint
- *   names are derived with the addresses the relay recorded (`PeerEndpointResolved`), never looked up.
+ * - Each recorded round is also checked: the owners' states are folded with the live actors' own
+ *   functions (src/kernel/owners: a view, a teardown, a session's expiry), the desired state named by
+ *   the round's causation id is derived with the owner's `desire` and planned with `planKernel` against
+ *   the replayed host; the operations must be those recorded. Peer endpoint names are derived with the
+ *   addresses the relay recorded (`PeerEndpointResolved`), never looked up.
  */
 
 export interface ReplayOptions {
@@ -138,10 +138,10 @@ export interface ReplayResult {
   host: HostState;
 }
 
-/** A desired state as an owner last handed it to the kernel actor, by cause. */
+/** A desired state as an owner last handed it to the kernel actor, by cause: the owner's state then. */
 interface Desire {
   /** Null when the view it derives from could not be rebuilt. */
-  derive: { self: RelayRecord; state: () => DesiredHostState } | null;
+  derive: { owner: 'mesh'; state: MeshOwnerState } | { owner: 'clients'; state: ClientsOwnerState } | null;
 }
 
 const MAX_LISTED = 50;
@@ -189,18 +189,11 @@ export class RelayReplay {
   private sessions = new Map<string, SessionReplay>();
   private kernel = { rounds: 0, mutations: 0, failures: 0, lastError: null as string | null };
 
-  // What the topology and clients actors of the current run hold (mirrors their contexts).
-  private tearingDown = false;
-  /** The topology actor's view as it last took one (peers), and what their endpoint names resolved to. */
-  private meshSelf: RelayRecord | null = null;
-  private meshPeers: RelayRecord[] = [];
-  private resolved: Resolutions = {};
-  /** The actor's last view could not be rebuilt: rounds it causes are unchecked. */
+  // The owner states of the topology and clients actors of the current run, folded as they fold them.
+  private mesh: MeshOwnerState;
+  /** The topology actor's last view could not be rebuilt: rounds it causes are unchecked. */
   private meshViewUnavailable = false;
-  private clientsSelf: RelayRecord | null = null;
-  private clientsRelays: Readonly<Record<string, RelayRecord>> = {};
-  private clientsSessions: Record<string, ClientSession> = {};
-  private expired: string[] = [];
+  private clients: ClientsOwnerState;
   private readonly desires: Record<'mesh' | 'clients', Map<string, Desire>> = { mesh: new Map(), clients: new Map() };
 
   private checks = { rounds: 0, matched: 0, mismatched: 0, unchecked: 0, uncheckedWhy: {} as Record<string, number>, inconsistent: 0 };
@@ -211,6 +204,8 @@ export class RelayReplay {
   constructor(opts: ReplayOptions) {
     this.relayId = opts.relayId;
     this.keepRounds = opts.keepDerivedOps ?? false;
+    this.mesh = initialMeshState(this.relayId);
+    this.clients = initialClientsState(this.relayId);
   }
 
   /** Offer a topology-stream entry (all of them, before the relay's entries). */
@@ -248,15 +243,9 @@ export class RelayReplay {
         // A new process: fresh actors (they announce themselves again); the host stays as it was.
         this.links.clear();
         this.sessions.clear();
-        this.tearingDown = false;
-        this.meshSelf = null;
-        this.meshPeers = [];
-        this.resolved = {};
+        this.mesh = initialMeshState(this.relayId);
         this.meshViewUnavailable = false;
-        this.clientsSelf = null;
-        this.clientsRelays = {};
-        this.clientsSessions = {};
-        this.expired = [];
+        this.clients = initialClientsState(this.relayId);
         this.desires.mesh.clear();
         this.desires.clients.clear();
         if (ev.data.config && !this.hostSeeded) {
@@ -350,6 +339,8 @@ export class RelayReplay {
       case 'KernelOperationFailed':
         this.kernel.lastError = ev.data.message;
         return;
+      default:
+        assertNever(ev);
     }
   }
 
@@ -384,18 +375,21 @@ export class RelayReplay {
     return { wgPrefix: c.wgPrefix, keepaliveSeconds: c.keepaliveSeconds, mtu: c.mtu, privateKeyFile: c.privateKeyFile, exitTableBase: c.exitTableBase, clientPrefix6: c.clientPrefix6 ?? null };
   }
 
-  private clientOptions(c: Config): ClientOptions {
+  private clientsOptions(c: Config): ClientsOwnerOptions {
     return {
-      wgPrefix: c.wgPrefix,
-      privateKeyFile: c.privateKeyFile,
-      mtu: c.mtu,
-      exitTableBase: c.exitTableBase,
-      rulePriorityBase: c.rulePriorityBase,
-      clientSupernet: c.clientSupernet,
-      denyCidrs: c.denyCidrs,
-      allowCidrs: c.allowCidrs,
-      serviceCidrs: c.serviceCidrs,
-      clientPrefix6: c.clientPrefix6 ?? null,
+      clients: {
+        wgPrefix: c.wgPrefix,
+        privateKeyFile: c.privateKeyFile,
+        mtu: c.mtu,
+        exitTableBase: c.exitTableBase,
+        rulePriorityBase: c.rulePriorityBase,
+        clientSupernet: c.clientSupernet,
+        denyCidrs: c.denyCidrs,
+        allowCidrs: c.allowCidrs,
+        serviceCidrs: c.serviceCidrs,
+        clientPrefix6: c.clientPrefix6 ?? null,
+      },
+      originalSysctls: c.sysctlsBefore,
     };
   }
 
@@ -405,11 +399,10 @@ export class RelayReplay {
     if (m.size > MAX_PENDING_DESIRES) m.delete(m.keys().next().value!);
   }
 
-  /** What the topology and clients actors do on a VIEW: each hands the kernel a desired state. */
+  /** What the relay does on a view: hand it to the topology and clients actors, each folding it with its owner's function. */
   private viewChanged(cause: string): void {
     const view = this.view;
-    const c = this.config;
-    if (this.tearingDown) return;
+    if (this.clients.tearingDown) return;
     if (!view) {
       // The actors got a view the replay cannot rebuild: rounds that name this cause are unchecked.
       this.meshViewUnavailable = true;
@@ -417,33 +410,24 @@ export class RelayReplay {
       this.remember('clients', cause, { derive: null });
       return;
     }
-    const self = view.relays[this.relayId];
-    if (!self) return;
-    this.meshSelf = self;
-    this.meshViewUnavailable = false;
-    this.meshPeers = meshPeers(view, this.relayId);
-    this.resolved = retainResolutions(this.resolved, this.meshPeers);
-    this.rememberMesh(cause);
-    this.clientsSelf = self;
-    this.clientsRelays = view.relays;
-    this.clientsSessions = Object.fromEntries(sessionsOfEntry(view, this.relayId).map((s) => [s.id, s]));
-    this.expired = this.expired.filter((id) => this.clientsSessions[id]);
+    if (takesView(this.mesh, view)) {
+      this.mesh = meshOwner.view(this.mesh, { view });
+      this.meshViewUnavailable = false;
+      this.rememberMesh(cause);
+    }
+    if (!takesView(this.clients, view)) return;
+    this.clients = clientsOwner.view(this.clients, { view, services: this.services });
     // A session's exit changes in the view (the actor announces no state for it).
     for (const s of this.sessions.values()) {
-      const now = this.clientsSessions[s.sessionId];
+      const now = this.clients.sessions[s.sessionId];
       if (now && now.exitId !== s.exitId) this.sessions.set(s.sessionId, { ...s, exitId: now.exitId });
     }
     this.rememberClients(cause);
   }
 
-  /** The mesh state the topology actor asks for now (its peers and resolutions are never mutated, only replaced). */
+  /** The mesh state the topology actor asks for now (its state is never mutated, only replaced). */
   private rememberMesh(cause: string): void {
-    const c = this.config;
-    const self = this.meshSelf!;
-    const peers = this.meshPeers;
-    const resolved = this.resolved;
-    const meshOpts = c ? this.meshOptions(c) : null;
-    this.remember('mesh', cause, { derive: meshOpts && !this.meshViewUnavailable ? { self, state: () => desiredMeshState(self, peers, meshOpts, resolved) } : null });
+    this.remember('mesh', cause, { derive: this.meshViewUnavailable ? null : { owner: 'mesh', state: this.mesh } });
   }
 
   /**
@@ -451,48 +435,27 @@ export class RelayReplay {
    * the ones it kept, so they are taken as they are; one that changed the address caused a mesh round.
    */
   private endpointResolved(d: { peerId: string; host: string; address: string | null; error: string | null }, cause: string): void {
-    if (this.tearingDown || !this.meshSelf) return;
-    this.resolved = { ...this.resolved, [d.peerId]: { host: d.host, address: d.address, error: d.error } };
+    if (this.mesh.tearingDown || !this.mesh.self) return;
+    this.mesh = { ...this.mesh, resolved: { ...this.mesh.resolved, [d.peerId]: { host: d.host, address: d.address, error: d.error } } };
     this.rememberMesh(cause);
   }
 
   private rememberClients(cause: string): void {
-    const c = this.config;
-    const self = this.clientsSelf!;
-    const ctx = {
-      self,
-      relays: this.clientsRelays,
-      sessions: this.clientsSessions,
-      expired: [...this.expired],
-      tearingDown: this.tearingDown,
-      clients: c ? this.clientOptions(c) : (null as unknown as ClientOptions),
-      originalSysctls: c?.sysctlsBefore ?? {},
-      services: this.services,
-    };
-    this.remember('clients', cause, { derive: c && (this.view || this.tearingDown) ? { self, state: () => clientsDesired(ctx) } : null });
+    this.remember('clients', cause, { derive: this.view || this.clients.tearingDown ? { owner: 'clients', state: this.clients } : null });
   }
 
   private sessionExpired(sessionId: string, cause: string): void {
-    if (!this.clientsSelf) return;
-    this.expired = [...new Set([...this.expired, sessionId])];
+    if (!this.clients.self) return;
+    this.clients = expireSession(this.clients, sessionId);
     this.rememberClients(cause);
   }
 
   private teardown(cause: string): void {
-    if (!this.clientsSelf) return;
-    this.tearingDown = true;
-    const self = this.clientsSelf;
-    this.remember('mesh', cause, { derive: { self, state: () => releasedMeshState() } });
-    this.clientsSessions = {};
+    if (!this.clients.self) return;
+    this.mesh = meshOwner.teardown(this.mesh);
+    this.remember('mesh', cause, { derive: { owner: 'mesh', state: this.mesh } });
+    this.clients = clientsOwner.teardown(this.clients);
     this.rememberClients(cause);
-  }
-
-  private scopeOf(owner: string, self: RelayRecord): KernelScope | null {
-    const c = this.config;
-    if (!c) return null;
-    if (owner === 'mesh') return meshScope(c.wgPrefix, self);
-    if (owner === 'clients') return clientScope(self, { wgPrefix: c.wgPrefix, rulePriorityBase: c.rulePriorityBase, clientPrefix6: c.clientPrefix6 ?? null });
-    return null;
   }
 
   private kernelRound(owner: string, cause: string | null, recorded: KernelOp[], planned: number, failed: boolean, seq: number): void {
@@ -536,11 +499,19 @@ export class RelayReplay {
       pending.delete(k);
     }
     if (!desire.derive) return unchecked('view unavailable');
-    const scope = this.scopeOf(owner, desire.derive.self)!;
-    const derived = JSON.parse(JSON.stringify(planKernel(this.host.readSync(scope), desire.derive.state()))) as KernelOp[];
+    const derived = JSON.parse(JSON.stringify(this.plan(desire.derive, this.config))) as KernelOp[];
     // After a failure the applied ops are the plan less the failed ones and those that depend on them.
     const ok = failed ? planned === derived.length && isSubsequence(recorded, derived) : isDeepStrictEqual(derived, recorded);
     return { ...base, verdict: ok ? 'match' : 'mismatch', why: null, derived };
+  }
+
+  /** The operations the owner's actor would have had the kernel run for its desire, on the replayed host. */
+  private plan(d: NonNullable<Desire['derive']>, c: Config): KernelOp[] {
+    return d.owner === 'mesh' ? this.planOf(meshOwner, d.state, this.meshOptions(c)) : this.planOf(clientsOwner, d.state, this.clientsOptions(c));
+  }
+
+  private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O): KernelOp[] {
+    return planKernel(this.host.readSync(owner.scope(s, o)), owner.desire(s, o));
   }
 
   result(): ReplayResult {

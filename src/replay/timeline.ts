@@ -1,5 +1,6 @@
 import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../events/relay.events.ts';
+import { assertNever } from '../events/topology.events.ts';
 import { describeOp } from '../kernel/execute.ts';
 import type { KernelOp } from '../kernel/host-state.ts';
 
@@ -41,8 +42,19 @@ function describeCause(ev: RelayEvent): string | null {
       return ev.data.state === 'expired' ? `session ${ev.data.sessionId} expired` : null;
     case 'PeerEndpointResolved':
       return `${ev.data.peerId}'s endpoint ${ev.data.host} ${ev.data.address ? `resolved to ${ev.data.address}` : `unresolved (${ev.data.error})`}`;
-    default:
+    // Events that cause no kernel round.
+    case 'RelayStarted':
+    case 'RelayRegistered':
+    case 'TopologyResyncRequested':
+    case 'TopologyEventRejected':
+    case 'RelayStopped':
+    case 'LinkStateChanged':
+    case 'ClientSessionSteered':
+    case 'KernelReconciled':
+    case 'KernelOperationFailed':
       return null;
+    default:
+      return assertNever(ev);
   }
 }
 
@@ -106,8 +118,17 @@ export class TimelineBuilder {
         if (this.sel.link || this.sel.session) return;
         this.items.push({ ...at, subject: 'relay', what: 'stopped', cause: ev.data.deregistered ? 'deregistered' : 'not deregistered' });
         return;
-      default:
+      // Not part of a link's or session's story (the causes above name some of them).
+      case 'RelayRegistered':
+      case 'TopologySeeded':
+      case 'TopologyResyncRequested':
+      case 'TopologyEventApplied':
+      case 'TopologyEventRejected':
+      case 'RelayDraining':
+      case 'KernelOperationFailed':
         return;
+      default:
+        assertNever(ev);
     }
   }
 

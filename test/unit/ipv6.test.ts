@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sessionReached } from '../../src/actors/clients.machine.ts';
+import { sessionReached } from '../../src/kernel/owners/clients.ts';
 import { clientNftBody, clientScope, desiredClientState, type ClientOptions } from '../../src/kernel/clients.ts';
 import { egressRules, egressVerdict } from '../../src/kernel/egress.ts';
 import { emptyHostState } from '../../src/kernel/host-state.ts';

@@ -162,6 +162,34 @@ describe('replay of a recorded sim', () => {
     expect(formatReplay(r)).toMatch(/DIFFERS seq \d+ \(/);
   });
 
+  it("re-derives a session expiry's round with the clients owner's desire, and flags a round that kept the expired session", () => {
+    const end = replay(log, 'relay-1');
+    const s = end.sessions[0]!;
+    const device = Object.values(end.host.devices).find((d) => d.name.endsWith('c'))!.name;
+    const last = log.filter((m) => m.stream === 'relay').at(-1)!;
+    const like = (suffix: string) => log.find((m) => m.subject === `relaynet.relay.relay-1.${suffix}`)!;
+    /** The log with relay-1's session expired, and the clients round it caused recording `ops`. */
+    const expiring = (ops: KernelOp[]): StoredMessage[] => {
+      const expired = JSON.parse(text(like('session.client-session-state-changed')));
+      expired.id = '00000000-0000-4000-8000-00000000e001';
+      expired.data = { ...expired.data, sessionId: s.sessionId, publicKey: s.publicKey, address: s.address, exitId: s.exitId, state: 'expired', reason: 'past its expiry' };
+      const round = JSON.parse(text(like('kernel.kernel-reconciled')));
+      round.id = '00000000-0000-4000-8000-00000000e002';
+      round.causationId = expired.id;
+      round.data = { owner: 'clients', planned: ops.length, applied: ops.length, failed: false, ops };
+      const at = (m: StoredMessage, n: number, ev: unknown): StoredMessage => ({ ...m, seq: last.seq + n, time: last.time, data: utf8(JSON.stringify(ev)) });
+      return [...log, at(like('session.client-session-state-changed'), 1, expired), at(like('kernel.kernel-reconciled'), 2, round)];
+    };
+    // Its exit (relay-3) left, so its rules are gone already: the expiry takes its peer off the client device.
+    const r = replay(expiring([{ op: 'wg.peer.del', dev: device, publicKey: s.publicKey }]), 'relay-1');
+    expect(r.checks).toMatchObject({ rounds: end.checks.rounds + 1, matched: end.checks.rounds + 1, mismatched: 0, inconsistent: 0 });
+    expect(r.host.devices[device]!.peers).toEqual([]);
+    // A round that did nothing for the expiry (as a desire that ignored it would plan) differs.
+    const forged = replay(expiring([]), 'relay-1');
+    expect(forged.checks.mismatched).toBe(1);
+    expect(forged.checks.mismatches[0]).toMatchObject({ owner: 'clients', recorded: [], derived: [{ op: 'wg.peer.del', dev: device, publicKey: s.publicKey }] });
+  });
+
   it('a topology stream with a hole leaves the view unavailable and says so; actor states and host still replay', () => {
     const withHole = log.filter((m) => !(m.stream === 'topology' && text(m).includes('"revision":2,')));
     expect(withHole.length).toBe(log.length - 1);

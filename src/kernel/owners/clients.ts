@@ -1,0 +1,96 @@
+import type { ClientSession, RelayRecord } from '../../events/topology.events.ts';
+import { sessionsOfEntry } from '../../events/topology.fold.ts';
+import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../clients.ts';
+import type { HostState } from '../host-state.ts';
+import { embed6 } from '../ipv6.ts';
+import { meshIndex } from '../mesh.ts';
+import type { KernelOwner, OwnerState } from './owner.ts';
+
+/**
+ * The clients owner (the clients actor, src/actors/clients.machine.ts): the client part of the host
+ * (src/kernel/clients.ts) for the open sessions entering at this relay but the expired ones, or,
+ * tearing down, nothing but the client sysctls as they were before the relay set them.
+ */
+
+export interface ClientsOwnerState extends OwnerState {
+  self: RelayRecord | null;
+  relays: Readonly<Record<string, RelayRecord>>;
+  /** Open sessions entering here, by id (from the view). */
+  sessions: Record<string, ClientSession>;
+  /** Sessions past their expiry: unprogrammed while the control plane has not closed them yet. */
+  expired: string[];
+  /** NATS addresses of the latest registration: refused to clients like the configured service ranges. */
+  services: string[];
+}
+
+/** The clients owner's settings: the client options, and the sysctls' values to restore on teardown. */
+export interface ClientsOwnerOptions {
+  clients: ClientOptions;
+  originalSysctls: Record<string, string>;
+}
+
+/** What the kernel reached for one session: its peer is programmed, and the exit its rules steer to. */
+export interface SessionReached {
+  peer: boolean;
+  exitId: string | null;
+}
+
+export const initialClientsState = (selfId: string): ClientsOwnerState => ({ selfId, tearingDown: false, self: null, relays: {}, sessions: {}, expired: [], services: [] });
+
+/** The service addresses the relay keeps clients from: the configured ones and those of the latest registration. */
+export const serviceCidrsOf = (c: { clients: Pick<ClientOptions, 'serviceCidrs'>; services: readonly string[] }): string[] => [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
+
+/** The state once a session passed its expiry: it is unprogrammed (until the view closes it). Pure. */
+export function expireSession<T extends ClientsOwnerState>(s: T, sessionId: string): T {
+  return { ...s, expired: [...new Set([...s.expired, sessionId])] };
+}
+
+/** Which relay each exit table leads to. */
+function exitsByTable(relays: Readonly<Record<string, RelayRecord>>, exitTableBase: number): Map<number, string> {
+  return new Map(Object.values(relays).map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
+}
+
+/**
+ * What the kernel reached for one session: its peer on the device (with the client's addresses, the
+ * IPv6 one too with `clientPrefix6`), and the exit its rules steer to (null unless every family's rule
+ * steers to the same exit table).
+ */
+export function sessionReached(actual: HostState, device: string, session: ClientSession, exits: ReadonlyMap<number, string>, clientPrefix6: string | null): SessionReached {
+  const cidrs = [`${session.address}/32`, ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : [])];
+  const peer =
+    actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
+  const tables = cidrs.map((c) => actual.rules.find((r) => r.from === c && r.iif === device && r.table !== null)?.table ?? null);
+  const table = tables[0] ?? null;
+  return { peer, exitId: table !== null && tables.every((t) => t === table) ? (exits.get(table) ?? null) : null };
+}
+
+/**
+ * The clients owner. `reached` gives, per session (open or closing), what the kernel reached for it; a
+ * closed session's key may already belong to a new session of the same client: then its peer is that one's.
+ */
+export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, ClientSession, SessionReached> = {
+  owner: 'clients',
+  view: (s, { view, services }) => {
+    const sessions = Object.fromEntries(sessionsOfEntry(view, s.selfId).map((x) => [x.id, x]));
+    return { ...s, self: view.relays[s.selfId]!, relays: view.relays, sessions, expired: s.expired.filter((id) => sessions[id]), services: services ?? s.services };
+  },
+  teardown: (s) => ({ ...s, tearingDown: true, sessions: {} }),
+  scope: (s, o) => clientScope(s.self!, o.clients),
+  desire: (s, o) => {
+    if (s.tearingDown) return releasedClientState(o.originalSysctls);
+    const live = Object.values(s.sessions).filter((x) => !s.expired.includes(x.id));
+    return desiredClientState(s.self!, s.relays, live, { ...o.clients, serviceCidrs: serviceCidrsOf({ clients: o.clients, services: s.services }) });
+  },
+  reached: (s, o, actual, sessions) => {
+    const device = clientDevice(o.clients.wgPrefix, meshIndex(s.self!.meshAddress));
+    const exits = exitsByTable(s.relays, o.clients.exitTableBase);
+    const openKeys = new Set(Object.values(s.sessions).map((x) => x.publicKey));
+    return {
+      members: sessions.map((session) => {
+        const r = sessionReached(actual, device, session, exits, o.clients.clientPrefix6);
+        return { peer: r.peer && !(!s.sessions[session.id] && openKeys.has(session.publicKey)), exitId: r.exitId };
+      }),
+      tornDown: s.tearingDown && Object.keys(actual.devices).length === 0 && actual.rules.length === 0 && Object.keys(actual.nftTables).length === 0,
+    };
+  },
+};

@@ -1,0 +1,75 @@
+import type { RelayRecord } from '../../events/topology.events.ts';
+import type { TopologyView } from '../../events/topology.fold.ts';
+import { retainResolutions, type Resolutions } from '../endpoint-resolution.ts';
+import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../host-state.ts';
+import { desiredMeshState, meshScope, type MeshOptions } from '../mesh.ts';
+import type { KernelOwner, OwnerState } from './owner.ts';
+
+/**
+ * The mesh owner (the topology actor, src/actors/topology.machine.ts): one link device per other
+ * relay of the view (src/kernel/mesh.ts), or nothing once tearing down.
+ */
+
+export interface MeshOwnerState extends OwnerState {
+  self: RelayRecord | null;
+  /** The other relays of the view, by id: this relay's link peers. */
+  peers: Record<string, RelayRecord>;
+  /** What the peers' endpoint names resolved to (or why not), by peer id. */
+  resolved: Resolutions;
+}
+
+/** A link as the owner judges it: its device and the peer it carries. */
+export interface MeshMember {
+  device: string;
+  peer: RelayRecord;
+}
+
+export const initialMeshState = (selfId: string): MeshOwnerState => ({ selfId, tearingDown: false, self: null, peers: {}, resolved: {} });
+
+/** The other relays of a view: this relay's link peers. */
+export const meshPeers = (view: TopologyView, selfId: string): RelayRecord[] => Object.values(view.relays).filter((r) => r.id !== selfId);
+
+/** What a tearing-down relay desires of its mesh scope: nothing. */
+export const releasedMeshState = (): DesiredHostState => ({ devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
+
+/**
+ * Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as
+ * its public key, and the endpoint of a peer desired without one: WireGuard's to learn).
+ */
+export function deviceMatches(actual: WgDeviceState | undefined, desired: DesiredWgDevice | undefined): boolean {
+  if (!actual || !desired) return false;
+  const { privateKeyFile: _f, ...want } = desired;
+  const peers = want.peers.map((p) => (p.endpoint === null ? { ...p, endpoint: actual.peers.find((a) => a.publicKey === p.publicKey)?.endpoint ?? null } : p));
+  return JSON.stringify(normal(actual)) === JSON.stringify(normal({ ...want, peers }));
+}
+const normal = (d: WgDeviceState) => ({
+  ...d,
+  addresses: [...d.addresses].sort(),
+  peers: [...d.peers].sort((a, b) => a.publicKey.localeCompare(b.publicKey)).map((p) => ({ ...p, allowedIps: [...p.allowedIps].sort() })),
+});
+
+/**
+ * The mesh owner. `reached` gives, per link, whether it is configured: a live link when its device is
+ * exactly as desired; a leaving one (its peer no longer in the state) while its device still carries
+ * its peer (a relay that reuses the freed mesh address gets a device of the same name, with another peer).
+ */
+export const meshOwner: KernelOwner<MeshOwnerState, MeshOptions, MeshMember, boolean> = {
+  owner: 'mesh',
+  view: (s, { view }) => {
+    const self = view.relays[s.selfId]!;
+    const peers = Object.fromEntries(meshPeers(view, self.id).map((r) => [r.id, r]));
+    return { ...s, self, peers, resolved: retainResolutions(s.resolved, Object.values(peers)) };
+  },
+  teardown: (s) => ({ ...s, tearingDown: true, peers: {} }),
+  scope: (s, o) => meshScope(o.wgPrefix, s.self!),
+  desire: (s, o) => (s.tearingDown ? releasedMeshState() : desiredMeshState(s.self!, Object.values(s.peers), o, s.resolved)),
+  reached: (s, o, actual, links) => {
+    const desired = s.self ? meshOwner.desire(s, o).devices : {};
+    return {
+      members: links.map(({ device, peer }) =>
+        s.peers[peer.id] ? deviceMatches(actual.devices[device], desired[device]) : (actual.devices[device]?.peers.some((p) => p.publicKey === peer.publicKey) ?? false),
+      ),
+      tornDown: s.tearingDown && Object.keys(actual.devices).length === 0,
+    };
+  },
+};
