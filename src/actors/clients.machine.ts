@@ -1,5 +1,5 @@
 import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
-import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
+import type { ClientSession, RelayRecord } from '../contract/topology.events.ts';
 import { sessionsOfEntry, type TopologyView } from '../events/topology.fold.ts';
 import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../kernel/clients.ts';
 import type { DesiredHostState, HostState } from '../kernel/host-state.ts';

@@ -7,7 +7,7 @@ import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, Hea
  * servers it handed out, resolved by the shell (clients are kept from them; absent in unit tests).
  */
 export type RegisterResponse = ControlPlaneRegistration & { serviceCidrs?: string[] };
-import type { TopologyEvent } from '../events/topology.events.ts';
+import type { TopologyEvent } from '../contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';

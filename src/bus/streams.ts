@@ -1,5 +1,5 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
-import { RELAY_SUBJECTS, STREAMS, TOPOLOGY_SUBJECTS } from '../events/subjects.ts';
+import { RELAY_SUBJECTS, STREAMS, TOPOLOGY_SUBJECTS } from '../contract/subjects.ts';
 
 const NS_PER_S = 1_000_000_000;
 

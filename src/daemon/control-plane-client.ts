@@ -1,13 +1,13 @@
 import { createClient, FunctionsFetchError, FunctionsHttpError, FunctionsRelayError } from '@supabase/supabase-js';
 import { z } from 'zod';
-import { RelayIdSchema } from '../events/envelope.ts';
+import { RelayIdSchema } from '../contract/envelope.ts';
 import {
   CLIENT_SESSION_CLOSE_REASONS,
   ClientSessionSchema,
   EndpointSchema,
   RelayRecordSchema,
   WgKeySchema,
-} from '../events/topology.events.ts';
+} from '../contract/topology.events.ts';
 import type { Logger } from '../lib/logger.ts';
 
 /** The bus details `register-server` hands a relay. */

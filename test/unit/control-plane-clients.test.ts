@@ -5,9 +5,9 @@ import { main } from '../../src/cli/main.ts';
 import { withPrivateKey } from '../../src/cli/commands/client.ts';
 import { mintUserToken, signJwt, verifyJwt } from '../../src/control-plane/jwt.ts';
 import { ConnectClientResponseSchema, ControlPlaneClient, ControlPlaneError, ListClientsResponseSchema } from '../../src/daemon/control-plane-client.ts';
-import { parseTopologyEvent } from '../../src/events/catalogue.ts';
-import { subjectFor } from '../../src/events/subjects.ts';
-import { topologySubjectRelay } from '../../src/events/topology.events.ts';
+import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
+import { subjectFor } from '../../src/contract/subjects.ts';
+import { topologySubjectRelay } from '../../src/contract/topology.events.ts';
 import { evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { embed6 } from '../../src/kernel/ipv6.ts';
@@ -37,7 +37,9 @@ import {
 } from '../../supabase/functions/_shared/clients.ts';
 import { HttpError } from '../../supabase/functions/_shared/http.ts';
 import { authenticate, authorizeRelay, requireRole } from '../../supabase/functions/_shared/jwt.ts';
-import { buildTopologyEvent, eventData, kebab, type ClientSessionRecord, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
+import { buildTopologyEvent, eventData, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
+import { kebab } from '../../src/contract/subjects.ts';
+import type { ClientSession } from '../../src/contract/topology.events.ts';
 import { tempDir } from '../support/temp.ts';
 
 const key = (n: number, len = 32) => Buffer.alloc(len, n).toString('base64');
@@ -242,7 +244,7 @@ describe('what a client gets', () => {
 });
 
 /** One session as the functions record it (and, with its bookkeeping, as the store returns it). */
-const SESSION: ClientSessionRecord = {
+const SESSION: ClientSession = {
   id: SID,
   entryId: 'relay-a',
   exitId: 'relay-b',

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { HttpError, MAX_BODY_BYTES, parseJsonObject, readBodyBytes } from '../../supabase/functions/_shared/http.ts';
 import { isIpv6, parseRegisterRequest, parseRelayIdRequest, validEndpoint, validWgKey } from '../../supabase/functions/_shared/validate.ts';
-import { EndpointSchema, WgKeySchema } from '../../src/events/topology.events.ts';
+import { EndpointSchema, WgKeySchema } from '../../src/contract/topology.events.ts';
 
 const key = (n: number, len = 32) => Buffer.alloc(len, n).toString('base64');
 const good = { relayId: 'relay-a', name: 'Relay A', region: 'eu-west', publicKey: key(1), endpoint: '198.51.100.1:51820' };

@@ -4,7 +4,7 @@ import { CliError, str, type Command } from '../args.ts';
 import { connectForReading, reexecInSim, withoutSim } from '../bus-options.ts';
 import { follow, readStored } from '../../bus/event-log-reader.ts';
 import { entryJson, entryMatches, formatEntry, parseSince, decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
-import { RelayIdSchema } from '../../events/envelope.ts';
+import { RelayIdSchema } from '../../contract/envelope.ts';
 
 const usage = `Usage: relay-core events tail [--relay ID] [--type PATTERN[,PATTERN]] [--since SEQ|TIME|DURATION|all] [--stream S] [--json] [bus]
        relay-core events export [--relay ID] [--type PATTERN] [--since ...] [--stream S] [--out FILE] [bus]

@@ -5,7 +5,7 @@ import { CliError, intOpt, str, tokenOpt, type Command } from '../args.ts';
 import { RelayConfigSchema } from '../../daemon/config.ts';
 import { controlPlaneDenyCidrs } from '../../daemon/control-plane-deny.ts';
 import { startRelayDaemon } from '../../daemon/relay-daemon.ts';
-import { formatIssues } from '../../events/catalogue.ts';
+import { formatIssues } from '../../contract/catalogue.ts';
 import { rootLogger } from '../../lib/logger.ts';
 
 const usage = `Usage: relay-core run [options]

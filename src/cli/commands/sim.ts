@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CliError, intOpt, str, type Command } from '../args.ts';
-import { RelayIdSchema } from '../../events/envelope.ts';
-import { parseEndpoint } from '../../events/topology.events.ts';
+import { RelayIdSchema } from '../../contract/envelope.ts';
+import { parseEndpoint } from '../../contract/topology.events.ts';
 import { MAX_RELAYS } from '../../sim/layout.ts';
 import { withStateDirLock } from '../../sim/manifest.ts';
 import { addRelay, down, loadSim, observe, preflight, restartRelay, stopRelay, up, waitConverged, type Out, type Settings } from '../../sim/network.ts';

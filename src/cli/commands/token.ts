@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { CliError, requireStr, str, type Command } from '../args.ts';
 import { mintRelayToken, mintUserToken } from '../../control-plane/jwt.ts';
 import { SECRETS_FILE } from '../../control-plane/secrets.ts';
-import { RelayIdSchema } from '../../events/envelope.ts';
+import { RelayIdSchema } from '../../contract/envelope.ts';
 
 const usage = `Usage: relay-core token mint --relay-id ID [--ttl DURATION] [secret source]
        relay-core token mint --role user --sub ID [--ttl DURATION] [secret source]

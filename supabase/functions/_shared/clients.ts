@@ -5,7 +5,7 @@ import type { Refusal } from './admission.ts';
 import { embedIpv4In6, formatIpv4, lowestFree, parseCidr, parseIpv4 } from './addresses.ts';
 import { badRequest, HttpError } from './http.ts';
 import type { Principal } from './jwt.ts';
-import type { ClientSessionCloseReason, ClientSessionRecord } from './topology-events.ts';
+import type { ClientSession, ClientSessionCloseReason } from '../../../src/contract/topology.events.ts';
 import { onlyFields, REGION_RE, str, validRelayId, validWgKey } from './validate.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ export function chooseNewExit(
 // Who may see a session
 
 /** A session row as the functions read it. */
-export interface StoredSession extends ClientSessionRecord {
+export interface StoredSession extends ClientSession {
   owner: string | null;
   status: 'open' | 'closed';
   confirmedExitId: string | null;
@@ -344,7 +344,7 @@ export function sessionClosed(s: Pick<StoredSession, 'id' | 'closeReason'>): Htt
 export function listItem(
   s: StoredSession,
   p: Principal,
-): ClientSessionRecord & {
+): ClientSession & {
   status: 'open' | 'closed';
   confirmed: boolean;
   owner?: string | null;

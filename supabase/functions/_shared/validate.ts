@@ -1,5 +1,5 @@
 // Strict request validation for the Edge Functions: every error names the offending field. Pure.
-// What passes here always passes the relays' schemas (src/events/topology.events.ts), so an event
+// What passes here always passes the relays' schemas (src/contract/topology.events.ts), so an event
 // built from a valid request is never rejected downstream.
 import { base64ToBytes } from './base64.ts';
 import { badRequest } from './http.ts';
