@@ -13,7 +13,7 @@ import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { createActor, fromCallback, fromPromise } from 'xstate';
 import { relayMachine } from '../src/actors/relay.machine.ts';
 import { bootstrapStreams } from '../src/bus/streams.ts';
-import type { RegisterResponse } from '../src/daemon/control-plane-client.ts';
+import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { topologyFollower } from '../src/daemon/topology-follower.ts';
 import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { envelope } from '../src/contract/envelope.ts';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
-import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, HeartbeatResponse } from '../daemon/control-plane-client.ts';
+import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, HeartbeatResponse } from '../contract/api-relays.ts';
 
 /**
  * A registration as the relay holds it: the control plane's answer, and the addresses of the NATS

@@ -4,7 +4,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { withPrivateKey } from '../../src/cli/commands/client.ts';
 import { mintUserToken, signJwt, verifyJwt } from '../../src/control-plane/jwt.ts';
-import { ConnectClientResponseSchema, ControlPlaneClient, ControlPlaneError, ListClientsResponseSchema } from '../../src/daemon/control-plane-client.ts';
+import { ConnectClientResponseSchema, ListClientsResponseSchema } from '../../src/contract/api-clients.ts';
+import { ControlPlaneClient, ControlPlaneError } from '../../src/daemon/control-plane-client.ts';
 import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { topologySubjectRelay } from '../../src/contract/topology.events.ts';
@@ -25,17 +26,19 @@ import {
   livenessSeconds,
   maySee,
   ownerOf,
-  parseClientReadyRequest,
-  parseConnectRequest,
-  parseDisconnectRequest,
-  parseListClientsRequest,
-  parseSwitchExitRequest,
   renderWgQuick,
   sessionTtl,
   type RelayCandidate,
   type StoredSession,
 } from '../../supabase/functions/_shared/clients.ts';
-import { HttpError } from '../../supabase/functions/_shared/http.ts';
+import { HttpError, parseRequest } from '../../supabase/functions/_shared/http.ts';
+import { ClientReadyRequestSchema } from '../../src/contract/api-relays.ts';
+import {
+  ConnectClientRequestSchema,
+  DisconnectClientRequestSchema,
+  ListClientsRequestSchema,
+  SwitchExitRequestSchema,
+} from '../../src/contract/api-clients.ts';
 import { authenticate, authorizeRelay, requireRole } from '../../supabase/functions/_shared/jwt.ts';
 import { buildTopologyEvent, eventData, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
 import { kebab } from '../../src/contract/subjects.ts';
@@ -44,6 +47,14 @@ import { tempDir } from '../support/temp.ts';
 
 const key = (n: number, len = 32) => Buffer.alloc(len, n).toString('base64');
 const SID = '3f2b8c1e-9d4a-4e6b-8f1c-2a7d5e9b0c11';
+
+type Body = Record<string, unknown>;
+// The functions' parsing of their requests: the contract's schemas, refusals as 400 invalid_request.
+const parseConnectRequest = (b: Body) => parseRequest(ConnectClientRequestSchema, b);
+const parseSwitchExitRequest = (b: Body) => parseRequest(SwitchExitRequestSchema, b);
+const parseDisconnectRequest = (b: Body) => parseRequest(DisconnectClientRequestSchema, b);
+const parseClientReadyRequest = (b: Body) => parseRequest(ClientReadyRequestSchema, b);
+const parseListClientsRequest = (b: Body) => parseRequest(ListClientsRequestSchema, b);
 
 /** The field of the 400 invalid_request a parser throws (undefined when it accepts). */
 function fieldOf(f: () => unknown): string | undefined {
