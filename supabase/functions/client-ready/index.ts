@@ -2,7 +2,7 @@
 // (docs/control-plane.md, "client-ready"). connect-client and switch-exit wait for this. A
 // confirmation of an exit the session no longer has (an older one) is answered `confirmed: false`
 // and changes nothing. No topology event.
-import { ClientReadyRequestSchema } from '../../../src/contract/api-relays.ts';
+import { ClientReadyRequestSchema, type ClientReadyResponse } from '../../../src/contract/api-relays.ts';
 import { sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -32,7 +32,7 @@ Deno.serve(
         return true;
       });
       log.outcome = confirmed ? 'confirmed' : 'stale';
-      return json(200, { sessionId: req.sessionId, exitId: req.exitId, confirmed });
+      return json(200, { sessionId: req.sessionId, exitId: req.exitId, confirmed } satisfies ClientReadyResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -5,7 +5,7 @@
 // the session and append ClientSessionOpened. Then wait for the entry relay to confirm it
 // (client-ready); only then does the caller get the wg-quick configuration. Without a confirmation
 // the session is closed again (reason "not-confirmed") and the caller gets 504 entry_not_ready.
-import { ConnectClientRequestSchema } from '../../../src/contract/api-clients.ts';
+import { ConnectClientRequestSchema, type ConnectClientResponse } from '../../../src/contract/api-clients.ts';
 import {
   allocateClientAddress,
   chooseRoute,
@@ -115,7 +115,7 @@ Deno.serve(
         exit: { id: exit.id, name: exit.name, region: exit.region },
         config,
         wgQuick: renderWgQuick(config),
-      });
+      } satisfies ConnectClientResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

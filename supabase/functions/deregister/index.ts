@@ -2,7 +2,7 @@
 // address and client pool are freed, its key closed, and RelayLeft (reason "deregistered") is
 // appended after the closures (docs/control-plane.md). Sessions that leave at it stay open: their
 // entries fail closed until it returns.
-import { RelayIdRequestSchema } from '../../../src/contract/api-relays.ts';
+import { RelayIdRequestSchema, type DeregisterResponse } from '../../../src/contract/api-relays.ts';
 import { decideDeregister } from '../_shared/admission.ts';
 import { closeEntrySessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -32,7 +32,7 @@ Deno.serve(
       });
       log.revision = result.revision;
       if (result.closed) log.sessionsClosed = result.closed;
-      return json(200, { revision: result.revision });
+      return json(200, { revision: result.revision } satisfies DeregisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

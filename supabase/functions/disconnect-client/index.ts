@@ -1,7 +1,7 @@
 // disconnect-client: close a session (docs/control-plane.md, "disconnect-client"): by id or by the
 // client's public key; reason "disconnected", or "removed" when the service role says so. Appends
 // ClientSessionClosed; the entry relay removes the client's peer and rule.
-import { DisconnectClientRequestSchema } from '../../../src/contract/api-clients.ts';
+import { DisconnectClientRequestSchema, type DisconnectClientResponse } from '../../../src/contract/api-clients.ts';
 import { maySee, sessionClosed, unknownSession, type StoredSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -42,7 +42,7 @@ Deno.serve(
         return { sessionId: s.id, entryId: s.entryId, revision: e!.revision };
       });
       Object.assign(log, { sessionId: r.sessionId, entry: r.entryId, revision: r.revision, reason: req.reason });
-      return json(200, { sessionId: r.sessionId, revision: r.revision });
+      return json(200, { sessionId: r.sessionId, revision: r.revision } satisfies DisconnectClientResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -2,7 +2,7 @@
 // whose view fell behind can resync (docs/control-plane.md). Every heartbeat also sweeps the client
 // sessions past their expiry (ClientSessionClosed, reason "expired"), and forgets the rate-limit
 // buckets that are full again.
-import { RelayIdRequestSchema } from '../../../src/contract/api-relays.ts';
+import { RelayIdRequestSchema, type HeartbeatResponse } from '../../../src/contract/api-relays.ts';
 import { decideHeartbeat } from '../_shared/admission.ts';
 import { closeExpired } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -35,7 +35,7 @@ Deno.serve(
       if (result.expired) log.sessionsExpired = result.expired;
       const swept = await sweepRateLimits(sql);
       if (swept) log.rateLimitsSwept = swept;
-      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' });
+      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' } satisfies HeartbeatResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -1,7 +1,7 @@
 // list-clients: the sessions a token may see (docs/control-plane.md, "list-clients"): the service
 // role all of them, a user its own, a relay those entering at it. Open ones unless includeClosed;
 // by opening time. Read-only. A relay's list carries no owners (user ids).
-import { ListClientsRequestSchema } from '../../../src/contract/api-clients.ts';
+import { ListClientsRequestSchema, type ListClientsResponse } from '../../../src/contract/api-clients.ts';
 import { listItem } from '../_shared/clients.ts';
 import { listSessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -26,7 +26,7 @@ Deno.serve(
         includeClosed: req.includeClosed,
       });
       log.count = sessions.length;
-      return json(200, { sessions: sessions.map((s) => listItem(s, principal)) });
+      return json(200, { sessions: sessions.map((s) => listItem(s, principal)) } satisfies ListClientsResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -3,7 +3,8 @@
 // and of every open client session (each relay folds them all; the entry programs its own). A relay
 // token's call is first charged to its relay's rate limit (429 with Retry-After before the
 // transaction: a refused register writes nothing).
-import { RegisterRequestSchema } from '../../../src/contract/api-relays.ts';
+import { RegisterRequestSchema, type RegisterResponse } from '../../../src/contract/api-relays.ts';
+import { STREAMS, SUBJECT_ROOT } from '../../../src/contract/subjects.ts';
 import { decide } from '../_shared/admission.ts';
 import { allocate } from '../_shared/addresses.ts';
 import { openSessionRecords } from '../_shared/client-store.ts';
@@ -59,13 +60,13 @@ Deno.serve(
         bus: {
           servers: env.natsServers,
           token: env.natsToken,
-          subjectRoot: 'relaynet',
-          topologyStream: 'RELAYNET_TOPOLOGY',
-          relayStream: 'RELAYNET_RELAY',
+          subjectRoot: SUBJECT_ROOT,
+          topologyStream: STREAMS.topology,
+          relayStream: STREAMS.relay,
           topologySigningKey: key.publicKey,
         },
         heartbeatIntervalSeconds: env.heartbeatSeconds,
-      });
+      } satisfies RegisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),
