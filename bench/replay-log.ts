@@ -11,12 +11,12 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { currentVersion, type EventType } from '../src/events/catalogue.ts';
-import { envelope } from '../src/events/envelope.ts';
+import { currentVersion, type EventType } from '../src/contract/catalogue.ts';
+import { envelope } from '../src/contract/envelope.ts';
 import { toExportLine } from '../src/events/log.ts';
-import { subjectFor } from '../src/events/subjects.ts';
+import { subjectFor } from '../src/contract/subjects.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView } from '../src/events/topology.fold.ts';
-import { formatIpv4, parseIpv4, type ClientSession, type RelayRecord, type TopologyEvent } from '../src/events/topology.events.ts';
+import { formatIpv4, parseIpv4, type ClientSession, type RelayRecord, type TopologyEvent } from '../src/contract/topology.events.ts';
 import type { ClientOptions } from '../src/kernel/clients.ts';
 import type { DesiredHostState, KernelScope } from '../src/kernel/host-state.ts';
 import { MemoryKernelBackend } from '../src/kernel/memory-backend.ts';

@@ -18,10 +18,10 @@ import { connect } from '@nats-io/transport-node';
 import { bootstrapStreams } from '../src/bus/streams.ts';
 import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { RELAY_CORE_BIN } from '../src/devnet/relay-process.ts';
-import { envelope } from '../src/events/envelope.ts';
-import { subjectFor } from '../src/events/subjects.ts';
+import { envelope } from '../src/contract/envelope.ts';
+import { subjectFor } from '../src/contract/subjects.ts';
 import { encodeEvent } from '../src/events/wire.ts';
-import type { AnyEvent } from '../src/events/catalogue.ts';
+import type { AnyEvent } from '../src/contract/catalogue.ts';
 import { tempDir } from '../test/support/temp.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '200' }, 'interval-ms': { type: 'string', default: '50' } } });

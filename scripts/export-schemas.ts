@@ -1,7 +1,7 @@
 /** Write docs/schemas/*.json from the event catalogue (`npm run schemas`). */
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { catalogueJsonSchemas } from '../src/events/json-schema.ts';
+import { catalogueJsonSchemas } from '../src/contract/json-schema.ts';
 
 const dir = join(import.meta.dirname, '..', 'docs', 'schemas');
 mkdirSync(dir, { recursive: true });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom } from 'xstate';
-import type { ClientSession } from '../events/topology.events.ts';
+import type { ClientSession } from '../contract/topology.events.ts';
 import type { PeerObservation } from '../kernel/host-state.ts';
 import { foldObservation } from './peer-link.machine.ts';
 

@@ -1,5 +1,5 @@
 import { assign, setup, type ActorRefFrom } from 'xstate';
-import type { RelayRecord } from '../events/topology.events.ts';
+import type { RelayRecord } from '../contract/topology.events.ts';
 import type { PeerObservation } from '../kernel/host-state.ts';
 
 /**

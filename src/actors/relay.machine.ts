@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
-import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, HeartbeatResponse } from '../daemon/control-plane-client.ts';
+import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, HeartbeatResponse } from '../contract/api-relays.ts';
 
 /**
  * A registration as the relay holds it: the control plane's answer, and the addresses of the NATS
  * servers it handed out, resolved by the shell (clients are kept from them; absent in unit tests).
  */
 export type RegisterResponse = ControlPlaneRegistration & { serviceCidrs?: string[] };
-import type { TopologyEvent } from '../events/topology.events.ts';
+import type { TopologyEvent } from '../contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';

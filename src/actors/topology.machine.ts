@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
-import type { RelayRecord } from '../events/topology.events.ts';
+import type { RelayRecord } from '../contract/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { applyResolution, resolveTargets, type PeerResolution, type ResolveTarget } from '../kernel/endpoint-resolution.ts';

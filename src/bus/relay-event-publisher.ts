@@ -1,6 +1,6 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
-import type { RelayEvent } from '../events/relay.events.ts';
-import { subjectFor } from '../events/subjects.ts';
+import type { RelayEvent } from '../contract/relay.events.ts';
+import { subjectFor } from '../contract/subjects.ts';
 import { encodeEvent } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
 

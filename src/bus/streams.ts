@@ -1,5 +1,5 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
-import { RELAY_SUBJECTS, STREAMS, TOPOLOGY_SUBJECTS } from '../events/subjects.ts';
+import { RELAY_SUBJECTS, STREAMS, TOPOLOGY_SUBJECTS } from '../contract/subjects.ts';
 import { DEFAULT_STREAM_LIMITS, type StreamLimits } from './stream-limits.ts';
 
 export { DEFAULT_STREAM_LIMITS, type StreamLimits };

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { prefix6Problem } from '../kernel/ipv6.ts';
-import { RelayIdSchema } from '../events/envelope.ts';
-import { EndpointSchema, Ipv4CidrSchema } from '../events/topology.events.ts';
+import { RelayIdSchema } from '../contract/envelope.ts';
+import { EndpointSchema, Ipv4CidrSchema } from '../contract/topology.events.ts';
 import { cidrToRange } from '../kernel/egress.ts';
 
 /** An IPv4 or IPv6 CIDR (or a bare address, read as /32 or /128). */

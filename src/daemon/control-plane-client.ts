@@ -1,122 +1,34 @@
 import { createClient, FunctionsFetchError, FunctionsHttpError, FunctionsRelayError } from '@supabase/supabase-js';
-import { z } from 'zod';
-import { RelayIdSchema } from '../events/envelope.ts';
+import type { z } from 'zod';
 import {
-  CLIENT_SESSION_CLOSE_REASONS,
-  ClientSessionSchema,
-  EndpointSchema,
-  RelayRecordSchema,
-  WgKeySchema,
-} from '../events/topology.events.ts';
+  ConnectClientResponseSchema,
+  DisconnectClientResponseSchema,
+  ListClientsResponseSchema,
+  SwitchExitResponseSchema,
+  type ConnectClientRequest,
+  type ConnectClientResponse,
+  type DisconnectClientRequest,
+  type DisconnectClientResponse,
+  type ListClientsRequest,
+  type ListClientsResponse,
+  type SwitchExitRequest,
+  type SwitchExitResponse,
+} from '../contract/api-clients.ts';
+import {
+  ClientReadyResponseSchema,
+  DeregisterResponseSchema,
+  HeartbeatResponseSchema,
+  RegisterResponseSchema,
+  type ClientReadyResponse,
+  type HeartbeatResponse,
+  type DeregisterResponse,
+  type RegisterRequest,
+  type RegisterResponse,
+} from '../contract/api-relays.ts';
 import type { Logger } from '../lib/logger.ts';
-
-/** The bus details `register-server` hands a relay. */
-export const BusDetailsSchema = z.object({
-  servers: z.array(z.string().min(1)).min(1),
-  token: z.string().nullable(),
-  subjectRoot: z.string(),
-  topologyStream: z.string(),
-  relayStream: z.string(),
-  topologySigningKey: z.string(),
-});
-export type BusDetails = z.infer<typeof BusDetailsSchema>;
-
-export const RegisterResponseSchema = z.object({
-  relay: RelayRecordSchema,
-  readmitted: z.boolean(),
-  revision: z.number().int().min(0),
-  revisionTime: z.string(),
-  relays: z.array(RelayRecordSchema),
-  /** Every open client session (each relay folds them all; the entry programs its own). */
-  sessions: z.array(ClientSessionSchema),
-  bus: BusDetailsSchema,
-  heartbeatIntervalSeconds: z.number().positive(),
-});
-export type RegisterResponse = z.infer<typeof RegisterResponseSchema>;
-
-export const HeartbeatResponseSchema = z.object({ revision: z.number().int().min(0), revisionTime: z.string(), status: z.literal('active') });
-export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
-
-export const DeregisterResponseSchema = z.object({ revision: z.number().int().min(0) });
-
-export const ClientReadyResponseSchema = z.object({
-  sessionId: z.string().optional(),
-  exitId: z.string().optional(),
-  /** false: the session has another exit by now (a stale confirmation; harmless). */
-  confirmed: z.boolean(),
-});
-export type ClientReadyResponse = z.infer<typeof ClientReadyResponseSchema>;
-
-/** Where a client leaves the network: a relay, or any live relay of a region. */
-export type ExitChoice = { exit: string; exitRegion?: undefined } | { exitRegion: string; exit?: undefined };
-
-/** connect-client: the client's public key (never its private key), the exit, optionally the entry and lifetime. */
-export type ConnectClientRequest = ExitChoice & { publicKey: string; entry?: string; ttlSeconds?: number };
-export type SwitchExitRequest = ExitChoice & { sessionId: string };
-/** disconnect-client: by session id or by the client's public key; `removed` only with the service role. */
-export type DisconnectClientRequest = ({ sessionId: string; publicKey?: undefined } | { publicKey: string; sessionId?: undefined }) & {
-  reason?: 'disconnected' | 'removed';
-};
-export interface ListClientsRequest {
-  entry?: string;
-  includeClosed?: boolean;
-}
-
-export const ClientConfigSchema = z.object({
-  /** `a.b.c.d/32` */
-  address: z.string(),
-  /** The client's IPv6 address, `x::y/128`; null (or absent, from control planes before IPv6) when it has none. */
-  address6: z.string().nullable().default(null),
-  dns: z.array(z.string()),
-  mtu: z.number().int().min(576).max(9000),
-  keepaliveSeconds: z.number().int().min(0),
-  peer: z.object({ publicKey: WgKeySchema, endpoint: EndpointSchema, allowedIps: z.array(z.string()).min(1) }),
-});
-export type ClientConfig = z.infer<typeof ClientConfigSchema>;
-
-export const ConnectClientResponseSchema = z.object({
-  session: ClientSessionSchema,
-  entry: z.object({ id: RelayIdSchema, name: z.string(), region: z.string(), publicKey: WgKeySchema, endpoint: EndpointSchema }),
-  exit: z.object({ id: RelayIdSchema, name: z.string(), region: z.string() }),
-  config: ClientConfigSchema,
-  /** A wg-quick file with a `# PrivateKey = <your private key>` placeholder line. */
-  wgQuick: z.string().min(1),
-});
-export type ConnectClientResponse = z.infer<typeof ConnectClientResponseSchema>;
-
-export const SwitchExitResponseSchema = z.object({ session: ClientSessionSchema });
-export type SwitchExitResponse = z.infer<typeof SwitchExitResponseSchema>;
-
-export const DisconnectClientResponseSchema = z.object({ sessionId: z.string(), revision: z.number().int().min(1) });
-export type DisconnectClientResponse = z.infer<typeof DisconnectClientResponseSchema>;
-
-export const ClientSessionListItemSchema = ClientSessionSchema.extend({
-  status: z.enum(['open', 'closed']),
-  /** The entry confirmed the session's current exit. */
-  confirmed: z.boolean(),
-  /** The user (JWT `sub`) that opened it; null for the service role. Absent in a relay token's list. */
-  owner: z.string().nullable().optional(),
-  closedAt: z.string().nullable(),
-  closeReason: z.enum(CLIENT_SESSION_CLOSE_REASONS).nullable(),
-});
-export type ClientSessionListItem = z.infer<typeof ClientSessionListItemSchema>;
-
-export const ListClientsResponseSchema = z.object({ sessions: z.array(ClientSessionListItemSchema) });
-export type ListClientsResponse = z.infer<typeof ListClientsResponseSchema>;
 
 /** connect-client and switch-exit wait for the entry relay (up to confirm_timeout_seconds): never re-POSTed. */
 export const ONCE: RetryPolicy = { attempts: 1, baseMs: 0, maxMs: 0 };
-
-export interface RegisterRequest {
-  relayId: string;
-  name: string;
-  region: string;
-  publicKey: string;
-  endpoint: string;
-  rotateKey?: boolean;
-  /** Clients' IPv6 may leave at this relay (it has IPv6 to the internet). */
-  exitIpv6?: boolean;
-}
 
 /**
  * Why a control-plane call failed. `unreachable`: no answer (network, 5xx, gateway); retried.
@@ -196,7 +108,7 @@ export class ControlPlaneClient {
     return this.#call('heartbeat', { relayId }, HeartbeatResponseSchema, signal, { attempts: 2, baseMs: 250, maxMs: 1_000 });
   }
 
-  deregister(relayId: string, signal?: AbortSignal): Promise<{ revision: number }> {
+  deregister(relayId: string, signal?: AbortSignal): Promise<DeregisterResponse> {
     return this.#call('deregister', { relayId }, DeregisterResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
   }
 

@@ -3,7 +3,7 @@ import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager }
 import { fromCallback } from 'xstate';
 import type { FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
 import { bootstrapStreams, isNotFound, type StreamLimits } from '../bus/streams.ts';
-import { STREAMS, TOPOLOGY_SUBJECTS } from '../events/subjects.ts';
+import { STREAMS, TOPOLOGY_SUBJECTS } from '../contract/subjects.ts';
 import { decodeTopologyMessage, SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
 import { sleep } from './control-plane-client.ts';

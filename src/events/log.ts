@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
-import { CATALOGUE, type AnyEvent } from './catalogue.ts';
-import { kebab, parseSubject, STREAMS, SUBJECT_ROOT } from './subjects.ts';
+import { CATALOGUE, type AnyEvent } from '../contract/catalogue.ts';
+import { kebab, parseSubject, STREAMS, SUBJECT_ROOT } from '../contract/subjects.ts';
 import { decodeEvent, decodeTopologyMessage, decodeUnsignedTopologyMessage, MAX_EVENT_BYTES, type Rejection } from './wire.ts';
 
 /**

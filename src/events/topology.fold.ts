@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent } from './topology.events.ts';
+import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
 
 /**
  * The topology as one relay believes it: every active relay (itself included) and every open client

@@ -1,10 +1,10 @@
 import type { KeyObject } from 'node:crypto';
-import { parseTopologyEvent, parseEvent, type AnyEvent } from './catalogue.ts';
-import { parseSubject } from './subjects.ts';
-import { CONTROL_PLANE_SOURCE } from './envelope.ts';
-import { topologySubjectRelay, type TopologyEvent } from './topology.events.ts';
+import { parseTopologyEvent, parseEvent, type AnyEvent } from '../contract/catalogue.ts';
+import { parseSubject } from '../contract/subjects.ts';
+import { CONTROL_PLANE_SOURCE } from '../contract/envelope.ts';
+import { topologySubjectRelay, type TopologyEvent } from '../contract/topology.events.ts';
 import { verifyBytes } from './signing.ts';
-import { kebab } from './subjects.ts';
+import { kebab } from '../contract/subjects.ts';
 
 /** Events larger than this are rejected before parsing. */
 export const MAX_EVENT_BYTES = 64 * 1024;

@@ -1,5 +1,5 @@
-import type { ClientSession, RelayRecord } from '../events/topology.events.ts';
-import { formatIpv4, parseCidr, parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
+import type { ClientSession, RelayRecord } from '../contract/topology.events.ts';
+import { formatIpv4, parseCidr, parseEndpoint, parseIpv4 } from '../contract/topology.events.ts';
 import type { DesiredHostState, KernelScope, RuleState } from './host-state.ts';
 import { meshIndex } from './mesh.ts';
 import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';

@@ -1,4 +1,4 @@
-import { parseEndpoint, parseIpv4, type RelayRecord } from '../events/topology.events.ts';
+import { parseEndpoint, parseIpv4, type RelayRecord } from '../contract/topology.events.ts';
 
 /**
  * Peer endpoints given as DNS names (docs/datapath.md, "Names"): the relay resolves them itself and

@@ -1,5 +1,5 @@
-import type { RelayRecord } from '../events/topology.events.ts';
-import { parseEndpoint, parseIpv4 } from '../events/topology.events.ts';
+import type { RelayRecord } from '../contract/topology.events.ts';
+import { parseEndpoint, parseIpv4 } from '../contract/topology.events.ts';
 import { embedCidr6 } from './ipv6.ts';
 import { formatEndpoint, resolvedHost, type Resolutions } from './endpoint-resolution.ts';
 import { MAIN_TABLE, type DesiredHostState, type DesiredWgDevice, type KernelScope, type RouteState } from './host-state.ts';

@@ -1,8 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { LogEntry } from '../events/log.ts';
-import type { RelayEvent } from '../events/relay.events.ts';
+import type { RelayEvent } from '../contract/relay.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
-import { assertNever, type RelayRecord, type TopologyEvent } from '../events/topology.events.ts';
+import { assertNever, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
 import type { HostState, KernelOp } from '../kernel/host-state.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';

@@ -1,6 +1,6 @@
 import type { LogEntry } from '../events/log.ts';
-import type { RelayEvent } from '../events/relay.events.ts';
-import { assertNever } from '../events/topology.events.ts';
+import type { RelayEvent } from '../contract/relay.events.ts';
+import { assertNever } from '../contract/topology.events.ts';
 import { describeOp } from '../kernel/execute.ts';
 import type { KernelOp } from '../kernel/host-state.ts';
 

@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { RelayIdSchema } from '../events/envelope.ts';
+import { RelayIdSchema } from '../contract/envelope.ts';
 import { SIM_ID_RE } from './layout.ts';
 
 /**

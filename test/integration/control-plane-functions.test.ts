@@ -1,6 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signJwt } from '../../src/control-plane/jwt.ts';
-import { functionNames, startFunctions, type FunctionRunner } from '../../src/control-plane/functions.ts';
+import { DENO_BIN, DENO_DIR, FUNCTIONS_DIR, functionNames, startFunctions, type FunctionRunner } from '../../src/control-plane/functions.ts';
 import { freePort } from '../../src/lib/ports.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 
@@ -58,5 +59,17 @@ describe('Edge Function runner', () => {
     const pids = fns.names.map((n) => fns.pid(n)!);
     await fns.stop();
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+describe('Edge Functions and the contract', () => {
+  it('type-check with deno check: their requests and answers are those of src/contract', () => {
+    const r = spawnSync(DENO_BIN, ['check', '--quiet', ...functionNames().map((n) => `${n}/index.ts`)], {
+      cwd: FUNCTIONS_DIR,
+      env: { ...process.env, DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
   });
 });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
-import { envelope } from '../../src/events/envelope.ts';
+import { envelope } from '../../src/contract/envelope.ts';
 import { fromExportLine, decodeStored } from '../../src/events/log.ts';
 import { encodeEvent } from '../../src/events/wire.ts';
 import { NATS_URL } from '../../src/sim/layout.ts';

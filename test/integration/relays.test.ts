@@ -8,9 +8,9 @@ import { startLocalControlPlane, type LocalControlPlane } from '../../src/contro
 import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
 import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
-import { envelope } from '../../src/events/envelope.ts';
+import { envelope } from '../../src/contract/envelope.ts';
 import { generateSigningKeyPair, importPrivateKey, signBytes } from '../../src/events/signing.ts';
-import { STREAMS } from '../../src/events/subjects.ts';
+import { STREAMS } from '../../src/contract/subjects.ts';
 import { decodeEvent, encodeEvent, SIGNATURE_HEADER } from '../../src/events/wire.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { relay as relayRecord } from '../support/given.ts';

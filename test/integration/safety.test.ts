@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
 import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
-import { formatIpv4, parseCidr } from '../../src/events/topology.events.ts';
+import { formatIpv4, parseCidr } from '../../src/contract/topology.events.ts';
 import { DEFAULT_CLIENT_PREFIX6, embed6 } from '../../src/kernel/ipv6.ts';
 import { BRIDGE_ADDRESS6, BRIDGE_IF, clientPublicAddress6, CONTROL_PLANE_PORT, inetNamespace, PUBLIC_IF, RELAY_PORT, relayPublicAddress, SVC_ADDRESS, WEB_URL, WEB_URL6 } from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimRelay } from '../../src/sim/manifest.ts';

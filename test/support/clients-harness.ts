@@ -3,7 +3,7 @@ import { clientSessionMachine, type ClientSessionActor, type ClientSessionEmissi
 import { clientsMachine, type ClientsInput } from '../../src/actors/clients.machine.ts';
 import { topologyMachine, type TopologyInput } from '../../src/actors/topology.machine.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
-import { formatIpv4, parseCidr, type ClientSession, type RelayRecord } from '../../src/events/topology.events.ts';
+import { formatIpv4, parseCidr, type ClientSession, type RelayRecord } from '../../src/contract/topology.events.ts';
 import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';

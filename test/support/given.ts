@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { envelope } from '../../src/events/envelope.ts';
-import { formatIpv4, parseIpv4, type RelayRecord, type TopologyEvent } from '../../src/events/topology.events.ts';
+import { envelope } from '../../src/contract/envelope.ts';
+import { formatIpv4, parseIpv4, type RelayRecord, type TopologyEvent } from '../../src/contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, type ApplyOutcome, type TopologyView } from '../../src/events/topology.fold.ts';
 
 const cp = { source: 'control-plane', now: () => new Date('2026-11-25T00:00:00Z'), newId: randomUUID };

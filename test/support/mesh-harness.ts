@@ -3,7 +3,7 @@ import type { PeerLinkActor } from '../../src/actors/peer-link.machine.ts';
 import { topologyMachine, type PeerEndpointResolvedEmission, type ResolvedEvent, type ResolverEvent, type TopologyInput } from '../../src/actors/topology.machine.ts';
 import type { ResolveTarget } from '../../src/kernel/endpoint-resolution.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
-import type { RelayRecord } from '../../src/events/topology.events.ts';
+import type { RelayRecord } from '../../src/contract/topology.events.ts';
 import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';

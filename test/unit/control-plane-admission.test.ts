@@ -11,7 +11,7 @@ import {
   poolSlots,
   poolSlotsOverlapping,
 } from '../../supabase/functions/_shared/addresses.ts';
-import type { RegisterRequest } from '../../supabase/functions/_shared/validate.ts';
+import type { ValidRegisterRequest as RegisterRequest } from '../../src/contract/api-relays.ts';
 
 const K1 = Buffer.alloc(32, 1).toString('base64');
 const K2 = Buffer.alloc(32, 2).toString('base64');

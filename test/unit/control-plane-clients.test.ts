@@ -3,10 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { withPrivateKey } from '../../src/cli/commands/client.ts';
 import { mintUserToken, signJwt, verifyJwt } from '../../src/control-plane/jwt.ts';
-import { ConnectClientResponseSchema, ControlPlaneClient, ControlPlaneError, ListClientsResponseSchema } from '../../src/daemon/control-plane-client.ts';
-import { parseTopologyEvent } from '../../src/events/catalogue.ts';
-import { subjectFor } from '../../src/events/subjects.ts';
-import { topologySubjectRelay } from '../../src/events/topology.events.ts';
+import { ConnectClientResponseSchema, ListClientsResponseSchema } from '../../src/contract/api-clients.ts';
+import { ControlPlaneClient, ControlPlaneError } from '../../src/daemon/control-plane-client.ts';
+import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
+import { subjectFor } from '../../src/contract/subjects.ts';
+import { topologySubjectRelay } from '../../src/contract/topology.events.ts';
 import { evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { embed6 } from '../../src/kernel/ipv6.ts';
@@ -24,24 +25,36 @@ import {
   livenessSeconds,
   maySee,
   ownerOf,
-  parseClientReadyRequest,
-  parseConnectRequest,
-  parseDisconnectRequest,
-  parseListClientsRequest,
-  parseSwitchExitRequest,
   renderWgQuick,
   sessionTtl,
   type RelayCandidate,
   type StoredSession,
 } from '../../supabase/functions/_shared/clients.ts';
-import { HttpError } from '../../supabase/functions/_shared/http.ts';
+import { HttpError, parseRequest } from '../../supabase/functions/_shared/http.ts';
+import { ClientReadyRequestSchema } from '../../src/contract/api-relays.ts';
+import {
+  ConnectClientRequestSchema,
+  DisconnectClientRequestSchema,
+  ListClientsRequestSchema,
+  SwitchExitRequestSchema,
+} from '../../src/contract/api-clients.ts';
 import { authenticate, authorizeRelay, requireRole } from '../../supabase/functions/_shared/jwt.ts';
-import { buildTopologyEvent, eventData, kebab, type ClientSessionRecord, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
+import { buildTopologyEvent, eventData, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
+import { kebab } from '../../src/contract/subjects.ts';
+import type { ClientSession } from '../../src/contract/topology.events.ts';
 import { tempDir } from '../support/temp.ts';
 import { cli } from '../support/cli.ts';
 
 const key = (n: number, len = 32) => Buffer.alloc(len, n).toString('base64');
 const SID = '3f2b8c1e-9d4a-4e6b-8f1c-2a7d5e9b0c11';
+
+type Body = Record<string, unknown>;
+// The functions' parsing of their requests: the contract's schemas, refusals as 400 invalid_request.
+const parseConnectRequest = (b: Body) => parseRequest(ConnectClientRequestSchema, b);
+const parseSwitchExitRequest = (b: Body) => parseRequest(SwitchExitRequestSchema, b);
+const parseDisconnectRequest = (b: Body) => parseRequest(DisconnectClientRequestSchema, b);
+const parseClientReadyRequest = (b: Body) => parseRequest(ClientReadyRequestSchema, b);
+const parseListClientsRequest = (b: Body) => parseRequest(ListClientsRequestSchema, b);
 
 /** The field of the 400 invalid_request a parser throws (undefined when it accepts). */
 function fieldOf(f: () => unknown): string | undefined {
@@ -242,7 +255,7 @@ describe('what a client gets', () => {
 });
 
 /** One session as the functions record it (and, with its bookkeeping, as the store returns it). */
-const SESSION: ClientSessionRecord = {
+const SESSION: ClientSession = {
   id: SID,
   entryId: 'relay-a',
   exitId: 'relay-b',

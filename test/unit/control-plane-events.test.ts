@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { parseTopologyEvent } from '../../src/events/catalogue.ts';
+import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
 import { decodeTopologyMessage } from '../../src/events/wire.ts';
 import { generateSigningKeyPair, importPublicKey, verifyBytes } from '../../src/events/signing.ts';
-import { subjectFor } from '../../src/events/subjects.ts';
+import { kebab, subjectFor } from '../../src/contract/subjects.ts';
 import { importSigningKey, signPayload } from '../../supabase/functions/_shared/sign.ts';
-import { buildTopologyEvent, causation, eventData, kebab, type EventSpec, type RelayRecord } from '../../supabase/functions/_shared/topology-events.ts';
+import { buildTopologyEvent, causation, eventData, type EventSpec, type RelayRecord } from '../../supabase/functions/_shared/topology-events.ts';
 
 const relay: RelayRecord = {
   id: 'relay-a',

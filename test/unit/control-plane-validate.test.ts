@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { HttpError, MAX_BODY_BYTES, parseJsonObject, readBodyBytes } from '../../supabase/functions/_shared/http.ts';
-import { isIpv6, parseRegisterRequest, parseRelayIdRequest, validEndpoint, validWgKey } from '../../supabase/functions/_shared/validate.ts';
-import { EndpointSchema, WgKeySchema } from '../../src/events/topology.events.ts';
+import { HttpError, MAX_BODY_BYTES, parseJsonObject, parseRequest, readBodyBytes } from '../../supabase/functions/_shared/http.ts';
+import { isIpv6 } from '../../supabase/functions/_shared/validate.ts';
+import { RegisterRequestSchema, RelayIdRequestSchema } from '../../src/contract/api-relays.ts';
+import { endpointField, wgKeyField } from '../../src/contract/request.ts';
+import { EndpointSchema, WgKeySchema } from '../../src/contract/topology.events.ts';
+
+// The functions' parsing of their requests: the contract's schemas, refusals as 400 invalid_request.
+const parseRegisterRequest = (b: Record<string, unknown>) => parseRequest(RegisterRequestSchema, b);
+const parseRelayIdRequest = (b: Record<string, unknown>) => parseRequest(RelayIdRequestSchema, b);
 
 const key = (n: number, len = 32) => Buffer.alloc(len, n).toString('base64');
 const good = { relayId: 'relay-a', name: 'Relay A', region: 'eu-west', publicKey: key(1), endpoint: '198.51.100.1:51820' };
@@ -67,7 +73,7 @@ describe('register-server request validation', () => {
 
   it('accepts IPv4, bracketed IPv6 and DNS endpoints the relays accept too', () => {
     for (const ep of ['198.51.100.1:1', '[2001:db8::1]:51820', '[::ffff:192.0.2.1]:443', '[::]:9', 'relay-a.example.net:51820', 'localhost:65535']) {
-      expect(validEndpoint(ep)).toBe(ep);
+      expect(endpointField().parse(ep)).toBe(ep);
       expect(EndpointSchema.safeParse(ep).success).toBe(true);
     }
   });
@@ -75,7 +81,7 @@ describe('register-server request validation', () => {
   it('accepts exactly the keys the relays accept', () => {
     for (let n = 0; n < 256; n += 17) {
       const k = key(n);
-      expect(validWgKey(k)).toBe(k);
+      expect(wgKeyField().parse(k)).toBe(k);
       expect(WgKeySchema.safeParse(k).success).toBe(true);
     }
   });

@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { currentVersion, parseEvent, type AnyEvent } from '../../src/events/catalogue.ts';
-import { envelope } from '../../src/events/envelope.ts';
-import { catalogueJsonSchemas } from '../../src/events/json-schema.ts';
+import { currentVersion, parseEvent, type AnyEvent } from '../../src/contract/catalogue.ts';
+import { envelope } from '../../src/contract/envelope.ts';
+import { catalogueJsonSchemas } from '../../src/contract/json-schema.ts';
 import { entryJson, entryMatches, formatEntry, fromExportLine, parseSince, decodeStored, toExportLine, typeMatcher, type StoredMessage } from '../../src/events/log.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../../src/events/signing.ts';
-import { subjectFor } from '../../src/events/subjects.ts';
+import { subjectFor } from '../../src/contract/subjects.ts';
 import { encodeEvent, MAX_EVENT_BYTES } from '../../src/events/wire.ts';
 import { ev, relay } from '../support/given.ts';
 

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { parseEvent, parseTopologyEvent, CATALOGUE, currentVersion } from '../../src/events/catalogue.ts';
-import { envelope } from '../../src/events/envelope.ts';
-import { kebab, parseSubject, subjectFor } from '../../src/events/subjects.ts';
-import { parseCidr, parseEndpoint, parseIpv4 } from '../../src/events/topology.events.ts';
+import { parseEvent, parseTopologyEvent, CATALOGUE, currentVersion } from '../../src/contract/catalogue.ts';
+import { envelope } from '../../src/contract/envelope.ts';
+import { kebab, parseSubject, subjectFor } from '../../src/contract/subjects.ts';
+import { parseCidr, parseEndpoint, parseIpv4 } from '../../src/contract/topology.events.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../../src/events/signing.ts';
 import { decodeTopologyMessage, encodeEvent, MAX_EVENT_BYTES } from '../../src/events/wire.ts';
 import { ev, key, relay } from '../support/given.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { prng, type Rng } from '../support/prng.ts';
-import type { ClientSession, RelayRecord } from '../../src/events/topology.events.ts';
+import type { ClientSession, RelayRecord } from '../../src/contract/topology.events.ts';
 import { clientDevice, clientRulePriorities, clientScope, desiredClientState, nftTableName, releasedClientState, type ClientOptions } from '../../src/kernel/clients.ts';
 import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
 import { embedCidr6 } from '../../src/kernel/ipv6.ts';

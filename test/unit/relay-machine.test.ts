@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
 import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
-import type { RegisterResponse } from '../../src/daemon/control-plane-client.ts';
+import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
 import { topologyDigest } from '../../src/events/topology.fold.ts';
 import { ev, relay } from '../support/given.ts';

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { CliError, str, type Action } from '../args.ts';
 import { redactUrl, startLocalControlPlane, type LocalControlPlane } from '../../control-plane/local.ts';
 import { rootLogger } from '../../lib/logger.ts';
-import { parseIpv4 } from '../../events/topology.events.ts';
+import { parseIpv4 } from '../../contract/topology.events.ts';
 
 export function parseNatsUrls(s: string | undefined): string[] | undefined {
   if (s === undefined || s.trim() === '') return undefined;

@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { CliError, str, type Action } from '../args.ts';
 import { connectForReading, reexecInSim, simDir, simManifest, withoutSim } from '../bus-options.ts';
 import { readStored } from '../../bus/event-log-reader.ts';
-import { RelayIdSchema } from '../../events/envelope.ts';
+import { RelayIdSchema } from '../../contract/envelope.ts';
 import { decodeStored, fromExportLine, toExportLine, type LogEntry, type StoredMessage } from '../../events/log.ts';
 import { clientScope } from '../../kernel/clients.ts';
 import { emptyHostState, type HostState } from '../../kernel/host-state.ts';

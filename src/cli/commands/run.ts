@@ -4,7 +4,7 @@ import { CliError, str, tokenOpt, type Action } from '../args.ts';
 import { RelayConfigSchema } from '../../daemon/config.ts';
 import { controlPlaneDenyCidrs } from '../../daemon/control-plane-deny.ts';
 import { startRelayDaemon } from '../../daemon/relay-daemon.ts';
-import { formatIssues } from '../../events/catalogue.ts';
+import { formatIssues } from '../../contract/catalogue.ts';
 import { rootLogger } from '../../lib/logger.ts';
 
 /** `relay-core run`: the relay daemon until SIGTERM or SIGINT. */

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CliError, str, type Action, type Values } from '../args.ts';
-import { RelayIdSchema } from '../../events/envelope.ts';
-import { parseEndpoint } from '../../events/topology.events.ts';
+import { RelayIdSchema } from '../../contract/envelope.ts';
+import { parseEndpoint } from '../../contract/topology.events.ts';
 import { withStateDirLock } from '../../sim/manifest.ts';
 import { addRelay, down as removeSim, loadSim, observe, preflight, restartRelay, stopRelay, up as buildSim, waitConverged, type Out, type Settings } from '../../sim/network.ts';
 import { addClient, removeClient, switchClient } from '../../sim/clients.ts';

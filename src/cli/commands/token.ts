@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { CliError, requireStr, str, type Action, type Values } from '../args.ts';
 import { mintRelayToken, mintUserToken } from '../../control-plane/jwt.ts';
 import { SECRETS_FILE } from '../../control-plane/secrets.ts';
-import { RelayIdSchema } from '../../events/envelope.ts';
+import { RelayIdSchema } from '../../contract/envelope.ts';
 
 const UNIT = { s: 1, m: 60, h: 3600, d: 86400 } as const;
 export const MAX_TTL_SECONDS = 3650 * 86400;

@@ -1,4 +1,4 @@
-import type { ClientSession, RelayRecord } from '../../events/topology.events.ts';
+import type { ClientSession, RelayRecord } from '../../contract/topology.events.ts';
 import { sessionsOfEntry } from '../../events/topology.fold.ts';
 import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../clients.ts';
 import type { HostState } from '../host-state.ts';

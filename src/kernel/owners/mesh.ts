@@ -1,4 +1,4 @@
-import type { RelayRecord } from '../../events/topology.events.ts';
+import type { RelayRecord } from '../../contract/topology.events.ts';
 import type { TopologyView } from '../../events/topology.fold.ts';
 import { retainResolutions, type Resolutions } from '../endpoint-resolution.ts';
 import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../host-state.ts';

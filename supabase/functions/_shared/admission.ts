@@ -1,7 +1,7 @@
 // The decisions of the Edge Functions, as pure functions of the stored relay and the request
 // (docs/control-plane.md, "Decision"). The database code only carries them out.
+import type { ValidRegisterRequest } from '../../../src/contract/api-relays.ts';
 import type { EventSpec } from './topology-events.ts';
-import type { RegisterRequest } from './validate.ts';
 
 /** A relay row as the decisions need it. */
 export interface StoredRelay {
@@ -33,7 +33,7 @@ export type RegisterDecision =
  * register-server. `keyHolder` is the id of another active relay that already uses the requested
  * public key, if any (WireGuard identifies peers by key; two relays cannot share one).
  */
-export function decide(existing: StoredRelay | null, req: RegisterRequest, keyHolder: string | null = null): RegisterDecision {
+export function decide(existing: StoredRelay | null, req: ValidRegisterRequest, keyHolder: string | null = null): RegisterDecision {
   if (keyHolder !== null && keyHolder !== req.relayId) {
     return {
       action: 'reject',

@@ -5,7 +5,8 @@ import type { ClientSettings, RelayCandidate, StoredSession } from './clients.ts
 import type { Sql, Tx } from './db.ts';
 import type { SigningKey } from './sign.ts';
 import { appendEvents, iso } from './store.ts';
-import type { BuiltEvent, ClientSessionCloseReason, ClientSessionRecord } from './topology-events.ts';
+import type { ClientSession, ClientSessionCloseReason } from '../../../src/contract/topology.events.ts';
+import type { BuiltEvent } from './topology-events.ts';
 
 type Db = Sql | Tx;
 
@@ -92,7 +93,7 @@ export async function relayInfo(db: Db, id: string): Promise<RelayInfo | null> {
 }
 
 /** The record the topology carries (ClientSessionSchema). */
-export function recordOf(s: ClientSessionRecord): ClientSessionRecord {
+export function recordOf(s: ClientSession): ClientSession {
   return { id: s.id, entryId: s.entryId, exitId: s.exitId, publicKey: s.publicKey, address: s.address, openedAt: s.openedAt, expiresAt: s.expiresAt };
 }
 
@@ -114,7 +115,7 @@ export async function sessionsOfKey(db: Db, publicKey: string): Promise<StoredSe
 }
 
 /** Every open session (what register-server hands a relay with the snapshot), by opening time. */
-export async function openSessionRecords(db: Db): Promise<ClientSessionRecord[]> {
+export async function openSessionRecords(db: Db): Promise<ClientSession[]> {
   const rows = await db.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' order by opened_at, id`);
   return rows.map((r) => recordOf(toSession(r)));
 }

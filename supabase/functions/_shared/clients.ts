@@ -1,116 +1,13 @@
-// Client sessions, the pure parts (docs/control-plane.md, "Client sessions"): request validation,
-// the choice of entry and exit, the client's address from the entry's pool, who may see a session,
-// and the wg-quick configuration a client gets. No database, no Deno: Node's unit tests import it.
+// Client sessions, the pure parts (docs/control-plane.md, "Client sessions"): the choice of entry and
+// exit, the client's address from the entry's pool, who may see a session, and the wg-quick
+// configuration a client gets (requests: src/contract/api-clients.ts). No database, no Deno: Node's
+// unit tests import it.
 import type { Refusal } from './admission.ts';
 import { embedIpv4In6, formatIpv4, lowestFree, parseCidr, parseIpv4 } from './addresses.ts';
 import { badRequest, HttpError } from './http.ts';
 import type { Principal } from './jwt.ts';
-import type { ClientSessionCloseReason, ClientSessionRecord } from './topology-events.ts';
-import { onlyFields, REGION_RE, str, validRelayId, validWgKey } from './validate.ts';
-
-// ---------------------------------------------------------------------------------------------
-// Requests
-
-/** Where the client leaves the network: a relay, or any live relay of a region. */
-export type ExitChoice = { exit: string } | { exitRegion: string };
-
-export type ConnectRequest = ExitChoice & { publicKey: string; entry?: string; ttlSeconds?: number };
-export type SwitchExitRequest = ExitChoice & { sessionId: string };
-export type DisconnectRequest = ({ sessionId: string } | { publicKey: string }) & { reason: 'disconnected' | 'removed' };
-export interface ClientReadyRequest {
-  relayId: string;
-  sessionId: string;
-  exitId: string;
-}
-export interface ListClientsRequest {
-  entry?: string;
-  includeClosed: boolean;
-}
-
-/** The shortest session a caller may ask for; the longest is `max_session_ttl_seconds`. */
-export const MIN_SESSION_TTL_SECONDS = 60;
-/** The hard upper bound of any TTL (the settings cannot allow more either). */
-export const MAX_SESSION_TTL_SECONDS = 315_360_000;
-
-const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-
-/** A session id: a UUID, lower-cased (as Postgres prints it). */
-export function validSessionId(v: string, field = 'sessionId'): string {
-  if (!UUID_RE.test(v)) throw badRequest(field, `${field} must be a UUID`);
-  return v.toLowerCase();
-}
-
-function has(body: Record<string, unknown>, field: string): boolean {
-  return body[field] !== undefined;
-}
-
-/** Exactly one of `exit` (a relay id) and `exitRegion` (a region). */
-function exitChoice(body: Record<string, unknown>): ExitChoice {
-  if (has(body, 'exit') && has(body, 'exitRegion')) throw badRequest('exitRegion', 'give exactly one of exit (a relay id) and exitRegion (a region), not both');
-  if (has(body, 'exit')) return { exit: validRelayId(str(body, 'exit'), 'exit') };
-  if (has(body, 'exitRegion')) {
-    const region = str(body, 'exitRegion');
-    if (!REGION_RE.test(region)) throw badRequest('exitRegion', 'exitRegion must be 1-64 characters of a-z, 0-9 and -');
-    return { exitRegion: region };
-  }
-  throw badRequest('exit', 'exit (a relay id) or exitRegion (a region) is required');
-}
-
-export function parseConnectRequest(body: Record<string, unknown>): ConnectRequest {
-  onlyFields(body, ['publicKey', 'exit', 'exitRegion', 'entry', 'ttlSeconds']);
-  const publicKey = validWgKey(str(body, 'publicKey'));
-  const choice = exitChoice(body);
-  const out: ConnectRequest = { publicKey, ...choice };
-  if (has(body, 'entry')) out.entry = validRelayId(str(body, 'entry'), 'entry');
-  if (has(body, 'ttlSeconds')) {
-    const t = body.ttlSeconds;
-    if (typeof t !== 'number' || !Number.isInteger(t) || t < MIN_SESSION_TTL_SECONDS || t > MAX_SESSION_TTL_SECONDS) {
-      throw badRequest('ttlSeconds', `ttlSeconds must be an integer number of seconds, at least ${MIN_SESSION_TTL_SECONDS}`);
-    }
-    out.ttlSeconds = t;
-  }
-  return out;
-}
-
-export function parseSwitchExitRequest(body: Record<string, unknown>): SwitchExitRequest {
-  onlyFields(body, ['sessionId', 'exit', 'exitRegion']);
-  const sessionId = validSessionId(str(body, 'sessionId'));
-  return { sessionId, ...exitChoice(body) };
-}
-
-export function parseDisconnectRequest(body: Record<string, unknown>): DisconnectRequest {
-  onlyFields(body, ['sessionId', 'publicKey', 'reason']);
-  let reason: DisconnectRequest['reason'] = 'disconnected';
-  if (has(body, 'reason')) {
-    const r = str(body, 'reason');
-    if (r !== 'disconnected' && r !== 'removed') throw badRequest('reason', 'reason must be "disconnected" or "removed"');
-    reason = r;
-  }
-  if (has(body, 'sessionId') && has(body, 'publicKey')) throw badRequest('publicKey', 'give exactly one of sessionId and publicKey, not both');
-  if (has(body, 'sessionId')) return { sessionId: validSessionId(str(body, 'sessionId')), reason };
-  if (has(body, 'publicKey')) return { publicKey: validWgKey(str(body, 'publicKey')), reason };
-  throw badRequest('sessionId', 'sessionId or publicKey is required');
-}
-
-export function parseClientReadyRequest(body: Record<string, unknown>): ClientReadyRequest {
-  onlyFields(body, ['relayId', 'sessionId', 'exitId']);
-  return {
-    relayId: validRelayId(str(body, 'relayId')),
-    sessionId: validSessionId(str(body, 'sessionId')),
-    exitId: validRelayId(str(body, 'exitId'), 'exitId'),
-  };
-}
-
-export function parseListClientsRequest(body: Record<string, unknown>): ListClientsRequest {
-  onlyFields(body, ['entry', 'includeClosed']);
-  const out: ListClientsRequest = { includeClosed: false };
-  if (has(body, 'entry')) out.entry = validRelayId(str(body, 'entry'), 'entry');
-  if (has(body, 'includeClosed')) {
-    if (typeof body.includeClosed !== 'boolean') throw badRequest('includeClosed', 'includeClosed must be true or false');
-    out.includeClosed = body.includeClosed;
-  }
-  return out;
-}
+import type { ExitChoice } from '../../../src/contract/api-clients.ts';
+import type { ClientSession, ClientSessionCloseReason } from '../../../src/contract/topology.events.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -249,7 +146,7 @@ export function chooseRoute(req: { entry?: string } & ExitChoice, relays: RelayC
   const byId = new Map(relays.map((r) => [r.id, r]));
   let exit: RelayCandidate | null = null;
   let entry: RelayCandidate | null = null;
-  if ('exit' in req) {
+  if (req.exit !== undefined) {
     exit = byId.get(req.exit) ?? null;
     if (!exit) return unknownRelay('exit', req.exit);
   }
@@ -261,7 +158,7 @@ export function chooseRoute(req: { entry?: string } & ExitChoice, relays: RelayC
   if (exit && !exit.live) return notLive('exit', exit.id);
   if (entry && !entry.live) return notLive('entry', entry.id);
   if (!exit) {
-    const x = regionExit((req as { exitRegion: string }).exitRegion, entry?.id ?? null, relays);
+    const x = regionExit(req.exitRegion!, entry?.id ?? null, relays);
     if (!x.ok) return x;
     exit = x.value;
   }
@@ -284,17 +181,18 @@ export function chooseNewExit(
   want: ExitChoice,
   relays: RelayCandidate[],
 ): Choice<{ exit: RelayCandidate | null; unchanged: boolean }> {
-  if ('exit' in want) {
-    if (want.exit === session.exitId) return { ok: true, value: { exit: relays.find((r) => r.id === want.exit) ?? null, unchanged: true } };
-    const x = relays.find((r) => r.id === want.exit);
-    if (!x) return unknownRelay('exit', want.exit);
+  const wantExit = want.exit;
+  if (wantExit !== undefined) {
+    if (wantExit === session.exitId) return { ok: true, value: { exit: relays.find((r) => r.id === wantExit) ?? null, unchanged: true } };
+    const x = relays.find((r) => r.id === wantExit);
+    if (!x) return unknownRelay('exit', wantExit);
     if (x.id === session.entryId) return oneHop(x.id, 'exit');
     if (!x.live) return notLive('exit', x.id);
     return { ok: true, value: { exit: x, unchanged: false } };
   }
   const current = relays.find((r) => r.id === session.exitId);
   if (current && current.live && current.region === want.exitRegion) return { ok: true, value: { exit: current, unchanged: true } };
-  const x = regionExit(want.exitRegion, session.entryId, relays);
+  const x = regionExit(want.exitRegion!, session.entryId, relays);
   if (!x.ok) return x;
   return { ok: true, value: { exit: x.value, unchanged: false } };
 }
@@ -303,7 +201,7 @@ export function chooseNewExit(
 // Who may see a session
 
 /** A session row as the functions read it. */
-export interface StoredSession extends ClientSessionRecord {
+export interface StoredSession extends ClientSession {
   owner: string | null;
   status: 'open' | 'closed';
   confirmedExitId: string | null;
@@ -344,7 +242,7 @@ export function sessionClosed(s: Pick<StoredSession, 'id' | 'closeReason'>): Htt
 export function listItem(
   s: StoredSession,
   p: Principal,
-): ClientSessionRecord & {
+): ClientSession & {
   status: 'open' | 'closed';
   confirmed: boolean;
   owner?: string | null;

@@ -1,5 +1,7 @@
-// HTTP helpers every Edge Function shares. Web APIs only (Request, Response, streams), no remote
-// imports, so Node's unit tests import this file as it is.
+// HTTP helpers every Edge Function shares. Web APIs only (Request, Response, streams) and the
+// contract, no remote imports, so Node's unit tests import this file as it is.
+import type { z } from 'zod';
+import { checkRequest } from '../../../src/contract/request.ts';
 
 /**
  * An error the caller sees as JSON `{ error, message, field?, ...details }` with an HTTP status and
@@ -89,4 +91,11 @@ export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
 /** Read a JSON object body of at most MAX_BODY_BYTES. */
 export async function readJsonBody(req: Request): Promise<Record<string, unknown>> {
   return parseJsonObject(await readBodyBytes(req));
+}
+
+/** A request body as `schema` (the contract's) takes it; else 400 invalid_request naming the field, as the functions always have. */
+export function parseRequest<S extends z.ZodObject>(schema: S, body: Record<string, unknown>): z.output<S> {
+  const r = checkRequest(schema, body);
+  if (!r.ok) throw badRequest(r.field, r.message);
+  return r.value;
 }

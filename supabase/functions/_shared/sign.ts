@@ -1,6 +1,6 @@
 // Ed25519 signing of topology events with WebCrypto (Deno and Node alike). The key is the function
 // secret RELAYNET_TOPOLOGY_SIGNING_KEY: base64 of the 32-byte seed. No remote imports.
-import { base64ToBytes, base64UrlToBytes, bytesToBase64 } from './base64.ts';
+import { base64ToBytes, base64UrlToBytes, bytesToBase64 } from '../../../src/contract/base64.ts';
 
 /** DER prefix that wraps a raw 32-byte Ed25519 seed as PKCS#8. */
 const PKCS8_PREFIX = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];

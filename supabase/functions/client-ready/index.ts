@@ -2,10 +2,11 @@
 // (docs/control-plane.md, "client-ready"). connect-client and switch-exit wait for this. A
 // confirmation of an exit the session no longer has (an older one) is answered `confirmed: false`
 // and changes nothing. No topology event.
-import { parseClientReadyRequest, sessionClosed, unknownSession } from '../_shared/clients.ts';
+import { ClientReadyRequestSchema, type ClientReadyResponse } from '../../../src/contract/api-relays.ts';
+import { sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { HttpError, json } from '../_shared/http.ts';
+import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay, requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
@@ -17,7 +18,7 @@ Deno.serve(
     FN,
     async ({ env, principal, body, log }) => {
       requireRole(principal, ['service_role', 'relay'], FN);
-      const req = parseClientReadyRequest(body);
+      const req = parseRequest(ClientReadyRequestSchema, body);
       Object.assign(log, { relayId: req.relayId, sessionId: req.sessionId, exit: req.exitId });
       authorizeRelay(principal, req.relayId);
       const confirmed = await db(env.dbUrl, FN).begin(async (tx) => {
@@ -31,7 +32,7 @@ Deno.serve(
         return true;
       });
       log.outcome = confirmed ? 'confirmed' : 'stale';
-      return json(200, { sessionId: req.sessionId, exitId: req.exitId, confirmed });
+      return json(200, { sessionId: req.sessionId, exitId: req.exitId, confirmed } satisfies ClientReadyResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

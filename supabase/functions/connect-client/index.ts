@@ -5,6 +5,7 @@
 // the session and append ClientSessionOpened. Then wait for the entry relay to confirm it
 // (client-ready); only then does the caller get the wg-quick configuration. Without a confirmation
 // the session is closed again (reason "not-confirmed") and the caller gets 504 entry_not_ready.
+import { ConnectClientRequestSchema, type ConnectClientResponse } from '../../../src/contract/api-clients.ts';
 import {
   allocateClientAddress,
   chooseRoute,
@@ -13,14 +14,13 @@ import {
   livenessSeconds,
   maySee,
   ownerOf,
-  parseConnectRequest,
   renderWgQuick,
   sessionTtl,
   type StoredSession,
 } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { HttpError, json } from '../_shared/http.ts';
+import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
 import { checkAnonymous, checkSessionCap } from '../_shared/limits.ts';
@@ -34,7 +34,7 @@ Deno.serve(
     FN,
     async ({ env, principal, body, requestId, log }) => {
       requireRole(principal, ['service_role', 'user'], FN);
-      const req = parseConnectRequest(body);
+      const req = parseRequest(ConnectClientRequestSchema, body);
       const key = await store.topologySigningKey(env.signingSeed);
       const sql = db(env.dbUrl, FN);
       // The service role is not limited (and pays no extra query).
@@ -115,7 +115,7 @@ Deno.serve(
         exit: { id: exit.id, name: exit.name, region: exit.region },
         config,
         wgQuick: renderWgQuick(config),
-      });
+      } satisfies ConnectClientResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

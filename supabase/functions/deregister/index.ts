@@ -2,14 +2,14 @@
 // address and client pool are freed, its key closed, and RelayLeft (reason "deregistered") is
 // appended after the closures (docs/control-plane.md). Sessions that leave at it stay open: their
 // entries fail closed until it returns.
+import { RelayIdRequestSchema, type DeregisterResponse } from '../../../src/contract/api-relays.ts';
 import { decideDeregister } from '../_shared/admission.ts';
 import { closeEntrySessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { json } from '../_shared/http.ts';
+import { json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
-import { parseRelayIdRequest } from '../_shared/validate.ts';
 
 const FN = 'deregister';
 
@@ -17,7 +17,7 @@ Deno.serve(
   serveFunction(
     FN,
     async ({ env, principal, body, requestId, log }) => {
-      const { relayId } = parseRelayIdRequest(body);
+      const { relayId } = parseRequest(RelayIdRequestSchema, body);
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
       const key = await store.topologySigningKey(env.signingSeed);
@@ -32,7 +32,7 @@ Deno.serve(
       });
       log.revision = result.revision;
       if (result.closed) log.sessionsClosed = result.closed;
-      return json(200, { revision: result.revision });
+      return json(200, { revision: result.revision } satisfies DeregisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -2,15 +2,15 @@
 // whose view fell behind can resync (docs/control-plane.md). Every heartbeat also sweeps the client
 // sessions past their expiry (ClientSessionClosed, reason "expired"), and forgets the rate-limit
 // buckets that are full again.
+import { RelayIdRequestSchema, type HeartbeatResponse } from '../../../src/contract/api-relays.ts';
 import { decideHeartbeat } from '../_shared/admission.ts';
 import { closeExpired } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { json } from '../_shared/http.ts';
+import { json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { sweepRateLimits } from '../_shared/limit-store.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
-import { parseRelayIdRequest } from '../_shared/validate.ts';
 
 const FN = 'heartbeat';
 
@@ -18,7 +18,7 @@ Deno.serve(
   serveFunction(
     FN,
     async ({ env, principal, body, requestId, log }) => {
-      const { relayId } = parseRelayIdRequest(body);
+      const { relayId } = parseRequest(RelayIdRequestSchema, body);
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
       const key = await store.topologySigningKey(env.signingSeed);
@@ -35,7 +35,7 @@ Deno.serve(
       if (result.expired) log.sessionsExpired = result.expired;
       const swept = await sweepRateLimits(sql);
       if (swept) log.rateLimitsSwept = swept;
-      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' });
+      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' } satisfies HeartbeatResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -1,10 +1,11 @@
 // list-clients: the sessions a token may see (docs/control-plane.md, "list-clients"): the service
 // role all of them, a user its own, a relay those entering at it. Open ones unless includeClosed;
 // by opening time. Read-only. A relay's list carries no owners (user ids).
-import { listItem, parseListClientsRequest } from '../_shared/clients.ts';
+import { ListClientsRequestSchema, type ListClientsResponse } from '../../../src/contract/api-clients.ts';
+import { listItem } from '../_shared/clients.ts';
 import { listSessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { HttpError, json } from '../_shared/http.ts';
+import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { serveFunction } from '../_shared/serve.ts';
 
 const FN = 'list-clients';
@@ -13,7 +14,7 @@ Deno.serve(
   serveFunction(
     FN,
     async ({ env, principal, body, log }) => {
-      const req = parseListClientsRequest(body);
+      const req = parseRequest(ListClientsRequestSchema, body);
       let entry = req.entry;
       if (principal.role === 'relay') {
         if (entry !== undefined && entry !== principal.relayId) throw new HttpError(403, 'forbidden', `this token is bound to relay ${principal.relayId}; it lists only the sessions entering there`, 'entry');
@@ -25,7 +26,7 @@ Deno.serve(
         includeClosed: req.includeClosed,
       });
       log.count = sessions.length;
-      return json(200, { sessions: sessions.map((s) => listItem(s, principal)) });
+      return json(200, { sessions: sessions.map((s) => listItem(s, principal)) } satisfies ListClientsResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -3,16 +3,17 @@
 // and of every open client session (each relay folds them all; the entry programs its own). A relay
 // token's call is first charged to its relay's rate limit (429 with Retry-After before the
 // transaction: a refused register writes nothing).
+import { RegisterRequestSchema, type RegisterResponse } from '../../../src/contract/api-relays.ts';
+import { STREAMS, SUBJECT_ROOT } from '../../../src/contract/subjects.ts';
 import { decide } from '../_shared/admission.ts';
 import { allocate } from '../_shared/addresses.ts';
 import { openSessionRecords } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { HttpError, json } from '../_shared/http.ts';
+import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
-import { parseRegisterRequest } from '../_shared/validate.ts';
 
 const FN = 'register-server';
 
@@ -20,7 +21,7 @@ Deno.serve(
   serveFunction(
     FN,
     async ({ env, principal, body, requestId, log }) => {
-      const req = parseRegisterRequest(body);
+      const req = parseRequest(RegisterRequestSchema, body);
       log.relayId = req.relayId;
       authorizeRelay(principal, req.relayId);
       const key = await store.topologySigningKey(env.signingSeed);
@@ -59,13 +60,13 @@ Deno.serve(
         bus: {
           servers: env.natsServers,
           token: env.natsToken,
-          subjectRoot: 'relaynet',
-          topologyStream: 'RELAYNET_TOPOLOGY',
-          relayStream: 'RELAYNET_RELAY',
+          subjectRoot: SUBJECT_ROOT,
+          topologyStream: STREAMS.topology,
+          relayStream: STREAMS.relay,
           topologySigningKey: key.publicKey,
         },
         heartbeatIntervalSeconds: env.heartbeatSeconds,
-      });
+      } satisfies RegisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -5,10 +5,11 @@
 // entry_not_ready, and the session keeps the new exit: the entry applies the event when it can. A
 // user's call is first checked against the limits (anonymous users, the switch rate limit: 429 with
 // Retry-After before any transaction).
-import { chooseNewExit, livenessSeconds, maySee, parseSwitchExitRequest, sessionClosed, unknownSession } from '../_shared/clients.ts';
+import { SwitchExitRequestSchema, type SwitchExitResponse } from '../../../src/contract/api-clients.ts';
+import { chooseNewExit, livenessSeconds, maySee, sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { HttpError, json } from '../_shared/http.ts';
+import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
 import { checkAnonymous } from '../_shared/limits.ts';
@@ -22,7 +23,7 @@ Deno.serve(
     FN,
     async ({ env, principal, body, requestId, log }) => {
       requireRole(principal, ['service_role', 'user'], FN);
-      const req = parseSwitchExitRequest(body);
+      const req = parseRequest(SwitchExitRequestSchema, body);
       log.sessionId = req.sessionId;
       const key = await store.topologySigningKey(env.signingSeed);
       const sql = db(env.dbUrl, FN);
@@ -53,7 +54,7 @@ Deno.serve(
         return { changed: true as const, session: updated, settings };
       });
       Object.assign(log, { entry: r.session.entryId, exit: r.session.exitId, outcome: r.changed ? 'changed' : 'unchanged' });
-      if (!r.changed) return json(200, { session: clients.recordOf(r.session) });
+      if (!r.changed) return json(200, { session: clients.recordOf(r.session) } satisfies SwitchExitResponse);
 
       const waited = await clients.waitConfirmed(sql, r.session.id, r.settings.confirmTimeoutSeconds * 1000);
       if (waited.kind === 'closed') {
@@ -67,7 +68,7 @@ Deno.serve(
           `entry relay ${r.session.entryId} did not confirm the new exit ${r.session.exitId} within ${r.settings.confirmTimeoutSeconds} s; the session keeps exit ${r.session.exitId} and the entry will still apply it`,
         );
       }
-      return json(200, { session: clients.recordOf(waited.session) });
+      return json(200, { session: clients.recordOf(waited.session) } satisfies SwitchExitResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -1,5 +1,6 @@
 import type { EventType } from './catalogue.ts';
 import { CATALOGUE } from './catalogue.ts';
+import { topologySubjectRelay, type TopologyEventData } from './topology.events.ts';
 
 /**
  * The NATS subject scheme (documented in docs/events.md):
@@ -38,4 +39,9 @@ export function parseSubject(
   if (p[1] === 'topology' && p.length === 4) return { stream: 'topology', relayId: p[2]!, event: p[3]! };
   if (p[1] === 'relay' && p.length === 5) return { stream: 'relay', relayId: p[2]!, aggregate: p[3]!, event: p[4]! };
   return null;
+}
+
+/** `relaynet.topology.<relayId>.<kebab-type>`: the subject of a topology event, about its relay (a session's entry). */
+export function topologySubject(e: TopologyEventData): string {
+  return subjectFor(e.type, topologySubjectRelay(e));
 }

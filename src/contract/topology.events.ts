@@ -92,8 +92,14 @@ export type TopologyEvent =
 
 export type TopologyEventType = TopologyEvent['type'];
 
+/** A topology event without its envelope: its type and data (what the control plane decides before it wraps it). */
+export type TopologyEventData = TopologyEvent extends infer E ? (E extends TopologyEvent ? Pick<E, 'type' | 'data'> : never) : never;
+
+/** Why a relay left the topology. */
+export type RelayLeaveReason = z.infer<typeof RelayLeftV1>['reason'];
+
 /** The relay a topology event is about (the `<relayId>` token of its subject); a session's entry relay. */
-export function topologySubjectRelay(e: TopologyEvent): string {
+export function topologySubjectRelay(e: TopologyEventData): string {
   switch (e.type) {
     case 'RelayAdmitted':
       return e.data.relay.id;
