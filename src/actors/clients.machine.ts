@@ -5,6 +5,7 @@ import { clientDevice, clientScope, desiredClientState, exitTable, releasedClien
 import type { DesiredHostState, HostState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { meshIndex } from '../kernel/mesh.ts';
+import type { Deps } from '../lib/deps.ts';
 import { embed6 } from '../kernel/ipv6.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
 
@@ -24,6 +25,8 @@ export interface ClientsInput {
   idleAfterMs: number;
   /** The values of the client sysctls before this relay first set them: restored on teardown. */
   originalSysctls: Record<string, string>;
+  /** Passed on to the session actors. */
+  deps: Deps;
 }
 
 export interface ClientsContext extends ClientsInput {
@@ -133,7 +136,7 @@ export const clientsMachine = setup({
           const sessions = Object.fromEntries(sessionsOfEntry(event.view, context.selfId).map((s) => [s.id, s]));
           const actors = { ...context.actors };
           for (const s of Object.values(sessions)) {
-            if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs } });
+            if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs, deps: context.deps } });
           }
           return { self, relays: event.view.relays, sessions, actors, expired: context.expired.filter((id) => sessions[id]), cause: event.cause, services: event.services ?? context.services };
         }),

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { RelayRecord } from '../events/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
 import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../kernel/host-state.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
+import type { Deps } from '../lib/deps.ts';
 import { applyResolution, resolveTargets, retainResolutions, type PeerResolution, type ResolveTarget, type Resolutions } from '../kernel/endpoint-resolution.ts';
 import { desiredMeshState, linkDevice, meshIndex, meshScope, type MeshOptions } from '../kernel/mesh.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
@@ -26,6 +26,8 @@ export interface TopologyInput {
   selfId: string;
   mesh: MeshOptions;
   timing: LinkTiming;
+  /** The source of the ids of its `PeerEndpointResolved` events. */
+  deps: Deps;
 }
 
 export interface TopologyContext extends TopologyInput {
@@ -161,7 +163,7 @@ export const topologyMachine = setup({
         const { type: _t, ...result } = event;
         const r = applyResolution(context.resolved, context.peers, result);
         if (!r.recorded) return;
-        const id = randomUUID();
+        const id = context.deps.newId();
         const desired = desiredMeshState(context.self!, Object.values(context.peers), context.mesh, r.resolutions);
         enqueue.assign({ resolved: r.resolutions, desired: desired.devices });
         enqueue({ type: 'emit', params: { type: 'PeerEndpointResolved', id, data: result } });

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -14,6 +13,7 @@ import type { RelayRecord } from '../events/topology.events.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateWgKey, generateWgKeyPair } from '../lib/wg-keys.ts';
 import { SOFTWARE } from '../lib/version.ts';
+import { systemDeps, type Deps } from '../lib/deps.ts';
 import { currentVersion } from '../events/catalogue.ts';
 import { ControlPlaneClient, type RegisterResponse } from './control-plane-client.ts';
 import type { RelayConfig } from './config.ts';
@@ -144,8 +144,9 @@ async function clientSysctlsNow(backend: KernelBackend, keys: string[]): Promise
 /**
  * Run one relay: key, registration, topology seed and stream, heartbeat, status socket, and a clean
  * drain on `stop()`. The world is touched only here and in the clients it wires into the relay actor.
+ * `deps`: the ids and the clock the relay and its actors use (the system's by default).
  */
-export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promise<RelayDaemon> {
+export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: Deps = systemDeps): Promise<RelayDaemon> {
   const log = logger.child({ relayId: cfg.relayId });
   const keyFile = join(cfg.stateDir, 'wg.key');
   let key = loadOrCreateWgKey(keyFile);
@@ -168,8 +169,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   };
   /** Publish a relay event: the machine's id where it chose one (a cause of kernel work), else a new one. */
   const emit = (em: Emission | RelayStartedEmission | LinkStateChanged | KernelEmission | ClientSessionEmission | PeerEndpointResolvedEmission, causationId: string | null = null) => {
-    const id = 'id' in em && em.id ? em.id : randomUUID();
-    const ev = envelope({ source: cfg.relayId, now: () => new Date(), newId: () => id, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
+    const id = 'id' in em && em.id ? em.id : deps.newId();
+    const ev = envelope({ source: cfg.relayId, now: () => new Date(deps.now()), newId: () => id, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
     log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
     publish(ev);
   };
@@ -220,7 +221,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
   let actorRef: { getSnapshot(): SnapshotFrom<typeof relayMachine> } | null = null;
   const kernel = kernelMachine.provide({
     actors: {
-      reconcile: fromPromise(async ({ input }) => reconcileWith(backend)(input)),
+      reconcile: fromPromise(async ({ input }) => reconcileWith(backend, deps.now)(input)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
         let devices: string[] = [];
         let busy = false;
@@ -230,7 +231,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
           busy = true;
           backend
             .observe(devices)
-            .then((observations) => sendBack({ type: 'OBSERVED', observations, nowMs: Date.now() }))
+            .then((observations) => sendBack({ type: 'OBSERVED', observations, nowMs: deps.now() }))
             .catch((e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'))
             .finally(() => (busy = false));
         }, cfg.observeIntervalMs);
@@ -354,6 +355,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger): Promis
           originalSysctls: sysctlsBefore,
         },
       },
+      deps,
     },
   });
 
