@@ -4,7 +4,7 @@ import { CliError, intOpt, str, type Command } from '../args.ts';
 import { startLocalControlPlane } from '../../control-plane/local.ts';
 import { startNatsServer } from '../../devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../devnet/relay-process.ts';
-import type { RelayStatus } from '../../daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../daemon/relay-status.ts';
 import { rootLogger } from '../../lib/logger.ts';
 
 const usage = `Usage: relay-core devnet [--relays N] [--state-dir DIR] [--port P] [--db-url URL] [--once]

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { CliError, str, type Command } from '../args.ts';
 import { fetchStatus } from '../../daemon/status-server.ts';
-import type { RelayStatus } from '../../daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../daemon/relay-status.ts';
 
 const usage = `Usage: relay-core status [--state-dir DIR | --relay-id ID] [--json]
 
