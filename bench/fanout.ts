@@ -17,6 +17,7 @@ import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { topologyFollower } from '../src/daemon/topology-follower.ts';
 import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { envelope } from '../src/contract/envelope.ts';
+import { systemDeps } from '../src/lib/deps.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
 import { STREAMS, subjectFor } from '../src/contract/subjects.ts';
 import { encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
@@ -73,7 +74,7 @@ async function runOnce(n: number, natsUrl: string) {
         },
         actions: { emit: () => {}, reportFatal: () => {} },
       }),
-      { input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' } } },
+      { input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' }, deps: systemDeps } },
     );
     let last = 0;
     actor.subscribe((s) => {

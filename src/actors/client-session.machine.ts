@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom } from 'xstate';
 import type { ClientSession } from '../contract/topology.events.ts';
 import type { PeerObservation } from '../kernel/host-state.ts';
+import type { Deps } from '../lib/deps.ts';
 import { foldObservation } from './peer-link.machine.ts';
 
 /**
@@ -26,6 +26,8 @@ export interface ClientSessionInput {
   device: string;
   /** No handshake or traffic from the client for this long: idle. */
   idleAfterMs: number;
+  /** The source of the id of its `expired` event. */
+  deps: Deps;
 }
 
 export interface ClientSessionContext extends ClientSessionInput {
@@ -196,7 +198,7 @@ export const clientSessionMachine = setup({
     // Unprogrammed locally until the control plane closes it (its heartbeat sweep does).
     expired: {
       entry: [
-        assign({ expiredEventId: () => randomUUID() }),
+        assign({ expiredEventId: ({ context }) => context.deps.newId() }),
         announce('expired'),
         sendParent(({ context }) => ({ type: 'SESSION_EXPIRED', sessionId: context.session.id, cause: context.expiredEventId! }) satisfies SessionExpired),
       ],

@@ -5,6 +5,7 @@ import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { meshIndex } from '../kernel/mesh.ts';
 import { clientsOwner, expireSession, type ClientsOwnerState } from '../kernel/owners/clients.ts';
 import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
+import type { Deps } from '../lib/deps.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
 
 /**
@@ -23,6 +24,8 @@ export interface ClientsInput {
   idleAfterMs: number;
   /** The values of the client sysctls before this relay first set them: restored on teardown. */
   originalSysctls: Record<string, string>;
+  /** Passed on to the session actors. */
+  deps: Deps;
 }
 
 /** The clients owner's state (src/kernel/owners/clients.ts: what it desires of the kernel) and the session actors. */
@@ -76,7 +79,7 @@ export const clientsMachine = setup({
           const device = clientDevice(context.clients.wgPrefix, meshIndex(next.self!.meshAddress));
           const actors = { ...context.actors };
           for (const s of Object.values(next.sessions)) {
-            if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs } });
+            if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs, deps: context.deps } });
           }
           return { ...next, actors, cause: event.cause };
         }),

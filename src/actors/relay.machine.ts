@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type ActorRefFrom } from 'xstate';
 import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, HeartbeatResponse } from '../contract/api-relays.ts';
 
@@ -16,6 +15,7 @@ import { kernelMachine } from '../kernel/kernel.machine.ts';
 import { topologyMachine, type MeshTornDown } from './topology.machine.ts';
 import { clientsMachine, type ClientsTornDown } from './clients.machine.ts';
 import type { ClientOptions } from '../kernel/clients.ts';
+import type { Deps } from '../lib/deps.ts';
 
 /** Counters a relay keeps about the topology stream; exposed by `relay-core status`. */
 export interface TopologyCounters {
@@ -47,6 +47,8 @@ export interface RelayContext {
    */
   cause: string | null;
   error: string | null;
+  /** Where the ids of the events it causes kernel work with come from (passed on to its children). */
+  deps: Deps;
 }
 
 export type ResyncReason = 'gap' | 'consumer-deleted' | 'stream-purged' | 'behind-control-plane' | 'operator';
@@ -108,7 +110,7 @@ export const relayMachine = setup({
   types: {
     context: {} as RelayContext,
     events: {} as RelayMachineEvent,
-    input: {} as { request: RegisterRequest; links?: RelayLinksInput | null },
+    input: {} as { request: RegisterRequest; links?: RelayLinksInput | null; deps: Deps },
   },
   actors: {
     register: fromPromise<RegisterResponse, { request: RegisterRequest }>(async () => {
@@ -152,6 +154,7 @@ export const relayMachine = setup({
     pendingResync: null,
     cause: null,
     error: null,
+    deps: input.deps,
   }),
   initial: 'registering',
   // Links outlive registrations and resyncs: the topology and kernel actors run until the relay stops.
@@ -160,7 +163,7 @@ export const relayMachine = setup({
     {
       id: 'topology',
       src: 'topology',
-      input: ({ context }) => ({ selfId: context.request.relayId, mesh: context.links?.mesh as MeshOptions, timing: context.links?.timing as LinkTiming }),
+      input: ({ context }) => ({ selfId: context.request.relayId, mesh: context.links?.mesh as MeshOptions, timing: context.links?.timing as LinkTiming, deps: context.deps }),
     },
     {
       id: 'clients',
@@ -170,6 +173,7 @@ export const relayMachine = setup({
         clients: context.links?.clients.options as ClientOptions,
         idleAfterMs: context.links?.clients.idleAfterMs ?? 0,
         originalSysctls: context.links?.clients.originalSysctls ?? {},
+        deps: context.deps,
       }),
     },
   ],
@@ -186,7 +190,7 @@ export const relayMachine = setup({
           actions: [
             assign(({ context, event }) => ({
               registration: event.output,
-              cause: randomUUID(),
+              cause: context.deps.newId(),
               view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions),
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
@@ -254,7 +258,7 @@ export const relayMachine = setup({
             actions: [
               assign(({ context, event }) => {
                 const r = applyTopologyEvent(context.view, event.event);
-                return { view: r.kind === 'applied' ? r.state : context.view, cause: randomUUID(), counters: { ...context.counters, applied: context.counters.applied + 1 } };
+                return { view: r.kind === 'applied' ? r.state : context.view, cause: context.deps.newId(), counters: { ...context.counters, applied: context.counters.applied + 1 } };
               }),
               'viewChanged',
               {
@@ -364,7 +368,7 @@ export const relayMachine = setup({
     },
     draining: {
       entry: [
-        assign({ cause: () => randomUUID() }),
+        assign({ cause: ({ context }) => context.deps.newId() }),
         { type: 'emit', params: ({ context, event }) => ({ type: 'RelayDraining', id: context.cause!, data: { signal: event.type === 'STOP' ? event.signal : 'unknown' } }) },
       ],
       invoke: {

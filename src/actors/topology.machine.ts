@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { RelayRecord } from '../contract/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
@@ -7,6 +6,7 @@ import { applyResolution, resolveTargets, type PeerResolution, type ResolveTarge
 import { linkDevice, meshIndex, type MeshOptions } from '../kernel/mesh.ts';
 import { meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
 import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
+import type { Deps } from '../lib/deps.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
 
 /**
@@ -27,6 +27,8 @@ export interface TopologyInput {
   selfId: string;
   mesh: MeshOptions;
   timing: LinkTiming;
+  /** The source of the ids of its `PeerEndpointResolved` events. */
+  deps: Deps;
 }
 
 /** The mesh owner's state (src/kernel/owners/mesh.ts: what it desires of the kernel) and the link actors. */
@@ -125,7 +127,7 @@ export const topologyMachine = setup({
         const { type: _t, ...result } = event;
         const r = applyResolution(context.resolved, context.peers, result);
         if (!r.recorded) return;
-        const id = randomUUID();
+        const id = context.deps.newId();
         const next = { ...context, resolved: r.resolutions };
         enqueue.assign({ resolved: r.resolutions });
         enqueue({ type: 'emit', params: { type: 'PeerEndpointResolved', id, data: result } });

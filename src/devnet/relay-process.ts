@@ -3,7 +3,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fetchStatus } from '../daemon/status-server.ts';
-import type { RelayStatus } from '../daemon/relay-daemon.ts';
+import type { RelayStatus } from '../daemon/relay-status.ts';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const RELAY_CORE_BIN = join(PROJECT_ROOT, 'bin/relay-core');

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../src/devnet/relay-process.ts';
-import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { requireImages, RUN } from '../support/containers.ts';
 
 const ROOT = join(import.meta.dirname, '../..');

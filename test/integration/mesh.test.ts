@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { meshIndex } from '../../src/kernel/mesh.ts';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
-import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { envelope } from '../../src/contract/envelope.ts';
 import { generateSigningKeyPair, importPrivateKey, signBytes } from '../../src/events/signing.ts';
 import { STREAMS } from '../../src/contract/subjects.ts';

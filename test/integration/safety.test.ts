@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { formatIpv4, parseCidr } from '../../src/contract/topology.events.ts';

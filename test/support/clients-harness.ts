@@ -7,12 +7,14 @@ import { formatIpv4, parseCidr, type ClientSession, type RelayRecord } from '../
 import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
+import { systemDeps } from '../../src/lib/deps.ts';
 import { key } from './given.ts';
 
 export const topologyInput: TopologyInput = {
   selfId: 'relay-1',
   mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000, clientPrefix6: null },
   timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
+  deps: systemDeps,
 };
 
 export const clientsInput: ClientsInput = {
@@ -20,6 +22,7 @@ export const clientsInput: ClientsInput = {
   clients: { wgPrefix: 'rc', privateKeyFile: '/state/wg.key', mtu: 1420, exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], allowCidrs: [], serviceCidrs: [], clientPrefix6: null },
   idleAfterMs: 30_000,
   originalSysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
+  deps: systemDeps,
 };
 
 /** Session n of a client entering at `entry` (its pool's host n + 1) and leaving at `exit`. */

@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { AbstractStartedContainer, GenericContainer, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers';
-import type { RelayStatus } from '../../src/daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 
 process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
 

@@ -7,11 +7,13 @@ import type { RelayRecord } from '../../src/contract/topology.events.ts';
 import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
+import { systemDeps } from '../../src/lib/deps.ts';
 
 export const meshHarnessInput: TopologyInput = {
   selfId: 'relay-1',
   mesh: { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/state/wg.key', exitTableBase: 100_000, clientPrefix6: null },
   timing: { staleAfterMs: 5_000, downAfterMs: 10_000 },
+  deps: systemDeps,
 };
 
 /**

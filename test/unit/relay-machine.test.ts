@@ -4,6 +4,7 @@ import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/a
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
 import { topologyDigest } from '../../src/events/topology.fold.ts';
+import { systemDeps } from '../../src/lib/deps.ts';
 import { ev, relay } from '../support/given.ts';
 
 function registration(revision: number, others: number[]): RegisterResponse {
@@ -48,7 +49,7 @@ function harness(regs: (RegisterResponse | Error)[]) {
     actions: { emit: (_, p) => void emitted.push(p), reportFatal: () => {} },
     delays: { resyncRetry: 1 },
   });
-  const actor = createActor(machine, { input: { request: { relayId: 'relay-1', name: 'Relay 1', region: 'test', publicKey: relay(1).publicKey, endpoint: relay(1).endpoint } } });
+  const actor = createActor(machine, { input: { request: { relayId: 'relay-1', name: 'Relay 1', region: 'test', publicKey: relay(1).publicKey, endpoint: relay(1).endpoint }, deps: systemDeps } });
   actor.start();
   return { actor, emitted, follows, registerCalls, get followStops() { return followStops; }, get deregistered() { return deregistered; } };
 }

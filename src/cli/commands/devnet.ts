@@ -4,7 +4,7 @@ import { CliError, str, type Action } from '../args.ts';
 import { startLocalControlPlane } from '../../control-plane/local.ts';
 import { startNatsServer } from '../../devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../devnet/relay-process.ts';
-import type { RelayStatus } from '../../daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../daemon/relay-status.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { table } from '../../lib/table.ts';
 

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { CliError, str, type Action } from '../args.ts';
 import { fetchStatus } from '../../daemon/status-server.ts';
-import type { RelayStatus } from '../../daemon/relay-daemon.ts';
+import type { RelayStatus } from '../../daemon/relay-status.ts';
 import { table } from '../../lib/table.ts';
 
 const RELAY_COLUMNS = [{ width: 20 }, { width: 12 }, { width: 15 }, { width: 18 }, {}];

@@ -1,0 +1,129 @@
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { fromCallback } from 'xstate';
+import type { ClientSessionEmission } from '../actors/client-session.machine.ts';
+import type { LinkStateChanged } from '../actors/peer-link.machine.ts';
+import type { Emission, FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
+import type { PeerEndpointResolvedEmission } from '../actors/topology.machine.ts';
+import { connectBus, isBusConnected } from '../bus/connection.ts';
+import { RelayEventPublisher } from '../bus/relay-event-publisher.ts';
+import { currentVersion } from '../contract/catalogue.ts';
+import { envelope } from '../contract/envelope.ts';
+import type { RelayEvent } from '../contract/relay.events.ts';
+import { importPublicKey } from '../events/signing.ts';
+import type { KernelEmission } from '../kernel/kernel.machine.ts';
+import type { Deps } from '../lib/deps.ts';
+import type { Logger } from '../lib/logger.ts';
+import type { RelayConfig } from './config.ts';
+import type { RegisterResponse } from '../contract/api-relays.ts';
+import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
+
+/** The first event of every run: who started, which build, and the configuration replay needs. */
+export type RelayStartedEmission = { type: 'RelayStarted'; data: Extract<RelayEvent, { type: 'RelayStarted' }>['data'] };
+
+/** Any relay event an actor (or the daemon) wants published; `id` where the machine chose the envelope id. */
+export type RelayEmission = Emission | RelayStartedEmission | LinkStateChanged | KernelEmission | ClientSessionEmission | PeerEndpointResolvedEmission;
+
+/** Publish a relay event: logged, put in its envelope and sent (queued until the bus is up). */
+export type Emit = (em: RelayEmission, causationId?: string | null) => void;
+
+/** The bus as `relay-core status` shows it. */
+export interface BusStatus {
+  connected: boolean;
+  server: string | null;
+  follower: FollowerState;
+  published: number;
+  pending: number;
+  dropped: number;
+}
+
+/**
+ * The relay's side of the event bus: the NATS connection, the relay event publisher and the topology
+ * follower. Events emitted before the bus is up wait in memory and go out, in order, once it is.
+ */
+export interface BusSession {
+  emit: Emit;
+  /**
+   * Connect with the first registration's bus details, in the background (admission does not wait for
+   * NATS, the follower does). Later calls do nothing. Throws when the control plane's topology key is
+   * not the pinned one.
+   */
+  connect(reg: RegisterResponse): void;
+  /** The relay actor's `follow` actor: the topology follower, once the bus is up. */
+  follow: ReturnType<typeof fromCallback<RelayMachineEvent, FollowInput>>;
+  /** Delete this relay's durable topology consumer (it is gone from the topology); failures are logged. */
+  deleteConsumer(relayId: string): Promise<void>;
+  status(): BusStatus;
+  /** Flush the publisher (at most 2 s) and drain the connection. */
+  close(): Promise<void>;
+}
+
+export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSession {
+  let nc: NatsConnection | null = null;
+  let publisher: RelayEventPublisher | null = null;
+  const early: RelayEvent[] = [];
+  let bus: Promise<FollowerDeps> | null = null;
+  let followerState: FollowerState = 'stopped';
+
+  const publish = (e: RelayEvent) => {
+    if (publisher) publisher.publish(e);
+    else early.push(e);
+  };
+
+  return {
+    emit: (em, causationId = null) => {
+      const id = 'id' in em && em.id ? em.id : deps.newId();
+      const ev = envelope({ source: cfg.relayId, now: () => new Date(deps.now()), newId: () => id, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
+      log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
+      publish(ev);
+    },
+    connect: (reg) => {
+      if (bus) return;
+      const pinned = cfg.topologyKey;
+      if (pinned && pinned !== reg.bus.topologySigningKey) {
+        throw new Error(`control plane's topology key ${reg.bus.topologySigningKey} differs from the pinned RELAYNET_TOPOLOGY_KEY`);
+      }
+      const cpKey = importPublicKey(pinned ?? reg.bus.topologySigningKey);
+      const servers = cfg.natsServers ?? reg.bus.servers;
+      log.info({ servers }, 'connecting to the event bus');
+      bus = (async () => {
+        nc = await connectBus({ servers, token: reg.bus.token, name: `relay-core ${cfg.relayId}`, logger: log });
+        const js = jetstream(nc);
+        const jsm = await jetstreamManager(nc);
+        publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log });
+        for (const e of early.splice(0)) publisher.publish(e);
+        return { js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs };
+      })();
+      bus.catch((e) => log.error({ err: String(e) }, 'event bus setup failed'));
+    },
+    // `follow` needs the bus, which exists only after the first registration; serving comes after it.
+    follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
+      if (!bus) throw new Error('topology follower started before the event bus');
+      let stopped = false;
+      let cleanup: (() => void) | null = null;
+      bus.then((d) => {
+        if (!stopped) cleanup = runTopologyFollower({ ...d, onState: (st) => (followerState = st) }, input, sendBack);
+      }, () => {});
+      return () => {
+        stopped = true;
+        cleanup?.();
+      };
+    }),
+    deleteConsumer: async (relayId) => {
+      const d = await bus?.catch(() => null);
+      if (d) await deleteTopologyConsumer(d.jsm, relayId).catch((e) => log.warn({ err: String(e) }, 'could not delete the topology consumer'));
+    },
+    status: () => ({
+      connected: nc !== null && isBusConnected(nc),
+      server: nc?.getServer() ?? null,
+      follower: followerState,
+      published: publisher?.published ?? 0,
+      pending: publisher?.pending ?? early.length,
+      dropped: publisher?.dropped ?? 0,
+    }),
+    close: async () => {
+      await publisher?.close(2_000);
+      await nc?.drain().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import { renameSync, writeFileSync } from 'node:fs';
+import { lookup } from 'node:dns/promises';
+import { join } from 'node:path';
+import { fromPromise } from 'xstate';
+import type { RegisterRequest, RegisterResponse } from '../contract/api-relays.ts';
+import type { Logger } from '../lib/logger.ts';
+import { generateWgKeyPair, loadOrCreateWgKey } from '../lib/wg-keys.ts';
+import type { BusSession } from './bus-session.ts';
+import type { RelayConfig } from './config.ts';
+import { ControlPlaneClient } from './control-plane-client.ts';
+import { natsDenyCidrs } from './control-plane-deny.ts';
+import { heartbeatActor } from './heartbeat.ts';
+
+/** Every address of a name, both families. */
+const lookupAll = async (host: string) => (await lookup(host, { all: true })).map((a) => a.address);
+
+/**
+ * The relay's side of the control plane: its WireGuard key (loaded or made at start, rotated on
+ * request), admission, heartbeats, deregistration and session confirmations. It brings the bus up with
+ * the first admission and keeps clients from the NATS servers each admission hands out.
+ */
+export interface ControlPlaneSession {
+  /** The private key's file in the state directory (what WireGuard devices are given). */
+  keyFile: string;
+  /** The public key the relay holds: the new one once the control plane has admitted a rotation. */
+  publicKey(): string;
+  /** The relay actor's `register` actor. */
+  register: ReturnType<typeof fromPromise<RegisterResponse, { request: RegisterRequest }>>;
+  /** The relay actor's `heartbeat` actor. */
+  heartbeat: ReturnType<typeof heartbeatActor>;
+  /** The relay actor's `deregister` actor; the relay's topology consumer goes with it. */
+  deregister: ReturnType<typeof fromPromise<{ revision: number }, { relayId: string }>>;
+  /** Tell the control plane (in the background, logged) that the entry steers a session to `exitId`. */
+  confirm(sessionId: string, exitId: string): void;
+}
+
+export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<BusSession, 'connect' | 'deleteConsumer'>): ControlPlaneSession {
+  const keyFile = join(cfg.stateDir, 'wg.key');
+  let key = loadOrCreateWgKey(keyFile);
+  let pendingKey: { privateKey: string; publicKey: string } | null = null;
+  if (cfg.rotateKey) {
+    pendingKey = generateWgKeyPair();
+    log.info({ publicKey: pendingKey.publicKey }, 'rotating WireGuard key');
+  } else if (key.created) {
+    log.info({ publicKey: key.publicKey, keyFile }, 'generated WireGuard key');
+  }
+  const client = new ControlPlaneClient({ url: cfg.controlPlaneUrl, key: cfg.token, logger: log.child({ component: 'control-plane-client' }) });
+
+  return {
+    keyFile,
+    publicKey: () => key.publicKey,
+    register: fromPromise(async ({ input }) => {
+      const publicKey = pendingKey?.publicKey ?? key.publicKey;
+      const reg = await client.register({ ...input.request, publicKey, rotateKey: pendingKey !== null });
+      if (pendingKey) {
+        // Only now that the control plane holds the new key does it replace the old one on disk.
+        const tmp = `${keyFile}.new`;
+        writeFileSync(tmp, pendingKey.privateKey + '\n', { mode: 0o600 });
+        renameSync(tmp, keyFile);
+        key = { ...pendingKey, created: false };
+        pendingKey = null;
+      }
+      bus.connect(reg);
+      // Clients are kept from the NATS servers this registration hands out (the egress policy's `service`).
+      const nats = await natsDenyCidrs(cfg.natsServers ?? reg.bus.servers, lookupAll);
+      for (const w of nats.warnings) log.warn(w);
+      return { ...reg, serviceCidrs: nats.cidrs };
+    }),
+    heartbeat: heartbeatActor(client, log),
+    deregister: fromPromise(async ({ input }) => {
+      const r = await client.deregister(input.relayId);
+      // Gone from the topology: its durable consumer has nothing left to deliver.
+      await bus.deleteConsumer(input.relayId);
+      return r;
+    }),
+    confirm: (sessionId, exitId) => {
+      client.clientReady(cfg.relayId, sessionId, exitId).then(
+        (r) => log.info({ sessionId, exitId, confirmed: r.confirmed }, 'session confirmed to the control plane'),
+        (e) => log.warn({ sessionId, exitId, err: String((e as Error).message ?? e) }, 'could not confirm the session to the control plane'),
+      );
+    },
+  };
+}

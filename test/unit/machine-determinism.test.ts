@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
+import { clientSessionMachine } from '../../src/actors/client-session.machine.ts';
+import { clientsMachine } from '../../src/actors/clients.machine.ts';
+import { peerLinkMachine } from '../../src/actors/peer-link.machine.ts';
+import { relayMachine, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
+import { topologyMachine, type ResolverEvent } from '../../src/actors/topology.machine.ts';
+import type { RegisterResponse } from '../../src/contract/api-relays.ts';
+import { kernelMachine, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
+import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { reconcileWith } from '../../src/kernel/reconcile.ts';
+import type { Deps } from '../../src/lib/deps.ts';
+import { clientsInput, session, topologyInput } from '../support/clients-harness.ts';
+import { ev, relay } from '../support/given.ts';
+
+/** Ids 00000000-0000-4000-8000-000000000001, ...2, ... and a clock that never moves. */
+function fixedDeps(): Deps {
+  let n = 0;
+  return { newId: () => `00000000-0000-4000-8000-${(++n).toString(16).padStart(12, '0')}`, now: () => Date.parse('2030-01-01T00:00:00Z') };
+}
+
+// relay-2's endpoint is a name (its resolution is a `PeerEndpointResolved` event with an id of the
+// topology actor's); session 1 expired before the fixed clock (its `expired` event's id is the
+// session actor's); the seed, the applied event and the drain take the relay actor's ids.
+const self = relay(1);
+const peer = relay(2, { endpoint: 'relay-2.test:51820' });
+const registration: RegisterResponse = {
+  relay: self,
+  readmitted: false,
+  revision: 4,
+  revisionTime: '2029-12-31T00:00:00.000Z',
+  relays: [peer],
+  sessions: [session(1, self, 'relay-2', { expiresAt: '2029-12-31T12:00:00.000Z' }), session(2, self, 'relay-2')],
+  bus: { servers: ['nats://127.0.0.1:4222'], token: null, subjectRoot: 'relaynet', topologyStream: 'T', relayStream: 'R', topologySigningKey: 'k' },
+  heartbeatIntervalSeconds: 10,
+};
+const joined = ev.admitted(5, relay(3));
+
+/** One whole run of the relay actor and its children on the in-memory host: boot, a join, a stop. Returns every emission in order. */
+async function run(deps: Deps): Promise<unknown[]> {
+  const emitted: unknown[] = [];
+  const record = (_: unknown, e: unknown) => void emitted.push(e);
+  const backend = new MemoryKernelBackend();
+  let follow: ((e: RelayMachineEvent) => void) | null = null;
+  const machine = relayMachine.provide({
+    actors: {
+      register: fromPromise(async () => registration),
+      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(({ sendBack }) => {
+        follow = sendBack;
+        return () => {};
+      }),
+      heartbeat: fromCallback(() => () => {}),
+      deregister: fromPromise(async () => ({ revision: 6 })),
+      kernel: kernelMachine.provide({
+        actors: {
+          reconcile: fromPromise(async ({ input }) => reconcileWith(backend, deps.now)(input)),
+          observer: fromCallback<ObserverEvent, Record<string, never>>(() => () => {}),
+        },
+        actions: { emit: (_, ems) => void emitted.push(...ems) },
+      }),
+      topology: topologyMachine.provide({
+        actions: { emit: record },
+        actors: {
+          peerLink: peerLinkMachine.provide({ actions: { emit: record } }),
+          resolver: fromCallback<ResolverEvent, Record<string, never>>(({ sendBack, receive }) => {
+            receive((e) => e.targets.forEach((t) => sendBack({ type: 'RESOLVED', peerId: t.peerId, host: t.host, address: '198.51.100.2', error: null })));
+            return () => {};
+          }),
+        },
+      }),
+      clients: clientsMachine.provide({ actors: { clientSession: clientSessionMachine.provide({ actions: { emit: record, confirm: () => {} } }) } }),
+    },
+    actions: { emit: record, reportFatal: () => {} },
+  });
+  const { deps: _d, ...clientsOptions } = clientsInput;
+  const actor = createActor(machine, {
+    input: {
+      request: { relayId: self.id, name: self.name, region: self.region, publicKey: self.publicKey, endpoint: self.endpoint },
+      links: { mesh: topologyInput.mesh, timing: topologyInput.timing, clients: { options: clientsOptions.clients, idleAfterMs: clientsOptions.idleAfterMs, originalSysctls: clientsOptions.originalSysctls } },
+      deps,
+    },
+  }).start();
+  await waitFor(actor, (s) => s.matches('serving') && follow !== null);
+  await settle();
+  follow!({ type: 'TOPOLOGY_EVENT', event: joined, streamSeq: 5 });
+  await settle();
+  actor.send({ type: 'STOP', signal: 'SIGTERM' });
+  await waitFor(actor, (s) => s.status === 'done', { timeout: 5_000 });
+  expect(actor.getSnapshot().value).toBe('stopped');
+  return emitted;
+}
+
+/** Let the kernel rounds and the messages they cause run out. */
+const settle = async () => {
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe('machines take their ids and clock from their deps', () => {
+  it('two runs with the same id source and clock emit the same events', async () => {
+    const first = await run(fixedDeps());
+    const second = await run(fixedDeps());
+    expect(second).toEqual(first);
+  });
+
+  it('every id a machine chooses comes from the id source', async () => {
+    const emitted = (await run(fixedDeps())) as { type: string; id?: string; causationId?: string | null }[];
+    const types = new Set(emitted.map((e) => e.type));
+    for (const t of ['TopologySeeded', 'TopologyEventApplied', 'PeerEndpointResolved', 'ClientSessionStateChanged', 'RelayDraining', 'KernelReconciled', 'RelayStopped']) expect(types).toContain(t);
+    const ids = emitted.flatMap((e) => [e.id, e.causationId]).filter((id): id is string => typeof id === 'string');
+    // The seed, the session's expiry, the resolution, the applied event and the drain.
+    expect(new Set(ids).size).toBeGreaterThanOrEqual(5);
+    for (const id of ids) expect(id).toMatch(/^00000000-0000-4000-8000-0000000000[0-9a-f]{2}$/);
+  });
+});
