@@ -94,7 +94,7 @@ export const command: Command = {
     if (pos.length > 1) throw new CliError(`unexpected argument ${JSON.stringify(pos[1])}\n\n${usage}`, 2);
     const role = str(v.role, 'role') ?? 'relay';
     if (role !== 'relay' && role !== 'user') throw new CliError(`--role must be relay or user, not ${JSON.stringify(role)}`, 2);
-    let mint: (ttl: number, secret: string) => string;
+    let mint: (ttl: number, secret: string) => Promise<string>;
     if (role === 'user') {
       if (v['relay-id'] !== undefined) throw new CliError('--relay-id is for relay tokens; a user token takes --sub', 2);
       const sub = requireStr(v.sub, 'sub');
@@ -109,7 +109,7 @@ export const command: Command = {
     const ttl = parseTtl(str(v.ttl, 'ttl') ?? '30d');
     const { secret, from } = readSecret(v);
     if (secret.length < 32) throw new CliError(`the JWT secret from ${from} is shorter than 32 characters; that is not a Supabase JWT secret`, 1);
-    process.stdout.write(mint(ttl, secret) + '\n');
+    process.stdout.write((await mint(ttl, secret)) + '\n');
     return 0;
   },
 };
