@@ -1,6 +1,7 @@
 // Strict request validation for the Edge Functions: every error names the offending field. Pure.
 // What passes here always passes the relays' schemas (src/events/topology.events.ts), so an event
 // built from a valid request is never rejected downstream.
+import { isIpv6Text, parseIp, parseIpv4 } from '../../../src/contract/ip.ts';
 import { base64ToBytes } from './base64.ts';
 import { badRequest } from './http.ts';
 
@@ -57,32 +58,12 @@ export function validWgKey(v: string, field = 'publicKey'): string {
 }
 
 export function isIpv4(s: string): boolean {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  return !!m && m.slice(1).every((p) => Number(p) <= 255 && !(p.length > 1 && p.startsWith('0')));
+  return parseIpv4(s) !== null;
 }
 
+/** Hex groups, or with a dotted IPv4 tail (`::ffff:192.0.2.1`). */
 export function isIpv6(s: string): boolean {
-  if (s.length > 45 || !/^[0-9A-Fa-f:.]+$/.test(s)) return false;
-  const lastColon = s.lastIndexOf(':');
-  if (lastColon < 0) return false;
-  let t = s;
-  const tail = s.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    // An embedded IPv4 tail (::ffff:192.0.2.1) counts as two groups.
-    if (!isIpv4(tail)) return false;
-    t = s.slice(0, lastColon + 1) + '0:0';
-  }
-  const groups = (x: string) => (x === '' ? [] : x.split(':'));
-  const hex = (x: string[]) => x.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g));
-  const halves = t.split('::');
-  if (halves.length > 2) return false;
-  if (halves.length === 2) {
-    const a = groups(halves[0]!);
-    const b = groups(halves[1]!);
-    return hex(a) && hex(b) && a.length + b.length <= 7;
-  }
-  const all = t.split(':');
-  return all.length === 8 && hex(all);
+  return s.length <= 45 && isIpv6Text(s) && parseIp(s, { embeddedIpv4: true }) !== null;
 }
 
 /** `IPv4:port`, `[IPv6]:port` or `dns-name:port`, port 1-65535. */
