@@ -4,7 +4,7 @@
 // never rejected downstream. Pure.
 import { z } from 'zod';
 // The functions' IP predicates, until the contract has its own.
-import { isIpv4, isIpv6 } from '../../supabase/functions/_shared/validate.ts';
+import { isIpv4, isIpv6 } from './ip.ts';
 import { base64ToBytes } from './base64.ts';
 import { RELAY_ID_RE } from './envelope.ts';
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { formatIpv4, parseIpv4, parseIpv4Cidr } from '../contract/ip.ts';
 import { RelayIdSchema, type Envelope } from './envelope.ts';
 
 const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
@@ -125,34 +126,11 @@ export function assertNever(x: never): never {
 // ---------------------------------------------------------------------------------------------
 // Address parsing shared by schemas and the allocation tests. Pure.
 
-export function parseIpv4(s: string): number | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return null;
-  let n = 0;
-  for (let i = 1; i <= 4; i++) {
-    const part = m[i]!;
-    if (part.length > 1 && part.startsWith('0')) return null;
-    const o = Number(part);
-    if (o > 255) return null;
-    n = n * 256 + o;
-  }
-  return n;
-}
+export { formatIpv4, parseIpv4 };
 
-export function formatIpv4(n: number): string {
-  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-
+/** An IPv4 network `a.b.c.d/n` with no host bits set, as numbers. */
 export function parseCidr(s: string): { base: number; prefix: number } | null {
-  const [ip, p, ...rest] = s.split('/');
-  if (rest.length || ip === undefined || p === undefined || !/^\d{1,2}$/.test(p)) return null;
-  const base = parseIpv4(ip);
-  const prefix = Number(p);
-  if (base === null || prefix > 32) return null;
-  const hostBits = 32 - prefix;
-  const mask = hostBits === 32 ? 0 : (0xffffffff << hostBits) >>> 0;
-  if ((base & ~mask) >>> 0 !== 0) return null;
-  return { base, prefix };
+  return parseIpv4Cidr(s);
 }
 
 export function parseEndpoint(s: string): { host: string; port: number } | null {

@@ -54,14 +54,17 @@ export async function startGateway(opts: { port: number; host?: string; jwtSecre
       return send(res, 404, { error: 'not_found', message: m ? `function ${m[1]} does not exist` : `no route for ${url.pathname.slice(0, 200)}` });
     }
     const name = m[1]!;
-    if (req.method !== 'OPTIONS') {
-      const bearer = /^Bearer +(\S+)$/i.exec((req.headers.authorization ?? '').trim());
-      const check = bearer ? verifyJwt(bearer[1]!, opts.jwtSecret) : { ok: false as const, reason: 'missing authorization header (Bearer <JWT>)' };
-      if (!check.ok) {
-        req.resume();
-        return send(res, 401, { error: 'unauthorized', message: check.reason });
-      }
-    }
+    if (req.method === 'OPTIONS') return forward(req, res, name, m[2] ?? '', url);
+    const bearer = /^Bearer +(\S+)$/i.exec((req.headers.authorization ?? '').trim());
+    const check = bearer ? verifyJwt(bearer[1]!, opts.jwtSecret) : Promise.resolve({ ok: false as const, reason: 'missing authorization header (Bearer <JWT>)' });
+    void check.then((c) => {
+      if (c.ok) return forward(req, res, name, m[2] ?? '', url);
+      req.resume();
+      send(res, 401, { error: 'unauthorized', message: c.reason });
+    });
+  });
+  /** Past the route and the token check: the body limit, then piping to the function's worker. */
+  const forward = (req: IncomingMessage, res: ServerResponse, name: string, rest: string, url: URL): void => {
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > GATEWAY_MAX_BODY) {
       req.resume();
@@ -74,7 +77,7 @@ export async function startGateway(opts: { port: number; host?: string; jwtSecre
       return send(res, 503, { error: 'function_unavailable', message: `function ${name} is not running; retry shortly` });
     }
     const upstream = request(
-      { host: '127.0.0.1', port, method: req.method, path: `/${name}${m[2] ?? ''}${url.search}`, headers: { ...forwardable(req.headers), 'x-forwarded-for': req.socket.remoteAddress ?? '' }, timeout: GATEWAY_TIMEOUT_MS },
+      { host: '127.0.0.1', port, method: req.method, path: `/${name}${rest}${url.search}`, headers: { ...forwardable(req.headers), 'x-forwarded-for': req.socket.remoteAddress ?? '' }, timeout: GATEWAY_TIMEOUT_MS },
       (up) => {
         res.writeHead(up.statusCode ?? 502, forwardable(up.headers));
         up.pipe(res);
@@ -105,7 +108,7 @@ export async function startGateway(opts: { port: number; host?: string; jwtSecre
       }
     });
     req.pipe(upstream);
-  });
+  };
   server.headersTimeout = 30_000;
   server.requestTimeout = GATEWAY_TIMEOUT_MS + 10_000;
   const host = opts.host ?? '127.0.0.1';

@@ -23,9 +23,9 @@ export interface LocalControlPlane {
   dbUrl: string;
   publisher: TopologyPublisher | null;
   /** A scoped relay token for `relayId`, valid for `ttlSeconds`. */
-  mintRelayToken(relayId: string, ttlSeconds: number): string;
+  mintRelayToken(relayId: string, ttlSeconds: number): Promise<string>;
   /** A user token (role `authenticated`, `sub`), valid for `ttlSeconds`: it may manage its own client sessions. */
-  mintUserToken(sub: string, ttlSeconds: number): string;
+  mintUserToken(sub: string, ttlSeconds: number): Promise<string>;
   /** Direct URL of a function's Deno process, bypassing the gateway (tests, debugging). */
   functionUrl(name: string): string | undefined;
   stop(): Promise<void>;
@@ -162,7 +162,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       stops.push({ what: 'topology publisher', stop: () => p.stop() });
     }
 
-    const srk = serviceRoleKey(secrets.jwtSecret);
+    const srk = await serviceRoleKey(secrets.jwtSecret);
     // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).
     writePrivate(join(opts.stateDir, SERVICE_ROLE_KEY_FILE), srk + '\n');
     writePrivate(

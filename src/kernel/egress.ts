@@ -1,4 +1,5 @@
-import { formatIp, isIpv6, parseIpv4, parseIpv6 } from './ip.ts';
+import { cidrRange, formatIp, parseCidr, parseIp } from '../contract/ip.ts';
+import { KERNEL_IP } from './ip.ts';
 
 /**
  * The exit's egress policy (docs/security.md): which destinations client traffic may never reach, each
@@ -75,15 +76,8 @@ interface Range {
 
 /** A CIDR as an inclusive range, or null when it is not one (the config schema refuses those first). */
 export function cidrToRange(cidr: string): { v6: boolean; range: Range } | null {
-  const [addr = '', len, extra] = cidr.split('/');
-  const ip = isIpv6(addr) ? parseIpv6(addr) : parseIpv4(addr);
-  if (!ip || extra !== undefined) return null;
-  const bits = ip.v6 ? 128 : 32;
-  const prefix = len === undefined ? bits : Number(len);
-  if (!/^\d{1,3}$/.test(len ?? String(bits)) || prefix > bits) return null;
-  const host = (1n << BigInt(bits - prefix)) - 1n;
-  const lo = ip.n & ~host;
-  return { v6: ip.v6, range: { lo, hi: lo | host } };
+  const c = parseCidr(cidr, { ...KERNEL_IP, bareAddress: true, hostBits: 'mask' });
+  return c && { v6: c.ip.v6, range: cidrRange(c) };
 }
 
 /** Sorted, non-overlapping, adjacent ranges joined. */
@@ -168,7 +162,7 @@ export function egressRules(opts: EgressOptions): EgressRule[] {
 
 /** Whether an address (IPv4 or IPv6) is refused by the policy, and under which reason. Pure; tests and `status`. */
 export function egressVerdict(rules: readonly EgressRule[], address: string): EgressReason | null {
-  const ip = isIpv6(address) ? parseIpv6(address) : parseIpv4(address);
+  const ip = parseIp(address, KERNEL_IP);
   if (!ip) return null;
   for (const r of rules) {
     for (const c of ip.v6 ? r.v6 : r.v4) {

@@ -215,7 +215,7 @@ async function createRelay(sim: Sim, relayId: string, endpoint?: string, ipv6 = 
   await createNode(sim, relay.namespace, index, relay.publicAddress6);
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const { jwtSecret } = loadOrCreateSecrets(sim.m.controlPlane.stateDir);
-  writePrivate(relay.tokenFile, mintRelayToken(relayId, RELAY_TOKEN_TTL_SECONDS, jwtSecret) + '\n');
+  writePrivate(relay.tokenFile, (await mintRelayToken(relayId, RELAY_TOKEN_TTL_SECONDS, jwtSecret)) + '\n');
   return relay;
 }
 
@@ -251,7 +251,7 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   // The secrets first, so relay tokens and the service-role key file exist before the control plane does.
   const cp = m.controlPlane;
   const secrets = loadOrCreateSecrets(cp.stateDir);
-  writePrivate(cp.serviceRoleKeyFile, serviceRoleKey(secrets.jwtSecret) + '\n');
+  writePrivate(cp.serviceRoleKeyFile, (await serviceRoleKey(secrets.jwtSecret)) + '\n');
   sim.record(() => (cp.topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed)));
   await host.forwardToLoopback(svc, SVC_ADDRESS, CONTROL_PLANE_PORT);
   rmSync(join(cp.stateDir, INFO_FILE), { force: true });

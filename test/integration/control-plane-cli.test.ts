@@ -77,7 +77,7 @@ describe('relay-core control-plane and token commands', () => {
     expect(statSync(join(stateDir, 'control-plane.json')).mode & 0o777).toBe(0o600);
     const info = JSON.parse(readFileSync(join(stateDir, 'control-plane.json'), 'utf8'));
     expect(info).toMatchObject({ url, serviceRoleKey: srk, topologyPublicKey: pub, natsServers: [] });
-    const claims = verifyJwt(srk, secrets.jwtSecret);
+    const claims = await verifyJwt(srk, secrets.jwtSecret);
     expect(claims.ok && claims.claims).toMatchObject({ role: 'service_role', iss: 'relay-core' });
 
     // A second control plane on the same state directory is refused.

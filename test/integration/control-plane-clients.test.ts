@@ -116,7 +116,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     if (backend === 'postgresql') pg = await startTestPostgres();
     cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'state'), port: 0, dbUrl: pg?.url, heartbeatSeconds: HEARTBEAT, logger: log });
     sql = postgres(cp.dbUrl, { max: 2, prepare: false, onnotice: () => {} });
-    for (const n of [1, 2, 3, 4]) relayTokens.set(`relay-${n}`, cp.mintRelayToken(`relay-${n}`, TOKEN_TTL));
+    for (const n of [1, 2, 3, 4]) relayTokens.set(`relay-${n}`, await cp.mintRelayToken(`relay-${n}`, TOKEN_TTL));
     entryPlayer.loop = playEntries();
   });
 
@@ -320,7 +320,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     const [closed] = await sql`select id::text as id, exit_id from relaynet.client_sessions where status = 'closed' and entry_id = 'relay-1' limit 1`;
     const late = await call('client-ready', { relayId: 'relay-1', sessionId: closed!.id, exitId: closed!.exit_id }, { token: t1 });
     expect([late.status, late.body.error]).toEqual([409, 'session_closed']);
-    const user = await call('client-ready', { relayId: 'relay-1', sessionId: first.id, exitId: 'relay-3' }, { token: cp.mintUserToken('alice', TOKEN_TTL) });
+    const user = await call('client-ready', { relayId: 'relay-1', sessionId: first.id, exitId: 'relay-3' }, { token: await cp.mintUserToken('alice', TOKEN_TTL) });
     expect([user.status, user.body.error]).toEqual([403, 'forbidden']);
     const bad = await call('client-ready', { relayId: 'relay-1', sessionId: 'not-a-uuid', exitId: 'relay-3' }, { token: t1 });
     expect([bad.status, bad.body.field]).toEqual([400, 'sessionId']);
@@ -332,8 +332,8 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
   let aliceSession: string;
 
   it('users open, see, switch and close only their own sessions', async () => {
-    alice = cp.mintUserToken('alice', TOKEN_TTL);
-    bob = cp.mintUserToken('bob', TOKEN_TTL);
+    alice = await cp.mintUserToken('alice', TOKEN_TTL);
+    bob = await cp.mintUserToken('bob', TOKEN_TTL);
     const a = await call('connect-client', { publicKey: clientKey(10), exit: 'relay-3', entry: 'relay-1' }, { token: alice });
     expect(a.status, JSON.stringify(a.body)).toBe(200);
     aliceSession = a.body.session.id;
@@ -403,7 +403,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     // A user token needs exp and sub (401 otherwise).
     const { signJwt } = await import('../../src/control-plane/jwt.ts');
     for (const claims of [{ role: 'authenticated', sub: 'carol' }, { role: 'authenticated', exp: Math.floor(Date.now() / 1000) + 60 }]) {
-      const r = await call('list-clients', {}, { token: signJwt(claims, cp.jwtSecret) });
+      const r = await call('list-clients', {}, { token: await signJwt(claims, cp.jwtSecret) });
       expect([r.status, r.body.error]).toEqual([401, 'unauthorized']);
     }
   });

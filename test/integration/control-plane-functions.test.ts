@@ -29,10 +29,10 @@ describe('Edge Function runner', () => {
     await fns?.stop();
   });
 
-  const call = (name: string) =>
+  const call = async (name: string) =>
     fetch(`http://127.0.0.1:${fns.port(name)}/${name}`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${signJwt({ role: 'service_role' }, secret)}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${await signJwt({ role: 'service_role' }, secret)}`, 'content-type': 'application/json' },
       body: JSON.stringify({ relayId: 'relay-a' }),
     });
 

@@ -100,11 +100,11 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
     if (backend === 'postgresql') pg = await startTestPostgres();
     cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'state'), port: 0, dbUrl: pg?.url, heartbeatSeconds: 5, logger: log });
     sql = postgres(cp.dbUrl, { max: 2, prepare: false, onnotice: () => {} });
-    for (const n of [1, 2, 3, 4]) relayTokens.set(`relay-${n}`, cp.mintRelayToken(`relay-${n}`, TOKEN_TTL));
-    for (const [name, sub] of Object.entries(USER)) users.set(name, cp.mintUserToken(sub, TOKEN_TTL));
+    for (const n of [1, 2, 3, 4]) relayTokens.set(`relay-${n}`, await cp.mintRelayToken(`relay-${n}`, TOKEN_TTL));
+    for (const [name, sub] of Object.entries(USER)) users.set(name, await cp.mintUserToken(sub, TOKEN_TTL));
     // The anonymous user: a Supabase anonymous sign-in's token.
     const now = Math.floor(Date.now() / 1000);
-    users.set('anon', signJwt({ role: 'authenticated', aud: 'authenticated', iss: TOKEN_ISSUER, sub: USER.anon, is_anonymous: true, iat: now, exp: now + TOKEN_TTL }, cp.jwtSecret));
+    users.set('anon', await signJwt({ role: 'authenticated', aud: 'authenticated', iss: TOKEN_ISSUER, sub: USER.anon, is_anonymous: true, iat: now, exp: now + TOKEN_TTL }, cp.jwtSecret));
     // Five client addresses per entry; relays stay live for an hour without heartbeats.
     await settings('client_pool_prefix = 29, relay_liveness_seconds = 3600');
     for (const [n, region] of [
@@ -253,7 +253,7 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
       ['relay token of another issuer', { role: 'relay', relay_id: 'relay-1', iss: 'supabase', iat: now, exp: now + 600 }, /iss "supabase"/],
     ] as const) {
       const fn = what.startsWith('relay') ? 'heartbeat' : 'list-clients';
-      const r = await call(fn, fn === 'heartbeat' ? { relayId: 'relay-1' } : {}, signJwt(claims, cp.jwtSecret));
+      const r = await call(fn, fn === 'heartbeat' ? { relayId: 'relay-1' } : {}, await signJwt(claims, cp.jwtSecret));
       expect([what, r.status, r.body.error]).toEqual([what, 401, 'unauthorized']);
       expect(r.body.message).toMatch(re);
     }

@@ -317,8 +317,8 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       ['missing', null],
       ['garbage', 'not-a-jwt'],
       ['three garbage parts', 'a.b.c'],
-      ['wrong secret', signJwt({ role: 'service_role', iat: now }, other)],
-      ['expired', signJwt({ role: 'service_role', iat: now - 100, exp: now - 10 }, cp.jwtSecret)],
+      ['wrong secret', await signJwt({ role: 'service_role', iat: now }, other)],
+      ['expired', await signJwt({ role: 'service_role', iat: now - 100, exp: now - 10 }, cp.jwtSecret)],
       ['alg none', `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from('{"role":"service_role"}').toString('base64url')}.`],
     ];
     for (const [what, token] of cases) {
@@ -326,13 +326,13 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       expect([what, r.status, r.body.error]).toEqual([what, 401, 'unauthorized']);
     }
     // Signed correctly but not a role the functions serve: the gateway lets it through, the function refuses.
-    const anon = await raw('heartbeat', { body, token: signJwt({ role: 'anon', iat: now }, cp.jwtSecret) });
+    const anon = await raw('heartbeat', { body, token: await signJwt({ role: 'anon', iat: now }, cp.jwtSecret) });
     expect([anon.status, anon.body.error]).toEqual([401, 'unauthorized']);
-    const noExp = await raw('heartbeat', { body, token: signJwt({ role: 'relay', relay_id: 'relay-1', iat: now }, cp.jwtSecret) });
+    const noExp = await raw('heartbeat', { body, token: await signJwt({ role: 'relay', relay_id: 'relay-1', iat: now }, cp.jwtSecret) });
     expect([noExp.status, noExp.body.error]).toEqual([401, 'unauthorized']);
     // The function verifies the JWT itself too (as deployed on Supabase with verify_jwt off, or behind any gateway).
     const direct = cp.functionUrl('heartbeat')!;
-    for (const token of [null, signJwt({ role: 'service_role', exp: now - 1 }, cp.jwtSecret), signJwt({ role: 'service_role' }, other)]) {
+    for (const token of [null, await signJwt({ role: 'service_role', exp: now - 1 }, cp.jwtSecret), await signJwt({ role: 'service_role' }, other)]) {
       const r = await raw('heartbeat', { url: direct, body, token });
       expect([r.status, r.body.error]).toEqual([401, 'unauthorized']);
     }
@@ -341,7 +341,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
   });
 
   it('binds relay tokens to their relay id (403 for another), and CLI-minted tokens work', async () => {
-    const mine = cp.mintRelayToken('relay-1', 600);
+    const mine = await cp.mintRelayToken('relay-1', 600);
     expect((await invoke('heartbeat', { relayId: 'relay-1' }, mine)).status).toBe(200);
     for (const [fn, body] of [
       ['heartbeat', { relayId: 'relay-3' }],

@@ -103,7 +103,7 @@ describe('relays on the real control plane and event bus', () => {
   });
 
   it('a 6th relay joining with a scoped relay token is seen by the other five', async () => {
-    const token = cp.mintRelayToken('relay-6', 3600);
+    const token = await cp.mintRelayToken('relay-6', 3600);
     spawnRelay('relay-6', 6, { token });
     const st = await converged(['relay-1', 'relay-2', 'relay-3', 'relay-4', 'relay-5', 'relay-6']);
     for (const s of st.filter((s) => s.relayId !== 'relay-6')) expect(s.counters.applied).toBeGreaterThanOrEqual(1);

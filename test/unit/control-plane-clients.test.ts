@@ -347,14 +347,14 @@ describe('client session events built by the functions', () => {
 describe('user tokens', () => {
   const SECRET = 'a-test-secret-that-is-long-enough-for-hs256';
   const NOW = 1_800_000_000;
-  const bearer = (claims: Record<string, unknown>) => `Bearer ${signJwt(claims, SECRET)}`;
+  const bearer = async (claims: Record<string, unknown>) => `Bearer ${await signJwt(claims, SECRET)}`;
 
   it('are Supabase user JWTs (role authenticated, sub, exp) and become the user principal', async () => {
-    const t = mintUserToken('alice', 600, SECRET, NOW);
-    expect(verifyJwt(t, SECRET, NOW)).toEqual({ ok: true, claims: { role: 'authenticated', aud: 'authenticated', sub: 'alice', iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
+    const t = await mintUserToken('alice', 600, SECRET, NOW);
+    expect(await verifyJwt(t, SECRET, NOW)).toEqual({ ok: true, claims: { role: 'authenticated', aud: 'authenticated', sub: 'alice', iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
     expect(await authenticate(`Bearer ${t}`, SECRET, NOW, 'relay-core')).toEqual({ role: 'user', userId: 'alice', anonymous: false });
     for (const claims of [{ role: 'authenticated', sub: 'alice' }, { role: 'authenticated', exp: NOW + 5 }, { role: 'authenticated', sub: '', exp: NOW + 5 }, { role: 'authenticated', sub: 7, exp: NOW + 5 }]) {
-      await expect(authenticate(bearer(claims), SECRET, NOW, 'relay-core')).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
+      await expect(authenticate(await bearer(claims), SECRET, NOW, 'relay-core')).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
     }
     expect(() => mintUserToken('', 600, SECRET)).toThrow();
   });
@@ -379,7 +379,7 @@ describe('relay-core token mint --role user', () => {
       (await import('node:fs')).writeFileSync(file, secret);
       const r = await cli('token', 'mint', '--role', 'user', '--sub', 'alice', '--ttl', '1h', '--jwt-secret-file', file);
       expect(r.code, r.err).toBe(0);
-      const check = verifyJwt(r.out.trim(), secret);
+      const check = await verifyJwt(r.out.trim(), secret);
       expect(check).toMatchObject({ ok: true, claims: { role: 'authenticated', sub: 'alice' } });
       if (check.ok) expect((check.claims.exp as number) - (check.claims.iat as number)).toBe(3600);
       for (const [argv, re] of [

@@ -17,7 +17,7 @@ import { serveFunction } from '../../supabase/functions/_shared/serve.ts';
 const SECRET = 'a-test-secret-that-is-long-enough-for-hs256';
 const NOW = 1_800_000_000;
 const ISS = 'https://abcdefgh.supabase.co/auth/v1';
-const bearer = (claims: Record<string, unknown>) => `Bearer ${signJwt(claims, SECRET)}`;
+const bearer = async (claims: Record<string, unknown>) => `Bearer ${await signJwt(claims, SECRET)}`;
 /** A Supabase Auth user token as the hosted project issues it. */
 const supabaseUser = (extra: Record<string, unknown> = {}) => ({
   aud: 'authenticated',
@@ -51,14 +51,14 @@ function thrown(f: () => unknown): HttpError {
 
 describe('user tokens: audience, issuer and anonymous users', () => {
   it('accepts a Supabase Auth user token of the configured issuer', async () => {
-    expect(await authenticate(bearer(supabaseUser()), SECRET, NOW, ISS)).toEqual({ role: 'user', userId: supabaseUser().sub, anonymous: false });
+    expect(await authenticate(await bearer(supabaseUser()), SECRET, NOW, ISS)).toEqual({ role: 'user', userId: supabaseUser().sub, anonymous: false });
     // aud may be an array holding "authenticated"; is_anonymous may be absent.
     const { is_anonymous: _a, ...noFlag } = supabaseUser({ aud: ['authenticated', 'other'] });
-    expect(await authenticate(bearer(noFlag), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: false });
+    expect(await authenticate(await bearer(noFlag), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: false });
   });
 
   it('marks anonymous sign-ins (is_anonymous: true)', async () => {
-    expect(await authenticate(bearer(supabaseUser({ is_anonymous: true })), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: true });
+    expect(await authenticate(await bearer(supabaseUser({ is_anonymous: true })), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: true });
   });
 
   it.each<[string, Record<string, unknown>, RegExp]>([
@@ -70,7 +70,7 @@ describe('user tokens: audience, issuer and anonymous users', () => {
     ['relay-core minted, elsewhere', supabaseUser({ iss: 'relay-core' }), /iss "relay-core"/],
     ['is_anonymous not a boolean', supabaseUser({ is_anonymous: 'yes' }), /malformed is_anonymous/],
   ])('401 for a user token with %s', async (_what, claims, message) => {
-    const e = await authenticate(bearer(claims), SECRET, NOW, ISS).then(
+    const e = await authenticate(await bearer(claims), SECRET, NOW, ISS).then(
       () => null,
       (err: unknown) => err,
     );
@@ -80,9 +80,9 @@ describe('user tokens: audience, issuer and anonymous users', () => {
 
   it('takes relay tokens of relay-core only, whatever the user issuer', async () => {
     expect(RELAY_TOKEN_ISSUER).toBe(TOKEN_ISSUER);
-    expect(await authenticate(`Bearer ${mintRelayToken('relay-a', 60, SECRET, NOW)}`, SECRET, NOW, ISS)).toEqual(relay);
+    expect(await authenticate(`Bearer ${await mintRelayToken('relay-a', 60, SECRET, NOW)}`, SECRET, NOW, ISS)).toEqual(relay);
     for (const iss of [undefined, ISS, 'supabase']) {
-      await expect(authenticate(bearer({ role: 'relay', relay_id: 'relay-a', exp: NOW + 60, iss }), SECRET, NOW, ISS)).rejects.toMatchObject({
+      await expect(authenticate(await bearer({ role: 'relay', relay_id: 'relay-a', exp: NOW + 60, iss }), SECRET, NOW, ISS)).rejects.toMatchObject({
         status: 401,
         message: expect.stringMatching(/relay tokens are issued by "relay-core"/),
       });
@@ -90,7 +90,7 @@ describe('user tokens: audience, issuer and anonymous users', () => {
   });
 
   it('accepts the user tokens relay-core mints where the issuer is relay-core (a local control plane)', async () => {
-    const t = `Bearer ${mintUserToken('alice', 60, SECRET, NOW)}`;
+    const t = `Bearer ${await mintUserToken('alice', 60, SECRET, NOW)}`;
     expect(await authenticate(t, SECRET, NOW, TOKEN_ISSUER)).toEqual(alice);
     await expect(authenticate(t, SECRET, NOW, ISS)).rejects.toMatchObject({ status: 401 });
   });
@@ -192,7 +192,7 @@ describe('rate limits', () => {
       { getEnv: (n) => env[n], logLine: (l) => lines.push(l) },
     );
     const res = await serve(
-      new Request('http://fn/register-server', { method: 'POST', body: '{}', headers: { authorization: `Bearer ${mintRelayToken('relay-a', 60, SECRET)}` } }),
+      new Request('http://fn/register-server', { method: 'POST', body: '{}', headers: { authorization: `Bearer ${await mintRelayToken('relay-a', 60, SECRET)}` } }),
     );
     expect(res.status).toBe(429);
     expect(res.headers.get('retry-after')).toBe('7');

@@ -11,7 +11,7 @@ const ENV: Record<string, string> = {
   RELAYNET_TOPOLOGY_SIGNING_KEY: Buffer.alloc(32, 9).toString('base64'),
   RELAYNET_NATS_SERVERS: 'nats://127.0.0.1:4222, nats://127.0.0.1:4223',
 };
-const SRK = signJwt({ role: 'service_role' }, SECRET);
+const SRK = await signJwt({ role: 'service_role' }, SECRET);
 
 function pipeline(handler: Handler, env: Record<string, string> = ENV) {
   const lines: string[] = [];

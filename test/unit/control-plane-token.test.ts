@@ -26,7 +26,7 @@ describe('relay-core token mint', () => {
   it('mints a relay token from a state directory', async () => {
     const r = await cli('token', 'mint', '--relay-id', 'relay-a', '--ttl', '2h', '--state-dir', stateDir);
     expect(r.code).toBe(0);
-    const check = verifyJwt(r.out.trim(), secret);
+    const check = await verifyJwt(r.out.trim(), secret);
     if (!check.ok) throw new Error(check.reason);
     expect(check.claims).toMatchObject({ role: 'relay', relay_id: 'relay-a', iss: 'relay-core' });
     expect((check.claims.exp as number) - (check.claims.iat as number)).toBe(7200);
@@ -36,11 +36,11 @@ describe('relay-core token mint', () => {
     const file = join(tmp.dir, 'jwt-secret');
     writeFileSync(file, 'file-secret-file-secret-file-secret-1234\n');
     const f = await cli('token', 'mint', '--relay-id', 'relay-b', '--jwt-secret-file', file);
-    expect(verifyJwt(f.out.trim(), 'file-secret-file-secret-file-secret-1234').ok).toBe(true);
+    expect((await verifyJwt(f.out.trim(), 'file-secret-file-secret-file-secret-1234')).ok).toBe(true);
     process.env.RELAYNET_JWT_SECRET = 'env-secret-env-secret-env-secret-12345678';
     const e = await cli('token', 'mint', '--relay-id', 'relay-b');
-    expect(verifyJwt(e.out.trim(), 'env-secret-env-secret-env-secret-12345678').ok).toBe(true);
-    expect(verifyJwt(e.out.trim(), 'env-secret-env-secret-env-secret-12345678')).toMatchObject({ ok: true, claims: { relay_id: 'relay-b' } });
+    expect((await verifyJwt(e.out.trim(), 'env-secret-env-secret-env-secret-12345678')).ok).toBe(true);
+    expect(await verifyJwt(e.out.trim(), 'env-secret-env-secret-env-secret-12345678')).toMatchObject({ ok: true, claims: { relay_id: 'relay-b' } });
   });
 
   it.each([

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HttpError, MAX_BODY_BYTES, parseJsonObject, parseRequest, readBodyBytes } from '../../supabase/functions/_shared/http.ts';
-import { isIpv6 } from '../../supabase/functions/_shared/validate.ts';
+import { isIpv6 } from '../../src/contract/ip.ts';
 import { RegisterRequestSchema, RelayIdRequestSchema } from '../../src/contract/api-relays.ts';
 import { endpointField, wgKeyField } from '../../src/contract/request.ts';
 import { EndpointSchema, WgKeySchema } from '../../src/contract/topology.events.ts';

@@ -50,7 +50,7 @@ export const devnet: Action = async (v) => {
           stateDir: join(dir, id),
           endpoint: `198.51.100.${i}:51820`,
           controlPlaneUrl: cp.url,
-          token: cp.mintRelayToken(id, 30 * 24 * 3600),
+          token: await cp.mintRelayToken(id, 30 * 24 * 3600),
           region: `region-${((i - 1) % 3) + 1}`,
         }).start(),
       );

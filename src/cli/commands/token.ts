@@ -50,7 +50,7 @@ function readSecret(v: Values): { secret: string; from: string } {
 export const mint: Action = async (v) => {
   const role = v.role as string;
   if (role !== 'relay' && role !== 'user') throw new CliError(`--role must be relay or user, not ${JSON.stringify(role)}`, 2);
-  let sign: (ttl: number, secret: string) => string;
+  let sign: (ttl: number, secret: string) => Promise<string>;
   if (role === 'user') {
     if (v.relayId !== undefined) throw new CliError('--relay-id is for relay tokens; a user token takes --sub', 2);
     const sub = requireStr(v.sub, 'sub');
@@ -65,6 +65,6 @@ export const mint: Action = async (v) => {
   const ttl = parseTtl(v.ttl as string);
   const { secret, from } = readSecret(v);
   if (secret.length < 32) throw new CliError(`the JWT secret from ${from} is shorter than 32 characters; that is not a Supabase JWT secret`, 1);
-  process.stdout.write(sign(ttl, secret) + '\n');
+  process.stdout.write((await sign(ttl, secret)) + '\n');
   return 0;
 };

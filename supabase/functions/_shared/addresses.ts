@@ -1,3 +1,5 @@
+import { embedIpv4In6, formatIpv4, parseIpv4, parseIpv4Cidr } from '../../../src/contract/ip.ts';
+
 // Address plan arithmetic: mesh addresses and client pools by slot, and the lowest free slot. Pure.
 //
 // Mesh slot n (n >= 1) is network(mesh_cidr) + n; the network and broadcast addresses are never
@@ -16,32 +18,11 @@ export interface Cidr {
   prefix: number;
 }
 
-export function parseIpv4(s: string): number | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return null;
-  let n = 0;
-  for (let i = 1; i <= 4; i++) {
-    const part = m[i]!;
-    if ((part.length > 1 && part.startsWith('0')) || Number(part) > 255) return null;
-    n = n * 256 + Number(part);
-  }
-  return n;
-}
-
-export function formatIpv4(n: number): string {
-  return [Math.floor(n / 2 ** 24) % 256, Math.floor(n / 2 ** 16) % 256, Math.floor(n / 256) % 256, n % 256].join('.');
-}
+export { formatIpv4, parseIpv4 };
 
 /** `a.b.c.d/n` with no host bits set (a bare address is /32). */
 export function parseCidr(s: string): Cidr | null {
-  const [ip, p, ...rest] = s.split('/');
-  if (rest.length || ip === undefined) return null;
-  if (p !== undefined && !/^\d{1,2}$/.test(p)) return null;
-  const base = parseIpv4(ip);
-  const prefix = p === undefined ? 32 : Number(p);
-  if (base === null || prefix > 32) return null;
-  if (base % 2 ** (32 - prefix) !== 0) return null;
-  return { base, prefix };
+  return parseIpv4Cidr(s, { bareAddress: true });
 }
 
 export function formatCidr(c: Cidr): string {
@@ -123,28 +104,6 @@ export function allocate(p: AddressPlan, heldMesh: string[], heldPools: string[]
 
 /**
  * A client's IPv6 address: its IPv4 address in the low 32 bits of the network's client /96
- * (relaynet.settings.client_prefix6; the relays derive the same, src/kernel/ipv6.ts). RFC 5952 text.
+ * (relaynet.settings.client_prefix6; the relays derive the same with the same module). RFC 5952 text.
  */
-export function embedIpv4In6(prefix6: string, v4: string): string {
-  const [addr, len] = prefix6.split('/');
-  const n = parseIpv4(v4);
-  if (addr === undefined || len !== '96' || n === null) throw new Error(`cannot embed ${v4} in ${prefix6}: need an IPv6 /96 and an IPv4 address`);
-  const halves = addr.split('::');
-  const part = (h: string | undefined) => (h ? h.split(':') : []);
-  const head = part(halves[0]);
-  const tail = part(halves[1]);
-  const groups = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail].map((g) => parseInt(g, 16));
-  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) throw new Error(`${prefix6} is not an IPv6 prefix`);
-  groups[6] = Math.floor(n / 65536);
-  groups[7] = n % 65536;
-  // The longest run of two or more zero groups (the first of equals) becomes `::`.
-  let best = { at: -1, len: 1 };
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > best.len) best = { at: i, len: j - i };
-    i = Math.max(j, i + 1);
-  }
-  const hex = groups.map((g) => g.toString(16));
-  return best.at < 0 ? hex.join(':') : `${hex.slice(0, best.at).join(':')}::${hex.slice(best.at + best.len).join(':')}`;
-}
+export { embedIpv4In6 };

@@ -1,6 +1,6 @@
-// HS256 JWT verification with WebCrypto (Deno and Node alike), and the role checks of
-// docs/control-plane.md. No remote imports; pure apart from crypto.subtle.
-import { base64UrlToBytes } from './base64.ts';
+// HS256 JWT verification (src/contract/jwt.ts, jose, shared with the Node gateway) and the role checks
+// of docs/control-plane.md. Pure apart from crypto.subtle.
+import { verifyHs256 as checkHs256 } from '../../../src/contract/jwt.ts';
 import { HttpError } from './http.ts';
 
 /**
@@ -18,53 +18,16 @@ export const USER_AUDIENCE = 'authenticated';
 const RELAY_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
-/** WebCrypto's key type, named portably (Node's types declare CryptoKey as a value only). */
-type Key = Awaited<ReturnType<typeof crypto.subtle.importKey>>;
-
-const enc = new TextEncoder();
-const dec = new TextDecoder('utf-8', { fatal: true });
-
-let cachedKey: { secret: string; key: Promise<Key> } | null = null;
-function hmacKey(secret: string): Promise<Key> {
-  if (cachedKey?.secret !== secret) {
-    cachedKey = { secret, key: crypto.subtle.importKey('raw', enc.encode(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']) };
-  }
-  return cachedKey.key;
-}
-
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
-
-function decodeJson(part: string): unknown {
-  const bytes = base64UrlToBytes(part);
-  if (!bytes) throw unauthorized('malformed JWT');
-  try {
-    return JSON.parse(dec.decode(bytes));
-  } catch {
-    throw unauthorized('malformed JWT');
-  }
-}
 
 /**
  * Verify an HS256 JWT (signature with `secret`, then `exp` and `nbf`) and return its claims.
  * Throws 401 for anything else. The signature is checked before the claims are looked at.
  */
 export async function verifyHs256(token: string, secret: string, nowSeconds: number): Promise<Record<string, unknown>> {
-  const parts = token.split('.');
-  if (parts.length !== 3 || parts.some((p) => p.length === 0)) throw unauthorized('malformed JWT');
-  const [h, p, s] = parts as [string, string, string];
-  const header = decodeJson(h);
-  if (typeof header !== 'object' || header === null || (header as { alg?: unknown }).alg !== 'HS256') throw unauthorized('JWT must be HS256');
-  const sig = base64UrlToBytes(s);
-  if (!sig) throw unauthorized('malformed JWT');
-  const ok = await crypto.subtle.verify('HMAC', await hmacKey(secret), sig as Uint8Array<ArrayBuffer>, enc.encode(`${h}.${p}`));
-  if (!ok) throw unauthorized('invalid JWT signature');
-  const claims = decodeJson(p);
-  if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw unauthorized('malformed JWT claims');
-  const c = claims as Record<string, unknown>;
-  if (c.exp !== undefined && (typeof c.exp !== 'number' || !Number.isFinite(c.exp))) throw unauthorized('malformed exp claim');
-  if (typeof c.exp === 'number' && c.exp <= nowSeconds) throw unauthorized('JWT expired');
-  if (c.nbf !== undefined && (typeof c.nbf !== 'number' || c.nbf > nowSeconds + 60)) throw unauthorized('JWT not yet valid');
-  return c;
+  const check = await checkHs256(token, secret, nowSeconds);
+  if (!check.ok) throw unauthorized(check.reason);
+  return check.claims;
 }
 
 const quoted = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v.slice(0, 128)) : v === undefined ? 'none' : 'not a string');
