@@ -39,7 +39,10 @@ const uuid = (n: number, kind: number) => `00000000-0000-4000-8${kind.toString(1
 let ids = 0;
 const newId = (kind: number) => uuid(++ids, kind);
 let clock = Date.parse('2026-11-25T00:00:00Z');
-const now = () => new Date((clock += 3));
+const now = () => {
+  clock += 3;
+  return new Date(clock);
+};
 
 const relay = (n: number): RelayRecord => ({
   id: `relay-${n}`,

@@ -110,7 +110,7 @@ export const clientsMachine = setup({
         if (!context.self) return;
         const actors = Object.values(context.actors);
         const r = clientsOwner.reached(context, context, event.actual, actors.map((a) => a.getSnapshot().context.session));
-        actors.forEach((a, i) => enqueue.sendTo(a, { type: 'KERNEL_REACHED', ...r.members[i]!, nowMs: event.nowMs }));
+        for (const [i, a] of actors.entries()) enqueue.sendTo(a, { type: 'KERNEL_REACHED', ...r.members[i]!, nowMs: event.nowMs });
         if (r.tornDown) enqueue(sendParent({ type: 'CLIENTS_TORN_DOWN' } satisfies ClientsTornDown));
       }),
     },

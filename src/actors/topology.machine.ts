@@ -153,7 +153,7 @@ export const topologyMachine = setup({
       actions: enqueueActions(({ context, event, enqueue }) => {
         const links = Object.values(context.links);
         const r = meshOwner.reached(context, context.mesh, event.actual, links.map((l) => l.getSnapshot().context));
-        links.forEach((l, i) => enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured: r.members[i]!, nowMs: event.nowMs }));
+        for (const [i, l] of links.entries()) enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured: r.members[i]!, nowMs: event.nowMs });
         if (r.tornDown) enqueue(sendParent({ type: 'MESH_TORN_DOWN' } satisfies MeshTornDown));
       }),
     },

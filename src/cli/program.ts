@@ -120,7 +120,7 @@ export function groupError(cmd: Command, what: 'command' | 'subcommand', args: r
   const names = cmd.commands.filter((c) => !(c as unknown as { _hidden: boolean })._hidden).map((c) => c.name());
   const first = args[0];
   const named = args.find((a) => !a.startsWith('-'));
-  if (first !== undefined && first.startsWith('-') && named !== undefined && names.includes(named)) {
+  if (first?.startsWith('-') && named !== undefined && names.includes(named)) {
     return new CliError(`give the ${what} first: '${commandPath(cmd)} ${named} ${first} ...'`, 2);
   }
   const which = first === undefined || first.startsWith('-') ? `missing ${what}` : `unknown ${what} ${JSON.stringify(first)}`;

@@ -3,7 +3,7 @@
 // refusals: request.ts), answers as the CLI checks them. Pure.
 import { z } from 'zod';
 import { RelayIdSchema } from './envelope.ts';
-import { exactlyOne, flag, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
+import { exactlyOne, flag, regionField, relayIdField, requestObject, sessionIdField, wgKeyField } from './request.ts';
 import { CLIENT_SESSION_CLOSE_REASONS, ClientSessionSchema, EndpointSchema, WgKeySchema } from './topology.events.ts';
 
 /** The shortest session a caller may ask for; the longest is `max_session_ttl_seconds`. */

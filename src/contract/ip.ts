@@ -46,7 +46,7 @@ function isIpv6Syntax(s: string, embeddedIpv4: boolean): boolean {
   return !!tail && ipv4Octets(tail[1]!, false) !== null && ipaddr.IPv6.isValid(s);
 }
 
-function valueOf(a: ipaddr.IPv4 | ipaddr.IPv6): IpValue {
+function ipValueOf(a: ipaddr.IPv4 | ipaddr.IPv6): IpValue {
   return { v6: a.kind() === 'ipv6', n: a.toByteArray().reduce((acc, b) => (acc << 8n) | BigInt(b), 0n) };
 }
 
@@ -59,9 +59,9 @@ function addressOf({ v6, n }: IpValue): ipaddr.IPv4 | ipaddr.IPv6 {
 export function parseIp(s: string, opts: IpOptions = {}): IpValue | null {
   if (!isIpv6Text(s)) {
     const octets = ipv4Octets(s, opts.leadingZeros ?? false);
-    return octets && valueOf(new ipaddr.IPv4(octets));
+    return octets && ipValueOf(new ipaddr.IPv4(octets));
   }
-  return isIpv6Syntax(s, opts.embeddedIpv4 ?? false) ? valueOf(ipaddr.IPv6.parse(s)) : null;
+  return isIpv6Syntax(s, opts.embeddedIpv4 ?? false) ? ipValueOf(ipaddr.IPv6.parse(s)) : null;
 }
 
 /** Canonical text: dotted decimal, or RFC 5952 (longest run of two or more zero groups as `::`, the first of equals). */

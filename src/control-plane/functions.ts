@@ -142,8 +142,7 @@ export async function startFunctions(opts: { env: Record<string, string>; logger
       stream.setEncoding('utf8');
       stream.on('data', (s: string) => {
         buf += s;
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) {
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
           logLine(flog, buf.slice(0, i));
           buf = buf.slice(i + 1);
         }

@@ -69,12 +69,14 @@ export async function startGateway(opts: { port: number; host?: string; jwtSecre
     if (declared !== undefined && Number(declared) > GATEWAY_MAX_BODY) {
       req.resume();
       res.once('finish', () => req.socket.destroySoon());
-      return send(res, 400, { error: 'invalid_request', field: 'body', message: `body is ${declared} bytes; the gateway limit is ${GATEWAY_MAX_BODY}` }, true);
+      send(res, 400, { error: 'invalid_request', field: 'body', message: `body is ${declared} bytes; the gateway limit is ${GATEWAY_MAX_BODY}` }, true);
+      return;
     }
     const port = opts.route(name);
     if (!port) {
       req.resume();
-      return send(res, 503, { error: 'function_unavailable', message: `function ${name} is not running; retry shortly` });
+      send(res, 503, { error: 'function_unavailable', message: `function ${name} is not running; retry shortly` });
+      return;
     }
     const upstream = request(
       { host: '127.0.0.1', port, method: req.method, path: `/${name}${rest}${url.search}`, headers: { ...forwardable(req.headers), 'x-forwarded-for': req.socket.remoteAddress ?? '' }, timeout: GATEWAY_TIMEOUT_MS },

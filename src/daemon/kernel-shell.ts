@@ -61,7 +61,11 @@ export async function kernelShell(cfg: RelayConfig, log: Logger, emit: Emit, dep
         return () => clearInterval(t);
       }),
     },
-    actions: { emit: (_, ems) => ems.forEach((e) => emit(e, e.causationId)) },
+    actions: {
+      emit: (_, ems) => {
+        for (const e of ems) emit(e, e.causationId);
+      },
+    },
   });
   const sysctlFile = join(cfg.stateDir, 'sysctls-before.json');
   return {

@@ -44,7 +44,7 @@ export function decodeStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObje
     return r.ok ? { ok: true, ...at, event: r.event } : skip(r.rejection.reason, r.rejection.detail);
   }
   const s = parseSubject(m.subject);
-  if (!s || s.stream !== 'relay') return skip('foreign-subject', `${m.subject} is not a relay event subject`);
+  if (s?.stream !== 'relay') return skip('foreign-subject', `${m.subject} is not a relay event subject`);
   const r = decodeEvent(m.data);
   if (!r.ok) return skip(r.rejection.reason, r.rejection.detail);
   const e = r.event;

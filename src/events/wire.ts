@@ -80,7 +80,7 @@ export function decodeUnsignedTopologyMessage(subject: string, data: Uint8Array)
     return { ok: false, rejection: { reason: 'foreign-source', detail: `source ${p.event.source}` } };
   }
   const s = parseSubject(subject);
-  if (!s || s.stream !== 'topology' || s.relayId !== topologySubjectRelay(p.event) || s.event !== kebab(p.event.type)) {
+  if (s?.stream !== 'topology' || s.relayId !== topologySubjectRelay(p.event) || s.event !== kebab(p.event.type)) {
     return { ok: false, rejection: { reason: 'subject-mismatch', detail: `${p.event.type} for ${topologySubjectRelay(p.event)} on ${subject}` } };
   }
   return p;

@@ -103,7 +103,7 @@ export class LinuxKernelBackend implements KernelBackend {
 
   async read(scope: KernelScope): Promise<HostState> {
     const links = (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => l.ifname.startsWith(scope.devicePrefix));
-    const owned = (dev: string | undefined) => dev !== undefined && dev.startsWith(scope.devicePrefix);
+    const owned = (dev: string | undefined) => dev?.startsWith(scope.devicePrefix) === true;
     const [dumps, routes, rules, sysctls, nftTables] = await Promise.all([
       Promise.all(links.map((l) => this.run(READ.wgDump(l.ifname), null))),
       this.readRoutes(owned),
@@ -246,8 +246,12 @@ const withoutBanner = (stderr: string) =>
 function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ path });
-    s.setTimeout(1_000, () => (s.destroy(), resolve(false)));
-    s.once('connect', () => (s.destroy(), resolve(true)));
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(1_000, () => done(false));
+    s.once('connect', () => done(true));
     s.once('error', () => resolve(false));
   });
 }

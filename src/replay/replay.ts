@@ -210,7 +210,10 @@ export class RelayReplay {
 
   /** Offer a topology-stream entry (all of them, before the relay's entries). */
   addTopology(e: LogEntry): void {
-    if (!e.ok) return this.skip(e);
+    if (!e.ok) {
+      this.skip(e);
+      return;
+    }
     this.counts.topology++;
     const ev = e.event as TopologyEvent;
     if ('revision' in ev.data) this.topo.set(ev.data.revision, JSON.stringify(ev));
@@ -218,7 +221,10 @@ export class RelayReplay {
 
   /** Offer the relay's own entries, in stream order. */
   add(e: LogEntry): void {
-    if (!e.ok) return this.skip(e);
+    if (!e.ok) {
+      this.skip(e);
+      return;
+    }
     const ev = e.event as RelayEvent;
     if (ev.source !== this.relayId) return;
     this.counts.relay++;

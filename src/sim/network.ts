@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { INFO_FILE } from '../control-plane/local.ts';
@@ -459,7 +459,7 @@ export async function down(dir: string, o: { purge: boolean; out: Out }): Promis
 
   const relays = m.processes.filter((p) => p.kind === 'relay' && runningProcess(m, p));
   if (relays.length) {
-    relays.forEach((p) => host.signal(p.pid!, 'SIGTERM'));
+    for (const p of relays) host.signal(p.pid!, 'SIGTERM');
     const left = await host.waitGone(relays.map((p) => p.pid!), RELAY_STOP_TIMEOUT_MS);
     const stopped = relays.filter((p) => !left.includes(p.pid!)).map((p) => p.name);
     if (stopped.length) out(`stopped ${stopped.join(', ')} (SIGTERM: deregistered, links removed)`);
@@ -513,7 +513,7 @@ function removeSimFiles(dir: string, purge: boolean): void {
 }
 
 function removeTree(path: string, purge: boolean): void {
-  let st;
+  let st: Stats;
   try {
     st = statSync(path);
   } catch {

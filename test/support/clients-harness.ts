@@ -83,7 +83,11 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: { de
     on: {
       VIEW: { actions: [sendTo('topology', ({ event }) => event), sendTo('clients', ({ event }) => event)] },
       TEARDOWN: { actions: [sendTo('topology', ({ event }) => event), sendTo('clients', ({ event }) => event)] },
-      CLIENTS_TORN_DOWN: { actions: () => void (tornDown = true) },
+      CLIENTS_TORN_DOWN: {
+        actions: () => {
+          tornDown = true;
+        },
+      },
     },
   });
   const actor = createActor(root).start();

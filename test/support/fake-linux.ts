@@ -66,7 +66,10 @@ export class FakeLinux implements CommandRunner {
     const [cmd, ...rest] = a;
     if (cmd === 'ip') return this.ip(rest);
     if (cmd === 'wg') return this.wg(rest);
-    if (cmd === 'wireguard-go') return void this.addLink(rest[0]!), '';
+    if (cmd === 'wireguard-go') {
+      this.addLink(rest[0]!);
+      return '';
+    }
     if (cmd === 'sysctl') return this.sysctl(rest);
     if (cmd === 'nft') return this.nftCmd(rest, input);
     throw new Error(`${cmd}: command not found`);

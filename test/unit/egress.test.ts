@@ -136,7 +136,7 @@ describe('egress policy, pure', () => {
     expect(body).toContain('iifname "rc1m*" counter name "mesh_input" drop');
     expect(body).toContain('iifname "rc1c" counter name "client_input" drop');
     // The spoofing check comes before anything that accepts a mesh packet: at prerouting, for the relay and what it forwards.
-    expect(body).toMatch(/chain mesh_ingress \{\n    type filter hook prerouting priority filter; policy accept;\n    iifname "rc1m\*" ip saddr 100\.64\.0\.0\/10 fib saddr \. iif oif missing counter name "mesh_spoofed" drop\n  \}/);
+    expect(body).toMatch(/chain mesh_ingress \{\n {4}type filter hook prerouting priority filter; policy accept;\n {4}iifname "rc1m\*" ip saddr 100\.64\.0\.0\/10 fib saddr \. iif oif missing counter name "mesh_spoofed" drop\n {2}\}/);
     // The egress policy applies after the source checks.
     expect(body.indexOf('mesh_foreign" drop')).toBeLessThan(body.indexOf('vmap @egress_v4'));
   });

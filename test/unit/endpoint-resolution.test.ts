@@ -186,7 +186,7 @@ describe('the topology actor with names', () => {
     const run = (events: RelayEvent[]) => {
       const r = new RelayReplay({ relayId: 'relay-1' });
       for (const e of topoEntries) r.addTopology(e);
-      events.forEach((ev, i) => r.add({ ok: true, stream: 'relay', subject: 'relaynet.relay.relay-1.x.y', ...at(i + 1), event: ev }));
+      for (const [i, ev] of events.entries()) r.add({ ok: true, stream: 'relay', subject: 'relaynet.relay.relay-1.x.y', ...at(i + 1), event: ev });
       return r.result();
     };
     const r = run(relayEvents);

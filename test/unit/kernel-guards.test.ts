@@ -4,7 +4,7 @@ import type { ClientSession, RelayRecord } from '../../src/contract/topology.eve
 import { clientDevice, clientRulePriorities, clientScope, desiredClientState, nftTableName, releasedClientState, type ClientOptions } from '../../src/kernel/clients.ts';
 import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
 import { embedCidr6 } from '../../src/kernel/ipv6.ts';
-import { type DesiredHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope } from '../../src/kernel/host-state.ts';
+import type { DesiredHostState, HostState, KernelBackend, KernelOp, KernelScope } from '../../src/kernel/host-state.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
 import { session } from '../support/clients-harness.ts';

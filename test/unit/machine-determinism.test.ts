@@ -63,7 +63,9 @@ async function run(deps: Deps): Promise<unknown[]> {
         actors: {
           peerLink: peerLinkMachine.provide({ actions: { emit: record } }),
           resolver: fromCallback<ResolverEvent, Record<string, never>>(({ sendBack, receive }) => {
-            receive((e) => e.targets.forEach((t) => sendBack({ type: 'RESOLVED', peerId: t.peerId, host: t.host, address: '198.51.100.2', error: null })));
+            receive((e) => {
+              for (const t of e.targets) sendBack({ type: 'RESOLVED', peerId: t.peerId, host: t.host, address: '198.51.100.2', error: null });
+            });
             return () => {};
           }),
         },

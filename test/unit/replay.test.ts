@@ -151,7 +151,11 @@ describe('replay of a recorded sim', () => {
     let seq = 0;
     const changed = tamper(
       log,
-      (m, ev) => m.subject === 'relaynet.relay.relay-1.kernel.kernel-reconciled' && (ev.data.ops as unknown[]).length > 1 && (seq = m.seq) > 0,
+      (m, ev) => {
+        if (m.subject !== 'relaynet.relay.relay-1.kernel.kernel-reconciled' || (ev.data.ops as unknown[]).length <= 1) return false;
+        seq = m.seq;
+        return true;
+      },
       (ev) => void (ev.data.ops as unknown[]).pop(),
     );
     const r = replay(changed, 'relay-1');

@@ -61,8 +61,11 @@ describe('topology and kernel actors on the in-memory host', () => {
   it('after many joins and leaves the actor system holds exactly the live links, and the host exactly their devices', async () => {
     const h = harness();
     let seed = 7;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-    let live = new Set([2, 3]);
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const live = new Set([2, 3]);
     for (let cycle = 0; cycle < 60; cycle++) {
       const n = 2 + Math.floor(rand() * 12);
       if (live.has(n)) live.delete(n);

@@ -15,7 +15,7 @@ export const bootstrap: Action = async (v) => {
     duplicateWindowSeconds: DEFAULT_STREAM_LIMITS.duplicateWindowSeconds,
   };
   const log = rootLogger({ component: 'bus-bootstrap' });
-  let nc;
+  let nc: Awaited<ReturnType<typeof connectBus>>;
   try {
     nc = await connectBus({ servers, token: str(v.natsToken) ?? null, name: 'relay-core bus bootstrap', logger: log, waitOnFirstConnect: false });
   } catch (e) {

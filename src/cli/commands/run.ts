@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { CliError, str, tokenOpt, type Action } from '../args.ts';
 import { RelayConfigSchema } from '../../daemon/config.ts';
 import { controlPlaneDenyCidrs } from '../../daemon/control-plane-deny.ts';
-import { startRelayDaemon } from '../../daemon/relay-daemon.ts';
+import { startRelayDaemon, type RelayDaemon } from '../../daemon/relay-daemon.ts';
 import { formatIssues } from '../../contract/catalogue.ts';
 import { rootLogger } from '../../lib/logger.ts';
 
@@ -53,7 +53,7 @@ export const run: Action = async (v) => {
   const cfg = parsed.data;
   const logger = rootLogger({ relayId: cfg.relayId });
   if (cpDeny.warning) logger.warn({ controlPlaneUrl }, cpDeny.warning);
-  let daemon;
+  let daemon: RelayDaemon;
   try {
     daemon = await startRelayDaemon(cfg, logger);
   } catch (e) {

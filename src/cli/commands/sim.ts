@@ -271,7 +271,14 @@ async function runForeground(dir: string, build: BuildOpts, wait: WaitOpts, out:
     process.stdout.write(tty ? `\x1b[H\x1b[2J${screen}\n` : `${screen}\n\n`);
     await new Promise<void>((r) => {
       const t = setTimeout(r, 1_000);
-      signal.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(t);
+          r();
+        },
+        { once: true },
+      );
     });
   }
   out('relay-core sim: removing the sim ...');

@@ -41,7 +41,7 @@ export function decide(existing: StoredRelay | null, req: ValidRegisterRequest, 
       refusal: { status: 409, error: 'key_in_use', field: 'publicKey', message: `public key is already used by active relay ${keyHolder}` },
     };
   }
-  if (!existing || existing.status !== 'active') return { action: 'admit', events: [{ type: 'RelayAdmitted' }] };
+  if (existing?.status !== 'active') return { action: 'admit', events: [{ type: 'RelayAdmitted' }] };
   const events: EventSpec[] = [];
   const keyRotated = existing.publicKey !== req.publicKey;
   if (keyRotated) {
@@ -70,7 +70,7 @@ export type LeaveDecision = { action: 'leave'; events: EventSpec[] } | { action:
 
 /** deregister: only an active relay can leave; anything else is 404 and changes nothing. */
 export function decideDeregister(existing: StoredRelay | null, relayId: string): LeaveDecision {
-  if (!existing || existing.status !== 'active') return { action: 'reject', events: [], refusal: notRegistered(relayId, false) };
+  if (existing?.status !== 'active') return { action: 'reject', events: [], refusal: notRegistered(relayId, false) };
   return { action: 'leave', events: [{ type: 'RelayLeft', relayId, reason: 'deregistered' }] };
 }
 
@@ -78,7 +78,7 @@ export type HeartbeatDecision = { action: 'touch' } | { action: 'reject'; refusa
 
 /** heartbeat: an active relay is touched; anything else must register again. */
 export function decideHeartbeat(existing: StoredRelay | null, relayId: string): HeartbeatDecision {
-  if (!existing || existing.status !== 'active') return { action: 'reject', refusal: notRegistered(relayId, true) };
+  if (existing?.status !== 'active') return { action: 'reject', refusal: notRegistered(relayId, true) };
   return { action: 'touch' };
 }
 

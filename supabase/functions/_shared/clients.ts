@@ -191,7 +191,7 @@ export function chooseNewExit(
     return { ok: true, value: { exit: x, unchanged: false } };
   }
   const current = relays.find((r) => r.id === session.exitId);
-  if (current && current.live && current.region === want.exitRegion) return { ok: true, value: { exit: current, unchanged: true } };
+  if (current?.live && current.region === want.exitRegion) return { ok: true, value: { exit: current, unchanged: true } };
   const x = regionExit(want.exitRegion!, session.entryId, relays);
   if (!x.ok) return x;
   return { ok: true, value: { exit: x.value, unchanged: false } };

@@ -17,12 +17,12 @@ export interface SigningKey {
 /** Import the seed; throws a message naming the secret (never its value) when it is malformed. */
 export async function importSigningKey(seedB64: string): Promise<SigningKey> {
   const seed = base64ToBytes(seedB64.trim());
-  if (!seed || seed.length !== 32) throw new Error('RELAYNET_TOPOLOGY_SIGNING_KEY must be base64 of a 32-byte Ed25519 seed');
+  if (seed?.length !== 32) throw new Error('RELAYNET_TOPOLOGY_SIGNING_KEY must be base64 of a 32-byte Ed25519 seed');
   const der = new Uint8Array([...PKCS8_PREFIX, ...seed]);
   const extractable = await crypto.subtle.importKey('pkcs8', der, { name: 'Ed25519' }, true, ['sign']);
   const jwk = await crypto.subtle.exportKey('jwk', extractable);
   const pub = jwk.x ? base64UrlToBytes(jwk.x) : null;
-  if (!pub || pub.length !== 32) throw new Error('cannot derive the Ed25519 public key from RELAYNET_TOPOLOGY_SIGNING_KEY');
+  if (pub?.length !== 32) throw new Error('cannot derive the Ed25519 public key from RELAYNET_TOPOLOGY_SIGNING_KEY');
   const privateKey = await crypto.subtle.importKey('pkcs8', der, { name: 'Ed25519' }, false, ['sign']);
   return { privateKey, publicKey: bytesToBase64(pub) };
 }
