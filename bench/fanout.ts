@@ -25,7 +25,13 @@ import { rootLogger } from '../src/lib/logger.ts';
 import { tempDir } from '../test/support/temp.ts';
 import { relay } from '../test/support/given.ts';
 
-const { values } = parseArgs({ options: { subscribers: { type: 'string', default: '1,10,50' }, events: { type: 'string', default: '200' }, 'interval-ms': { type: 'string', default: '20' } } });
+const { values } = parseArgs({
+  options: {
+    subscribers: { type: 'string', default: '1,10,50' },
+    events: { type: 'string', default: '200' },
+    'interval-ms': { type: 'string', default: '20' },
+  },
+});
 const counts = values.subscribers!.split(',').map(Number);
 const events = Number(values.events);
 const intervalMs = Number(values['interval-ms']);
@@ -56,14 +62,28 @@ async function runOnce(n: number, natsUrl: string) {
     revisionTime: new Date().toISOString(),
     relays: [],
     sessions: [],
-    bus: { servers: [natsUrl], token: null, subjectRoot: 'relaynet', topologyStream: STREAMS.topology, relayStream: STREAMS.relay, topologySigningKey: keys.publicKey },
+    bus: {
+      servers: [natsUrl],
+      token: null,
+      subjectRoot: 'relaynet',
+      topologyStream: STREAMS.topology,
+      relayStream: STREAMS.relay,
+      topologySigningKey: keys.publicKey,
+    },
     heartbeatIntervalSeconds: 3600,
   };
   const actors = [];
   for (let i = 0; i < n; i++) {
     const nc = await connect({ servers: natsUrl });
     conns.push(nc);
-    const deps = { js: jetstream(nc), jsm: await jetstreamManager(nc), relayId: `bench-${i}`, controlPlaneKey: importPublicKey(keys.publicKey), logger: log, startMarginMs: 1_000 };
+    const deps = {
+      js: jetstream(nc),
+      jsm: await jetstreamManager(nc),
+      relayId: `bench-${i}`,
+      controlPlaneKey: importPublicKey(keys.publicKey),
+      logger: log,
+      startMarginMs: 1_000,
+    };
     const actor = createActor(
       relayMachine.provide({
         actors: {
@@ -74,7 +94,9 @@ async function runOnce(n: number, natsUrl: string) {
         },
         actions: { emit: () => {}, reportFatal: () => {} },
       }),
-      { input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' }, deps: systemDeps } },
+      {
+        input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' }, deps: systemDeps },
+      },
     );
     let last = 0;
     actor.subscribe((s) => {

@@ -10,7 +10,10 @@ import { performance } from 'node:perf_hooks';
 import { relay } from '../test/support/given.ts';
 import { meshHarness } from '../test/support/mesh-harness.ts';
 
-const sizes = process.argv.slice(2).map(Number).filter((n) => n > 1);
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 1);
 const ns = sizes.length ? sizes : [10, 100, 1000];
 const relays = (n: number) => Array.from({ length: n }, (_, i) => relay(i + 1));
 

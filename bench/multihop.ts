@@ -73,7 +73,14 @@ async function wgProcesses(ns: string, devs: string[]): Promise<void> {
   await inNs(ns, ['setsid', '-w', 'sh', '-c', devs.map((d) => `wireguard-go ${d}`).join(' && ')]);
 }
 
-async function wgDevice(ns: string, dev: string, priv: string, port: number | null, addr: string, peer: { pub: string; endpoint?: string; allowed: string }): Promise<void> {
+async function wgDevice(
+  ns: string,
+  dev: string,
+  priv: string,
+  port: number | null,
+  addr: string,
+  peer: { pub: string; endpoint?: string; allowed: string },
+): Promise<void> {
   const conf = `[Interface]\nPrivateKey = ${priv}\n${port ? `ListenPort = ${port}\n` : ''}\n[Peer]\nPublicKey = ${peer.pub}\nAllowedIPs = ${peer.allowed}\n${peer.endpoint ? `Endpoint = ${peer.endpoint}\nPersistentKeepalive = 25\n` : ''}`;
   // `wg setconf` opens its file with fopen, which refuses the socket Node makes of a child's stdin.
   const file = join(root, `${dev}.conf`);
@@ -120,7 +127,11 @@ async function buildReference(): Promise<void> {
   // Exit: replies to the pool back into the link, masquerade onto the public interface.
   await inNs(NS.exit, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   await inNs(NS.exit, ['ip', 'route', 'add', '100.96.0.0/22', 'dev', DEV.exitLink]);
-  await inNs(NS.exit, ['nft', '-f', '-'], 'table ip ref_nat {\n chain postrouting_nat {\n  type nat hook postrouting priority srcnat;\n  oifname "pub0" ip saddr 100.96.0.0/11 masquerade\n }\n}\n');
+  await inNs(
+    NS.exit,
+    ['nft', '-f', '-'],
+    'table ip ref_nat {\n chain postrouting_nat {\n  type nat hook postrouting priority srcnat;\n  oifname "pub0" ip saddr 100.96.0.0/11 masquerade\n }\n}\n',
+  );
 }
 
 async function removeReference(): Promise<void> {

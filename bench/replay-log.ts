@@ -53,7 +53,14 @@ const relay = (n: number): RelayRecord => ({
   meshAddress: formatIpv4(parseIpv4('100.64.0.0')! + n),
   clientPool: `${formatIpv4(parseIpv4('100.96.0.0')! + (n - 1) * 1024)}/22`,
 });
-const mesh: MeshOptions = { wgPrefix: 'rb', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/var/lib/relay-core/wg.key', exitTableBase: 100_000, clientPrefix6: null };
+const mesh: MeshOptions = {
+  wgPrefix: 'rb',
+  keepaliveSeconds: 25,
+  mtu: 1420,
+  privateKeyFile: '/var/lib/relay-core/wg.key',
+  exitTableBase: 100_000,
+  clientPrefix6: null,
+};
 const clients: ClientOptions = { ...mesh, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: [], allowCidrs: [], serviceCidrs: [] };
 const sysctls = { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' };
 
@@ -67,7 +74,8 @@ function write(stream: 'topology' | 'relay', subject: string, event: unknown): v
 }
 
 // Lines of both streams interleave as they happen; replay reads a file's topology lines first anyway.
-const cp = (type: EventType, data: unknown): TopologyEvent => envelope({ source: 'control-plane', now, newId: () => newId(1) }, type, currentVersion(type), data) as TopologyEvent;
+const cp = (type: EventType, data: unknown): TopologyEvent =>
+  envelope({ source: 'control-plane', now, newId: () => newId(1) }, type, currentVersion(type), data) as TopologyEvent;
 const rel = (type: EventType, data: unknown, id: string | null = null, causationId: string | null = null) => {
   const e = envelope({ source: SELF, now, newId: () => id ?? newId(2), causationId }, type, currentVersion(type), data);
   write('relay', subjectFor(type, SELF), e);
@@ -104,7 +112,16 @@ rel('RelayStarted', {
 rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress, clientPool: self.clientPool, readmitted: false, serviceCidrs: [] });
 const seedId = newId(3);
 rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view) }, seedId);
-for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'desired', reason: 'in topology', latestHandshakeMs: null, rxBytes: 0, txBytes: 0 });
+for (const p of meshPeers(view, SELF))
+  rel('LinkStateChanged', {
+    peerId: p.id,
+    device: `rb1m${p.id.slice(6)}`,
+    state: 'desired',
+    reason: 'in topology',
+    latestHandshakeMs: null,
+    rxBytes: 0,
+    txBytes: 0,
+  });
 const meshState = meshOwner.view(initialMeshState(SELF), { view });
 round('mesh', meshOwner.scope(meshState, mesh), meshOwner.desire(meshState, mesh), seedId);
 /** The clients owner's round for the current view, as the clients actor asks for it. */
@@ -114,14 +131,33 @@ const clientsRound = (cause: string) => {
   round('clients', clientsOwner.scope(s, o), clientsOwner.desire(s, o), cause);
 };
 clientsRound(seedId);
-for (const p of meshPeers(view, SELF)) rel('LinkStateChanged', { peerId: p.id, device: `rb1m${p.id.slice(6)}`, state: 'up', reason: 'handshake', latestHandshakeMs: clock, rxBytes: 92, txBytes: 148 });
+for (const p of meshPeers(view, SELF))
+  rel('LinkStateChanged', {
+    peerId: p.id,
+    device: `rb1m${p.id.slice(6)}`,
+    state: 'up',
+    reason: 'handshake',
+    latestHandshakeMs: clock,
+    rxBytes: 92,
+    txBytes: 148,
+  });
 
 // Sessions: open one, and once `window` are open close the oldest, until the log is long enough.
 const open: ClientSession[] = [];
 let n = 0;
 const poolBase = parseIpv4('100.96.0.0')!;
 const stateChanged = (s: ClientSession, state: string, reason: string) =>
-  rel('ClientSessionStateChanged', { sessionId: s.id, publicKey: s.publicKey, address: s.address, exitId: s.exitId, state, reason, latestHandshakeMs: null, rxBytes: 0, txBytes: 0 });
+  rel('ClientSessionStateChanged', {
+    sessionId: s.id,
+    publicKey: s.publicKey,
+    address: s.address,
+    exitId: s.exitId,
+    state,
+    reason,
+    latestHandshakeMs: null,
+    rxBytes: 0,
+    txBytes: 0,
+  });
 const applied = (e: TopologyEvent) => {
   const id = newId(4);
   rel('TopologyEventApplied', { revision: e.data.revision, eventId: e.id, eventType: e.type }, id, e.id);

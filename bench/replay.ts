@@ -62,7 +62,8 @@ try {
       events: { relay: number; topology: number; skipped: number };
       checks: { rounds: number; matched: number; mismatched: number; unchecked: number };
     };
-    if (r.checks.mismatched || r.checks.unchecked || r.events.skipped) throw new Error(`replay of the generated log is not clean: ${JSON.stringify({ events: r.events, checks: r.checks })}`);
+    if (r.checks.mismatched || r.checks.unchecked || r.events.skipped)
+      throw new Error(`replay of the generated log is not clean: ${JSON.stringify({ events: r.events, checks: r.checks })}`);
     return { ...rep, r };
   };
   for (let run = 1; run <= rounds; run++) {
@@ -75,7 +76,9 @@ try {
     const lines = r.events.relay + r.events.topology;
     if (lines !== refCounts.topology + refCounts.relay) throw new Error(`replay read ${lines} events, the reference ${refCounts.topology + refCounts.relay}`);
     rows.push({ run, refS: ref.seconds, refMiB: ref.maxRssMiB, repS: rep.seconds, repMiB: rep.maxRssMiB, capS: cap.seconds, capMiB: cap.maxRssMiB, lines });
-    process.stderr.write(`run ${run}: ${lines} events, ${r.checks.matched}/${r.checks.rounds} kernel rounds matched; reference ${ref.seconds} s, replay ${rep.seconds} s, capped ${cap.seconds} s\n`);
+    process.stderr.write(
+      `run ${run}: ${lines} events, ${r.checks.matched}/${r.checks.rounds} kernel rounds matched; reference ${ref.seconds} s, replay ${rep.seconds} s, capped ${cap.seconds} s\n`,
+    );
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const lines = rows[0]!.lines;
@@ -87,7 +90,9 @@ try {
   console.log(`| reference: read + decode | ${fmt(lines)} | ${refS.toFixed(1)} | ${fmt(lines / refS)} | ${med(rows.map((x) => x.refMiB)).toFixed(0)} |`);
   console.log(`| relay-core replay --file --json | ${fmt(lines)} | ${repS.toFixed(1)} | ${fmt(lines / repS)} | ${med(rows.map((x) => x.repMiB)).toFixed(0)} |`);
   const capS = med(rows.map((x) => x.capS));
-  console.log(`| same, old space capped at ${heapMiB} MiB | ${fmt(lines)} | ${capS.toFixed(1)} | ${fmt(lines / capS)} | ${med(rows.map((x) => x.capMiB)).toFixed(0)} |`);
+  console.log(
+    `| same, old space capped at ${heapMiB} MiB | ${fmt(lines)} | ${capS.toFixed(1)} | ${fmt(lines / capS)} | ${med(rows.map((x) => x.capMiB)).toFixed(0)} |`,
+  );
   console.log(`| ratio replay / reference (throughput) | | | ${(refS / repS).toFixed(2)} | |`);
 } finally {
   if (tmp) rmSync(tmp, { recursive: true, force: true });

@@ -38,13 +38,28 @@ async function memoryKernel(root: string): Promise<LoopResult> {
   const nats = await startNatsServer(join(root, 'nats'));
   const cp = await startLocalControlPlane({ stateDir: join(root, 'cp'), natsServers: [nats.url], logger: log });
   const relays = [1, 2].map((n) =>
-    new RelayProcess({ relayId: `relay-${n}`, stateDir: join(root, `relay-${n}`), endpoint: `198.51.100.${n}:51820`, controlPlaneUrl: cp.url, token: cp.serviceRoleKey, kernel: 'memory' }).start(),
+    new RelayProcess({
+      relayId: `relay-${n}`,
+      stateDir: join(root, `relay-${n}`),
+      endpoint: `198.51.100.${n}:51820`,
+      controlPlaneUrl: cp.url,
+      token: cp.serviceRoleKey,
+      kernel: 'memory',
+    }).start(),
   );
   try {
-    await eventually('2 relays serving', async () => (await Promise.all(relays.map((r) => r.status().catch(() => null)))).every((s) => s?.state === 'serving' && s.relays.length === 2), 60_000);
+    await eventually(
+      '2 relays serving',
+      async () => (await Promise.all(relays.map((r) => r.status().catch(() => null)))).every((s) => s?.state === 'serving' && s.relays.length === 2),
+      60_000,
+    );
     const keyFile = join(root, 'service-role.key');
     writeFileSync(keyFile, cp.serviceRoleKey, { mode: 0o600 });
-    const r = await execa(process.execPath, [LOOP, '--url', cp.url, '--token-file', keyFile, '--entry', 'relay-1', '--exit', 'relay-2', '--count', String(count)], { reject: false, timeout: 900_000 });
+    const r = await execa(
+      process.execPath,
+      [LOOP, '--url', cp.url, '--token-file', keyFile, '--entry', 'relay-1', '--exit', 'relay-2', '--count', String(count)],
+      { reject: false, timeout: 900_000 },
+    );
     if (r.exitCode !== 0) throw new Error(`session loop (memory): ${r.stderr}`);
     return parse(r.stdout);
   } finally {
@@ -61,7 +76,27 @@ async function realWireGuard(root: string): Promise<LoopResult> {
     const up = await sim(['up', '--relays', '2', '--timeout', '120']);
     if (up.exitCode !== 0) throw new Error(`sim up: ${up.stderr || up.stdout}`);
     const m = readManifest(dir)!;
-    const r = await execa('ip', ['netns', 'exec', svcNamespace(m.simId), process.execPath, LOOP, '--url', `http://127.0.0.1:${CONTROL_PLANE_PORT}`, '--token-file', m.controlPlane.serviceRoleKeyFile, '--entry', 'relay-1', '--exit', 'relay-2', '--count', String(count)], { reject: false, timeout: 900_000 });
+    const r = await execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        svcNamespace(m.simId),
+        process.execPath,
+        LOOP,
+        '--url',
+        `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
+        '--token-file',
+        m.controlPlane.serviceRoleKeyFile,
+        '--entry',
+        'relay-1',
+        '--exit',
+        'relay-2',
+        '--count',
+        String(count),
+      ],
+      { reject: false, timeout: 900_000 },
+    );
     if (r.exitCode !== 0) throw new Error(`session loop (sim): ${r.stderr}`);
     return parse(r.stdout);
   } finally {
@@ -73,7 +108,8 @@ const root = mkdtempSync(join(tmpdir(), 'relay-core-bench-sessions-'));
 try {
   const mem = await memoryKernel(root);
   const wg = await realWireGuard(root);
-  const row = (name: string, r: LoopResult) => `| ${name} | ${r.count} | ${pct(r.openMs, 50).toFixed(0)} | ${pct(r.openMs, 90).toFixed(0)} | ${Math.max(...r.openMs).toFixed(0)} |`;
+  const row = (name: string, r: LoopResult) =>
+    `| ${name} | ${r.count} | ${pct(r.openMs, 50).toFixed(0)} | ${pct(r.openMs, 90).toFixed(0)} | ${Math.max(...r.openMs).toFixed(0)} |`;
   console.log('| entry kernel | sessions | setup p50 ms | p90 ms | max ms |');
   console.log('|---|---|---|---|---|');
   console.log(row('in-memory model (loopback)', mem));

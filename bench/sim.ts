@@ -13,7 +13,10 @@ import { performance } from 'node:perf_hooks';
 import { execa } from 'execa';
 import { RELAY_CORE_BIN } from '../src/devnet/relay-process.ts';
 
-const sizes = process.argv.slice(2).map(Number).filter((n) => n >= 1);
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n >= 1);
 const ns = sizes.length ? sizes : [2, 4, 8];
 
 async function timed(dir: string, args: string[]): Promise<number> {
@@ -40,7 +43,9 @@ const rows: string[] = [];
 for (const n of ns) {
   const mesh = await run(n, 'mesh');
   const topo = await run(n, 'topology');
-  rows.push(`| ${n} | ${mesh.up.toFixed(1)} | ${topo.up.toFixed(1)} | ${(mesh.up / topo.up).toFixed(2)} | ${mesh.join.toFixed(1)} | ${topo.join.toFixed(1)} | ${(mesh.join / topo.join).toFixed(2)} |`);
+  rows.push(
+    `| ${n} | ${mesh.up.toFixed(1)} | ${topo.up.toFixed(1)} | ${(mesh.up / topo.up).toFixed(2)} | ${mesh.join.toFixed(1)} | ${topo.join.toFixed(1)} | ${(mesh.join / topo.join).toFixed(2)} |`,
+  );
 }
 console.log('| N | up to mesh converged s | up to topology s | ratio | join to links up s | join to topology s | ratio |');
 console.log('|---|---|---|---|---|---|---|');

@@ -52,7 +52,11 @@ try {
   const tailSeen = new Map<string, number>();
   const refSeen = new Map<string, number>();
   const tail = execa(RELAY_CORE_BIN, ['events', 'tail', '--json', '--relay', RELAY, '--nats-url', nats.url], { reject: false, buffer: false });
-  const ref = execa(process.execPath, ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'tail-reference.ts'), nats.url, `relaynet.relay.${RELAY}.>`], { reject: false, buffer: false });
+  const ref = execa(
+    process.execPath,
+    ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'tail-reference.ts'), nats.url, `relaynet.relay.${RELAY}.>`],
+    { reject: false, buffer: false },
+  );
   children.push(tail, ref);
   watch(tail, (l) => (JSON.parse(l) as { event?: { id: string } }).event?.id ?? null, tailSeen);
   const refReady = watch(ref, (l) => (l.startsWith('{') ? (JSON.parse(l) as { id: string }).id : null), refSeen);
@@ -84,7 +88,9 @@ try {
   const f = (x: number) => x.toFixed(2);
   console.log(`| reader | events | p50 ms | p99 ms | max ms |`);
   console.log('|---|---|---|---|---|');
-  console.log(`| relay-core events tail --json (ordered JetStream consumer, decode, checks) | ${events} | ${f(pct(t, 50))} | ${f(pct(t, 99))} | ${f(Math.max(...t))} |`);
+  console.log(
+    `| relay-core events tail --json (ordered JetStream consumer, decode, checks) | ${events} | ${f(pct(t, 50))} | ${f(pct(t, 99))} | ${f(Math.max(...t))} |`,
+  );
   console.log(`| reference: core-NATS subscriber | ${events} | ${f(pct(r, 50))} | ${f(pct(r, 99))} | ${f(Math.max(...r))} |`);
   console.log(`| ratio p50 tail / reference | | ${(pct(t, 50) / pct(r, 50)).toFixed(2)} | | |`);
   await nc.close();

@@ -60,7 +60,17 @@ export type ClientSessionEmission =
       type: 'ClientSessionStateChanged';
       /** The envelope id, when the machine must know it (an expiry is the cause of kernel work). */
       id?: string;
-      data: { sessionId: string; publicKey: string; address: string; exitId: string; state: ClientSessionState; reason: string; latestHandshakeMs: number | null; rxBytes: number; txBytes: number };
+      data: {
+        sessionId: string;
+        publicKey: string;
+        address: string;
+        exitId: string;
+        state: ClientSessionState;
+        reason: string;
+        latestHandshakeMs: number | null;
+        rxBytes: number;
+        txBytes: number;
+      };
     }
   | { type: 'ClientSessionSteered'; data: { sessionId: string; exitId: string; previousExitId: string | null } };
 
@@ -76,7 +86,8 @@ export interface SessionClosed {
   sessionId: string;
 }
 
-const folded = (c: ClientSessionContext, e: ClientSessionEvent): ClientSessionContext => (e.type === 'OBSERVED' ? { ...c, ...foldObservation(c, e.observation, e.nowMs) } : c);
+const folded = (c: ClientSessionContext, e: ClientSessionEvent): ClientSessionContext =>
+  e.type === 'OBSERVED' ? { ...c, ...foldObservation(c, e.observation, e.nowMs) } : c;
 const nowOf = (e: ClientSessionEvent) => (e.type === 'OBSERVED' || e.type === 'KERNEL_REACHED' ? e.nowMs : null);
 
 const announce = (state: ClientSessionState) =>
@@ -170,12 +181,21 @@ export const clientSessionMachine = setup({
     STEERED: {
       actions: [
         assign({ confirmedExit: ({ event }) => event.exitId }),
-        { type: 'emit', params: ({ context, event }) => ({ type: 'ClientSessionSteered', data: { sessionId: context.session.id, exitId: event.exitId, previousExitId: event.previousExitId } }) },
+        {
+          type: 'emit',
+          params: ({ context, event }) => ({
+            type: 'ClientSessionSteered',
+            data: { sessionId: context.session.id, exitId: event.exitId, previousExitId: event.previousExitId },
+          }),
+        },
         { type: 'confirm', params: ({ context, event }) => ({ sessionId: context.session.id, exitId: event.exitId }) },
       ],
     },
     EXIT_CHANGED: {
-      actions: [assign({ session: ({ context, event }) => ({ ...context.session, exitId: event.exitId }) }), { type: 'because', params: ({ event }) => ({ reason: `exit changed to ${event.exitId}` }) }],
+      actions: [
+        assign({ session: ({ context, event }) => ({ ...context.session, exitId: event.exitId }) }),
+        { type: 'because', params: ({ event }) => ({ reason: `exit changed to ${event.exitId}` }) },
+      ],
     },
   },
   states: {
@@ -183,7 +203,10 @@ export const clientSessionMachine = setup({
       entry: announce('requested'),
       on: {
         KERNEL_APPLYING: 'configuring',
-        KERNEL_REACHED: [{ guard: 'programmed', target: 'ready', actions: ['steered', { type: 'because', params: { reason: 'programmed' } }] }, { target: 'configuring' }],
+        KERNEL_REACHED: [
+          { guard: 'programmed', target: 'ready', actions: ['steered', { type: 'because', params: { reason: 'programmed' } }] },
+          { target: 'configuring' },
+        ],
       },
     },
     configuring: {

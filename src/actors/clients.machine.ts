@@ -50,7 +50,9 @@ export interface ClientsTornDown {
 const sessionActorId = (sessionId: string) => `session-${sessionId}`;
 const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
 
-const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) => desiredEvent(clientsOwner, context, context, context.cause, me));
+const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) =>
+  desiredEvent(clientsOwner, context, context, context.cause, me),
+);
 
 export const clientsMachine = setup({
   types: {
@@ -79,7 +81,11 @@ export const clientsMachine = setup({
           const device = clientDevice(context.clients.wgPrefix, meshIndex(next.self!.meshAddress));
           const actors = { ...context.actors };
           for (const s of Object.values(next.sessions)) {
-            if (!actors[s.id]) actors[s.id] = spawn('clientSession', { id: sessionActorId(s.id), input: { session: s, device, idleAfterMs: context.idleAfterMs, deps: context.deps } });
+            if (!actors[s.id])
+              actors[s.id] = spawn('clientSession', {
+                id: sessionActorId(s.id),
+                input: { session: s, device, idleAfterMs: context.idleAfterMs, deps: context.deps },
+              });
           }
           return { ...next, actors, cause: event.cause };
         }),
@@ -109,7 +115,12 @@ export const clientsMachine = setup({
       actions: enqueueActions(({ context, event, enqueue }) => {
         if (!context.self) return;
         const actors = Object.values(context.actors);
-        const r = clientsOwner.reached(context, context, event.actual, actors.map((a) => a.getSnapshot().context.session));
+        const r = clientsOwner.reached(
+          context,
+          context,
+          event.actual,
+          actors.map((a) => a.getSnapshot().context.session),
+        );
         for (const [i, a] of actors.entries()) enqueue.sendTo(a, { type: 'KERNEL_REACHED', ...r.members[i]!, nowMs: event.nowMs });
         if (r.tornDown) enqueue(sendParent({ type: 'CLIENTS_TORN_DOWN' } satisfies ClientsTornDown));
       }),

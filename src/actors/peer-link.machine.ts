@@ -91,7 +91,15 @@ const announce = (state: LinkState) =>
     type: 'emit',
     params: ({ context }: { context: PeerLinkContext }): LinkStateChanged => ({
       type: 'LinkStateChanged',
-      data: { peerId: context.peer.id, device: context.device, state, reason: context.reason, latestHandshakeMs: context.latestHandshakeMs, rxBytes: context.rxBytes, txBytes: context.txBytes },
+      data: {
+        peerId: context.peer.id,
+        device: context.device,
+        state,
+        reason: context.reason,
+        latestHandshakeMs: context.latestHandshakeMs,
+        rxBytes: context.rxBytes,
+        txBytes: context.txBytes,
+      },
     }),
   }) as const;
 
@@ -136,7 +144,15 @@ export const peerLinkMachine = setup({
     // A new key or endpoint: the device gets a new peer, whose handshake starts from nothing.
     PEER_CHANGED: {
       target: '.configuring',
-      actions: assign(({ event }) => ({ peer: event.peer, configuredAtMs: null, latestHandshakeMs: null, rxBytes: 0, txBytes: 0, lastHeardMs: null, reason: 'peer changed' })),
+      actions: assign(({ event }) => ({
+        peer: event.peer,
+        configuredAtMs: null,
+        latestHandshakeMs: null,
+        rxBytes: 0,
+        txBytes: 0,
+        lastHeardMs: null,
+        reason: 'peer changed',
+      })),
     },
     OBSERVED: { actions: 'fold' },
   },
@@ -146,7 +162,11 @@ export const peerLinkMachine = setup({
       on: {
         KERNEL_APPLYING: { target: 'configuring', actions: assign({ reason: 'kernel applying' }) },
         // Adopted: the device was already programmed (a restarted relay).
-        KERNEL_REACHED: { guard: 'configured', target: 'handshaking', actions: assign({ configuredAtMs: ({ event }) => event.nowMs, reason: 'already programmed' }) },
+        KERNEL_REACHED: {
+          guard: 'configured',
+          target: 'handshaking',
+          actions: assign({ configuredAtMs: ({ event }) => event.nowMs, reason: 'already programmed' }),
+        },
       },
     },
     configuring: {
@@ -158,7 +178,10 @@ export const peerLinkMachine = setup({
     handshaking: {
       entry: announce('handshaking'),
       on: {
-        OBSERVED: onObserved({ guard: 'fresh', target: 'up', reason: 'handshake' }, { guard: 'pastDown', target: 'down', reason: 'no handshake since configured' }),
+        OBSERVED: onObserved(
+          { guard: 'fresh', target: 'up', reason: 'handshake' },
+          { guard: 'pastDown', target: 'down', reason: 'no handshake since configured' },
+        ),
       },
     },
     up: {
@@ -173,7 +196,10 @@ export const peerLinkMachine = setup({
     stale: {
       entry: announce('stale'),
       on: {
-        OBSERVED: onObserved({ guard: 'fresh', target: 'up', reason: 'heard again' }, { guard: 'pastDown', target: 'down', reason: 'peer silent past the down window' }),
+        OBSERVED: onObserved(
+          { guard: 'fresh', target: 'up', reason: 'heard again' },
+          { guard: 'pastDown', target: 'down', reason: 'peer silent past the down window' },
+        ),
       },
     },
     down: {

@@ -163,7 +163,12 @@ export const relayMachine = setup({
     {
       id: 'topology',
       src: 'topology',
-      input: ({ context }) => ({ selfId: context.request.relayId, mesh: context.links?.mesh as MeshOptions, timing: context.links?.timing as LinkTiming, deps: context.deps }),
+      input: ({ context }) => ({
+        selfId: context.request.relayId,
+        mesh: context.links?.mesh as MeshOptions,
+        timing: context.links?.timing as LinkTiming,
+        deps: context.deps,
+      }),
     },
     {
       id: 'clients',
@@ -258,7 +263,11 @@ export const relayMachine = setup({
             actions: [
               assign(({ context, event }) => {
                 const r = applyTopologyEvent(context.view, event.event);
-                return { view: r.kind === 'applied' ? r.state : context.view, cause: context.deps.newId(), counters: { ...context.counters, applied: context.counters.applied + 1 } };
+                return {
+                  view: r.kind === 'applied' ? r.state : context.view,
+                  cause: context.deps.newId(),
+                  counters: { ...context.counters, applied: context.counters.applied + 1 },
+                };
               }),
               'viewChanged',
               {
@@ -286,7 +295,11 @@ export const relayMachine = setup({
                 type: 'emit',
                 params: ({ context, event }) => ({
                   type: 'TopologyResyncRequested',
-                  data: { revision: context.view.revision, reason: 'gap', detail: `expected revision ${context.view.revision + 1}, got ${event.event.data.revision}` },
+                  data: {
+                    revision: context.view.revision,
+                    reason: 'gap',
+                    detail: `expected revision ${context.view.revision + 1}, got ${event.event.data.revision}`,
+                  },
                 }),
               },
             ],
@@ -304,7 +317,12 @@ export const relayMachine = setup({
               type: 'emit',
               params: ({ event }) => ({
                 type: 'TopologyEventRejected',
-                data: { reason: event.rejection.reason, subject: event.subject.slice(0, 512), streamSeq: event.streamSeq, detail: event.rejection.detail.slice(0, 512) },
+                data: {
+                  reason: event.rejection.reason,
+                  subject: event.subject.slice(0, 512),
+                  streamSeq: event.streamSeq,
+                  detail: event.rejection.detail.slice(0, 512),
+                },
               }),
             },
           ],
@@ -313,30 +331,50 @@ export const relayMachine = setup({
           target: 'registering',
           actions: [
             assign({ pendingResync: ({ event }) => ({ reason: event.reason, detail: event.detail }) }),
-            { type: 'emit', params: ({ context, event }) => ({ type: 'TopologyResyncRequested', data: { revision: context.view.revision, reason: event.reason, detail: event.detail } }) },
+            {
+              type: 'emit',
+              params: ({ context, event }) => ({
+                type: 'TopologyResyncRequested',
+                data: { revision: context.view.revision, reason: event.reason, detail: event.detail },
+              }),
+            },
           ],
         },
         RESYNC: {
           target: 'registering',
           actions: [
             assign({ pendingResync: ({ event }) => ({ reason: 'operator' as const, detail: event.detail }) }),
-            { type: 'emit', params: ({ context, event }) => ({ type: 'TopologyResyncRequested', data: { revision: context.view.revision, reason: 'operator', detail: event.detail } }) },
+            {
+              type: 'emit',
+              params: ({ context, event }) => ({
+                type: 'TopologyResyncRequested',
+                data: { revision: context.view.revision, reason: 'operator', detail: event.detail },
+              }),
+            },
           ],
         },
         HEARTBEAT: [
           {
-            guard: ({ context, event }) => event.response.revision > context.view.revision && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,
+            guard: ({ context, event }) =>
+              event.response.revision > context.view.revision && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,
             target: 'registering',
             actions: [
               assign(({ context, event }) => ({
                 counters: { ...context.counters, heartbeats: context.counters.heartbeats + 1, heartbeatsBehind: context.counters.heartbeatsBehind + 1 },
-                pendingResync: { reason: 'behind-control-plane' as const, detail: `view at ${context.view.revision}, control plane at ${event.response.revision}` },
+                pendingResync: {
+                  reason: 'behind-control-plane' as const,
+                  detail: `view at ${context.view.revision}, control plane at ${event.response.revision}`,
+                },
               })),
               {
                 type: 'emit',
                 params: ({ context, event }) => ({
                   type: 'TopologyResyncRequested',
-                  data: { revision: context.view.revision, reason: 'behind-control-plane', detail: `view at ${context.view.revision}, control plane at ${event.response.revision}` },
+                  data: {
+                    revision: context.view.revision,
+                    reason: 'behind-control-plane',
+                    detail: `view at ${context.view.revision}, control plane at ${event.response.revision}`,
+                  },
                 }),
               },
             ],
@@ -369,7 +407,10 @@ export const relayMachine = setup({
     draining: {
       entry: [
         assign({ cause: ({ context }) => context.deps.newId() }),
-        { type: 'emit', params: ({ context, event }) => ({ type: 'RelayDraining', id: context.cause!, data: { signal: event.type === 'STOP' ? event.signal : 'unknown' } }) },
+        {
+          type: 'emit',
+          params: ({ context, event }) => ({ type: 'RelayDraining', id: context.cause!, data: { signal: event.type === 'STOP' ? event.signal : 'unknown' } }),
+        },
       ],
       invoke: {
         src: 'deregister',
@@ -401,7 +442,10 @@ export const relayMachine = setup({
       after: {
         teardownTimeout: {
           target: 'stopped',
-          actions: assign({ error: ({ context }) => `teardown timed out (mesh ${context.tornDown.mesh ? 'done' : 'not done'}, clients ${context.tornDown.clients ? 'done' : 'not done'})` }),
+          actions: assign({
+            error: ({ context }) =>
+              `teardown timed out (mesh ${context.tornDown.mesh ? 'done' : 'not done'}, clients ${context.tornDown.clients ? 'done' : 'not done'})`,
+          }),
         },
       },
       exit: { type: 'emit', params: ({ context }) => ({ type: 'RelayStopped', data: { deregistered: context.deregistered } }) },

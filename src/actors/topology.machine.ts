@@ -152,7 +152,12 @@ export const topologyMachine = setup({
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         const links = Object.values(context.links);
-        const r = meshOwner.reached(context, context.mesh, event.actual, links.map((l) => l.getSnapshot().context));
+        const r = meshOwner.reached(
+          context,
+          context.mesh,
+          event.actual,
+          links.map((l) => l.getSnapshot().context),
+        );
         for (const [i, l] of links.entries()) enqueue.sendTo(l, { type: 'KERNEL_REACHED', configured: r.members[i]!, nowMs: event.nowMs });
         if (r.tornDown) enqueue(sendParent({ type: 'MESH_TORN_DOWN' } satisfies MeshTornDown));
       }),
@@ -177,4 +182,3 @@ export const topologyMachine = setup({
     },
   },
 });
-

@@ -11,7 +11,13 @@ export const isBusConnected = (nc: NatsConnection): boolean => !nc.isClosed() &&
  * a server answered, so a relay that boots while NATS is down waits (and logs) instead of failing.
  * Connection status changes are logged with the connection's name bound.
  */
-export async function connectBus(opts: { servers: string[]; token?: string | null; name: string; logger: Logger; waitOnFirstConnect?: boolean }): Promise<NatsConnection> {
+export async function connectBus(opts: {
+  servers: string[];
+  token?: string | null;
+  name: string;
+  logger: Logger;
+  waitOnFirstConnect?: boolean;
+}): Promise<NatsConnection> {
   const nc = await connect({
     servers: opts.servers,
     name: opts.name,

@@ -70,11 +70,19 @@ export async function* readStored(nc: NatsConnection, streams: StreamKind[], fil
  * Every message from `since` on, from all `streams` as they arrive, until `signal` aborts. Messages of
  * one stream come in order; the streams are interleaved as the server delivers them.
  */
-export async function* follow(nc: NatsConnection, streams: StreamKind[], filter: EventFilter, since: Since, signal: AbortSignal): AsyncGenerator<StoredMessage> {
+export async function* follow(
+  nc: NatsConnection,
+  streams: StreamKind[],
+  filter: EventFilter,
+  since: Since,
+  signal: AbortSignal,
+): AsyncGenerator<StoredMessage> {
   const queue: StoredMessage[] = [];
   let wake: (() => void) | null = null;
   let failure: unknown = null;
-  const consumers = await Promise.all(streams.map(async (s) => ({ s, messages: await (await orderedConsumer(nc, s, filter, since)).consume({ max_messages: 1000 }) })));
+  const consumers = await Promise.all(
+    streams.map(async (s) => ({ s, messages: await (await orderedConsumer(nc, s, filter, since)).consume({ max_messages: 1000 }) })),
+  );
   const pumps = consumers.map(({ s, messages }) =>
     (async () => {
       for await (const m of messages) {

@@ -26,7 +26,10 @@ export function streamConfigs(l: StreamLimits = DEFAULT_STREAM_LIMITS): (Partial
  * Create the streams, or update them to the desired limits. Idempotent: a second call with the same
  * limits changes nothing and reports `unchanged`. Safe to run from every relay and the publisher.
  */
-export async function bootstrapStreams(jsm: JetStreamManager, limits: StreamLimits = DEFAULT_STREAM_LIMITS): Promise<Record<string, 'created' | 'updated' | 'unchanged'>> {
+export async function bootstrapStreams(
+  jsm: JetStreamManager,
+  limits: StreamLimits = DEFAULT_STREAM_LIMITS,
+): Promise<Record<string, 'created' | 'updated' | 'unchanged'>> {
   const out: Record<string, 'created' | 'updated' | 'unchanged'> = {};
   for (const cfg of streamConfigs(limits)) {
     const name = cfg.name;

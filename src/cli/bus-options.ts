@@ -40,7 +40,9 @@ export async function reexecInSim(dir: string, command: string, argv: string[]):
   const m = simManifest(dir);
   const ns = `rcs-${m.simId}-inet`;
   const script = process.argv[1]!;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', NATS_URL], { stdio: 'inherit' });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', NATS_URL], {
+    stdio: 'inherit',
+  });
   // Ctrl-C reaches the child through the terminal's process group too; a signal sent to us alone is passed on.
   const pass = () => child.kill('SIGTERM');
   process.on('SIGTERM', pass);

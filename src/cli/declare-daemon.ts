@@ -29,13 +29,23 @@ it deregisters and exits 0. Logs are JSON lines on stderr. Flags override enviro
     natsUrlOpt('override the NATS servers handed out'),
     intOpt('--start-margin-ms <MS>', 'consumer start before snapshot time', 0, 3_600_000, { default: 60_000 }),
     opt('--rotate-key', 'generate a new WireGuard key and register it with rotateKey'),
-    opt('--wg-prefix <P>', 'device name prefix, 1-3 letters a-z; the link to relay j is P<own index>m<j>; relays sharing a machine need distinct P', { env: 'RELAYNET_WG_PREFIX', default: 'rc', group: MESH }),
+    opt('--wg-prefix <P>', 'device name prefix, 1-3 letters a-z; the link to relay j is P<own index>m<j>; relays sharing a machine need distinct P', {
+      env: 'RELAYNET_WG_PREFIX',
+      default: 'rc',
+      group: MESH,
+    }),
     intOpt('--keepalive <S>', 'persistent keepalive seconds on each link', 0, 65535, { default: 25, group: MESH }),
     intOpt('--mtu <N>', 'mesh device MTU', 1280, 9000, { default: 1420, group: MESH }),
     intOpt('--link-stale-after <MS>', "peer silent this long: link stale (WireGuard's reject window)", 100, 86_400_000, { default: 180_000, group: MESH }),
     intOpt('--link-down-after <MS>', 'peer silent this long: link down', 100, 86_400_000, { default: 540_000, group: MESH }),
     intOpt('--observe-interval <MS>', 'how often handshakes and counters are read', 100, 3_600_000, { default: 5_000, group: MESH }),
-    intOpt('--resolve-interval <MS>', 'how often peer endpoints given as DNS names are looked up again (a failed lookup is retried after 2 s, doubling)', 1_000, 86_400_000, { default: 60_000, group: MESH }),
+    intOpt(
+      '--resolve-interval <MS>',
+      'how often peer endpoints given as DNS names are looked up again (a failed lookup is retried after 2 s, doubling)',
+      1_000,
+      86_400_000,
+      { default: 60_000, group: MESH },
+    ),
     opt('--kernel <linux|memory>', 'program this host, or only an in-memory model of it (dry run)', { default: 'linux', group: MESH }),
     opt('--wg-impl <auto|kernel|userspace>', 'kernel WireGuard, wireguard-go, or whichever works', { default: 'auto', group: MESH }),
     intOpt('--client-idle-after <MS>', 'a client not heard this long is idle', 1_000, 86_400_000, { default: 180_000, group: CLIENTS }),
@@ -44,8 +54,16 @@ it deregisters and exits 0. Logs are JSON lines on stderr. Flags override enviro
     opt('--client-supernet <CIDR>', "the network's client address space", { default: '100.96.0.0/11', group: CLIENTS }),
     opt('--client-deny <CIDR[,CIDR]>', 'refuse client traffic to these too (IPv4 or IPv6)', { env: 'RELAYNET_CLIENT_DENY', group: CLIENTS }),
     opt('--client-allow <CIDR[,CIDR]>', 'take these out of the default refused ranges', { env: 'RELAYNET_CLIENT_ALLOW', group: CLIENTS }),
-    opt('--client-prefix6 <P|off>', "the clients' IPv6 /96 (the control plane's client_prefix6 must agree); off: clients get IPv4 only", { env: 'RELAYNET_CLIENT_PREFIX6', default: DEFAULT_CLIENT_PREFIX6, group: CLIENTS }),
-    opt('--exit-ipv6 <auto|on|off>', "let clients' IPv6 leave here, NAT66 (auto: when this host has a default IPv6 route)", { env: 'RELAYNET_EXIT_IPV6', default: 'auto', group: CLIENTS }),
+    opt('--client-prefix6 <P|off>', "the clients' IPv6 /96 (the control plane's client_prefix6 must agree); off: clients get IPv4 only", {
+      env: 'RELAYNET_CLIENT_PREFIX6',
+      default: DEFAULT_CLIENT_PREFIX6,
+      group: CLIENTS,
+    }),
+    opt('--exit-ipv6 <auto|on|off>', "let clients' IPv6 leave here, NAT66 (auto: when this host has a default IPv6 route)", {
+      env: 'RELAYNET_EXIT_IPV6',
+      default: 'auto',
+      group: CLIENTS,
+    }),
   );
   cmd.addHelpText(
     'after',
@@ -168,13 +186,19 @@ the control plane. Give exactly one of --exit and --exit-region.`);
     ...access(),
   );
   leaf(add.addHelpText('after', CLIENT_EXIT_CODES), 'client add');
-  const sw = client.command('switch').summary('steer a session to another exit').description("Steer a session to another exit; the client's tunnel is untouched (no new handshake).");
+  const sw = client
+    .command('switch')
+    .summary('steer a session to another exit')
+    .description("Steer a session to another exit; the client's tunnel is untouched (no new handshake).");
   withOptions(sw, opt('--session <ID>', 'the session'), ...exit(), json(), ...access());
   leaf(sw.addHelpText('after', CLIENT_EXIT_CODES), 'client switch');
   const list = client.command('list').summary('list open sessions').description('Open sessions (--all: also closed ones), one per line, or JSON.');
   withOptions(list, opt('--entry <ID>', 'only the sessions entering at this relay'), opt('--all', 'also closed sessions'), json(), ...access());
   leaf(list.addHelpText('after', CLIENT_EXIT_CODES), 'client list');
-  const remove = client.command('remove').summary('close a session').description("Close a session: the entry removes the client's peer and rules. Give --session or --public-key.");
+  const remove = client
+    .command('remove')
+    .summary('close a session')
+    .description("Close a session: the entry removes the client's peer and rules. Give --session or --public-key.");
   withOptions(remove, opt('--session <ID>', 'the session'), opt('--public-key <KEY>', 'the session of this key'), json(), ...access());
   leaf(remove.addHelpText('after', CLIENT_EXIT_CODES), 'client remove');
 }
@@ -182,7 +206,12 @@ the control plane. Give exactly one of --exit and --exit-region.`);
 const SECRET_SOURCE = 'Secret source (the first that is given):';
 
 export function declareToken(program: Command, leaf: Leaf): void {
-  const token = subcommands(program, 'token', 'mint scoped tokens: relay tokens (bound to one relay id) and user tokens', "Scoped tokens of the control plane. The only subcommand is 'mint'.");
+  const token = subcommands(
+    program,
+    'token',
+    'mint scoped tokens: relay tokens (bound to one relay id) and user tokens',
+    "Scoped tokens of the control plane. The only subcommand is 'mint'.",
+  );
   const mint = token
     .command('mint')
     .summary('mint a relay token (--relay-id) or a user token (--role user --sub ID)')
@@ -219,7 +248,12 @@ Examples:
 }
 
 export function declareBus(program: Command, leaf: Leaf): void {
-  const bus = subcommands(program, 'bus', 'event-bus administration (idempotent JetStream bootstrap)', "Event-bus administration. The only subcommand is 'bootstrap'.");
+  const bus = subcommands(
+    program,
+    'bus',
+    'event-bus administration (idempotent JetStream bootstrap)',
+    "Event-bus administration. The only subcommand is 'bootstrap'.",
+  );
   const L = DEFAULT_STREAM_LIMITS;
   const cmd = bus
     .command('bootstrap')

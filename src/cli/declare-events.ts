@@ -72,7 +72,10 @@ TOKEN] [--save FILE], or --sim [DIR] [--save FILE] (a running 'relay-core sim').
     opt('--timeline', 'the state changes of links and sessions with times and causes, and the kernel rounds that touched them with the event behind each'),
     opt('--link <PEER>', '(timeline) only the link to relay PEER'),
     opt('--session <ID>', '(timeline) only this client session'),
-    opt('--diff', "compare the replayed host with the host as it is now (this machine, or the relay's namespace with --netns or --sim): exit 0 if equal, 1 if they drift"),
+    opt(
+      '--diff',
+      "compare the replayed host with the host as it is now (this machine, or the relay's namespace with --netns or --sim): exit 0 if equal, 1 if they drift",
+    ),
     opt('--netns <NS>', '(diff) read the live host inside network namespace NS'),
     opt('--file <FILE>', 'read an exported log instead of NATS (topology lines first, or anywhere)').helpGroup(BUS),
     opt('--save <FILE>', 'also write what was read from NATS to FILE (mode 0600) for a later --file').helpGroup(BUS),

@@ -69,20 +69,26 @@ Examples:
 Exit codes: 0 done; 1 failed or not converged (what is missing is printed); 2 bad usage.`,
   );
 
-  const up = sim.command('up').summary('build it, wait, leave it running in the background')
+  const up = sim
+    .command('up')
+    .summary('build it, wait, leave it running in the background')
     .description(`Build the sim and wait until it has converged: every relay serves one topology that has every relay
 and (--wait mesh) has a WireGuard link in state up to every other. Then exit 0, leaving everything
 running in the background. After --timeout, exit 1 saying which relays or links are missing; the sim
 stays up to be looked at. An error while building (or Ctrl-C) removes what was built.`);
   leaf(withOptions(up, ...upOpts()), 'sim up');
 
-  const status = sim.command('status').summary('every relay and link of the sim')
+  const status = sim
+    .command('status')
+    .summary('every relay and link of the sim')
     .description(`Every relay (process, state, mesh and public address, topology) and every link (state and handshake
 age as each end sees it), from the relays' status sockets. Says whether the sim has converged and if
 not, what is missing (exit 0 either way).`);
   leaf(withOptions(status, jsonOpt(), stateDir()), 'sim status');
 
-  const add = sim.command('add').summary('a new relay; then waits like up')
+  const add = sim
+    .command('add')
+    .summary('a new relay; then waits like up')
     .description(`A new relay (namespace, address, scoped token, process); then waits like up. With --endpoint it
 registers that endpoint instead of its address and port 51820: a DNS name tests how relays resolve
 names. A relay's DNS stays in its namespace: names come from its own hosts file, which has
@@ -101,14 +107,20 @@ has no IPv6: it exits no client IPv6, and entries refuse its clients' IPv6 at on
 
   const stop = sim.command('stop').summary('SIGTERM a relay').description('SIGTERM a relay: it deregisters and removes its links (SIGKILL after 15 s).');
   leaf(withOptions(stop, relayOpt('the relay to stop (required)'), stateDir()), 'sim stop');
-  const kill = sim.command('kill').summary('SIGKILL a relay, as a crash would')
+  const kill = sim
+    .command('kill')
+    .summary('SIGKILL a relay, as a crash would')
     .description('SIGKILL a relay, as a crash would. Its WireGuard devices (wireguard-go processes) stay and keep its\nlinks up until a restart adopts them.');
   leaf(withOptions(kill, relayOpt('the relay to kill (required)'), stateDir()), 'sim kill');
-  const restart = sim.command('restart').summary("start a relay's process again; then waits like up")
+  const restart = sim
+    .command('restart')
+    .summary("start a relay's process again; then waits like up")
     .description("Start a relay's process again in its namespace with its state directory and key (stopping it first\nif it runs); then waits like up.");
   leaf(withOptions(restart, relayOpt('the relay to restart (required)'), ...waitOpts(), stateDir()), 'sim restart');
 
-  const down = sim.command('down').summary('remove everything the sim created')
+  const down = sim
+    .command('down')
+    .summary('remove everything the sim created')
     .description(`Remove everything the sim created: processes (relays, wireguard-go, nats-server, the control
 plane), namespaces with their veths and the bridge, leftover WireGuard sockets in /var/run/wireguard,
 and its files except logs. Works from DIR/manifest.json alone, also after the sim or a relay
@@ -135,12 +147,27 @@ from: try
 'switch' steers a client to another exit without touching its tunnel; 'remove' closes its session
 and removes its namespace; 'list' shows them.`,
   );
-  const add = client.command('add').summary('a client namespace with a session through the control plane').description('A client: namespace, key, session, wireguard-go. Give exactly one of --exit and --exit-region.');
-  withOptions(add, opt('--name <NAME>', 'its name', { defaultText: 'client-<n>' }), opt('--entry <ID>', 'the entry relay', { defaultText: 'the control plane picks' }), ...exitOpts(), stateDir());
+  const add = client
+    .command('add')
+    .summary('a client namespace with a session through the control plane')
+    .description('A client: namespace, key, session, wireguard-go. Give exactly one of --exit and --exit-region.');
+  withOptions(
+    add,
+    opt('--name <NAME>', 'its name', { defaultText: 'client-<n>' }),
+    opt('--entry <ID>', 'the entry relay', { defaultText: 'the control plane picks' }),
+    ...exitOpts(),
+    stateDir(),
+  );
   leaf(add, 'sim client add');
-  const sw = client.command('switch').summary('steer a client to another exit').description("Steer a client to another exit without touching its tunnel. Give exactly one of --exit and --exit-region.");
+  const sw = client
+    .command('switch')
+    .summary('steer a client to another exit')
+    .description('Steer a client to another exit without touching its tunnel. Give exactly one of --exit and --exit-region.');
   leaf(withOptions(sw, opt('--name <NAME>', 'the client (required)'), ...exitOpts(), stateDir()), 'sim client switch');
-  const remove = client.command('remove').summary("close a client's session, remove its namespace").description("Close a client's session and remove its namespace.");
+  const remove = client
+    .command('remove')
+    .summary("close a client's session, remove its namespace")
+    .description("Close a client's session and remove its namespace.");
   leaf(withOptions(remove, opt('--name <NAME>', 'the client (required)'), stateDir()), 'sim client remove');
   const list = client.command('list').summary('the clients of the sim').description("The sim's clients: namespace, address, entry, exit and session.");
   leaf(withOptions(list, jsonOpt(), stateDir()), 'sim client list');

@@ -55,7 +55,8 @@ export function withOptions(cmd: Command, ...options: Option[]): Command {
 
 export const jsonOpt = (description = 'print JSON') => opt('--json', description);
 
-export const stateDirOpt = (description: string, spec: Pick<OptSpec, 'default' | 'defaultText' | 'env' | 'group'> = {}) => opt('--state-dir <DIR>', description, spec);
+export const stateDirOpt = (description: string, spec: Pick<OptSpec, 'default' | 'defaultText' | 'env' | 'group'> = {}) =>
+  opt('--state-dir <DIR>', description, spec);
 
 /** The NATS servers and token of a deployment (`bus bootstrap`, `events`, `replay`, `control-plane`). */
 export const natsUrlOpt = (description = 'NATS servers') => opt('--nats-url <URL[,URL]>', description, { env: 'RELAYNET_NATS_SERVERS' });

@@ -38,7 +38,6 @@ export type ActionName =
   | 'sim client remove'
   | 'sim client list';
 
-
 /** Runs the action of a leaf command with its option values, operands and the options given as flags. */
 export type Dispatch = (name: ActionName, values: Values, operands: string[], flags: Set<string>) => Promise<void> | void;
 

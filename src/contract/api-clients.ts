@@ -43,13 +43,17 @@ export type SwitchExitRequest = z.input<typeof SwitchExitRequestSchema>;
 export const DisconnectClientRequestSchema = requestObject(
   {
     reason: z
-      .enum(['disconnected', 'removed'], { error: (i) => (typeof i.input === 'string' ? 'reason must be "disconnected" or "removed"' : 'reason must be a string') })
+      .enum(['disconnected', 'removed'], {
+        error: (i) => (typeof i.input === 'string' ? 'reason must be "disconnected" or "removed"' : 'reason must be a string'),
+      })
       .default('disconnected'),
     sessionId: sessionIdField().optional(),
     publicKey: wgKeyField().optional(),
   },
   ['sessionId', 'publicKey', 'reason'],
-).check(...exactlyOne('sessionId', 'publicKey', { both: 'give exactly one of sessionId and publicKey, not both', neither: 'sessionId or publicKey is required' }));
+).check(
+  ...exactlyOne('sessionId', 'publicKey', { both: 'give exactly one of sessionId and publicKey, not both', neither: 'sessionId or publicKey is required' }),
+);
 export type DisconnectClientRequest = z.input<typeof DisconnectClientRequestSchema>;
 
 export const ListClientsRequestSchema = requestObject({ entry: relayIdField('entry').optional(), includeClosed: flag('includeClosed').default(false) });

@@ -2,9 +2,7 @@ import { z } from 'zod';
 
 /** Relay ids are operator-chosen slugs; they appear in NATS subjects, so only `[a-z0-9-]`. */
 export const RELAY_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
-export const RelayIdSchema = z
-  .string()
-  .regex(RELAY_ID_RE, 'relay id must be 1-63 chars of a-z, 0-9 and -, starting with a letter or digit');
+export const RelayIdSchema = z.string().regex(RELAY_ID_RE, 'relay id must be 1-63 chars of a-z, 0-9 and -, starting with a letter or digit');
 export type RelayId = z.infer<typeof RelayIdSchema>;
 
 /** The `source` of events the control plane emits. */

@@ -60,11 +60,14 @@ export const RelayRegisteredV1 = z
  */
 export const RelayRegisteredV2 = RelayRegisteredV1.extend({ serviceCidrs: z.array(z.string().max(64)).max(256) }).strict();
 export const upcastRelayRegisteredV1 = (d: z.infer<typeof RelayRegisteredV1>): z.infer<typeof RelayRegisteredV2> => ({ ...d, serviceCidrs: [] });
-export const TopologySeededV1 = z
-  .object({ revision: z.number().int().min(0), relays: z.number().int().min(0), reason: z.enum(['boot', 'resync']) })
-  .strict();
+export const TopologySeededV1 = z.object({ revision: z.number().int().min(0), relays: z.number().int().min(0), reason: z.enum(['boot', 'resync']) }).strict();
 /** v2 adds the digest of the seeded view (`topologyDigest`), so replay can check the view it folds; v1 reads as `digest: null`. */
-export const TopologySeededV2 = TopologySeededV1.extend({ digest: z.string().regex(/^[0-9a-f]{64}$/).nullable() }).strict();
+export const TopologySeededV2 = TopologySeededV1.extend({
+  digest: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .nullable(),
+}).strict();
 export const upcastTopologySeededV1 = (d: z.infer<typeof TopologySeededV1>): z.infer<typeof TopologySeededV2> => ({ ...d, digest: null });
 export const TopologyResyncRequestedV1 = z
   .object({
@@ -73,9 +76,7 @@ export const TopologyResyncRequestedV1 = z
     detail: z.string().max(512),
   })
   .strict();
-export const TopologyEventAppliedV1 = z
-  .object({ revision: z.number().int().min(1), eventId: z.string(), eventType: z.string() })
-  .strict();
+export const TopologyEventAppliedV1 = z.object({ revision: z.number().int().min(1), eventId: z.string(), eventType: z.string() }).strict();
 export const TopologyEventRejectedV1 = z
   .object({
     reason: z.enum(['oversized', 'malformed', 'bad-signature', 'unsigned', 'schema', 'foreign-source', 'subject-mismatch']),

@@ -74,7 +74,8 @@ function endpointProblem(v: string, field: string): string | null {
     host = v.slice(0, i);
     port = v.slice(i + 1);
     if (host.includes(':')) return `${field}: put an IPv6 address in brackets, [addr]:port`;
-    if (/^[\d.]+$/.test(host) ? !isIpv4(host) : !DNS_RE.test(host)) return `${field}: ${JSON.stringify(host.slice(0, 64))} is neither an IPv4 address nor a DNS name`;
+    if (/^[\d.]+$/.test(host) ? !isIpv4(host) : !DNS_RE.test(host))
+      return `${field}: ${JSON.stringify(host.slice(0, 64))} is neither an IPv4 address nor a DNS name`;
   }
   return /^[1-9]\d{0,4}$/.test(port) && Number(port) <= 65535 ? null : `${field}: port must be 1-65535`;
 }

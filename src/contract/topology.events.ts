@@ -38,12 +38,8 @@ export type RelayRecord = z.infer<typeof RelayRecordSchema>;
 const Revision = z.number().int().min(1);
 
 export const RelayAdmittedV1 = z.object({ revision: Revision, relay: RelayRecordSchema }).strict();
-export const RelayLeftV1 = z
-  .object({ revision: Revision, relayId: RelayIdSchema, reason: z.enum(['deregistered', 'expired', 'removed']) })
-  .strict();
-export const RelayKeyRotatedV1 = z
-  .object({ revision: Revision, relayId: RelayIdSchema, publicKey: WgKeySchema, previousPublicKey: WgKeySchema })
-  .strict();
+export const RelayLeftV1 = z.object({ revision: Revision, relayId: RelayIdSchema, reason: z.enum(['deregistered', 'expired', 'removed']) }).strict();
+export const RelayKeyRotatedV1 = z.object({ revision: Revision, relayId: RelayIdSchema, publicKey: WgKeySchema, previousPublicKey: WgKeySchema }).strict();
 export const RelayEndpointChangedV1 = z
   .object({ revision: Revision, relayId: RelayIdSchema, endpoint: EndpointSchema, previousEndpoint: EndpointSchema })
   .strict();
@@ -148,7 +144,11 @@ export function parseEndpoint(s: string): { host: string; port: number } | null 
     portStr = s.slice(i + 1);
     if (!/^\d{1,5}$/.test(portStr)) return null;
     const isV4Shape = /^[\d.]+$/.test(host);
-    if (isV4Shape ? parseIpv4(host) === null : !/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(host)) {
+    if (
+      isV4Shape
+        ? parseIpv4(host) === null
+        : !/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(host)
+    ) {
       return null;
     }
   }

@@ -126,15 +126,11 @@ export async function startFunctions(opts: { env: Record<string, string>; logger
 
   const launch = async (name: string): Promise<Running> => {
     const port = await freePort();
-    const child = spawn(
-      DENO_BIN,
-      ['run', '--no-prompt', '--allow-net', '--allow-env', `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`, join(name, 'index.ts')],
-      {
-        cwd: FUNCTIONS_DIR,
-        env: { ...inheritedEnv(), DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`, ...opts.env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(DENO_BIN, ['run', '--no-prompt', '--allow-net', '--allow-env', `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`, join(name, 'index.ts')], {
+      cwd: FUNCTIONS_DIR,
+      env: { ...inheritedEnv(), DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     killOnExit(child);
     const flog = log.child({ fn: name, denoPid: child.pid });
     for (const stream of [child.stdout!, child.stderr!]) {

@@ -39,7 +39,14 @@ export interface Gateway {
  * otherwise). CORS preflights (OPTIONS) pass without a token, to the function, as on Supabase.
  * Unknown functions are 404; bodies over 1 MiB are refused; answers are streamed back.
  */
-export async function startGateway(opts: { port: number; host?: string; jwtSecret: string; route: (name: string) => number | undefined; known: (name: string) => boolean; logger: Logger }): Promise<Gateway> {
+export async function startGateway(opts: {
+  port: number;
+  host?: string;
+  jwtSecret: string;
+  route: (name: string) => number | undefined;
+  known: (name: string) => boolean;
+  logger: Logger;
+}): Promise<Gateway> {
   const log = opts.logger.child({ component: 'gateway' });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     let url: URL;
@@ -56,7 +63,9 @@ export async function startGateway(opts: { port: number; host?: string; jwtSecre
     const name = m[1]!;
     if (req.method === 'OPTIONS') return forward(req, res, name, m[2] ?? '', url);
     const bearer = /^Bearer +(\S+)$/i.exec((req.headers.authorization ?? '').trim());
-    const check = bearer ? verifyJwt(bearer[1]!, opts.jwtSecret) : Promise.resolve({ ok: false as const, reason: 'missing authorization header (Bearer <JWT>)' });
+    const check = bearer
+      ? verifyJwt(bearer[1]!, opts.jwtSecret)
+      : Promise.resolve({ ok: false as const, reason: 'missing authorization header (Bearer <JWT>)' });
     void check.then((c) => {
       if (c.ok) return forward(req, res, name, m[2] ?? '', url);
       req.resume();
@@ -79,7 +88,14 @@ export async function startGateway(opts: { port: number; host?: string; jwtSecre
       return;
     }
     const upstream = request(
-      { host: '127.0.0.1', port, method: req.method, path: `/${name}${rest}${url.search}`, headers: { ...forwardable(req.headers), 'x-forwarded-for': req.socket.remoteAddress ?? '' }, timeout: GATEWAY_TIMEOUT_MS },
+      {
+        host: '127.0.0.1',
+        port,
+        method: req.method,
+        path: `/${name}${rest}${url.search}`,
+        headers: { ...forwardable(req.headers), 'x-forwarded-for': req.socket.remoteAddress ?? '' },
+        timeout: GATEWAY_TIMEOUT_MS,
+      },
       (up) => {
         res.writeHead(up.statusCode ?? 502, forwardable(up.headers));
         up.pipe(res);

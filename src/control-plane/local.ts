@@ -127,7 +127,14 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     const names = new Set(functionNames());
     let fns: FunctionRunner | null = null;
     // The gateway first: a port that is taken fails the start at once.
-    const gw = await startGateway({ port: opts.port ?? 0, ...(opts.host ? { host: opts.host } : {}), jwtSecret: secrets.jwtSecret, known: (n) => names.has(n), route: (n) => fns?.port(n), logger: opts.logger });
+    const gw = await startGateway({
+      port: opts.port ?? 0,
+      ...(opts.host ? { host: opts.host } : {}),
+      jwtSecret: secrets.jwtSecret,
+      known: (n) => names.has(n),
+      route: (n) => fns?.port(n),
+      logger: opts.logger,
+    });
     stops.push({ what: 'gateway', stop: () => gw.stop() });
 
     let dbUrl = opts.dbUrl;

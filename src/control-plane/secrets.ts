@@ -47,4 +47,3 @@ export function loadOrCreateSecrets(stateDir: string): Secrets {
   writePrivate(file, JSON.stringify(s, null, 2) + '\n');
   return s;
 }
-

@@ -47,7 +47,8 @@ export async function startTopologyPublisher(opts: {
   let running: Promise<number> | null = null;
   let failing = false;
 
-  const cursor = async () => Number((await sql<{ published_revision: string }[]>`select published_revision from relaynet.publisher_cursor`)[0]?.published_revision ?? 0);
+  const cursor = async () =>
+    Number((await sql<{ published_revision: string }[]>`select published_revision from relaynet.publisher_cursor`)[0]?.published_revision ?? 0);
 
   const once = async (): Promise<number> => {
     if (!bootstrapped) {

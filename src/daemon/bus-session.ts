@@ -73,7 +73,12 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSessio
   return {
     emit: (em, causationId = null) => {
       const id = 'id' in em && em.id ? em.id : deps.newId();
-      const ev = envelope({ source: cfg.relayId, now: () => new Date(deps.now()), newId: () => id, causationId }, em.type, currentVersion(em.type), em.data) as RelayEvent;
+      const ev = envelope(
+        { source: cfg.relayId, now: () => new Date(deps.now()), newId: () => id, causationId },
+        em.type,
+        currentVersion(em.type),
+        em.data,
+      ) as RelayEvent;
       log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
       publish(ev);
     },
@@ -101,9 +106,12 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSessio
       if (!bus) throw new Error('topology follower started before the event bus');
       let stopped = false;
       let cleanup: (() => void) | null = null;
-      bus.then((d) => {
-        if (!stopped) cleanup = runTopologyFollower({ ...d, onState: (st) => (followerState = st) }, input, sendBack);
-      }, () => {});
+      bus.then(
+        (d) => {
+          if (!stopped) cleanup = runTopologyFollower({ ...d, onState: (st) => (followerState = st) }, input, sendBack);
+        },
+        () => {},
+      );
       return () => {
         stopped = true;
         cleanup?.();

@@ -152,7 +152,10 @@ export class ControlPlaneClient {
         if (attempt + 1 >= retry.attempts) break;
         // A rate-limited call waits as long as the control plane asks (the attempt count still bounds it).
         const delay = Math.max(backoffDelay(attempt, retry), e.retryAfterMs ?? 0);
-        this.#log.warn({ fn, attempt: attempt + 1, delayMs: delay, err: e.message }, e.status === 429 ? 'rate limited by the control plane, retrying' : 'control plane unreachable, retrying');
+        this.#log.warn(
+          { fn, attempt: attempt + 1, delayMs: delay, err: e.message },
+          e.status === 429 ? 'rate limited by the control plane, retrying' : 'control plane unreachable, retrying',
+        );
         await sleep(delay, signal);
       }
     }
@@ -180,7 +183,9 @@ export class ControlPlaneClient {
         const msg = `${fn}: ${status} ${payload.error ?? ''}${payload.field ? ` (${payload.field})` : ''}: ${payload.message ?? res.statusText}`;
         if (status >= 500 || status === 429 || status === 408) {
           const wait = status === 429 ? retryAfterMs(res.headers.get('retry-after')) : null;
-          return Promise.reject(new ControlPlaneError('unreachable', msg, { status, code: payload.error ?? null, field: payload.field ?? null, retryAfterMs: wait }));
+          return Promise.reject(
+            new ControlPlaneError('unreachable', msg, { status, code: payload.error ?? null, field: payload.field ?? null, retryAfterMs: wait }),
+          );
         }
         throw new ControlPlaneError('refused', msg, { status, code: payload.error ?? null, field: payload.field ?? null });
       }

@@ -25,7 +25,10 @@ export async function serviceDenyCidrs(url: string, what: string, lookup: Lookup
     try {
       addresses = await lookup(host);
     } catch (e) {
-      return { cidrs: [], warning: `cannot resolve ${what} host ${host} (${(e as Error).message}): clients are not kept from it until it resolves; --client-deny does it by address` };
+      return {
+        cidrs: [],
+        warning: `cannot resolve ${what} host ${host} (${(e as Error).message}): clients are not kept from it until it resolves; --client-deny does it by address`,
+      };
     }
   }
   const cidrs = addresses.filter((a) => cidrToRange(a) !== null && !a.startsWith('127.') && a !== '::1').map((a) => (isIpv6(a) ? `${a}/128` : `${a}/32`));

@@ -83,7 +83,8 @@ export async function kernelShell(cfg: RelayConfig, log: Logger, emit: Emit, dep
 async function hostFacts(cfg: RelayConfig, log: Logger, backend: KernelBackend, sysctlFile: string): Promise<HostFacts> {
   const hostIpv6 = await backend.ipv6();
   const clientPrefix6 = cfg.clientPrefix6 !== null && hostIpv6.enabled ? cfg.clientPrefix6 : null;
-  if (cfg.clientPrefix6 !== null && !hostIpv6.enabled) log.warn({ clientPrefix6: cfg.clientPrefix6 }, 'this host has IPv6 disabled: clients get IPv4 only here (their IPv6 is dropped, never leaked)');
+  if (cfg.clientPrefix6 !== null && !hostIpv6.enabled)
+    log.warn({ clientPrefix6: cfg.clientPrefix6 }, 'this host has IPv6 disabled: clients get IPv4 only here (their IPv6 is dropped, never leaked)');
   const exitIpv6 = clientPrefix6 !== null && (cfg.exitIpv6 === 'on' || (cfg.exitIpv6 === 'auto' && hostIpv6.defaultRoute));
   if (cfg.exitIpv6 === 'on' && !hostIpv6.defaultRoute) log.warn('--exit-ipv6 on, but this host has no default IPv6 route');
   log.info({ clientPrefix6, exitIpv6 }, 'client IPv6');

@@ -47,7 +47,14 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   const clientOptions = clientOptionsOf(cfg, controlPlane.keyFile, kernel.host);
   const actor = createActor(relayActor(cfg, log, bus, controlPlane, kernel, projection), {
     input: {
-      request: { relayId: cfg.relayId, name: cfg.name, region: cfg.region, publicKey: controlPlane.publicKey(), endpoint: cfg.endpoint, exitIpv6: kernel.host.exitIpv6 },
+      request: {
+        relayId: cfg.relayId,
+        name: cfg.name,
+        region: cfg.region,
+        publicKey: controlPlane.publicKey(),
+        endpoint: cfg.endpoint,
+        exitIpv6: kernel.host.exitIpv6,
+      },
       links: linksOf(cfg, controlPlane.keyFile, kernel.host, clientOptions),
       deps,
     },
@@ -153,7 +160,14 @@ function clientOptionsOf(cfg: RelayConfig, keyFile: string, host: HostFacts): Cl
 
 function linksOf(cfg: RelayConfig, keyFile: string, host: HostFacts, clientOptions: ClientOptions): RelayLinksInput {
   return {
-    mesh: { wgPrefix: cfg.wgPrefix, keepaliveSeconds: cfg.keepaliveSeconds, mtu: cfg.mtu, privateKeyFile: keyFile, exitTableBase: cfg.exitTableBase, clientPrefix6: host.clientPrefix6 },
+    mesh: {
+      wgPrefix: cfg.wgPrefix,
+      keepaliveSeconds: cfg.keepaliveSeconds,
+      mtu: cfg.mtu,
+      privateKeyFile: keyFile,
+      exitTableBase: cfg.exitTableBase,
+      clientPrefix6: host.clientPrefix6,
+    },
     timing: { staleAfterMs: cfg.linkStaleAfterMs, downAfterMs: cfg.linkDownAfterMs },
     clients: { options: clientOptions, idleAfterMs: cfg.clientIdleAfterMs, originalSysctls: host.sysctlsBefore },
   };

@@ -43,7 +43,8 @@ export async function startNatsServer(dir: string, opts: { port?: number; onLog?
   const conf = join(dir, 'nats.conf');
   writeFileSync(
     conf,
-    [`listen: 127.0.0.1:${port}`, `max_payload: 1048576`, `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 8GB }`].join('\n') + '\n',
+    [`listen: 127.0.0.1:${port}`, `max_payload: 1048576`, `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 8GB }`].join('\n') +
+      '\n',
   );
   let child: ChildProcess | null = null;
 

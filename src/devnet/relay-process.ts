@@ -45,7 +45,19 @@ export class RelayProcess {
     if (this.child) throw new Error(`${this.opts.relayId} already running`);
     mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
     const o = this.opts;
-    const args = ['run', '--relay-id', o.relayId, '--endpoint', o.endpoint, '--state-dir', o.stateDir, '--control-plane-url', o.controlPlaneUrl, '--region', o.region ?? 'local'];
+    const args = [
+      'run',
+      '--relay-id',
+      o.relayId,
+      '--endpoint',
+      o.endpoint,
+      '--state-dir',
+      o.stateDir,
+      '--control-plane-url',
+      o.controlPlaneUrl,
+      '--region',
+      o.region ?? 'local',
+    ];
     args.push('--kernel', o.kernel ?? 'memory');
     if (o.natsServers) args.push('--nats-url', o.natsServers.join(','));
     args.push(...(o.extraArgs ?? []));

@@ -40,7 +40,9 @@ export function decodeStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObje
   const at = { stream: m.stream, seq: m.seq, subject: m.subject, time: m.time };
   const skip = (reason: SkipReason, detail: string): LogEntry => ({ ok: false, ...at, skipped: { reason, detail } });
   if (m.stream === 'topology') {
-    const r = opts.controlPlaneKey ? decodeTopologyMessage(m.subject, m.data, m.signature ?? undefined, opts.controlPlaneKey) : decodeUnsignedTopologyMessage(m.subject, m.data);
+    const r = opts.controlPlaneKey
+      ? decodeTopologyMessage(m.subject, m.data, m.signature ?? undefined, opts.controlPlaneKey)
+      : decodeUnsignedTopologyMessage(m.subject, m.data);
     return r.ok ? { ok: true, ...at, event: r.event } : skip(r.rejection.reason, r.rejection.detail);
   }
   const s = parseSubject(m.subject);
@@ -70,7 +72,10 @@ export function filterSubject(stream: StreamKind, f: EventFilter): string {
 
 /** Split comma lists, check each pattern names at least one catalogue type, and build a matcher. */
 export function typeMatcher(patterns: string[]): (type: string) => boolean {
-  const parts = patterns.flatMap((p) => p.split(',')).map((p) => p.trim()).filter(Boolean);
+  const parts = patterns
+    .flatMap((p) => p.split(','))
+    .map((p) => p.trim())
+    .filter(Boolean);
   if (parts.length === 0) return () => true;
   const res = parts.map((p) => {
     if (!/^[A-Za-z0-9*?]+$/.test(p)) throw new Error(`type pattern '${p}': only letters, digits, * and ? are allowed`);
@@ -150,7 +155,9 @@ export function formatEntry(e: LogEntry, opts: { colour: boolean; width?: number
   if (!e.ok) return `${when} ${pos} ${paint(opts.colour, 'red', `SKIPPED ${e.skipped.reason}`)} ${e.subject}: ${e.skipped.detail}`;
   const ev = e.event;
   const fields = Object.entries(ev.data as Record<string, unknown>).flatMap(([k, v]) =>
-    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.entries(v as Record<string, unknown>).map(([k2, v2]) => `${k}.${k2}=${scalar(v2)}`) : [`${k}=${scalar(v)}`],
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.entries(v as Record<string, unknown>).map(([k2, v2]) => `${k}.${k2}=${scalar(v2)}`)
+      : [`${k}=${scalar(v)}`],
   );
   const line = `${when} ${pos} ${ev.source} ${paint(opts.colour, tone(e), ev.type)} ${fields.join(' ')}`;
   const width = opts.width ?? 400;
@@ -197,7 +204,18 @@ export function fromExportLine(text: string): { ok: true; message: StoredMessage
   if (j.stream !== 'relay' && j.stream !== 'topology') return { ok: false, error: `stream ${JSON.stringify(j.stream)} is neither relay nor topology` };
   if (!Number.isSafeInteger(j.seq) || (j.seq as number) < 1) return { ok: false, error: `seq ${JSON.stringify(j.seq)} is not a stream sequence` };
   if (typeof j.subject !== 'string' || typeof j.time !== 'string') return { ok: false, error: 'subject and time must be strings' };
-  const data = typeof j.data === 'string' ? new TextEncoder().encode(j.data) : typeof j.data64 === 'string' ? new Uint8Array(Buffer.from(j.data64, 'base64')) : null;
+  const data =
+    typeof j.data === 'string' ? new TextEncoder().encode(j.data) : typeof j.data64 === 'string' ? new Uint8Array(Buffer.from(j.data64, 'base64')) : null;
   if (!data) return { ok: false, error: 'neither data nor data64' };
-  return { ok: true, message: { stream: j.stream, seq: j.seq as number, subject: j.subject, time: j.time, data, signature: typeof j.signature === 'string' ? j.signature : null } };
+  return {
+    ok: true,
+    message: {
+      stream: j.stream,
+      seq: j.seq as number,
+      subject: j.subject,
+      time: j.time,
+      data,
+      signature: typeof j.signature === 'string' ? j.signature : null,
+    },
+  };
 }

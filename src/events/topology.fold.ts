@@ -80,10 +80,7 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
 }
 
 /** Outcome of offering a stream event to a view. */
-export type ApplyOutcome =
-  | { kind: 'applied'; state: TopologyView }
-  | { kind: 'duplicate'; revision: number }
-  | { kind: 'gap'; expected: number; got: number };
+export type ApplyOutcome = { kind: 'applied'; state: TopologyView } | { kind: 'duplicate'; revision: number } | { kind: 'gap'; expected: number; got: number };
 
 /**
  * Apply a stream event exactly once: revisions at or below the view's are duplicates (already in

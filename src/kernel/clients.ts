@@ -89,7 +89,8 @@ export function gatewayAddress6(self: RelayRecord, prefix6: string): string {
 /** The rule priority range the client scope owns for this relay's pool; throws when it does not fit. */
 export function clientRulePriorities(self: RelayRecord, base: number): [number, number] {
   const end = base + pool(self).size;
-  if (end >= MAIN_RULE_PRIORITY) throw new Error(`client pool ${self.clientPool} needs rule priorities ${base}..${end}, past ${MAIN_RULE_PRIORITY - 1}: lower the rule priority base`);
+  if (end >= MAIN_RULE_PRIORITY)
+    throw new Error(`client pool ${self.clientPool} needs rule priorities ${base}..${end}, past ${MAIN_RULE_PRIORITY - 1}: lower the rule priority base`);
   return [base, end];
 }
 
@@ -160,7 +161,9 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
         '  }',
       ].join('\n'),
     );
-  const egress = (['v4', 'v6'] as const).filter((f) => elements[f].length > 0).map((f) => `    iifname "${links}" ${f === 'v4' ? 'ip' : 'ip6'} daddr vmap @egress_${f}`);
+  const egress = (['v4', 'v6'] as const)
+    .filter((f) => elements[f].length > 0)
+    .map((f) => `    iifname "${links}" ${f === 'v4' ? 'ip' : 'ip6'} daddr vmap @egress_${f}`);
   // Each reason's chain counts the refusal, then refuses.
   const refuseChains = rules.map((r) => `  chain ${refusedCounter(r.reason)} {\n    counter name "${refusedCounter(r.reason)}" goto refuse\n  }`);
   const counters = [...Object.keys(FILTER_COUNTERS), ...rules.map((r) => refusedCounter(r.reason))].map((c) => `  counter ${c} {\n  }`);
@@ -223,7 +226,12 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
  * sessions to program (entering at `self`); a session whose exit is not in `relays` (it left, or is
  * this relay) gets its peer but no rule, so the fail-closed rule refuses its traffic.
  */
-export function desiredClientState(self: RelayRecord, relays: Readonly<Record<string, RelayRecord>>, sessions: readonly ClientSession[], opts: ClientOptions): DesiredHostState {
+export function desiredClientState(
+  self: RelayRecord,
+  relays: Readonly<Record<string, RelayRecord>>,
+  sessions: readonly ClientSession[],
+  opts: ClientOptions,
+): DesiredHostState {
   const own = meshIndex(self.meshAddress);
   const dev = clientDevice(opts.wgPrefix, own);
   const ep = parseEndpoint(self.endpoint);

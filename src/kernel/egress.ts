@@ -178,7 +178,10 @@ export function egressVerdict(rules: readonly EgressRule[], address: string): Eg
  * holds it (later reasons lose what earlier ones already refuse), so the intervals never overlap and a
  * packet costs one lookup whatever the number of reasons. Sorted by address.
  */
-export function egressMapElements(rules: readonly EgressRule[]): { v4: { cidr: string; reason: EgressReason }[]; v6: { cidr: string; reason: EgressReason }[] } {
+export function egressMapElements(rules: readonly EgressRule[]): {
+  v4: { cidr: string; reason: EgressReason }[];
+  v6: { cidr: string; reason: EgressReason }[];
+} {
   const out = { v4: [] as { cidr: string; reason: EgressReason }[], v6: [] as { cidr: string; reason: EgressReason }[] };
   for (const family of ['v4', 'v6'] as const) {
     const v6 = family === 'v6';

@@ -25,7 +25,12 @@ const compare = (a: string | number, b: string | number): number => (a < b ? -1 
 const sortedUnique = (xs: string[]): string[] => [...new Set(xs)].sort(compare);
 
 function canonicalPeer(p: WgPeerState): WgPeerState {
-  return { publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: sortedUnique(p.allowedIps.map((c) => canonicalCidr(c))), keepaliveSeconds: p.keepaliveSeconds };
+  return {
+    publicKey: p.publicKey,
+    endpoint: p.endpoint,
+    allowedIps: sortedUnique(p.allowedIps.map((c) => canonicalCidr(c))),
+    keepaliveSeconds: p.keepaliveSeconds,
+  };
 }
 
 /** Picks the fields of `WgDeviceState` only, so a desired device's key file never leaks into the result. */
@@ -41,7 +46,12 @@ function canonicalDevice(d: WgDeviceState): WgDeviceState {
   };
 }
 
-const canonicalRoute = (r: RouteState): RouteState => ({ dst: canonicalCidr(r.dst), dev: r.dev, table: r.table, src: r.src === null ? null : canonicalIp(r.src) });
+const canonicalRoute = (r: RouteState): RouteState => ({
+  dst: canonicalCidr(r.dst),
+  dev: r.dev,
+  table: r.table,
+  src: r.src === null ? null : canonicalIp(r.src),
+});
 const canonicalRule = (r: RuleState): RuleState => ({ priority: r.priority, from: r.from === null ? null : canonicalCidr(r.from), iif: r.iif, table: r.table });
 const compareRoutes = (a: RouteState, b: RouteState) => a.table - b.table || compare(a.dst, b.dst) || compare(a.dev, b.dev);
 /** Lookups by table number, an `unreachable` rule (table null) after them. */
@@ -105,4 +115,3 @@ export function renderHostState(s: HostState): string {
   for (const t of Object.values(c.nftTables)) lines.push(`nft table inet ${t.name} digest ${t.digest}`);
   return lines.map((l) => `${l}\n`).join('');
 }
-

@@ -144,7 +144,11 @@ export function roundEmissions(out: ReconcileOutput): KernelEmission[] {
   for (const o of out.outcomes) {
     const failed = o.failures.length > 0;
     if (o.planned.length > 0 || failed) {
-      ems.push({ type: 'KernelReconciled', causationId: o.cause, data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed, ops: o.applied } });
+      ems.push({
+        type: 'KernelReconciled',
+        causationId: o.cause,
+        data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed, ops: o.applied },
+      });
     }
     for (const f of o.failures) ems.push({ type: 'KernelOperationFailed', causationId: o.cause, data: { owner: o.owner, ...f } });
   }
@@ -167,7 +171,10 @@ export const kernelMachine = setup({
     emit: (_, _params: KernelEmission[]) => {},
     remember: assign(({ context, event }) => {
       if (event.type !== 'DESIRED') return {};
-      return { owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo } }, dirty: true };
+      return {
+        owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo } },
+        dirty: true,
+      };
     }),
     // One round's bookkeeping: stats, events, each owner told what its scope reached, observer told the devices.
     reached: enqueueActions(({ context, enqueue }, out: ReconcileOutput) => {
@@ -220,14 +227,29 @@ export const kernelMachine = setup({
           {
             guard: ({ event }) => event.output.outcomes.some((o) => o.failures.length > 0),
             target: 'backoff',
-            actions: [{ type: 'reached', params: ({ event }) => event.output }, { type: 'emit', params: ({ event }) => roundEmissions(event.output) }],
+            actions: [
+              { type: 'reached', params: ({ event }) => event.output },
+              { type: 'emit', params: ({ event }) => roundEmissions(event.output) },
+            ],
           },
-          { target: 'idle', actions: [{ type: 'reached', params: ({ event }) => event.output }, { type: 'emit', params: ({ event }) => roundEmissions(event.output) }] },
+          {
+            target: 'idle',
+            actions: [
+              { type: 'reached', params: ({ event }) => event.output },
+              { type: 'emit', params: ({ event }) => roundEmissions(event.output) },
+            ],
+          },
         ],
         onError: {
           target: 'backoff',
           actions: assign({
-            stats: ({ context, event }) => ({ ...context.stats, rounds: context.stats.rounds + 1, failures: context.stats.failures + 1, lastError: String(event.error), failedRounds: context.stats.failedRounds + 1 }),
+            stats: ({ context, event }) => ({
+              ...context.stats,
+              rounds: context.stats.rounds + 1,
+              failures: context.stats.failures + 1,
+              lastError: String(event.error),
+              failedRounds: context.stats.failedRounds + 1,
+            }),
           }),
         },
       },

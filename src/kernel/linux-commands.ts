@@ -96,4 +96,3 @@ export function nftTableScript(op: Extract<KernelOp, { op: 'nft.table.set' }>): 
 }
 
 export const NFT_COMMENT_PREFIX = 'relay-core:';
-

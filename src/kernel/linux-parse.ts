@@ -15,8 +15,6 @@ export function nftTableDigest(name: string, text: string): string {
   return m?.[1] ?? '';
 }
 
-
-
 export interface IpAddrJson {
   ifname: string;
   mtu: number;
@@ -141,7 +139,6 @@ export function observation(dev: string, p: DumpPeer): PeerObservation {
   };
 }
 
-
 /** The routes of `ip -N -d -j route show table all` (one family) that an owner with these devices manages. */
 export function routesOf(listed: IpRouteJson[], fam: '-4' | '-6', owned: (dev: string | undefined) => boolean): RouteState[] {
   return listed.filter((r) => owned(r.dev) && isManagedRoute(r)).map((r) => parseRoute(r, fam));
@@ -165,7 +162,11 @@ export function presentTables(listed: NftListJson, names: readonly string[]): st
 
 /** The named counters of `table` in `nft -j list counters table inet <table>`. */
 export function countersOf(listed: NftCountersJson, table: string): Record<string, { packets: number; bytes: number }> {
-  return Object.fromEntries((listed.nftables ?? []).flatMap((o) => (o.counter && o.counter.table === table ? [[o.counter.name, { packets: o.counter.packets, bytes: o.counter.bytes }]] : [])));
+  return Object.fromEntries(
+    (listed.nftables ?? []).flatMap((o) =>
+      o.counter && o.counter.table === table ? [[o.counter.name, { packets: o.counter.packets, bytes: o.counter.bytes }]] : [],
+    ),
+  );
 }
 
 /** `sysctl -n` prints the value and a newline. */

@@ -1,5 +1,17 @@
 import { describeOp } from './execute.ts';
-import { KernelOpError, emptyHostState, type HostState, type KernelBackend, type KernelOp, type KernelScope, type NftCounter, type PeerObservation, type RouteState, type WgDeviceState, type WgPeerState } from './host-state.ts';
+import {
+  KernelOpError,
+  emptyHostState,
+  type HostState,
+  type KernelBackend,
+  type KernelOp,
+  type KernelScope,
+  type NftCounter,
+  type PeerObservation,
+  type RouteState,
+  type WgDeviceState,
+  type WgPeerState,
+} from './host-state.ts';
 import { isIpv6 } from './ip.ts';
 import { canonicalHostState, nftDigest, renderHostState } from './host-text.ts';
 
@@ -130,7 +142,15 @@ export class MemoryKernelBackend implements KernelBackend {
   async observe(devices: string[]): Promise<PeerObservation[]> {
     return devices.flatMap((name) =>
       (this.state.devices[name]?.peers ?? []).map(
-        (p) => this.observations.get(`${name} ${p.publicKey}`) ?? { dev: name, publicKey: p.publicKey, endpoint: p.endpoint, latestHandshakeMs: null, rxBytes: 0, txBytes: 0 },
+        (p) =>
+          this.observations.get(`${name} ${p.publicKey}`) ?? {
+            dev: name,
+            publicKey: p.publicKey,
+            endpoint: p.endpoint,
+            latestHandshakeMs: null,
+            rxBytes: 0,
+            txBytes: 0,
+          },
       ),
     );
   }
@@ -284,4 +304,5 @@ export class MemoryKernelBackend implements KernelBackend {
 const UNSET_SYSCTL = '0';
 
 const sameRouteKey = (a: RouteState, b: RouteState) => a.table === b.table && a.dst === b.dst;
-const sameRule = (a: HostState['rules'][number], b: HostState['rules'][number]) => a.priority === b.priority && a.from === b.from && a.iif === b.iif && a.table === b.table;
+const sameRule = (a: HostState['rules'][number], b: HostState['rules'][number]) =>
+  a.priority === b.priority && a.from === b.from && a.iif === b.iif && a.table === b.table;

@@ -81,7 +81,12 @@ export function meshScope(wgPrefix: string, self: RelayRecord): KernelScope {
  * One link's device and routes: our mesh address on it, the peer's mesh address and client pool
  * through it, and its exit table. `resolutions`: the addresses the peers' endpoint names resolved to.
  */
-export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOptions, resolutions: Resolutions = {}): { device: DesiredWgDevice; routes: RouteState[] } {
+export function linkState(
+  self: RelayRecord,
+  peer: RelayRecord,
+  opts: MeshOptions,
+  resolutions: Resolutions = {},
+): { device: DesiredWgDevice; routes: RouteState[] } {
   const own = meshIndex(self.meshAddress);
   const peerIdx = meshIndex(peer.meshAddress);
   const dev = linkDevice(opts.wgPrefix, own, peerIdx);
@@ -95,7 +100,14 @@ export function linkState(self: RelayRecord, peer: RelayRecord, opts: MeshOption
       mtu: opts.mtu,
       addresses: [`${self.meshAddress}/32`],
       up: true,
-      peers: [{ publicKey: peer.publicKey, endpoint: linkPeerEndpoint(peer, own, resolutions), allowedIps: v6 ? ['0.0.0.0/0', '::/0'] : ['0.0.0.0/0'], keepaliveSeconds: opts.keepaliveSeconds }],
+      peers: [
+        {
+          publicKey: peer.publicKey,
+          endpoint: linkPeerEndpoint(peer, own, resolutions),
+          allowedIps: v6 ? ['0.0.0.0/0', '::/0'] : ['0.0.0.0/0'],
+          keepaliveSeconds: opts.keepaliveSeconds,
+        },
+      ],
     },
     routes: [
       { dst: `${peer.meshAddress}/32`, dev, table: MAIN_TABLE, src: self.meshAddress },

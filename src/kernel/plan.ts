@@ -45,7 +45,15 @@ interface PlanInput {
   nftBodies: Record<string, string>;
 }
 
-const freshDevice = (want: WgDeviceState): WgDeviceState => ({ name: want.name, publicKey: '', listenPort: 0, mtu: want.mtu, addresses: [], up: false, peers: [] });
+const freshDevice = (want: WgDeviceState): WgDeviceState => ({
+  name: want.name,
+  publicKey: '',
+  listenPort: 0,
+  mtu: want.mtu,
+  addresses: [],
+  up: false,
+  peers: [],
+});
 const routeKey = (r: RouteState) => `${r.table} ${r.dst}`;
 const ruleKey = (r: RuleState) => ruleText(r);
 const hasIpv4 = (d: WgDeviceState) => d.addresses.some((a) => !isIpv6(a));
@@ -70,15 +78,22 @@ const wgDevices = (p: PlanInput): KernelOp[] =>
     .filter(({ was, want }) => was.publicKey !== want.publicKey || (want.listenPort !== 0 && was.listenPort !== want.listenPort))
     .map(({ want, privateKeyFile }) => ({ op: 'wg.device', dev: want.name, privateKeyFile, publicKey: want.publicKey, listenPort: want.listenPort }));
 
-const mtus = (p: PlanInput): KernelOp[] => p.pairs.filter(({ was, want }) => was.mtu !== want.mtu).map(({ want }) => ({ op: 'link.mtu', dev: want.name, mtu: want.mtu }));
+const mtus = (p: PlanInput): KernelOp[] =>
+  p.pairs.filter(({ was, want }) => was.mtu !== want.mtu).map(({ want }) => ({ op: 'link.mtu', dev: want.name, mtu: want.mtu }));
 
 const addrAdds = (p: PlanInput): KernelOp[] =>
-  p.pairs.flatMap(({ was, want }) => want.addresses.filter((a) => !was.addresses.includes(a)).map((cidr): KernelOp => ({ op: 'addr.add', dev: want.name, cidr })));
+  p.pairs.flatMap(({ was, want }) =>
+    want.addresses.filter((a) => !was.addresses.includes(a)).map((cidr): KernelOp => ({ op: 'addr.add', dev: want.name, cidr })),
+  );
 
 const linkUps = (p: PlanInput): KernelOp[] => p.pairs.filter(({ was, want }) => want.up && !was.up).map(({ want }) => ({ op: 'link.up', dev: want.name }));
 
 function peerDiffers(was: WgPeerState, want: WgPeerState): boolean {
-  return was.allowedIps.join(',') !== want.allowedIps.join(',') || was.keepaliveSeconds !== want.keepaliveSeconds || (want.endpoint !== null && want.endpoint !== was.endpoint);
+  return (
+    was.allowedIps.join(',') !== want.allowedIps.join(',') ||
+    was.keepaliveSeconds !== want.keepaliveSeconds ||
+    (want.endpoint !== null && want.endpoint !== was.endpoint)
+  );
 }
 
 const peerSets = (p: PlanInput): KernelOp[] =>
@@ -135,11 +150,15 @@ function routeDels(p: PlanInput): KernelOp[] {
 
 const peerDels = (p: PlanInput): KernelOp[] =>
   p.pairs.flatMap(({ was, want }) =>
-    was.peers.filter((o) => !want.peers.some((n) => n.publicKey === o.publicKey)).map((o): KernelOp => ({ op: 'wg.peer.del', dev: want.name, publicKey: o.publicKey })),
+    was.peers
+      .filter((o) => !want.peers.some((n) => n.publicKey === o.publicKey))
+      .map((o): KernelOp => ({ op: 'wg.peer.del', dev: want.name, publicKey: o.publicKey })),
   );
 
 const addrDels = (p: PlanInput): KernelOp[] =>
-  p.pairs.flatMap(({ was, want }) => was.addresses.filter((a) => !want.addresses.includes(a)).map((cidr): KernelOp => ({ op: 'addr.del', dev: want.name, cidr })));
+  p.pairs.flatMap(({ was, want }) =>
+    was.addresses.filter((a) => !want.addresses.includes(a)).map((cidr): KernelOp => ({ op: 'addr.del', dev: want.name, cidr })),
+  );
 
 const linkDowns = (p: PlanInput): KernelOp[] => p.pairs.filter(({ was, want }) => was.up && !want.up).map(({ want }) => ({ op: 'link.down', dev: want.name }));
 

@@ -20,7 +20,13 @@ export function reconcileWith(backend: KernelBackend, now: () => number = Date.n
         continue;
       }
       const r = await applyPlan(backend, planned, o.scope);
-      const failures = r.failures.map(({ op, error }) => ({ op, message: error.message, command: error.command, exitCode: error.exitCode, stderr: error.stderr }));
+      const failures = r.failures.map(({ op, error }) => ({
+        op,
+        message: error.message,
+        command: error.command,
+        exitCode: error.exitCode,
+        stderr: error.stderr,
+      }));
       outcomes.push({ owner: o.owner, cause: o.cause, planned, applied: r.applied, failures, skipped: r.skipped, reached: r.reached });
     }
     return { outcomes, nowMs: now() };

@@ -24,13 +24,31 @@ export function formatReplay(r: ReplayResult): string {
   out.push(
     `topology: revision ${t.revision < 0 ? '?' : t.revision} (${t.view}${t.digest ? `, digest ${short(t.digest)}` : ''}), ${t.relays.length} relays, ${t.sessions} open sessions;` +
       ` ${t.seeds} seeds, ${t.applied} events applied, ${t.resyncsRequested} resyncs requested` +
-      `${Object.keys(t.rejected).length ? `, rejected ${Object.entries(t.rejected).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`,
+      `${
+        Object.keys(t.rejected).length
+          ? `, rejected ${Object.entries(t.rejected)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')}`
+          : ''
+      }`,
   );
   if (t.viewNote) out.push(`  note: ${t.viewNote}`);
   if (t.digestMismatches) out.push(`  WARNING: ${t.digestMismatches} seed(s) recorded a different view than the topology stream gives`);
-  out.push(...table([{ width: 16 }, { width: 15 }, { width: 22 }, {}], t.relays.map((rel) => [rel.id, rel.meshAddress, rel.endpoint, rel.region]), ROWS));
+  out.push(
+    ...table(
+      [{ width: 16 }, { width: 15 }, { width: 22 }, {}],
+      t.relays.map((rel) => [rel.id, rel.meshAddress, rel.endpoint, rel.region]),
+      ROWS,
+    ),
+  );
   out.push(`links: ${r.links.length}`);
-  out.push(...table([{ width: 16 }, { width: 10 }, { width: 12 }, {}], r.links.map((l) => [l.peerId, l.device, l.state, `${l.reason} (since ${l.since}, seq ${l.seq})`]), ROWS));
+  out.push(
+    ...table(
+      [{ width: 16 }, { width: 10 }, { width: 12 }, {}],
+      r.links.map((l) => [l.peerId, l.device, l.state, `${l.reason} (since ${l.since}, seq ${l.seq})`]),
+      ROWS,
+    ),
+  );
   out.push(`client sessions: ${r.sessions.length}`);
   const sessionRows = r.sessions.map((s) => [
     s.address,
@@ -42,7 +60,9 @@ export function formatReplay(r: ReplayResult): string {
   const k = r.kernel;
   out.push(`kernel: ${k.rounds} rounds recorded, ${k.mutations} operations applied, ${k.failures} failed${k.lastError ? ` (last: ${k.lastError})` : ''}`);
   const c = r.checks;
-  out.push(`checks: ${c.rounds} rounds re-planned from their causes: ${c.matched} match, ${c.mismatched} differ, ${c.unchecked} unchecked; ${c.inconsistent} recorded operations the replayed host refused`);
+  out.push(
+    `checks: ${c.rounds} rounds re-planned from their causes: ${c.matched} match, ${c.mismatched} differ, ${c.unchecked} unchecked; ${c.inconsistent} recorded operations the replayed host refused`,
+  );
   for (const [why, n] of Object.entries(c.uncheckedWhy)) out.push(`  unchecked ${n}: ${why}`);
   for (const m of c.mismatches) {
     out.push(`  DIFFERS seq ${m.seq} (${m.owner}, cause ${m.cause ?? '-'}):`);
@@ -84,7 +104,10 @@ export function diffHosts(replayed: HostState, live: HostState): HostDiff {
   const known = new Set(Object.keys(replayed.sysctls));
   const roaming = new Set(Object.values(replayed.devices).flatMap((d) => d.peers.filter((p) => p.endpoint === null).map((p) => `${d.name} ${p.publicKey}`)));
   const devices = Object.fromEntries(
-    Object.entries(live.devices).map(([name, d]) => [name, { ...d, peers: d.peers.map((p) => (roaming.has(`${name} ${p.publicKey}`) ? { ...p, endpoint: null } : p)) }]),
+    Object.entries(live.devices).map(([name, d]) => [
+      name,
+      { ...d, peers: d.peers.map((p) => (roaming.has(`${name} ${p.publicKey}`) ? { ...p, endpoint: null } : p)) },
+    ]),
   );
   const liveKnown: HostState = { ...live, devices, sysctls: Object.fromEntries(Object.entries(live.sysctls).filter(([k]) => known.has(k))) };
   const a = lines(replayed);
@@ -108,9 +131,11 @@ function lines(s: HostState): string[] {
 
 export function formatDiff(d: HostDiff): string {
   if (d.missing.length === 0 && d.unexpected.length === 0) return 'no drift: the host holds exactly what replay says the relay programmed\n';
-  return [
-    `drift: ${d.missing.length} programmed but missing on the host, ${d.unexpected.length} on the host but not programmed`,
-    ...d.missing.map((l) => `- ${l}`),
-    ...d.unexpected.map((l) => `+ ${l}`),
-  ].join('\n') + '\n';
+  return (
+    [
+      `drift: ${d.missing.length} programmed but missing on the host, ${d.unexpected.length} on the host but not programmed`,
+      ...d.missing.map((l) => `- ${l}`),
+      ...d.unexpected.map((l) => `+ ${l}`),
+    ].join('\n') + '\n'
+  );
 }

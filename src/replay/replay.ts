@@ -378,7 +378,14 @@ export class RelayReplay {
   }
 
   private meshOptions(c: Config): MeshOptions {
-    return { wgPrefix: c.wgPrefix, keepaliveSeconds: c.keepaliveSeconds, mtu: c.mtu, privateKeyFile: c.privateKeyFile, exitTableBase: c.exitTableBase, clientPrefix6: c.clientPrefix6 ?? null };
+    return {
+      wgPrefix: c.wgPrefix,
+      keepaliveSeconds: c.keepaliveSeconds,
+      mtu: c.mtu,
+      privateKeyFile: c.privateKeyFile,
+      exitTableBase: c.exitTableBase,
+      clientPrefix6: c.clientPrefix6 ?? null,
+    };
   }
 
   private clientsOptions(c: Config): ClientsOwnerOptions {

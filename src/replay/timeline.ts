@@ -90,7 +90,12 @@ export class TimelineBuilder {
         return;
       case 'PeerEndpointResolved':
         if (this.sel.session || (this.sel.link && ev.data.peerId !== this.sel.link)) return;
-        this.items.push({ ...at, subject: `link ${ev.data.peerId}`, what: ev.data.address ? `endpoint ${ev.data.host} is ${ev.data.address}` : `endpoint ${ev.data.host} unresolved`, cause: ev.data.error ?? 'name resolved' });
+        this.items.push({
+          ...at,
+          subject: `link ${ev.data.peerId}`,
+          what: ev.data.address ? `endpoint ${ev.data.host} is ${ev.data.address}` : `endpoint ${ev.data.host} unresolved`,
+          cause: ev.data.error ?? 'name resolved',
+        });
         return;
       case 'ClientSessionStateChanged':
         if (this.sel.link || (this.sel.session && ev.data.sessionId !== this.sel.session)) return;
@@ -100,14 +105,24 @@ export class TimelineBuilder {
         return;
       case 'ClientSessionSteered':
         if (this.sel.link || (this.sel.session && ev.data.sessionId !== this.sel.session)) return;
-        this.items.push({ ...at, subject: `session ${ev.data.sessionId}`, what: `steered to ${ev.data.exitId}`, cause: `entry programmed exit ${ev.data.exitId}${ev.data.previousExitId ? ` (was ${ev.data.previousExitId})` : ''}` });
+        this.items.push({
+          ...at,
+          subject: `session ${ev.data.sessionId}`,
+          what: `steered to ${ev.data.exitId}`,
+          cause: `entry programmed exit ${ev.data.exitId}${ev.data.previousExitId ? ` (was ${ev.data.previousExitId})` : ''}`,
+        });
         return;
       case 'KernelReconciled': {
         const ops = (ev.data.ops as unknown as KernelOp[]).filter((op) => this.concerns(op));
         if (ops.length === 0 && (this.sel.link || this.sel.session)) return;
         const shown = ops.length ? ops : (ev.data.ops as unknown as KernelOp[]);
         const caused = ev.causationId ? (this.causes.get(ev.causationId) ?? `event ${ev.causationId}`) : 'no causation recorded';
-        this.items.push({ ...at, subject: `kernel ${ev.data.owner}`, what: `${shown.length} op${shown.length === 1 ? '' : 's'}: ${shown.map(describeOp).join('; ')}${ev.data.failed ? ' (round failed)' : ''}`, cause: caused });
+        this.items.push({
+          ...at,
+          subject: `kernel ${ev.data.owner}`,
+          what: `${shown.length} op${shown.length === 1 ? '' : 's'}: ${shown.map(describeOp).join('; ')}${ev.data.failed ? ' (round failed)' : ''}`,
+          cause: caused,
+        });
         return;
       }
       case 'RelayStarted':

@@ -4,7 +4,22 @@ import { execa } from 'execa';
 import { RELAY_CORE_BIN } from '../devnet/relay-process.ts';
 import { generateWgKeyPair } from '../lib/wg-keys.ts';
 import { writePrivate } from '../control-plane/secrets.ts';
-import { BRIDGE_ADDRESS6, BRIDGE_IF, clientNamespace, clientPublicAddress, clientPublicAddress6, clientWgDevice, CONTROL_PLANE_PORT, inetNamespace, MAX_CLIENTS, PREFIX_LEN6, PUBLIC_IF, RELAYS_CIDR, svcNamespace, vethName } from './layout.ts';
+import {
+  BRIDGE_ADDRESS6,
+  BRIDGE_IF,
+  clientNamespace,
+  clientPublicAddress,
+  clientPublicAddress6,
+  clientWgDevice,
+  CONTROL_PLANE_PORT,
+  inetNamespace,
+  MAX_CLIENTS,
+  PREFIX_LEN6,
+  PUBLIC_IF,
+  RELAYS_CIDR,
+  svcNamespace,
+  vethName,
+} from './layout.ts';
 import type { SimClient } from './manifest.ts';
 import * as host from './netns.ts';
 import { loadSim, Sim, type Out } from './network.ts';
@@ -28,14 +43,30 @@ async function run(argv: string[], input?: string): Promise<string> {
 /** The relay-core CLI inside the service namespace, talking to the control plane on its loopback. */
 async function controlPlaneCli(sim: Sim, args: string[]): Promise<string> {
   const url = `http://127.0.0.1:${CONTROL_PLANE_PORT}`;
-  return run(['ip', 'netns', 'exec', svcNamespace(sim.m.simId), RELAY_CORE_BIN, 'client', ...args, '--control-plane-url', url, '--token-file', sim.m.controlPlane.serviceRoleKeyFile]);
+  return run([
+    'ip',
+    'netns',
+    'exec',
+    svcNamespace(sim.m.simId),
+    RELAY_CORE_BIN,
+    'client',
+    ...args,
+    '--control-plane-url',
+    url,
+    '--token-file',
+    sim.m.controlPlane.serviceRoleKeyFile,
+  ]);
 }
 
 /** The fields of a wg-quick file a client needs besides what `wg setconf` takes: addresses, MTU, the peer's allowed IPs. */
 export function wgQuickInterface(conf: string): { addresses: string[]; mtu: number | null; allowedIps: string[] } {
   const section = (name: string) => new RegExp(`\\[${name}\\]([\\s\\S]*?)(?=\\n\\[|$)`).exec(conf)?.[1] ?? '';
   const field = (text: string, k: string) => new RegExp(`^\\s*${k}\\s*=\\s*(.+?)\\s*$`, 'mi').exec(text)?.[1] ?? null;
-  const list = (v: string | null) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (v: string | null) =>
+    (v ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   const iface = section('Interface');
   const addresses = list(field(iface, 'Address'));
   if (addresses.length === 0) throw new Error('the configuration has no [Interface] Address');
@@ -113,17 +144,38 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
   await host.addNetns(client.namespace);
   const veth = { name: vethName(sim.m.simId, { client: index }), namespace: inetNamespace(sim.m.simId), peer: PUBLIC_IF, peerNamespace: client.namespace };
   sim.record((m) => m.veths.push(veth));
-  await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns: client.namespace, inner: PUBLIC_IF, cidr: `${client.publicAddress}/32`, gateway: null, onLink: RELAYS_CIDR });
+  await host.attachToBridge({
+    bridgeNs: veth.namespace,
+    bridge: BRIDGE_IF,
+    outer: veth.name,
+    ns: client.namespace,
+    inner: PUBLIC_IF,
+    cidr: `${client.publicAddress}/32`,
+    gateway: null,
+    onLink: RELAYS_CIDR,
+  });
   // And IPv6 with a default route of its own, as on a dual-stack home network: whatever of the client's
   // IPv6 the tunnel did not take would leave here, around it (the capture test watches this link).
   await host.addAddress6(client.namespace, PUBLIC_IF, `${clientPublicAddress6(index)}/${PREFIX_LEN6}`, BRIDGE_ADDRESS6, 2048);
 
-  const args = ['add', '--json', '--key-file', client.keyFile, ...(o.entry ? ['--entry', o.entry] : []), ...(o.exit ? ['--exit', o.exit] : []), ...(o.exitRegion ? ['--exit-region', o.exitRegion] : [])];
+  const args = [
+    'add',
+    '--json',
+    '--key-file',
+    client.keyFile,
+    ...(o.entry ? ['--entry', o.entry] : []),
+    ...(o.exit ? ['--exit', o.exit] : []),
+    ...(o.exitRegion ? ['--exit-region', o.exitRegion] : []),
+  ];
   const answer = JSON.parse(await controlPlaneCli(sim, args)) as { session: { id: string; entryId: string; exitId: string; address: string }; wgQuick: string };
   writePrivate(client.configFile, answer.wgQuick.endsWith('\n') ? answer.wgQuick : `${answer.wgQuick}\n`);
-  sim.record(() => Object.assign(client, { sessionId: answer.session.id, entryId: answer.session.entryId, exitId: answer.session.exitId, address: answer.session.address }));
+  sim.record(() =>
+    Object.assign(client, { sessionId: answer.session.id, entryId: answer.session.entryId, exitId: answer.session.exitId, address: answer.session.address }),
+  );
   await startWgQuickClient(client.namespace, client.device, client.configFile);
-  out(`client ${name}: ${answer.session.address} in ${client.namespace}, enters at ${answer.session.entryId}, leaves at ${answer.session.exitId} (session ${answer.session.id})`);
+  out(
+    `client ${name}: ${answer.session.address} in ${client.namespace}, enters at ${answer.session.entryId}, leaves at ${answer.session.exitId} (session ${answer.session.id})`,
+  );
   return client;
 }
 
@@ -138,7 +190,9 @@ export async function switchClient(dir: string, name: string, to: { exit?: strin
   const sim = new Sim(loadSim(dir));
   const c = findClient(sim, name);
   if (!c.sessionId) throw new Error(`client ${name} has no session`);
-  const answer = JSON.parse(await controlPlaneCli(sim, ['switch', '--json', '--session', c.sessionId, ...(to.exit ? ['--exit', to.exit] : ['--exit-region', to.exitRegion!])])) as { session: { exitId: string } };
+  const answer = JSON.parse(
+    await controlPlaneCli(sim, ['switch', '--json', '--session', c.sessionId, ...(to.exit ? ['--exit', to.exit] : ['--exit-region', to.exitRegion!])]),
+  ) as { session: { exitId: string } };
   sim.record(() => (c.exitId = answer.session.exitId));
   out(`client ${name}: now leaves at ${answer.session.exitId}`);
   return c;

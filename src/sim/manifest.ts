@@ -167,7 +167,8 @@ export async function withStateDirLock<T>(dir: string, fn: () => Promise<T>): Pr
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
       const pid = Number(readFileSync(file, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) throw new StateDirBusyError(`another sim command (pid ${pid}) is working on ${dir}; wait for it to finish`);
+      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid))
+        throw new StateDirBusyError(`another sim command (pid ${pid}) is working on ${dir}; wait for it to finish`);
       rmSync(file, { force: true });
     }
   }

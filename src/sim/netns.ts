@@ -95,7 +95,16 @@ export async function addBridge(ns: string, name: string, cidr: string): Promise
  * with its other end moved straight into `ns` (so no name is ever taken in the root namespace), and
  * give that end `cidr` and a default route via `gateway` (when given).
  */
-export async function attachToBridge(o: { bridgeNs: string; bridge: string; outer: string; ns: string; inner: string; cidr: string; gateway: string | null; onLink?: string }): Promise<void> {
+export async function attachToBridge(o: {
+  bridgeNs: string;
+  bridge: string;
+  outer: string;
+  ns: string;
+  inner: string;
+  cidr: string;
+  gateway: string | null;
+  onLink?: string;
+}): Promise<void> {
   await ip(['-n', o.bridgeNs, 'link', 'add', o.outer, 'type', 'veth', 'peer', 'name', o.inner, 'netns', o.ns]);
   await ip(['-n', o.bridgeNs, 'link', 'set', o.outer, 'master', o.bridge, 'up']);
   await ip(['-n', o.ns, 'address', 'add', o.cidr, 'dev', o.inner]);
@@ -141,7 +150,10 @@ setTimeout(() => done(1), Number(t));`;
 
 /** Whether a TCP connection from inside `ns` to host:port succeeds within `timeoutMs`. */
 export async function tcpReachable(ns: string, host: string, port: number, timeoutMs = 2_000): Promise<boolean> {
-  const r = await execa('ip', ['netns', 'exec', ns, process.execPath, '-e', PROBE, host, String(port), String(timeoutMs)], { timeout: timeoutMs + 5_000, reject: false });
+  const r = await execa('ip', ['netns', 'exec', ns, process.execPath, '-e', PROBE, host, String(port), String(timeoutMs)], {
+    timeout: timeoutMs + 5_000,
+    reject: false,
+  });
   return r.exitCode === 0;
 }
 

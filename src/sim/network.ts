@@ -186,7 +186,15 @@ async function createNode(sim: Sim, ns: string, node: 'svc' | number | null, add
   // A relay resolves its peers' endpoint names: inside the sim, never with the host's resolver.
   if (node !== 'svc') host.isolateDns(ns, simHostsFile());
   const address = node === 'svc' ? SVC_ADDRESS : relayPublicAddress(node);
-  await host.attachToBridge({ bridgeNs: veth.namespace, bridge: BRIDGE_IF, outer: veth.name, ns, inner: veth.peer, cidr: `${address}/${PREFIX_LEN}`, gateway: BRIDGE_ADDRESS });
+  await host.attachToBridge({
+    bridgeNs: veth.namespace,
+    bridge: BRIDGE_IF,
+    outer: veth.name,
+    ns,
+    inner: veth.peer,
+    cidr: `${address}/${PREFIX_LEN}`,
+    gateway: BRIDGE_ADDRESS,
+  });
   if (address6) await host.addAddress6(ns, veth.peer, `${address6}/${PREFIX_LEN6}`, BRIDGE_ADDRESS6);
 }
 
@@ -244,9 +252,18 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   writePrivate(
     natsConf,
     // The file store must have room for the streams' max_bytes reservations (src/bus/streams.ts), or JetStream refuses them.
-    [`listen: ${SVC_ADDRESS}:${NATS_PORT}`, 'max_payload: 1048576', `jetstream { store_dir: "${join(natsDir, 'jetstream')}", max_memory_store: 256MB, max_file_store: 8GB }`].join('\n') + '\n',
+    [
+      `listen: ${SVC_ADDRESS}:${NATS_PORT}`,
+      'max_payload: 1048576',
+      `jetstream { store_dir: "${join(natsDir, 'jetstream')}", max_memory_store: 256MB, max_file_store: 8GB }`,
+    ].join('\n') + '\n',
   );
-  const nats = spawnRecorded(sim, { kind: 'nats', name: 'nats', namespace: svc, log: join(natsDir, 'nats.log') }, [await findNatsServer(), '-c', natsConf], childEnv());
+  const nats = spawnRecorded(
+    sim,
+    { kind: 'nats', name: 'nats', namespace: svc, log: join(natsDir, 'nats.log') },
+    [await findNatsServer(), '-c', natsConf],
+    childEnv(),
+  );
 
   // The secrets first, so relay tokens and the service-role key file exist before the control plane does.
   const cp = m.controlPlane;
@@ -255,9 +272,25 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   sim.record(() => (cp.topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed)));
   await host.forwardToLoopback(svc, SVC_ADDRESS, CONTROL_PLANE_PORT);
   rmSync(join(cp.stateDir, INFO_FILE), { force: true });
-  const cpArgs = [RELAY_CORE_BIN, 'control-plane', '--port', String(CONTROL_PLANE_PORT), '--state-dir', cp.stateDir, '--nats-url', cp.natsUrl, '--heartbeat-seconds', String(m.settings.heartbeatSeconds)];
+  const cpArgs = [
+    RELAY_CORE_BIN,
+    'control-plane',
+    '--port',
+    String(CONTROL_PLANE_PORT),
+    '--state-dir',
+    cp.stateDir,
+    '--nats-url',
+    cp.natsUrl,
+    '--heartbeat-seconds',
+    String(m.settings.heartbeatSeconds),
+  ];
   // The database URL goes by environment, so it (and its password) is in neither argv nor the manifest.
-  const controlPlane = spawnRecorded(sim, { kind: 'control-plane', name: 'control-plane', namespace: svc, log: join(cp.stateDir, 'control-plane.log') }, cpArgs, childEnv(o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}));
+  const controlPlane = spawnRecorded(
+    sim,
+    { kind: 'control-plane', name: 'control-plane', namespace: svc, log: join(cp.stateDir, 'control-plane.log') },
+    cpArgs,
+    childEnv(o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}),
+  );
 
   // The control plane writes its info file once every part of it is up.
   const deadline = Date.now() + SERVICE_START_TIMEOUT_MS;
@@ -272,7 +305,10 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   o.out(`sim ${m.simId}: an "internet" web server at ${WEB_URL} and ${WEB_URL6} answers with the address each request comes from`);
   const probeFrom = m.relays[0]?.namespace;
   if (probeFrom) {
-    for (const [what, port] of [['the control plane', CONTROL_PLANE_PORT], ['nats-server', NATS_PORT]] as const) {
+    for (const [what, port] of [
+      ['the control plane', CONTROL_PLANE_PORT],
+      ['nats-server', NATS_PORT],
+    ] as const) {
       if (!(await host.tcpReachable(probeFrom, SVC_ADDRESS, port))) throw new Error(`${what} (${SVC_ADDRESS}:${port}) is not reachable from ${probeFrom}`);
     }
   }
@@ -283,29 +319,53 @@ function startWeb(sim: Sim): SimProcess {
   const inet = inetNamespace(sim.m.simId);
   const dir = join(sim.m.stateDir, 'web');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const argv = [process.execPath, WHOAMI_SCRIPT, '--listen', `${BRIDGE_ADDRESS}:${WEB_PORT}`, '--listen', `[${WEB_ADDRESS6}]:${WEB_PORT}`, '--log', join(dir, 'requests.jsonl')];
+  const argv = [
+    process.execPath,
+    WHOAMI_SCRIPT,
+    '--listen',
+    `${BRIDGE_ADDRESS}:${WEB_PORT}`,
+    '--listen',
+    `[${WEB_ADDRESS6}]:${WEB_PORT}`,
+    '--log',
+    join(dir, 'requests.jsonl'),
+  ];
   return spawnRecorded(sim, { kind: 'web', name: 'web', namespace: inet, log: join(dir, 'web.log') }, argv, childEnv());
 }
 
 function relayArgv(m: Manifest, r: SimRelay): string[] {
   const s = m.settings;
   return [
-    RELAY_CORE_BIN, 'run',
-    '--relay-id', r.id,
-    '--region', `region-${((r.index - 1) % 3) + 1}`,
-    '--endpoint', r.endpoint,
-    '--state-dir', r.stateDir,
-    '--control-plane-url', m.controlPlane.url,
-    '--token-file', r.tokenFile,
-    '--topology-key', m.controlPlane.topologyPublicKey,
-    '--nats-url', m.controlPlane.natsUrl,
-    '--wg-prefix', m.wgPrefix,
-    '--keepalive', String(s.keepaliveSeconds),
-    '--link-stale-after', String(s.linkStaleAfterMs),
-    '--link-down-after', String(s.linkDownAfterMs),
-    '--observe-interval', String(s.observeIntervalMs),
+    RELAY_CORE_BIN,
+    'run',
+    '--relay-id',
+    r.id,
+    '--region',
+    `region-${((r.index - 1) % 3) + 1}`,
+    '--endpoint',
+    r.endpoint,
+    '--state-dir',
+    r.stateDir,
+    '--control-plane-url',
+    m.controlPlane.url,
+    '--token-file',
+    r.tokenFile,
+    '--topology-key',
+    m.controlPlane.topologyPublicKey,
+    '--nats-url',
+    m.controlPlane.natsUrl,
+    '--wg-prefix',
+    m.wgPrefix,
+    '--keepalive',
+    String(s.keepaliveSeconds),
+    '--link-stale-after',
+    String(s.linkStaleAfterMs),
+    '--link-down-after',
+    String(s.linkDownAfterMs),
+    '--observe-interval',
+    String(s.observeIntervalMs),
     // The sim's internet lives in the benchmarking range, which the egress policy refuses by default.
-    '--client-allow', `${SIM_INTERNET},${SIM_INTERNET6}`,
+    '--client-allow',
+    `${SIM_INTERNET},${SIM_INTERNET6}`,
   ];
 }
 
@@ -354,7 +414,12 @@ export async function observe(m: Manifest): Promise<RelayObservation[]> {
  * Poll until the sim converges (`mode`) or `timeoutMs` passes; returns the last verdict and
  * observations either way. Mesh addresses and keys the relays report go into the manifest.
  */
-export async function waitConverged(dir: string, mode: ConvergenceMode, timeoutMs: number, signal: AbortSignal): Promise<{ verdict: Verdict; relays: RelayObservation[]; ms: number }> {
+export async function waitConverged(
+  dir: string,
+  mode: ConvergenceMode,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<{ verdict: Verdict; relays: RelayObservation[]; ms: number }> {
   const started = Date.now();
   for (;;) {
     const relays = await observe(loadSim(dir));
@@ -423,7 +488,9 @@ export async function stopRelay(dir: string, relayId: string, sig: 'SIGTERM' | '
     out(`${relayId} (pid ${p.pid}) did not stop within ${RELAY_STOP_TIMEOUT_MS / 1000} s of SIGTERM; killed it`);
     return;
   }
-  out(sig === 'SIGTERM' ? `${relayId} (pid ${p.pid}) stopped: it deregistered` : `${relayId} (pid ${p.pid}) killed: its WireGuard devices stay until it restarts`);
+  out(
+    sig === 'SIGTERM' ? `${relayId} (pid ${p.pid}) stopped: it deregistered` : `${relayId} (pid ${p.pid}) killed: its WireGuard devices stay until it restarts`,
+  );
 }
 
 /** Start a relay's process again, in its namespace with its state directory and key (stopping it first if it runs). */
@@ -460,7 +527,10 @@ export async function down(dir: string, o: { purge: boolean; out: Out }): Promis
   const relays = m.processes.filter((p) => p.kind === 'relay' && runningProcess(m, p));
   if (relays.length) {
     for (const p of relays) host.signal(p.pid!, 'SIGTERM');
-    const left = await host.waitGone(relays.map((p) => p.pid!), RELAY_STOP_TIMEOUT_MS);
+    const left = await host.waitGone(
+      relays.map((p) => p.pid!),
+      RELAY_STOP_TIMEOUT_MS,
+    );
     const stopped = relays.filter((p) => !left.includes(p.pid!)).map((p) => p.name);
     if (stopped.length) out(`stopped ${stopped.join(', ')} (SIGTERM: deregistered, links removed)`);
   }

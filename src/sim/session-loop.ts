@@ -15,14 +15,20 @@ import { ControlPlaneClient } from '../daemon/control-plane-client.ts';
 import { rootLogger } from '../lib/logger.ts';
 import { generateWgKeyPair } from '../lib/wg-keys.ts';
 
-const { values } = parseArgs({ options: { url: { type: 'string' }, 'token-file': { type: 'string' }, entry: { type: 'string' }, exit: { type: 'string' }, count: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { url: { type: 'string' }, 'token-file': { type: 'string' }, entry: { type: 'string' }, exit: { type: 'string' }, count: { type: 'string' } },
+});
 const count = Number(values.count ?? '1');
 if (!values.url || !values['token-file'] || !values.entry || !values.exit || !Number.isInteger(count) || count < 1 || count > 100_000) {
   process.stderr.write('usage: session-loop.ts --url URL --token-file FILE --entry ID --exit ID[,ID...] --count N\n');
   process.exit(2);
 }
 const exits = values.exit.split(',');
-const cp = new ControlPlaneClient({ url: values.url, key: readFileSync(values['token-file'], 'utf8').trim(), logger: rootLogger({ component: 'session-loop' }, 'warn') });
+const cp = new ControlPlaneClient({
+  url: values.url,
+  key: readFileSync(values['token-file'], 'utf8').trim(),
+  logger: rootLogger({ component: 'session-loop' }, 'warn'),
+});
 const openMs: number[] = [];
 const closeMs: number[] = [];
 try {

@@ -99,7 +99,10 @@ export function formatAge(latestHandshakeMs: number | null, nowMs: number): stri
 
 /** A table of columns as wide as their widest cell. */
 function fitted(header: string[], rows: string[][]): string[] {
-  return table(header.map(() => ({})), [header, ...rows]);
+  return table(
+    header.map(() => ({})),
+    [header, ...rows],
+  );
 }
 
 /**

@@ -56,7 +56,15 @@ describe('a relay network in containers', () => {
     nats = await new NatsContainer().withNetwork(net).start();
     cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).start();
     web = await new WhoamiContainer().withNetwork(net).start();
-    const started = await Promise.all(IDS.map((id) => new RelayContainer(id).withNetwork(net).withControlPlane(cp).withRunFlags(...LINK_FLAGS).start()));
+    const started = await Promise.all(
+      IDS.map((id) =>
+        new RelayContainer(id)
+          .withNetwork(net)
+          .withControlPlane(cp)
+          .withRunFlags(...LINK_FLAGS)
+          .start(),
+      ),
+    );
     for (const r of started) relays.set(r.relayId, r);
   }, 300_000);
 
@@ -85,7 +93,7 @@ describe('a relay network in containers', () => {
     }
   }, 180_000);
 
-  it('a stock WireGuard client enters at relay-1, leaves at relay-2, and is seen with relay-2\'s address', async () => {
+  it("a stock WireGuard client enters at relay-1, leaves at relay-2, and is seen with relay-2's address", async () => {
     const client = await new WireGuardClientContainer('client-1').withNetwork(net).start();
     const add = await cp.client(['add', '--entry', 'relay-1', '--exit', 'relay-2']);
     expect(add.exitCode, add.stderr).toBe(0);

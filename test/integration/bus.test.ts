@@ -49,7 +49,11 @@ describe('event bus on a real nats-server', () => {
       await jsm.streams.purge(STREAMS.relay);
       const pub = new RelayEventPublisher({ js: jetstream(nc), relayId: 'relay-x', logger: log });
       const mk = (i: number): RelayEvent =>
-        envelope({ source: 'relay-x', now: () => new Date(), newId: randomUUID }, 'TopologyEventApplied', 1, { revision: i, eventId: `e${i}`, eventType: 'RelayAdmitted' });
+        envelope({ source: 'relay-x', now: () => new Date(), newId: randomUUID }, 'TopologyEventApplied', 1, {
+          revision: i,
+          eventId: `e${i}`,
+          eventType: 'RelayAdmitted',
+        });
       for (let i = 1; i <= 20; i++) pub.publish(mk(i));
       await waitUntil(() => pub.pending === 0);
       await nats.stop();

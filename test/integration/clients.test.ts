@@ -25,11 +25,28 @@ describe('clients through entry and exit relays on real WireGuard', () => {
   const relayOf = (id: string): SimRelay => manifest().relays.find((r) => r.id === id)!;
   const clientOf = (name: string): SimClient => manifest().clients.find((c) => c.name === name)!;
   const status = (id: string): Promise<RelayStatus> => fetchStatus(join(relayOf(id).stateDir, 'relay.sock')) as Promise<RelayStatus>;
-  const inRelay = (id: string, argv: string[], timeoutMs = 15_000) => execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
-  const inClient = (name: string, argv: string[], timeoutMs = 15_000) => execa('ip', ['netns', 'exec', clientOf(name).namespace, ...argv], { reject: false, timeout: timeoutMs });
+  const inRelay = (id: string, argv: string[], timeoutMs = 15_000) =>
+    execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
+  const inClient = (name: string, argv: string[], timeoutMs = 15_000) =>
+    execa('ip', ['netns', 'exec', clientOf(name).namespace, ...argv], { reject: false, timeout: timeoutMs });
   /** The relay-core CLI against the control plane, from inside the service namespace, as an operator. */
   const cpCli = (args: string[]) =>
-    execa('ip', ['netns', 'exec', svcNamespace(manifest().simId), RELAY_CORE_BIN, 'client', ...args, '--control-plane-url', `http://127.0.0.1:${CONTROL_PLANE_PORT}`, '--token-file', manifest().controlPlane.serviceRoleKeyFile], { reject: false, timeout: 60_000 });
+    execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        svcNamespace(manifest().simId),
+        RELAY_CORE_BIN,
+        'client',
+        ...args,
+        '--control-plane-url',
+        `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
+        '--token-file',
+        manifest().controlPlane.serviceRoleKeyFile,
+      ],
+      { reject: false, timeout: 60_000 },
+    );
   /** One bounded request from a client to the web server: the address the server saw, or null. */
   const whoami = async (name: string): Promise<string | null> => {
     const r = await inClient(name, ['curl', '-s', '--max-time', '4', `${WEB_URL}/`]);
@@ -40,7 +57,8 @@ describe('clients through entry and exit relays on real WireGuard', () => {
       .split('\n')
       .filter(Boolean)
       .map((l) => (JSON.parse(l) as { remote: string }).remote);
-  const handshakeOf = async (name: string) => Number((await inClient(name, ['wg', 'show', clientOf(name).device, 'latest-handshakes'])).stdout.trim().split('\t')[1]);
+  const handshakeOf = async (name: string) =>
+    Number((await inClient(name, ['wg', 'show', clientOf(name).device, 'latest-handshakes'])).stdout.trim().split('\t')[1]);
   /** What a relay's namespace holds of WireGuard peers, rules, routes and nftables (no counters or times). */
   const hostState = async (id: string) => {
     const wg = (await inRelay(id, ['wg', 'show', 'all', 'dump'])).stdout
@@ -127,11 +145,16 @@ describe('clients through entry and exit relays on real WireGuard', () => {
     expect(back.exitCode, back.stderr + back.stdout).toBe(0);
     expect(await whoami('c1')).toBe(relayPublicAddress(2));
     expect(await handshakeOf('c1')).toBe(handshake);
-    expect((await status('relay-1')).clients.find((s) => s.sessionId === c.sessionId)).toMatchObject({ state: 'active', exitId: 'relay-2', confirmedExitId: 'relay-2' });
+    expect((await status('relay-1')).clients.find((s) => s.sessionId === c.sessionId)).toMatchObject({
+      state: 'active',
+      exitId: 'relay-2',
+      confirmedExitId: 'relay-2',
+    });
   });
 
   it('two clients on one entry with different exits each appear from their own exit', async () => {
-    const bridgeMac = async () => (JSON.parse((await execa('ip', ['-n', inetNamespace(manifest().simId), '-j', 'link', 'show', BRIDGE_IF])).stdout) as { address: string }[])[0]!.address;
+    const bridgeMac = async () =>
+      (JSON.parse((await execa('ip', ['-n', inetNamespace(manifest().simId), '-j', 'link', 'show', BRIDGE_IF])).stdout) as { address: string }[])[0]!.address;
     const macBefore = await bridgeMac();
     const add = await sim(['client', 'add', '--name', 'c2', '--entry', 'relay-1', '--exit', 'relay-3']);
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);

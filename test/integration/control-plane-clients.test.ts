@@ -263,7 +263,10 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(body.session).toMatchObject({ id: first.id, entryId: 'relay-1', exitId: 'relay-2', address: '100.96.0.2' });
     expect(entryPlayer.confirmed.has(`${first.id}:relay-2`)).toBe(true);
     expect(await eventsAfter(before)).toMatchObject([
-      { type: 'ClientSessionExitChanged', data: { revision: before + 1, sessionId: first.id, entryId: 'relay-1', exitId: 'relay-2', previousExitId: 'relay-3' } },
+      {
+        type: 'ClientSessionExitChanged',
+        data: { revision: before + 1, sessionId: first.id, entryId: 'relay-1', exitId: 'relay-2', previousExitId: 'relay-3' },
+      },
     ]);
     expect(await row(first.id)).toMatchObject({ exit_id: 'relay-2', confirmed_exit_id: 'relay-2' });
 
@@ -320,7 +323,11 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     const [closed] = await sql`select id::text as id, exit_id from relaynet.client_sessions where status = 'closed' and entry_id = 'relay-1' limit 1`;
     const late = await call('client-ready', { relayId: 'relay-1', sessionId: closed!.id, exitId: closed!.exit_id }, { token: t1 });
     expect([late.status, late.body.error]).toEqual([409, 'session_closed']);
-    const user = await call('client-ready', { relayId: 'relay-1', sessionId: first.id, exitId: 'relay-3' }, { token: await cp.mintUserToken('alice', TOKEN_TTL) });
+    const user = await call(
+      'client-ready',
+      { relayId: 'relay-1', sessionId: first.id, exitId: 'relay-3' },
+      { token: await cp.mintUserToken('alice', TOKEN_TTL) },
+    );
     expect([user.status, user.body.error]).toEqual([403, 'forbidden']);
     const bad = await call('client-ready', { relayId: 'relay-1', sessionId: 'not-a-uuid', exitId: 'relay-3' }, { token: t1 });
     expect([bad.status, bad.body.field]).toEqual([400, 'sessionId']);
@@ -402,7 +409,10 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(await counts()).toEqual(before);
     // A user token needs exp and sub (401 otherwise).
     const { signJwt } = await import('../../src/control-plane/jwt.ts');
-    for (const claims of [{ role: 'authenticated', sub: 'carol' }, { role: 'authenticated', exp: Math.floor(Date.now() / 1000) + 60 }]) {
+    for (const claims of [
+      { role: 'authenticated', sub: 'carol' },
+      { role: 'authenticated', exp: Math.floor(Date.now() / 1000) + 60 },
+    ]) {
       const r = await call('list-clients', {}, { token: await signJwt(claims, cp.jwtSecret) });
       expect([r.status, r.body.error]).toEqual([401, 'unauthorized']);
     }
@@ -526,7 +536,8 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(byKey.status, JSON.stringify(byKey.body)).toBe(200);
     expect((await eventsAfter(byKey.body.revision - 1))[0]).toMatchObject({ type: 'ClientSessionClosed', data: { reason: 'removed', entryId: 'relay-3' } });
 
-    const [atOne] = await sql`select id::text as id from relaynet.client_sessions where status = 'open' and entry_id = 'relay-1' order by opened_at desc limit 1`;
+    const [atOne] =
+      await sql`select id::text as id from relaynet.client_sessions where status = 'open' and entry_id = 'relay-1' order by opened_at desc limit 1`;
     const wrongRelay = await call('disconnect-client', { sessionId: atOne!.id }, { token: relayTokens.get('relay-2')! });
     expect([wrongRelay.status, wrongRelay.body.error]).toEqual([403, 'forbidden']);
     const byEntry = await call('disconnect-client', { sessionId: atOne!.id }, { token: relayTokens.get('relay-1')! });
@@ -599,7 +610,8 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
   });
 
   it('keeps a signed outbox whose events parse and fold into the sessions of the table', async () => {
-    const rows = await sql`select revision, event_id::text as event_id, type, subject, payload, signature, created_at from relaynet.topology_events order by revision`;
+    const rows =
+      await sql`select revision, event_id::text as event_id, type, subject, payload, signature, created_at from relaynet.topology_events order by revision`;
     expect(rows.map((r) => Number(r.revision))).toEqual(rows.map((_, i) => i + 1));
     const pub = importPublicKey(cp.topologyPublicKey);
     let view = EMPTY_TOPOLOGY;
@@ -609,7 +621,14 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
       const parsed = parseTopologyEvent(JSON.parse(r.payload as string));
       if (!parsed.ok) throw new Error(`r${r.revision}: ${parsed.error}`);
       const e = parsed.event;
-      expect([e.id, e.type, e.data.revision, e.source, e.version, e.time]).toEqual([r.event_id, r.type, Number(r.revision), 'control-plane', 1, (r.created_at as Date).toISOString()]);
+      expect([e.id, e.type, e.data.revision, e.source, e.version, e.time]).toEqual([
+        r.event_id,
+        r.type,
+        Number(r.revision),
+        'control-plane',
+        1,
+        (r.created_at as Date).toISOString(),
+      ]);
       expect(r.subject).toBe(subjectFor(e.type, topologySubjectRelay(e)));
       types.add(e.type);
       view = evolveTopology(view, e);

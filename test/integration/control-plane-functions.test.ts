@@ -38,7 +38,16 @@ describe('Edge Function runner', () => {
 
   it('runs every function directory and answers 503 while the database is unreachable', async () => {
     expect(fns.names).toEqual(functionNames());
-    expect(fns.names).toEqual(['client-ready', 'connect-client', 'deregister', 'disconnect-client', 'heartbeat', 'list-clients', 'register-server', 'switch-exit']);
+    expect(fns.names).toEqual([
+      'client-ready',
+      'connect-client',
+      'deregister',
+      'disconnect-client',
+      'heartbeat',
+      'list-clients',
+      'register-server',
+      'switch-exit',
+    ]);
     const r = await call('heartbeat');
     expect(r.status).toBe(503);
     expect(await r.json()).toMatchObject({ error: 'unavailable' });

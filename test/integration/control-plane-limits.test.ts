@@ -104,7 +104,13 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
     for (const [name, sub] of Object.entries(USER)) users.set(name, await cp.mintUserToken(sub, TOKEN_TTL));
     // The anonymous user: a Supabase anonymous sign-in's token.
     const now = Math.floor(Date.now() / 1000);
-    users.set('anon', await signJwt({ role: 'authenticated', aud: 'authenticated', iss: TOKEN_ISSUER, sub: USER.anon, is_anonymous: true, iat: now, exp: now + TOKEN_TTL }, cp.jwtSecret));
+    users.set(
+      'anon',
+      await signJwt(
+        { role: 'authenticated', aud: 'authenticated', iss: TOKEN_ISSUER, sub: USER.anon, is_anonymous: true, iat: now, exp: now + TOKEN_TTL },
+        cp.jwtSecret,
+      ),
+    );
     // Five client addresses per entry; relays stay live for an hour without heartbeats.
     await settings('client_pool_prefix = 29, relay_liveness_seconds = 3600');
     for (const [n, region] of [
@@ -159,7 +165,7 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
 
   let bobSession: string;
 
-  it("stops one user at its session cap while other users still connect to the same entry (409 too_many_sessions)", async () => {
+  it('stops one user at its session cap while other users still connect to the same entry (409 too_many_sessions)', async () => {
     await settings('max_sessions_per_user = 2');
     const mallory: string[] = [];
     for (const k of [1, 2]) {
@@ -280,7 +286,9 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
     expect(retry).toBeGreaterThan(1190);
     expect(retry).toBeLessThanOrEqual(1200);
     expect(limited.body.retryAfterSeconds).toBe(retry);
-    expect(limited.body.message).toMatch(/too many connect-client calls: at most 3 per 3600 s per user \(connect_rate_limit, rate_limit_window_seconds\); retry after \d+ s/);
+    expect(limited.body.message).toMatch(
+      /too many connect-client calls: at most 3 per 3600 s per user \(connect_rate_limit, rate_limit_window_seconds\); retry after \d+ s/,
+    );
     // Refused calls take nothing more: the next refusal says the same or less.
     const twice = await call('connect-client', { publicKey: clientKey(31), exit: 'relay-3' }, user('dave'));
     expect(twice.status).toBe(429);
@@ -319,7 +327,9 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
   it('takes tokens atomically: of many concurrent calls exactly the limit get through', async () => {
     await settings('connect_rate_limit = 3, rate_limit_window_seconds = 3600');
     // An unknown exit: each call that gets through is refused with 404 after taking its token.
-    const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => call('connect-client', { publicKey: clientKey(40 + i), exit: 'relay-9' }, user('frank'))));
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => call('connect-client', { publicKey: clientKey(40 + i), exit: 'relay-9' }, user('frank'))),
+    );
     const statuses = answers.map((a) => a.status).sort();
     expect(statuses).toEqual([404, 404, 404, 429, 429, 429, 429, 429, 429, 429]);
     for (const a of answers.filter((x) => x.status === 429)) expect(Number(a.retryAfter)).toBeGreaterThan(0);
@@ -411,7 +421,9 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
     await sql`update relaynet.rate_limits set updated_at = clock_timestamp() - interval '2 hours' where subject = ${`user:${USER.dave}`} and action = 'connect'`;
     expect((await call('heartbeat', { relayId: 'relay-2' }, relayTokens.get('relay-2'))).status).toBe(200);
     const after = await sql`select subject, action from relaynet.rate_limits order by subject, action`;
-    expect(after.map((b) => `${b.subject}/${b.action}`)).toEqual(before.map((b) => `${b.subject}/${b.action}`).filter((k) => k !== `user:${USER.dave}/connect`));
+    expect(after.map((b) => `${b.subject}/${b.action}`)).toEqual(
+      before.map((b) => `${b.subject}/${b.action}`).filter((k) => k !== `user:${USER.dave}/connect`),
+    );
     // And a full bucket lets dave connect at once again.
     const r = await call('connect-client', { publicKey: clientKey(60), exit: 'relay-1', entry: 'relay-3' }, user('dave'));
     expect(r.status, r.text).toBe(200);

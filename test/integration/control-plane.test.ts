@@ -85,7 +85,8 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     ...over,
   });
 
-  const outbox = () => sql<OutboxRow[]>`select revision, event_id, type, subject, payload, signature, created_at from relaynet.topology_events order by revision`;
+  const outbox = () =>
+    sql<OutboxRow[]>`select revision, event_id, type, subject, payload, signature, created_at from relaynet.topology_events order by revision`;
   const revision = async () => Number((await sql`select revision from relaynet.topology`)[0]!.revision);
   const lastEvent = async (): Promise<TopologyEvent> => {
     const rows = await outbox();
@@ -114,7 +115,16 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     expect(recorded.map((r) => r.name)).toEqual(names);
     expect(await migrate(sql)).toEqual([]);
     const tables = await sql`select table_name from information_schema.tables where table_schema = 'relaynet' order by table_name`;
-    expect(tables.map((t) => t.table_name)).toEqual(['client_sessions', 'publisher_cursor', 'rate_limits', 'relay_keys', 'relays', 'settings', 'topology', 'topology_events']);
+    expect(tables.map((t) => t.table_name)).toEqual([
+      'client_sessions',
+      'publisher_cursor',
+      'rate_limits',
+      'relay_keys',
+      'relays',
+      'settings',
+      'topology',
+      'topology_events',
+    ]);
     expect(await revision()).toBe(0);
   });
 
@@ -123,7 +133,9 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     for (const r of results) expect(r.status, JSON.stringify(r.body)).toBe(200);
     const bodies = results.map((r) => r.body);
     expect(new Set(bodies.map((b) => b.relay.meshAddress))).toEqual(new Set(['100.64.0.1', '100.64.0.2', '100.64.0.3', '100.64.0.4', '100.64.0.5']));
-    expect(new Set(bodies.map((b) => b.relay.clientPool))).toEqual(new Set(['100.96.0.0/22', '100.96.4.0/22', '100.96.8.0/22', '100.96.12.0/22', '100.96.16.0/22']));
+    expect(new Set(bodies.map((b) => b.relay.clientPool))).toEqual(
+      new Set(['100.96.0.0/22', '100.96.4.0/22', '100.96.8.0/22', '100.96.12.0/22', '100.96.16.0/22']),
+    );
     expect(bodies.map((b) => b.revision).sort()).toEqual([1, 2, 3, 4, 5]);
     for (const b of bodies) {
       expect(b.readmitted).toBe(false);
@@ -301,7 +313,11 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     const get = await raw('heartbeat', { method: 'GET' });
     expect(get.status).toBe(405);
     expect(get.body.error).toBe('method_not_allowed');
-    const pre = await raw('register-server', { method: 'OPTIONS', token: null, headers: { origin: 'http://example.test', 'access-control-request-method': 'POST' } });
+    const pre = await raw('register-server', {
+      method: 'OPTIONS',
+      token: null,
+      headers: { origin: 'http://example.test', 'access-control-request-method': 'POST' },
+    });
     expect(pre.status).toBe(204);
     expect(pre.headers.get('access-control-allow-origin')).toBe('*');
     expect(pre.headers.get('access-control-allow-headers')).toMatch(/authorization/);
@@ -353,7 +369,10 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     }
     expect(await revision()).toBe(12);
 
-    const cli = spawnSync(join(ROOT, 'bin/relay-core'), ['token', 'mint', '--relay-id', 'relay-7', '--ttl', '1h', '--state-dir', stateDir], { encoding: 'utf8', timeout: 30_000 });
+    const cli = spawnSync(join(ROOT, 'bin/relay-core'), ['token', 'mint', '--relay-id', 'relay-7', '--ttl', '1h', '--state-dir', stateDir], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(cli.status, cli.stderr).toBe(0);
     const token = cli.stdout.trim();
     expect(token.split('.')).toHaveLength(3);

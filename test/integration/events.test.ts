@@ -47,7 +47,20 @@ describe('events tail and export on a live sim', () => {
     return { p, lines };
   };
   const publishRaw = async (subject: string, data: Uint8Array): Promise<number> => {
-    const r = await execa('ip', ['netns', 'exec', inet(), process.execPath, join(import.meta.dirname, '../support/publish-raw.ts'), NATS_URL, subject, Buffer.from(data).toString('base64')], { reject: false, timeout: 30_000 });
+    const r = await execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        inet(),
+        process.execPath,
+        join(import.meta.dirname, '../support/publish-raw.ts'),
+        NATS_URL,
+        subject,
+        Buffer.from(data).toString('base64'),
+      ],
+      { reject: false, timeout: 30_000 },
+    );
     expect(r.exitCode, r.stderr).toBe(0);
     return Number(r.stdout.trim());
   };
@@ -71,7 +84,11 @@ describe('events tail and export on a live sim', () => {
     const tail = startTail(['--type', 'RelayAdmitted,RelayStarted,LinkStateChanged', '--since', since]);
     const add = await sim(['add', '--relay', 'relay-3', '--timeout', '90']);
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);
-    await eventually('relay-3 up in the tail', async () => tail.lines.some((l) => l.line.event?.type === 'LinkStateChanged' && l.line.event.source === 'relay-3' && l.line.event.data.state === 'up'), 30_000);
+    await eventually(
+      'relay-3 up in the tail',
+      async () => tail.lines.some((l) => l.line.event?.type === 'LinkStateChanged' && l.line.event.source === 'relay-3' && l.line.event.data.state === 'up'),
+      30_000,
+    );
     const admitted = tail.lines.find((l) => l.line.event?.type === 'RelayAdmitted' && (l.line.event.data.relay as { id: string }).id === 'relay-3');
     const started = tail.lines.find((l) => l.line.event?.type === 'RelayStarted' && l.line.event.source === 'relay-3');
     expect(admitted, JSON.stringify(tail.lines.map((l) => l.line.event?.type))).toBeDefined();
@@ -91,7 +108,13 @@ describe('events tail and export on a live sim', () => {
     const subject = 'relaynet.relay.relay-1.link.link-state-changed';
     const corrupt = await publishRaw(subject, new TextEncoder().encode('{"id":"truncated'));
     const forged = envelope({ source: 'relay-2', now: () => new Date(), newId: randomUUID }, 'LinkStateChanged', 1, {
-      peerId: 'relay-9', device: 'x', state: 'up', reason: 'forged', latestHandshakeMs: null, rxBytes: 0, txBytes: 0,
+      peerId: 'relay-9',
+      device: 'x',
+      state: 'up',
+      reason: 'forged',
+      latestHandshakeMs: null,
+      rxBytes: 0,
+      txBytes: 0,
     });
     const foreign = await publishRaw(subject, encodeEvent(forged as never));
     const good = envelope({ source: 'relay-1', now: () => new Date(), newId: randomUUID }, 'RelayDraining', 1, { signal: 'test' });
@@ -109,14 +132,20 @@ describe('events tail and export on a live sim', () => {
 
     // The export keeps the stored bytes, corrupt ones included, and reads back to the same entries.
     const file = join(tmp.dir, 'relay-1.jsonl');
-    const ex = await execa(RELAY_CORE_BIN, ['events', 'export', '--sim', dir, '--relay', 'relay-1', '--stream', 'relay', '--out', file], { reject: false, timeout: 60_000 });
+    const ex = await execa(RELAY_CORE_BIN, ['events', 'export', '--sim', dir, '--relay', 'relay-1', '--stream', 'relay', '--out', file], {
+      reject: false,
+      timeout: 60_000,
+    });
     expect(ex.exitCode, ex.stderr).toBe(0);
     expect(ex.stderr).toMatch(/exported \d+ messages \(2 of them not valid events, kept as stored\)/);
-    const entries = readFileSync(file, 'utf8').trim().split('\n').map((l) => {
-      const m = fromExportLine(l);
-      if (!m.ok) throw new Error(m.error);
-      return decodeStored(m.message);
-    });
+    const entries = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => {
+        const m = fromExportLine(l);
+        if (!m.ok) throw new Error(m.error);
+        return decodeStored(m.message);
+      });
     expect(entries.filter((e) => !e.ok).map((e) => e.seq)).toEqual([corrupt, foreign]);
     expect(entries.filter((e) => e.ok).length).toBeGreaterThan(5);
     expect(entries.every((e) => e.subject.startsWith('relaynet.relay.relay-1.'))).toBe(true);

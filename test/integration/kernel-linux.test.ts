@@ -58,7 +58,14 @@ function desired(side: Side): DesiredHostState {
         mtu: 1420,
         addresses: side === 'a' ? [`${TUNNEL.a}/32`, EXTRA_ADDRESS] : [`${TUNNEL.b}/32`],
         up: true,
-        peers: [{ publicKey: keys[other(side)].publicKey, endpoint: `${UNDERLAY[other(side)]}:${PORT}`, allowedIps: [`${TUNNEL[other(side)]}/32`], keepaliveSeconds: 1 }],
+        peers: [
+          {
+            publicKey: keys[other(side)].publicKey,
+            endpoint: `${UNDERLAY[other(side)]}:${PORT}`,
+            allowedIps: [`${TUNNEL[other(side)]}/32`],
+            keepaliveSeconds: 1,
+          },
+        ],
       },
     },
     routes: [{ dst: `${TUNNEL[other(side)]}/32`, dev, table: MAIN_TABLE, src: TUNNEL[side] }],
@@ -144,7 +151,8 @@ async function ping(from: Side, to: string) {
 describe('LinuxKernelBackend with wireguard-go in two network namespaces', () => {
   beforeAll(async () => {
     const wgGo = await execa('wireguard-go', ['--version'], { reject: false });
-    if (wgGo.failed) throw new Error('wireguard-go is not installed: this test needs it for userspace WireGuard devices (scripts/setup.sh installs it with apt)');
+    if (wgGo.failed)
+      throw new Error('wireguard-go is not installed: this test needs it for userspace WireGuard devices (scripts/setup.sh installs it with apt)');
     tmp = tempDir('kernel-linux');
     keys = { a: generateWgKeyPair(), b: generateWgKeyPair() };
     for (const s of SIDES) writeFileSync(join(tmp.dir, `${s}.key`), keys[s].privateKey + '\n', { mode: 0o600 });
@@ -220,7 +228,16 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   it('converges to a changed state: address removed, routes and rules added, a route replaced, IPv6 too', async () => {
     const r = await converge('a', changedA());
     expect(r.failures.map((f) => f.error.message)).toEqual([]);
-    expect(r.plan.map((op) => op.op).sort()).toEqual(['addr.add', 'addr.del', 'route.add', 'route.add', 'route.replace', 'rule.add', 'rule.add', 'wg.peer.set']);
+    expect(r.plan.map((op) => op.op).sort()).toEqual([
+      'addr.add',
+      'addr.del',
+      'route.add',
+      'route.add',
+      'route.replace',
+      'rule.add',
+      'rule.add',
+      'wg.peer.set',
+    ]);
     expect(r.reached).toEqual(canonicalHostState(stripDesired(changedA())));
     expect(planKernel(await backends.a.read(SCOPE.a), changedA())).toEqual([]);
     const p = await ping('a', TUNNEL.b);
@@ -281,12 +298,36 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   });
 
   it('loads the relay table (egress policy, mesh filters) in one transaction and reads its counters by name', async () => {
-    const body = clientNftBody(relay(1), { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', denyCidrs: ['2001:db8:5::/48'], allowCidrs: ['198.18.0.0/15'], serviceCidrs: ['198.18.0.2/32'], clientPrefix6: 'fd64::/96' });
-    const desired: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } } };
+    const body = clientNftBody(relay(1), {
+      wgPrefix: 'rc',
+      clientSupernet: '100.96.0.0/11',
+      denyCidrs: ['2001:db8:5::/48'],
+      allowCidrs: ['198.18.0.0/15'],
+      serviceCidrs: ['198.18.0.2/32'],
+      clientPrefix6: 'fd64::/96',
+    });
+    const desired: DesiredHostState = {
+      devices: {},
+      routes: [],
+      rules: [],
+      sysctls: {},
+      nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } },
+    };
     const r = await converge('a', desired, STEERING_SCOPE);
     expect(r.failures.map((f) => f.error.message)).toEqual([]);
     const counters = await backends.a.counters(NFT_TABLE);
-    for (const name of ['refused_network', 'refused_service', 'refused_operator', 'refused_link_local', 'refused_private', 'mesh_spoofed', 'mesh_foreign', 'mesh_input', 'client_input', 'fail_closed']) {
+    for (const name of [
+      'refused_network',
+      'refused_service',
+      'refused_operator',
+      'refused_link_local',
+      'refused_private',
+      'mesh_spoofed',
+      'mesh_foreign',
+      'mesh_input',
+      'client_input',
+      'fail_closed',
+    ]) {
       expect(counters[name], name).toEqual({ packets: 0, bytes: 0 });
     }
     // The sim's internet was allowed: no benchmark set or counter.

@@ -23,10 +23,16 @@ describe('the mesh on real WireGuard in a sim', () => {
   const manifest = (): Manifest => readManifest(dir)!;
   const relayOf = (id: string): SimRelay => manifest().relays.find((r) => r.id === id)!;
   const status = (id: string): Promise<RelayStatus> => fetchStatus(join(relayOf(id).stateDir, 'relay.sock')) as Promise<RelayStatus>;
-  const inNs = (id: string, argv: string[], timeoutMs = 15_000) => execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
+  const inNs = (id: string, argv: string[], timeoutMs = 15_000) =>
+    execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
   /** The relay's mesh devices in its namespace. */
   const devices = async (id: string) => (await linkNames(relayOf(id).namespace)).filter((l) => new RegExp(`^${manifest().wgPrefix}\\d+m\\d+$`).test(l)).sort();
-  const wgDump = async (id: string, dev: string) => (await inNs(id, ['wg', 'show', dev, 'dump'])).stdout.trim().split('\n').slice(1).map((l) => l.split('\t'));
+  const wgDump = async (id: string, dev: string) =>
+    (await inNs(id, ['wg', 'show', dev, 'dump'])).stdout
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.split('\t'));
   const ping = async (from: string, to: string) => {
     const a = (await status(from)).meshAddress!;
     const b = (await status(to)).meshAddress!;
@@ -101,11 +107,16 @@ describe('the mesh on real WireGuard in a sim', () => {
     // wireguard-go outlives a crashed daemon; kill it too, as the crash of the whole host would.
     for (const pid of await netnsPids(relayOf('relay-3').namespace)) if (processName(pid) === 'wireguard-go') signal(pid, 'SIGKILL');
     await eventually('relay-3 devices gone', async () => ((await devices('relay-3')).length === 0 ? true : null));
-    await eventually('relay-1 to mark relay-3 down', async () => {
-      const s = (await linksOf('relay-1'))['relay-3']!;
-      seen.add(s);
-      return s === 'down' ? true : null;
-    }, 30_000, 250);
+    await eventually(
+      'relay-1 to mark relay-3 down',
+      async () => {
+        const s = (await linksOf('relay-1'))['relay-3']!;
+        seen.add(s);
+        return s === 'down' ? true : null;
+      },
+      30_000,
+      250,
+    );
     expect(seen.has('stale')).toBe(true);
     const three = meshIndex(relayOf('relay-3').meshAddress!);
     expect((await devices('relay-1')).some((d) => d.endsWith(`m${three}`))).toBe(true);
@@ -131,7 +142,10 @@ describe('the mesh on real WireGuard in a sim', () => {
   it('the data plane does not need the control plane: with NATS and the control plane frozen for 60 s links stay up, then relays resume', async () => {
     const ids = ['relay-1', 'relay-3', 'relay-4', 'relay-5'];
     const before = Object.fromEntries(await Promise.all(ids.map(async (id) => [id, await status(id)] as const)));
-    const relayPids = () => manifest().processes.filter((p) => p.kind === 'relay' && ids.includes(p.name)).map((p) => `${p.name}:${p.pid}`);
+    const relayPids = () =>
+      manifest()
+        .processes.filter((p) => p.kind === 'relay' && ids.includes(p.name))
+        .map((p) => `${p.name}:${p.pid}`);
     const pidsBefore = relayPids();
     const services = manifest().processes.filter((p) => p.kind !== 'relay' && p.pid);
     // SIGSTOP on each service's process group: to the relays, a server that answers nothing.
@@ -141,16 +155,24 @@ describe('the mesh on real WireGuard in a sim', () => {
         await new Promise((r) => setTimeout(r, t - (t === 20_000 ? 0 : 20_000)));
         expect(await ping('relay-1', 'relay-4'), `ping at ${t / 1000} s`).toBe(true);
         expect(await ping('relay-5', 'relay-3'), `ping at ${t / 1000} s`).toBe(true);
-        for (const id of ids) expect(Object.values(await linksOf(id)).every((s) => s === 'up'), `${id} links at ${t / 1000} s`).toBe(true);
+        for (const id of ids)
+          expect(
+            Object.values(await linksOf(id)).every((s) => s === 'up'),
+            `${id} links at ${t / 1000} s`,
+          ).toBe(true);
       }
       expect((await status('relay-1')).bus.connected).toBe(false);
     } finally {
       for (const p of services) signal(-p.pid!, 'SIGCONT');
     }
-    await eventually('every relay reconnected and following again', async () => {
-      const st = await Promise.all(ids.map(status));
-      return st.every((s) => s.state === 'serving' && s.bus.connected && s.bus.follower === 'following') ? st : null;
-    }, 90_000);
+    await eventually(
+      'every relay reconnected and following again',
+      async () => {
+        const st = await Promise.all(ids.map(status));
+        return st.every((s) => s.state === 'serving' && s.bus.connected && s.bus.follower === 'following') ? st : null;
+      },
+      90_000,
+    );
     for (const id of ids) expect((await status(id)).kernel.mutations, `${id} kernel churn`).toBe(before[id]!.kernel.mutations);
     // The same relay processes, none restarted, all alive.
     expect(relayPids()).toEqual(pidsBefore);

@@ -44,13 +44,19 @@ describe('relays on the real control plane and event bus', () => {
   const statuses = () => Promise.all(running().map((r) => r.status()));
   /** Every running relay serves the same view, containing exactly `ids`. */
   const converged = (ids: string[]) =>
-    eventually(`all relays to see exactly ${ids.join(',')}`, async () => {
-      const st = await statuses();
-      const ok = st.every((s) => s.state === 'serving' && s.relays.map((r) => r.id).join(',') === [...ids].sort().join(',')) && new Set(st.map((s) => s.topologyDigest)).size === 1;
-      return ok ? st : null;
-    }, 45_000);
+    eventually(
+      `all relays to see exactly ${ids.join(',')}`,
+      async () => {
+        const st = await statuses();
+        const ok =
+          st.every((s) => s.state === 'serving' && s.relays.map((r) => r.id).join(',') === [...ids].sort().join(',')) &&
+          new Set(st.map((s) => s.topologyDigest)).size === 1;
+        return ok ? st : null;
+      },
+      45_000,
+    );
 
-  const withJsm = async <T,>(f: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>): Promise<T> => {
+  const withJsm = async <T>(f: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>): Promise<T> => {
     const nc = await connect({ servers: [nats.url] });
     try {
       return await f(await jetstreamManager(nc));
@@ -123,7 +129,16 @@ describe('relays on the real control plane and event bus', () => {
     away.child!.kill('SIGSTOP');
     try {
       spawnRelay('relay-7', 7);
-      await eventually('relay-7 to serve', async () => (await relays.get('relay-7')!.status().catch(() => null))?.state === 'serving');
+      await eventually(
+        'relay-7 to serve',
+        async () =>
+          (
+            await relays
+              .get('relay-7')!
+              .status()
+              .catch(() => null)
+          )?.state === 'serving',
+      );
       await relays.get('relay-4')!.stop('SIGTERM');
     } finally {
       away.child!.kill('SIGCONT');
@@ -196,7 +211,16 @@ describe('relays on the real control plane and event bus', () => {
     await nats.stop();
     // Admission works without the bus: the outbox keeps the event until NATS is back.
     spawnRelay('relay-9', 9);
-    await eventually('relay-9 registered', async () => (await relays.get('relay-9')!.status().catch(() => null))?.meshAddress);
+    await eventually(
+      'relay-9 registered',
+      async () =>
+        (
+          await relays
+            .get('relay-9')!
+            .status()
+            .catch(() => null)
+        )?.meshAddress,
+    );
     await new Promise((r) => setTimeout(r, 2_000));
     await nats.start();
     const st = await converged(['relay-1', 'relay-2', 'relay-5', 'relay-6', 'relay-7', 'relay-8', 'relay-9']);

@@ -41,13 +41,17 @@ describe('replay of a recorded sim run', () => {
       return (JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { seq: number }).seq;
     };
     let seq = await last();
-    await eventually(`${id} quiet`, async () => {
-      await new Promise((r) => setTimeout(r, 1_500));
-      const now = await last();
-      const same = now === seq;
-      seq = now;
-      return same;
-    }, 30_000);
+    await eventually(
+      `${id} quiet`,
+      async () => {
+        await new Promise((r) => setTimeout(r, 1_500));
+        const now = await last();
+        const same = now === seq;
+        seq = now;
+        return same;
+      },
+      30_000,
+    );
     return seq;
   };
   /** What the live relay reports, in the terms replay uses. */

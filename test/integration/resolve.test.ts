@@ -24,7 +24,8 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
   const manifest = (): Manifest => readManifest(dir)!;
   const relayOf = (id: string): SimRelay => manifest().relays.find((r) => r.id === id)!;
   const status = (id: string): Promise<RelayStatus> => fetchStatus(join(relayOf(id).stateDir, 'relay.sock')) as Promise<RelayStatus>;
-  const inNs = (id: string, argv: string[], timeoutMs = 15_000) => execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
+  const inNs = (id: string, argv: string[], timeoutMs = 15_000) =>
+    execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
   const indexOf = async (id: string) => meshIndex((await status(id)).meshAddress!);
   /** The one peer of `a`'s link device to `b`, as `wg show dump` has it. */
   const wgPeer = async (a: string, b: string) => {
@@ -40,7 +41,10 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
     return (await inNs(from, ['ping', '-c', '2', '-i', '0.2', '-W', '2', '-I', a, b])).exitCode === 0;
   };
   const linksOf = async (id: string) => Object.fromEntries((await status(id)).links.map((l) => [l.peerId, l]));
-  const logLines = (id: string) => readFileSync(join(relayOf(id).stateDir, 'relay.log'), 'utf8').split('\n').filter(Boolean);
+  const logLines = (id: string) =>
+    readFileSync(join(relayOf(id).stateDir, 'relay.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean);
 
   /** Between healthy relays: link up on both ends, a handshake within WireGuard's reject window, bytes still arriving, and a ping through. */
   async function expectLinkAlive(a: string, b: string): Promise<void> {
@@ -83,10 +87,15 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
 
     // Each healthy relay knows relay-4 by name, has tried it and says so on the link.
     for (const id of healthy) {
-      const link = await eventually(`${id} to report relay-4's endpoint unresolved`, async () => {
-        const l = (await linksOf(id))['relay-4'];
-        return l?.endpointResolution?.error ? l : null;
-      }, 60_000, 500);
+      const link = await eventually(
+        `${id} to report relay-4's endpoint unresolved`,
+        async () => {
+          const l = (await linksOf(id))['relay-4'];
+          return l?.endpointResolution?.error ? l : null;
+        },
+        60_000,
+        500,
+      );
       expect(link.peerEndpoint).toBe('nowhere.invalid:51820');
       expect(link.endpointResolution).toMatchObject({ host: 'nowhere.invalid', address: null, error: expect.stringMatching(/nowhere\.invalid/) });
     }
@@ -102,7 +111,10 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
       // The name never reached a kernel operation; the failure was recorded once despite the retries.
       expect(lines.filter((l) => l.includes('"KernelReconciled"') && l.includes('nowhere.invalid'))).toEqual([]);
       expect(lines.filter((l) => l.includes('"KernelOperationFailed"'))).toEqual([]);
-      expect(lines.filter((l) => l.includes('"PeerEndpointResolved"') && l.includes('"relay-4"')), id).toHaveLength(1);
+      expect(
+        lines.filter((l) => l.includes('"PeerEndpointResolved"') && l.includes('"relay-4"')),
+        id,
+      ).toHaveLength(1);
       // The device to relay-4 is there, its peer programmed without an endpoint (or with the one learned from relay-4).
       const p = await wgPeer(id, 'relay-4');
       expect(p.endpoint).toMatch(/^\(none\)$|^198\.18\.1\.4:\d+$/);
@@ -121,10 +133,15 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);
     namespaces = manifest().namespaces;
     const others = ['relay-1', 'relay-2', 'relay-3', 'relay-4'];
-    await eventually('relay-5 links up', async () => {
-      const l = await linksOf('relay-5');
-      return others.every((o) => l[o]?.state === 'up') ? l : null;
-    }, 90_000, 500);
+    await eventually(
+      'relay-5 links up',
+      async () => {
+        const l = await linksOf('relay-5');
+        return others.every((o) => l[o]?.state === 'up') ? l : null;
+      },
+      90_000,
+      500,
+    );
     for (const o of ['relay-1', 'relay-2', 'relay-3']) {
       await eventually(`${o}'s link to relay-5 up`, async () => (await linksOf(o))['relay-5']?.state === 'up', 30_000, 500);
       await expectLinkAlive('relay-5', o);
@@ -132,7 +149,8 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
     }
     expect((await status('relay-5')).kernel.failures).toBe(0);
     // And the healthy mesh is as it was.
-    for (const a of ['relay-1', 'relay-2', 'relay-3']) for (const b of ['relay-1', 'relay-2', 'relay-3']) if (a !== b) expect((await linksOf(a))[b]?.state, `${a} -> ${b}`).toBe('up');
+    for (const a of ['relay-1', 'relay-2', 'relay-3'])
+      for (const b of ['relay-1', 'relay-2', 'relay-3']) if (a !== b) expect((await linksOf(a))[b]?.state, `${a} -> ${b}`).toBe('up');
   });
 
   it('relay-6 registers a name that resolves (the sim hosts file): the others program its address, and replay re-plans their rounds with it', async () => {
@@ -140,10 +158,15 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);
     namespaces = manifest().namespaces;
     for (const id of ['relay-1', 'relay-2', 'relay-5']) {
-      const link = await eventually(`${id}'s link to relay-6 up`, async () => {
-        const l = (await linksOf(id))['relay-6'];
-        return l?.state === 'up' ? l : null;
-      }, 60_000, 500);
+      const link = await eventually(
+        `${id}'s link to relay-6 up`,
+        async () => {
+          const l = (await linksOf(id))['relay-6'];
+          return l?.state === 'up' ? l : null;
+        },
+        60_000,
+        500,
+      );
       expect(link.endpointResolution).toEqual({ host: 'relay-6.sim.test', address: '198.18.1.6', error: null });
       expect((await wgPeer(id, 'relay-6')).endpoint).toBe(`198.18.1.6:${51820 + (await indexOf(id))}`);
       expect(logLines(id).filter((l) => l.includes('"PeerEndpointResolved"') && l.includes('"relay-6"'))).toHaveLength(1);
@@ -152,7 +175,8 @@ describe('a sim relay registered with an unresolvable endpoint', () => {
     for (const id of ['relay-1', 'relay-5']) {
       const r = await execa(RELAY_CORE_BIN, ['replay', '--relay', id, '--sim', dir, '--json'], { reject: false, timeout: 60_000 });
       expect(r.exitCode, r.stderr).toBe(0);
-      const checks = (JSON.parse(r.stdout) as { checks: { rounds: number; matched: number; mismatched: number; unchecked: number; inconsistent: number } }).checks;
+      const checks = (JSON.parse(r.stdout) as { checks: { rounds: number; matched: number; mismatched: number; unchecked: number; inconsistent: number } })
+        .checks;
       expect(checks.rounds, id).toBeGreaterThan(0);
       expect(checks, id).toMatchObject({ matched: checks.rounds, mismatched: 0, unchecked: 0, inconsistent: 0 });
     }

@@ -6,7 +6,19 @@ import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { formatIpv4, parseCidr } from '../../src/contract/topology.events.ts';
 import { DEFAULT_CLIENT_PREFIX6, embed6 } from '../../src/kernel/ipv6.ts';
-import { BRIDGE_ADDRESS6, BRIDGE_IF, clientPublicAddress6, CONTROL_PLANE_PORT, inetNamespace, PUBLIC_IF, RELAY_PORT, relayPublicAddress, SVC_ADDRESS, WEB_URL, WEB_URL6 } from '../../src/sim/layout.ts';
+import {
+  BRIDGE_ADDRESS6,
+  BRIDGE_IF,
+  clientPublicAddress6,
+  CONTROL_PLANE_PORT,
+  inetNamespace,
+  PUBLIC_IF,
+  RELAY_PORT,
+  relayPublicAddress,
+  SVC_ADDRESS,
+  WEB_URL,
+  WEB_URL6,
+} from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimRelay } from '../../src/sim/manifest.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -91,7 +103,11 @@ describe('safe by default: egress policy and mesh filters on real WireGuard', ()
     }
     expect(await counter('relay-2', 'refused_link_local')).toBeGreaterThanOrEqual(before + 3);
     // The relay reports it by reason in its status.
-    await eventually('status shows the refusals', async () => ((await status('relay-2')).policy!.egress.find((r) => r.reason === 'link-local')?.packets ?? 0) >= before + 3, 15_000);
+    await eventually(
+      'status shows the refusals',
+      async () => ((await status('relay-2')).policy!.egress.find((r) => r.reason === 'link-local')?.packets ?? 0) >= before + 3,
+      15_000,
+    );
   });
 
   it('the control plane and NATS are refused to clients although the sim allows its internet', async () => {
@@ -182,7 +198,8 @@ describe('safe by default: egress policy and mesh filters on real WireGuard', ()
     const other: string[] = [];
     for (const line of lines) {
       const m = /^\S+ (IP6?) (\S+?)(\.\d+)? > (\S+?)(\.\d+)?: (.*)$/.exec(line);
-      if (m && m[1] === 'IP' && m[6]!.startsWith('UDP') && tunnel.has(m[2] === c1.publicAddress ? `${m[2]} > ${m[4]}${m[5]}` : `${m[2]}${m[3]} > ${m[4]}`)) udp++;
+      if (m && m[1] === 'IP' && m[6]!.startsWith('UDP') && tunnel.has(m[2] === c1.publicAddress ? `${m[2]} > ${m[4]}${m[5]}` : `${m[2]}${m[3]} > ${m[4]}`))
+        udp++;
       // Link housekeeping (ARP, IPv6 neighbour discovery and MLD between link-local and multicast addresses) carries nothing of the client's.
       else if (/ ARP, /.test(line)) continue;
       else if (m && m[1] === 'IP6' && /^(fe80:|::$)/.test(m[2]!) && /^(fe80:|ff02:)/.test(m[4]!) && m[6]!.startsWith('ICMP6')) continue;
@@ -190,7 +207,7 @@ describe('safe by default: egress policy and mesh filters on real WireGuard', ()
       else if (m && m[1] === 'IP6' && m[2] !== own6 && /^ff02:/.test(m[4]!) && m[6]!.startsWith('ICMP6')) continue;
       else other.push(line);
     }
-    expect(other, 'packets on the client\'s own link that are not its tunnel').toEqual([]);
+    expect(other, "packets on the client's own link that are not its tunnel").toEqual([]);
     expect(udp).toBeGreaterThanOrEqual(12);
     expect(lines.join('\n')).not.toMatch(/2001:db8:18:1::80|198\.18\.0\.1\./);
   });

@@ -33,8 +33,7 @@ interface SimStatus {
 }
 
 function simCli(dir: string) {
-  return (args: string[], timeoutMs = 120_000) =>
-    execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
+  return (args: string[], timeoutMs = 120_000) => execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
 }
 
 async function simStatus(dir: string): Promise<SimStatus> {
@@ -45,13 +44,22 @@ async function simStatus(dir: string): Promise<SimStatus> {
 
 /** Poll `sim status` until `ok` holds (bounded); returns that status. */
 const statusUntil = (dir: string, what: string, ok: (s: SimStatus) => boolean, timeoutMs = 60_000) =>
-  eventually(what, async () => {
-    const s = await simStatus(dir);
-    return ok(s) ? s : null;
-  }, timeoutMs, 500);
+  eventually(
+    what,
+    async () => {
+      const s = await simStatus(dir);
+      return ok(s) ? s : null;
+    },
+    timeoutMs,
+    500,
+  );
 
 const serving = (s: SimStatus, id: string) => s.relays.find((r) => r.id === id)?.status?.state === 'serving';
-const sees = (s: SimStatus, id: string) => s.relays.find((r) => r.id === id)?.status?.relays.map((r) => r.id).sort() ?? [];
+const sees = (s: SimStatus, id: string) =>
+  s.relays
+    .find((r) => r.id === id)
+    ?.status?.relays.map((r) => r.id)
+    .sort() ?? [];
 
 /** Every pid the sim recorded or that runs in one of its namespaces (before `down`). */
 async function simPids(m: Manifest): Promise<number[]> {
@@ -129,7 +137,16 @@ describe('relay-core sim: a relay network from network namespaces', () => {
   });
 
   it('refuses bad usage with exit 2', async () => {
-    for (const args of [['frob'], ['up', '--relays', '0'], ['status', '--relays', '3'], ['stop'], ['kill', '--relay', 'Bad_Id'], ['up', '--wait', 'soon'], ['add', '--endpoint', 'no-port'], ['up', '--endpoint', 'a.invalid:1']]) {
+    for (const args of [
+      ['frob'],
+      ['up', '--relays', '0'],
+      ['status', '--relays', '3'],
+      ['stop'],
+      ['kill', '--relay', 'Bad_Id'],
+      ['up', '--wait', 'soon'],
+      ['add', '--endpoint', 'no-port'],
+      ['up', '--endpoint', 'a.invalid:1'],
+    ]) {
       const r = await sim(args, 30_000);
       expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toMatch(/^relay-core sim: /);
@@ -137,7 +154,10 @@ describe('relay-core sim: a relay network from network namespaces', () => {
   });
 
   it('says it needs root, exit 1, when not run as root', async () => {
-    const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', RELAY_CORE_BIN, 'sim', 'status', '--state-dir', dir], { reject: false, timeout: 30_000 });
+    const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', RELAY_CORE_BIN, 'sim', 'status', '--state-dir', dir], {
+      reject: false,
+      timeout: 30_000,
+    });
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('relay-core sim needs root (network namespaces, WireGuard devices); run it with sudo');
   });
@@ -207,7 +227,7 @@ describe('relay-core sim: a relay network from network namespaces', () => {
   it('add: relay-4 gets namespace r4 and 198.18.1.4, and every relay sees it', async () => {
     const r = await sim(['add', '--relay', 'relay-4', '--wait', 'topology']);
     expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
-    expect((await listNetns())).toContain(`rcs-${m.simId}-r4`);
+    expect(await listNetns()).toContain(`rcs-${m.simId}-r4`);
     const s = await simStatus(dir);
     for (const x of s.relays) expect(sees(s, x.id)).toEqual(['relay-1', 'relay-2', 'relay-3', 'relay-4']);
     expect(s.relays.find((x) => x.id === 'relay-4')!.status!.relays.find((y) => y.id === 'relay-4')!.endpoint).toBe('198.18.1.4:51820');
@@ -301,10 +321,15 @@ describe('relay-core sim down after a crash', () => {
   it('after SIGKILL of `sim up` while it builds, down finds everything from the manifest', async () => {
     upProcess = sim(['up', '--relays', '2', '--wait', 'topology', '--timeout', '90'], 240_000);
     // Kill it once the control plane has been started (namespaces exist, processes run).
-    await eventually('sim up to start the control plane', async () => {
-      const x = readManifest(dir);
-      return x?.processes.some((p) => p.kind === 'control-plane' && p.pid) ? x : null;
-    }, 60_000, 100);
+    await eventually(
+      'sim up to start the control plane',
+      async () => {
+        const x = readManifest(dir);
+        return x?.processes.some((p) => p.kind === 'control-plane' && p.pid) ? x : null;
+      },
+      60_000,
+      100,
+    );
     upProcess.kill('SIGKILL');
     await upProcess;
     upProcess = null;

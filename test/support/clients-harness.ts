@@ -19,7 +19,18 @@ export const topologyInput: TopologyInput = {
 
 export const clientsInput: ClientsInput = {
   selfId: 'relay-1',
-  clients: { wgPrefix: 'rc', privateKeyFile: '/state/wg.key', mtu: 1420, exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], allowCidrs: [], serviceCidrs: [], clientPrefix6: null },
+  clients: {
+    wgPrefix: 'rc',
+    privateKeyFile: '/state/wg.key',
+    mtu: 1420,
+    exitTableBase: 100_000,
+    rulePriorityBase: 20_000,
+    clientSupernet: '100.96.0.0/11',
+    denyCidrs: ['198.18.0.2/32'],
+    allowCidrs: [],
+    serviceCidrs: [],
+    clientPrefix6: null,
+  },
   idleAfterMs: 30_000,
   originalSysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
   deps: systemDeps,
@@ -45,7 +56,11 @@ export function session(n: number, entry: RelayRecord, exitId: string, over: Par
  * in-memory host. `confirms` records what the sessions confirmed to the control plane, `events`
  * every session event.
  */
-export function clientsHarness(backend = new MemoryKernelBackend({ initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} } })) {
+export function clientsHarness(
+  backend = new MemoryKernelBackend({
+    initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
+  }),
+) {
   const confirms: { sessionId: string; exitId: string }[] = [];
   const events: ClientSessionEmission[] = [];
   const kernelEvents: KernelEmission[] = [];
@@ -72,7 +87,13 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: { de
     },
   });
   const root = setup({
-    types: { events: {} as { type: 'VIEW'; view: TopologyView; cause: string | null } | { type: 'TEARDOWN'; cause: string | null } | { type: 'MESH_TORN_DOWN' } | { type: 'CLIENTS_TORN_DOWN' } },
+    types: {
+      events: {} as
+        | { type: 'VIEW'; view: TopologyView; cause: string | null }
+        | { type: 'TEARDOWN'; cause: string | null }
+        | { type: 'MESH_TORN_DOWN' }
+        | { type: 'CLIENTS_TORN_DOWN' },
+    },
     actors: { kernel, topology: topologyMachine, clients },
   }).createMachine({
     invoke: [

@@ -175,7 +175,15 @@ export class StartedControlPlaneContainer extends StartedAliasedContainer {
 
   /** `relay-core client ARGS` run inside the control plane's container as the operator. */
   async client(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-    const r = await this.exec(['relay-core', 'client', ...args, '--control-plane-url', `http://127.0.0.1:${CP_PORT}`, '--token-file', `${CP_STATE}/service-role.key`]);
+    const r = await this.exec([
+      'relay-core',
+      'client',
+      ...args,
+      '--control-plane-url',
+      `http://127.0.0.1:${CP_PORT}`,
+      '--token-file',
+      `${CP_STATE}/service-role.key`,
+    ]);
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
   }
 }
@@ -244,7 +252,11 @@ export class StartedRelayContainer extends AbstractStartedContainer {
   /** `wg show all dump` rows: device, then the peer's fields. */
   async wgPeers(): Promise<string[][]> {
     const out = await exec(this, ['wg', 'show', 'all', 'dump'], this.relayId);
-    return out.trim().split('\n').map((l) => l.split('\t')).filter((f) => f.length === 9);
+    return out
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'))
+      .filter((f) => f.length === 9);
   }
 
   /** SIGKILL the container (a crash: no deregistration, devices gone with its network namespace). */
@@ -294,7 +306,9 @@ export class StartedWireGuardClientContainer extends AbstractStartedContainer {
   /** Bring the tunnel up from a wg-quick file (docker/wg-client-up.sh: what wg-quick does, and every
    *  route into the tunnel but the one to `entry`, an address or a name on the network). */
   async up(config: string, entry: string): Promise<void> {
-    await this.copyFilesToContainer([{ source: join(import.meta.dirname, '../../docker/wg-client-up.sh'), target: '/usr/local/bin/wg-client-up', mode: 0o755 }]);
+    await this.copyFilesToContainer([
+      { source: join(import.meta.dirname, '../../docker/wg-client-up.sh'), target: '/usr/local/bin/wg-client-up', mode: 0o755 },
+    ]);
     await this.copyContentToContainer([{ content: config, target: '/etc/wireguard/wg0.conf', mode: 0o600 }]);
     await exec(this, ['wg-client-up', '/etc/wireguard/wg0.conf', entry], 'client up');
   }
@@ -312,7 +326,15 @@ export class StartedWireGuardClientContainer extends AbstractStartedContainer {
 export class WhoamiContainer extends RunContainer {
   constructor(alias = 'web', image = IMAGES.relay) {
     super(image, alias);
-    this.withEntrypoint(['node', '--disable-warning=ExperimentalWarning', '/opt/relay-core/src/sim/whoami.ts', '--listen', '0.0.0.0:8080', '--log', '/tmp/requests.jsonl'])
+    this.withEntrypoint([
+      'node',
+      '--disable-warning=ExperimentalWarning',
+      '/opt/relay-core/src/sim/whoami.ts',
+      '--listen',
+      '0.0.0.0:8080',
+      '--log',
+      '/tmp/requests.jsonl',
+    ])
       .withWaitStrategy(Wait.forSuccessfulCommand('curl -fsS -o /dev/null http://127.0.0.1:8080/'))
       .withStartupTimeout(60_000);
   }
@@ -327,7 +349,11 @@ export class StartedWhoamiContainer extends AbstractStartedContainer {
   async remotes(): Promise<string[]> {
     const r = await this.exec(['cat', '/tmp/requests.jsonl']);
     if (r.exitCode !== 0) return [];
-    return r.stdout.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { remote: string }).remote);
+    return r.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { remote: string }).remote);
   }
 
   address(): Promise<string> {

@@ -123,7 +123,12 @@ export class FakeLinux implements CommandRunner {
             ifname,
             mtu: l.mtu,
             flags: ['POINTOPOINT', 'NOARP', ...(l.up ? ['UP', 'LOWER_UP'] : [])],
-            addr_info: l.addrs.map((c) => ({ family: c.includes(':') ? 'inet6' : 'inet', local: c.split('/')[0], prefixlen: Number(c.split('/')[1]), scope: 'global' })),
+            addr_info: l.addrs.map((c) => ({
+              family: c.includes(':') ? 'inet6' : 'inet',
+              local: c.split('/')[0],
+              prefixlen: Number(c.split('/')[1]),
+              scope: 'global',
+            })),
           })),
         );
       const l = this.link(kv('dev')!);
@@ -139,9 +144,18 @@ export class FakeLinux implements CommandRunner {
     }
     if (obj === 'route') {
       if (verb === 'show') {
-        const want = r.includes('default') ? this.routes.filter((x) => x.fam === fam && x.table === 254 && /\/0$/.test(x.dst)) : this.routes.filter((x) => x.fam === (fam ?? 4));
+        const want = r.includes('default')
+          ? this.routes.filter((x) => x.fam === fam && x.table === 254 && /\/0$/.test(x.dst))
+          : this.routes.filter((x) => x.fam === (fam ?? 4));
         return JSON.stringify(
-          want.map((x) => ({ type: '1', dst: /\/0$/.test(x.dst) ? 'default' : x.dst.replace(fam === 6 ? /\/128$/ : /\/32$/, ''), dev: x.dev, table: String(x.table), protocol: '3', ...(x.src ? { prefsrc: x.src } : {}) })),
+          want.map((x) => ({
+            type: '1',
+            dst: /\/0$/.test(x.dst) ? 'default' : x.dst.replace(fam === 6 ? /\/128$/ : /\/32$/, ''),
+            dev: x.dev,
+            table: String(x.table),
+            protocol: '3',
+            ...(x.src ? { prefsrc: x.src } : {}),
+          })),
         );
       }
       const route: Route = { fam: fam ?? 4, dst: r[0]!, dev: kv('dev')!, table: Number(kv('table') ?? 254), src: kv('src') };
@@ -162,10 +176,22 @@ export class FakeLinux implements CommandRunner {
             .map((x) => {
               const [src, len] = x.from ? x.from.split('/') : ['all', undefined];
               const host = len === (x.fam === 6 ? '128' : '32');
-              return { priority: x.priority, src, ...(len && !host ? { srclen: Number(len) } : {}), ...(x.iif ? { iif: x.iif } : {}), ...(x.table === null ? { action: '7' } : { table: String(x.table) }) };
+              return {
+                priority: x.priority,
+                src,
+                ...(len && !host ? { srclen: Number(len) } : {}),
+                ...(x.iif ? { iif: x.iif } : {}),
+                ...(x.table === null ? { action: '7' } : { table: String(x.table) }),
+              };
             }),
         );
-      const rule: Rule = { fam: fam ?? 4, priority: Number(kv('priority')), from: kv('from'), iif: kv('iif'), table: r.includes('unreachable') ? null : Number(kv('lookup')) };
+      const rule: Rule = {
+        fam: fam ?? 4,
+        priority: Number(kv('priority')),
+        from: kv('from'),
+        iif: kv('iif'),
+        table: r.includes('unreachable') ? null : Number(kv('lookup')),
+      };
       const same = (x: Rule) => x.fam === rule.fam && x.priority === rule.priority && x.from === rule.from && x.iif === rule.iif && x.table === rule.table;
       if (verb === 'add') this.rules.push(rule);
       else if (verb === 'del') {
@@ -183,7 +209,12 @@ export class FakeLinux implements CommandRunner {
     const l = this.link(dev!);
     if (verb === 'show' && r[0] === 'dump') {
       const lines = [`(private key)\t${l.wg.publicKey || '(none)'}\t${l.wg.listenPort}\toff`];
-      for (const p of l.wg.peers) lines.push([p.publicKey, '(none)', p.endpoint ?? '(none)', p.allowedIps.join(',') || '(none)', '0', '0', '0', p.keepalive ? String(p.keepalive) : 'off'].join('\t'));
+      for (const p of l.wg.peers)
+        lines.push(
+          [p.publicKey, '(none)', p.endpoint ?? '(none)', p.allowedIps.join(',') || '(none)', '0', '0', '0', p.keepalive ? String(p.keepalive) : 'off'].join(
+            '\t',
+          ),
+        );
       return lines.join('\n') + '\n';
     }
     if (verb !== 'set') throw new Error(`wg: unsupported ${a.join(' ')}`);
@@ -202,7 +233,15 @@ export class FakeLinux implements CommandRunner {
       const at = (k: string) => (r.indexOf(k) < 0 ? null : r[r.indexOf(k) + 1]!);
       const old = l.wg.peers.find((p) => p.publicKey === key);
       const keepalive = at('persistent-keepalive');
-      l.wg.peers = [...others, { publicKey: key, endpoint: at('endpoint') ?? old?.endpoint ?? null, allowedIps: (at('allowed-ips') ?? '').split(',').filter(Boolean), keepalive: keepalive === 'off' || keepalive === null ? 0 : Number(keepalive) }];
+      l.wg.peers = [
+        ...others,
+        {
+          publicKey: key,
+          endpoint: at('endpoint') ?? old?.endpoint ?? null,
+          allowedIps: (at('allowed-ips') ?? '').split(',').filter(Boolean),
+          keepalive: keepalive === 'off' || keepalive === null ? 0 : Number(keepalive),
+        },
+      ];
       return '';
     }
     throw new Error(`wg: unsupported ${a.join(' ')}`);
@@ -233,7 +272,8 @@ export class FakeLinux implements CommandRunner {
       if (!this.nft.delete(r[3]!)) throw new Error(`Error: No such file or directory; did you mean table ‘${r[3]}’ in family inet?`);
       return '';
     }
-    if (r[0] === 'list' && r[1] === 'tables') return JSON.stringify({ nftables: [{ metainfo: {} }, ...[...this.nft.keys()].map((name) => ({ table: { family: 'inet', name } }))] });
+    if (r[0] === 'list' && r[1] === 'tables')
+      return JSON.stringify({ nftables: [{ metainfo: {} }, ...[...this.nft.keys()].map((name) => ({ table: { family: 'inet', name } }))] });
     if (r[0] === 'list' && r[1] === 'table') {
       const t = this.nft.get(r[3]!);
       if (!t) throw new Error('Error: No such file or directory');
@@ -243,7 +283,9 @@ export class FakeLinux implements CommandRunner {
       const t = this.nft.get(r[4]!);
       if (!t) throw new Error('Error: No such file or directory');
       const names = [...t.body.matchAll(/^\s*counter ([a-z0-9_]+) \{/gm)].map((m) => m[1]!);
-      return JSON.stringify({ nftables: [{ metainfo: {} }, ...names.map((name) => ({ counter: { family: 'inet', table: r[4], name, packets: 0, bytes: 0 } }))] });
+      return JSON.stringify({
+        nftables: [{ metainfo: {} }, ...names.map((name) => ({ counter: { family: 'inet', table: r[4], name, packets: 0, bytes: 0 } }))],
+      });
     }
     throw new Error(`nft: unsupported ${a.join(' ')}`);
   }

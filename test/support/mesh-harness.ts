@@ -1,6 +1,12 @@
 import { assign, createActor, fromCallback, fromPromise, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { PeerLinkActor } from '../../src/actors/peer-link.machine.ts';
-import { topologyMachine, type PeerEndpointResolvedEmission, type ResolvedEvent, type ResolverEvent, type TopologyInput } from '../../src/actors/topology.machine.ts';
+import {
+  topologyMachine,
+  type PeerEndpointResolvedEmission,
+  type ResolvedEvent,
+  type ResolverEvent,
+  type TopologyInput,
+} from '../../src/actors/topology.machine.ts';
 import type { ResolveTarget } from '../../src/kernel/endpoint-resolution.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
 import type { RelayRecord } from '../../src/contract/topology.events.ts';
@@ -45,7 +51,10 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
     },
   });
   const root = setup({
-    types: { context: {} as { tornDown: boolean }, events: {} as { type: 'VIEW'; view: TopologyView; cause: string | null } | { type: 'TEARDOWN'; cause: string | null } | { type: 'MESH_TORN_DOWN' } },
+    types: {
+      context: {} as { tornDown: boolean },
+      events: {} as { type: 'VIEW'; view: TopologyView; cause: string | null } | { type: 'TEARDOWN'; cause: string | null } | { type: 'MESH_TORN_DOWN' },
+    },
     actors: {
       kernel,
       topology: topologyMachine.provide({
@@ -99,4 +108,3 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
   };
   return { actor, backend, view, links, idle, observe, observers, kernelRef, emitted, log, resolver, resolve };
 }
-

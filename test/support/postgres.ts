@@ -27,7 +27,11 @@ export function findPgBin(): string {
   const root = '/usr/lib/postgresql';
   const preferred = join(root, PREFERRED, 'bin');
   if (existsSync(join(preferred, 'initdb'))) return preferred;
-  const others = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a)) : [];
+  const others = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => existsSync(join(root, v, 'bin', 'initdb')))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
   if (others[0]) return join(root, others[0], 'bin');
   throw new Error(
     `PostgreSQL server binaries not found (looked for ${preferred}/initdb). The integration tests run against a real PostgreSQL: ` +
@@ -50,7 +54,9 @@ function check(r: SpawnSyncReturns<string>, what: string, logFile?: string): voi
   } catch {
     /* no log */
   }
-  throw new Error(`${what} failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr || r.stdout || '').slice(-2000)}${log ? `\nserver log:\n${log}` : ''}`);
+  throw new Error(
+    `${what} failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr || r.stdout || '').slice(-2000)}${log ? `\nserver log:\n${log}` : ''}`,
+  );
 }
 
 const clusters = new Set<{ pgCtl: string; data: string; dir: string }>();

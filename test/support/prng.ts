@@ -12,9 +12,13 @@ export function prng(seed: number) {
   return {
     int,
     chance: (p: number) => next() < p,
-    pick: <T,>(xs: readonly T[]): T => xs[int(xs.length)]!,
-    subset: <T,>(xs: readonly T[], p = 0.5): T[] => xs.filter(() => next() < p),
-    shuffle: <T,>(xs: readonly T[]): T[] => xs.map((x) => [next(), x] as const).sort((a, b) => a[0] - b[0]).map(([, x]) => x),
+    pick: <T>(xs: readonly T[]): T => xs[int(xs.length)]!,
+    subset: <T>(xs: readonly T[], p = 0.5): T[] => xs.filter(() => next() < p),
+    shuffle: <T>(xs: readonly T[]): T[] =>
+      xs
+        .map((x) => [next(), x] as const)
+        .sort((a, b) => a[0] - b[0])
+        .map(([, x]) => x),
   };
 }
 export type Rng = ReturnType<typeof prng>;

@@ -56,10 +56,36 @@ describe('the relay-core command tree', () => {
     expect((await parse('token', 'mint', '--relay-id', 'relay-a')).values).toMatchObject({ role: 'relay', relayId: 'relay-a', ttl: '30d' });
     expect((await parse('sim', 'add', '--no-ipv6')).values).toMatchObject({ ipv6: false, wait: 'mesh', timeout: 60 });
     const names: ActionName[] = [];
-    for (const argv of [['run'], ['status'], ['control-plane'], ['replay'], ['devnet'], ['sim'], ['sim', 'up'], ['sim', 'status'], ['sim', 'stop'], ['sim', 'kill'], ['sim', 'restart'], ['sim', 'down']]) {
+    for (const argv of [
+      ['run'],
+      ['status'],
+      ['control-plane'],
+      ['replay'],
+      ['devnet'],
+      ['sim'],
+      ['sim', 'up'],
+      ['sim', 'status'],
+      ['sim', 'stop'],
+      ['sim', 'kill'],
+      ['sim', 'restart'],
+      ['sim', 'down'],
+    ]) {
       names.push((await parse(...argv)).name);
     }
-    expect(names).toEqual(['run', 'status', 'control-plane', 'replay', 'devnet', 'sim', 'sim up', 'sim status', 'sim stop', 'sim kill', 'sim restart', 'sim down']);
+    expect(names).toEqual([
+      'run',
+      'status',
+      'control-plane',
+      'replay',
+      'devnet',
+      'sim',
+      'sim up',
+      'sim status',
+      'sim stop',
+      'sim kill',
+      'sim restart',
+      'sim down',
+    ]);
   });
 
   it('takes a flag over its environment variable over the default; an empty variable counts as unset', async () => {

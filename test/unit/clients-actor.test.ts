@@ -63,7 +63,12 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
       ['100.96.0.3/32', 100_003],
     ]);
     expect(host.sysctls).toEqual({ 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' });
-    expect(h.confirms).toEqual(expect.arrayContaining([{ sessionId: a.id, exitId: 'relay-2' }, { sessionId: b.id, exitId: 'relay-3' }]));
+    expect(h.confirms).toEqual(
+      expect.arrayContaining([
+        { sessionId: a.id, exitId: 'relay-2' },
+        { sessionId: b.id, exitId: 'relay-3' },
+      ]),
+    );
     expect(h.confirms).toHaveLength(2);
     expect([h.stateOf(a.id), h.stateOf(b.id)]).toEqual(['ready', 'ready']);
     h.actor.stop();

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { ClientReadyRequestSchema, RegisterRequestSchema, RelayIdRequestSchema } from '../../src/contract/api-relays.ts';
-import { ConnectClientRequestSchema, DisconnectClientRequestSchema, ListClientsRequestSchema, SwitchExitRequestSchema } from '../../src/contract/api-clients.ts';
+import {
+  ConnectClientRequestSchema,
+  DisconnectClientRequestSchema,
+  ListClientsRequestSchema,
+  SwitchExitRequestSchema,
+} from '../../src/contract/api-clients.ts';
 import { checkRequest } from '../../src/contract/request.ts';
 import { RelayRecordSchema } from '../../src/contract/topology.events.ts';
 
@@ -20,7 +25,10 @@ describe('the request contract refuses as the functions always have', () => {
       'extra',
       'unknown field "extra"; allowed: relayId, name, region, publicKey, endpoint, rotateKey, exitIpv6',
     ]);
-    expect(refusal(DisconnectClientRequestSchema, { sessionId: SID, owner: 'x' })).toEqual(['owner', 'unknown field "owner"; allowed: sessionId, publicKey, reason']);
+    expect(refusal(DisconnectClientRequestSchema, { sessionId: SID, owner: 'x' })).toEqual([
+      'owner',
+      'unknown field "owner"; allowed: sessionId, publicKey, reason',
+    ]);
     expect(refusal(RelayIdRequestSchema, { relayId: 'relay-a', [`${'k'.repeat(80)}`]: 1 })?.[0]).toBe('k'.repeat(64));
   });
 
@@ -29,7 +37,10 @@ describe('the request contract refuses as the functions always have', () => {
     expect(refusal(RegisterRequestSchema, { ...register, name: 5 })).toEqual(['name', 'name must be a string']);
     expect(refusal(RegisterRequestSchema, { ...register, name: `${'x'.repeat(129)}\u0007` })).toEqual(['name', 'name must be 1-128 characters']);
     expect(refusal(RegisterRequestSchema, { ...register, publicKey: key(1, 31) })).toEqual(['publicKey', 'publicKey must decode to exactly 32 bytes, not 31']);
-    expect(refusal(RegisterRequestSchema, { ...register, endpoint: '2001:db8::1:51820' })).toEqual(['endpoint', 'endpoint: put an IPv6 address in brackets, [addr]:port']);
+    expect(refusal(RegisterRequestSchema, { ...register, endpoint: '2001:db8::1:51820' })).toEqual([
+      'endpoint',
+      'endpoint: put an IPv6 address in brackets, [addr]:port',
+    ]);
     expect(refusal(RegisterRequestSchema, { ...register, region: 'EU', endpoint: 'x' })?.[0]).toBe('region');
     expect(refusal(ClientReadyRequestSchema, { relayId: 'relay-a', sessionId: 'nope' })).toEqual(['sessionId', 'sessionId must be a UUID']);
     expect(refusal(ListClientsRequestSchema, { includeClosed: 'yes' })).toEqual(['includeClosed', 'includeClosed must be true or false']);
@@ -45,14 +56,20 @@ describe('the request contract refuses as the functions always have', () => {
     expect(refusal(ConnectClientRequestSchema, { publicKey: key(1), exit: 'Relay B', exitRegion: 'EU', entry: 3 })).toEqual(both);
     expect(refusal(ConnectClientRequestSchema, { publicKey: key(1), entry: '-a', ttlSeconds: 3600.5 })).toEqual(neither);
     expect(refusal(SwitchExitRequestSchema, { sessionId: SID })).toEqual(neither);
-    expect(refusal(DisconnectClientRequestSchema, { sessionId: 'x', publicKey: 'y' })).toEqual(['publicKey', 'give exactly one of sessionId and publicKey, not both']);
+    expect(refusal(DisconnectClientRequestSchema, { sessionId: 'x', publicKey: 'y' })).toEqual([
+      'publicKey',
+      'give exactly one of sessionId and publicKey, not both',
+    ]);
     expect(refusal(DisconnectClientRequestSchema, { reason: 'removed' })).toEqual(['sessionId', 'sessionId or publicKey is required']);
     expect(refusal(DisconnectClientRequestSchema, { reason: 'expired' })?.[0]).toBe('reason');
   });
 
   it('gives the functions what they work with: defaults said, session ids lower-cased', () => {
     expect(checkRequest(RegisterRequestSchema, register)).toEqual({ ok: true, value: { ...register, rotateKey: false, exitIpv6: false } });
-    expect(checkRequest(SwitchExitRequestSchema, { sessionId: SID.toUpperCase(), exitRegion: 'eu' })).toEqual({ ok: true, value: { sessionId: SID, exitRegion: 'eu' } });
+    expect(checkRequest(SwitchExitRequestSchema, { sessionId: SID.toUpperCase(), exitRegion: 'eu' })).toEqual({
+      ok: true,
+      value: { sessionId: SID, exitRegion: 'eu' },
+    });
     expect(checkRequest(DisconnectClientRequestSchema, { publicKey: key(2) })).toEqual({ ok: true, value: { publicKey: key(2), reason: 'disconnected' } });
   });
 

@@ -15,8 +15,25 @@ import type { ValidRegisterRequest as RegisterRequest } from '../../src/contract
 
 const K1 = Buffer.alloc(32, 1).toString('base64');
 const K2 = Buffer.alloc(32, 2).toString('base64');
-const stored = (over: Partial<StoredRelay> = {}): StoredRelay => ({ id: 'relay-a', name: 'A', region: 'eu', publicKey: K1, endpoint: '198.51.100.1:51820', status: 'active', ...over });
-const req = (over: Partial<RegisterRequest> = {}): RegisterRequest => ({ relayId: 'relay-a', name: 'A', region: 'eu', publicKey: K1, endpoint: '198.51.100.1:51820', rotateKey: false, exitIpv6: false, ...over });
+const stored = (over: Partial<StoredRelay> = {}): StoredRelay => ({
+  id: 'relay-a',
+  name: 'A',
+  region: 'eu',
+  publicKey: K1,
+  endpoint: '198.51.100.1:51820',
+  status: 'active',
+  ...over,
+});
+const req = (over: Partial<RegisterRequest> = {}): RegisterRequest => ({
+  relayId: 'relay-a',
+  name: 'A',
+  region: 'eu',
+  publicKey: K1,
+  endpoint: '198.51.100.1:51820',
+  rotateKey: false,
+  exitIpv6: false,
+  ...over,
+});
 
 describe('register-server decision table', () => {
   it.each<[string, StoredRelay | null, Partial<RegisterRequest>, string, string[]]>([
@@ -28,7 +45,13 @@ describe('register-server decision table', () => {
     ['other key, no rotateKey', stored(), { publicKey: K2 }, 'reject', []],
     ['other key, rotateKey', stored(), { publicKey: K2, rotateKey: true }, 'readmit', ['RelayKeyRotated']],
     ['other endpoint', stored(), { endpoint: '[2001:db8::1]:51820' }, 'readmit', ['RelayEndpointChanged']],
-    ['other key and endpoint, rotateKey', stored(), { publicKey: K2, endpoint: 'a.example:1', rotateKey: true }, 'readmit', ['RelayKeyRotated', 'RelayEndpointChanged']],
+    [
+      'other key and endpoint, rotateKey',
+      stored(),
+      { publicKey: K2, endpoint: 'a.example:1', rotateKey: true },
+      'readmit',
+      ['RelayKeyRotated', 'RelayEndpointChanged'],
+    ],
     ['other key and endpoint, no rotateKey', stored(), { publicKey: K2, endpoint: 'a.example:1' }, 'reject', []],
     ['now exits IPv6', stored(), { exitIpv6: true }, 'readmit', ['RelayCapabilitiesChanged']],
     ['no longer exits IPv6', stored({ exitIpv6: true }), { exitIpv6: false }, 'readmit', ['RelayCapabilitiesChanged']],
@@ -56,18 +79,23 @@ describe('register-server decision table', () => {
 
   it('refuses a key another active relay holds (409 key_in_use), whatever else', () => {
     for (const existing of [null, stored(), stored({ status: 'left' })]) {
-      expect(decide(existing, req({ publicKey: K2, rotateKey: true }), 'relay-b')).toMatchObject({ action: 'reject', refusal: { status: 409, error: 'key_in_use', field: 'publicKey' } });
+      expect(decide(existing, req({ publicKey: K2, rotateKey: true }), 'relay-b')).toMatchObject({
+        action: 'reject',
+        refusal: { status: 409, error: 'key_in_use', field: 'publicKey' },
+      });
     }
   });
 
   it('deregister: only an active relay leaves; otherwise 404 not_registered', () => {
     expect(decideDeregister(stored(), 'relay-a')).toEqual({ action: 'leave', events: [{ type: 'RelayLeft', relayId: 'relay-a', reason: 'deregistered' }] });
-    for (const s of [null, stored({ status: 'left' })]) expect(decideDeregister(s, 'relay-a')).toMatchObject({ action: 'reject', refusal: { status: 404, error: 'not_registered' } });
+    for (const s of [null, stored({ status: 'left' })])
+      expect(decideDeregister(s, 'relay-a')).toMatchObject({ action: 'reject', refusal: { status: 404, error: 'not_registered' } });
   });
 
   it('heartbeat: an active relay is touched; otherwise 404 not_registered', () => {
     expect(decideHeartbeat(stored(), 'relay-a')).toEqual({ action: 'touch' });
-    for (const s of [null, stored({ status: 'left' })]) expect(decideHeartbeat(s, 'relay-a')).toMatchObject({ action: 'reject', refusal: { status: 404, error: 'not_registered' } });
+    for (const s of [null, stored({ status: 'left' })])
+      expect(decideHeartbeat(s, 'relay-a')).toMatchObject({ action: 'reject', refusal: { status: 404, error: 'not_registered' } });
   });
 });
 
@@ -101,7 +129,11 @@ describe('address plan slot math', () => {
     expect(lowestFree([1, 3], 1, 3)).toBe(2);
     expect(lowestFree([1, 2, 3], 1, 3)).toBeNull();
     expect(allocate(DEFAULT_PLAN, [], [])).toEqual({ ok: true, meshAddress: '100.64.0.1', clientPool: '100.96.0.0/22' });
-    expect(allocate(DEFAULT_PLAN, ['100.64.0.1', '100.64.0.3'], ['100.96.0.0/22', '100.96.8.0/22'])).toEqual({ ok: true, meshAddress: '100.64.0.2', clientPool: '100.96.4.0/22' });
+    expect(allocate(DEFAULT_PLAN, ['100.64.0.1', '100.64.0.3'], ['100.96.0.0/22', '100.96.8.0/22'])).toEqual({
+      ok: true,
+      meshAddress: '100.64.0.2',
+      clientPool: '100.96.4.0/22',
+    });
   });
 
   it('reports which part of the plan is exhausted', () => {

@@ -9,7 +9,9 @@ const log = rootLogger({ test: 'cp-client' }, 'silent');
 const fast = { attempts: 4, baseMs: 5, maxMs: 20 };
 
 /** A stand-in for the gateway: answers each request from a script (unit test of the client's error handling). */
-async function fakeGateway(script: ((path: string) => { status: number; body: unknown; headers?: Record<string, string> })[]): Promise<{ url: string; hits: string[]; times: number[]; server: Server }> {
+async function fakeGateway(
+  script: ((path: string) => { status: number; body: unknown; headers?: Record<string, string> })[],
+): Promise<{ url: string; hits: string[]; times: number[]; server: Server }> {
   const hits: string[] = [];
   const times: number[] = [];
   const server = createServer((req, res) => {
@@ -39,7 +41,11 @@ describe('control-plane client', () => {
   });
 
   it('retries 5xx answers with backoff and succeeds', async () => {
-    const g = await fakeGateway([() => ({ status: 503, body: { error: 'down' } }), () => ({ status: 502, body: {} }), () => ({ status: 200, body: { revision: 1 } })]);
+    const g = await fakeGateway([
+      () => ({ status: 503, body: { error: 'down' } }),
+      () => ({ status: 502, body: {} }),
+      () => ({ status: 200, body: { revision: 1 } }),
+    ]);
     servers.push(g.server);
     const c = new ControlPlaneClient({ url: g.url, key: 'k', logger: log, retry: fast });
     await expect(c.deregister('relay-1')).resolves.toEqual({ revision: 1 });
@@ -47,7 +53,10 @@ describe('control-plane client', () => {
   });
 
   it('a 429 waits at least its Retry-After before the next attempt', async () => {
-    const g = await fakeGateway([() => ({ status: 429, body: { error: 'rate_limited', retryAfterSeconds: 1 }, headers: { 'retry-after': '1' } }), () => ({ status: 200, body: { revision: 1 } })]);
+    const g = await fakeGateway([
+      () => ({ status: 429, body: { error: 'rate_limited', retryAfterSeconds: 1 }, headers: { 'retry-after': '1' } }),
+      () => ({ status: 200, body: { revision: 1 } }),
+    ]);
     servers.push(g.server);
     const c = new ControlPlaneClient({ url: g.url, key: 'k', logger: log, retry: fast });
     await expect(c.deregister('relay-1')).resolves.toEqual({ revision: 1 });
@@ -61,7 +70,9 @@ describe('control-plane client', () => {
   });
 
   it('does not retry a refusal and reports status, code and field', async () => {
-    const g = await fakeGateway([() => ({ status: 409, body: { error: 'key_mismatch', field: 'publicKey', message: 'relay-1 is registered with another key' } })]);
+    const g = await fakeGateway([
+      () => ({ status: 409, body: { error: 'key_mismatch', field: 'publicKey', message: 'relay-1 is registered with another key' } }),
+    ]);
     servers.push(g.server);
     const c = new ControlPlaneClient({ url: g.url, key: 'k', logger: log, retry: fast });
     const err = await c.register({ relayId: 'relay-1', name: 'a', region: 'b', publicKey: 'x', endpoint: 'y' }).catch((e) => e);

@@ -111,7 +111,11 @@ describe('client request validation', () => {
     expect(fieldOf(() => parseDisconnectRequest({}))).toBe('sessionId');
     expect(fieldOf(() => parseDisconnectRequest({ sessionId: SID, publicKey: key(1) }))).toBe('publicKey');
     expect(fieldOf(() => parseDisconnectRequest({ sessionId: SID, reason: 'expired' }))).toBe('reason');
-    expect(parseClientReadyRequest({ relayId: 'relay-a', sessionId: SID, exitId: 'relay-b' })).toEqual({ relayId: 'relay-a', sessionId: SID, exitId: 'relay-b' });
+    expect(parseClientReadyRequest({ relayId: 'relay-a', sessionId: SID, exitId: 'relay-b' })).toEqual({
+      relayId: 'relay-a',
+      sessionId: SID,
+      exitId: 'relay-b',
+    });
     expect(fieldOf(() => parseClientReadyRequest({ relayId: 'relay-a', sessionId: SID }))).toBe('exitId');
     expect(parseListClientsRequest({})).toEqual({ includeClosed: false });
     expect(parseListClientsRequest({ entry: 'relay-a', includeClosed: true })).toEqual({ entry: 'relay-a', includeClosed: true });
@@ -149,7 +153,12 @@ describe("client addresses from the entry's pool", () => {
     }
     expect(taken).toEqual(['100.96.0.10', '100.96.0.11', '100.96.0.12', '100.96.0.13', '100.96.0.14']);
     expect(allocateClientAddress(pool, taken)).toBeNull();
-    expect(allocateClientAddress(pool, taken.filter((a) => a !== '100.96.0.12'))).toBe('100.96.0.12');
+    expect(
+      allocateClientAddress(
+        pool,
+        taken.filter((a) => a !== '100.96.0.12'),
+      ),
+    ).toBe('100.96.0.12');
     // Addresses outside the pool (or with a /32) do not confuse it.
     expect(allocateClientAddress(pool, ['100.96.0.10/32', '100.96.0.2', 'garbage'])).toBe('100.96.0.11');
   });
@@ -198,7 +207,12 @@ describe('choosing the entry and the exit', () => {
     expect(route({ exit: 'relay-a', entry: 'relay-a' })).toEqual([422, 'entry_is_exit', 'entry']);
     expect(route({ exitRegion: 'us', entry: 'relay-c' })).toEqual([422, 'entry_is_exit', 'exitRegion']);
     expect(route({ exitRegion: 'ap' })).toEqual([404, 'no_relay_in_region', 'exitRegion']);
-    expect(route({ exitRegion: 'us' }, relays.filter((r) => r.id !== 'relay-c'))).toEqual([404, 'no_relay_in_region', 'exitRegion']);
+    expect(
+      route(
+        { exitRegion: 'us' },
+        relays.filter((r) => r.id !== 'relay-c'),
+      ),
+    ).toEqual([404, 'no_relay_in_region', 'exitRegion']);
     expect(route({ exit: 'relay-a' }, [relays[0]!, relays[3]!])).toEqual([409, 'relay_unavailable', 'entry']);
     expect(route({ exit: 'relay-a' }, [relays[0]!])).toEqual([409, 'relay_unavailable', 'entry']);
   });
@@ -222,7 +236,11 @@ describe('choosing the entry and the exit', () => {
 
 describe('what a client gets', () => {
   it('renders a wg-quick file with a private-key placeholder; the CLI fills it in', () => {
-    const c = clientConfig('100.96.0.2', { publicKey: key(1), endpoint: '[2001:db8::1]:51820' }, { dns: ['9.9.9.9', '2620:fe::fe'], mtu: 1380, keepaliveSeconds: 25, prefix6: 'fd64::/96' });
+    const c = clientConfig(
+      '100.96.0.2',
+      { publicKey: key(1), endpoint: '[2001:db8::1]:51820' },
+      { dns: ['9.9.9.9', '2620:fe::fe'], mtu: 1380, keepaliveSeconds: 25, prefix6: 'fd64::/96' },
+    );
     expect(c).toEqual({
       address: '100.96.0.2/32',
       address6: 'fd64::6460:2/128',
@@ -237,7 +255,9 @@ describe('what a client gets', () => {
         `[Peer]\nPublicKey = ${key(1)}\nEndpoint = [2001:db8::1]:51820\nAllowedIPs = 0.0.0.0/0, ::/0\nPersistentKeepalive = 25\n`,
     );
     expect(withPrivateKey(text, key(9))).toContain(`\nPrivateKey = ${key(9)}\nAddress`);
-    const bare = renderWgQuick(clientConfig('100.96.0.3', { publicKey: key(1), endpoint: 'relay.example.net:51820' }, { dns: [], mtu: 1420, keepaliveSeconds: 0, prefix6: null }));
+    const bare = renderWgQuick(
+      clientConfig('100.96.0.3', { publicKey: key(1), endpoint: 'relay.example.net:51820' }, { dns: [], mtu: 1420, keepaliveSeconds: 0, prefix6: null }),
+    );
     expect(bare).not.toMatch(/DNS|PersistentKeepalive/);
     expect(bare).toContain('Endpoint = relay.example.net:51820');
     // Without client IPv6 the client still routes IPv6 into the tunnel (where it ends), never around it.
@@ -246,7 +266,12 @@ describe('what a client gets', () => {
   });
 
   it('embeds the IPv4 address in the /96 exactly as the relays do', () => {
-    for (const [prefix, v4] of [['fd64::/96', '100.96.4.7'], ['2001:db8:0:1::/96', '100.127.255.254'], ['fd00:0:0:0:0:0::/96', '100.96.0.0'], ['fd64:1:2:3:4:5::/96', '0.0.0.1']] as const) {
+    for (const [prefix, v4] of [
+      ['fd64::/96', '100.96.4.7'],
+      ['2001:db8:0:1::/96', '100.127.255.254'],
+      ['fd00:0:0:0:0:0::/96', '100.96.0.0'],
+      ['fd64:1:2:3:4:5::/96', '0.0.0.1'],
+    ] as const) {
       expect(embedIpv4In6(prefix, v4)).toBe(embed6(prefix, v4));
     }
     expect(embedIpv4In6('fd64::/96', '100.96.4.7')).toBe('fd64::6460:407');
@@ -326,7 +351,9 @@ describe('client session events built by the functions', () => {
   it('folds into the view the relays keep: opened, steered, closed', () => {
     let view = seedTopology(9, []);
     const events = specs.map((s, i) => {
-      const p = parseTopologyEvent(JSON.parse(buildTopologyEvent(eventData(s, 10 + i, null), { id: crypto.randomUUID(), time: new Date(), causationId: null }).payload));
+      const p = parseTopologyEvent(
+        JSON.parse(buildTopologyEvent(eventData(s, 10 + i, null), { id: crypto.randomUUID(), time: new Date(), causationId: null }).payload),
+      );
       if (!p.ok) throw new Error(p.error);
       return p.event;
     });
@@ -351,9 +378,17 @@ describe('user tokens', () => {
 
   it('are Supabase user JWTs (role authenticated, sub, exp) and become the user principal', async () => {
     const t = await mintUserToken('alice', 600, SECRET, NOW);
-    expect(await verifyJwt(t, SECRET, NOW)).toEqual({ ok: true, claims: { role: 'authenticated', aud: 'authenticated', sub: 'alice', iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
+    expect(await verifyJwt(t, SECRET, NOW)).toEqual({
+      ok: true,
+      claims: { role: 'authenticated', aud: 'authenticated', sub: 'alice', iss: 'relay-core', iat: NOW, exp: NOW + 600 },
+    });
     expect(await authenticate(`Bearer ${t}`, SECRET, NOW, 'relay-core')).toEqual({ role: 'user', userId: 'alice', anonymous: false });
-    for (const claims of [{ role: 'authenticated', sub: 'alice' }, { role: 'authenticated', exp: NOW + 5 }, { role: 'authenticated', sub: '', exp: NOW + 5 }, { role: 'authenticated', sub: 7, exp: NOW + 5 }]) {
+    for (const claims of [
+      { role: 'authenticated', sub: 'alice' },
+      { role: 'authenticated', exp: NOW + 5 },
+      { role: 'authenticated', sub: '', exp: NOW + 5 },
+      { role: 'authenticated', sub: 7, exp: NOW + 5 },
+    ]) {
       await expect(authenticate(await bearer(claims), SECRET, NOW, 'relay-core')).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
     }
     expect(() => mintUserToken('', 600, SECRET)).toThrow();
@@ -361,7 +396,9 @@ describe('user tokens', () => {
 
   it('may not act for relays, and each function names the roles it takes', () => {
     const user = { role: 'user', userId: 'alice', anonymous: false } as const;
-    expect(() => authorizeRelay(user, 'relay-a')).toThrow(expect.objectContaining({ status: 403, code: 'forbidden', message: expect.stringMatching(/user token cannot act for a relay/) }));
+    expect(() => authorizeRelay(user, 'relay-a')).toThrow(
+      expect.objectContaining({ status: 403, code: 'forbidden', message: expect.stringMatching(/user token cannot act for a relay/) }),
+    );
     expect(() => requireRole({ role: 'relay', relayId: 'relay-a' }, ['service_role', 'user'], 'connect-client')).toThrow(
       expect.objectContaining({ status: 403, code: 'forbidden', message: 'connect-client takes the service role or user tokens, not a relay token' }),
     );
@@ -426,10 +463,24 @@ describe('control-plane client: client sessions', () => {
     return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, hits };
   }
   const answer = {
-    session: { id: SID, entryId: 'relay-a', exitId: 'relay-b', publicKey: key(5), address: '100.96.0.2', openedAt: '2026-11-26T10:00:00.000Z', expiresAt: '2026-11-27T10:00:00.000Z' },
+    session: {
+      id: SID,
+      entryId: 'relay-a',
+      exitId: 'relay-b',
+      publicKey: key(5),
+      address: '100.96.0.2',
+      openedAt: '2026-11-26T10:00:00.000Z',
+      expiresAt: '2026-11-27T10:00:00.000Z',
+    },
     entry: { id: 'relay-a', name: 'A', region: 'eu', publicKey: key(1), endpoint: '198.51.100.1:51820' },
     exit: { id: 'relay-b', name: 'B', region: 'us' },
-    config: { address: '100.96.0.2/32', dns: ['9.9.9.9'], mtu: 1420, keepaliveSeconds: 25, peer: { publicKey: key(1), endpoint: '198.51.100.1:51820', allowedIps: ['0.0.0.0/0'] } },
+    config: {
+      address: '100.96.0.2/32',
+      dns: ['9.9.9.9'],
+      mtu: 1420,
+      keepaliveSeconds: 25,
+      peer: { publicKey: key(1), endpoint: '198.51.100.1:51820', allowedIps: ['0.0.0.0/0'] },
+    },
     wgQuick: '[Interface]\n',
   };
 
@@ -453,8 +504,15 @@ describe('control-plane client: client sessions', () => {
       return { status: 200, body: { sessions: [{ ...answer.session, status: 'open', confirmed: true, owner: null, closedAt: null, closeReason: null }] } };
     });
     const c = new ControlPlaneClient({ url: g.url, key: 'k', logger: log });
-    expect(await c.connectClient({ publicKey: key(5), exitRegion: 'us', entry: 'relay-a', ttlSeconds: 600 })).toEqual(ConnectClientResponseSchema.parse(answer));
-    await expect(c.switchExit({ sessionId: SID, exit: 'relay-c' })).rejects.toMatchObject({ kind: 'refused', status: 409, code: 'relay_unavailable', field: 'exit' });
+    expect(await c.connectClient({ publicKey: key(5), exitRegion: 'us', entry: 'relay-a', ttlSeconds: 600 })).toEqual(
+      ConnectClientResponseSchema.parse(answer),
+    );
+    await expect(c.switchExit({ sessionId: SID, exit: 'relay-c' })).rejects.toMatchObject({
+      kind: 'refused',
+      status: 409,
+      code: 'relay_unavailable',
+      field: 'exit',
+    });
     expect(await c.clientReady('relay-a', SID, 'relay-b')).toMatchObject({ confirmed: true });
     expect(g.hits.find((h) => h.path.endsWith('/client-ready'))!.body).toEqual({ relayId: 'relay-a', sessionId: SID, exitId: 'relay-b' });
     expect(await c.disconnectClient({ publicKey: key(5) })).toEqual({ sessionId: SID, revision: 9 });

@@ -13,7 +13,10 @@ describe('the control plane kept from clients', () => {
   });
 
   it('resolves a host name to every address of both families, once each, without loopback', async () => {
-    const r = await controlPlaneDenyCidrs('https://control-plane:54321/x', table({ 'control-plane': ['198.19.16.3', '198.19.16.3', '127.0.0.1', '198.19.17.9', '2001:db8::5', '::1'] }));
+    const r = await controlPlaneDenyCidrs(
+      'https://control-plane:54321/x',
+      table({ 'control-plane': ['198.19.16.3', '198.19.16.3', '127.0.0.1', '198.19.17.9', '2001:db8::5', '::1'] }),
+    );
     expect(r).toEqual({ cidrs: ['198.19.16.3/32', '198.19.17.9/32', '2001:db8::5/128'], warning: null });
   });
 

@@ -66,7 +66,9 @@ describe('topology event envelopes built by the functions', () => {
     const decoded = decodeTopologyMessage(built.subject, bytes, sig, pub);
     expect(decoded.ok).toBe(true);
     // Another key's signature, or another subject, is rejected downstream.
-    expect(decodeTopologyMessage(built.subject, bytes, await signPayload(await importSigningKey(generateSigningKeyPair().seed), built.payload), pub).ok).toBe(false);
+    expect(decodeTopologyMessage(built.subject, bytes, await signPayload(await importSigningKey(generateSigningKeyPair().seed), built.payload), pub).ok).toBe(
+      false,
+    );
     expect(decodeTopologyMessage('relaynet.topology.relay-b.relay-admitted', bytes, sig, pub).ok).toBe(false);
   });
 

@@ -32,8 +32,20 @@ describe('HS256 JWTs', () => {
     ['exp not a number', signJwt({ role: 'service_role', exp: 'tomorrow' }, SECRET)],
     ['not yet valid', signJwt({ role: 'service_role', nbf: NOW + 3600 }, SECRET)],
     ['alg none', `${b64({ alg: 'none' })}.${b64({ role: 'service_role' })}.`],
-    ['alg HS512 label', signJwt({ role: 'service_role' }, SECRET).then((s) => { const t = s.split('.'); return `${b64({ alg: 'HS512' })}.${t[1]}.${t[2]}`; })],
-    ['tampered claims', signJwt({ role: 'relay', relay_id: 'a', exp: NOW + 60 }, SECRET).then((s) => { const t = s.split('.'); return `${t[0]}.${b64({ role: 'service_role' })}.${t[2]}`; })],
+    [
+      'alg HS512 label',
+      signJwt({ role: 'service_role' }, SECRET).then((s) => {
+        const t = s.split('.');
+        return `${b64({ alg: 'HS512' })}.${t[1]}.${t[2]}`;
+      }),
+    ],
+    [
+      'tampered claims',
+      signJwt({ role: 'relay', relay_id: 'a', exp: NOW + 60 }, SECRET).then((s) => {
+        const t = s.split('.');
+        return `${t[0]}.${b64({ role: 'service_role' })}.${t[2]}`;
+      }),
+    ],
     ['two parts', 'abc.def'],
     ['garbage', 'not-a-jwt'],
     ['bad base64', '###.###.###'],
@@ -48,7 +60,10 @@ describe('HS256 JWTs', () => {
     expect(r).toEqual({ ok: true, claims: { role: 'relay', relay_id: 'relay-a', iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
     expect((await verifyJwt(t, SECRET, NOW + 600)).ok).toBe(false);
     expect(() => mintRelayToken('relay-a', 0, SECRET)).toThrow();
-    expect(await verifyJwt(await serviceRoleKey(SECRET, NOW), SECRET, NOW + 10 * 365 * 86400)).toMatchObject({ ok: true, claims: { role: 'service_role', iss: 'relay-core' } });
+    expect(await verifyJwt(await serviceRoleKey(SECRET, NOW), SECRET, NOW + 10 * 365 * 86400)).toMatchObject({
+      ok: true,
+      claims: { role: 'service_role', iss: 'relay-core' },
+    });
   });
 });
 
@@ -57,7 +72,10 @@ describe('who may call the functions', () => {
 
   it('knows the service role and relays', async () => {
     expect(await authenticate(await bearer({ role: 'service_role' }), SECRET, NOW, ISS)).toEqual({ role: 'service_role' });
-    expect(await authenticate(await bearer({ role: 'relay', relay_id: 'relay-a', iss: 'relay-core', exp: NOW + 5 }), SECRET, NOW, ISS)).toEqual({ role: 'relay', relayId: 'relay-a' });
+    expect(await authenticate(await bearer({ role: 'relay', relay_id: 'relay-a', iss: 'relay-core', exp: NOW + 5 }), SECRET, NOW, ISS)).toEqual({
+      role: 'relay',
+      relayId: 'relay-a',
+    });
     expect(await authenticate(`bearer   ${await signJwt({ role: 'service_role' }, SECRET)}`, SECRET, NOW, ISS)).toEqual({ role: 'service_role' });
   });
 

@@ -65,7 +65,11 @@ describe('user tokens: audience, issuer and anonymous users', () => {
     ['no aud', supabaseUser({ aud: undefined }), /aud none; user tokens must be for audience "authenticated"/],
     ['aud anon', supabaseUser({ aud: 'anon' }), /aud "anon"/],
     ['aud array without authenticated', supabaseUser({ aud: ['anon'] }), /aud not holding "authenticated"/],
-    ['no iss', supabaseUser({ iss: undefined }), /iss none; .*accepts user tokens of issuer "https:\/\/abcdefgh\.supabase\.co\/auth\/v1" \(RELAYNET_JWT_ISSUER\)/],
+    [
+      'no iss',
+      supabaseUser({ iss: undefined }),
+      /iss none; .*accepts user tokens of issuer "https:\/\/abcdefgh\.supabase\.co\/auth\/v1" \(RELAYNET_JWT_ISSUER\)/,
+    ],
     ['another project', supabaseUser({ iss: 'https://other.supabase.co/auth/v1' }), /iss "https:\/\/other\.supabase\.co\/auth\/v1"/],
     ['relay-core minted, elsewhere', supabaseUser({ iss: 'relay-core' }), /iss "relay-core"/],
     ['is_anonymous not a boolean', supabaseUser({ is_anonymous: 'yes' }), /malformed is_anonymous/],
@@ -105,7 +109,9 @@ describe('user tokens: audience, issuer and anonymous users', () => {
     const issuer = (extra: Record<string, string>) => loadEnv((n) => ({ ...base, ...extra })[n]).jwtIssuer;
     expect(issuer({})).toBe('relay-core');
     expect(issuer({ SUPABASE_URL: 'https://abcdefgh.supabase.co/' })).toBe(ISS);
-    expect(issuer({ SUPABASE_URL: 'https://abcdefgh.supabase.co', RELAYNET_JWT_ISSUER: 'http://127.0.0.1:54321/auth/v1' })).toBe('http://127.0.0.1:54321/auth/v1');
+    expect(issuer({ SUPABASE_URL: 'https://abcdefgh.supabase.co', RELAYNET_JWT_ISSUER: 'http://127.0.0.1:54321/auth/v1' })).toBe(
+      'http://127.0.0.1:54321/auth/v1',
+    );
     expect(() => issuer({ RELAYNET_JWT_ISSUER: 'two words' })).toThrow(/RELAYNET_JWT_ISSUER/);
   });
 });
@@ -159,7 +165,11 @@ describe('rate limits', () => {
     expect(retryAfterSeconds(0.9999999999, 1, 1)).toBe(1);
     expect(retryAfterSeconds(0, 1000, 1)).toBe(1);
     // Following the advice gets a token: the bucket holds one again after Retry-After seconds.
-    for (const [level, limit, win] of [[0, 10, 60], [0.3, 7, 45], [0.01, 3, 3600]] as const) {
+    for (const [level, limit, win] of [
+      [0, 10, 60],
+      [0.3, 7, 45],
+      [0.01, 3, 3600],
+    ] as const) {
       expect(bucketLevel(level, retryAfterSeconds(level, limit, win), limit, win)).toBeGreaterThanOrEqual(1 - 1e-9);
     }
   });
@@ -192,7 +202,11 @@ describe('rate limits', () => {
       { getEnv: (n) => env[n], logLine: (l) => lines.push(l) },
     );
     const res = await serve(
-      new Request('http://fn/register-server', { method: 'POST', body: '{}', headers: { authorization: `Bearer ${await mintRelayToken('relay-a', 60, SECRET)}` } }),
+      new Request('http://fn/register-server', {
+        method: 'POST',
+        body: '{}',
+        headers: { authorization: `Bearer ${await mintRelayToken('relay-a', 60, SECRET)}` },
+      }),
     );
     expect(res.status).toBe(429);
     expect(res.headers.get('retry-after')).toBe('7');

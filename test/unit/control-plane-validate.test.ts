@@ -88,7 +88,8 @@ describe('register-server request validation', () => {
 
   it('tells IPv6 addresses from the rest', () => {
     for (const a of ['::', '::1', '2001:db8::', '1:2:3:4:5:6:7:8', '1::8', '::ffff:192.0.2.1', 'fe80::1:2:3:4:5:6']) expect([a, isIpv6(a)]).toEqual([a, true]);
-    for (const a of ['', '1', ':1', '1::2::3', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', '12345::', '::ffff:192.0.2.256', '1::2:', 'g::1']) expect([a, isIpv6(a)]).toEqual([a, false]);
+    for (const a of ['', '1', ':1', '1::2::3', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', '12345::', '::ffff:192.0.2.256', '1::2:', 'g::1'])
+      expect([a, isIpv6(a)]).toEqual([a, false]);
   });
 });
 

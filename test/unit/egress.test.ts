@@ -78,7 +78,9 @@ describe('egress policy, pure', () => {
     expect(m.v6.find((e) => e.cidr === '2001:db8:5::/48')!.reason).toBe('operator');
     // Every address gets the same reason from the map as from the rules.
     for (const a of ['198.18.0.2', '198.18.0.3', '203.0.113.5', '169.254.169.254', '10.9.9.9', '2001:db8:5::1', '2001:db8::1', 'fe80::1']) {
-      const inMap = [...m.v4, ...m.v6].find((e) => egressVerdict([{ reason: e.reason, v4: e.cidr.includes(':') ? [] : [e.cidr], v6: e.cidr.includes(':') ? [e.cidr] : [] }], a) !== null);
+      const inMap = [...m.v4, ...m.v6].find(
+        (e) => egressVerdict([{ reason: e.reason, v4: e.cidr.includes(':') ? [] : [e.cidr], v6: e.cidr.includes(':') ? [e.cidr] : [] }], a) !== null,
+      );
       expect(inMap?.reason, a).toBe(egressVerdict(rules, a));
     }
   });
@@ -103,7 +105,11 @@ describe('egress policy, pure', () => {
   });
 
   it('the network, the services and --client-deny stay refused whatever --client-allow says', () => {
-    const rules = egressRules({ denyCidrs: ['203.0.113.0/24', '2001:db8:5::/48'], allowCidrs: ['0.0.0.0/0', '::/0'], serviceCidrs: ['198.18.0.2/32', '2001:db8::2/128'] });
+    const rules = egressRules({
+      denyCidrs: ['203.0.113.0/24', '2001:db8:5::/48'],
+      allowCidrs: ['0.0.0.0/0', '::/0'],
+      serviceCidrs: ['198.18.0.2/32', '2001:db8::2/128'],
+    });
     expect(egressVerdict(rules, '100.64.0.1')).toBe('network');
     expect(egressVerdict(rules, '198.18.0.2')).toBe('service');
     expect(egressVerdict(rules, '2001:db8::2')).toBe('service');
@@ -136,7 +142,9 @@ describe('egress policy, pure', () => {
     expect(body).toContain('iifname "rc1m*" counter name "mesh_input" drop');
     expect(body).toContain('iifname "rc1c" counter name "client_input" drop');
     // The spoofing check comes before anything that accepts a mesh packet: at prerouting, for the relay and what it forwards.
-    expect(body).toMatch(/chain mesh_ingress \{\n {4}type filter hook prerouting priority filter; policy accept;\n {4}iifname "rc1m\*" ip saddr 100\.64\.0\.0\/10 fib saddr \. iif oif missing counter name "mesh_spoofed" drop\n {2}\}/);
+    expect(body).toMatch(
+      /chain mesh_ingress \{\n {4}type filter hook prerouting priority filter; policy accept;\n {4}iifname "rc1m\*" ip saddr 100\.64\.0\.0\/10 fib saddr \. iif oif missing counter name "mesh_spoofed" drop\n {2}\}/,
+    );
     // The egress policy applies after the source checks.
     expect(body.indexOf('mesh_foreign" drop')).toBeLessThan(body.indexOf('vmap @egress_v4'));
   });

@@ -67,7 +67,10 @@ describe('peer endpoints given as names: the pure decisions', () => {
     // The first failure is recorded (reported), but without an address before there is no new desired state.
     const failed = applyResolution({}, peers, fail);
     expect(failed).toMatchObject({ recorded: true, desiredChanged: false });
-    expect(applyResolution(failed.resolutions, peers, { ...fail, error: 'getaddrinfo ENOTFOUND relay-2.sim.invalid' })).toMatchObject({ recorded: false, desiredChanged: false });
+    expect(applyResolution(failed.resolutions, peers, { ...fail, error: 'getaddrinfo ENOTFOUND relay-2.sim.invalid' })).toMatchObject({
+      recorded: false,
+      desiredChanged: false,
+    });
     // Failing after an address: recorded, and the endpoint is no longer set by the relay.
     expect(applyResolution(first.resolutions, peers, fail)).toMatchObject({ recorded: true, desiredChanged: true });
     // Fixed: cleared.
@@ -89,7 +92,10 @@ describe('peer endpoints given as names: the pure decisions', () => {
   });
 
   it('chooses the first answer of a family the relay can reach', () => {
-    const answers = [{ address: '2001:db8::5', family: 6 }, { address: '198.51.100.5', family: 4 }];
+    const answers = [
+      { address: '2001:db8::5', family: 6 },
+      { address: '198.51.100.5', family: 4 },
+    ];
     expect(chooseAddress(answers, { v4: true, v6: true })).toBe('2001:db8::5');
     expect(chooseAddress(answers, { v4: true, v6: false })).toBe('198.51.100.5');
     expect(chooseAddress(answers, { v4: false, v6: true })).toBe('2001:db8::5');
@@ -112,7 +118,9 @@ describe('the topology actor with names', () => {
     const rounds = h.emitted.length;
     await h.resolve('relay-2', 'relay-2.sim.invalid', '198.51.100.22');
     const ev = h.log.filter((e) => e.type === 'PeerEndpointResolved');
-    expect(ev).toEqual([{ type: 'PeerEndpointResolved', id: expect.any(String), data: { peerId: 'relay-2', host: 'relay-2.sim.invalid', address: '198.51.100.22', error: null } }]);
+    expect(ev).toEqual([
+      { type: 'PeerEndpointResolved', id: expect.any(String), data: { peerId: 'relay-2', host: 'relay-2.sim.invalid', address: '198.51.100.22', error: null } },
+    ]);
     expect(h.backend.ops.slice(ops).map((o) => o.op)).toEqual(['wg.peer.set']);
     // The round names the resolution as its cause.
     expect(h.emitted.slice(rounds)).toMatchObject([{ type: 'KernelReconciled', causationId: ev[0]!.id }]);
@@ -130,10 +138,17 @@ describe('the topology actor with names', () => {
     await h.resolve('relay-2', 'relay-2.sim.invalid', null);
     await h.resolve('relay-2', 'relay-2.sim.invalid', null);
     expect(h.log.slice(logged).map((e) => e.type)).toEqual(['PeerEndpointResolved']);
-    expect((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().context.resolved['relay-2']).toMatchObject({ address: null, error: 'getaddrinfo ENOTFOUND relay-2.sim.invalid' });
+    expect((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().context.resolved['relay-2']).toMatchObject({
+      address: null,
+      error: 'getaddrinfo ENOTFOUND relay-2.sim.invalid',
+    });
     expect(h.backend.ops.length).toBe(ops + 1);
     await h.resolve('relay-2', 'relay-2.sim.invalid', '198.51.100.22');
-    expect((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().context.resolved['relay-2']).toEqual({ host: 'relay-2.sim.invalid', address: '198.51.100.22', error: null });
+    expect((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().context.resolved['relay-2']).toEqual({
+      host: 'relay-2.sim.invalid',
+      address: '198.51.100.22',
+      error: null,
+    });
     expect(h.backend.ops.length).toBe(ops + 1);
 
     // The peer moves to another name: unresolved again until that one answers; a late answer for the old name is ignored.
@@ -166,17 +181,38 @@ describe('the topology actor with names', () => {
 
     const at = (seq: number) => ({ seq, time: new Date(Date.UTC(2026, 11, 1, 0, 0, seq)).toISOString() });
     const relayEv = (type: string, data: unknown, id: string = randomUUID(), causationId: string | null = null) =>
-      ({ ...envelope({ source: 'relay-1', now: () => new Date('2026-12-01T00:00:00Z'), newId: () => id, causationId }, type, type === 'RelayStarted' ? 3 : type === 'TopologySeeded' ? 2 : 1, data) }) as RelayEvent;
+      ({
+        ...envelope(
+          { source: 'relay-1', now: () => new Date('2026-12-01T00:00:00Z'), newId: () => id, causationId },
+          type,
+          type === 'RelayStarted' ? 3 : type === 'TopologySeeded' ? 2 : 1,
+          data,
+        ),
+      }) as RelayEvent;
     const topoEntries: LogEntry[] = topo.map((r, i) => ({
       ok: true,
       stream: 'topology',
       subject: `relaynet.topology.${r.id}.relay-admitted`,
       ...at(i + 1),
-      event: envelope({ source: 'control-plane', now: () => new Date('2026-12-01T00:00:00Z'), newId: randomUUID }, 'RelayAdmitted', 1, { revision: i + 1, relay: r }) as TopologyEvent,
+      event: envelope({ source: 'control-plane', now: () => new Date('2026-12-01T00:00:00Z'), newId: randomUUID }, 'RelayAdmitted', 1, {
+        revision: i + 1,
+        relay: r,
+      }) as TopologyEvent,
     }));
     const config = {
-      wgPrefix: opts.wgPrefix, keepaliveSeconds: opts.keepaliveSeconds, mtu: opts.mtu, privateKeyFile: opts.privateKeyFile, exitTableBase: opts.exitTableBase,
-      rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: [], clientIdleAfterMs: 180_000, linkStaleAfterMs: 5_000, linkDownAfterMs: 10_000, sysctlsBefore: {}, sysctlsAtStart: {},
+      wgPrefix: opts.wgPrefix,
+      keepaliveSeconds: opts.keepaliveSeconds,
+      mtu: opts.mtu,
+      privateKeyFile: opts.privateKeyFile,
+      exitTableBase: opts.exitTableBase,
+      rulePriorityBase: 20_000,
+      clientSupernet: '100.96.0.0/11',
+      denyCidrs: [],
+      clientIdleAfterMs: 180_000,
+      linkStaleAfterMs: 5_000,
+      linkDownAfterMs: 10_000,
+      sysctlsBefore: {},
+      sysctlsAtStart: {},
     };
     const relayEvents: RelayEvent[] = [
       relayEv('RelayStarted', { name: 'r1', region: 'test', publicKey: self.publicKey, software: 'test', config }),
@@ -193,7 +229,9 @@ describe('the topology actor with names', () => {
     expect(r.checks).toMatchObject({ rounds: 3, matched: 3, mismatched: 0, unchecked: 0, inconsistent: 0 });
     expect(r.host.devices.rc1m2!.peers[0]!.endpoint).toBe('198.51.100.23:51821');
     // A log whose recorded address differs from what the round programmed is caught.
-    const forged = relayEvents.map((e) => (e.type === 'PeerEndpointResolved' && e.data.address === '198.51.100.23' ? { ...e, data: { ...e.data, address: '198.51.100.77' } } : e));
+    const forged = relayEvents.map((e) =>
+      e.type === 'PeerEndpointResolved' && e.data.address === '198.51.100.23' ? { ...e, data: { ...e.data, address: '198.51.100.77' } } : e,
+    );
     expect(run(forged).checks).toMatchObject({ matched: 2, mismatched: 1 });
   });
 });
@@ -213,18 +251,30 @@ describe('the resolver actor (the shell)', () => {
       lookupAll: async (host) => {
         calls.push(host);
         if (host === 'gone.invalid' || failing) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
-        return [{ address: '2001:db8::9', family: 6 }, { address: '198.51.100.9', family: 4 }];
+        return [
+          { address: '2001:db8::9', family: 6 },
+          { address: '198.51.100.9', family: 4 },
+        ];
       },
       usableFamilies: () => ({ v4: true, v6: false }),
     });
     const parent = createActor(
       createMachine({
         invoke: { id: 'resolver', src: actor, input: {} },
-        on: { RESOLVED: { actions: ({ event }) => void got.push(event as ResolvedEvent) }, TARGETS: { actions: ({ event, self }) => (self.getSnapshot().children.resolver as AnyActorRef).send(event) } },
+        on: {
+          RESOLVED: { actions: ({ event }) => void got.push(event as ResolvedEvent) },
+          TARGETS: { actions: ({ event, self }) => (self.getSnapshot().children.resolver as AnyActorRef).send(event) },
+        },
       }),
     ).start();
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    parent.send({ type: 'TARGETS', targets: [{ peerId: 'relay-2', host: 'relay-2.invalid' }, { peerId: 'relay-3', host: 'gone.invalid' }] });
+    parent.send({
+      type: 'TARGETS',
+      targets: [
+        { peerId: 'relay-2', host: 'relay-2.invalid' },
+        { peerId: 'relay-3', host: 'gone.invalid' },
+      ],
+    });
     await sleep(100);
     // Failures retried after 20, 40 ms ...: several tries within 100 ms.
     expect(calls.filter((c) => c === 'relay-2.invalid').length).toBeGreaterThanOrEqual(3);
@@ -246,11 +296,21 @@ describe('the resolver actor (the shell)', () => {
 
   it('a lookup that does not answer counts as a failure after the timeout', async () => {
     const got: ResolvedEvent[] = [];
-    const actor = resolverActor({ intervalMs: 10_000, retryBaseMs: 10_000, timeoutMs: 50, logger, lookupAll: () => new Promise(() => {}), usableFamilies: () => ({ v4: true, v6: true }) });
+    const actor = resolverActor({
+      intervalMs: 10_000,
+      retryBaseMs: 10_000,
+      timeoutMs: 50,
+      logger,
+      lookupAll: () => new Promise(() => {}),
+      usableFamilies: () => ({ v4: true, v6: true }),
+    });
     const parent = createActor(
       createMachine({
         invoke: { id: 'resolver', src: actor, input: {} },
-        on: { RESOLVED: { actions: ({ event }) => void got.push(event as ResolvedEvent) }, TARGETS: { actions: ({ event, self }) => (self.getSnapshot().children.resolver as AnyActorRef).send(event) } },
+        on: {
+          RESOLVED: { actions: ({ event }) => void got.push(event as ResolvedEvent) },
+          TARGETS: { actions: ({ event, self }) => (self.getSnapshot().children.resolver as AnyActorRef).send(event) },
+        },
       }),
     ).start();
     parent.send({ type: 'TARGETS', targets: [{ peerId: 'relay-2', host: 'slow.invalid' }] });

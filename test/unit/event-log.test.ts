@@ -5,7 +5,17 @@ import { describe, expect, it } from 'vitest';
 import { currentVersion, parseEvent, type AnyEvent } from '../../src/contract/catalogue.ts';
 import { envelope } from '../../src/contract/envelope.ts';
 import { catalogueJsonSchemas } from '../../src/contract/json-schema.ts';
-import { entryJson, entryMatches, formatEntry, fromExportLine, parseSince, decodeStored, toExportLine, typeMatcher, type StoredMessage } from '../../src/events/log.ts';
+import {
+  entryJson,
+  entryMatches,
+  formatEntry,
+  fromExportLine,
+  parseSince,
+  decodeStored,
+  toExportLine,
+  typeMatcher,
+  type StoredMessage,
+} from '../../src/events/log.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../../src/events/signing.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { encodeEvent, MAX_EVENT_BYTES } from '../../src/events/wire.ts';
@@ -14,7 +24,15 @@ import { ev, relay } from '../support/given.ts';
 const ROOT = join(import.meta.dirname, '..', '..');
 const at = { now: () => new Date('2026-11-25T10:00:00Z'), newId: randomUUID };
 const linkEvent = (source = 'relay-1') =>
-  envelope({ source, ...at }, 'LinkStateChanged', 1, { peerId: 'relay-2', device: 'rc2m1', state: 'up' as const, reason: 'handshake', latestHandshakeMs: 1, rxBytes: 2, txBytes: 3 }) as AnyEvent;
+  envelope({ source, ...at }, 'LinkStateChanged', 1, {
+    peerId: 'relay-2',
+    device: 'rc2m1',
+    state: 'up' as const,
+    reason: 'handshake',
+    latestHandshakeMs: 1,
+    rxBytes: 2,
+    txBytes: 3,
+  }) as AnyEvent;
 const msg = (over: Partial<StoredMessage> & { data: Uint8Array }): StoredMessage => ({
   stream: 'relay',
   seq: 7,
@@ -39,7 +57,11 @@ describe('reading stored messages', () => {
     ['not an event', msg({ data: bytes('{"hello":"world"}') }), 'schema'],
     ['another relay on relay-1s subject', msg({ data: encodeEvent(linkEvent('relay-2')) }), 'subject-mismatch'],
     ['a subject outside the scheme', msg({ subject: 'relaynet.relay.relay-1', data: encodeEvent(linkEvent()) }), 'foreign-subject'],
-    ['a topology event in the relay stream', msg({ subject: 'relaynet.relay.relay-1.link.link-state-changed', data: encodeEvent(ev.admitted(1, relay(1))) }), 'subject-mismatch'],
+    [
+      'a topology event in the relay stream',
+      msg({ subject: 'relaynet.relay.relay-1.link.link-state-changed', data: encodeEvent(ev.admitted(1, relay(1))) }),
+      'subject-mismatch',
+    ],
   ])('reports %s with its sequence and skips it', (_, m, reason) => {
     const r = decodeStored(m);
     expect(r.ok).toBe(false);
@@ -100,7 +122,9 @@ describe('output', () => {
   it('prints one line per event with its payload, coloured only when asked', () => {
     const e = decodeStored(msg({ data: encodeEvent(linkEvent()) }));
     const plain = formatEntry(e, { colour: false });
-    expect(plain).toBe('10:00:00.000 R#7 relay-1 LinkStateChanged peerId=relay-2 device=rc2m1 state=up reason=handshake latestHandshakeMs=1 rxBytes=2 txBytes=3');
+    expect(plain).toBe(
+      '10:00:00.000 R#7 relay-1 LinkStateChanged peerId=relay-2 device=rc2m1 state=up reason=handshake latestHandshakeMs=1 rxBytes=2 txBytes=3',
+    );
     expect(formatEntry(e, { colour: true })).toContain('\x1b[32mLinkStateChanged\x1b[0m');
     expect(formatEntry(e, { colour: false, width: 40 })).toHaveLength(40);
   });
@@ -151,20 +175,50 @@ describe('versions', () => {
   it('still refuses versions it does not know and v1 data that breaks the v1 schema', () => {
     const e = envelope({ source: 'relay-1', ...at }, 'RelayStarted', 1, { name: 'r', region: 'x', publicKey: 'k' });
     expect(parseEvent(JSON.parse(JSON.stringify({ ...e, version: 5 })))).toMatchObject({ ok: false, error: expect.stringMatching(/no schema version 5/) });
-    expect(parseEvent(JSON.parse(JSON.stringify({ ...e, data: { ...e.data, software: 'x' } })))).toMatchObject({ ok: false, error: expect.stringMatching(/^data/) });
+    expect(parseEvent(JSON.parse(JSON.stringify({ ...e, data: { ...e.data, software: 'x' } })))).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/^data/),
+    });
     expect(parseEvent(JSON.parse(JSON.stringify(e)))).toMatchObject({ ok: true, event: { version: 4, data: { software: null, config: null } } });
     // A v3 configuration had the control plane inside denyCidrs and knew no allowed ranges.
-    const config = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: '/k', exitTableBase: 100_000, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: ['198.18.0.2/32'], clientIdleAfterMs: 1, linkStaleAfterMs: 1, linkDownAfterMs: 1, sysctlsBefore: {}, sysctlsAtStart: {} };
+    const config = {
+      wgPrefix: 'rc',
+      keepaliveSeconds: 25,
+      mtu: 1420,
+      privateKeyFile: '/k',
+      exitTableBase: 100_000,
+      rulePriorityBase: 20_000,
+      clientSupernet: '100.96.0.0/11',
+      denyCidrs: ['198.18.0.2/32'],
+      clientIdleAfterMs: 1,
+      linkStaleAfterMs: 1,
+      linkDownAfterMs: 1,
+      sysctlsBefore: {},
+      sysctlsAtStart: {},
+    };
     const v3 = envelope({ source: 'relay-1', ...at }, 'RelayStarted', 3, { name: 'r', region: 'x', publicKey: 'k', software: 'relay-core 0.1.0', config });
-    expect(parseEvent(JSON.parse(JSON.stringify(v3)))).toMatchObject({ ok: true, event: { version: 4, data: { config: { ...config, allowCidrs: [], serviceCidrs: [] } } } });
-    const reg = envelope({ source: 'relay-1', ...at }, 'RelayRegistered', 1, { revision: 3, meshAddress: '100.64.0.1', clientPool: '100.96.0.0/22', readmitted: false });
+    expect(parseEvent(JSON.parse(JSON.stringify(v3)))).toMatchObject({
+      ok: true,
+      event: { version: 4, data: { config: { ...config, allowCidrs: [], serviceCidrs: [] } } },
+    });
+    const reg = envelope({ source: 'relay-1', ...at }, 'RelayRegistered', 1, {
+      revision: 3,
+      meshAddress: '100.64.0.1',
+      clientPool: '100.96.0.0/22',
+      readmitted: false,
+    });
     expect(parseEvent(JSON.parse(JSON.stringify(reg)))).toMatchObject({ ok: true, event: { version: 2, data: { serviceCidrs: [] } } });
   });
 
   it('docs/schemas holds the JSON Schema of every event version, as generated (npm run schemas)', () => {
     const want = catalogueJsonSchemas();
     const dir = join(ROOT, 'docs/schemas');
-    expect(readdirSync(dir).filter((f) => f.endsWith('.json')).sort()).toEqual(Object.keys(want).sort());
-    for (const [name, schema] of Object.entries(want)) expect(JSON.parse(readFileSync(join(dir, name), 'utf8')), name).toEqual(JSON.parse(JSON.stringify(schema)));
+    expect(
+      readdirSync(dir)
+        .filter((f) => f.endsWith('.json'))
+        .sort(),
+    ).toEqual(Object.keys(want).sort());
+    for (const [name, schema] of Object.entries(want))
+      expect(JSON.parse(readFileSync(join(dir, name), 'utf8')), name).toEqual(JSON.parse(JSON.stringify(schema)));
   });
 });

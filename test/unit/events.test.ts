@@ -12,7 +12,12 @@ const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
 
 describe('event schemas', () => {
   it('accepts every topology event the builders make', () => {
-    for (const e of [ev.admitted(1, relay(1)), ev.left(2, 'relay-1'), ev.rotated(3, 'relay-1', key(2), key(1)), ev.moved(4, 'relay-1', 'relay.example.net:51820', '198.51.100.1:51820')]) {
+    for (const e of [
+      ev.admitted(1, relay(1)),
+      ev.left(2, 'relay-1'),
+      ev.rotated(3, 'relay-1', key(2), key(1)),
+      ev.moved(4, 'relay-1', 'relay.example.net:51820', '198.51.100.1:51820'),
+    ]) {
       const r = parseTopologyEvent(clone(e));
       expect(r.ok, JSON.stringify(r)).toBe(true);
     }
@@ -72,7 +77,12 @@ describe('subjects', () => {
     expect(kebab('RelayEndpointChanged')).toBe('relay-endpoint-changed');
     expect(subjectFor('RelayAdmitted', 'relay-1')).toBe('relaynet.topology.relay-1.relay-admitted');
     expect(subjectFor('TopologySeeded', 'relay-1')).toBe('relaynet.relay.relay-1.topology.topology-seeded');
-    expect(parseSubject('relaynet.relay.relay-1.topology.topology-seeded')).toEqual({ stream: 'relay', relayId: 'relay-1', aggregate: 'topology', event: 'topology-seeded' });
+    expect(parseSubject('relaynet.relay.relay-1.topology.topology-seeded')).toEqual({
+      stream: 'relay',
+      relayId: 'relay-1',
+      aggregate: 'topology',
+      event: 'topology-seeded',
+    });
     expect(parseSubject('relaynet.topology.relay-1')).toBeNull();
     expect(parseSubject('other.topology.a.b')).toBeNull();
   });

@@ -1,6 +1,19 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { cidrRange, embedCidr6, embedIpv4In6, formatCidr, formatIp, formatIpv4, parseCidr, parseIp, parseIpv4, parseIpv4Cidr, prefix6Problem, type CidrOptions } from '../../src/contract/ip.ts';
+import {
+  cidrRange,
+  embedCidr6,
+  embedIpv4In6,
+  formatCidr,
+  formatIp,
+  formatIpv4,
+  parseCidr,
+  parseIp,
+  parseIpv4,
+  parseIpv4Cidr,
+  prefix6Problem,
+  type CidrOptions,
+} from '../../src/contract/ip.ts';
 import { DENO_BIN, DENO_DIR, FUNCTIONS_DIR } from '../../src/control-plane/paths.ts';
 import { canonicalCidr, canonicalIp } from '../../src/kernel/ip.ts';
 import { embed6 } from '../../src/kernel/ipv6.ts';
@@ -128,7 +141,8 @@ describe('CIDRs', () => {
     expect(parseCidr('100.96.4.0/33', refuse)).toBeNull();
     expect(parseCidr('fd64::/129', refuse)).toBeNull();
     expect(text('fd64::/128', refuse)).toBe('fd64::/128');
-    for (const bad of ['100.96.4.0/', '100.96.4.0/x', '100.96.4.0/-1', '100.96.4.0/22/1', '100.96.4.0/ 22', '/22']) expect([bad, parseCidr(bad, refuse)]).toEqual([bad, null]);
+    for (const bad of ['100.96.4.0/', '100.96.4.0/x', '100.96.4.0/-1', '100.96.4.0/22/1', '100.96.4.0/ 22', '/22'])
+      expect([bad, parseCidr(bad, refuse)]).toEqual([bad, null]);
     expect(parseCidr('100.96.4.7', refuse)).toBeNull();
     expect(text('100.96.4.7', { ...refuse, bareAddress: true })).toBe('100.96.4.7/32');
     expect(text('fd64::7', { ...refuse, bareAddress: true })).toBe('fd64::7/128');
@@ -181,7 +195,12 @@ describe("clients' IPv6", () => {
       `const cases = ${JSON.stringify(cases)};`,
       `console.log(JSON.stringify({ embedded: cases.map(([p, a]) => embedIpv4In6(p, a)), v6: ${JSON.stringify(endpoints)}.map(isIpv6) }));`,
     ].join('\n');
-    const r = spawnSync(DENO_BIN, ['eval', '--quiet', script], { cwd: FUNCTIONS_DIR, env: { ...process.env, DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' }, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(DENO_BIN, ['eval', '--quiet', script], {
+      cwd: FUNCTIONS_DIR,
+      env: { ...process.env, DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     expect(r.status, r.stderr).toBe(0);
     const deno = JSON.parse(r.stdout);
     expect(deno.embedded).toEqual(cases.map(([p, a]) => embed6(p!, a!)));

@@ -94,7 +94,10 @@ describe('the client scope with client IPv6', () => {
 
   it('calls a session programmed only when its peer has both addresses and both rules steer to its exit', () => {
     const s = session(1, self, 'relay-2');
-    const exits = new Map([[100_002, 'relay-2'], [100_003, 'relay-3']]);
+    const exits = new Map([
+      [100_002, 'relay-2'],
+      [100_003, 'relay-3'],
+    ]);
     const d = desiredClientState(self, relays, [s], clients);
     const host = { ...emptyHostState(), devices: d.devices, rules: d.rules };
     expect(sessionReached(host, 'rc1c', s, exits, P6)).toEqual({ peer: true, exitId: 'relay-2' });

@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { prng, type Rng } from '../support/prng.ts';
 import type { ClientSession, RelayRecord } from '../../src/contract/topology.events.ts';
-import { clientDevice, clientRulePriorities, clientScope, desiredClientState, nftTableName, releasedClientState, type ClientOptions } from '../../src/kernel/clients.ts';
+import {
+  clientDevice,
+  clientRulePriorities,
+  clientScope,
+  desiredClientState,
+  nftTableName,
+  releasedClientState,
+  type ClientOptions,
+} from '../../src/kernel/clients.ts';
 import { applyPlan, describeOp } from '../../src/kernel/execute.ts';
 import { embedCidr6 } from '../../src/kernel/ipv6.ts';
 import type { DesiredHostState, HostState, KernelBackend, KernelOp, KernelScope } from '../../src/kernel/host-state.ts';
@@ -15,7 +23,6 @@ import { relay } from '../support/given.ts';
  * operations fail, is a client peer programmed without its guards (the relay's nftables table and the
  * fail-closed rule); and a peer this plan adds never runs under a table other than the desired one.
  */
-
 
 const relays: Record<string, RelayRecord> = Object.fromEntries([1, 2, 3, 4].map((n) => [`relay-${n}`, relay(n)]));
 const self = relays['relay-1']!;
@@ -47,7 +54,10 @@ function randomClientState(r: Rng): DesiredHostState {
 
 /** The table and the fail-closed rule of each family (the IPv4 pool and its IPv6 counterpart). */
 const guarded = (s: HostState) =>
-  s.nftTables[TABLE] !== undefined && [self.clientPool, embedCidr6(base.clientPrefix6!, self.clientPool)].every((pool) => s.rules.some((x) => x.priority === FAIL_CLOSED && x.from === pool && x.table === null && x.iif === DEV));
+  s.nftTables[TABLE] !== undefined &&
+  [self.clientPool, embedCidr6(base.clientPrefix6!, self.clientPool)].every((pool) =>
+    s.rules.some((x) => x.priority === FAIL_CLOSED && x.from === pool && x.table === null && x.iif === DEV),
+  );
 const peersOf = (s: HostState) => new Set(s.devices[DEV]?.peers.map((p) => p.publicKey) ?? []);
 
 /** A backend that checks the property after every operation it applies. */
@@ -67,7 +77,8 @@ function checking(inner: MemoryKernelBackend, before: HostState, desired: Desire
       const peers = peersOf(now);
       b.checked++;
       if (peers.size > 0) expect(guarded(now), `${context()}\nafter ${describeOp(op)}: a client peer without its guards`).toBe(true);
-      for (const k of peers) if (!old.has(k)) expect(now.nftTables[TABLE]?.digest, `${context()}\nafter ${describeOp(op)}: new peer under another table`).toBe(want);
+      for (const k of peers)
+        if (!old.has(k)) expect(now.nftTables[TABLE]?.digest, `${context()}\nafter ${describeOp(op)}: new peer under another table`).toBe(want);
     },
   };
   return b;
@@ -81,7 +92,9 @@ describe('guards before client peers', () => {
       const r = prng(0x5afe + seed);
       // The host starts from some earlier client state, reached in full or in part.
       const earlier = randomClientState(r);
-      const inner = new MemoryKernelBackend({ initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} } });
+      const inner = new MemoryKernelBackend({
+        initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
+      });
       const first = planKernel(await inner.read(SCOPE), earlier);
       const cut = r.int(first.length + 1);
       for (const op of first.slice(0, cut)) await inner.apply(op);
@@ -104,7 +117,10 @@ describe('guards before client peers', () => {
 
   it('a failing nftables table keeps every client peer of the plan off the host, and forwarding off', async () => {
     const desired = desiredClientState(self, relays, [session(1, self, 'relay-2'), session(2, self, 'relay-3')], base);
-    const host = new MemoryKernelBackend({ initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} }, failOn: (op) => op.op === 'nft.table.set' });
+    const host = new MemoryKernelBackend({
+      initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
+      failOn: (op) => op.op === 'nft.table.set',
+    });
     const result = await applyPlan(host, planKernel(await host.read(SCOPE), desired), SCOPE);
     expect(result.failures.map((f) => f.op.op)).toEqual(['nft.table.set']);
     expect(result.skipped.map((op) => op.op).sort()).toEqual(['sysctl.set', 'sysctl.set', 'sysctl.set', 'wg.peer.set', 'wg.peer.set']);

@@ -28,7 +28,6 @@ const KEYS = Array.from({ length: 6 }, (_, i) => key(i));
 // ---------------------------------------------------------------------------------------------------
 // Random host states the kernel can hold (see the preconditions in plan.ts).
 
-
 const DEVICE_NAMES = Array.from({ length: 8 }, (_, i) => `rt${i}`);
 const V4_ADDRESSES = ['100.64.0.1/32', '100.64.0.2/32', '100.64.1.1/32'];
 const V6_ADDRESSES = ['2001:db8::1/128', '2001:db8::2/128'];
@@ -89,7 +88,12 @@ function randomRoutes(r: Rng, devices: DesiredWgDevice[]): RouteState[] {
 function randomRules(r: Rng, names: string[]): RuleState[] {
   const rules = new Map<string, RuleState>();
   for (let i = r.int(4); i > 0; i--) {
-    const rule = { priority: r.pick([1000, 1001, 1002]), from: r.pick([null, '100.96.0.0/22', '2001:db8:1::/64']), iif: r.pick([null, 'rtx', ...names]), table: r.pick([1001, 1002, null]) };
+    const rule = {
+      priority: r.pick([1000, 1001, 1002]),
+      from: r.pick([null, '100.96.0.0/22', '2001:db8:1::/64']),
+      iif: r.pick([null, 'rtx', ...names]),
+      table: r.pick([1001, 1002, null]),
+    };
     rules.set(JSON.stringify(rule), rule);
   }
   return [...rules.values()];
@@ -102,7 +106,10 @@ function randomDesired(r: Rng): DesiredHostState {
   return {
     devices: Object.fromEntries(devices.map((d) => [d.name, d])),
     routes: randomRoutes(r, devices),
-    rules: randomRules(r, devices.map((d) => d.name)),
+    rules: randomRules(
+      r,
+      devices.map((d) => d.name),
+    ),
     sysctls: Object.fromEntries(r.subset(SYSCTL_KEYS).map((k) => [k, r.pick(['0', '1', '2'])])),
     nftTables: Object.fromEntries(r.subset(NFT_NAMES).map((name) => [name, nftTable(name, r.pick(NFT_BODIES))])),
   };
@@ -237,7 +244,15 @@ describe('planKernel on the in-memory host', () => {
   it('deletes a device with one link.del: its addresses, peers and routes go with it', async () => {
     const actual: HostState = {
       devices: {
-        rt1: { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: ['100.64.0.1/32', '2001:db8::1/128'], up: true, peers: [{ publicKey: key(1), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 }] },
+        rt1: {
+          name: 'rt1',
+          publicKey: key(0),
+          listenPort: 51821,
+          mtu: 1420,
+          addresses: ['100.64.0.1/32', '2001:db8::1/128'],
+          up: true,
+          peers: [{ publicKey: key(1), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 }],
+        },
       },
       routes: [
         { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: '100.64.0.1' },
@@ -250,14 +265,23 @@ describe('planKernel on the in-memory host', () => {
     const plan = planKernel(actual, desire());
     expect(plan).toEqual([{ op: 'link.del', dev: 'rt1' }]);
     const host = new MemoryKernelBackend({ initial: actual });
-    expect((await applyPlan(host, plan, SCOPE)).reached).toEqual({ ...emptyHostState(), sysctls: { 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.ip_forward': '0' } });
+    expect((await applyPlan(host, plan, SCOPE)).reached).toEqual({
+      ...emptyHostState(),
+      sysctls: { 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.ip_forward': '0' },
+    });
   });
 
   it('changes a peer with one wg.peer.set, and leaves an endpoint the device learned alone', () => {
     const was: WgPeerState = { publicKey: key(1), endpoint: '198.18.0.2:51820', allowedIps: ['100.96.0.0/22'], keepaliveSeconds: 25 };
     const device = (peer: WgPeerState) => ({ name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: [], up: true, peers: [peer] });
     const actual: HostState = { devices: { rt1: device(was) }, routes: [], rules: [], sysctls: {}, nftTables: {} };
-    const desire = (peer: WgPeerState): DesiredHostState => ({ devices: { rt1: { ...device(peer), privateKeyFile: '/k' } }, routes: [], rules: [], sysctls: {}, nftTables: {} });
+    const desire = (peer: WgPeerState): DesiredHostState => ({
+      devices: { rt1: { ...device(peer), privateKeyFile: '/k' } },
+      routes: [],
+      rules: [],
+      sysctls: {},
+      nftTables: {},
+    });
 
     const changed = { ...was, endpoint: '198.18.0.3:51820', allowedIps: ['0.0.0.0/0', '100.96.0.0/22'], keepaliveSeconds: 0 };
     expect(planKernel(actual, desire(changed))).toEqual([{ op: 'wg.peer.set', dev: 'rt1', peer: changed }]);
@@ -282,8 +306,16 @@ describe('planKernel on the in-memory host', () => {
   it('adds back the routes the kernel drops with a device’s last IPv4 address', async () => {
     const rt1 = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, up: true, peers: [] };
     const route: RouteState = { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null };
-    const host = new MemoryKernelBackend({ initial: { devices: { rt1: { ...rt1, addresses: ['100.64.0.1/32'] } }, routes: [route], rules: [], sysctls: {}, nftTables: {} } });
-    const desired: DesiredHostState = { devices: { rt1: { ...rt1, privateKeyFile: '/k', addresses: [] } }, routes: [route], rules: [], sysctls: {}, nftTables: {} };
+    const host = new MemoryKernelBackend({
+      initial: { devices: { rt1: { ...rt1, addresses: ['100.64.0.1/32'] } }, routes: [route], rules: [], sysctls: {}, nftTables: {} },
+    });
+    const desired: DesiredHostState = {
+      devices: { rt1: { ...rt1, privateKeyFile: '/k', addresses: [] } },
+      routes: [route],
+      rules: [],
+      sysctls: {},
+      nftTables: {},
+    };
     const plan = planKernel(await host.read(SCOPE), desired);
     expect(plan).toEqual([
       { op: 'addr.del', dev: 'rt1', cidr: '100.64.0.1/32' },
@@ -309,7 +341,9 @@ describe('planKernel on the in-memory host', () => {
     ]);
     expect(planKernel(actual, desire())).toEqual([]);
     // Absent from the read (not owned before): set.
-    expect(planKernel(emptyHostState(), desire({ sysctls: { 'net.ipv4.ip_forward': '0' } }))).toEqual([{ op: 'sysctl.set', key: 'net.ipv4.ip_forward', value: '0' }]);
+    expect(planKernel(emptyHostState(), desire({ sysctls: { 'net.ipv4.ip_forward': '0' } }))).toEqual([
+      { op: 'sysctl.set', key: 'net.ipv4.ip_forward', value: '0' },
+    ]);
 
     // The model: a key never set reads as its initial value, or '0'; reading sees only the scope's keys.
     const host = new MemoryKernelBackend({ initial: { ...emptyHostState(), sysctls: { 'net.ipv4.conf.all.rp_filter': '1', 'net.core.somaxconn': '4096' } } });
@@ -336,7 +370,12 @@ describe('planKernel on the in-memory host', () => {
     };
     const host = new MemoryKernelBackend({ initial });
     const actual = await host.read(SCOPE);
-    expect(planKernel(actual, desire({ devices: { rt1: { ...rt1, privateKeyFile: '/k' } }, rules, nftTables: { rt_a: nftTable('rt_a', body1), rt_b: nftTable('rt_b', body3) } }))).toEqual([]);
+    expect(
+      planKernel(
+        actual,
+        desire({ devices: { rt1: { ...rt1, privateKeyFile: '/k' } }, rules, nftTables: { rt_a: nftTable('rt_a', body1), rt_b: nftTable('rt_b', body3) } }),
+      ),
+    ).toEqual([]);
 
     const desired = desire({ nftTables: { rt_a: nftTable('rt_a', body2) } });
     const plan = planKernel(actual, desired);
@@ -365,7 +404,10 @@ describe('planKernel on the in-memory host', () => {
     const host = new MemoryKernelBackend({ initial: { ...emptyHostState(), rules: [lookup] } });
     const desired = desire({ rules: [unreachable] });
     const plan = planKernel(await host.read(SCOPE), desired);
-    expect(plan.map(describeOp)).toEqual(['rule.add priority 1999 from 100.96.0.0/22 iif rtc unreachable', 'rule.del priority 1999 from 100.96.0.0/22 iif rtc lookup 1001']);
+    expect(plan.map(describeOp)).toEqual([
+      'rule.add priority 1999 from 100.96.0.0/22 iif rtc unreachable',
+      'rule.del priority 1999 from 100.96.0.0/22 iif rtc lookup 1001',
+    ]);
     const result = await applyPlan(host, plan, SCOPE);
     expect(result.failures).toEqual([]);
     expect(result.reached.rules).toEqual([unreachable]);
@@ -380,7 +422,15 @@ describe('planKernel on the in-memory host', () => {
 });
 
 describe('MemoryKernelBackend', () => {
-  const device = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [{ publicKey: key(1), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 }] };
+  const device = {
+    name: 'rt1',
+    publicKey: key(0),
+    listenPort: 51821,
+    mtu: 1420,
+    addresses: ['100.64.0.1/32'],
+    up: true,
+    peers: [{ publicKey: key(1), endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 0 }],
+  };
   const route: RouteState = { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null };
   const rule: RuleState = { priority: 1000, from: null, iif: null, table: 1001 };
   const failClosed: RuleState = { priority: 1999, from: '100.96.0.0/22', iif: 'rt1', table: null };
@@ -443,10 +493,16 @@ describe('MemoryKernelBackend', () => {
     expect(Object.keys((await host.read(SCOPE)).devices)).toEqual(['rt1']);
     expect((await host.read({ devicePrefix: 'rt', rulePriorities: [1001, 1998], sysctls: [], nftTables: [] })).rules).toEqual([]);
     const own = await host.read({ devicePrefix: 'rt', rulePriorities: [1000, 1999], sysctls: ['net.ipv4.ip_forward'], nftTables: ['rt_a', 'rt_b'] });
-    expect([own.rules, own.sysctls, own.nftTables]).toEqual([[rule, failClosed], { 'net.ipv4.ip_forward': '1' }, { rt_a: { name: 'rt_a', digest: nftDigest(body) } }]);
+    expect([own.rules, own.sysctls, own.nftTables]).toEqual([
+      [rule, failClosed],
+      { 'net.ipv4.ip_forward': '1' },
+      { rt_a: { name: 'rt_a', digest: nftDigest(body) } },
+    ]);
     const none = await host.read({ devicePrefix: 'rt', rulePriorities: [1000, 1999], sysctls: [], nftTables: [] });
     expect([none.sysctls, none.nftTables]).toEqual([{}, {}]);
-    expect(await host.observe(['rt1', 'up0', 'rt9'])).toEqual([{ dev: 'rt1', publicKey: key(1), endpoint: null, latestHandshakeMs: null, rxBytes: 0, txBytes: 0 }]);
+    expect(await host.observe(['rt1', 'up0', 'rt9'])).toEqual([
+      { dev: 'rt1', publicKey: key(1), endpoint: null, latestHandshakeMs: null, rxBytes: 0, txBytes: 0 },
+    ]);
     const seen = { dev: 'rt1', publicKey: key(1), endpoint: '198.18.0.2:51820', latestHandshakeMs: 5_000, rxBytes: 92, txBytes: 148 };
     host.setObservation(seen);
     host.setObservation({ ...seen, publicKey: key(4) }); // not configured: never reported
@@ -464,7 +520,10 @@ describe('applyPlan', () => {
       const result = await applyPlan(host, plan, SCOPE);
       const context = `seed ${seed}: ${describeOp(failing)}`;
 
-      expect(result.failures.map((f) => f.op), context).toEqual([failing]);
+      expect(
+        result.failures.map((f) => f.op),
+        context,
+      ).toEqual([failing]);
       expect(result.failures[0]!.error, context).toBeInstanceOf(KernelOpError);
       // Every op ran, failed or was skipped, in plan order; skipped ones depend on the failure.
       expect([...result.applied, failing, ...result.skipped].length, context).toBe(plan.length);
@@ -483,8 +542,16 @@ describe('applyPlan', () => {
   });
 
   it('what depends on what: a device that could not be built holds back what is on it; a failed guard holds back peers and sysctls; nothing else', () => {
-    const peer: KernelOp = { op: 'wg.peer.set', dev: 'rt1', peer: { publicKey: key(1), endpoint: 'nowhere.invalid:51820', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 } };
-    const otherPeer: KernelOp = { op: 'wg.peer.set', dev: 'rt2', peer: { publicKey: key(2), endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 } };
+    const peer: KernelOp = {
+      op: 'wg.peer.set',
+      dev: 'rt1',
+      peer: { publicKey: key(1), endpoint: 'nowhere.invalid:51820', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 },
+    };
+    const otherPeer: KernelOp = {
+      op: 'wg.peer.set',
+      dev: 'rt2',
+      peer: { publicKey: key(2), endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 },
+    };
     const route: KernelOp = { op: 'route.add', route: { dst: '100.96.4.0/22', dev: 'rt1', table: MAIN_TABLE, src: null } };
     const otherRoute: KernelOp = { op: 'route.add', route: { dst: '100.96.8.0/22', dev: 'rt2', table: MAIN_TABLE, src: null } };
     const sysctl: KernelOp = { op: 'sysctl.set', key: 'net.ipv4.ip_forward', value: '1' };
@@ -497,7 +564,8 @@ describe('applyPlan', () => {
     expect([peer, otherPeer, sysctl, route, steering].map((op) => dependsOn(op, nft))).toEqual([true, true, true, false, false]);
     expect([peer, otherPeer, sysctl, route].map((op) => dependsOn(op, failClosed))).toEqual([true, true, true, false]);
     // A refused endpoint, a steering rule, a route: each fails alone.
-    for (const failed of [peer, steering, route, sysctl]) expect([otherPeer, otherRoute, steering, nft].filter((op) => op !== failed).some((op) => dependsOn(op, failed))).toBe(false);
+    for (const failed of [peer, steering, route, sysctl])
+      expect([otherPeer, otherRoute, steering, nft].filter((op) => op !== failed).some((op) => dependsOn(op, failed))).toBe(false);
   });
 
   it('wraps a backend’s non-KernelOpError into a KernelOpError', async () => {
@@ -524,7 +592,16 @@ function randomDesiredWithOps(n: number, seed = 42): DesiredHostState {
 describe('canonical form and rendering', () => {
   const desired: DesiredHostState = {
     devices: {
-      rt2: { name: 'rt2', publicKey: key(1), privateKeyFile: '/secret/rt2.key', listenPort: 51822, mtu: 1420, addresses: ['100.64.0.1/32'], up: false, peers: [] },
+      rt2: {
+        name: 'rt2',
+        publicKey: key(1),
+        privateKeyFile: '/secret/rt2.key',
+        listenPort: 51822,
+        mtu: 1420,
+        addresses: ['100.64.0.1/32'],
+        up: false,
+        peers: [],
+      },
       rt1: {
         name: 'rt1',
         publicKey: key(0),
@@ -582,7 +659,9 @@ describe('canonical form and rendering', () => {
     expect(JSON.stringify(canonicalHostState(desired))).not.toContain('secret_body');
     expect(JSON.stringify(stripDesired(desired))).not.toContain('secret_body');
     expect(nftDigest('chain secret_body {}')).toMatch(/^[0-9a-f]{16}$/);
-    expect(describeOp({ op: 'nft.table.set', name: 'rt_a', digest: nftDigest('chain secret_body {}'), body: 'chain secret_body {}' })).not.toContain('secret_body');
+    expect(describeOp({ op: 'nft.table.set', name: 'rt_a', digest: nftDigest('chain secret_body {}'), body: 'chain secret_body {}' })).not.toContain(
+      'secret_body',
+    );
     expect(describeOp({ op: 'wg.device', dev: 'rt1', privateKeyFile: '/secret/rt1.key', publicKey: key(0), listenPort: 51821 })).not.toContain('/secret');
   });
 
@@ -590,7 +669,12 @@ describe('canonical form and rendering', () => {
     const r = prng(3);
     const shuffled = (s: DesiredHostState): HostState => ({
       devices: Object.fromEntries(
-        r.shuffle(Object.values(s.devices)).map((d) => [d.name, { ...d, addresses: r.shuffle(d.addresses), peers: r.shuffle(d.peers).map((p) => ({ ...p, allowedIps: r.shuffle(p.allowedIps) })) }]),
+        r
+          .shuffle(Object.values(s.devices))
+          .map((d) => [
+            d.name,
+            { ...d, addresses: r.shuffle(d.addresses), peers: r.shuffle(d.peers).map((p) => ({ ...p, allowedIps: r.shuffle(p.allowedIps) })) },
+          ]),
       ),
       routes: r.shuffle(s.routes),
       rules: r.shuffle(s.rules),

@@ -95,7 +95,10 @@ describe('the Linux backend on a fake host', () => {
     expect(f.error.command).toEqual(['ip', '-4', 'route', 'add', '100.64.0.3/32', 'dev', 'rc1m3', 'table', '254', 'src', '100.64.0.1']);
     expect(f.error.stderr).toBe('RTNETLINK answers: Invalid argument');
     expect(r.reached.devices.rc1m2).toBeDefined();
-    const broken = new LinuxKernelBackend({ logger: log, runner: new FakeLinux({ fail: (argv) => (argv[0] === 'nft' ? 'Error: Could not process rule: Operation not permitted' : null) }) });
+    const broken = new LinuxKernelBackend({
+      logger: log,
+      runner: new FakeLinux({ fail: (argv) => (argv[0] === 'nft' ? 'Error: Could not process rule: Operation not permitted' : null) }),
+    });
     await expect(broken.read(clientScope(self, clients))).rejects.toThrow(/nft -j list tables failed \(exit 2\): Error: Could not process rule/);
   });
 

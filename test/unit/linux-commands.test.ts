@@ -1,7 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import type { KernelOp } from '../../src/kernel/host-state.ts';
 import { commandOf, nftTableScript, READ, STEP } from '../../src/kernel/linux-commands.ts';
-import { countersOf, nftTableDigest, observation, parseDevice, parseDump, presentTables, routesOf, rulesOf, sysctlValue } from '../../src/kernel/linux-parse.ts';
+import {
+  countersOf,
+  nftTableDigest,
+  observation,
+  parseDevice,
+  parseDump,
+  presentTables,
+  routesOf,
+  rulesOf,
+  sysctlValue,
+} from '../../src/kernel/linux-parse.ts';
 
 /**
  * The Linux backend's edge, without root: the exact command of every operation (golden texts), and
@@ -27,15 +37,27 @@ describe('the command of each operation', () => {
       { op: 'wg.peer.set', dev: 'rc1c', peer: { publicKey: PEER, endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 } },
       `wg set rc1c peer ${PEER} allowed-ips 100.96.0.2/32 persistent-keepalive off`,
     ],
-    [{ op: 'wg.peer.set', dev: 'rc1c', peer: { publicKey: PEER, endpoint: null, allowedIps: [], keepaliveSeconds: 0 } }, `wg set rc1c peer ${PEER} allowed-ips  persistent-keepalive off`],
+    [
+      { op: 'wg.peer.set', dev: 'rc1c', peer: { publicKey: PEER, endpoint: null, allowedIps: [], keepaliveSeconds: 0 } },
+      `wg set rc1c peer ${PEER} allowed-ips  persistent-keepalive off`,
+    ],
     [{ op: 'wg.peer.del', dev: 'rc1c', publicKey: PEER }, `wg set rc1c peer ${PEER} remove`],
     [{ op: 'addr.add', dev: 'rc1c', cidr: '100.96.0.1/22' }, 'ip -4 addr add 100.96.0.1/22 dev rc1c'],
     [{ op: 'addr.del', dev: 'rc1c', cidr: 'fd64::6460:1/118' }, 'ip -6 addr del fd64::6460:1/118 dev rc1c'],
-    [{ op: 'route.add', route: { dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' } }, 'ip -4 route add 100.64.0.2/32 dev rc1m2 table 254 src 100.64.0.1'],
+    [
+      { op: 'route.add', route: { dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' } },
+      'ip -4 route add 100.64.0.2/32 dev rc1m2 table 254 src 100.64.0.1',
+    ],
     [{ op: 'route.replace', route: { dst: '::/0', dev: 'rc1m2', table: 100_002, src: null } }, 'ip -6 route replace ::/0 dev rc1m2 table 100002'],
     [{ op: 'route.del', route: { dst: '0.0.0.0/0', dev: 'rc1m2', table: 100_002, src: null } }, 'ip -4 route del 0.0.0.0/0 dev rc1m2 table 100002'],
-    [{ op: 'rule.add', rule: { priority: 20_002, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 } }, 'ip -4 rule add priority 20002 from 100.96.0.2/32 iif rc1c lookup 100002'],
-    [{ op: 'rule.add', rule: { priority: 21_024, from: 'fd64::6460:0/118', iif: 'rc1c', table: null } }, 'ip -6 rule add priority 21024 from fd64::6460:0/118 iif rc1c unreachable'],
+    [
+      { op: 'rule.add', rule: { priority: 20_002, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 } },
+      'ip -4 rule add priority 20002 from 100.96.0.2/32 iif rc1c lookup 100002',
+    ],
+    [
+      { op: 'rule.add', rule: { priority: 21_024, from: 'fd64::6460:0/118', iif: 'rc1c', table: null } },
+      'ip -6 rule add priority 21024 from fd64::6460:0/118 iif rc1c unreachable',
+    ],
     [{ op: 'rule.del', rule: { priority: 100, from: null, iif: null, table: 7 } }, 'ip -4 rule del priority 100 lookup 7'],
     [{ op: 'sysctl.set', key: 'net.ipv4.ip_forward', value: '1' }, 'sysctl -q -w net.ipv4.ip_forward=1'],
     [{ op: 'nft.table.del', name: 'rc1' }, 'nft delete table inet rc1'],
@@ -55,19 +77,21 @@ describe('the command of each operation', () => {
     expect(text(STEP.wireguardGo('rc1m2'))).toBe('wireguard-go rc1m2');
     expect(text(STEP.mtu('rc1m2', 1420))).toBe('ip link set dev rc1m2 mtu 1420');
     expect(text(STEP.deleteLink('rc1m2'))).toBe('ip link del dev rc1m2');
-    expect([
-      READ.addresses,
-      READ.links,
-      READ.wgDump('rc1c'),
-      READ.routes('-6'),
-      READ.rules('-4'),
-      READ.sysctl('net.ipv4.ip_forward'),
-      READ.nftTables,
-      READ.nftTable('rc1'),
-      READ.nftCounters('rc1'),
-      READ.ipv6Disabled,
-      READ.ipv6DefaultRoutes,
-    ].map(text)).toEqual([
+    expect(
+      [
+        READ.addresses,
+        READ.links,
+        READ.wgDump('rc1c'),
+        READ.routes('-6'),
+        READ.rules('-4'),
+        READ.sysctl('net.ipv4.ip_forward'),
+        READ.nftTables,
+        READ.nftTable('rc1'),
+        READ.nftCounters('rc1'),
+        READ.ipv6Disabled,
+        READ.ipv6DefaultRoutes,
+      ].map(text),
+    ).toEqual([
       'ip -j addr show',
       'ip -j link show',
       'wg show rc1c dump',
@@ -118,7 +142,14 @@ describe('parsing what the commands print', () => {
       ],
     });
     const peers = parseDump(dump).peers;
-    expect(observation('rc1m2', peers[0]!)).toEqual({ dev: 'rc1m2', publicKey: PEER, endpoint: '198.51.100.2:51821', latestHandshakeMs: 1796023917000, rxBytes: 1024, txBytes: 2048 });
+    expect(observation('rc1m2', peers[0]!)).toEqual({
+      dev: 'rc1m2',
+      publicKey: PEER,
+      endpoint: '198.51.100.2:51821',
+      latestHandshakeMs: 1796023917000,
+      rxBytes: 1024,
+      txBytes: 2048,
+    });
     expect(observation('rc1m2', peers[1]!).latestHandshakeMs).toBeNull();
   });
 
@@ -134,7 +165,9 @@ describe('parsing what the commands print', () => {
       { dst: '0.0.0.0/0', dev: 'rc1m2', table: 100_002, src: null },
       { dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' },
     ]);
-    expect(routesOf([{ type: '1', dst: 'default', dev: 'rc1m2', table: '100002', protocol: '3' }], '-6', () => true)).toEqual([{ dst: '::/0', dev: 'rc1m2', table: 100_002, src: null }]);
+    expect(routesOf([{ type: '1', dst: 'default', dev: 'rc1m2', table: '100002', protocol: '3' }], '-6', () => true)).toEqual([
+      { dst: '::/0', dev: 'rc1m2', table: 100_002, src: null },
+    ]);
   });
 
   it('keeps the rules in the owned range it can represent, sets the strange ones apart, and reads IPv6 rules without `from` as not ours', () => {
@@ -159,11 +192,24 @@ describe('parsing what the commands print', () => {
   });
 
   it('finds owned nft tables, their digest and their counters', () => {
-    const listed = { nftables: [{ metainfo: {} }, { table: { family: 'inet', name: 'rc1' } }, { table: { family: 'ip', name: 'rc1' } }, { table: { family: 'inet', name: 'other' } }] } as never;
+    const listed = {
+      nftables: [
+        { metainfo: {} },
+        { table: { family: 'inet', name: 'rc1' } },
+        { table: { family: 'ip', name: 'rc1' } },
+        { table: { family: 'inet', name: 'other' } },
+      ],
+    } as never;
     expect(presentTables(listed, ['rc1', 'rc2'])).toEqual(['rc1']);
     expect(nftTableDigest('rc1', 'table inet rc1 {\n\tcomment "relay-core:0123abcd"\n\tcounter c {\n\t}\n}\n')).toBe('0123abcd');
     expect(nftTableDigest('rc1', 'table inet rc1 {\n\tcounter c {\n\t}\n}\n')).toBe('');
-    const counters = { nftables: [{ metainfo: {} }, { counter: { family: 'inet', table: 'rc1', name: 'mesh_spoofed', packets: 3, bytes: 252 } }, { counter: { family: 'inet', table: 'x', name: 'n', packets: 1, bytes: 1 } }] } as never;
+    const counters = {
+      nftables: [
+        { metainfo: {} },
+        { counter: { family: 'inet', table: 'rc1', name: 'mesh_spoofed', packets: 3, bytes: 252 } },
+        { counter: { family: 'inet', table: 'x', name: 'n', packets: 1, bytes: 1 } },
+      ],
+    } as never;
     expect(countersOf(counters, 'rc1')).toEqual({ mesh_spoofed: { packets: 3, bytes: 252 } });
     expect(sysctlValue('1\n')).toBe('1');
   });

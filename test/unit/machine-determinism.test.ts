@@ -78,7 +78,11 @@ async function run(deps: Deps): Promise<unknown[]> {
   const actor = createActor(machine, {
     input: {
       request: { relayId: self.id, name: self.name, region: self.region, publicKey: self.publicKey, endpoint: self.endpoint },
-      links: { mesh: topologyInput.mesh, timing: topologyInput.timing, clients: { options: clientsOptions.clients, idleAfterMs: clientsOptions.idleAfterMs, originalSysctls: clientsOptions.originalSysctls } },
+      links: {
+        mesh: topologyInput.mesh,
+        timing: topologyInput.timing,
+        clients: { options: clientsOptions.clients, idleAfterMs: clientsOptions.idleAfterMs, originalSysctls: clientsOptions.originalSysctls },
+      },
       deps,
     },
   }).start();
@@ -107,7 +111,16 @@ describe('machines take their ids and clock from their deps', () => {
   it('every id a machine chooses comes from the id source', async () => {
     const emitted = (await run(fixedDeps())) as { type: string; id?: string; causationId?: string | null }[];
     const types = new Set(emitted.map((e) => e.type));
-    for (const t of ['TopologySeeded', 'TopologyEventApplied', 'PeerEndpointResolved', 'ClientSessionStateChanged', 'RelayDraining', 'KernelReconciled', 'RelayStopped']) expect(types).toContain(t);
+    for (const t of [
+      'TopologySeeded',
+      'TopologyEventApplied',
+      'PeerEndpointResolved',
+      'ClientSessionStateChanged',
+      'RelayDraining',
+      'KernelReconciled',
+      'RelayStopped',
+    ])
+      expect(types).toContain(t);
     const ids = emitted.flatMap((e) => [e.id, e.causationId]).filter((id): id is string => typeof id === 'string');
     // The seed, the session's expiry, the resolution, the applied event and the drain.
     expect(new Set(ids).size).toBeGreaterThanOrEqual(5);

@@ -5,7 +5,15 @@ import type { PeerObservation } from '../../src/kernel/host-state.ts';
 import { relay } from '../support/given.ts';
 
 const peer = relay(2);
-const obs = (o: Partial<PeerObservation>): PeerObservation => ({ dev: 'rc1m2', publicKey: peer.publicKey, endpoint: null, latestHandshakeMs: null, rxBytes: 0, txBytes: 0, ...o });
+const obs = (o: Partial<PeerObservation>): PeerObservation => ({
+  dev: 'rc1m2',
+  publicKey: peer.publicKey,
+  endpoint: null,
+  latestHandshakeMs: null,
+  rxBytes: 0,
+  txBytes: 0,
+  ...o,
+});
 
 function start(timing = { staleAfterMs: 5_000, downAfterMs: 10_000 }) {
   const emitted: LinkStateChanged[] = [];

@@ -49,9 +49,22 @@ function harness(regs: (RegisterResponse | Error)[]) {
     actions: { emit: (_, p) => void emitted.push(p), reportFatal: () => {} },
     delays: { resyncRetry: 1 },
   });
-  const actor = createActor(machine, { input: { request: { relayId: 'relay-1', name: 'Relay 1', region: 'test', publicKey: relay(1).publicKey, endpoint: relay(1).endpoint }, deps: systemDeps } });
+  const actor = createActor(machine, {
+    input: { request: { relayId: 'relay-1', name: 'Relay 1', region: 'test', publicKey: relay(1).publicKey, endpoint: relay(1).endpoint }, deps: systemDeps },
+  });
   actor.start();
-  return { actor, emitted, follows, registerCalls, get followStops() { return followStops; }, get deregistered() { return deregistered; } };
+  return {
+    actor,
+    emitted,
+    follows,
+    registerCalls,
+    get followStops() {
+      return followStops;
+    },
+    get deregistered() {
+      return deregistered;
+    },
+  };
 }
 
 describe('relay actor', () => {
@@ -67,7 +80,15 @@ describe('relay actor', () => {
 
   it('seeds the open client sessions of the snapshot too (a restarted entry gets its sessions back)', async () => {
     const reg = registration(4, [2]);
-    const open = { id: '00000000-0000-4000-8000-000000000001', entryId: 'relay-1', exitId: 'relay-2', publicKey: relay(9).publicKey, address: '100.96.0.2', openedAt: '2026-11-25T00:00:00.000Z', expiresAt: '2026-11-26T00:00:00.000Z' };
+    const open = {
+      id: '00000000-0000-4000-8000-000000000001',
+      entryId: 'relay-1',
+      exitId: 'relay-2',
+      publicKey: relay(9).publicKey,
+      address: '100.96.0.2',
+      openedAt: '2026-11-25T00:00:00.000Z',
+      expiresAt: '2026-11-26T00:00:00.000Z',
+    };
     const h = harness([{ ...reg, sessions: [open] }]);
     await waitFor(h.actor, (s) => s.matches('serving'));
     expect(h.actor.getSnapshot().context.view.sessions).toEqual({ [open.id]: open });

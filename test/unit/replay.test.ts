@@ -41,7 +41,11 @@ function replay(messages: StoredMessage[], relayId: string, cut: ReplayCut | nul
 }
 
 /** A copy of the log with one relay message's JSON changed. */
-function tamper(messages: StoredMessage[], pick: (m: StoredMessage, ev: { type: string; data: Record<string, unknown> }) => boolean, change: (ev: { data: Record<string, unknown> }) => void): StoredMessage[] {
+function tamper(
+  messages: StoredMessage[],
+  pick: (m: StoredMessage, ev: { type: string; data: Record<string, unknown> }) => boolean,
+  change: (ev: { data: Record<string, unknown> }) => void,
+): StoredMessage[] {
   let done = false;
   return messages.map((m) => {
     if (done || m.stream !== 'relay') return m;
@@ -176,7 +180,15 @@ describe('replay of a recorded sim', () => {
     const expiring = (ops: KernelOp[]): StoredMessage[] => {
       const expired = JSON.parse(text(like('session.client-session-state-changed')));
       expired.id = '00000000-0000-4000-8000-00000000e001';
-      expired.data = { ...expired.data, sessionId: s.sessionId, publicKey: s.publicKey, address: s.address, exitId: s.exitId, state: 'expired', reason: 'past its expiry' };
+      expired.data = {
+        ...expired.data,
+        sessionId: s.sessionId,
+        publicKey: s.publicKey,
+        address: s.address,
+        exitId: s.exitId,
+        state: 'expired',
+        reason: 'past its expiry',
+      };
       const round = JSON.parse(text(like('kernel.kernel-reconciled')));
       round.id = '00000000-0000-4000-8000-00000000e002';
       round.causationId = expired.id;
@@ -191,7 +203,11 @@ describe('replay of a recorded sim', () => {
     // A round that did nothing for the expiry (as a desire that ignored it would plan) differs.
     const forged = replay(expiring([]), 'relay-1');
     expect(forged.checks.mismatched).toBe(1);
-    expect(forged.checks.mismatches[0]).toMatchObject({ owner: 'clients', recorded: [], derived: [{ op: 'wg.peer.del', dev: device, publicKey: s.publicKey }] });
+    expect(forged.checks.mismatches[0]).toMatchObject({
+      owner: 'clients',
+      recorded: [],
+      derived: [{ op: 'wg.peer.del', dev: device, publicKey: s.publicKey }],
+    });
   });
 
   it('a topology stream with a hole leaves the view unavailable and says so; actor states and host still replay', () => {
@@ -227,7 +243,12 @@ describe('replay timeline', () => {
 
   it('one link: its states with reasons, and the kernel rounds on its device with the event that caused them', () => {
     const items = build({ link: 'relay-2' });
-    expect(items.filter((i) => i.subject === 'link relay-2').map((i) => i.what).slice(0, 4)).toEqual(['desired', 'configuring', 'handshaking', 'up']);
+    expect(
+      items
+        .filter((i) => i.subject === 'link relay-2')
+        .map((i) => i.what)
+        .slice(0, 4),
+    ).toEqual(['desired', 'configuring', 'handshaking', 'up']);
     const kernel = items.filter((i) => i.subject === 'kernel mesh');
     expect(kernel[0]!.cause).toMatch(/^TopologySeeded revision \d+ \(boot\)$/);
     expect(kernel[0]!.what).toMatch(/link\.add/);
@@ -249,7 +270,15 @@ describe('drift', () => {
   const host = (): HostState => ({
     ...emptyHostState(),
     devices: {
-      rc1c: { name: 'rc1c', publicKey: 'K', listenPort: 51820, mtu: 1420, addresses: ['100.96.0.1/22'], up: true, peers: [{ publicKey: 'C', endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 }] },
+      rc1c: {
+        name: 'rc1c',
+        publicKey: 'K',
+        listenPort: 51820,
+        mtu: 1420,
+        addresses: ['100.96.0.1/22'],
+        up: true,
+        peers: [{ publicKey: 'C', endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 }],
+      },
     },
     routes: [{ dst: '100.64.0.2/32', dev: 'rc1c', table: 254, src: null }],
     sysctls: { 'net.ipv4.ip_forward': '1' },

@@ -14,7 +14,10 @@ import {
 } from '../../src/sim/layout.ts';
 
 /** A deterministic stand-in for crypto.randomInt: returns the scripted values in turn, then 0. */
-const scripted = (...values: number[]) => (n: number) => Math.min(values.shift() ?? 0, n - 1);
+const scripted =
+  (...values: number[]) =>
+  (n: number) =>
+    Math.min(values.shift() ?? 0, n - 1);
 
 describe('sim layout', () => {
   it('sim ids are 4 characters of a-z0-9', () => {

@@ -20,14 +20,40 @@ function manifest(dir: string): Manifest {
     namespaces: ['rcs-ab12-inet', 'rcs-ab12-svc', 'rcs-ab12-r1'],
     veths: [{ name: 'vab12r1', namespace: 'rcs-ab12-inet', peer: 'pub0', peerNamespace: 'rcs-ab12-r1' }],
     processes: [
-      { kind: 'relay', name: 'relay-1', namespace: 'rcs-ab12-r1', command: ['ip', 'netns', 'exec', 'rcs-ab12-r1', 'relay-core', 'run'], pid: 1234, log: `${dir}/relays/relay-1/relay.log`, startedAt: '2026-01-01T00:00:01.000Z', stoppedBy: null },
+      {
+        kind: 'relay',
+        name: 'relay-1',
+        namespace: 'rcs-ab12-r1',
+        command: ['ip', 'netns', 'exec', 'rcs-ab12-r1', 'relay-core', 'run'],
+        pid: 1234,
+        log: `${dir}/relays/relay-1/relay.log`,
+        startedAt: '2026-01-01T00:00:01.000Z',
+        stoppedBy: null,
+      },
       { kind: 'nats', name: 'nats', namespace: 'rcs-ab12-svc', command: ['ip'], pid: null, log: `${dir}/nats/nats.log`, startedAt: null, stoppedBy: null },
     ],
     relays: [
-      { id: 'relay-1', index: 1, namespace: 'rcs-ab12-r1', publicAddress: '198.18.1.1', publicAddress6: '2001:db8:18::1:1', endpoint: '198.18.1.1:51820', meshAddress: null, publicKey: null, stateDir: `${dir}/relays/relay-1`, tokenFile: `${dir}/relays/relay-1/token` },
+      {
+        id: 'relay-1',
+        index: 1,
+        namespace: 'rcs-ab12-r1',
+        publicAddress: '198.18.1.1',
+        publicAddress6: '2001:db8:18::1:1',
+        endpoint: '198.18.1.1:51820',
+        meshAddress: null,
+        publicKey: null,
+        stateDir: `${dir}/relays/relay-1`,
+        tokenFile: `${dir}/relays/relay-1/token`,
+      },
     ],
     clients: [],
-    controlPlane: { url: 'http://198.18.0.2:54321', natsUrl: 'nats://198.18.0.2:4222', stateDir: `${dir}/control-plane`, serviceRoleKeyFile: `${dir}/service-role.key`, topologyPublicKey: 'k' },
+    controlPlane: {
+      url: 'http://198.18.0.2:54321',
+      natsUrl: 'nats://198.18.0.2:4222',
+      stateDir: `${dir}/control-plane`,
+      serviceRoleKeyFile: `${dir}/service-role.key`,
+      topologyPublicKey: 'k',
+    },
   };
 }
 

@@ -13,7 +13,14 @@ function status(id: string, ids: string[], o: { state?: string; digest?: string;
     revision: ids.length,
     relays: ids.map((x) => ({ id: x })),
     topologyDigest: o.digest ?? ids.join(','),
-    links: links?.map(([peerId, state]) => ({ peerId, device: `abc${id.slice(-1)}m${peerId.slice(-1)}`, state, latestHandshakeMs: NOW - 3_000, rxBytes: 124, txBytes: 180 })),
+    links: links?.map(([peerId, state]) => ({
+      peerId,
+      device: `abc${id.slice(-1)}m${peerId.slice(-1)}`,
+      state,
+      latestHandshakeMs: NOW - 3_000,
+      rxBytes: 124,
+      txBytes: 180,
+    })),
     error: null,
   };
 }
@@ -31,12 +38,18 @@ const three = ['relay-1', 'relay-2', 'relay-3'];
 
 describe('sim convergence', () => {
   it('converges when every running relay serves one topology of all of them with every link up', () => {
-    const v = convergence(three.map((id) => obs(id, status(id, three))), 'mesh');
+    const v = convergence(
+      three.map((id) => obs(id, status(id, three))),
+      'mesh',
+    );
     expect(v).toEqual({ converged: true, missing: [] });
   });
 
   it('names relays that are not serving or do not answer', () => {
-    const v = convergence([obs('relay-1', status('relay-1', three)), obs('relay-2', status('relay-2', three, { state: 'registering' })), obs('relay-3', null)], 'topology');
+    const v = convergence(
+      [obs('relay-1', status('relay-1', three)), obs('relay-2', status('relay-2', three, { state: 'registering' })), obs('relay-3', null)],
+      'topology',
+    );
     expect(v.converged).toBe(false);
     expect(v.missing).toEqual(['relay-2: registering, not serving', 'relay-3: no status (no answer)']);
   });
@@ -52,7 +65,10 @@ describe('sim convergence', () => {
 
   it('relays that disagree on the topology, or miss a running relay, are named', () => {
     const two = ['relay-1', 'relay-2'];
-    const v = convergence([obs('relay-1', status('relay-1', two)), obs('relay-2', status('relay-2', two)), obs('relay-3', status('relay-3', three))], 'topology');
+    const v = convergence(
+      [obs('relay-1', status('relay-1', two)), obs('relay-2', status('relay-2', two)), obs('relay-3', status('relay-3', three))],
+      'topology',
+    );
     expect(v.missing).toEqual([
       'relay-1: topology revision 2 (2 relays), the relays disagree',
       'relay-2: topology revision 2 (2 relays), the relays disagree',
@@ -63,7 +79,14 @@ describe('sim convergence', () => {
   });
 
   it('a killed relay still in the topology does not stop convergence', () => {
-    const v = convergence([obs('relay-1', status('relay-1', three, { links: { 'relay-2': 'up', 'relay-3': 'down' } })), obs('relay-2', status('relay-2', three, { links: { 'relay-1': 'up', 'relay-3': 'down' } })), obs('relay-3', null, 'killed')], 'mesh');
+    const v = convergence(
+      [
+        obs('relay-1', status('relay-1', three, { links: { 'relay-2': 'up', 'relay-3': 'down' } })),
+        obs('relay-2', status('relay-2', three, { links: { 'relay-1': 'up', 'relay-3': 'down' } })),
+        obs('relay-3', null, 'killed'),
+      ],
+      'mesh',
+    );
     expect(v.converged).toBe(true);
   });
 

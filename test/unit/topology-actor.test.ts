@@ -17,7 +17,9 @@ describe('topology and kernel actors on the in-memory host', () => {
     expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-3', 'relay-4']);
     const state = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(state.devices).sort()).toEqual(['rc1m2', 'rc1m3', 'rc1m4']);
-    expect(state.devices.rc1m2!.peers).toEqual([{ publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 }]);
+    expect(state.devices.rc1m2!.peers).toEqual([
+      { publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 },
+    ]);
     expect(state.devices.rc1m2!.listenPort).toBe(51822);
     expect(Object.values(h.links()).map((l) => l.getSnapshot().value)).toEqual(['handshaking', 'handshaking', 'handshaking']);
     h.actor.stop();
@@ -76,7 +78,9 @@ describe('topology and kernel actors on the in-memory host', () => {
     await h.view(relays([1, ...live]));
     const expected = [...live].sort((a, b) => a - b).map((n) => `relay-${n}`);
     expect(Object.keys(h.links()).sort()).toEqual([...expected].sort());
-    const children = Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children).filter((c) => c !== 'resolver').sort();
+    const children = Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children)
+      .filter((c) => c !== 'resolver')
+      .sort();
     expect(children).toEqual(expected.map((id) => `link-${id}`).sort());
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(host.devices).sort()).toEqual([...live].map((n) => linkDevice('rc', 1, n)).sort());
@@ -103,7 +107,14 @@ describe('topology and kernel actors on the in-memory host', () => {
     const roundsBefore = h.kernelRef().getSnapshot().context.stats.rounds;
     // Five views sent back to back: the first starts a round, the rest collapse into one more.
     const emittedBefore = h.emitted.length;
-    for (const ids of [[1, 2, 3], [1, 2, 3, 4], [1, 2, 4], [1, 4, 5], [1, 5, 6]]) h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)), cause: `cause-${ids.join('')}` });
+    for (const ids of [
+      [1, 2, 3],
+      [1, 2, 3, 4],
+      [1, 2, 4],
+      [1, 4, 5],
+      [1, 5, 6],
+    ])
+      h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)), cause: `cause-${ids.join('')}` });
     await h.idle();
     expect(h.kernelRef().getSnapshot().context.stats.rounds - roundsBefore).toBe(2);
     // Each round's event names the cause of the desired state it applied: the first view, then the last.
@@ -135,7 +146,14 @@ describe('topology and kernel actors on the in-memory host', () => {
   it('observations reach the links: a handshake brings a link up', async () => {
     const h = harness();
     await h.view(relays([1, 2]));
-    h.backend.setObservation({ dev: 'rc1m2', publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', latestHandshakeMs: 1_000, rxBytes: 92, txBytes: 92 });
+    h.backend.setObservation({
+      dev: 'rc1m2',
+      publicKey: relay(2).publicKey,
+      endpoint: '198.51.100.2:51821',
+      latestHandshakeMs: 1_000,
+      rxBytes: 92,
+      txBytes: 92,
+    });
     expect(h.observers[0]!.devices).toEqual(['rc1m2']);
     h.observers[0]!.sendBack({ type: 'OBSERVED', observations: await h.backend.observe(['rc1m2']), nowMs: 1_500 });
     expect(h.links()['relay-2']!.getSnapshot().value).toBe('up');

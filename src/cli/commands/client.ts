@@ -68,7 +68,9 @@ export const add: Action = async (v) => {
 export const switchExit: Action = async (v) => {
   const sessionId = str(v.session);
   if (!sessionId) throw new CliError('missing --session', 2);
-  const r = await connect(v).switchExit({ sessionId, ...exitChoice(v) }).catch(refused);
+  const r = await connect(v)
+    .switchExit({ sessionId, ...exitChoice(v) })
+    .catch(refused);
   out(v.json ? JSON.stringify(r, null, 2) : `session ${r.session.id} now leaves at ${r.session.exitId}`);
   return 0;
 };
@@ -78,13 +80,19 @@ const SESSION_COLUMNS = [{ width: 0 }, { width: 15 }, {}] as const;
 
 export const list: Action = async (v) => {
   const entry = str(v.entry);
-  const r = await connect(v).listClients({ ...(entry ? { entry } : {}), includeClosed: v.all === true }).catch(refused);
+  const r = await connect(v)
+    .listClients({ ...(entry ? { entry } : {}), includeClosed: v.all === true })
+    .catch(refused);
   if (v.json) {
     out(JSON.stringify(r, null, 2));
     return 0;
   }
   if (!r.sessions.length) out('no sessions');
-  const rows = r.sessions.map((s) => [s.id, s.address, `${s.entryId} -> ${s.exitId}  ${s.status}${s.confirmed ? '' : ' (unconfirmed)'}  key ${s.publicKey}  expires ${s.expiresAt}`]);
+  const rows = r.sessions.map((s) => [
+    s.id,
+    s.address,
+    `${s.entryId} -> ${s.exitId}  ${s.status}${s.confirmed ? '' : ' (unconfirmed)'}  key ${s.publicKey}  expires ${s.expiresAt}`,
+  ]);
   for (const line of table(SESSION_COLUMNS, rows)) out(line);
   return 0;
 };
@@ -93,7 +101,9 @@ export const remove: Action = async (v) => {
   const sessionId = str(v.session);
   const publicKey = str(v.publicKey);
   if (!sessionId === !publicKey) throw new CliError('give exactly one of --session and --public-key', 2);
-  const r = await connect(v).disconnectClient(sessionId ? { sessionId } : { publicKey: publicKey! }).catch(refused);
+  const r = await connect(v)
+    .disconnectClient(sessionId ? { sessionId } : { publicKey: publicKey! })
+    .catch(refused);
   out(v.json ? JSON.stringify(r, null, 2) : `session ${r.sessionId} closed`);
   return 0;
 };

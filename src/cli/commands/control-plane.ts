@@ -6,7 +6,10 @@ import { parseIpv4 } from '../../contract/topology.events.ts';
 
 export function parseNatsUrls(s: string | undefined): string[] | undefined {
   if (s === undefined || s.trim() === '') return undefined;
-  const urls = s.split(',').map((u) => u.trim()).filter(Boolean);
+  const urls = s
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean);
   for (const u of urls) {
     if (!/^(nats|tls|ws|wss):\/\/[^\s,]+$/.test(u)) throw new CliError(`--nats-url: ${JSON.stringify(u)} is not a NATS URL (nats://host:port)`, 2);
   }

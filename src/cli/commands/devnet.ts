@@ -85,12 +85,32 @@ export const devnet: Action = async (v) => {
   }
 };
 
-const DEVNET_COLUMNS = [{ width: 10 }, { width: 10 }, { width: 13 }, { width: 17 }, { width: 4, align: 'right' }, { width: 5, align: 'right' }, { width: 7, align: 'right' }, { width: 8, align: 'right' }, {}] as const;
+const DEVNET_COLUMNS = [
+  { width: 10 },
+  { width: 10 },
+  { width: 13 },
+  { width: 17 },
+  { width: 4, align: 'right' },
+  { width: 5, align: 'right' },
+  { width: 7, align: 'right' },
+  { width: 8, align: 'right' },
+  {},
+] as const;
 
 function render(st: RelayStatus[]): string {
   const rows = st.map((s) => {
     const rej = Object.values(s.counters.rejected).reduce((a, b) => a + b, 0);
-    return [s.relayId, s.state, s.meshAddress ?? '-', s.clientPool ?? '-', String(s.revision), String(s.relays.length - 1), String(s.counters.applied), String(rej), s.bus.connected ? 'up' : 'down'];
+    return [
+      s.relayId,
+      s.state,
+      s.meshAddress ?? '-',
+      s.clientPool ?? '-',
+      String(s.revision),
+      String(s.relays.length - 1),
+      String(s.counters.applied),
+      String(rej),
+      s.bus.connected ? 'up' : 'down',
+    ];
   });
   return table(DEVNET_COLUMNS, [['RELAY', 'STATE', 'MESH', 'POOL', 'REV', 'PEERS', 'APPLIED', 'REJECTED', 'BUS'], ...rows], { gap: ' ' }).join('\n');
 }

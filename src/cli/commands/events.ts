@@ -3,7 +3,18 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { CliError, str, type Action, type ActionContext, type Values } from '../args.ts';
 import { connectForReading, reexecInSim, simDir, withoutSim } from '../bus-options.ts';
 import { follow, readStored } from '../../bus/event-log-reader.ts';
-import { entryJson, entryMatches, formatEntry, parseSince, decodeStored, toExportLine, typeMatcher, type EventFilter, type Since, type StreamKind } from '../../events/log.ts';
+import {
+  entryJson,
+  entryMatches,
+  formatEntry,
+  parseSince,
+  decodeStored,
+  toExportLine,
+  typeMatcher,
+  type EventFilter,
+  type Since,
+  type StreamKind,
+} from '../../events/log.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
 
 interface Plan {

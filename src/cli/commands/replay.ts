@@ -51,7 +51,8 @@ export async function fromFile(file: string, relayId: string, cut: ReplayCut | n
         continue;
       }
       if (!m.message.subject.startsWith(prefix)) continue;
-      if (m.message.seq <= lastSeq) throw new CliError(`${file}:${line}: relay-stream sequence ${m.message.seq} after ${lastSeq}: the file is not in stream order`, 1);
+      if (m.message.seq <= lastSeq)
+        throw new CliError(`${file}:${line}: relay-stream sequence ${m.message.seq} after ${lastSeq}: the file is not in stream order`, 1);
       lastSeq = m.message.seq;
       if (!withinCut(m.message, cut)) break;
       sink.relay(decodeStored(m.message));
@@ -89,8 +90,14 @@ async function liveHost(r: ReplayResult, netns: string | undefined): Promise<Hos
   const c = r.relay.config;
   if (!c) throw new CliError('--diff: the log has no configuration of this relay (RelayStarted before v3): its host cannot be scoped', 1);
   if (!self) throw new CliError(`--diff: ${r.relayId} is not in the replayed view (${r.topology.viewNote ?? 'not admitted'}): its host cannot be scoped`, 1);
-  const backend = new LinuxKernelBackend({ logger: rootLogger({ component: 'replay' }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'), ...(netns ? { netns } : {}) });
-  const parts = await Promise.all([backend.read(meshScope(c.wgPrefix, self)), backend.read(clientScope(self, { ...c, clientPrefix6: c.clientPrefix6 ?? null }))]);
+  const backend = new LinuxKernelBackend({
+    logger: rootLogger({ component: 'replay' }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'),
+    ...(netns ? { netns } : {}),
+  });
+  const parts = await Promise.all([
+    backend.read(meshScope(c.wgPrefix, self)),
+    backend.read(clientScope(self, { ...c, clientPrefix6: c.clientPrefix6 ?? null })),
+  ]);
   const h = emptyHostState();
   for (const p of parts) {
     Object.assign(h.devices, p.devices);

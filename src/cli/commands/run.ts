@@ -13,7 +13,11 @@ export const run: Action = async (v) => {
   const token = tokenOpt(v);
   const nats = str(v.natsUrl);
   const controlPlaneUrl = str(v.controlPlaneUrl) ?? '';
-  const list = (value: unknown) => (str(value) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (value: unknown) =>
+    (str(value) ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   const deny = list(v.clientDeny);
   const allow = list(v.clientAllow);
   const prefix6 = v.clientPrefix6 as string;
@@ -27,7 +31,12 @@ export const run: Action = async (v) => {
     controlPlaneUrl,
     token: token ?? '',
     topologyKey: str(v.topologyKey) ?? null,
-    natsServers: nats ? nats.split(',').map((s) => s.trim()).filter(Boolean) : null,
+    natsServers: nats
+      ? nats
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : null,
     rotateKey: v.rotateKey === true,
     startMarginMs: v.startMarginMs,
     wgPrefix: v.wgPrefix,

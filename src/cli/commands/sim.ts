@@ -4,7 +4,19 @@ import { CliError, str, type Action, type Values } from '../args.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
 import { parseEndpoint } from '../../contract/topology.events.ts';
 import { withStateDirLock } from '../../sim/manifest.ts';
-import { addRelay, down as removeSim, loadSim, observe, preflight, restartRelay, stopRelay, up as buildSim, waitConverged, type Out, type Settings } from '../../sim/network.ts';
+import {
+  addRelay,
+  down as removeSim,
+  loadSim,
+  observe,
+  preflight,
+  restartRelay,
+  stopRelay,
+  up as buildSim,
+  waitConverged,
+  type Out,
+  type Settings,
+} from '../../sim/network.ts';
 import { addClient, removeClient, switchClient } from '../../sim/clients.ts';
 import { convergence, renderStatus, type ConvergenceMode } from '../../sim/status.ts';
 
@@ -55,13 +67,15 @@ export const add: Action = async (v) => {
   });
 };
 
-const stopWith = (signal: 'SIGTERM' | 'SIGKILL'): Action => async (v) => {
-  const id = relayOpt(v, signal === 'SIGTERM' ? 'stop' : 'kill')!;
-  return asRoot(v, async (dir) => {
-    await withStateDirLock(dir, () => stopRelay(dir, id, signal, out));
-    return 0;
-  });
-};
+const stopWith =
+  (signal: 'SIGTERM' | 'SIGKILL'): Action =>
+  async (v) => {
+    const id = relayOpt(v, signal === 'SIGTERM' ? 'stop' : 'kill')!;
+    return asRoot(v, async (dir) => {
+      await withStateDirLock(dir, () => stopRelay(dir, id, signal, out));
+      return 0;
+    });
+  };
 export const stop = stopWith('SIGTERM');
 export const kill = stopWith('SIGKILL');
 
@@ -129,7 +143,9 @@ export const clientList: Action = async (v) =>
     const m = loadSim(dir);
     if (v.json) out(JSON.stringify(m.clients, null, 2));
     else if (!m.clients.length) out('no clients');
-    else for (const c of m.clients) out(`${c.name}  ${c.namespace}  ${c.address ?? '-'}  ${c.entryId ?? '-'} -> ${c.exitId ?? '-'}  session ${c.sessionId ?? '-'}`);
+    else
+      for (const c of m.clients)
+        out(`${c.name}  ${c.namespace}  ${c.address ?? '-'}  ${c.entryId ?? '-'} -> ${c.exitId ?? '-'}  session ${c.sessionId ?? '-'}`);
     return 0;
   });
 
@@ -146,7 +162,8 @@ function relayOpt(v: Values, requiredBy?: string): string | undefined {
 
 function endpointOpt(v: Values): string | undefined {
   const ep = str(v.endpoint);
-  if (ep !== undefined && !parseEndpoint(ep)) throw new CliError(`--endpoint ${JSON.stringify(ep)} is not HOST:PORT (IPv4, [IPv6] or DNS name, port 1-65535)`, 2);
+  if (ep !== undefined && !parseEndpoint(ep))
+    throw new CliError(`--endpoint ${JSON.stringify(ep)} is not HOST:PORT (IPv4, [IPv6] or DNS name, port 1-65535)`, 2);
   return ep;
 }
 
@@ -242,12 +259,29 @@ async function showStatus(dir: string, json: boolean, out: Out): Promise<number>
   const mesh = convergence(relays, 'mesh');
   const topology = convergence(relays, 'topology');
   if (json) {
-    out(JSON.stringify({ simId: m.simId, wgPrefix: m.wgPrefix, stateDir: m.stateDir, converged: { topology: topology.converged, mesh: mesh.converged }, missing: mesh.missing, relays }, null, 2));
+    out(
+      JSON.stringify(
+        {
+          simId: m.simId,
+          wgPrefix: m.wgPrefix,
+          stateDir: m.stateDir,
+          converged: { topology: topology.converged, mesh: mesh.converged },
+          missing: mesh.missing,
+          relays,
+        },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
   out(`sim ${m.simId} (state ${dir}, WireGuard device prefix ${m.wgPrefix}, control plane ${m.controlPlane.url})`);
   out(renderStatus(relays, Date.now()));
-  out(mesh.converged ? 'converged: every relay serves one topology and every link is up' : `not converged${topology.converged ? ' (the topology is, the mesh is not)' : ''}:\n${mesh.missing.map((l) => `  ${l}`).join('\n')}`);
+  out(
+    mesh.converged
+      ? 'converged: every relay serves one topology and every link is up'
+      : `not converged${topology.converged ? ' (the topology is, the mesh is not)' : ''}:\n${mesh.missing.map((l) => `  ${l}`).join('\n')}`,
+  );
   return 0;
 }
 

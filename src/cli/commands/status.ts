@@ -24,25 +24,53 @@ export const status: Action = async (v) => {
     return 0;
   }
   const c = st.counters;
-  const rejected = Object.entries(c.rejected).map(([k, n]) => `${k}=${n}`).join(' ') || '0';
+  const rejected =
+    Object.entries(c.rejected)
+      .map(([k, n]) => `${k}=${n}`)
+      .join(' ') || '0';
   const lines = [
     `relay ${st.relayId}  state ${st.state}  mesh ${st.meshAddress ?? '-'}  pool ${st.clientPool ?? '-'}`,
     `topology revision ${st.revision}, ${st.relays.length} relays; applied ${c.applied}, duplicates ${c.duplicates}, gaps ${c.gaps}, resyncs ${c.resyncs}, rejected ${rejected}`,
     `bus ${st.bus.connected ? `connected to ${st.bus.server}` : 'disconnected'}; events published ${st.bus.published}, pending ${st.bus.pending}, dropped ${st.bus.dropped}`,
     '',
-    ...table(RELAY_COLUMNS, [['ID', 'REGION', 'MESH', 'POOL', 'ENDPOINT'], ...st.relays.map((r) => [r.id, r.region, r.meshAddress, r.clientPool, r.endpoint])], { gap: ' ' }),
+    ...table(
+      RELAY_COLUMNS,
+      [['ID', 'REGION', 'MESH', 'POOL', 'ENDPOINT'], ...st.relays.map((r) => [r.id, r.region, r.meshAddress, r.clientPool, r.endpoint])],
+      { gap: ' ' },
+    ),
   ];
   const age = (ms: number | null) => (ms === null ? 'never' : `${Math.max(0, Math.round((Date.now() - ms) / 1000))}s ago`);
   if (st.links.length) {
-    lines.push('', ...table(LINK_COLUMNS, [['LINK TO', 'DEVICE', 'STATE', 'HANDSHAKE'], ...st.links.map((l) => [l.peerId, l.device, l.state, age(l.latestHandshakeMs)])], { gap: ' ' }));
+    lines.push(
+      '',
+      ...table(LINK_COLUMNS, [['LINK TO', 'DEVICE', 'STATE', 'HANDSHAKE'], ...st.links.map((l) => [l.peerId, l.device, l.state, age(l.latestHandshakeMs)])], {
+        gap: ' ',
+      }),
+    );
   }
-  const clientRows = st.clients.map((c) => [c.address, c.confirmedExitId === c.exitId ? c.exitId : `${c.exitId} (steering)`, c.state, age(c.latestHandshakeMs), c.sessionId]);
-  lines.push('', ...(clientRows.length ? table(CLIENT_COLUMNS, [['CLIENT', 'EXIT', 'STATE', 'HANDSHAKE', 'SESSION'], ...clientRows], { gap: ' ' }) : ['no client sessions enter here']));
+  const clientRows = st.clients.map((c) => [
+    c.address,
+    c.confirmedExitId === c.exitId ? c.exitId : `${c.exitId} (steering)`,
+    c.state,
+    age(c.latestHandshakeMs),
+    c.sessionId,
+  ]);
+  lines.push(
+    '',
+    ...(clientRows.length
+      ? table(CLIENT_COLUMNS, [['CLIENT', 'EXIT', 'STATE', 'HANDSHAKE', 'SESSION'], ...clientRows], { gap: ' ' })
+      : ['no client sessions enter here']),
+  );
   if (st.policy) {
     const p = st.policy;
     const refused = p.egress.map((r) => `${r.reason} ${r.packets}`).join(', ');
     const dropped = p.filters.map((f) => `${f.name} ${f.packets}`).join(', ');
-    lines.push('', `policy (nft table inet ${p.table}${p.countersAt ? `, counters read ${age(Date.parse(p.countersAt))}` : ''}; ranges: --json)`, `  refused by reason: ${refused}`, `  dropped: ${dropped}`);
+    lines.push(
+      '',
+      `policy (nft table inet ${p.table}${p.countersAt ? `, counters read ${age(Date.parse(p.countersAt))}` : ''}; ranges: --json)`,
+      `  refused by reason: ${refused}`,
+      `  dropped: ${dropped}`,
+    );
   }
   for (const f of st.kernel.failing) lines.push(`kernel: ${f.owner} cannot ${f.op} (${f.attempts} attempts since ${age(f.sinceMs)}): ${f.message}`);
   if (st.error) lines.push('', `error: ${st.error}`);

@@ -59,7 +59,8 @@ export const mint: Action = async (v) => {
   } else {
     if (v.sub !== undefined) throw new CliError('--sub is for user tokens (--role user); a relay token takes --relay-id', 2);
     const id = requireStr(v.relayId, 'relay-id');
-    if (!RelayIdSchema.safeParse(id).success) throw new CliError(`--relay-id ${JSON.stringify(id)} is not a relay id (1-63 characters of a-z, 0-9 and -, starting with a letter or digit)`, 2);
+    if (!RelayIdSchema.safeParse(id).success)
+      throw new CliError(`--relay-id ${JSON.stringify(id)} is not a relay id (1-63 characters of a-z, 0-9 and -, starting with a letter or digit)`, 2);
     sign = (ttl, secret) => mintRelayToken(id, ttl, secret);
   }
   const ttl = parseTtl(v.ttl as string);

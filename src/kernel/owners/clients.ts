@@ -35,10 +35,19 @@ export interface SessionReached {
   exitId: string | null;
 }
 
-export const initialClientsState = (selfId: string): ClientsOwnerState => ({ selfId, tearingDown: false, self: null, relays: {}, sessions: {}, expired: [], services: [] });
+export const initialClientsState = (selfId: string): ClientsOwnerState => ({
+  selfId,
+  tearingDown: false,
+  self: null,
+  relays: {},
+  sessions: {},
+  expired: [],
+  services: [],
+});
 
 /** The service addresses the relay keeps clients from: the configured ones and those of the latest registration. */
-export const serviceCidrsOf = (c: { clients: Pick<ClientOptions, 'serviceCidrs'>; services: readonly string[] }): string[] => [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
+export const serviceCidrsOf = (c: { clients: Pick<ClientOptions, 'serviceCidrs'>; services: readonly string[] }): string[] =>
+  [...new Set([...c.clients.serviceCidrs, ...c.services])].sort();
 
 /** The state once a session passed its expiry: it is unprogrammed (until the view closes it). Pure. */
 export function expireSession<T extends ClientsOwnerState>(s: T, sessionId: string): T {
@@ -55,10 +64,18 @@ function exitsByTable(relays: Readonly<Record<string, RelayRecord>>, exitTableBa
  * IPv6 one too with `clientPrefix6`), and the exit its rules steer to (null unless every family's rule
  * steers to the same exit table).
  */
-export function sessionReached(actual: HostState, device: string, session: ClientSession, exits: ReadonlyMap<number, string>, clientPrefix6: string | null): SessionReached {
+export function sessionReached(
+  actual: HostState,
+  device: string,
+  session: ClientSession,
+  exits: ReadonlyMap<number, string>,
+  clientPrefix6: string | null,
+): SessionReached {
   const cidrs = [`${session.address}/32`, ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : [])];
   const peer =
-    actual.devices[device]?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
+    actual.devices[device]?.peers.some(
+      (p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c)),
+    ) ?? false;
   const tables = cidrs.map((c) => actual.rules.find((r) => r.from === c && r.iif === device && r.table !== null)?.table ?? null);
   const table = tables[0] ?? null;
   return { peer, exitId: table !== null && tables.every((t) => t === table) ? (exits.get(table) ?? null) : null };
@@ -72,7 +89,14 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
   owner: 'clients',
   view: (s, { view, services }) => {
     const sessions = Object.fromEntries(sessionsOfEntry(view, s.selfId).map((x) => [x.id, x]));
-    return { ...s, self: view.relays[s.selfId]!, relays: view.relays, sessions, expired: s.expired.filter((id) => sessions[id]), services: services ?? s.services };
+    return {
+      ...s,
+      self: view.relays[s.selfId]!,
+      relays: view.relays,
+      sessions,
+      expired: s.expired.filter((id) => sessions[id]),
+      services: services ?? s.services,
+    };
   },
   teardown: (s) => ({ ...s, tearingDown: true, sessions: {} }),
   scope: (s, o) => clientScope(s.self!, o.clients),

@@ -67,7 +67,9 @@ export const meshOwner: KernelOwner<MeshOwnerState, MeshOptions, MeshMember, boo
     const desired = s.self ? meshOwner.desire(s, o).devices : {};
     return {
       members: links.map(({ device, peer }) =>
-        s.peers[peer.id] ? deviceMatches(actual.devices[device], desired[device]) : (actual.devices[device]?.peers.some((p) => p.publicKey === peer.publicKey) ?? false),
+        s.peers[peer.id]
+          ? deviceMatches(actual.devices[device], desired[device])
+          : (actual.devices[device]?.peers.some((p) => p.publicKey === peer.publicKey) ?? false),
       ),
       tornDown: s.tearingDown && Object.keys(actual.devices).length === 0,
     };

@@ -54,6 +54,12 @@ export interface OwnerReached<R> {
 export const takesView = (s: OwnerState, view: TopologyView): boolean => !s.tearingDown && view.relays[s.selfId] !== undefined;
 
 /** The message that hands the kernel actor an owner's desired state, caused by the relay event `cause`. */
-export function desiredEvent<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O, cause: string | null, replyTo: AnyActorRef): KernelEvent {
+export function desiredEvent<S extends OwnerState, O>(
+  owner: KernelOwner<S, O, unknown, unknown>,
+  s: S,
+  o: O,
+  cause: string | null,
+  replyTo: AnyActorRef,
+): KernelEvent {
   return { type: 'DESIRED', owner: owner.owner, scope: owner.scope(s, o), state: owner.desire(s, o), cause, replyTo };
 }

@@ -95,9 +95,17 @@ export type Allocation = { ok: true; meshAddress: string; clientPool: string } |
 
 /** Lowest free mesh address and client pool, given those held by active relays. */
 export function allocate(p: AddressPlan, heldMesh: string[], heldPools: string[]): Allocation {
-  const m = lowestFree(heldMesh.map((a) => meshSlotOf(p, a)).filter((s): s is number => s !== null), 1, meshSlots(p));
+  const m = lowestFree(
+    heldMesh.map((a) => meshSlotOf(p, a)).filter((s): s is number => s !== null),
+    1,
+    meshSlots(p),
+  );
   if (m === null) return { ok: false, exhausted: 'mesh address' };
-  const k = lowestFree(heldPools.flatMap((c) => poolSlotsOverlapping(p, c)), 0, poolSlots(p) - 1);
+  const k = lowestFree(
+    heldPools.flatMap((c) => poolSlotsOverlapping(p, c)),
+    0,
+    poolSlots(p) - 1,
+  );
   if (k === null) return { ok: false, exhausted: 'client pool' };
   return { ok: true, meshAddress: meshAddress(p, m), clientPool: clientPool(p, k) };
 }

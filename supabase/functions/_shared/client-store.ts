@@ -139,7 +139,13 @@ export async function insertSession(
 }
 
 /** Close sessions with `reason` and append one ClientSessionClosed each, in the order given. */
-export async function closeSessions(tx: Tx, sessions: StoredSession[], reason: ClientSessionCloseReason, key: SigningKey, causationId: string | null): Promise<BuiltEvent[]> {
+export async function closeSessions(
+  tx: Tx,
+  sessions: StoredSession[],
+  reason: ClientSessionCloseReason,
+  key: SigningKey,
+  causationId: string | null,
+): Promise<BuiltEvent[]> {
   for (const s of sessions) {
     await tx`update relaynet.client_sessions set status = 'closed', closed_at = greatest(clock_timestamp(), opened_at), close_reason = ${reason}
              where id = ${s.id}::uuid and status = 'open'`;
@@ -155,13 +161,17 @@ export async function closeSessions(tx: Tx, sessions: StoredSession[], reason: C
 
 /** Close every open session past its expiry (reason `expired`), oldest expiry first. */
 export async function closeExpired(tx: Tx, key: SigningKey, causationId: string | null): Promise<BuiltEvent[]> {
-  const rows = await tx.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and expires_at <= clock_timestamp() order by expires_at, id`);
+  const rows = await tx.unsafe(
+    `select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and expires_at <= clock_timestamp() order by expires_at, id`,
+  );
   return rows.length ? closeSessions(tx, rows.map(toSession), 'expired', key, causationId) : [];
 }
 
 /** Close every open session entering at a relay that leaves (reason `entry-left`). */
 export async function closeEntrySessions(tx: Tx, entryId: string, key: SigningKey, causationId: string | null): Promise<BuiltEvent[]> {
-  const rows = await tx.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and entry_id = $1 order by opened_at, id`, [entryId]);
+  const rows = await tx.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and entry_id = $1 order by opened_at, id`, [
+    entryId,
+  ]);
   return rows.length ? closeSessions(tx, rows.map(toSession), 'entry-left', key, causationId) : [];
 }
 

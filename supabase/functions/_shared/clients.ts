@@ -120,7 +120,12 @@ function leastLoaded(cs: RelayCandidate[], load: (r: RelayCandidate) => number):
 }
 
 const notLive = (role: 'entry' | 'exit', id: string) =>
-  refuse(409, 'relay_unavailable', `${role} relay ${id} has not sent a heartbeat within the liveness window (relay_liveness_seconds); it is down or unreachable`, role);
+  refuse(
+    409,
+    'relay_unavailable',
+    `${role} relay ${id} has not sent a heartbeat within the liveness window (relay_liveness_seconds); it is down or unreachable`,
+    role,
+  );
 const unknownRelay = (role: 'entry' | 'exit', id: string) => refuse(404, 'unknown_relay', `${role} relay ${id} is not an active relay`, role);
 const oneHop = (id: string, field: string) =>
   refuse(422, 'entry_is_exit', `relay ${id} would be both entry and exit; one-hop sessions are not supported yet: choose another exit or entry`, field);
@@ -306,7 +311,14 @@ export const PRIVATE_KEY_PLACEHOLDER = '# PrivateKey = <your private key>';
 export function renderWgQuick(c: ClientConfig): string {
   const lines = ['[Interface]', PRIVATE_KEY_PLACEHOLDER, `Address = ${c.address6 ? `${c.address}, ${c.address6}` : c.address}`];
   if (c.dns.length) lines.push(`DNS = ${c.dns.join(', ')}`);
-  lines.push(`MTU = ${c.mtu}`, '', '[Peer]', `PublicKey = ${c.peer.publicKey}`, `Endpoint = ${c.peer.endpoint}`, `AllowedIPs = ${c.peer.allowedIps.join(', ')}`);
+  lines.push(
+    `MTU = ${c.mtu}`,
+    '',
+    '[Peer]',
+    `PublicKey = ${c.peer.publicKey}`,
+    `Endpoint = ${c.peer.endpoint}`,
+    `AllowedIPs = ${c.peer.allowedIps.join(', ')}`,
+  );
   if (c.keepaliveSeconds > 0) lines.push(`PersistentKeepalive = ${c.keepaliveSeconds}`);
   return lines.join('\n') + '\n';
 }

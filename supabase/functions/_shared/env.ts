@@ -38,7 +38,8 @@ export function loadEnv(get: EnvGetter): FunctionEnv {
     .map((s) => s.trim())
     .filter(Boolean);
   for (const s of natsServers) {
-    if (!/^(nats|tls|ws|wss):\/\/[^\s,]+$/.test(s) && !/^[^\s,/:]+:\d{1,5}$/.test(s)) throw new ConfigError(`RELAYNET_NATS_SERVERS: ${JSON.stringify(s)} is not a NATS server URL`);
+    if (!/^(nats|tls|ws|wss):\/\/[^\s,]+$/.test(s) && !/^[^\s,/:]+:\d{1,5}$/.test(s))
+      throw new ConfigError(`RELAYNET_NATS_SERVERS: ${JSON.stringify(s)} is not a NATS server URL`);
   }
   const hb = get('RELAYNET_HEARTBEAT_SECONDS')?.trim() || '10';
   if (!/^\d{1,5}$/.test(hb) || Number(hb) < 1 || Number(hb) > 3600) throw new ConfigError('RELAYNET_HEARTBEAT_SECONDS must be an integer in 1..3600');

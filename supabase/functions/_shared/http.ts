@@ -13,7 +13,13 @@ export class HttpError extends Error {
   readonly field: string | undefined;
   readonly headers: Record<string, string>;
   readonly details: Record<string, unknown>;
-  constructor(status: number, code: string, message: string, field?: string, extra: { headers?: Record<string, string>; details?: Record<string, unknown> } = {}) {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    field?: string,
+    extra: { headers?: Record<string, string>; details?: Record<string, unknown> } = {},
+  ) {
     super(message);
     this.name = 'HttpError';
     this.status = status;

@@ -49,9 +49,14 @@ export function principalOf(claims: Record<string, unknown>, userIssuer: string)
     if (typeof claims.exp !== 'number') throw unauthorized('user token without exp');
     const aud = claims.aud;
     if (!(aud === USER_AUDIENCE || (Array.isArray(aud) && aud.includes(USER_AUDIENCE)))) {
-      throw unauthorized(`user token with aud ${Array.isArray(aud) ? 'not holding "authenticated"' : quoted(aud)}; user tokens must be for audience "${USER_AUDIENCE}"`);
+      throw unauthorized(
+        `user token with aud ${Array.isArray(aud) ? 'not holding "authenticated"' : quoted(aud)}; user tokens must be for audience "${USER_AUDIENCE}"`,
+      );
     }
-    if (claims.iss !== userIssuer) throw unauthorized(`user token with iss ${quoted(claims.iss)}; this control plane accepts user tokens of issuer ${JSON.stringify(userIssuer)} (RELAYNET_JWT_ISSUER)`);
+    if (claims.iss !== userIssuer)
+      throw unauthorized(
+        `user token with iss ${quoted(claims.iss)}; this control plane accepts user tokens of issuer ${JSON.stringify(userIssuer)} (RELAYNET_JWT_ISSUER)`,
+      );
     if (typeof claims.sub !== 'string' || claims.sub.length < 1 || claims.sub.length > 255 || CONTROL.test(claims.sub)) {
       throw unauthorized('user token without a valid sub (1-255 characters)');
     }
@@ -76,7 +81,8 @@ export async function authenticate(authorization: string | null, secret: string,
 
 /** 403 unless the principal may act for `relayId` (the service role, or that relay's own token). */
 export function authorizeRelay(p: Principal, relayId: string): void {
-  if (p.role === 'user') throw new HttpError(403, 'forbidden', 'a user token cannot act for a relay; relays use a relay token (relay-core token mint) or the service-role key');
+  if (p.role === 'user')
+    throw new HttpError(403, 'forbidden', 'a user token cannot act for a relay; relays use a relay token (relay-core token mint) or the service-role key');
   if (p.role === 'relay' && p.relayId !== relayId) {
     throw new HttpError(403, 'forbidden', `this token is bound to relay ${p.relayId}, not ${relayId}`);
   }

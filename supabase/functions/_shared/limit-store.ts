@@ -28,7 +28,13 @@ const LEVEL = `least($3::float8, b.tokens + greatest(0, extract(epoch from state
  * `limit` per `windowSeconds`, atomically in one statement (concurrent callers queue on the row).
  * `level` is what the bucket held before (a missing row is a full bucket).
  */
-export async function takeToken(sql: Sql, subject: string, action: LimitedAction, limit: number, windowSeconds: number): Promise<{ taken: boolean; level: number }> {
+export async function takeToken(
+  sql: Sql,
+  subject: string,
+  action: LimitedAction,
+  limit: number,
+  windowSeconds: number,
+): Promise<{ taken: boolean; level: number }> {
   const [r] = await sql.unsafe(
     `with old as (select ${LEVEL} as level from relaynet.rate_limits b where b.subject = $1 and b.action = $2),
      took as (

@@ -64,7 +64,11 @@ export function rateLimited(action: LimitedAction, subject: string, retryAfter: 
 /** 403 `anonymous_not_allowed` for a Supabase anonymous user unless the settings allow them. */
 export function checkAnonymous(p: Principal, s: Pick<LimitSettings, 'allowAnonymousUsers'>, fn: string): void {
   if (p.role === 'user' && p.anonymous && !s.allowAnonymousUsers) {
-    throw new HttpError(403, 'anonymous_not_allowed', `${fn} does not take anonymous users (is_anonymous) on this network (allow_anonymous_users); sign in with an account`);
+    throw new HttpError(
+      403,
+      'anonymous_not_allowed',
+      `${fn} does not take anonymous users (is_anonymous) on this network (allow_anonymous_users); sign in with an account`,
+    );
   }
 }
 

@@ -60,7 +60,8 @@ export async function addressPlan(tx: Tx): Promise<AddressPlan> {
 
 /** Addresses held now (by active relays; a relay that left holds none). */
 export async function heldAddresses(tx: Tx): Promise<{ mesh: string[]; pools: string[] }> {
-  const rows = await tx`select host(mesh_address) as mesh, client_pool::text as pool from relaynet.relays where mesh_address is not null or client_pool is not null`;
+  const rows =
+    await tx`select host(mesh_address) as mesh, client_pool::text as pool from relaynet.relays where mesh_address is not null or client_pool is not null`;
   return { mesh: rows.map((r) => r.mesh).filter(Boolean), pools: rows.map((r) => r.pool).filter(Boolean) };
 }
 

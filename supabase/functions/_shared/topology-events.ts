@@ -72,7 +72,10 @@ export function causation(requestId: string | null | undefined): string | null {
 }
 
 /** The envelope of a topology event and the exact JSON text to sign and store. */
-export function buildTopologyEvent(e: TopologyEventData, opts: { id: string; time: Date | string; causationId: string | null }): BuiltEvent & { envelope: Envelope } {
+export function buildTopologyEvent(
+  e: TopologyEventData,
+  opts: { id: string; time: Date | string; causationId: string | null },
+): BuiltEvent & { envelope: Envelope } {
   const time = typeof opts.time === 'string' ? new Date(opts.time) : opts.time;
   if (Number.isNaN(time.getTime())) throw new Error(`bad event time ${String(opts.time)}`);
   const envelope: Envelope = {

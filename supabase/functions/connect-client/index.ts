@@ -51,17 +51,28 @@ Deno.serve(
         const holder = await clients.openSessionOfKey(tx, req.publicKey);
         if (holder) {
           const which = maySee(principal, holder) ? ` (session ${holder.id}; close it first or switch its exit)` : '';
-          throw new HttpError(409, 'duplicate_client_key', `this public key already has an open session${which}; WireGuard tells clients apart by key`, 'publicKey');
+          throw new HttpError(
+            409,
+            'duplicate_client_key',
+            `this public key already has an open session${which}; WireGuard tells clients apart by key`,
+            'publicKey',
+          );
         }
         const relayWithKey = await store.keyHolder(tx, req.publicKey, '');
-        if (relayWithKey) throw new HttpError(409, 'duplicate_client_key', `this public key is relay ${relayWithKey}'s key; a client needs a key of its own`, 'publicKey');
+        if (relayWithKey)
+          throw new HttpError(409, 'duplicate_client_key', `this public key is relay ${relayWithKey}'s key; a client needs a key of its own`, 'publicKey');
         if (limitSettings && principal.role === 'user') checkSessionCap(principal, await limits.openSessionsOfOwner(tx, principal.userId), limitSettings);
         const route = chooseRoute(req, await clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)));
         if (!route.ok) throw refused(route.refusal);
         const { entry, exit } = route.value;
         const address = allocateClientAddress(entry.clientPool, await clients.takenClientAddresses(tx, entry.clientPool));
         if (!address) {
-          throw new HttpError(409, 'pool_exhausted', `the client pool ${entry.clientPool} of entry relay ${entry.id} is full (${clientCapacity(entry.clientPool)} clients); choose another entry`, 'entry');
+          throw new HttpError(
+            409,
+            'pool_exhausted',
+            `the client pool ${entry.clientPool} of entry relay ${entry.id} is full (${clientCapacity(entry.clientPool)} clients); choose another entry`,
+            'entry',
+          );
         }
         const session = await clients.insertSession(tx, {
           id: crypto.randomUUID(),

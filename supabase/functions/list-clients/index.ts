@@ -17,7 +17,8 @@ Deno.serve(
       const req = parseRequest(ListClientsRequestSchema, body);
       let entry = req.entry;
       if (principal.role === 'relay') {
-        if (entry !== undefined && entry !== principal.relayId) throw new HttpError(403, 'forbidden', `this token is bound to relay ${principal.relayId}; it lists only the sessions entering there`, 'entry');
+        if (entry !== undefined && entry !== principal.relayId)
+          throw new HttpError(403, 'forbidden', `this token is bound to relay ${principal.relayId}; it lists only the sessions entering there`, 'entry');
         entry = principal.relayId;
       }
       const sessions = await listSessions(db(env.dbUrl, FN), {

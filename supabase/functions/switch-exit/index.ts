@@ -58,7 +58,12 @@ Deno.serve(
 
       const waited = await clients.waitConfirmed(sql, r.session.id, r.settings.confirmTimeoutSeconds * 1000);
       if (waited.kind === 'closed') {
-        throw new HttpError(409, 'session_closed', `session ${r.session.id} was closed (${waited.session.closeReason ?? 'closed'}) before its entry relay confirmed the new exit`, 'sessionId');
+        throw new HttpError(
+          409,
+          'session_closed',
+          `session ${r.session.id} was closed (${waited.session.closeReason ?? 'closed'}) before its entry relay confirmed the new exit`,
+          'sessionId',
+        );
       }
       if (waited.kind === 'timeout') {
         log.outcome = 'not-confirmed';
