@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command of the README: installs what is missing, type-checks, runs every vitest project
+# The test command of the README: installs what is missing, type-checks, checks format and lint (Biome), runs every vitest project
 # (unit and integration on real nats-server, Deno, PGlite, PostgreSQL and WireGuard in namespaces;
 # then the container suite, scripts/test-containers.sh) and ends with "N passed, N failed".
 # Extra arguments go to vitest (e.g. a file filter; with one, add --passWithNoTests).
@@ -13,6 +13,9 @@ mkdir -p .cache
 failed_extra=0
 echo "== typecheck"
 if ! tsc -p tsconfig.json; then echo "typecheck failed"; failed_extra=1; fi
+
+echo "== format and lint (Biome; 'npm run format' rewrites, 'npm run lint' explains)"
+if ! biome ci --colors=off .; then echo "format or lint check failed"; failed_extra=1; fi
 
 echo "== vitest (unit, integration)"
 vitest run --project unit --project integration --reporter=default --reporter=json --outputFile.json=.cache/vitest-report.json "$@"
