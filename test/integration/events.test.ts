@@ -119,7 +119,9 @@ describe('events tail and export on a live sim', () => {
     const foreign = await publishRaw(subject, encodeEvent(forged as never));
     const good = envelope({ source: 'relay-1', now: () => new Date(), newId: randomUUID }, 'RelayDraining', 1, { signal: 'test' });
     const after = await publishRaw('relaynet.relay.relay-1.relay.relay-draining', encodeEvent(good as never));
-    expect([corrupt, foreign, after]).toEqual([corrupt, corrupt + 1, corrupt + 2]);
+    // In stream order, not necessarily adjacent: the sim's live relays publish their own events meanwhile.
+    expect(foreign).toBeGreaterThan(corrupt);
+    expect(after).toBeGreaterThan(foreign);
 
     const tail = startTail(['--stream', 'relay', '--since', String(corrupt), '--relay', 'relay-1']);
     await eventually(`seq ${after} in the tail`, async () => tail.lines.some((l) => l.line.seq === after), 30_000);
