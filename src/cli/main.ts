@@ -1,6 +1,6 @@
 import { CommanderError } from 'commander';
 import { CliError, type Action } from './args.ts';
-import { buildProgram, commandOf, commandPath, type ActionName } from './program.ts';
+import { buildProgram, commandOf, commandPath, subcommandFirst, type ActionName } from './program.ts';
 
 /**
  * The actions of the command tree (src/cli/program.ts), each loaded when it runs so `--help` and small
@@ -47,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
     },
     (text) => (help += text),
   );
+  argv = subcommandFirst(program, argv);
   if (argv.length === 0) {
     process.stdout.write(program.helpInformation());
     return 2;

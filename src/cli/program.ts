@@ -140,6 +140,46 @@ export function commandPath(cmd: Command): string {
 }
 
 /**
+ * The argument vector with each subcommand word moved in front of the options given before it:
+ * `sim --state-dir D status` reads as `sim status --state-dir D`, `token --relay-id a mint` as
+ * `token mint --relay-id a`, as the CLI has always accepted them. An option that takes a value
+ * (of the command or of any command under it) keeps its value; after `--` nothing moves.
+ */
+export function subcommandFirst(program: Command, argv: readonly string[]): string[] {
+  const out = [...argv];
+  let cmd = program;
+  let start = 0;
+  while (cmd.commands.length) {
+    const { required, optional } = valueOptions(cmd);
+    const isSub = (a: string | undefined) => a !== undefined && cmd.commands.some((c) => c.name() === a);
+    let i = start;
+    while (i < out.length && out[i]!.startsWith('-')) {
+      const a = out[i]!;
+      if (a === '--') return out;
+      i += !a.includes('=') && (required.has(a) || (optional.has(a) && !isSub(out[i + 1]) && !out[i + 1]?.startsWith('-'))) ? 2 : 1;
+    }
+    const word = out[i];
+    const sub = cmd.commands.find((c) => c.name() === word);
+    if (!sub) return out;
+    out.splice(i, 1);
+    out.splice(start, 0, word!);
+    cmd = sub;
+    start += 1;
+  }
+  return out;
+}
+
+/** The flags (long and short) of the options under `cmd` that take a value, required or optional. */
+function valueOptions(cmd: Command, acc = { required: new Set<string>(), optional: new Set<string>() }) {
+  for (const o of cmd.options) {
+    const set = o.required ? acc.required : o.optional ? acc.optional : null;
+    for (const f of [o.long, o.short]) if (set && f) set.add(f);
+  }
+  for (const c of cmd.commands) valueOptions(c, acc);
+  return acc;
+}
+
+/**
  * The command `argv` names: down the tree as long as words name subcommands (`sim client add`).
  * Used to point a usage error at the right `--help`.
  */

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { CliError, type Values } from '../../src/cli/args.ts';
-import { buildProgram, type ActionName } from '../../src/cli/program.ts';
+import { buildProgram, subcommandFirst, type ActionName } from '../../src/cli/program.ts';
 import { table } from '../../src/lib/table.ts';
 import { cli } from '../support/cli.ts';
 
@@ -128,6 +128,23 @@ describe('the relay-core command tree', () => {
     expect((await parseError('sim', '--relays', '3', 'up')).message).toMatch(/^--relays goes after the subcommand/);
     expect((await parseError('client', '--json', 'list')).message).toMatch(/^give the subcommand first: 'relay-core client list --json/);
     expect((await parseError('frob')).message).toMatch(/^unknown command "frob"; one of run, status/);
+  });
+
+  it('takes options given before the subcommand, as the CLI always has (main moves the subcommand first)', async () => {
+    const first = (...argv: string[]) => subcommandFirst(buildProgram(() => {}), argv);
+    expect(first('sim', '--state-dir', 'D', 'status')).toEqual(['sim', 'status', '--state-dir', 'D']);
+    expect(first('token', '--relay-id', 'a', 'mint', '--ttl', '1h')).toEqual(['token', 'mint', '--relay-id', 'a', '--ttl', '1h']);
+    expect(first('sim', '--state-dir', 'D', 'client', '--json', 'list')).toEqual(['sim', 'client', 'list', '--state-dir', 'D', '--json']);
+    expect(first('sim', '--relays', '3')).toEqual(['sim', '--relays', '3']);
+    // A value that happens to be a subcommand's name stays the option's value; after `--` nothing moves.
+    expect(first('sim', '--state-dir', 'status')).toEqual(['sim', '--state-dir', 'status']);
+    expect(first('sim', '--', 'status')).toEqual(['sim', '--', 'status']);
+    const st = await parse(...first('sim', '--state-dir', 'D', 'status'));
+    expect(st.name).toBe('sim status');
+    expect(st.values.stateDir).toBe('D');
+    const ls = await parse(...first('client', '--json', 'list'));
+    expect(ls.name).toBe('client list');
+    expect(ls.values.json).toBe(true);
   });
 
   it('reports bad usage on stderr with the command, exit 2; help on stdout, exit 0', async () => {
