@@ -131,7 +131,8 @@ describe('the relay-core command tree', () => {
   });
 
   it('takes options given before the subcommand, as the CLI always has (main moves the subcommand first)', async () => {
-    const first = (...argv: string[]) => subcommandFirst(buildProgram(() => {}), argv);
+    const program = buildProgram(() => {});
+    const first = (...argv: string[]) => subcommandFirst(program, argv);
     expect(first('sim', '--state-dir', 'D', 'status')).toEqual(['sim', 'status', '--state-dir', 'D']);
     expect(first('token', '--relay-id', 'a', 'mint', '--ttl', '1h')).toEqual(['token', 'mint', '--relay-id', 'a', '--ttl', '1h']);
     expect(first('sim', '--state-dir', 'D', 'client', '--json', 'list')).toEqual(['sim', 'client', 'list', '--state-dir', 'D', '--json']);

@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { CliError, str, type Action, type ActionContext, type Values } from '../args.ts';
 import { connectForReading, reexecInSim, simDir, withoutSim } from '../bus-options.ts';
@@ -16,6 +16,7 @@ import {
   type StreamKind,
 } from '../../events/log.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
+import { writeAllSync } from '../../lib/write-all.ts';
 
 interface Plan {
   streams: StreamKind[];
@@ -79,7 +80,7 @@ async function exportStream(nc: NatsConnection, p: Plan, out: string | undefined
       const e = decodeStored(m);
       if (!entryMatches(e, p.filter, p.matchType)) continue;
       if (!e.ok) skipped++;
-      writeSync(fd, toExportLine(m) + '\n');
+      writeAllSync(fd, toExportLine(m) + '\n');
       n++;
     }
   } catch (e) {
