@@ -58,7 +58,11 @@ describe('docker-compose.yml', () => {
       },
       120_000,
       1000,
-    );
+    ).catch(async (e: Error) => {
+      // What the relays said, so a failure here can be explained afterwards (the project is removed).
+      const logs = await run(['logs', '--no-color', '--tail', '60', ...IDS]);
+      throw new Error(`${e.message}\n--- relay logs (last 60 lines each) ---\n${logs.stdout.slice(-12_000)}`);
+    });
     const s1 = await status('relay-1');
     expect(s1.relays.map((r) => r.id).sort()).toEqual(IDS);
     const exit = s1.relays.find((r) => r.id === 'relay-2')!.endpoint.split(':')[0]!;
