@@ -49,6 +49,20 @@ const normal = (d: WgDeviceState) => ({
 });
 
 /**
+ * The desired mesh of a state, remembered for the last (self, peers, resolutions, options) seen: the
+ * actor asks for it when it sends DESIRED and again for each kernel answer, and a state's parts are
+ * replaced, never changed in place, so the same objects mean the same mesh (O(N) once, not per answer).
+ */
+let last: { self: RelayRecord; peers: MeshOwnerState['peers']; resolved: Resolutions; o: MeshOptions; state: DesiredHostState } | null = null;
+function desiredMesh(s: MeshOwnerState, o: MeshOptions): DesiredHostState {
+  const self = s.self!;
+  if (last && last.self === self && last.peers === s.peers && last.resolved === s.resolved && last.o === o) return last.state;
+  const state = desiredMeshState(self, Object.values(s.peers), o, s.resolved);
+  last = { self, peers: s.peers, resolved: s.resolved, o, state };
+  return state;
+}
+
+/**
  * The mesh owner. `reached` gives, per link, whether it is configured: a live link when its device is
  * exactly as desired; a leaving one (its peer no longer in the state) while its device still carries
  * its peer (a relay that reuses the freed mesh address gets a device of the same name, with another peer).
@@ -62,7 +76,7 @@ export const meshOwner: KernelOwner<MeshOwnerState, MeshOptions, MeshMember, boo
   },
   teardown: (s) => ({ ...s, tearingDown: true, peers: {} }),
   scope: (s, o) => meshScope(o.wgPrefix, s.self!),
-  desire: (s, o) => (s.tearingDown ? releasedMeshState() : desiredMeshState(s.self!, Object.values(s.peers), o, s.resolved)),
+  desire: (s, o) => (s.tearingDown ? releasedMeshState() : desiredMesh(s, o)),
   reached: (s, o, actual, links) => {
     const desired = s.self ? meshOwner.desire(s, o).devices : {};
     return {
