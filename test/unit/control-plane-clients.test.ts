@@ -463,15 +463,7 @@ describe('control-plane client: client sessions', () => {
     return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, hits };
   }
   const answer = {
-    session: {
-      id: SID,
-      entryId: 'relay-a',
-      exitId: 'relay-b',
-      publicKey: key(5),
-      address: '100.96.0.2',
-      openedAt: '2026-11-26T10:00:00.000Z',
-      expiresAt: '2026-11-27T10:00:00.000Z',
-    },
+    session: SESSION,
     entry: { id: 'relay-a', name: 'A', region: 'eu', publicKey: key(1), endpoint: '198.51.100.1:51820' },
     exit: { id: 'relay-b', name: 'B', region: 'us' },
     config: {
