@@ -69,10 +69,14 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   });
 
   const status = () => projection.status(actor.getSnapshot());
-  const statusServer = await startStatusServer(join(cfg.stateDir, 'relay.sock'), async () => {
-    await projection.readCounters(actor.getSnapshot());
-    return status();
-  });
+  const statusServer = await startStatusServer(
+    join(cfg.stateDir, 'relay.sock'),
+    async () => {
+      await projection.readCounters(actor.getSnapshot());
+      return status();
+    },
+    () => ({ relayId: cfg.relayId, state: String(actor.getSnapshot().value) }),
+  );
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
 

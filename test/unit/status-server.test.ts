@@ -1,0 +1,61 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { fetchStatus, startStatusServer } from '../../src/daemon/status-server.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'status-server-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function get(socketPath: string, path: string): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, method: 'GET' }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => {
+        text += c.toString('utf8');
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('status server', () => {
+  it('answers /status with the snapshot and /healthz without calling it; 0600 socket', async () => {
+    const socket = join(dir, 'relay.sock');
+    let snapshots = 0;
+    const srv = await startStatusServer(
+      socket,
+      async () => ({ n: ++snapshots }),
+      () => ({ state: 'serving' }),
+    );
+    try {
+      expect(statSync(socket).mode & 0o777).toBe(0o600);
+      expect(await get(socket, '/healthz')).toEqual({ status: 200, body: { state: 'serving' } });
+      expect(snapshots).toBe(0);
+      expect(await fetchStatus(socket)).toEqual({ n: 1 });
+      expect((await get(socket, '/nope')).status).toBe(404);
+    } finally {
+      srv.close();
+    }
+  });
+
+  it('a failing snapshot is a 500 with its message, and the server keeps answering', async () => {
+    const socket = join(dir, 'failing.sock');
+    const srv = await startStatusServer(socket, () => {
+      throw new Error('kernel unreadable');
+    });
+    try {
+      expect(await get(socket, '/status')).toEqual({ status: 500, body: { error: 'status_failed', message: 'kernel unreadable' } });
+      expect((await get(socket, '/healthz')).status).toBe(200);
+    } finally {
+      srv.close();
+    }
+  });
+
+  it('no relay on the socket: a clear error', async () => {
+    await expect(fetchStatus(join(dir, 'absent.sock'))).rejects.toThrow(/no relay is running/);
+  });
+});
