@@ -65,6 +65,7 @@ async function runOnce(n: number, natsUrl: string) {
     bus: {
       servers: [natsUrl],
       token: null,
+      credential: null,
       subjectRoot: 'relaynet',
       topologyStream: STREAMS.topology,
       relayStream: STREAMS.relay,

@@ -63,7 +63,7 @@ stage() {
   ln -s ../deno/deno "$CTX/cp/node_modules/.bin/deno"
   cp -L node_modules/node/bin/node "$CTX/node"
   cp -a .cache/deno "$CTX/cp/deno-cache"
-  cp -a docker/relay-entrypoint.sh "$CTX/docker/"
+  cp -a docker/relay-entrypoint.sh docker/nats-entrypoint.sh "$CTX/docker/"
   echo "docker-images: context in $CTX ($(du -sh "$CTX" | cut -f1))"
 }
 

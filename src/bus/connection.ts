@@ -1,5 +1,20 @@
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readFileSync } from 'node:fs';
+import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../lib/logger.ts';
+
+/**
+ * How a party authenticates to NATS: a user JWT with its nkey (a `.creds` file's text, read again at
+ * every reconnect, so a renewed JWT is used from the next connection on) and the inbox prefix its
+ * permissions allow; or a shared token (token mode, an explicit choice); or nothing (a bus without
+ * auth: tests of the bus itself only).
+ */
+export type BusAuth = { kind: 'creds'; creds: () => Uint8Array; inboxPrefix?: string } | { kind: 'token'; token: string } | { kind: 'none' };
+
+/** The auth of a `.creds` file (the operator's reader or admin credentials, the publisher's). Throws when it cannot be read. */
+export function credsFileAuth(file: string, inboxPrefix?: string): BusAuth {
+  readFileSync(file); // fail now, with the path, rather than at connect
+  return { kind: 'creds', creds: () => readFileSync(file), ...(inboxPrefix ? { inboxPrefix } : {}) };
+}
 
 const connected = new WeakMap<NatsConnection, boolean>();
 
@@ -13,7 +28,7 @@ export const isBusConnected = (nc: NatsConnection): boolean => !nc.isClosed() &&
  */
 export async function connectBus(opts: {
   servers: string[];
-  token?: string | null;
+  auth: BusAuth;
   name: string;
   logger: Logger;
   waitOnFirstConnect?: boolean;
@@ -21,9 +36,15 @@ export async function connectBus(opts: {
   const nc = await connect({
     servers: opts.servers,
     name: opts.name,
-    ...(opts.token ? { token: opts.token } : {}),
+    ...(opts.auth.kind === 'token' ? { token: opts.auth.token } : {}),
+    ...(opts.auth.kind === 'creds'
+      ? { authenticator: credsAuthenticator(opts.auth.creds), ...(opts.auth.inboxPrefix ? { inboxPrefix: opts.auth.inboxPrefix } : {}) }
+      : {}),
     waitOnFirstConnect: opts.waitOnFirstConnect ?? true,
     maxReconnectAttempts: -1,
+    // A refused credential (expired, revoked while banned) is not the end: the relay renews its JWT
+    // through the heartbeat, an unbanned relay gets a fresh one, and the next reconnect uses it.
+    ignoreAuthErrorAbort: true,
     reconnectTimeWait: 500,
     reconnectJitter: 250,
     pingInterval: 5_000,

@@ -24,13 +24,15 @@ export function streamConfigs(l: StreamLimits = DEFAULT_STREAM_LIMITS): (Partial
 
 /**
  * Create the streams, or update them to the desired limits. Idempotent: a second call with the same
- * limits changes nothing and reports `unchanged`. Safe to run from every relay and the publisher.
+ * limits changes nothing and reports `unchanged`. With `update: false` (the control plane at start)
+ * existing streams are left as they are (`exists`): limits an operator set stay.
  */
 export async function bootstrapStreams(
   jsm: JetStreamManager,
   limits: StreamLimits = DEFAULT_STREAM_LIMITS,
-): Promise<Record<string, 'created' | 'updated' | 'unchanged'>> {
-  const out: Record<string, 'created' | 'updated' | 'unchanged'> = {};
+  opts: { update?: boolean } = {},
+): Promise<Record<string, 'created' | 'updated' | 'unchanged' | 'exists'>> {
+  const out: Record<string, 'created' | 'updated' | 'unchanged' | 'exists'> = {};
   for (const cfg of streamConfigs(limits)) {
     const name = cfg.name;
     let existing: StreamConfig | null = null;
@@ -49,6 +51,10 @@ export async function bootstrapStreams(
         if (!/already in use|exists/i.test(String((e as Error).message))) throw e;
         existing = (await jsm.streams.info(name)).config;
       }
+    }
+    if (opts.update === false) {
+      out[name] = 'exists';
+      continue;
     }
     const differs = (Object.keys(cfg) as (keyof StreamConfig)[]).some((k) => JSON.stringify(existing![k]) !== JSON.stringify(cfg[k]));
     if (differs) {

@@ -1,15 +1,17 @@
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { connectBus } from '../bus/connection.ts';
+import { type BusAuth, connectBus, credsFileAuth } from '../bus/connection.ts';
+import { BUS_DIR } from '../control-plane/bus-authority.ts';
 import { rootLogger } from '../lib/logger.ts';
 import { NATS_URL } from '../sim/layout.ts';
 import { readManifest, type Manifest } from '../sim/manifest.ts';
+import { inboxPrefixFor } from '../contract/bus-auth.ts';
 import { CliError, str, type Values } from './args.ts';
 
 /**
  * The bus options of the commands that read the event streams (`events`, `replay`): `--nats-url` and
- * `--nats-token` for a deployment, or `--sim [DIR]`, which runs the same command again inside a
+ * `--nats-creds` (or `--nats-token` in token mode) for a deployment, or `--sim [DIR]`, which runs the same command again inside a
  * running sim's network namespace where its NATS is reachable.
  */
 
@@ -40,14 +42,34 @@ export async function reexecInSim(dir: string, command: string, argv: string[]):
   const m = simManifest(dir);
   const ns = `rcs-${m.simId}-inet`;
   const script = process.argv[1]!;
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', NATS_URL], {
-    stdio: 'inherit',
-  });
+  // The sim's NATS admits the control plane's users only: the operator's reader credentials.
+  const creds = join(m.controlPlane.stateDir, BUS_DIR, 'reader.creds');
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', NATS_URL, '--nats-creds', creds],
+    {
+      stdio: 'inherit',
+    },
+  );
   // Ctrl-C reaches the child through the terminal's process group too; a signal sent to us alone is passed on.
   const pass = () => child.kill('SIGTERM');
   process.on('SIGTERM', pass);
   process.on('SIGINT', pass);
   return await new Promise<number>((r) => child.on('exit', (code, signal) => r(code ?? (signal ? 1 : 0))));
+}
+
+/** `--nats-creds FILE` (a user JWT), else `--nats-token` (token mode), else none (a bus without auth refuses nothing; one with auth refuses us, saying so). */
+export function busAuthOf(v: Values, inboxPrefix?: string): BusAuth {
+  const creds = str(v.natsCreds);
+  if (creds) {
+    try {
+      return credsFileAuth(creds, inboxPrefix);
+    } catch (e) {
+      throw new CliError(`cannot read --nats-creds ${creds}: ${(e as Error).message}`, 2);
+    }
+  }
+  const token = str(v.natsToken);
+  return token ? { kind: 'token', token } : { kind: 'none' };
 }
 
 /** Connect to the NATS of `--nats-url` (or RELAYNET_NATS_SERVERS) to read streams. */
@@ -58,12 +80,19 @@ export async function connectForReading(v: Values, name: string): Promise<NatsCo
   try {
     return await connectBus({
       servers,
-      token: str(v.natsToken) ?? null,
+      auth: busAuthOf(v, inboxPrefixFor({ kind: 'reader' })),
       name,
       logger: rootLogger({ component: name }, process.env.RELAYNET_LOG_LEVEL ?? 'warn'),
       waitOnFirstConnect: false,
     });
   } catch (e) {
-    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${(e as Error).message}`, 1);
+    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${authHint((e as Error).message)}`, 1);
   }
+}
+
+/** A refusal by nats-server, explained. */
+export function authHint(message: string): string {
+  return /authorization|authentication/i.test(message)
+    ? `${message} (this NATS admits users with credentials: give --nats-creds FILE, e.g. the control plane's STATE_DIR/bus/reader.creds or admin.creds)`
+    : message;
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
 import { DEFAULT_CLIENT_PREFIX6 } from '../kernel/ipv6.ts';
-import { controlPlaneOpts, intOpt, jsonOpt, natsTokenOpt, natsUrlOpt, opt, stateDirOpt, withOptions } from './options.ts';
+import { controlPlaneOpts, intOpt, jsonOpt, natsCredsOpt, natsTokenOpt, natsUrlOpt, opt, stateDirOpt, withOptions } from './options.ts';
 import { onlySubcommand, subcommands, type Leaf } from './program.ts';
 
 /** The daemon's commands and the control plane's: run, status, control-plane, client, token, bus, devnet. */
@@ -129,7 +129,14 @@ everything and exits 0.
 Secrets (JWT secret, Ed25519 topology signing key) are generated on first start into
 STATE_DIR/secrets.json (mode 0600) and reused; STATE_DIR/control-plane.json (0600) has the URL, the
 service-role key, the topology public key, the database URL and the NATS servers;
-STATE_DIR/service-role.key (0600) the service-role key alone, for relays' --token-file.`);
+STATE_DIR/service-role.key (0600) the service-role key alone, for relays' --token-file.
+
+The event bus (docs/security.md, "The bus"): NATS decentralized auth. On first start the control
+plane makes an operator, a system account and the RELAYNET account (nkeys, STATE_DIR/bus/authority.json,
+0600) and writes STATE_DIR/bus/nats-auth.conf, which nats-server's configuration must include (with a
+resolver: see docs/control-plane.md). Each relay presents an nkey at admission and gets a user JWT
+that may publish only its own events; the operator's credentials are STATE_DIR/bus/reader.creds
+(events, replay) and admin.creds (bus bootstrap). --nats-token chooses token mode instead.`);
   withOptions(
     cmd,
     intOpt('--port <P>', 'gateway port (0 = any free port)', 0, 65535, { default: 54321 }),
@@ -137,7 +144,9 @@ STATE_DIR/service-role.key (0600) the service-role key alone, for relays' --toke
     stateDirOpt('secrets, embedded database, control-plane.json', { default: '.state/control-plane' }),
     opt('--db-url <URL>', 'real PostgreSQL, e.g. postgres://user:pw@127.0.0.1:5432/db', { env: 'SUPABASE_DB_URL', defaultText: 'embedded PGlite' }),
     natsUrlOpt('NATS servers handed to relays; starts the topology publisher (without it relays are told nats://127.0.0.1:4222 and no publisher runs)'),
-    natsTokenOpt('NATS token for the publisher and handed to relays'),
+    natsTokenOpt('token mode: one NATS token for the publisher, handed to every relay (default: NATS decentralized auth, STATE_DIR/bus)'),
+    opt('--nats-auth-out <FILE>', "also write nats-auth.conf (for nats-server's configuration) to FILE, mode 0644 (e.g. a volume nats-server mounts)"),
+    intOpt('--nats-user-ttl <S>', "lifetime of a relay's NATS user JWT; relays renew it through the heartbeat", 60, 30 * 24 * 3600, { default: 3600 }),
     intOpt('--heartbeat-seconds <N>', 'heartbeat interval handed to relays', 1, 3600, { default: 10 }),
   );
   cmd.addHelpText(
@@ -203,6 +212,38 @@ the control plane. Give exactly one of --exit and --exit-region.`);
   leaf(remove.addHelpText('after', CLIENT_EXIT_CODES), 'client remove');
 }
 
+export function declareRelay(program: Command, leaf: Leaf): void {
+  const relay = subcommands(
+    program,
+    'relay',
+    "ban and unban relays (the operator's)",
+    `The operator's relay administration (docs/security.md, "Bans"). Each subcommand takes
+--control-plane-url and --token or --token-file with the service-role key.`,
+  );
+  const access = () => controlPlaneOpts('the service-role key');
+  const ban = relay
+    .command('ban')
+    .summary('ban a relay: out of the topology, its tokens and NATS credentials stopped')
+    .description(`Ban a relay. At once: it leaves the topology (RelayLeft, reason "banned": every relay removes its links
+and routes; the sessions entering at it are closed), every function refuses its tokens and its
+re-registration (403 banned), and the control plane revokes its NATS nkey on nats-server, which closes
+its connection. Idempotent.`);
+  withOptions(
+    ban,
+    opt('--relay <ID>', 'the relay (required)'),
+    opt('--reason <TEXT>', 'why (kept with the ban, at most 200 characters)'),
+    jsonOpt(),
+    ...access(),
+  );
+  leaf(ban, 'relay ban');
+  const unban = relay
+    .command('unban')
+    .summary('lift a ban: the relay may register again')
+    .description('Lift a ban: the relay registers again by itself (its heartbeat is told it is unknown) and gets fresh credentials.');
+  withOptions(unban, opt('--relay <ID>', 'the relay (required)'), jsonOpt(), ...access());
+  leaf(unban, 'relay unban');
+}
+
 const SECRET_SOURCE = 'Secret source (the first that is given):';
 
 export function declareToken(program: Command, leaf: Leaf): void {
@@ -260,11 +301,14 @@ export function declareBus(program: Command, leaf: Leaf): void {
     .summary('create or update the JetStream streams (idempotent)')
     .description(`Create the JetStream streams RELAYNET_TOPOLOGY (relaynet.topology.>) and RELAYNET_RELAY
 (relaynet.relay.>), or update their limits. Idempotent: running it again changes nothing.
-Relays and the topology publisher run the same bootstrap on start.`);
+The control plane creates missing streams at start and never changes existing ones; relays never
+touch them, so the limits set here stay. Needs the administrator's credentials (a control plane's
+STATE_DIR/bus/admin.creds), or the token in token mode.`);
   withOptions(
     cmd,
     natsUrlOpt('NATS servers (required)'),
-    natsTokenOpt(),
+    natsCredsOpt("the administrator's credentials (STATE_DIR/bus/admin.creds of the control plane)"),
+    natsTokenOpt('NATS token (token mode)'),
     intOpt('--topology-max-age <S>', 'seconds', 1, Number.MAX_SAFE_INTEGER, { default: L.topologyMaxAgeSeconds }),
     intOpt('--topology-max-bytes <B>', 'bytes', 1024, Number.MAX_SAFE_INTEGER, { default: L.topologyMaxBytes }),
     intOpt('--relay-max-age <S>', 'seconds', 1, Number.MAX_SAFE_INTEGER, { default: L.relayMaxAgeSeconds }),

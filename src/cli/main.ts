@@ -8,6 +8,7 @@ import { buildProgram, commandOf, commandPath, subcommandFirst, type ActionName 
  */
 const sim = () => import('./commands/sim.ts');
 const client = () => import('./commands/client.ts');
+const relay = () => import('./commands/relay.ts');
 const events = () => import('./commands/events.ts');
 const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   run: async () => (await import('./commands/run.ts')).run,
@@ -17,6 +18,8 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'client switch': async () => (await client()).switchExit,
   'client list': async () => (await client()).list,
   'client remove': async () => (await client()).remove,
+  'relay ban': async () => (await relay()).ban,
+  'relay unban': async () => (await relay()).unban,
   'token mint': async () => (await import('./commands/token.ts')).mint,
   'events tail': async () => (await events()).tail,
   'events export': async () => (await events()).exportLog,

@@ -61,7 +61,13 @@ export const stateDirOpt = (description: string, spec: Pick<OptSpec, 'default' |
 /** The NATS servers and token of a deployment (`bus bootstrap`, `events`, `replay`, `control-plane`). */
 export const natsUrlOpt = (description = 'NATS servers') => opt('--nats-url <URL[,URL]>', description, { env: 'RELAYNET_NATS_SERVERS' });
 export const natsTokenOpt = (description = 'NATS token') => opt('--nats-token <TOKEN>', description, { env: 'RELAYNET_NATS_TOKEN' });
-export const busOpts = () => [natsUrlOpt(), natsTokenOpt()];
+export const natsCredsOpt = (description = 'NATS credentials (.creds: a user JWT and its nkey seed)') =>
+  opt('--nats-creds <FILE>', description, { env: 'RELAYNET_NATS_CREDS' });
+export const busOpts = () => [
+  natsUrlOpt(),
+  natsCredsOpt("the operator's reader credentials (a control plane's STATE_DIR/bus/reader.creds)"),
+  natsTokenOpt('NATS token (token mode)'),
+];
 
 /** A running sim's NATS instead (`events`, `replay`): the command runs again inside the sim. */
 export const simOpt = (description: string) => opt('--sim [DIR]', description);

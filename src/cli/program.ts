@@ -1,6 +1,6 @@
 import { Command, type Help } from 'commander';
 import { CliError, type Values } from './args.ts';
-import { declareBus, declareClient, declareControlPlane, declareDevnet, declareRun, declareStatus, declareToken } from './declare-daemon.ts';
+import { declareBus, declareClient, declareControlPlane, declareDevnet, declareRelay, declareRun, declareStatus, declareToken } from './declare-daemon.ts';
 import { declareEvents, declareReplay } from './declare-events.ts';
 import { declareSim } from './declare-sim.ts';
 
@@ -20,6 +20,8 @@ export type ActionName =
   | 'client list'
   | 'client remove'
   | 'token mint'
+  | 'relay ban'
+  | 'relay unban'
   | 'events tail'
   | 'events export'
   | 'replay'
@@ -81,6 +83,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   declareControlPlane(program, leaf);
   declareClient(program, leaf);
   declareToken(program, leaf);
+  declareRelay(program, leaf);
   declareEvents(program, leaf);
   declareReplay(program, leaf);
   declareBus(program, leaf);

@@ -2,7 +2,7 @@
 // (docs/control-plane.md). Requests as the functions check them (their refusals: request.ts), answers
 // as the relays check them. Pure.
 import { z } from 'zod';
-import { endpointField, flag, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
+import { busKeyField, endpointField, flag, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
 import { ClientSessionSchema, RelayRecordSchema } from './topology.events.ts';
 
 // deno-lint-ignore no-control-regex
@@ -20,14 +20,45 @@ export const RegisterRequestSchema = requestObject({
   rotateKey: flag('rotateKey').default(false),
   /** Clients' IPv6 may leave at this relay (it has IPv6 to the internet); absent: false. */
   exitIpv6: flag('exitIpv6').default(false),
+  /** The relay's NATS nkey public key (U…): its NATS user JWT is issued for it. Required when the bus uses NATS decentralized auth. */
+  busKey: busKeyField().optional(),
 });
 /** What a relay sends. */
 export type RegisterRequest = z.input<typeof RegisterRequestSchema>;
 /** What register-server works with: `rotateKey` and `exitIpv6` said. */
 export type ValidRegisterRequest = z.output<typeof RegisterRequestSchema>;
 
-/** heartbeat and deregister: exactly a relay id. */
+/** deregister: exactly a relay id. */
 export const RelayIdRequestSchema = requestObject({ relayId: relayIdField() });
+
+/** heartbeat: the relay id, and whether the relay wants a fresh NATS user JWT (it renews past half its lifetime). */
+export const HeartbeatRequestSchema = requestObject({ relayId: relayIdField(), renewBus: flag('renewBus').default(false) });
+export type HeartbeatRequest = z.input<typeof HeartbeatRequestSchema>;
+
+/** A relay's NATS user JWT (for the nkey it registered) and when it expires (ISO time). */
+export const BusCredentialSchema = z.object({ jwt: z.string().min(1), expiresAt: z.string() });
+export type BusCredential = z.infer<typeof BusCredentialSchema>;
+
+/** ban-relay (service role): ban a relay (it leaves the topology, its credentials stop) or lift the ban. */
+export const BanRequestSchema = requestObject({
+  relayId: relayIdField(),
+  banned: flag('banned'),
+  reason: text('reason')
+    .max(200, 'reason must be at most 200 characters')
+    .refine((v) => !CONTROL_RE.test(v), 'reason must not contain control characters')
+    .default(''),
+});
+export type BanRequest = z.input<typeof BanRequestSchema>;
+
+export const BanResponseSchema = z.object({
+  relayId: z.string(),
+  banned: z.boolean(),
+  /** Whether this call changed anything (banning a banned relay, or unbanning one that is not, does not). */
+  changed: z.boolean(),
+  /** The topology revision after the call (a ban of an active relay appends RelayLeft, reason "banned"). */
+  revision: z.number().int().min(0),
+});
+export type BanResponse = z.infer<typeof BanResponseSchema>;
 
 /** The entry relay confirms it programmed a session and steers it to `exitId`. */
 export const ClientReadyRequestSchema = requestObject({ relayId: relayIdField(), sessionId: sessionIdField(), exitId: relayIdField('exitId') });
@@ -36,6 +67,8 @@ export const ClientReadyRequestSchema = requestObject({ relayId: relayIdField(),
 export const BusDetailsSchema = z.object({
   servers: z.array(z.string().min(1)).min(1),
   token: z.string().nullable(),
+  /** NATS decentralized auth: the relay's user JWT; null in token mode. */
+  credential: BusCredentialSchema.nullable().default(null),
   subjectRoot: z.string(),
   topologyStream: z.string(),
   relayStream: z.string(),
@@ -56,7 +89,13 @@ export const RegisterResponseSchema = z.object({
 });
 export type RegisterResponse = z.infer<typeof RegisterResponseSchema>;
 
-export const HeartbeatResponseSchema = z.object({ revision: z.number().int().min(0), revisionTime: z.string(), status: z.literal('active') });
+export const HeartbeatResponseSchema = z.object({
+  revision: z.number().int().min(0),
+  revisionTime: z.string(),
+  status: z.literal('active'),
+  /** A fresh NATS user JWT, when the relay asked (`renewBus`) and the bus uses decentralized auth. */
+  bus: BusCredentialSchema.optional(),
+});
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
 
 export const DeregisterResponseSchema = z.object({ revision: z.number().int().min(0) });

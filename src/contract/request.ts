@@ -51,6 +51,11 @@ function wgKeyProblem(v: string, field: string): string | null {
   return bytes.length === 32 ? null : `${field} must decode to exactly 32 bytes, not ${bytes.length}`;
 }
 
+/** A NATS user nkey public key: `U` and 55 base32 characters (the checksum is checked where a JWT is minted). */
+export function busKeyField(field = 'busKey') {
+  return text(field).regex(/^U[A-Z2-7]{55}$/, `${field} must be a NATS user public key (U followed by 55 base32 characters)`);
+}
+
 /** `IPv4:port`, `[IPv6]:port` or `dns-name:port`, port 1-65535. */
 export function endpointField(field = 'endpoint') {
   return text(field).superRefine((v, ctx) => {

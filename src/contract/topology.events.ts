@@ -38,7 +38,7 @@ export type RelayRecord = z.infer<typeof RelayRecordSchema>;
 const Revision = z.number().int().min(1);
 
 export const RelayAdmittedV1 = z.object({ revision: Revision, relay: RelayRecordSchema }).strict();
-export const RelayLeftV1 = z.object({ revision: Revision, relayId: RelayIdSchema, reason: z.enum(['deregistered', 'expired', 'removed']) }).strict();
+export const RelayLeftV1 = z.object({ revision: Revision, relayId: RelayIdSchema, reason: z.enum(['deregistered', 'expired', 'removed', 'banned']) }).strict();
 export const RelayKeyRotatedV1 = z.object({ revision: Revision, relayId: RelayIdSchema, publicKey: WgKeySchema, previousPublicKey: WgKeySchema }).strict();
 export const RelayEndpointChangedV1 = z
   .object({ revision: Revision, relayId: RelayIdSchema, endpoint: EndpointSchema, previousEndpoint: EndpointSchema })

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import type { Logger } from '../lib/logger.ts';
@@ -8,6 +8,10 @@ import { startGateway } from './gateway.ts';
 import { mintRelayToken, mintUserToken, serviceRoleKey, TOKEN_ISSUER } from './jwt.ts';
 import { migrate } from './migrate.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from './secrets.ts';
+import { type BusAuthorityFiles, loadOrCreateBusAuthority } from './bus-authority.ts';
+import { startBusRevocations } from './bus-revocations.ts';
+import { type BusAuth, credsFileAuth } from '../bus/connection.ts';
+import { inboxPrefixFor } from '../contract/bus-auth.ts';
 import { startTopologyPublisher, type TopologyPublisher } from './topology-publisher.ts';
 
 export { loadOrCreateSecrets, SECRETS_FILE, topologyPublicKeyOf, type Secrets } from './secrets.ts';
@@ -22,6 +26,8 @@ export interface LocalControlPlane {
   topologyPublicKey: string;
   dbUrl: string;
   publisher: TopologyPublisher | null;
+  /** NATS decentralized auth (STATE_DIR/bus: nats-auth.conf for nats-server, the operator's .creds), or null in token mode. */
+  bus: BusAuthorityFiles | null;
   /** A scoped relay token for `relayId`, valid for `ttlSeconds`. */
   mintRelayToken(relayId: string, ttlSeconds: number): Promise<string>;
   /** A user token (role `authenticated`, `sub`), valid for `ttlSeconds`: it may manage its own client sessions. */
@@ -41,7 +47,12 @@ export interface LocalControlPlaneOptions {
   dbUrl?: string;
   /** NATS servers handed to relays; when given, the topology publisher runs too. */
   natsServers?: string[];
+  /** Token mode: one NATS token for the publisher and every relay. Without it: NATS decentralized auth (STATE_DIR/bus). */
   natsToken?: string | null;
+  /** Lifetime of a relay's NATS user JWT (default 3600 s); relays renew it through the heartbeat. */
+  natsUserTtlSeconds?: number;
+  /** Also write nats-auth.conf here (0644): for a nats-server that reads it from a shared volume. */
+  natsAuthOut?: string;
   heartbeatSeconds?: number;
   logger: Logger;
 }
@@ -123,6 +134,12 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
   };
   try {
     const secrets = loadOrCreateSecrets(opts.stateDir);
+    const bus = opts.natsToken ? null : await loadOrCreateBusAuthority(opts.stateDir);
+    if (bus && opts.natsAuthOut) {
+      const tmp = `${opts.natsAuthOut}.new`;
+      writeFileSync(tmp, readFileSync(bus.authConf), { mode: 0o644 });
+      renameSync(tmp, opts.natsAuthOut);
+    }
     const topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed);
     const names = new Set(functionNames());
     let fns: FunctionRunner | null = null;
@@ -155,6 +172,13 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
         RELAYNET_TOPOLOGY_SIGNING_KEY: secrets.topologySigningSeed,
         RELAYNET_NATS_SERVERS: natsServers.join(','),
         ...(opts.natsToken ? { RELAYNET_NATS_TOKEN: opts.natsToken } : {}),
+        ...(bus
+          ? {
+              RELAYNET_NATS_ACCOUNT: bus.account,
+              RELAYNET_NATS_ACCOUNT_SIGNING_KEY: bus.authority.accountSigningSeed,
+              RELAYNET_NATS_USER_TTL_SECONDS: String(opts.natsUserTtlSeconds ?? 3600),
+            }
+          : {}),
         RELAYNET_HEARTBEAT_SECONDS: String(opts.heartbeatSeconds ?? 10),
       },
       logger: opts.logger,
@@ -164,9 +188,22 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
 
     let publisher: TopologyPublisher | null = null;
     if (opts.natsServers?.length) {
-      const p = await startTopologyPublisher({ dbUrl, natsServers: opts.natsServers, natsToken: opts.natsToken ?? null, logger: opts.logger });
+      const auth = (role: 'publisher' | 'admin'): BusAuth =>
+        bus ? credsFileAuth(bus.creds[role], inboxPrefixFor({ kind: role })) : { kind: 'token', token: opts.natsToken! };
+      const p = await startTopologyPublisher({ dbUrl, natsServers: opts.natsServers, auth: auth('publisher'), adminAuth: auth('admin'), logger: opts.logger });
       publisher = p;
       stops.push({ what: 'topology publisher', stop: () => p.stop() });
+      if (bus) {
+        // Banned relays' nkeys, revoked on nats-server (docs/security.md, "Bans").
+        const r = await startBusRevocations({
+          dbUrl,
+          natsServers: opts.natsServers,
+          authority: bus.authority,
+          systemCreds: bus.creds.system,
+          logger: opts.logger,
+        });
+        stops.push({ what: 'bus revocations', stop: () => r.stop() });
+      }
     }
 
     const srk = await serviceRoleKey(secrets.jwtSecret);
@@ -185,6 +222,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       topologyPublicKey,
       dbUrl,
       publisher,
+      bus,
       mintRelayToken: (relayId, ttl) => mintRelayToken(relayId, ttl, secrets.jwtSecret),
       mintUserToken: (sub, ttl) => mintUserToken(sub, ttl, secrets.jwtSecret),
       functionUrl: (name) => {

@@ -22,18 +22,22 @@ export function topologyPublicKeyOf(seed: string): string {
   return Buffer.from(spki.subarray(spki.length - 32)).toString('base64');
 }
 
+/** A private JSON file: refused when others may read it or when it is not JSON. */
+export function readPrivateJson<T>(file: string): Partial<T> {
+  const mode = statSync(file).mode & 0o777;
+  if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Partial<T>;
+  } catch (e) {
+    throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
 /** Secrets are generated on first start in the state directory (0600) and reused afterwards. */
 export function loadOrCreateSecrets(stateDir: string): Secrets {
   const file = join(stateDir, SECRETS_FILE);
   if (existsSync(file)) {
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
-    let s: Partial<Secrets>;
-    try {
-      s = JSON.parse(readFileSync(file, 'utf8')) as Partial<Secrets>;
-    } catch (e) {
-      throw new Error(`${file} is not valid JSON: ${(e as Error).message}`);
-    }
+    const s = readPrivateJson<Secrets>(file);
     if (typeof s.jwtSecret !== 'string' || s.jwtSecret.length < 32) throw new Error(`${file}: jwtSecret must be a string of at least 32 characters`);
     try {
       topologyPublicKeyOf(String(s.topologySigningSeed));

@@ -1,7 +1,7 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers } from '@nats-io/transport-node';
 import postgres from 'postgres';
-import { connectBus } from '../bus/connection.ts';
+import { type BusAuth, connectBus } from '../bus/connection.ts';
 import { bootstrapStreams, type StreamLimits } from '../bus/streams.ts';
 import { SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -32,14 +32,17 @@ interface OutboxRow {
 export async function startTopologyPublisher(opts: {
   dbUrl: string;
   natsServers: string[];
-  natsToken?: string | null;
+  /** The publisher's own credentials: it may publish topology subjects, nothing else. */
+  auth: BusAuth;
+  /** The administrator's credentials, used once at start to create missing streams (existing ones are left as they are). */
+  adminAuth: BusAuth;
   logger: Logger;
   pollMs?: number;
   streamLimits?: StreamLimits;
 }): Promise<TopologyPublisher> {
   const log = opts.logger.child({ component: 'topology-publisher' });
   const sql = postgres(opts.dbUrl, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 10 });
-  const nc = await connectBus({ servers: opts.natsServers, token: opts.natsToken ?? null, name: 'relay-core topology-publisher', logger: log });
+  const nc = await connectBus({ servers: opts.natsServers, auth: opts.auth, name: 'relay-core topology-publisher', logger: log });
   const js = jetstream(nc);
   let bootstrapped = false;
   let published = -1;
@@ -52,7 +55,21 @@ export async function startTopologyPublisher(opts: {
 
   const once = async (): Promise<number> => {
     if (!bootstrapped) {
-      await bootstrapStreams(await jetstreamManager(nc), opts.streamLimits);
+      // Streams are created by the control plane (here) or `bus bootstrap`, never by relays; an
+      // operator's limits on an existing stream stay as they are.
+      const admin = await connectBus({
+        servers: opts.natsServers,
+        auth: opts.adminAuth,
+        name: 'relay-core control-plane admin',
+        logger: log,
+        waitOnFirstConnect: false,
+      });
+      try {
+        const r = await bootstrapStreams(await jetstreamManager(admin), opts.streamLimits, { update: false });
+        log.info({ streams: r }, 'streams ready');
+      } finally {
+        await admin.close().catch(() => {});
+      }
       bootstrapped = true;
     }
     // The cursor row is read once; afterwards this (single) publisher is the only one moving it.

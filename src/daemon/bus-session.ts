@@ -5,7 +5,7 @@ import type { ClientSessionEmission } from '../actors/client-session.machine.ts'
 import type { LinkStateChanged } from '../actors/peer-link.machine.ts';
 import type { Emission, FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
 import type { PeerEndpointResolvedEmission } from '../actors/topology.machine.ts';
-import { connectBus, isBusConnected } from '../bus/connection.ts';
+import { type BusAuth, connectBus, isBusConnected } from '../bus/connection.ts';
 import { RelayEventPublisher } from '../bus/relay-event-publisher.ts';
 import { currentVersion } from '../contract/catalogue.ts';
 import { envelope } from '../contract/envelope.ts';
@@ -48,7 +48,7 @@ export interface BusSession {
    * NATS, the follower does). Later calls do nothing. Throws when the control plane's topology key is
    * not the pinned one.
    */
-  connect(reg: RegisterResponse): void;
+  connect(reg: RegisterResponse, auth: BusAuth): void;
   /** The relay actor's `follow` actor: the topology follower, once the bus is up. */
   follow: ReturnType<typeof fromCallback<RelayMachineEvent, FollowInput>>;
   /** Delete this relay's durable topology consumer (it is gone from the topology); failures are logged. */
@@ -82,7 +82,7 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSessio
       log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
       publish(ev);
     },
-    connect: (reg) => {
+    connect: (reg, auth) => {
       if (bus) return;
       const pinned = cfg.topologyKey;
       if (pinned && pinned !== reg.bus.topologySigningKey) {
@@ -92,7 +92,7 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSessio
       const servers = cfg.natsServers ?? reg.bus.servers;
       log.info({ servers }, 'connecting to the event bus');
       bus = (async () => {
-        nc = await connectBus({ servers, token: reg.bus.token, name: `relay-core ${cfg.relayId}`, logger: log });
+        nc = await connectBus({ servers, auth, name: `relay-core ${cfg.relayId}`, logger: log });
         const js = jetstream(nc);
         const jsm = await jetstreamManager(nc);
         publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log });

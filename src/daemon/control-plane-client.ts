@@ -15,6 +15,9 @@ import {
   type SwitchExitResponse,
 } from '../contract/api-clients.ts';
 import {
+  BanResponseSchema,
+  type BanRequest,
+  type BanResponse,
   ClientReadyResponseSchema,
   DeregisterResponseSchema,
   HeartbeatResponseSchema,
@@ -104,8 +107,14 @@ export class ControlPlaneClient {
     return this.#call('register-server', req, RegisterResponseSchema, signal);
   }
 
-  heartbeat(relayId: string, signal?: AbortSignal): Promise<HeartbeatResponse> {
-    return this.#call('heartbeat', { relayId }, HeartbeatResponseSchema, signal, { attempts: 2, baseMs: 250, maxMs: 1_000 });
+  /** `renewBus`: ask for a fresh NATS user JWT (in the answer's `bus`). */
+  heartbeat(relayId: string, signal?: AbortSignal, renewBus = false): Promise<HeartbeatResponse> {
+    return this.#call('heartbeat', renewBus ? { relayId, renewBus } : { relayId }, HeartbeatResponseSchema, signal, { attempts: 2, baseMs: 250, maxMs: 1_000 });
+  }
+
+  /** The operator bans a relay or lifts its ban (service role). One attempt: the answer says whether it changed anything. */
+  banRelay(req: BanRequest, signal?: AbortSignal): Promise<BanResponse> {
+    return this.#call('ban-relay', req, BanResponseSchema, signal, { attempts: 1, baseMs: 0, maxMs: 0 });
   }
 
   deregister(relayId: string, signal?: AbortSignal): Promise<DeregisterResponse> {

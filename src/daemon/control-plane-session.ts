@@ -10,6 +10,8 @@ import type { RelayConfig } from './config.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { natsDenyCidrs } from './control-plane-deny.ts';
 import { heartbeatActor } from './heartbeat.ts';
+import { relayBusIdentity } from './bus-credential.ts';
+import type { BusAuth } from '../bus/connection.ts';
 
 /** Every address of a name, both families. */
 const lookupAll = async (host: string) => (await lookup(host, { all: true })).map((a) => a.address);
@@ -44,6 +46,7 @@ export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<Bus
   } else if (key.created) {
     log.info({ publicKey: key.publicKey, keyFile }, 'generated WireGuard key');
   }
+  const identity = relayBusIdentity(cfg.stateDir);
   const client = new ControlPlaneClient({ url: cfg.controlPlaneUrl, key: cfg.token, logger: log.child({ component: 'control-plane-client' }) });
 
   return {
@@ -51,7 +54,7 @@ export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<Bus
     publicKey: () => key.publicKey,
     register: fromPromise(async ({ input }) => {
       const publicKey = pendingKey?.publicKey ?? key.publicKey;
-      const reg = await client.register({ ...input.request, publicKey, rotateKey: pendingKey !== null });
+      const reg = await client.register({ ...input.request, publicKey, rotateKey: pendingKey !== null, busKey: identity.busKey });
       if (pendingKey) {
         // Only now that the control plane holds the new key does it replace the old one on disk.
         const tmp = `${keyFile}.new`;
@@ -60,13 +63,19 @@ export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<Bus
         key = { ...pendingKey, created: false };
         pendingKey = null;
       }
-      bus.connect(reg);
+      // NATS decentralized auth: the JWT issued for our nkey; token mode: the token; else none.
+      let auth: BusAuth = { kind: 'none' };
+      if (reg.bus.credential) {
+        identity.update(reg.bus.credential, Date.now());
+        auth = identity.auth(cfg.relayId);
+      } else if (reg.bus.token) auth = { kind: 'token', token: reg.bus.token };
+      bus.connect(reg, auth);
       // Clients are kept from the NATS servers this registration hands out (the egress policy's `service`).
       const nats = await natsDenyCidrs(cfg.natsServers ?? reg.bus.servers, lookupAll);
       for (const w of nats.warnings) log.warn(w);
       return { ...reg, serviceCidrs: nats.cidrs };
     }),
-    heartbeat: heartbeatActor(client, log),
+    heartbeat: heartbeatActor(client, log, identity),
     deregister: fromPromise(async ({ input }) => {
       const r = await client.deregister(input.relayId);
       // Gone from the topology: its durable consumer has nothing left to deliver.

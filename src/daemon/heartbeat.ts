@@ -2,12 +2,19 @@ import { fromCallback } from 'xstate';
 import type { RelayMachineEvent } from '../actors/relay.machine.ts';
 import type { Logger } from '../lib/logger.ts';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.ts';
+import type { RelayBusIdentity } from './bus-credential.ts';
 
 /**
  * The heartbeat actor: calls `heartbeat` every interval and tells the relay actor the control plane's
  * revision. An unreachable control plane is logged and tolerated: the data plane does not depend on it.
+ * Past half the lifetime of the relay's NATS user JWT, the heartbeat asks for a fresh one.
  */
-export function heartbeatActor(client: ControlPlaneClient, logger: Logger) {
+export function heartbeatActor(
+  client: ControlPlaneClient,
+  logger: Logger,
+  identity: Pick<RelayBusIdentity, 'renewalDue' | 'update'> | null = null,
+  now = Date.now,
+) {
   return fromCallback<RelayMachineEvent, { relayId: string; intervalSeconds: number }>(({ sendBack, input }) => {
     const log = logger.child({ actor: 'heartbeat' });
     const abort = new AbortController();
@@ -17,7 +24,12 @@ export function heartbeatActor(client: ControlPlaneClient, logger: Logger) {
       if (busy) return;
       busy = true;
       try {
-        const r = await client.heartbeat(input.relayId, abort.signal);
+        const renew = identity?.renewalDue(now()) ?? false;
+        const r = await client.heartbeat(input.relayId, abort.signal, renew);
+        if (r.bus && identity) {
+          identity.update(r.bus, now());
+          log.info({ expiresAt: r.bus.expiresAt }, 'NATS credential renewed');
+        } else if (renew) log.warn('asked for a fresh NATS credential and got none');
         if (failing) log.info('control plane reachable again');
         failing = false;
         if (!abort.signal.aborted) sendBack({ type: 'HEARTBEAT', response: r });

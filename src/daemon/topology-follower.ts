@@ -2,7 +2,8 @@ import type { KeyObject } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { fromCallback } from 'xstate';
 import type { FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
-import { bootstrapStreams, isNotFound, type StreamLimits } from '../bus/streams.ts';
+import { isNotFound } from '../bus/streams.ts';
+import { topologyConsumerName } from '../contract/bus-auth.ts';
 import { STREAMS, TOPOLOGY_SUBJECTS } from '../contract/subjects.ts';
 import { decodeTopologyMessage, SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -16,7 +17,6 @@ export interface FollowerDeps {
   logger: Logger;
   /** Start the consumer this long before the snapshot's revision time (clock skew between Postgres and NATS). */
   startMarginMs?: number;
-  streamLimits?: StreamLimits;
   /** How often the follower checks that its consumer still exists (default 5 s). */
   probeIntervalMs?: number;
   /** Told when the follower sets up its consumer, follows the stream, or stops (for the status socket). */
@@ -32,8 +32,8 @@ export type FollowerState = 'setting-up' | 'following' | 'stopped';
  */
 export const CONSUMER_INACTIVE_THRESHOLD_MS = 60 * 60_000;
 
-/** Name of a relay's durable topology consumer (one per relay; visible to operators with its lag). */
-export const topologyConsumerName = (relayId: string) => `topology-${relayId}`;
+/** Name of a relay's durable topology consumer (one per relay; visible to operators with its lag; its name is its NATS permission). */
+export { topologyConsumerName };
 
 /**
  * (Re)create the relay's durable topology consumer so that it delivers from `startTime` on.
@@ -83,7 +83,6 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
       const startTime = new Date(Date.parse(input.registration.revisionTime) - (deps.startMarginMs ?? 60_000));
       for (let attempt = 0; !abort.signal.aborted; attempt++) {
         try {
-          await bootstrapStreams(deps.jsm, deps.streamLimits);
           await resetTopologyConsumer(deps.jsm, deps.relayId, startTime);
           break;
         } catch (e) {

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { natsResolverConfig } from '../contract/bus-auth.ts';
 import { freePort, waitForPort } from '../lib/ports.ts';
 
 /** A real `nats-server` with JetStream, started by us (devnet, tests, benchmarks). */
@@ -34,17 +35,33 @@ export async function findNatsServer(): Promise<string> {
 /**
  * Start `nats-server -js` on a free loopback port with its store under `dir`. The config sets a
  * max payload of 1 MiB so that oversize-event handling is ours to test, not the server's.
+ * `authConf`: a control plane's nats-auth.conf (src/control-plane/bus-authority.ts): the server then
+ * trusts that operator and admits only users with its JWTs (account JWTs kept under `dir`/jwt).
+ * Without it the server admits anyone: only for tests of the bus itself, and token mode's `token`.
  */
-export async function startNatsServer(dir: string, opts: { port?: number; onLog?: (line: string) => void } = {}): Promise<NatsServer> {
+export async function startNatsServer(
+  dir: string,
+  opts: { port?: number; onLog?: (line: string) => void; authConf?: string; token?: string } = {},
+): Promise<NatsServer> {
   const bin = await findNatsServer();
   const port = opts.port ?? (await freePort());
   const storeDir = join(dir, 'jetstream');
   mkdirSync(storeDir, { recursive: true });
   const conf = join(dir, 'nats.conf');
+  const auth: string[] = [];
+  if (opts.authConf) {
+    const resolverDir = join(dir, 'jwt');
+    mkdirSync(resolverDir, { recursive: true });
+    auth.push(readFileSync(opts.authConf, 'utf8'), natsResolverConfig(resolverDir));
+  } else if (opts.token) {
+    auth.push(`authorization { token: ${JSON.stringify(opts.token)} }`);
+  }
   writeFileSync(
     conf,
-    [`listen: 127.0.0.1:${port}`, `max_payload: 1048576`, `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 8GB }`].join('\n') +
+    [`listen: 127.0.0.1:${port}`, `max_payload: 1048576`, `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 8GB }`, ...auth].join(
       '\n',
+    ) + '\n',
+    { mode: 0o600 },
   );
   let child: ChildProcess | null = null;
 

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { INFO_FILE } from '../control-plane/local.ts';
 import { mintRelayToken, serviceRoleKey } from '../control-plane/jwt.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from '../control-plane/secrets.ts';
+import { loadOrCreateBusAuthority } from '../control-plane/bus-authority.ts';
+import { natsResolverConfig } from '../contract/bus-auth.ts';
 import { fetchStatus } from '../daemon/status-server.ts';
 import { findNatsServer } from '../devnet/nats-server.ts';
 import { RELAY_CORE_BIN } from '../devnet/relay-process.ts';
@@ -249,6 +251,11 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   const natsDir = join(m.stateDir, 'nats');
   mkdirSync(join(natsDir, 'jetstream'), { recursive: true, mode: 0o700 });
   const natsConf = join(natsDir, 'nats.conf');
+  // NATS decentralized auth: the control plane's authority (made here first, so nats-server trusts it
+  // from its start); every party connects with a user JWT of that account (docs/security.md, "The bus").
+  const cp = m.controlPlane;
+  const bus = await loadOrCreateBusAuthority(cp.stateDir);
+  mkdirSync(join(natsDir, 'jwt'), { recursive: true, mode: 0o700 });
   writePrivate(
     natsConf,
     // The file store must have room for the streams' max_bytes reservations (src/bus/streams.ts), or JetStream refuses them.
@@ -256,6 +263,8 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
       `listen: ${SVC_ADDRESS}:${NATS_PORT}`,
       'max_payload: 1048576',
       `jetstream { store_dir: "${join(natsDir, 'jetstream')}", max_memory_store: 256MB, max_file_store: 8GB }`,
+      readFileSync(bus.authConf, 'utf8'),
+      natsResolverConfig(join(natsDir, 'jwt')),
     ].join('\n') + '\n',
   );
   const nats = spawnRecorded(
@@ -266,7 +275,6 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   );
 
   // The secrets first, so relay tokens and the service-role key file exist before the control plane does.
-  const cp = m.controlPlane;
   const secrets = loadOrCreateSecrets(cp.stateDir);
   writePrivate(cp.serviceRoleKeyFile, (await serviceRoleKey(secrets.jwtSecret)) + '\n');
   sim.record(() => (cp.topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed)));

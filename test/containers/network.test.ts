@@ -14,6 +14,7 @@ import {
   removeLabelled,
   requireImages,
   RUN,
+  testBusAuthority,
   testNetwork,
   WhoamiContainer,
   WireGuardClientContainer,
@@ -53,8 +54,10 @@ describe('a relay network in containers', () => {
   beforeAll(async () => {
     await requireImages();
     net = await testNetwork();
-    nats = await new NatsContainer().withNetwork(net).start();
-    cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).start();
+    // NATS decentralized auth, as a control plane sets it up on first start.
+    const auth = await testBusAuthority();
+    nats = await new NatsContainer().withNetwork(net).withAuth(auth).start();
+    cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).withAuth(auth).start();
     web = await new WhoamiContainer().withNetwork(net).start();
     const started = await Promise.all(
       IDS.map((id) =>

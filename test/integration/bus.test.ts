@@ -27,7 +27,7 @@ describe('event bus on a real nats-server', () => {
   });
 
   it('bootstraps both streams idempotently and updates changed limits', async () => {
-    const nc = await connectBus({ servers: [nats.url], name: 'test', logger: log });
+    const nc = await connectBus({ servers: [nats.url], auth: { kind: 'none' }, name: 'test', logger: log });
     try {
       const jsm = await jetstreamManager(nc);
       expect(await bootstrapStreams(jsm)).toEqual({ [STREAMS.topology]: 'created', [STREAMS.relay]: 'created' });
@@ -42,7 +42,7 @@ describe('event bus on a real nats-server', () => {
   });
 
   it('publishes relay events in order across a NATS restart, none lost or duplicated', async () => {
-    const nc = await connectBus({ servers: [nats.url], name: 'test', logger: log });
+    const nc = await connectBus({ servers: [nats.url], auth: { kind: 'none' }, name: 'test', logger: log });
     try {
       const jsm = await jetstreamManager(nc);
       await bootstrapStreams(jsm);

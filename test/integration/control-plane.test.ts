@@ -119,6 +119,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       'client_sessions',
       'publisher_cursor',
       'rate_limits',
+      'relay_bans',
       'relay_keys',
       'relays',
       'settings',
@@ -146,6 +147,8 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       expect(b.bus).toEqual({
         servers: ['nats://127.0.0.1:4222'],
         token: 'nats-secret',
+        // Token mode: no NATS user JWT.
+        credential: null,
         subjectRoot: 'relaynet',
         topologyStream: 'RELAYNET_TOPOLOGY',
         relayStream: 'RELAYNET_RELAY',

@@ -5,6 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { envelope } from '../../src/contract/envelope.ts';
+import { inboxPrefixFor } from '../../src/contract/bus-auth.ts';
 import { fromExportLine, decodeStored } from '../../src/events/log.ts';
 import { encodeEvent } from '../../src/events/wire.ts';
 import { NATS_URL } from '../../src/sim/layout.ts';
@@ -58,6 +59,9 @@ describe('events tail and export on a live sim', () => {
         NATS_URL,
         subject,
         Buffer.from(data).toString('base64'),
+        // A relay may publish only below its own subject: the forger here is relay-1 itself.
+        join(readManifest(dir)!.relays.find((r) => r.id === 'relay-1')!.stateDir, 'nats.creds'),
+        inboxPrefixFor({ kind: 'relay', relayId: 'relay-1' }),
       ],
       { reject: false, timeout: 30_000 },
     );

@@ -6,6 +6,10 @@ import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { readManifest, type Manifest } from '../../src/sim/manifest.ts';
 import { cmdline, isRunning, linkNames, listNetns, netnsPids, signal, tcpReachable, wgSocketNames } from '../../src/sim/netns.ts';
 import { tempDir } from '../support/temp.ts';
+import { type BusAuthority, issuerFor, mintUserJwt, publicKeyOfSeed } from '../../src/contract/bus-auth.ts';
+import { CONTROL_PLANE_URL, NATS_PORT, SVC_ADDRESS } from '../../src/sim/layout.ts';
+
+const BUS_PROBE = join(import.meta.dirname, '../support/bus-probe.ts');
 
 /**
  * `relay-core sim` end to end, through the real CLI: namespaces, bridge and veths, nats-server and the
@@ -224,6 +228,48 @@ describe('relay-core sim: a relay network from network namespaces', () => {
     }
   });
 
+  it("the bus admits each party only to its own: relay-1's credentials cannot act as relay-2 or the control plane, administer streams or read others; an expired JWT is refused", async () => {
+    const r1 = m.relays.find((r) => r.id === 'relay-1')!;
+    const url = `nats://${SVC_ADDRESS}:${NATS_PORT}`;
+    const probe = (args: string[], env: Record<string, string> = {}) =>
+      execa('ip', ['netns', 'exec', r1.namespace, process.execPath, BUS_PROBE, '--url', url, ...args], { reject: false, timeout: 60_000, env });
+    const before = (await simStatus(dir)).relays.find((r) => r.id === 'relay-1')!.status!;
+    const p = await probe(['--creds', join(r1.stateDir, 'nats.creds'), '--relay', 'relay-1', '--other', 'relay-2']);
+    expect(p.exitCode, p.stderr).toBe(0);
+    const o = JSON.parse(p.stdout) as Record<string, string>;
+    expect(o.publishOwn).toBe('ok');
+    expect(o.ownConsumerInfo).toBe('ok');
+    for (const k of [
+      'publishOther',
+      'publishTopology',
+      'purgeStream',
+      'deleteStream',
+      'addStream',
+      'otherConsumerInfo',
+      'otherConsumerDelete',
+      'otherConsumerNext',
+      'subscribeAll',
+    ]) {
+      expect(o[k], k).toMatch(/permissions? violation/i);
+    }
+    // A JWT for relay-1's own nkey that expired an hour ago is refused at connect; a current one is not.
+    const authority = JSON.parse(readFileSync(join(m.controlPlane.stateDir, 'bus', 'authority.json'), 'utf8')) as BusAuthority;
+    const seed = readFileSync(join(r1.stateDir, 'nats.nk'), 'utf8').trim();
+    const role = { kind: 'relay', relayId: 'relay-1' } as const;
+    const now = Math.floor(Date.now() / 1000);
+    const jwtAt = (nowSeconds: number) => mintUserJwt(issuerFor(authority, role), role, publicKeyOfSeed(seed), { nowSeconds, ttlSeconds: 3600 });
+    const expired = await probe(['--jwt', await jwtAt(now - 7200)], { BUS_PROBE_SEED: seed });
+    expect(JSON.parse(expired.stdout).connect).toMatch(/authori[sz]ation|expired/i);
+    const current = await probe(['--jwt', await jwtAt(now)], { BUS_PROBE_SEED: seed });
+    expect(JSON.parse(current.stdout).connect).toBe('ok');
+    // relay-1's own work went on: still connected, following, publishing.
+    const after = await statusUntil(dir, 'relay-1 still on the bus', (s) => {
+      const x = s.relays.find((r) => r.id === 'relay-1')?.status;
+      return !!x?.bus.connected && x.bus.follower === 'following';
+    });
+    expect(after.relays.find((r) => r.id === 'relay-1')!.status!.state).toBe(before.state);
+  });
+
   it('add: relay-4 gets namespace r4 and 198.18.1.4, and every relay sees it', async () => {
     const r = await sim(['add', '--relay', 'relay-4', '--wait', 'topology']);
     expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
@@ -267,6 +313,58 @@ describe('relay-core sim: a relay network from network namespaces', () => {
     expect(await netnsPids(`rcs-${m.simId}-r3`)).toContain(r3.pid);
     expect(sees(after, 'relay-3')).toEqual(['relay-1', 'relay-3', 'relay-4']);
     pids = [...new Set([...pids, ...(await simPids(readManifest(dir)!))])];
+  });
+
+  it('ban: relay-3 is refused by the control plane and by NATS within seconds, its links gone from every other relay; unban brings it back', async () => {
+    const relayCli = (args: string[]) =>
+      execa(
+        'ip',
+        [
+          'netns',
+          'exec',
+          `rcs-${m.simId}-inet`,
+          RELAY_CORE_BIN,
+          'relay',
+          ...args,
+          '--control-plane-url',
+          CONTROL_PLANE_URL,
+          '--token-file',
+          m.controlPlane.serviceRoleKeyFile,
+        ],
+        { reject: false, timeout: 60_000 },
+      );
+    const r3 = m.relays.find((r) => r.id === 'relay-3')!;
+    const banned = await relayCli(['ban', '--relay', 'relay-3', '--reason', 'test']);
+    expect(banned.exitCode, banned.stderr).toBe(0);
+    expect(banned.stdout).toMatch(/relay relay-3 banned/);
+    const gone = await statusUntil(
+      dir,
+      'relay-1 and relay-4 to drop relay-3 and its link, and relay-3 to lose the bus',
+      (s) =>
+        ['relay-1', 'relay-4'].every(
+          (id) => !sees(s, id).includes('relay-3') && !s.relays.find((r) => r.id === id)!.status!.links!.some((l) => l.peerId === 'relay-3'),
+        ) && s.relays.find((r) => r.id === 'relay-3')?.status?.bus.connected === false,
+      20_000,
+    );
+    expect(sees(gone, 'relay-1')).toEqual(['relay-1', 'relay-4']);
+    // The control plane refuses its heartbeats (its token stopped), nats-server its reconnects.
+    await eventually('relay-3 to be refused', async () => /"banned"|is banned/.test(readFileSync(join(r3.stateDir, 'relay.log'), 'utf8')), 30_000);
+    const natsLog = readFileSync(join(m.stateDir, 'nats', 'nats.log'), 'utf8');
+    expect(natsLog).toMatch(/revoked|Authorization Violation|authentication error/i);
+    expect((await relayCli(['ban', '--relay', 'relay-3'])).stdout).toMatch(/was banned already/);
+
+    const unbanned = await relayCli(['unban', '--relay', 'relay-3']);
+    expect(unbanned.exitCode, unbanned.stderr).toBe(0);
+    expect(unbanned.stdout).toMatch(/relay relay-3 unbanned/);
+    const back = await statusUntil(
+      dir,
+      'relay-3 back: registered, on the bus, seen by all',
+      (s) =>
+        ['relay-1', 'relay-3', 'relay-4'].every((id) => sees(s, id).join() === 'relay-1,relay-3,relay-4') &&
+        s.relays.find((r) => r.id === 'relay-3')?.status?.bus.connected === true,
+      60_000,
+    );
+    expect(back.relays.find((r) => r.id === 'relay-3')!.status!.state).toBe('serving');
   });
 
   it('down removes everything and keeps the logs; a second down has nothing to do', async () => {

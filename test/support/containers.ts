@@ -3,8 +3,9 @@
  * WireGuard clients on a Docker network the test creates. A user's test starts a network in a few lines:
  *
  *   const net = await testNetwork();
- *   const nats = await new NatsContainer().withNetwork(net).start();
- *   const cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).start();
+ *   const auth = await testBusAuthority();   // NATS decentralized auth: nats trusts it, the control plane holds it
+ *   const nats = await new NatsContainer().withNetwork(net).withAuth(auth).start();
+ *   const cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).withAuth(auth).start();
  *   const relays = await Promise.all(['relay-1', 'relay-2'].map((id) => new RelayContainer(id).withNetwork(net).withControlPlane(cp).start()));
  *
  * The images are built locally (scripts/docker-images.sh; scripts/docker-engine.sh starts an engine
@@ -13,10 +14,13 @@
  * `relay-core.test=<run>` and `removeLabelled(run)` removes whatever a test left behind.
  */
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { AbstractStartedContainer, GenericContainer, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
+import { loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
 
 process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
 
@@ -113,10 +117,31 @@ async function networkAddress(c: StartedTestContainer, what: string): Promise<st
 
 // ---------------------------------------------------------------------------------------------------
 
+/** A control plane's bus authority, made on the host for one test network: nats-server trusts its conf, the control plane gets its seeds. */
+export interface TestBusAuthority {
+  conf: string;
+  authorityJson: string;
+}
+
+export async function testBusAuthority(): Promise<TestBusAuthority> {
+  const dir = mkdtempSync(join(tmpdir(), 'rc-bus-'));
+  try {
+    const b = await loadOrCreateBusAuthority(dir);
+    return { conf: readFileSync(b.authConf, 'utf8'), authorityJson: readFileSync(join(b.dir, 'authority.json'), 'utf8') };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export class NatsContainer extends RunContainer {
   constructor(alias = 'nats', image = IMAGES.nats) {
     super(image, alias);
     this.withWaitStrategy(Wait.forHealthCheck()).withStartupTimeout(60_000);
+  }
+
+  /** NATS decentralized auth: trust this authority's operator (docker/nats-entrypoint.sh reads /auth/nats-auth.conf). */
+  withAuth(a: TestBusAuthority): this {
+    return this.withCopyContentToContainer([{ content: a.conf, target: '/auth/nats-auth.conf', mode: 0o644 }]);
   }
 
   override async start(): Promise<StartedNatsContainer> {
@@ -154,6 +179,11 @@ export class ControlPlaneContainer extends RunContainer {
   withNats(nats: StartedNatsContainer): this {
     this.flags.push('--nats-url', nats.url);
     return this;
+  }
+
+  /** The bus authority nats-server trusts (the control plane would otherwise make its own on first start). */
+  withAuth(a: TestBusAuthority): this {
+    return this.withCopyContentToContainer([{ content: a.authorityJson, target: `${CP_STATE}/bus/authority.json`, mode: 0o600 }]);
   }
 
   override async start(): Promise<StartedControlPlaneContainer> {

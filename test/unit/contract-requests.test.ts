@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { ClientReadyRequestSchema, RegisterRequestSchema, RelayIdRequestSchema } from '../../src/contract/api-relays.ts';
+import {
+  BanRequestSchema,
+  ClientReadyRequestSchema,
+  HeartbeatRequestSchema,
+  RegisterRequestSchema,
+  RelayIdRequestSchema,
+} from '../../src/contract/api-relays.ts';
 import {
   ConnectClientRequestSchema,
   DisconnectClientRequestSchema,
@@ -23,13 +29,30 @@ describe('the request contract refuses as the functions always have', () => {
   it('names an unknown field first, with the fields a request takes', () => {
     expect(refusal(RegisterRequestSchema, { ...register, relayId: 7, extra: 1 })).toEqual([
       'extra',
-      'unknown field "extra"; allowed: relayId, name, region, publicKey, endpoint, rotateKey, exitIpv6',
+      'unknown field "extra"; allowed: relayId, name, region, publicKey, endpoint, rotateKey, exitIpv6, busKey',
     ]);
     expect(refusal(DisconnectClientRequestSchema, { sessionId: SID, owner: 'x' })).toEqual([
       'owner',
       'unknown field "owner"; allowed: sessionId, publicKey, reason',
     ]);
     expect(refusal(RelayIdRequestSchema, { relayId: 'relay-a', [`${'k'.repeat(80)}`]: 1 })?.[0]).toBe('k'.repeat(64));
+  });
+
+  it('takes a NATS user key, a heartbeat renewal flag and a ban, refusing malformed ones', () => {
+    const busKey = `U${'A'.repeat(55)}`;
+    expect(refusal(RegisterRequestSchema, { ...register, busKey })).toBeNull();
+    expect(refusal(RegisterRequestSchema, { ...register, busKey: `A${'A'.repeat(55)}` })).toEqual([
+      'busKey',
+      'busKey must be a NATS user public key (U followed by 55 base32 characters)',
+    ]);
+    expect(refusal(HeartbeatRequestSchema, { relayId: 'relay-a', renewBus: true })).toBeNull();
+    expect(refusal(HeartbeatRequestSchema, { relayId: 'relay-a', renewBus: 'yes' })).toEqual(['renewBus', 'renewBus must be true or false']);
+    expect(refusal(BanRequestSchema, { relayId: 'relay-a', banned: true, reason: 'abuse' })).toBeNull();
+    expect(refusal(BanRequestSchema, { relayId: 'relay-a' })).toEqual(['banned', 'banned must be true or false']);
+    expect(refusal(BanRequestSchema, { relayId: 'relay-a', banned: true, reason: 'x\u001b[2J' })).toEqual([
+      'reason',
+      'reason must not contain control characters',
+    ]);
   });
 
   it('says what is wrong with a field, in the order the fields are checked', () => {

@@ -3,6 +3,7 @@ import { signJwt } from '../../src/control-plane/jwt.ts';
 import { ConfigError, loadEnv } from '../../supabase/functions/_shared/env.ts';
 import { HttpError, json } from '../../supabase/functions/_shared/http.ts';
 import { serveFunction, type Handler } from '../../supabase/functions/_shared/serve.ts';
+import { createBusAuthority, publicKeyOfSeed } from '../../src/contract/bus-auth.ts';
 
 const SECRET = 'a-test-secret-that-is-long-enough-for-hs256';
 const ENV: Record<string, string> = {
@@ -117,8 +118,17 @@ describe('function environment', () => {
       signingSeed: ENV.RELAYNET_TOPOLOGY_SIGNING_KEY,
       natsServers: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223'],
       natsToken: null,
+      natsIssuer: null,
       heartbeatSeconds: 10,
     });
+    const a = createBusAuthority();
+    const jwtMode: Record<string, string> = {
+      ...ENV,
+      RELAYNET_NATS_ACCOUNT: publicKeyOfSeed(a.accountSeed),
+      RELAYNET_NATS_ACCOUNT_SIGNING_KEY: a.accountSigningSeed,
+    };
+    expect(loadEnv((n) => jwtMode[n]).natsIssuer).toEqual({ account: publicKeyOfSeed(a.accountSeed), signingSeed: a.accountSigningSeed, ttlSeconds: 3600 });
+    expect(loadEnv((n) => ({ ...jwtMode, RELAYNET_NATS_USER_TTL_SECONDS: '120' })[n]).natsIssuer?.ttlSeconds).toBe(120);
     expect(loadEnv((n) => ({ ...ENV, RELAYNET_NATS_TOKEN: 't', RELAYNET_HEARTBEAT_SECONDS: '3' })[n])).toMatchObject({ natsToken: 't', heartbeatSeconds: 3 });
   });
 
@@ -127,6 +137,17 @@ describe('function environment', () => {
     ['short secret', { ...ENV, RELAYNET_JWT_SECRET: 'short' }, /at least 32/],
     ['bad heartbeat', { ...ENV, RELAYNET_HEARTBEAT_SECONDS: '0' }, /RELAYNET_HEARTBEAT_SECONDS/],
     ['bad NATS URL', { ...ENV, RELAYNET_NATS_SERVERS: 'http://x y' }, /RELAYNET_NATS_SERVERS/],
+    ['a NATS account without its signing key', { ...ENV, RELAYNET_NATS_ACCOUNT: `A${'A'.repeat(55)}` }, /RELAYNET_NATS_ACCOUNT_SIGNING_KEY/],
+    [
+      'a NATS signing key that is not an account seed',
+      { ...ENV, RELAYNET_NATS_ACCOUNT: `A${'A'.repeat(55)}`, RELAYNET_NATS_ACCOUNT_SIGNING_KEY: 'SUxyz' },
+      /RELAYNET_NATS_ACCOUNT_SIGNING_KEY/,
+    ],
+    [
+      'a NATS user TTL out of range',
+      { ...ENV, RELAYNET_NATS_ACCOUNT: `A${'A'.repeat(55)}`, RELAYNET_NATS_ACCOUNT_SIGNING_KEY: `SA${'A'.repeat(56)}`, RELAYNET_NATS_USER_TTL_SECONDS: '5' },
+      /RELAYNET_NATS_USER_TTL_SECONDS/,
+    ],
   ])('refuses %s', (_what, env: Record<string, string>, re) => {
     expect(() => loadEnv((n) => env[n])).toThrow(ConfigError);
     expect(() => loadEnv((n) => env[n])).toThrow(re);

@@ -31,7 +31,15 @@ const registration: RegisterResponse = {
   revisionTime: '2029-12-31T00:00:00.000Z',
   relays: [peer],
   sessions: [session(1, self, 'relay-2', { expiresAt: '2029-12-31T12:00:00.000Z' }), session(2, self, 'relay-2')],
-  bus: { servers: ['nats://127.0.0.1:4222'], token: null, subjectRoot: 'relaynet', topologyStream: 'T', relayStream: 'R', topologySigningKey: 'k' },
+  bus: {
+    servers: ['nats://127.0.0.1:4222'],
+    token: null,
+    credential: null,
+    subjectRoot: 'relaynet',
+    topologyStream: 'T',
+    relayStream: 'R',
+    topologySigningKey: 'k',
+  },
   heartbeatIntervalSeconds: 10,
 };
 const joined = ev.admitted(5, relay(3));

@@ -15,7 +15,15 @@ function registration(revision: number, others: number[]): RegisterResponse {
     revisionTime: '2026-11-25T00:00:00.000Z',
     relays: others.map((n) => relay(n)),
     sessions: [],
-    bus: { servers: ['nats://127.0.0.1:4222'], token: null, subjectRoot: 'relaynet', topologyStream: 'T', relayStream: 'R', topologySigningKey: 'k' },
+    bus: {
+      servers: ['nats://127.0.0.1:4222'],
+      token: null,
+      credential: null,
+      subjectRoot: 'relaynet',
+      topologyStream: 'T',
+      relayStream: 'R',
+      topologySigningKey: 'k',
+    },
     heartbeatIntervalSeconds: 10,
   };
 }

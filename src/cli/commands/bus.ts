@@ -1,5 +1,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
-import { CliError, requireStr, str, type Action } from '../args.ts';
+import { CliError, requireStr, type Action } from '../args.ts';
+import { authHint, busAuthOf } from '../bus-options.ts';
+import { inboxPrefixFor } from '../../contract/bus-auth.ts';
 import { connectBus } from '../../bus/connection.ts';
 import { bootstrapStreams, DEFAULT_STREAM_LIMITS } from '../../bus/streams.ts';
 import { rootLogger } from '../../lib/logger.ts';
@@ -17,9 +19,15 @@ export const bootstrap: Action = async (v) => {
   const log = rootLogger({ component: 'bus-bootstrap' });
   let nc: Awaited<ReturnType<typeof connectBus>>;
   try {
-    nc = await connectBus({ servers, token: str(v.natsToken) ?? null, name: 'relay-core bus bootstrap', logger: log, waitOnFirstConnect: false });
+    nc = await connectBus({
+      servers,
+      auth: busAuthOf(v, inboxPrefixFor({ kind: 'admin' })),
+      name: 'relay-core bus bootstrap',
+      logger: log,
+      waitOnFirstConnect: false,
+    });
   } catch (e) {
-    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${(e as Error).message}`, 1);
+    throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${authHint((e as Error).message)}`, 1);
   }
   try {
     const r = await bootstrapStreams(await jetstreamManager(nc), limits);

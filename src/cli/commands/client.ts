@@ -6,11 +6,12 @@ import { generateWgKeyPair, loadOrCreateWgKey } from '../../lib/wg-keys.ts';
 
 /** `relay-core client add|switch|list|remove`: client sessions through the control plane. */
 
-function connect(v: Values): ControlPlaneClient {
+/** A client of the control plane of `--control-plane-url`, calling with `--token`/`--token-file` (`what` it must be). */
+export function connect(v: Values, what = ''): ControlPlaneClient {
   const url = str(v.controlPlaneUrl);
   if (!url) throw new CliError('missing --control-plane-url (or SUPABASE_URL)', 2);
   const token = tokenOpt(v);
-  if (!token) throw new CliError('missing --token or --token-file (or RELAYNET_TOKEN)', 2);
+  if (!token) throw new CliError(`missing --token or --token-file (or RELAYNET_TOKEN)${what ? `: ${what}` : ''}`, 2);
   return new ControlPlaneClient({ url, key: token, logger: rootLogger({ component: 'client-cli' }, 'warn') });
 }
 

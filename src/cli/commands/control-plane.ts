@@ -48,7 +48,18 @@ export const controlPlane: Action = async (v) => {
   try {
     let cp: LocalControlPlane;
     try {
-      cp = await startLocalControlPlane({ stateDir, port, host, dbUrl, natsServers, natsToken, heartbeatSeconds, logger: log });
+      cp = await startLocalControlPlane({
+        stateDir,
+        port,
+        host,
+        dbUrl,
+        natsServers,
+        natsToken,
+        natsUserTtlSeconds: v.natsUserTtl as number,
+        natsAuthOut: str(v.natsAuthOut),
+        heartbeatSeconds,
+        logger: log,
+      });
     } catch (e) {
       throw new CliError((e as Error).message, 1);
     }
@@ -61,6 +72,9 @@ export const controlPlane: Action = async (v) => {
           `  topology public key   ${cp.topologyPublicKey}`,
           `  database              ${redactUrl(cp.dbUrl)}${dbUrl ? '' : ' (embedded PGlite)'}`,
           `  topology publisher    ${cp.publisher ? `on (${natsServers!.join(',')})` : 'off (no --nats-url)'}`,
+          cp.bus
+            ? `  event bus auth        NATS JWT: nats-server must include ${cp.bus.authConf}; operator credentials ${cp.bus.dir}/{reader,admin}.creds`
+            : '  event bus auth        token (--nats-token)',
           `  state directory       ${stateDir}`,
           '',
           'a relay needs (relay-core run):',

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CliError, str, type Action } from '../args.ts';
 import { startLocalControlPlane } from '../../control-plane/local.ts';
+import { loadOrCreateBusAuthority } from '../../control-plane/bus-authority.ts';
 import { startNatsServer } from '../../devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../devnet/relay-process.ts';
 import type { RelayStatus } from '../../daemon/relay-status.ts';
@@ -36,9 +37,11 @@ export const devnet: Action = async (v) => {
   process.on('SIGTERM', onSignal);
 
   try {
-    const nats = await startNatsServer(join(dir, 'nats'));
+    // NATS decentralized auth: nats-server trusts the control plane's authority (made first).
+    const bus = await loadOrCreateBusAuthority(join(dir, 'control-plane'));
+    const nats = await startNatsServer(join(dir, 'nats'), { authConf: bus.authConf });
     cleanup.push(() => nats.stop());
-    out(`devnet: nats-server (JetStream) at ${nats.url}`);
+    out(`devnet: nats-server (JetStream, NATS JWT auth) at ${nats.url}; operator's credentials in ${bus.dir}`);
     const cp = await startLocalControlPlane({ stateDir: join(dir, 'control-plane'), port, dbUrl: str(v.dbUrl), natsServers: [nats.url], logger: log });
     cleanup.push(() => cp.stop());
     out(`devnet: control plane at ${cp.url} (database ${cp.dbUrl.replace(/:[^:@/]*@/, ':***@')})`);

@@ -15,6 +15,11 @@ export interface FunctionEnv {
   signingSeed: string;
   natsServers: string[];
   natsToken: string | null;
+  /**
+   * NATS decentralized auth: the RELAYNET account (A…), the seed of its signing key (SA…) that signs
+   * relays' user JWTs, and their lifetime. Null in token mode (RELAYNET_NATS_ACCOUNT unset).
+   */
+  natsIssuer: { account: string; signingSeed: string; ttlSeconds: number } | null;
   heartbeatSeconds: number;
 }
 
@@ -47,6 +52,17 @@ export function loadEnv(get: EnvGetter): FunctionEnv {
   const supabaseUrl = get('SUPABASE_URL')?.trim().replace(/\/+$/, '');
   const jwtIssuer = issuer || (supabaseUrl ? `${supabaseUrl}/auth/v1` : RELAY_TOKEN_ISSUER);
   if (jwtIssuer.length > 512 || /\s/.test(jwtIssuer)) throw new ConfigError('RELAYNET_JWT_ISSUER must be one word of at most 512 characters');
+  const account = get('RELAYNET_NATS_ACCOUNT')?.trim();
+  const signingSeed = get('RELAYNET_NATS_ACCOUNT_SIGNING_KEY')?.trim();
+  let natsIssuer: FunctionEnv['natsIssuer'] = null;
+  if (account || signingSeed) {
+    if (!account || !/^A[A-Z2-7]{55}$/.test(account)) throw new ConfigError('RELAYNET_NATS_ACCOUNT must be a NATS account public key (A…)');
+    if (!signingSeed || !/^SA[A-Z2-7]{56}$/.test(signingSeed)) throw new ConfigError('RELAYNET_NATS_ACCOUNT_SIGNING_KEY must be a NATS account seed (SA…)');
+    const ttl = get('RELAYNET_NATS_USER_TTL_SECONDS')?.trim() || '3600';
+    if (!/^\d{1,7}$/.test(ttl) || Number(ttl) < 60 || Number(ttl) > 30 * 24 * 3600)
+      throw new ConfigError('RELAYNET_NATS_USER_TTL_SECONDS must be an integer in 60..2592000');
+    natsIssuer = { account, signingSeed, ttlSeconds: Number(ttl) };
+  }
   return {
     dbUrl: get('SUPABASE_DB_URL')!.trim(),
     jwtSecret,
@@ -54,6 +70,7 @@ export function loadEnv(get: EnvGetter): FunctionEnv {
     signingSeed: get('RELAYNET_TOPOLOGY_SIGNING_KEY')!.trim(),
     natsServers,
     natsToken: get('RELAYNET_NATS_TOKEN')?.trim() || null,
+    natsIssuer,
     heartbeatSeconds: Number(hb),
   };
 }

@@ -5,6 +5,7 @@ import type { StoredRelay } from './admission.ts';
 import type { AddressPlan } from './addresses.ts';
 import type { Tx } from './db.ts';
 import { importSigningKey, signPayload, type SigningKey } from './sign.ts';
+import { HttpError } from './http.ts';
 import { buildTopologyEvent, eventData, type BuiltEvent, type EventSpec, type RelayRecord } from './topology-events.ts';
 
 export interface Revision {
@@ -127,6 +128,36 @@ export async function recordLeave(tx: Tx, relayId: string): Promise<void> {
   await tx`update relaynet.relays set status = 'left', mesh_address = null, client_pool = null, left_at = clock_timestamp()
            where id = ${relayId}`;
   await closeKey(tx, relayId);
+}
+
+/** 403 `banned` when `relayId` is banned: its tokens stop working and it cannot register again. */
+export async function refuseBanned(sql: Tx, relayId: string): Promise<void> {
+  const row = (await sql<{ reason: string }[]>`select reason from relaynet.relay_bans where relay_id = ${relayId}`)[0];
+  if (row)
+    throw new HttpError(403, 'banned', `relay ${relayId} is banned${row.reason ? ` (${row.reason})` : ''}; an operator lifts it with 'relay-core relay unban'`);
+}
+
+/** Record a ban; false when the relay was banned already. */
+export async function recordBan(tx: Tx, relayId: string, reason: string): Promise<boolean> {
+  return (
+    (await tx`insert into relaynet.relay_bans (relay_id, reason) values (${relayId}, ${reason}) on conflict (relay_id) do nothing returning relay_id`).length >
+    0
+  );
+}
+
+/** Lift a ban; false when there was none. */
+export async function liftBan(tx: Tx, relayId: string): Promise<boolean> {
+  return (await tx`delete from relaynet.relay_bans where relay_id = ${relayId} returning relay_id`).length > 0;
+}
+
+/** The nkey the relay's NATS user JWTs are issued for (null: token mode). */
+export async function recordBusKey(tx: Tx, relayId: string, busKey: string | null): Promise<void> {
+  await tx`update relaynet.relays set bus_key = ${busKey} where id = ${relayId}`;
+}
+
+/** The nkey a relay registered for the bus, or null. */
+export async function busKeyOf(tx: Tx, relayId: string): Promise<string | null> {
+  return (await tx<{ bus_key: string | null }[]>`select bus_key from relaynet.relays where id = ${relayId}`)[0]?.bus_key ?? null;
 }
 
 export async function touch(tx: Tx, relayId: string): Promise<void> {

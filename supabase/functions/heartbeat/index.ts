@@ -2,7 +2,8 @@
 // whose view fell behind can resync (docs/control-plane.md). Every heartbeat also sweeps the client
 // sessions past their expiry (ClientSessionClosed, reason "expired"), and forgets the rate-limit
 // buckets that are full again.
-import { RelayIdRequestSchema, type HeartbeatResponse } from '../../../src/contract/api-relays.ts';
+import { HeartbeatRequestSchema, type HeartbeatResponse } from '../../../src/contract/api-relays.ts';
+import { relayBusCredential } from '../_shared/bus.ts';
 import { decideHeartbeat } from '../_shared/admission.ts';
 import { closeExpired } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -18,24 +19,34 @@ Deno.serve(
   serveFunction(
     FN,
     async ({ env, principal, body, requestId, log }) => {
-      const { relayId } = parseRequest(RelayIdRequestSchema, body);
+      const { relayId, renewBus } = parseRequest(HeartbeatRequestSchema, body);
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
       const key = await store.topologySigningKey(env.signingSeed);
       const sql = db(env.dbUrl, FN);
       const result = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
+        await store.refuseBanned(tx, relayId);
         const decision = decideHeartbeat(await store.storedRelay(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
         await store.touch(tx, relayId);
+        const busKey = renewBus ? await store.busKeyOf(tx, relayId) : null;
         const expired = await closeExpired(tx, key, requestId);
-        return { ...(await store.currentRevision(tx)), expired: expired.length };
+        return { ...(await store.currentRevision(tx)), expired: expired.length, busKey };
       });
       log.revision = result.revision;
       if (result.expired) log.sessionsExpired = result.expired;
       const swept = await sweepRateLimits(sql);
       if (swept) log.rateLimitsSwept = swept;
-      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' } satisfies HeartbeatResponse);
+      // A renewal only for the nkey the relay registered (a token alone cannot get credentials for another key).
+      const bus = result.busKey ? await relayBusCredential(env, relayId, result.busKey) : null;
+      if (bus) log.busRenewed = true;
+      return json(200, {
+        revision: result.revision,
+        revisionTime: result.revisionTime,
+        status: 'active',
+        ...(bus ? { bus } : {}),
+      } satisfies HeartbeatResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

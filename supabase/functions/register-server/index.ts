@@ -6,6 +6,7 @@
 import { RegisterRequestSchema, type RegisterResponse } from '../../../src/contract/api-relays.ts';
 import { STREAMS, SUBJECT_ROOT } from '../../../src/contract/subjects.ts';
 import { decide } from '../_shared/admission.ts';
+import { relayBusCredential } from '../_shared/bus.ts';
 import { allocate } from '../_shared/addresses.ts';
 import { openSessionRecords } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
@@ -25,10 +26,13 @@ Deno.serve(
       log.relayId = req.relayId;
       authorizeRelay(principal, req.relayId);
       const key = await store.topologySigningKey(env.signingSeed);
+      // Before anything is written: a relay without an nkey cannot join a bus with NATS auth.
+      const credential = await relayBusCredential(env, req.relayId, req.busKey);
       const sql = db(env.dbUrl, FN);
       if (principal.role === 'relay') await limits.enforceRateLimit(sql, principal, 'register', await limits.limitSettings(sql), log);
       const result = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
+        await store.refuseBanned(tx, req.relayId);
         const existing = await store.storedRelay(tx, req.relayId);
         const decision = decide(existing, req, await store.keyHolder(tx, req.publicKey, req.relayId));
         log.action = decision.action;
@@ -41,6 +45,7 @@ Deno.serve(
         } else {
           await store.recordReadmission(tx, req, decision.keyRotated);
         }
+        await store.recordBusKey(tx, req.relayId, credential ? req.busKey! : null);
         const self = await store.relayRecord(tx, req.relayId);
         const events = await store.appendEvents(tx, decision.events, self, key, requestId);
         const rev = await store.currentRevision(tx);
@@ -60,6 +65,7 @@ Deno.serve(
         bus: {
           servers: env.natsServers,
           token: env.natsToken,
+          credential,
           subjectRoot: SUBJECT_ROOT,
           topologyStream: STREAMS.topology,
           relayStream: STREAMS.relay,

@@ -1,0 +1,28 @@
+import { CliError, requireStr, str, type Action } from '../args.ts';
+import { type ControlPlaneClient, ControlPlaneError } from '../../daemon/control-plane-client.ts';
+import { connect } from './client.ts';
+
+/** `relay-core relay ban|unban`: the operator's relay administration (docs/security.md, "Bans"). */
+
+const setBan =
+  (banned: boolean): Action =>
+  async (v) => {
+    const relayId = requireStr(v.relay, 'relay');
+    const reason = str(v.reason) ?? '';
+    let r: Awaited<ReturnType<ControlPlaneClient['banRelay']>>;
+    try {
+      r = await connect(v, 'the service-role key').banRelay({ relayId, banned, ...(banned ? { reason } : {}) });
+    } catch (e) {
+      if (e instanceof ControlPlaneError) throw new CliError(e.message, 1);
+      throw e;
+    }
+    if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+    else {
+      const what = banned ? (r.changed ? 'banned' : 'was banned already') : r.changed ? 'unbanned' : 'was not banned';
+      process.stdout.write(`relay ${r.relayId} ${what} (topology revision ${r.revision})\n`);
+    }
+    return 0;
+  };
+
+export const ban = setBan(true);
+export const unban = setBan(false);

@@ -1,0 +1,80 @@
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BusCredential } from '../contract/api-relays.ts';
+import { createUserKey, credsText, inboxPrefixFor, publicKeyOfSeed } from '../contract/bus-auth.ts';
+import type { BusAuth } from '../bus/connection.ts';
+
+/** When a credential received at `receivedAtMs` should be renewed: past half its lifetime. Pure. */
+export function renewalDue(c: { expiresAt: string }, receivedAtMs: number, nowMs: number): boolean {
+  const expires = Date.parse(c.expiresAt);
+  if (!Number.isFinite(expires)) return true;
+  return nowMs >= receivedAtMs + (expires - receivedAtMs) / 2;
+}
+
+/**
+ * The relay's NATS identity (docs/security.md, "The bus"): an nkey made at first start (STATE_DIR/nats.nk,
+ * 0600; its public key goes to the control plane at admission) and the user JWT the control plane
+ * issued for it, renewed through the heartbeat. The current JWT and the seed are also written as
+ * STATE_DIR/nats.creds (0600), what NATS tools read, e.g. to check the relay's permissions by hand.
+ */
+export interface RelayBusIdentity {
+  /** The nkey's public key (U…), sent at admission. */
+  busKey: string;
+  /** Take a credential from the control plane (registration or heartbeat). */
+  update(c: BusCredential, nowMs: number): void;
+  /** Whether the heartbeat should ask for a fresh JWT. */
+  renewalDue(nowMs: number): boolean;
+  /** How the relay connects: with the current JWT at every (re)connect. */
+  auth(relayId: string): BusAuth;
+  readonly credential: BusCredential | null;
+}
+
+function loadOrCreateSeed(file: string): string {
+  if (existsSync(file)) {
+    const mode = statSync(file).mode & 0o777;
+    if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
+    const seed = readFileSync(file, 'utf8').trim();
+    try {
+      if (!seed.startsWith('SU')) throw new Error('not a user seed');
+      publicKeyOfSeed(seed);
+    } catch {
+      throw new Error(`${file} is not a NATS user nkey seed (SU…); remove it to make a new one`);
+    }
+    return seed;
+  }
+  const { seed } = createUserKey();
+  writeFileSync(file, `${seed}\n`, { mode: 0o600, flag: 'wx' });
+  return seed;
+}
+
+export function relayBusIdentity(stateDir: string): RelayBusIdentity {
+  const seed = loadOrCreateSeed(join(stateDir, 'nats.nk'));
+  const credsFile = join(stateDir, 'nats.creds');
+  let credential: BusCredential | null = null;
+  let receivedAt = 0;
+  let creds: Uint8Array | null = null;
+  return {
+    busKey: publicKeyOfSeed(seed),
+    update(c, nowMs) {
+      credential = c;
+      receivedAt = nowMs;
+      const text = credsText(c.jwt, seed);
+      creds = new TextEncoder().encode(text);
+      const tmp = `${credsFile}.new`;
+      writeFileSync(tmp, text, { mode: 0o600 });
+      renameSync(tmp, credsFile);
+    },
+    renewalDue: (nowMs) => credential !== null && renewalDue(credential, receivedAt, nowMs),
+    auth: (relayId) => ({
+      kind: 'creds',
+      creds: () => {
+        if (!creds) throw new Error('no NATS credential from the control plane yet');
+        return creds;
+      },
+      inboxPrefix: inboxPrefixFor({ kind: 'relay', relayId }),
+    }),
+    get credential() {
+      return credential;
+    },
+  };
+}
