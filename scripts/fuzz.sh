@@ -2,7 +2,7 @@
 # The full fuzz run of issue 14, part 7 (figures in docs/security.md, "Fuzzing"): the relay's decoder
 # and fold (test/unit/fuzz-topology.test.ts, 106k messages at scale 1) and 10,000 malformed requests
 # through every Edge Function on the real Deno runtime and PostgreSQL
-# (test/integration/fuzz-functions.test.ts; the integration suite runs 1,000 per function).
+# (test/integration/fuzz-functions.test.ts; the integration suite runs the same count).
 #
 #   scripts/fuzz.sh                     seed 14, scale 1, 10,000 requests per function
 #   RELAYNET_FUZZ_SEED=7 RELAYNET_FUZZ_SCALE=5 RELAYNET_FUZZ_REQUESTS=20000 scripts/fuzz.sh
