@@ -9,6 +9,7 @@ import { rootLogger } from '../../src/lib/logger.ts';
 import { alwaysInvalid, FUZZ_SEED, mutationOf, Tally } from '../support/fuzz.ts';
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
 import { tempDir } from '../support/temp.ts';
+import { functionNames } from '../../src/control-plane/functions.ts';
 
 /**
  * Issue 14, part 7: generated malformed requests through every Edge Function, each served by the real
@@ -29,7 +30,17 @@ const PER_FUNCTION = Number(process.env.RELAYNET_FUZZ_REQUESTS ?? 10_000);
 const CONCURRENCY = Number(process.env.RELAYNET_FUZZ_CONCURRENCY ?? 16);
 /** The run's time limit: the setup, and 10 ms per request at worst (about 500 requests a second were measured on 2 shared cores). */
 const TIMEOUT = 180_000 + PER_FUNCTION * 8 * 10;
-const FUNCTIONS = ['register-server', 'heartbeat', 'deregister', 'client-ready', 'connect-client', 'switch-exit', 'disconnect-client', 'list-clients'] as const;
+const FUNCTIONS = [
+  'register-server',
+  'heartbeat',
+  'deregister',
+  'client-ready',
+  'connect-client',
+  'switch-exit',
+  'disconnect-client',
+  'list-clients',
+  'ban-relay',
+] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
 const relayKey = (n: number) => Buffer.alloc(32, n).toString('base64');
@@ -210,6 +221,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'switch-exit': { body: { sessionId: sessionA, exit: 'relay-3' }, good: ['service', 'alice'] },
         'disconnect-client': { body: { sessionId: sessionA, reason: 'disconnected' }, good: ['service', 'alice'], optional: ['reason'] },
         'list-clients': { body: { entry: 'relay-1', includeClosed: true }, good: ['service', 'alice', 'relay-1'], optional: ['entry', 'includeClosed'] },
+        'ban-relay': { body: { relayId: 'relay-3', banned: true, reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -227,6 +239,9 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'ttlSeconds',
         'reason',
         'includeClosed',
+        'busKey',
+        'renewBus',
+        'banned',
       ]);
 
       // Tokens of the wrong party for a function (403), with the body they are refused for.
@@ -239,6 +254,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'switch-exit': [{ token: 'relay-1' }],
         'disconnect-client': [{ token: 'alice', body: { sessionId: sessionA, reason: 'removed' } }, { token: 'relay-2' }, { token: 'bob' }],
         'list-clients': [{ token: 'relay-1', body: { entry: 'relay-2' } }],
+        'ban-relay': [{ token: 'alice' }, { token: 'relay-3' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -275,6 +291,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
           fc.constant({ publicKey: clientKey(2) }), // B's key: its latest session is closed
         ],
         'list-clients': [],
+        // Every well-formed ban or unban is carried out (a ban of an unknown relay id is kept for it).
+        'ban-relay': [],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');
@@ -374,6 +392,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         return fc.oneof(...arbs);
       }
 
+      // Every function the control plane serves is fuzzed: a new one must be added here.
+      expect([...FUNCTIONS].sort()).toEqual(functionNames());
       const ports = Object.fromEntries(FUNCTIONS.map((fn) => [fn, cp.functionUrl(fn)]));
       for (const fn of FUNCTIONS) expect(ports[fn], fn).toMatch(/^http:\/\/127\.0\.0\.1:\d+/);
       const before = await snapshot();

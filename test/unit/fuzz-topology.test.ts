@@ -108,6 +108,7 @@ function registration(view: TopologyView): RegisterResponse {
     bus: {
       servers: ['nats://127.0.0.1:4222'],
       token: null,
+      credential: null,
       subjectRoot: 'relaynet',
       topologyStream: 'T',
       relayStream: 'R',
