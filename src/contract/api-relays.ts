@@ -2,7 +2,7 @@
 // (docs/control-plane.md). Requests as the functions check them (their refusals: request.ts), answers
 // as the relays check them. Pure.
 import { z } from 'zod';
-import { endpointField, flag, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
+import { endpointField, flag, identityKeyField, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
 import { ClientSessionSchema, RelayRecordSchema } from './topology.events.ts';
 
 // deno-lint-ignore no-control-regex
@@ -20,6 +20,12 @@ export const RegisterRequestSchema = requestObject({
   rotateKey: flag('rotateKey').default(false),
   /** Clients' IPv6 may leave at this relay (it has IPv6 to the internet); absent: false. */
   exitIpv6: flag('exitIpv6').default(false),
+  /**
+   * The relay's Ed25519 identity public key (not its WireGuard key): it signs the relay's events, and the
+   * control plane announces it in `RelayAdmitted`. Absent (relays from before identities): none recorded,
+   * and the relay's events cannot be verified.
+   */
+  identityKey: identityKeyField().optional(),
 });
 /** What a relay sends. */
 export type RegisterRequest = z.input<typeof RegisterRequestSchema>;
