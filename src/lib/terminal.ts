@@ -37,3 +37,13 @@ export function hasUnsafeTerminalText(s: string): boolean {
   UNSAFE.lastIndex = 0;
   return r;
 }
+
+/**
+ * JSON text safe for a terminal and still the same JSON: `JSON.stringify` escapes C0 controls, and this
+ * writes the rest {@link escapeForTerminal} would escape (DEL, C1, bidi controls, U+2028/2029) as
+ * `\uXXXX`, which parses back to the same string. Only valid inside JSON string literals, which is
+ * the only place JSON text can hold them.
+ */
+export function jsonForTerminal(value: unknown): string {
+  return JSON.stringify(value).replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

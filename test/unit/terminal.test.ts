@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { escapeForTerminal, hasUnsafeTerminalText } from '../../src/lib/terminal.ts';
+import { escapeForTerminal, hasUnsafeTerminalText, jsonForTerminal } from '../../src/lib/terminal.ts';
 
 describe('escapeForTerminal', () => {
   it('passes printable text, other scripts and emoji unchanged', () => {
@@ -29,5 +29,14 @@ describe('escapeForTerminal', () => {
     expect([...out].every((ch) => ch.codePointAt(0)! >= 0x20)).toBe(true);
     // Twice in a row: the regex's state does not leak between calls.
     expect(escapeForTerminal(all)).toBe(out);
+  });
+});
+
+describe('jsonForTerminal', () => {
+  it('is the same JSON with no raw control, C1 or bidi character', () => {
+    const v = { a: 'x\u001b[2J\u0085\u202e\u2028\u007fy', n: 1, nested: ['\u009b31m'] };
+    const text = jsonForTerminal(v);
+    expect(hasUnsafeTerminalText(text)).toBe(false);
+    expect(JSON.parse(text)).toEqual(v);
   });
 });

@@ -1,21 +1,27 @@
 import { closeSync, openSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { CliError, str, type Action, type ActionContext, type Values } from '../args.ts';
-import { connectForReading, reexecInSim, simDir, withoutSim } from '../bus-options.ts';
-import { follow, readStored } from '../../bus/event-log-reader.ts';
+import { connectForReading, reexecInSim, simDir, simManifest, withoutSim } from '../bus-options.ts';
+import { simVerifyArgs, verificationOf } from '../verify-options.ts';
+import { follow, readAdmissions, readStored } from '../../bus/event-log-reader.ts';
 import {
   entryJson,
   entryMatches,
   formatEntry,
+  jsonForTerminal,
   parseSince,
   decodeStored,
   toExportLine,
   typeMatcher,
   type EventFilter,
+  type LogEntry,
   type Since,
+  type StoredMessage,
   type StreamKind,
+  type Verification,
 } from '../../events/log.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
+import { escapeForTerminal } from '../../lib/terminal.ts';
 import { writeAllSync } from '../../lib/write-all.ts';
 
 interface Plan {
@@ -23,6 +29,33 @@ interface Plan {
   filter: EventFilter;
   since: Since;
   matchType: (t: string) => boolean;
+  /** Null with --no-verify. */
+  verify: Verification | null;
+}
+
+const NO_VERIFY_WARNING = 'warning: --no-verify: signatures are not checked; forged messages are shown as genuine\n';
+
+/**
+ * A reader that verifies: the relays' identity keys from every stored RelayAdmitted (from `from` on),
+ * then a decoder that, when a relay message fails for want of a key it may not have seen yet (a relay
+ * admitted while we read), catches up on admissions once and decodes it again.
+ */
+async function verifyingDecoder(nc: NatsConnection, verify: Verification | null): Promise<(m: StoredMessage) => Promise<LogEntry>> {
+  if (!verify) return async (m) => decodeStored(m);
+  let next = 1;
+  const catchUp = async () => {
+    for await (const a of readAdmissions(nc, next)) {
+      decodeStored(a, { verify });
+      next = a.seq + 1;
+    }
+  };
+  await catchUp();
+  return async (m) => {
+    const e = decodeStored(m, { verify });
+    if (e.ok || m.stream !== 'relay' || (e.skipped.reason !== 'unknown-key' && e.skipped.reason !== 'bad-signature')) return e;
+    await catchUp();
+    return decodeStored(m, { verify });
+  };
 }
 
 function plan(v: Values, defaultSince: Since): Plan {
@@ -40,7 +73,7 @@ function plan(v: Values, defaultSince: Since): Plan {
     throw new CliError((e as Error).message, 2);
   }
   if (since.kind === 'seq' && streams.length > 1) throw new CliError('--since SEQ names a position in one stream: add --stream relay or --stream topology', 2);
-  return { streams, filter: { relayId }, since, matchType };
+  return { streams, filter: { relayId }, since, matchType, verify: null };
 }
 
 async function tailStream(nc: NatsConnection, p: Plan, json: boolean): Promise<number> {
@@ -58,10 +91,11 @@ async function tailStream(nc: NatsConnection, p: Plan, json: boolean): Promise<n
   const colour = !json && process.stdout.isTTY === true && !process.env.NO_COLOR;
   const width = process.stdout.isTTY ? Math.max(80, process.stdout.columns ?? 160) : undefined;
   try {
+    const decode = await verifyingDecoder(nc, p.verify);
     for await (const m of follow(nc, p.streams, p.filter, p.since, ac.signal)) {
-      const e = decodeStored(m);
+      const e = await decode(m);
       if (!entryMatches(e, p.filter, p.matchType) || ac.signal.aborted) continue;
-      process.stdout.write((json ? JSON.stringify(entryJson(e)) : formatEntry(e, { colour, ...(width ? { width } : {}) })) + '\n');
+      process.stdout.write((json ? jsonForTerminal(entryJson(e)) : formatEntry(e, { colour, ...(width ? { width } : {}) })) + '\n');
     }
   } catch (e) {
     throw new CliError((e as Error).message, 1);
@@ -76,11 +110,18 @@ async function exportStream(nc: NatsConnection, p: Plan, out: string | undefined
   let n = 0;
   let skipped = 0;
   try {
+    const decode = await verifyingDecoder(nc, p.verify);
     for await (const m of readStored(nc, p.streams, p.filter, p.since)) {
-      const e = decodeStored(m);
+      const e = await decode(m);
       if (!entryMatches(e, p.filter, p.matchType)) continue;
-      if (!e.ok) skipped++;
-      writeAllSync(fd, toExportLine(m) + '\n');
+      if (!e.ok) {
+        skipped++;
+        // Kept as stored (the evidence) but marked; every reader of the file verifies again and never trusts the mark.
+        process.stderr.write(
+          `rejected ${m.stream === 'relay' ? 'R' : 'T'}#${m.seq} ${e.skipped.reason} ${escapeForTerminal(m.subject)}: ${escapeForTerminal(e.skipped.detail)}\n`,
+        );
+      }
+      writeAllSync(fd, toExportLine(m, e.ok ? undefined : e.skipped) + '\n');
       n++;
     }
   } catch (e) {
@@ -88,7 +129,8 @@ async function exportStream(nc: NatsConnection, p: Plan, out: string | undefined
   } finally {
     if (out) closeSync(fd);
   }
-  process.stderr.write(`exported ${n} messages${skipped ? ` (${skipped} of them not valid events, kept as stored)` : ''}${out ? ` to ${out}` : ''}\n`);
+  const what = p.verify ? 'rejected (unsigned, forged or not valid events), kept as stored and marked' : 'not valid events, kept as stored';
+  process.stderr.write(`exported ${n} messages${skipped ? ` (${skipped} of them ${what})` : ''}${out ? ` to ${escapeForTerminal(out)}` : ''}\n`);
   return 0;
 }
 
@@ -96,7 +138,12 @@ async function exportStream(nc: NatsConnection, p: Plan, out: string | undefined
 async function read(v: Values, ctx: ActionContext, defaultSince: Since, go: (nc: NatsConnection, p: Plan) => Promise<number>): Promise<number> {
   const p = plan(v, defaultSince);
   const sim = simDir(v);
-  if (sim !== null) return reexecInSim(sim, 'events', withoutSim(ctx.argv).rest);
+  if (sim !== null) {
+    const rest = withoutSim(ctx.argv).rest;
+    return reexecInSim(sim, 'events', [...rest, ...simVerifyArgs(v, rest, simManifest(sim).controlPlane.topologyPublicKey)]);
+  }
+  p.verify = verificationOf(v);
+  if (!p.verify) process.stderr.write(NO_VERIFY_WARNING);
   const nc = await connectForReading(v, 'relay-core events');
   try {
     return await go(nc, p);
