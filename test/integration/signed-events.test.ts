@@ -23,7 +23,6 @@ import { tempDir } from '../support/temp.ts';
 
 const log = rootLogger({ test: 'signed-events' }, 'warn');
 /** Anything a terminal would act on: C0 but newline, DEL, C1, bidi controls. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: what must never reach the terminal
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 const CLEAR = '\u001b[2J\u001b]0;owned\u0007';
 
