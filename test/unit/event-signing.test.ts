@@ -238,3 +238,29 @@ describe('the identity key file and the publisher', () => {
     expect(reg.verify('relay-1', iso(0), sent[0]!.data, sent[0]!.sig!)).toMatchObject({ ok: true });
   });
 });
+
+describe('the readers refuse to read unchecked by accident', () => {
+  it('events export, events tail and replay without a topology key: exit 2 naming --topology-key and --no-verify', async () => {
+    const { cli } = await import('../support/cli.ts');
+    const prev = process.env.RELAYNET_TOPOLOGY_KEY;
+    delete process.env.RELAYNET_TOPOLOGY_KEY;
+    try {
+      for (const argv of [
+        ['events', 'export', '--nats-url', 'nats://127.0.0.1:9'],
+        ['events', 'tail', '--nats-url', 'nats://127.0.0.1:9'],
+        ['replay', '--relay', 'relay-1', '--file', '/nonexistent'],
+      ]) {
+        const r = await cli(...argv);
+        expect(r.code, r.err).toBe(2);
+        expect(r.err).toMatch(/--topology-key .*--no-verify/);
+      }
+      const bad = await cli('replay', '--relay', 'relay-1', '--file', '/nonexistent', '--topology-key', 'x', '--relay-key', 'relay-1=y');
+      expect(bad.code).toBe(2);
+      expect(bad.err).toMatch(/--topology-key: not a base64 Ed25519 public key/);
+      const pin = await cli('replay', '--relay', 'relay-1', '--file', '/nonexistent', '--topology-key', cpKeys.publicKey, '--relay-key', 'relay-1=y');
+      expect(pin.err).toMatch(/--relay-key "relay-1=y": give RELAY-ID=KEY/);
+    } finally {
+      if (prev !== undefined) process.env.RELAYNET_TOPOLOGY_KEY = prev;
+    }
+  });
+});

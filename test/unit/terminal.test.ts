@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { table } from '../../src/lib/table.ts';
 import { escapeForTerminal, hasUnsafeTerminalText, jsonForTerminal } from '../../src/lib/terminal.ts';
 
 describe('escapeForTerminal', () => {
@@ -38,5 +39,19 @@ describe('jsonForTerminal', () => {
     const text = jsonForTerminal(v);
     expect(hasUnsafeTerminalText(text)).toBe(false);
     expect(JSON.parse(text)).toEqual(v);
+  });
+});
+
+describe('tables', () => {
+  it('escape every cell, and pad by the escaped width', () => {
+    const lines = table(
+      [{}, {}],
+      [
+        ['ID', 'STATE'],
+        ['relay-1\u001b[2J', 'up'],
+      ],
+    );
+    expect(lines).toEqual(['ID            STATE', 'relay-1\\e[2J  up']);
+    expect(lines.some(hasUnsafeTerminalText)).toBe(false);
   });
 });
