@@ -147,6 +147,32 @@ describe('signed events on a real nats-server', () => {
     }
   }, 120_000);
 
+  it('live, a relay event stored before the admission of its relay is shown verified once the admission arrives; an unknown key stays rejected', async () => {
+    const p = execa(RELAY_CORE_BIN, ['events', 'tail', '--json', '--stream', 'relay', ...base()], {
+      reject: false,
+      timeout: 60_000,
+      buffer: false,
+    });
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString('utf8')));
+    await new Promise((r) => setTimeout(r, 1_500)); // the tail is following
+    const r8 = generateSigningKeyPair();
+    // relay-8's first event, then (a second later) the control plane's admission announcing its key.
+    await publish('early8', 'relaynet.relay.relay-8.link.link-state-changed', linkEvent('relay-8', 'first-event'), r8);
+    await publish('unknown7', 'relaynet.relay.relay-7.link.link-state-changed', linkEvent('relay-7', 'nobody-knows-me'), attacker);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await publish('admit8', 'relaynet.topology.relay-8.relay-admitted', admitted(4, 8, r8.publicKey, '198.51.100.8:51820'), cp);
+    await eventually('both relay messages in the tail', async () => out.includes(`"seq":${seq.early8},`) && out.includes(`"seq":${seq.unknown7},`), 20_000);
+    p.kill('SIGINT');
+    expect((await p).exitCode).toBe(0);
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { seq: number; event?: unknown; skipped?: { reason: string } });
+    expect(lines.find((l) => l.seq === seq.early8)).toMatchObject({ event: { source: 'relay-8', data: { reason: 'first-event' } } });
+    expect(lines.find((l) => l.seq === seq.unknown7)).toMatchObject({ skipped: { reason: 'unknown-key' } });
+  }, 60_000);
+
   it('events export keeps rejected messages marked, reports them to stderr, and replay of the file keeps the genuine revision', async () => {
     const file = join(tmp.dir, 'export.jsonl');
     const ex = await cli(['events', 'export', ...base(), '--out', file]);
@@ -155,7 +181,7 @@ describe('signed events on a real nats-server', () => {
     expect(ex.stderr).toMatch(new RegExp(`rejected T#${seq.forgedAdmit2} bad-signature`));
     expect(ex.stderr).toMatch(new RegExp(`rejected R#${seq.unsigned} unsigned`));
     expect(ex.stderr).toMatch(new RegExp(`rejected R#${seq.forged} bad-signature`));
-    expect(ex.stderr).toMatch(/exported 10 messages \(6 of them rejected/);
+    expect(ex.stderr).toMatch(/exported 13 messages \(7 of them rejected/);
     const lines = readFileSync(file, 'utf8').trim().split('\n');
     expect(lines.every((l) => !RAW_CONTROL.test(l))).toBe(true);
     const marked = lines.map((l) => JSON.parse(l) as { stream: string; seq: number; rejected?: { reason: string } }).filter((l) => l.rejected);
@@ -167,6 +193,7 @@ describe('signed events on a real nats-server', () => {
         `relay#${seq.forged}:bad-signature`,
         `relay#${seq.forgedRelay2}:bad-signature`,
         `relay#${seq.evilSubject}:unsigned`,
+        `relay#${seq.unknown7}:unknown-key`,
       ].sort(),
     );
 
