@@ -138,7 +138,7 @@ async function runOnce(n: number, natsUrl: string) {
   const cp = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
   for (let rev = 1; rev <= events; rev++) {
     const r = relay(2 + (rev % 200), { id: `peer-${rev}` });
-    const e = envelope(cp, 'RelayAdmitted', 1, { revision: rev, relay: r });
+    const e = envelope(cp, 'RelayAdmitted', 2, { revision: rev, relay: r, identityKey: null });
     const data = encodeEvent(e);
     const h = headers();
     h.set(SIGNATURE_HEADER, signBytes(priv, data));

@@ -51,7 +51,7 @@ try {
   const js = jetstream(nc);
   const tailSeen = new Map<string, number>();
   const refSeen = new Map<string, number>();
-  const tail = execa(RELAY_CORE_BIN, ['events', 'tail', '--json', '--relay', RELAY, '--nats-url', nats.url], { reject: false, buffer: false });
+  const tail = execa(RELAY_CORE_BIN, ['events', 'tail', '--json', '--relay', RELAY, '--nats-url', nats.url, '--no-verify'], { reject: false, buffer: false });
   const ref = execa(
     process.execPath,
     ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'tail-reference.ts'), nats.url, `relaynet.relay.${RELAY}.>`],

@@ -2,6 +2,7 @@ import { DeliverPolicy, jetstream, type JsMsg, type OrderedConsumerOptions } fro
 import type { NatsConnection } from '@nats-io/transport-node';
 import { filterSubject, STREAM_OF, type EventFilter, type Since, type StoredMessage, type StreamKind } from '../events/log.ts';
 import { SIGNATURE_HEADER } from '../events/wire.ts';
+import { kebab, SUBJECT_ROOT } from '../contract/subjects.ts';
 import { isNotFound } from './streams.ts';
 
 /**
@@ -35,10 +36,10 @@ function stored(stream: StreamKind, m: JsMsg): StoredMessage {
   };
 }
 
-async function orderedConsumer(nc: NatsConnection, stream: StreamKind, filter: EventFilter, since: Since) {
+async function orderedConsumer(nc: NatsConnection, stream: StreamKind, filter: EventFilter, since: Since, subject?: string) {
   const js = jetstream(nc);
   try {
-    return await js.consumers.get(STREAM_OF[stream], consumerOptions(stream, filter, since));
+    return await js.consumers.get(STREAM_OF[stream], { ...consumerOptions(stream, filter, since), ...(subject ? { filter_subjects: subject } : {}) });
   } catch (e) {
     if (isNotFound(e)) throw new Error(`stream ${STREAM_OF[stream]} does not exist on this NATS (no relay or control plane has bootstrapped it)`);
     throw e;
@@ -49,9 +50,16 @@ async function orderedConsumer(nc: NatsConnection, stream: StreamKind, filter: E
  * What is stored now, oldest first, then stop: one stream after the other. `upTo` stops at a stream
  * sequence (inclusive) of the relay stream.
  */
-export async function* readStored(nc: NatsConnection, streams: StreamKind[], filter: EventFilter, since: Since, upTo?: number): AsyncGenerator<StoredMessage> {
+export async function* readStored(
+  nc: NatsConnection,
+  streams: StreamKind[],
+  filter: EventFilter,
+  since: Since,
+  upTo?: number,
+  subject?: string,
+): AsyncGenerator<StoredMessage> {
   for (const stream of streams) {
-    const c = await orderedConsumer(nc, stream, filter, since);
+    const c = await orderedConsumer(nc, stream, filter, since, subject);
     if ((await c.info()).num_pending === 0) continue;
     const messages = await c.consume({ max_messages: 1000 });
     try {
@@ -64,6 +72,15 @@ export async function* readStored(nc: NatsConnection, streams: StreamKind[], fil
       await messages.close().catch(() => {});
     }
   }
+}
+
+/**
+ * The stored `RelayAdmitted` messages of the topology stream from sequence `from` on (every relay's,
+ * whatever the reader's filter): where a reader learns the relays' identity keys before it verifies
+ * their events.
+ */
+export function readAdmissions(nc: NatsConnection, from = 1): AsyncGenerator<StoredMessage> {
+  return readStored(nc, ['topology'], {}, { kind: 'seq', seq: from }, undefined, `${SUBJECT_ROOT}.topology.*.${kebab('RelayAdmitted')}`);
 }
 
 /**

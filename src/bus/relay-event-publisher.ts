@@ -1,19 +1,24 @@
+import type { KeyObject } from 'node:crypto';
 import type { JetStreamClient } from '@nats-io/jetstream';
+import { headers } from '@nats-io/transport-node';
 import type { RelayEvent } from '../contract/relay.events.ts';
 import { subjectFor } from '../contract/subjects.ts';
-import { encodeEvent } from '../events/wire.ts';
+import { signBytes } from '../events/signing.ts';
+import { encodeEvent, SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
 
 /**
  * Publishes a relay's own events to JetStream in order. While NATS is away events wait in a bounded
  * queue (oldest dropped and counted past `capacity`); `Nats-Msg-Id` = event id makes re-sends after
- * a lost acknowledgement harmless.
+ * a lost acknowledgement harmless. Each message is signed with the relay's identity key over its exact
+ * bytes, the signature in the `Relaynet-Signature` header (readers verify it, docs/events.md).
  */
 export class RelayEventPublisher {
   readonly #js: JetStreamClient;
   readonly #log: Logger;
   readonly #relayId: string;
   readonly #capacity: number;
+  readonly #identity: KeyObject | null;
   readonly #queue: RelayEvent[] = [];
   #running = false;
   #closed = false;
@@ -21,8 +26,10 @@ export class RelayEventPublisher {
   published = 0;
   dropped = 0;
 
-  constructor(opts: { js: JetStreamClient; relayId: string; logger: Logger; capacity?: number }) {
+  /** `identity`: the relay's Ed25519 identity key; without one (tests of old behaviour) events go unsigned. */
+  constructor(opts: { js: JetStreamClient; relayId: string; logger: Logger; capacity?: number; identity?: KeyObject | null }) {
     this.#js = opts.js;
+    this.#identity = opts.identity ?? null;
     this.#relayId = opts.relayId;
     this.#log = opts.logger.child({ component: 'relay-event-publisher' });
     this.#capacity = opts.capacity ?? 10_000;
@@ -50,7 +57,10 @@ export class RelayEventPublisher {
     while (!this.#closed && this.#queue.length) {
       const e = this.#queue[0]!;
       try {
-        await this.#js.publish(subjectFor(e.type, this.#relayId), encodeEvent(e), { msgID: e.id, timeout: 2_000 });
+        const data = encodeEvent(e);
+        const h = headers();
+        if (this.#identity) h.set(SIGNATURE_HEADER, signBytes(this.#identity, data));
+        await this.#js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
         this.#queue.shift();
         this.published++;
         failures = 0;

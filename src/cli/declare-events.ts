@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { busOpts, jsonOpt, opt, simOpt, withOptions } from './options.ts';
 import { subcommands, type Leaf } from './program.ts';
+import { verifyOpts } from './verify-options.ts';
 
 /** The commands that read the event streams: events tail, events export, replay. */
 
@@ -27,25 +28,34 @@ export function declareEvents(program: Command, leaf: Leaf): void {
     `The event streams of a relay network, as any NATS client can read them (subjects and schemas:
 docs/events.md, docs/schemas/). Nothing is left on the server: each reader is an ordered, ephemeral
 consumer. Every subcommand reads NATS given by --nats-url [--nats-token], or a running
-'relay-core sim' with --sim [DIR].`,
+'relay-core sim' with --sim [DIR].
+
+Signatures are checked: a topology message must be signed with the control plane's key
+(--topology-key, or the sim's), a relay's event with the identity key its RelayAdmitted announces in
+the topology stream (or one pinned with --relay-key ID=KEY). Unsigned, forged and invalid messages are
+shown as rejected, with their sequence and reason, and never as events. --no-verify turns the checks off.
+Text from the stored messages is printed with control characters escaped.`,
   );
   const tail = events
     .command('tail')
     .summary('print events as they are stored')
     .description(`Print events as they are stored, one line each (coloured on a terminal; NO_COLOR turns it off), or
-with --json one JSON object per line: {stream, seq, subject, time, event} or, for a message that is
-not a valid event of its subject, {stream, seq, subject, time, skipped: {reason, detail}}. Runs until
+with --json one JSON object per line: {stream, seq, subject, time, event} or, for a rejected message
+(unsigned, bad-signature, unknown-key, malformed, schema, subject-mismatch, ...),
+{stream, seq, subject, time, skipped: {reason, detail}}; as text, 'REJECTED <reason>'. Runs until
 Ctrl-C (exit 0). Without --since only new events are shown.`);
-  withOptions(tail, ...filterOpts(), jsonOpt('JSON lines instead of text'), ...readerOpts(SIM_READ));
+  withOptions(tail, ...filterOpts(), jsonOpt('JSON lines instead of text'), ...readerOpts(SIM_READ), ...verifyOpts());
   leaf(tail, 'events tail');
   const exp = events
     .command('export')
     .summary('write what is stored as JSON lines')
     .description(`Write what is stored now (from --since, default all) as JSON lines with the message bytes kept as
-stored, corrupt ones included, to be read elsewhere or later. Ends when it has caught up; prints the
-count to stderr. 'relay-core replay --file' reads such a file: it needs the whole topology stream, so
+stored, corrupt ones included, to be read elsewhere or later. A rejected message (unsigned, forged,
+invalid) is kept as stored with a 'rejected' mark and reported to stderr with its sequence and reason;
+readers of the file check every line again and never trust the mark. Ends when it has caught up;
+prints the count to stderr. 'relay-core replay --file' reads such a file: it needs the whole topology stream, so
 export without --relay and --type for it.`);
-  withOptions(exp, ...filterOpts(), opt('--out <FILE>', 'write here, mode 0600, instead of stdout'), ...readerOpts(SIM_READ));
+  withOptions(exp, ...filterOpts(), opt('--out <FILE>', 'write here, mode 0600, instead of stdout'), ...readerOpts(SIM_READ), ...verifyOpts());
   leaf(exp, 'events export');
 }
 
@@ -59,7 +69,9 @@ of every actor (relay, topology view, links, client sessions, kernel) and the ho
 programmed, rendered by the in-memory kernel. The view is folded from the topology stream with the
 relay's own functions; every recorded kernel round is planned again from the desired state its
 causation id names and compared with the operations recorded. Replaying the same log always gives
-the same result. Messages that are not valid events are reported with their sequence and skipped.
+the same result. Messages that are not valid, verified events (unsigned, forged, corrupt) are reported
+with their sequence and reason and skipped; of two copies of a topology revision the first verified
+one counts, so a forged copy never replaces the genuine one.
 
 Source: --file FILE (an 'events export' or 'replay --save' file), --nats-url URL[,URL] [--nats-token
 TOKEN] [--save FILE], or --sim [DIR] [--save FILE] (a running 'relay-core sim').`);
@@ -80,6 +92,7 @@ TOKEN] [--save FILE], or --sim [DIR] [--save FILE] (a running 'relay-core sim').
     opt('--file <FILE>', 'read an exported log instead of NATS (topology lines first, or anywhere)').helpGroup(BUS),
     opt('--save <FILE>', 'also write what was read from NATS to FILE (mode 0600) for a later --file').helpGroup(BUS),
     ...readerOpts(`${SIM_READ}; with --diff, the live host is the relay's namespace`),
+    ...verifyOpts(),
   );
   leaf(cmd, 'replay');
 }

@@ -2,7 +2,7 @@
 // (docs/control-plane.md). Requests as the functions check them (their refusals: request.ts), answers
 // as the relays check them. Pure.
 import { z } from 'zod';
-import { busKeyField, endpointField, flag, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
+import { busKeyField, endpointField, flag, identityKeyField, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
 import { ClientSessionSchema, RelayRecordSchema } from './topology.events.ts';
 
 // deno-lint-ignore no-control-regex
@@ -22,6 +22,12 @@ export const RegisterRequestSchema = requestObject({
   exitIpv6: flag('exitIpv6').default(false),
   /** The relay's NATS nkey public key (U…): its NATS user JWT is issued for it. Required when the bus uses NATS decentralized auth. */
   busKey: busKeyField().optional(),
+  /**
+   * The relay's Ed25519 identity public key (not its WireGuard key): it signs the relay's events, and the
+   * control plane announces it in `RelayAdmitted`. Absent (relays from before identities): none recorded,
+   * and the relay's events cannot be verified.
+   */
+  identityKey: identityKeyField().optional(),
 });
 /** What a relay sends. */
 export type RegisterRequest = z.input<typeof RegisterRequestSchema>;

@@ -5,6 +5,8 @@ import {
   ClientSessionExitChangedV1,
   ClientSessionOpenedV1,
   RelayAdmittedV1,
+  RelayAdmittedV2,
+  upcastRelayAdmittedV1,
   RelayEndpointChangedV1,
   RelayCapabilitiesChangedV1,
   RelayKeyRotatedV1,
@@ -55,7 +57,7 @@ interface CatalogueEntry {
 
 /** The event catalogue: every event type, its stream, and the schema of each version. */
 export const CATALOGUE = {
-  RelayAdmitted: { kind: { stream: 'topology' }, versions: { 1: RelayAdmittedV1 } },
+  RelayAdmitted: { kind: { stream: 'topology' }, versions: { 1: RelayAdmittedV1, 2: RelayAdmittedV2 }, upcast: { 1: upcastRelayAdmittedV1 } },
   RelayLeft: { kind: { stream: 'topology' }, versions: { 1: RelayLeftV1 } },
   RelayKeyRotated: { kind: { stream: 'topology' }, versions: { 1: RelayKeyRotatedV1 } },
   RelayEndpointChanged: { kind: { stream: 'topology' }, versions: { 1: RelayEndpointChangedV1 } },

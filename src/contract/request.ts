@@ -44,8 +44,16 @@ export function wgKeyField(field = 'publicKey') {
   });
 }
 
-function wgKeyProblem(v: string, field: string): string | null {
-  if (v.length > 64) return `${field} must be base64 of a 32-byte WireGuard key`;
+/** A relay's Ed25519 identity public key: canonical base64 of exactly 32 bytes. */
+export function identityKeyField(field = 'identityKey') {
+  return text(field).superRefine((v, ctx) => {
+    const m = wgKeyProblem(v, field, 'Ed25519 public key');
+    if (m) ctx.addIssue({ code: 'custom', message: m });
+  });
+}
+
+function wgKeyProblem(v: string, field: string, what = 'WireGuard key'): string | null {
+  if (v.length > 64) return `${field} must be base64 of a 32-byte ${what}`;
   const bytes = base64ToBytes(v);
   if (!bytes) return `${field} is not valid (canonical, padded) base64`;
   return bytes.length === 32 ? null : `${field} must decode to exactly 32 bytes, not ${bytes.length}`;

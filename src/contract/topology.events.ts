@@ -7,6 +7,9 @@ const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 /** A WireGuard public key: base64 of exactly 32 bytes. */
 export const WgKeySchema = z.string().regex(BASE64_32, 'must be base64 of a 32-byte WireGuard key');
 
+/** A relay's Ed25519 identity public key (signs its events): base64 of exactly 32 bytes. */
+export const IdentityKeySchema = z.string().regex(BASE64_32, 'must be base64 of a 32-byte Ed25519 public key');
+
 /** `host:port` with an IPv4 literal, `[v6]:port`, or a DNS name. */
 export const EndpointSchema = z
   .string()
@@ -38,6 +41,14 @@ export type RelayRecord = z.infer<typeof RelayRecordSchema>;
 const Revision = z.number().int().min(1);
 
 export const RelayAdmittedV1 = z.object({ revision: Revision, relay: RelayRecordSchema }).strict();
+/**
+ * v2 adds `identityKey`: the relay's Ed25519 identity public key as it registered it (null: it registered
+ * none). Readers verify the relay's events with it (docs/events.md). Also published at a re-registration
+ * that brings another identity key (the record is then the one the relay already has).
+ */
+export const RelayAdmittedV2 = z.object({ revision: Revision, relay: RelayRecordSchema, identityKey: IdentityKeySchema.nullable() }).strict();
+/** v1 carried no identity key. */
+export const upcastRelayAdmittedV1 = (d: z.infer<typeof RelayAdmittedV1>): z.infer<typeof RelayAdmittedV2> => ({ ...d, identityKey: null });
 export const RelayLeftV1 = z.object({ revision: Revision, relayId: RelayIdSchema, reason: z.enum(['deregistered', 'expired', 'removed', 'banned']) }).strict();
 export const RelayKeyRotatedV1 = z.object({ revision: Revision, relayId: RelayIdSchema, publicKey: WgKeySchema, previousPublicKey: WgKeySchema }).strict();
 export const RelayEndpointChangedV1 = z
@@ -78,7 +89,7 @@ export const ClientSessionClosedV1 = z
 
 /** The topology event union: what the control plane publishes, signed, on `relaynet.topology.<relayId>.<event>`. */
 export type TopologyEvent =
-  | Envelope<'RelayAdmitted', z.infer<typeof RelayAdmittedV1>>
+  | Envelope<'RelayAdmitted', z.infer<typeof RelayAdmittedV2>>
   | Envelope<'RelayLeft', z.infer<typeof RelayLeftV1>>
   | Envelope<'RelayKeyRotated', z.infer<typeof RelayKeyRotatedV1>>
   | Envelope<'RelayEndpointChanged', z.infer<typeof RelayEndpointChangedV1>>

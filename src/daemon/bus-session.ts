@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { fromCallback } from 'xstate';
@@ -58,7 +59,8 @@ export interface BusSession {
   close(): Promise<void>;
 }
 
-export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSession {
+/** `identity`: the relay's identity key, which signs every event it publishes (src/lib/identity-key.ts). */
+export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: KeyObject | null = null): BusSession {
   let nc: NatsConnection | null = null;
   let publisher: RelayEventPublisher | null = null;
   const early: RelayEvent[] = [];
@@ -95,7 +97,7 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps): BusSessio
         nc = await connectBus({ servers, auth, name: `relay-core ${cfg.relayId}`, logger: log });
         const js = jetstream(nc);
         const jsm = await jetstreamManager(nc);
-        publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log });
+        publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log, identity });
         for (const e of early.splice(0)) publisher.publish(e);
         return { js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs };
       })();

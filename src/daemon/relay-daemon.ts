@@ -8,6 +8,7 @@ import { topologyMachine } from '../actors/topology.machine.ts';
 import type { ClientOptions } from '../kernel/clients.ts';
 import { systemDeps, type Deps } from '../lib/deps.ts';
 import type { Logger } from '../lib/logger.ts';
+import { loadOrCreateIdentityKey } from '../lib/identity-key.ts';
 import { SOFTWARE } from '../lib/version.ts';
 import { busSession, type BusSession, type RelayStartedEmission } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
@@ -36,7 +37,12 @@ export interface RelayDaemon {
  */
 export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: Deps = systemDeps): Promise<RelayDaemon> {
   const log = logger.child({ relayId: cfg.relayId });
-  const bus = busSession(cfg, log, deps);
+  // The relay's Ed25519 identity (not its WireGuard key): it signs every relay event, and the control
+  // plane announces its public key at admission. Only the public key is ever logged.
+  const identityFile = join(cfg.stateDir, 'identity.key');
+  const identity = loadOrCreateIdentityKey(identityFile);
+  if (identity.created) log.info({ identityKey: identity.publicKey, identityFile }, 'generated identity key');
+  const bus = busSession(cfg, log, deps, identity.privateKey);
   const controlPlane = controlPlaneSession(cfg, log, bus);
   const kernel = await kernelShell(cfg, log, bus.emit, deps);
   const projection = statusProjection(
@@ -52,6 +58,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
         name: cfg.name,
         region: cfg.region,
         publicKey: controlPlane.publicKey(),
+        identityKey: identity.publicKey,
         endpoint: cfg.endpoint,
         exitIpv6: kernel.host.exitIpv6,
       },

@@ -1,6 +1,10 @@
 import type { KeyObject } from 'node:crypto';
 import { CATALOGUE, type AnyEvent } from '../contract/catalogue.ts';
 import { kebab, parseSubject, STREAMS, SUBJECT_ROOT } from '../contract/subjects.ts';
+import { escapeForTerminal, jsonForTerminal } from '../lib/terminal.ts';
+
+export { jsonForTerminal };
+import type { RelayKeyRegistry } from './identity.ts';
 import { decodeEvent, decodeTopologyMessage, decodeUnsignedTopologyMessage, MAX_EVENT_BYTES, type Rejection } from './wire.ts';
 
 /**
@@ -21,32 +25,54 @@ export interface StoredMessage {
   /** ISO time at which the server stored it. */
   time: string;
   data: Uint8Array;
-  /** The control plane's signature header (topology messages). */
+  /** The `Relaynet-Signature` header: the control plane's (topology) or the relay's (relay events). */
   signature: string | null;
 }
 
-export type SkipReason = Rejection['reason'] | 'foreign-subject';
+export type SkipReason = Rejection['reason'] | 'foreign-subject' | 'unknown-key';
 
 export type LogEntry =
-  | { ok: true; stream: StreamKind; seq: number; subject: string; time: string; event: AnyEvent }
+  /** `verified`: its signature was checked and holds (absent or false: read without checking). */
+  | { ok: true; stream: StreamKind; seq: number; subject: string; time: string; event: AnyEvent; verified?: boolean }
   | { ok: false; stream: StreamKind; seq: number; subject: string; time: string; skipped: { reason: SkipReason; detail: string } };
 
 /**
- * Decode a stored message. A relay-stream message must be a relay event published under its own
- * source, aggregate and type; a topology message a control-plane event on its subject, and signed if
- * `controlPlaneKey` is given. Anything else is an entry with `skipped` (never a throw).
+ * How a reader checks signatures: the control plane's key for the topology stream, and the relays'
+ * identity keys (announced in the topology stream, or pinned) for the relay stream. Absent: messages are
+ * decoded without checking any signature (`--no-verify`, and tests of the decoding itself).
  */
-export function decodeStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObject } = {}): LogEntry {
+export interface Verification {
+  controlPlaneKey: KeyObject;
+  relayKeys: RelayKeyRegistry;
+}
+
+/**
+ * Decode a stored message. A relay-stream message must be a relay event published under its own
+ * source, aggregate and type; a topology message a control-plane event on its subject. With
+ * `verify`, a topology message must carry the control plane's signature over its exact bytes, and a
+ * relay message the signature of its relay's identity key (`unsigned`, `unknown-key`,
+ * `bad-signature`); a verified `RelayAdmitted` teaches `verify.relayKeys` the relay's key. Anything
+ * else is an entry with `skipped` (never a throw). Order: subject, size, signature, JSON, schema,
+ * subject against payload; the first failure is the reason.
+ */
+export function decodeStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObject; verify?: Verification } = {}): LogEntry {
   const at = { stream: m.stream, seq: m.seq, subject: m.subject, time: m.time };
   const skip = (reason: SkipReason, detail: string): LogEntry => ({ ok: false, ...at, skipped: { reason, detail } });
+  const v = opts.verify;
   if (m.stream === 'topology') {
-    const r = opts.controlPlaneKey
-      ? decodeTopologyMessage(m.subject, m.data, m.signature ?? undefined, opts.controlPlaneKey)
-      : decodeUnsignedTopologyMessage(m.subject, m.data);
-    return r.ok ? { ok: true, ...at, event: r.event } : skip(r.rejection.reason, r.rejection.detail);
+    const cpKey = v?.controlPlaneKey ?? opts.controlPlaneKey;
+    const r = cpKey ? decodeTopologyMessage(m.subject, m.data, m.signature ?? undefined, cpKey) : decodeUnsignedTopologyMessage(m.subject, m.data);
+    if (!r.ok) return skip(r.rejection.reason, r.rejection.detail);
+    if (v) v.relayKeys.observe(m.seq, m.time, r.event);
+    return { ok: true, ...at, event: r.event, ...(cpKey ? { verified: true } : {}) };
   }
   const s = parseSubject(m.subject);
   if (s?.stream !== 'relay') return skip('foreign-subject', `${m.subject} is not a relay event subject`);
+  if (v) {
+    if (m.data.byteLength > MAX_EVENT_BYTES) return skip('oversized', `${m.data.byteLength} bytes > ${MAX_EVENT_BYTES}`);
+    const verdict = v.relayKeys.verify(s.relayId, m.time, m.data, m.signature);
+    if (!verdict.ok) return skip(verdict.reason, verdict.detail);
+  }
   const r = decodeEvent(m.data);
   if (!r.ok) return skip(r.rejection.reason, r.rejection.detail);
   const e = r.event;
@@ -54,7 +80,7 @@ export function decodeStored(m: StoredMessage, opts: { controlPlaneKey?: KeyObje
   if (kind.stream !== 'relay' || e.source !== s.relayId || kind.aggregate !== s.aggregate || kebab(e.type) !== s.event) {
     return skip('subject-mismatch', `${e.type} from ${e.source} on ${m.subject}`);
   }
-  return { ok: true, ...at, event: e };
+  return { ok: true, ...at, event: e, ...(v ? { verified: true } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -122,7 +148,10 @@ export function parseSince(s: string, now: Date): Since {
 // ---------------------------------------------------------------------------------------------------
 // Output
 
-/** The JSON-lines form of an entry (`events tail --json`): position, then the event or why it was skipped. */
+/**
+ * The JSON-lines form of an entry (`events tail --json`): position, then the event or why it was
+ * rejected (`skipped`). Printed with {@link jsonForTerminal}, so no control character reaches a terminal.
+ */
 export function entryJson(e: LogEntry): Record<string, unknown> {
   const at = { stream: e.stream, seq: e.seq, subject: e.subject, time: e.time };
   return e.ok ? { ...at, event: e.event } : { ...at, skipped: e.skipped };
@@ -142,24 +171,30 @@ function tone(e: LogEntry): keyof typeof COLOURS {
 }
 
 function scalar(v: unknown): string {
-  if (typeof v === 'string') return /^[\w./:@+=-]*$/.test(v) && v !== '' ? v : JSON.stringify(v);
+  if (typeof v === 'string') return /^[\w./:@+=-]*$/.test(v) && v !== '' ? v : jsonForTerminal(v);
   if (Array.isArray(v)) return `[${v.length}]`;
   if (v !== null && typeof v === 'object') return `{${Object.keys(v).join(',')}}`;
   return String(v);
 }
 
-/** One line for a person: time, stream and sequence, source, type, and the payload as key=value. */
+/**
+ * One line for a person: time, stream and sequence, source, type, and the payload as key=value; a
+ * rejected message as `REJECTED <reason>` with its subject and why. Every string from the stored
+ * message is escaped ({@link escapeForTerminal}): only this function's own colours reach the terminal.
+ */
 export function formatEntry(e: LogEntry, opts: { colour: boolean; width?: number }): string {
-  const when = e.time.slice(11, 23);
+  const when = escapeForTerminal(e.time.slice(11, 23));
   const pos = paint(opts.colour, 'grey', `${e.stream === 'relay' ? 'R' : 'T'}#${e.seq}`);
-  if (!e.ok) return `${when} ${pos} ${paint(opts.colour, 'red', `SKIPPED ${e.skipped.reason}`)} ${e.subject}: ${e.skipped.detail}`;
+  if (!e.ok) {
+    return `${when} ${pos} ${paint(opts.colour, 'red', `REJECTED ${e.skipped.reason}`)} ${escapeForTerminal(e.subject)}: ${escapeForTerminal(e.skipped.detail)}`;
+  }
   const ev = e.event;
   const fields = Object.entries(ev.data as Record<string, unknown>).flatMap(([k, v]) =>
     v !== null && typeof v === 'object' && !Array.isArray(v)
-      ? Object.entries(v as Record<string, unknown>).map(([k2, v2]) => `${k}.${k2}=${scalar(v2)}`)
-      : [`${k}=${scalar(v)}`],
+      ? Object.entries(v as Record<string, unknown>).map(([k2, v2]) => `${escapeForTerminal(k)}.${escapeForTerminal(k2)}=${scalar(v2)}`)
+      : [`${escapeForTerminal(k)}=${scalar(v)}`],
   );
-  const line = `${when} ${pos} ${ev.source} ${paint(opts.colour, tone(e), ev.type)} ${fields.join(' ')}`;
+  const line = `${when} ${pos} ${escapeForTerminal(ev.source)} ${paint(opts.colour, tone(e), ev.type)} ${fields.join(' ')}`;
   const width = opts.width ?? 400;
   return line.length > width ? `${line.slice(0, width - 1)}…` : line;
 }
@@ -176,11 +211,16 @@ export interface ExportLine {
   data?: string;
   data64?: string;
   signature?: string;
+  /**
+   * Why the exporting reader rejected the message (unsigned, forged, not a valid event). Information
+   * only: readers of the file verify every line again and never trust this mark, nor its absence.
+   */
+  rejected?: { reason: string; detail: string };
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-export function toExportLine(m: StoredMessage): string {
+export function toExportLine(m: StoredMessage, rejected?: { reason: string; detail: string }): string {
   const line: ExportLine = { stream: m.stream, seq: m.seq, subject: m.subject, time: m.time };
   try {
     line.data = strictUtf8.decode(m.data);
@@ -188,7 +228,9 @@ export function toExportLine(m: StoredMessage): string {
     line.data64 = Buffer.from(m.data).toString('base64');
   }
   if (m.signature) line.signature = m.signature;
-  return JSON.stringify(line);
+  if (rejected) line.rejected = { reason: rejected.reason, detail: rejected.detail };
+  // Lossless (\uXXXX parses back to the same text) and safe when the export goes to a terminal.
+  return jsonForTerminal(line);
 }
 
 /** Parse one exported line back into a stored message; an error says what is wrong with it. */

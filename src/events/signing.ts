@@ -31,6 +31,12 @@ export function importPrivateKey(seedB64: string): KeyObject {
   return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, rawKey(seedB64, 'Ed25519 seed')]), format: 'der', type: 'pkcs8' });
 }
 
+/** The base64 public key of a base64 Ed25519 seed. Throws on a malformed seed. */
+export function publicKeyOfSeed(seedB64: string): string {
+  const spki = createPublicKey(importPrivateKey(seedB64)).export({ format: 'der', type: 'spki' });
+  return Buffer.from(spki.subarray(SPKI_PREFIX.length)).toString('base64');
+}
+
 /** Sign bytes; returns base64 signature. */
 export function signBytes(key: KeyObject, data: Uint8Array): string {
   return sign(null, data, key).toString('base64');

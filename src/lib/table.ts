@@ -4,8 +4,11 @@
  *
  * A column is as wide as its `width`, or, without one, as its widest cell (header included). Cells
  * are padded on the right (`align: 'right'`: on the left); a cell wider than its column is never cut.
- * The last column of a row is not padded on the right, so no line ends in spaces.
+ * The last column of a row is not padded on the right, so no line ends in spaces. Every cell is
+ * escaped for the terminal first (src/lib/terminal.ts): cells hold names, reasons and errors from
+ * stored data, and none of them may move the cursor or reorder the line.
  */
+import { escapeForTerminal } from './terminal.ts';
 
 export interface Column {
   /** Fixed width; omitted: the widest cell of the column. */
@@ -24,8 +27,9 @@ export interface TableOptions {
 export function table(columns: readonly Column[], rows: readonly (readonly string[])[], opts: TableOptions = {}): string[] {
   const gap = opts.gap ?? '  ';
   const indent = opts.indent ?? '';
-  const widths = columns.map((c, i) => c.width ?? Math.max(0, ...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map(
+  const safe = rows.map((r) => r.map(escapeForTerminal));
+  const widths = columns.map((c, i) => c.width ?? Math.max(0, ...safe.map((r) => (r[i] ?? '').length)));
+  return safe.map(
     (r) =>
       indent +
       r

@@ -2,6 +2,7 @@ import type { HostState } from '../kernel/host-state.ts';
 import { describeOp } from '../kernel/execute.ts';
 import { renderHostState } from '../kernel/host-text.ts';
 import { table } from '../lib/table.ts';
+import { escapeForTerminal } from '../lib/terminal.ts';
 import type { ReplayResult, RoundCheck } from './replay.ts';
 
 /** Rows of the relays, links and sessions tables: indented under their heading, one space apart. */
@@ -17,8 +18,8 @@ export function formatReplay(r: ReplayResult): string {
       `${r.relay.software ? `, ${r.relay.software}` : ''}`,
   );
   out.push(`  mesh address ${r.relay.meshAddress ?? '-'}, client pool ${r.relay.clientPool ?? '-'}, public key ${r.relay.publicKey ?? '-'}`);
-  out.push(`events: ${r.events.relay} of this relay, ${r.events.topology} topology, ${r.events.skipped} skipped`);
-  for (const s of r.skipped) out.push(`  SKIPPED ${s.stream} seq ${s.seq}: ${s.reason}: ${s.detail}`);
+  out.push(`events: ${r.events.relay} of this relay, ${r.events.topology} topology, ${r.events.skipped} rejected`);
+  for (const s of r.skipped) out.push(`  REJECTED ${s.stream} seq ${s.seq}: ${s.reason}: ${s.detail}`);
   if (r.events.skipped > r.skipped.length) out.push(`  ... and ${r.events.skipped - r.skipped.length} more`);
   const t = r.topology;
   out.push(
@@ -32,6 +33,7 @@ export function formatReplay(r: ReplayResult): string {
           : ''
       }`,
   );
+  if (t.duplicates) out.push(`  ${t.duplicates} verified duplicate(s) of a revision ignored (the first verified copy counts)`);
   if (t.viewNote) out.push(`  note: ${t.viewNote}`);
   if (t.digestMismatches) out.push(`  WARNING: ${t.digestMismatches} seed(s) recorded a different view than the topology stream gives`);
   out.push(
@@ -71,9 +73,11 @@ export function formatReplay(r: ReplayResult): string {
   }
   for (const i of c.inconsistencies) out.push(`  REFUSED seq ${i.seq}: ${describeOp(i.op)}: ${i.message}`);
   out.push('host (as the kernel actor programmed it, rendered by the in-memory kernel):');
+  // Every line from stored data escaped; the host's rendering is the one multi-line block (nft bodies).
+  const text = out.map(escapeForTerminal);
   const host = renderHostState(r.host);
-  out.push(host ? host.trimEnd().replace(/^/gm, '  ') : '  (nothing)');
-  return out.join('\n') + '\n';
+  text.push(host ? host.trimEnd().replace(/^/gm, '  ').split('\n').map(escapeForTerminal).join('\n') : '  (nothing)');
+  return text.join('\n') + '\n';
 }
 
 /** Every kernel round with its cause, verdict and operations (`replay --rounds`). */
@@ -84,7 +88,7 @@ export function formatRounds(rounds: readonly RoundCheck[]): string {
     for (const o of r.recorded) out.push(`    ${describeOp(o)}`);
     if (r.verdict === 'mismatch') for (const o of r.derived ?? []) out.push(`    derived ${describeOp(o)}`);
   }
-  return out.join('\n') + '\n';
+  return out.map(escapeForTerminal).join('\n') + '\n';
 }
 
 export interface HostDiff {
@@ -136,6 +140,8 @@ export function formatDiff(d: HostDiff): string {
       `drift: ${d.missing.length} programmed but missing on the host, ${d.unexpected.length} on the host but not programmed`,
       ...d.missing.map((l) => `- ${l}`),
       ...d.unexpected.map((l) => `+ ${l}`),
-    ].join('\n') + '\n'
+    ]
+      .map(escapeForTerminal)
+      .join('\n') + '\n'
   );
 }

@@ -115,6 +115,11 @@ export interface ReplayResult {
     seeds: number;
     resyncsRequested: number;
     rejected: Record<string, number>;
+    /**
+     * Valid topology messages of a revision the replay already holds (JetStream re-deliveries, or
+     * copies): the first verified one counts, and an unverified one never displaces a verified one.
+     */
+    duplicates: number;
     /** Seeds whose recorded digest differs from the view rebuilt at that revision. */
     digestMismatches: number;
   };
@@ -163,6 +168,8 @@ export class RelayReplay {
   /** The topology stream by revision, each event (validated and upcast) kept as its JSON text: a
    *  parsed event takes several times the memory, and replay reads each back about once. */
   private readonly topo = new Map<number, string>();
+  /** Revisions whose kept copy was verified (signed by the control plane). */
+  private readonly topoVerified = new Set<number>();
   private readonly host = new MemoryKernelBackend({ recordOps: false });
   private hostSeeded = false;
 
@@ -183,7 +190,7 @@ export class RelayReplay {
 
   private view: TopologyView | null = EMPTY_TOPOLOGY;
   private viewNote: string | null = null;
-  private topoCounters = { applied: 0, seeds: 0, resyncsRequested: 0, rejected: {} as Record<string, number>, digestMismatches: 0 };
+  private topoCounters = { applied: 0, seeds: 0, resyncsRequested: 0, rejected: {} as Record<string, number>, duplicates: 0, digestMismatches: 0 };
 
   private links = new Map<string, LinkReplay>();
   private sessions = new Map<string, SessionReplay>();
@@ -208,7 +215,12 @@ export class RelayReplay {
     this.clients = initialClientsState(this.relayId);
   }
 
-  /** Offer a topology-stream entry (all of them, before the relay's entries). */
+  /**
+   * Offer a topology-stream entry (all of them, before the relay's entries). A rejected one (unsigned,
+   * forged, invalid) is listed and skipped. Of several valid messages for one revision the first
+   * verified one is kept: a later copy never replaces it, and an unverified one (read with
+   * `--no-verify`) only stands in until a verified one comes.
+   */
   addTopology(e: LogEntry): void {
     if (!e.ok) {
       this.skip(e);
@@ -216,7 +228,15 @@ export class RelayReplay {
     }
     this.counts.topology++;
     const ev = e.event as TopologyEvent;
-    if ('revision' in ev.data) this.topo.set(ev.data.revision, JSON.stringify(ev));
+    if (!('revision' in ev.data)) return;
+    const rev = ev.data.revision;
+    if (this.topo.has(rev) && (this.topoVerified.has(rev) || !e.verified)) {
+      this.topoCounters.duplicates++;
+      return;
+    }
+    if (this.topo.has(rev)) this.topoCounters.duplicates++;
+    this.topo.set(rev, JSON.stringify(ev));
+    if (e.verified) this.topoVerified.add(rev);
   }
 
   /** Offer the relay's own entries, in stream order. */

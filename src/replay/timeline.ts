@@ -1,3 +1,4 @@
+import { escapeForTerminal } from '../lib/terminal.ts';
 import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../contract/relay.events.ts';
 import { assertNever } from '../contract/topology.events.ts';
@@ -171,5 +172,5 @@ export class TimelineBuilder {
 export function formatTimeline(items: readonly TimelineItem[]): string {
   if (items.length === 0) return '(no state changes in the log for this selection)\n';
   const w = Math.max(...items.map((i) => i.subject.length));
-  return items.map((i) => `${i.time}  #${String(i.seq).padEnd(6)} ${i.subject.padEnd(w)}  ${i.what}  <- ${i.cause}\n`).join('');
+  return items.map((i) => `${escapeForTerminal(`${i.time}  #${String(i.seq).padEnd(6)} ${i.subject.padEnd(w)}  ${i.what}  <- ${i.cause}`)}\n`).join('');
 }

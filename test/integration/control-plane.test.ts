@@ -422,17 +422,37 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       expect(e.type).toBe(row.type);
       expect(e.data.revision).toBe(Number(row.revision));
       expect(e.source).toBe('control-plane');
-      expect(e.version).toBe(1);
+      expect(e.version).toBe(e.type === 'RelayAdmitted' ? 2 : 1);
       expect(e.correlationId).toBeNull();
       expect(e.causationId).toMatch(/^[0-9a-f-]{36}$/);
       expect(row.subject).toBe(subjectFor(e.type, topologySubjectRelay(e)));
       expect(e.time).toBe(row.created_at.toISOString());
       // Tampering breaks the signature.
-      expect(verifyBytes(pub, new TextEncoder().encode(row.payload.replace('"version":1', '"version":2')), row.signature)).toBe(false);
+      expect(verifyBytes(pub, new TextEncoder().encode(row.payload.replace(/"version":(\d)/, '"version":9')), row.signature)).toBe(false);
     }
     // A request id sent by the caller becomes the causation id of the events it causes.
     const r = await raw('deregister', { body: JSON.stringify({ relayId: 'relay-6' }), headers: { 'x-request-id': 'req-test-1' } });
     expect(r.status).toBe(200);
     expect((await lastEvent()).causationId).toBe('req-test-1');
+  });
+
+  it("records a relay's identity key and announces it in RelayAdmitted, at admission and when it changes", async () => {
+    const id1 = Buffer.alloc(32, 0x31).toString('base64');
+    const id2 = Buffer.alloc(32, 0x32).toString('base64');
+    const identity = async () => (await sql`select identity_key from relaynet.relays where id = 'relay-20'`)[0]!.identity_key as string | null;
+    expect((await invoke('register-server', reg(20, { identityKey: id1 }))).status).toBe(200);
+    expect(await lastEvent()).toMatchObject({ type: 'RelayAdmitted', version: 2, data: { relay: { id: 'relay-20' }, identityKey: id1 } });
+    expect(await identity()).toBe(id1);
+    const before = await revision();
+    expect((await invoke('register-server', reg(20))).status).toBe(200); // none sent: the recorded one stays
+    expect((await invoke('register-server', reg(20, { identityKey: id1 }))).status).toBe(200);
+    expect(await revision()).toBe(before);
+    expect(await identity()).toBe(id1);
+    expect((await invoke('register-server', reg(20, { identityKey: id2 }))).status).toBe(200);
+    expect(await revision()).toBe(before + 1);
+    expect(await lastEvent()).toMatchObject({ type: 'RelayAdmitted', version: 2, data: { relay: { id: 'relay-20' }, identityKey: id2 } });
+    expect(await identity()).toBe(id2);
+    const bad = await invoke('register-server', reg(20, { identityKey: 'not-a-key' }));
+    expect([bad.status, bad.body.field]).toEqual([400, 'identityKey']);
   });
 });

@@ -7,7 +7,10 @@ import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { envelope } from '../../src/contract/envelope.ts';
 import { inboxPrefixFor } from '../../src/contract/bus-auth.ts';
 import { fromExportLine, decodeStored } from '../../src/events/log.ts';
+import { RelayKeyRegistry } from '../../src/events/identity.ts';
+import { importPublicKey, signBytes } from '../../src/events/signing.ts';
 import { encodeEvent } from '../../src/events/wire.ts';
+import { loadOrCreateIdentityKey } from '../../src/lib/identity-key.ts';
 import { NATS_URL } from '../../src/sim/layout.ts';
 import { readManifest } from '../../src/sim/manifest.ts';
 import { tempDir } from '../support/temp.ts';
@@ -47,7 +50,11 @@ describe('events tail and export on a live sim', () => {
     });
     return { p, lines };
   };
-  const publishRaw = async (subject: string, data: Uint8Array): Promise<number> => {
+  /** relay-1's identity key, as its daemon made it in its state directory. */
+  const relay1IdentityFile = () => join(readManifest(dir)!.relays.find((r) => r.id === 'relay-1')!.stateDir, 'identity.key');
+  const relay1Identity = () => loadOrCreateIdentityKey(relay1IdentityFile()).privateKey;
+  const relay1IdentityPublic = () => loadOrCreateIdentityKey(relay1IdentityFile()).publicKey;
+  const publishRaw = async (subject: string, data: Uint8Array, signature?: string): Promise<number> => {
     const r = await execa(
       'ip',
       [
@@ -62,6 +69,7 @@ describe('events tail and export on a live sim', () => {
         // A relay may publish only below its own subject: the forger here is relay-1 itself.
         join(readManifest(dir)!.relays.find((r) => r.id === 'relay-1')!.stateDir, 'nats.creds'),
         inboxPrefixFor({ kind: 'relay', relayId: 'relay-1' }),
+        ...(signature ? [signature] : []),
       ],
       { reject: false, timeout: 30_000 },
     );
@@ -108,9 +116,13 @@ describe('events tail and export on a live sim', () => {
     expect(r.exitCode).toBe(0);
   }, 200_000);
 
-  it('reports a corrupt and a forged message with their sequence, skips them, and goes on', async () => {
+  it('reports a corrupt, a foreign and an unsigned message with their sequence, skips them, and goes on', async () => {
     const subject = 'relaynet.relay.relay-1.link.link-state-changed';
-    const corrupt = await publishRaw(subject, new TextEncoder().encode('{"id":"truncated'));
+    const key = relay1Identity();
+    const signed = async (subj: string, data: Uint8Array) => publishRaw(subj, data, signBytes(key, data));
+    // Signed with relay-1's own identity key: these get past the signature check to the ones behind it.
+    const corruptBytes = new TextEncoder().encode('{"id":"truncated');
+    const corrupt = await signed(subject, corruptBytes);
     const forged = envelope({ source: 'relay-2', now: () => new Date(), newId: randomUUID }, 'LinkStateChanged', 1, {
       peerId: 'relay-9',
       device: 'x',
@@ -120,12 +132,15 @@ describe('events tail and export on a live sim', () => {
       rxBytes: 0,
       txBytes: 0,
     });
-    const foreign = await publishRaw(subject, encodeEvent(forged as never));
+    // relay-1 speaking as relay-2, with its own valid signature: still refused.
+    const foreign = await signed(subject, encodeEvent(forged as never));
     const good = envelope({ source: 'relay-1', now: () => new Date(), newId: randomUUID }, 'RelayDraining', 1, { signal: 'test' });
-    const after = await publishRaw('relaynet.relay.relay-1.relay.relay-draining', encodeEvent(good as never));
+    const unsigned = await publishRaw('relaynet.relay.relay-1.relay.relay-draining', encodeEvent(good as never));
+    const after = await signed('relaynet.relay.relay-1.relay.relay-draining', encodeEvent(good as never));
     // In stream order, not necessarily adjacent: the sim's live relays publish their own events meanwhile.
     expect(foreign).toBeGreaterThan(corrupt);
-    expect(after).toBeGreaterThan(foreign);
+    expect(unsigned).toBeGreaterThan(foreign);
+    expect(after).toBeGreaterThan(unsigned);
 
     const tail = startTail(['--stream', 'relay', '--since', String(corrupt), '--relay', 'relay-1']);
     await eventually(`seq ${after} in the tail`, async () => tail.lines.some((l) => l.line.seq === after), 30_000);
@@ -134,6 +149,7 @@ describe('events tail and export on a live sim', () => {
     const bySeq = new Map(tail.lines.map((l) => [l.line.seq, l.line]));
     expect(bySeq.get(corrupt)).toMatchObject({ skipped: { reason: 'malformed' } });
     expect(bySeq.get(foreign)).toMatchObject({ skipped: { reason: 'subject-mismatch', detail: expect.stringContaining('from relay-2') } });
+    expect(bySeq.get(unsigned)).toMatchObject({ skipped: { reason: 'unsigned' } });
     expect(bySeq.get(after)).toMatchObject({ event: { type: 'RelayDraining', source: 'relay-1' } });
 
     // The export keeps the stored bytes, corrupt ones included, and reads back to the same entries.
@@ -143,16 +159,19 @@ describe('events tail and export on a live sim', () => {
       timeout: 60_000,
     });
     expect(ex.exitCode, ex.stderr).toBe(0);
-    expect(ex.stderr).toMatch(/exported \d+ messages \(2 of them not valid events, kept as stored\)/);
-    const entries = readFileSync(file, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => {
-        const m = fromExportLine(l);
-        if (!m.ok) throw new Error(m.error);
-        return decodeStored(m.message);
-      });
-    expect(entries.filter((e) => !e.ok).map((e) => e.seq)).toEqual([corrupt, foreign]);
+    expect(ex.stderr).toMatch(/exported \d+ messages \(3 of them rejected/);
+    // Read back and verified again (relay-1's key pinned: a relay-stream export holds no admissions).
+    const relayKeys = new RelayKeyRegistry({ 'relay-1': relay1IdentityPublic() });
+    const controlPlaneKey = importPublicKey(readManifest(dir)!.controlPlane.topologyPublicKey);
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const entries = lines.map((l) => {
+      const m = fromExportLine(l);
+      if (!m.ok) throw new Error(m.error);
+      return decodeStored(m.message, { verify: { controlPlaneKey, relayKeys } });
+    });
+    expect(entries.filter((e) => !e.ok).map((e) => e.seq)).toEqual([corrupt, foreign, unsigned]);
+    const marked = lines.map((l) => JSON.parse(l) as { seq: number; rejected?: unknown }).filter((l) => l.rejected);
+    expect(marked.map((l) => l.seq)).toEqual([corrupt, foreign, unsigned]);
     expect(entries.filter((e) => e.ok).length).toBeGreaterThan(5);
     expect(entries.every((e) => e.subject.startsWith('relaynet.relay.relay-1.'))).toBe(true);
   }, 120_000);

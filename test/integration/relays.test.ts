@@ -163,7 +163,7 @@ describe('relays on the real control plane and event bus', () => {
       const forger = importPrivateKey(generateSigningKeyPair().seed);
       const cpSource = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
       const evil = relayRecord(66, { id: 'relay-evil' });
-      const forged = encodeEvent(envelope(cpSource, 'RelayAdmitted', 1, { revision: before[0]!.revision + 1, relay: evil }));
+      const forged = encodeEvent(envelope(cpSource, 'RelayAdmitted', 2, { revision: before[0]!.revision + 1, relay: evil, identityKey: null }));
       const subject = 'relaynet.topology.relay-evil.relay-admitted';
       const h1 = headers();
       h1.set(SIGNATURE_HEADER, signBytes(forger, forged));

@@ -26,7 +26,7 @@ export function relay(n: number, over: Partial<RelayRecord> = {}): RelayRecord {
 }
 
 export const ev = {
-  admitted: (revision: number, r: RelayRecord): TopologyEvent => envelope(cp, 'RelayAdmitted', 1, { revision, relay: r }),
+  admitted: (revision: number, r: RelayRecord): TopologyEvent => envelope(cp, 'RelayAdmitted', 2, { revision, relay: r, identityKey: null }),
   left: (revision: number, relayId: string): TopologyEvent => envelope(cp, 'RelayLeft', 1, { revision, relayId, reason: 'deregistered' as const }),
   rotated: (revision: number, relayId: string, publicKey: string, previousPublicKey: string): TopologyEvent =>
     envelope(cp, 'RelayKeyRotated', 1, { revision, relayId, publicKey, previousPublicKey }),

@@ -24,6 +24,8 @@ const stored = (over: Partial<StoredRelay> = {}): StoredRelay => ({
   status: 'active',
   ...over,
 });
+const I1 = Buffer.alloc(32, 0x11).toString('base64');
+const I2 = Buffer.alloc(32, 0x22).toString('base64');
 const req = (over: Partial<RegisterRequest> = {}): RegisterRequest => ({
   relayId: 'relay-a',
   name: 'A',
@@ -57,10 +59,26 @@ describe('register-server decision table', () => {
     ['no longer exits IPv6', stored({ exitIpv6: true }), { exitIpv6: false }, 'readmit', ['RelayCapabilitiesChanged']],
     ['still exits IPv6', stored({ exitIpv6: true }), { exitIpv6: true }, 'readmit', []],
     ['row from before IPv6, no IPv6 exit', stored({ exitIpv6: undefined }), {}, 'readmit', []],
+    ['unknown relay with an identity key', null, { identityKey: I1 }, 'admit', ['RelayAdmitted']],
+    ['same identity key', stored({ identityKey: I1 }), { identityKey: I1 }, 'readmit', []],
+    ['no identity key sent: the recorded one stays', stored({ identityKey: I1 }), {}, 'readmit', []],
+    ['first identity key of a relay admitted before identities', stored(), { identityKey: I1 }, 'readmit', ['RelayAdmitted']],
+    [
+      'another identity key, and another endpoint',
+      stored({ identityKey: I1 }),
+      { identityKey: I2, endpoint: 'a.example:1' },
+      'readmit',
+      ['RelayEndpointChanged', 'RelayAdmitted'],
+    ],
   ])('%s', (_what, existing, over, action, events) => {
     const d = decide(existing, req(over));
     expect(d.action).toBe(action);
     expect(d.events.map((e) => e.type)).toEqual(events);
+  });
+
+  it('announces the identity key in RelayAdmitted, at admission and when it changes', () => {
+    expect(decide(null, req({ identityKey: I1 })).events).toEqual([{ type: 'RelayAdmitted', identityKey: I1 }]);
+    expect(decide(stored({ identityKey: I1 }), req({ identityKey: I2 })).events).toEqual([{ type: 'RelayAdmitted', identityKey: I2 }]);
   });
 
   it('refuses another key with 409 key_mismatch naming publicKey', () => {

@@ -19,7 +19,7 @@ const relay: RelayRecord = {
 };
 const K2 = Buffer.alloc(32, 2).toString('base64');
 const specs: EventSpec[] = [
-  { type: 'RelayAdmitted' },
+  { type: 'RelayAdmitted', identityKey: Buffer.alloc(32, 7).toString('base64') },
   { type: 'RelayKeyRotated', relayId: 'relay-a', publicKey: K2, previousPublicKey: relay.publicKey },
   { type: 'RelayEndpointChanged', relayId: 'relay-a', endpoint: '[2001:db8::1]:51820', previousEndpoint: relay.endpoint },
   { type: 'RelayCapabilitiesChanged', relayId: 'relay-a', exitIpv6: false },
@@ -37,7 +37,7 @@ describe('topology event envelopes built by the functions', () => {
     expect(parsed.event).toEqual({
       id,
       type,
-      version: 1,
+      version: type === 'RelayAdmitted' ? 2 : 1,
       source: 'control-plane',
       time: '2026-11-25T10:00:00.123Z',
       causationId: 'req-1',

@@ -69,7 +69,7 @@ describe('reading stored messages', () => {
       expect(r.skipped.reason).toBe(reason);
       expect(r.seq).toBe(7);
       expect(entryJson(r)).toMatchObject({ seq: 7, skipped: { reason } });
-      expect(formatEntry(r, { colour: false })).toMatch(new RegExp(`R#7 SKIPPED ${reason}`));
+      expect(formatEntry(r, { colour: false })).toMatch(new RegExp(`R#7 REJECTED ${reason}`));
     }
   });
 

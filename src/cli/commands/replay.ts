@@ -5,7 +5,9 @@ import { CliError, str, type Action } from '../args.ts';
 import { connectForReading, reexecInSim, simDir, simManifest, withoutSim } from '../bus-options.ts';
 import { readStored } from '../../bus/event-log-reader.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
-import { decodeStored, fromExportLine, toExportLine, type LogEntry, type StoredMessage } from '../../events/log.ts';
+import { decodeStored, fromExportLine, toExportLine, type LogEntry, type StoredMessage, type Verification } from '../../events/log.ts';
+import { escapeForTerminal, jsonForTerminal } from '../../lib/terminal.ts';
+import { simVerifyArgs, verificationOf } from '../verify-options.ts';
 import { clientScope } from '../../kernel/clients.ts';
 import { emptyHostState, type HostState } from '../../kernel/host-state.ts';
 import { LinuxKernelBackend } from '../../kernel/linux-backend.ts';
@@ -29,8 +31,12 @@ export interface Sink {
   relay(e: LogEntry): void;
 }
 
-/** Feed a replay from an export file: topology lines first (a second pass), then the relay's in order. */
-export async function fromFile(file: string, relayId: string, cut: ReplayCut | null, sink: Sink): Promise<void> {
+/**
+ * Feed a replay from an export file: topology lines first (a second pass), then the relay's in order.
+ * Every line is verified again (`verify`; null: `--no-verify`); a `rejected` mark in the file is ignored.
+ */
+export async function fromFile(file: string, relayId: string, cut: ReplayCut | null, sink: Sink, verify: Verification | null = null): Promise<void> {
+  const decode = (m: StoredMessage) => (verify ? decodeStored(m, { verify }) : decodeStored(m));
   if (!existsSync(file)) throw new CliError(`--file ${file}: no such file`, 2);
   const prefix = `relaynet.relay.${relayId}.`;
   for (const pass of ['topology', 'relay'] as const) {
@@ -42,12 +48,12 @@ export async function fromFile(file: string, relayId: string, cut: ReplayCut | n
       if (!text.trim()) continue;
       const m = fromExportLine(text);
       if (!m.ok) {
-        if (pass === 'relay') process.stderr.write(`${file}:${line}: not an export line, skipped: ${m.error}\n`);
+        if (pass === 'relay') process.stderr.write(`${escapeForTerminal(file)}:${line}: not an export line, skipped: ${escapeForTerminal(m.error)}\n`);
         continue;
       }
       if (m.message.stream !== pass) continue;
       if (pass === 'topology') {
-        sink.topology(decodeStored(m.message));
+        sink.topology(decode(m.message));
         continue;
       }
       if (!m.message.subject.startsWith(prefix)) continue;
@@ -55,13 +61,21 @@ export async function fromFile(file: string, relayId: string, cut: ReplayCut | n
         throw new CliError(`${file}:${line}: relay-stream sequence ${m.message.seq} after ${lastSeq}: the file is not in stream order`, 1);
       lastSeq = m.message.seq;
       if (!withinCut(m.message, cut)) break;
-      sink.relay(decodeStored(m.message));
+      sink.relay(decode(m.message));
     }
     rl.close();
   }
 }
 
-async function fromNats(nc: NatsConnection, relayId: string, cut: ReplayCut | null, sink: Sink, save: string | undefined): Promise<void> {
+async function fromNats(
+  nc: NatsConnection,
+  relayId: string,
+  cut: ReplayCut | null,
+  sink: Sink,
+  save: string | undefined,
+  verify: Verification | null,
+): Promise<void> {
+  const decode = (m: StoredMessage) => (verify ? decodeStored(m, { verify }) : decodeStored(m));
   const fd = save ? openSync(save, 'w', 0o600) : null;
   const keep = (m: StoredMessage) => {
     if (fd !== null) writeSync(fd, toExportLine(m) + '\n');
@@ -69,12 +83,12 @@ async function fromNats(nc: NatsConnection, relayId: string, cut: ReplayCut | nu
   try {
     for await (const m of readStored(nc, ['topology'], {}, { kind: 'all' })) {
       keep(m);
-      sink.topology(decodeStored(m));
+      sink.topology(decode(m));
     }
     for await (const m of readStored(nc, ['relay'], { relayId }, { kind: 'all' }, cut?.kind === 'seq' ? cut.seq : undefined)) {
       if (!withinCut(m, cut)) break;
       keep(m);
-      sink.relay(decodeStored(m));
+      sink.relay(decode(m));
     }
   } catch (e) {
     if (e instanceof CliError) throw e;
@@ -132,8 +146,12 @@ export const replay: Action = async (v, ctx) => {
       if (!relay) throw new CliError(`--diff: the sim has no relay ${relayId}`, 1);
       extra.push('--netns', relay.namespace);
     }
-    return reexecInSim(sim, 'replay', [...withoutSim(ctx.argv).rest, ...extra]);
+    const rest = withoutSim(ctx.argv).rest;
+    return reexecInSim(sim, 'replay', [...rest, ...extra, ...simVerifyArgs(v, rest, m.controlPlane.topologyPublicKey)]);
   }
+
+  const verify = verificationOf(v);
+  if (!verify) process.stderr.write('warning: --no-verify: signatures are not checked; forged messages replay as genuine\n');
 
   const replay = v.timeline ? null : new RelayReplay({ relayId, keepDerivedOps: v.rounds === true });
   const timeline = v.timeline ? new TimelineBuilder({ relayId, ...(link ? { link } : {}), ...(session ? { session } : {}) }) : null;
@@ -141,11 +159,11 @@ export const replay: Action = async (v, ctx) => {
     topology: (e) => replay?.addTopology(e),
     relay: (e) => (replay ? replay.add(e) : timeline!.add(e)),
   };
-  if (file) await fromFile(file, relayId, cut, sink);
+  if (file) await fromFile(file, relayId, cut, sink, verify);
   else {
     const nc = await connectForReading(v, 'relay-core replay');
     try {
-      await fromNats(nc, relayId, cut, sink, str(v.save));
+      await fromNats(nc, relayId, cut, sink, str(v.save), verify);
     } finally {
       await nc.close().catch(() => {});
     }
@@ -153,17 +171,17 @@ export const replay: Action = async (v, ctx) => {
 
   if (timeline) {
     const items = timeline.result();
-    process.stdout.write(v.json ? items.map((i) => JSON.stringify(i) + '\n').join('') : formatTimeline(items));
+    process.stdout.write(v.json ? items.map((i) => jsonForTerminal(i) + '\n').join('') : formatTimeline(items));
     return 0;
   }
   const r = replay!.result();
-  if (r.events.relay === 0) process.stderr.write(`warning: the log holds no event of ${relayId}\n`);
+  if (r.events.relay === 0) process.stderr.write(`warning: the log holds no valid event of ${relayId}\n`);
   if (v.diff) {
     const live = await liveHost(r, str(v.netns));
     const d = diffHosts(r.host, live);
-    process.stdout.write(v.json ? JSON.stringify({ relayId, upTo: r.upTo, ...d }) + '\n' : formatDiff(d));
+    process.stdout.write(v.json ? jsonForTerminal({ relayId, upTo: r.upTo, ...d }) + '\n' : formatDiff(d));
     return d.missing.length || d.unexpected.length ? 1 : 0;
   }
-  process.stdout.write(v.json ? JSON.stringify(r) + '\n' : formatReplay(r) + (r.rounds ? formatRounds(r.rounds) : ''));
+  process.stdout.write(v.json ? jsonForTerminal(r) + '\n' : formatReplay(r) + (r.rounds ? formatRounds(r.rounds) : ''));
   return 0;
 };

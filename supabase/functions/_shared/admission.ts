@@ -12,6 +12,8 @@ export interface StoredRelay {
   endpoint: string;
   /** Absent in rows read before the column existed: false. */
   exitIpv6?: boolean;
+  /** The relay's Ed25519 identity public key as last registered; null or absent: none. */
+  identityKey?: string | null;
   status: 'active' | 'left';
 }
 
@@ -23,7 +25,7 @@ export interface Refusal {
 }
 
 export type RegisterDecision =
-  /** Unknown or left relay: allocate addresses, record it, RelayAdmitted. */
+  /** Unknown or left relay: allocate addresses, record it, RelayAdmitted (with its identity key). */
   | { action: 'admit'; events: EventSpec[] }
   /** Active relay: record name, region, key and endpoint; an event per topology change (maybe none). */
   | { action: 'readmit'; keyRotated: boolean; events: EventSpec[] }
@@ -41,7 +43,8 @@ export function decide(existing: StoredRelay | null, req: ValidRegisterRequest, 
       refusal: { status: 409, error: 'key_in_use', field: 'publicKey', message: `public key is already used by active relay ${keyHolder}` },
     };
   }
-  if (existing?.status !== 'active') return { action: 'admit', events: [{ type: 'RelayAdmitted' }] };
+  const identity = req.identityKey !== undefined ? { identityKey: req.identityKey } : {};
+  if (existing?.status !== 'active') return { action: 'admit', events: [{ type: 'RelayAdmitted', ...identity }] };
   const events: EventSpec[] = [];
   const keyRotated = existing.publicKey !== req.publicKey;
   if (keyRotated) {
@@ -63,6 +66,10 @@ export function decide(existing: StoredRelay | null, req: ValidRegisterRequest, 
     events.push({ type: 'RelayEndpointChanged', relayId: req.relayId, endpoint: req.endpoint, previousEndpoint: existing.endpoint });
   }
   if ((existing.exitIpv6 ?? false) !== req.exitIpv6) events.push({ type: 'RelayCapabilitiesChanged', relayId: req.relayId, exitIpv6: req.exitIpv6 });
+  // Another identity key (or the first one of a relay admitted before identities): announced, with the
+  // record as it now stands, so that readers verify the relay's events with it from here on. A request
+  // without one keeps the recorded key. (Issue 14 part 4 will require the old identity's signature.)
+  if (req.identityKey !== undefined && req.identityKey !== (existing.identityKey ?? null)) events.push({ type: 'RelayAdmitted', identityKey: req.identityKey });
   return { action: 'readmit', keyRotated, events };
 }
 

@@ -43,8 +43,19 @@ export async function currentRevision(tx: Tx): Promise<Revision> {
 }
 
 export async function storedRelay(tx: Tx, id: string): Promise<StoredRelay | null> {
-  const [r] = await tx`select id, name, region, public_key, endpoint, exit_ipv6, status from relaynet.relays where id = ${id}`;
-  return r ? { id: r.id, name: r.name, region: r.region, publicKey: r.public_key, endpoint: r.endpoint, exitIpv6: r.exit_ipv6, status: r.status } : null;
+  const [r] = await tx`select id, name, region, public_key, endpoint, exit_ipv6, identity_key, status from relaynet.relays where id = ${id}`;
+  return r
+    ? {
+        id: r.id,
+        name: r.name,
+        region: r.region,
+        publicKey: r.public_key,
+        endpoint: r.endpoint,
+        exitIpv6: r.exit_ipv6,
+        identityKey: r.identity_key ?? null,
+        status: r.status,
+      }
+    : null;
 }
 
 /** Another active relay that uses `publicKey`, if any. */
@@ -96,14 +107,24 @@ export async function activeRelays(tx: Tx, except: string): Promise<RelayRecord[
 /** Admit (or re-admit after leaving) with fresh addresses; the relay's key history gets the key. */
 export async function recordAdmission(
   tx: Tx,
-  r: { relayId: string; name: string; region: string; publicKey: string; endpoint: string; exitIpv6: boolean; meshAddress: string; clientPool: string },
+  r: {
+    relayId: string;
+    name: string;
+    region: string;
+    publicKey: string;
+    endpoint: string;
+    exitIpv6: boolean;
+    meshAddress: string;
+    clientPool: string;
+    identityKey?: string | undefined;
+  },
 ): Promise<void> {
   await tx`
-    insert into relaynet.relays (id, name, region, public_key, endpoint, exit_ipv6, status, mesh_address, client_pool, admitted_at, last_seen, left_at)
-    values (${r.relayId}, ${r.name}, ${r.region}, ${r.publicKey}, ${r.endpoint}, ${r.exitIpv6}, 'active', ${r.meshAddress}::inet, ${r.clientPool}::cidr,
+    insert into relaynet.relays (id, name, region, public_key, endpoint, exit_ipv6, identity_key, status, mesh_address, client_pool, admitted_at, last_seen, left_at)
+    values (${r.relayId}, ${r.name}, ${r.region}, ${r.publicKey}, ${r.endpoint}, ${r.exitIpv6}, ${r.identityKey ?? null}, 'active', ${r.meshAddress}::inet, ${r.clientPool}::cidr,
             clock_timestamp(), clock_timestamp(), null)
     on conflict (id) do update set name = excluded.name, region = excluded.region, public_key = excluded.public_key,
-      endpoint = excluded.endpoint, exit_ipv6 = excluded.exit_ipv6, status = 'active', mesh_address = excluded.mesh_address, client_pool = excluded.client_pool,
+      endpoint = excluded.endpoint, exit_ipv6 = excluded.exit_ipv6, identity_key = excluded.identity_key, status = 'active', mesh_address = excluded.mesh_address, client_pool = excluded.client_pool,
       admitted_at = excluded.admitted_at, last_seen = excluded.last_seen, left_at = null`;
   await closeKey(tx, r.relayId);
   await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;
@@ -112,11 +133,11 @@ export async function recordAdmission(
 /** Re-admission of an active relay: name, region, key, endpoint and IPv6 exit as requested. */
 export async function recordReadmission(
   tx: Tx,
-  r: { relayId: string; name: string; region: string; publicKey: string; endpoint: string; exitIpv6: boolean },
+  r: { relayId: string; name: string; region: string; publicKey: string; endpoint: string; exitIpv6: boolean; identityKey?: string | undefined },
   keyRotated: boolean,
 ): Promise<void> {
   await tx`update relaynet.relays set name = ${r.name}, region = ${r.region}, public_key = ${r.publicKey}, endpoint = ${r.endpoint}, exit_ipv6 = ${r.exitIpv6},
-           last_seen = clock_timestamp() where id = ${r.relayId}`;
+           identity_key = coalesce(${r.identityKey ?? null}, identity_key), last_seen = clock_timestamp() where id = ${r.relayId}`;
   if (keyRotated) {
     await closeKey(tx, r.relayId);
     await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;

@@ -1,6 +1,8 @@
 // Topology event envelopes exactly as the relays validate them (the contract: src/contract/envelope.ts
 // and src/contract/topology.events.ts): id, type, version 1, source "control-plane", time,
-// causationId, correlationId null, data with the revision the event produces. Pure: id and time come in.
+// causationId, correlationId null, data with the revision the event produces; `version` the catalogue's
+// current one for the type (RelayAdmitted v2 carries the relay's identity key). Pure: id and time come in.
+import { currentVersion } from '../../../src/contract/catalogue.ts';
 import { CONTROL_PLANE_SOURCE, type Envelope } from '../../../src/contract/envelope.ts';
 import { topologySubject } from '../../../src/contract/subjects.ts';
 import type {
@@ -17,7 +19,8 @@ export type RelayRecord = Required<ContractRelayRecord>;
 
 /** An event a decision calls for, before it has a revision (RelayAdmitted takes the stored record). */
 export type EventSpec =
-  | { type: 'RelayAdmitted' }
+  /** `identityKey`: the relay's Ed25519 identity public key as registered (absent: none). */
+  | { type: 'RelayAdmitted'; identityKey?: string | null }
   | { type: 'RelayLeft'; relayId: string; reason: RelayLeaveReason }
   | { type: 'RelayKeyRotated'; relayId: string; publicKey: string; previousPublicKey: string }
   | { type: 'RelayEndpointChanged'; relayId: string; endpoint: string; previousEndpoint: string }
@@ -40,7 +43,7 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord 
   switch (spec.type) {
     case 'RelayAdmitted':
       if (!relay) throw new Error('RelayAdmitted needs the relay record');
-      return { type: 'RelayAdmitted', data: { revision, relay: { ...relay } } };
+      return { type: 'RelayAdmitted', data: { revision, relay: { ...relay }, identityKey: spec.identityKey ?? null } };
     case 'RelayLeft':
       return { type: 'RelayLeft', data: { revision, relayId: spec.relayId, reason: spec.reason } };
     case 'RelayKeyRotated':
@@ -81,7 +84,7 @@ export function buildTopologyEvent(
   const envelope: Envelope = {
     id: opts.id,
     type: e.type,
-    version: 1,
+    version: currentVersion(e.type),
     source: CONTROL_PLANE_SOURCE,
     time: time.toISOString(),
     causationId: causation(opts.causationId),
