@@ -39,6 +39,7 @@ describe('Edge Function runner', () => {
   it('runs every function directory and answers 503 while the database is unreachable', async () => {
     expect(fns.names).toEqual(functionNames());
     expect(fns.names).toEqual([
+      'ban-relay',
       'client-ready',
       'connect-client',
       'deregister',

@@ -1,10 +1,12 @@
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, headers } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, headers } from '@nats-io/transport-node';
 import { randomUUID } from 'node:crypto';
-import { rmSync, statSync } from 'node:fs';
+import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
+import { type BusAuthorityFiles, loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
+import { inboxPrefixFor } from '../../src/contract/bus-auth.ts';
 import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
@@ -25,6 +27,7 @@ describe('relays on the real control plane and event bus', () => {
   let tmp: ReturnType<typeof tempDir>;
   let nats: NatsServer;
   let cp: LocalControlPlane;
+  let bus: BusAuthorityFiles;
   const relays = new Map<string, RelayProcess>();
 
   const spawnRelay = (id: string, n: number, extra: Partial<ConstructorParameters<typeof RelayProcess>[0]> = {}) => {
@@ -56,8 +59,11 @@ describe('relays on the real control plane and event bus', () => {
       45_000,
     );
 
+  /** A connection with one of the control plane's own credentials (the bus admits no one else). */
+  const as = (role: 'admin' | 'reader' | 'publisher') =>
+    connect({ servers: [nats.url], authenticator: credsAuthenticator(readFileSync(bus.creds[role])), inboxPrefix: inboxPrefixFor({ kind: role }) });
   const withJsm = async <T>(f: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>): Promise<T> => {
-    const nc = await connect({ servers: [nats.url] });
+    const nc = await as('admin');
     try {
       return await f(await jetstreamManager(nc));
     } finally {
@@ -85,7 +91,9 @@ describe('relays on the real control plane and event bus', () => {
 
   beforeAll(async () => {
     tmp = tempDir('relays');
-    nats = await startNatsServer(join(tmp.dir, 'nats'));
+    // NATS decentralized auth, as devnet runs it: nats-server trusts the control plane's authority.
+    bus = await loadOrCreateBusAuthority(join(tmp.dir, 'cp'));
+    nats = await startNatsServer(join(tmp.dir, 'nats'), { authConf: bus.authConf });
     cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'cp'), port: 0, natsServers: [nats.url], heartbeatSeconds: 1, logger: log });
   });
 
@@ -158,7 +166,8 @@ describe('relays on the real control plane and event bus', () => {
 
   it('forged, unsigned, oversized and malformed topology messages are rejected and counted by every relay', async () => {
     const before = await statuses();
-    const nc = await connect({ servers: [nats.url] });
+    // Whoever holds the publisher's credentials may put messages on the topology subjects, but cannot sign them.
+    const nc = await as('publisher');
     try {
       const forger = importPrivateKey(generateSigningKeyPair().seed);
       const cpSource = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
@@ -190,7 +199,7 @@ describe('relays on the real control plane and event bus', () => {
       expect(s.topologyDigest).toBe(before.find((b) => b.relayId === s.relayId)!.topologyDigest);
     }
     // Each rejection is also an event on the relay's own stream.
-    const nc2 = await connect({ servers: [nats.url] });
+    const nc2 = await as('reader');
     try {
       const jsm = await jetstreamManager(nc2);
       const m = await jsm.streams.getMessage(STREAMS.relay, { last_by_subj: 'relaynet.relay.relay-1.topology.topology-event-rejected' });
