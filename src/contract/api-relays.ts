@@ -53,10 +53,18 @@ export const RegisterResponseSchema = z.object({
   sessions: z.array(ClientSessionSchema),
   bus: BusDetailsSchema,
   heartbeatIntervalSeconds: z.number().positive(),
+  /** The control plane's epoch the snapshot belongs to (absent from control planes before epochs). */
+  epoch: z.string().uuid().optional(),
 });
 export type RegisterResponse = z.infer<typeof RegisterResponseSchema>;
 
-export const HeartbeatResponseSchema = z.object({ revision: z.number().int().min(0), revisionTime: z.string(), status: z.literal('active') });
+export const HeartbeatResponseSchema = z.object({
+  revision: z.number().int().min(0),
+  revisionTime: z.string(),
+  status: z.literal('active'),
+  /** The control plane's epoch now: another than the relay's snapshot means a resync. */
+  epoch: z.string().uuid().optional(),
+});
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
 
 export const DeregisterResponseSchema = z.object({ revision: z.number().int().min(0) });

@@ -164,7 +164,13 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
 
     let publisher: TopologyPublisher | null = null;
     if (opts.natsServers?.length) {
-      const p = await startTopologyPublisher({ dbUrl, natsServers: opts.natsServers, natsToken: opts.natsToken ?? null, logger: opts.logger });
+      const p = await startTopologyPublisher({
+        dbUrl,
+        natsServers: opts.natsServers,
+        natsToken: opts.natsToken ?? null,
+        logger: opts.logger,
+        topologyPublicKey,
+      });
       publisher = p;
       stops.push({ what: 'topology publisher', stop: () => p.stop() });
     }

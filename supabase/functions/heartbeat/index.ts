@@ -35,7 +35,7 @@ Deno.serve(
       if (result.expired) log.sessionsExpired = result.expired;
       const swept = await sweepRateLimits(sql);
       if (swept) log.rateLimitsSwept = swept;
-      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active' } satisfies HeartbeatResponse);
+      return json(200, { revision: result.revision, revisionTime: result.revisionTime, status: 'active', epoch: result.epoch } satisfies HeartbeatResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),
