@@ -96,6 +96,12 @@ export interface ReplayResult {
     /** Runs of the daemon in the log (RelayStarted), and how many ended without RelayStopped (killed). */
     runs: number;
     uncleanEnds: number;
+    /** Relay events the relay dropped while its bus was away (RelayEventsDropped): the log has holes. */
+    eventsDropped: number;
+    /** Topology keys the relay refused (TopologyKeyRefused): it did not follow that control plane. */
+    keyRefusals: number;
+    /** The control plane's epoch of the latest seed (null: none, or from before epochs). */
+    epoch: string | null;
     software: string | null;
     publicKey: string | null;
     meshAddress: string | null;
@@ -163,6 +169,13 @@ export class RelayReplay {
   /** The topology stream by revision, each event (validated and upcast) kept as its JSON text: a
    *  parsed event takes several times the memory, and replay reads each back about once. */
   private readonly topo = new Map<number, string>();
+  /** Further events at a revision already held, of other epochs (a restored control plane), by `revision:epoch`. */
+  private readonly topoOther = new Map<string, string>();
+  /** The epoch of each event in `topo` (absent: none). */
+  private readonly topoEpoch = new Map<number, string>();
+  private epoch: string | null = null;
+  private eventsDropped = 0;
+  private keyRefusals = 0;
   private readonly host = new MemoryKernelBackend({ recordOps: false });
   private hostSeeded = false;
 
@@ -216,7 +229,14 @@ export class RelayReplay {
     }
     this.counts.topology++;
     const ev = e.event as TopologyEvent;
-    if ('revision' in ev.data) this.topo.set(ev.data.revision, JSON.stringify(ev));
+    if (!('revision' in ev.data)) return;
+    const r = ev.data.revision;
+    const held = this.topo.has(r);
+    if (held && (this.topoEpoch.get(r) ?? '') !== (ev.epoch ?? '')) this.topoOther.set(`${r}:${ev.epoch ?? ''}`, JSON.stringify(ev));
+    else {
+      this.topo.set(r, JSON.stringify(ev));
+      if (ev.epoch) this.topoEpoch.set(r, ev.epoch);
+    }
   }
 
   /** Offer the relay's own entries, in stream order. */
@@ -268,6 +288,7 @@ export class RelayReplay {
         return;
       case 'TopologySeeded': {
         this.topoCounters.seeds++;
+        this.epoch = ev.epoch ?? null;
         this.relayState = 'serving';
         this.view = this.viewAt(ev.data.revision);
         if (this.view && ev.data.digest !== null && topologyDigest(this.view) !== ev.data.digest) {
@@ -298,6 +319,12 @@ export class RelayReplay {
         return;
       case 'TopologyEventRejected':
         this.topoCounters.rejected[ev.data.reason] = (this.topoCounters.rejected[ev.data.reason] ?? 0) + 1;
+        return;
+      case 'TopologyKeyRefused':
+        this.keyRefusals++;
+        return;
+      case 'RelayEventsDropped':
+        this.eventsDropped += ev.data.count;
         return;
       case 'RelayDraining':
         this.relayState = 'draining';
@@ -355,9 +382,20 @@ export class RelayReplay {
     this.viewNote = note;
   }
 
+  /**
+   * The topology event of `revision` in the current epoch: the one of that epoch, else (a revision from
+   * before the epoch began) the only one the stream holds; undefined when there is none, or several of
+   * other epochs (which history the epoch continues is not in the log).
+   */
   private topologyEvent(revision: number): TopologyEvent | undefined {
+    const epoch = this.epoch;
+    const other = epoch ? this.topoOther.get(`${revision}:${epoch}`) : undefined;
+    if (other !== undefined) return JSON.parse(other) as TopologyEvent;
     const text = this.topo.get(revision);
-    return text === undefined ? undefined : (JSON.parse(text) as TopologyEvent);
+    if (text === undefined) return undefined;
+    if (!epoch || this.topoEpoch.get(revision) === epoch || !this.topoOther.size) return JSON.parse(text) as TopologyEvent;
+    for (const k of this.topoOther.keys()) if (k.startsWith(`${revision}:`)) return undefined;
+    return JSON.parse(text) as TopologyEvent;
   }
 
   /** The view at `revision`, folded from the topology stream from the start (null if it has a hole). */
@@ -538,6 +576,9 @@ export class RelayReplay {
         state: this.relayState,
         runs: this.runs,
         uncleanEnds: this.uncleanEnds,
+        eventsDropped: this.eventsDropped,
+        keyRefusals: this.keyRefusals,
+        epoch: this.epoch,
         software: this.software,
         publicKey: this.publicKey,
         meshAddress: this.meshAddress,
