@@ -145,6 +145,21 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     }
     await prepareDatabase(dbUrl, log);
 
+    // The publisher before the functions: its first round checks the database's epoch against the bus
+    // (a restored database begins a new epoch) before any function can write a topology event.
+    let publisher: TopologyPublisher | null = null;
+    if (opts.natsServers?.length) {
+      const p = await startTopologyPublisher({
+        dbUrl,
+        natsServers: opts.natsServers,
+        natsToken: opts.natsToken ?? null,
+        logger: opts.logger,
+        topologyPublicKey,
+      });
+      publisher = p;
+      stops.push({ what: 'topology publisher', stop: () => p.stop() });
+    }
+
     const natsServers = opts.natsServers?.length ? opts.natsServers : DEFAULT_NATS_SERVERS;
     fns = await startFunctions({
       env: {
@@ -161,19 +176,6 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     });
     const runner = fns;
     stops.push({ what: 'functions', stop: () => runner.stop() });
-
-    let publisher: TopologyPublisher | null = null;
-    if (opts.natsServers?.length) {
-      const p = await startTopologyPublisher({
-        dbUrl,
-        natsServers: opts.natsServers,
-        natsToken: opts.natsToken ?? null,
-        logger: opts.logger,
-        topologyPublicKey,
-      });
-      publisher = p;
-      stops.push({ what: 'topology publisher', stop: () => p.stop() });
-    }
 
     const srk = await serviceRoleKey(secrets.jwtSecret);
     // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).

@@ -182,8 +182,15 @@ export async function startTopologyPublisher(opts: {
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 100));
     }
   };
+  // The first round (the epoch check, then whatever waits) before returning, so that a caller that starts
+  // the publisher before the functions has the epoch settled before any function writes an event.
+  await flush().catch((e) => {
+    failing = true;
+    published = -1;
+    log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
+  });
   void loop();
-  log.info({ servers: opts.natsServers }, 'topology publisher started');
+  log.info({ servers: opts.natsServers, epoch }, 'topology publisher started');
 
   return {
     flush,

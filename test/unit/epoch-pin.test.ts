@@ -13,6 +13,7 @@ import { busHeadOf, decideEpoch } from '../../src/control-plane/epoch.ts';
 import { decidePin, readPinnedKey, savePinnedKey, TopologyKeyRefused } from '../../src/daemon/topology-pin.ts';
 import { eventEpochVerdict, heartbeatEpochChanged, RETIRED_EPOCHS_KEPT, retireEpochs } from '../../src/events/epoch.ts';
 import { systemDeps } from '../../src/lib/deps.ts';
+import { RelayReplay } from '../../src/replay/replay.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { ev, relay } from '../support/given.ts';
 
@@ -217,5 +218,39 @@ describe('the relay event queue', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(sent).toEqual(['e2', 'e3', 'e4', 'dropped']);
     expect(reports).toEqual([{ count: 2, capacity: 3, since: '2026-11-30T12:00:00.000Z', until: '2026-11-30T12:00:00.001Z' }]);
+  });
+});
+
+describe('replay across an epoch change', () => {
+  it('folds the seed epoch’s events where the topology stream holds a revision twice, and counts dropped events', () => {
+    const r = new RelayReplay({ relayId: 'relay-1' });
+    const topo = [
+      inEpoch(ev.admitted(1, relay(1)), E1),
+      inEpoch(ev.admitted(2, relay(2)), E1),
+      inEpoch(ev.admitted(3, relay(3)), E1), // lost in the restore
+      inEpoch(ev.admitted(3, relay(7)), E2), // the restored database's revision 3
+    ];
+    topo.forEach((event, i) => r.addTopology({ ok: true, stream: 'topology', seq: i + 1, subject: 's', time: '2026-11-30T12:00:00Z', event }));
+    const relayEv = (type: string, data: unknown, epoch: string) =>
+      ({
+        ...envelope({ source: 'relay-1', now: () => new Date('2026-11-30T12:00:00Z'), newId: () => crypto.randomUUID(), epoch }, type, 1, data),
+      }) as RelayEvent;
+    const mine = [
+      // Before the restore: revision 3 of epoch 1 (which a later event of epoch 2 must not replace).
+      relayEv('TopologySeeded', { revision: 2, relays: 2, reason: 'boot', digest: null }, E1),
+      relayEv('TopologyEventApplied', { revision: 3, eventId: topo[2]!.id, eventType: 'RelayAdmitted' }, E1),
+      relayEv('TopologySeeded', { revision: 2, relays: 2, reason: 'resync', digest: null }, E2),
+      relayEv('TopologyEventApplied', { revision: 3, eventId: topo[3]!.id, eventType: 'RelayAdmitted' }, E2),
+      relayEv('RelayEventsDropped', { count: 4, capacity: 3, since: '2026-11-30T12:00:00.000Z', until: '2026-11-30T12:00:01.000Z' }, E2),
+    ];
+    mine.slice(0, 2).forEach((event, i) => r.add({ ok: true, stream: 'relay', seq: i + 1, subject: 's', time: '2026-11-30T12:00:00Z', event }));
+    expect(r.result().topology).toMatchObject({ view: 'rebuilt', revision: 3 });
+    expect(r.result().topology.relays.map((x) => x.id)).toEqual(['relay-1', 'relay-2', 'relay-3']);
+    mine.slice(2).forEach((event, i) => r.add({ ok: true, stream: 'relay', seq: i + 3, subject: 's', time: '2026-11-30T12:00:00Z', event }));
+    const out = r.result();
+    expect(out.topology.view).toBe('rebuilt');
+    expect(out.topology.relays.map((x) => x.id)).toEqual(['relay-1', 'relay-2', 'relay-7']);
+    expect(out.relay.epoch).toBe(E2);
+    expect(out.relay.eventsDropped).toBe(4);
   });
 });
