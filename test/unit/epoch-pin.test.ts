@@ -230,7 +230,7 @@ describe('replay across an epoch change', () => {
       inEpoch(ev.admitted(3, relay(3)), E1), // lost in the restore
       inEpoch(ev.admitted(3, relay(7)), E2), // the restored database's revision 3
     ];
-    topo.forEach((event, i) => r.addTopology({ ok: true, stream: 'topology', seq: i + 1, subject: 's', time: '2026-11-30T12:00:00Z', event }));
+    for (const [i, event] of topo.entries()) r.addTopology({ ok: true, stream: 'topology', seq: i + 1, subject: 's', time: '2026-11-30T12:00:00Z', event });
     const relayEv = (type: string, data: unknown, epoch: string) =>
       ({
         ...envelope({ source: 'relay-1', now: () => new Date('2026-11-30T12:00:00Z'), newId: () => crypto.randomUUID(), epoch }, type, 1, data),
@@ -243,10 +243,13 @@ describe('replay across an epoch change', () => {
       relayEv('TopologyEventApplied', { revision: 3, eventId: topo[3]!.id, eventType: 'RelayAdmitted' }, E2),
       relayEv('RelayEventsDropped', { count: 4, capacity: 3, since: '2026-11-30T12:00:00.000Z', until: '2026-11-30T12:00:01.000Z' }, E2),
     ];
-    mine.slice(0, 2).forEach((event, i) => r.add({ ok: true, stream: 'relay', seq: i + 1, subject: 's', time: '2026-11-30T12:00:00Z', event }));
+    const feed = (from: number, to: number) => {
+      for (let i = from; i < to; i++) r.add({ ok: true, stream: 'relay', seq: i + 1, subject: 's', time: '2026-11-30T12:00:00Z', event: mine[i]! });
+    };
+    feed(0, 2);
     expect(r.result().topology).toMatchObject({ view: 'rebuilt', revision: 3 });
     expect(r.result().topology.relays.map((x) => x.id)).toEqual(['relay-1', 'relay-2', 'relay-3']);
-    mine.slice(2).forEach((event, i) => r.add({ ok: true, stream: 'relay', seq: i + 3, subject: 's', time: '2026-11-30T12:00:00Z', event }));
+    feed(2, mine.length);
     const out = r.result();
     expect(out.topology.view).toBe('rebuilt');
     expect(out.topology.relays.map((x) => x.id)).toEqual(['relay-1', 'relay-2', 'relay-7']);
