@@ -37,6 +37,8 @@ import {
   TopologyEventAppliedV1,
   TopologyEventRejectedV1,
   TopologyResyncRequestedV1,
+  TopologyResyncRequestedV2,
+  upcastTopologyResyncRequestedV1,
   TopologySeededV1,
   type RelayEvent,
 } from './relay.events.ts';
@@ -82,7 +84,11 @@ export const CATALOGUE = {
     versions: { 1: TopologySeededV1, 2: TopologySeededV2 },
     upcast: { 1: upcastTopologySeededV1 },
   },
-  TopologyResyncRequested: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyResyncRequestedV1 } },
+  TopologyResyncRequested: {
+    kind: { stream: 'relay', aggregate: 'topology' },
+    versions: { 1: TopologyResyncRequestedV1, 2: TopologyResyncRequestedV2 },
+    upcast: { 1: upcastTopologyResyncRequestedV1 },
+  },
   TopologyEventApplied: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventAppliedV1 } },
   TopologyEventRejected: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventRejectedV1 } },
   TopologyKeyRefused: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyKeyRefusedV1 } },

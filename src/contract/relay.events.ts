@@ -72,10 +72,15 @@ export const upcastTopologySeededV1 = (d: z.infer<typeof TopologySeededV1>): z.i
 export const TopologyResyncRequestedV1 = z
   .object({
     revision: z.number().int().min(0),
-    reason: z.enum(['gap', 'consumer-deleted', 'stream-purged', 'behind-control-plane', 'operator', 'epoch-changed']),
+    reason: z.enum(['gap', 'consumer-deleted', 'stream-purged', 'behind-control-plane', 'operator']),
     detail: z.string().max(512),
   })
   .strict();
+/** v2 adds the reason `epoch-changed` (the control plane began another epoch: docs/events.md, "Epochs"); v1 reads unchanged. */
+export const TopologyResyncRequestedV2 = TopologyResyncRequestedV1.extend({
+  reason: z.enum(['gap', 'consumer-deleted', 'stream-purged', 'behind-control-plane', 'operator', 'epoch-changed']),
+}).strict();
+export const upcastTopologyResyncRequestedV1 = (d: z.infer<typeof TopologyResyncRequestedV1>): z.infer<typeof TopologyResyncRequestedV2> => d;
 export const TopologyEventAppliedV1 = z.object({ revision: z.number().int().min(1), eventId: z.string(), eventType: z.string() }).strict();
 export const TopologyEventRejectedV1 = z
   .object({
@@ -165,7 +170,7 @@ export type RelayEvent =
   | Envelope<'RelayStarted', z.infer<typeof RelayStartedV4>>
   | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV2>>
   | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV2>>
-  | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV1>>
+  | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV2>>
   | Envelope<'TopologyEventApplied', z.infer<typeof TopologyEventAppliedV1>>
   | Envelope<'TopologyEventRejected', z.infer<typeof TopologyEventRejectedV1>>
   | Envelope<'TopologyKeyRefused', z.infer<typeof TopologyKeyRefusedV1>>
