@@ -9,6 +9,7 @@ export type RegisterResponse = ControlPlaneRegistration & { serviceCidrs?: strin
 import type { TopologyEvent } from '../contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
+import { eventEpochVerdict, heartbeatEpochChanged, retireEpochs } from '../events/epoch.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
 import type { LinkTiming } from './peer-link.machine.ts';
 import { kernelMachine } from '../kernel/kernel.machine.ts';
@@ -26,6 +27,8 @@ export interface TopologyCounters {
   rejected: Record<string, number>;
   heartbeats: number;
   heartbeatsBehind: number;
+  /** Topology events of an epoch the relay has left (a restored control plane's old history): never applied. */
+  otherEpoch: number;
 }
 
 export interface RelayContext {
@@ -39,8 +42,12 @@ export interface RelayContext {
   counters: TopologyCounters;
   /** Which parts of the host a teardown has cleared so far. */
   tornDown: { mesh: boolean; clients: boolean };
-  /** Why the next registration happens: boot or a resync reason. */
-  pendingResync: { reason: ResyncReason; detail: string } | null;
+  /** Why the next registration happens: boot or a resync reason (`epoch`: the unknown epoch an event named). */
+  pendingResync: { reason: ResyncReason; detail: string; epoch?: string } | null;
+  /** Epochs of the control plane this relay has left: their events are never applied (src/events/epoch.ts). */
+  retiredEpochs: string[];
+  /** Failed registrations in a row during a resync (the retry backs off: 1 s doubling to 30 s). */
+  registerFailures: number;
   /**
    * The envelope id of the latest relay event that changed what the host should hold (a seed, an
    * applied topology event, the drain): the children pass it to the kernel actor as the cause.
@@ -51,7 +58,7 @@ export interface RelayContext {
   deps: Deps;
 }
 
-export type ResyncReason = 'gap' | 'consumer-deleted' | 'stream-purged' | 'behind-control-plane' | 'operator';
+export type ResyncReason = 'gap' | 'consumer-deleted' | 'stream-purged' | 'behind-control-plane' | 'operator' | 'epoch-changed';
 
 /** What the relay's child actors and the shell tell the relay actor. */
 export type RelayMachineEvent =
@@ -99,7 +106,19 @@ export interface FollowInput {
 /** Consecutive heartbeats that must see the control plane ahead of the view before a resync. */
 export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 2;
 
-const emptyCounters = (): TopologyCounters => ({ applied: 0, duplicates: 0, gaps: 0, resyncs: 0, rejected: {}, heartbeats: 0, heartbeatsBehind: 0 });
+const emptyCounters = (): TopologyCounters => ({
+  applied: 0,
+  duplicates: 0,
+  gaps: 0,
+  resyncs: 0,
+  rejected: {},
+  heartbeats: 0,
+  heartbeatsBehind: 0,
+  otherEpoch: 0,
+});
+
+/** The epoch of the relay's snapshot (null: none yet, or a control plane from before epochs). */
+const snapshotEpoch = (c: RelayContext) => c.registration?.epoch ?? null;
 
 /**
  * The root relay actor: register -> seed -> serve (follow topology, heartbeat) -> drain -> stopped.
@@ -135,7 +154,7 @@ export const relayMachine = setup({
     reportFatal: (_, _params: { error: string }) => {},
   },
   delays: {
-    resyncRetry: 1_000,
+    resyncRetry: ({ context }) => Math.min(30_000, 1_000 * 2 ** Math.max(0, context.registerFailures - 1)),
     teardownTimeout: TEARDOWN_TIMEOUT_MS,
   },
   guards: {
@@ -152,6 +171,8 @@ export const relayMachine = setup({
     counters: emptyCounters(),
     tornDown: { mesh: false, clients: false },
     pendingResync: null,
+    retiredEpochs: [],
+    registerFailures: 0,
     cause: null,
     error: null,
     deps: input.deps,
@@ -195,6 +216,9 @@ export const relayMachine = setup({
           actions: [
             assign(({ context, event }) => ({
               registration: event.output,
+              retiredEpochs: retireEpochs(context.retiredEpochs, snapshotEpoch(context), context.pendingResync?.epoch, event.output.epoch),
+              registerFailures: 0,
+              error: null,
               cause: context.deps.newId(),
               view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions),
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
@@ -239,8 +263,15 @@ export const relayMachine = setup({
               { type: 'reportFatal', params: ({ event }) => ({ error: String((event.error as Error)?.message ?? event.error) }) },
             ],
           },
-          // During a resync the relay keeps its last view and tries again.
-          { target: 'resyncWait' },
+          // During a resync the relay keeps its last view and tries again (a refused topology key too:
+          // it does not follow that control plane until the operator re-pins).
+          {
+            target: 'resyncWait',
+            actions: assign({
+              registerFailures: ({ context }) => context.registerFailures + 1,
+              error: ({ event }) => String((event.error as Error)?.message ?? event.error),
+            }),
+          },
         ],
       },
     },
@@ -258,6 +289,37 @@ export const relayMachine = setup({
       ],
       on: {
         TOPOLOGY_EVENT: [
+          // Revisions compare only within an epoch: an event of an epoch the relay left is never applied,
+          // one of an unknown epoch means the control plane began a new one (a restored database).
+          {
+            guard: ({ context, event }) => eventEpochVerdict(snapshotEpoch(context), context.retiredEpochs, event.event.epoch) === 'old',
+            actions: assign({ counters: ({ context }) => ({ ...context.counters, otherEpoch: context.counters.otherEpoch + 1 }) }),
+          },
+          {
+            guard: ({ context, event }) => eventEpochVerdict(snapshotEpoch(context), context.retiredEpochs, event.event.epoch) === 'new',
+            target: 'registering',
+            actions: [
+              assign(({ context, event }) => ({
+                counters: { ...context.counters, otherEpoch: context.counters.otherEpoch + 1 },
+                pendingResync: {
+                  reason: 'epoch-changed' as const,
+                  detail: `topology event of epoch ${event.event.epoch}, snapshot of epoch ${snapshotEpoch(context)}`,
+                  epoch: event.event.epoch,
+                },
+              })),
+              {
+                type: 'emit',
+                params: ({ context, event }) => ({
+                  type: 'TopologyResyncRequested',
+                  data: {
+                    revision: context.view.revision,
+                    reason: 'epoch-changed',
+                    detail: `topology event of epoch ${event.event.epoch}, snapshot of epoch ${snapshotEpoch(context)}`,
+                  },
+                }),
+              },
+            ],
+          },
           {
             guard: ({ context, event }) => applyTopologyEvent(context.view, event.event).kind === 'applied',
             actions: [
@@ -354,6 +416,30 @@ export const relayMachine = setup({
           ],
         },
         HEARTBEAT: [
+          {
+            guard: ({ context, event }) => heartbeatEpochChanged(snapshotEpoch(context), event.response.epoch),
+            target: 'registering',
+            actions: [
+              assign(({ context, event }) => ({
+                counters: { ...context.counters, heartbeats: context.counters.heartbeats + 1 },
+                pendingResync: {
+                  reason: 'epoch-changed' as const,
+                  detail: `control plane at epoch ${event.response.epoch}, snapshot of epoch ${snapshotEpoch(context)}`,
+                },
+              })),
+              {
+                type: 'emit',
+                params: ({ context, event }) => ({
+                  type: 'TopologyResyncRequested',
+                  data: {
+                    revision: context.view.revision,
+                    reason: 'epoch-changed',
+                    detail: `control plane at epoch ${event.response.epoch}, snapshot of epoch ${snapshotEpoch(context)}`,
+                  },
+                }),
+              },
+            ],
+          },
           {
             guard: ({ context, event }) =>
               event.response.revision > context.view.revision && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,

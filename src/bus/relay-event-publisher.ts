@@ -7,14 +7,25 @@ import { signBytes } from '../events/signing.ts';
 import { encodeEvent, SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
 
+/** What was dropped since the last report: how many, and when the first and the last were. */
+export interface DroppedReport {
+  count: number;
+  capacity: number;
+  since: string;
+  until: string;
+}
+
 /**
- * Publishes a relay's own events to JetStream in order. While NATS is away events wait in a bounded
- * queue (oldest dropped and counted past `capacity`); `Nats-Msg-Id` = event id makes re-sends after
- * a lost acknowledgement harmless. Each message is signed with the relay's identity key over its exact
- * bytes, the signature in the `Relaynet-Signature` header (readers verify it, docs/events.md).
+ * Publishes a relay's own events to JetStream in order. Until the bus is first up (`attach`) and while
+ * NATS is away, events wait in a bounded queue (oldest dropped and counted past `capacity`); once an
+ * event goes out again, the drops since the last report are handed to `onDropped` (the relay publishes
+ * them as a `RelayEventsDropped` event). `Nats-Msg-Id` = event id makes re-sends after a lost
+ * acknowledgement harmless.
+ * Each message is signed with the relay's identity key over its exact bytes, the signature in the
+ * `Relaynet-Signature` header (readers verify it, docs/events.md).
  */
 export class RelayEventPublisher {
-  readonly #js: JetStreamClient;
+  #js: JetStreamClient | null;
   readonly #log: Logger;
   readonly #relayId: string;
   readonly #capacity: number;
@@ -23,16 +34,37 @@ export class RelayEventPublisher {
   #running = false;
   #closed = false;
   #wake: (() => void) | null = null;
+  readonly #onDropped: ((r: DroppedReport) => void) | null;
+  readonly #now: () => number;
+  /** Drops not reported yet. */
+  #unreported: { count: number; since: number; until: number } | null = null;
   published = 0;
   dropped = 0;
 
-  /** `identity`: the relay's Ed25519 identity key; without one (tests of old behaviour) events go unsigned. */
-  constructor(opts: { js: JetStreamClient; relayId: string; logger: Logger; capacity?: number; identity?: KeyObject | null }) {
+  constructor(opts: {
+    /** The JetStream client; null until the bus is first up (see `attach`). */
+    js: JetStreamClient | null;
+    relayId: string;
+    logger: Logger;
+    capacity?: number;
+    /** The relay's Ed25519 identity key; without one (tests of old behaviour) events go unsigned. */
+    identity?: KeyObject | null;
+    onDropped?: (r: DroppedReport) => void;
+    now?: () => number;
+  }) {
     this.#js = opts.js;
     this.#identity = opts.identity ?? null;
     this.#relayId = opts.relayId;
     this.#log = opts.logger.child({ component: 'relay-event-publisher' });
     this.#capacity = opts.capacity ?? 10_000;
+    this.#onDropped = opts.onDropped ?? null;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** The bus is up: start sending what waits. */
+  attach(js: JetStreamClient): void {
+    this.#js = js;
+    if (this.#queue.length && !this.#running) void this.#run();
   }
 
   get pending(): number {
@@ -45,13 +77,17 @@ export class RelayEventPublisher {
     if (this.#queue.length > this.#capacity) {
       this.#queue.shift();
       this.dropped++;
+      const t = this.#now();
+      this.#unreported = this.#unreported ? { ...this.#unreported, count: this.#unreported.count + 1, until: t } : { count: 1, since: t, until: t };
       if (this.dropped === 1 || this.dropped % 1000 === 0) this.#log.warn({ dropped: this.dropped }, 'relay event queue full, dropping oldest');
     }
     this.#wake?.();
-    if (!this.#running) void this.#run();
+    if (!this.#running && this.#js) void this.#run();
   }
 
   async #run(): Promise<void> {
+    const js = this.#js;
+    if (!js) return;
     this.#running = true;
     let failures = 0;
     while (!this.#closed && this.#queue.length) {
@@ -60,10 +96,22 @@ export class RelayEventPublisher {
         const data = encodeEvent(e);
         const h = headers();
         if (this.#identity) h.set(SIGNATURE_HEADER, signBytes(this.#identity, data));
-        await this.#js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
+        await js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
         this.#queue.shift();
         this.published++;
         failures = 0;
+        // The bus takes events again: say what was lost meanwhile (queued behind what waits).
+        const lost = this.#unreported;
+        if (lost && this.#onDropped) {
+          this.#unreported = null;
+          this.#log.warn({ dropped: lost.count }, 'relay events were dropped while the bus was away; reporting');
+          this.#onDropped({
+            count: lost.count,
+            capacity: this.#capacity,
+            since: new Date(lost.since).toISOString(),
+            until: new Date(lost.until).toISOString(),
+          });
+        }
       } catch (err) {
         failures++;
         if (failures === 1) this.#log.warn({ err: String(err), pending: this.#queue.length }, 'cannot publish relay events yet, will retry');

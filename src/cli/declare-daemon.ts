@@ -25,7 +25,24 @@ it deregisters and exits 0. Logs are JSON lines on stderr. Flags override enviro
     opt('--endpoint <HOST:PORT>', 'public WireGuard endpoint (required)', { env: 'RELAYNET_ENDPOINT' }),
     stateDirOpt('key, status socket', { env: 'RELAYNET_STATE_DIR', defaultText: './.state/relay-ID' }),
     ...controlPlaneOpts('relay token or service-role key'),
-    opt('--topology-key <KEY>', "pin the control plane's Ed25519 key", { env: 'RELAYNET_TOPOLOGY_KEY' }),
+    opt(
+      '--topology-key <KEY>',
+      "pin the control plane's Ed25519 topology key explicitly; without it the key first trusted is pinned in STATE_DIR/topology-key.pub and a control plane signing with another key is refused",
+      { env: 'RELAYNET_TOPOLOGY_KEY' },
+    ),
+    opt(
+      '--repin-topology-key',
+      "trust the control plane's topology key at this run's first registration and pin it (after the control plane's key changed on purpose)",
+    ),
+    intOpt(
+      '--event-queue <N>',
+      'relay events waiting for the bus beyond N are dropped, oldest first (counted, reported as RelayEventsDropped)',
+      1,
+      10_000_000,
+      {
+        default: 10_000,
+      },
+    ),
     natsUrlOpt('override the NATS servers handed out'),
     intOpt('--start-margin-ms <MS>', 'consumer start before snapshot time', 0, 3_600_000, { default: 60_000 }),
     opt('--rotate-key', 'generate a new WireGuard key and register it with rotateKey'),

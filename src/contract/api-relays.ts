@@ -92,6 +92,8 @@ export const RegisterResponseSchema = z.object({
   sessions: z.array(ClientSessionSchema),
   bus: BusDetailsSchema,
   heartbeatIntervalSeconds: z.number().positive(),
+  /** The control plane's epoch the snapshot belongs to (absent from control planes before epochs). */
+  epoch: z.string().uuid().optional(),
 });
 export type RegisterResponse = z.infer<typeof RegisterResponseSchema>;
 
@@ -101,6 +103,8 @@ export const HeartbeatResponseSchema = z.object({
   status: z.literal('active'),
   /** A fresh NATS user JWT, when the relay asked (`renewBus`) and the bus uses decentralized auth. */
   bus: BusCredentialSchema.optional(),
+  /** The control plane's epoch now: another than the relay's snapshot means a resync. */
+  epoch: z.string().uuid().optional(),
 });
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
 

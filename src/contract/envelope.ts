@@ -21,6 +21,12 @@ export interface Envelope<T extends string = string, D = unknown> {
   time: string;
   causationId: string | null;
   correlationId: string | null;
+  /**
+   * The control plane's epoch (the identity of its database's topology history): on every topology
+   * event, and on a relay's events once it has seeded (the epoch of its snapshot). Absent in events
+   * recorded before epochs existed.
+   */
+  epoch?: string;
   data: D;
 }
 
@@ -33,6 +39,7 @@ export const EnvelopeSchema = z
     time: z.string().datetime({ offset: true }),
     causationId: z.string().min(1).max(128).nullable(),
     correlationId: z.string().min(1).max(128).nullable(),
+    epoch: z.string().uuid().optional(),
     data: z.unknown(),
   })
   .strict();
@@ -44,6 +51,8 @@ export interface EnvelopeContext {
   newId: () => string;
   causationId?: string | null;
   correlationId?: string | null;
+  /** The control plane's epoch to stamp on the event, if known. */
+  epoch?: string | null;
 }
 
 /** Build an envelope. Pure given `ctx.now` and `ctx.newId`. */
@@ -56,6 +65,7 @@ export function envelope<T extends string, D>(ctx: EnvelopeContext, type: T, ver
     time: ctx.now().toISOString(),
     causationId: ctx.causationId ?? null,
     correlationId: ctx.correlationId ?? null,
+    ...(ctx.epoch ? { epoch: ctx.epoch } : {}),
     data,
   };
 }

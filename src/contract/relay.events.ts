@@ -76,6 +76,11 @@ export const TopologyResyncRequestedV1 = z
     detail: z.string().max(512),
   })
   .strict();
+/** v2 adds the reason `epoch-changed` (the control plane began another epoch: docs/events.md, "Epochs"); v1 reads unchanged. */
+export const TopologyResyncRequestedV2 = TopologyResyncRequestedV1.extend({
+  reason: z.enum(['gap', 'consumer-deleted', 'stream-purged', 'behind-control-plane', 'operator', 'epoch-changed']),
+}).strict();
+export const upcastTopologyResyncRequestedV1 = (d: z.infer<typeof TopologyResyncRequestedV1>): z.infer<typeof TopologyResyncRequestedV2> => d;
 export const TopologyEventAppliedV1 = z.object({ revision: z.number().int().min(1), eventId: z.string(), eventType: z.string() }).strict();
 export const TopologyEventRejectedV1 = z
   .object({
@@ -84,6 +89,19 @@ export const TopologyEventRejectedV1 = z
     streamSeq: z.number().int().min(0).nullable(),
     detail: z.string().max(512),
   })
+  .strict();
+/**
+ * The control plane handed out a topology key other than the one this relay pinned (its state
+ * directory's `topology-key.pub`, or `--topology-key`): the relay does not follow it (docs/security.md).
+ */
+export const TopologyKeyRefusedV1 = z.object({ pinnedKey: z.string().max(64), offeredKey: z.string().max(64), source: z.enum(['file', 'explicit']) }).strict();
+/**
+ * Relay events that waited for the bus beyond the queue's capacity were dropped (oldest first):
+ * `count` of them, the first dropped at `since`, the last at `until`. Published once the bus takes
+ * events again.
+ */
+export const RelayEventsDroppedV1 = z
+  .object({ count: z.number().int().min(1), capacity: z.number().int().min(1), since: z.string().datetime(), until: z.string().datetime() })
   .strict();
 export const RelayDrainingV1 = z.object({ signal: z.string() }).strict();
 export const RelayStoppedV1 = z.object({ deregistered: z.boolean() }).strict();
@@ -152,9 +170,11 @@ export type RelayEvent =
   | Envelope<'RelayStarted', z.infer<typeof RelayStartedV4>>
   | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV2>>
   | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV2>>
-  | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV1>>
+  | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV2>>
   | Envelope<'TopologyEventApplied', z.infer<typeof TopologyEventAppliedV1>>
   | Envelope<'TopologyEventRejected', z.infer<typeof TopologyEventRejectedV1>>
+  | Envelope<'TopologyKeyRefused', z.infer<typeof TopologyKeyRefusedV1>>
+  | Envelope<'RelayEventsDropped', z.infer<typeof RelayEventsDroppedV1>>
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>

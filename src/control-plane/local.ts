@@ -162,6 +162,35 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     }
     await prepareDatabase(dbUrl, log);
 
+    // The publisher before the functions: its first round checks the database's epoch against the bus
+    // (a restored database begins a new epoch) before any function can write a topology event.
+    let publisher: TopologyPublisher | null = null;
+    if (opts.natsServers?.length) {
+      const auth = (role: 'publisher' | 'admin'): BusAuth =>
+        bus ? credsFileAuth(bus.creds[role], inboxPrefixFor({ kind: role })) : { kind: 'token', token: opts.natsToken! };
+      const p = await startTopologyPublisher({
+        dbUrl,
+        natsServers: opts.natsServers,
+        auth: auth('publisher'),
+        adminAuth: auth('admin'),
+        logger: opts.logger,
+        topologyPublicKey,
+      });
+      publisher = p;
+      stops.push({ what: 'topology publisher', stop: () => p.stop() });
+      if (bus) {
+        // Banned relays' nkeys, revoked on nats-server (docs/security.md, "Bans").
+        const r = await startBusRevocations({
+          dbUrl,
+          natsServers: opts.natsServers,
+          authority: bus.authority,
+          systemCreds: bus.creds.system,
+          logger: opts.logger,
+        });
+        stops.push({ what: 'bus revocations', stop: () => r.stop() });
+      }
+    }
+
     const natsServers = opts.natsServers?.length ? opts.natsServers : DEFAULT_NATS_SERVERS;
     fns = await startFunctions({
       env: {
@@ -185,26 +214,6 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     });
     const runner = fns;
     stops.push({ what: 'functions', stop: () => runner.stop() });
-
-    let publisher: TopologyPublisher | null = null;
-    if (opts.natsServers?.length) {
-      const auth = (role: 'publisher' | 'admin'): BusAuth =>
-        bus ? credsFileAuth(bus.creds[role], inboxPrefixFor({ kind: role })) : { kind: 'token', token: opts.natsToken! };
-      const p = await startTopologyPublisher({ dbUrl, natsServers: opts.natsServers, auth: auth('publisher'), adminAuth: auth('admin'), logger: opts.logger });
-      publisher = p;
-      stops.push({ what: 'topology publisher', stop: () => p.stop() });
-      if (bus) {
-        // Banned relays' nkeys, revoked on nats-server (docs/security.md, "Bans").
-        const r = await startBusRevocations({
-          dbUrl,
-          natsServers: opts.natsServers,
-          authority: bus.authority,
-          systemCreds: bus.creds.system,
-          logger: opts.logger,
-        });
-        stops.push({ what: 'bus revocations', stop: () => r.stop() });
-      }
-    }
 
     const srk = await serviceRoleKey(secrets.jwtSecret);
     // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).

@@ -1,16 +1,22 @@
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { headers } from '@nats-io/transport-node';
 import postgres from 'postgres';
 import { type BusAuth, connectBus } from '../bus/connection.ts';
 import { bootstrapStreams, type StreamLimits } from '../bus/streams.ts';
+import { isNotFound } from '../bus/streams.ts';
+import { STREAMS } from '../contract/subjects.ts';
+import { importPublicKey, verifyBytes } from '../events/signing.ts';
 import { SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
+import { busHeadOf, decideEpoch, type BusHead } from './epoch.ts';
 
 export interface TopologyPublisher {
   /** Publish everything committed so far; resolves when JetStream acknowledged it (or rejects). */
   flush(): Promise<number>;
   /** Last revision JetStream acknowledged. */
   readonly publishedRevision: number;
+  /** The epoch the publisher checked the database against the bus for (null before its first round). */
+  readonly epoch: string | null;
   stop(): Promise<void>;
 }
 
@@ -39,6 +45,11 @@ export async function startTopologyPublisher(opts: {
   logger: Logger;
   pollMs?: number;
   streamLimits?: StreamLimits;
+  /**
+   * The control plane's topology public key (base64): only a message it signed counts as the bus's
+   * head when the publisher checks for a restored database. Without it the newest message counts.
+   */
+  topologyPublicKey?: string;
 }): Promise<TopologyPublisher> {
   const log = opts.logger.child({ component: 'topology-publisher' });
   const sql = postgres(opts.dbUrl, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 10 });
@@ -49,6 +60,73 @@ export async function startTopologyPublisher(opts: {
   let stopped = false;
   let running: Promise<number> | null = null;
   let failing = false;
+  let epoch: string | null = null;
+  const verifyKey = opts.topologyPublicKey ? importPublicKey(opts.topologyPublicKey) : null;
+
+  /** The newest topology event the bus holds that the control plane signed (looking back at most 100 messages). */
+  const busHead = async (jsm: JetStreamManager): Promise<BusHead | null> => {
+    let last: number;
+    try {
+      const info = await jsm.streams.info(STREAMS.topology);
+      if (!info.state.messages) return null;
+      last = info.state.last_seq;
+    } catch (e) {
+      if (isNotFound(e)) return null;
+      throw e;
+    }
+    for (let seq = last; seq > 0 && seq > last - 100; seq--) {
+      let m: Awaited<ReturnType<JetStreamManager['streams']['getMessage']>>;
+      try {
+        m = await jsm.streams.getMessage(STREAMS.topology, { seq });
+      } catch (e) {
+        if (isNotFound(e)) continue; // deleted or purged
+        throw e;
+      }
+      if (!m) continue;
+      const sig = m.header?.get(SIGNATURE_HEADER);
+      if (verifyKey && (!sig || !verifyBytes(verifyKey, m.data, sig))) continue;
+      const head = busHeadOf(m.data);
+      if (head) return head;
+    }
+    return null;
+  };
+
+  /**
+   * Before publishing from a database it has not checked yet (at start, and after any failure, which a
+   * restore implies): compare the bus's last event with the outbox, and begin a new epoch when the bus
+   * is ahead of the database (src/control-plane/epoch.ts). A new epoch starts at the database's
+   * revision; what the outbox holds up to it is covered by the new epoch's snapshots and is not
+   * published (the cursor moves to it), so no relay ever gets a restored revision under the old epoch.
+   */
+  const checkEpoch = async (jsm: JetStreamManager): Promise<void> => {
+    const head = await busHead(jsm);
+    const [t] = await sql<{ epoch: string }[]>`select epoch::text as epoch from relaynet.topology`;
+    const past = await sql<{ epoch: string }[]>`select epoch::text as epoch from relaynet.epochs where epoch <> ${t!.epoch}::uuid`;
+    const holds = head
+      ? (await sql`select 1 from relaynet.topology_events where event_id = ${head.eventId}::uuid and revision = ${head.revision}`).length > 0
+      : false;
+    const d = decideEpoch({ epoch: t!.epoch, past: past.map((r) => r.epoch), holdsBusHead: holds }, head);
+    if (d.action === 'keep') {
+      epoch = t!.epoch;
+      return;
+    }
+    const minted = await sql.begin(async (tx) => {
+      await tx`select revision from relaynet.topology for update`;
+      const [r] = await tx<{ epoch: string; revision: string }[]>`
+        update relaynet.topology set epoch = gen_random_uuid(), epoch_started_at = clock_timestamp(), epoch_reason = 'restored',
+          updated_at = clock_timestamp()
+        returning epoch::text as epoch, revision`;
+      await tx`insert into relaynet.epochs (epoch, reason, revision) values (${r!.epoch}::uuid, 'restored', ${r!.revision})`;
+      await tx`update relaynet.publisher_cursor set published_revision = ${r!.revision}`;
+      return { epoch: r!.epoch, revision: Number(r!.revision) };
+    });
+    epoch = minted.epoch;
+    published = minted.revision;
+    log.warn(
+      { previousEpoch: t!.epoch, epoch: minted.epoch, revision: minted.revision, detail: d.detail },
+      'new control-plane epoch: the bus is ahead of the database',
+    );
+  };
 
   const cursor = async () =>
     Number((await sql<{ published_revision: string }[]>`select published_revision from relaynet.publisher_cursor`)[0]?.published_revision ?? 0);
@@ -72,8 +150,11 @@ export async function startTopologyPublisher(opts: {
       }
       bootstrapped = true;
     }
-    // The cursor row is read once; afterwards this (single) publisher is the only one moving it.
-    if (published < 0) published = await cursor();
+    // The cursor row is read once (after the epoch check); afterwards this (single) publisher is the only one moving it.
+    if (published < 0) {
+      await checkEpoch(await jetstreamManager(nc));
+      if (published < 0) published = await cursor();
+    }
     let from = published;
     let n = 0;
     for (;;) {
@@ -112,17 +193,29 @@ export async function startTopologyPublisher(opts: {
       } catch (e) {
         if (!failing) log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
         failing = true;
+        // The database may come back as another one (a restore): read the cursor and check the epoch again.
+        published = -1;
       }
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 100));
     }
   };
+  // The first round (the epoch check, then whatever waits) before returning, so that a caller that starts
+  // the publisher before the functions has the epoch settled before any function writes an event.
+  await flush().catch((e) => {
+    failing = true;
+    published = -1;
+    log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
+  });
   void loop();
-  log.info({ servers: opts.natsServers }, 'topology publisher started');
+  log.info({ servers: opts.natsServers, epoch }, 'topology publisher started');
 
   return {
     flush,
     get publishedRevision() {
       return Math.max(published, 0);
+    },
+    get epoch() {
+      return epoch;
     },
     async stop() {
       stopped = true;

@@ -18,12 +18,25 @@ import type { Logger } from '../lib/logger.ts';
 import type { RelayConfig } from './config.ts';
 import type { RegisterResponse } from '../contract/api-relays.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
+import { decidePin, readPinnedKey, savePinnedKey, TopologyKeyRefused } from './topology-pin.ts';
 
 /** The first event of every run: who started, which build, and the configuration replay needs. */
 export type RelayStartedEmission = { type: 'RelayStarted'; data: Extract<RelayEvent, { type: 'RelayStarted' }>['data'] };
 
+/** What the bus session itself reports: drops while the bus was away, a refused topology key. */
+export type BusEmission =
+  | { type: 'RelayEventsDropped'; data: Extract<RelayEvent, { type: 'RelayEventsDropped' }>['data'] }
+  | { type: 'TopologyKeyRefused'; data: Extract<RelayEvent, { type: 'TopologyKeyRefused' }>['data'] };
+
 /** Any relay event an actor (or the daemon) wants published; `id` where the machine chose the envelope id. */
-export type RelayEmission = Emission | RelayStartedEmission | LinkStateChanged | KernelEmission | ClientSessionEmission | PeerEndpointResolvedEmission;
+export type RelayEmission =
+  | Emission
+  | RelayStartedEmission
+  | BusEmission
+  | LinkStateChanged
+  | KernelEmission
+  | ClientSessionEmission
+  | PeerEndpointResolvedEmission;
 
 /** Publish a relay event: logged, put in its envelope and sent (queued until the bus is up). */
 export type Emit = (em: RelayEmission, causationId?: string | null) => void;
@@ -36,6 +49,12 @@ export interface BusStatus {
   published: number;
   pending: number;
   dropped: number;
+  /** The control plane's epoch of the latest registration (null before it, or from a control plane without epochs). */
+  epoch: string | null;
+  /** The topology key this relay trusts (pinned in STATE_DIR/topology-key.pub), null before the first registration. */
+  topologyKey: string | null;
+  /** A key the control plane offered and the relay refused (it does not follow the topology meanwhile), or null. */
+  topologyKeyRefused: string | null;
 }
 
 /**
@@ -45,9 +64,10 @@ export interface BusStatus {
 export interface BusSession {
   emit: Emit;
   /**
-   * Connect with the first registration's bus details, in the background (admission does not wait for
-   * NATS, the follower does). Later calls do nothing. Throws when the control plane's topology key is
-   * not the pinned one.
+   * Take a registration: its epoch goes on every event from now on; the first one's bus details connect,
+   * in the background (admission does not wait for NATS, the follower does). Throws
+   * {@link TopologyKeyRefused} (and publishes `TopologyKeyRefused`) when the control plane's topology
+   * key is not the pinned one, at any registration.
    */
   connect(reg: RegisterResponse, auth: BusAuth): void;
   /** The relay actor's `follow` actor: the topology follower, once the bus is up. */
@@ -62,43 +82,72 @@ export interface BusSession {
 /** `identity`: the relay's identity key, which signs every event it publishes (src/lib/identity-key.ts). */
 export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: KeyObject | null = null): BusSession {
   let nc: NatsConnection | null = null;
-  let publisher: RelayEventPublisher | null = null;
-  const early: RelayEvent[] = [];
   let bus: Promise<FollowerDeps> | null = null;
   let followerState: FollowerState = 'stopped';
+  let epoch: string | null = null;
+  let trustedKey: string | null = null;
+  let refusedKey: string | null = null;
+  // `--repin-topology-key` applies to this run's first registration only.
+  let repin = cfg.repinTopologyKey === true;
 
-  const publish = (e: RelayEvent) => {
-    if (publisher) publisher.publish(e);
-    else early.push(e);
+  const emit: Emit = (em, causationId = null) => {
+    const id = 'id' in em && em.id ? em.id : deps.newId();
+    const ev = envelope(
+      { source: cfg.relayId, now: () => new Date(deps.now()), newId: () => id, causationId, epoch },
+      em.type,
+      currentVersion(em.type),
+      em.data,
+    ) as RelayEvent;
+    log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
+    publisher.publish(ev);
+  };
+  // Events wait here for the bus (bounded; the drops are reported once it takes events again).
+  const publisher: RelayEventPublisher = new RelayEventPublisher({
+    js: null,
+    relayId: cfg.relayId,
+    logger: log,
+    capacity: cfg.eventQueue,
+    identity,
+    now: deps.now,
+    onDropped: (d) => emit({ type: 'RelayEventsDropped', data: d }),
+  });
+
+  /** The pinned-key check of every registration (src/daemon/topology-pin.ts). */
+  const checkKey = (offered: string): string => {
+    const d = decidePin({ saved: readPinnedKey(cfg.stateDir), explicit: cfg.topologyKey, offered, repin });
+    if (d.action === 'refuse') {
+      if (refusedKey !== d.offered) {
+        refusedKey = d.offered;
+        emit({ type: 'TopologyKeyRefused', data: { pinnedKey: d.pinned, offeredKey: d.offered, source: d.source } });
+      }
+      throw new TopologyKeyRefused(d.pinned, d.offered, d.source, cfg.stateDir);
+    }
+    if (d.save) savePinnedKey(cfg.stateDir, d.key);
+    if (d.how !== 'pinned' && d.key !== trustedKey) log.info({ topologyKey: d.key, how: d.how }, 'trusting the control plane topology key');
+    if (trustedKey !== null && trustedKey !== d.key) {
+      // Only a re-pin gets here (the first registration of a run): the follower verifies with the key it started with.
+      throw new Error('topology key changed within a run');
+    }
+    repin = false;
+    refusedKey = null;
+    trustedKey = d.key;
+    return d.key;
   };
 
   return {
-    emit: (em, causationId = null) => {
-      const id = 'id' in em && em.id ? em.id : deps.newId();
-      const ev = envelope(
-        { source: cfg.relayId, now: () => new Date(deps.now()), newId: () => id, causationId },
-        em.type,
-        currentVersion(em.type),
-        em.data,
-      ) as RelayEvent;
-      log.info({ event: em.type, eventId: ev.id, ...em.data }, em.type);
-      publish(ev);
-    },
+    emit,
     connect: (reg, auth) => {
+      const key = checkKey(reg.bus.topologySigningKey);
+      epoch = reg.epoch ?? null;
       if (bus) return;
-      const pinned = cfg.topologyKey;
-      if (pinned && pinned !== reg.bus.topologySigningKey) {
-        throw new Error(`control plane's topology key ${reg.bus.topologySigningKey} differs from the pinned RELAYNET_TOPOLOGY_KEY`);
-      }
-      const cpKey = importPublicKey(pinned ?? reg.bus.topologySigningKey);
+      const cpKey = importPublicKey(key);
       const servers = cfg.natsServers ?? reg.bus.servers;
       log.info({ servers }, 'connecting to the event bus');
       bus = (async () => {
         nc = await connectBus({ servers, auth, name: `relay-core ${cfg.relayId}`, logger: log });
         const js = jetstream(nc);
         const jsm = await jetstreamManager(nc);
-        publisher = new RelayEventPublisher({ js, relayId: cfg.relayId, logger: log, identity });
-        for (const e of early.splice(0)) publisher.publish(e);
+        publisher.attach(js);
         return { js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs };
       })();
       bus.catch((e) => log.error({ err: String(e) }, 'event bus setup failed'));
@@ -127,12 +176,15 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
       connected: nc !== null && isBusConnected(nc),
       server: nc?.getServer() ?? null,
       follower: followerState,
-      published: publisher?.published ?? 0,
-      pending: publisher?.pending ?? early.length,
-      dropped: publisher?.dropped ?? 0,
+      published: publisher.published,
+      pending: publisher.pending,
+      dropped: publisher.dropped,
+      epoch,
+      topologyKey: trustedKey,
+      topologyKeyRefused: refusedKey,
     }),
     close: async () => {
-      await publisher?.close(2_000);
+      await publisher.close(2_000);
       await nc?.drain().catch(() => {});
     },
   };

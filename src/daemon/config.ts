@@ -20,8 +20,12 @@ export const RelayConfigSchema = z
     stateDir: z.string().min(1),
     controlPlaneUrl: z.string().url('control-plane URL must be an http(s) URL'),
     token: z.string().min(1, 'a token is required (RELAYNET_TOKEN: a relay token or the service-role key)'),
-    /** Pinned control-plane topology key; when unset the key from registration is used. */
+    /** Pinned control-plane topology key; when unset the key the relay first trusted (STATE_DIR/topology-key.pub) is. */
     topologyKey: z.string().nullable(),
+    /** Trust the key the control plane hands out at this run's first registration and pin it (replacing the saved one). */
+    repinTopologyKey: z.boolean().optional(),
+    /** Relay events waiting for the bus beyond this many are dropped, oldest first (counted and reported). */
+    eventQueue: z.number().int().min(1).max(10_000_000).optional(),
     /** Override of the NATS servers the control plane hands out (simulations behind NAT, tests). */
     natsServers: z.array(z.string()).nullable(),
     rotateKey: z.boolean(),

@@ -17,6 +17,9 @@ export function formatReplay(r: ReplayResult): string {
       `, ${r.relay.runs} run${r.relay.runs === 1 ? '' : 's'}${r.relay.uncleanEnds ? ` (${r.relay.uncleanEnds} ended without RelayStopped)` : ''}` +
       `${r.relay.software ? `, ${r.relay.software}` : ''}`,
   );
+  if (r.relay.eventsDropped || r.relay.keyRefusals) {
+    out.push(`  ${r.relay.eventsDropped} relay events dropped while the bus was away (the log has holes), ${r.relay.keyRefusals} topology keys refused`);
+  }
   out.push(`  mesh address ${r.relay.meshAddress ?? '-'}, client pool ${r.relay.clientPool ?? '-'}, public key ${r.relay.publicKey ?? '-'}`);
   out.push(`events: ${r.events.relay} of this relay, ${r.events.topology} topology, ${r.events.skipped} rejected`);
   for (const s of r.skipped) out.push(`  REJECTED ${s.stream} seq ${s.seq}: ${s.reason}: ${s.detail}`);

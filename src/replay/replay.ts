@@ -96,6 +96,12 @@ export interface ReplayResult {
     /** Runs of the daemon in the log (RelayStarted), and how many ended without RelayStopped (killed). */
     runs: number;
     uncleanEnds: number;
+    /** Relay events the relay dropped while its bus was away (RelayEventsDropped): the log has holes. */
+    eventsDropped: number;
+    /** Topology keys the relay refused (TopologyKeyRefused): it did not follow that control plane. */
+    keyRefusals: number;
+    /** The control plane's epoch of the latest seed (null: none, or from before epochs). */
+    epoch: string | null;
     software: string | null;
     publicKey: string | null;
     meshAddress: string | null;
@@ -170,6 +176,15 @@ export class RelayReplay {
   private readonly topo = new Map<number, string>();
   /** Revisions whose kept copy was verified (signed by the control plane). */
   private readonly topoVerified = new Set<number>();
+  /** Further events at a revision already held, of other epochs (a restored control plane), by `revision:epoch`. */
+  private readonly topoOther = new Map<string, string>();
+  /** The epoch of each event in `topo` (absent: none). */
+  private readonly topoEpoch = new Map<number, string>();
+  private epoch: string | null = null;
+  private eventsDropped = 0;
+  private keyRefusals = 0;
+  /** Keys of `topoOther` whose kept copy was verified. */
+  private readonly topoOtherVerified = new Set<string>();
   private readonly host = new MemoryKernelBackend({ recordOps: false });
   private hostSeeded = false;
 
@@ -230,13 +245,26 @@ export class RelayReplay {
     const ev = e.event as TopologyEvent;
     if (!('revision' in ev.data)) return;
     const rev = ev.data.revision;
-    if (this.topo.has(rev) && (this.topoVerified.has(rev) || !e.verified)) {
+    const held = this.topo.has(rev);
+    if (held && (this.topoEpoch.get(rev) ?? '') !== (ev.epoch ?? '')) {
+      // Another epoch's event at a revision already held (a restored control plane): kept beside it.
+      const k = `${rev}:${ev.epoch ?? ''}`;
+      if (this.topoOther.has(k) && (this.topoOtherVerified.has(k) || !e.verified)) {
+        this.topoCounters.duplicates++;
+        return;
+      }
+      this.topoOther.set(k, JSON.stringify(ev));
+      if (e.verified) this.topoOtherVerified.add(k);
+      return;
+    }
+    if (held && (this.topoVerified.has(rev) || !e.verified)) {
       this.topoCounters.duplicates++;
       return;
     }
-    if (this.topo.has(rev)) this.topoCounters.duplicates++;
+    if (held) this.topoCounters.duplicates++;
     this.topo.set(rev, JSON.stringify(ev));
     if (e.verified) this.topoVerified.add(rev);
+    if (ev.epoch) this.topoEpoch.set(rev, ev.epoch);
   }
 
   /** Offer the relay's own entries, in stream order. */
@@ -288,6 +316,7 @@ export class RelayReplay {
         return;
       case 'TopologySeeded': {
         this.topoCounters.seeds++;
+        this.epoch = ev.epoch ?? null;
         this.relayState = 'serving';
         this.view = this.viewAt(ev.data.revision);
         if (this.view && ev.data.digest !== null && topologyDigest(this.view) !== ev.data.digest) {
@@ -318,6 +347,12 @@ export class RelayReplay {
         return;
       case 'TopologyEventRejected':
         this.topoCounters.rejected[ev.data.reason] = (this.topoCounters.rejected[ev.data.reason] ?? 0) + 1;
+        return;
+      case 'TopologyKeyRefused':
+        this.keyRefusals++;
+        return;
+      case 'RelayEventsDropped':
+        this.eventsDropped += ev.data.count;
         return;
       case 'RelayDraining':
         this.relayState = 'draining';
@@ -375,9 +410,20 @@ export class RelayReplay {
     this.viewNote = note;
   }
 
+  /**
+   * The topology event of `revision` in the current epoch: the one of that epoch, else (a revision from
+   * before the epoch began) the only one the stream holds; undefined when there is none, or several of
+   * other epochs (which history the epoch continues is not in the log).
+   */
   private topologyEvent(revision: number): TopologyEvent | undefined {
+    const epoch = this.epoch;
+    const other = epoch ? this.topoOther.get(`${revision}:${epoch}`) : undefined;
+    if (other !== undefined) return JSON.parse(other) as TopologyEvent;
     const text = this.topo.get(revision);
-    return text === undefined ? undefined : (JSON.parse(text) as TopologyEvent);
+    if (text === undefined) return undefined;
+    if (!epoch || this.topoEpoch.get(revision) === epoch || !this.topoOther.size) return JSON.parse(text) as TopologyEvent;
+    for (const k of this.topoOther.keys()) if (k.startsWith(`${revision}:`)) return undefined;
+    return JSON.parse(text) as TopologyEvent;
   }
 
   /** The view at `revision`, folded from the topology stream from the start (null if it has a hole). */
@@ -558,6 +604,9 @@ export class RelayReplay {
         state: this.relayState,
         runs: this.runs,
         uncleanEnds: this.uncleanEnds,
+        eventsDropped: this.eventsDropped,
+        keyRefusals: this.keyRefusals,
+        epoch: this.epoch,
         software: this.software,
         publicKey: this.publicKey,
         meshAddress: this.meshAddress,

@@ -48,6 +48,8 @@ function describeCause(ev: RelayEvent): string | null {
     case 'RelayRegistered':
     case 'TopologyResyncRequested':
     case 'TopologyEventRejected':
+    case 'TopologyKeyRefused':
+    case 'RelayEventsDropped':
     case 'RelayStopped':
     case 'LinkStateChanged':
     case 'ClientSessionSteered':
@@ -140,8 +142,18 @@ export class TimelineBuilder {
       case 'TopologyResyncRequested':
       case 'TopologyEventApplied':
       case 'TopologyEventRejected':
+      case 'TopologyKeyRefused':
       case 'RelayDraining':
       case 'KernelOperationFailed':
+        return;
+      case 'RelayEventsDropped':
+        // The log has a hole here: say so in every story.
+        this.items.push({
+          ...at,
+          subject: 'relay',
+          what: `${ev.data.count} events dropped while the bus was away`,
+          cause: `${ev.data.since} to ${ev.data.until}`,
+        });
         return;
       default:
         assertNever(ev);

@@ -117,6 +117,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     const tables = await sql`select table_name from information_schema.tables where table_schema = 'relaynet' order by table_name`;
     expect(tables.map((t) => t.table_name)).toEqual([
       'client_sessions',
+      'epochs',
       'publisher_cursor',
       'rate_limits',
       'relay_bans',

@@ -38,6 +38,8 @@ export const run: Action = async (v) => {
           .filter(Boolean)
       : null,
     rotateKey: v.rotateKey === true,
+    repinTopologyKey: v.repinTopologyKey === true,
+    eventQueue: v.eventQueue,
     startMarginMs: v.startMarginMs,
     wgPrefix: v.wgPrefix,
     keepaliveSeconds: v.keepalive,

@@ -11,6 +11,8 @@ import { buildTopologyEvent, eventData, type BuiltEvent, type EventSpec, type Re
 export interface Revision {
   revision: number;
   revisionTime: string;
+  /** The control plane's epoch: the identity of this database's topology history (docs/control-plane.md, "Epochs"). */
+  epoch: string;
 }
 
 let signingKey: { seed: string; key: Promise<SigningKey> } | null = null;
@@ -32,14 +34,14 @@ export const iso = (t: unknown) => (t instanceof Date ? t : new Date(String(t)))
 
 /** Lock the topology row (first statement of every mutating transaction); returns the current revision. */
 export async function lockTopology(tx: Tx): Promise<Revision> {
-  const [row] = await tx`select revision, updated_at from relaynet.topology for update`;
+  const [row] = await tx`select revision, updated_at, epoch::text as epoch from relaynet.topology for update`;
   if (!row) throw new Error('relaynet.topology has no row; are the migrations applied?');
-  return { revision: Number(row.revision), revisionTime: iso(row.updated_at) };
+  return { revision: Number(row.revision), revisionTime: iso(row.updated_at), epoch: row.epoch };
 }
 
 export async function currentRevision(tx: Tx): Promise<Revision> {
-  const [row] = await tx`select revision, updated_at from relaynet.topology`;
-  return { revision: Number(row!.revision), revisionTime: iso(row!.updated_at) };
+  const [row] = await tx`select revision, updated_at, epoch::text as epoch from relaynet.topology`;
+  return { revision: Number(row!.revision), revisionTime: iso(row!.updated_at), epoch: row!.epoch };
 }
 
 export async function storedRelay(tx: Tx, id: string): Promise<StoredRelay | null> {
@@ -202,9 +204,10 @@ export async function appendEvents(tx: Tx, specs: EventSpec[], relay: RelayRecor
       const [n] = await tx`select count(*)::int as n from relaynet.client_sessions where status = 'open' and entry_id = ${spec.relayId}`;
       if (n!.n > 0) throw new Error(`RelayLeft for ${spec.relayId} while ${n!.n} open session(s) still enter at it; close them first`);
     }
-    const [t] = await tx`update relaynet.topology set revision = revision + 1, updated_at = clock_timestamp() returning revision, updated_at`;
+    const [t] =
+      await tx`update relaynet.topology set revision = revision + 1, updated_at = clock_timestamp() returning revision, updated_at, epoch::text as epoch`;
     const revision = Number(t!.revision);
-    const built = buildTopologyEvent(eventData(spec, revision, relay), { id: crypto.randomUUID(), time: iso(t!.updated_at), causationId });
+    const built = buildTopologyEvent(eventData(spec, revision, relay), { id: crypto.randomUUID(), time: iso(t!.updated_at), causationId, epoch: t!.epoch });
     const signature = await signPayload(key, built.payload);
     await tx`insert into relaynet.topology_events (revision, event_id, type, subject, payload, signature, created_at)
              values (${revision}, ${built.id}::uuid, ${built.type}, ${built.subject}, ${built.payload}, ${signature}, ${t!.updated_at})`;

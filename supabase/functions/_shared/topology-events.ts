@@ -1,7 +1,8 @@
 // Topology event envelopes exactly as the relays validate them (the contract: src/contract/envelope.ts
 // and src/contract/topology.events.ts): id, type, version 1, source "control-plane", time,
-// causationId, correlationId null, data with the revision the event produces; `version` the catalogue's
-// current one for the type (RelayAdmitted v2 carries the relay's identity key). Pure: id and time come in.
+// causationId, correlationId null, the control plane's epoch, data with the revision the event produces;
+// `version` the catalogue's current one for the type (RelayAdmitted v2 carries the relay's identity key).
+// Pure: id and time come in.
 import { currentVersion } from '../../../src/contract/catalogue.ts';
 import { CONTROL_PLANE_SOURCE, type Envelope } from '../../../src/contract/envelope.ts';
 import { topologySubject } from '../../../src/contract/subjects.ts';
@@ -77,7 +78,7 @@ export function causation(requestId: string | null | undefined): string | null {
 /** The envelope of a topology event and the exact JSON text to sign and store. */
 export function buildTopologyEvent(
   e: TopologyEventData,
-  opts: { id: string; time: Date | string; causationId: string | null },
+  opts: { id: string; time: Date | string; causationId: string | null; epoch?: string },
 ): BuiltEvent & { envelope: Envelope } {
   const time = typeof opts.time === 'string' ? new Date(opts.time) : opts.time;
   if (Number.isNaN(time.getTime())) throw new Error(`bad event time ${String(opts.time)}`);
@@ -89,6 +90,7 @@ export function buildTopologyEvent(
     time: time.toISOString(),
     causationId: causation(opts.causationId),
     correlationId: null,
+    ...(opts.epoch ? { epoch: opts.epoch } : {}),
     data: e.data,
   };
   return { id: opts.id, type: e.type, revision: e.data.revision, subject: topologySubject(e), payload: JSON.stringify(envelope), envelope };

@@ -45,6 +45,7 @@ Deno.serve(
         revision: result.revision,
         revisionTime: result.revisionTime,
         status: 'active',
+        epoch: result.epoch,
         ...(bus ? { bus } : {}),
       } satisfies HeartbeatResponse);
     },

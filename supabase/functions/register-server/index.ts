@@ -72,6 +72,7 @@ Deno.serve(
           topologySigningKey: key.publicKey,
         },
         heartbeatIntervalSeconds: env.heartbeatSeconds,
+        epoch: result.epoch,
       } satisfies RegisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
