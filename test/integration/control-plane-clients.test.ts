@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { ConnectClientResponseSchema, ListClientsResponseSchema, SwitchExitResponseSchema } from '../../src/contract/api-clients.ts';
 import { RegisterResponseSchema } from '../../src/contract/api-relays.ts';
-import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
+import { currentVersion, parseTopologyEvent } from '../../src/contract/catalogue.ts';
 import { importPublicKey, verifyBytes } from '../../src/events/signing.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { topologySubjectRelay, type ClientSession, type TopologyEvent } from '../../src/contract/topology.events.ts';
@@ -626,7 +626,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
         r.type,
         Number(r.revision),
         'control-plane',
-        1,
+        currentVersion(e.type),
         (r.created_at as Date).toISOString(),
       ]);
       expect(r.subject).toBe(subjectFor(e.type, topologySubjectRelay(e)));

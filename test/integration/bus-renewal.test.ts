@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { decode } from '@nats-io/jwt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
+import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
+import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
+import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
+import { rootLogger } from '../../src/lib/logger.ts';
+import { tempDir } from '../support/temp.ts';
+
+/**
+ * A relay's NATS user JWT expires and is renewed through the heartbeat (docs/security.md, "The bus"):
+ * with a 60 s lifetime, nats-server closes each relay's connection when its first JWT expires, the relay
+ * reconnects with the JWT its heartbeat fetched past half-life, and goes on following the topology.
+ */
+describe('NATS credentials renewed through the heartbeat', () => {
+  const log = rootLogger({ test: 'bus-renewal' }, 'warn');
+  const TTL = 60;
+  let tmp: ReturnType<typeof tempDir>;
+  let nats: NatsServer;
+  let cp: LocalControlPlane;
+  const natsLog: string[] = [];
+  const relays: RelayProcess[] = [];
+  const expOf = (id: string) => {
+    const creds = readFileSync(join(tmp.dir, id, 'nats.creds'), 'utf8');
+    const jwt = /-----BEGIN NATS USER JWT-----\s+(\S+)\s+------END NATS USER JWT------/.exec(creds)?.[1];
+    if (!jwt) throw new Error(`${id}: no JWT in nats.creds`);
+    return decode(jwt).exp!;
+  };
+
+  beforeAll(async () => {
+    tmp = tempDir('bus-renewal');
+    const bus = await loadOrCreateBusAuthority(join(tmp.dir, 'cp'));
+    nats = await startNatsServer(join(tmp.dir, 'nats'), { authConf: bus.authConf, onLog: (l) => natsLog.push(l) });
+    cp = await startLocalControlPlane({
+      stateDir: join(tmp.dir, 'cp'),
+      port: 0,
+      natsServers: [nats.url],
+      natsUserTtlSeconds: TTL,
+      heartbeatSeconds: 1,
+      logger: log,
+    });
+  });
+
+  afterAll(async () => {
+    await Promise.all(relays.map((r) => r.stop('SIGKILL')));
+    await cp?.stop();
+    await nats?.stop();
+    if (!process.env.KEEP_TMP) tmp?.remove();
+  });
+
+  it('each relay renews past half-life, is disconnected when its first JWT expires, reconnects with the new one and keeps following', async () => {
+    const start = (id: string, n: number) => {
+      const r = new RelayProcess({
+        relayId: id,
+        stateDir: join(tmp.dir, id),
+        endpoint: `198.51.100.${n}:51820`,
+        controlPlaneUrl: cp.url,
+        token: cp.serviceRoleKey,
+        region: 'test',
+      }).start();
+      relays.push(r);
+      return r;
+    };
+    const [r1, r2] = [start('relay-1', 1), start('relay-2', 2)];
+    await eventually('both relays following', async () => {
+      const s = await Promise.all([r1.status(), r2.status()]);
+      return s.every((x) => x.bus.connected && x.bus.follower === 'following' && x.relays.length === 2);
+    });
+    const first = { 'relay-1': expOf('relay-1'), 'relay-2': expOf('relay-2') };
+    // Past the first JWTs' expiry (and a little more for the reconnect), each relay holding a later one.
+    await eventually(
+      'both relays renewed and past their first JWT',
+      async () =>
+        Date.now() / 1000 > Math.max(first['relay-1'], first['relay-2']) + 5 && expOf('relay-1') > first['relay-1'] && expOf('relay-2') > first['relay-2'],
+      (TTL + 30) * 1000,
+      1000,
+    );
+    // nats-server closed the connections of the expired JWTs; the relays came back with the renewed ones.
+    for (const id of ['relay-1', 'relay-2']) {
+      const text = readFileSync(join(tmp.dir, id, 'relay.log'), 'utf8');
+      expect(text, id).toMatch(/NATS credential renewed/);
+      expect(text + natsLog.join(''), id).toMatch(/authentication expired/i);
+      expect(text, id).toMatch(/NATS reconnect/);
+    }
+    await eventually('both relays on the bus again', async () => {
+      const s = await Promise.all([r1.status(), r2.status()]);
+      return s.every((x) => x.bus.connected && x.bus.follower === 'following');
+    });
+    // And they still follow the stream: a relay joining now is seen by both.
+    start('relay-3', 3);
+    await eventually('relay-3 seen by relay-1 and relay-2', async () => {
+      const s = await Promise.all([r1.status(), r2.status()]);
+      return s.every((x) => x.relays.some((r) => r.id === 'relay-3'));
+    });
+  }, 180_000);
+});
