@@ -30,8 +30,14 @@ export const bootstrap: Action = async (v) => {
     throw new CliError(`cannot reach NATS at ${servers.join(',')}: ${authHint((e as Error).message)}`, 1);
   }
   try {
-    const r = await bootstrapStreams(await jetstreamManager(nc), limits);
+    const r = await bootstrapStreams(await jetstreamManager(nc, { timeout: 10_000 }), limits);
     for (const [name, what] of Object.entries(r)) process.stdout.write(`${name}: ${what}\n`);
+  } catch (e) {
+    // Credentials that may not administer streams (a relay's, the reader's) end here: a refused request or no answer.
+    throw new CliError(
+      `cannot create or update the streams: ${(e as Error).message} (only the administrator's credentials may: --nats-creds STATE_DIR/bus/admin.creds of the control plane)`,
+      1,
+    );
   } finally {
     await nc.close();
   }
