@@ -1,5 +1,6 @@
+import { assertPrivate } from '../lib/private-file.ts';
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateSigningKeyPair, importPrivateKey } from '../events/signing.ts';
 
@@ -24,8 +25,7 @@ export function topologyPublicKeyOf(seed: string): string {
 
 /** A private JSON file: refused when others may read it or when it is not JSON. */
 export function readPrivateJson<T>(file: string): Partial<T> {
-  const mode = statSync(file).mode & 0o777;
-  if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
+  assertPrivate(file);
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as Partial<T>;
   } catch (e) {

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { readPrivateKeyFile, writeNewPrivateKeyFile } from '../lib/private-file.ts';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BusCredential } from '../contract/api-relays.ts';
 import { createUserKey, credsText, inboxPrefixFor, publicKeyOfSeed } from '../contract/bus-auth.ts';
@@ -30,10 +31,8 @@ export interface RelayBusIdentity {
 }
 
 function loadOrCreateSeed(file: string): string {
-  if (existsSync(file)) {
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
-    const seed = readFileSync(file, 'utf8').trim();
+  const seed = readPrivateKeyFile(file);
+  if (seed !== null) {
     try {
       if (!seed.startsWith('SU')) throw new Error('not a user seed');
       publicKeyOfSeed(seed);
@@ -42,9 +41,9 @@ function loadOrCreateSeed(file: string): string {
     }
     return seed;
   }
-  const { seed } = createUserKey();
-  writeFileSync(file, `${seed}\n`, { mode: 0o600, flag: 'wx' });
-  return seed;
+  const created = createUserKey().seed;
+  writeNewPrivateKeyFile(file, created);
+  return created;
 }
 
 export function relayBusIdentity(stateDir: string): RelayBusIdentity {

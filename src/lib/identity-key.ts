@@ -1,5 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readPrivateKeyFile, writeNewPrivateKeyFile } from './private-file.ts';
 import type { KeyObject } from 'node:crypto';
 import { generateSigningKeyPair, importPrivateKey, publicKeyOfSeed } from '../events/signing.ts';
 
@@ -22,16 +21,8 @@ export interface IdentityKey {
  * (mode 0600, directory 0700). Refuses a key file that others can read, like the WireGuard key.
  */
 export function loadOrCreateIdentityKey(file: string): IdentityKey {
-  let text: string | null = null;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  if (text !== null) {
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
-    const seed = text.trim();
+  const seed = readPrivateKeyFile(file);
+  if (seed !== null) {
     let privateKey: KeyObject;
     try {
       privateKey = importPrivateKey(seed);
@@ -40,9 +31,7 @@ export function loadOrCreateIdentityKey(file: string): IdentityKey {
     }
     return { publicKey: publicKeyOfSeed(seed), privateKey, created: false };
   }
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const kp = generateSigningKeyPair();
-  writeFileSync(file, kp.seed + '\n', { mode: 0o600, flag: 'wx' });
-  chmodSync(file, 0o600);
+  writeNewPrivateKeyFile(file, kp.seed);
   return { publicKey: kp.publicKey, privateKey: importPrivateKey(kp.seed), created: true };
 }

@@ -1,6 +1,5 @@
+import { readPrivateKeyFile, writeNewPrivateKeyFile } from './private-file.ts';
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 
 const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
@@ -31,21 +30,11 @@ export function wgPublicKey(privateKeyB64: string): string {
  * Refuses a key file that others can read: the private key never leaves this host.
  */
 export function loadOrCreateWgKey(file: string): WgKeyPair & { created: boolean } {
-  let text: string | null = null;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  if (text !== null) {
-    const mode = statSync(file).mode & 0o777;
-    if (mode & 0o077) throw new Error(`${file} is readable by others (mode ${mode.toString(8)}); chmod 600 it`);
-    const privateKey = text.trim();
+  const privateKey = readPrivateKeyFile(file);
+  if (privateKey !== null) {
     return { privateKey, publicKey: wgPublicKey(privateKey), created: false };
   }
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const kp = generateWgKeyPair();
-  writeFileSync(file, kp.privateKey + '\n', { mode: 0o600, flag: 'wx' });
-  chmodSync(file, 0o600);
+  writeNewPrivateKeyFile(file, kp.privateKey);
   return { ...kp, created: true };
 }
