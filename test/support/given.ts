@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { envelope } from '../../src/contract/envelope.ts';
 import { formatIpv4, parseIpv4, type RelayRecord, type TopologyEvent } from '../../src/contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, type ApplyOutcome, type TopologyView } from '../../src/events/topology.fold.ts';
+import type { BusDetails } from '../../src/contract/api-relays.ts';
 
 const cp = { source: 'control-plane', now: () => new Date('2026-11-25T00:00:00Z'), newId: randomUUID };
 
@@ -48,5 +49,18 @@ export function given(events: TopologyEvent[], start: TopologyView = EMPTY_TOPOL
   return {
     state,
     when: (e: TopologyEvent): ApplyOutcome => applyTopologyEvent(state, e),
+  };
+}
+
+/** The bus details of a registration answer in tests (token mode, no credential). */
+export function busDetails(topologySigningKey = 'k'): BusDetails {
+  return {
+    servers: ['nats://127.0.0.1:4222'],
+    token: null,
+    credential: null,
+    subjectRoot: 'relaynet',
+    topologyStream: 'T',
+    relayStream: 'R',
+    topologySigningKey,
   };
 }

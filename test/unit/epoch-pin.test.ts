@@ -15,7 +15,7 @@ import { eventEpochVerdict, heartbeatEpochChanged, RETIRED_EPOCHS_KEPT, retireEp
 import { systemDeps } from '../../src/lib/deps.ts';
 import { RelayReplay } from '../../src/replay/replay.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
-import { ev, relay } from '../support/given.ts';
+import { busDetails, ev, relay } from '../support/given.ts';
 
 const E1 = '11111111-1111-4111-8111-111111111111';
 const E2 = '22222222-2222-4222-8222-222222222222';
@@ -80,15 +80,7 @@ function registration(revision: number, others: number[], epoch: string | undefi
     revisionTime: '2026-11-25T00:00:00.000Z',
     relays: others.map((n) => relay(n)),
     sessions: [],
-    bus: {
-      servers: ['nats://127.0.0.1:4222'],
-      token: null,
-      credential: null,
-      subjectRoot: 'relaynet',
-      topologyStream: 'T',
-      relayStream: 'R',
-      topologySigningKey: 'k',
-    },
+    bus: busDetails(),
     heartbeatIntervalSeconds: 10,
     ...(epoch ? { epoch } : {}),
   };

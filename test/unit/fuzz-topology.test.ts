@@ -19,7 +19,7 @@ import {
   type Rejection,
 } from '../../src/events/wire.ts';
 import { badRelayId, FUZZ_SEED, mutationOf, nastyString, runs, Tally } from '../support/fuzz.ts';
-import { key, relay } from '../support/given.ts';
+import { busDetails, key, relay } from '../support/given.ts';
 
 /**
  * Issue 14, part 7: generated malformed, truncated, oversized, replayed and forged messages through
@@ -105,15 +105,7 @@ function registration(view: TopologyView): RegisterResponse {
     revisionTime: '2026-11-25T00:00:00.000Z',
     relays: Object.values(view.relays).filter((r) => r.id !== SELF.id),
     sessions: Object.values(view.sessions),
-    bus: {
-      servers: ['nats://127.0.0.1:4222'],
-      token: null,
-      credential: null,
-      subjectRoot: 'relaynet',
-      topologyStream: 'T',
-      relayStream: 'R',
-      topologySigningKey: cpKeys.publicKey,
-    },
+    bus: busDetails(cpKeys.publicKey),
     heartbeatIntervalSeconds: 10,
   };
 }

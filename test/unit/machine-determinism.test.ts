@@ -11,7 +11,7 @@ import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import type { Deps } from '../../src/lib/deps.ts';
 import { clientsInput, session, topologyInput } from '../support/clients-harness.ts';
-import { ev, relay } from '../support/given.ts';
+import { busDetails, ev, relay } from '../support/given.ts';
 
 /** Ids 00000000-0000-4000-8000-000000000001, ...2, ... and a clock that never moves. */
 function fixedDeps(): Deps {
@@ -31,15 +31,7 @@ const registration: RegisterResponse = {
   revisionTime: '2029-12-31T00:00:00.000Z',
   relays: [peer],
   sessions: [session(1, self, 'relay-2', { expiresAt: '2029-12-31T12:00:00.000Z' }), session(2, self, 'relay-2')],
-  bus: {
-    servers: ['nats://127.0.0.1:4222'],
-    token: null,
-    credential: null,
-    subjectRoot: 'relaynet',
-    topologyStream: 'T',
-    relayStream: 'R',
-    topologySigningKey: 'k',
-  },
+  bus: busDetails(),
   heartbeatIntervalSeconds: 10,
 };
 const joined = ev.admitted(5, relay(3));

@@ -5,7 +5,7 @@ import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
 import { topologyDigest } from '../../src/events/topology.fold.ts';
 import { systemDeps } from '../../src/lib/deps.ts';
-import { ev, relay } from '../support/given.ts';
+import { busDetails, ev, relay } from '../support/given.ts';
 
 function registration(revision: number, others: number[]): RegisterResponse {
   return {
@@ -15,15 +15,7 @@ function registration(revision: number, others: number[]): RegisterResponse {
     revisionTime: '2026-11-25T00:00:00.000Z',
     relays: others.map((n) => relay(n)),
     sessions: [],
-    bus: {
-      servers: ['nats://127.0.0.1:4222'],
-      token: null,
-      credential: null,
-      subjectRoot: 'relaynet',
-      topologyStream: 'T',
-      relayStream: 'R',
-      topologySigningKey: 'k',
-    },
+    bus: busDetails(),
     heartbeatIntervalSeconds: 10,
   };
 }
