@@ -131,6 +131,25 @@ Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).
   leaf(cmd, 'status');
 }
 
+export function declareRotateKey(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('rotate-key')
+    .summary("rotate a running relay's WireGuard key, keeping its links up")
+    .description(`Ask a running relay, over its status socket, to rotate its WireGuard key: it makes a new key,
+registers it (signed with its identity key, so a token alone cannot), puts it on its devices and
+keeps the old one on disk until the control plane has the new one. Every relay follows the
+RelayKeyRotated event; the links re-handshake and stay up (docs/security.md, "Rotation"). Stock
+clients entering at the relay need a new configuration: their peer key changed.
+Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
+  withOptions(
+    cmd,
+    stateDirOpt("the relay's state directory", { env: 'RELAYNET_STATE_DIR' }),
+    opt('--relay-id <ID>', 'shorthand for --state-dir ./.state/relay-ID', { env: 'RELAYNET_RELAY_ID' }),
+    jsonOpt('print the raw JSON'),
+  );
+  leaf(cmd, 'rotate-key');
+}
+
 export function declareControlPlane(program: Command, leaf: Leaf): void {
   const cmd = program
     .command('control-plane')
@@ -256,8 +275,17 @@ its connection. Idempotent.`);
   const unban = relay
     .command('unban')
     .summary('lift a ban: the relay may register again')
-    .description('Lift a ban: the relay registers again by itself (its heartbeat is told it is unknown) and gets fresh credentials.');
-  withOptions(unban, opt('--relay <ID>', 'the relay (required)'), jsonOpt(), ...access());
+    .description(`Lift a ban: the relay registers again by itself (its heartbeat is told it is unknown) and gets fresh credentials.
+With --forget-identity the relay's recorded identity key is forgotten too, so that it may come back
+with a new one: the way back for a relay that lost its identity.key (every registration by a relay
+token must be signed by the recorded identity key, docs/security.md "Rotation").`);
+  withOptions(
+    unban,
+    opt('--relay <ID>', 'the relay (required)'),
+    opt('--forget-identity', "also forget the relay's identity key (it must be banned)"),
+    jsonOpt(),
+    ...access(),
+  );
   leaf(unban, 'relay unban');
 }
 
@@ -267,8 +295,8 @@ export function declareToken(program: Command, leaf: Leaf): void {
   const token = subcommands(
     program,
     'token',
-    'mint scoped tokens: relay tokens (bound to one relay id) and user tokens',
-    "Scoped tokens of the control plane. The only subcommand is 'mint'.",
+    'mint scoped tokens (relay tokens bound to one relay id, user tokens) and revoke relay tokens',
+    "Scoped tokens of the control plane: 'mint' makes one, 'revoke' stops a relay token by its id (jti).",
   );
   const mint = token
     .command('mint')
@@ -276,10 +304,11 @@ export function declareToken(program: Command, leaf: Leaf): void {
     .usage('--relay-id ID [--ttl DURATION] [secret source]\n       relay-core token mint --role user --sub ID [--ttl DURATION] [secret source]')
     .description(`Mint an HS256 JWT signed with the project's JWT secret. Prints the token on stdout.
 
-  relay token (default, --role relay): {role: "relay", relay_id, iss: "relay-core", iat, exp}. The
+  relay token (default, --role relay): {role: "relay", relay_id, jti, iss: "relay-core", iat, exp}. The
     control plane lets it register, heartbeat and deregister only that relay id, confirm the client
     sessions entering there (client-ready) and list or close them, so community-operated relays never
-    hold the service-role key. Give it to the relay as RELAYNET_TOKEN (or --token-file).
+    hold the service-role key. Give it to the relay as RELAYNET_TOKEN (or --token-file). Its id (jti)
+    is printed on stderr: 'relay-core token revoke --jti ID' stops that token alone.
   user token (--role user): {role: "authenticated", aud: "authenticated", sub, iss, iat, exp}, the
     shape of a Supabase Auth user's JWT. It may open, switch, list and close only the client sessions
     it opened itself (relay-core client ...), and nothing else.`);
@@ -293,9 +322,22 @@ export function declareToken(program: Command, leaf: Leaf): void {
     stateDirOpt("a local control plane's state directory (its secrets.json)", { group: SECRET_SOURCE }),
   );
   leaf(mint, 'token mint');
-  onlySubcommand(
-    token,
-    mint,
+  const revoke = token
+    .command('revoke')
+    .summary('revoke one relay token by its id (jti)')
+    .description(`Revoke one relay token: every function refuses it from now on (401 token_revoked), while the
+relay's other tokens keep working ('relay-core relay ban' stops them all). Takes --control-plane-url
+and the service-role key. Idempotent.`);
+  withOptions(
+    revoke,
+    opt('--jti <ID>', "the token's id (a UUID; token mint prints it)"),
+    opt('--reason <TEXT>', 'why (kept with the revocation, at most 200 characters)'),
+    jsonOpt(),
+    ...controlPlaneOpts('the service-role key'),
+  );
+  leaf(revoke, 'token revoke');
+  mint.addHelpText(
+    'after',
     `  RELAYNET_JWT_SECRET      environment variable with the secret
   (default)                ./.state/control-plane, the local control plane's default state directory
 

@@ -21,6 +21,8 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'relay ban': async () => (await relay()).ban,
   'relay unban': async () => (await relay()).unban,
   'token mint': async () => (await import('./commands/token.ts')).mint,
+  'token revoke': async () => (await import('./commands/token.ts')).revoke,
+  'rotate-key': async () => (await import('./commands/status.ts')).rotateKey,
   'events tail': async () => (await events()).tail,
   'events export': async () => (await events()).exportLog,
   replay: async () => (await import('./commands/replay.ts')).replay,

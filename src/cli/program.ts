@@ -1,6 +1,16 @@
 import { Command, type Help } from 'commander';
 import { CliError, type Values } from './args.ts';
-import { declareBus, declareClient, declareControlPlane, declareDevnet, declareRelay, declareRun, declareStatus, declareToken } from './declare-daemon.ts';
+import {
+  declareBus,
+  declareClient,
+  declareControlPlane,
+  declareDevnet,
+  declareRelay,
+  declareRotateKey,
+  declareRun,
+  declareStatus,
+  declareToken,
+} from './declare-daemon.ts';
 import { declareEvents, declareReplay } from './declare-events.ts';
 import { declareSim } from './declare-sim.ts';
 
@@ -20,6 +30,8 @@ export type ActionName =
   | 'client list'
   | 'client remove'
   | 'token mint'
+  | 'token revoke'
+  | 'rotate-key'
   | 'relay ban'
   | 'relay unban'
   | 'events tail'
@@ -80,6 +92,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   };
   declareRun(program, leaf);
   declareStatus(program, leaf);
+  declareRotateKey(program, leaf);
   declareControlPlane(program, leaf);
   declareClient(program, leaf);
   declareToken(program, leaf);

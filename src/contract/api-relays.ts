@@ -28,6 +28,15 @@ export const RegisterRequestSchema = requestObject({
    * and the relay's events cannot be verified.
    */
   identityKey: identityKeyField().optional(),
+  /**
+   * The relay's signature over this registration with its recorded identity key (or, at first admission,
+   * the one it presents): registration-proof.ts. Required from relay tokens once an identity is known,
+   * so a stolen token cannot move the relay's key, endpoint or credentials.
+   */
+  proof: requestObject({
+    at: z.number({ error: 'proof.at must be the signing time in Unix seconds' }).int('proof.at must be the signing time in Unix seconds'),
+    signature: text('proof.signature').max(200, 'proof.signature must be base64 of a 64-byte Ed25519 signature'),
+  }).optional(),
 });
 /** What a relay sends. */
 export type RegisterRequest = z.input<typeof RegisterRequestSchema>;
@@ -53,7 +62,12 @@ export const BanRequestSchema = requestObject({
     .max(200, 'reason must be at most 200 characters')
     .refine((v) => !CONTROL_RE.test(v), 'reason must not contain control characters')
     .default(''),
-});
+  /**
+   * With `banned: false`: also forget the relay's recorded identity key, so that it is admitted again
+   * with a new one (the way back for a relay that lost its identity key; it must be banned first).
+   */
+  forgetIdentity: flag('forgetIdentity').default(false),
+}).refine((r) => !(r.banned && r.forgetIdentity), { message: 'forgetIdentity goes with banned: false (lifting the ban)', path: ['forgetIdentity'] });
 export type BanRequest = z.input<typeof BanRequestSchema>;
 
 export const BanResponseSchema = z.object({
@@ -65,6 +79,23 @@ export const BanResponseSchema = z.object({
   revision: z.number().int().min(0),
 });
 export type BanResponse = z.infer<typeof BanResponseSchema>;
+
+/** revoke-token (service role): stop one relay token by its jti (`relay-core token mint` prints it). */
+export const RevokeTokenRequestSchema = requestObject({
+  jti: sessionIdField('jti'),
+  reason: text('reason')
+    .max(200, 'reason must be at most 200 characters')
+    .refine((v) => !CONTROL_RE.test(v), 'reason must not contain control characters')
+    .default(''),
+});
+export type RevokeTokenRequest = z.input<typeof RevokeTokenRequestSchema>;
+
+export const RevokeTokenResponseSchema = z.object({
+  jti: z.string(),
+  /** false: it was revoked already. */
+  changed: z.boolean(),
+});
+export type RevokeTokenResponse = z.infer<typeof RevokeTokenResponseSchema>;
 
 /** The entry relay confirms it programmed a session and steers it to `exitId`. */
 export const ClientReadyRequestSchema = requestObject({ relayId: relayIdField(), sessionId: sessionIdField(), exitId: relayIdField('exitId') });

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { signHs256, verifyHs256, type JwtCheck } from '../contract/jwt.ts';
 
 /**
@@ -21,10 +22,13 @@ export function verifyJwt(token: string, secret: string, nowSeconds = Math.floor
 
 export const TOKEN_ISSUER = 'relay-core';
 
-/** A scoped relay token: role `relay`, bound to one relay id, expiring after `ttlSeconds`. */
-export function mintRelayToken(relayId: string, ttlSeconds: number, secret: string, now = Math.floor(Date.now() / 1000)): Promise<string> {
+/**
+ * A scoped relay token: role `relay`, bound to one relay id, expiring after `ttlSeconds`, with its own
+ * id (`jti`, a UUID) by which `relay-core token revoke` stops it alone.
+ */
+export function mintRelayToken(relayId: string, ttlSeconds: number, secret: string, now = Math.floor(Date.now() / 1000), jti = randomUUID()): Promise<string> {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw new Error('ttlSeconds must be a positive integer');
-  return signJwt({ role: 'relay', relay_id: relayId, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds }, secret);
+  return signJwt({ role: 'relay', relay_id: relayId, jti, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds }, secret);
 }
 
 /**

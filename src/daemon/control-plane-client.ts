@@ -20,6 +20,9 @@ import {
   type BanResponse,
   ClientReadyResponseSchema,
   DeregisterResponseSchema,
+  RevokeTokenResponseSchema,
+  type RevokeTokenRequest,
+  type RevokeTokenResponse,
   HeartbeatResponseSchema,
   RegisterResponseSchema,
   type ClientReadyResponse,
@@ -115,6 +118,11 @@ export class ControlPlaneClient {
   /** The operator bans a relay or lifts its ban (service role). One attempt: the answer says whether it changed anything. */
   banRelay(req: BanRequest, signal?: AbortSignal): Promise<BanResponse> {
     return this.#call('ban-relay', req, BanResponseSchema, signal, { attempts: 1, baseMs: 0, maxMs: 0 });
+  }
+
+  /** The operator revokes one relay token by its jti (service role). One attempt. */
+  revokeToken(req: RevokeTokenRequest, signal?: AbortSignal): Promise<RevokeTokenResponse> {
+    return this.#call('revoke-token', req, RevokeTokenResponseSchema, signal, { attempts: 1, baseMs: 0, maxMs: 0 });
   }
 
   deregister(relayId: string, signal?: AbortSignal): Promise<DeregisterResponse> {

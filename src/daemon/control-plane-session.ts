@@ -2,7 +2,9 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fromPromise } from 'xstate';
-import type { RegisterRequest, RegisterResponse } from '../contract/api-relays.ts';
+import { sign, type KeyObject } from 'node:crypto';
+import { type RegisterRequest, RegisterRequestSchema, type RegisterResponse } from '../contract/api-relays.ts';
+import { signRegistration } from '../contract/registration-proof.ts';
 import type { Logger } from '../lib/logger.ts';
 import { generateWgKeyPair, loadOrCreateWgKey } from '../lib/wg-keys.ts';
 import type { BusSession } from './bus-session.ts';
@@ -34,9 +36,29 @@ export interface ControlPlaneSession {
   deregister: ReturnType<typeof fromPromise<{ revision: number }, { relayId: string }>>;
   /** Tell the control plane (in the background, logged) that the entry steers a session to `exitId`. */
   confirm(sessionId: string, exitId: string): void;
+  /**
+   * Make a new WireGuard key to be registered at the next registration (the caller then resyncs the
+   * relay). Returns its public key; a rotation already pending is kept (one at a time).
+   */
+  rotateKey(): string;
 }
 
-export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<BusSession, 'connect' | 'deleteConsumer'>): ControlPlaneSession {
+/**
+ * The registration as sent: the request with the relay's signature by its identity key over what it
+ * sets (registration-proof.ts), so that the control plane knows a token alone did not send it.
+ */
+export async function signedRegistration(request: RegisterRequest, identityKey: KeyObject, nowSeconds: number): Promise<RegisterRequest> {
+  const { proof: _, ...body } = request;
+  const fields = RegisterRequestSchema.parse(body);
+  return { ...body, proof: await signRegistration(fields, nowSeconds, (data) => sign(null, data, identityKey)) };
+}
+
+export function controlPlaneSession(
+  cfg: RelayConfig,
+  log: Logger,
+  bus: Pick<BusSession, 'connect' | 'deleteConsumer'>,
+  identityKey: KeyObject,
+): ControlPlaneSession {
   const keyFile = join(cfg.stateDir, 'wg.key');
   let key = loadOrCreateWgKey(keyFile);
   let pendingKey: { privateKey: string; publicKey: string } | null = null;
@@ -54,13 +76,15 @@ export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<Bus
     publicKey: () => key.publicKey,
     register: fromPromise(async ({ input }) => {
       const publicKey = pendingKey?.publicKey ?? key.publicKey;
-      const reg = await client.register({ ...input.request, publicKey, rotateKey: pendingKey !== null, busKey: identity.busKey });
-      if (pendingKey) {
+      const request = { ...input.request, publicKey, rotateKey: pendingKey !== null, busKey: identity.busKey };
+      const reg = await client.register(await signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
+      if (pendingKey && reg.relay.publicKey === pendingKey.publicKey) {
         // Only now that the control plane holds the new key does it replace the old one on disk.
         const tmp = `${keyFile}.new`;
         writeFileSync(tmp, pendingKey.privateKey + '\n', { mode: 0o600 });
         renameSync(tmp, keyFile);
         key = { ...pendingKey, created: false };
+        log.info({ publicKey: key.publicKey }, 'WireGuard key rotated');
         pendingKey = null;
       }
       // NATS decentralized auth: the JWT issued for our nkey; token mode: the token; else none.
@@ -82,6 +106,13 @@ export function controlPlaneSession(cfg: RelayConfig, log: Logger, bus: Pick<Bus
       await bus.deleteConsumer(input.relayId);
       return r;
     }),
+    rotateKey: () => {
+      if (!pendingKey) {
+        pendingKey = generateWgKeyPair();
+        log.info({ publicKey: pendingKey.publicKey }, 'rotating WireGuard key');
+      }
+      return pendingKey.publicKey;
+    },
     confirm: (sessionId, exitId) => {
       client.clientReady(cfg.relayId, sessionId, exitId).then(
         (r) => log.info({ sessionId, exitId, confirmed: r.confirmed }, 'session confirmed to the control plane'),

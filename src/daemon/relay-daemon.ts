@@ -24,6 +24,8 @@ export interface RelayDaemon {
   /** Begin draining: deregister, flush events, disconnect. */
   stop(signal?: string): void;
   status(): RelayStatus;
+  /** Rotate the WireGuard key (what `relay-core rotate-key` asks over the status socket). */
+  rotateKey(): { relayId: string; publicKey: string; registering: boolean };
 }
 
 /**
@@ -43,7 +45,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   const identity = loadOrCreateIdentityKey(identityFile);
   if (identity.created) log.info({ identityKey: identity.publicKey, identityFile }, 'generated identity key');
   const bus = busSession(cfg, log, deps, identity.privateKey);
-  const controlPlane = controlPlaneSession(cfg, log, bus);
+  const controlPlane = controlPlaneSession(cfg, log, bus, identity.privateKey);
   const kernel = await kernelShell(cfg, log, bus.emit, deps);
   const projection = statusProjection(
     { relayId: cfg.relayId, wgPrefix: cfg.wgPrefix, kernel: kernel.kind, publicKey: controlPlane.publicKey, bus: bus.status, counters: kernel.counters },
@@ -76,6 +78,14 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   });
 
   const status = () => projection.status(actor.getSnapshot());
+  // The operator's key rotation: a new key, registered by a resync (the links stay; the view follows).
+  // A relay that is not serving registers the pending key at its next registration.
+  const rotateKey = () => {
+    const publicKey = controlPlane.rotateKey();
+    const serving = actor.getSnapshot().matches('serving');
+    if (serving) actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
+    return { relayId: cfg.relayId, publicKey, registering: serving };
+  };
   const statusServer = await startStatusServer(
     join(cfg.stateDir, 'relay.sock'),
     async () => {
@@ -83,6 +93,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
       return status();
     },
     () => ({ relayId: cfg.relayId, state: String(actor.getSnapshot().value) }),
+    { 'rotate-key': () => rotateKey() },
   );
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
@@ -104,6 +115,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   return {
     done,
     status,
+    rotateKey,
     stop: (signal = 'SIGTERM') => actor.send({ type: 'STOP', signal }),
   };
 }

@@ -6,8 +6,14 @@ import { createServer, request, type Server } from 'node:http';
  * the relay's user reads it). `GET /status` answers the JSON `snapshot()` returns (or resolves to);
  * `GET /healthz` answers `health()` at once, without reading the kernel: the container health check
  * calls it every few seconds with curl (a `relay-core status` process there costs ~0.6 s of CPU).
+ * `POST /<action>` runs one of `actions` (the operator's: `rotate-key`) and answers 202 with its result.
  */
-export async function startStatusServer(socketPath: string, snapshot: () => unknown | Promise<unknown>, health: () => unknown = () => ({})): Promise<Server> {
+export async function startStatusServer(
+  socketPath: string,
+  snapshot: () => unknown | Promise<unknown>,
+  health: () => unknown = () => ({}),
+  actions: Record<string, () => unknown> = {},
+): Promise<Server> {
   rmSync(socketPath, { force: true });
   const srv = createServer(async (req, res) => {
     if (req.method === 'GET' && req.url === '/status') {
@@ -24,6 +30,9 @@ export async function startStatusServer(socketPath: string, snapshot: () => unkn
     } else if (req.method === 'GET' && req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(health()));
+    } else if (req.method === 'POST' && Object.hasOwn(actions, req.url?.slice(1) ?? '')) {
+      res.writeHead(202, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(actions[req.url!.slice(1)]!()));
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));
@@ -40,8 +49,13 @@ export async function startStatusServer(socketPath: string, snapshot: () => unkn
 
 /** Read a relay's status over its socket; rejects with a clear message when no relay listens there. */
 export function fetchStatus(socketPath: string, timeoutMs = 3_000): Promise<unknown> {
+  return callStatusSocket(socketPath, 'GET', '/status', timeoutMs);
+}
+
+/** GET or POST `path` on a relay's status socket; the JSON answer. */
+export function callStatusSocket(socketPath: string, method: 'GET' | 'POST', path: string, timeoutMs = 3_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path: '/status', method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = request({ socketPath, path, method, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

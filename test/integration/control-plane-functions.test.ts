@@ -47,6 +47,7 @@ describe('Edge Function runner', () => {
       'heartbeat',
       'list-clients',
       'register-server',
+      'revoke-token',
       'switch-exit',
     ]);
     const r = await call('heartbeat');

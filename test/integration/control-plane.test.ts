@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { createClient, FunctionsHttpError } from '@supabase/supabase-js';
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { signJwt } from '../../src/control-plane/jwt.ts';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { migrate, readMigrations } from '../../src/control-plane/migrate.ts';
@@ -13,6 +13,7 @@ import { importPublicKey, verifyBytes } from '../../src/events/signing.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { topologySubjectRelay, type TopologyEvent } from '../../src/contract/topology.events.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
+import { signedRegistration } from '../../src/daemon/control-plane-session.ts';
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -24,6 +25,11 @@ import { tempDir } from '../support/temp.ts';
  */
 
 const key = (n: number) => Buffer.alloc(32, n).toString('base64');
+/** An Ed25519 identity as a relay makes one: the private key, and the raw public key in base64. */
+function signingIdentity() {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { privateKey, publicKey: Buffer.from(publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64') };
+}
 const HEARTBEAT = 7;
 
 interface OutboxRow {
@@ -123,6 +129,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       'relay_bans',
       'relay_keys',
       'relays',
+      'revoked_tokens',
       'settings',
       'topology',
       'topology_events',
@@ -455,5 +462,92 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     expect(await identity()).toBe(id2);
     const bad = await invoke('register-server', reg(20, { identityKey: 'not-a-key' }));
     expect([bad.status, bad.body.field]).toEqual([400, 'identityKey']);
+  });
+
+  it("moves a relay only on its identity's word; a token alone is refused (403), a revoked one stops alone (401)", async () => {
+    const a = signingIdentity();
+    const b = signingIdentity();
+    // This test registers relay-30 often with its own token: more than the rate limit allows.
+    await sql`update relaynet.settings set register_rate_limit = 1000`;
+    onTestFinished(async () => {
+      await sql`update relaynet.settings set register_rate_limit = 10`;
+    });
+    const token = await cp.mintRelayToken('relay-30', 3600);
+    const other = await cp.mintRelayToken('relay-30', 3600);
+    const signed = (body: Record<string, unknown>, who = a, at = Math.floor(Date.now() / 1000)) =>
+      signedRegistration(body as never, who.privateKey, at) as Promise<Record<string, unknown>>;
+    const first = reg(30, { identityKey: a.publicKey });
+    // First admission: proof of possession of the identity presented.
+    expect((await invoke('register-server', first, token)).status).toBe(403);
+    expect((await invoke('register-server', await signed(first), token)).status).toBe(200);
+    const before = await revision();
+    const rotation = reg(30, { identityKey: a.publicKey, publicKey: key(31), rotateKey: true });
+    const moved = reg(30, { identityKey: a.publicKey, endpoint: '198.51.100.99:51820' });
+    for (const body of [rotation, moved, reg(30), reg(30, { identityKey: b.publicKey })]) {
+      const r = await invoke('register-server', body, token);
+      expect([r.status, r.body.error, r.body.field]).toEqual([403, 'identity_proof', 'proof']);
+    }
+    // Signed by another key (a thief's new identity), or long ago: refused too.
+    for (const body of [
+      await signed(reg(30, { identityKey: b.publicKey }), b),
+      await signed(rotation, b),
+      await signed(rotation, a, Math.floor(Date.now() / 1000) - 3600),
+    ]) {
+      expect((await invoke('register-server', body, token)).status).toBe(403);
+    }
+    expect(await revision()).toBe(before);
+    expect((await sql`select public_key, endpoint from relaynet.relays where id = 'relay-30'`)[0]).toMatchObject({
+      public_key: key(30),
+      endpoint: '198.51.100.30:51820',
+    });
+    // With the identity's signature: rotated, and a new identity accepted on the old one's word.
+    expect((await invoke('register-server', await signed(rotation), token)).status).toBe(200);
+    expect(await lastEvent()).toMatchObject({ type: 'RelayKeyRotated', data: { relayId: 'relay-30', publicKey: key(31), previousPublicKey: key(30) } });
+    const renewed = reg(30, { identityKey: b.publicKey, publicKey: key(31) });
+    expect((await invoke('register-server', await signed(renewed, a), token)).status).toBe(200);
+    expect(await lastEvent()).toMatchObject({ type: 'RelayAdmitted', data: { identityKey: b.publicKey } });
+    expect((await invoke('register-server', await signed(renewed, a), token)).status).toBe(403); // a's word counts no more
+    // The operator's service role needs no proof (its own way to re-key a relay).
+    expect((await invoke('register-server', reg(30, { publicKey: key(31) }))).status).toBe(200);
+
+    // Revoking one token: it is refused everywhere a relay calls, the relay's other token still works.
+    const jti = (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti;
+    const revoke = await invoke('revoke-token', { jti, reason: 'leaked' });
+    expect(revoke).toEqual({ status: 200, body: { jti, changed: true } });
+    expect((await invoke('revoke-token', { jti })).body.changed).toBe(false);
+    expect((await invoke('revoke-token', { jti }, other)).status).toBe(403);
+    for (const [fn, body] of [
+      ['heartbeat', { relayId: 'relay-30' }],
+      ['register-server', await signed(renewed, b)],
+      ['list-clients', {}],
+      ['client-ready', { relayId: 'relay-30', sessionId: '00000000-0000-4000-8000-000000000030', exitId: 'relay-1' }],
+      ['deregister', { relayId: 'relay-30' }],
+    ] as const) {
+      const r = await invoke(fn, body, token);
+      expect([fn, r.status, r.body.error]).toEqual([fn, 401, 'token_revoked']);
+      expect(r.body.message).toContain('leaked');
+    }
+    expect((await invoke('heartbeat', { relayId: 'relay-30' }, other)).status).toBe(200);
+  });
+
+  it("lets the operator forget a banned relay's identity, so it comes back with a new one", async () => {
+    const lost = signingIdentity();
+    const fresh = signingIdentity();
+    const token = await cp.mintRelayToken('relay-31', 3600);
+    const body = (who: ReturnType<typeof signingIdentity>) =>
+      signedRegistration(reg(31, { identityKey: who.publicKey, publicKey: key(41) }) as never, who.privateKey, Math.floor(Date.now() / 1000)) as Promise<
+        Record<string, unknown>
+      >;
+    expect((await invoke('register-server', await body(lost), token)).status).toBe(200);
+    // The identity key is lost: a new one is refused.
+    expect((await invoke('register-server', await body(fresh), token)).status).toBe(403);
+    // Forgetting needs a ban first.
+    const early = await invoke('ban-relay', { relayId: 'relay-31', banned: false, forgetIdentity: true });
+    expect([early.status, early.body.error]).toEqual([409, 'not_banned']);
+    expect((await invoke('ban-relay', { relayId: 'relay-31', banned: true, forgetIdentity: true })).status).toBe(400);
+    expect((await invoke('ban-relay', { relayId: 'relay-31', banned: true, reason: 'identity lost' })).status).toBe(200);
+    expect((await invoke('ban-relay', { relayId: 'relay-31', banned: false, forgetIdentity: true })).body).toMatchObject({ changed: true, banned: false });
+    expect((await invoke('register-server', await body(fresh), token)).status).toBe(200);
+    expect(await lastEvent()).toMatchObject({ type: 'RelayAdmitted', data: { relay: { id: 'relay-31' }, identityKey: fresh.publicKey } });
   });
 });

@@ -40,6 +40,7 @@ const FUNCTIONS = [
   'disconnect-client',
   'list-clients',
   'ban-relay',
+  'revoke-token',
 ] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
@@ -222,6 +223,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'disconnect-client': { body: { sessionId: sessionA, reason: 'disconnected' }, good: ['service', 'alice'], optional: ['reason'] },
         'list-clients': { body: { entry: 'relay-1', includeClosed: true }, good: ['service', 'alice', 'relay-1'], optional: ['entry', 'includeClosed'] },
         'ban-relay': { body: { relayId: 'relay-3', banned: true, reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
+        'revoke-token': { body: { jti: '00000000-0000-4000-8000-00000000f022', reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -242,6 +244,10 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'busKey',
         'renewBus',
         'banned',
+        'forgetIdentity',
+        'identityKey',
+        'proof',
+        'jti',
       ]);
 
       // Tokens of the wrong party for a function (403), with the body they are refused for.
@@ -255,6 +261,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'disconnect-client': [{ token: 'alice', body: { sessionId: sessionA, reason: 'removed' } }, { token: 'relay-2' }, { token: 'bob' }],
         'list-clients': [{ token: 'relay-1', body: { entry: 'relay-2' } }],
         'ban-relay': [{ token: 'alice' }, { token: 'relay-3' }],
+        'revoke-token': [{ token: 'alice' }, { token: 'relay-3' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -293,6 +300,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'list-clients': [],
         // Every well-formed ban or unban is carried out (a ban of an unknown relay id is kept for it).
         'ban-relay': [],
+        // Every well-formed revocation is carried out (a jti no token carries yet is kept for it).
+        'revoke-token': [],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');

@@ -121,8 +121,8 @@ describe('the relay-core command tree', () => {
   it('refuses unknown options and operands, and says which subcommands exist', async () => {
     expect(await parseError('sim', 'status', '--relays', '3')).toMatchObject({ code: 'commander.unknownOption' });
     expect(await parseError('events', 'tail', 'extra')).toMatchObject({ code: 'commander.excessArguments' });
-    expect((await parseError('token', 'burn')).message).toBe('unknown subcommand "burn"; one of mint');
-    expect((await parseError('token', '--relay-id', 'a')).message).toBe('missing subcommand; one of mint');
+    expect((await parseError('token', 'burn')).message).toBe('unknown subcommand "burn"; one of mint, revoke');
+    expect((await parseError('token', '--relay-id', 'a')).message).toBe('missing subcommand; one of mint, revoke');
     expect((await parseError('sim', 'frob')).message).toMatch(/^unknown subcommand "frob"; one of up, status, add/);
     expect((await parseError('sim', 'client')).message).toBe('missing subcommand; one of add, switch, remove, list');
     expect((await parseError('sim', '--relays', '3', 'up')).message).toMatch(/^--relays goes after the subcommand/);

@@ -29,7 +29,7 @@ describe('the request contract refuses as the functions always have', () => {
   it('names an unknown field first, with the fields a request takes', () => {
     expect(refusal(RegisterRequestSchema, { ...register, relayId: 7, extra: 1 })).toEqual([
       'extra',
-      'unknown field "extra"; allowed: relayId, name, region, publicKey, endpoint, rotateKey, exitIpv6, busKey, identityKey',
+      'unknown field "extra"; allowed: relayId, name, region, publicKey, endpoint, rotateKey, exitIpv6, busKey, identityKey, proof',
     ]);
     expect(refusal(DisconnectClientRequestSchema, { sessionId: SID, owner: 'x' })).toEqual([
       'owner',

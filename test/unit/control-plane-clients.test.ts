@@ -305,8 +305,8 @@ describe('who sees a session', () => {
     expect(maySee({ role: 'service_role' }, s)).toBe(true);
     expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, s)).toBe(true);
     expect(maySee({ role: 'user', userId: 'bob', anonymous: false }, s)).toBe(false);
-    expect(maySee({ role: 'relay', relayId: 'relay-a' }, s)).toBe(true);
-    expect(maySee({ role: 'relay', relayId: 'relay-b' }, s)).toBe(false);
+    expect(maySee({ role: 'relay', relayId: 'relay-a', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' }, s)).toBe(true);
+    expect(maySee({ role: 'relay', relayId: 'relay-b', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' }, s)).toBe(false);
     expect(maySee({ role: 'service_role' }, { ...s, owner: null })).toBe(true);
     expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, { ...s, owner: null })).toBe(false);
     expect(ownerOf({ role: 'user', userId: 'alice', anonymous: false })).toBe('alice');
@@ -321,7 +321,7 @@ describe('who sees a session', () => {
   });
 
   it('never shows a relay token who owns a session (no user id in its list)', () => {
-    const item = listItem(s, { role: 'relay', relayId: 'relay-a' });
+    const item = listItem(s, { role: 'relay', relayId: 'relay-a', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' });
     expect('owner' in item).toBe(false);
     expect(JSON.stringify(item)).not.toContain('alice');
     expect(item).toMatchObject({ id: SID, entryId: 'relay-a', confirmed: true, status: 'open' });
@@ -399,9 +399,9 @@ describe('user tokens', () => {
     expect(() => authorizeRelay(user, 'relay-a')).toThrow(
       expect.objectContaining({ status: 403, code: 'forbidden', message: expect.stringMatching(/user token cannot act for a relay/) }),
     );
-    expect(() => requireRole({ role: 'relay', relayId: 'relay-a' }, ['service_role', 'user'], 'connect-client')).toThrow(
-      expect.objectContaining({ status: 403, code: 'forbidden', message: 'connect-client takes the service role or user tokens, not a relay token' }),
-    );
+    expect(() =>
+      requireRole({ role: 'relay', relayId: 'relay-a', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' }, ['service_role', 'user'], 'connect-client'),
+    ).toThrow(expect.objectContaining({ status: 403, code: 'forbidden', message: 'connect-client takes the service role or user tokens, not a relay token' }));
     expect(() => requireRole(user, ['service_role', 'relay'], 'client-ready')).toThrow(expect.objectContaining({ status: 403 }));
     expect(() => requireRole(user, ['service_role', 'user'], 'connect-client')).not.toThrow();
   });
@@ -429,7 +429,7 @@ describe('relay-core token mint --role user', () => {
         expect([bad.code, bad.out]).toEqual([2, '']);
         expect(bad.err).toMatch(re);
       }
-      const help = await cli('token', '--help');
+      const help = await cli('token', 'mint', '--help');
       expect(help.code).toBe(0);
       for (const s of ['--role relay|user', '--sub ID', 'authenticated', '--relay-id']) expect(help.out).toContain(s);
     } finally {

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { mintRelayToken, serviceRoleKey, signJwt, verifyJwt } from '../../src/control-plane/jwt.ts';
 import { authenticate, authorizeRelay, verifyHs256 } from '../../supabase/functions/_shared/jwt.ts';
 
+const JTI = '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11';
+
 const SECRET = 'a-test-secret-that-is-long-enough-for-hs256';
 const NOW = 1_800_000_000;
 const ISS = 'https://project.supabase.co/auth/v1';
@@ -55,9 +57,17 @@ describe('HS256 JWTs', () => {
   });
 
   it('mints relay tokens bound to one relay id with an expiry', async () => {
-    const t = await mintRelayToken('relay-a', 600, SECRET, NOW);
+    const t = await mintRelayToken('relay-a', 600, SECRET, NOW, JTI);
     const r = await verifyJwt(t, SECRET, NOW);
-    expect(r).toEqual({ ok: true, claims: { role: 'relay', relay_id: 'relay-a', iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
+    expect(r).toEqual({ ok: true, claims: { role: 'relay', relay_id: 'relay-a', jti: JTI, iss: 'relay-core', iat: NOW, exp: NOW + 600 } });
+    // Each token its own id, by which it alone is revoked.
+    const ids = await Promise.all(
+      [1, 2].map(
+        async () => ((await verifyJwt(await mintRelayToken('relay-a', 600, SECRET, NOW), SECRET, NOW)) as unknown as { claims: { jti: string } }).claims.jti,
+      ),
+    );
+    expect(ids[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(ids[0]).not.toBe(ids[1]);
     expect((await verifyJwt(t, SECRET, NOW + 600)).ok).toBe(false);
     expect(() => mintRelayToken('relay-a', 0, SECRET)).toThrow();
     expect(await verifyJwt(await serviceRoleKey(SECRET, NOW), SECRET, NOW + 10 * 365 * 86400)).toMatchObject({
@@ -72,9 +82,12 @@ describe('who may call the functions', () => {
 
   it('knows the service role and relays', async () => {
     expect(await authenticate(await bearer({ role: 'service_role' }), SECRET, NOW, ISS)).toEqual({ role: 'service_role' });
-    expect(await authenticate(await bearer({ role: 'relay', relay_id: 'relay-a', iss: 'relay-core', exp: NOW + 5 }), SECRET, NOW, ISS)).toEqual({
+    expect(
+      await authenticate(await bearer({ role: 'relay', relay_id: 'relay-a', jti: JTI.toUpperCase(), iss: 'relay-core', exp: NOW + 5 }), SECRET, NOW, ISS),
+    ).toEqual({
       role: 'relay',
       relayId: 'relay-a',
+      jti: JTI,
     });
     expect(await authenticate(`bearer   ${await signJwt({ role: 'service_role' }, SECRET)}`, SECRET, NOW, ISS)).toEqual({ role: 'service_role' });
   });
@@ -88,13 +101,17 @@ describe('who may call the functions', () => {
     ['relay token without exp', bearer({ role: 'relay', relay_id: 'relay-a' })],
     ['relay token without relay_id', bearer({ role: 'relay', exp: NOW + 5 })],
     ['relay token with a bad relay_id', bearer({ role: 'relay', relay_id: 'Relay A', exp: NOW + 5 })],
+    ['relay token without a jti', bearer({ role: 'relay', relay_id: 'relay-a', iss: 'relay-core', exp: NOW + 5 })],
+    ['relay token with a jti that is not a UUID', bearer({ role: 'relay', relay_id: 'relay-a', jti: 'one', iss: 'relay-core', exp: NOW + 5 })],
   ])('401 for %s', async (_what, header) => {
     await expect(authenticate(await header, SECRET, NOW, ISS)).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
   });
 
   it('403 for a relay token used for another relay', () => {
-    expect(() => authorizeRelay({ role: 'relay', relayId: 'relay-a' }, 'relay-b')).toThrow(expect.objectContaining({ status: 403, code: 'forbidden' }));
-    expect(() => authorizeRelay({ role: 'relay', relayId: 'relay-a' }, 'relay-a')).not.toThrow();
+    expect(() => authorizeRelay({ role: 'relay', relayId: 'relay-a', jti: JTI }, 'relay-b')).toThrow(
+      expect.objectContaining({ status: 403, code: 'forbidden' }),
+    );
+    expect(() => authorizeRelay({ role: 'relay', relayId: 'relay-a', jti: JTI }, 'relay-a')).not.toThrow();
     expect(() => authorizeRelay({ role: 'service_role' }, 'relay-b')).not.toThrow();
   });
 });

@@ -35,7 +35,7 @@ const supabaseUser = (extra: Record<string, unknown> = {}) => ({
 
 const alice: Principal = { role: 'user', userId: 'alice', anonymous: false };
 const anon: Principal = { role: 'user', userId: 'anon-1', anonymous: true };
-const relay: Principal = { role: 'relay', relayId: 'relay-a' };
+const relay: Principal = { role: 'relay', relayId: 'relay-a', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' };
 const service: Principal = { role: 'service_role' };
 
 /** The HttpError `f` throws (fails when it throws nothing or something else). */
@@ -84,7 +84,9 @@ describe('user tokens: audience, issuer and anonymous users', () => {
 
   it('takes relay tokens of relay-core only, whatever the user issuer', async () => {
     expect(RELAY_TOKEN_ISSUER).toBe(TOKEN_ISSUER);
-    expect(await authenticate(`Bearer ${await mintRelayToken('relay-a', 60, SECRET, NOW)}`, SECRET, NOW, ISS)).toEqual(relay);
+    expect(await authenticate(`Bearer ${await mintRelayToken('relay-a', 60, SECRET, NOW, relay.role === 'relay' ? relay.jti : '')}`, SECRET, NOW, ISS)).toEqual(
+      relay,
+    );
     for (const iss of [undefined, ISS, 'supabase']) {
       await expect(authenticate(await bearer({ role: 'relay', relay_id: 'relay-a', exp: NOW + 60, iss }), SECRET, NOW, ISS)).rejects.toMatchObject({
         status: 401,

@@ -81,7 +81,7 @@ describe('relay-core token mint', () => {
   });
 
   it('prints complete help', async () => {
-    const r = await cli('token', '--help');
+    const r = await cli('token', 'mint', '--help');
     expect(r.code).toBe(0);
     expect(r.out).toContain('--relay-id');
     expect(r.out).toContain('--jwt-secret-file');

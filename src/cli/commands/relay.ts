@@ -9,16 +9,23 @@ const setBan =
   async (v) => {
     const relayId = requireStr(v.relay, 'relay');
     const reason = str(v.reason) ?? '';
+    const forgetIdentity = !banned && v.forgetIdentity === true;
     let r: Awaited<ReturnType<ControlPlaneClient['banRelay']>>;
     try {
-      r = await connect(v, 'the service-role key').banRelay({ relayId, banned, ...(banned ? { reason } : {}) });
+      r = await connect(v, 'the service-role key').banRelay({ relayId, banned, ...(banned ? { reason } : {}), ...(forgetIdentity ? { forgetIdentity } : {}) });
     } catch (e) {
       if (e instanceof ControlPlaneError) throw new CliError(e.message, 1);
       throw e;
     }
     if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
     else {
-      const what = banned ? (r.changed ? 'banned' : 'was banned already') : r.changed ? 'unbanned' : 'was not banned';
+      const what = banned
+        ? r.changed
+          ? 'banned'
+          : 'was banned already'
+        : r.changed
+          ? `unbanned${forgetIdentity ? ', its identity key forgotten' : ''}`
+          : 'was not banned';
       process.stdout.write(`relay ${r.relayId} ${what} (topology revision ${r.revision})\n`);
     }
     return 0;

@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
-import { CliError, str, type Action } from '../args.ts';
-import { fetchStatus } from '../../daemon/status-server.ts';
+import { CliError, str, type Action, type Values } from '../args.ts';
+import { callStatusSocket, fetchStatus } from '../../daemon/status-server.ts';
 import type { RelayStatus } from '../../daemon/relay-status.ts';
 import { table } from '../../lib/table.ts';
 
@@ -8,14 +8,35 @@ const RELAY_COLUMNS = [{ width: 20 }, { width: 12 }, { width: 15 }, { width: 18 
 const LINK_COLUMNS = [{ width: 20 }, { width: 10 }, { width: 12 }, {}];
 const CLIENT_COLUMNS = [{ width: 15 }, { width: 20 }, { width: 12 }, { width: 12 }, {}];
 
-/** `relay-core status`: a running relay's view, from its status socket. */
-export const status: Action = async (v) => {
+/** The status socket of the relay `--state-dir` or `--relay-id` names. */
+function socketOf(v: Values): string {
   const id = str(v.relayId);
   const dir = str(v.stateDir) ?? (id ? `.state/relay-${id}` : undefined);
   if (!dir) throw new CliError('give --state-dir or --relay-id', 2);
+  return join(resolve(dir), 'relay.sock');
+}
+
+/** `relay-core rotate-key`: ask a running relay to rotate its WireGuard key. */
+export const rotateKey: Action = async (v) => {
+  let r: { relayId: string; publicKey: string; registering: boolean };
+  try {
+    r = (await callStatusSocket(socketOf(v), 'POST', '/rotate-key')) as typeof r;
+  } catch (e) {
+    throw new CliError((e as Error).message, 1);
+  }
+  if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else
+    process.stdout.write(
+      `relay ${r.relayId} rotates its WireGuard key to ${r.publicKey}: ${r.registering ? 'registering it now' : 'it registers at its next registration'}\n`,
+    );
+  return 0;
+};
+
+/** `relay-core status`: a running relay's view, from its status socket. */
+export const status: Action = async (v) => {
   let st: RelayStatus;
   try {
-    st = (await fetchStatus(join(resolve(dir), 'relay.sock'))) as RelayStatus;
+    st = (await fetchStatus(socketOf(v))) as RelayStatus;
   } catch (e) {
     throw new CliError((e as Error).message, 1);
   }

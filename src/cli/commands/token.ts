@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CliError, requireStr, str, type Action, type Values } from '../args.ts';
 import { mintRelayToken, mintUserToken } from '../../control-plane/jwt.ts';
 import { SECRETS_FILE } from '../../control-plane/secrets.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
+import { ControlPlaneError } from '../../daemon/control-plane-client.ts';
+import { connect } from './client.ts';
 
 const UNIT = { s: 1, m: 60, h: 3600, d: 86400 } as const;
 export const MAX_TTL_SECONDS = 3650 * 86400;
@@ -61,11 +64,32 @@ export const mint: Action = async (v) => {
     const id = requireStr(v.relayId, 'relay-id');
     if (!RelayIdSchema.safeParse(id).success)
       throw new CliError(`--relay-id ${JSON.stringify(id)} is not a relay id (1-63 characters of a-z, 0-9 and -, starting with a letter or digit)`, 2);
-    sign = (ttl, secret) => mintRelayToken(id, ttl, secret);
+    const jti = randomUUID();
+    sign = async (ttl, secret) => {
+      const t = await mintRelayToken(id, ttl, secret, undefined, jti);
+      // Its id, for the operator's records: the token alone is revoked by it (token revoke --jti).
+      process.stderr.write(`relay token ${jti} for ${id}; revoke it with: relay-core token revoke --jti ${jti}\n`);
+      return t;
+    };
   }
   const ttl = parseTtl(v.ttl as string);
   const { secret, from } = readSecret(v);
   if (secret.length < 32) throw new CliError(`the JWT secret from ${from} is shorter than 32 characters; that is not a Supabase JWT secret`, 1);
   process.stdout.write((await sign(ttl, secret)) + '\n');
+  return 0;
+};
+
+/** `relay-core token revoke`: stop one relay token by its jti (the revoke-token function, service role). */
+export const revoke: Action = async (v) => {
+  const jti = requireStr(v.jti, 'jti');
+  let r: { jti: string; changed: boolean };
+  try {
+    r = await connect(v, 'the service-role key').revokeToken({ jti, reason: str(v.reason) ?? '' });
+  } catch (e) {
+    if (e instanceof ControlPlaneError) throw new CliError(e.message, 1);
+    throw e;
+  }
+  if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else process.stdout.write(`relay token ${r.jti} ${r.changed ? 'revoked' : 'was revoked already'}\n`);
   return 0;
 };

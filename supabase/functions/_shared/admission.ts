@@ -1,6 +1,7 @@
 // The decisions of the Edge Functions, as pure functions of the stored relay and the request
 // (docs/control-plane.md, "Decision"). The database code only carries them out.
 import type { ValidRegisterRequest } from '../../../src/contract/api-relays.ts';
+import type { ProofVerdict } from '../../../src/contract/registration-proof.ts';
 import type { EventSpec } from './topology-events.ts';
 
 /** A relay row as the decisions need it. */
@@ -33,9 +34,19 @@ export type RegisterDecision =
 
 /**
  * register-server. `keyHolder` is the id of another active relay that already uses the requested
- * public key, if any (WireGuard identifies peers by key; two relays cannot share one).
+ * public key, if any (WireGuard identifies peers by key; two relays cannot share one). `proof`: the
+ * check of the request's signature by the relay's identity key (registration-proof.ts), null where
+ * none is needed (a relay without identity, or the operator's service role).
  */
-export function decide(existing: StoredRelay | null, req: ValidRegisterRequest, keyHolder: string | null = null): RegisterDecision {
+export function decide(
+  existing: StoredRelay | null,
+  req: ValidRegisterRequest,
+  keyHolder: string | null = null,
+  proof: ProofVerdict | null = null,
+): RegisterDecision {
+  if (proof && !proof.ok) {
+    return { action: 'reject', events: [], refusal: { status: 403, error: 'identity_proof', field: 'proof', message: proof.message } };
+  }
   if (keyHolder !== null && keyHolder !== req.relayId) {
     return {
       action: 'reject',
@@ -68,7 +79,7 @@ export function decide(existing: StoredRelay | null, req: ValidRegisterRequest, 
   if ((existing.exitIpv6 ?? false) !== req.exitIpv6) events.push({ type: 'RelayCapabilitiesChanged', relayId: req.relayId, exitIpv6: req.exitIpv6 });
   // Another identity key (or the first one of a relay admitted before identities): announced, with the
   // record as it now stands, so that readers verify the relay's events with it from here on. A request
-  // without one keeps the recorded key. (Issue 14 part 4 will require the old identity's signature.)
+  // without one keeps the recorded key. A relay token's request was signed by the recorded key (proof).
   if (req.identityKey !== undefined && req.identityKey !== (existing.identityKey ?? null)) events.push({ type: 'RelayAdmitted', identityKey: req.identityKey });
   return { action: 'readmit', keyRotated, events };
 }

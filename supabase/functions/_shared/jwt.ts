@@ -8,7 +8,7 @@ import { HttpError } from './http.ts';
  * (`role: "authenticated"`, identified by `sub`: only client sessions it owns; `anonymous` for a
  * Supabase anonymous sign-in, `is_anonymous: true`).
  */
-export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string } | { role: 'user'; userId: string; anonymous: boolean };
+export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string; jti: string } | { role: 'user'; userId: string; anonymous: boolean };
 
 /** The `iss` of the tokens relay-core mints (src/control-plane/jwt.ts): every relay token carries it. */
 export const RELAY_TOKEN_ISSUER = 'relay-core';
@@ -16,6 +16,7 @@ export const RELAY_TOKEN_ISSUER = 'relay-core';
 export const USER_AUDIENCE = 'authenticated';
 
 const RELAY_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const unauthorized = (message: string) => new HttpError(401, 'unauthorized', message);
@@ -43,7 +44,10 @@ export function principalOf(claims: Record<string, unknown>, userIssuer: string)
     if (typeof claims.exp !== 'number') throw unauthorized('relay token without exp');
     if (claims.iss !== RELAY_TOKEN_ISSUER) throw unauthorized(`relay token with iss ${quoted(claims.iss)}; relay tokens are issued by "${RELAY_TOKEN_ISSUER}"`);
     if (typeof claims.relay_id !== 'string' || !RELAY_ID.test(claims.relay_id)) throw unauthorized('relay token without a valid relay_id');
-    return { role: 'relay', relayId: claims.relay_id };
+    // Without its own id a token could only be stopped with its whole relay: mint a new one.
+    if (typeof claims.jti !== 'string' || !UUID.test(claims.jti))
+      throw unauthorized('relay token without a jti (a UUID); mint a new one with relay-core token mint');
+    return { role: 'relay', relayId: claims.relay_id, jti: claims.jti.toLowerCase() };
   }
   if (claims.role === 'authenticated') {
     if (typeof claims.exp !== 'number') throw unauthorized('user token without exp');

@@ -3,9 +3,10 @@
 // keeps revisions contiguous: each event bumps the revision once and lands in the outbox with it.
 import type { StoredRelay } from './admission.ts';
 import type { AddressPlan } from './addresses.ts';
-import type { Tx } from './db.ts';
+import type { Sql, Tx } from './db.ts';
 import { importSigningKey, signPayload, type SigningKey } from './sign.ts';
 import { HttpError } from './http.ts';
+import type { Principal } from './jwt.ts';
 import { buildTopologyEvent, eventData, type BuiltEvent, type EventSpec, type RelayRecord } from './topology-events.ts';
 
 export interface Revision {
@@ -126,7 +127,7 @@ export async function recordAdmission(
     values (${r.relayId}, ${r.name}, ${r.region}, ${r.publicKey}, ${r.endpoint}, ${r.exitIpv6}, ${r.identityKey ?? null}, 'active', ${r.meshAddress}::inet, ${r.clientPool}::cidr,
             clock_timestamp(), clock_timestamp(), null)
     on conflict (id) do update set name = excluded.name, region = excluded.region, public_key = excluded.public_key,
-      endpoint = excluded.endpoint, exit_ipv6 = excluded.exit_ipv6, identity_key = excluded.identity_key, status = 'active', mesh_address = excluded.mesh_address, client_pool = excluded.client_pool,
+      endpoint = excluded.endpoint, exit_ipv6 = excluded.exit_ipv6, identity_key = coalesce(excluded.identity_key, relaynet.relays.identity_key), status = 'active', mesh_address = excluded.mesh_address, client_pool = excluded.client_pool,
       admitted_at = excluded.admitted_at, last_seen = excluded.last_seen, left_at = null`;
   await closeKey(tx, r.relayId);
   await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;
@@ -153,11 +154,30 @@ export async function recordLeave(tx: Tx, relayId: string): Promise<void> {
   await closeKey(tx, relayId);
 }
 
-/** 403 `banned` when `relayId` is banned: its tokens stop working and it cannot register again. */
-export async function refuseBanned(sql: Tx, relayId: string): Promise<void> {
+/**
+ * 403 `banned` when `relayId` is banned: its tokens stop working and it cannot register again; 401
+ * `token_revoked` when the caller's relay token is revoked by its jti.
+ */
+export async function refuseBanned(sql: Sql | Tx, relayId: string, principal: Principal): Promise<void> {
   const row = (await sql<{ reason: string }[]>`select reason from relaynet.relay_bans where relay_id = ${relayId}`)[0];
   if (row)
     throw new HttpError(403, 'banned', `relay ${relayId} is banned${row.reason ? ` (${row.reason})` : ''}; an operator lifts it with 'relay-core relay unban'`);
+  if (principal.role !== 'relay') return;
+  // One relay token stopped on its own (`relay-core token revoke`): its relay's other tokens still work.
+  const revoked = (await sql<{ reason: string }[]>`select reason from relaynet.revoked_tokens where jti = ${principal.jti}::uuid`)[0];
+  if (revoked)
+    throw new HttpError(
+      401,
+      'token_revoked',
+      `this relay token (jti ${principal.jti}) is revoked${revoked.reason ? ` (${revoked.reason})` : ''}; the relay needs a new one`,
+    );
+}
+
+/** Revoke one relay token by its jti; false when it was revoked already. */
+export async function recordRevokedToken(tx: Sql | Tx, jti: string, reason: string): Promise<boolean> {
+  const rows = await tx`insert into relaynet.revoked_tokens (jti, reason) values (${jti}::uuid, ${reason})
+    on conflict (jti) do nothing returning jti`;
+  return rows.length > 0;
 }
 
 /** Record a ban; false when the relay was banned already. */
@@ -166,6 +186,11 @@ export async function recordBan(tx: Tx, relayId: string, reason: string): Promis
     (await tx`insert into relaynet.relay_bans (relay_id, reason) values (${relayId}, ${reason}) on conflict (relay_id) do nothing returning relay_id`).length >
     0
   );
+}
+
+/** Forget a relay's recorded identity key (`relay unban --forget-identity`); false when it had none. */
+export async function forgetIdentity(tx: Tx, relayId: string): Promise<boolean> {
+  return (await tx`update relaynet.relays set identity_key = null where id = ${relayId} and identity_key is not null returning id`).length > 0;
 }
 
 /** Lift a ban; false when there was none. */

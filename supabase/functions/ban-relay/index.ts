@@ -4,11 +4,13 @@
 // which every relay folds (links and routes gone). From then on every function refuses the relay id
 // (403 banned), so its tokens stop working and it cannot register again, and the control plane revokes
 // its NATS nkey (the live connection is closed). Lifting the ban deletes the record: the relay registers
-// again by itself. Idempotent: `changed` says whether anything happened.
+// again by itself; with `forgetIdentity` it may come back with a new identity key (one it lost). A
+// relay's identity can only be forgotten while it is banned. Idempotent: `changed` says whether
+// anything happened.
 import { BanRequestSchema, type BanResponse } from '../../../src/contract/api-relays.ts';
 import { closeEntrySessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
-import { json, parseRequest } from '../_shared/http.ts';
+import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
@@ -26,7 +28,19 @@ Deno.serve(
       const result = await db(env.dbUrl, FN).begin(async (tx) => {
         await store.lockTopology(tx);
         const revision = async () => (await store.currentRevision(tx)).revision;
-        if (!req.banned) return { changed: await store.liftBan(tx, req.relayId), left: false, revision: await revision() };
+        if (!req.banned) {
+          const lifted = await store.liftBan(tx, req.relayId);
+          if (req.forgetIdentity && !lifted) {
+            throw new HttpError(
+              409,
+              'not_banned',
+              `relay ${req.relayId} is not banned: ban it first, so that it is out of the topology while its identity is forgotten`,
+              'forgetIdentity',
+            );
+          }
+          const forgot = req.forgetIdentity && (await store.forgetIdentity(tx, req.relayId));
+          return { changed: lifted || forgot, left: false, revision: await revision() };
+        }
         const changed = await store.recordBan(tx, req.relayId, req.reason);
         const existing = await store.storedRelay(tx, req.relayId);
         if (existing?.status !== 'active') return { changed, left: false, revision: await revision() };

@@ -23,7 +23,7 @@ Deno.serve(
       authorizeRelay(principal, req.relayId);
       const confirmed = await db(env.dbUrl, FN).begin(async (tx) => {
         await store.lockTopology(tx);
-        await store.refuseBanned(tx, req.relayId);
+        await store.refuseBanned(tx, req.relayId, principal);
         const s = await clients.sessionById(tx, req.sessionId);
         if (!s) throw unknownSession({ sessionId: req.sessionId });
         if (s.entryId !== req.relayId) throw new HttpError(403, 'forbidden', `session ${s.id} enters at relay ${s.entryId}, not ${req.relayId}`, 'relayId');

@@ -23,7 +23,7 @@ Deno.serve(
       const key = await store.topologySigningKey(env.signingSeed);
       const result = await db(env.dbUrl, FN).begin(async (tx) => {
         await store.lockTopology(tx);
-        await store.refuseBanned(tx, relayId);
+        await store.refuseBanned(tx, relayId, principal);
         const decision = decideDeregister(await store.storedRelay(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
         const closed = await closeEntrySessions(tx, relayId, key, requestId);

@@ -22,6 +22,7 @@ Deno.serve(
       const key = await store.topologySigningKey(env.signingSeed);
       const r = await db(env.dbUrl, FN).begin(async (tx) => {
         await store.lockTopology(tx);
+        if (principal.role === 'relay') await store.refuseBanned(tx, principal.relayId, principal);
         let s: StoredSession | null;
         const { sessionId, publicKey } = req;
         if (sessionId !== undefined) {

@@ -26,7 +26,7 @@ Deno.serve(
       const sql = db(env.dbUrl, FN);
       const result = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
-        await store.refuseBanned(tx, relayId);
+        await store.refuseBanned(tx, relayId, principal);
         const decision = decideHeartbeat(await store.storedRelay(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
         await store.touch(tx, relayId);

@@ -5,6 +5,7 @@ import { ListClientsRequestSchema, type ListClientsResponse } from '../../../src
 import { listItem } from '../_shared/clients.ts';
 import { listSessions } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
+import * as store from '../_shared/store.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { serveFunction } from '../_shared/serve.ts';
 
@@ -21,7 +22,10 @@ Deno.serve(
           throw new HttpError(403, 'forbidden', `this token is bound to relay ${principal.relayId}; it lists only the sessions entering there`, 'entry');
         entry = principal.relayId;
       }
-      const sessions = await listSessions(db(env.dbUrl, FN), {
+      const sql = db(env.dbUrl, FN);
+      // A banned relay, or a revoked token, sees nothing.
+      if (principal.role === 'relay') await store.refuseBanned(sql, principal.relayId, principal);
+      const sessions = await listSessions(sql, {
         ...(principal.role === 'user' ? { owner: principal.userId } : {}),
         ...(entry !== undefined ? { entry } : {}),
         includeClosed: req.includeClosed,

@@ -5,6 +5,7 @@
 // transaction: a refused register writes nothing).
 import { RegisterRequestSchema, type RegisterResponse } from '../../../src/contract/api-relays.ts';
 import { STREAMS, SUBJECT_ROOT } from '../../../src/contract/subjects.ts';
+import { proofSigner, verifyRegistrationProof } from '../../../src/contract/registration-proof.ts';
 import { decide } from '../_shared/admission.ts';
 import { relayBusCredential } from '../_shared/bus.ts';
 import { allocate } from '../_shared/addresses.ts';
@@ -32,9 +33,14 @@ Deno.serve(
       if (principal.role === 'relay') await limits.enforceRateLimit(sql, principal, 'register', await limits.limitSettings(sql), log);
       const result = await sql.begin(async (tx) => {
         await store.lockTopology(tx);
-        await store.refuseBanned(tx, req.relayId);
+        await store.refuseBanned(tx, req.relayId, principal);
         const existing = await store.storedRelay(tx, req.relayId);
-        const decision = decide(existing, req, await store.keyHolder(tx, req.publicKey, req.relayId));
+        // A relay's own token must carry its identity's signature; the operator (service role) need not.
+        const signer = proofSigner(existing?.identityKey, req.identityKey);
+        const proof =
+          signer === null || principal.role === 'service_role' ? null : await verifyRegistrationProof(signer, req, req.proof, Math.floor(Date.now() / 1000));
+        log.proof = proof === null ? (signer === null ? 'none' : 'operator') : proof.ok ? 'valid' : proof.reason;
+        const decision = decide(existing, req, await store.keyHolder(tx, req.publicKey, req.relayId), proof);
         log.action = decision.action;
         if (decision.action === 'reject') throw refused(decision.refusal);
         if (decision.action === 'admit') {
