@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { CliError } from './args.ts';
 import { MAX_RELAYS } from '../sim/layout.ts';
 import { intOpt, jsonOpt, opt, stateDirOpt, withOptions } from './options.ts';
 import { subcommands, type Leaf } from './program.ts';
@@ -24,9 +25,19 @@ const upOpts = () => [
   intOpt('--link-stale-after <MS>', 'a link silent this long is stale', 100, Number.MAX_SAFE_INTEGER, { default: 5_000 }),
   intOpt('--link-down-after <MS>', '... and down', 100, Number.MAX_SAFE_INTEGER, { default: 10_000 }),
   intOpt('--observe-interval <MS>', 'how often relays read their devices', 100, Number.MAX_SAFE_INTEGER, { default: 1_000 }),
+  opt('--log-level <LEVEL>', `the relays' and the control plane's log level (${LOG_LEVELS.join(', ')}); sim add, restart and move keep it`, {
+    env: 'RELAYNET_LOG_LEVEL',
+    default: 'info',
+    parse: (v) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`, 2);
+      return v;
+    },
+  }),
   ...waitOpts(),
   stateDir(),
 ];
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
 const relayOpt = (description: string) => opt('--relay <ID>', description);
 const exitOpts = () => [opt('--exit <ID>', 'the exit relay'), opt('--exit-region <R>', 'any live relay of region R as the exit')];

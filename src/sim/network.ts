@@ -89,6 +89,9 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...env, ...extra };
 }
 
+/** The environment of the sim's relays and control plane: `childEnv` at the sim's log level. */
+const loggingEnv = (m: Manifest, extra: Record<string, string> = {}) => childEnv({ RELAYNET_LOG_LEVEL: m.settings.logLevel, ...extra });
+
 // ---------------------------------------------------------------------------------------------
 // up
 
@@ -297,7 +300,7 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     sim,
     { kind: 'control-plane', name: 'control-plane', namespace: svc, log: join(cp.stateDir, 'control-plane.log') },
     cpArgs,
-    childEnv(o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}),
+    loggingEnv(m, o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}),
   );
 
   // The control plane writes its info file once every part of it is up.
@@ -378,7 +381,7 @@ function relayArgv(m: Manifest, r: SimRelay): string[] {
 }
 
 function startRelay(sim: Sim, r: SimRelay): SimProcess {
-  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), childEnv());
+  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), loggingEnv(sim.m));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -193,6 +193,7 @@ function upSettings(v: Values): BuildOpts {
     linkDownAfterMs: v.linkDownAfter as number,
     observeIntervalMs: v.observeInterval as number,
     heartbeatSeconds: 5,
+    logLevel: v.logLevel as Settings['logLevel'],
   };
   if (settings.linkDownAfterMs < settings.linkStaleAfterMs) throw new CliError('--link-down-after must be at least --link-stale-after', 2);
   return { relays: v.relays as number, settings, dbUrl };
