@@ -34,6 +34,7 @@ export type ActionName =
   | 'sim stop'
   | 'sim kill'
   | 'sim restart'
+  | 'sim move'
   | 'sim down'
   | 'sim client add'
   | 'sim client switch'

@@ -8,6 +8,7 @@ import {
   addRelay,
   down as removeSim,
   loadSim,
+  moveRelay,
   observe,
   preflight,
   restartRelay,
@@ -84,6 +85,15 @@ export const restart: Action = async (v) => {
   const wait = waitOpts(v);
   return asRoot(v, async (dir) => {
     await withStateDirLock(dir, () => restartRelay(dir, id, out));
+    return await report(dir, wait, out, interruptible());
+  });
+};
+
+export const move: Action = async (v) => {
+  const id = relayOpt(v, 'move')!;
+  const wait = waitOpts(v);
+  return asRoot(v, async (dir) => {
+    await withStateDirLock(dir, () => moveRelay(dir, id, out));
     return await report(dir, wait, out, interruptible());
   });
 };
