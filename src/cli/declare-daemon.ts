@@ -158,9 +158,9 @@ export function declareControlPlane(program: Command, leaf: Leaf): void {
 on the Deno runtime (one process each), behind a gateway that routes /functions/v1/<name> and
 verifies JWTs like Supabase's verify_jwt, on an embedded Postgres (PGlite, data in STATE_DIR/pgdata)
 or on a real PostgreSQL given by --db-url. Applies supabase/migrations on start. With --nats-url it
-also runs the topology publisher (outbox to JetStream). Prints the URL, the service-role key, the
-topology public key and the environment a relay needs; runs until SIGINT or SIGTERM, then stops
-everything and exits 0.
+also runs the topology publisher (outbox to JetStream). Prints the URL, where the service-role key
+is (never the key: this output often ends up in logs), the topology public key and the environment a
+relay needs; runs until SIGINT or SIGTERM, then stops everything and exits 0.
 
 Secrets (JWT secret, Ed25519 topology signing key) are generated on first start into
 STATE_DIR/secrets.json (mode 0600) and reused; STATE_DIR/control-plane.json (0600) has the URL, the

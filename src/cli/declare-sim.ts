@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { CliError } from './args.ts';
 import { MAX_RELAYS } from '../sim/layout.ts';
 import { intOpt, jsonOpt, opt, stateDirOpt, withOptions } from './options.ts';
 import { subcommands, type Leaf } from './program.ts';
@@ -24,9 +25,19 @@ const upOpts = () => [
   intOpt('--link-stale-after <MS>', 'a link silent this long is stale', 100, Number.MAX_SAFE_INTEGER, { default: 5_000 }),
   intOpt('--link-down-after <MS>', '... and down', 100, Number.MAX_SAFE_INTEGER, { default: 10_000 }),
   intOpt('--observe-interval <MS>', 'how often relays read their devices', 100, Number.MAX_SAFE_INTEGER, { default: 1_000 }),
+  opt('--log-level <LEVEL>', `the relays' and the control plane's log level (${LOG_LEVELS.join(', ')}); sim add, restart and move keep it`, {
+    env: 'RELAYNET_LOG_LEVEL',
+    default: 'info',
+    parse: (v) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`, 2);
+      return v;
+    },
+  }),
   ...waitOpts(),
   stateDir(),
 ];
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
 const relayOpt = (description: string) => opt('--relay <ID>', description);
 const exitOpts = () => [opt('--exit <ID>', 'the exit relay'), opt('--exit-region <R>', 'any live relay of region R as the exit')];
@@ -61,6 +72,8 @@ Examples:
   sudo relay-core sim --relays 3
   sudo relay-core sim up --relays 5 --state-dir /tmp/sim && sudo relay-core sim status --state-dir /tmp/sim
   sudo relay-core sim kill --relay relay-2 --state-dir /tmp/sim
+  sudo relay-core sim move --relay relay-3 --state-dir /tmp/sim   # relay-3's endpoint becomes 198.18.3.3:51820
+  sudo relay-core sim up --log-level debug --state-dir /tmp/sim
   sudo relay-core sim client add --entry relay-1 --exit relay-2 --state-dir /tmp/sim
   sudo ip netns exec rcs-<id>-c1 curl http://198.18.0.1:8080/   # prints relay-2's address, 198.18.1.2
   sudo ip netns exec rcs-<id>-r1 ip address     # look inside relay 1
@@ -117,6 +130,15 @@ has no IPv6: it exits no client IPv6, and entries refuse its clients' IPv6 at on
     .summary("start a relay's process again; then waits like up")
     .description("Start a relay's process again in its namespace with its state directory and key (stopping it first\nif it runs); then waits like up.");
   leaf(withOptions(restart, relayOpt('the relay to restart (required)'), ...waitOpts(), stateDir()), 'sim restart');
+  const move = sim
+    .command('move')
+    .summary('give a relay a new public address (its endpoint changes); then waits like up')
+    .description(`Give a relay a new public address, as when its host is given another one: SIGKILL it (it does not
+deregister, so it stays in the topology), replace its address (relay i moves between 198.18.1.i and
+198.18.3.i), and start it again with the new address as its endpoint, with its state directory and
+keys. Its registration changes its endpoint (RelayEndpointChanged), and the other relays point their
+links to it there. Then waits like up.`);
+  leaf(withOptions(move, relayOpt('the relay to move (required)'), ...waitOpts(), stateDir()), 'sim move');
 
   const down = sim
     .command('down')

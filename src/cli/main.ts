@@ -35,6 +35,7 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'sim stop': async () => (await sim()).stop,
   'sim kill': async () => (await sim()).kill,
   'sim restart': async () => (await sim()).restart,
+  'sim move': async () => (await sim()).move,
   'sim down': async () => (await sim()).down,
   'sim client add': async () => (await sim()).clientAdd,
   'sim client switch': async () => (await sim()).clientSwitch,

@@ -46,6 +46,7 @@ export type ActionName =
   | 'sim stop'
   | 'sim kill'
   | 'sim restart'
+  | 'sim move'
   | 'sim down'
   | 'sim client add'
   | 'sim client switch'

@@ -16,7 +16,7 @@ import {
   MAX_CLIENTS,
   PREFIX_LEN6,
   PUBLIC_IF,
-  RELAYS_CIDR,
+  RELAYS_CIDRS,
   svcNamespace,
   vethName,
 } from './layout.ts';
@@ -152,7 +152,7 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
     inner: PUBLIC_IF,
     cidr: `${client.publicAddress}/32`,
     gateway: null,
-    onLink: RELAYS_CIDR,
+    onLink: RELAYS_CIDRS,
   });
   // And IPv6 with a default route of its own, as on a dual-stack home network: whatever of the client's
   // IPv6 the tunnel did not take would leave here, around it (the capture test watches this link).

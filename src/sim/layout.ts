@@ -5,7 +5,8 @@ import { randomInt } from 'node:crypto';
  *
  * Every host of the sim gets an address from the benchmarking range 198.18.0.0/15 (DESIGN.md, test
  * networks) on one /16 segment: the bridge in the "internet" namespace is 198.18.0.1, the service
- * namespace 198.18.0.2, relay i 198.18.1.i. Names carry the sim id so that two sims can run at once.
+ * namespace 198.18.0.2, relay i 198.18.1.i (or 198.18.3.i once `sim move` moved it). Names carry the
+ * sim id so that two sims can run at once.
  */
 
 export const SIM_ID_RE = /^[a-z0-9]{4}$/;
@@ -85,12 +86,24 @@ export function clientPublicAddress6(index: number): string {
 }
 /** The stock WireGuard device inside client c's namespace (device names are machine-wide for wireguard-go). */
 export const clientWgDevice = (wgPrefix: string, index: number) => `${wgPrefix}k${index}`;
-/** Where the relays' public addresses are: a client reaches its entry directly, everything else through its tunnel. */
-export const RELAYS_CIDR = '198.18.1.0/24';
+/**
+ * Where the relays' public addresses are (their own, and where `sim move` moves them): a client
+ * reaches its entry directly, everything else through its tunnel.
+ */
+export const RELAYS_CIDRS = ['198.18.1.0/24', '198.18.3.0/24'];
 
 export function relayPublicAddress(index: number): string {
   if (!Number.isInteger(index) || index < 1 || index > MAX_RELAYS) throw new Error(`relay index ${index} is outside 1..${MAX_RELAYS}`);
   return `198.18.1.${index}`;
+}
+
+/**
+ * Relay i's other public address, where `sim move` moves it (its endpoint changes, as when a host gets
+ * a new address): 198.18.3.i; moved again it goes back to 198.18.1.i.
+ */
+export function relayMovedAddress(index: number): string {
+  relayPublicAddress(index); // the same range check
+  return `198.18.3.${index}`;
 }
 
 /** Relay i's IPv6 on its public link (unless it was added with --no-ipv6): 2001:db8:18::1:<i in hex>. */

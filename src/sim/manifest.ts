@@ -86,6 +86,8 @@ export const ManifestSchema = z.object({
     linkDownAfterMs: z.number().int().min(100),
     observeIntervalMs: z.number().int().min(100),
     heartbeatSeconds: z.number().int().min(1),
+    /** The pino level of the relays and the control plane (RELAYNET_LOG_LEVEL in their environment). */
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }),
   /** In creation order; deleted in reverse. */
   namespaces: z.array(z.string()),

@@ -93,7 +93,7 @@ export async function addBridge(ns: string, name: string, cidr: string): Promise
 /**
  * Connect namespace `ns` to the bridge in `bridgeNs` by a veth pair created in the bridge's namespace
  * with its other end moved straight into `ns` (so no name is ever taken in the root namespace), and
- * give that end `cidr` and a default route via `gateway` (when given).
+ * give that end `cidr`, a route to each of `onLink` over the segment, and a default route via `gateway` (when given).
  */
 export async function attachToBridge(o: {
   bridgeNs: string;
@@ -103,15 +103,25 @@ export async function attachToBridge(o: {
   inner: string;
   cidr: string;
   gateway: string | null;
-  onLink?: string;
+  onLink?: string[];
 }): Promise<void> {
   await ip(['-n', o.bridgeNs, 'link', 'add', o.outer, 'type', 'veth', 'peer', 'name', o.inner, 'netns', o.ns]);
   await ip(['-n', o.bridgeNs, 'link', 'set', o.outer, 'master', o.bridge, 'up']);
   await ip(['-n', o.ns, 'address', 'add', o.cidr, 'dev', o.inner]);
   await ip(['-n', o.ns, 'link', 'set', o.inner, 'up']);
   // Only `onLink` directly on the segment (a sim client reaches the relays, nothing else, without its tunnel).
-  if (o.onLink) await ip(['-n', o.ns, 'route', 'add', o.onLink, 'dev', o.inner]);
+  for (const cidr of o.onLink ?? []) await ip(['-n', o.ns, 'route', 'add', cidr, 'dev', o.inner]);
   if (o.gateway) await ip(['-n', o.ns, 'route', 'add', 'default', 'via', o.gateway]);
+}
+
+/**
+ * Replace the IPv4 address `from` of `dev` in `ns` by `to` (both CIDRs), and the default route via
+ * `gateway` (deleting an interface's last address removes the routes through it).
+ */
+export async function replaceAddress(ns: string, dev: string, from: string, to: string, gateway: string): Promise<void> {
+  await ip(['-n', ns, 'address', 'del', from, 'dev', dev]);
+  await ip(['-n', ns, 'address', 'add', to, 'dev', dev]);
+  await ip(['-n', ns, 'route', 'replace', 'default', 'via', gateway, 'dev', dev]);
 }
 
 /**

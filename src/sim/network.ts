@@ -28,6 +28,7 @@ import {
   PUBLIC_IF,
   RELAY_PORT,
   relayNamespace,
+  relayMovedAddress,
   relayPublicAddress,
   SIM_INTERNET,
   SIM_INTERNET6,
@@ -88,6 +89,9 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   }
   return { ...env, ...extra };
 }
+
+/** The environment of the sim's relays and control plane: `childEnv` at the sim's log level. */
+const loggingEnv = (m: Manifest, extra: Record<string, string> = {}) => childEnv({ RELAYNET_LOG_LEVEL: m.settings.logLevel, ...extra });
 
 // ---------------------------------------------------------------------------------------------
 // up
@@ -297,7 +301,7 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     sim,
     { kind: 'control-plane', name: 'control-plane', namespace: svc, log: join(cp.stateDir, 'control-plane.log') },
     cpArgs,
-    childEnv(o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}),
+    loggingEnv(m, o.dbUrl ? { SUPABASE_DB_URL: o.dbUrl } : {}),
   );
 
   // The control plane writes its info file once every part of it is up.
@@ -378,7 +382,7 @@ function relayArgv(m: Manifest, r: SimRelay): string[] {
 }
 
 function startRelay(sim: Sim, r: SimRelay): SimProcess {
-  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), childEnv());
+  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), loggingEnv(sim.m));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,6 +514,27 @@ export async function restartRelay(dir: string, relayId: string, out: Out): Prom
   const relay = findRelay(sim.m, relayId);
   const p = startRelay(sim, relay);
   out(`${relayId} started again (pid ${p.pid}) in ${relay.namespace}`);
+}
+
+/**
+ * Move a relay to its other public address (198.18.1.i <-> 198.18.3.i), as when its host gets a new
+ * one: SIGKILL (so it does not deregister and stays in the topology), the new address on its public
+ * interface instead of the old, then started again with the new endpoint (same state directory, so
+ * the same keys). The control plane takes the new endpoint at its registration (RelayEndpointChanged).
+ */
+export async function moveRelay(dir: string, relayId: string, out: Out): Promise<SimRelay> {
+  const before = loadSim(dir);
+  findRelay(before, relayId);
+  if (runningProcess(before, relayProcess(before, relayId))) await stopRelay(dir, relayId, 'SIGKILL', out);
+  const sim = new Sim(loadSim(dir));
+  const relay = findRelay(sim.m, relayId);
+  const from = relay.publicAddress;
+  const to = from === relayMovedAddress(relay.index) ? relayPublicAddress(relay.index) : relayMovedAddress(relay.index);
+  await host.replaceAddress(relay.namespace, PUBLIC_IF, `${from}/${PREFIX_LEN}`, `${to}/${PREFIX_LEN}`, BRIDGE_ADDRESS);
+  sim.record(() => Object.assign(relay, { publicAddress: to, endpoint: `${to}:${RELAY_PORT}` }));
+  const p = startRelay(sim, relay);
+  out(`${relayId} moved from ${from} to ${to} and started again (pid ${p.pid}); it registers ${relay.endpoint}`);
+  return relay;
 }
 
 // ---------------------------------------------------------------------------------------------

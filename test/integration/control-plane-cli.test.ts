@@ -66,11 +66,17 @@ describe('relay-core control-plane and token commands', () => {
     await waitFor(run, /stop with Ctrl-C/);
     const out = run.stdout();
     const url = field(out, 'URL \\(SUPABASE_URL\\)')!;
-    const srk = field(out, 'service-role key')!;
     const pub = field(out, 'topology public key')!;
+    // The key's file, never the key: this output ends up in logs.
+    const keyFile = join(stateDir, 'service-role.key');
+    const srk = readFileSync(keyFile, 'utf8').trim();
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(out).toContain(`  service-role key      in ${keyFile} (mode 0600)\n`);
+    expect(out).toContain(`RELAYNET_TOKEN_FILE=${keyFile}\n`);
+    expect(out).not.toContain(srk);
+    expect(out).not.toContain(srk.split('.')[2]!);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(out).toContain(`SUPABASE_URL=${url}\n`);
-    expect(out).toContain(`RELAYNET_TOKEN=${srk}\n`);
     expect(out).toContain(`RELAYNET_TOPOLOGY_KEY=${pub}\n`);
     expect(out).toContain('relay-core token mint --relay-id');
 

@@ -68,6 +68,7 @@ describe('the relay-core command tree', () => {
       ['sim', 'stop'],
       ['sim', 'kill'],
       ['sim', 'restart'],
+      ['sim', 'move'],
       ['sim', 'down'],
     ]) {
       names.push((await parse(...argv)).name);
@@ -84,6 +85,7 @@ describe('the relay-core command tree', () => {
       'sim stop',
       'sim kill',
       'sim restart',
+      'sim move',
       'sim down',
     ]);
   });

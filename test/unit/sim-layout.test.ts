@@ -8,7 +8,9 @@ import {
   newSimId,
   prefixesInUse,
   relayNamespace,
+  relayMovedAddress,
   relayPublicAddress,
+  RELAYS_CIDRS,
   svcNamespace,
   vethName,
 } from '../../src/sim/layout.ts';
@@ -40,6 +42,13 @@ describe('sim layout', () => {
     expect(relayPublicAddress(250)).toBe('198.18.1.250');
     expect(() => relayPublicAddress(0)).toThrow(/outside/);
     expect(() => relayPublicAddress(251)).toThrow(/outside/);
+  });
+
+  it("a moved relay i gets 198.18.3.i, in the relays' ranges clients reach directly", () => {
+    expect(relayMovedAddress(3)).toBe('198.18.3.3');
+    expect(relayMovedAddress(250)).toBe('198.18.3.250');
+    expect(() => relayMovedAddress(251)).toThrow(/outside/);
+    expect(RELAYS_CIDRS).toEqual(['198.18.1.0/24', '198.18.3.0/24']);
   });
 
   it('relay-<n> gets index n when free, anything else the lowest free index', () => {

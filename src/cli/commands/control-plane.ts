@@ -1,6 +1,6 @@
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CliError, str, type Action } from '../args.ts';
-import { redactUrl, startLocalControlPlane, type LocalControlPlane } from '../../control-plane/local.ts';
+import { redactUrl, SERVICE_ROLE_KEY_FILE, startLocalControlPlane, type LocalControlPlane } from '../../control-plane/local.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { parseIpv4 } from '../../contract/topology.events.ts';
 
@@ -64,11 +64,14 @@ export const controlPlane: Action = async (v) => {
       throw new CliError((e as Error).message, 1);
     }
     if (!signalled) {
+      const keyFile = join(stateDir, SERVICE_ROLE_KEY_FILE);
       process.stdout.write(
         [
           'control plane running',
           `  URL (SUPABASE_URL)    ${cp.url}`,
-          `  service-role key      ${cp.serviceRoleKey}`,
+          // Never the key itself: this output ends up in logs (a service's journal, a container's
+          // log, the sim's control-plane.log), which must hold no secret. Its file is 0600.
+          `  service-role key      in ${keyFile} (mode 0600)`,
           `  topology public key   ${cp.topologyPublicKey}`,
           `  database              ${redactUrl(cp.dbUrl)}${dbUrl ? '' : ' (embedded PGlite)'}`,
           `  topology publisher    ${cp.publisher ? `on (${natsServers!.join(',')})` : 'off (no --nats-url)'}`,
@@ -79,7 +82,7 @@ export const controlPlane: Action = async (v) => {
           '',
           'a relay needs (relay-core run):',
           `  SUPABASE_URL=${cp.url}`,
-          `  RELAYNET_TOKEN=${cp.serviceRoleKey}`,
+          `  RELAYNET_TOKEN_FILE=${keyFile}`,
           `  RELAYNET_TOPOLOGY_KEY=${cp.topologyPublicKey}`,
           'or, instead of the service-role key, a token scoped to one relay:',
           `  RELAYNET_TOKEN=$(relay-core token mint --relay-id <relay-id> --state-dir ${stateDir})`,

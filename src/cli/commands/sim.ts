@@ -8,6 +8,7 @@ import {
   addRelay,
   down as removeSim,
   loadSim,
+  moveRelay,
   observe,
   preflight,
   restartRelay,
@@ -84,6 +85,15 @@ export const restart: Action = async (v) => {
   const wait = waitOpts(v);
   return asRoot(v, async (dir) => {
     await withStateDirLock(dir, () => restartRelay(dir, id, out));
+    return await report(dir, wait, out, interruptible());
+  });
+};
+
+export const move: Action = async (v) => {
+  const id = relayOpt(v, 'move')!;
+  const wait = waitOpts(v);
+  return asRoot(v, async (dir) => {
+    await withStateDirLock(dir, () => moveRelay(dir, id, out));
     return await report(dir, wait, out, interruptible());
   });
 };
@@ -193,6 +203,7 @@ function upSettings(v: Values): BuildOpts {
     linkDownAfterMs: v.linkDownAfter as number,
     observeIntervalMs: v.observeInterval as number,
     heartbeatSeconds: 5,
+    logLevel: v.logLevel as Settings['logLevel'],
   };
   if (settings.linkDownAfterMs < settings.linkStaleAfterMs) throw new CliError('--link-down-after must be at least --link-stale-after', 2);
   return { relays: v.relays as number, settings, dbUrl };
