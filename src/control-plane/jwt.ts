@@ -26,7 +26,13 @@ export const TOKEN_ISSUER = 'relay-core';
  * A scoped relay token: role `relay`, bound to one relay id, expiring after `ttlSeconds`, with its own
  * id (`jti`, a UUID) by which `relay-core token revoke` stops it alone.
  */
-export function mintRelayToken(relayId: string, ttlSeconds: number, secret: string, now = Math.floor(Date.now() / 1000), jti = randomUUID()): Promise<string> {
+export function mintRelayToken(
+  relayId: string,
+  ttlSeconds: number,
+  secret: string,
+  now = Math.floor(Date.now() / 1000),
+  jti: string = randomUUID(),
+): Promise<string> {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw new Error('ttlSeconds must be a positive integer');
   return signJwt({ role: 'relay', relay_id: relayId, jti, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds }, secret);
 }
