@@ -112,6 +112,13 @@ Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is p
   leaf(cmd, 'run');
 }
 
+/** How a command finds a running relay's status socket (`status`, `rotate-key`), and --json. */
+const relaySocketOpts = () => [
+  stateDirOpt("the relay's state directory", { env: 'RELAYNET_STATE_DIR' }),
+  opt('--relay-id <ID>', 'shorthand for --state-dir ./.state/relay-ID', { env: 'RELAYNET_RELAY_ID' }),
+  jsonOpt('print the raw JSON'),
+];
+
 export function declareStatus(program: Command, leaf: Leaf): void {
   const cmd = program
     .command('status')
@@ -122,12 +129,7 @@ mesh links, the client sessions entering at it, its egress policy and filters wi
 refused or dropped (the refused ranges by reason with --json), and any kernel operation that keeps
 failing (retried with backoff).
 Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
-  withOptions(
-    cmd,
-    stateDirOpt("the relay's state directory", { env: 'RELAYNET_STATE_DIR' }),
-    opt('--relay-id <ID>', 'shorthand for --state-dir ./.state/relay-ID', { env: 'RELAYNET_RELAY_ID' }),
-    jsonOpt('print the raw JSON'),
-  );
+  withOptions(cmd, ...relaySocketOpts());
   leaf(cmd, 'status');
 }
 
@@ -141,12 +143,7 @@ keeps the old one on disk until the control plane has the new one. Every relay f
 RelayKeyRotated event; the links re-handshake and stay up (docs/security.md, "Rotation"). Stock
 clients entering at the relay need a new configuration: their peer key changed.
 Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
-  withOptions(
-    cmd,
-    stateDirOpt("the relay's state directory", { env: 'RELAYNET_STATE_DIR' }),
-    opt('--relay-id <ID>', 'shorthand for --state-dir ./.state/relay-ID', { env: 'RELAYNET_RELAY_ID' }),
-    jsonOpt('print the raw JSON'),
-  );
+  withOptions(cmd, ...relaySocketOpts());
   leaf(cmd, 'rotate-key');
 }
 

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { readManifest, type Manifest, type SimRelay } from '../../src/sim/manifest.ts';
 import { tempDir } from '../support/temp.ts';
+import { simCli, simStatus as readSimStatus, statusUntil as untilStatus } from '../support/sim-cli.ts';
 
 /**
  * A relay's identity in a live sim (`relay-core sim`, through the real CLI), one sim for the whole
@@ -43,28 +44,8 @@ interface SimStatus {
   relays: RelayView[];
 }
 
-const simCli =
-  (dir: string) =>
-  (args: string[], timeoutMs = 120_000) =>
-    execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
-
-async function simStatus(dir: string): Promise<SimStatus> {
-  const r = await simCli(dir)(['status', '--json'], 30_000);
-  if (r.exitCode !== 0) throw new Error(`sim status failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as SimStatus;
-}
-
-/** Poll `sim status` until `ok` holds (bounded); returns that status. */
-const statusUntil = (dir: string, what: string, ok: (s: SimStatus) => boolean, timeoutMs = 60_000) =>
-  eventually(
-    what,
-    async () => {
-      const s = await simStatus(dir);
-      return ok(s) ? s : null;
-    },
-    timeoutMs,
-    500,
-  );
+const simStatus = (dir: string) => readSimStatus<SimStatus>(dir);
+const statusUntil = (dir: string, what: string, ok: (s: SimStatus) => boolean, timeoutMs?: number) => untilStatus<SimStatus>(dir, what, ok, timeoutMs);
 
 const view = (s: SimStatus, id: string) => s.relays.find((r) => r.id === id)?.status ?? null;
 

@@ -6,6 +6,7 @@ import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { readManifest, type Manifest } from '../../src/sim/manifest.ts';
 import { cmdline, isRunning, linkNames, listNetns, netnsPids, signal, tcpReachable, wgSocketNames } from '../../src/sim/netns.ts';
 import { tempDir } from '../support/temp.ts';
+import { simCli, simStatus as readSimStatus, statusUntil as untilStatus } from '../support/sim-cli.ts';
 import { type BusAuthority, issuerFor, mintUserJwt, publicKeyOfSeed } from '../../src/contract/bus-auth.ts';
 import { CONTROL_PLANE_URL, NATS_PORT, SVC_ADDRESS } from '../../src/sim/layout.ts';
 
@@ -36,27 +37,8 @@ interface SimStatus {
   }[];
 }
 
-function simCli(dir: string) {
-  return (args: string[], timeoutMs = 120_000) => execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
-}
-
-async function simStatus(dir: string): Promise<SimStatus> {
-  const r = await simCli(dir)(['status', '--json'], 30_000);
-  if (r.exitCode !== 0) throw new Error(`sim status failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as SimStatus;
-}
-
-/** Poll `sim status` until `ok` holds (bounded); returns that status. */
-const statusUntil = (dir: string, what: string, ok: (s: SimStatus) => boolean, timeoutMs = 60_000) =>
-  eventually(
-    what,
-    async () => {
-      const s = await simStatus(dir);
-      return ok(s) ? s : null;
-    },
-    timeoutMs,
-    500,
-  );
+const simStatus = (dir: string) => readSimStatus<SimStatus>(dir);
+const statusUntil = (dir: string, what: string, ok: (s: SimStatus) => boolean, timeoutMs?: number) => untilStatus<SimStatus>(dir, what, ok, timeoutMs);
 
 const serving = (s: SimStatus, id: string) => s.relays.find((r) => r.id === id)?.status?.state === 'serving';
 const sees = (s: SimStatus, id: string) =>
