@@ -55,14 +55,18 @@ stage() {
   rm -rf "$CTX"
   mkdir -p "$CTX/app" "$CTX/cp/node_modules/.bin" "$CTX/docker"
   cp -a package.json package-lock.json bin src supabase "$CTX/app/"
-  cp -a node_modules "$CTX/app/"
+  # Contents (dir/.), not the name: in a git worktree node_modules and .cache/deno may be symlinks to the
+  # main checkout, and `cp -a` would copy the link itself (npm prune would then work on a link, Docker
+  # would find no deno-cache).
+  mkdir -p "$CTX/app/node_modules" "$CTX/cp/deno-cache"
+  cp -a node_modules/. "$CTX/app/node_modules/"
   # Production dependencies only; Node, Deno and PGlite go where only the images that need them take them.
   (cd "$CTX/app" && npm prune --omit=dev --no-audit --no-fund --ignore-scripts >/dev/null)
   mv "$CTX/app/node_modules/deno" "$CTX/app/node_modules/@electric-sql" "$CTX/cp/node_modules/"
   rm -rf "$CTX/app/node_modules/node" "$CTX/app/node_modules/@deno" "$CTX/app/node_modules/.bin/node" "$CTX/app/node_modules/.bin/deno"
   ln -s ../deno/deno "$CTX/cp/node_modules/.bin/deno"
   cp -L node_modules/node/bin/node "$CTX/node"
-  cp -a .cache/deno "$CTX/cp/deno-cache"
+  cp -a .cache/deno/. "$CTX/cp/deno-cache/"
   cp -a docker/relay-entrypoint.sh docker/nats-entrypoint.sh "$CTX/docker/"
   echo "docker-images: context in $CTX ($(du -sh "$CTX" | cut -f1))"
 }

@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
-import { requireImages, RUN } from '../support/containers.ts';
+import { callFunctionWithRelayToken, jwtClaims, RELAY_TOKEN_FILE, requireImages, RUN, SECRET_FILE_SEARCH } from '../support/containers.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const PROJECT = `${RUN}-compose`;
@@ -29,6 +29,12 @@ describe('docker-compose.yml', () => {
     const r = await run(['exec', '-T', id, 'relay-core', 'status', '--json'], 20_000);
     if (r.exitCode !== 0) throw new Error(`${id}: status exited ${r.exitCode}: ${r.stderr}`);
     return JSON.parse(r.stdout) as RelayStatus;
+  };
+  /** argv run inside a service's container: its stdout. */
+  const inside = (id: string) => async (argv: string[]) => {
+    const r = await run(['exec', '-T', id, ...argv], 30_000);
+    if (r.exitCode !== 0) throw new Error(`${id}: ${argv.join(' ')} exited ${r.exitCode}: ${r.stderr}`);
+    return r.stdout;
   };
 
   beforeAll(async () => {
@@ -63,6 +69,14 @@ describe('docker-compose.yml', () => {
       const logs = await run(['logs', '--no-color', '--tail', '60', ...IDS]);
       throw new Error(`${e.message}\n--- relay logs (last 60 lines each) ---\n${logs.stdout.slice(-12_000)}`);
     });
+    // Each relay runs with a scoped relay token for its own id, and nothing holding the service-role key.
+    for (const id of IDS) {
+      const claims = jwtClaims(await inside(id)(['cat', RELAY_TOKEN_FILE]));
+      expect([claims.role, claims.relay_id], id).toEqual(['relay', id]);
+      expect((await inside(id)(['stat', '-c', '%a', RELAY_TOKEN_FILE])).trim(), `${id}: token file mode`).toBe('600');
+      expect((await inside(id)(SECRET_FILE_SEARCH)).trim(), `${id}: secret files`).toBe('');
+    }
+    expect(await callFunctionWithRelayToken(inside('relay-1'), 'heartbeat', { relayId: 'relay-2' }), "relay-1's token for relay-2").toBe(403);
     const s1 = await status('relay-1');
     expect(s1.relays.map((r) => r.id).sort()).toEqual(IDS);
     const exit = s1.relays.find((r) => r.id === 'relay-2')!.endpoint.split(':')[0]!;

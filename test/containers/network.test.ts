@@ -14,6 +14,7 @@ import {
   removeLabelled,
   requireImages,
   RUN,
+  SECRET_FILE_SEARCH,
   testBusAuthority,
   testNetwork,
   WhoamiContainer,
@@ -95,6 +96,24 @@ describe('a relay network in containers', () => {
       }
     }
   }, 180_000);
+
+  it('each relay holds only its own scoped relay token: no service-role key, and its token is refused for another relay (403)', async () => {
+    for (const id of IDS) {
+      const claims = await relay(id).tokenClaims();
+      expect(claims.role, id).toBe('relay');
+      expect(claims.relay_id, id).toBe(id);
+      expect(typeof claims.exp, id).toBe('number');
+      // Neither the service-role key nor the control plane's secrets (the JWT secret) anywhere in the container.
+      const found = await relay(id).exec(SECRET_FILE_SEARCH);
+      expect(found.exitCode, found.stderr).toBe(0);
+      expect(found.stdout.trim(), `${id}: secret files`).toBe('');
+      expect((await relay(id).exec(['sh', '-c', 'env | grep -ci service'])).stdout.trim(), `${id}: environment`).toBe('0');
+    }
+    // The same token speaks for its own relay, and for no other.
+    expect(await relay('relay-1').callFunction('heartbeat', { relayId: 'relay-1' })).toBe(200);
+    expect(await relay('relay-1').callFunction('heartbeat', { relayId: 'relay-2' })).toBe(403);
+    expect(await relay('relay-3').callFunction('deregister', { relayId: 'relay-2' })).toBe(403);
+  }, 60_000);
 
   it("a stock WireGuard client enters at relay-1, leaves at relay-2, and is seen with relay-2's address", async () => {
     const client = await new WireGuardClientContainer('client-1').withNetwork(net).start();

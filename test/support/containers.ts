@@ -8,6 +8,9 @@
  *   const cp = await new ControlPlaneContainer().withNetwork(net).withNats(nats).withAuth(auth).start();
  *   const relays = await Promise.all(['relay-1', 'relay-2'].map((id) => new RelayContainer(id).withNetwork(net).withControlPlane(cp).start()));
  *
+ * A relay container never holds the service-role key: the control plane's container mints it a scoped
+ * relay token (role `relay`, bound to its id; `relay-core token mint`), as docker-compose.yml does.
+ *
  * The images are built locally (scripts/docker-images.sh; scripts/docker-engine.sh starts an engine
  * where none runs). There is no registry here, so testcontainers' reaper (Ryuk, an image from a
  * registry) is off; every container and network this module makes carries the label
@@ -38,6 +41,8 @@ export const RUN = `rc-${randomUUID().slice(0, 8)}`;
 const LABEL = 'relay-core.test';
 const CP_STATE = '/var/lib/relay-core-cp';
 const CP_PORT = 54321;
+/** Where a relay container finds its scoped relay token (0600), as in docker-compose.yml. */
+export const RELAY_TOKEN_FILE = '/run/relay-token/token';
 /** The Docker engine's networks (scripts/docker-engine.sh): the containers' "internet", which relays must allow their clients (docs/security.md). */
 const ENGINE_NETWORKS = '198.19.0.0/16';
 
@@ -114,6 +119,49 @@ async function networkAddress(c: StartedTestContainer, what: string): Promise<st
   if (!/^\d+\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`${what}: no IPv4 address on its network interface (${JSON.stringify(a)})`);
   return a;
 }
+
+/** The claims of a JWT (the middle part), without verifying it: what a token says it is. */
+export function jwtClaims(token: string): Record<string, unknown> {
+  const payload = token.trim().split('.')[1];
+  if (!payload) throw new Error('not a JWT');
+  return JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>;
+}
+
+/**
+ * From inside a relay container (`run` executes argv there): POST `body` as JSON to the control plane's
+ * function `name` (SUPABASE_URL) with the token in RELAY_TOKEN_FILE; the HTTP status.
+ */
+export async function callFunctionWithRelayToken(run: (argv: string[]) => Promise<string>, name: string, body: unknown): Promise<number> {
+  const script =
+    'curl -sS -o /dev/null -w "%{http_code}" --max-time 10 -X POST -H "Authorization: Bearer $(cat "$1")" ' +
+    '-H "Content-Type: application/json" --data "$2" "$SUPABASE_URL/functions/v1/$3"';
+  const status = (await run(['sh', '-c', script, 'call', RELAY_TOKEN_FILE, JSON.stringify(body), name])).trim();
+  if (!/^\d{3}$/.test(status)) throw new Error(`${name}: no HTTP status (${JSON.stringify(status)})`);
+  return Number(status);
+}
+
+/** Paths in a container (outside /proc and /sys) of files that hold the service-role key or the JWT secret. */
+export const SECRET_FILE_SEARCH = [
+  'find',
+  '/',
+  '(',
+  '-path',
+  '/proc',
+  '-o',
+  '-path',
+  '/sys',
+  ')',
+  '-prune',
+  '-o',
+  '(',
+  '-name',
+  'service-role.key',
+  '-o',
+  '-name',
+  'secrets.json',
+  ')',
+  '-print',
+];
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -198,9 +246,15 @@ export class StartedControlPlaneContainer extends StartedAliasedContainer {
     return `http://${this.alias}:${CP_PORT}`;
   }
 
-  /** The service-role key the control plane generated (STATE_DIR/service-role.key, inside the container). */
+  /** The service-role key the control plane generated (STATE_DIR/service-role.key, inside the container): the operator's, never a relay's. */
   async serviceRoleKey(): Promise<string> {
     return (await exec(this, ['cat', `${CP_STATE}/service-role.key`], 'control plane')).trim();
+  }
+
+  /** A scoped relay token for `relayId` (role `relay`, bound to that id), minted inside the container: the JWT secret stays there. */
+  async relayToken(relayId: string, ttl = '1d'): Promise<string> {
+    const argv = ['relay-core', 'token', 'mint', '--role', 'relay', '--relay-id', relayId, '--ttl', ttl, '--state-dir', CP_STATE];
+    return (await exec(this, argv, 'control plane')).trim();
   }
 
   /** `relay-core client ARGS` run inside the control plane's container as the operator. */
@@ -238,10 +292,10 @@ export class RelayContainer extends RunContainer {
     this.hostConfig.Sysctls = { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2', 'net.ipv4.conf.default.rp_filter': '2' };
   }
 
-  /** Register with this control plane, with its service-role key as the token (a file, mode 0600). */
+  /** Register with this control plane, with a relay token it mints for this relay id (or `token`): a file, mode 0600. */
   withControlPlane(cp: StartedControlPlaneContainer, token?: string): this {
-    this.withEnvironment({ SUPABASE_URL: cp.url, RELAYNET_TOKEN_FILE: '/run/relay-token' });
-    this.pendingToken = token ? Promise.resolve(token) : cp.serviceRoleKey();
+    this.withEnvironment({ SUPABASE_URL: cp.url, RELAYNET_TOKEN_FILE: RELAY_TOKEN_FILE });
+    this.pendingToken = token ? Promise.resolve(token) : cp.relayToken(this.relayId);
     return this;
   }
 
@@ -255,7 +309,7 @@ export class RelayContainer extends RunContainer {
 
   override async start(): Promise<StartedRelayContainer> {
     if (!this.pendingToken) throw new Error(`RelayContainer ${this.relayId}: withControlPlane(...) first`);
-    this.withCopyContentToContainer([{ content: await this.pendingToken, target: '/run/relay-token', mode: 0o600 }]);
+    this.withCopyContentToContainer([{ content: `${await this.pendingToken}\n`, target: RELAY_TOKEN_FILE, mode: 0o600 }]);
     this.withCommand(this.flags);
     return new StartedRelayContainer(await super.start(), this.relayId);
   }
@@ -277,6 +331,16 @@ export class StartedRelayContainer extends AbstractStartedContainer {
   /** This container's address on its network (the relay's public endpoint host). */
   address(): Promise<string> {
     return networkAddress(this, this.relayId);
+  }
+
+  /** The claims of the token the relay runs with (its RELAYNET_TOKEN_FILE), unverified. */
+  async tokenClaims(): Promise<Record<string, unknown>> {
+    return jwtClaims(await exec(this, ['cat', RELAY_TOKEN_FILE], this.relayId));
+  }
+
+  /** POST `body` to the control plane's function `name` from inside the container, with the relay's own token: the HTTP status. */
+  callFunction(name: string, body: unknown): Promise<number> {
+    return callFunctionWithRelayToken((argv) => exec(this, argv, this.relayId), name, body);
   }
 
   /** `wg show all dump` rows: device, then the peer's fields. */
