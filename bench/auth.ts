@@ -14,7 +14,10 @@
  * `RelayEventPublisher.publish` (encode, sign, JetStream publish) to the event decoded (and verified) by
  * an ordered-consumer reader, as `events tail` reads. Percentiles over all rounds pooled.
  *
- *   node bench/auth.ts [--relays 1,10] [--events 200] [--interval-ms 20] [--rounds 3]
+ *   node bench/auth.ts [--relays 1,10] [--events 200] [--interval-ms 20] [--rounds 3] [--split]
+ *
+ * `--split` also runs each half alone (auth-only: the authenticated bus, nothing signed; signed-only: the
+ * bus without auth, signed and verified), to tell which half costs what.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -51,9 +54,10 @@ const { values } = parseArgs({
     events: { type: 'string', default: '200' },
     'interval-ms': { type: 'string', default: '20' },
     rounds: { type: 'string', default: '3' },
+    split: { type: 'boolean', default: false },
   },
 });
-const relayCounts = values.relays!.split(',').map(Number);
+const relayCounts = values.relays!.split(',').filter(Boolean).map(Number);
 const events = Number(values.events);
 const intervalMs = Number(values['interval-ms']);
 const rounds = Number(values.rounds);
@@ -61,11 +65,13 @@ const log = rootLogger({ bench: 'auth' }, 'error');
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
-type Mode = 'on' | 'off';
+/** ON, OFF, and with `--split` each half alone: auth without signatures, signatures without auth. */
+type Mode = 'on' | 'off' | 'auth-only' | 'signed-only';
 
-/** How a mode reaches its bus: ON as a party with its own credentials, OFF anonymously. */
+/** How a mode reaches its bus (with auth: as a party with its own credentials; without: anonymously) and whether it signs and verifies. */
 interface Bus {
   mode: Mode;
+  signed: boolean;
   url: string;
   connect(party: BusParty): Promise<NatsConnection>;
 }
@@ -99,7 +105,7 @@ function unverifiedFollower(deps: { js: JetStreamClient; jsm: JetStreamManager; 
 
 /** Topology fan-out to `n` relay actors: latency (ms) of every fold of every event. */
 async function fanout(bus: Bus, n: number): Promise<number[]> {
-  const on = bus.mode === 'on';
+  const on = bus.signed;
   const keys = generateSigningKeyPair();
   const priv = importPrivateKey(keys.seed);
   const conns: NatsConnection[] = [];
@@ -201,7 +207,7 @@ async function fanout(bus: Bus, n: number): Promise<number[]> {
 
 /** Relay events of one relay, published and read back (verified ON): latency (ms) of each. */
 async function relayEvents(bus: Bus): Promise<number[]> {
-  const on = bus.mode === 'on';
+  const on = bus.signed;
   const RELAY = 'relay-1';
   const identity = generateSigningKeyPair();
   const admin = await bus.connect({ kind: 'admin' });
@@ -263,49 +269,53 @@ const plain = await startNatsServer(join(tmp.dir, 'off'));
 try {
   authed = await startAuthedNats(join(tmp.dir, 'on'), join(tmp.dir, 'cp'));
   const a = authed;
+  const anonymous = () => connect({ servers: plain.url });
   const buses: Record<Mode, Bus> = {
-    on: { mode: 'on', url: a.url, connect: (p) => a.connect(p) },
-    off: { mode: 'off', url: plain.url, connect: () => connect({ servers: plain.url }) },
+    on: { mode: 'on', signed: true, url: a.url, connect: (p) => a.connect(p) },
+    off: { mode: 'off', signed: false, url: plain.url, connect: anonymous },
+    'auth-only': { mode: 'auth-only', signed: false, url: a.url, connect: (p) => a.connect(p) },
+    'signed-only': { mode: 'signed-only', signed: true, url: plain.url, connect: anonymous },
   };
-  for (const b of Object.values(buses)) {
+  const modes: Mode[] = values.split ? ['on', 'off', 'auth-only', 'signed-only'] : ['on', 'off'];
+  for (const b of [buses.on, buses.off]) {
     const nc = await b.connect({ kind: 'admin' });
     await bootstrapStreams(await jetstreamManager(nc));
     await nc.close();
   }
   const runs = [
     ...relayCounts.map((n) => ({ name: `topology fan-out, ${n} relay${n === 1 ? '' : 's'}`, run: (b: Bus) => fanout(b, n) })),
-    {
-      name: 'relay events, publish to verified read',
-      run: relayEvents,
-    },
+    { name: 'relay events, publish to verified read', run: relayEvents },
   ];
-  const samples = new Map<string, Record<Mode, number[]>>(runs.map((r) => [r.name, { on: [], off: [] }]));
+  const samples = new Map(runs.map((r) => [r.name, Object.fromEntries(modes.map((m) => [m, [] as number[]])) as Record<Mode, number[]>]));
   const roundRatios = new Map<string, number[]>(runs.map((r) => [r.name, []]));
   for (let round = 0; round < rounds; round++) {
-    // Alternate which mode goes first, so that neither always runs on a warmer or busier machine.
-    const order: Mode[] = round % 2 === 0 ? ['on', 'off'] : ['off', 'on'];
+    // Rotate which mode goes first, so that none always runs on a warmer or busier machine.
+    const order = modes.map((_, k) => modes[(k + round) % modes.length]!);
     for (const r of runs) {
       const got = {} as Record<Mode, number[]>;
       for (const m of order) got[m] = await r.run(buses[m]);
       const s = samples.get(r.name)!;
-      s.on.push(...got.on);
-      s.off.push(...got.off);
+      for (const m of modes) s[m].push(...got[m]);
       roundRatios.get(r.name)!.push(pct(got.on, 50) / pct(got.off, 50));
-      console.error(`round ${round + 1}/${rounds}: ${r.name}: p50 on ${pct(got.on, 50).toFixed(2)} ms, off ${pct(got.off, 50).toFixed(2)} ms`);
+      console.error(`round ${round + 1}/${rounds}: ${r.name}: p50 ${modes.map((m) => `${m} ${pct(got[m], 50).toFixed(2)}`).join(', ')} ms`);
     }
   }
   const f = (x: number) => x.toFixed(2);
-  console.log(`${events} events per run, one every ${intervalMs} ms, ${rounds} rounds alternating ON and OFF; latency in ms`);
-  console.log('| what | samples per mode | ON p50 / p90 / p99 | OFF p50 / p90 / p99 | ratio p50 ON/OFF | per-round p50 ratios |');
-  console.log('|---|---|---|---|---|---|');
+  const row = (xs: number[]) => `${f(pct(xs, 50))} / ${f(pct(xs, 90))} / ${f(pct(xs, 99))}`;
+  const extra = modes.slice(2);
+  console.log(`${events} events per run, one every ${intervalMs} ms, ${rounds} rounds, modes in rotating order; latency in ms`);
+  console.log(
+    `| what | samples per mode | ON p50 / p90 / p99 | OFF p50 / p90 / p99 | ratio p50 ON/OFF | per-round p50 ratios |${extra.map((m) => ` ${m} p50 / p90 / p99 |`).join('')}`,
+  );
+  console.log(`|---|---|---|---|---|---|${extra.map(() => '---|').join('')}`);
   for (const r of runs) {
     const s = samples.get(r.name)!;
-    const row = (xs: number[]) => `${f(pct(xs, 50))} / ${f(pct(xs, 90))} / ${f(pct(xs, 99))}`;
+    const ratios = roundRatios
+      .get(r.name)!
+      .map((x) => x.toFixed(2))
+      .join(', ');
     console.log(
-      `| ${r.name} | ${s.on.length} | ${row(s.on)} | ${row(s.off)} | **${(pct(s.on, 50) / pct(s.off, 50)).toFixed(2)}** | ${roundRatios
-        .get(r.name)!
-        .map((x) => x.toFixed(2))
-        .join(', ')} |`,
+      `| ${r.name} | ${s.on.length} | ${row(s.on)} | ${row(s.off)} | **${(pct(s.on, 50) / pct(s.off, 50)).toFixed(2)}** | ${ratios} |${extra.map((m) => ` ${row(s[m])} |`).join('')}`,
     );
   }
 } finally {
