@@ -24,14 +24,13 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { createActor, fromCallback, fromPromise } from 'xstate';
-import { type FollowInput, relayMachine, type RelayMachineEvent } from '../src/actors/relay.machine.ts';
+import { fromCallback } from 'xstate';
+import type { FollowInput, RelayMachineEvent } from '../src/actors/relay.machine.ts';
 import { follow } from '../src/bus/event-log-reader.ts';
 import { RelayEventPublisher } from '../src/bus/relay-event-publisher.ts';
 import { bootstrapStreams } from '../src/bus/streams.ts';
-import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { topologyConsumerName } from '../src/contract/bus-auth.ts';
 import { envelope } from '../src/contract/envelope.ts';
 import type { RelayEvent } from '../src/contract/relay.events.ts';
@@ -42,11 +41,11 @@ import { RelayKeyRegistry } from '../src/events/identity.ts';
 import { decodeStored } from '../src/events/log.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
 import { decodeUnsignedTopologyMessage, encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
-import { systemDeps } from '../src/lib/deps.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { type AuthedNats, type BusParty, startAuthedNats } from '../test/support/authed-nats.ts';
 import { relay } from '../test/support/given.ts';
 import { tempDir } from '../test/support/temp.ts';
+import { type FollowDeps, startFoldingRelays } from './folding-relays.ts';
 
 const { values } = parseArgs({
   options: {
@@ -80,7 +79,7 @@ interface Bus {
  * The OFF follower: the production follower's consumer and consume loop, with the unsigned decode in
  * place of the verified one (the production follower always verifies).
  */
-function unverifiedFollower(deps: { js: JetStreamClient; jsm: JetStreamManager; relayId: string }) {
+function unverifiedFollower(deps: FollowDeps) {
   return fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
     let stop: (() => void) | null = null;
     let stopped = false;
@@ -109,73 +108,23 @@ async function fanout(bus: Bus, n: number): Promise<number[]> {
   const keys = generateSigningKeyPair();
   const priv = importPrivateKey(keys.seed);
   const conns: NatsConnection[] = [];
-  const actors: { stop(): void }[] = [];
+  let relays: { close(): Promise<void> } | null = null;
   try {
     const admin = await bus.connect({ kind: 'admin' });
     const pub = await bus.connect({ kind: 'publisher' });
     conns.push(admin, pub);
-    const jsm = await jetstreamManager(admin);
-    await jsm.streams.purge(STREAMS.topology);
+    await (await jetstreamManager(admin)).streams.purge(STREAMS.topology);
     const js = jetstream(pub);
-    const reg: RegisterResponse = {
-      relay: relay(1),
-      readmitted: false,
-      revision: 0,
-      revisionTime: new Date().toISOString(),
-      relays: [],
-      sessions: [],
-      bus: {
-        servers: [bus.url],
-        token: null,
-        credential: null,
-        subjectRoot: 'relaynet',
-        topologyStream: STREAMS.topology,
-        relayStream: STREAMS.relay,
-        topologySigningKey: keys.publicKey,
-      },
-      heartbeatIntervalSeconds: 3600,
-    };
     const folded = new Map<number, number[]>();
-    for (let i = 0; i < n; i++) {
-      const relayId = `bench-${i}`;
-      const nc = await bus.connect({ kind: 'relay', relayId });
-      conns.push(nc);
-      const deps = { js: jetstream(nc), jsm: await jetstreamManager(nc), relayId };
-      const actor = createActor(
-        relayMachine.provide({
-          actors: {
-            register: fromPromise(async () => reg),
-            follow: on
-              ? topologyFollower({ ...deps, controlPlaneKey: importPublicKey(keys.publicKey), logger: log, startMarginMs: 1_000 })
-              : unverifiedFollower(deps),
-            heartbeat: fromCallback(() => () => {}),
-            deregister: fromPromise(async () => ({ revision: 0 })),
-          },
-          actions: { emit: () => {}, reportFatal: () => {} },
-        }),
-        { input: { request: { relayId, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' }, deps: systemDeps } },
-      );
-      let last = 0;
-      actor.subscribe((s) => {
-        const r = s.context.view.revision;
-        if (r <= last) return;
-        const t = performance.now();
-        for (let k = last + 1; k <= r; k++) (folded.get(k) ?? folded.set(k, []).get(k)!).push(t);
-        last = r;
-      });
-      actor.start();
-      actors.push(actor);
-    }
-    for (let i = 0; i < n; i++) {
-      for (;;) {
-        try {
-          await jsm.consumers.info(STREAMS.topology, topologyConsumerName(`bench-${i}`));
-          break;
-        } catch {
-          await sleep(20);
-        }
-      }
-    }
+    relays = await startFoldingRelays({
+      n,
+      natsUrl: bus.url,
+      topologySigningKey: keys.publicKey,
+      connect: (relayId) => bus.connect({ kind: 'relay', relayId }),
+      follower: (deps) =>
+        on ? topologyFollower({ ...deps, controlPlaneKey: importPublicKey(keys.publicKey), logger: log, startMarginMs: 1_000 }) : unverifiedFollower(deps),
+      folded,
+    });
     await sleep(300);
     const sent = new Map<number, number>();
     const cp = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
@@ -200,7 +149,7 @@ async function fanout(bus: Bus, n: number): Promise<number[]> {
     }
     return out;
   } finally {
-    for (const a of actors) a.stop();
+    await relays?.close();
     for (const c of conns) await c.close();
   }
 }

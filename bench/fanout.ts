@@ -12,19 +12,16 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
-import { createActor, fromCallback, fromPromise } from 'xstate';
-import { relayMachine } from '../src/actors/relay.machine.ts';
 import { bootstrapStreams } from '../src/bus/streams.ts';
-import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { topologyFollower } from '../src/daemon/topology-follower.ts';
 import { envelope } from '../src/contract/envelope.ts';
-import { systemDeps } from '../src/lib/deps.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
 import { STREAMS, subjectFor } from '../src/contract/subjects.ts';
 import { encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { type AuthedNats, startAuthedNats } from '../test/support/authed-nats.ts';
 import { tempDir } from '../test/support/temp.ts';
+import { startFoldingRelays } from './folding-relays.ts';
 import { relay } from '../test/support/given.ts';
 
 const { values } = parseArgs({
@@ -59,62 +56,16 @@ async function runOnce(n: number, bus: AuthedNats) {
 
   const folded = new Map<number, number[]>(); // revision -> fold times
   const received = new Map<number, number[]>(); // revision -> reference receive times
-  const reg: RegisterResponse = {
-    relay: relay(1),
-    readmitted: false,
-    revision: 0,
-    revisionTime: new Date().toISOString(),
-    relays: [],
-    sessions: [],
-    bus: {
-      servers: [natsUrl],
-      token: null,
-      credential: null,
-      subjectRoot: 'relaynet',
-      topologyStream: STREAMS.topology,
-      relayStream: STREAMS.relay,
-      topologySigningKey: keys.publicKey,
-    },
-    heartbeatIntervalSeconds: 3600,
-  };
-  const actors = [];
+  const relays = await startFoldingRelays({
+    n,
+    natsUrl,
+    topologySigningKey: keys.publicKey,
+    connect: (relayId) => bus.connect({ kind: 'relay', relayId }),
+    follower: (deps) => topologyFollower({ ...deps, controlPlaneKey: importPublicKey(keys.publicKey), logger: log, startMarginMs: 1_000 }),
+    folded,
+  });
+  // Reference: n plain core subscriptions, no consumer, no verification, no fold.
   for (let i = 0; i < n; i++) {
-    const nc = await bus.connect({ kind: 'relay', relayId: `bench-${i}` });
-    conns.push(nc);
-    const deps = {
-      js: jetstream(nc),
-      jsm: await jetstreamManager(nc),
-      relayId: `bench-${i}`,
-      controlPlaneKey: importPublicKey(keys.publicKey),
-      logger: log,
-      startMarginMs: 1_000,
-    };
-    const actor = createActor(
-      relayMachine.provide({
-        actors: {
-          register: fromPromise(async () => reg),
-          follow: topologyFollower(deps),
-          heartbeat: fromCallback(() => () => {}),
-          deregister: fromPromise(async () => ({ revision: 0 })),
-        },
-        actions: { emit: () => {}, reportFatal: () => {} },
-      }),
-      {
-        input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' }, deps: systemDeps },
-      },
-    );
-    let last = 0;
-    actor.subscribe((s) => {
-      const r = s.context.view.revision;
-      if (r > last) {
-        const t = performance.now();
-        for (let k = last + 1; k <= r; k++) (folded.get(k) ?? folded.set(k, []).get(k)!).push(t);
-        last = r;
-      }
-    });
-    actor.start();
-    actors.push(actor);
-    // Reference: a plain core subscription, no consumer, no verification, no fold.
     const rc = await bus.connect({ kind: 'observer', subjects: ['relaynet.topology.>'] });
     conns.push(rc);
     rc.subscribe('relaynet.topology.>', {
@@ -124,17 +75,6 @@ async function runOnce(n: number, bus: AuthedNats) {
       },
     });
     await rc.flush();
-  }
-  // Wait until every follower's consumer exists.
-  for (let i = 0; i < n; i++) {
-    for (;;) {
-      try {
-        await jsm.consumers.info(STREAMS.topology, `topology-bench-${i}`);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
   }
   await new Promise((r) => setTimeout(r, 300));
 
@@ -167,7 +107,7 @@ async function runOnce(n: number, bus: AuthedNats) {
   };
   const fold = lat(folded);
   const ref = lat(received);
-  for (const a of actors) a.stop();
+  await relays.close();
   for (const c of conns) await c.close();
   return { n, fold, ref };
 }
