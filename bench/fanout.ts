@@ -1,28 +1,27 @@
 /**
  * Topology fan-out latency: from the publisher's JetStream publish to the fold in N relay actors
  * (durable consumer, Ed25519 verification, schema validation, xstate fold), against a reference of N
- * plain core-NATS subscribers receiving the same messages in the same run.
+ * plain core-NATS subscribers receiving the same messages in the same run. The bus runs with
+ * decentralized auth, each party with its own credentials (the reference with a subscribe-only user).
  *
  *   node bench/fanout.ts [--subscribers 1,10,50] [--events 200] [--interval-ms 20]
  */
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { createActor, fromCallback, fromPromise } from 'xstate';
-import { relayMachine } from '../src/actors/relay.machine.ts';
+import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { bootstrapStreams } from '../src/bus/streams.ts';
-import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { topologyFollower } from '../src/daemon/topology-follower.ts';
-import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { envelope } from '../src/contract/envelope.ts';
-import { systemDeps } from '../src/lib/deps.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
 import { STREAMS, subjectFor } from '../src/contract/subjects.ts';
 import { encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
 import { rootLogger } from '../src/lib/logger.ts';
+import { type AuthedNats, startAuthedNats } from '../test/support/authed-nats.ts';
 import { tempDir } from '../test/support/temp.ts';
+import { startFoldingRelays } from './folding-relays.ts';
 import { relay } from '../test/support/given.ts';
 
 const { values } = parseArgs({
@@ -42,76 +41,32 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };
 
-async function runOnce(n: number, natsUrl: string) {
+async function runOnce(n: number, bus: AuthedNats) {
+  const natsUrl = bus.url;
   const keys = generateSigningKeyPair();
   const priv = importPrivateKey(keys.seed);
   const conns: NatsConnection[] = [];
-  const pub = await connect({ servers: natsUrl });
-  conns.push(pub);
-  const jsm = await jetstreamManager(pub);
+  const admin = await bus.connect({ kind: 'admin' });
+  const pub = await bus.connect({ kind: 'publisher' });
+  conns.push(admin, pub);
+  const jsm = await jetstreamManager(admin);
   await bootstrapStreams(jsm);
   await jsm.streams.purge(STREAMS.topology);
   const js = jetstream(pub);
 
   const folded = new Map<number, number[]>(); // revision -> fold times
   const received = new Map<number, number[]>(); // revision -> reference receive times
-  const reg: RegisterResponse = {
-    relay: relay(1),
-    readmitted: false,
-    revision: 0,
-    revisionTime: new Date().toISOString(),
-    relays: [],
-    sessions: [],
-    bus: {
-      servers: [natsUrl],
-      token: null,
-      credential: null,
-      subjectRoot: 'relaynet',
-      topologyStream: STREAMS.topology,
-      relayStream: STREAMS.relay,
-      topologySigningKey: keys.publicKey,
-    },
-    heartbeatIntervalSeconds: 3600,
-  };
-  const actors = [];
+  const relays = await startFoldingRelays({
+    n,
+    natsUrl,
+    topologySigningKey: keys.publicKey,
+    connect: (relayId) => bus.connect({ kind: 'relay', relayId }),
+    follower: (deps) => topologyFollower({ ...deps, controlPlaneKey: importPublicKey(keys.publicKey), logger: log, startMarginMs: 1_000 }),
+    folded,
+  });
+  // Reference: n plain core subscriptions, no consumer, no verification, no fold.
   for (let i = 0; i < n; i++) {
-    const nc = await connect({ servers: natsUrl });
-    conns.push(nc);
-    const deps = {
-      js: jetstream(nc),
-      jsm: await jetstreamManager(nc),
-      relayId: `bench-${i}`,
-      controlPlaneKey: importPublicKey(keys.publicKey),
-      logger: log,
-      startMarginMs: 1_000,
-    };
-    const actor = createActor(
-      relayMachine.provide({
-        actors: {
-          register: fromPromise(async () => reg),
-          follow: topologyFollower(deps),
-          heartbeat: fromCallback(() => () => {}),
-          deregister: fromPromise(async () => ({ revision: 0 })),
-        },
-        actions: { emit: () => {}, reportFatal: () => {} },
-      }),
-      {
-        input: { request: { relayId: `bench-${i}`, name: 'b', region: 'b', publicKey: relay(1).publicKey, endpoint: '198.51.100.1:51820' }, deps: systemDeps },
-      },
-    );
-    let last = 0;
-    actor.subscribe((s) => {
-      const r = s.context.view.revision;
-      if (r > last) {
-        const t = performance.now();
-        for (let k = last + 1; k <= r; k++) (folded.get(k) ?? folded.set(k, []).get(k)!).push(t);
-        last = r;
-      }
-    });
-    actor.start();
-    actors.push(actor);
-    // Reference: a plain core subscription, no consumer, no verification, no fold.
-    const rc = await connect({ servers: natsUrl });
+    const rc = await bus.connect({ kind: 'observer', subjects: ['relaynet.topology.>'] });
     conns.push(rc);
     rc.subscribe('relaynet.topology.>', {
       callback: (_e, m) => {
@@ -120,17 +75,6 @@ async function runOnce(n: number, natsUrl: string) {
       },
     });
     await rc.flush();
-  }
-  // Wait until every follower's consumer exists.
-  for (let i = 0; i < n; i++) {
-    for (;;) {
-      try {
-        await jsm.consumers.info(STREAMS.topology, `topology-bench-${i}`);
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
   }
   await new Promise((r) => setTimeout(r, 300));
 
@@ -163,24 +107,24 @@ async function runOnce(n: number, natsUrl: string) {
   };
   const fold = lat(folded);
   const ref = lat(received);
-  for (const a of actors) a.stop();
+  await relays.close();
   for (const c of conns) await c.close();
   return { n, fold, ref };
 }
 
 const tmp = tempDir('bench-fanout');
-const nats = await startNatsServer(tmp.dir);
+const bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
 try {
   console.log(`fan-out: ${events} signed topology events, one every ${intervalMs} ms; latency from publish (ms)`);
   console.log('subscribers | relay fold p50 / p99 | all-folded p50 / p99 | core-NATS ref p50 / p99 | ratio p50');
   for (const n of counts) {
-    const r = await runOnce(n, nats.url);
+    const r = await runOnce(n, bus);
     const f = (x: number) => x.toFixed(2);
     console.log(
       `${String(n).padStart(11)} | ${f(r.fold.p50)} / ${f(r.fold.p99)} | ${f(r.fold.lastP50)} / ${f(r.fold.lastP99)} | ${f(r.ref.p50)} / ${f(r.ref.p99)} | ${(r.fold.p50 / r.ref.p50).toFixed(1)}x`,
     );
   }
 } finally {
-  await nats.stop();
+  await bus.server.stop();
   tmp.remove();
 }

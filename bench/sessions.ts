@@ -3,8 +3,9 @@
  * only once the entry relay has programmed the session and confirmed it. Measured side by side in one
  * run on two networks of 2 relays with the same control plane build:
  *
- * - in-memory kernel: nats-server, the local control plane and `relay-core run --kernel memory` on
- *   loopback (what admission, the bus, the actors and the confirmation cost);
+ * - in-memory kernel: nats-server (decentralized auth, trusting the control plane's authority), the
+ *   local control plane and `relay-core run --kernel memory` on loopback (what admission, the bus, the
+ *   actors and the confirmation cost);
  * - real WireGuard: `relay-core sim up --relays 2` (wireguard-go, ip, nft in namespaces).
  *
  * Each opens and closes N sessions one after another (src/sim/session-loop.ts) and reports p50/p90/max.
@@ -16,11 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { startLocalControlPlane } from '../src/control-plane/local.ts';
-import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { eventually, RELAY_CORE_BIN, RelayProcess } from '../src/devnet/relay-process.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { CONTROL_PLANE_PORT, svcNamespace } from '../src/sim/layout.ts';
 import { readManifest } from '../src/sim/manifest.ts';
+import { startAuthedNats } from '../test/support/authed-nats.ts';
 
 const count = Number(process.argv[2] ?? 100);
 const LOOP = join(import.meta.dirname, '../src/sim/session-loop.ts');
@@ -35,8 +36,11 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 
 async function memoryKernel(root: string): Promise<LoopResult> {
   const log = rootLogger({ bench: 'sessions' }, 'warn');
-  const nats = await startNatsServer(join(root, 'nats'));
-  const cp = await startLocalControlPlane({ stateDir: join(root, 'cp'), natsServers: [nats.url], logger: log });
+  const nats = (await startAuthedNats(join(root, 'nats'), join(root, 'cp'))).server;
+  const cp = await startLocalControlPlane({ stateDir: join(root, 'cp'), natsServers: [nats.url], logger: log }).catch(async (e) => {
+    await nats.stop();
+    throw e;
+  });
   const relays = [1, 2].map((n) =>
     new RelayProcess({
       relayId: `relay-${n}`,

@@ -4,6 +4,8 @@
  * (bench/tail-reference.ts). Both are child processes reading a real nats-server with JetStream on
  * loopback; the times are taken by this process when each line arrives on its pipe, so both include
  * the same pipe and process-switch costs. Events are published one at a time, `--interval-ms` apart.
+ * The bus runs with decentralized auth: relay-9 publishes with its own credentials, the tail reads with
+ * the operator's reader credentials, the reference with a subscribe-only user.
  *
  *   node bench/tail.ts [--events 200] [--interval-ms 50]
  */
@@ -14,14 +16,13 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { bootstrapStreams } from '../src/bus/streams.ts';
-import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { RELAY_CORE_BIN } from '../src/devnet/relay-process.ts';
 import { envelope } from '../src/contract/envelope.ts';
 import { subjectFor } from '../src/contract/subjects.ts';
 import { encodeEvent } from '../src/events/wire.ts';
 import type { AnyEvent } from '../src/contract/catalogue.ts';
+import { startAuthedNats } from '../test/support/authed-nats.ts';
 import { tempDir } from '../test/support/temp.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '200' }, 'interval-ms': { type: 'string', default: '50' } } });
@@ -43,18 +44,31 @@ function watch(p: ResultPromise, idOf: (line: string) => string | null, seen: Ma
 }
 
 const tmp = tempDir('bench-tail');
-const nats = await startNatsServer(join(tmp.dir, 'nats'));
+const bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
+const nats = bus.server;
 const children: ResultPromise[] = [];
 try {
-  const nc = await connect({ servers: nats.url });
-  await bootstrapStreams(await jetstreamManager(nc));
+  const admin = await bus.connect({ kind: 'admin' });
+  await bootstrapStreams(await jetstreamManager(admin));
+  await admin.close();
+  const nc = await bus.connect({ kind: 'relay', relayId: RELAY });
   const js = jetstream(nc);
   const tailSeen = new Map<string, number>();
   const refSeen = new Map<string, number>();
-  const tail = execa(RELAY_CORE_BIN, ['events', 'tail', '--json', '--relay', RELAY, '--nats-url', nats.url, '--no-verify'], { reject: false, buffer: false });
+  const tail = execa(
+    RELAY_CORE_BIN,
+    ['events', 'tail', '--json', '--relay', RELAY, '--nats-url', nats.url, '--nats-creds', bus.bus.creds.reader, '--no-verify'],
+    { reject: false, buffer: false },
+  );
   const ref = execa(
     process.execPath,
-    ['--disable-warning=ExperimentalWarning', join(import.meta.dirname, 'tail-reference.ts'), nats.url, `relaynet.relay.${RELAY}.>`],
+    [
+      '--disable-warning=ExperimentalWarning',
+      join(import.meta.dirname, 'tail-reference.ts'),
+      nats.url,
+      `relaynet.relay.${RELAY}.>`,
+      await bus.credsFile({ kind: 'observer', subjects: [`relaynet.relay.${RELAY}.>`] }),
+    ],
     { reject: false, buffer: false },
   );
   children.push(tail, ref);

@@ -37,7 +37,8 @@ export async function findNatsServer(): Promise<string> {
  * max payload of 1 MiB so that oversize-event handling is ours to test, not the server's.
  * `authConf`: a control plane's nats-auth.conf (src/control-plane/bus-authority.ts): the server then
  * trusts that operator and admits only users with its JWTs (account JWTs kept under `dir`/jwt).
- * Without it the server admits anyone: only for tests of the bus itself, and token mode's `token`.
+ * Without it the server admits anyone (or whoever has `token`, token mode): tests and benchmarks use
+ * that only where they say why (bench/auth.ts's reference); the others run under auth (test/support/authed-nats.ts).
  */
 export async function startNatsServer(
   dir: string,

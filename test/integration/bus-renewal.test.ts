@@ -2,11 +2,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decode } from '@nats-io/jwt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
-import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
+import type { NatsServer } from '../../src/devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
+import { startAuthedNats } from '../support/authed-nats.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -31,8 +31,7 @@ describe('NATS credentials renewed through the heartbeat', () => {
 
   beforeAll(async () => {
     tmp = tempDir('bus-renewal');
-    const bus = await loadOrCreateBusAuthority(join(tmp.dir, 'cp'));
-    nats = await startNatsServer(join(tmp.dir, 'nats'), { authConf: bus.authConf, onLog: (l) => natsLog.push(l) });
+    nats = (await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'), { onLog: (l) => natsLog.push(l) })).server;
     cp = await startLocalControlPlane({
       stateDir: join(tmp.dir, 'cp'),
       port: 0,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectBus } from '../../src/bus/connection.ts';
@@ -8,26 +9,28 @@ import { envelope } from '../../src/contract/envelope.ts';
 import type { RelayEvent } from '../../src/contract/relay.events.ts';
 import { STREAMS } from '../../src/contract/subjects.ts';
 import { decodeEvent } from '../../src/events/wire.ts';
-import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
+import { type AuthedNats, type BusParty, startAuthedNats } from '../support/authed-nats.ts';
 import { tempDir } from '../support/temp.ts';
 
 const log = rootLogger({ test: 'bus' }, 'warn');
 
+/** On a bus with decentralized auth, as deployed: the administrator bootstraps, the relay publishes its own events. */
 describe('event bus on a real nats-server', () => {
-  let nats: NatsServer;
+  let bus: AuthedNats;
   let tmp: ReturnType<typeof tempDir>;
+  const connectAs = async (party: BusParty) => connectBus({ servers: [bus.url], auth: await bus.auth(party), name: 'test', logger: log });
   beforeAll(async () => {
     tmp = tempDir('bus');
-    nats = await startNatsServer(tmp.dir);
+    bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
   });
   afterAll(async () => {
-    await nats?.stop();
+    await bus?.server.stop();
     tmp?.remove();
   });
 
   it('bootstraps both streams idempotently and updates changed limits', async () => {
-    const nc = await connectBus({ servers: [nats.url], auth: { kind: 'none' }, name: 'test', logger: log });
+    const nc = await connectAs({ kind: 'admin' });
     try {
       const jsm = await jetstreamManager(nc);
       expect(await bootstrapStreams(jsm)).toEqual({ [STREAMS.topology]: 'created', [STREAMS.relay]: 'created' });
@@ -42,12 +45,13 @@ describe('event bus on a real nats-server', () => {
   });
 
   it('publishes relay events in order across a NATS restart, none lost or duplicated', async () => {
-    const nc = await connectBus({ servers: [nats.url], auth: { kind: 'none' }, name: 'test', logger: log });
+    const nc = await connectAs({ kind: 'admin' });
+    const relayNc = await connectAs({ kind: 'relay', relayId: 'relay-x' });
     try {
       const jsm = await jetstreamManager(nc);
       await bootstrapStreams(jsm);
       await jsm.streams.purge(STREAMS.relay);
-      const pub = new RelayEventPublisher({ js: jetstream(nc), relayId: 'relay-x', logger: log });
+      const pub = new RelayEventPublisher({ js: jetstream(relayNc), relayId: 'relay-x', logger: log });
       const mk = (i: number): RelayEvent =>
         envelope({ source: 'relay-x', now: () => new Date(), newId: randomUUID }, 'TopologyEventApplied', 1, {
           revision: i,
@@ -56,10 +60,10 @@ describe('event bus on a real nats-server', () => {
         });
       for (let i = 1; i <= 20; i++) pub.publish(mk(i));
       await waitUntil(() => pub.pending === 0);
-      await nats.stop();
+      await bus.server.stop();
       for (let i = 21; i <= 40; i++) pub.publish(mk(i));
       expect(pub.pending).toBeGreaterThan(0);
-      await nats.start();
+      await bus.server.start();
       await waitUntil(() => pub.pending === 0, 30_000);
       const info = await jsm.streams.info(STREAMS.relay);
       expect(info.state.messages).toBe(40);
@@ -74,6 +78,7 @@ describe('event bus on a real nats-server', () => {
       expect(pub.dropped).toBe(0);
       await pub.close();
     } finally {
+      await relayNc.close();
       await nc.close();
     }
   });

@@ -1,4 +1,3 @@
-import { connect } from '@nats-io/transport-node';
 import { cpSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,12 +6,12 @@ import type { AnyEvent } from '../../src/contract/catalogue.ts';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { SECRETS_FILE } from '../../src/control-plane/secrets.ts';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
-import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
 import { generateSigningKeyPair } from '../../src/events/signing.ts';
 import { decodeStored, type StreamKind } from '../../src/events/log.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { freePort } from '../../src/lib/ports.ts';
+import { type AuthedNats, startAuthedNats } from '../support/authed-nats.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -21,19 +20,22 @@ import { tempDir } from '../support/temp.ts';
  * database is restored from a copy (its PGlite data directory) while relays run: every relay resyncs
  * into the new epoch and none applies an event of the old one. A relay with a pinned topology key
  * refuses a control plane that signs with another key, until it is re-pinned. A relay started while
- * NATS is down keeps trying, and reports the events its bounded queue dropped.
+ * NATS is down keeps trying, and reports the events its bounded queue dropped. NATS runs with
+ * decentralized auth: its authority lives in the control plane's state directory (STATE_DIR/bus),
+ * which neither the restore (pgdata) nor the new topology key (secrets) replaces, so nats-server
+ * trusts every control plane started here.
  */
 describe('epochs, pinned topology keys and a late bus', () => {
   const log = rootLogger({ test: 'epoch' }, 'warn');
   let tmp: ReturnType<typeof tempDir>;
-  let nats: NatsServer;
+  let bus: AuthedNats;
   let cp: LocalControlPlane;
   let port: number;
   const relays = new Map<string, RelayProcess>();
   const cpDir = () => join(tmp.dir, 'cp');
 
   const startCp = async () => {
-    cp = await startLocalControlPlane({ stateDir: cpDir(), port, natsServers: [nats.url], heartbeatSeconds: 1, logger: log });
+    cp = await startLocalControlPlane({ stateDir: cpDir(), port, natsServers: [bus.url], heartbeatSeconds: 1, logger: log });
   };
   const spawnRelay = (id: string, n: number, extraArgs: string[] = []) => {
     const r = new RelayProcess({
@@ -66,7 +68,7 @@ describe('epochs, pinned topology keys and a late bus', () => {
     );
   /** Every stored event of a stream (decoded without a key: the test reads what the bus holds). */
   const stored = async (stream: StreamKind): Promise<{ seq: number; event: AnyEvent }[]> => {
-    const nc = await connect({ servers: [nats.url] });
+    const nc = await bus.connect({ kind: 'reader' });
     try {
       const out: { seq: number; event: AnyEvent }[] = [];
       for await (const m of readStored(nc, [stream], {}, { kind: 'all' })) {
@@ -82,14 +84,14 @@ describe('epochs, pinned topology keys and a late bus', () => {
   beforeAll(async () => {
     tmp = tempDir('epoch');
     port = await freePort();
-    nats = await startNatsServer(join(tmp.dir, 'nats'));
+    bus = await startAuthedNats(join(tmp.dir, 'nats'), cpDir());
     await startCp();
   });
 
   afterAll(async () => {
     await Promise.all([...relays.values()].map((r) => r.stop('SIGKILL')));
     await cp?.stop();
-    await nats?.stop();
+    await bus?.server.stop();
     if (!process.env.KEEP_TMP) tmp?.remove();
   });
 
@@ -197,7 +199,7 @@ describe('epochs, pinned topology keys and a late bus', () => {
     expect(r1.stderrTail + readFileSync(join(tmp.dir, 'relay-1', 'relay.log'), 'utf8')).toMatch(/pinned .*--repin-topology-key/);
 
     // relay-2 keeps running; at its next registration (a resync) it stops following and says so.
-    const nc = await connect({ servers: [nats.url] });
+    const nc = await bus.connect({ kind: 'admin' });
     const { jetstreamManager } = await import('@nats-io/jetstream');
     await (await jetstreamManager(nc)).consumers.delete('RELAYNET_TOPOLOGY', 'topology-relay-2');
     await nc.close();
@@ -241,7 +243,7 @@ describe('epochs, pinned topology keys and a late bus', () => {
   });
 
   it('a relay whose first bus connection fails keeps retrying; its queue drops the oldest and reports the drops', async () => {
-    await nats.stop();
+    await bus.server.stop();
     spawnRelay('relay-7', 7, ['--event-queue', '3']);
     const r7 = relays.get('relay-7')!;
     const waiting = await eventually('relay-7 registered without the bus', async () => {
@@ -251,7 +253,7 @@ describe('epochs, pinned topology keys and a late bus', () => {
     expect(waiting.bus.connected).toBe(false);
     expect(waiting.bus.pending).toBe(3);
     await new Promise((r) => setTimeout(r, 3_000));
-    await nats.start();
+    await bus.server.start();
     const s = await eventually('relay-7 on the bus', async () => {
       const x = await r7.status();
       return x.bus.connected && x.bus.follower === 'following' && x.bus.pending === 0 ? x : null;

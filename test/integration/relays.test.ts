@@ -1,13 +1,11 @@
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, credsAuthenticator, headers } from '@nats-io/transport-node';
+import { headers } from '@nats-io/transport-node';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, rmSync, statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
-import { type BusAuthorityFiles, loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
-import { inboxPrefixFor } from '../../src/contract/bus-auth.ts';
-import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
+import type { NatsServer } from '../../src/devnet/nats-server.ts';
 import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { envelope } from '../../src/contract/envelope.ts';
@@ -16,6 +14,7 @@ import { STREAMS } from '../../src/contract/subjects.ts';
 import { decodeEvent, encodeEvent, SIGNATURE_HEADER } from '../../src/events/wire.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { relay as relayRecord } from '../support/given.ts';
+import { type AuthedNats, startAuthedNats } from '../support/authed-nats.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -27,7 +26,7 @@ describe('relays on the real control plane and event bus', () => {
   let tmp: ReturnType<typeof tempDir>;
   let nats: NatsServer;
   let cp: LocalControlPlane;
-  let bus: BusAuthorityFiles;
+  let bus: AuthedNats;
   const relays = new Map<string, RelayProcess>();
 
   const spawnRelay = (id: string, n: number, extra: Partial<ConstructorParameters<typeof RelayProcess>[0]> = {}) => {
@@ -60,8 +59,7 @@ describe('relays on the real control plane and event bus', () => {
     );
 
   /** A connection with one of the control plane's own credentials (the bus admits no one else). */
-  const as = (role: 'admin' | 'reader' | 'publisher') =>
-    connect({ servers: [nats.url], authenticator: credsAuthenticator(readFileSync(bus.creds[role])), inboxPrefix: inboxPrefixFor({ kind: role }) });
+  const as = (role: 'admin' | 'reader' | 'publisher') => bus.connect({ kind: role });
   const withJsm = async <T>(f: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>): Promise<T> => {
     const nc = await as('admin');
     try {
@@ -92,8 +90,8 @@ describe('relays on the real control plane and event bus', () => {
   beforeAll(async () => {
     tmp = tempDir('relays');
     // NATS decentralized auth, as devnet runs it: nats-server trusts the control plane's authority.
-    bus = await loadOrCreateBusAuthority(join(tmp.dir, 'cp'));
-    nats = await startNatsServer(join(tmp.dir, 'nats'), { authConf: bus.authConf });
+    bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
+    nats = bus.server;
     cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'cp'), port: 0, natsServers: [nats.url], heartbeatSeconds: 1, logger: log });
   });
 

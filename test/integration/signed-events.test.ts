@@ -5,19 +5,18 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectBus } from '../../src/bus/connection.ts';
 import { RelayEventPublisher } from '../../src/bus/relay-event-publisher.ts';
 import { bootstrapStreams } from '../../src/bus/streams.ts';
 import type { AnyEvent } from '../../src/contract/catalogue.ts';
 import { envelope } from '../../src/contract/envelope.ts';
 import type { RelayEvent } from '../../src/contract/relay.events.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
-import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { generateSigningKeyPair, importPrivateKey, signBytes } from '../../src/events/signing.ts';
 import { encodeEvent, SIGNATURE_HEADER } from '../../src/events/wire.ts';
 import { loadOrCreateIdentityKey } from '../../src/lib/identity-key.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import type { ReplayResult } from '../../src/replay/replay.ts';
+import { type AuthedNats, type BusParty, startAuthedNats } from '../support/authed-nats.ts';
 import { relay } from '../support/given.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -30,12 +29,25 @@ const CLEAR = '\u001b[2J\u001b]0;owned\u0007';
  * `events tail`, `events export` and `replay` as a user runs them (bin/relay-core) against a real
  * nats-server holding genuine, forged and unsigned topology and relay messages side by side: every
  * forged or unsigned one is shown as rejected with its sequence and reason, the genuine ones win, and
- * no control character from the stored data reaches the output.
+ * no control character from the stored data reaches the output. The bus runs with decentralized auth:
+ * the forger holds NATS credentials (the publisher's, a relay's: a stolen `nats.creds`) but not the
+ * signing keys; the commands read with the operator's reader credentials.
  */
 describe('signed events on a real nats-server', () => {
-  let nats: NatsServer;
+  let nats: AuthedNats;
   let tmp: ReturnType<typeof tempDir>;
-  let nc: NatsConnection;
+  const conns = new Map<string, Promise<NatsConnection>>();
+  /** One connection per party, made on first use. */
+  const as = (party: BusParty) => {
+    const key = party.kind === 'relay' ? party.relayId : party.kind;
+    if (!conns.has(key)) conns.set(key, nats.connect(party));
+    return conns.get(key)!;
+  };
+  /** Who may publish on `subject`: the topology publisher, or the relay it names. */
+  const publisherOf = (subject: string): BusParty => {
+    const relayId = /^relaynet\.relay\.([^.]+)\./.exec(subject)?.[1];
+    return relayId ? { kind: 'relay', relayId } : { kind: 'publisher' };
+  };
   const cp = generateSigningKeyPair();
   const r2 = generateSigningKeyPair();
   const attacker = generateSigningKeyPair();
@@ -46,7 +58,7 @@ describe('signed events on a real nats-server', () => {
   const publish = async (name: string, subject: string, data: Uint8Array, signer: { seed: string } | null) => {
     const h = headers();
     if (signer) h.set(SIGNATURE_HEADER, signBytes(importPrivateKey(signer.seed), data));
-    const ack = await jetstream(nc).publish(subject, data, { headers: h });
+    const ack = await jetstream(await as(publisherOf(subject))).publish(subject, data, { headers: h });
     seq[name] = ack.seq;
   };
   const cpSource = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
@@ -67,9 +79,8 @@ describe('signed events on a real nats-server', () => {
 
   beforeAll(async () => {
     tmp = tempDir('signed-events');
-    nats = await startNatsServer(tmp.dir);
-    nc = await connectBus({ servers: [nats.url], auth: { kind: 'none' }, name: 'test', logger: log });
-    await bootstrapStreams(await jetstreamManager(nc));
+    nats = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
+    await bootstrapStreams(await jetstreamManager(await as({ kind: 'admin' })));
     // relay-1 as the daemon runs it: its identity key file, and the publisher signing with it.
     const id1 = loadOrCreateIdentityKey(join(tmp.dir, 'relay-1', 'identity.key'));
     r1Key = id1.publicKey;
@@ -84,7 +95,12 @@ describe('signed events on a real nats-server', () => {
     // relay-1's own stream: genuine events through the real publisher (one with an escape sequence in
     // a free-text field), then an unsigned copy, one signed by the attacker, one in relay-2's name
     // signed with the attacker's key (which the forged admission announced), and a subject with ESC.
-    const pub = new RelayEventPublisher({ js: jetstream(nc), relayId: 'relay-1', logger: log, identity: id1.privateKey });
+    const pub = new RelayEventPublisher({
+      js: jetstream(await as({ kind: 'relay', relayId: 'relay-1' })),
+      relayId: 'relay-1',
+      logger: log,
+      identity: id1.privateKey,
+    });
     const mk = (type: string, data: unknown) =>
       envelope({ source: 'relay-1', now: () => new Date(), newId: randomUUID }, type as never, type === 'TopologySeeded' ? 2 : 1, data as never) as RelayEvent;
     pub.publish(mk('TopologySeeded', { revision: 2, relays: 2, reason: 'boot', digest: null }));
@@ -100,12 +116,13 @@ describe('signed events on a real nats-server', () => {
   }, 60_000);
 
   afterAll(async () => {
-    await nc?.close();
-    await nats?.stop();
+    for (const c of conns.values()) await (await c).close();
+    await nats?.server.stop();
     if (!process.env.KEEP_TMP) tmp?.remove();
   });
 
-  const base = () => ['--nats-url', nats.url, '--topology-key', cp.publicKey];
+  const reader = () => ['--nats-url', nats.url, '--nats-creds', nats.bus.creds.reader];
+  const base = () => [...reader(), '--topology-key', cp.publicKey];
 
   it('events tail shows forged and unsigned messages as rejected lines with sequence and reason, and no raw control character', async () => {
     for (const json of [false, true]) {
@@ -221,7 +238,7 @@ describe('signed events on a real nats-server', () => {
     expect(rp.stdout).toContain('handshake\\e[2J\\e]0;owned\\x07');
 
     // The topology key signs nothing for an attacker: with the attacker's key as the "control plane", relay-1's genuine admission is rejected.
-    const wrong = await cli(['replay', '--relay', 'relay-1', '--nats-url', nats.url, '--topology-key', attacker.publicKey, '--json']);
+    const wrong = await cli(['replay', '--relay', 'relay-1', ...reader(), '--topology-key', attacker.publicKey, '--json']);
     const w = JSON.parse(wrong.stdout) as ReplayResult;
     expect(w.skipped.find((s) => s.stream === 'topology' && s.seq === seq.admit1)).toMatchObject({ reason: 'bad-signature' });
     expect(w.events.relay).toBe(0);
@@ -230,11 +247,11 @@ describe('signed events on a real nats-server', () => {
       ['events', 'export'],
       ['replay', '--relay', 'relay-1'],
     ]) {
-      const r = await execa(RELAY_CORE_BIN, [...cmd, '--nats-url', nats.url], { reject: false, timeout: 30_000, env: { RELAYNET_TOPOLOGY_KEY: '' } });
+      const r = await execa(RELAY_CORE_BIN, [...cmd, ...reader()], { reject: false, timeout: 30_000, env: { RELAYNET_TOPOLOGY_KEY: '' } });
       expect(r.exitCode).toBe(2);
       expect(r.stderr).toMatch(/--topology-key .*--no-verify/);
     }
-    const unchecked = await cli(['events', 'export', '--nats-url', nats.url, '--no-verify']);
+    const unchecked = await cli(['events', 'export', ...reader(), '--no-verify']);
     expect(unchecked.exitCode).toBe(0);
     expect(unchecked.stderr).toMatch(/signatures are not checked/);
   }, 120_000);
