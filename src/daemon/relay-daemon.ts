@@ -38,7 +38,8 @@ export interface RelayDaemon {
  * drained), then the status socket. `deps`: the ids and the clock (the system's by default).
  */
 export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: Deps = systemDeps): Promise<RelayDaemon> {
-  const log = logger.child({ relayId: cfg.relayId });
+  // Bound once: `relay-core run` binds the relay id at its root already (a second would repeat it in every line).
+  const log = logger.bindings().relayId === cfg.relayId ? logger : logger.child({ relayId: cfg.relayId });
   // The relay's Ed25519 identity (not its WireGuard key): it signs every relay event, and the control
   // plane announces its public key at admission. Only the public key is ever logged.
   const identityFile = join(cfg.stateDir, 'identity.key');
