@@ -25,7 +25,7 @@ export interface RelayDaemon {
   stop(signal?: string): void;
   status(): RelayStatus;
   /** Rotate the WireGuard key (what `relay-core rotate-key` asks over the status socket). */
-  rotateKey(): { relayId: string; publicKey: string; registering: boolean };
+  rotateKey(): { relayId: string; publicKey: string; registering: boolean; clients: number };
 }
 
 /**
@@ -85,7 +85,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     const publicKey = controlPlane.rotateKey();
     const serving = actor.getSnapshot().matches('serving');
     if (serving) actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
-    return { relayId: cfg.relayId, publicKey, registering: serving };
+    // Stock clients entering here name the old key as their peer: their configurations must be re-issued.
+    return { relayId: cfg.relayId, publicKey, registering: serving, clients: status().clients.length };
   };
   const statusServer = await startStatusServer(
     join(cfg.stateDir, 'relay.sock'),

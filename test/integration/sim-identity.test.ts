@@ -290,8 +290,8 @@ describe('relay-core sim: relay identity (endpoint change, secrets never in logs
     await new Promise((r) => setTimeout(r, 3_000));
     const rotate = await execa(RELAY_CORE_BIN, ['rotate-key', '--state-dir', r2.stateDir, '--json'], { reject: false, timeout: 20_000 });
     expect(rotate.exitCode, rotate.stderr).toBe(0);
-    const { publicKey: newKey, registering } = JSON.parse(rotate.stdout) as { publicKey: string; registering: boolean };
-    expect(registering).toBe(true);
+    const { publicKey: newKey, registering, clients } = JSON.parse(rotate.stdout) as { publicKey: string; registering: boolean; clients: number };
+    expect([registering, clients]).toEqual([true, 0]);
     expect(newKey).not.toBe(oldKey);
 
     // Its devices carry the new key, every peer has it for the link, the stream has the rotation.

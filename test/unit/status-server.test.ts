@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fetchStatus, startStatusServer } from '../../src/daemon/status-server.ts';
+import { cli } from '../support/cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'status-server-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,5 +58,39 @@ describe('status server', () => {
 
   it('no relay on the socket: a clear error', async () => {
     await expect(fetchStatus(join(dir, 'absent.sock'))).rejects.toThrow(/no relay is running/);
+  });
+
+  it('runs an operator action on POST (rotate-key), and GET or an unknown action does not', async () => {
+    const stateDir = mkdtempSync(join(dir, 'relay-'));
+    const socket = join(stateDir, 'relay.sock');
+    let rotations = 0;
+    let clients = 0;
+    const srv = await startStatusServer(
+      socket,
+      () => ({}),
+      () => ({}),
+      { 'rotate-key': () => ({ relayId: 'relay-a', publicKey: `key-${++rotations}`, registering: true, clients }) },
+    );
+    try {
+      expect((await get(socket, '/rotate-key')).status).toBe(404);
+      expect(rotations).toBe(0);
+      const plain = await cli('rotate-key', '--state-dir', stateDir);
+      expect(plain).toEqual({ code: 0, out: 'relay relay-a rotates its WireGuard key to key-1: registering it now\n', err: '' });
+      // Clients entering there name the old key: the operator is told to re-issue their configurations.
+      clients = 2;
+      const warned = await cli('rotate-key', '--state-dir', stateDir);
+      expect(warned.out).toContain('warning: 2 client session(s) enter at relay-a');
+      expect(JSON.parse((await cli('rotate-key', '--state-dir', stateDir, '--json')).out)).toEqual({
+        relayId: 'relay-a',
+        publicKey: 'key-3',
+        registering: true,
+        clients: 2,
+      });
+      const none = await cli('rotate-key', '--state-dir', join(dir, 'nowhere'));
+      expect(none.code).toBe(1);
+      expect(none.err).toContain('no relay is running');
+    } finally {
+      srv.close();
+    }
   });
 });

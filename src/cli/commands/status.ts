@@ -18,7 +18,7 @@ function socketOf(v: Values): string {
 
 /** `relay-core rotate-key`: ask a running relay to rotate its WireGuard key. */
 export const rotateKey: Action = async (v) => {
-  let r: { relayId: string; publicKey: string; registering: boolean };
+  let r: { relayId: string; publicKey: string; registering: boolean; clients: number };
   try {
     r = (await callStatusSocket(socketOf(v), 'POST', '/rotate-key')) as typeof r;
   } catch (e) {
@@ -27,7 +27,10 @@ export const rotateKey: Action = async (v) => {
   if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
   else
     process.stdout.write(
-      `relay ${r.relayId} rotates its WireGuard key to ${r.publicKey}: ${r.registering ? 'registering it now' : 'it registers at its next registration'}\n`,
+      `relay ${r.relayId} rotates its WireGuard key to ${r.publicKey}: ${r.registering ? 'registering it now' : 'it registers at its next registration'}\n` +
+        (r.clients > 0
+          ? `warning: ${r.clients} client session(s) enter at ${r.relayId}; their wg-quick configurations name the old key as their peer: issue them new ones\n`
+          : ''),
     );
   return 0;
 };
