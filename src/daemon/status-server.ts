@@ -31,8 +31,16 @@ export async function startStatusServer(
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(health()));
     } else if (req.method === 'POST' && Object.hasOwn(actions, req.url?.slice(1) ?? '')) {
+      let body: string;
+      try {
+        body = JSON.stringify(actions[req.url!.slice(1)]!());
+      } catch (e) {
+        res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'action_failed', message: (e as Error).message }));
+        return;
+      }
       res.writeHead(202, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(actions[req.url!.slice(1)]!()));
+      res.end(body);
     } else {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: 'not_found' }));
@@ -52,18 +60,28 @@ export function fetchStatus(socketPath: string, timeoutMs = 3_000): Promise<unkn
   return callStatusSocket(socketPath, 'GET', '/status', timeoutMs);
 }
 
-/** GET or POST `path` on a relay's status socket; the JSON answer. */
+/** GET or POST `path` on a relay's status socket; the JSON answer (rejects with the relay's message on a 4xx or 5xx). */
 export function callStatusSocket(socketPath: string, method: 'GET' | 'POST', path: string, timeoutMs = 3_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path, method, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
+        let body: unknown;
         try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
         } catch (e) {
           reject(new Error(`bad status answer from ${socketPath}: ${(e as Error).message}`));
+          return;
         }
+        // A refusal or a failure on the relay's side: its message, not a body the caller would misread.
+        const status = res.statusCode ?? 0;
+        if (status >= 400) {
+          const b = body as { error?: unknown; message?: unknown };
+          reject(new Error(`${method} ${path} on ${socketPath}: ${status} ${String(b?.message ?? b?.error ?? '')}`.trim()));
+          return;
+        }
+        resolve(body);
       });
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${socketPath} in ${timeoutMs} ms`)));

@@ -51,6 +51,8 @@ describe('status server', () => {
     try {
       expect(await get(socket, '/status')).toEqual({ status: 500, body: { error: 'status_failed', message: 'kernel unreadable' } });
       expect((await get(socket, '/healthz')).status).toBe(200);
+      // The readers (status, sim status) get the relay's message, not the error body as a status.
+      await expect(fetchStatus(socket)).rejects.toThrow(/500 kernel unreadable/);
     } finally {
       srv.close();
     }
@@ -86,6 +88,26 @@ describe('status server', () => {
         registering: true,
         clients: 2,
       });
+      // An action that fails is a 500 with its message, which the CLI reports (exit 1); the server goes on.
+      const failingDir = mkdtempSync(join(dir, 'failing-'));
+      const failing = await startStatusServer(
+        join(failingDir, 'relay.sock'),
+        () => ({}),
+        () => ({}),
+        {
+          'rotate-key': () => {
+            throw new Error('no entropy');
+          },
+        },
+      );
+      try {
+        const r = await cli('rotate-key', '--state-dir', failingDir);
+        expect([r.code, r.out]).toEqual([1, '']);
+        expect(r.err).toContain('500 no entropy');
+        expect((await get(join(failingDir, 'relay.sock'), '/healthz')).status).toBe(200);
+      } finally {
+        failing.close();
+      }
       const none = await cli('rotate-key', '--state-dir', join(dir, 'nowhere'));
       expect(none.code).toBe(1);
       expect(none.err).toContain('no relay is running');
