@@ -26,7 +26,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { fromCallback } from 'xstate';
 import type { FollowInput, RelayMachineEvent } from '../src/actors/relay.machine.ts';
 import { follow } from '../src/bus/event-log-reader.ts';
@@ -35,18 +35,17 @@ import { bootstrapStreams } from '../src/bus/streams.ts';
 import { topologyConsumerName } from '../src/contract/bus-auth.ts';
 import { envelope } from '../src/contract/envelope.ts';
 import type { RelayEvent } from '../src/contract/relay.events.ts';
-import { STREAMS, subjectFor } from '../src/contract/subjects.ts';
+import { STREAMS } from '../src/contract/subjects.ts';
 import { resetTopologyConsumer, topologyFollower } from '../src/daemon/topology-follower.ts';
 import { startNatsServer } from '../src/devnet/nats-server.ts';
 import { RelayKeyRegistry } from '../src/events/identity.ts';
 import { decodeStored } from '../src/events/log.ts';
-import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
-import { decodeUnsignedTopologyMessage, encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
+import { generateSigningKeyPair, importPrivateKey, importPublicKey } from '../src/events/signing.ts';
+import { decodeUnsignedTopologyMessage } from '../src/events/wire.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { type AuthedNats, type BusParty, startAuthedNats } from '../test/support/authed-nats.ts';
-import { relay } from '../test/support/given.ts';
 import { tempDir } from '../test/support/temp.ts';
-import { type FollowDeps, startFoldingRelays } from './folding-relays.ts';
+import { benchTopologyMessage, type FollowDeps, startFoldingRelays } from './folding-relays.ts';
 
 const { values } = parseArgs({
   options: {
@@ -128,17 +127,12 @@ async function fanout(bus: Bus, n: number): Promise<number[]> {
     });
     await sleep(300);
     const sent = new Map<number, number>();
-    const cp = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
     for (let rev = 1; rev <= events; rev++) {
-      const r = relay(2 + (rev % 200), { id: `peer-${rev}` });
       // The control plane signs an event when it commits it (the function, into the outbox); the
       // publisher forwards the stored bytes and signature. So the clock starts at the publish.
-      const e = envelope(cp, 'RelayAdmitted', 2, { revision: rev, relay: r, identityKey: null });
-      const data = encodeEvent(e);
-      const h = headers();
-      if (on) h.set(SIGNATURE_HEADER, signBytes(priv, data));
+      const m = benchTopologyMessage(rev, on ? priv : null);
       sent.set(rev, performance.now());
-      await js.publish(subjectFor('RelayAdmitted', r.id), data, { headers: h, msgID: e.id });
+      await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
       await sleep(intervalMs);
     }
     const deadline = Date.now() + 30_000;

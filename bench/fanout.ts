@@ -6,23 +6,19 @@
  *
  *   node bench/fanout.ts [--subscribers 1,10,50] [--events 200] [--interval-ms 20]
  */
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { headers, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { bootstrapStreams } from '../src/bus/streams.ts';
 import { topologyFollower } from '../src/daemon/topology-follower.ts';
-import { envelope } from '../src/contract/envelope.ts';
-import { generateSigningKeyPair, importPrivateKey, importPublicKey, signBytes } from '../src/events/signing.ts';
-import { STREAMS, subjectFor } from '../src/contract/subjects.ts';
-import { encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
+import { generateSigningKeyPair, importPrivateKey, importPublicKey } from '../src/events/signing.ts';
+import { STREAMS } from '../src/contract/subjects.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { type AuthedNats, startAuthedNats } from '../test/support/authed-nats.ts';
 import { tempDir } from '../test/support/temp.ts';
-import { startFoldingRelays } from './folding-relays.ts';
-import { relay } from '../test/support/given.ts';
+import { benchTopologyMessage, startFoldingRelays } from './folding-relays.ts';
 
 const { values } = parseArgs({
   options: {
@@ -79,16 +75,11 @@ async function runOnce(n: number, bus: AuthedNats) {
   await new Promise((r) => setTimeout(r, 300));
 
   const sent = new Map<number, number>();
-  const cp = { source: 'control-plane', now: () => new Date(), newId: randomUUID };
   for (let rev = 1; rev <= events; rev++) {
-    const r = relay(2 + (rev % 200), { id: `peer-${rev}` });
-    const e = envelope(cp, 'RelayAdmitted', 2, { revision: rev, relay: r, identityKey: null });
-    const data = encodeEvent(e);
-    const h = headers();
-    h.set(SIGNATURE_HEADER, signBytes(priv, data));
-    h.set('Bench-Revision', String(rev));
+    const m = benchTopologyMessage(rev, priv);
+    m.headers.set('Bench-Revision', String(rev));
     sent.set(rev, performance.now());
-    await js.publish(subjectFor('RelayAdmitted', r.id), data, { headers: h, msgID: e.id });
+    await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
     await new Promise((res) => setTimeout(res, intervalMs));
   }
   const deadline = Date.now() + 30_000;

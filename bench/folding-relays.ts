@@ -1,17 +1,34 @@
+import { randomUUID, type KeyObject } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { headers, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { createActor, fromCallback, fromPromise } from 'xstate';
 import { relayMachine } from '../src/actors/relay.machine.ts';
 import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { topologyConsumerName } from '../src/contract/bus-auth.ts';
-import { STREAMS } from '../src/contract/subjects.ts';
+import { envelope } from '../src/contract/envelope.ts';
+import { STREAMS, subjectFor } from '../src/contract/subjects.ts';
 import type { topologyFollower } from '../src/daemon/topology-follower.ts';
+import { signBytes } from '../src/events/signing.ts';
+import { encodeEvent, SIGNATURE_HEADER } from '../src/events/wire.ts';
 import { systemDeps } from '../src/lib/deps.ts';
 import { relay } from '../test/support/given.ts';
 
 /** What a follow actor of a benchmark relay gets: its own connection's JetStream client and manager, and its id. */
+/**
+ * Revision `rev` of the benchmarks' topology: a RelayAdmitted of a new peer, as the topology publisher
+ * sends it (subject, exact bytes, headers), signed with the control plane's key `signer` when one is given.
+ */
+export function benchTopologyMessage(rev: number, signer: KeyObject | null): { subject: string; data: Uint8Array; headers: MsgHdrs; msgID: string } {
+  const r = relay(2 + (rev % 200), { id: `peer-${rev}` });
+  const e = envelope({ source: 'control-plane', now: () => new Date(), newId: randomUUID }, 'RelayAdmitted', 2, { revision: rev, relay: r, identityKey: null });
+  const data = encodeEvent(e);
+  const h = headers();
+  if (signer) h.set(SIGNATURE_HEADER, signBytes(signer, data));
+  return { subject: subjectFor('RelayAdmitted', r.id), data, headers: h, msgID: e.id };
+}
+
 export interface FollowDeps {
   js: JetStreamClient;
   jsm: JetStreamManager;
