@@ -505,13 +505,18 @@ export async function stopRelay(dir: string, relayId: string, sig: 'SIGTERM' | '
   );
 }
 
-/** Start a relay's process again, in its namespace with its state directory and key (stopping it first if it runs). */
-export async function restartRelay(dir: string, relayId: string, out: Out): Promise<void> {
+/** The sim (loaded afresh) and its relay `relayId`, its process stopped first with `sig` if it runs. */
+async function stoppedRelay(dir: string, relayId: string, sig: 'SIGTERM' | 'SIGKILL', out: Out): Promise<{ sim: Sim; relay: SimRelay }> {
   const before = loadSim(dir);
   findRelay(before, relayId);
-  if (runningProcess(before, relayProcess(before, relayId))) await stopRelay(dir, relayId, 'SIGTERM', out);
+  if (runningProcess(before, relayProcess(before, relayId))) await stopRelay(dir, relayId, sig, out);
   const sim = new Sim(loadSim(dir));
-  const relay = findRelay(sim.m, relayId);
+  return { sim, relay: findRelay(sim.m, relayId) };
+}
+
+/** Start a relay's process again, in its namespace with its state directory and key (stopping it first if it runs). */
+export async function restartRelay(dir: string, relayId: string, out: Out): Promise<void> {
+  const { sim, relay } = await stoppedRelay(dir, relayId, 'SIGTERM', out);
   const p = startRelay(sim, relay);
   out(`${relayId} started again (pid ${p.pid}) in ${relay.namespace}`);
 }
@@ -523,11 +528,7 @@ export async function restartRelay(dir: string, relayId: string, out: Out): Prom
  * the same keys). The control plane takes the new endpoint at its registration (RelayEndpointChanged).
  */
 export async function moveRelay(dir: string, relayId: string, out: Out): Promise<SimRelay> {
-  const before = loadSim(dir);
-  findRelay(before, relayId);
-  if (runningProcess(before, relayProcess(before, relayId))) await stopRelay(dir, relayId, 'SIGKILL', out);
-  const sim = new Sim(loadSim(dir));
-  const relay = findRelay(sim.m, relayId);
+  const { sim, relay } = await stoppedRelay(dir, relayId, 'SIGKILL', out);
   const from = relay.publicAddress;
   const to = from === relayMovedAddress(relay.index) ? relayPublicAddress(relay.index) : relayMovedAddress(relay.index);
   await host.replaceAddress(relay.namespace, PUBLIC_IF, `${from}/${PREFIX_LEN}`, `${to}/${PREFIX_LEN}`, BRIDGE_ADDRESS);

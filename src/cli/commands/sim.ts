@@ -80,23 +80,19 @@ const stopWith =
 export const stop = stopWith('SIGTERM');
 export const kill = stopWith('SIGKILL');
 
-export const restart: Action = async (v) => {
-  const id = relayOpt(v, 'restart')!;
-  const wait = waitOpts(v);
-  return asRoot(v, async (dir) => {
-    await withStateDirLock(dir, () => restartRelay(dir, id, out));
-    return await report(dir, wait, out, interruptible());
-  });
-};
-
-export const move: Action = async (v) => {
-  const id = relayOpt(v, 'move')!;
-  const wait = waitOpts(v);
-  return asRoot(v, async (dir) => {
-    await withStateDirLock(dir, () => moveRelay(dir, id, out));
-    return await report(dir, wait, out, interruptible());
-  });
-};
+/** `sim restart` and `sim move`: change one relay under the state directory's lock, then report and wait. */
+const relayChange =
+  (name: 'restart' | 'move', change: (dir: string, id: string, o: typeof out) => Promise<unknown>): Action =>
+  async (v) => {
+    const id = relayOpt(v, name)!;
+    const wait = waitOpts(v);
+    return asRoot(v, async (dir) => {
+      await withStateDirLock(dir, () => change(dir, id, out));
+      return await report(dir, wait, out, interruptible());
+    });
+  };
+export const restart = relayChange('restart', restartRelay);
+export const move = relayChange('move', moveRelay);
 
 export const down: Action = async (v) =>
   asRoot(v, async (dir) => {
