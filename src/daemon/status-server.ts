@@ -1,5 +1,5 @@
 import { chmodSync, rmSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, request, type Server, type ServerResponse } from 'node:http';
 
 /**
  * The relay's local status endpoint: HTTP on a unix socket in its state directory (mode 0600, so only
@@ -15,36 +15,25 @@ export async function startStatusServer(
   actions: Record<string, () => unknown> = {},
 ): Promise<Server> {
   rmSync(socketPath, { force: true });
-  const srv = createServer(async (req, res) => {
-    if (req.method === 'GET' && req.url === '/status') {
-      let body: string;
-      try {
-        body = JSON.stringify(await snapshot());
-      } catch (e) {
-        res.writeHead(500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: 'status_failed', message: (e as Error).message }));
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(body);
-    } else if (req.method === 'GET' && req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(health()));
-    } else if (req.method === 'POST' && Object.hasOwn(actions, req.url?.slice(1) ?? '')) {
-      let body: string;
-      try {
-        body = JSON.stringify(actions[req.url!.slice(1)]!());
-      } catch (e) {
-        res.writeHead(500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: 'action_failed', message: (e as Error).message }));
-        return;
-      }
-      res.writeHead(202, { 'content-type': 'application/json' });
-      res.end(body);
-    } else {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: 'not_found' }));
+  /** `status` with what `produce` gives, or 500 `failure` with the message it threw. */
+  const answer = async (res: ServerResponse, status: number, failure: string, produce: () => unknown): Promise<void> => {
+    let code = status;
+    let body: string;
+    try {
+      body = JSON.stringify(await produce());
+    } catch (e) {
+      code = 500;
+      body = JSON.stringify({ error: failure, message: (e as Error).message });
     }
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(body);
+  };
+  const srv = createServer(async (req, res) => {
+    const action = req.url?.slice(1) ?? '';
+    if (req.method === 'GET' && req.url === '/status') await answer(res, 200, 'status_failed', snapshot);
+    else if (req.method === 'GET' && req.url === '/healthz') await answer(res, 200, 'health_failed', health);
+    else if (req.method === 'POST' && Object.hasOwn(actions, action)) await answer(res, 202, 'action_failed', actions[action]!);
+    else await answer(res, 404, 'not_found', () => ({ error: 'not_found' }));
   });
   await new Promise<void>((resolve, reject) => {
     srv.once('error', reject);
