@@ -1,3 +1,4 @@
+import { observationIndex } from '../kernel/observations.ts';
 import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { TopologyView } from '../events/topology.fold.ts';
 import { clientDevice, type ClientOptions } from '../kernel/clients.ts';
@@ -127,10 +128,10 @@ export const clientsMachine = setup({
     },
     KERNEL_OBSERVED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
+        const seen = observationIndex(event.observations);
         for (const a of Object.values(context.actors)) {
           const { device, session } = a.getSnapshot().context;
-          const observation = event.observations.find((o) => o.dev === device && o.publicKey === session.publicKey) ?? null;
-          enqueue.sendTo(a, { type: 'OBSERVED', observation, nowMs: event.nowMs });
+          enqueue.sendTo(a, { type: 'OBSERVED', observation: seen.get(`${device} ${session.publicKey}`) ?? null, nowMs: event.nowMs });
         }
       }),
     },

@@ -2,6 +2,7 @@ import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type A
 import type { RelayRecord } from '../contract/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
+import { observationIndex } from '../kernel/observations.ts';
 import { applyResolution, resolveTargets, type PeerResolution, type ResolveTarget } from '../kernel/endpoint-resolution.ts';
 import { linkDevice, meshIndex, type MeshOptions } from '../kernel/mesh.ts';
 import { meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
@@ -62,6 +63,9 @@ export interface MeshTornDown {
 }
 
 const linkId = (peerId: string) => `link-${peerId}`;
+
+/** The link states a kernel round can move (peer-link.machine.ts): programming, or removing. */
+const WAITING_FOR_KERNEL = new Set<unknown>(['desired', 'configuring', 'removing']);
 
 const peerChanged = (a: RelayRecord, b: RelayRecord) => a.publicKey !== b.publicKey || a.endpoint !== b.endpoint || a.meshAddress !== b.meshAddress;
 
@@ -144,14 +148,16 @@ export const topologyMachine = setup({
         enqueue.sendTo(kernelRef, ({ self: me }) => desiredEvent(meshOwner, next, context.mesh, event.cause, me));
       }),
     },
+    // Only links that wait for the kernel hear of its rounds: a configured link's state follows its
+    // observations alone, so a round costs messages for what it changed, not for every link.
     KERNEL_APPLYING: {
       actions: enqueueActions(({ context, enqueue }) => {
-        for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
+        for (const l of Object.values(context.links)) if (l.getSnapshot().value === 'desired') enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
       }),
     },
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
-        const links = Object.values(context.links);
+        const links = Object.values(context.links).filter((l) => WAITING_FOR_KERNEL.has(l.getSnapshot().value));
         const r = meshOwner.reached(
           context,
           context.mesh,
@@ -164,10 +170,10 @@ export const topologyMachine = setup({
     },
     KERNEL_OBSERVED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
+        const seen = observationIndex(event.observations);
         for (const l of Object.values(context.links)) {
           const { device, peer } = l.getSnapshot().context;
-          const observation = event.observations.find((o) => o.dev === device && o.publicKey === peer.publicKey) ?? null;
-          enqueue.sendTo(l, { type: 'OBSERVED', observation, nowMs: event.nowMs });
+          enqueue.sendTo(l, { type: 'OBSERVED', observation: seen.get(`${device} ${peer.publicKey}`) ?? null, nowMs: event.nowMs });
         }
       }),
     },

@@ -57,6 +57,13 @@ it deregisters and exits 0. Logs are JSON lines on stderr. Flags override enviro
     intOpt('--link-down-after <MS>', 'peer silent this long: link down', 100, 86_400_000, { default: 540_000, group: MESH }),
     intOpt('--observe-interval <MS>', 'how often handshakes and counters are read', 100, 3_600_000, { default: 5_000, group: MESH }),
     intOpt(
+      '--kernel-full-every <MS>',
+      'how often the kernel reads and plans everything it owns, mending drift (other rounds look only at what changed)',
+      1_000,
+      86_400_000,
+      { default: 300_000, group: MESH },
+    ),
+    intOpt(
       '--resolve-interval <MS>',
       'how often peer endpoints given as DNS names are looked up again (a failed lookup is retried after 2 s, doubling)',
       1_000,
@@ -112,7 +119,7 @@ Exit codes: 0 stopped cleanly; 1 registration refused or failed (the reason is p
   leaf(cmd, 'run');
 }
 
-/** How a command finds a running relay's status socket (`status`, `rotate-key`), and --json. */
+/** How a command finds a running relay's status socket (`status`, `rotate-key`, `reconcile`), and --json. */
 const relaySocketOpts = () => [
   stateDirOpt("the relay's state directory", { env: 'RELAYNET_STATE_DIR' }),
   opt('--relay-id <ID>', 'shorthand for --state-dir ./.state/relay-ID', { env: 'RELAYNET_RELAY_ID' }),
@@ -145,6 +152,20 @@ clients entering at the relay need a new configuration: their peer key changed.
 Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
   withOptions(cmd, ...relaySocketOpts());
   leaf(cmd, 'rotate-key');
+}
+
+export function declareReconcile(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('reconcile')
+    .summary('make a running relay check everything it owns on the host now')
+    .description(`Ask a running relay, over its status socket, for a whole-scope kernel round: it reads every
+device, route, rule, sysctl and nftables table it owns, and puts back whatever differs from what it
+desires (drift: something changed behind its back). Other rounds read and plan only what changed;
+this one runs on its own every --kernel-full-every. The round's operations are published as
+KernelReconciled events, as every round's are.
+Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
+  withOptions(cmd, ...relaySocketOpts());
+  leaf(cmd, 'reconcile');
 }
 
 export function declareControlPlane(program: Command, leaf: Leaf): void {

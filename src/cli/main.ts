@@ -23,6 +23,7 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'token mint': async () => (await import('./commands/token.ts')).mint,
   'token revoke': async () => (await import('./commands/token.ts')).revoke,
   'rotate-key': async () => (await import('./commands/status.ts')).rotateKey,
+  reconcile: async () => (await import('./commands/status.ts')).reconcile,
   'events tail': async () => (await events()).tail,
   'events export': async () => (await events()).exportLog,
   replay: async () => (await import('./commands/replay.ts')).replay,

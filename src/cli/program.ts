@@ -6,6 +6,7 @@ import {
   declareControlPlane,
   declareDevnet,
   declareRelay,
+  declareReconcile,
   declareRotateKey,
   declareRun,
   declareStatus,
@@ -32,6 +33,7 @@ export type ActionName =
   | 'token mint'
   | 'token revoke'
   | 'rotate-key'
+  | 'reconcile'
   | 'relay ban'
   | 'relay unban'
   | 'events tail'
@@ -94,6 +96,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   declareRun(program, leaf);
   declareStatus(program, leaf);
   declareRotateKey(program, leaf);
+  declareReconcile(program, leaf);
   declareControlPlane(program, leaf);
   declareClient(program, leaf);
   declareToken(program, leaf);

@@ -18,6 +18,8 @@ import {
   ClientSessionSteeredV1,
   KernelOperationFailedV1,
   KernelReconciledV1,
+  KernelReconciledV2,
+  upcastKernelReconciledV1,
   LinkStateChangedV1,
   PeerEndpointResolvedV1,
   RelayDrainingV1,
@@ -99,7 +101,11 @@ export const CATALOGUE = {
   PeerEndpointResolved: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: PeerEndpointResolvedV1 } },
   ClientSessionStateChanged: { kind: { stream: 'relay', aggregate: 'session' }, versions: { 1: ClientSessionStateChangedV1 } },
   ClientSessionSteered: { kind: { stream: 'relay', aggregate: 'session' }, versions: { 1: ClientSessionSteeredV1 } },
-  KernelReconciled: { kind: { stream: 'relay', aggregate: 'kernel' }, versions: { 1: KernelReconciledV1 } },
+  KernelReconciled: {
+    kind: { stream: 'relay', aggregate: 'kernel' },
+    versions: { 1: KernelReconciledV1, 2: KernelReconciledV2 },
+    upcast: { 1: upcastKernelReconciledV1 },
+  },
   KernelOperationFailed: { kind: { stream: 'relay', aggregate: 'kernel' }, versions: { 1: KernelOperationFailedV1 } },
 } as const satisfies Record<string, CatalogueEntry>;
 

@@ -155,6 +155,44 @@ const KernelOpRecord = z.object({ op: z.string() }).passthrough();
 export const KernelReconciledV1 = z
   .object({ owner: z.string(), planned: z.number().int().min(0), applied: z.number().int().min(0), failed: z.boolean(), ops: z.array(KernelOpRecord) })
   .strict();
+/** At most this many operations in one KernelReconciled event: a larger round is recorded in parts. */
+export const MAX_OPS_PER_KERNEL_EVENT = 200;
+/** ... and at most this many bytes of them (JSON), well inside the envelope's limit. */
+export const MAX_OP_BYTES_PER_KERNEL_EVENT = 24 * 1024;
+
+/**
+ * v2: bounded at any fleet size. A round whose operations do not fit in one event is recorded in
+ * `parts` consecutive events (`part` 1..parts, the same `round`), each with its share of the applied
+ * operations in order; `planned`, `applied` and `failed` are the whole round's. `reached` is the
+ * digest of the owner's scope after the round (src/kernel/host-text.ts, `scopeDigest`), never the
+ * state itself; `focused`: the round read and planned only what changed (false: the whole scope).
+ * v1 (one event per round, no digest) reads as one part with `round` 0 and `reached` null.
+ */
+export const KernelReconciledV2 = z
+  .object({
+    owner: z.string(),
+    round: z.number().int().min(0),
+    part: z.number().int().min(1),
+    parts: z.number().int().min(1),
+    planned: z.number().int().min(0),
+    applied: z.number().int().min(0),
+    failed: z.boolean(),
+    focused: z.boolean(),
+    ops: z.array(KernelOpRecord),
+    reached: z
+      .string()
+      .regex(/^[0-9a-f]{16}$/)
+      .nullable(),
+  })
+  .strict();
+export const upcastKernelReconciledV1 = (d: z.infer<typeof KernelReconciledV1>): z.infer<typeof KernelReconciledV2> => ({
+  ...d,
+  round: 0,
+  part: 1,
+  parts: 1,
+  focused: false,
+  reached: null,
+});
 export const KernelOperationFailedV1 = z
   .object({
     owner: z.string(),
@@ -181,5 +219,5 @@ export type RelayEvent =
   | Envelope<'PeerEndpointResolved', z.infer<typeof PeerEndpointResolvedV1>>
   | Envelope<'ClientSessionStateChanged', z.infer<typeof ClientSessionStateChangedV1>>
   | Envelope<'ClientSessionSteered', z.infer<typeof ClientSessionSteeredV1>>
-  | Envelope<'KernelReconciled', z.infer<typeof KernelReconciledV1>>
+  | Envelope<'KernelReconciled', z.infer<typeof KernelReconciledV2>>
   | Envelope<'KernelOperationFailed', z.infer<typeof KernelOperationFailedV1>>;

@@ -38,6 +38,8 @@ export const RelayConfigSchema = z
     linkStaleAfterMs: z.number().int().min(100),
     linkDownAfterMs: z.number().int().min(100),
     observeIntervalMs: z.number().int().min(100),
+    /** How often the kernel reads and plans its whole scope (the drift check); other rounds look only at what changed. */
+    kernelFullEveryMs: z.number().int().min(1000),
     /** How often peer endpoints given as DNS names are looked up again (failures are retried sooner). */
     resolveIntervalMs: z.number().int().min(1000),
     /** `linux` programs this host; `memory` keeps an in-memory model of it (dry runs, tests). */

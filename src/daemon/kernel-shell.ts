@@ -42,9 +42,10 @@ export interface KernelShell {
 export async function kernelShell(cfg: RelayConfig, log: Logger, emit: Emit, deps: Deps): Promise<KernelShell> {
   const backend: KernelBackend =
     cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
+  const reconcile = reconcileWith(backend, deps.now);
   const kernel = kernelMachine.provide({
     actors: {
-      reconcile: fromPromise(async ({ input }) => reconcileWith(backend, deps.now)(input)),
+      reconcile: fromPromise(async ({ input }) => reconcile(input)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
         let devices: string[] = [];
         let busy = false;
@@ -58,6 +59,10 @@ export async function kernelShell(cfg: RelayConfig, log: Logger, emit: Emit, dep
             .catch((e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'))
             .finally(() => (busy = false));
         }, cfg.observeIntervalMs);
+        return () => clearInterval(t);
+      }),
+      fullTimer: fromCallback<{ type: 'never' }, Record<string, never>>(({ sendBack }) => {
+        const t = setInterval(() => sendBack({ type: 'RECONCILE_FULL' }), cfg.kernelFullEveryMs);
         return () => clearInterval(t);
       }),
     },

@@ -24,6 +24,8 @@ export interface RelayDaemon {
   /** Begin draining: deregister, flush events, disconnect. */
   stop(signal?: string): void;
   status(): RelayStatus;
+  /** A whole-scope kernel round now (what `relay-core reconcile` asks over the status socket). */
+  reconcileAll(): { relayId: string; asked: boolean };
   /** Rotate the WireGuard key (what `relay-core rotate-key` asks over the status socket). */
   rotateKey(): { relayId: string; publicKey: string; registering: boolean; clients: number };
 }
@@ -88,6 +90,11 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     // Stock clients entering here name the old key as their peer: their configurations must be re-issued.
     return { relayId: cfg.relayId, publicKey, registering: serving, clients: status().clients.length };
   };
+  // The operator's drift check: the kernel actor's next round reads and plans its whole scope.
+  const reconcileAll = () => {
+    actor.system.get('kernel')?.send({ type: 'RECONCILE_FULL' });
+    return { relayId: cfg.relayId, asked: true };
+  };
   const statusServer = await startStatusServer(
     join(cfg.stateDir, 'relay.sock'),
     async () => {
@@ -95,7 +102,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
       return status();
     },
     () => ({ relayId: cfg.relayId, state: String(actor.getSnapshot().value) }),
-    { 'rotate-key': () => rotateKey() },
+    { 'rotate-key': () => rotateKey(), reconcile: () => reconcileAll() },
   );
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
@@ -118,6 +125,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     done,
     status,
     rotateKey,
+    reconcileAll,
     stop: (signal = 'SIGTERM') => actor.send({ type: 'STOP', signal }),
   };
 }

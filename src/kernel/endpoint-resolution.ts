@@ -27,10 +27,19 @@ export interface ResolveTarget {
 /** Whether an endpoint host is an address literal (IPv4 dotted quad, or IPv6): no resolution needed. */
 export const isIpLiteral = (host: string): boolean => host.includes(':') || parseIpv4(host) !== null;
 
+/** Endpoint names by endpoint text: every view asks again for every peer. Bounded: cleared when full. */
+const names = new Map<string, string | null>();
+
 /** The host of a peer's endpoint when it is a name that needs resolving, else null. */
 export function endpointName(peer: RelayRecord): string | null {
-  const ep = parseEndpoint(peer.endpoint);
-  return ep && !isIpLiteral(ep.host) ? ep.host : null;
+  let name = names.get(peer.endpoint);
+  if (name === undefined) {
+    const ep = parseEndpoint(peer.endpoint);
+    name = ep && !isIpLiteral(ep.host) ? ep.host : null;
+    if (names.size >= 65_536) names.clear();
+    names.set(peer.endpoint, name);
+  }
+  return name;
 }
 
 /** The peers whose endpoints are names, sorted by id: what the resolver is asked to resolve. */

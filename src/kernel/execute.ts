@@ -1,3 +1,4 @@
+import type { Focus } from './focus.ts';
 import { KernelOpError, type HostState, type KernelBackend, type KernelOp, type KernelScope } from './host-state.ts';
 import { canonicalIp } from './ip.ts';
 import { peerSettingsText, routeText, ruleText } from './host-text.ts';
@@ -44,17 +45,35 @@ export function dependsOn(later: KernelOp, failed: KernelOp): boolean {
 /**
  * Apply `ops` in order. A failed operation fails alone with what depends on it ({@link dependsOn}):
  * everything else still runs. Whatever happened, the state is read again, so the caller learns what
- * the host reached, also after failures (the next plan starts there and retries what is missing).
+ * the host reached, also after failures (the next plan starts there and retries what is missing); with
+ * a focus, what it reached of the focused objects. Consecutive operations the backend can take together
+ * (`batchKey`: one `ip -batch` on Linux) go in one call, which stops at the first failure; what it did
+ * not run is looked at again as above.
  */
-export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[], scope: KernelScope): Promise<PlanResult> {
+export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[], scope: KernelScope, focus?: Focus): Promise<PlanResult> {
   const applied: KernelOp[] = [];
   const failures: PlanResult['failures'] = [];
   const skipped: KernelOp[] = [];
   const notDone: KernelOp[] = [];
-  for (const op of ops) {
-    if (notDone.some((f) => dependsOn(op, f))) {
+  const held = (op: KernelOp) => notDone.some((f) => dependsOn(op, f));
+  for (let i = 0; i < ops.length; ) {
+    const op = ops[i]!;
+    if (held(op)) {
       skipped.push(op);
       notDone.push(op);
+      i++;
+      continue;
+    }
+    const batch = batchFrom(backend, ops, i, held);
+    if (batch.length > 1) {
+      const r = await applyBatch(backend, batch);
+      applied.push(...batch.slice(0, r.applied));
+      i += r.applied;
+      if (r.error) {
+        failures.push({ op: batch[r.applied]!, error: r.error });
+        notDone.push(batch[r.applied]!);
+        i++;
+      }
       continue;
     }
     try {
@@ -64,8 +83,30 @@ export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[]
       failures.push({ op, error: asKernelOpError(op, e) });
       notDone.push(op);
     }
+    i++;
   }
-  return { applied, failures, skipped, reached: await backend.read(scope) };
+  return { applied, failures, skipped, reached: await backend.read(scope, focus) };
+}
+
+/** Operations in one batch at most. */
+const MAX_BATCH = 500;
+
+/** The operations from `i` on that the backend can apply together: same batch key, none held back. */
+function batchFrom(backend: KernelBackend, ops: readonly KernelOp[], i: number, held: (op: KernelOp) => boolean): KernelOp[] {
+  const key = backend.applyBatch && backend.batchKey ? backend.batchKey(ops[i]!) : null;
+  if (key === null) return [ops[i]!];
+  let j = i + 1;
+  while (j < ops.length && j - i < MAX_BATCH && backend.batchKey!(ops[j]!) === key && !held(ops[j]!)) j++;
+  return ops.slice(i, j);
+}
+
+/** A batch that throws instead of answering (a bug) fails its first operation, with nothing counted as applied. */
+async function applyBatch(backend: KernelBackend, batch: readonly KernelOp[]): Promise<{ applied: number; error: KernelOpError | null }> {
+  try {
+    return await backend.applyBatch!(batch);
+  } catch (e) {
+    return { applied: 0, error: asKernelOpError(batch[0]!, e) };
+  }
 }
 
 /** A backend is meant to throw `KernelOpError`; anything else (a bug) is wrapped so callers see one shape. */

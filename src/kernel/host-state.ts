@@ -1,3 +1,5 @@
+import type { Focus } from './focus.ts';
+
 /**
  * The host state the kernel actor manages, and the operations that change it. Pure data: the planner
  * diffs two of these, both backends (Linux, in-memory) apply the same operations, and replay renders
@@ -152,10 +154,23 @@ export interface PeerObservation {
 /** The one interface both backends implement. Only the Linux backend touches the world. */
 export interface KernelBackend {
   readonly kind: 'linux' | 'memory';
-  /** Read the owned part of the host's actual state. */
-  read(scope: KernelScope): Promise<HostState>;
+  /**
+   * Read the owned part of the host's actual state; with a focus, only the focused objects of it
+   * (src/kernel/focus.ts: a round reads what its change touches, not the whole scope).
+   */
+  read(scope: KernelScope, focus?: Focus): Promise<HostState>;
   /** Apply one operation; throws a `KernelOpError` on failure. */
   apply(op: KernelOp): Promise<void>;
+  /**
+   * Optional: the key under which consecutive operations can be applied together by `applyBatch`
+   * (null: this one alone).
+   */
+  batchKey?(op: KernelOp): string | null;
+  /**
+   * Optional: apply operations of one batch key in order, stopping at the first that fails. Resolves
+   * to how many were applied and, when one failed, its error (the rest were not run).
+   */
+  applyBatch?(ops: readonly KernelOp[]): Promise<{ applied: number; error: KernelOpError | null }>;
   /** Handshake times and counters of every peer of the given devices (read only). */
   observe(devices: string[]): Promise<PeerObservation[]>;
   /** The named counters of an owned nftables table (family inet), by name; {} when the table is absent. Read only. */

@@ -115,3 +115,51 @@ export function renderHostState(s: HostState): string {
   for (const t of Object.values(c.nftTables)) lines.push(`nft table inet ${t.name} digest ${t.digest}`);
   return lines.map((l) => `${l}\n`).join('');
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The digest of a scope.
+
+/**
+ * The text of each object of a state as the digest of a scope sees it: what the relay programs and
+ * reads back, without what the network decides (a peer's endpoint, learned by roaming) or the kernel
+ * chooses (a listen port). One string per device (with its addresses and peers), route, rule, sysctl
+ * and table; objects canonical (as read from a backend).
+ */
+function* objectTexts(s: HostState): Generator<string> {
+  for (const d of Object.values(s.devices)) {
+    const peers = d.peers.map((p) => `${p.publicKey} ${p.allowedIps.join(',')} ${p.keepaliveSeconds}`).join(';');
+    yield `device ${d.name} ${d.publicKey} ${d.mtu} ${d.up} ${d.addresses.join(',')} ${peers}`;
+  }
+  for (const r of s.routes) yield `route ${routeText(r)}`;
+  for (const r of s.rules) yield `rule ${ruleText(r)}`;
+  for (const [k, v] of Object.entries(s.sysctls)) yield `sysctl ${k}=${v}`;
+  for (const t of Object.values(s.nftTables)) yield `nft ${t.name} ${t.digest}`;
+}
+
+/** A digest as 16 hex digits: the XOR of the first 8 bytes of each object's SHA-256. */
+export type ScopeDigest = string;
+export const EMPTY_SCOPE_DIGEST: ScopeDigest = '0000000000000000';
+
+function xorInto(acc: Buffer, text: string): void {
+  const h = createHash('sha256').update(text).digest();
+  for (let i = 0; i < 8; i++) acc[i]! ^= h[i]!;
+}
+
+/**
+ * The digest of a reached scope: order-free (the XOR over its objects), so a round that changed a few
+ * objects updates it from the last one in time proportional to the change ({@link updateScopeDigest})
+ * and replay checks it against the host it rebuilt.
+ */
+export function scopeDigest(s: HostState): ScopeDigest {
+  return updateScopeDigest(EMPTY_SCOPE_DIGEST, emptyState, s);
+}
+
+const emptyState: HostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
+
+/** `digest` with the objects of `removed` taken out and those of `added` put in (both canonical). */
+export function updateScopeDigest(digest: ScopeDigest, removed: HostState, added: HostState): ScopeDigest {
+  const acc = Buffer.from(digest, 'hex');
+  for (const t of objectTexts(removed)) xorInto(acc, t);
+  for (const t of objectTexts(added)) xorInto(acc, t);
+  return acc.toString('hex');
+}

@@ -1,6 +1,8 @@
 import { assign, enqueueActions, fromCallback, fromPromise, setup, type AnyActorRef } from 'xstate';
 import { describeOp } from './execute.ts';
 import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservation } from './host-state.ts';
+import type { ScopeDigest } from './host-text.ts';
+import { MAX_OP_BYTES_PER_KERNEL_EVENT, MAX_OPS_PER_KERNEL_EVENT } from '../contract/relay.events.ts';
 
 /**
  * The kernel actor: the one place host mutations are decided and serialised. Owners (the topology
@@ -28,6 +30,8 @@ export interface OwnerDesire {
 
 export interface ReconcileInput {
   owners: { owner: string; scope: KernelScope; state: DesiredHostState; cause: string | null }[];
+  /** Read and plan every owner's whole scope (the drift check), not only what changed (src/kernel/reconcile.ts). */
+  full: boolean;
 }
 
 /** One failed operation: the op, and what the command said (never key material). */
@@ -52,6 +56,10 @@ export interface ReconcileOutcome {
   failures: OpFailure[];
   skipped: KernelOp[];
   reached: HostState;
+  /** The digest of `reached` (host-text.ts, `scopeDigest`): what the round's events record of the state. */
+  digest: ScopeDigest;
+  /** The round read and planned only the objects whose desired state changed (false: the whole scope). */
+  focused: boolean;
 }
 
 export interface ReconcileOutput {
@@ -61,6 +69,8 @@ export interface ReconcileOutput {
 
 export type KernelEvent =
   | { type: 'DESIRED'; owner: string; scope: KernelScope; state: DesiredHostState; cause: string | null; replyTo: AnyActorRef }
+  /** Run a whole-scope round (the slow timer, or an operator): it also finds and mends drift. */
+  | { type: 'RECONCILE_FULL' }
   | { type: 'OBSERVED'; observations: PeerObservation[]; nowMs: number };
 
 /** What owners receive. */
@@ -71,7 +81,22 @@ export type KernelNotice =
 
 /** `causationId`: the cause of the desired state the round applied (the envelope's causation id). */
 export type KernelEmission =
-  | { type: 'KernelReconciled'; causationId: string | null; data: { owner: string; planned: number; applied: number; failed: boolean; ops: KernelOp[] } }
+  | {
+      type: 'KernelReconciled';
+      causationId: string | null;
+      data: {
+        owner: string;
+        round: number;
+        part: number;
+        parts: number;
+        planned: number;
+        applied: number;
+        failed: boolean;
+        focused: boolean;
+        ops: KernelOp[];
+        reached: ScopeDigest;
+      };
+    }
   | {
       type: 'KernelOperationFailed';
       causationId: string | null;
@@ -135,20 +160,63 @@ export interface KernelContext {
   owners: Record<string, OwnerDesire>;
   /** A desired state arrived during a round: run another one. */
   dirty: boolean;
+  /** The next round reads and plans the whole scope (asked for, or the last round threw). */
+  fullDue: boolean;
+  /** The running round does. */
+  fullRound: boolean;
   stats: KernelStats;
 }
 
-/** The events one round produces: a summary per owner that changed anything, and each failure. Pure. */
-export function roundEmissions(out: ReconcileOutput): KernelEmission[] {
+/**
+ * The applied operations of a round in parts that each fit one event: at most
+ * MAX_OPS_PER_KERNEL_EVENT operations and MAX_OP_BYTES_PER_KERNEL_EVENT bytes of them (an operation
+ * larger than that alone is a part of its own). At least one part, empty for a round that applied nothing.
+ */
+export function opParts(ops: readonly KernelOp[]): KernelOp[][] {
+  const parts: KernelOp[][] = [[]];
+  let bytes = 0;
+  for (const op of ops) {
+    const size = JSON.stringify(op).length;
+    const last = parts[parts.length - 1]!;
+    if (last.length > 0 && (last.length >= MAX_OPS_PER_KERNEL_EVENT || bytes + size > MAX_OP_BYTES_PER_KERNEL_EVENT)) {
+      parts.push([op]);
+      bytes = size;
+    } else {
+      last.push(op);
+      bytes += size;
+    }
+  }
+  return parts;
+}
+
+/**
+ * The events one round (number `round`) produces: per owner that changed anything, its summary in as
+ * many parts as its operations need (never the state: its digest), and each failure. Pure.
+ */
+export function roundEmissions(out: ReconcileOutput, round: number): KernelEmission[] {
   const ems: KernelEmission[] = [];
   for (const o of out.outcomes) {
     const failed = o.failures.length > 0;
     if (o.planned.length > 0 || failed) {
-      ems.push({
-        type: 'KernelReconciled',
-        causationId: o.cause,
-        data: { owner: o.owner, planned: o.planned.length, applied: o.applied.length, failed, ops: o.applied },
-      });
+      const parts = opParts(o.applied);
+      for (const [i, ops] of parts.entries()) {
+        ems.push({
+          type: 'KernelReconciled',
+          causationId: o.cause,
+          data: {
+            owner: o.owner,
+            round,
+            part: i + 1,
+            parts: parts.length,
+            planned: o.planned.length,
+            applied: o.applied.length,
+            failed,
+            focused: o.focused,
+            ops,
+            reached: o.digest,
+          },
+        });
+      }
     }
     for (const f of o.failures) ems.push({ type: 'KernelOperationFailed', causationId: o.cause, data: { owner: o.owner, ...f } });
   }
@@ -165,10 +233,13 @@ export const kernelMachine = setup({
       throw new Error('reconcile not provided');
     }),
     observer: fromCallback<ObserverEvent, Record<string, never>>(() => () => {}),
+    /** Provided by the shell: sends `RECONCILE_FULL` on a slow timer (none by default). */
+    fullTimer: fromCallback<{ type: 'never' }, Record<string, never>>(() => () => {}),
   },
   actions: {
     /** Provided by the shell: publish these events. */
     emit: (_, _params: KernelEmission[]) => {},
+    askFull: assign({ fullDue: true, dirty: true }),
     remember: assign(({ context, event }) => {
       if (event.type !== 'DESIRED') return {};
       return {
@@ -206,43 +277,65 @@ export const kernelMachine = setup({
   },
 }).createMachine({
   id: 'kernel',
-  context: () => ({ owners: {}, dirty: false, stats: initialKernelStats() }),
-  invoke: { id: 'observer', src: 'observer', input: {} },
+  context: () => ({ owners: {}, dirty: false, fullDue: false, fullRound: false, stats: initialKernelStats() }),
+  invoke: [
+    { id: 'observer', src: 'observer', input: {} },
+    { id: 'fullTimer', src: 'fullTimer', input: {} },
+  ],
   on: {
+    RECONCILE_FULL: { actions: 'askFull' },
     OBSERVED: { actions: { type: 'tellOwners', params: ({ event }) => ({ type: 'KERNEL_OBSERVED', observations: event.observations, nowMs: event.nowMs }) } },
   },
   initial: 'idle',
   states: {
     idle: {
-      always: { guard: ({ context }) => context.dirty, target: 'reconciling' },
-      on: { DESIRED: { actions: 'remember', target: 'reconciling' } },
+      always: { guard: ({ context }) => context.dirty, target: 'settling' },
+      on: {
+        DESIRED: { actions: 'remember', target: 'settling' },
+        RECONCILE_FULL: { actions: 'askFull', target: 'settling' },
+      },
+    },
+    // The owners answer one relay event together (a view reaches the mesh and the clients owner at
+    // once): what they send before the next turn of the event loop goes into one round.
+    settling: {
+      on: { DESIRED: { actions: 'remember' } },
+      after: { 0: 'reconciling' },
     },
     reconciling: {
-      entry: [assign({ dirty: false }), { type: 'tellOwners', params: { type: 'KERNEL_APPLYING' } }],
+      // Entry actions run before the invoked round takes its input: a full round asked for meanwhile is the next one.
+      entry: [
+        assign(({ context }) => ({ dirty: false, fullRound: context.fullDue, fullDue: false })),
+        { type: 'tellOwners', params: { type: 'KERNEL_APPLYING' } },
+      ],
       on: { DESIRED: { actions: 'remember' } },
       invoke: {
         src: 'reconcile',
-        input: ({ context }) => ({ owners: Object.entries(context.owners).map(([owner, o]) => ({ owner, scope: o.scope, state: o.state, cause: o.cause })) }),
+        input: ({ context }) => ({
+          owners: Object.entries(context.owners).map(([owner, o]) => ({ owner, scope: o.scope, state: o.state, cause: o.cause })),
+          full: context.fullRound,
+        }),
         onDone: [
           {
             guard: ({ event }) => event.output.outcomes.some((o) => o.failures.length > 0),
             target: 'backoff',
             actions: [
               { type: 'reached', params: ({ event }) => event.output },
-              { type: 'emit', params: ({ event }) => roundEmissions(event.output) },
+              { type: 'emit', params: ({ context, event }) => roundEmissions(event.output, context.stats.rounds) },
             ],
           },
           {
             target: 'idle',
             actions: [
               { type: 'reached', params: ({ event }) => event.output },
-              { type: 'emit', params: ({ event }) => roundEmissions(event.output) },
+              { type: 'emit', params: ({ context, event }) => roundEmissions(event.output, context.stats.rounds) },
             ],
           },
         ],
         onError: {
           target: 'backoff',
           actions: assign({
+            // What the round did is unknown: the retry starts from the whole scope.
+            fullDue: true,
             stats: ({ context, event }) => ({
               ...context.stats,
               rounds: context.stats.rounds + 1,

@@ -16,17 +16,18 @@ import {
   type RuleState,
 } from './host-state.ts';
 import { execaRunner, type CommandRunner } from './command-runner.ts';
-import { commandOf, nftTableScript, READ, STEP } from './linux-commands.ts';
+import { commandOf, ipBatch, ipBatchFailure, ipBatchKey, nftTableScript, READ, STEP } from './linux-commands.ts';
 import {
   countersOf,
   nftTableDigest,
   observation,
   parseDevice,
   parseDump,
+  splitDumpAll,
   presentTables,
   routesOf,
   rulesOf,
-  sysctlValue,
+  sysctlValues,
   type IpAddrJson,
   type IpRouteJson,
   type IpRuleJson,
@@ -34,8 +35,11 @@ import {
   type NftListJson,
 } from './linux-parse.ts';
 import { canonicalHostState } from './host-text.ts';
+import { routeInFocus, ruleInFocus, type Focus } from './focus.ts';
 
 /** Where wireguard-go puts its control socket: one directory for every network namespace. */
+/** From this many devices on, their WireGuard state is read with one `wg show all dump`. */
+const ALL_DUMP_FROM = 3;
 const WG_SOCKET_DIR = '/var/run/wireguard';
 /** How long wireguard-go gets to notice its device is gone, exit and remove its socket. */
 const SOCKET_GRACE_MS = 3_000;
@@ -60,9 +64,10 @@ export interface LinuxKernelBackendOptions {
  * on a command line, in a log or in memory longer than one parse (`wg show dump` prints the private
  * key first; that field is dropped unread).
  *
- * Reading sees only owned devices that exist as links in this namespace: `wg show all` would also list
- * the wireguard-go sockets of other namespaces, whose directory is shared. Device names must therefore
- * be unique on the machine.
+ * Reading sees only owned devices that exist as links in this namespace: `wg show all dump` (which
+ * reads the state of three devices or more in one process) also lists the wireguard-go sockets of
+ * other namespaces, whose directory is shared, and those are dropped. Device names must therefore be
+ * unique on the machine.
  *
  * nftables: only tables of family inet named in the scope are read or changed, never the rest of the
  * ruleset. A table is written in one `nft -f -` transaction (create if absent, delete, create with its
@@ -101,24 +106,69 @@ export class LinuxKernelBackend implements KernelBackend {
     }
   }
 
-  async read(scope: KernelScope): Promise<HostState> {
-    const links = (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => l.ifname.startsWith(scope.devicePrefix));
+  /** Addresses, routes, rules and links' settings: consecutive ones of one family go in one `ip -batch`. */
+  batchKey(op: KernelOp): string | null {
+    return ipBatchKey(op);
+  }
+
+  /**
+   * One `ip -batch -` for operations of one batch key. ip stops at the first line that fails and says
+   * which (`Command failed -:N`): the lines before it were applied, the rest were not run. When it does
+   * not say (a timeout), nothing is counted as applied and the first operation carries the failure.
+   */
+  async applyBatch(ops: readonly KernelOp[]): Promise<{ applied: number; error: KernelOpError | null }> {
+    const key = ipBatchKey(ops[0]!);
+    if (key === null || ops.some((op) => ipBatchKey(op) !== key)) throw new Error(`not one ip batch: ${ops.map((o) => o.op).join(', ')}`);
+    for (const op of ops) this.log.debug({ op: describeOp(op) }, 'kernel op');
+    const { args, input } = ipBatch(key, ops);
+    const r = await this.exec(args, {}, input);
+    if (!r.error) return { applied: ops.length, error: null };
+    const at = ipBatchFailure(r.error.stderr);
+    const i = at && at.line >= 1 && at.line <= ops.length ? at.line - 1 : 0;
+    const op = ops[i]!;
+    const command = [...(this.netns ? ['ip', 'netns', 'exec', this.netns] : []), ...commandOf(op as Parameters<typeof commandOf>[0])];
+    const stderr = at ? at.message : r.error.stderr;
+    return { applied: at ? i : 0, error: this.opError(op, { command, exitCode: r.error.exitCode, stderr }) };
+  }
+
+  /**
+   * One process per kind of object, at most: the links, the WireGuard state of the devices read, routes
+   * and rules (per family), the sysctls, the tables. With a focus, only the focused devices' WireGuard
+   * state is read, and a kind the focus does not touch is not read at all.
+   */
+  async read(scope: KernelScope, focus?: Focus): Promise<HostState> {
+    const wanted = (dev: string) => dev.startsWith(scope.devicePrefix) && (!focus || focus.devices.has(dev));
+    const links = !focus || focus.devices.size > 0 ? (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => wanted(l.ifname)) : [];
     const owned = (dev: string | undefined) => dev?.startsWith(scope.devicePrefix) === true;
+    const needRoutes = !focus || focus.devices.size > 0 || focus.routes.size > 0;
     const [dumps, routes, rules, sysctls, nftTables] = await Promise.all([
-      Promise.all(links.map((l) => this.run(READ.wgDump(l.ifname), null))),
-      this.readRoutes(owned),
-      this.readRules(scope.rulePriorities),
-      this.readSysctls(scope.sysctls),
-      this.readNftTables(scope.nftTables),
+      this.wgDumps(links.map((l) => l.ifname)),
+      needRoutes ? this.readRoutes(owned) : [],
+      !focus || focus.rules.size > 0 ? this.readRules(scope.rulePriorities) : [],
+      this.readSysctls(scope.sysctls.filter((k) => !focus || focus.sysctls.has(k))),
+      this.readNftTables(scope.nftTables.filter((n) => !focus || focus.nftTables.has(n))),
     ]);
-    const devices = Object.fromEntries(links.map((l, i) => [l.ifname, parseDevice(l, dumps[i]!)]));
-    return canonicalHostState({ devices, routes, rules, sysctls, nftTables });
+    const devices = Object.fromEntries(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
+    const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables });
+    return focus ? { ...state, routes: state.routes.filter((r) => routeInFocus(focus, r)), rules: state.rules.filter((r) => ruleInFocus(focus, r)) } : state;
   }
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
     const present = new Set((await this.json<{ ifname: string }[]>(READ.links)).map((l) => l.ifname));
-    const dumps = await Promise.all(devices.filter((d) => present.has(d)).map(async (dev) => ({ dev, dump: await this.run(READ.wgDump(dev), null) })));
-    return dumps.flatMap(({ dev, dump }) => parseDump(dump).peers.map((p) => observation(dev, p)));
+    const dumps = await this.wgDumps(devices.filter((d) => present.has(d)));
+    return [...dumps].flatMap(([dev, dump]) => parseDump(dump).peers.map((p) => observation(dev, p)));
+  }
+
+  /**
+   * The `wg show DEV dump` of each device: of a few, one process each; of more, all of them from one
+   * `wg show all dump` (which also lists other namespaces' wireguard-go sockets: they are left out, and
+   * a device it did not list is read alone, which fails as it would have).
+   */
+  private async wgDumps(devs: readonly string[]): Promise<Map<string, string>> {
+    const wanted = new Set(devs);
+    const dumps = wanted.size >= ALL_DUMP_FROM ? splitDumpAll(await this.run(READ.wgDumpAll, null), wanted) : new Map<string, string>();
+    await Promise.all([...wanted].filter((d) => !dumps.has(d)).map(async (d) => dumps.set(d, await this.run(READ.wgDump(d), null))));
+    return dumps;
   }
 
   /**
@@ -188,10 +238,10 @@ export class LinuxKernelBackend implements KernelBackend {
     return rules;
   }
 
-  /** One `sysctl -n KEY` per key: a value with a newline in it cannot shift the others. */
+  /** All keys in one `sysctl KEY...` (`key = value` lines, matched by key); nothing owned: not run. */
   private async readSysctls(keys: string[]): Promise<Record<string, string>> {
-    const values = await Promise.all(keys.map((k) => this.run(READ.sysctl(k), null)));
-    return Object.fromEntries(keys.map((k, i) => [k, sysctlValue(values[i]!)]));
+    if (keys.length === 0) return {};
+    return sysctlValues(await this.run(READ.sysctls(keys), null), keys);
   }
 
   /** The owned tables of family inet, with the digest from their comment. Nothing owned: `nft` is not run. */

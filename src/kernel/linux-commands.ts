@@ -12,9 +12,12 @@ export const READ = {
   addresses: ['ip', '-j', 'addr', 'show'],
   links: ['ip', '-j', 'link', 'show'],
   wgDump: (dev: string) => ['wg', 'show', dev, 'dump'],
+  /** Every WireGuard device's dump in one process, each line led by its device's name. */
+  wgDumpAll: ['wg', 'show', 'all', 'dump'],
   routes: (fam: '-4' | '-6') => ['ip', fam, '-N', '-d', '-j', 'route', 'show', 'table', 'all'],
   rules: (fam: '-4' | '-6') => ['ip', fam, '-N', '-j', 'rule', 'show'],
   sysctl: (key: string) => ['sysctl', '-n', key],
+  sysctls: (keys: readonly string[]) => ['sysctl', ...keys],
   nftTables: ['nft', '-j', 'list', 'tables'],
   nftTable: (name: string) => ['nft', 'list', 'table', 'inet', name],
   nftCounters: (table: string) => ['nft', '-j', 'list', 'counters', 'table', 'inet', table],
@@ -33,6 +36,36 @@ export const STEP = {
 } as const;
 
 const family = (addressOrCidr: string) => (isIpv6(addressOrCidr) ? '-6' : '-4');
+
+/**
+ * Which `ip -batch` an operation can go in: `-4` or `-6` (its family), `link` (a link's, no family), or
+ * null when it is not one `ip` command. Consecutive operations of one batch key run in one process.
+ */
+export function ipBatchKey(op: KernelOp): '-4' | '-6' | 'link' | null {
+  if (op.op === 'link.up' || op.op === 'link.down' || op.op === 'link.mtu') return 'link';
+  if (op.op.startsWith('addr.') || op.op.startsWith('route.') || op.op.startsWith('rule.')) {
+    const [, fam] = commandOf(op as Parameters<typeof commandOf>[0]);
+    return fam === '-6' ? '-6' : '-4';
+  }
+  return null;
+}
+
+/** `ip -batch -` (with the family, if any) and its stdin: one line per operation, its command without `ip` and the family. */
+export function ipBatch(key: '-4' | '-6' | 'link', ops: readonly KernelOp[]): { args: string[]; input: string } {
+  const lines = ops.map((op) => {
+    const args = commandOf(op as Parameters<typeof commandOf>[0]).slice(key === 'link' ? 1 : 2);
+    if (args.some((a) => a === '' || /[\s"'\\#]/.test(a))) throw new KernelOpError(op, `cannot batch ${JSON.stringify(args)}`);
+    return args.join(' ');
+  });
+  return { args: key === 'link' ? ['ip', '-batch', '-'] : ['ip', key, '-batch', '-'], input: `${lines.join('\n')}\n` };
+}
+
+/** The 1-based line at which `ip -batch` stopped (its `Command failed -:N`), and what it said before; null when it does not say. */
+export function ipBatchFailure(stderr: string): { line: number; message: string } | null {
+  const m = /^Command failed -:(\d+)\s*$/m.exec(stderr);
+  if (!m) return null;
+  return { line: Number(m[1]), message: stderr.slice(0, m.index).trim() };
+}
 
 /** The one command of every operation but link.add and link.del (more than one step) and nft.table.set (a script on stdin). */
 export function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 'nft.table.set' }>): string[] {

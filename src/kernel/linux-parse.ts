@@ -114,6 +114,21 @@ export function parseDump(dump: string): { publicKey: string; listenPort: number
   return { publicKey: none(publicKey) ?? '', listenPort: Number(listenPort), peers };
 }
 
+/**
+ * `wg show all dump` cut into each device's `wg show DEV dump` text (the lines without the leading
+ * device name), for the devices in `wanted` only.
+ */
+export function splitDumpAll(text: string, wanted: ReadonlySet<string>): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const tab = line.indexOf('\t');
+    if (tab <= 0) continue;
+    const dev = line.slice(0, tab);
+    if (wanted.has(dev)) out.set(dev, `${out.get(dev) ?? ''}${line.slice(tab + 1)}\n`);
+  }
+  return out;
+}
+
 export function parseDevice(link: IpAddrJson, dump: string): WgDeviceState {
   const wg = parseDump(dump);
   return {
@@ -171,3 +186,22 @@ export function countersOf(listed: NftCountersJson, table: string): Record<strin
 
 /** `sysctl -n` prints the value and a newline. */
 export const sysctlValue = (out: string) => out.replace(/\n$/, '');
+
+/**
+ * `sysctl KEY...` prints `KEY = VALUE` per key, in order. Matched by key, so a line of another shape
+ * cannot shift the others; a key without its line is an error.
+ */
+export function sysctlValues(out: string, keys: readonly string[]): Record<string, string> {
+  const byKey = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const i = line.indexOf(' = ');
+    if (i > 0) byKey.set(line.slice(0, i), line.slice(i + 3));
+  }
+  return Object.fromEntries(
+    keys.map((k) => {
+      const v = byKey.get(k);
+      if (v === undefined) throw new Error(`sysctl printed no value for ${k}`);
+      return [k, v];
+    }),
+  );
+}

@@ -122,14 +122,28 @@ export function linkState(
   };
 }
 
-/** The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state. */
+/**
+ * The links already built, per peer record: a view replaces only the records that changed, so an
+ * unchanged peer keeps the very objects of its link and a round's focus (src/kernel/focus.ts) skips them.
+ */
+const links = new WeakMap<RelayRecord, { self: RelayRecord; opts: MeshOptions; resolution: unknown; link: ReturnType<typeof linkState> }>();
+
+/**
+ * The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state (the same
+ * objects, too, for peers whose record, resolution and settings are the same as last time).
+ */
 export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[], opts: MeshOptions, resolutions: Resolutions): DesiredHostState {
   const state: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
-  for (const p of [...peers].sort((a, b) => a.id.localeCompare(b.id))) {
+  for (const p of peers) {
     if (p.id === self.id) continue;
-    const l = linkState(self, p, opts, resolutions);
-    state.devices[l.device.name] = l.device;
-    state.routes.push(...l.routes);
+    const resolution = resolutions[p.id];
+    let l = links.get(p);
+    if (!l || l.self !== self || l.opts !== opts || l.resolution !== resolution) {
+      l = { self, opts, resolution, link: linkState(self, p, opts, resolutions) };
+      links.set(p, l);
+    }
+    state.devices[l.link.device.name] = l.link.device;
+    for (const r of l.link.routes) state.routes.push(r);
   }
   return state;
 }

@@ -66,11 +66,14 @@ export function formatReplay(r: ReplayResult): string {
   out.push(`kernel: ${k.rounds} rounds recorded, ${k.mutations} operations applied, ${k.failures} failed${k.lastError ? ` (last: ${k.lastError})` : ''}`);
   const c = r.checks;
   out.push(
-    `checks: ${c.rounds} rounds re-planned from their causes: ${c.matched} match, ${c.mismatched} differ, ${c.unchecked} unchecked; ${c.inconsistent} recorded operations the replayed host refused`,
+    `checks: ${c.rounds} rounds re-planned from their causes: ${c.matched} match, ${c.mismatched} differ, ${c.unchecked} unchecked; ${c.inconsistent} recorded operations the replayed host refused` +
+      (c.reachedChecked > 0 ? `; reached scopes: ${c.reachedChecked - c.reachedMismatched} of ${c.reachedChecked} as recorded` : ''),
   );
   for (const [why, n] of Object.entries(c.uncheckedWhy)) out.push(`  unchecked ${n}: ${why}`);
   for (const m of c.mismatches) {
-    out.push(`  DIFFERS seq ${m.seq} (${m.owner}, cause ${m.cause ?? '-'}):`);
+    out.push(
+      `  DIFFERS seq ${m.seq} (${m.owner}, cause ${m.cause ?? '-'})${m.reached === 'mismatch' ? ': the reached scope is not what the relay recorded' : ''}:`,
+    );
     out.push(...(m.recorded.length ? m.recorded.map((o) => `    recorded ${describeOp(o)}`) : ['    recorded nothing']));
     out.push(...(m.derived?.length ? m.derived.map((o) => `    derived  ${describeOp(o)}`) : ['    derived  nothing']));
   }
@@ -87,7 +90,9 @@ export function formatReplay(r: ReplayResult): string {
 export function formatRounds(rounds: readonly RoundCheck[]): string {
   const out = ['rounds:'];
   for (const r of rounds) {
-    out.push(`  seq ${r.seq} ${r.owner} cause ${r.cause ?? '-'}: ${r.verdict}${r.why ? ` (${r.why})` : ''}`);
+    out.push(
+      `  seq ${r.seq} ${r.owner} cause ${r.cause ?? '-'}: ${r.verdict}${r.why ? ` (${r.why})` : ''}${r.reached === 'mismatch' ? ' (reached scope differs)' : ''}`,
+    );
     for (const o of r.recorded) out.push(`    ${describeOp(o)}`);
     if (r.verdict === 'mismatch') for (const o of r.derived ?? []) out.push(`    derived ${describeOp(o)}`);
   }

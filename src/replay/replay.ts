@@ -3,7 +3,8 @@ import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../contract/relay.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import { assertNever, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
-import type { HostState, KernelOp } from '../kernel/host-state.ts';
+import type { HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
+import { scopeDigest } from '../kernel/host-text.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
 import { clientsOwner, expireSession, initialClientsState, type ClientsOwnerOptions, type ClientsOwnerState } from '../kernel/owners/clients.ts';
@@ -75,6 +76,12 @@ export interface RoundCheck {
   recorded: KernelOp[];
   /** What the relay's planner gives for the desired state the cause names (null when unchecked). */
   derived: KernelOp[] | null;
+  /**
+   * The digest of the owner's scope the relay recorded after the round against the replayed host's
+   * after applying it: `match`, `mismatch`, or null when not recorded (before KernelReconciled v2) or
+   * the round is unchecked.
+   */
+  reached: 'match' | 'mismatch' | null;
 }
 
 export interface SkippedEntry {
@@ -136,6 +143,9 @@ export interface ReplayResult {
     rounds: number;
     matched: number;
     mismatched: number;
+    /** Checked rounds with a recorded digest of the reached scope (KernelReconciled v2), and those whose digest differs from the replayed host's. */
+    reachedChecked: number;
+    reachedMismatched: number;
     unchecked: number;
     uncheckedWhy: Record<string, number>;
     /** The first mismatching rounds. */
@@ -153,6 +163,15 @@ export interface ReplayResult {
 interface Desire {
   /** Null when the view it derives from could not be rebuilt. */
   derive: { owner: 'mesh'; state: MeshOwnerState } | { owner: 'clients'; state: ClientsOwnerState } | null;
+}
+
+/** A round recorded in parts, gathered until its last part. */
+interface PartialRound {
+  data: Extract<RelayEvent, { type: 'KernelReconciled' }>['data'];
+  cause: string | null;
+  ops: KernelOp[];
+  /** The part expected next. */
+  next: number;
 }
 
 const MAX_LISTED = 50;
@@ -218,7 +237,18 @@ export class RelayReplay {
   private clients: ClientsOwnerState;
   private readonly desires: Record<'mesh' | 'clients', Map<string, Desire>> = { mesh: new Map(), clients: new Map() };
 
-  private checks = { rounds: 0, matched: 0, mismatched: 0, unchecked: 0, uncheckedWhy: {} as Record<string, number>, inconsistent: 0 };
+  private checks = {
+    rounds: 0,
+    matched: 0,
+    mismatched: 0,
+    reachedChecked: 0,
+    reachedMismatched: 0,
+    unchecked: 0,
+    uncheckedWhy: {} as Record<string, number>,
+    inconsistent: 0,
+  };
+  /** A round recorded in parts (KernelReconciled v2), until its last part. */
+  private roundParts: PartialRound | null = null;
   private readonly mismatches: RoundCheck[] = [];
   private readonly inconsistencies: { seq: number; op: KernelOp; message: string }[] = [];
   private readonly rounds: RoundCheck[] = [];
@@ -395,7 +425,7 @@ export class RelayReplay {
         return;
       }
       case 'KernelReconciled':
-        this.kernelRound(ev.data.owner, ev.causationId, ev.data.ops as unknown as KernelOp[], ev.data.planned, ev.data.failed, seq);
+        this.kernelPart(ev.data, ev.causationId, seq);
         return;
       case 'KernelOperationFailed':
         this.kernel.lastError = ev.data.message;
@@ -537,11 +567,47 @@ export class RelayReplay {
     this.rememberClients(cause);
   }
 
-  private kernelRound(owner: string, cause: string | null, recorded: KernelOp[], planned: number, failed: boolean, seq: number): void {
+  /**
+   * One part of a recorded round: a round is checked once its last part is in. A round whose parts do
+   * not follow one another (the log lost some) is unchecked; the operations it has are applied.
+   */
+  private kernelPart(d: PartialRound['data'], cause: string | null, seq: number): void {
+    const ops = d.ops as unknown as KernelOp[];
+    const p = this.roundParts;
+    const continues = p !== null && d.part > 1 && p.data.owner === d.owner && p.data.round === d.round && p.next === d.part;
+    if (!continues) {
+      this.flushParts();
+      if (d.part !== 1) {
+        this.kernelRound({ ...d, ops }, cause, seq, 'parts of the round are missing from the log');
+        return;
+      }
+      this.roundParts = { data: d, cause, ops: [...ops], next: 2 };
+    } else {
+      for (const op of ops) p.ops.push(op);
+      p.next++;
+    }
+    const r = this.roundParts!;
+    if (r.next > d.parts) {
+      this.roundParts = null;
+      this.kernelRound({ ...r.data, ops: r.ops }, r.cause, seq, null);
+    }
+  }
+
+  /** A round whose last parts never came. */
+  private flushParts(): void {
+    const r = this.roundParts;
+    if (!r) return;
+    this.roundParts = null;
+    this.kernelRound({ ...r.data, ops: r.ops }, r.cause, -1, 'parts of the round are missing from the log');
+  }
+
+  private kernelRound(d: Omit<PartialRound['data'], 'ops'> & { ops: KernelOp[] }, cause: string | null, seq: number, incomplete: string | null): void {
+    const { owner, ops: recorded, planned, failed } = d;
     this.kernel.rounds++;
     this.kernel.mutations += recorded.length;
     if (failed) this.kernel.failures++;
-    const check = this.check(owner, cause, recorded, planned, failed, seq);
+    const scope = { value: null as KernelScope | null };
+    const check = incomplete ? this.uncheckedRound(owner, cause, recorded, seq, incomplete) : this.check(owner, cause, recorded, planned, failed, seq, scope);
     this.checks.rounds++;
     if (check.verdict === 'match') this.checks.matched++;
     else if (check.verdict === 'mismatch') {
@@ -552,7 +618,6 @@ export class RelayReplay {
       const why = check.why ?? 'unknown';
       this.checks.uncheckedWhy[why] = (this.checks.uncheckedWhy[why] ?? 0) + 1;
     }
-    if (this.keepRounds) this.rounds.push(check);
     for (const op of recorded) {
       try {
         this.host.applySync(op);
@@ -561,10 +626,32 @@ export class RelayReplay {
         if (this.inconsistencies.length < MAX_LISTED) this.inconsistencies.push({ seq, op, message: (e as Error).message });
       }
     }
+    // What the relay recorded of its scope after the round, against the host replayed.
+    if (check.verdict !== 'unchecked' && d.reached !== null && scope.value) {
+      check.reached = scopeDigest(this.host.readSync(scope.value)) === d.reached ? 'match' : 'mismatch';
+      this.checks.reachedChecked++;
+      if (check.reached === 'mismatch') {
+        this.checks.reachedMismatched++;
+        if (check.verdict === 'match' && this.mismatches.length < MAX_LISTED) this.mismatches.push(check);
+      }
+    }
+    if (this.keepRounds) this.rounds.push(check);
   }
 
-  private check(owner: string, cause: string | null, recorded: KernelOp[], planned: number, failed: boolean, seq: number): RoundCheck {
-    const base = { seq, owner, cause, recorded };
+  private uncheckedRound(owner: string, cause: string | null, recorded: KernelOp[], seq: number, why: string): RoundCheck {
+    return { seq, owner, cause, recorded, verdict: 'unchecked', why, derived: null, reached: null };
+  }
+
+  private check(
+    owner: string,
+    cause: string | null,
+    recorded: KernelOp[],
+    planned: number,
+    failed: boolean,
+    seq: number,
+    scope: { value: KernelScope | null },
+  ): RoundCheck {
+    const base = { seq, owner, cause, recorded, reached: null };
     const unchecked = (why: string): RoundCheck => ({ ...base, verdict: 'unchecked', why, derived: null });
     if (!this.config) return unchecked('no configuration recorded (RelayStarted before v3)');
     if (owner !== 'mesh' && owner !== 'clients') return unchecked(`unknown owner ${owner}`);
@@ -578,19 +665,20 @@ export class RelayReplay {
       pending.delete(k);
     }
     if (!desire.derive) return unchecked('view unavailable');
-    const derived = JSON.parse(JSON.stringify(this.plan(desire.derive, this.config))) as KernelOp[];
+    const derived = JSON.parse(JSON.stringify(this.plan(desire.derive, this.config, scope))) as KernelOp[];
     // After a failure the applied ops are the plan less the failed ones and those that depend on them.
     const ok = failed ? planned === derived.length && isSubsequence(recorded, derived) : isDeepStrictEqual(derived, recorded);
     return { ...base, verdict: ok ? 'match' : 'mismatch', why: null, derived };
   }
 
   /** The operations the owner's actor would have had the kernel run for its desire, on the replayed host. */
-  private plan(d: NonNullable<Desire['derive']>, c: Config): KernelOp[] {
-    return d.owner === 'mesh' ? this.planOf(meshOwner, d.state, this.meshOptions(c)) : this.planOf(clientsOwner, d.state, this.clientsOptions(c));
+  private plan(d: NonNullable<Desire['derive']>, c: Config, scope: { value: KernelScope | null }): KernelOp[] {
+    return d.owner === 'mesh' ? this.planOf(meshOwner, d.state, this.meshOptions(c), scope) : this.planOf(clientsOwner, d.state, this.clientsOptions(c), scope);
   }
 
-  private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O): KernelOp[] {
-    return planKernel(this.host.readSync(owner.scope(s, o)), owner.desire(s, o));
+  private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O, scope: { value: KernelScope | null }): KernelOp[] {
+    scope.value = owner.scope(s, o);
+    return planKernel(this.host.readSync(scope.value), owner.desire(s, o));
   }
 
   result(): ReplayResult {

@@ -66,10 +66,11 @@ export function clientsHarness(
   const kernelEvents: KernelEmission[] = [];
   const observers: { sendBack: (e: { type: string; [k: string]: unknown }) => void }[] = [];
   let tornDown = false;
+  const reconcile = reconcileWith(backend);
   const kernel = kernelMachine.provide({
     actions: { emit: (_, ems) => void kernelEvents.push(...ems) },
     actors: {
-      reconcile: fromPromise(async ({ input: i }) => reconcileWith(backend)(i)),
+      reconcile: fromPromise(async ({ input: i }) => reconcile(i)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack }) => {
         observers.push({ sendBack });
         return () => {};

@@ -64,6 +64,7 @@ export class FakeLinux implements CommandRunner {
 
   private interpret(a: string[], input: string | undefined): string {
     const [cmd, ...rest] = a;
+    if (cmd === 'ip' && rest.includes('-batch')) return this.ipBatch(rest, input ?? '');
     if (cmd === 'ip') return this.ip(rest);
     if (cmd === 'wg') return this.wg(rest);
     if (cmd === 'wireguard-go') {
@@ -73,6 +74,25 @@ export class FakeLinux implements CommandRunner {
     if (cmd === 'sysctl') return this.sysctl(rest);
     if (cmd === 'nft') return this.nftCmd(rest, input);
     throw new Error(`${cmd}: command not found`);
+  }
+
+  /** `ip [-4|-6] -batch -`: each line as one `ip` command, stopping at the first that fails, as ip says it. */
+  private ipBatch(a: string[], input: string): string {
+    const fam = a.filter((x) => x === '-4' || x === '-6');
+    for (const [n, line] of input
+      .split('\n')
+      .filter((l) => l !== '')
+      .entries()) {
+      const argv = ['ip', ...fam, ...line.split(' ')];
+      try {
+        const injected = this.opts.fail?.(argv) ?? null;
+        if (injected !== null) throw new Error(injected);
+        this.ip(argv.slice(1));
+      } catch (e) {
+        throw new Error(`${(e as Error).message}\nCommand failed -:${n + 1}`);
+      }
+    }
+    return '';
   }
 
   private link(name: string): Link {
@@ -206,6 +226,18 @@ export class FakeLinux implements CommandRunner {
 
   private wg(a: string[]): string {
     const [verb, dev, ...r] = a;
+    if (verb === 'show' && dev === 'all' && r[0] === 'dump') {
+      // Every device that is a WireGuard one (has a listen port), each line led by its name.
+      const wgLinks = [...this.links.keys()].filter((n) => this.links.get(n)!.wg.listenPort > 0);
+      return wgLinks
+        .flatMap((n) =>
+          this.wg(['show', n, 'dump'])
+            .split('\n')
+            .filter((x) => x !== '')
+            .map((x) => `${n}\t${x}\n`),
+        )
+        .join('');
+    }
     const l = this.link(dev!);
     if (verb === 'show' && r[0] === 'dump') {
       const lines = [`(private key)\t${l.wg.publicKey || '(none)'}\t${l.wg.listenPort}\toff`];
@@ -252,6 +284,15 @@ export class FakeLinux implements CommandRunner {
       const v = this.sysctls.get(a[1]!);
       if (v === undefined) throw new Error(`sysctl: cannot stat /proc/sys/${a[1]!.replaceAll('.', '/')}: No such file or directory`);
       return `${v}\n`;
+    }
+    if (a[0] !== '-q') {
+      return a
+        .map((k) => {
+          const v = this.sysctls.get(k);
+          if (v === undefined) throw new Error(`sysctl: cannot stat /proc/sys/${k.replaceAll('.', '/')}: No such file or directory`);
+          return `${k} = ${v}\n`;
+        })
+        .join('');
     }
     const [k, v] = a[a.length - 1]!.split('=');
     this.sysctls.set(k!, v!);

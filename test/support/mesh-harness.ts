@@ -33,6 +33,7 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
   const emitted: KernelEmission[] = [];
   const log: (KernelEmission | PeerEndpointResolvedEmission)[] = [];
   const resolver = { targets: [] as ResolveTarget[], sendBack: null as ((e: ResolvedEvent) => void) | null };
+  const reconcile = reconcileWith(backend);
   const kernel = kernelMachine.provide({
     actions: {
       emit: (_, ems) => {
@@ -41,7 +42,7 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
       },
     },
     actors: {
-      reconcile: fromPromise(async ({ input: i }) => reconcileWith(backend)(i)),
+      reconcile: fromPromise(async ({ input: i }) => reconcile(i)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
         const o = { sendBack, devices: [] as string[] };
         receive((e) => (o.devices = e.devices));

@@ -76,6 +76,36 @@ describe('the Linux backend on a fake host', () => {
     expect(host.nft.size).toBe(0);
   });
 
+  it('reads the WireGuard state of three devices or more in one process, of fewer one each, and the same either way', async () => {
+    const host = new FakeLinux();
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    const five = [self, relay(2), relay(3), relay(4), relay(5)];
+    const scope = meshScope('rc', self);
+    const mesh = await converge(b, scope, desiredMeshState(self, five, meshOpts, {}));
+    expect(mesh.r.failures).toEqual([]);
+    expect(mesh.again).toEqual([]);
+    const dumps = () => host.log.filter((c) => c.startsWith('wg show '));
+    // 4 devices built: the addresses, links and routes went in a few `ip -batch` processes, not one each.
+    const ipProcs = host.log.filter((c) => c.startsWith('ip ') && !c.includes(' show'));
+    const ipOps = mesh.r.applied.filter((op) => /^(addr|route|rule)\.|^link\.(up|mtu)$/.test(op.op)).length;
+    expect(ipOps).toBeGreaterThan(16);
+    expect(ipProcs.length).toBeLessThan(ipOps / 2);
+    host.log.length = 0;
+    const whole = await b.read(scope);
+    expect(Object.keys(whole.devices)).toHaveLength(4);
+    expect(dumps()).toEqual(['wg show all dump']);
+    host.log.length = 0;
+    const [dev] = Object.keys(whole.devices);
+    const focus = { devices: new Set([dev!]), routes: new Set<string>(), rules: new Set<string>(), sysctls: new Set<string>(), nftTables: new Set<string>() };
+    const one = await b.read(scope, focus);
+    expect(dumps()).toEqual([`wg show ${dev} dump`]);
+    expect(one.devices[dev!]).toEqual(whole.devices[dev!]);
+    host.log.length = 0;
+    const seen = await b.observe(Object.keys(whole.devices));
+    expect(dumps()).toEqual(['wg show all dump']);
+    expect(seen.map((o) => o.dev).sort()).toEqual(Object.keys(whole.devices).sort());
+  });
+
   it('uses the kernel module where there is one, and wireguard-go only where the kernel has no WireGuard', async () => {
     const host = new FakeLinux({ kernelWireGuard: true });
     const b = new LinuxKernelBackend({ logger: log, runner: host });
@@ -95,6 +125,13 @@ describe('the Linux backend on a fake host', () => {
     expect(f.error.command).toEqual(['ip', '-4', 'route', 'add', '100.64.0.3/32', 'dev', 'rc1m3', 'table', '254', 'src', '100.64.0.1']);
     expect(f.error.stderr).toBe('RTNETLINK answers: Invalid argument');
     expect(r.reached.devices.rc1m2).toBeDefined();
+    // It failed inside an `ip -batch` of routes: the routes before it and after it are on the host.
+    const routeBatches = host.log.filter((c) => c.startsWith('ip -4 -batch'));
+    expect(routeBatches.length).toBeGreaterThanOrEqual(2);
+    const routes = r.applied.filter((op) => op.op === 'route.add');
+    expect(routes.length).toBeGreaterThan(2);
+    for (const op of routes)
+      expect(host.routes.some((x) => op.op === 'route.add' && x.dst === op.route.dst && String(x.table) === String(op.route.table))).toBe(true);
     const broken = new LinuxKernelBackend({
       logger: log,
       runner: new FakeLinux({ fail: (argv) => (argv[0] === 'nft' ? 'Error: Could not process rule: Operation not permitted' : null) }),

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { KernelOp } from '../../src/kernel/host-state.ts';
-import { commandOf, nftTableScript, READ, STEP } from '../../src/kernel/linux-commands.ts';
+import { commandOf, ipBatch, ipBatchFailure, ipBatchKey, nftTableScript, READ, STEP } from '../../src/kernel/linux-commands.ts';
 import {
   countersOf,
   nftTableDigest,
   observation,
   parseDevice,
   parseDump,
+  splitDumpAll,
   presentTables,
   routesOf,
   rulesOf,
@@ -82,6 +83,7 @@ describe('the command of each operation', () => {
         READ.addresses,
         READ.links,
         READ.wgDump('rc1c'),
+        READ.wgDumpAll,
         READ.routes('-6'),
         READ.rules('-4'),
         READ.sysctl('net.ipv4.ip_forward'),
@@ -95,6 +97,7 @@ describe('the command of each operation', () => {
       'ip -j addr show',
       'ip -j link show',
       'wg show rc1c dump',
+      'wg show all dump',
       'ip -6 -N -d -j route show table all',
       'ip -4 -N -j rule show',
       'sysctl -n net.ipv4.ip_forward',
@@ -104,6 +107,28 @@ describe('the command of each operation', () => {
       'sysctl -n net.ipv6.conf.all.disable_ipv6',
       'ip -6 -j route show default',
     ]);
+  });
+
+  it('puts addresses, routes, rules and link settings of one family in one `ip -batch`, and reads where it stopped', () => {
+    const route = { dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' };
+    const ops = [
+      { op: 'addr.add', dev: 'rc1m2', cidr: '100.64.0.1/32' },
+      { op: 'route.add', route },
+    ] as const;
+    expect(ipBatchKey(ops[0])).toBe('-4');
+    expect(ipBatchKey({ op: 'addr.add', dev: 'rc1c', cidr: 'fd64::1/128' })).toBe('-6');
+    expect(ipBatchKey({ op: 'link.up', dev: 'rc1m2' })).toBe('link');
+    expect(ipBatchKey({ op: 'wg.peer.del', dev: 'rc1m2', publicKey: KEY })).toBeNull();
+    expect(ipBatch('-4', ops)).toEqual({
+      args: ['ip', '-4', '-batch', '-'],
+      input: 'addr add 100.64.0.1/32 dev rc1m2\nroute add 100.64.0.2/32 dev rc1m2 table 254 src 100.64.0.1\n',
+    });
+    expect(ipBatch('link', [{ op: 'link.up', dev: 'rc1m2' }])).toEqual({ args: ['ip', '-batch', '-'], input: 'link set dev rc1m2 up\n' });
+    expect(ipBatchFailure('Error: ipv4: Address already assigned.\nCommand failed -:3\n')).toEqual({
+      line: 3,
+      message: 'Error: ipv4: Address already assigned.',
+    });
+    expect(ipBatchFailure('timed out after 10000 ms')).toBeNull();
   });
 
   it('refuses an operation it does not know', () => {
@@ -118,6 +143,21 @@ describe('parsing what the commands print', () => {
     `${KEY}\t(none)\t(none)\t(none)\t0\t0\t0\toff`,
     '',
   ].join('\n');
+
+  it('cuts `wg show all dump` into the dumps of the devices wanted, each as `wg show DEV dump` prints it', () => {
+    const prefixed = (dev: string) =>
+      dump
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => `${dev}\t${l}\n`)
+        .join('');
+    const all = prefixed('rc1m2') + prefixed('other9') + prefixed('rc1m3');
+    const cut = splitDumpAll(all, new Set(['rc1m2', 'rc1m3', 'rc1m4']));
+    expect([...cut.keys()]).toEqual(['rc1m2', 'rc1m3']);
+    expect(cut.get('rc1m2')).toBe(dump);
+    expect(cut.get('rc1m3')).toBe(dump);
+    expect(splitDumpAll('', new Set(['rc1m2'])).size).toBe(0);
+  });
 
   it('reads a WireGuard device from `ip -j addr show` and `wg show dump`, without link-local addresses', () => {
     const link = {

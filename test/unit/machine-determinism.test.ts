@@ -41,6 +41,7 @@ async function run(deps: Deps): Promise<unknown[]> {
   const emitted: unknown[] = [];
   const record = (_: unknown, e: unknown) => void emitted.push(e);
   const backend = new MemoryKernelBackend();
+  const reconcile = reconcileWith(backend, deps.now);
   let follow: ((e: RelayMachineEvent) => void) | null = null;
   const machine = relayMachine.provide({
     actors: {
@@ -53,7 +54,7 @@ async function run(deps: Deps): Promise<unknown[]> {
       deregister: fromPromise(async () => ({ revision: 6 })),
       kernel: kernelMachine.provide({
         actors: {
-          reconcile: fromPromise(async ({ input }) => reconcileWith(backend, deps.now)(input)),
+          reconcile: fromPromise(async ({ input }) => reconcile(input)),
           observer: fromCallback<ObserverEvent, Record<string, never>>(() => () => {}),
         },
         actions: { emit: (_, ems) => void emitted.push(...ems) },
@@ -96,9 +97,9 @@ async function run(deps: Deps): Promise<unknown[]> {
   return emitted;
 }
 
-/** Let the kernel rounds and the messages they cause run out. */
+/** Let the kernel rounds (each starts on a timer of 0 ms: the turn of the event loop they settle in) and the messages they cause run out. */
 const settle = async () => {
-  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 30; i++) await new Promise((r) => setTimeout(r, 2));
 };
 
 describe('machines take their ids and clock from their deps', () => {

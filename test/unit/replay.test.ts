@@ -5,6 +5,9 @@ import { parseCut } from '../../src/cli/commands/replay.ts';
 import { decodeStored, fromExportLine, type StoredMessage } from '../../src/events/log.ts';
 import { emptyHostState, type HostState, type KernelOp } from '../../src/kernel/host-state.ts';
 import { diffHosts, formatReplay } from '../../src/replay/render.ts';
+import { scopeDigest } from '../../src/kernel/host-text.ts';
+import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { meshScope } from '../../src/kernel/mesh.ts';
 import { RelayReplay, withinCut, type ReplayCut, type ReplayResult } from '../../src/replay/replay.ts';
 import { formatTimeline, TimelineBuilder } from '../../src/replay/timeline.ts';
 
@@ -230,6 +233,81 @@ describe('replay of a recorded sim', () => {
     expect(Object.keys(r.checks.uncheckedWhy)).toEqual(['no configuration recorded (RelayStarted before v3)']);
     expect(Object.keys(r.host.devices).length).toBeGreaterThan(0);
     expect(r.links.length).toBeGreaterThan(0);
+  });
+});
+
+describe('replay of rounds recorded in parts (KernelReconciled v2)', () => {
+  const log = load();
+  const ROUND = 'relaynet.relay.relay-1.kernel.kernel-reconciled';
+  /**
+   * relay-1's log with every round written as v2: rounds of two or more operations in two parts (the
+   * relay's sequences doubled to make room), `reached` as `digestOf` says (null: not recorded).
+   */
+  function inParts(drop: (round: number, part: number) => boolean = () => false, digestOf: (round: number) => string | null = () => null): StoredMessage[] {
+    const out: StoredMessage[] = [];
+    let round = 0;
+    for (const m of log) {
+      if (m.stream !== 'relay') {
+        out.push(m);
+        continue;
+      }
+      if (m.subject !== ROUND) {
+        out.push({ ...m, seq: m.seq * 2 });
+        continue;
+      }
+      const ev = JSON.parse(text(m));
+      round++;
+      const ops = ev.data.ops as KernelOp[];
+      const halves = ops.length >= 2 ? [ops.slice(0, 1), ops.slice(1)] : [ops];
+      for (const [i, part] of halves.entries()) {
+        if (drop(round, i + 1)) continue;
+        const v2 = { ...ev, version: 2, data: { ...ev.data, round, part: i + 1, parts: halves.length, focused: false, ops: part, reached: digestOf(round) } };
+        out.push({ ...m, seq: m.seq * 2 + i, data: utf8(JSON.stringify(v2)) });
+      }
+    }
+    return out;
+  }
+
+  it('checks a round once its last part is in: the same verdicts as the rounds written whole', () => {
+    const whole = replay(log, 'relay-1');
+    const parted = replay(inParts(), 'relay-1');
+    expect(parted.checks).toEqual({ ...whole.checks, reachedChecked: 0 });
+    expect(parted.host).toEqual(whole.host);
+    expect(parted.kernel).toEqual(whole.kernel);
+  });
+
+  it('a round with a part missing is unchecked, says why, and the rest still match', () => {
+    const multi = log.filter((m) => m.subject === ROUND).findIndex((m) => (JSON.parse(text(m)).data.ops as unknown[]).length >= 2) + 1;
+    const r = replay(
+      inParts((round, part) => round === multi && part === 2),
+      'relay-1',
+    );
+    expect(r.checks.uncheckedWhy).toMatchObject({ 'parts of the round are missing from the log': 1 });
+    expect(r.checks.mismatched).toBeGreaterThanOrEqual(0);
+    expect(r.checks.matched).toBeGreaterThan(0);
+  });
+
+  it("compares each round's recorded digest of the reached scope with the host replayed", () => {
+    // The digest relay-1 would have recorded after its first mesh round: the replayed host's mesh scope then.
+    const firstMesh = log.find((m) => m.subject === ROUND && JSON.parse(text(m)).data.owner === 'mesh')!;
+    const roundNo = log.filter((m) => m.subject === ROUND).indexOf(firstMesh) + 1;
+    const upTo = replay(log, 'relay-1', { kind: 'seq', seq: firstMesh.seq });
+    const self = upTo.topology.relays.find((r) => r.id === 'relay-1')!;
+    const scope = meshScope(upTo.relay.config!.wgPrefix, self);
+    const right = scopeDigest(new MemoryKernelBackend({ initial: upTo.host }).readSync(scope));
+    const good = replay(
+      inParts(undefined, (round) => (round === roundNo ? right : null)),
+      'relay-1',
+    );
+    expect(good.checks).toMatchObject({ reachedChecked: 1, reachedMismatched: 0, mismatched: 0 });
+    const bad = replay(
+      inParts(undefined, (round) => (round === roundNo ? '0123456789abcdef' : null)),
+      'relay-1',
+    );
+    expect(bad.checks).toMatchObject({ reachedChecked: 1, reachedMismatched: 1 });
+    expect(bad.checks.mismatches.map((m) => [m.owner, m.verdict, m.reached])).toEqual([['mesh', 'match', 'mismatch']]);
+    expect(formatReplay(bad)).toMatch(/reached scopes: 0 of 1 as recorded/);
+    expect(formatReplay(bad)).toMatch(/DIFFERS seq \d+ \(mesh, cause [^)]+\): the reached scope is not what the relay recorded/);
   });
 });
 

@@ -105,16 +105,21 @@ describe('topology and kernel actors on the in-memory host', () => {
     const h = harness();
     await h.view(relays([1, 2]));
     const roundsBefore = h.kernelRef().getSnapshot().context.stats.rounds;
-    // Five views sent back to back: the first starts a round, the rest collapse into one more.
+    // The first view starts a round; four more sent while it runs collapse into one more.
     const emittedBefore = h.emitted.length;
-    for (const ids of [
-      [1, 2, 3],
-      [1, 2, 3, 4],
-      [1, 2, 4],
-      [1, 4, 5],
-      [1, 5, 6],
-    ])
-      h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)), cause: `cause-${ids.join('')}` });
+    const send = (ids: number[]) => h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)), cause: `cause-${ids.join('')}` });
+    const sub = h.kernelRef().subscribe((snap: { value: unknown }) => {
+      if (snap.value !== 'reconciling') return;
+      sub.unsubscribe();
+      for (const ids of [
+        [1, 2, 3, 4],
+        [1, 2, 4],
+        [1, 4, 5],
+        [1, 5, 6],
+      ])
+        send(ids);
+    });
+    send([1, 2, 3]);
     await h.idle();
     expect(h.kernelRef().getSnapshot().context.stats.rounds - roundsBefore).toBe(2);
     // Each round's event names the cause of the desired state it applied: the first view, then the last.
@@ -124,6 +129,23 @@ describe('topology and kernel actors on the in-memory host', () => {
     ]);
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect(Object.keys(host.devices).sort()).toEqual(['rc1m5', 'rc1m6']);
+    h.actor.stop();
+  });
+
+  it('desired states sent in one turn of the event loop make one round, for the last of them', async () => {
+    const h = harness();
+    await h.view(relays([1, 2]));
+    const roundsBefore = h.kernelRef().getSnapshot().context.stats.rounds;
+    const emittedBefore = h.emitted.length;
+    for (const ids of [
+      [1, 2, 3],
+      [1, 2, 3, 4],
+      [1, 3, 4],
+    ])
+      h.actor.send({ type: 'VIEW', view: seedTopology(100 + ids.length, relays(ids)), cause: `cause-${ids.join('')}` });
+    await h.idle();
+    expect(h.kernelRef().getSnapshot().context.stats.rounds - roundsBefore).toBe(1);
+    expect(h.emitted.slice(emittedBefore).map((e) => [e.type, e.causationId])).toEqual([['KernelReconciled', 'cause-134']]);
     h.actor.stop();
   });
 

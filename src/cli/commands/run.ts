@@ -47,6 +47,7 @@ export const run: Action = async (v) => {
     linkStaleAfterMs: v.linkStaleAfter,
     linkDownAfterMs: v.linkDownAfter,
     observeIntervalMs: v.observeInterval,
+    kernelFullEveryMs: v.kernelFullEvery,
     resolveIntervalMs: v.resolveInterval,
     kernel: v.kernel,
     wgImpl: v.wgImpl,

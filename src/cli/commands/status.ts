@@ -35,6 +35,20 @@ export const rotateKey: Action = async (v) => {
   return 0;
 };
 
+/** `relay-core reconcile`: ask a running relay for a whole-scope kernel round (the drift check) now. */
+export const reconcile: Action = async (v) => {
+  let r: { relayId: string; asked: boolean };
+  try {
+    r = (await callStatusSocket(socketOf(v), 'POST', '/reconcile')) as typeof r;
+  } catch (e) {
+    throw new CliError((e as Error).message, 1);
+  }
+  if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else
+    process.stdout.write(`relay ${r.relayId} reads and plans everything it owns in its next kernel round (its KernelReconciled events show what it mended)\n`);
+  return 0;
+};
+
 /** `relay-core status`: a running relay's view, from its status socket. */
 export const status: Action = async (v) => {
   let st: RelayStatus;

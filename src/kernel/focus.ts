@@ -1,0 +1,135 @@
+import type { DesiredHostState, HostState, KernelOp, KernelScope, RouteState, RuleState } from './host-state.ts';
+import { ruleText } from './host-text.ts';
+import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
+
+/**
+ * The part of an owner's scope a round looks at: the objects whose desired state changed since the
+ * desired state the owner's last round reached. A round that plans only these reads only these, so its
+ * cost follows the change, not the size of the scope (a join in a mesh of a thousand relays touches one
+ * device and its routes). Pure.
+ *
+ * Objects are compared by reference first: owners keep the objects of what did not change (the mesh
+ * owner builds each link once per peer record), so an unchanged object costs one comparison. An object
+ * rebuilt equal is in the focus and plans nothing.
+ *
+ * A device in the focus brings every route via it (the kernel drops a device's routes with the device,
+ * on link down and with its last IPv4 address, and the planner adds back those still desired).
+ *
+ * Planning a focus gives the operations a whole-scope plan would give, in the same order, as long as
+ * the host outside the focus is what the last round reached (no drift): the planner's categories come
+ * in a fixed order and a focus keeps the order of each. Drift outside the focus is found by the
+ * whole-scope round the kernel actor runs on a slow timer and on demand.
+ */
+export interface Focus {
+  devices: ReadonlySet<string>;
+  /** Routes by `table dst` (dst canonical). */
+  routes: ReadonlySet<string>;
+  /** Rules by their canonical text. */
+  rules: ReadonlySet<string>;
+  sysctls: ReadonlySet<string>;
+  nftTables: ReadonlySet<string>;
+}
+
+export const routeKey = (r: RouteState): string => `${r.table} ${canonicalCidr(r.dst)}`;
+const ruleKey = (r: RuleState): string => ruleText(r.from === null ? r : { ...r, from: canonicalCidr(r.from) });
+
+/** Objects in `a` that `b` does not hold (by reference). */
+function notIn<T>(a: readonly T[], b: readonly T[]): T[] {
+  if (a === b) return [];
+  const held = new Set(b);
+  return a.filter((x) => !held.has(x));
+}
+
+function changedKeys<T>(a: Readonly<Record<string, T>>, b: Readonly<Record<string, T>>, same: (x: T, y: T) => boolean): string[] {
+  if (a === b) return [];
+  const out: string[] = [];
+  for (const k of Object.keys(a)) if (!(k in b) || !same(a[k]!, b[k]!)) out.push(k);
+  for (const k of Object.keys(b)) if (!(k in a)) out.push(k);
+  return out;
+}
+
+/** What changed between two desired states of one owner. */
+export function focusOf(before: DesiredHostState, after: DesiredHostState): Focus {
+  const devices = new Set(changedKeys(before.devices, after.devices, (x, y) => x === y));
+  // Routes via a focused device are in the focus with it.
+  const routes = [...notIn(before.routes, after.routes), ...notIn(after.routes, before.routes)].filter((r) => !devices.has(r.dev));
+  return {
+    devices,
+    routes: new Set(routes.map(routeKey)),
+    rules: new Set([...notIn(before.rules, after.rules), ...notIn(after.rules, before.rules)].map(ruleKey)),
+    sysctls: new Set(changedKeys(before.sysctls, after.sysctls, (x, y) => x === y)),
+    nftTables: new Set(changedKeys(before.nftTables, after.nftTables, (x, y) => x.digest === y.digest)),
+  };
+}
+
+export const isEmptyFocus = (f: Focus): boolean =>
+  f.devices.size === 0 && f.routes.size === 0 && f.rules.size === 0 && f.sysctls.size === 0 && f.nftTables.size === 0;
+
+/** Whether a route is in the focus: its key is, or the device it goes via. */
+export const routeInFocus = (f: Focus, r: RouteState): boolean => f.devices.has(r.dev) || (f.routes.size > 0 && f.routes.has(routeKey(r)));
+export const ruleInFocus = (f: Focus, r: RuleState): boolean => f.rules.size > 0 && f.rules.has(ruleKey(r));
+
+function pick<T>(rec: Readonly<Record<string, T>>, keys: ReadonlySet<string>): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const k of keys) if (k in rec) out[k] = rec[k]!;
+  return out;
+}
+
+/** The focused part of a state (order kept). */
+export function restrict<S extends HostState>(s: S, f: Focus): S {
+  return {
+    ...s,
+    devices: pick(s.devices, f.devices),
+    routes: f.devices.size === 0 && f.routes.size === 0 ? [] : s.routes.filter((r) => routeInFocus(f, r)),
+    rules: f.rules.size === 0 ? [] : s.rules.filter((r) => ruleInFocus(f, r)),
+    sysctls: pick(s.sysctls, f.sysctls),
+    nftTables: pick(s.nftTables, f.nftTables),
+  };
+}
+
+/** `base` (a whole scope) with the focused objects replaced by what `focused` holds of them. Routes and rules are not re-sorted. */
+export function mergeFocused(base: HostState, f: Focus, focused: HostState): HostState {
+  const devices = { ...base.devices };
+  for (const d of f.devices) delete devices[d];
+  Object.assign(devices, focused.devices);
+  const sysctls = { ...base.sysctls };
+  for (const k of f.sysctls) delete sysctls[k];
+  const nftTables = { ...base.nftTables };
+  for (const k of f.nftTables) delete nftTables[k];
+  return {
+    devices,
+    routes: f.devices.size === 0 && f.routes.size === 0 ? base.routes : [...base.routes.filter((r) => !routeInFocus(f, r)), ...focused.routes],
+    rules: f.rules.size === 0 ? base.rules : [...base.rules.filter((r) => !ruleInFocus(f, r)), ...focused.rules],
+    sysctls: Object.assign(sysctls, focused.sysctls),
+    nftTables: Object.assign(nftTables, focused.nftTables),
+  };
+}
+
+/**
+ * Whether applying `ops` may have changed something outside the focus: an address removed (deleted, or
+ * with its device, or an IPv6 one on link down) that no other device of `host` (the scope before the
+ * round) still has. The kernel then drops every route preferring it as source, on any device.
+ */
+export function mayReachBeyond(ops: readonly KernelOp[], host: HostState): boolean {
+  const removed: { dev: string; cidr: string }[] = [];
+  for (const op of ops) {
+    if (op.op === 'addr.del') removed.push({ dev: op.dev, cidr: op.cidr });
+    else if (op.op === 'link.del') removed.push(...(host.devices[op.dev]?.addresses ?? []).map((cidr) => ({ dev: op.dev, cidr })));
+    else if (op.op === 'link.down') removed.push(...(host.devices[op.dev]?.addresses.filter(isIpv6) ?? []).map((cidr) => ({ dev: op.dev, cidr })));
+  }
+  if (removed.length === 0) return false;
+  const gone = new Set(ops.flatMap((op) => (op.op === 'link.del' ? [op.dev] : [])));
+  const ipOf = (cidr: string) => canonicalIp(cidr.split('/')[0]!);
+  return removed.some(({ dev, cidr }) => {
+    const ip = ipOf(cidr);
+    return !Object.values(host.devices).some((d) => d.name !== dev && !gone.has(d.name) && d.addresses.some((a) => ipOf(a) === ip));
+  });
+}
+
+/** The scope's owner is another (a new device prefix, rule range, sysctls or tables): whole-scope rounds only. */
+export const sameScope = (a: KernelScope, b: KernelScope): boolean =>
+  a.devicePrefix === b.devicePrefix &&
+  a.rulePriorities[0] === b.rulePriorities[0] &&
+  a.rulePriorities[1] === b.rulePriorities[1] &&
+  a.sysctls.join('\n') === b.sysctls.join('\n') &&
+  a.nftTables.join('\n') === b.nftTables.join('\n');

@@ -1,0 +1,251 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { ClientSession, RelayRecord } from '../../src/contract/topology.events.ts';
+import { seedTopology } from '../../src/events/topology.fold.ts';
+import { focusOf, isEmptyFocus, mayReachBeyond, restrict } from '../../src/kernel/focus.ts';
+import type { DesiredHostState, KernelBackend, KernelScope } from '../../src/kernel/host-state.ts';
+import { canonicalHostState } from '../../src/kernel/host-text.ts';
+import type { ReconcileInput } from '../../src/kernel/kernel.machine.ts';
+import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { desiredMeshState } from '../../src/kernel/mesh.ts';
+import { clientsOwner, initialClientsState, type ClientsOwnerOptions } from '../../src/kernel/owners/clients.ts';
+import { initialMeshState, meshOwner } from '../../src/kernel/owners/mesh.ts';
+import { planKernel } from '../../src/kernel/plan.ts';
+import { reconcileWith } from '../../src/kernel/reconcile.ts';
+import { clientsInput, session, topologyInput } from '../support/clients-harness.ts';
+import { key, relay } from '../support/given.ts';
+
+const mesh = topologyInput.mesh;
+const clientOpts: ClientsOwnerOptions = { clients: { ...clientsInput.clients, clientPrefix6: 'fd64::/96' }, originalSysctls: clientsInput.originalSysctls };
+
+describe('a focus: what changed between two desired states', () => {
+  const r1 = relay(1);
+  const peers = [relay(2), relay(3), relay(4)];
+  const before = desiredMeshState(r1, peers, mesh, {});
+
+  it('holds only what changed: an unchanged peer keeps its objects, so it is not in the focus', () => {
+    expect(isEmptyFocus(focusOf(before, desiredMeshState(r1, peers, mesh, {})))).toBe(true);
+    const joined = desiredMeshState(r1, [...peers, relay(5)], mesh, {});
+    const f = focusOf(before, joined);
+    expect([...f.devices]).toEqual(['rc1m5']);
+    // The joiner's routes come with its device, not one by one.
+    expect(f.routes.size).toBe(0);
+    const rotated = desiredMeshState(r1, [peers[0]!, { ...peers[1]!, publicKey: key(33) }, peers[2]!], mesh, {});
+    expect([...focusOf(before, rotated).devices]).toEqual(['rc1m3']);
+    const left = desiredMeshState(r1, [peers[0]!, peers[2]!], mesh, {});
+    expect([...focusOf(before, left).devices]).toEqual(['rc1m3']);
+  });
+
+  it('names routes, rules, sysctls and tables that changed on their own', () => {
+    const a: DesiredHostState = {
+      devices: {},
+      routes: [{ dst: '100.64.0.9/32', dev: 'rc1m9', table: 254, src: null }],
+      rules: [{ priority: 5, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 }],
+      sysctls: { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' },
+      nftTables: { t: { name: 't', digest: 'aa', body: 'x' } },
+    };
+    const b: DesiredHostState = {
+      ...a,
+      routes: [{ dst: '100.64.0.9/32', dev: 'rc1m8', table: 254, src: null }],
+      rules: [a.rules[0]!, { priority: 5, from: '100.96.0.3/32', iif: 'rc1c', table: 100_002 }],
+      sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '2' },
+      nftTables: { t: { name: 't', digest: 'bb', body: 'y' } },
+    };
+    const f = focusOf(a, b);
+    expect([...f.routes]).toEqual(['254 100.64.0.9/32']);
+    expect([...f.rules]).toEqual(['priority 5 from 100.96.0.3/32 iif rc1c lookup 100002']);
+    expect([...f.sysctls]).toEqual(['net.ipv4.ip_forward']);
+    expect([...f.nftTables]).toEqual(['t']);
+    expect(restrict(b, f).rules).toEqual([b.rules[1]]);
+    expect(restrict(b, f).sysctls).toEqual({ 'net.ipv4.ip_forward': '0' });
+  });
+
+  it('knows when removing an address reaches routes outside the focus: only when no other device keeps it', () => {
+    const host = canonicalHostState({
+      devices: {
+        a: { name: 'a', publicKey: '', listenPort: 0, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [] },
+        b: { name: 'b', publicKey: '', listenPort: 0, mtu: 1420, addresses: ['100.64.0.1/32', '100.64.0.7/32'], up: true, peers: [] },
+      },
+      routes: [],
+      rules: [],
+      sysctls: {},
+      nftTables: {},
+    });
+    expect(mayReachBeyond([{ op: 'link.del', dev: 'a' }], host)).toBe(false);
+    expect(mayReachBeyond([{ op: 'addr.del', dev: 'b', cidr: '100.64.0.7/32' }], host)).toBe(true);
+    expect(
+      mayReachBeyond(
+        [
+          { op: 'link.del', dev: 'a' },
+          { op: 'link.del', dev: 'b' },
+        ],
+        host,
+      ),
+    ).toBe(true);
+    expect(mayReachBeyond([{ op: 'route.add', route: { dst: '100.64.0.9/32', dev: 'a', table: 254, src: null } }], host)).toBe(false);
+  });
+});
+
+/** A backend that counts what it is asked to read. */
+function counting(inner: MemoryKernelBackend) {
+  const reads: { focused: boolean; devices: number }[] = [];
+  const backend: KernelBackend = {
+    kind: 'memory',
+    read: async (scope, focus) => {
+      const s = await inner.read(scope, focus);
+      reads.push({ focused: focus !== undefined, devices: Object.keys(s.devices).length });
+      return s;
+    },
+    apply: (op) => inner.apply(op),
+    observe: (d) => inner.observe(d),
+    counters: (t) => inner.counters(t),
+    ipv6: () => inner.ipv6(),
+  };
+  return { backend, reads };
+}
+
+type Step =
+  | { kind: 'join' }
+  | { kind: 'leave'; i: number }
+  | { kind: 'rotate'; i: number }
+  | { kind: 'move'; i: number }
+  | { kind: 'open'; exit: number }
+  | { kind: 'close'; i: number }
+  | { kind: 'steer'; i: number; exit: number };
+
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.constant<Step>({ kind: 'join' }),
+  fc.nat(40).map((i): Step => ({ kind: 'leave', i })),
+  fc.nat(40).map((i): Step => ({ kind: 'rotate', i })),
+  fc.nat(40).map((i): Step => ({ kind: 'move', i })),
+  fc.nat(40).map((exit): Step => ({ kind: 'open', exit })),
+  fc.nat(40).map((i): Step => ({ kind: 'close', i })),
+  fc.tuple(fc.nat(40), fc.nat(40)).map(([i, exit]): Step => ({ kind: 'steer', i, exit })),
+);
+
+describe('rounds proportional to the change', () => {
+  it('plan exactly what a whole-scope plan would, over random joins, leaves, rotations, moves and sessions', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 25 }), async (steps) => {
+        const self = relay(1);
+        let peers: RelayRecord[] = [relay(2), relay(3)];
+        let sessions: ClientSession[] = [];
+        let next = 4;
+        let nextSession = 1;
+        const focused = new MemoryKernelBackend({ recordOps: false });
+        const whole = new MemoryKernelBackend({ recordOps: false });
+        const reconcile = reconcileWith(focused, () => 0);
+        let meshState = initialMeshState('relay-1');
+        let clientsState = initialClientsState('relay-1');
+        const round = async (): Promise<void> => {
+          const view = seedTopology(1, [self, ...peers], sessions);
+          meshState = meshOwner.view(meshState, { view });
+          clientsState = clientsOwner.view(clientsState, { view });
+          const owners: ReconcileInput['owners'] = [
+            { owner: 'mesh', scope: meshOwner.scope(meshState, mesh), state: meshOwner.desire(meshState, mesh), cause: null },
+            { owner: 'clients', scope: clientsOwner.scope(clientsState, clientOpts), state: clientsOwner.desire(clientsState, clientOpts), cause: null },
+          ];
+          const out = await reconcile({ owners, full: false });
+          for (const [i, o] of owners.entries()) {
+            const plan = planKernel(whole.readSync(o.scope), o.state);
+            for (const op of plan) whole.applySync(op);
+            const outcome = out.outcomes[i]!;
+            expect(outcome.failures).toEqual([]);
+            expect(outcome.planned).toEqual(plan);
+            // What the owner is told it reached is the whole scope, as a full read gives it.
+            expect(canonicalHostState(outcome.reached)).toEqual(focused.readSync(o.scope));
+          }
+          expect(focused.render()).toBe(whole.render());
+        };
+        await round();
+        for (const s of steps) {
+          const pick = (i: number) => peers[i % Math.max(1, peers.length)];
+          if (s.kind === 'join') peers = [...peers, relay(next++)];
+          else if (s.kind === 'leave' && peers.length > 0) peers = peers.filter((p) => p !== pick(s.i));
+          else if (s.kind === 'rotate' && peers.length > 0) peers = peers.map((p) => (p === pick(s.i) ? { ...p, publicKey: key(1000 + next++) } : p));
+          else if (s.kind === 'move' && peers.length > 0)
+            peers = peers.map((p) => (p === pick(s.i) ? { ...p, endpoint: `198.51.100.${100 + (next++ % 100)}:51820` } : p));
+          else if (s.kind === 'open' && peers.length > 0) sessions = [...sessions, session(nextSession++, self, pick(s.exit)!.id)];
+          else if (s.kind === 'close' && sessions.length > 0) sessions = sessions.filter((_, j) => j !== s.i % sessions.length);
+          else if (s.kind === 'steer' && sessions.length > 0 && peers.length > 0)
+            sessions = sessions.map((x, j) => (j === s.i % sessions.length ? { ...x, exitId: pick(s.exit)!.id } : x));
+          await round();
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('read nothing for a desired state already reached, and only the changed device for a join', async () => {
+    const host = new MemoryKernelBackend({ recordOps: false });
+    const { backend, reads } = counting(host);
+    const reconcile = reconcileWith(backend, () => 0);
+    const self = relay(1);
+    const records = Array.from({ length: 50 }, (_, i) => relay(i + 2));
+    const scope: KernelScope = { devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] };
+    const owners = (peers: RelayRecord[]) => [{ owner: 'mesh', scope, state: desiredMeshState(self, peers, mesh, {}), cause: null }];
+    await reconcile({ owners: owners(records.slice(0, 49)), full: false });
+    // The first round reads the whole scope (twice: before and after applying).
+    expect(reads).toEqual([
+      { focused: false, devices: 0 },
+      { focused: false, devices: 49 },
+    ]);
+    reads.length = 0;
+    const again = await reconcile({ owners: owners(records.slice(0, 49)), full: false });
+    expect(reads).toEqual([]);
+    expect(again.outcomes[0]!.planned).toEqual([]);
+    expect(Object.keys(again.outcomes[0]!.reached.devices)).toHaveLength(49);
+    const join = await reconcile({ owners: owners(records), full: false });
+    expect(reads).toEqual([
+      { focused: true, devices: 0 },
+      { focused: true, devices: 1 },
+    ]);
+    expect(join.outcomes[0]!.focused).toBe(true);
+    expect(join.outcomes[0]!.planned.map((o) => o.op)).toEqual([
+      'link.add',
+      'wg.device',
+      'addr.add',
+      'link.up',
+      'route.add',
+      'route.add',
+      'route.add',
+      'wg.peer.set',
+    ]);
+    expect(Object.keys(join.outcomes[0]!.reached.devices)).toHaveLength(50);
+  });
+
+  it('leaves drift outside the focus to the whole-scope round, which mends it', async () => {
+    const host = new MemoryKernelBackend({ recordOps: false });
+    const reconcile = reconcileWith(host, () => 0);
+    const self = relay(1);
+    const peers = [relay(2), relay(3)];
+    const scope: KernelScope = { devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] };
+    const state = desiredMeshState(self, peers, mesh, {});
+    await reconcile({ owners: [{ owner: 'mesh', scope, state, cause: null }], full: false });
+    // Somebody deletes a link behind the relay's back.
+    host.applySync({ op: 'link.del', dev: 'rc1m2' });
+    const focusedRound = await reconcile({ owners: [{ owner: 'mesh', scope, state, cause: null }], full: false });
+    expect(focusedRound.outcomes[0]!.planned).toEqual([]);
+    const fullRound = await reconcile({ owners: [{ owner: 'mesh', scope, state, cause: null }], full: true });
+    expect(fullRound.outcomes[0]!.focused).toBe(false);
+    expect(fullRound.outcomes[0]!.planned.filter((o) => o.op === 'link.add')).toEqual([{ op: 'link.add', dev: 'rc1m2', mtu: 1420 }]);
+    expect(planKernel(host.readSync(scope), state)).toEqual([]);
+  });
+
+  it('starts from the whole scope again after a failed round', async () => {
+    let fail = true;
+    const host = new MemoryKernelBackend({ recordOps: false, failOn: (op) => fail && op.op === 'route.add' && op.route.dev === 'rc1m3' });
+    const { backend, reads } = counting(host);
+    const reconcile = reconcileWith(backend, () => 0);
+    const scope: KernelScope = { devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] };
+    const state = desiredMeshState(relay(1), [relay(2), relay(3)], mesh, {});
+    const first = await reconcile({ owners: [{ owner: 'mesh', scope, state, cause: null }], full: false });
+    expect(first.outcomes[0]!.failures.length).toBeGreaterThan(0);
+    fail = false;
+    reads.length = 0;
+    const retry = await reconcile({ owners: [{ owner: 'mesh', scope, state, cause: null }], full: false });
+    expect(reads[0]).toEqual({ focused: false, devices: 2 });
+    expect(retry.outcomes[0]!.failures).toEqual([]);
+    expect(planKernel(host.readSync(scope), state)).toEqual([]);
+  });
+});
