@@ -135,6 +135,9 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       'topology_events',
     ]);
     expect(await revision()).toBe(0);
+    // A fresh database admits 4,096 relays: /23 client pools in the /11.
+    const [plan] = await sql`select mesh_cidr::text as mesh, client_supernet::text as supernet, client_pool_prefix as prefix from relaynet.settings`;
+    expect(plan).toEqual({ mesh: '100.64.0.0/16', supernet: '100.96.0.0/11', prefix: 23 });
   });
 
   it('admits 5 relays registering concurrently, each with its own mesh address and client pool', async () => {
@@ -143,7 +146,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     const bodies = results.map((r) => r.body);
     expect(new Set(bodies.map((b) => b.relay.meshAddress))).toEqual(new Set(['100.64.0.1', '100.64.0.2', '100.64.0.3', '100.64.0.4', '100.64.0.5']));
     expect(new Set(bodies.map((b) => b.relay.clientPool))).toEqual(
-      new Set(['100.96.0.0/22', '100.96.4.0/22', '100.96.8.0/22', '100.96.12.0/22', '100.96.16.0/22']),
+      new Set(['100.96.0.0/23', '100.96.2.0/23', '100.96.4.0/23', '100.96.6.0/23', '100.96.8.0/23']),
     );
     expect(bodies.map((b) => b.revision).sort()).toEqual([1, 2, 3, 4, 5]);
     for (const b of bodies) {
@@ -170,6 +173,17 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     const last = bodies.find((b) => b.revision === 5)!;
     const times = await sql`select updated_at from relaynet.topology`;
     expect(last.revisionTime).toBe((times[0]!.updated_at as Date).toISOString());
+  });
+
+  it('keeps the address plan of a database whose relays hold pools when the 4,096-relay migration runs', async () => {
+    const m = readMigrations().find((x) => x.name.endsWith('_address_plan_4096.sql'))!;
+    await sql`update relaynet.settings set client_pool_prefix = 22`;
+    try {
+      await sql.unsafe(m.sql);
+      expect((await sql`select client_pool_prefix as p from relaynet.settings`)[0]!.p).toBe(22);
+    } finally {
+      await sql`update relaynet.settings set client_pool_prefix = 23`;
+    }
   });
 
   it('re-admits an active relay with the same key and endpoint without a new revision', async () => {
@@ -278,7 +292,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     const back = await invoke('register-server', reg(2));
     expect(back.status).toBe(200);
     expect(back.body).toMatchObject({ revision: 12, readmitted: false });
-    expect(back.body.relay).toMatchObject({ meshAddress: '100.64.0.6', clientPool: '100.96.20.0/22' });
+    expect(back.body.relay).toMatchObject({ meshAddress: '100.64.0.6', clientPool: '100.96.10.0/23' });
   });
 
   it('answers every malformed request with 400 invalid_request naming the field', async () => {
@@ -389,7 +403,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     expect(token.split('.')).toHaveLength(3);
     const r = await invoke('register-server', reg(7), token);
     expect(r.status, JSON.stringify(r.body)).toBe(200);
-    expect(r.body).toMatchObject({ revision: 13, relay: { id: 'relay-7', meshAddress: '100.64.0.7', clientPool: '100.96.24.0/22' } });
+    expect(r.body).toMatchObject({ revision: 13, relay: { id: 'relay-7', meshAddress: '100.64.0.7', clientPool: '100.96.12.0/23' } });
     expect((await invoke('heartbeat', { relayId: 'relay-7' }, token)).status).toBe(200);
     expect((await invoke('heartbeat', { relayId: 'relay-6' }, token)).status).toBe(403);
     const left = await invoke('deregister', { relayId: 'relay-7' }, token);
@@ -407,7 +421,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     } finally {
       await sql`update relaynet.settings set mesh_cidr = '100.64.0.0/16'`;
     }
-    await sql`update relaynet.settings set client_supernet = '100.96.0.0/20'`; // four /22 pools
+    await sql`update relaynet.settings set client_supernet = '100.96.0.0/21'`; // four /23 pools
     try {
       const r = await invoke('register-server', reg(10));
       expect([r.status, r.body.error]).toEqual([503, 'pool_exhausted']);

@@ -109,7 +109,7 @@ describe('relays on the real control plane and event bus', () => {
     expect(new Set(st.map((s) => s.clientPool)).size).toBe(5);
     for (const s of st) {
       expect(s.meshAddress).toMatch(/^100\.64\./);
-      expect(s.clientPool).toMatch(/^100\.(9[6-9]|1[01]\d|12[0-7])\.\d+\.0\/22$/);
+      expect(s.clientPool).toMatch(/^100\.(9[6-9]|1[01]\d|12[0-7])\.\d+\.0\/23$/);
       expect(s.revision).toBe(5);
     }
   });

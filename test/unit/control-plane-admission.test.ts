@@ -118,36 +118,63 @@ describe('register-server decision table', () => {
 });
 
 describe('address plan slot math', () => {
+  /** The plan before the default admitted 4,096 relays: /22 pools. */
+  const P22 = { ...DEFAULT_PLAN, clientPoolPrefix: 22 };
+
+  it('admits 4,096 relays by default, and allocates the last pool and then refuses', () => {
+    expect(DEFAULT_PLAN).toEqual({ meshCidr: '100.64.0.0/16', clientSupernet: '100.96.0.0/11', clientPoolPrefix: 23 });
+    expect(poolSlots(DEFAULT_PLAN)).toBe(4096);
+    expect(meshSlots(DEFAULT_PLAN)).toBeGreaterThanOrEqual(4096);
+    expect(clientPool(DEFAULT_PLAN, 4095)).toBe('100.127.254.0/23');
+    const mesh = Array.from({ length: 4095 }, (_, i) => meshAddress(DEFAULT_PLAN, i + 1));
+    const pools = Array.from({ length: 4096 }, (_, k) => clientPool(DEFAULT_PLAN, k));
+    expect(new Set(pools).size).toBe(4096);
+    expect(
+      allocate(
+        DEFAULT_PLAN,
+        mesh,
+        pools.filter((_, k) => k !== 4095),
+      ),
+    ).toEqual({ ok: true, meshAddress: '100.64.16.0', clientPool: '100.127.254.0/23' });
+    expect(allocate(DEFAULT_PLAN, mesh, pools)).toEqual({ ok: false, exhausted: 'client pool' });
+  });
+
+  it('allocates around pools of another size after the plan changed', () => {
+    // Held under the old /22 plan: slots 0 and 1 of the /23 plan are both taken by 100.96.0.0/22.
+    expect(allocate(DEFAULT_PLAN, ['100.64.0.1'], ['100.96.0.0/22'])).toEqual({ ok: true, meshAddress: '100.64.0.2', clientPool: '100.96.4.0/23' });
+    expect(allocate(P22, ['100.64.0.1'], ['100.96.0.0/23'])).toEqual({ ok: true, meshAddress: '100.64.0.2', clientPool: '100.96.4.0/22' });
+  });
+
   it('numbers mesh addresses from network + 1 and pools from the supernet base', () => {
-    expect(meshSlots(DEFAULT_PLAN)).toBe(65534);
-    expect(poolSlots(DEFAULT_PLAN)).toBe(2048);
-    expect(meshAddress(DEFAULT_PLAN, 1)).toBe('100.64.0.1');
-    expect(meshAddress(DEFAULT_PLAN, 256)).toBe('100.64.1.0');
-    expect(meshAddress(DEFAULT_PLAN, 65534)).toBe('100.64.255.254');
-    expect(clientPool(DEFAULT_PLAN, 0)).toBe('100.96.0.0/22');
-    expect(clientPool(DEFAULT_PLAN, 1)).toBe('100.96.4.0/22');
-    expect(clientPool(DEFAULT_PLAN, 2047)).toBe('100.127.252.0/22');
-    expect(() => meshAddress(DEFAULT_PLAN, 0)).toThrow(RangeError);
-    expect(() => meshAddress(DEFAULT_PLAN, 65535)).toThrow(RangeError);
-    expect(() => clientPool(DEFAULT_PLAN, 2048)).toThrow(RangeError);
+    expect(meshSlots(P22)).toBe(65534);
+    expect(poolSlots(P22)).toBe(2048);
+    expect(meshAddress(P22, 1)).toBe('100.64.0.1');
+    expect(meshAddress(P22, 256)).toBe('100.64.1.0');
+    expect(meshAddress(P22, 65534)).toBe('100.64.255.254');
+    expect(clientPool(P22, 0)).toBe('100.96.0.0/22');
+    expect(clientPool(P22, 1)).toBe('100.96.4.0/22');
+    expect(clientPool(P22, 2047)).toBe('100.127.252.0/22');
+    expect(() => meshAddress(P22, 0)).toThrow(RangeError);
+    expect(() => meshAddress(P22, 65535)).toThrow(RangeError);
+    expect(() => clientPool(P22, 2048)).toThrow(RangeError);
   });
 
   it('maps addresses back to slots, ignoring the network, broadcast and foreign addresses', () => {
-    expect(meshSlotOf(DEFAULT_PLAN, '100.64.0.1')).toBe(1);
-    expect(meshSlotOf(DEFAULT_PLAN, '100.64.1.0/32')).toBe(256);
-    for (const a of ['100.64.0.0', '100.64.255.255', '100.65.0.1', 'nonsense']) expect(meshSlotOf(DEFAULT_PLAN, a)).toBeNull();
-    expect(poolSlotsOverlapping(DEFAULT_PLAN, '100.96.4.0/22')).toEqual([1]);
-    expect(poolSlotsOverlapping(DEFAULT_PLAN, '100.96.0.0/20')).toEqual([0, 1, 2, 3]);
-    expect(poolSlotsOverlapping(DEFAULT_PLAN, '100.96.5.0/24')).toEqual([1]);
-    expect(poolSlotsOverlapping(DEFAULT_PLAN, '198.51.100.0/24')).toEqual([]);
+    expect(meshSlotOf(P22, '100.64.0.1')).toBe(1);
+    expect(meshSlotOf(P22, '100.64.1.0/32')).toBe(256);
+    for (const a of ['100.64.0.0', '100.64.255.255', '100.65.0.1', 'nonsense']) expect(meshSlotOf(P22, a)).toBeNull();
+    expect(poolSlotsOverlapping(P22, '100.96.4.0/22')).toEqual([1]);
+    expect(poolSlotsOverlapping(P22, '100.96.0.0/20')).toEqual([0, 1, 2, 3]);
+    expect(poolSlotsOverlapping(P22, '100.96.5.0/24')).toEqual([1]);
+    expect(poolSlotsOverlapping(P22, '198.51.100.0/24')).toEqual([]);
   });
 
   it('allocates the lowest free slot, reusing freed ones', () => {
     expect(lowestFree([], 1, 3)).toBe(1);
     expect(lowestFree([1, 3], 1, 3)).toBe(2);
     expect(lowestFree([1, 2, 3], 1, 3)).toBeNull();
-    expect(allocate(DEFAULT_PLAN, [], [])).toEqual({ ok: true, meshAddress: '100.64.0.1', clientPool: '100.96.0.0/22' });
-    expect(allocate(DEFAULT_PLAN, ['100.64.0.1', '100.64.0.3'], ['100.96.0.0/22', '100.96.8.0/22'])).toEqual({
+    expect(allocate(P22, [], [])).toEqual({ ok: true, meshAddress: '100.64.0.1', clientPool: '100.96.0.0/22' });
+    expect(allocate(P22, ['100.64.0.1', '100.64.0.3'], ['100.96.0.0/22', '100.96.8.0/22'])).toEqual({
       ok: true,
       meshAddress: '100.64.0.2',
       clientPool: '100.96.4.0/22',
@@ -162,8 +189,8 @@ describe('address plan slot math', () => {
   });
 
   it('rejects plans that cannot work', () => {
-    expect(() => meshSlots({ ...DEFAULT_PLAN, meshCidr: '100.64.0.0/31' })).toThrow(/mesh_cidr/);
-    expect(() => poolSlots({ ...DEFAULT_PLAN, clientPoolPrefix: 10 })).toThrow(/client_pool_prefix/);
-    expect(() => poolSlots({ ...DEFAULT_PLAN, clientSupernet: '100.96.0.1/11' })).toThrow(/client_supernet/);
+    expect(() => meshSlots({ ...P22, meshCidr: '100.64.0.0/31' })).toThrow(/mesh_cidr/);
+    expect(() => poolSlots({ ...P22, clientPoolPrefix: 10 })).toThrow(/client_pool_prefix/);
+    expect(() => poolSlots({ ...P22, clientSupernet: '100.96.0.1/11' })).toThrow(/client_supernet/);
   });
 });

@@ -11,7 +11,8 @@ export interface AddressPlan {
   clientPoolPrefix: number;
 }
 
-export const DEFAULT_PLAN: AddressPlan = { meshCidr: '100.64.0.0/16', clientSupernet: '100.96.0.0/11', clientPoolPrefix: 22 };
+/** The migrations' default (4,096 relays; supabase/migrations/20261212000000_address_plan_4096.sql). */
+export const DEFAULT_PLAN: AddressPlan = { meshCidr: '100.64.0.0/16', clientSupernet: '100.96.0.0/11', clientPoolPrefix: 23 };
 
 export interface Cidr {
   base: number;
