@@ -112,7 +112,7 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
       ),
     );
     // Five client addresses per entry; relays stay live for an hour without heartbeats.
-    await settings('client_pool_prefix = 29, relay_liveness_seconds = 3600');
+    await settings('client_pool_prefix = 29, relay_liveness_seconds = 3600, relay_expire_seconds = 86400');
     for (const [n, region] of [
       [1, 'eu'],
       [2, 'eu'],

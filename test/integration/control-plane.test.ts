@@ -105,6 +105,8 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     if (backend === 'postgresql') pg = await startTestPostgres();
     cp = await startLocalControlPlane({ stateDir, port: 0, dbUrl: pg?.url, heartbeatSeconds: HEARTBEAT, natsToken: 'nats-secret', logger: log });
     sql = postgres(cp.dbUrl, { max: 1, prepare: false, onnotice: () => {} });
+    // Most relays here never send a heartbeat: none is expired unless a test asks for it.
+    await sql`update relaynet.settings set relay_expire_seconds = 86400`;
   });
 
   afterAll(async () => {
@@ -564,4 +566,69 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     expect((await invoke('register-server', await body(fresh), token)).status).toBe(200);
     expect(await lastEvent()).toMatchObject({ type: 'RelayAdmitted', data: { relay: { id: 'relay-31' }, identityKey: fresh.publicKey } });
   });
+
+  it("expires a relay silent past relay_expire_seconds on another relay's heartbeat; it comes back by registering again", async () => {
+    const silent = 'relay-60';
+    const beating = 'relay-61';
+    for (const n of [60, 61]) expect((await invoke('register-server', reg(n))).status).toBe(200);
+    // Nothing is due: a heartbeat changes no revision.
+    const before = await revision();
+    expect((await invoke('heartbeat', { relayId: beating })).body.revision).toBe(before);
+    expect(await revision()).toBe(before);
+    await sql`update relaynet.settings set relay_expire_seconds = 60`;
+    try {
+      // Every other relay of this file was heard just now; relay-60 a minute and a second ago.
+      await sql`update relaynet.relays set last_seen = clock_timestamp() where status = 'active'`;
+      await sql`update relaynet.relays set last_seen = clock_timestamp() - interval '61 seconds' where id = ${silent}`;
+      expect((await invoke('heartbeat', { relayId: beating })).status).toBe(200);
+      const [gone] = await sql`select status, mesh_address, client_pool from relaynet.relays where id = ${silent}`;
+      expect(gone).toEqual({ status: 'left', mesh_address: null, client_pool: null });
+      // One event: the relay left, expired (its sessions would be closed first, as at a deregistration).
+      expect(await revision()).toBe(before + 1);
+      expect(await lastEvent()).toMatchObject({ type: 'RelayLeft', data: { relayId: silent, reason: 'expired' } });
+      // The relay is told on its next heartbeat, and comes back by registering.
+      const told = await invoke('heartbeat', { relayId: silent });
+      expect([told.status, told.body.error]).toEqual([404, 'not_registered']);
+      const back = await invoke('register-server', reg(60));
+      expect(back.status).toBe(200);
+      expect(await lastEvent()).toMatchObject({ type: 'RelayAdmitted', data: { relay: { id: silent } } });
+    } finally {
+      await sql`update relaynet.settings set relay_expire_seconds = 86400`;
+    }
+  });
+
+  it.runIf(backend === 'postgresql')(
+    'answers a heartbeat while another transaction holds the topology lock (PostgreSQL: PGlite runs one transaction at a time)',
+    async () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const holder = postgres(cp.dbUrl, { max: 1, prepare: false, onnotice: () => {} });
+      const tx = holder.begin(async (t) => {
+        await t`select revision from relaynet.topology for update`;
+        locked();
+        await held;
+      });
+      try {
+        await isLocked;
+        const r = await invoke('heartbeat', { relayId: 'relay-61' });
+        expect(r.status).toBe(200);
+        // A registration does wait for the lock: it is still pending while the lock is held.
+        let registered = false;
+        const reg62 = invoke('register-server', reg(62)).then((x) => {
+          registered = true;
+          return x;
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        expect(registered).toBe(false);
+        release();
+        await tx;
+        expect((await reg62).status).toBe(200);
+      } finally {
+        release();
+        await holder.end({ timeout: 2 });
+      }
+    },
+  );
 });

@@ -97,7 +97,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
     cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'state'), port: 0, dbUrl: pg.url, heartbeatSeconds: 5, logger: log });
     sql = postgres(cp.dbUrl, { max: 2, prepare: false, onnotice: () => {} });
     // Relays stay live without heartbeats; sessions last a day.
-    await sql`update relaynet.settings set relay_liveness_seconds = 3600`;
+    await sql`update relaynet.settings set relay_liveness_seconds = 3600, relay_expire_seconds = 86400`;
     for (const n of [1, 2, 3, 4, 9]) tokens[`relay-${n}`] = await cp.mintRelayToken(`relay-${n}`, 3600);
     tokens.alice = await cp.mintUserToken('user-alice', 3600);
     tokens.bob = await cp.mintUserToken('user-bob', 3600);

@@ -3,6 +3,7 @@ import { headers } from '@nats-io/transport-node';
 import { randomUUID } from 'node:crypto';
 import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import type { NatsServer } from '../../src/devnet/nats-server.ts';
@@ -277,6 +278,41 @@ describe('relays on the real control plane and event bus', () => {
     });
     expect(new Set(st.map((s) => s.topologyDigest)).size).toBe(1);
     expect(statSync(join(tmp.dir, 'relay-5', 'wg.key')).mode & 0o777).toBe(0o600);
+  });
+
+  it('a relay silent past relay_expire_seconds is expired from every view, and comes back by registering again', async () => {
+    const sql = postgres(cp.dbUrl, { max: 1, prepare: false, onnotice: () => {} });
+    const silent = relays.get('relay-6')!;
+    const others = [...relays.entries()].filter(([id, r]) => r.child && id !== 'relay-6').map(([id]) => id);
+    try {
+      await sql`update relaynet.settings set relay_expire_seconds = 3`;
+      silent.child!.kill('SIGSTOP');
+      try {
+        // The others' heartbeats sweep it out: RelayLeft (expired), folded by every running relay.
+        await eventually(
+          'relay-6 expired from every other view',
+          async () => {
+            const st = await Promise.all(others.map((id) => relays.get(id)!.status()));
+            return st.every((x) => x.state === 'serving' && !x.relays.some((r) => r.id === 'relay-6')) ? st : null;
+          },
+          45_000,
+        );
+        const [row] = await sql`select status from relaynet.relays where id = 'relay-6'`;
+        expect(row!.status).toBe('left');
+        const [left] = await sql`select type, payload from relaynet.topology_events where type = 'RelayLeft' order by revision desc limit 1`;
+        expect(JSON.parse(left!.payload as string).data).toMatchObject({ relayId: 'relay-6', reason: 'expired' });
+      } finally {
+        silent.child!.kill('SIGCONT');
+      }
+      await sql`update relaynet.settings set relay_expire_seconds = null`;
+      // Its next heartbeat is refused (404): it registers again and every relay sees it back.
+      const st = await converged([...others, 'relay-6']);
+      const back = st.find((x) => x.relayId === 'relay-6')!;
+      expect(back.counters.resyncs).toBeGreaterThan(0);
+    } finally {
+      await sql`update relaynet.settings set relay_expire_seconds = null`.catch(() => {});
+      await sql.end({ timeout: 2 });
+    }
   });
 
   it('refuses a bad token with a clear error and exit code 1', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decide, decideDeregister, decideHeartbeat, type StoredRelay } from '../../supabase/functions/_shared/admission.ts';
+import { decide, decideDeregister, decideExpiry, decideHeartbeat, expireSeconds, type StoredRelay } from '../../supabase/functions/_shared/admission.ts';
 import {
   allocate,
   clientPool,
@@ -111,9 +111,16 @@ describe('register-server decision table', () => {
   });
 
   it('heartbeat: an active relay is touched; otherwise 404 not_registered', () => {
-    expect(decideHeartbeat(stored(), 'relay-a')).toEqual({ action: 'touch' });
-    for (const s of [null, stored({ status: 'left' })])
-      expect(decideHeartbeat(s, 'relay-a')).toMatchObject({ action: 'reject', refusal: { status: 404, error: 'not_registered' } });
+    expect(decideHeartbeat(true, 'relay-a')).toEqual({ action: 'touch' });
+    expect(decideHeartbeat(false, 'relay-a')).toMatchObject({ action: 'reject', refusal: { status: 404, error: 'not_registered' } });
+  });
+
+  it('expiry: a silent relay leaves with reason expired, after the setting or 30 heartbeat intervals (at least 5 minutes)', () => {
+    expect(decideExpiry('relay-a')).toEqual([{ type: 'RelayLeft', relayId: 'relay-a', reason: 'expired' }]);
+    expect(expireSeconds(null, 10)).toBe(300);
+    expect(expireSeconds(null, 1)).toBe(300);
+    expect(expireSeconds(null, 60)).toBe(1800);
+    expect(expireSeconds(45, 10)).toBe(45);
   });
 });
 

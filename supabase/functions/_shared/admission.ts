@@ -92,11 +92,24 @@ export function decideDeregister(existing: StoredRelay | null, relayId: string):
   return { action: 'leave', events: [{ type: 'RelayLeft', relayId, reason: 'deregistered' }] };
 }
 
+/** A relay silent past its expiry leaves as a deregistered one does, with reason `expired`. */
+export function decideExpiry(relayId: string): EventSpec[] {
+  return [{ type: 'RelayLeft', relayId, reason: 'expired' }];
+}
+
+/** How long a relay may go unheard before it is expired: the setting, else 30 heartbeat intervals and at least 5 minutes. */
+export function expireSeconds(setting: number | null, heartbeatSeconds: number): number {
+  return setting ?? Math.max(30 * heartbeatSeconds, 300);
+}
+
 export type HeartbeatDecision = { action: 'touch' } | { action: 'reject'; refusal: Refusal };
 
-/** heartbeat: an active relay is touched; anything else must register again. */
-export function decideHeartbeat(existing: StoredRelay | null, relayId: string): HeartbeatDecision {
-  if (existing?.status !== 'active') return { action: 'reject', refusal: notRegistered(relayId, true) };
+/**
+ * heartbeat: `touched` says whether the relay was active and is touched now (one statement, no lock);
+ * anything else (unknown, left, expired) must register again.
+ */
+export function decideHeartbeat(touched: boolean, relayId: string): HeartbeatDecision {
+  if (!touched) return { action: 'reject', refusal: notRegistered(relayId, true) };
   return { action: 'touch' };
 }
 

@@ -40,6 +40,15 @@ export async function lockTopology(tx: Tx): Promise<Revision> {
   return { revision: Number(row.revision), revisionTime: iso(row.updated_at), epoch: row.epoch };
 }
 
+/**
+ * Take the topology lock only if no other transaction holds it; null when one does (the caller leaves
+ * what needed it to that transaction's owner or a later call). Never waits.
+ */
+export async function tryLockTopology(tx: Tx): Promise<Revision | null> {
+  const [row] = await tx`select revision, updated_at, epoch::text as epoch from relaynet.topology for update skip locked`;
+  return row ? { revision: Number(row.revision), revisionTime: iso(row.updated_at), epoch: row.epoch } : null;
+}
+
 export async function currentRevision(tx: Tx): Promise<Revision> {
   const [row] = await tx`select revision, updated_at, epoch::text as epoch from relaynet.topology`;
   return { revision: Number(row!.revision), revisionTime: iso(row!.updated_at), epoch: row!.epoch };
@@ -206,6 +215,40 @@ export async function recordBusKey(tx: Tx, relayId: string, busKey: string | nul
 /** The nkey a relay registered for the bus, or null. */
 export async function busKeyOf(tx: Tx, relayId: string): Promise<string | null> {
   return (await tx<{ bus_key: string | null }[]>`select bus_key from relaynet.relays where id = ${relayId}`)[0]?.bus_key ?? null;
+}
+
+/**
+ * A heartbeat: last_seen of an active relay, in one statement (no topology lock). False when the relay
+ * is not active (unknown, left, or expired by a sweep that got there first).
+ */
+export async function touchActive(sql: Sql | Tx, relayId: string): Promise<boolean> {
+  const rows = await sql`update relaynet.relays set last_seen = clock_timestamp() where id = ${relayId} and status = 'active' returning id`;
+  return rows.length > 0;
+}
+
+/** Whether a sweep has anything to do: an open session past its expiry, or an active relay silent past `expireSeconds`. Reads only. */
+export async function sweepDue(sql: Sql | Tx, expireSeconds: number): Promise<boolean> {
+  const [r] = await sql`select exists (select 1 from relaynet.client_sessions where status = 'open' and expires_at <= clock_timestamp())
+                            or exists (select 1 from relaynet.relays where status = 'active'
+                                       and last_seen < clock_timestamp() - make_interval(secs => ${expireSeconds})) as due`;
+  return r!.due === true;
+}
+
+/**
+ * The active relays silent for more than `seconds`, oldest first, their rows locked (a heartbeat that
+ * touched one meanwhile takes it out of the list: the condition is checked again on the locked row).
+ */
+export async function silentRelays(tx: Tx, seconds: number): Promise<string[]> {
+  const rows = await tx<{ id: string }[]>`select id from relaynet.relays where status = 'active'
+                                           and last_seen < clock_timestamp() - make_interval(secs => ${seconds})
+                                           order by last_seen, id for update`;
+  return rows.map((r) => r.id);
+}
+
+/** relay_expire_seconds (null: the default, 30 heartbeat intervals). */
+export async function relayExpireSetting(sql: Sql | Tx): Promise<number | null> {
+  const [r] = await sql<{ s: number | null }[]>`select relay_expire_seconds as s from relaynet.settings`;
+  return r?.s === null || r?.s === undefined ? null : Number(r.s);
 }
 
 export async function touch(tx: Tx, relayId: string): Promise<void> {

@@ -1,17 +1,17 @@
 // heartbeat: a relay says it is alive; the answer carries the current topology revision so a relay
-// whose view fell behind can resync (docs/control-plane.md). Every heartbeat also sweeps the client
-// sessions past their expiry (ClientSessionClosed, reason "expired"), and forgets the rate-limit
-// buckets that are full again.
+// whose view fell behind can resync (docs/control-plane.md). It never waits for the topology lock. After
+// it, the topology is swept when something is due (_shared/sweep.ts: client sessions past their expiry,
+// relays silent past relay_expire_seconds), and the rate-limit buckets that are full again are forgotten.
 import { HeartbeatRequestSchema, type HeartbeatResponse } from '../../../src/contract/api-relays.ts';
 import { relayBusCredential } from '../_shared/bus.ts';
 import { decideHeartbeat } from '../_shared/admission.ts';
-import { closeExpired } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { sweepRateLimits } from '../_shared/limit-store.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
+import { sweepTopology } from '../_shared/sweep.ts';
 
 const FN = 'heartbeat';
 
@@ -22,20 +22,24 @@ Deno.serve(
       const { relayId, renewBus } = parseRequest(HeartbeatRequestSchema, body);
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
-      const key = await store.topologySigningKey(env.signingSeed);
       const sql = db(env.dbUrl, FN);
+      // No topology lock: a heartbeat only reads and touches its own row.
       const result = await sql.begin(async (tx) => {
-        await store.lockTopology(tx);
         await store.refuseBanned(tx, relayId, principal);
-        const decision = decideHeartbeat(await store.storedRelay(tx, relayId), relayId);
+        const decision = decideHeartbeat(await store.touchActive(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);
-        await store.touch(tx, relayId);
         const busKey = renewBus ? await store.busKeyOf(tx, relayId) : null;
-        const expired = await closeExpired(tx, key, requestId);
-        return { ...(await store.currentRevision(tx)), expired: expired.length, busKey };
+        return { ...(await store.currentRevision(tx)), busKey };
       });
       log.revision = result.revision;
-      if (result.expired) log.sessionsExpired = result.expired;
+      try {
+        const s = await sweepTopology(sql, await store.topologySigningKey(env.signingSeed), requestId, env.heartbeatSeconds);
+        if (s.sessionsExpired) log.sessionsExpired = s.sessionsExpired;
+        if (s.relaysExpired.length) log.relaysExpired = s.relaysExpired;
+      } catch (e) {
+        // The heartbeat itself succeeded; the next one sweeps again.
+        log.sweepError = e instanceof Error ? e.message : String(e);
+      }
       const swept = await sweepRateLimits(sql);
       if (swept) log.rateLimitsSwept = swept;
       // A renewal only for the nkey the relay registered (a token alone cannot get credentials for another key).
