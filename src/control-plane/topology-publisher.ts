@@ -1,4 +1,4 @@
-import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { headers } from '@nats-io/transport-node';
 import postgres from 'postgres';
 import { type BusAuth, connectBus } from '../bus/connection.ts';
@@ -28,12 +28,36 @@ interface OutboxRow {
   signature: string;
 }
 
+/** Outbox rows sent before the first acknowledgement is awaited. */
+const PIPELINE = 128;
+
+/**
+ * One outbox row to JetStream: its bytes and signature as the functions wrote them, `Nats-Msg-Id` = its
+ * event id (a re-send is a duplicate the stream drops), and, inside a pipeline, the expectation that
+ * the stream's last message is the row before it: a row whose predecessor was not stored fails instead
+ * of being stored out of order. (JetStream checks the duplicate before the expectation, so a re-sent
+ * row that was stored is acknowledged as a duplicate, not refused.)
+ */
+function publishRow(js: JetStreamClient, r: OutboxRow, after: string | null) {
+  const h = headers();
+  h.set(SIGNATURE_HEADER, r.signature);
+  return js.publish(r.subject, new TextEncoder().encode(r.payload), {
+    msgID: r.event_id,
+    headers: h,
+    timeout: 5_000,
+    ...(after === null ? {} : { expect: { lastMsgID: after } }),
+  });
+}
+
 /**
  * Copies the control plane's outbox (`relaynet.topology_events`) to JetStream in revision order.
  * It relays bytes the Edge Functions signed and holds no key, so it cannot forge topology. One
  * publisher runs per deployment; `Nats-Msg-Id` = event id makes a re-send after a crash harmless,
  * and relays skip revisions they already have. While NATS or Postgres is away it retries; nothing
  * is lost because the outbox is the source of truth and the cursor advances only after the ack.
+ * Rows go out in pipelines of {@link PIPELINE}, each expecting its predecessor as the stream's last
+ * message ({@link publishRow}); the first of a pipeline expects nothing, so a message someone else put
+ * in the stream never stops the publisher. The cursor moves once per pipeline.
  */
 export async function startTopologyPublisher(opts: {
   dbUrl: string;
@@ -162,14 +186,19 @@ export async function startTopologyPublisher(opts: {
         select revision, event_id, subject, payload, signature from relaynet.topology_events
         where revision > ${from} order by revision limit 500`;
       if (!rows.length) return n;
-      for (const r of rows) {
-        const h = headers();
-        h.set(SIGNATURE_HEADER, r.signature);
-        await js.publish(r.subject, new TextEncoder().encode(r.payload), { msgID: r.event_id, headers: h, timeout: 5_000 });
-        from = Number(r.revision);
-        await sql`update relaynet.publisher_cursor set published_revision = ${from} where published_revision < ${from}`;
-        published = from;
-        n++;
+      for (let i = 0; i < rows.length; i += PIPELINE) {
+        const chunk = rows.slice(i, i + PIPELINE);
+        const acks = await Promise.allSettled(chunk.map((r, j) => publishRow(js, r, j > 0 ? chunk[j - 1]!.event_id : null)));
+        const failed = acks.findIndex((a) => a.status === 'rejected');
+        const done = failed < 0 ? chunk.length : failed;
+        if (done > 0) {
+          // One cursor write for the acknowledged prefix of the chunk.
+          from = Number(chunk[done - 1]!.revision);
+          await sql`update relaynet.publisher_cursor set published_revision = ${from} where published_revision < ${from}`;
+          published = from;
+          n += done;
+        }
+        if (failed >= 0) throw (acks[failed] as PromiseRejectedResult).reason;
       }
       log.debug({ revision: from, count: rows.length }, 'published topology events');
     }
