@@ -62,6 +62,30 @@ describe('status server', () => {
     await expect(fetchStatus(join(dir, 'absent.sock'))).rejects.toThrow(/no relay is running/);
   });
 
+  it('asks for a whole-scope kernel round on POST /reconcile (`relay-core reconcile`)', async () => {
+    const stateDir = mkdtempSync(join(dir, 'relay-'));
+    let asked = 0;
+    const srv = await startStatusServer(
+      join(stateDir, 'relay.sock'),
+      () => ({}),
+      () => ({}),
+      { reconcile: () => ({ relayId: 'relay-a', asked: ++asked > 0 }) },
+    );
+    try {
+      const plain = await cli('reconcile', '--state-dir', stateDir);
+      expect(plain.code).toBe(0);
+      expect(plain.out).toBe('relay relay-a reads and plans everything it owns in its next kernel round (its KernelReconciled events show what it mended)\n');
+      expect(JSON.parse((await cli('reconcile', '--state-dir', stateDir, '--json')).out)).toEqual({ relayId: 'relay-a', asked: true });
+      expect(asked).toBe(2);
+    } finally {
+      srv.close();
+    }
+    // No relay there: a clear error, exit 1.
+    const none = await cli('reconcile', '--state-dir', mkdtempSync(join(dir, 'none-')));
+    expect(none.code).toBe(1);
+    expect(none.err).toMatch(/no relay is running/);
+  });
+
   it('runs an operator action on POST (rotate-key), and GET or an unknown action does not', async () => {
     const stateDir = mkdtempSync(join(dir, 'relay-'));
     const socket = join(stateDir, 'relay.sock');

@@ -38,6 +38,26 @@ describe('topology and kernel actors on the in-memory host', () => {
     h.actor.stop();
   });
 
+  it('RECONCILE_FULL (`relay-core reconcile`, the slow timer) mends drift that focused rounds do not look at', async () => {
+    const h = harness();
+    // The same record objects from view to view, as the relay's fold keeps unchanged relays.
+    const same = relays([1, 2, 3]);
+    await h.view(same);
+    const dev = linkDevice('rc', 1, 3);
+    // Somebody deletes a link behind the relay's back; the same view again reads nothing and mends nothing.
+    h.backend.applySync({ op: 'link.del', dev });
+    await h.view(same);
+    expect(Object.keys(h.backend.readSync({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] }).devices)).not.toContain(dev);
+    const before = h.emitted.length;
+    h.kernelRef().send({ type: 'RECONCILE_FULL' });
+    await h.idle();
+    const round = h.emitted.slice(before).find((e) => e.type === 'KernelReconciled');
+    expect(round?.data).toMatchObject({ owner: 'mesh', focused: false, failed: false });
+    expect((round!.data as { ops: KernelOp[] }).ops.filter((o) => o.op === 'link.add')).toEqual([{ op: 'link.add', dev, mtu: 1420 }]);
+    expect(Object.keys(h.backend.readSync({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] }).devices)).toContain(dev);
+    h.actor.stop();
+  });
+
   it('the same view again runs no mutating operation', async () => {
     const h = harness();
     await h.view(relays([1, 2, 3]));

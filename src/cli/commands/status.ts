@@ -16,14 +16,18 @@ function socketOf(v: Values): string {
   return join(resolve(dir), 'relay.sock');
 }
 
-/** `relay-core rotate-key`: ask a running relay to rotate its WireGuard key. */
-export const rotateKey: Action = async (v) => {
-  let r: { relayId: string; publicKey: string; registering: boolean; clients: number };
+/** POST an operator action to a running relay's status socket; what it answers, or exit 1 with why not. */
+async function action<T>(v: Parameters<Action>[0], path: string): Promise<T> {
   try {
-    r = (await callStatusSocket(socketOf(v), 'POST', '/rotate-key')) as typeof r;
+    return (await callStatusSocket(socketOf(v), 'POST', path)) as T;
   } catch (e) {
     throw new CliError((e as Error).message, 1);
   }
+}
+
+/** `relay-core rotate-key`: ask a running relay to rotate its WireGuard key. */
+export const rotateKey: Action = async (v) => {
+  const r = await action<{ relayId: string; publicKey: string; registering: boolean; clients: number }>(v, '/rotate-key');
   if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
   else
     process.stdout.write(
@@ -37,12 +41,7 @@ export const rotateKey: Action = async (v) => {
 
 /** `relay-core reconcile`: ask a running relay for a whole-scope kernel round (the drift check) now. */
 export const reconcile: Action = async (v) => {
-  let r: { relayId: string; asked: boolean };
-  try {
-    r = (await callStatusSocket(socketOf(v), 'POST', '/reconcile')) as typeof r;
-  } catch (e) {
-    throw new CliError((e as Error).message, 1);
-  }
+  const r = await action<{ relayId: string; asked: boolean }>(v, '/reconcile');
   if (v.json) process.stdout.write(`${JSON.stringify(r)}\n`);
   else
     process.stdout.write(`relay ${r.relayId} reads and plans everything it owns in its next kernel round (its KernelReconciled events show what it mended)\n`);
