@@ -220,7 +220,7 @@ export const relayMachine = setup({
               registerFailures: 0,
               error: null,
               cause: context.deps.newId(),
-              view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions),
+              view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions, context.request.relayId),
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
             {
@@ -246,6 +246,7 @@ export const relayMachine = setup({
                   relays: event.output.relays.length + 1,
                   reason: context.pendingResync ? 'resync' : 'boot',
                   digest: topologyDigest(context.view),
+                  sessions: 'entry',
                 },
               }),
             },

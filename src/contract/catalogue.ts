@@ -36,7 +36,9 @@ import {
   upcastRelayStartedV2,
   upcastRelayStartedV3,
   TopologySeededV2,
+  TopologySeededV3,
   upcastTopologySeededV1,
+  upcastTopologySeededV2,
   RelayStoppedV1,
   TopologyEventAppliedV1,
   TopologyEventRejectedV1,
@@ -85,8 +87,8 @@ export const CATALOGUE = {
   RelayStopped: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayStoppedV1 } },
   TopologySeeded: {
     kind: { stream: 'relay', aggregate: 'topology' },
-    versions: { 1: TopologySeededV1, 2: TopologySeededV2 },
-    upcast: { 1: upcastTopologySeededV1 },
+    versions: { 1: TopologySeededV1, 2: TopologySeededV2, 3: TopologySeededV3 },
+    upcast: { 1: upcastTopologySeededV1, 2: upcastTopologySeededV2 },
   },
   TopologyResyncRequested: {
     kind: { stream: 'relay', aggregate: 'topology' },

@@ -69,6 +69,12 @@ export const TopologySeededV2 = TopologySeededV1.extend({
     .nullable(),
 }).strict();
 export const upcastTopologySeededV1 = (d: z.infer<typeof TopologySeededV1>): z.infer<typeof TopologySeededV2> => ({ ...d, digest: null });
+/**
+ * v3 adds `sessions`: which client sessions the seeded view (and its digest) keeps: `entry`, those
+ * entering at the relay (relays since issue 15), or `all` (before); v2 reads as `all`.
+ */
+export const TopologySeededV3 = TopologySeededV2.extend({ sessions: z.enum(['entry', 'all']) }).strict();
+export const upcastTopologySeededV2 = (d: z.infer<typeof TopologySeededV2>): z.infer<typeof TopologySeededV3> => ({ ...d, sessions: 'all' });
 export const TopologyResyncRequestedV1 = z
   .object({
     revision: z.number().int().min(0),
@@ -207,7 +213,7 @@ export const KernelOperationFailedV1 = z
 export type RelayEvent =
   | Envelope<'RelayStarted', z.infer<typeof RelayStartedV4>>
   | Envelope<'RelayRegistered', z.infer<typeof RelayRegisteredV2>>
-  | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV2>>
+  | Envelope<'TopologySeeded', z.infer<typeof TopologySeededV3>>
   | Envelope<'TopologyResyncRequested', z.infer<typeof TopologyResyncRequestedV2>>
   | Envelope<'TopologyEventApplied', z.infer<typeof TopologyEventAppliedV1>>
   | Envelope<'TopologyEventRejected', z.infer<typeof TopologyEventRejectedV1>>

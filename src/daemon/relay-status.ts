@@ -5,7 +5,7 @@ import { serviceCidrsOf } from '../kernel/owners/clients.ts';
 import type { LinkState } from '../actors/peer-link.machine.ts';
 import type { relayMachine } from '../actors/relay.machine.ts';
 import type { topologyMachine } from '../actors/topology.machine.ts';
-import { canonicalTopology } from '../events/topology.fold.ts';
+import { canonicalMembership } from '../events/topology.fold.ts';
 import type { RelayRecord } from '../contract/topology.events.ts';
 import { clientEgressRules, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
 import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
@@ -26,6 +26,7 @@ export interface RelayStatus {
   clientPool: string | null;
   revision: number;
   relays: RelayRecord[];
+  /** The canonical text of the revision and the relays: equal on relays that agree on the topology. */
   topologyDigest: string;
   counters: SnapshotFrom<typeof relayMachine>['context']['counters'];
   bus: BusStatus;
@@ -151,7 +152,7 @@ export function statusProjection(src: StatusSources, log: Logger, deps: Deps): S
         clientPool: s.context.registration?.relay.clientPool ?? null,
         revision: view.revision,
         relays: Object.values(view.relays).sort((a, b) => a.id.localeCompare(b.id)),
-        topologyDigest: canonicalTopology(view),
+        topologyDigest: canonicalMembership(view),
         counters: s.context.counters,
         bus: src.bus(),
         links: linkStatuses(s, linkSince),

@@ -2,26 +2,40 @@ import { createHash } from 'node:crypto';
 import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
 
 /**
- * The topology as one relay believes it: every active relay (itself included) and every open client
- * session at a revision. Built only by {@link seedTopology} and {@link evolveTopology}; replay uses the
- * same functions.
+ * The topology as one relay believes it: every active relay (itself included) and the open client
+ * sessions that concern it at a revision: those entering at `entry` (a relay's own view), or every
+ * session when `entry` is null (the views of relays before issue 15, which replay rebuilds for their
+ * logs). Built only by {@link seedTopology} and {@link evolveTopology}; replay uses the same functions.
  */
 export interface TopologyView {
   revision: number;
   relays: Readonly<Record<string, RelayRecord>>;
-  /** Open client sessions by id. */
+  /** Open client sessions by id: those entering at `entry`, or all of them when it is null. */
   sessions: Readonly<Record<string, ClientSession>>;
+  /** Whose sessions the view keeps (a relay id), or null for every session. */
+  entry: string | null;
 }
 
-export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: {}, sessions: {} };
+export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: {}, sessions: {}, entry: null };
 
-/** The view a snapshot from `register-server` describes. Pure. */
-export function seedTopology(revision: number, relays: readonly RelayRecord[], sessions: readonly ClientSession[] = []): TopologyView {
+/** The empty view of a relay that keeps only the sessions entering at `entry` (null: all). */
+export const emptyTopology = (entry: string | null): TopologyView => ({ ...EMPTY_TOPOLOGY, entry });
+
+/**
+ * The view a snapshot from `register-server` describes, keeping only the sessions entering at `entry`
+ * (null: all; a control plane from before issue 15 sends every open session). Pure.
+ */
+export function seedTopology(
+  revision: number,
+  relays: readonly RelayRecord[],
+  sessions: readonly ClientSession[] = [],
+  entry: string | null = null,
+): TopologyView {
   const map: Record<string, RelayRecord> = {};
   for (const r of relays) map[r.id] = r;
   const open: Record<string, ClientSession> = {};
-  for (const s of sessions) open[s.id] = s;
-  return { revision, relays: map, sessions: open };
+  for (const s of sessions) if (entry === null || s.entryId === entry) open[s.id] = s;
+  return { revision, relays: map, sessions: open, entry };
 }
 
 /** The open sessions entering at `entryId`, by id. */
@@ -61,7 +75,8 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       break;
     }
     case 'ClientSessionOpened':
-      sessions = { ...sessions, [event.data.session.id]: event.data.session };
+      // Another entry's session does not concern this relay: only the revision moves.
+      if (state.entry === null || event.data.session.entryId === state.entry) sessions = { ...sessions, [event.data.session.id]: event.data.session };
       break;
     case 'ClientSessionExitChanged': {
       const s = sessions[event.data.sessionId];
@@ -69,14 +84,16 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       break;
     }
     case 'ClientSessionClosed': {
-      const { [event.data.sessionId]: _closed, ...rest } = sessions;
-      sessions = rest;
+      if (event.data.sessionId in sessions) {
+        const { [event.data.sessionId]: _closed, ...rest } = sessions;
+        sessions = rest;
+      }
       break;
     }
     default:
       assertNever(event);
   }
-  return { revision: event.data.revision, relays, sessions };
+  return { revision: event.data.revision, relays, sessions, entry: state.entry };
 }
 
 /** Outcome of offering a stream event to a view. */
@@ -112,7 +129,20 @@ export function canonicalTopology(view: TopologyView): string {
   });
 }
 
+/**
+ * Canonical text of the part of a view every relay shares: the revision and the relays (sessions are
+ * each entry's own). Relays that agree on the topology have the same text.
+ */
+export function canonicalMembership(view: TopologyView): string {
+  return canonicalTopology({ ...view, sessions: {} });
+}
+
 /** SHA-256 (hex) of {@link canonicalTopology}: short enough to record in an event. */
 export function topologyDigest(view: TopologyView): string {
   return createHash('sha256').update(canonicalTopology(view)).digest('hex');
+}
+
+/** SHA-256 (hex) of {@link canonicalMembership}: what `relay-core status`'s `topologyDigest` text hashes to. */
+export function membershipDigest(view: TopologyView): string {
+  return createHash('sha256').update(canonicalMembership(view)).digest('hex');
 }

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../contract/relay.events.ts';
-import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
+import { applyTopologyEvent, emptyTopology, membershipDigest, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import { assertNever, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
 import type { HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
 import { scopeDigest } from '../kernel/host-text.ts';
@@ -118,6 +118,7 @@ export interface ReplayResult {
   };
   topology: {
     revision: number;
+    /** SHA-256 of the revision and relays of the view (what `relay-core status`'s `topologyDigest` text hashes to). */
     digest: string | null;
     /** Whether the view could be rebuilt from the topology stream (else why not). */
     view: 'rebuilt' | 'unavailable';
@@ -222,7 +223,7 @@ export class RelayReplay {
   private services: string[] = [];
   private config: Config | null = null;
 
-  private view: TopologyView | null = EMPTY_TOPOLOGY;
+  private view: TopologyView | null = emptyTopology(null);
   private viewNote: string | null = null;
   private topoCounters = { applied: 0, seeds: 0, resyncsRequested: 0, rejected: {} as Record<string, number>, duplicates: 0, digestMismatches: 0 };
 
@@ -348,7 +349,8 @@ export class RelayReplay {
         this.topoCounters.seeds++;
         this.epoch = ev.epoch ?? null;
         this.relayState = 'serving';
-        this.view = this.viewAt(ev.data.revision);
+        // A relay since issue 15 keeps only the sessions entering at it; one before kept them all.
+        this.view = this.viewAt(ev.data.revision, ev.data.sessions === 'entry' ? this.relayId : null);
         if (this.view && ev.data.digest !== null && topologyDigest(this.view) !== ev.data.digest) {
           this.topoCounters.digestMismatches++;
           this.viewNote = `the view rebuilt at revision ${ev.data.revision} differs from the one the relay seeded (seq ${seq})`;
@@ -457,8 +459,8 @@ export class RelayReplay {
   }
 
   /** The view at `revision`, folded from the topology stream from the start (null if it has a hole). */
-  private viewAt(revision: number): TopologyView | null {
-    let v = EMPTY_TOPOLOGY;
+  private viewAt(revision: number, entry: string | null): TopologyView | null {
+    let v = emptyTopology(entry);
     for (let r = 1; r <= revision; r++) {
       const te = this.topologyEvent(r);
       if (!te) {
@@ -703,7 +705,7 @@ export class RelayReplay {
       },
       topology: {
         revision: view?.revision ?? -1,
-        digest: view ? topologyDigest(view) : null,
+        digest: view ? membershipDigest(view) : null,
         view: view ? 'rebuilt' : 'unavailable',
         viewNote: this.viewNote,
         relays: view ? Object.values(view.relays).sort((a, b) => a.id.localeCompare(b.id)) : [],

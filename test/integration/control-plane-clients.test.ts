@@ -581,14 +581,17 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(await row(r.body.session.id)).toMatchObject({ status: 'closed', close_reason: 'expired' });
   });
 
-  it('hands every open session to a registering relay', async () => {
+  it('hands a registering relay the open sessions entering at it, and no other', async () => {
     const r = await call('register-server', reg(2, 'eu'), { token: relayTokens.get('relay-2')! });
     expect(r.status).toBe(200);
     const parsed = RegisterResponseSchema.parse(r.body);
-    const open = await sql`select id::text as id from relaynet.client_sessions where status = 'open' order by opened_at, id`;
+    const open = await sql`select id::text as id from relaynet.client_sessions where status = 'open' and entry_id = 'relay-2' order by opened_at, id`;
     expect(parsed.sessions.map((s) => s.id)).toEqual(open.map((o) => o.id));
     expect(parsed.sessions.length).toBeGreaterThan(0);
-    expect(parsed.sessions.some((s) => s.entryId === 'relay-2')).toBe(true);
+    // Sessions entering elsewhere exist, and are not in relay-2's snapshot.
+    const elsewhere = await sql`select count(*)::int as n from relaynet.client_sessions where status = 'open' and entry_id <> 'relay-2'`;
+    expect(elsewhere[0]!.n).toBeGreaterThan(0);
+    expect(parsed.sessions.every((s) => s.entryId === 'relay-2')).toBe(true);
   });
 
   it('closes the sessions entering at a relay that leaves before RelayLeft; those leaving there stay open', async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { envelope } from '../../src/contract/envelope.ts';
-import { formatIpv4, parseIpv4, type RelayRecord, type TopologyEvent } from '../../src/contract/topology.events.ts';
+import { formatIpv4, parseIpv4, type ClientSession, type RelayRecord, type TopologyEvent } from '../../src/contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, type ApplyOutcome, type TopologyView } from '../../src/events/topology.fold.ts';
 import type { BusDetails } from '../../src/contract/api-relays.ts';
 
@@ -33,6 +33,11 @@ export const ev = {
     envelope(cp, 'RelayKeyRotated', 1, { revision, relayId, publicKey, previousPublicKey }),
   moved: (revision: number, relayId: string, endpoint: string, previousEndpoint: string): TopologyEvent =>
     envelope(cp, 'RelayEndpointChanged', 1, { revision, relayId, endpoint, previousEndpoint }),
+  opened: (revision: number, session: ClientSession): TopologyEvent => envelope(cp, 'ClientSessionOpened', 1, { revision, session }),
+  steered: (revision: number, s: ClientSession, exitId: string): TopologyEvent =>
+    envelope(cp, 'ClientSessionExitChanged', 1, { revision, sessionId: s.id, entryId: s.entryId, exitId, previousExitId: s.exitId }),
+  closed: (revision: number, s: ClientSession): TopologyEvent =>
+    envelope(cp, 'ClientSessionClosed', 1, { revision, sessionId: s.id, entryId: s.entryId, reason: 'disconnected' as const }),
 };
 
 /**

@@ -169,7 +169,7 @@ describe('versions', () => {
     }
     const seeded = entries.flatMap((e) => (e.ok && e.event.type === 'TopologySeeded' ? [e.event] : []));
     expect(seeded.length).toBeGreaterThan(0);
-    for (const s of seeded) expect(s).toMatchObject({ version: 2, data: { digest: null } });
+    for (const s of seeded) expect(s).toMatchObject({ version: 3, data: { digest: null, sessions: 'all' } });
   });
 
   it('still refuses versions it does not know and v1 data that breaks the v1 schema', () => {

@@ -90,8 +90,8 @@ const GENUINE: Wire[] = HISTORY.map((e) => {
 });
 
 const SELF = relay(1);
-/** The view after the first `i` events, seeded with self at revision 0. */
-const PREFIX: TopologyView[] = [seedTopology(0, [SELF])];
+/** The view after the first `i` events, seeded with self at revision 0 (keeping the sessions entering at it, as a relay does). */
+const PREFIX: TopologyView[] = [seedTopology(0, [SELF], [], SELF.id)];
 for (const e of HISTORY) PREFIX.push(evolveTopology(PREFIX[PREFIX.length - 1]!, e));
 const FINAL = PREFIX[N]!;
 

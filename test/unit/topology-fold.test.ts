@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalTopology, evolveTopology, seedTopology, EMPTY_TOPOLOGY } from '../../src/events/topology.fold.ts';
+import { canonicalMembership, canonicalTopology, evolveTopology, seedTopology, EMPTY_TOPOLOGY } from '../../src/events/topology.fold.ts';
+import { session } from '../support/clients-harness.ts';
 import { ev, given, key, relay } from '../support/given.ts';
 
 describe('topology fold', () => {
@@ -55,6 +56,25 @@ describe('topology fold', () => {
     const before = canonicalTopology(g.state);
     g.when(ev.left(2, 'relay-1'));
     expect(canonicalTopology(g.state)).toBe(before);
+  });
+
+  it("a relay's view keeps only the sessions entering at it; the revision moves with every event", () => {
+    const [r1, r2] = [relay(1), relay(2)];
+    const mine = session(1, r1, 'relay-2');
+    const theirs = session(2, r2, 'relay-1');
+    const seeded = seedTopology(2, [r1, r2], [mine, theirs], 'relay-1');
+    expect(Object.keys(seeded.sessions)).toEqual([mine.id]);
+    const other = session(3, r2, 'relay-1');
+    const g = given([ev.opened(3, other), ev.steered(4, theirs, 'relay-2'), ev.closed(5, theirs), ev.opened(6, session(4, r1, 'relay-2'))], seeded);
+    expect(g.state.revision).toBe(6);
+    expect(Object.keys(g.state.sessions).sort()).toEqual([mine.id, session(4, r1, 'relay-2').id].sort());
+    expect(g.state.entry).toBe('relay-1');
+    // The same events on a view of every session (entry null) keep them all.
+    const all = given([ev.opened(3, other)], seedTopology(2, [r1, r2], [mine, theirs]));
+    expect(Object.keys(all.state.sessions).sort()).toEqual([mine.id, theirs.id, other.id].sort());
+    // Others' sessions do not change what the relays share.
+    expect(canonicalMembership(g.state)).toBe(canonicalMembership({ ...g.state, sessions: {} }));
+    expect(canonicalTopology(g.state)).not.toBe(canonicalMembership(g.state));
   });
 
   it('canonical text does not depend on insertion order', () => {

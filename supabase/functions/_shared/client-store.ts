@@ -115,8 +115,11 @@ export async function sessionsOfKey(db: Db, publicKey: string): Promise<StoredSe
 }
 
 /** Every open session (what register-server hands a relay with the snapshot), by opening time. */
-export async function openSessionRecords(db: Db): Promise<ClientSession[]> {
-  const rows = await db.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' order by opened_at, id`);
+/** The open sessions entering at `entryId`, as records (what a registering relay is handed: the others do not concern it). */
+export async function openSessionRecords(db: Db, entryId: string): Promise<ClientSession[]> {
+  const rows = await db.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and entry_id = $1 order by opened_at, id`, [
+    entryId,
+  ]);
   return rows.map((r) => recordOf(toSession(r)));
 }
 

@@ -56,7 +56,7 @@ Deno.serve(
         const events = await store.appendEvents(tx, decision.events, self, key, requestId);
         const rev = await store.currentRevision(tx);
         const relays = await store.activeRelays(tx, req.relayId);
-        const sessions = await openSessionRecords(tx);
+        const sessions = await openSessionRecords(tx, req.relayId);
         return { self, relays, sessions, events, readmitted: decision.action === 'readmit', ...rev };
       });
       log.events = result.events.map((e) => e.type);
