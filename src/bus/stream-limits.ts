@@ -8,6 +8,8 @@ export interface StreamLimits {
   relayMaxBytes: number;
   /** JetStream deduplication window for `Nats-Msg-Id` (the publisher re-sends after a crash). */
   duplicateWindowSeconds: number;
+  /** Copies of each stream in a NATS cluster (1: a single server; 3: a 3-node cluster survives one node's loss). */
+  replicas: number;
 }
 
 export const DEFAULT_STREAM_LIMITS: StreamLimits = {
@@ -16,4 +18,5 @@ export const DEFAULT_STREAM_LIMITS: StreamLimits = {
   relayMaxAgeSeconds: 7 * 24 * 3600,
   relayMaxBytes: 1024 * 1024 * 1024,
   duplicateWindowSeconds: 120,
+  replicas: 1,
 };

@@ -12,7 +12,7 @@ export function streamConfigs(l: StreamLimits = DEFAULT_STREAM_LIMITS): (Partial
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
-    num_replicas: 1,
+    num_replicas: l.replicas,
     max_msg_size: 1024 * 1024,
     duplicate_window: l.duplicateWindowSeconds * NS_PER_S,
   };

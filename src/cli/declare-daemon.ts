@@ -202,6 +202,7 @@ that may publish only its own events; the operator's credentials are STATE_DIR/b
     opt('--nats-auth-out <FILE>', "also write nats-auth.conf (for nats-server's configuration) to FILE, mode 0644 (e.g. a volume nats-server mounts)"),
     intOpt('--nats-user-ttl <S>', "lifetime of a relay's NATS user JWT; relays renew it through the heartbeat", 60, 30 * 24 * 3600, { default: 3600 }),
     intOpt('--heartbeat-seconds <N>', 'heartbeat interval handed to relays', 1, 3600, { default: 10 }),
+    intOpt('--stream-replicas <N>', 'copies of each JetStream stream it creates (3 on a 3-node NATS cluster)', 1, 5, { default: 1 }),
   );
   cmd.addHelpText(
     'after',
@@ -390,6 +391,7 @@ STATE_DIR/bus/admin.creds), or the token in token mode.`);
     intOpt('--topology-max-bytes <B>', 'bytes', 1024, Number.MAX_SAFE_INTEGER, { default: L.topologyMaxBytes }),
     intOpt('--relay-max-age <S>', 'seconds', 1, Number.MAX_SAFE_INTEGER, { default: L.relayMaxAgeSeconds }),
     intOpt('--relay-max-bytes <B>', 'bytes', 1024, Number.MAX_SAFE_INTEGER, { default: L.relayMaxBytes }),
+    intOpt('--replicas <N>', 'copies of each stream in a NATS cluster (3 survives the loss of one node of three)', 1, 5, { default: L.replicas }),
   );
   leaf(cmd, 'bus bootstrap');
   onlySubcommand(bus, cmd);

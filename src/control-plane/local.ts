@@ -13,6 +13,7 @@ import { startBusRevocations } from './bus-revocations.ts';
 import { type BusAuth, credsFileAuth } from '../bus/connection.ts';
 import { inboxPrefixFor } from '../contract/bus-auth.ts';
 import { startTopologyPublisher, type TopologyPublisher } from './topology-publisher.ts';
+import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
 
 export { loadOrCreateSecrets, SECRETS_FILE, topologyPublicKeyOf, type Secrets } from './secrets.ts';
 
@@ -54,6 +55,8 @@ export interface LocalControlPlaneOptions {
   /** Also write nats-auth.conf here (0644): for a nats-server that reads it from a shared volume. */
   natsAuthOut?: string;
   heartbeatSeconds?: number;
+  /** Copies of each JetStream stream the control plane creates (default 1; 3 on a 3-node NATS cluster). */
+  streamReplicas?: number;
   logger: Logger;
 }
 
@@ -175,6 +178,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
         adminAuth: auth('admin'),
         logger: opts.logger,
         topologyPublicKey,
+        streamLimits: { ...DEFAULT_STREAM_LIMITS, replicas: opts.streamReplicas ?? 1 },
       });
       publisher = p;
       stops.push({ what: 'topology publisher', stop: () => p.stop() });

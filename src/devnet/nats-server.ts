@@ -42,7 +42,7 @@ export async function findNatsServer(): Promise<string> {
  */
 export async function startNatsServer(
   dir: string,
-  opts: { port?: number; onLog?: (line: string) => void; authConf?: string; token?: string } = {},
+  opts: { port?: number; onLog?: (line: string) => void; authConf?: string; token?: string; cluster?: ClusterMember } = {},
 ): Promise<NatsServer> {
   const bin = await findNatsServer();
   const port = opts.port ?? (await freePort());
@@ -59,9 +59,13 @@ export async function startNatsServer(
   }
   writeFileSync(
     conf,
-    [`listen: 127.0.0.1:${port}`, `max_payload: 1048576`, `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 8GB }`, ...auth].join(
-      '\n',
-    ) + '\n',
+    [
+      `listen: 127.0.0.1:${port}`,
+      `max_payload: 1048576`,
+      `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 8GB }`,
+      ...(opts.cluster ? clusterConfig(opts.cluster) : []),
+      ...auth,
+    ].join('\n') + '\n',
     { mode: 0o600 },
   );
   let child: ChildProcess | null = null;
@@ -108,4 +112,50 @@ export async function startNatsServer(
       return child !== null;
     },
   };
+}
+
+/** What makes a server one node of a cluster: its name and the route ports of every node (its own included). */
+export interface ClusterMember {
+  cluster: string;
+  serverName: string;
+  routePort: number;
+  routePorts: number[];
+}
+
+const clusterConfig = (m: ClusterMember): string[] => [
+  `server_name: ${m.serverName}`,
+  `cluster { name: ${m.cluster}, listen: 127.0.0.1:${m.routePort}, routes: [${m.routePorts.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
+];
+
+/** A NATS cluster of real `nats-server` processes with JetStream on loopback, each node's store its own. */
+export interface NatsCluster {
+  nodes: NatsServer[];
+  /** Every node's client URL: what relays and the control plane are given. */
+  urls: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Start `size` nodes of one JetStream cluster, node i in `dir`/n<i>, with the same options as
+ * {@link startNatsServer} (auth included). JetStream elects its meta leader once a majority is up; the
+ * first stream operations may wait for that (the control plane's publisher retries).
+ */
+export async function startNatsCluster(
+  dir: string,
+  size: number,
+  opts: { onLog?: (node: number, line: string) => void; authConf?: string; token?: string; cluster?: string } = {},
+): Promise<NatsCluster> {
+  const routePorts: number[] = [];
+  for (let i = 0; i < size; i++) routePorts.push(await freePort());
+  const nodes = await Promise.all(
+    routePorts.map((routePort, i) =>
+      startNatsServer(join(dir, `n${i + 1}`), {
+        ...(opts.authConf ? { authConf: opts.authConf } : {}),
+        ...(opts.token ? { token: opts.token } : {}),
+        ...(opts.onLog ? { onLog: (l: string) => opts.onLog!(i + 1, l) } : {}),
+        cluster: { cluster: opts.cluster ?? 'relaynet', serverName: `nats-${i + 1}`, routePort, routePorts },
+      }),
+    ),
+  );
+  return { nodes, urls: nodes.map((n) => n.url), stop: async () => void (await Promise.all(nodes.map((n) => n.stop()))) };
 }

@@ -597,8 +597,10 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     }
   });
 
-  it.runIf(backend === 'postgresql')(
-    'answers a heartbeat while another transaction holds the topology lock (PostgreSQL: PGlite runs one transaction at a time)',
+  it(
+    backend === 'postgresql'
+      ? 'answers a heartbeat while another transaction holds the topology lock; a registration waits for it'
+      : 'PGlite runs one transaction at a time: a heartbeat waits for a transaction that holds the lock, as everything does',
     async () => {
       let release!: () => void;
       const held = new Promise<void>((r) => (release = r));
@@ -610,21 +612,33 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
         locked();
         await held;
       });
+      const settled = <T>(p: Promise<T>) => {
+        const s = { done: false, value: undefined as T | undefined };
+        const q = p.then((v) => {
+          s.done = true;
+          s.value = v;
+          return v;
+        });
+        return { s, q };
+      };
       try {
         await isLocked;
-        const r = await invoke('heartbeat', { relayId: 'relay-61' });
-        expect(r.status).toBe(200);
-        // A registration does wait for the lock: it is still pending while the lock is held.
-        let registered = false;
-        const reg62 = invoke('register-server', reg(62)).then((x) => {
-          registered = true;
-          return x;
-        });
-        await new Promise((r) => setTimeout(r, 300));
-        expect(registered).toBe(false);
+        const beat = settled(invoke('heartbeat', { relayId: 'relay-61' }));
+        const join = settled(invoke('register-server', reg(62)));
+        if (backend === 'postgresql') {
+          // A heartbeat takes no lock: it is answered while the lock is still held (were it waiting, this would hang).
+          expect((await beat.q).status).toBe(200);
+        } else {
+          // PGlite serves one connection's transaction at a time: the heartbeat waits too.
+          await new Promise((r) => setTimeout(r, 500));
+          expect(beat.s.done).toBe(false);
+        }
+        // A registration waits for the topology lock on either database.
+        expect(join.s.done).toBe(false);
         release();
         await tx;
-        expect((await reg62).status).toBe(200);
+        expect((await beat.q).status).toBe(200);
+        expect((await join.q).status).toBe(200);
       } finally {
         release();
         await holder.end({ timeout: 2 });

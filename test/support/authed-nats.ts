@@ -5,7 +5,7 @@ import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/trans
 import { type BusAuth, credsFileAuth } from '../../src/bus/connection.ts';
 import { type BusAuthorityFiles, loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
 import { type BusRole, createUserKey, credsText, inboxPrefixFor, issuerFor, mintUserJwt } from '../../src/contract/bus-auth.ts';
-import { type NatsServer, startNatsServer } from '../../src/devnet/nats-server.ts';
+import { type NatsServer, startNatsCluster, startNatsServer } from '../../src/devnet/nats-server.ts';
 import { writePrivate } from '../../src/control-plane/secrets.ts';
 
 /**
@@ -17,8 +17,13 @@ export type BusParty = BusRole | { kind: 'observer'; subjects: string[] };
 
 /** nats-server under NATS decentralized auth, and credentials for any party. */
 export interface AuthedNats {
+  /** The server (of a cluster: its first node). */
   server: NatsServer;
+  /** Every node (one without `nodes`). */
+  servers: NatsServer[];
   url: string;
+  /** Every node's URL. */
+  urls: string[];
   /** The control plane's authority files (its publisher, reader, admin and system credentials). */
   bus: BusAuthorityFiles;
   /** A party's credentials as `connectBus` takes them (a relay's or an observer's are minted once, without expiry). */
@@ -37,9 +42,17 @@ const partyName = (p: BusParty) => (p.kind === 'relay' ? `relay-${p.relayId}` : 
  * same `stateDir` holds the same authority, also across its restarts, so the server keeps trusting it.
  * Stopping is the caller's (`server.stop()`), as with {@link startNatsServer}.
  */
-export async function startAuthedNats(dir: string, stateDir: string, opts: { onLog?: (line: string) => void; port?: number } = {}): Promise<AuthedNats> {
+export async function startAuthedNats(
+  dir: string,
+  stateDir: string,
+  opts: { onLog?: (line: string) => void; port?: number; nodes?: number } = {},
+): Promise<AuthedNats> {
   const bus = await loadOrCreateBusAuthority(stateDir);
-  const server = await startNatsServer(dir, { ...opts, authConf: bus.authConf });
+  const nodes = opts.nodes ?? 1;
+  const cluster =
+    nodes > 1 ? await startNatsCluster(dir, nodes, { authConf: bus.authConf, ...(opts.onLog ? { onLog: (_n, l) => opts.onLog!(l) } : {}) }) : null;
+  const server = cluster ? cluster.nodes[0]! : await startNatsServer(dir, { ...opts, authConf: bus.authConf });
+  const servers = cluster ? cluster.nodes : [server];
   const credsDir = join(dir, 'creds');
   mkdirSync(credsDir, { recursive: true, mode: 0o700 });
   const minted = new Map<string, string>();
@@ -73,14 +86,16 @@ export async function startAuthedNats(dir: string, stateDir: string, opts: { onL
 
   return {
     server,
+    servers,
     url: server.url,
+    urls: servers.map((x) => x.url),
     bus,
     credsFile,
     auth: async (party) => credsFileAuth(await credsFile(party), inboxPrefix(party)),
     connect: async (party) => {
       const file = await credsFile(party);
       const prefix = inboxPrefix(party);
-      return connect({ servers: server.url, authenticator: credsAuthenticator(readFileSync(file)), ...(prefix ? { inboxPrefix: prefix } : {}) });
+      return connect({ servers: servers.map((x) => x.url), authenticator: credsAuthenticator(readFileSync(file)), ...(prefix ? { inboxPrefix: prefix } : {}) });
     },
   };
 }

@@ -15,6 +15,7 @@ export const bootstrap: Action = async (v) => {
     relayMaxAgeSeconds: v.relayMaxAge as number,
     relayMaxBytes: v.relayMaxBytes as number,
     duplicateWindowSeconds: DEFAULT_STREAM_LIMITS.duplicateWindowSeconds,
+    replicas: v.replicas as number,
   };
   const log = rootLogger({ component: 'bus-bootstrap' });
   let nc: Awaited<ReturnType<typeof connectBus>>;

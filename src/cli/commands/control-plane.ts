@@ -58,6 +58,7 @@ export const controlPlane: Action = async (v) => {
         natsUserTtlSeconds: v.natsUserTtl as number,
         natsAuthOut: str(v.natsAuthOut),
         heartbeatSeconds,
+        streamReplicas: v.streamReplicas as number,
         logger: log,
       });
     } catch (e) {
