@@ -8,6 +8,7 @@ import { eventually, RelayProcess } from '../../src/devnet/relay-process.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { startAuthedNats } from '../support/authed-nats.ts';
 import { tempDir } from '../support/temp.ts';
+import { relayOptions } from '../support/relay-spawner.ts';
 
 /**
  * A relay's NATS user JWT expires and is renewed through the heartbeat (docs/security.md, "The bus"):
@@ -51,14 +52,7 @@ describe('NATS credentials renewed through the heartbeat', () => {
 
   it('each relay renews past half-life, is disconnected when its first JWT expires, reconnects with the new one and keeps following', async () => {
     const start = (id: string, n: number) => {
-      const r = new RelayProcess({
-        relayId: id,
-        stateDir: join(tmp.dir, id),
-        endpoint: `198.51.100.${n}:51820`,
-        controlPlaneUrl: cp.url,
-        token: cp.serviceRoleKey,
-        region: 'test',
-      }).start();
+      const r = new RelayProcess(relayOptions(tmp.dir, cp, id, n)).start();
       relays.push(r);
       return r;
     };

@@ -10,6 +10,7 @@ import { rootLogger } from '../../src/lib/logger.ts';
 import { type AuthedNats, startAuthedNats } from '../support/authed-nats.ts';
 import { key } from '../support/given.ts';
 import { tempDir } from '../support/temp.ts';
+import { relayOptions } from '../support/relay-spawner.ts';
 
 /**
  * relay-core on a 3-node NATS cluster (issue 15, part 5): real nats-server processes with JetStream
@@ -26,14 +27,7 @@ describe('relays on a 3-node NATS cluster', () => {
   const relays = new Map<string, RelayProcess>();
 
   const spawnRelay = (id: string, n: number) => {
-    const r = new RelayProcess({
-      relayId: id,
-      stateDir: join(tmp.dir, id),
-      endpoint: `198.51.100.${n}:51820`,
-      controlPlaneUrl: cp.url,
-      token: cp.serviceRoleKey,
-      region: 'test',
-    });
+    const r = new RelayProcess(relayOptions(tmp.dir, cp, id, n));
     relays.set(id, r);
     return r.start();
   };

@@ -17,6 +17,7 @@ import { rootLogger } from '../../src/lib/logger.ts';
 import { relay as relayRecord } from '../support/given.ts';
 import { type AuthedNats, startAuthedNats } from '../support/authed-nats.ts';
 import { tempDir } from '../support/temp.ts';
+import { relayOptions } from '../support/relay-spawner.ts';
 
 /**
  * End to end on real components: nats-server with JetStream, the local control plane (Edge Functions on
@@ -31,15 +32,7 @@ describe('relays on the real control plane and event bus', () => {
   const relays = new Map<string, RelayProcess>();
 
   const spawnRelay = (id: string, n: number, extra: Partial<ConstructorParameters<typeof RelayProcess>[0]> = {}) => {
-    const r = new RelayProcess({
-      relayId: id,
-      stateDir: join(tmp.dir, id),
-      endpoint: `198.51.100.${n}:51820`,
-      controlPlaneUrl: cp.url,
-      token: cp.serviceRoleKey,
-      region: 'test',
-      ...extra,
-    });
+    const r = new RelayProcess(relayOptions(tmp.dir, cp, id, n, extra));
     relays.set(id, r);
     return r.start();
   };
