@@ -375,12 +375,20 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
     expect(ids.filter((u) => all.text.includes(u)).length).toBeGreaterThanOrEqual(5);
 
     const answers: [string, Answer][] = [];
+    let snapshotSessions = 0;
     await settings('register_rate_limit = 1000');
     for (const n of [1, 2, 3]) {
       const t = relayTokens.get(`relay-${n}`)!;
       const r = await call('register-server', reg(n, n === 3 ? 'us' : 'eu'), t);
       expect(r.status, r.text).toBe(200);
-      expect(RegisterResponseSchema.parse(r.body).sessions.length).toBeGreaterThan(0);
+      // The snapshot holds exactly the open sessions entering at the registering relay.
+      const entering = await sql`select id::text as id from relaynet.client_sessions where status = 'open' and entry_id = ${`relay-${n}`} order by id`;
+      expect(
+        RegisterResponseSchema.parse(r.body)
+          .sessions.map((x) => x.id)
+          .sort(),
+      ).toEqual(entering.map((e) => e.id));
+      snapshotSessions += entering.length;
       answers.push([`register relay-${n}`, r]);
       answers.push([`heartbeat relay-${n}`, await call('heartbeat', { relayId: `relay-${n}` }, t)]);
       const list = await call('list-clients', { includeClosed: true }, t);
@@ -391,6 +399,8 @@ describe.each(['pglite', 'postgresql'] as const)('client API limits on %s', (bac
       answers.push([`list relay-${n}`, list]);
       answers.push([`list of another entry relay-${n}`, await call('list-clients', { entry: `relay-${(n % 3) + 1}` }, t)]);
     }
+    // Sessions went out in the snapshots (so the search below would find their owners if they leaked).
+    expect(snapshotSessions).toBeGreaterThan(0);
     const mine = open.find((o) => o.entry_id === 'relay-1')!;
     const other = open.find((o) => o.entry_id !== 'relay-1')!;
     expect([mine, other].every(Boolean)).toBe(true);
