@@ -81,6 +81,8 @@ export async function startTopologyPublisher(opts: {
   const js = jetstream(nc);
   let bootstrapped = false;
   let published = -1;
+  /** The last revision known acknowledged (kept while `published` is -1 after a failure, until the cursor is read again). */
+  let acked = 0;
   let stopped = false;
   let running: Promise<number> | null = null;
   let failing = false;
@@ -146,6 +148,7 @@ export async function startTopologyPublisher(opts: {
     });
     epoch = minted.epoch;
     published = minted.revision;
+    acked = published;
     log.warn(
       { previousEpoch: t!.epoch, epoch: minted.epoch, revision: minted.revision, detail: d.detail },
       'new control-plane epoch: the bus is ahead of the database',
@@ -178,6 +181,7 @@ export async function startTopologyPublisher(opts: {
     if (published < 0) {
       await checkEpoch(await jetstreamManager(nc));
       if (published < 0) published = await cursor();
+      acked = published;
     }
     let from = published;
     let n = 0;
@@ -196,6 +200,7 @@ export async function startTopologyPublisher(opts: {
           from = Number(chunk[done - 1]!.revision);
           await sql`update relaynet.publisher_cursor set published_revision = ${from} where published_revision < ${from}`;
           published = from;
+          acked = from;
           n += done;
         }
         if (failed >= 0) throw (acks[failed] as PromiseRejectedResult).reason;
@@ -241,7 +246,7 @@ export async function startTopologyPublisher(opts: {
   return {
     flush,
     get publishedRevision() {
-      return Math.max(published, 0);
+      return acked;
     },
     get epoch() {
       return epoch;

@@ -1,6 +1,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { join } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { STREAMS } from '../../src/contract/subjects.ts';
@@ -57,7 +58,14 @@ describe('the topology publisher', () => {
     // With NATS away, 200 rows pile up in the outbox; when it is back they go out in pipelines.
     await bus.server.stop();
     await burst(101, N);
+    // Nothing could be acknowledged meanwhile: the publisher and its cursor in the database are at 100.
     expect(cp.publisher!.publishedRevision).toBe(100);
+    const db = postgres(cp.dbUrl, { max: 1, prepare: false, onnotice: () => {} });
+    try {
+      expect(Number((await db`select published_revision from relaynet.publisher_cursor`)[0]!.published_revision)).toBe(100);
+    } finally {
+      await db.end({ timeout: 2 });
+    }
     await bus.server.start();
     await eventually('the publisher to reach revision 300', async () => (cp.publisher!.publishedRevision >= N ? true : null), 60_000);
 
