@@ -80,9 +80,10 @@ export async function startTopologyPublisher(opts: {
   const nc = await connectBus({ servers: opts.natsServers, auth: opts.auth, name: 'relay-core topology-publisher', logger: log });
   const js = jetstream(nc);
   let bootstrapped = false;
-  let published = -1;
-  /** The last revision known acknowledged (kept while `published` is -1 after a failure, until the cursor is read again). */
-  let acked = 0;
+  /** The last revision JetStream acknowledged (the cursor row, read again after each check of the epoch). */
+  let published = 0;
+  /** Whether the database was checked against the bus since the start or the last failure (a restore implies one). */
+  let checked = false;
   let stopped = false;
   let running: Promise<number> | null = null;
   let failing = false;
@@ -147,8 +148,6 @@ export async function startTopologyPublisher(opts: {
       return { epoch: r!.epoch, revision: Number(r!.revision) };
     });
     epoch = minted.epoch;
-    published = minted.revision;
-    acked = published;
     log.warn(
       { previousEpoch: t!.epoch, epoch: minted.epoch, revision: minted.revision, detail: d.detail },
       'new control-plane epoch: the bus is ahead of the database',
@@ -177,11 +176,11 @@ export async function startTopologyPublisher(opts: {
       }
       bootstrapped = true;
     }
-    // The cursor row is read once (after the epoch check); afterwards this (single) publisher is the only one moving it.
-    if (published < 0) {
+    // The cursor row is read once (after the epoch check, which may move it); afterwards this (single) publisher is the only one moving it.
+    if (!checked) {
       await checkEpoch(await jetstreamManager(nc));
-      if (published < 0) published = await cursor();
-      acked = published;
+      published = await cursor();
+      checked = true;
     }
     let from = published;
     let n = 0;
@@ -200,7 +199,6 @@ export async function startTopologyPublisher(opts: {
           from = Number(chunk[done - 1]!.revision);
           await sql`update relaynet.publisher_cursor set published_revision = ${from} where published_revision < ${from}`;
           published = from;
-          acked = from;
           n += done;
         }
         if (failed >= 0) throw (acks[failed] as PromiseRejectedResult).reason;
@@ -228,7 +226,7 @@ export async function startTopologyPublisher(opts: {
         if (!failing) log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
         failing = true;
         // The database may come back as another one (a restore): read the cursor and check the epoch again.
-        published = -1;
+        checked = false;
       }
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 100));
     }
@@ -237,7 +235,7 @@ export async function startTopologyPublisher(opts: {
   // the publisher before the functions has the epoch settled before any function writes an event.
   await flush().catch((e) => {
     failing = true;
-    published = -1;
+    checked = false;
     log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
   });
   void loop();
@@ -246,7 +244,7 @@ export async function startTopologyPublisher(opts: {
   return {
     flush,
     get publishedRevision() {
-      return acked;
+      return published;
     },
     get epoch() {
       return epoch;

@@ -35,11 +35,11 @@ import {
   type NftListJson,
 } from './linux-parse.ts';
 import { canonicalHostState } from './host-text.ts';
-import { routeInFocus, ruleInFocus, type Focus } from './focus.ts';
+import { restrict, type Focus } from './focus.ts';
 
-/** Where wireguard-go puts its control socket: one directory for every network namespace. */
 /** From this many devices on, their WireGuard state is read with one `wg show all dump`. */
 const ALL_DUMP_FROM = 3;
+/** Where wireguard-go puts its control socket: one directory for every network namespace. */
 const WG_SOCKET_DIR = '/var/run/wireguard';
 /** How long wireguard-go gets to notice its device is gone, exit and remove its socket. */
 const SOCKET_GRACE_MS = 3_000;
@@ -126,7 +126,7 @@ export class LinuxKernelBackend implements KernelBackend {
     const at = ipBatchFailure(r.error.stderr);
     const i = at && at.line >= 1 && at.line <= ops.length ? at.line - 1 : 0;
     const op = ops[i]!;
-    const command = [...(this.netns ? ['ip', 'netns', 'exec', this.netns] : []), ...commandOf(op as Parameters<typeof commandOf>[0])];
+    const command = this.inNetns(commandOf(op as Parameters<typeof commandOf>[0]));
     const stderr = at ? at.message : r.error.stderr;
     return { applied: at ? i : 0, error: this.opError(op, { command, exitCode: r.error.exitCode, stderr }) };
   }
@@ -150,7 +150,7 @@ export class LinuxKernelBackend implements KernelBackend {
     ]);
     const devices = Object.fromEntries(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
     const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables });
-    return focus ? { ...state, routes: state.routes.filter((r) => routeInFocus(focus, r)), rules: state.rules.filter((r) => ruleInFocus(focus, r)) } : state;
+    return focus ? restrict(state, focus) : state;
   }
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
@@ -264,8 +264,13 @@ export class LinuxKernelBackend implements KernelBackend {
     throw new Error(`${r.error.command.join(' ')} failed (exit ${r.error.exitCode}): ${r.error.stderr}`);
   }
 
+  /** A command as it runs: in the backend's network namespace, if it has one. */
+  private inNetns(args: readonly string[]): string[] {
+    return this.netns ? ['ip', 'netns', 'exec', this.netns, ...args] : [...args];
+  }
+
   private async exec(args: readonly string[], env: Record<string, undefined> = {}, input?: string): Promise<{ stdout: string; error: CommandFailure | null }> {
-    const command = this.netns ? ['ip', 'netns', 'exec', this.netns, ...args] : [...args];
+    const command = this.inNetns(args);
     this.log.debug({ command }, 'run');
     const r = await this.runner.run(command, { timeoutMs: this.timeoutMs, env, ...(input === undefined ? {} : { input }) });
     if (r.exitCode === 0) return { stdout: r.stdout, error: null };

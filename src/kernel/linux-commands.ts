@@ -16,7 +16,6 @@ export const READ = {
   wgDumpAll: ['wg', 'show', 'all', 'dump'],
   routes: (fam: '-4' | '-6') => ['ip', fam, '-N', '-d', '-j', 'route', 'show', 'table', 'all'],
   rules: (fam: '-4' | '-6') => ['ip', fam, '-N', '-j', 'rule', 'show'],
-  sysctl: (key: string) => ['sysctl', '-n', key],
   sysctls: (keys: readonly string[]) => ['sysctl', ...keys],
   nftTables: ['nft', '-j', 'list', 'tables'],
   nftTable: (name: string) => ['nft', 'list', 'table', 'inet', name],

@@ -184,9 +184,6 @@ export function countersOf(listed: NftCountersJson, table: string): Record<strin
   );
 }
 
-/** `sysctl -n` prints the value and a newline. */
-export const sysctlValue = (out: string) => out.replace(/\n$/, '');
-
 /**
  * `sysctl KEY...` prints `KEY = VALUE` per key, in order. Matched by key, so a line of another shape
  * cannot shift the others; a key without its line is an error.

@@ -1,4 +1,4 @@
-import { routeInFocus, ruleInFocus, type Focus } from './focus.ts';
+import { restrict, type Focus } from './focus.ts';
 import { describeOp } from './execute.ts';
 import {
   KernelOpError,
@@ -87,21 +87,16 @@ export class MemoryKernelBackend implements KernelBackend {
   readSync(scope: KernelScope, focus?: Focus): HostState {
     const [lo, hi] = scope.rulePriorities;
     const owned = (dev: string) => dev.startsWith(scope.devicePrefix);
+    // With a focus, only the focused devices are looked at (no walk over the whole host's devices).
     const devices = focus ? [...focus.devices].filter((n) => owned(n) && this.state.devices[n]) : Object.keys(this.state.devices).filter(owned);
     const state: HostState = {
       devices: Object.fromEntries(devices.map((n) => [n, this.state.devices[n]!])),
       routes: this.state.routes.filter((r) => owned(r.dev)),
       rules: this.state.rules.filter((r) => r.priority >= lo && r.priority <= hi),
-      sysctls: Object.fromEntries(scope.sysctls.filter((k) => !focus || focus.sysctls.has(k)).map((k) => [k, this.state.sysctls[k] ?? UNSET_SYSCTL])),
-      nftTables: Object.fromEntries(
-        scope.nftTables.filter((n) => n in this.state.nftTables && (!focus || focus.nftTables.has(n))).map((n) => [n, { ...this.state.nftTables[n]! }]),
-      ),
+      sysctls: Object.fromEntries(scope.sysctls.map((k) => [k, this.state.sysctls[k] ?? UNSET_SYSCTL])),
+      nftTables: Object.fromEntries(scope.nftTables.filter((n) => n in this.state.nftTables).map((n) => [n, { ...this.state.nftTables[n]! }])),
     };
-    if (focus) {
-      state.routes = state.routes.filter((r) => routeInFocus(focus, r));
-      state.rules = state.rules.filter((r) => ruleInFocus(focus, r));
-    }
-    return canonicalHostState(state);
+    return canonicalHostState(focus ? restrict(state, focus) : state);
   }
 
   /** The whole host, owned or not. */

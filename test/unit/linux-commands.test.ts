@@ -11,7 +11,7 @@ import {
   presentTables,
   routesOf,
   rulesOf,
-  sysctlValue,
+  sysctlValues,
 } from '../../src/kernel/linux-parse.ts';
 
 /**
@@ -86,7 +86,7 @@ describe('the command of each operation', () => {
         READ.wgDumpAll,
         READ.routes('-6'),
         READ.rules('-4'),
-        READ.sysctl('net.ipv4.ip_forward'),
+        READ.sysctls(['net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter']),
         READ.nftTables,
         READ.nftTable('rc1'),
         READ.nftCounters('rc1'),
@@ -100,7 +100,7 @@ describe('the command of each operation', () => {
       'wg show all dump',
       'ip -6 -N -d -j route show table all',
       'ip -4 -N -j rule show',
-      'sysctl -n net.ipv4.ip_forward',
+      'sysctl net.ipv4.ip_forward net.ipv4.conf.all.rp_filter',
       'nft -j list tables',
       'nft list table inet rc1',
       'nft -j list counters table inet rc1',
@@ -251,6 +251,10 @@ describe('parsing what the commands print', () => {
       ],
     } as never;
     expect(countersOf(counters, 'rc1')).toEqual({ mesh_spoofed: { packets: 3, bytes: 252 } });
-    expect(sysctlValue('1\n')).toBe('1');
+    expect(sysctlValues('net.ipv4.ip_forward = 1\nnet.ipv4.conf.all.rp_filter = 2\n', ['net.ipv4.conf.all.rp_filter', 'net.ipv4.ip_forward'])).toEqual({
+      'net.ipv4.conf.all.rp_filter': '2',
+      'net.ipv4.ip_forward': '1',
+    });
+    expect(() => sysctlValues('net.ipv4.ip_forward = 1\n', ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'])).toThrow(/no value for net.ipv6/);
   });
 });
