@@ -173,6 +173,8 @@ interface PartialRound {
   ops: KernelOp[];
   /** The part expected next. */
   next: number;
+  /** The relay-stream sequence of the last part in. */
+  seq: number;
 }
 
 const MAX_LISTED = 50;
@@ -583,10 +585,11 @@ export class RelayReplay {
         this.kernelRound({ ...d, ops }, cause, seq, 'parts of the round are missing from the log');
         return;
       }
-      this.roundParts = { data: d, cause, ops: [...ops], next: 2 };
+      this.roundParts = { data: d, cause, ops: [...ops], next: 2, seq };
     } else {
       for (const op of ops) p.ops.push(op);
       p.next++;
+      p.seq = seq;
     }
     const r = this.roundParts!;
     if (r.next > d.parts) {
@@ -595,12 +598,12 @@ export class RelayReplay {
     }
   }
 
-  /** A round whose last parts never came. */
+  /** A round whose last parts never came (another round began, or the log ends): its operations still count. */
   private flushParts(): void {
     const r = this.roundParts;
     if (!r) return;
     this.roundParts = null;
-    this.kernelRound({ ...r.data, ops: r.ops }, r.cause, -1, 'parts of the round are missing from the log');
+    this.kernelRound({ ...r.data, ops: r.ops }, r.cause, r.seq, 'parts of the round are missing from the log');
   }
 
   private kernelRound(d: Omit<PartialRound['data'], 'ops'> & { ops: KernelOp[] }, cause: string | null, seq: number, incomplete: string | null): void {
@@ -684,6 +687,8 @@ export class RelayReplay {
   }
 
   result(): ReplayResult {
+    // A log that ends inside a round recorded in parts: what it has of the round was applied.
+    this.flushParts();
     const view = this.view;
     const out: ReplayResult = {
       relayId: this.relayId,

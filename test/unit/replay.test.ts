@@ -287,6 +287,21 @@ describe('replay of rounds recorded in parts (KernelReconciled v2)', () => {
     expect(r.checks.matched).toBeGreaterThan(0);
   });
 
+  it('a log that ends inside a round counts that round, unchecked, with the operations it has applied', () => {
+    const rounds = log.filter((m) => m.subject === ROUND);
+    const last = rounds.length;
+    const lastOps = (JSON.parse(text(rounds[last - 1]!)).data.ops as unknown[]).length;
+    expect(lastOps).toBeGreaterThanOrEqual(2);
+    const whole = replay(inParts(), 'relay-1');
+    const cut = replay(
+      inParts((round, part) => round === last && part === 2),
+      'relay-1',
+    );
+    expect(cut.kernel.rounds).toBe(whole.kernel.rounds);
+    expect(cut.kernel.mutations).toBe(whole.kernel.mutations - (lastOps - 1));
+    expect(cut.checks.uncheckedWhy).toMatchObject({ 'parts of the round are missing from the log': 1 });
+  });
+
   it("compares each round's recorded digest of the reached scope with the host replayed", () => {
     // The digest relay-1 would have recorded after its first mesh round: the replayed host's mesh scope then.
     const firstMesh = log.find((m) => m.subject === ROUND && JSON.parse(text(m)).data.owner === 'mesh')!;
