@@ -4,7 +4,6 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { type BusAuth, connectBus, credsFileAuth } from '../bus/connection.ts';
 import { BUS_DIR } from '../control-plane/bus-authority.ts';
 import { rootLogger } from '../lib/logger.ts';
-import { NATS_URL } from '../sim/layout.ts';
 import { readManifest, type Manifest } from '../sim/manifest.ts';
 import { inboxPrefixFor } from '../contract/bus-auth.ts';
 import { CliError, str, type Values } from './args.ts';
@@ -37,7 +36,7 @@ export function simManifest(dir: string): Manifest {
   return m;
 }
 
-/** `--sim`: run `relay-core <command> argv...` inside the sim's inet namespace, pointed at its NATS. */
+/** `--sim`: run `relay-core <command> argv...` inside the sim's inet namespace, pointed at its NATS (every node of a cluster). */
 export async function reexecInSim(dir: string, command: string, argv: string[]): Promise<number> {
   const m = simManifest(dir);
   const ns = `rcs-${m.simId}-inet`;
@@ -46,7 +45,7 @@ export async function reexecInSim(dir: string, command: string, argv: string[]):
   const creds = join(m.controlPlane.stateDir, BUS_DIR, 'reader.creds');
   const child = spawn(
     'ip',
-    ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', NATS_URL, '--nats-creds', creds],
+    ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', m.controlPlane.natsUrl, '--nats-creds', creds],
     {
       stdio: 'inherit',
     },

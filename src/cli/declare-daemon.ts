@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
 import { DEFAULT_CLIENT_PREFIX6 } from '../kernel/ipv6.ts';
-import { controlPlaneOpts, intOpt, jsonOpt, natsCredsOpt, natsTokenOpt, natsUrlOpt, opt, stateDirOpt, withOptions } from './options.ts';
-import { onlySubcommand, subcommands, type Leaf } from './program.ts';
+import { controlPlaneOpts, intOpt, jsonOpt, natsCredsOpt, natsTokenOpt, natsUrlOpt, opt, simOpt, stateDirOpt, withOptions } from './options.ts';
+import { subcommands, type Leaf } from './program.ts';
 
 /** The daemon's commands and the control plane's: run, status, control-plane, client, token, bus, devnet. */
 
@@ -370,8 +370,8 @@ export function declareBus(program: Command, leaf: Leaf): void {
   const bus = subcommands(
     program,
     'bus',
-    'event-bus administration (idempotent JetStream bootstrap)',
-    "Event-bus administration. The only subcommand is 'bootstrap'.",
+    'event-bus administration: the streams and their copies',
+    "Event-bus administration: 'bootstrap' creates or updates the streams, 'status' shows them and their copies.",
   );
   const L = DEFAULT_STREAM_LIMITS;
   const cmd = bus
@@ -394,7 +394,24 @@ STATE_DIR/bus/admin.creds), or the token in token mode.`);
     intOpt('--replicas <N>', 'copies of each stream in a NATS cluster (3 survives the loss of one node of three)', 1, 5, { default: L.replicas }),
   );
   leaf(cmd, 'bus bootstrap');
-  onlySubcommand(bus, cmd);
+
+  const st = bus
+    .command('status')
+    .summary('the streams: copies, leader, messages, and whether every copy is current')
+    .description(`The streams RELAYNET_TOPOLOGY and RELAYNET_RELAY: how many copies each keeps (3 on a 3-node NATS
+cluster), the node that leads it, its messages and sequences, and each other copy's state (current,
+n messages behind, or unreachable: not heard from for over 5 s). Exit 0 when both streams exist and every copy is current, 1 otherwise
+(the problems are named). Reads with the operator's credentials (a control plane's
+STATE_DIR/bus/reader.creds), or a running sim's NATS with --sim [DIR].`);
+  withOptions(
+    st,
+    natsUrlOpt('NATS servers'),
+    natsCredsOpt("the operator's credentials (STATE_DIR/bus/reader.creds of the control plane)"),
+    natsTokenOpt('NATS token (token mode)'),
+    simOpt("read a running sim's NATS (default ./.state/sim): runs this command again inside the sim's network namespace (needs root)"),
+    jsonOpt('one JSON object: {streams: [...], missing: [...]}'),
+  );
+  leaf(st, 'bus status');
 }
 
 export function declareDevnet(program: Command, leaf: Leaf): void {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { CliError } from './args.ts';
-import { MAX_RELAYS } from '../sim/layout.ts';
+import { MAX_NATS_NODES, MAX_RELAYS } from '../sim/layout.ts';
 import { intOpt, jsonOpt, opt, stateDirOpt, withOptions } from './options.ts';
 import { subcommands, type Leaf } from './program.ts';
 
@@ -17,6 +17,9 @@ const waitOpts = () => [
 /** How `sim` and `sim up` build the network. */
 const upOpts = () => [
   intOpt('--relays <N>', 'number of relays', 1, MAX_RELAYS, { default: 3 }),
+  intOpt('--nats <N>', 'NATS nodes: 1, or a cluster of 3 or 5 (the streams then keep 3 copies, one node may fail)', 1, MAX_NATS_NODES, {
+    default: 1,
+  }),
   opt(
     '--db-url <URL>',
     "a PostgreSQL for the control plane instead of the embedded one. The control plane connects from inside the service namespace, which cannot reach the host's loopback: give an address reachable from there",
@@ -40,6 +43,7 @@ const upOpts = () => [
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
 const relayOpt = (description: string) => opt('--relay <ID>', description);
+const natsNodeOpt = (description: string) => opt('--nats-node <NAME>', `${description}: nats (one node), nats-<i> (a cluster's node i)`);
 const exitOpts = () => [opt('--exit <ID>', 'the exit relay'), opt('--exit-region <R>', 'any live relay of region R as the exit')];
 
 export function declareSim(program: Command, leaf: Leaf): void {
@@ -64,7 +68,7 @@ down. Every form takes --state-dir DIR (default ./.state/sim) and needs root.`);
     `
 Files in DIR: manifest.json (what the sim created: namespaces, veths, processes with pids, relays,
 the WireGuard device prefix), service-role.key (0600), control-plane/ (secrets, database,
-control-plane.log), nats/ (nats.log), relays/<id>/ (wg.key, token, relay.sock, relay.log),
+control-plane.log), nats/ (nats.log; a cluster's node i in n<i>/, its log nats-<i>.log), relays/<id>/ (wg.key, token, relay.sock, relay.log),
 clients/<name>/ (wg.key, wg.conf: the printed wg-quick file, 0600), web/ (the web server's log and
 requests.jsonl: one line per request with the address it came from).
 
@@ -72,6 +76,8 @@ Examples:
   sudo relay-core sim --relays 3
   sudo relay-core sim up --relays 5 --state-dir /tmp/sim && sudo relay-core sim status --state-dir /tmp/sim
   sudo relay-core sim kill --relay relay-2 --state-dir /tmp/sim
+  sudo relay-core sim up --nats 3 --state-dir /tmp/sim    # a 3-node NATS cluster, streams at 3 replicas
+  sudo relay-core sim kill --nats-node nats-2 --state-dir /tmp/sim && sudo relay-core sim restart --nats-node nats-2 --state-dir /tmp/sim
   sudo relay-core sim move --relay relay-3 --state-dir /tmp/sim   # relay-3's endpoint becomes 198.18.3.3:51820
   sudo relay-core sim up --log-level debug --state-dir /tmp/sim
   sudo relay-core sim client add --entry relay-1 --exit relay-2 --state-dir /tmp/sim
@@ -118,18 +124,26 @@ has no IPv6: it exits no client IPv6, and entries refuse its clients' IPv6 at on
   );
   leaf(add, 'sim add');
 
-  const stop = sim.command('stop').summary('SIGTERM a relay').description('SIGTERM a relay: it deregisters and removes its links (SIGKILL after 15 s).');
-  leaf(withOptions(stop, relayOpt('the relay to stop (required)'), stateDir()), 'sim stop');
+  const stop = sim
+    .command('stop')
+    .summary('SIGTERM a relay (or a NATS node)')
+    .description(`SIGTERM a relay: it deregisters and removes its links (SIGKILL after 15 s). With --nats-node NAME
+instead, stop that NATS node (of a cluster: the others carry on).`);
+  leaf(withOptions(stop, relayOpt('the relay to stop'), natsNodeOpt('the NATS node to stop'), stateDir()), 'sim stop');
   const kill = sim
     .command('kill')
-    .summary('SIGKILL a relay, as a crash would')
-    .description('SIGKILL a relay, as a crash would. Its WireGuard devices (wireguard-go processes) stay and keep its\nlinks up until a restart adopts them.');
-  leaf(withOptions(kill, relayOpt('the relay to kill (required)'), stateDir()), 'sim kill');
+    .summary('SIGKILL a relay (or a NATS node), as a crash would')
+    .description(`SIGKILL a relay, as a crash would. Its WireGuard devices (wireguard-go processes) stay and keep its
+links up until a restart adopts them. With --nats-node NAME instead, kill that NATS node: a cluster
+(sim up --nats 3) elects new stream leaders and the relays carry on with the other nodes.`);
+  leaf(withOptions(kill, relayOpt('the relay to kill'), natsNodeOpt('the NATS node to kill'), stateDir()), 'sim kill');
   const restart = sim
     .command('restart')
-    .summary("start a relay's process again; then waits like up")
-    .description("Start a relay's process again in its namespace with its state directory and key (stopping it first\nif it runs); then waits like up.");
-  leaf(withOptions(restart, relayOpt('the relay to restart (required)'), ...waitOpts(), stateDir()), 'sim restart');
+    .summary("start a relay's (or a NATS node's) process again; then waits like up")
+    .description(`Start a relay's process again in its namespace with its state directory and key (stopping it first
+if it runs); then waits like up. With --nats-node NAME instead, start that NATS node again on its own
+store: in a cluster it catches up from the others.`);
+  leaf(withOptions(restart, relayOpt('the relay to restart'), natsNodeOpt('the NATS node to restart'), ...waitOpts(), stateDir()), 'sim restart');
   const move = sim
     .command('move')
     .summary('give a relay a new public address (its endpoint changes); then waits like up')

@@ -40,6 +40,7 @@ export type ActionName =
   | 'events export'
   | 'replay'
   | 'bus bootstrap'
+  | 'bus status'
   | 'devnet'
   | 'sim'
   | 'sim up'
@@ -113,12 +114,6 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
 export function subcommands(parent: Command, name: string, summary: string, description: string): Command {
   const cmd = parent.command(name).summary(summary).description(description).configureHelp(HELP);
   return group(cmd, 'subcommand');
-}
-
-/** A group of one subcommand shows that subcommand's help (and `after`, the text added after it) in its own. */
-export function onlySubcommand(group: Command, only: Command, after = ''): void {
-  if (after) only.addHelpText('after', after);
-  group.addHelpText('after', () => `\n${only.helpInformation()}${after}`);
 }
 
 /**

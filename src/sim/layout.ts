@@ -42,7 +42,14 @@ export const WEB_URL6 = `http://[${WEB_ADDRESS6}]:${WEB_PORT}`;
 export const MAX_CLIENTS = 250;
 
 export const CONTROL_PLANE_URL = `http://${SVC_ADDRESS}:${CONTROL_PLANE_PORT}`;
-export const NATS_URL = `nats://${SVC_ADDRESS}:${NATS_PORT}`;
+/** `sim up --nats N`: a NATS cluster of N nodes, all in the service namespace, node i on port NATS_PORT + i - 1. */
+export const MAX_NATS_NODES = 5;
+/** The cluster's route ports: node i listens for the other nodes on NATS_ROUTE_PORT + i - 1. */
+export const NATS_ROUTE_PORT = 6222;
+/** Node i's (1-based) client URL; node 1's is the single node's. */
+export const natsNodeUrl = (i: number) => `nats://${SVC_ADDRESS}:${NATS_PORT + i - 1}`;
+/** Node i's process name of `nodes`: 'nats' alone, 'nats-<i>' in a cluster (the name `sim kill --nats` takes). */
+export const natsNodeName = (i: number, nodes: number) => (nodes === 1 ? 'nats' : `nats-${i}`);
 
 /** A fresh sim id: 4 characters of a-z0-9. */
 export function newSimId(rand: (n: number) => number = randomInt): string {

@@ -13,7 +13,7 @@ export const MANIFEST_FILE = 'manifest.json';
 
 const ProcessSchema = z.object({
   kind: z.enum(['nats', 'control-plane', 'relay', 'web']),
-  /** 'nats', 'control-plane' or the relay id. */
+  /** 'nats' (or 'nats-<i>', a node of a cluster), 'control-plane', 'web' or the relay id. */
   name: z.string().min(1),
   namespace: z.string().min(1),
   /** The full command, `ip netns exec <namespace> ...`. */
@@ -88,6 +88,8 @@ export const ManifestSchema = z.object({
     heartbeatSeconds: z.number().int().min(1),
     /** The pino level of the relays and the control plane (RELAYNET_LOG_LEVEL in their environment). */
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+    /** Nodes of the sim's NATS (`sim up --nats N`); the streams then have N replicas. */
+    natsNodes: z.number().int().min(1).max(5).default(1),
   }),
   /** In creation order; deleted in reverse. */
   namespaces: z.array(z.string()),
@@ -98,6 +100,7 @@ export const ManifestSchema = z.object({
   controlPlane: z.object({
     /** As seen from inside the sim (relay namespaces). */
     url: z.string(),
+    /** Every NATS node's URL, comma-separated (as `--nats-url` takes them). */
     natsUrl: z.string(),
     stateDir: z.string(),
     /** The service-role key (0600); relays hold scoped tokens instead. */

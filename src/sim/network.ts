@@ -21,7 +21,9 @@ import {
   isSimNamespace,
   isSimWgSocket,
   NATS_PORT,
-  NATS_URL,
+  NATS_ROUTE_PORT,
+  natsNodeName,
+  natsNodeUrl,
   newSimId,
   PREFIX_LEN,
   prefixesInUse,
@@ -169,7 +171,13 @@ async function newManifest(dir: string, settings: Settings): Promise<Manifest> {
     processes: [],
     relays: [],
     clients: [],
-    controlPlane: { url: CONTROL_PLANE_URL, natsUrl: NATS_URL, stateDir: cpDir, serviceRoleKeyFile: join(dir, 'service-role.key'), topologyPublicKey: '' },
+    controlPlane: {
+      url: CONTROL_PLANE_URL,
+      natsUrl: Array.from({ length: settings.natsNodes }, (_, k) => natsNodeUrl(k + 1)).join(','),
+      stateDir: cpDir,
+      serviceRoleKeyFile: join(dir, 'service-role.key'),
+      topologyPublicKey: '',
+    },
   };
 }
 
@@ -248,35 +256,53 @@ export function spawnRecorded(sim: Sim, p: Pick<SimProcess, 'kind' | 'name' | 'n
   return entry;
 }
 
-/** nats-server and the control plane in the service namespace, reachable from the relays' namespaces. */
+/**
+ * The sim's NATS node `i` of `nodes` in the service namespace: its configuration (trusting the control
+ * plane's bus authority), then its process. A single node keeps its files in DIR/nats; node i of a
+ * cluster in DIR/nats/n<i>, its log DIR/nats/nats-<i>.log.
+ */
+async function startNatsNode(sim: Sim, i: number): Promise<SimProcess> {
+  const { m } = sim;
+  const nodes = m.settings.natsNodes;
+  const natsDir = join(m.stateDir, 'nats');
+  const dir = nodes === 1 ? natsDir : join(natsDir, `n${i}`);
+  mkdirSync(join(dir, 'jetstream'), { recursive: true, mode: 0o700 });
+  mkdirSync(join(dir, 'jwt'), { recursive: true, mode: 0o700 });
+  // NATS decentralized auth: the control plane's authority (made here first, so nats-server trusts it
+  // from its start); every party connects with a user JWT of that account (docs/security.md, "The bus").
+  const bus = await loadOrCreateBusAuthority(m.controlPlane.stateDir);
+  const routes = Array.from({ length: nodes }, (_, k) => `nats-route://${SVC_ADDRESS}:${NATS_ROUTE_PORT + k}`);
+  const conf = join(dir, 'nats.conf');
+  writePrivate(
+    conf,
+    // The file store must have room for the streams' max_bytes reservations (src/bus/streams.ts), or JetStream refuses them.
+    [
+      `listen: ${SVC_ADDRESS}:${NATS_PORT + i - 1}`,
+      'max_payload: 1048576',
+      `jetstream { store_dir: "${join(dir, 'jetstream')}", max_memory_store: 256MB, max_file_store: 8GB }`,
+      ...(nodes > 1
+        ? [
+            `server_name: ${natsNodeName(i, nodes)}`,
+            `cluster { name: rcs-${m.simId}, listen: ${SVC_ADDRESS}:${NATS_ROUTE_PORT + i - 1}, routes: [${routes.join(', ')}] }`,
+          ]
+        : []),
+      readFileSync(bus.authConf, 'utf8'),
+      natsResolverConfig(join(dir, 'jwt')),
+    ].join('\n') + '\n',
+  );
+  const name = natsNodeName(i, nodes);
+  const log = join(natsDir, nodes === 1 ? 'nats.log' : `${name}.log`);
+  return spawnRecorded(sim, { kind: 'nats', name, namespace: svcNamespace(m.simId), log }, [await findNatsServer(), '-c', conf], childEnv());
+}
+
+/** nats-server (one node, or a cluster) and the control plane in the service namespace, reachable from the relays' namespaces. */
 async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   const { m } = sim;
   const svc = svcNamespace(m.simId);
-  const natsDir = join(m.stateDir, 'nats');
-  mkdirSync(join(natsDir, 'jetstream'), { recursive: true, mode: 0o700 });
-  const natsConf = join(natsDir, 'nats.conf');
-  // NATS decentralized auth: the control plane's authority (made here first, so nats-server trusts it
-  // from its start); every party connects with a user JWT of that account (docs/security.md, "The bus").
   const cp = m.controlPlane;
-  const bus = await loadOrCreateBusAuthority(cp.stateDir);
-  mkdirSync(join(natsDir, 'jwt'), { recursive: true, mode: 0o700 });
-  writePrivate(
-    natsConf,
-    // The file store must have room for the streams' max_bytes reservations (src/bus/streams.ts), or JetStream refuses them.
-    [
-      `listen: ${SVC_ADDRESS}:${NATS_PORT}`,
-      'max_payload: 1048576',
-      `jetstream { store_dir: "${join(natsDir, 'jetstream')}", max_memory_store: 256MB, max_file_store: 8GB }`,
-      readFileSync(bus.authConf, 'utf8'),
-      natsResolverConfig(join(natsDir, 'jwt')),
-    ].join('\n') + '\n',
-  );
-  const nats = spawnRecorded(
-    sim,
-    { kind: 'nats', name: 'nats', namespace: svc, log: join(natsDir, 'nats.log') },
-    [await findNatsServer(), '-c', natsConf],
-    childEnv(),
-  );
+  const nodes = m.settings.natsNodes;
+  const nats: SimProcess[] = [];
+  for (let i = 1; i <= nodes; i++) nats.push(await startNatsNode(sim, i));
 
   // The secrets first, so relay tokens and the service-role key file exist before the control plane does.
   const secrets = loadOrCreateSecrets(cp.stateDir);
@@ -295,6 +321,8 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     cp.natsUrl,
     '--heartbeat-seconds',
     String(m.settings.heartbeatSeconds),
+    // On a cluster every stream keeps a copy on each node: losing one loses nothing.
+    ...(nodes > 1 ? ['--stream-replicas', String(Math.min(nodes, 3))] : []),
   ];
   // The database URL goes by environment, so it (and its password) is in neither argv nor the manifest.
   const controlPlane = spawnRecorded(
@@ -308,19 +336,20 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
   const deadline = Date.now() + SERVICE_START_TIMEOUT_MS;
   while (!existsSync(join(cp.stateDir, INFO_FILE))) {
     o.signal.throwIfAborted();
-    for (const p of [nats, controlPlane]) if (!host.isRunning(p.pid!)) throw new Error(`${p.name} exited during start:\n${logTail(p.log)}`);
+    for (const p of [...nats, controlPlane]) if (!host.isRunning(p.pid!)) throw new Error(`${p.name} exited during start:\n${logTail(p.log)}`);
     if (Date.now() > deadline) throw new Error(`the control plane did not come up in ${SERVICE_START_TIMEOUT_MS / 1000} s:\n${logTail(controlPlane.log)}`);
     await sleep(250);
   }
-  o.out(`sim ${m.simId}: nats-server at ${NATS_URL}, control plane at ${CONTROL_PLANE_URL} (in ${svc})`);
+  o.out(
+    `sim ${m.simId}: ${nodes === 1 ? 'nats-server' : `a NATS cluster of ${nodes} nodes`} at ${cp.natsUrl}, control plane at ${CONTROL_PLANE_URL} (in ${svc})`,
+  );
   startWeb(sim);
   o.out(`sim ${m.simId}: an "internet" web server at ${WEB_URL} and ${WEB_URL6} answers with the address each request comes from`);
   const probeFrom = m.relays[0]?.namespace;
   if (probeFrom) {
-    for (const [what, port] of [
-      ['the control plane', CONTROL_PLANE_PORT],
-      ['nats-server', NATS_PORT],
-    ] as const) {
+    const ports: [string, number][] = [['the control plane', CONTROL_PLANE_PORT]];
+    for (let i = 1; i <= nodes; i++) ports.push([natsNodeName(i, nodes), NATS_PORT + i - 1]);
+    for (const [what, port] of ports) {
       if (!(await host.tcpReachable(probeFrom, SVC_ADDRESS, port))) throw new Error(`${what} (${SVC_ADDRESS}:${port}) is not reachable from ${probeFrom}`);
     }
   }
@@ -486,10 +515,23 @@ function findRelay(m: Manifest, relayId: string): SimRelay {
 export async function stopRelay(dir: string, relayId: string, sig: 'SIGTERM' | 'SIGKILL', out: Out): Promise<void> {
   const sim = new Sim(loadSim(dir));
   findRelay(sim.m, relayId);
-  const p = relayProcess(sim.m, relayId);
+  const stopped = await stopProcess(sim, relayProcess(sim.m, relayId), sig, relayId, out);
+  if (stopped)
+    out(
+      sig === 'SIGTERM'
+        ? `${relayId} (pid ${stopped}) stopped: it deregistered`
+        : `${relayId} (pid ${stopped}) killed: its WireGuard devices stay until it restarts`,
+    );
+}
+
+/**
+ * Signal a recorded process that runs and wait until it is gone (after SIGTERM, SIGKILL past a bound).
+ * Returns its pid when it stopped as asked, null when it was not running or needed SIGKILL (said so).
+ */
+async function stopProcess(sim: Sim, p: SimProcess | undefined, sig: 'SIGTERM' | 'SIGKILL', what: string, out: Out): Promise<number | null> {
   if (!p || !runningProcess(sim.m, p)) {
-    out(`${relayId} is not running`);
-    return;
+    out(`${what} is not running`);
+    return null;
   }
   sim.record(() => (p.stoppedBy = sig));
   host.signal(p.pid!, sig);
@@ -497,12 +539,49 @@ export async function stopRelay(dir: string, relayId: string, sig: 'SIGTERM' | '
   if (left.length && sig === 'SIGTERM') {
     host.signal(p.pid!, 'SIGKILL');
     await host.waitGone([p.pid!], KILL_WAIT_MS);
-    out(`${relayId} (pid ${p.pid}) did not stop within ${RELAY_STOP_TIMEOUT_MS / 1000} s of SIGTERM; killed it`);
-    return;
+    out(`${what} (pid ${p.pid}) did not stop within ${RELAY_STOP_TIMEOUT_MS / 1000} s of SIGTERM; killed it`);
+    return null;
   }
-  out(
-    sig === 'SIGTERM' ? `${relayId} (pid ${p.pid}) stopped: it deregistered` : `${relayId} (pid ${p.pid}) killed: its WireGuard devices stay until it restarts`,
-  );
+  return p.pid;
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS nodes
+
+/** The sim's NATS node `name` ('nats', or 'nats-<i>' of a cluster) and its index, or an error naming the nodes there are. */
+function findNatsNode(m: Manifest, name: string): { index: number; p: SimProcess | undefined } {
+  const nodes = m.settings.natsNodes;
+  for (let i = 1; i <= nodes; i++) {
+    if (natsNodeName(i, nodes) === name) return { index: i, p: m.processes.find((p) => p.kind === 'nats' && p.name === name) };
+  }
+  const names = Array.from({ length: nodes }, (_, k) => natsNodeName(k + 1, nodes));
+  throw new Error(`the sim has no NATS node ${name} (it has ${names.join(', ')})`);
+}
+
+/** SIGTERM or SIGKILL one NATS node (of a cluster, the others carry on; its store stays for `restartNats`). */
+export async function stopNats(dir: string, name: string, sig: 'SIGTERM' | 'SIGKILL', out: Out): Promise<void> {
+  const sim = new Sim(loadSim(dir));
+  const { p } = findNatsNode(sim.m, name);
+  const stopped = await stopProcess(sim, p, sig, name, out);
+  if (stopped) out(`${name} (pid ${stopped}) ${sig === 'SIGTERM' ? 'stopped' : 'killed'}; 'sim restart --nats ${name}' starts it again on its store`);
+}
+
+/** Start a NATS node again on its own store (stopping it first if it runs); in a cluster it catches up from the others. */
+export async function restartNats(dir: string, name: string, out: Out): Promise<void> {
+  const before = loadSim(dir);
+  if (runningProcess(before, findNatsNode(before, name).p)) await stopNats(dir, name, 'SIGTERM', out);
+  const sim = new Sim(loadSim(dir));
+  const p = await startNatsNode(sim, findNatsNode(sim.m, name).index);
+  out(`${name} started again (pid ${p.pid}) at ${natsNodeUrl(findNatsNode(sim.m, name).index)}`);
+}
+
+/** The NATS nodes' process states: a cluster loses one and carries on. */
+export function observeNats(m: Manifest): { name: string; url: string; process: RelayObservation['process'] }[] {
+  const nodes = m.settings.natsNodes;
+  return Array.from({ length: nodes }, (_, k) => {
+    const name = natsNodeName(k + 1, nodes);
+    return { name, url: natsNodeUrl(k + 1), process: processState(m, findNatsNode(m, name).p) };
+  });
 }
 
 /** The sim (loaded afresh) and its relay `relayId`, its process stopped first with `sig` if it runs. */

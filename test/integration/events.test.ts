@@ -11,7 +11,6 @@ import { RelayKeyRegistry } from '../../src/events/identity.ts';
 import { importPublicKey, signBytes } from '../../src/events/signing.ts';
 import { encodeEvent } from '../../src/events/wire.ts';
 import { loadOrCreateIdentityKey } from '../../src/lib/identity-key.ts';
-import { NATS_URL } from '../../src/sim/layout.ts';
 import { readManifest } from '../../src/sim/manifest.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -63,7 +62,7 @@ describe('events tail and export on a live sim', () => {
         inet(),
         process.execPath,
         join(import.meta.dirname, '../support/publish-raw.ts'),
-        NATS_URL,
+        readManifest(dir)!.controlPlane.natsUrl,
         subject,
         Buffer.from(data).toString('base64'),
         // A relay may publish only below its own subject: the forger here is relay-1 itself.

@@ -16,7 +16,15 @@ function manifest(dir: string): Manifest {
     wgPrefix: 'xyz',
     stateDir: dir,
     createdAt: '2026-01-01T00:00:00.000Z',
-    settings: { keepaliveSeconds: 1, linkStaleAfterMs: 5000, linkDownAfterMs: 10000, observeIntervalMs: 1000, heartbeatSeconds: 5, logLevel: 'info' },
+    settings: {
+      keepaliveSeconds: 1,
+      linkStaleAfterMs: 5000,
+      linkDownAfterMs: 10000,
+      observeIntervalMs: 1000,
+      heartbeatSeconds: 5,
+      logLevel: 'info',
+      natsNodes: 1,
+    },
     namespaces: ['rcs-ab12-inet', 'rcs-ab12-svc', 'rcs-ab12-r1'],
     veths: [{ name: 'vab12r1', namespace: 'rcs-ab12-inet', peer: 'pub0', peerNamespace: 'rcs-ab12-r1' }],
     processes: [

@@ -11,7 +11,10 @@ import {
   moveRelay,
   observe,
   preflight,
+  observeNats,
+  restartNats,
   restartRelay,
+  stopNats,
   stopRelay,
   up as buildSim,
   waitConverged,
@@ -60,39 +63,40 @@ export const status: Action = async (v) => asRoot(v, (dir) => showStatus(dir, v.
 
 export const add: Action = async (v) => {
   const id = relayOpt(v);
-  const wait = waitOpts(v);
   const endpoint = endpointOpt(v);
-  return asRoot(v, async (dir) => {
-    await withStateDirLock(dir, () => addRelay(dir, id, out, endpoint, v.ipv6 !== false));
-    return await report(dir, wait, out, interruptible());
-  });
+  return changeAndWait(v, (dir) => addRelay(dir, id, out, endpoint, v.ipv6 !== false));
 };
 
 const stopWith =
   (signal: 'SIGTERM' | 'SIGKILL'): Action =>
   async (v) => {
-    const id = relayOpt(v, signal === 'SIGTERM' ? 'stop' : 'kill')!;
+    const target = relayOrNatsNode(v, signal === 'SIGTERM' ? 'stop' : 'kill');
     return asRoot(v, async (dir) => {
-      await withStateDirLock(dir, () => stopRelay(dir, id, signal, out));
+      await withStateDirLock(dir, () => ('nats' in target ? stopNats(dir, target.nats, signal, out) : stopRelay(dir, target.relay, signal, out)));
       return 0;
     });
   };
 export const stop = stopWith('SIGTERM');
 export const kill = stopWith('SIGKILL');
 
-/** `sim restart` and `sim move`: change one relay under the state directory's lock, then report and wait. */
-const relayChange =
-  (name: 'restart' | 'move', change: (dir: string, id: string, o: typeof out) => Promise<unknown>): Action =>
-  async (v) => {
-    const id = relayOpt(v, name)!;
-    const wait = waitOpts(v);
-    return asRoot(v, async (dir) => {
-      await withStateDirLock(dir, () => change(dir, id, out));
-      return await report(dir, wait, out, interruptible());
-    });
-  };
-export const restart = relayChange('restart', restartRelay);
-export const move = relayChange('move', moveRelay);
+/** Change the sim under its state directory's lock, then report and wait like up (usage checked first). */
+function changeAndWait(v: Values, change: (dir: string) => Promise<unknown>): Promise<number> {
+  const wait = waitOpts(v);
+  return asRoot(v, async (dir) => {
+    await withStateDirLock(dir, () => change(dir));
+    return await report(dir, wait, out, interruptible());
+  });
+}
+
+/** `sim restart --relay ID`, or `--nats-node NAME`: that node again on its store (the relays carry on). */
+export const restart: Action = async (v) => {
+  const target = relayOrNatsNode(v, 'restart');
+  return changeAndWait(v, (dir) => ('nats' in target ? restartNats(dir, target.nats, out) : restartRelay(dir, target.relay, out)));
+};
+export const move: Action = async (v) => {
+  const id = relayOpt(v, 'move')!;
+  return changeAndWait(v, (dir) => moveRelay(dir, id, out));
+};
 
 export const down: Action = async (v) =>
   asRoot(v, async (dir) => {
@@ -155,11 +159,20 @@ export const clientList: Action = async (v) =>
     return 0;
   });
 
+/** stop, kill and restart take `--relay ID` or `--nats-node NAME`, exactly one. */
+function relayOrNatsNode(v: Values, action: string): { relay: string } | { nats: string } {
+  const node = str(v.natsNode);
+  if (node === undefined) return { relay: relayOpt(v, action)! };
+  if (v.relay !== undefined) throw new CliError(`'sim ${action}' takes --relay or --nats-node, not both`, 2);
+  if (!/^nats(-[1-9])?$/.test(node)) throw new CliError(`--nats-node ${JSON.stringify(node)} is not a NATS node (nats, or nats-<i> of a cluster)`, 2);
+  return { nats: node };
+}
+
 /** `--relay ID`: required to stop, kill or restart (`requiredBy`); add picks one without it. */
 function relayOpt(v: Values, requiredBy?: string): string | undefined {
   const id = str(v.relay);
   if (id === undefined) {
-    if (requiredBy) throw new CliError(`'sim ${requiredBy}' needs --relay ID`, 2);
+    if (requiredBy) throw new CliError(`'sim ${requiredBy}' needs --relay ID${requiredBy === 'move' ? '' : ' (or --nats-node NAME)'}`, 2);
     return undefined;
   }
   if (!RelayIdSchema.safeParse(id).success) throw new CliError(`--relay ${JSON.stringify(id)} is not a relay id (1-63 characters of a-z, 0-9 and -)`, 2);
@@ -200,7 +213,10 @@ function upSettings(v: Values): BuildOpts {
     observeIntervalMs: v.observeInterval as number,
     heartbeatSeconds: 5,
     logLevel: v.logLevel as Settings['logLevel'],
+    natsNodes: v.nats as number,
   };
+  // A JetStream cluster needs a majority: 2 nodes survive no loss, 4 no more than 3 do.
+  if (settings.natsNodes % 2 === 0) throw new CliError('--nats must be 1, 3 or 5 (a cluster needs a majority of its nodes up)', 2);
   if (settings.linkDownAfterMs < settings.linkStaleAfterMs) throw new CliError('--link-down-after must be at least --link-stale-after', 2);
   return { relays: v.relays as number, settings, dbUrl };
 }
@@ -249,7 +265,7 @@ async function report(dir: string, wait: WaitOpts, out: Out, signal: AbortSignal
   if (r.verdict.converged) {
     out(`sim ${m.simId}: converged (${wait.mode}) after ${(r.ms / 1000).toFixed(1)} s.`);
     out(`  control plane ${m.controlPlane.url} and NATS ${m.controlPlane.natsUrl} (inside the sim); service-role key in ${m.controlPlane.serviceRoleKeyFile}`);
-    out(`  logs in ${dir}: relays/<id>/relay.log, control-plane/control-plane.log, nats/nats.log`);
+    out(`  logs in ${dir}: relays/<id>/relay.log, control-plane/control-plane.log, nats/${m.settings.natsNodes === 1 ? 'nats.log' : 'nats-<i>.log'}`);
     out(`  relay-core sim status --state-dir ${dir}    relay-core sim down --state-dir ${dir}`);
     return 0;
   }
@@ -274,6 +290,7 @@ async function showStatus(dir: string, json: boolean, out: Out): Promise<number>
           stateDir: m.stateDir,
           converged: { topology: topology.converged, mesh: mesh.converged },
           missing: mesh.missing,
+          nats: observeNats(m),
           relays,
         },
         null,
@@ -284,6 +301,11 @@ async function showStatus(dir: string, json: boolean, out: Out): Promise<number>
   }
   out(`sim ${m.simId} (state ${dir}, WireGuard device prefix ${m.wgPrefix}, control plane ${m.controlPlane.url})`);
   out(renderStatus(relays, Date.now()));
+  out(
+    `NATS: ${observeNats(m)
+      .map((n) => `${n.name} ${n.url} ${n.process}`)
+      .join(', ')}`,
+  );
   out(
     mesh.converged
       ? 'converged: every relay serves one topology and every link is up'
