@@ -1,18 +1,23 @@
 /**
  * docker-compose.yml, as an operator runs it: `docker-compose up -d` with the locally built images
- * brings up NATS, the control plane, three relays and a demo client; the mesh converges and the
- * client's traffic leaves at relay-2. Removed with `down -v` afterwards, whatever happened.
+ * brings up a 3-node NATS cluster, the control plane, three relays and a demo client; the mesh converges
+ * and the client's traffic leaves at relay-2; a NATS node is stopped and started again. Removed with
+ * `down -v` afterwards, whatever happened.
  */
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
+import type { StreamStatus } from '../../src/bus/stream-status.ts';
+import { STREAMS } from '../../src/contract/subjects.ts';
 import { callFunctionWithRelayToken, jwtClaims, RELAY_TOKEN_FILE, requireImages, RUN, SECRET_FILE_SEARCH } from '../support/containers.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const PROJECT = `${RUN}-compose`;
 const IDS = ['relay-1', 'relay-2', 'relay-3'];
+const NATS_URLS = 'nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222';
+const READER_CREDS = '/var/lib/relay-core-cp/bus/reader.creds';
 
 /** Debian's docker-compose, or the Compose plugin of a newer engine. */
 async function composeCommand(): Promise<string[]> {
@@ -91,4 +96,57 @@ describe('docker-compose.yml', () => {
     expect(seen).not.toBe(entry);
     expect(s1.clients.map((c) => c.exitId)).toEqual(['relay-2']);
   }, 400_000);
+
+  it('runs a 3-node NATS cluster: both streams keep 3 copies; a node stopped is named by bus status, the relays carry on, and it catches up when started', async () => {
+    /** `relay-core bus status --json` in the control plane's container, with the operator's reader credentials. */
+    const busStatus = async () => {
+      const r = await run(
+        ['exec', '-T', 'control-plane', 'relay-core', 'bus', 'status', '--json', '--nats-url', NATS_URLS, '--nats-creds', READER_CREDS],
+        30_000,
+      );
+      return { code: r.exitCode, out: r.exitCode === 0 || r.exitCode === 1 ? (JSON.parse(r.stdout) as { streams: StreamStatus[] }) : null };
+    };
+    const healthy = () =>
+      eventually(
+        'both streams at 3 copies, every copy current',
+        async () => {
+          const r = await busStatus();
+          return r.code === 0 && r.out!.streams.length === 2 && r.out!.streams.every((x) => x.replicas === 3 && x.peers.length === 2) ? r.out! : null;
+        },
+        90_000,
+        1000,
+      );
+    const leader = (await healthy()).streams.find((x) => x.stream === STREAMS.topology)!.leader!;
+    expect(leader).toMatch(/^nats-[123]$/);
+    const stopped = await run(['stop', leader], 60_000);
+    expect(stopped.exitCode, stopped.stderr).toBe(0);
+    try {
+      await eventually(
+        `bus status to name ${leader} unreachable`,
+        async () => {
+          const r = await busStatus();
+          return r.code === 1 && r.out?.streams.some((x) => x.problems.some((p) => p.startsWith(`${leader} unreachable`))) ? true : null;
+        },
+        60_000,
+        1000,
+      );
+      // The relays are on the other nodes, serving.
+      await eventually(
+        'every relay serving, connected to NATS',
+        async () => {
+          for (const id of IDS) {
+            const s = await status(id);
+            if (s.state !== 'serving' || !s.bus.connected) return null;
+          }
+          return true;
+        },
+        60_000,
+        1000,
+      );
+    } finally {
+      const started = await run(['start', leader], 60_000);
+      expect(started.exitCode, started.stderr).toBe(0);
+    }
+    await healthy();
+  }, 300_000);
 });
