@@ -55,6 +55,21 @@ describe('the clients owner', () => {
     expect(body([])).not.toContain('192.0.2.7/32');
   });
 
+  it('gives the same objects for a view that changes nothing of its own (a relay joining elsewhere), new ones when its sessions or their exits change', () => {
+    const before = clientsOwner.desire(state, opts);
+    const joined = clientsOwner.view(state, { view: seedTopology(6, [r1, r2, r3, relay(4)], [s1, s2, session(3, r2, 'relay-1')]) });
+    const after = clientsOwner.desire(joined, opts);
+    expect(after).toBe(before);
+    // Equal to a fresh build: the memo hands back nothing else.
+    expect(after).toEqual(clientsOwner.desire({ ...joined, services: [...joined.services] }, opts));
+    // An exit whose record changed (its endpoint moved) and a new session are new inputs.
+    const moved = { ...r2, endpoint: '198.51.100.99:51820' };
+    expect(clientsOwner.desire(clientsOwner.view(state, { view: seedTopology(6, [r1, moved, r3], [s1, s2]) }), opts)).not.toBe(before);
+    const s4 = session(4, r1, 'relay-2');
+    const opened = clientsOwner.desire(clientsOwner.view(state, { view: seedTopology(6, [r1, r2, r3], [s1, s2, s4]) }), opts);
+    expect(opened.devices[dev]!.peers.map((p) => p.publicKey)).toContain(s4.publicKey);
+  });
+
   it('desires only the sysctls as they were once tearing down, whatever sessions it had', () => {
     const down = clientsOwner.teardown(state);
     expect(down.sessions).toEqual({});

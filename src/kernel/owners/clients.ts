@@ -29,6 +29,23 @@ export interface ClientsOwnerOptions {
   originalSysctls: Record<string, string>;
 }
 
+/**
+ * The last desired client state made for a relay record, with its inputs (by reference): the clients
+ * owner's desire is pure, and this only hands back the same objects for the same inputs.
+ */
+const lastDesired = new WeakMap<
+  RelayRecord,
+  {
+    opts: ClientOptions;
+    services: readonly string[];
+    sessions: readonly ClientSession[];
+    exits: readonly (RelayRecord | undefined)[];
+    out: ReturnType<typeof desiredClientState>;
+  }
+>();
+
+const sameItems = <T>(a: readonly T[], b: readonly T[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
 /** What the kernel reached for one session: its peer is programmed, and the exit its rules steer to. */
 export interface SessionReached {
   peer: boolean;
@@ -102,8 +119,17 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
   scope: (s, o) => clientScope(s.self!, o.clients),
   desire: (s, o) => {
     if (s.tearingDown) return releasedClientState(o.originalSysctls);
+    const self = s.self!;
     const live = Object.values(s.sessions).filter((x) => !s.expired.includes(x.id));
-    return desiredClientState(s.self!, s.relays, live, { ...o.clients, serviceCidrs: serviceCidrsOf({ clients: o.clients, services: s.services }) });
+    const exits = live.map((x) => s.relays[x.exitId]);
+    // A topology event that changes none of what the clients' host state is made of (a relay joining
+    // elsewhere, most of them) gets the very objects of the last one: nothing in the round's focus, no
+    // read, and no egress policy or nftables body built again.
+    const last = lastDesired.get(self);
+    if (last && last.opts === o.clients && last.services === s.services && sameItems(last.sessions, live) && sameItems(last.exits, exits)) return last.out;
+    const out = desiredClientState(self, s.relays, live, { ...o.clients, serviceCidrs: serviceCidrsOf({ clients: o.clients, services: s.services }) });
+    lastDesired.set(self, { opts: o.clients, services: s.services, sessions: live, exits, out });
+    return out;
   },
   reached: (s, o, actual, sessions) => {
     const device = clientDevice(o.clients.wgPrefix, meshIndex(s.self!.meshAddress));
