@@ -48,6 +48,8 @@ export interface RelayContext {
   retiredEpochs: string[];
   /** Failed registrations in a row during a resync (the retry backs off: 1 s doubling to 30 s). */
   registerFailures: number;
+  /** The view's revision when the last heartbeat was answered (at registration: the snapshot's). */
+  revisionAtLastHeartbeat: number;
   /**
    * The envelope id of the latest relay event that changed what the host should hold (a seed, an
    * applied topology event, the drain): the children pass it to the kernel actor as the cause.
@@ -103,8 +105,16 @@ export interface FollowInput {
   registration: RegisterResponse;
 }
 
-/** Consecutive heartbeats that must see the control plane ahead of the view before a resync. */
+/**
+ * Consecutive heartbeats that must see the control plane ahead of a view that has not moved since the
+ * heartbeat before, before a resync. A relay behind but folding (slow, catching up from the stream) is
+ * left to catch up: a resync would only add a snapshot to its work (and the control plane's).
+ */
 export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 2;
+
+/** Whether a heartbeat's answer finds the view behind the control plane and not moved since the heartbeat before. */
+const behindAndStuck = (context: RelayContext, revision: number) =>
+  revision > context.view.revision && context.view.revision <= context.revisionAtLastHeartbeat;
 
 const emptyCounters = (): TopologyCounters => ({
   applied: 0,
@@ -173,6 +183,7 @@ export const relayMachine = setup({
     pendingResync: null,
     retiredEpochs: [],
     registerFailures: 0,
+    revisionAtLastHeartbeat: 0,
     cause: null,
     error: null,
     deps: input.deps,
@@ -221,6 +232,7 @@ export const relayMachine = setup({
               error: null,
               cause: context.deps.newId(),
               view: seedTopology(event.output.revision, [event.output.relay, ...event.output.relays], event.output.sessions, context.request.relayId),
+              revisionAtLastHeartbeat: event.output.revision,
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
             {
@@ -443,7 +455,7 @@ export const relayMachine = setup({
           },
           {
             guard: ({ context, event }) =>
-              event.response.revision > context.view.revision && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,
+              behindAndStuck(context, event.response.revision) && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,
             target: 'registering',
             actions: [
               assign(({ context, event }) => ({
@@ -471,8 +483,9 @@ export const relayMachine = setup({
               counters: ({ context, event }) => ({
                 ...context.counters,
                 heartbeats: context.counters.heartbeats + 1,
-                heartbeatsBehind: event.response.revision > context.view.revision ? context.counters.heartbeatsBehind + 1 : 0,
+                heartbeatsBehind: behindAndStuck(context, event.response.revision) ? context.counters.heartbeatsBehind + 1 : 0,
               }),
+              revisionAtLastHeartbeat: ({ context }) => context.view.revision,
             }),
           },
         ],

@@ -144,6 +144,27 @@ describe('relay actor', () => {
     expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane' });
   });
 
+  it('leaves a relay behind but folding to catch up: only heartbeats that find the view both behind and unmoved count', async () => {
+    const h = harness([registration(3, []), registration(9, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    const beat = (revision: number) => h.actor.send({ type: 'HEARTBEAT', response: { revision, revisionTime: '', status: 'active' } });
+    const fold = (revision: number) => h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(revision, relay(revision)), streamSeq: revision });
+    beat(9);
+    fold(4);
+    beat(9);
+    fold(5);
+    beat(9);
+    // Behind at every heartbeat, but moving: no resync.
+    expect(h.actor.getSnapshot().context.counters).toMatchObject({ resyncs: 0, heartbeats: 3 });
+    expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
+    // Stuck at 5 for two heartbeats: resync.
+    beat(9);
+    beat(9);
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 9);
+    expect(h.actor.getSnapshot().context.counters.resyncs).toBe(1);
+    expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane', revision: 5 });
+  });
+
   it('resyncs when the consumer is deleted', async () => {
     const h = harness([registration(3, []), registration(3, [])]);
     await waitFor(h.actor, (s) => s.matches('serving'));
