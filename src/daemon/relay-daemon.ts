@@ -3,7 +3,7 @@ import { createActor } from 'xstate';
 import { clientSessionMachine } from '../actors/client-session.machine.ts';
 import { clientsMachine } from '../actors/clients.machine.ts';
 import { peerLinkMachine } from '../actors/peer-link.machine.ts';
-import { relayMachine, type RelayLinksInput } from '../actors/relay.machine.ts';
+import { relayMachine, type RelayLinksInput, type TopologyCounters } from '../actors/relay.machine.ts';
 import { topologyMachine } from '../actors/topology.machine.ts';
 import type { ClientOptions } from '../kernel/clients.ts';
 import { systemDeps, type Deps } from '../lib/deps.ts';
@@ -24,6 +24,11 @@ export interface RelayDaemon {
   /** Begin draining: deregister, flush events, disconnect. */
   stop(signal?: string): void;
   status(): RelayStatus;
+  /**
+   * Its state, the revision it has folded and its topology counters, read from the actor's snapshot
+   * without building the whole status (cheap enough to poll a thousand relays of one process).
+   */
+  progress(): { state: string; revision: number; counters: TopologyCounters };
   /** A whole-scope kernel round now (what `relay-core reconcile` asks over the status socket). */
   reconcileAll(): { relayId: string; asked: boolean };
   /** Rotate the WireGuard key (what `relay-core rotate-key` asks over the status socket). */
@@ -124,6 +129,10 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   return {
     done,
     status,
+    progress: () => {
+      const s = actor.getSnapshot();
+      return { state: String(s.value), revision: s.context.view.revision, counters: s.context.counters };
+    },
     rotateKey,
     reconcileAll,
     stop: (signal = 'SIGTERM') => actor.send({ type: 'STOP', signal }),

@@ -1,0 +1,445 @@
+/**
+ * A fleet of relays on this machine (issue 15, part 6). Every relay is a whole `relay-core run` daemon
+ * (startRelayDaemon) hosted in this one process: the real relay machine, fold and signature checks,
+ * topology, clients and kernel actors on the in-memory host, its own NATS connection and topology
+ * consumer, its own HTTP to the control plane's Deno functions on PostgreSQL (a throwaway PostgreSQL 15;
+ * --db pglite for the embedded one), its own status socket. The fleet grows in batches to each N of
+ * --relays and is measured there:
+ *
+ *  - join: a probe relay registered with the service role (no daemon of its own: only the fleet's work
+ *    is measured) until every relay of the fleet has folded its admission; p50 / p99 over --probes
+ *    joins, each followed by the probe's leave;
+ *  - CPU ms of this process per relay per topology event over those probes, less the idle rate measured
+ *    just before with the same polling (heartbeats, timers), and its ratio between the last two N;
+ *  - admissions/s: --admissions probe registrations, 8 concurrent, at fleet size N (each snapshot
+ *    carries N relays), then their leaves;
+ *  - heartbeat p50 / p99: the fleet's own heartbeat calls, timed in this process (fetch);
+ *  - publisher lag p50 / p99: a topology event's envelope time (written with its revision) to its arrival
+ *    on the stream, seen by a core-NATS observer;
+ *  - restarts: 10% of the fleet stopped (they deregister) and started again with their state; deliveries/s
+ *    (topology events folded by the fleet per second) from the first stop until every relay has folded
+ *    everything again;
+ *  - memory per relay (RSS and V8 heap after a full GC, less what this process held before the first
+ *    relay); resyncs of relays that were not restarted, under that load and then in 20 s of steady
+ *    state (0 expected); the relays' own events per relay per topology event, by type.
+ *
+ * The in-memory host has nobody to hand shake with: links stay "handshaking" (programmed), so the
+ * relays' link timers are set beyond the run and their devices are not polled. Relays in network
+ * namespaces with wireguard-go (whose kernel work must stay flat) are not part of this benchmark yet.
+ *
+ *   npm run bench:fleet -- --relays 10,100,1000 [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite]
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { startLocalControlPlane } from '../src/control-plane/local.ts';
+import { RelayConfigSchema, type RelayConfig } from '../src/daemon/config.ts';
+import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
+import { rootLogger } from '../src/lib/logger.ts';
+import { generateWgKeyPair } from '../src/lib/wg-keys.ts';
+import { startAuthedNats } from '../test/support/authed-nats.ts';
+import { startTestPostgres } from '../test/support/postgres.ts';
+import { tempDir } from '../test/support/temp.ts';
+
+const { values } = parseArgs({
+  options: {
+    relays: { type: 'string', default: '10,100,1000' },
+    batch: { type: 'string', default: '25' },
+    probes: { type: 'string', default: '10' },
+    admissions: { type: 'string', default: '40' },
+    db: { type: 'string', default: 'postgres' },
+  },
+});
+const sizes = values.relays.split(',').map(Number);
+const BATCH = Number(values.batch);
+const PROBES = Number(values.probes);
+const ADMISSIONS = Number(values.admissions);
+if (sizes.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= sizes[i - 1]!)))
+  throw new Error('--relays: increasing relay counts, e.g. 10,100,1000');
+if (values.db !== 'postgres' && values.db !== 'pglite') throw new Error('--db: postgres or pglite');
+if (typeof globalThis.gc !== 'function') throw new Error('run with node --expose-gc (npm run bench:fleet does)');
+
+const log = rootLogger({ bench: 'fleet' }, process.env.RELAYNET_LOG_LEVEL ?? 'error');
+const out = (s: string) => process.stdout.write(`${s}\n`);
+const now = () => performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The relays' calls to the control plane, timed: every relay's HTTP goes through this process's fetch.
+
+interface Call {
+  fn: string;
+  at: number;
+  ms: number;
+  status: number;
+}
+const calls: Call[] = [];
+const realFetch = globalThis.fetch;
+globalThis.fetch = async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+  const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+  const fn = /\/functions\/v1\/([a-z-]+)/.exec(url)?.[1];
+  const t0 = now();
+  const res = await realFetch(input, init);
+  if (fn) calls.push({ fn, at: t0, ms: now() - t0, status: res.status });
+  return res;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The services.
+
+const tmp = tempDir('bench-fleet');
+const pg = values.db === 'postgres' ? await startTestPostgres() : null;
+const bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
+const cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'cp'), port: 0, dbUrl: pg?.url, natsServers: bus.urls, logger: log });
+
+/** Every topology event as it arrives on the stream: its revision, and the publisher's lag behind its envelope time. */
+let latestRevision = 0;
+const lags: { at: number; ms: number }[] = [];
+const observer = await bus.connect({ kind: 'observer', subjects: ['relaynet.topology.>', 'relaynet.relay.>'] });
+const sub = observer.subscribe('relaynet.topology.>');
+/** The relays' own events by type (the subject's last token), counted while `relayEventsOn`. */
+const relayEvents = new Map<string, number>();
+let relayEventsOn = false;
+let lastRelayEventAt = 0;
+const relaySub = observer.subscribe('relaynet.relay.>');
+void (async () => {
+  for await (const m of relaySub) {
+    lastRelayEventAt = now();
+    if (!relayEventsOn) continue;
+    const type = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+    relayEvents.set(type, (relayEvents.get(type) ?? 0) + 1);
+  }
+})();
+void (async () => {
+  for await (const m of sub) {
+    try {
+      const e = m.json<{ time: string; data: { revision?: number } }>();
+      lags.push({ at: now(), ms: Date.now() - Date.parse(e.time) });
+      if (typeof e.data.revision === 'number' && e.data.revision > latestRevision) latestRevision = e.data.revision;
+    } catch {
+      /* not an event: not ours to measure */
+    }
+  }
+})();
+
+/** Register (or deregister) a probe relay with the service role: the control plane's work and the fleet's, no daemon's. */
+async function probe(fn: 'register-server' | 'deregister', id: string, i: number): Promise<number> {
+  const body =
+    fn === 'register-server'
+      ? { relayId: id, name: id, region: 'probe', publicKey: generateWgKeyPair().publicKey, endpoint: `198.18.200.${(i % 250) + 1}:51820` }
+      : { relayId: id };
+  const res = await realFetch(`${cp.url}/functions/v1/${fn}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${cp.serviceRoleKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`${fn} ${id}: ${res.status} ${text}`);
+  return (JSON.parse(text) as { revision?: number }).revision ?? 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet.
+
+interface Member {
+  id: string;
+  index: number;
+  daemon: RelayDaemon;
+}
+const fleet = new Map<string, Member>();
+
+function relayConfig(index: number, id: string, token: string): RelayConfig {
+  return RelayConfigSchema.parse({
+    relayId: id,
+    name: id,
+    region: `region-${(index % 3) + 1}`,
+    endpoint: `198.18.${100 + (index >> 8)}.${index & 255 || 254}:51820`,
+    stateDir: join(tmp.dir, 'relays', id),
+    controlPlaneUrl: cp.url,
+    token,
+    topologyKey: cp.topologyPublicKey,
+    natsServers: null,
+    rotateKey: false,
+    startMarginMs: 60_000,
+    wgPrefix: 'f',
+    keepaliveSeconds: 25,
+    mtu: 1420,
+    // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run.
+    linkStaleAfterMs: 86_400_000,
+    linkDownAfterMs: 86_400_000,
+    observeIntervalMs: 3_600_000,
+    kernelFullEveryMs: 300_000,
+    resolveIntervalMs: 60_000,
+    kernel: 'memory',
+    wgImpl: 'auto',
+    clientIdleAfterMs: 180_000,
+    exitTableBase: 100_000,
+    clientRulePriority: 20_000,
+    clientSupernet: '100.96.0.0/11',
+    clientDeny: [],
+    clientAllow: [],
+    serviceCidrs: [],
+    clientPrefix6: null,
+    exitIpv6: 'off',
+  });
+}
+
+async function startMember(index: number): Promise<Member> {
+  const id = `relay-${index}`;
+  mkdirSync(join(tmp.dir, 'relays', id), { recursive: true, mode: 0o700 });
+  const daemon = await startRelayDaemon(relayConfig(index, id, await cp.mintRelayToken(id, 30 * 86400)), log);
+  const m = { id, index, daemon };
+  fleet.set(id, m);
+  return m;
+}
+
+/** Until `ok` holds (polled every `everyMs`), or throw after `timeoutMs` saying `what`. */
+async function until(what: string, ok: () => boolean, timeoutMs: number, everyMs = 10): Promise<number> {
+  const deadline = now() + timeoutMs;
+  for (;;) {
+    if (ok()) return now();
+    if (now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** The time every relay of the fleet has folded revision `r` (checking only those not there yet). */
+function allFolded(r: number, timeoutMs = 600_000): Promise<number> {
+  let pending = [...fleet.values()];
+  return until(
+    `every relay to fold revision ${r}`,
+    () => {
+      pending = pending.filter((m) => m.daemon.progress().revision < r);
+      return pending.length === 0;
+    },
+    timeoutMs,
+  );
+}
+
+const sum = (f: (m: Member) => number, ms: Iterable<Member> = fleet.values()) => [...ms].reduce((a, m) => a + f(m), 0);
+
+// ---------------------------------------------------------------------------------------------
+// Measurements at one fleet size.
+
+interface Figures {
+  n: number;
+  growS: number;
+  joinP50: number;
+  joinP99: number;
+  cpuPerRelayEvent: number;
+  idleCpuPct: number;
+  admissionsPerS: number;
+  heartbeatP50: number;
+  heartbeatP99: number;
+  heartbeats: number;
+  lagP50: number;
+  lagP99: number;
+  restarted: number;
+  restartS: number;
+  deliveriesPerS: number;
+  rssPerRelayMiB: number;
+  heapPerRelayMiB: number;
+  /** Of relays not restarted: during the probes, admissions and restarts; then in 20 s of steady state. */
+  resyncs: number;
+  steadyResyncs: number;
+  /** The relays' own events per relay per probe event, by type. */
+  relayEvents: string;
+}
+
+let probeSeq = 0;
+const memBase = (() => {
+  globalThis.gc!();
+  const m = process.memoryUsage();
+  return { rss: m.rss, heap: m.heapUsed };
+})();
+
+async function growTo(n: number): Promise<number> {
+  const t0 = now();
+  while (fleet.size < n) {
+    const first = fleet.size + 1;
+    const batch = Array.from({ length: Math.min(BATCH, n - fleet.size) }, (_, k) => first + k);
+    const members = await Promise.all(batch.map(startMember));
+    await until(`relays ${batch[0]}-${batch.at(-1)} to serve`, () => members.every((m) => m.daemon.progress().state === 'serving'), 600_000, 50);
+    if (fleet.size % 100 === 0 || fleet.size === n) out(`  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s)`);
+  }
+  await allFolded(latestRevision);
+  return (now() - t0) / 1000;
+}
+
+/** Until the relays have published every event of what came before (none for 3 s): an idle window must be idle. */
+const quiet = () => until('the relays to publish all their events', () => now() - lastRelayEventAt > 3_000, 600_000, 250);
+
+async function measureAt(n: number): Promise<Figures> {
+  const growS = await growTo(n);
+  await quiet();
+  const windowStart = now();
+  const resyncsBefore = new Map([...fleet.values()].map((m) => [m.id, m.daemon.progress().counters.resyncs]));
+
+  // Idle: the same polling as while waiting for a revision, for 5 s.
+  const idleMs = 5_000;
+  const c0 = cpuMs();
+  const t0 = now();
+  await until(
+    'the end of the idle window',
+    () => {
+      allFoldedSync(Number.MAX_SAFE_INTEGER);
+      return now() - t0 > idleMs;
+    },
+    idleMs + 1000,
+  );
+  const idleRate = (cpuMs() - c0) / (now() - t0);
+
+  // Joins and leaves of probe relays, one at a time.
+  const joins: number[] = [];
+  relayEvents.clear();
+  relayEventsOn = true;
+  const c1 = cpuMs();
+  const t1 = now();
+  let events = 0;
+  for (let k = 0; k < PROBES; k++) {
+    const id = `probe-${++probeSeq}`;
+    const s = now();
+    const r = await probe('register-server', id, probeSeq);
+    joins.push((await allFolded(r)) - s);
+    const before = latestRevision;
+    await probe('deregister', id, probeSeq);
+    await until(`${id}'s leave on the stream`, () => latestRevision > before, 30_000);
+    await allFolded(latestRevision);
+    events += 2;
+  }
+  // Until the relays have published what the probes made them do: that is part of their work.
+  await quiet();
+  relayEventsOn = false;
+  const cpuPerRelayEvent = (cpuMs() - c1 - idleRate * (now() - t1)) / (n * events);
+  const perRelayEvent = [...relayEvents].map(([t, c]) => `${t} ${(c / (n * events)).toFixed(2)}`).join(', ');
+
+  // Admissions at this size: 8 concurrent registrations, then their leaves.
+  const ids = Array.from({ length: ADMISSIONS }, () => `probe-${++probeSeq}`);
+  let next = 0;
+  const a0 = now();
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < ids.length) {
+        const i = next++;
+        await probe('register-server', ids[i]!, probeSeq + i);
+      }
+    }),
+  );
+  const admissionsPerS = ids.length / ((now() - a0) / 1000);
+  await allFolded(latestRevision);
+  for (const id of ids) await probe('deregister', id, 0);
+  await sleep(500);
+  await allFolded(latestRevision);
+
+  // Restarts: every tenth relay stopped (deregistered) and started again with its state.
+  const restart = [...fleet.values()].filter((_, i) => i % 10 === 0);
+  const stay = [...fleet.values()].filter((_, i) => i % 10 !== 0);
+  const appliedBefore = sum((m) => m.daemon.progress().counters.applied, stay);
+  const r0 = now();
+  await Promise.all(
+    restart.map(async (m) => {
+      m.daemon.stop();
+      await m.daemon.done;
+      fleet.delete(m.id);
+    }),
+  );
+  const restarted = await Promise.all(restart.map((m) => startMember(m.index)));
+  await until('the restarted relays to serve', () => restarted.every((m) => m.daemon.progress().state === 'serving'), 600_000, 50);
+  await sleep(200);
+  const restartEnd = await allFolded(latestRevision);
+  const restartS = (restartEnd - r0) / 1000;
+  const deliveries = sum((m) => m.daemon.progress().counters.applied, stay) - appliedBefore + sum((m) => m.daemon.progress().counters.applied, restarted);
+
+  const resyncsOf = () => sum((m) => m.daemon.progress().counters.resyncs - (resyncsBefore.get(m.id) ?? 0), stay);
+  const resyncs = resyncsOf();
+  // Steady state once more: two heartbeat periods with nothing happening.
+  await quiet();
+  await sleep(20_000);
+  const steadyResyncs = resyncsOf() - resyncs;
+
+  globalThis.gc!();
+  const mem = process.memoryUsage();
+  const hb = calls.filter((c) => c.fn === 'heartbeat' && c.at >= windowStart).map((c) => c.ms);
+  const lag = lags.filter((l) => l.at >= windowStart).map((l) => l.ms);
+  return {
+    n,
+    growS,
+    joinP50: pct(joins, 50),
+    joinP99: pct(joins, 99),
+    cpuPerRelayEvent,
+    idleCpuPct: idleRate * 100,
+    admissionsPerS,
+    heartbeatP50: pct(hb, 50),
+    heartbeatP99: pct(hb, 99),
+    heartbeats: hb.length,
+    lagP50: pct(lag, 50),
+    lagP99: pct(lag, 99),
+    restarted: restart.length,
+    restartS,
+    deliveriesPerS: deliveries / restartS,
+    rssPerRelayMiB: (mem.rss - memBase.rss) / n / 2 ** 20,
+    heapPerRelayMiB: (mem.heapUsed - memBase.heap) / n / 2 ** 20,
+    resyncs,
+    steadyResyncs,
+    relayEvents: perRelayEvent,
+  };
+}
+
+/** The poll `allFolded` does, once, for the idle baseline. */
+function allFoldedSync(r: number): boolean {
+  let all = true;
+  for (const m of fleet.values()) if (m.daemon.progress().revision < r) all = false;
+  return all;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const results: Figures[] = [];
+try {
+  out(`fleet: relays hosted in this process (in-memory kernel), NATS at ${bus.url}, control plane ${cp.url} on ${values.db}`);
+  for (const n of sizes) {
+    out(`N=${n}: growing in batches of ${BATCH} ...`);
+    const f = await measureAt(n);
+    results.push(f);
+    out(
+      `N=${n}: grew in ${f1(f.growS)} s; join p50 ${f1(f.joinP50)} ms p99 ${f1(f.joinP99)} ms; ${f2(f.cpuPerRelayEvent)} CPU ms/relay/event (idle ${f1(f.idleCpuPct)}% CPU); ` +
+        `${f1(f.admissionsPerS)} admissions/s; heartbeat p50 ${f1(f.heartbeatP50)} p99 ${f1(f.heartbeatP99)} ms (${f.heartbeats}); publisher lag p50 ${f1(f.lagP50)} p99 ${f1(f.lagP99)} ms; ` +
+        `restart of ${f.restarted}: ${f1(f.restartS)} s, ${f1(f.deliveriesPerS)} deliveries/s; ${f2(f.rssPerRelayMiB)} MiB RSS, ${f2(f.heapPerRelayMiB)} MiB heap per relay; ${f.resyncs} resyncs under load, ${f.steadyResyncs} in steady state; relay events per relay per topology event: ${f.relayEvents}`,
+    );
+  }
+  out('');
+  out(
+    '| N | join p50 / p99 (ms) | CPU ms / relay / event | admissions/s | heartbeat p50 / p99 (ms) | publisher lag p50 / p99 (ms) | restart 10%: s, deliveries/s | MiB / relay (RSS, heap) | resyncs: load, steady |',
+  );
+  out('|---|---|---|---|---|---|---|---|---|');
+  for (const f of results) {
+    out(
+      `| ${f.n} | ${f1(f.joinP50)} / ${f1(f.joinP99)} | ${f2(f.cpuPerRelayEvent)} | ${f1(f.admissionsPerS)} | ${f1(f.heartbeatP50)} / ${f1(f.heartbeatP99)} | ${f1(f.lagP50)} / ${f1(f.lagP99)} | ${f1(f.restartS)}, ${f1(f.deliveriesPerS)} | ${f2(f.rssPerRelayMiB)}, ${f2(f.heapPerRelayMiB)} | ${f.resyncs}, ${f.steadyResyncs} |`,
+    );
+  }
+  if (results.length >= 2) {
+    const [a, b] = results.slice(-2) as [Figures, Figures];
+    out(`CPU per relay per event, N=${b.n} / N=${a.n}: ${f2(b.cpuPerRelayEvent / a.cpuPerRelayEvent)}`);
+  }
+} finally {
+  // The relays are not stopped one by one (each leave is an event every other relay folds): the
+  // services go, and the process with them.
+  await observer.close().catch(() => {});
+  await cp.stop().catch(() => {});
+  await Promise.all(bus.servers.map((s) => s.stop()));
+  await pg?.stop();
+  tmp.remove();
+}
+process.exit(0);
