@@ -140,11 +140,24 @@ async function probe(fn: 'register-server' | 'deregister', id: string, i: number
     fn === 'register-server'
       ? { relayId: id, name: id, region: 'probe', publicKey: generateWgKeyPair().publicKey, endpoint: `198.18.200.${(i % 250) + 1}:51820` }
       : { relayId: id };
-  const res = await realFetch(`${cp.url}/functions/v1/${fn}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${cp.serviceRoleKey}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
+  const call = () =>
+    realFetch(`${cp.url}/functions/v1/${fn}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${cp.serviceRoleKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  // A kept-alive connection the gateway closed meanwhile fails at once (ECONNRESET): both calls are
+  // idempotent, so once more on a fresh one, as the relays' own client does.
+  let res: Response;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      res = await call();
+      break;
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      await sleep(200 * attempt);
+    }
+  }
   const text = await res.text();
   if (res.status !== 200) throw new Error(`${fn} ${id}: ${res.status} ${text}`);
   return (JSON.parse(text) as { revision?: number }).revision ?? 0;
