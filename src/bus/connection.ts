@@ -49,6 +49,10 @@ export async function connectBus(opts: {
     reconnectJitter: 250,
     pingInterval: 5_000,
     maxPingOut: 2,
+    // Without it nats.js builds two Errors (stack traces) for every request, every JetStream publish
+    // among them, only to say where a failed one began: a relay publishes several events per topology
+    // event. Failures still say what failed.
+    noAsyncTraces: true,
   });
   const log = opts.logger.child({ component: 'bus' });
   connected.set(nc, true);
