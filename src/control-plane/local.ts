@@ -213,6 +213,8 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
             }
           : {}),
         RELAYNET_HEARTBEAT_SECONDS: String(opts.heartbeatSeconds ?? 10),
+        // A real PostgreSQL takes LISTEN; the PGlite multiplexer has one backend session for everyone.
+        RELAYNET_DB_LISTEN: opts.dbUrl ? '1' : '0',
       },
       logger: opts.logger,
     });

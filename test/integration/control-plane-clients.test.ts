@@ -9,7 +9,8 @@ import { importPublicKey, verifyBytes } from '../../src/events/signing.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { topologySubjectRelay, type ClientSession, type TopologyEvent } from '../../src/contract/topology.events.ts';
 import { EMPTY_TOPOLOGY, evolveTopology } from '../../src/events/topology.fold.ts';
-import { rootLogger } from '../../src/lib/logger.ts';
+import { pino } from 'pino';
+import { eventually } from '../../src/devnet/relay-process.ts';
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -32,7 +33,26 @@ interface Answer {
 }
 
 describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backend) => {
-  const log = rootLogger({ test: `cp-clients-${backend}` }, process.env.RELAYNET_LOG_LEVEL ?? 'warn');
+  /** The functions' request lines (info), kept to read what a request logged; warnings and worse go to stderr too. */
+  const requestLines: Record<string, unknown>[] = [];
+  const log = pino(
+    { level: 'info', base: { test: `cp-clients-${backend}` } },
+    pino.multistream([
+      { level: (process.env.RELAYNET_LOG_LEVEL ?? 'warn') as pino.Level, stream: pino.destination(2) },
+      {
+        level: 'info',
+        stream: {
+          write: (line: string) => {
+            const l = JSON.parse(line) as Record<string, unknown>;
+            if (l.msg === 'function request') requestLines.push(l);
+          },
+        },
+      },
+    ]),
+  );
+  /** The request line a function logged for request `requestId`. */
+  const requestLine = (fn: string, requestId: string) =>
+    eventually(`${fn}'s line for request ${requestId}`, async () => requestLines.find((l) => l.fn === fn && l.requestId === requestId) ?? null, 10_000);
   let tmp: ReturnType<typeof tempDir>;
   let pg: TestPostgres | null = null;
   let cp: LocalControlPlane;
@@ -182,6 +202,8 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     const confirmedAt = entryPlayer.confirmed.get(`${body.session.id}:relay-3`);
     expect(confirmedAt).toBeDefined();
     expect(r.ms).toBeGreaterThanOrEqual(400);
+    // The wait ended on the entry's confirmation: notified on PostgreSQL (LISTEN), found by reading the row on PGlite.
+    expect((await requestLine('connect-client', 'connect-1')).confirmedBy).toBe(backend === 'postgresql' ? 'notification' : 'poll');
     expect(body.session).toMatchObject({ entryId: 'relay-1', exitId: 'relay-3', publicKey: clientKey(1), address: '100.96.0.2' });
     expect(Date.parse(body.session.expiresAt) - Date.parse(body.session.openedAt)).toBe(86400_000);
     expect(body.entry).toEqual({ id: 'relay-1', name: 'Relay 1', region: 'eu', publicKey: relayKey(1), endpoint: '198.51.100.1:51820' });

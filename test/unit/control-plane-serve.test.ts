@@ -120,7 +120,10 @@ describe('function environment', () => {
       natsToken: null,
       natsIssuer: null,
       heartbeatSeconds: 10,
+      dbListen: false,
     });
+    expect(loadEnv((n) => ({ ...ENV, RELAYNET_DB_LISTEN: '1' })[n]).dbListen).toBe(true);
+    expect(loadEnv((n) => ({ ...ENV, RELAYNET_DB_LISTEN: 'false' })[n]).dbListen).toBe(false);
     const a = createBusAuthority();
     const jwtMode: Record<string, string> = {
       ...ENV,
@@ -137,6 +140,7 @@ describe('function environment', () => {
     ['short secret', { ...ENV, RELAYNET_JWT_SECRET: 'short' }, /at least 32/],
     ['bad heartbeat', { ...ENV, RELAYNET_HEARTBEAT_SECONDS: '0' }, /RELAYNET_HEARTBEAT_SECONDS/],
     ['bad NATS URL', { ...ENV, RELAYNET_NATS_SERVERS: 'http://x y' }, /RELAYNET_NATS_SERVERS/],
+    ['a DB_LISTEN that is not a yes or no', { ...ENV, RELAYNET_DB_LISTEN: 'yes' }, /RELAYNET_DB_LISTEN/],
     ['a NATS account without its signing key', { ...ENV, RELAYNET_NATS_ACCOUNT: `A${'A'.repeat(55)}` }, /RELAYNET_NATS_ACCOUNT_SIGNING_KEY/],
     [
       'a NATS signing key that is not an account seed',

@@ -217,19 +217,79 @@ export async function listSessions(db: Db, f: { owner?: string; entry?: string; 
 
 export type WaitOutcome = { kind: 'confirmed'; session: StoredSession } | { kind: 'closed'; session: StoredSession } | { kind: 'timeout' };
 
+/** How a wait learnt its outcome: the first read, a notification (LISTEN), or a later read of the row (poll). */
+export type WokenBy = 'first-read' | 'notification' | 'poll';
+
+/** The channel the trigger of migration 20261213000000 notifies on, with the session id. */
+const SESSION_CHANNEL = 'relaynet_client_session';
+/** Waits of this function instance by session id, woken by a notification. */
+const waiters = new Map<string, Set<() => void>>();
+let listening: Promise<boolean> | null = null;
+
+/** LISTEN once per function instance (postgres.js keeps a connection of its own for it); false if it cannot. */
+function listen(sql: Sql): Promise<boolean> {
+  listening ??= sql
+    .listen(SESSION_CHANNEL, (id) => {
+      for (const wake of waiters.get(id) ?? []) wake();
+    })
+    .then(
+      () => true,
+      (e: unknown) => {
+        console.error(JSON.stringify({ level: 50, msg: 'cannot LISTEN for session confirmations; reading the rows instead', err: String(e) }));
+        listening = null;
+        return false;
+      },
+    );
+  return listening;
+}
+
 /**
- * Wait until the entry has confirmed the session's current exit (confirmed_exit_id = exit_id),
- * reading the row every `pollMs`, for at most `timeoutMs`. Outside any transaction.
+ * Wait until the entry has confirmed the session's current exit (confirmed_exit_id = exit_id) or it
+ * closed, for at most `timeoutMs`; outside any transaction. With `notify` (RELAYNET_DB_LISTEN) a
+ * notification wakes the wait at once and the row is read again only every second, as a safety net
+ * (a notification lost with a dropped connection); without, the row is read every `pollMs`.
  */
-export async function waitConfirmed(sql: Sql, id: string, timeoutMs: number, pollMs = 100): Promise<WaitOutcome> {
+export async function waitConfirmed(
+  sql: Sql,
+  id: string,
+  timeoutMs: number,
+  o: { notify: boolean; pollMs?: number },
+): Promise<{ outcome: WaitOutcome; by: WokenBy }> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await sessionById(sql, id);
-    if (!s) throw new Error(`session ${id} vanished`);
-    if (s.status === 'closed') return { kind: 'closed', session: s };
-    if (s.confirmedExitId === s.exitId) return { kind: 'confirmed', session: s };
-    const left = deadline - Date.now();
-    if (left <= 0) return { kind: 'timeout' };
-    await new Promise((r) => setTimeout(r, Math.min(pollMs, left)));
+  let wake: (() => void) | null = null;
+  let notified = false;
+  const onNotify = () => {
+    notified = true;
+    wake?.();
+  };
+  const mine = waiters.get(id) ?? new Set();
+  mine.add(onNotify);
+  waiters.set(id, mine);
+  try {
+    // Listening before the first read: a confirmation committed in between is not missed.
+    const pollMs = o.notify && (await listen(sql)) ? 1_000 : (o.pollMs ?? 100);
+    for (let read = 0; ; read++) {
+      const woken = notified;
+      notified = false;
+      const s = await sessionById(sql, id);
+      if (!s) throw new Error(`session ${id} vanished`);
+      const by: WokenBy = read === 0 ? 'first-read' : woken ? 'notification' : 'poll';
+      if (s.status === 'closed') return { outcome: { kind: 'closed', session: s }, by };
+      if (s.confirmedExitId === s.exitId) return { outcome: { kind: 'confirmed', session: s }, by };
+      const left = deadline - Date.now();
+      if (left <= 0) return { outcome: { kind: 'timeout' }, by };
+      if (notified) continue;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(pollMs, left));
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = null;
+    }
+  } finally {
+    mine.delete(onNotify);
+    if (mine.size === 0) waiters.delete(id);
   }
 }

@@ -21,6 +21,13 @@ export interface FunctionEnv {
    */
   natsIssuer: { account: string; signingSeed: string; ttlSeconds: number } | null;
   heartbeatSeconds: number;
+  /**
+   * RELAYNET_DB_LISTEN=1: the database connection may LISTEN (PostgreSQL directly or through a
+   * session-mode pooler, not a transaction pooler nor the local PGlite multiplexer): connect-client and
+   * switch-exit are woken by a notification when the entry confirms, instead of reading the row every
+   * 100 ms. Default off.
+   */
+  dbListen: boolean;
 }
 
 export type EnvGetter = (name: string) => string | undefined;
@@ -48,6 +55,8 @@ export function loadEnv(get: EnvGetter): FunctionEnv {
   }
   const hb = get('RELAYNET_HEARTBEAT_SECONDS')?.trim() || '10';
   if (!/^\d{1,5}$/.test(hb) || Number(hb) < 1 || Number(hb) > 3600) throw new ConfigError('RELAYNET_HEARTBEAT_SECONDS must be an integer in 1..3600');
+  const listen = get('RELAYNET_DB_LISTEN')?.trim() || '0';
+  if (!/^(0|1|true|false)$/.test(listen)) throw new ConfigError('RELAYNET_DB_LISTEN must be 1 (or true) or 0 (or false)');
   const issuer = get('RELAYNET_JWT_ISSUER')?.trim();
   const supabaseUrl = get('SUPABASE_URL')?.trim().replace(/\/+$/, '');
   const jwtIssuer = issuer || (supabaseUrl ? `${supabaseUrl}/auth/v1` : RELAY_TOKEN_ISSUER);
@@ -72,5 +81,6 @@ export function loadEnv(get: EnvGetter): FunctionEnv {
     natsToken: get('RELAYNET_NATS_TOKEN')?.trim() || null,
     natsIssuer,
     heartbeatSeconds: Number(hb),
+    dbListen: listen === '1' || listen === 'true',
   };
 }

@@ -91,7 +91,8 @@ Deno.serve(
       if (opened.expired) log.sessionsExpired = opened.expired;
 
       let done: StoredSession | null = null;
-      const waited = await clients.waitConfirmed(sql, session.id, settings.confirmTimeoutSeconds * 1000);
+      const { outcome: waited, by } = await clients.waitConfirmed(sql, session.id, settings.confirmTimeoutSeconds * 1000, { notify: env.dbListen });
+      log.confirmedBy = by;
       if (waited.kind === 'closed') throw closedMeanwhile(waited.session);
       if (waited.kind === 'confirmed') done = waited.session;
       else {

@@ -56,7 +56,8 @@ Deno.serve(
       Object.assign(log, { entry: r.session.entryId, exit: r.session.exitId, outcome: r.changed ? 'changed' : 'unchanged' });
       if (!r.changed) return json(200, { session: clients.recordOf(r.session) } satisfies SwitchExitResponse);
 
-      const waited = await clients.waitConfirmed(sql, r.session.id, r.settings.confirmTimeoutSeconds * 1000);
+      const { outcome: waited, by } = await clients.waitConfirmed(sql, r.session.id, r.settings.confirmTimeoutSeconds * 1000, { notify: env.dbListen });
+      log.confirmedBy = by;
       if (waited.kind === 'closed') {
         throw new HttpError(
           409,
