@@ -178,6 +178,8 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
         adminAuth: auth('admin'),
         logger: opts.logger,
         topologyPublicKey,
+        // A real PostgreSQL takes LISTEN; the PGlite multiplexer has one backend session for everyone.
+        listen: !!opts.dbUrl,
         streamLimits: { ...DEFAULT_STREAM_LIMITS, replicas: opts.streamReplicas ?? 1 },
       });
       publisher = p;

@@ -17,6 +17,8 @@ export interface TopologyPublisher {
   readonly publishedRevision: number;
   /** The epoch the publisher checked the database against the bus for (null before its first round). */
   readonly epoch: string | null;
+  /** Rounds started by an outbox notification (with `listen`), not by the poll. */
+  readonly notifiedRounds: number;
   stop(): Promise<void>;
 }
 
@@ -27,6 +29,9 @@ interface OutboxRow {
   payload: string;
   signature: string;
 }
+
+/** What a commit that appends topology events notifies (migration 20261213000001). */
+const OUTBOX_CHANNEL = 'relaynet_outbox';
 
 /** Outbox rows sent before the first acknowledgement is awaited. */
 const PIPELINE = 128;
@@ -67,7 +72,14 @@ export async function startTopologyPublisher(opts: {
   /** The administrator's credentials, used once at start to create missing streams (existing ones are left as they are). */
   adminAuth: BusAuth;
   logger: Logger;
+  /** How often the outbox is read: 100 ms by default, 1 s with `listen` (a safety net then). */
   pollMs?: number;
+  /**
+   * LISTEN for the outbox's notification (migration 20261213000001: a commit that appends topology
+   * events notifies), so an event goes out as soon as it is committed instead of at the next poll. Only
+   * where the database takes LISTEN (a real PostgreSQL; not the PGlite multiplexer).
+   */
+  listen?: boolean;
   streamLimits?: StreamLimits;
   /**
    * The control plane's topology public key (base64): only a message it signed counts as the bus's
@@ -216,8 +228,27 @@ export async function startTopologyPublisher(opts: {
     return running;
   };
 
+  let wake: (() => void) | null = null;
+  let notified = false;
+  let notifiedRounds = 0;
+  let unlisten: (() => Promise<void>) | null = null;
+  if (opts.listen) {
+    try {
+      const l = await sql.listen(OUTBOX_CHANNEL, () => {
+        notified = true;
+        wake?.();
+      });
+      unlisten = () => l.unlisten();
+    } catch (e) {
+      log.warn({ err: String((e as Error).message ?? e) }, 'cannot LISTEN for the outbox; polling it');
+    }
+  }
+  const pollMs = opts.pollMs ?? (unlisten ? 1_000 : 100);
+
   const loop = async () => {
     while (!stopped) {
+      if (notified) notifiedRounds++;
+      notified = false;
       try {
         await flush();
         if (failing) log.info('publishing again');
@@ -228,7 +259,15 @@ export async function startTopologyPublisher(opts: {
         // The database may come back as another one (a restore): read the cursor and check the epoch again.
         checked = false;
       }
-      await new Promise((r) => setTimeout(r, opts.pollMs ?? 100));
+      if (notified || stopped) continue;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, pollMs);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = null;
     }
   };
   // The first round (the epoch check, then whatever waits) before returning, so that a caller that starts
@@ -249,8 +288,13 @@ export async function startTopologyPublisher(opts: {
     get epoch() {
       return epoch;
     },
+    get notifiedRounds() {
+      return notifiedRounds;
+    },
     async stop() {
       stopped = true;
+      wake?.();
+      await unlisten?.().catch(() => {});
       await running?.catch(() => {});
       await nc.drain().catch(() => {});
       await sql.end({ timeout: 2 });

@@ -8,6 +8,7 @@ import { STREAMS } from '../../src/contract/subjects.ts';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { type AuthedNats, startAuthedNats } from '../support/authed-nats.ts';
+import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
 import { tempDir } from '../support/temp.ts';
 import { key } from '../support/given.ts';
 
@@ -86,5 +87,44 @@ describe('the topology publisher', () => {
     } finally {
       await nc.close();
     }
+    // PGlite takes no LISTEN: every round was the poll's.
+    expect(cp.publisher!.notifiedRounds).toBe(0);
+  });
+});
+
+/** On a real PostgreSQL the publisher LISTENs: a commit that appends events wakes it (migration 20261213000001). */
+describe('the topology publisher on PostgreSQL', () => {
+  const log = rootLogger({ test: 'publisher-pg' }, 'warn');
+  let tmp: ReturnType<typeof tempDir>;
+  let bus: AuthedNats;
+  let pg: TestPostgres;
+  let cp: LocalControlPlane;
+
+  beforeAll(async () => {
+    tmp = tempDir('publisher-pg');
+    pg = await startTestPostgres();
+    bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
+    cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'cp'), port: 0, dbUrl: pg.url, natsServers: [bus.url], heartbeatSeconds: 10, logger: log });
+  });
+
+  afterAll(async () => {
+    await cp?.stop();
+    await bus?.server.stop();
+    await pg?.stop();
+    tmp?.remove();
+  });
+
+  it('publishes each admission on the outbox notification, not only at its next read', async () => {
+    const client = createClient(cp.url, cp.serviceRoleKey, { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } });
+    const before = cp.publisher!.notifiedRounds;
+    for (const n of [1, 2, 3]) {
+      const r = await client.functions.invoke('register-server', {
+        body: { relayId: `relay-${n}`, name: `Relay ${n}`, region: 'test', publicKey: key(n), endpoint: `198.51.100.${n}:51820` },
+        method: 'POST',
+      });
+      expect(r.error, String(r.error)).toBeNull();
+      await eventually(`revision ${n} on the stream`, async () => (cp.publisher!.publishedRevision >= n ? true : null), 30_000);
+    }
+    expect(cp.publisher!.notifiedRounds - before).toBeGreaterThanOrEqual(1);
   });
 });
