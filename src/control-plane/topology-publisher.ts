@@ -259,7 +259,8 @@ export async function startTopologyPublisher(opts: {
         // The database may come back as another one (a restore): read the cursor and check the epoch again.
         checked = false;
       }
-      if (notified || stopped) continue;
+      // A notification during the round: go again at once; while failing, the retry waits its interval.
+      if (stopped || (notified && !failing)) continue;
       await new Promise<void>((r) => {
         const t = setTimeout(r, pollMs);
         wake = () => {
