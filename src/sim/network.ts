@@ -571,8 +571,9 @@ export async function restartNats(dir: string, name: string, out: Out): Promise<
   const before = loadSim(dir);
   if (runningProcess(before, findNatsNode(before, name).p)) await stopNats(dir, name, 'SIGTERM', out);
   const sim = new Sim(loadSim(dir));
-  const p = await startNatsNode(sim, findNatsNode(sim.m, name).index);
-  out(`${name} started again (pid ${p.pid}) at ${natsNodeUrl(findNatsNode(sim.m, name).index)}`);
+  const { index } = findNatsNode(sim.m, name);
+  const p = await startNatsNode(sim, index);
+  out(`${name} started again (pid ${p.pid}) at ${natsNodeUrl(index)}`);
 }
 
 /** The NATS nodes' process states: a cluster loses one and carries on. */
