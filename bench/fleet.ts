@@ -27,9 +27,13 @@
  * relays' link timers are set beyond the run and their devices are not polled. Relays in network
  * namespaces with wireguard-go (whose kernel work must stay flat) are not part of this benchmark yet.
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite]
+ *   npm run bench:fleet -- --relays 10,100,1000 [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--profile DIR]
+ *
+ * --profile DIR: a V8 CPU profile of the probe window at each N (DIR/fleet-N.cpuprofile; open it in
+ * Chrome's DevTools, or sum self times with scripts/profile-top.ts).
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -49,6 +53,7 @@ const { values } = parseArgs({
     probes: { type: 'string', default: '10' },
     admissions: { type: 'string', default: '40' },
     db: { type: 'string', default: 'postgres' },
+    profile: { type: 'string' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -71,6 +76,22 @@ const pct = (xs: number[], p: number) => {
 };
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
+/** Profiles the probe window when --profile is given. */
+async function profiled<T>(n: number, f: () => Promise<T>): Promise<T> {
+  if (!values.profile) return f();
+  mkdirSync(values.profile, { recursive: true });
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  try {
+    return await f();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(join(values.profile, `fleet-${n}.cpuprofile`), JSON.stringify(profile));
+    session.disconnect();
+  }
+}
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -321,19 +342,21 @@ async function measureAt(n: number): Promise<Figures> {
   const c1 = cpuMs();
   const t1 = now();
   let events = 0;
-  for (let k = 0; k < PROBES; k++) {
-    const id = `probe-${++probeSeq}`;
-    const s = now();
-    const r = await probe('register-server', id, probeSeq);
-    joins.push((await allFolded(r)) - s);
-    const before = latestRevision;
-    await probe('deregister', id, probeSeq);
-    await until(`${id}'s leave on the stream`, () => latestRevision > before, 30_000);
-    await allFolded(latestRevision);
-    events += 2;
-  }
-  // Until the relays have published what the probes made them do: that is part of their work.
-  await quiet();
+  await profiled(n, async () => {
+    for (let k = 0; k < PROBES; k++) {
+      const id = `probe-${++probeSeq}`;
+      const s = now();
+      const r = await probe('register-server', id, probeSeq);
+      joins.push((await allFolded(r)) - s);
+      const before = latestRevision;
+      await probe('deregister', id, probeSeq);
+      await until(`${id}'s leave on the stream`, () => latestRevision > before, 30_000);
+      await allFolded(latestRevision);
+      events += 2;
+    }
+    // Until the relays have published what the probes made them do: that is part of their work.
+    await quiet();
+  });
   relayEventsOn = false;
   const cpuPerRelayEvent = (cpuMs() - c1 - idleRate * (now() - t1)) / (n * events);
   const perRelayEvent = [...relayEvents].map(([t, c]) => `${t} ${(c / (n * events)).toFixed(2)}`).join(', ');

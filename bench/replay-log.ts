@@ -82,7 +82,7 @@ const rel = (type: EventType, data: unknown, id: string | null = null, causation
   return e;
 };
 
-const host = new MemoryKernelBackend({ recordOps: false, initial: { devices: {}, routes: [], rules: [], sysctls, nftTables: {} } });
+const host = new MemoryKernelBackend({ recordOps: false, initial: { devices: new Map(), routes: [], rules: [], sysctls, nftTables: {} } });
 const round = (owner: 'mesh' | 'clients', scope: KernelScope, desired: DesiredHostState, cause: string) => {
   const ops = planKernel(host.readSync(scope), desired);
   for (const op of ops) host.applySync(op);
@@ -101,7 +101,7 @@ const publishTopology = (type: EventType, data: Record<string, unknown>, subject
 
 // Boot: four relays admitted, relay-1 starts, seeds, programs its mesh and its client scope.
 for (let n = 1; n <= 4; n++) publishTopology('RelayAdmitted', { relay: relay(n) }, `relay-${n}`);
-const self = view.relays[SELF]!;
+const self = view.relays.get(SELF)!;
 rel('RelayStarted', {
   name: self.name,
   region: self.region,
@@ -112,7 +112,7 @@ rel('RelayStarted', {
 rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress, clientPool: self.clientPool, readmitted: false, serviceCidrs: [] });
 const seedId = newId(3);
 rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view) }, seedId);
-for (const p of meshPeers(view, SELF))
+for (const p of meshPeers(view, SELF).values())
   rel('LinkStateChanged', {
     peerId: p.id,
     device: `rb1m${p.id.slice(6)}`,
@@ -131,7 +131,7 @@ const clientsRound = (cause: string) => {
   round('clients', clientsOwner.scope(s, o), clientsOwner.desire(s, o), cause);
 };
 clientsRound(seedId);
-for (const p of meshPeers(view, SELF))
+for (const p of meshPeers(view, SELF).values())
   rel('LinkStateChanged', {
     peerId: p.id,
     device: `rb1m${p.id.slice(6)}`,

@@ -64,7 +64,7 @@ export const clientsMachine = setup({
   actors: { clientSession: clientSessionMachine },
 }).createMachine({
   id: 'clients',
-  context: ({ input }) => ({ ...input, self: null, relays: {}, sessions: {}, actors: {}, expired: [], tearingDown: false, cause: null, services: [] }),
+  context: ({ input }) => ({ ...input, self: null, relays: new Map(), sessions: {}, actors: {}, expired: [], tearingDown: false, cause: null, services: [] }),
   on: {
     VIEW: {
       // No client settings: the relay runs without a data path (unit tests of the relay actor alone).

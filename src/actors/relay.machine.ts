@@ -7,7 +7,7 @@ import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, Hea
  */
 export type RegisterResponse = ControlPlaneRegistration & { serviceCidrs?: string[] };
 import type { TopologyEvent } from '../contract/topology.events.ts';
-import { applyTopologyEvent, EMPTY_TOPOLOGY, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
+import { EMPTY_TOPOLOGY, evolveTopology, topologyEventOrder, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
 import { eventEpochVerdict, heartbeatEpochChanged, retireEpochs } from '../events/epoch.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
@@ -334,12 +334,11 @@ export const relayMachine = setup({
             ],
           },
           {
-            guard: ({ context, event }) => applyTopologyEvent(context.view, event.event).kind === 'applied',
+            guard: ({ context, event }) => topologyEventOrder(context.view, event.event) === 'applied',
             actions: [
               assign(({ context, event }) => {
-                const r = applyTopologyEvent(context.view, event.event);
                 return {
-                  view: r.kind === 'applied' ? r.state : context.view,
+                  view: evolveTopology(context.view, event.event),
                   cause: context.deps.newId(),
                   counters: { ...context.counters, applied: context.counters.applied + 1 },
                 };
@@ -356,7 +355,7 @@ export const relayMachine = setup({
             ],
           },
           {
-            guard: ({ context, event }) => applyTopologyEvent(context.view, event.event).kind === 'duplicate',
+            guard: ({ context, event }) => topologyEventOrder(context.view, event.event) === 'duplicate',
             actions: assign({ counters: ({ context }) => ({ ...context.counters, duplicates: context.counters.duplicates + 1 }) }),
           },
           {

@@ -34,7 +34,8 @@ export interface TopologyInput {
 
 /** The mesh owner's state (src/kernel/owners/mesh.ts: what it desires of the kernel) and the link actors. */
 export interface TopologyContext extends TopologyInput, MeshOwnerState {
-  links: Record<string, PeerLinkActor>;
+  /** The link actors by peer id (a Map: see TopologyView.relays). */
+  links: ReadonlyMap<string, PeerLinkActor>;
 }
 
 /** What the resolver reports: one lookup's outcome for a peer's endpoint host. */
@@ -89,18 +90,21 @@ export const topologyMachine = setup({
   },
 }).createMachine({
   id: 'topology',
-  context: ({ input }) => ({ ...input, self: null, peers: {}, links: {}, tearingDown: false, resolved: {} }),
+  context: ({ input }) => ({ ...input, self: null, peers: new Map(), links: new Map(), tearingDown: false, resolved: {} }),
   invoke: { id: 'resolver', src: 'resolver', input: {} },
   on: {
     VIEW: {
       // No mesh settings: the relay runs without links (unit tests of the relay actor alone).
       guard: ({ context, event }) => context.mesh !== undefined && takesView(context, event.view),
       actions: [
-        // Existing links first, judged against the previous view: changed peers, leavers.
+        // Existing links first, judged against the previous view: changed peers, leavers. A view with
+        // the same relays (a session's event) changes no link.
         enqueueActions(({ context, event, enqueue }) => {
-          for (const [id, link] of Object.entries(context.links)) {
-            const now = event.view.relays[id];
-            const before = context.peers[id];
+          const peers = meshOwner.view(context, event).peers;
+          if (peers === context.peers) return;
+          for (const [id, link] of context.links) {
+            const now = peers.get(id);
+            const before = context.peers.get(id);
             if (!now) {
               if (before) enqueue.sendTo(link, { type: 'REMOVE' });
             } else if (!before || peerChanged(before, now)) {
@@ -112,17 +116,19 @@ export const topologyMachine = setup({
         // Then the new view, with a link actor spawned for every joiner.
         assign(({ context, event, spawn }) => {
           const next = meshOwner.view(context, event);
+          if (next.peers === context.peers) return next;
           const ownIndex = meshIndex(next.self!.meshAddress);
-          const links = { ...context.links };
-          for (const p of Object.values(next.peers)) {
-            if (links[p.id]) continue;
+          let links: Map<string, PeerLinkActor> | null = null;
+          for (const p of next.peers.values()) {
+            if (context.links.has(p.id)) continue;
+            links ??= new Map(context.links);
             const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
-            links[p.id] = spawn('peerLink', { id: linkId(p.id), input: { peer: p, device, ...context.timing } });
+            links.set(p.id, spawn('peerLink', { id: linkId(p.id), input: { peer: p, device, ...context.timing } }));
           }
-          return { ...next, links };
+          return { ...next, links: links ?? context.links };
         }),
         sendTo(kernelRef, ({ context, event, self: me }) => desiredEvent(meshOwner, context, context.mesh, event.cause, me)),
-        sendTo('resolver', ({ context }) => ({ type: 'TARGETS', targets: resolveTargets(Object.values(context.peers)) }) satisfies ResolverEvent),
+        sendTo('resolver', ({ context }) => ({ type: 'TARGETS', targets: resolveTargets(context.peers.values()) }) satisfies ResolverEvent),
       ],
     },
     RESOLVED: {
@@ -141,7 +147,7 @@ export const topologyMachine = setup({
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
       actions: enqueueActions(({ context, event, enqueue }) => {
-        for (const l of Object.values(context.links)) enqueue.sendTo(l, { type: 'REMOVE' });
+        for (const l of context.links.values()) enqueue.sendTo(l, { type: 'REMOVE' });
         const next = meshOwner.teardown(context);
         enqueue.assign({ tearingDown: next.tearingDown, peers: next.peers });
         enqueue.sendTo('resolver', { type: 'TARGETS', targets: [] } satisfies ResolverEvent);
@@ -152,12 +158,12 @@ export const topologyMachine = setup({
     // observations alone, so a round costs messages for what it changed, not for every link.
     KERNEL_APPLYING: {
       actions: enqueueActions(({ context, enqueue }) => {
-        for (const l of Object.values(context.links)) if (l.getSnapshot().value === 'desired') enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
+        for (const l of context.links.values()) if (l.getSnapshot().value === 'desired') enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
       }),
     },
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
-        const links = Object.values(context.links).filter((l) => WAITING_FOR_KERNEL.has(l.getSnapshot().value));
+        const links = [...context.links.values()].filter((l) => WAITING_FOR_KERNEL.has(l.getSnapshot().value));
         const r = meshOwner.reached(
           context,
           context.mesh,
@@ -171,7 +177,7 @@ export const topologyMachine = setup({
     KERNEL_OBSERVED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         const seen = observationIndex(event.observations);
-        for (const l of Object.values(context.links)) {
+        for (const l of context.links.values()) {
           const { device, peer } = l.getSnapshot().context;
           enqueue.sendTo(l, { type: 'OBSERVED', observation: seen.get(`${device} ${peer.publicKey}`) ?? null, nowMs: event.nowMs });
         }
@@ -182,7 +188,8 @@ export const topologyMachine = setup({
       actions: enqueueActions(({ context, event, enqueue }) => {
         const peerId = event.output.peerId;
         enqueue.stopChild(linkId(peerId));
-        const { [peerId]: _gone, ...links } = context.links;
+        const links = new Map(context.links);
+        links.delete(peerId);
         enqueue.assign({ links });
       }),
     },

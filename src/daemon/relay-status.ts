@@ -151,7 +151,7 @@ export function statusProjection(src: StatusSources, log: Logger, deps: Deps): S
         meshAddress: s.context.registration?.relay.meshAddress ?? null,
         clientPool: s.context.registration?.relay.clientPool ?? null,
         revision: view.revision,
-        relays: Object.values(view.relays).sort((a, b) => a.id.localeCompare(b.id)),
+        relays: [...view.relays.values()].sort((a, b) => a.id.localeCompare(b.id)),
         topologyDigest: canonicalMembership(view),
         counters: s.context.counters,
         bus: src.bus(),
@@ -170,7 +170,7 @@ function linkStatuses(s: RelaySnapshot, since: Map<string, string>): LinkStatus[
   const topo = s.children.topology?.getSnapshot() as SnapshotFrom<typeof topologyMachine> | undefined;
   if (!topo?.context?.links) return [];
   const resolved = topo.context.resolved ?? {};
-  return Object.values(topo.context.links)
+  return [...topo.context.links.values()]
     .map((ref) => {
       const l = ref.getSnapshot();
       const host = endpointName(l.context.peer);

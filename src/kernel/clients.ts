@@ -256,18 +256,21 @@ export function desiredClientState(
   const body = clientNftBody(self, opts);
   const table = nftTableName(opts.wgPrefix, own);
   return {
-    devices: {
-      [dev]: {
-        name: dev,
-        publicKey: self.publicKey,
-        privateKeyFile: opts.privateKeyFile,
-        listenPort: ep.port,
-        mtu: opts.mtu,
-        addresses: v6 ? [gatewayAddress(self), gatewayAddress6(self, v6)] : [gatewayAddress(self)],
-        up: true,
-        peers,
-      },
-    },
+    devices: new Map([
+      [
+        dev,
+        {
+          name: dev,
+          publicKey: self.publicKey,
+          privateKeyFile: opts.privateKeyFile,
+          listenPort: ep.port,
+          mtu: opts.mtu,
+          addresses: v6 ? [gatewayAddress(self), gatewayAddress6(self, v6)] : [gatewayAddress(self)],
+          up: true,
+          peers,
+        },
+      ],
+    ]),
     routes: [],
     rules,
     sysctls: clientSysctls(v6),
@@ -277,5 +280,5 @@ export function desiredClientState(
 
 /** What the client scope leaves when the relay stops: nothing of its own, the sysctls as they were. */
 export function releasedClientState(originalSysctls: Record<string, string>): DesiredHostState {
-  return { devices: {}, routes: [], rules: [], sysctls: { ...originalSysctls }, nftTables: {} };
+  return { devices: new Map(), routes: [], rules: [], sysctls: { ...originalSysctls }, nftTables: {} };
 }

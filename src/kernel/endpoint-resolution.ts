@@ -43,13 +43,13 @@ export function endpointName(peer: RelayRecord): string | null {
 }
 
 /** The peers whose endpoints are names, sorted by id: what the resolver is asked to resolve. */
-export function resolveTargets(peers: readonly RelayRecord[]): ResolveTarget[] {
-  return peers
-    .flatMap((p) => {
-      const host = endpointName(p);
-      return host === null ? [] : [{ peerId: p.id, host }];
-    })
-    .sort((a, b) => a.peerId.localeCompare(b.peerId));
+export function resolveTargets(peers: Iterable<RelayRecord>): ResolveTarget[] {
+  const out: ResolveTarget[] = [];
+  for (const p of peers) {
+    const host = endpointName(p);
+    if (host !== null) out.push({ peerId: p.id, host });
+  }
+  return out.sort((a, b) => a.peerId.localeCompare(b.peerId));
 }
 
 /** The address to program for `peer`'s endpoint host: the literal itself, its resolution, or null (unresolved). */
@@ -61,14 +61,21 @@ export function resolvedHost(peer: RelayRecord, resolutions: Resolutions): strin
   return r && r.host === ep.host ? r.address : null;
 }
 
-/** Only the resolutions still current: of peers in the view, for the host their endpoint names now. */
-export function retainResolutions(resolutions: Resolutions, peers: readonly RelayRecord[]): Resolutions {
+/** Only the resolutions still current: of peers in the view, for the host their endpoint names now. O(resolutions). */
+export function retainResolutions(resolutions: Resolutions, peers: ReadonlyMap<string, RelayRecord>): Resolutions {
   const out: Record<string, PeerResolution> = {};
-  for (const p of peers) {
-    const r = resolutions[p.id];
-    if (r && r.host === endpointName(p)) out[p.id] = r;
+  let kept = 0;
+  let all = 0;
+  for (const id in resolutions) {
+    all++;
+    const p = peers.get(id);
+    const r = resolutions[id]!;
+    if (p && r.host === endpointName(p)) {
+      out[id] = r;
+      kept++;
+    }
   }
-  return Object.keys(out).length === Object.keys(resolutions).length ? resolutions : out;
+  return kept === all ? resolutions : out;
 }
 
 /**
@@ -80,10 +87,10 @@ export function retainResolutions(resolutions: Resolutions, peers: readonly Rela
  */
 export function applyResolution(
   resolutions: Resolutions,
-  peers: Readonly<Record<string, RelayRecord>>,
+  peers: ReadonlyMap<string, RelayRecord>,
   result: { peerId: string } & PeerResolution,
 ): { resolutions: Resolutions; recorded: boolean; desiredChanged: boolean } {
-  const peer = Object.hasOwn(peers, result.peerId) ? peers[result.peerId] : undefined;
+  const peer = peers.get(result.peerId);
   const unchanged = { resolutions, recorded: false, desiredChanged: false };
   if (!peer || endpointName(peer) !== result.host) return unchanged;
   const before = resolutions[peer.id];

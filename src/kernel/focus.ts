@@ -33,11 +33,26 @@ export interface Focus {
 export const routeKey = (r: RouteState): string => `${r.table} ${canonicalCidr(r.dst)}`;
 const ruleKey = (r: RuleState): string => ruleText(r.from === null ? r : { ...r, from: canonicalCidr(r.from) });
 
-/** Objects in `a` that `b` does not hold (by reference). */
+/**
+ * Objects in `a` that `b` does not hold (by reference), perhaps with a few it does (harmless: the focus
+ * then holds an object that plans nothing). Owners rebuild their lists in the same order, so the two
+ * usually share a long head and tail (a join appends, a leave cuts one piece out): only the middle is
+ * compared through a Set, and a change costs what it changed, not the length of the list.
+ */
 function notIn<T>(a: readonly T[], b: readonly T[]): T[] {
   if (a === b) return [];
-  const held = new Set(b);
-  return a.filter((x) => !held.has(x));
+  const n = Math.min(a.length, b.length);
+  let head = 0;
+  while (head < n && a[head] === b[head]) head++;
+  let endA = a.length;
+  let endB = b.length;
+  while (endA > head && endB > head && a[endA - 1] === b[endB - 1]) {
+    endA--;
+    endB--;
+  }
+  if (endA === head) return [];
+  const held = new Set(b.slice(head, endB));
+  return a.slice(head, endA).filter((x) => !held.has(x));
 }
 
 function changedKeys<T>(a: Readonly<Record<string, T>>, b: Readonly<Record<string, T>>, same: (x: T, y: T) => boolean): string[] {
@@ -48,9 +63,18 @@ function changedKeys<T>(a: Readonly<Record<string, T>>, b: Readonly<Record<strin
   return out;
 }
 
+/** The keys of two Maps whose values are not the same object (or that only one has). */
+function changedEntries<T>(a: ReadonlyMap<string, T>, b: ReadonlyMap<string, T>): string[] {
+  if (a === b) return [];
+  const out: string[] = [];
+  for (const [k, v] of a) if (b.get(k) !== v) out.push(k);
+  for (const k of b.keys()) if (!a.has(k)) out.push(k);
+  return out;
+}
+
 /** What changed between two desired states of one owner. */
 export function focusOf(before: DesiredHostState, after: DesiredHostState): Focus {
-  const devices = new Set(changedKeys(before.devices, after.devices, (x, y) => x === y));
+  const devices = new Set(changedEntries(before.devices, after.devices));
   // Routes via a focused device are in the focus with it.
   const routes = [...notIn(before.routes, after.routes), ...notIn(after.routes, before.routes)].filter((r) => !devices.has(r.dev));
   return {
@@ -75,11 +99,20 @@ function pick<T>(rec: Readonly<Record<string, T>>, keys: ReadonlySet<string>): R
   return out;
 }
 
+function pickEntries<T>(map: ReadonlyMap<string, T>, keys: ReadonlySet<string>): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const k of keys) {
+    const v = map.get(k);
+    if (v !== undefined) out.set(k, v);
+  }
+  return out;
+}
+
 /** The focused part of a state (order kept). */
 export function restrict<S extends HostState>(s: S, f: Focus): S {
   return {
     ...s,
-    devices: pick(s.devices, f.devices),
+    devices: pickEntries(s.devices, f.devices) as S['devices'],
     routes: f.devices.size === 0 && f.routes.size === 0 ? [] : s.routes.filter((r) => routeInFocus(f, r)),
     rules: f.rules.size === 0 ? [] : s.rules.filter((r) => ruleInFocus(f, r)),
     sysctls: pick(s.sysctls, f.sysctls),
@@ -89,9 +122,9 @@ export function restrict<S extends HostState>(s: S, f: Focus): S {
 
 /** `base` (a whole scope) with the focused objects replaced by what `focused` holds of them. Routes and rules are not re-sorted. */
 export function mergeFocused(base: HostState, f: Focus, focused: HostState): HostState {
-  const devices = { ...base.devices };
-  for (const d of f.devices) delete devices[d];
-  Object.assign(devices, focused.devices);
+  const devices = new Map(base.devices);
+  for (const d of f.devices) devices.delete(d);
+  for (const [name, d] of focused.devices) devices.set(name, d);
   const sysctls = { ...base.sysctls };
   for (const k of f.sysctls) delete sysctls[k];
   const nftTables = { ...base.nftTables };
@@ -114,15 +147,15 @@ export function mayReachBeyond(ops: readonly KernelOp[], host: HostState): boole
   const removed: { dev: string; cidr: string }[] = [];
   for (const op of ops) {
     if (op.op === 'addr.del') removed.push({ dev: op.dev, cidr: op.cidr });
-    else if (op.op === 'link.del') removed.push(...(host.devices[op.dev]?.addresses ?? []).map((cidr) => ({ dev: op.dev, cidr })));
-    else if (op.op === 'link.down') removed.push(...(host.devices[op.dev]?.addresses.filter(isIpv6) ?? []).map((cidr) => ({ dev: op.dev, cidr })));
+    else if (op.op === 'link.del') removed.push(...(host.devices.get(op.dev)?.addresses ?? []).map((cidr) => ({ dev: op.dev, cidr })));
+    else if (op.op === 'link.down') removed.push(...(host.devices.get(op.dev)?.addresses.filter(isIpv6) ?? []).map((cidr) => ({ dev: op.dev, cidr })));
   }
   if (removed.length === 0) return false;
   const gone = new Set(ops.flatMap((op) => (op.op === 'link.del' ? [op.dev] : [])));
   const ipOf = (cidr: string) => canonicalIp(cidr.split('/')[0]!);
   return removed.some(({ dev, cidr }) => {
     const ip = ipOf(cidr);
-    return !Object.values(host.devices).some((d) => d.name !== dev && !gone.has(d.name) && d.addresses.some((a) => ipOf(a) === ip));
+    return ![...host.devices.values()].some((d) => d.name !== dev && !gone.has(d.name) && d.addresses.some((a) => ipOf(a) === ip));
   });
 }
 

@@ -73,8 +73,8 @@ function canonicalNftTables(s: Record<string, NftTableState>): Record<string, Nf
 
 /** A deep copy in canonical form: equal states are `toEqual` and render byte-identically. */
 export function canonicalHostState(s: HostState): HostState {
-  const devices: Record<string, WgDeviceState> = {};
-  for (const name of Object.keys(s.devices).sort(compare)) devices[name] = canonicalDevice(s.devices[name]!);
+  const devices = new Map<string, WgDeviceState>();
+  for (const name of [...s.devices.keys()].sort(compare)) devices.set(name, canonicalDevice(s.devices.get(name)!));
   return {
     devices,
     routes: s.routes.map(canonicalRoute).sort(compareRoutes),
@@ -86,8 +86,8 @@ export function canonicalHostState(s: HostState): HostState {
 
 /** The desired state as the host would show it: without the key files and the nftables table bodies. */
 export function stripDesired(d: DesiredHostState): HostState {
-  const devices: Record<string, WgDeviceState> = {};
-  for (const [name, { privateKeyFile: _, ...device }] of Object.entries(d.devices)) devices[name] = device;
+  const devices = new Map<string, WgDeviceState>();
+  for (const [name, { privateKeyFile: _, ...device }] of d.devices) devices.set(name, device);
   const nftTables: Record<string, NftTableState> = {};
   for (const [name, { body: _, ...table }] of Object.entries(d.nftTables)) nftTables[name] = table;
   return { devices, routes: d.routes, rules: d.rules, sysctls: d.sysctls, nftTables };
@@ -104,7 +104,7 @@ export const peerSettingsText = (p: WgPeerState): string =>
 export function renderHostState(s: HostState): string {
   const c = canonicalHostState(s);
   const lines: string[] = [];
-  for (const d of Object.values(c.devices)) {
+  for (const d of c.devices.values()) {
     lines.push(`device ${d.name} mtu ${d.mtu} ${d.up ? 'up' : 'down'} listen-port ${d.listenPort} public-key ${d.publicKey || '(none)'}`);
     for (const a of d.addresses) lines.push(`  address ${a}`);
     for (const p of d.peers) lines.push(`  peer ${p.publicKey} ${peerSettingsText(p)}`);
@@ -126,7 +126,7 @@ export function renderHostState(s: HostState): string {
  * and table; objects canonical (as read from a backend).
  */
 function* objectTexts(s: HostState): Generator<string> {
-  for (const d of Object.values(s.devices)) {
+  for (const d of s.devices.values()) {
     const peers = d.peers.map((p) => `${p.publicKey} ${p.allowedIps.join(',')} ${p.keepaliveSeconds}`).join(';');
     yield `device ${d.name} ${d.publicKey} ${d.mtu} ${d.up} ${d.addresses.join(',')} ${peers}`;
   }
@@ -154,7 +154,7 @@ export function scopeDigest(s: HostState): ScopeDigest {
   return updateScopeDigest(EMPTY_SCOPE_DIGEST, emptyState, s);
 }
 
-const emptyState: HostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
+const emptyState: HostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
 
 /** `digest` with the objects of `removed` taken out and those of `added` put in (both canonical). */
 export function updateScopeDigest(digest: ScopeDigest, removed: HostState, added: HostState): ScopeDigest {

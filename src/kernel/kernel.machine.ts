@@ -265,7 +265,7 @@ export const kernelMachine = setup({
         const owner = context.owners[o.owner];
         if (owner) enqueue.sendTo(owner.replyTo, { type: 'KERNEL_REACHED', actual: o.reached, nowMs: out.nowMs, failures: o.failures } satisfies KernelNotice);
       }
-      const devices = out.outcomes.flatMap((o) => Object.keys(o.reached.devices));
+      const devices = out.outcomes.flatMap((o) => [...o.reached.devices.keys()]);
       enqueue.sendTo('observer', { type: 'DEVICES', devices });
     }),
     tellOwners: enqueueActions(({ context, enqueue }, notice: KernelNotice) => {

@@ -148,7 +148,7 @@ export class LinuxKernelBackend implements KernelBackend {
       this.readSysctls(scope.sysctls.filter((k) => !focus || focus.sysctls.has(k))),
       this.readNftTables(scope.nftTables.filter((n) => !focus || focus.nftTables.has(n))),
     ]);
-    const devices = Object.fromEntries(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
+    const devices = new Map(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
     const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables });
     return focus ? restrict(state, focus) : state;
   }

@@ -1,4 +1,4 @@
-import { restrict, type Focus } from './focus.ts';
+import { restrict, routeInFocus, type Focus } from './focus.ts';
 import { describeOp } from './execute.ts';
 import {
   KernelOpError,
@@ -88,10 +88,14 @@ export class MemoryKernelBackend implements KernelBackend {
     const [lo, hi] = scope.rulePriorities;
     const owned = (dev: string) => dev.startsWith(scope.devicePrefix);
     // With a focus, only the focused devices are looked at (no walk over the whole host's devices).
-    const devices = focus ? [...focus.devices].filter((n) => owned(n) && this.state.devices[n]) : Object.keys(this.state.devices).filter(owned);
+    const devices = new Map<string, WgDeviceState>();
+    for (const n of focus ? focus.devices : this.state.devices.keys()) {
+      const d = owned(n) ? this.state.devices.get(n) : undefined;
+      if (d) devices.set(n, d);
+    }
     const state: HostState = {
-      devices: Object.fromEntries(devices.map((n) => [n, this.state.devices[n]!])),
-      routes: this.state.routes.filter((r) => owned(r.dev)),
+      devices,
+      routes: this.state.routes.filter((r) => owned(r.dev) && (!focus || routeInFocus(focus, r))),
       rules: this.state.rules.filter((r) => r.priority >= lo && r.priority <= hi),
       sysctls: Object.fromEntries(scope.sysctls.map((k) => [k, this.state.sysctls[k] ?? UNSET_SYSCTL])),
       nftTables: Object.fromEntries(scope.nftTables.filter((n) => n in this.state.nftTables).map((n) => [n, { ...this.state.nftTables[n]! }])),
@@ -145,7 +149,7 @@ export class MemoryKernelBackend implements KernelBackend {
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
     return devices.flatMap((name) =>
-      (this.state.devices[name]?.peers ?? []).map(
+      (this.state.devices.get(name)?.peers ?? []).map(
         (p) =>
           this.observations.get(`${name} ${p.publicKey}`) ?? {
             dev: name,
@@ -163,13 +167,14 @@ export class MemoryKernelBackend implements KernelBackend {
     const s = this.state;
     switch (op.op) {
       case 'link.add':
-        if (s.devices[op.dev]) throw new KernelOpError(op, `device ${op.dev} exists`);
+        if (s.devices.has(op.dev)) throw new KernelOpError(op, `device ${op.dev} exists`);
         if (op.dev.length > MAX_IFNAME) throw new KernelOpError(op, `device name ${op.dev} is longer than ${MAX_IFNAME} characters`);
-        s.devices[op.dev] = { name: op.dev, publicKey: '', listenPort: 0, mtu: op.mtu, addresses: [], up: false, peers: [] };
+        s.devices.set(op.dev, { name: op.dev, publicKey: '', listenPort: 0, mtu: op.mtu, addresses: [], up: false, peers: [] });
         return;
       case 'link.del': {
         const d = this.device(op);
-        delete s.devices[op.dev];
+        s.devices.delete(op.dev);
+        for (const a of d.addresses) this.countAddress(a, -1);
         s.routes = s.routes.filter((r) => r.dev !== op.dev);
         for (const a of d.addresses) this.afterAddressGone(a.split('/')[0]!);
         return;
@@ -185,6 +190,7 @@ export class MemoryKernelBackend implements KernelBackend {
         const dropped = d.addresses.filter(isIpv6);
         d.up = false;
         d.addresses = d.addresses.filter((a) => !isIpv6(a));
+        for (const a of dropped) this.countAddress(a, -1);
         s.routes = s.routes.filter((r) => r.dev !== op.dev);
         for (const a of dropped) this.afterAddressGone(a.split('/')[0]!);
         return;
@@ -205,12 +211,14 @@ export class MemoryKernelBackend implements KernelBackend {
         const d = this.device(op);
         if (d.addresses.includes(op.cidr)) throw new KernelOpError(op, `${op.cidr} is already on ${op.dev}`);
         d.addresses.push(op.cidr);
+        this.countAddress(op.cidr, 1);
         return;
       }
       case 'addr.del': {
         const d = this.device(op);
         if (!d.addresses.includes(op.cidr)) throw new KernelOpError(op, `${op.cidr} is not on ${op.dev}`);
         d.addresses = d.addresses.filter((a) => a !== op.cidr);
+        this.countAddress(op.cidr, -1);
         this.afterAddressRemoved(d, op.cidr);
         return;
       }
@@ -258,14 +266,14 @@ export class MemoryKernelBackend implements KernelBackend {
   }
 
   private device(op: KernelOp & { dev: string }): WgDeviceState {
-    const d = this.state.devices[op.dev];
+    const d = this.state.devices.get(op.dev);
     if (!d) throw new KernelOpError(op, `no device ${op.dev}`);
     return d;
   }
 
   private setWgDevice(op: Extract<KernelOp, { op: 'wg.device' }>): void {
     const d = this.device(op);
-    const clash = Object.values(this.state.devices).find((o) => o !== d && op.listenPort !== 0 && o.listenPort === op.listenPort);
+    const clash = [...this.state.devices.values()].find((o) => o !== d && op.listenPort !== 0 && o.listenPort === op.listenPort);
     if (clash) throw new KernelOpError(op, `port ${op.listenPort} is in use by ${clash.name}`);
     d.publicKey = op.publicKey;
     d.listenPort = op.listenPort;
@@ -281,14 +289,33 @@ export class MemoryKernelBackend implements KernelBackend {
   }
 
   private checkRoutable(op: KernelOp, route: RouteState): void {
-    const d = this.state.devices[route.dev];
+    const d = this.state.devices.get(route.dev);
     if (!d) throw new KernelOpError(op, `no device ${route.dev}`);
     if (!d.up) throw new KernelOpError(op, `device ${route.dev} is not up`);
     if (route.src !== null && !this.isLocal(route.src)) throw new KernelOpError(op, `invalid source address ${route.src}`);
   }
 
+  /** How many devices hold each address of the host (without prefix length); built on first use, then kept by `mutate`. */
+  private local: Map<string, number> | null = null;
+
+  private localAddresses(): Map<string, number> {
+    if (this.local === null) {
+      this.local = new Map();
+      for (const d of this.state.devices.values()) for (const a of d.addresses) this.countAddress(a, 1);
+    }
+    return this.local;
+  }
+
+  private countAddress(cidr: string, by: 1 | -1): void {
+    if (this.local === null) return;
+    const ip = cidr.split('/')[0]!;
+    const n = (this.local.get(ip) ?? 0) + by;
+    if (n > 0) this.local.set(ip, n);
+    else this.local.delete(ip);
+  }
+
   private isLocal(ip: string): boolean {
-    return Object.values(this.state.devices).some((d) => d.addresses.some((a) => a.split('/')[0] === ip));
+    return this.localAddresses().has(ip);
   }
 
   /** What the kernel does to routes when `cidr` leaves `d` (see the class comment). */

@@ -132,8 +132,8 @@ const links = new WeakMap<RelayRecord, { self: RelayRecord; opts: MeshOptions; r
  * The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state (the same
  * objects, too, for peers whose record, resolution and settings are the same as last time).
  */
-export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[], opts: MeshOptions, resolutions: Resolutions): DesiredHostState {
-  const state: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
+export function desiredMeshState(self: RelayRecord, peers: Iterable<RelayRecord>, opts: MeshOptions, resolutions: Resolutions): DesiredHostState {
+  const state: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
   for (const p of peers) {
     if (p.id === self.id) continue;
     const resolution = resolutions[p.id];
@@ -142,7 +142,7 @@ export function desiredMeshState(self: RelayRecord, peers: readonly RelayRecord[
       l = { self, opts, resolution, link: linkState(self, p, opts, resolutions) };
       links.set(p, l);
     }
-    state.devices[l.link.device.name] = l.link.device;
+    state.devices.set(l.link.device.name, l.link.device);
     for (const r of l.link.routes) state.routes.push(r);
   }
   return state;

@@ -61,17 +61,17 @@ const hasIpv4 = (d: WgDeviceState) => d.addresses.some((a) => !isIpv6(a));
 function planInput(actualState: HostState, desiredState: DesiredHostState): PlanInput {
   const actual = canonicalHostState(actualState);
   const desired = canonicalHostState(desiredState);
-  const pairs = Object.values(desired.devices).map((want) => ({
-    was: actual.devices[want.name] ?? freshDevice(want),
+  const pairs = [...desired.devices.values()].map((want) => ({
+    was: actual.devices.get(want.name) ?? freshDevice(want),
     want,
-    privateKeyFile: desiredState.devices[want.name]!.privateKeyFile,
+    privateKeyFile: desiredState.devices.get(want.name)!.privateKeyFile,
   }));
   const nftBodies = Object.fromEntries(Object.entries(desiredState.nftTables).map(([k, t]) => [k, t.body]));
-  return { actual, desired, pairs, removed: Object.keys(actual.devices).filter((n) => !(n in desired.devices)), nftBodies };
+  return { actual, desired, pairs, removed: [...actual.devices.keys()].filter((n) => !desired.devices.has(n)), nftBodies };
 }
 
 const linkAdds = (p: PlanInput): KernelOp[] =>
-  p.pairs.filter(({ want }) => !(want.name in p.actual.devices)).map(({ want }) => ({ op: 'link.add', dev: want.name, mtu: want.mtu }));
+  p.pairs.filter(({ want }) => !p.actual.devices.has(want.name)).map(({ want }) => ({ op: 'link.add', dev: want.name, mtu: want.mtu }));
 
 const wgDevices = (p: PlanInput): KernelOp[] =>
   p.pairs

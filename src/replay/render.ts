@@ -114,12 +114,9 @@ export interface HostDiff {
  */
 export function diffHosts(replayed: HostState, live: HostState): HostDiff {
   const known = new Set(Object.keys(replayed.sysctls));
-  const roaming = new Set(Object.values(replayed.devices).flatMap((d) => d.peers.filter((p) => p.endpoint === null).map((p) => `${d.name} ${p.publicKey}`)));
-  const devices = Object.fromEntries(
-    Object.entries(live.devices).map(([name, d]) => [
-      name,
-      { ...d, peers: d.peers.map((p) => (roaming.has(`${name} ${p.publicKey}`) ? { ...p, endpoint: null } : p)) },
-    ]),
+  const roaming = new Set([...replayed.devices.values()].flatMap((d) => d.peers.filter((p) => p.endpoint === null).map((p) => `${d.name} ${p.publicKey}`)));
+  const devices = new Map(
+    [...live.devices].map(([name, d]) => [name, { ...d, peers: d.peers.map((p) => (roaming.has(`${name} ${p.publicKey}`) ? { ...p, endpoint: null } : p)) }]),
   );
   const liveKnown: HostState = { ...live, devices, sysctls: Object.fromEntries(Object.entries(live.sysctls).filter(([k]) => known.has(k))) };
   const a = lines(replayed);

@@ -713,7 +713,7 @@ export class RelayReplay {
         digest: view ? membershipDigest(view) : null,
         view: view ? 'rebuilt' : 'unavailable',
         viewNote: this.viewNote,
-        relays: view ? Object.values(view.relays).sort((a, b) => a.id.localeCompare(b.id)) : [],
+        relays: view ? [...view.relays.values()].sort((a, b) => a.id.localeCompare(b.id)) : [],
         sessions: view ? Object.keys(view.sessions).length : 0,
         ...this.topoCounters,
         rejected: { ...this.topoCounters.rejected },

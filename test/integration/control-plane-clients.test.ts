@@ -676,7 +676,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
       };
     }
     expect(view.sessions).toEqual(table);
-    expect(Object.keys(view.relays).sort()).toEqual(['relay-1', 'relay-3']);
+    expect([...view.relays.keys()].sort()).toEqual(['relay-1', 'relay-3']);
     expect(view.revision).toBe(await revision());
   });
 });

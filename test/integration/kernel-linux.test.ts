@@ -10,7 +10,7 @@ import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
 import { canonicalHostState, nftDigest, stripDesired } from '../../src/kernel/host-text.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
 import { clientNftBody } from '../../src/kernel/clients.ts';
-import { relay } from '../support/given.ts';
+import { devs, relay } from '../support/given.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { generateWgKeyPair, type WgKeyPair } from '../../src/lib/wg-keys.ts';
 import { tempDir } from '../support/temp.ts';
@@ -49,7 +49,7 @@ const inNs = (side: Side, ...args: string[]) => execa('ip', ['netns', 'exec', NE
 function desired(side: Side): DesiredHostState {
   const dev = DEV[side];
   return {
-    devices: {
+    devices: devs({
       [dev]: {
         name: dev,
         publicKey: keys[side].publicKey,
@@ -67,7 +67,7 @@ function desired(side: Side): DesiredHostState {
           },
         ],
       },
-    },
+    }),
     routes: [{ dst: `${TUNNEL[other(side)]}/32`, dev, table: MAIN_TABLE, src: TUNNEL[side] }],
     rules: [],
     sysctls: {},
@@ -78,7 +78,7 @@ function desired(side: Side): DesiredHostState {
 /** Side a, changed: the extra address gone, an IPv6 address, routes and rules added, one route replaced. */
 function changedA(): DesiredHostState {
   const d = desired('a');
-  const dev = d.devices[DEV.a]!;
+  const dev = d.devices.get(DEV.a)!;
   dev.addresses = [`${TUNNEL.a}/32`, '2001:db8:200::1/128'];
   dev.peers[0]!.allowedIps.push('100.64.210.0/24', '2001:db8:210::/64');
   d.routes = [
@@ -117,7 +117,7 @@ const nftBody = (denied: string) =>
 function steering(denied: string): DesiredHostState {
   const body = nftBody(denied);
   return {
-    devices: {},
+    devices: new Map(),
     routes: [],
     rules: [
       { priority: 20049, from: '100.64.220.2/32', iif: VETH.a, table: 1220 },
@@ -186,7 +186,9 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     for (const s of SIDES) {
       const r = await converge(s, desired(s));
       expect(r.failures.map((f) => f.error.message)).toEqual([]);
-      const addrAdds = desired(s).devices[DEV[s]]!.addresses.map(() => 'addr.add');
+      const addrAdds = desired(s)
+        .devices.get(DEV[s])!
+        .addresses.map(() => 'addr.add');
       expect(r.plan.map((op) => op.op)).toEqual(['link.add', 'wg.device', ...addrAdds, 'link.up', 'route.add', 'wg.peer.set']);
       expect(r.reached).toEqual(canonicalHostState(stripDesired(desired(s))));
       expect(existsSync(socketOf(DEV[s]))).toBe(true);
@@ -245,7 +247,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   });
 
   it('deletes everything it owns: no device, no wireguard-go process, no socket', async () => {
-    const empty: DesiredHostState = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
+    const empty: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
     for (const s of SIDES) {
       const r = await converge(s, empty);
       expect(r.failures.map((f) => f.error.message)).toEqual([]);
@@ -286,11 +288,11 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect(relisted).toContain('198.51.100.0/24');
     expect(relisted).not.toContain('192.0.2.0/24');
 
-    const gone = await converge('a', { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
+    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
     expect(gone.failures.map((f) => f.error.message)).toEqual([]);
     expect(gone.plan.map((op) => op.op)).toEqual(['rule.del', 'rule.del', 'nft.table.del']);
     // Sysctls are never reset: the value stays.
-    expect(gone.reached).toEqual({ devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '1' }, nftTables: {} });
+    expect(gone.reached).toEqual({ devices: new Map(), routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '1' }, nftTables: {} });
     expect((await inNs('a', 'nft', 'list', 'tables')).stdout).not.toContain(NFT_TABLE);
     const rules = (await inNs('a', 'ip', 'rule', 'show')).stdout;
     expect(rules).not.toContain('unreachable');
@@ -307,7 +309,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
       clientPrefix6: 'fd64::/96',
     });
     const desired: DesiredHostState = {
-      devices: {},
+      devices: new Map(),
       routes: [],
       rules: [],
       sysctls: {},
@@ -336,7 +338,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect(listed).toContain('169.254.0.0/16');
     expect(listed).toContain('fib saddr . iif oif missing');
 
-    const gone = await converge('a', { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
+    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
     expect(gone.failures.map((f) => f.error.message)).toEqual([]);
     expect(await backends.a.counters(NFT_TABLE)).toEqual({});
   });

@@ -69,3 +69,6 @@ export function busDetails(topologySigningKey = 'k'): BusDetails {
     topologySigningKey,
   };
 }
+
+/** A state's devices, written as an object literal in tests: `devs({ rc1m2: ... })`. */
+export const devs = <T>(o: Record<string, T>): Map<string, T> => new Map(Object.entries(o));

@@ -84,7 +84,7 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
   const actor = createActor(root).start();
   const topology = () => actor.getSnapshot().children.topology as AnyActorRef;
   const kernelRef = () => actor.getSnapshot().children.kernel as AnyActorRef;
-  const links = () => topology().getSnapshot().context.links as Record<string, PeerLinkActor>;
+  const links = () => topology().getSnapshot().context.links as ReadonlyMap<string, PeerLinkActor>;
   /** Wait (bounded) until the kernel actor has finished its rounds. */
   const idle = async (withinMs = 5_000) => {
     const deadline = Date.now() + withinMs;

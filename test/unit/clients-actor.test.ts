@@ -15,8 +15,8 @@ describe('client steering, pure', () => {
   it('the client device listens on the endpoint port with the pool gateway, one peer and one rule per session', () => {
     const s = desiredClientState(r1, byId, [session(1, r1, 'relay-2'), session(2, r1, 'relay-3')], clientsInput.clients);
     expect(gatewayAddress(r1)).toBe('100.96.0.1/22');
-    expect(s.devices.rc1c).toMatchObject({ listenPort: 51820, addresses: ['100.96.0.1/22'], mtu: 1420, up: true });
-    expect(s.devices.rc1c!.peers.map((p) => p.allowedIps)).toEqual([['100.96.0.2/32'], ['100.96.0.3/32']]);
+    expect(s.devices.get('rc1c')).toMatchObject({ listenPort: 51820, addresses: ['100.96.0.1/22'], mtu: 1420, up: true });
+    expect(s.devices.get('rc1c')!.peers.map((p) => p.allowedIps)).toEqual([['100.96.0.2/32'], ['100.96.0.3/32']]);
     expect(s.rules).toEqual([
       { priority: 21_024, from: '100.96.0.0/22', iif: 'rc1c', table: null },
       { priority: 20_002, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 },
@@ -28,7 +28,7 @@ describe('client steering, pure', () => {
 
   it('a session whose exit is unknown gets its peer but no rule (the fail-closed rule refuses it); other entries are not ours', () => {
     const s = desiredClientState(r1, byId, [session(1, r1, 'relay-9'), session(2, r2, 'relay-3')], clientsInput.clients);
-    expect(s.devices.rc1c!.peers).toHaveLength(1);
+    expect(s.devices.get('rc1c')!.peers).toHaveLength(1);
     expect(s.rules).toEqual([{ priority: 21_024, from: '100.96.0.0/22', iif: 'rc1c', table: null }]);
   });
 
@@ -57,7 +57,12 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     const b = session(2, r1, 'relay-3');
     await h.view([r1, r2, r3], [a, b]);
     const host = await h.backend.read(SCOPE);
-    expect(host.devices.rc1c!.peers.map((p) => p.publicKey).sort()).toEqual([a.publicKey, b.publicKey].sort());
+    expect(
+      host.devices
+        .get('rc1c')!
+        .peers.map((p) => p.publicKey)
+        .sort(),
+    ).toEqual([a.publicKey, b.publicKey].sort());
     expect(host.rules.filter((r) => r.table !== null).map((r) => [r.from, r.table])).toEqual([
       ['100.96.0.2/32', 100_002],
       ['100.96.0.3/32', 100_003],
@@ -113,7 +118,7 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     const host = await h.backend.read(SCOPE);
     expect(host.rules).toEqual([{ priority: 21_024, from: '100.96.0.0/22', iif: 'rc1c', table: null }]);
     expect(h.backend.render()).not.toMatch(/table 100002/);
-    expect(host.devices.rc1c!.peers).toHaveLength(1);
+    expect(host.devices.get('rc1c')!.peers).toHaveLength(1);
     h.actor.stop();
   });
 
@@ -128,7 +133,7 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     expect(h.stateOf(a.id)).toBe('idle');
     await h.observe(1_000_000);
     expect(h.stateOf(a.id)).toBe('expired');
-    expect((await h.backend.read(SCOPE)).devices.rc1c!.peers).toEqual([]);
+    expect((await h.backend.read(SCOPE)).devices.get('rc1c')!.peers).toEqual([]);
     // The round that unprogrammed it names the session's expired event as its cause.
     const expired = h.events.find((e) => e.type === 'ClientSessionStateChanged' && e.data.state === 'expired')!;
     expect(expired.type === 'ClientSessionStateChanged' && expired.id).toMatch(/^[0-9a-f-]{36}$/);
@@ -141,7 +146,7 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     await h.view([r1, r2, r3], [session(1, r1, 'relay-2')]);
     await h.teardown();
     const host = await h.backend.read(SCOPE);
-    expect(host).toEqual({ devices: {}, routes: [], rules: [], sysctls: clientsInput.originalSysctls, nftTables: {} });
+    expect(host).toEqual({ devices: new Map(), routes: [], rules: [], sysctls: clientsInput.originalSysctls, nftTables: {} });
     expect(h.tornDown()).toBe(true);
     h.actor.stop();
   });

@@ -7,7 +7,7 @@ import { envelope } from '../../src/contract/envelope.ts';
 import type { LogEntry } from '../../src/events/log.ts';
 import type { RelayEvent } from '../../src/contract/relay.events.ts';
 import { seedTopology } from '../../src/events/topology.fold.ts';
-import type { TopologyEvent } from '../../src/contract/topology.events.ts';
+import type { RelayRecord, TopologyEvent } from '../../src/contract/topology.events.ts';
 import { applyResolution, chooseAddress, resolveTargets, retainResolutions, type Resolutions } from '../../src/kernel/endpoint-resolution.ts';
 import { desiredMeshState, linkPeerEndpoint } from '../../src/kernel/mesh.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
@@ -17,7 +17,8 @@ import { meshHarness, meshHarnessInput } from '../support/mesh-harness.ts';
 
 const opts = meshHarnessInput.mesh;
 const named = (n: number, host = `relay-${n}.sim.invalid`) => relay(n, { endpoint: `${host}:51820` });
-const peerOf = (s: ReturnType<typeof desiredMeshState>, dev: string) => s.devices[dev]!.peers[0]!;
+const byId = (rs: RelayRecord[]) => new Map(rs.map((p) => [p.id, p]));
+const peerOf = (s: ReturnType<typeof desiredMeshState>, dev: string) => s.devices.get(dev)!.peers[0]!;
 
 describe('peer endpoints given as names: the pure decisions', () => {
   it('an address literal is used as it is; a name only as the address it resolved to, never as the name', () => {
@@ -39,7 +40,7 @@ describe('peer endpoints given as names: the pure decisions', () => {
     expect(peerOf(s, 'rc1m4').endpoint).toBe('198.51.100.4:51821');
     expect(peerOf(desiredMeshState(self, [named(2)], opts, resolved), 'rc1m2').endpoint).toBe('198.51.100.22:51821');
     // Nothing but the endpoint depends on it.
-    expect({ ...s.devices.rc1m2, peers: [] }).toEqual({ ...desiredMeshState(self, [named(2)], opts, resolved).devices.rc1m2, peers: [] });
+    expect({ ...s.devices.get('rc1m2'), peers: [] }).toEqual({ ...desiredMeshState(self, [named(2)], opts, resolved).devices.get('rc1m2'), peers: [] });
   });
 
   it('only names are resolved', () => {
@@ -51,7 +52,7 @@ describe('peer endpoints given as names: the pure decisions', () => {
 
   it('folds results: a new address changes the desired state; the same one, a repeated failure or a stale result changes nothing', () => {
     const peerList = [named(2), relay(3)];
-    const peers = Object.fromEntries(peerList.map((p) => [p.id, p]));
+    const peers = new Map(peerList.map((p) => [p.id, p]));
     const ok = { peerId: 'relay-2', host: 'relay-2.sim.invalid', address: '198.51.100.22', error: null };
     const fail = { ...ok, address: null, error: 'getaddrinfo EAI_AGAIN relay-2.sim.invalid' };
     const first = applyResolution({}, peers, ok);
@@ -76,9 +77,9 @@ describe('peer endpoints given as names: the pure decisions', () => {
     // Fixed: cleared.
     expect(applyResolution(failed.resolutions, peers, ok)).toMatchObject({ recorded: true, desiredChanged: true, resolutions: { 'relay-2': { error: null } } });
     // Stale: a peer that left, a host the endpoint no longer names, an address literal.
-    expect(applyResolution({}, { 'relay-3': relay(3) }, ok).recorded).toBe(false);
-    expect(applyResolution({}, { 'relay-2': named(2, 'moved.invalid') }, ok).recorded).toBe(false);
-    expect(applyResolution({}, { 'relay-2': relay(2) }, { ...ok, host: '198.51.100.2' }).recorded).toBe(false);
+    expect(applyResolution({}, new Map([['relay-3', relay(3)]]), ok).recorded).toBe(false);
+    expect(applyResolution({}, new Map([['relay-2', named(2, 'moved.invalid')]]), ok).recorded).toBe(false);
+    expect(applyResolution({}, new Map([['relay-2', relay(2)]]), { ...ok, host: '198.51.100.2' }).recorded).toBe(false);
   });
 
   it('keeps resolutions only of peers still there and for the host they still name', () => {
@@ -87,8 +88,8 @@ describe('peer endpoints given as names: the pure decisions', () => {
       'relay-3': { host: 'relay-3.sim.invalid', address: '198.51.100.33', error: null },
       'relay-4': { host: 'relay-4.sim.invalid', address: '198.51.100.44', error: null },
     };
-    expect(Object.keys(retainResolutions(r, [named(2), named(3, 'moved.invalid')]))).toEqual(['relay-2']);
-    expect(retainResolutions(r, [named(2), named(3), named(4)])).toBe(r);
+    expect(Object.keys(retainResolutions(r, byId([named(2), named(3, 'moved.invalid')])))).toEqual(['relay-2']);
+    expect(retainResolutions(r, byId([named(2), named(3), named(4)]))).toBe(r);
   });
 
   it('chooses the first answer of a family the relay can reach', () => {
@@ -109,10 +110,10 @@ describe('the topology actor with names', () => {
     await h.view([relay(1), named(2), relay(3)]);
     expect(h.resolver.targets).toEqual([{ peerId: 'relay-2', host: 'relay-2.sim.invalid' }]);
     let host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(host.devices.rc1m2!.peers[0]!.endpoint).toBeNull();
-    expect(host.devices.rc1m3!.peers[0]!.endpoint).toBe('198.51.100.3:51821');
+    expect(host.devices.get('rc1m2')!.peers[0]!.endpoint).toBeNull();
+    expect(host.devices.get('rc1m3')!.peers[0]!.endpoint).toBe('198.51.100.3:51821');
     // The link counts as programmed though the device has no endpoint: WireGuard's to learn.
-    expect(h.links()['relay-2']!.getSnapshot().value).toBe('handshaking');
+    expect(h.links().get('relay-2')!.getSnapshot().value).toBe('handshaking');
 
     const ops = h.backend.ops.length;
     const rounds = h.emitted.length;
@@ -125,7 +126,7 @@ describe('the topology actor with names', () => {
     // The round names the resolution as its cause.
     expect(h.emitted.slice(rounds)).toMatchObject([{ type: 'KernelReconciled', causationId: ev[0]!.id }]);
     host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(host.devices.rc1m2!.peers[0]!.endpoint).toBe('198.51.100.22:51821');
+    expect(host.devices.get('rc1m2')!.peers[0]!.endpoint).toBe('198.51.100.22:51821');
 
     // Every later lookup with the same answer: no event, no desired state, no round.
     const logged = h.log.length;
@@ -161,7 +162,7 @@ describe('the topology actor with names', () => {
     expect(h.log.length).toBe(n);
     await h.resolve('relay-2', 'new.sim.invalid', '198.51.100.99');
     host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(host.devices.rc1m2!.peers[0]!.endpoint).toBe('198.51.100.99:51821');
+    expect(host.devices.get('rc1m2')!.peers[0]!.endpoint).toBe('198.51.100.99:51821');
     h.actor.stop();
   });
 
@@ -227,7 +228,7 @@ describe('the topology actor with names', () => {
     };
     const r = run(relayEvents);
     expect(r.checks).toMatchObject({ rounds: 3, matched: 3, mismatched: 0, unchecked: 0, inconsistent: 0 });
-    expect(r.host.devices.rc1m2!.peers[0]!.endpoint).toBe('198.51.100.23:51821');
+    expect(r.host.devices.get('rc1m2')!.peers[0]!.endpoint).toBe('198.51.100.23:51821');
     // A log whose recorded address differs from what the round programmed is caught.
     const forged = relayEvents.map((e) =>
       e.type === 'PeerEndpointResolved' && e.data.address === '198.51.100.23' ? { ...e, data: { ...e.data, address: '198.51.100.77' } } : e,

@@ -127,7 +127,7 @@ describe('the relay actor across an epoch change', () => {
     h.actor.send({ type: 'TOPOLOGY_EVENT', event: inEpoch(ev.admitted(5, relay(7)), E2), streamSeq: 7 });
     const s = h.actor.getSnapshot();
     expect(s.matches('serving')).toBe(true);
-    expect(Object.keys(s.context.view.relays).sort()).toEqual(['relay-1', 'relay-2', 'relay-7']);
+    expect([...s.context.view.relays.keys()].sort()).toEqual(['relay-1', 'relay-2', 'relay-7']);
     expect(s.context.counters).toMatchObject({ otherEpoch: 2, applied: 1, duplicates: 0, resyncs: 1 });
     expect(h.emitted.filter((e) => e.type === 'TopologyEventApplied')).toHaveLength(1);
   });

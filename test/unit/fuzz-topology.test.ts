@@ -103,7 +103,7 @@ function registration(view: TopologyView): RegisterResponse {
     readmitted: false,
     revision: view.revision,
     revisionTime: '2026-11-25T00:00:00.000Z',
-    relays: Object.values(view.relays).filter((r) => r.id !== SELF.id),
+    relays: [...view.relays.values()].filter((r) => r.id !== SELF.id),
     sessions: Object.values(view.sessions),
     bus: busDetails(cpKeys.publicKey),
     heartbeatIntervalSeconds: 10,
@@ -473,9 +473,9 @@ describe('fuzzing the relay decoder and fold (issue 14, part 7)', () => {
       );
       expect(total).toBeGreaterThan(runs(300) * N);
       // The final view, by hand: relays 1, 2, 3, 5; relay-2's key rotated, relay-3 moved; session 1 leaves at relay-3.
-      expect(Object.keys(FINAL.relays).sort()).toEqual(['relay-1', 'relay-2', 'relay-3', 'relay-5']);
-      expect(FINAL.relays['relay-2']!.publicKey).toBe(key(202));
-      expect(FINAL.relays['relay-3']!.endpoint).toBe('relay-3.example.net:51820');
+      expect([...FINAL.relays.keys()].sort()).toEqual(['relay-1', 'relay-2', 'relay-3', 'relay-5']);
+      expect(FINAL.relays.get('relay-2')!.publicKey).toBe(key(202));
+      expect(FINAL.relays.get('relay-3')!.endpoint).toBe('relay-3.example.net:51820');
       expect(Object.values(FINAL.sessions)).toEqual([{ ...s1, exitId: 'relay-3' }]);
     },
     TIMEOUT,

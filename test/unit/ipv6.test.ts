@@ -5,7 +5,7 @@ import { egressRules, egressVerdict } from '../../src/kernel/egress.ts';
 import { emptyHostState } from '../../src/kernel/host-state.ts';
 import { DEFAULT_CLIENT_PREFIX6, embed6, embedCidr6, prefix6Problem } from '../../src/kernel/ipv6.ts';
 import { desiredMeshState } from '../../src/kernel/mesh.ts';
-import { relay } from '../support/given.ts';
+import { relay, devs } from '../support/given.ts';
 import { clientsInput, session } from '../support/clients-harness.ts';
 
 /** Clients' IPv6 (docs/clients.md, "IPv6"): the address plan, the mesh's and the client scope's share of it. */
@@ -36,7 +36,7 @@ describe('mesh links with client IPv6', () => {
   it('carry IPv6 (::/0 allowed), route each peer’s IPv6 pool, and give an exit table ::/0 only toward a peer that exits IPv6', () => {
     const self = relay(1);
     const s = desiredMeshState(self, [self, relay(2, { exitIpv6: true }), relay(3, { exitIpv6: false }), relay(4)], { ...mesh, clientPrefix6: P6 }, {});
-    expect(s.devices.rc1m2!.peers[0]!.allowedIps).toEqual(['0.0.0.0/0', '::/0']);
+    expect(s.devices.get('rc1m2')!.peers[0]!.allowedIps).toEqual(['0.0.0.0/0', '::/0']);
     expect(s.routes).toContainEqual({ dst: embedCidr6(P6, relay(2).clientPool), dev: 'rc1m2', table: 254, src: null });
     expect(s.routes).toContainEqual({ dst: embedCidr6(P6, relay(3).clientPool), dev: 'rc1m3', table: 254, src: null });
     const v6Defaults = s.routes.filter((r) => r.dst === '::/0');
@@ -46,7 +46,7 @@ describe('mesh links with client IPv6', () => {
   it('without the prefix, carry IPv4 only (as before IPv6)', () => {
     const self = relay(1);
     const s = desiredMeshState(self, [self, relay(2, { exitIpv6: true })], { ...mesh, clientPrefix6: null }, {});
-    expect(s.devices.rc1m2!.peers[0]!.allowedIps).toEqual(['0.0.0.0/0']);
+    expect(s.devices.get('rc1m2')!.peers[0]!.allowedIps).toEqual(['0.0.0.0/0']);
     expect(s.routes.some((r) => r.dst.includes(':'))).toBe(false);
   });
 });
@@ -59,7 +59,7 @@ describe('the client scope with client IPv6', () => {
     const s1 = session(1, self, 'relay-2');
     const s2 = session(2, self, 'relay-3');
     const d = desiredClientState(self, relays, [s1, s2], clients);
-    const dev = d.devices.rc1c!;
+    const dev = d.devices.get('rc1c')!;
     expect(dev.addresses).toEqual(['100.96.0.1/22', 'fd64::6460:1/118']);
     expect(dev.peers.find((p) => p.publicKey === s1.publicKey)!.allowedIps).toEqual([`${s1.address}/32`, `${embed6(P6, s1.address)}/128`]);
     const [lo, end] = clientScope(self, clients).rulePriorities;
@@ -101,7 +101,10 @@ describe('the client scope with client IPv6', () => {
     const d = desiredClientState(self, relays, [s], clients);
     const host = { ...emptyHostState(), devices: d.devices, rules: d.rules };
     expect(sessionReached(host, 'rc1c', s, exits, P6)).toEqual({ peer: true, exitId: 'relay-2' });
-    const v4only = { ...host, devices: { rc1c: { ...d.devices.rc1c!, peers: d.devices.rc1c!.peers.map((p) => ({ ...p, allowedIps: [p.allowedIps[0]!] })) } } };
+    const v4only = {
+      ...host,
+      devices: devs({ rc1c: { ...d.devices.get('rc1c')!, peers: d.devices.get('rc1c')!.peers.map((p) => ({ ...p, allowedIps: [p.allowedIps[0]!] })) } }),
+    };
     expect(sessionReached(v4only, 'rc1c', s, exits, P6).peer).toBe(false);
     const split = { ...host, rules: host.rules.map((r) => (r.from?.includes(':') && r.table !== null ? { ...r, table: 100_003 } : r)) };
     expect(sessionReached(split, 'rc1c', s, exits, P6).exitId).toBeNull();

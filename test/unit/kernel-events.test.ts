@@ -7,7 +7,7 @@ import type { KernelOp } from '../../src/kernel/host-state.ts';
 import { scopeDigest, updateScopeDigest } from '../../src/kernel/host-text.ts';
 import { opParts, type KernelEmission } from '../../src/kernel/kernel.machine.ts';
 import { meshScope } from '../../src/kernel/mesh.ts';
-import { relay } from '../support/given.ts';
+import { relay, devs } from '../support/given.ts';
 import { meshHarness } from '../support/mesh-harness.ts';
 
 const ctx = { source: 'relay-1', now: () => new Date('2026-11-30T00:00:00Z'), newId: randomUUID };
@@ -65,27 +65,29 @@ describe('kernel events stay bounded at any fleet size', () => {
 describe('the digest of a scope', () => {
   const a = { name: 'a', publicKey: 'k', listenPort: 1, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [] };
   const route = { dst: '100.64.0.2/32', dev: 'a', table: 254, src: null };
-  const state = { devices: { a }, routes: [route], rules: [], sysctls: { x: '1' }, nftTables: {} };
+  const state = { devices: devs({ a }), routes: [route], rules: [], sysctls: { x: '1' }, nftTables: {} };
 
   it('does not depend on order, and moves with any object it covers', () => {
     const b = { ...a, name: 'b' };
-    expect(scopeDigest({ ...state, devices: { a, b } })).toBe(scopeDigest({ ...state, devices: { b, a } }));
+    expect(scopeDigest({ ...state, devices: devs({ a, b }) })).toBe(scopeDigest({ ...state, devices: devs({ b, a }) }));
     expect(scopeDigest(state)).not.toBe(scopeDigest({ ...state, sysctls: { x: '2' } }));
     expect(scopeDigest(state)).not.toBe(scopeDigest({ ...state, routes: [{ ...route, table: 255 }] }));
-    expect(scopeDigest(state)).not.toBe(scopeDigest({ ...state, devices: { a: { ...a, mtu: 1280 } } }));
+    expect(scopeDigest(state)).not.toBe(scopeDigest({ ...state, devices: devs({ a: { ...a, mtu: 1280 } }) }));
   });
 
   it('leaves out what the network and the kernel choose: peer endpoints and listen ports', () => {
     const peer = { publicKey: 'p', endpoint: null, allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 };
-    const withPeer = { ...state, devices: { a: { ...a, peers: [peer] } } };
-    expect(scopeDigest(withPeer)).toBe(scopeDigest({ ...state, devices: { a: { ...a, listenPort: 9, peers: [{ ...peer, endpoint: '198.51.100.9:1' }] } } }));
+    const withPeer = { ...state, devices: devs({ a: { ...a, peers: [peer] } }) };
+    expect(scopeDigest(withPeer)).toBe(
+      scopeDigest({ ...state, devices: devs({ a: { ...a, listenPort: 9, peers: [{ ...peer, endpoint: '198.51.100.9:1' }] } }) }),
+    );
   });
 
   it('updates by taking objects out and putting objects in', () => {
     const b = { ...a, name: 'b' };
-    const two = { ...state, devices: { a, b } };
-    const empty = { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} };
-    expect(updateScopeDigest(scopeDigest(state), empty, { ...empty, devices: { b } })).toBe(scopeDigest(two));
-    expect(updateScopeDigest(scopeDigest(two), { ...empty, devices: { b } }, empty)).toBe(scopeDigest(state));
+    const two = { ...state, devices: devs({ a, b }) };
+    const empty = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
+    expect(updateScopeDigest(scopeDigest(state), empty, { ...empty, devices: devs({ b }) })).toBe(scopeDigest(two));
+    expect(updateScopeDigest(scopeDigest(two), { ...empty, devices: devs({ b }) }, empty)).toBe(scopeDigest(state));
   });
 });

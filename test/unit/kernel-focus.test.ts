@@ -13,7 +13,7 @@ import { initialMeshState, meshOwner } from '../../src/kernel/owners/mesh.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import { clientsInput, session, topologyInput } from '../support/clients-harness.ts';
-import { key, relay } from '../support/given.ts';
+import { key, relay, devs } from '../support/given.ts';
 
 const mesh = topologyInput.mesh;
 const clientOpts: ClientsOwnerOptions = { clients: { ...clientsInput.clients, clientPrefix6: 'fd64::/96' }, originalSysctls: clientsInput.originalSysctls };
@@ -38,7 +38,7 @@ describe('a focus: what changed between two desired states', () => {
 
   it('names routes, rules, sysctls and tables that changed on their own', () => {
     const a: DesiredHostState = {
-      devices: {},
+      devices: new Map(),
       routes: [{ dst: '100.64.0.9/32', dev: 'rc1m9', table: 254, src: null }],
       rules: [{ priority: 5, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 }],
       sysctls: { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' },
@@ -62,10 +62,10 @@ describe('a focus: what changed between two desired states', () => {
 
   it('knows when removing an address reaches routes outside the focus: only when no other device keeps it', () => {
     const host = canonicalHostState({
-      devices: {
+      devices: devs({
         a: { name: 'a', publicKey: '', listenPort: 0, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [] },
         b: { name: 'b', publicKey: '', listenPort: 0, mtu: 1420, addresses: ['100.64.0.1/32', '100.64.0.7/32'], up: true, peers: [] },
-      },
+      }),
       routes: [],
       rules: [],
       sysctls: {},
@@ -93,7 +93,7 @@ function counting(inner: MemoryKernelBackend) {
     kind: 'memory',
     read: async (scope, focus) => {
       const s = await inner.read(scope, focus);
-      reads.push({ focused: focus !== undefined, devices: Object.keys(s.devices).length });
+      reads.push({ focused: focus !== undefined, devices: [...s.devices.keys()].length });
       return s;
     },
     apply: (op) => inner.apply(op),
@@ -194,7 +194,7 @@ describe('rounds proportional to the change', () => {
     const again = await reconcile({ owners: owners(records.slice(0, 49)), full: false });
     expect(reads).toEqual([]);
     expect(again.outcomes[0]!.planned).toEqual([]);
-    expect(Object.keys(again.outcomes[0]!.reached.devices)).toHaveLength(49);
+    expect([...again.outcomes[0]!.reached.devices.keys()]).toHaveLength(49);
     const join = await reconcile({ owners: owners(records), full: false });
     expect(reads).toEqual([
       { focused: true, devices: 0 },
@@ -211,7 +211,7 @@ describe('rounds proportional to the change', () => {
       'route.add',
       'wg.peer.set',
     ]);
-    expect(Object.keys(join.outcomes[0]!.reached.devices)).toHaveLength(50);
+    expect([...join.outcomes[0]!.reached.devices.keys()]).toHaveLength(50);
   });
 
   it('leaves drift outside the focus to the whole-scope round, which mends it', async () => {

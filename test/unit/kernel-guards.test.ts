@@ -58,7 +58,7 @@ const guarded = (s: HostState) =>
   [self.clientPool, embedCidr6(base.clientPrefix6!, self.clientPool)].every((pool) =>
     s.rules.some((x) => x.priority === FAIL_CLOSED && x.from === pool && x.table === null && x.iif === DEV),
   );
-const peersOf = (s: HostState) => new Set(s.devices[DEV]?.peers.map((p) => p.publicKey) ?? []);
+const peersOf = (s: HostState) => new Set(s.devices.get(DEV)?.peers.map((p) => p.publicKey) ?? []);
 
 /** A backend that checks the property after every operation it applies. */
 function checking(inner: MemoryKernelBackend, before: HostState, desired: DesiredHostState, context: () => string): KernelBackend & { checked: number } {
@@ -93,7 +93,7 @@ describe('guards before client peers', () => {
       // The host starts from some earlier client state, reached in full or in part.
       const earlier = randomClientState(r);
       const inner = new MemoryKernelBackend({
-        initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
+        initial: { devices: new Map(), routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
       });
       const first = planKernel(await inner.read(SCOPE), earlier);
       const cut = r.int(first.length + 1);
@@ -118,13 +118,13 @@ describe('guards before client peers', () => {
   it('a failing nftables table keeps every client peer of the plan off the host, and forwarding off', async () => {
     const desired = desiredClientState(self, relays, [session(1, self, 'relay-2'), session(2, self, 'relay-3')], base);
     const host = new MemoryKernelBackend({
-      initial: { devices: {}, routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
+      initial: { devices: new Map(), routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
       failOn: (op) => op.op === 'nft.table.set',
     });
     const result = await applyPlan(host, planKernel(await host.read(SCOPE), desired), SCOPE);
     expect(result.failures.map((f) => f.op.op)).toEqual(['nft.table.set']);
     expect(result.skipped.map((op) => op.op).sort()).toEqual(['sysctl.set', 'sysctl.set', 'sysctl.set', 'wg.peer.set', 'wg.peer.set']);
-    expect(result.reached.devices[DEV]!.peers).toEqual([]);
+    expect(result.reached.devices.get(DEV)!.peers).toEqual([]);
     expect(result.reached.sysctls['net.ipv4.ip_forward']).toBe('0');
     expect(result.reached.sysctls['net.ipv6.conf.all.forwarding']).toBe('0');
     // The device, its rules and the fail-closed rule are in place.

@@ -9,7 +9,7 @@ import { initialMeshState, meshOwner } from '../../src/kernel/owners/mesh.ts';
 import { takesView } from '../../src/kernel/owners/owner.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
 import { clientsInput, session, topologyInput } from '../support/clients-harness.ts';
-import { key, relay } from '../support/given.ts';
+import { key, relay, devs } from '../support/given.ts';
 
 const r1 = relay(1);
 const r2 = relay(2);
@@ -40,7 +40,7 @@ describe('the clients owner', () => {
 
   it('desires no peer and no rule for an expired session, and keeps the others', () => {
     const d = clientsOwner.desire(expireSession(state, s1.id), opts);
-    expect(d.devices[dev]!.peers.map((p) => p.publicKey)).toEqual([s2.publicKey]);
+    expect(d.devices.get(dev)!.peers.map((p) => p.publicKey)).toEqual([s2.publicKey]);
     expect(d.rules.some((r) => r.from === `${s1.address}/32`)).toBe(false);
     expect(d.rules.some((r) => r.from === `${s2.address}/32`)).toBe(true);
     // Expiring is idempotent; the view forgets an expiry once the session is closed.
@@ -67,7 +67,7 @@ describe('the clients owner', () => {
     expect(clientsOwner.desire(clientsOwner.view(state, { view: seedTopology(6, [r1, moved, r3], [s1, s2]) }), opts)).not.toBe(before);
     const s4 = session(4, r1, 'relay-2');
     const opened = clientsOwner.desire(clientsOwner.view(state, { view: seedTopology(6, [r1, r2, r3], [s1, s2, s4]) }), opts);
-    expect(opened.devices[dev]!.peers.map((p) => p.publicKey)).toContain(s4.publicKey);
+    expect(opened.devices.get(dev)!.peers.map((p) => p.publicKey)).toContain(s4.publicKey);
   });
 
   it('desires only the sysctls as they were once tearing down, whatever sessions it had', () => {
@@ -98,7 +98,7 @@ describe('the mesh owner', () => {
   const state = meshOwner.view(initialMeshState('relay-1'), { view });
 
   it('desires one link per other relay of the view, as the mesh layout says', () => {
-    expect(Object.keys(state.peers).sort()).toEqual(['relay-2', 'relay-3']);
+    expect([...state.peers.keys()].sort()).toEqual(['relay-2', 'relay-3']);
     expect(meshOwner.desire(state, mesh)).toEqual(desiredMeshState(r1, [r2, r3], mesh, {}));
     expect(takesView(state, seedTopology(4, [r2, r3]))).toBe(false);
   });
@@ -110,7 +110,7 @@ describe('the mesh owner', () => {
 
   it('desires nothing once tearing down, in the same scope', () => {
     const down = meshOwner.teardown(state);
-    expect(meshOwner.desire(down, mesh).devices).toEqual({});
+    expect(meshOwner.desire(down, mesh).devices.size).toBe(0);
     expect(meshOwner.scope(down, mesh)).toEqual(meshOwner.scope(state, mesh));
   });
 
@@ -129,7 +129,7 @@ describe('the mesh owner', () => {
     // relay-3 left: its link stays "configured" while its device carries it.
     const left = meshOwner.view(state, { view: seedTopology(4, [r1, r2]) });
     expect(meshOwner.reached(left, mesh, actual, links).members).toEqual([true, true]);
-    const gone = { ...actual, devices: { [d2]: actual.devices[d2]! } };
+    const gone = { ...actual, devices: devs({ [d2]: actual.devices.get(d2)! }) };
     expect(meshOwner.reached(left, mesh, gone, links).members).toEqual([true, false]);
     expect(meshOwner.reached(meshOwner.teardown(state), mesh, gone, links).tornDown).toBe(false);
     expect(meshOwner.reached(meshOwner.teardown(state), mesh, emptyHostState(), links).tornDown).toBe(true);

@@ -70,7 +70,7 @@ describe('the Linux backend on a fake host', () => {
     expect(await b.counters('absent')).toEqual({});
     expect(await b.ipv6()).toEqual({ enabled: true, defaultRoute: false });
     // Tearing down: the same backend removes what it made.
-    const gone = await converge(b, clientScope(self, clients), { devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
+    const gone = await converge(b, clientScope(self, clients), { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} });
     expect(gone.r.failures).toEqual([]);
     expect(host.rules).toEqual([]);
     expect(host.nft.size).toBe(0);
@@ -92,18 +92,18 @@ describe('the Linux backend on a fake host', () => {
     expect(ipProcs.length).toBeLessThan(ipOps / 2);
     host.log.length = 0;
     const whole = await b.read(scope);
-    expect(Object.keys(whole.devices)).toHaveLength(4);
+    expect([...whole.devices.keys()]).toHaveLength(4);
     expect(dumps()).toEqual(['wg show all dump']);
     host.log.length = 0;
-    const [dev] = Object.keys(whole.devices);
+    const [dev] = [...whole.devices.keys()];
     const focus = { devices: new Set([dev!]), routes: new Set<string>(), rules: new Set<string>(), sysctls: new Set<string>(), nftTables: new Set<string>() };
     const one = await b.read(scope, focus);
     expect(dumps()).toEqual([`wg show ${dev} dump`]);
-    expect(one.devices[dev!]).toEqual(whole.devices[dev!]);
+    expect(one.devices.get(dev!)).toEqual(whole.devices.get(dev!));
     host.log.length = 0;
-    const seen = await b.observe(Object.keys(whole.devices));
+    const seen = await b.observe([...whole.devices.keys()]);
     expect(dumps()).toEqual(['wg show all dump']);
-    expect(seen.map((o) => o.dev).sort()).toEqual(Object.keys(whole.devices).sort());
+    expect(seen.map((o) => o.dev).sort()).toEqual([...whole.devices.keys()].sort());
   });
 
   it('uses the kernel module where there is one, and wireguard-go only where the kernel has no WireGuard', async () => {
@@ -124,7 +124,7 @@ describe('the Linux backend on a fake host', () => {
     expect(f.error).toBeInstanceOf(KernelOpError);
     expect(f.error.command).toEqual(['ip', '-4', 'route', 'add', '100.64.0.3/32', 'dev', 'rc1m3', 'table', '254', 'src', '100.64.0.1']);
     expect(f.error.stderr).toBe('RTNETLINK answers: Invalid argument');
-    expect(r.reached.devices.rc1m2).toBeDefined();
+    expect(r.reached.devices.get('rc1m2')).toBeDefined();
     // It failed inside an `ip -batch` of routes: the routes before it and after it are on the host.
     const routeBatches = host.log.filter((c) => c.startsWith('ip -4 -batch'));
     expect(routeBatches.length).toBeGreaterThanOrEqual(2);

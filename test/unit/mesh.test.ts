@@ -32,8 +32,8 @@ describe('mesh layout', () => {
   it('a view gives one device per other relay with a default-routing peer, and routes to its mesh address and pool', () => {
     const self = relay(1);
     const s = desiredMeshState(self, [self, relay(2), relay(3)], opts, {});
-    expect(Object.keys(s.devices)).toEqual(['rc1m2', 'rc1m3']);
-    expect(s.devices.rc1m2).toMatchObject({
+    expect([...s.devices.keys()]).toEqual(['rc1m2', 'rc1m3']);
+    expect(s.devices.get('rc1m2')).toMatchObject({
       publicKey: self.publicKey,
       privateKeyFile: '/s/wg.key',
       listenPort: 51822,
@@ -41,7 +41,7 @@ describe('mesh layout', () => {
       addresses: ['100.64.0.1/32'],
       up: true,
     });
-    expect(s.devices.rc1m2!.peers).toEqual([
+    expect(s.devices.get('rc1m2')!.peers).toEqual([
       { publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 },
     ]);
     expect(s.routes).toContainEqual({ dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' });

@@ -73,7 +73,7 @@ describe('relay actor', () => {
     await waitFor(h.actor, (s) => s.matches('serving'));
     const s = h.actor.getSnapshot();
     expect(s.context.view.revision).toBe(4);
-    expect(Object.keys(s.context.view.relays).sort()).toEqual(['relay-1', 'relay-2', 'relay-3']);
+    expect([...s.context.view.relays.keys()].sort()).toEqual(['relay-1', 'relay-2', 'relay-3']);
     expect(h.emitted.map((e) => e.type)).toEqual(['RelayRegistered', 'TopologySeeded']);
     expect(h.follows).toEqual([4]);
   });

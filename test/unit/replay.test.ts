@@ -10,6 +10,7 @@ import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { meshScope } from '../../src/kernel/mesh.ts';
 import { RelayReplay, withinCut, type ReplayCut, type ReplayResult } from '../../src/replay/replay.ts';
 import { formatTimeline, TimelineBuilder } from '../../src/replay/timeline.ts';
+import { devs } from '../support/given.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 
@@ -97,13 +98,13 @@ describe('replay of a recorded sim', () => {
     expect(two.links.map((l) => [l.peerId, l.state])).toEqual([['relay-1', 'up']]);
     const three = replay(log, 'relay-3');
     expect(three.relay).toMatchObject({ state: 'stopped', runs: 1, uncleanEnds: 0 });
-    expect(three.host.devices).toEqual({});
+    expect(three.host.devices.size).toBe(0);
     expect(three.host.rules).toEqual([]);
     expect(three.host.sysctls).toEqual(three.relay.config!.sysctlsBefore);
     const one = replay(log, 'relay-1');
     expect(one.sessions).toHaveLength(1);
     expect(one.sessions[0]).toMatchObject({ exitId: 'relay-3', confirmedExitId: 'relay-3', state: expect.stringMatching(/^(ready|active|idle)$/) });
-    const dev = Object.values(one.host.devices).find((d) => d.name.endsWith('c'))!;
+    const dev = [...one.host.devices.values()].find((d) => d.name.endsWith('c'))!;
     expect(dev.peers.map((p) => p.publicKey)).toEqual([one.sessions[0]!.publicKey]);
   });
 
@@ -176,7 +177,7 @@ describe('replay of a recorded sim', () => {
   it("re-derives a session expiry's round with the clients owner's desire, and flags a round that kept the expired session", () => {
     const end = replay(log, 'relay-1');
     const s = end.sessions[0]!;
-    const device = Object.values(end.host.devices).find((d) => d.name.endsWith('c'))!.name;
+    const device = [...end.host.devices.values()].find((d) => d.name.endsWith('c'))!.name;
     const last = log.filter((m) => m.stream === 'relay').at(-1)!;
     const like = (suffix: string) => log.find((m) => m.subject === `relaynet.relay.relay-1.${suffix}`)!;
     /** The log with relay-1's session expired, and the clients round it caused recording `ops`. */
@@ -202,7 +203,7 @@ describe('replay of a recorded sim', () => {
     // Its exit (relay-3) left, so its rules are gone already: the expiry takes its peer off the client device.
     const r = replay(expiring([{ op: 'wg.peer.del', dev: device, publicKey: s.publicKey }]), 'relay-1');
     expect(r.checks).toMatchObject({ rounds: end.checks.rounds + 1, matched: end.checks.rounds + 1, mismatched: 0, inconsistent: 0 });
-    expect(r.host.devices[device]!.peers).toEqual([]);
+    expect(r.host.devices.get(device)!.peers).toEqual([]);
     // A round that did nothing for the expiry (as a desire that ignored it would plan) differs.
     const forged = replay(expiring([]), 'relay-1');
     expect(forged.checks.mismatched).toBe(1);
@@ -231,7 +232,7 @@ describe('replay of a recorded sim', () => {
     expect(r.checks.rounds).toBeGreaterThan(0);
     expect(r.checks.unchecked).toBe(r.checks.rounds);
     expect(Object.keys(r.checks.uncheckedWhy)).toEqual(['no configuration recorded (RelayStarted before v3)']);
-    expect(Object.keys(r.host.devices).length).toBeGreaterThan(0);
+    expect([...r.host.devices.keys()].length).toBeGreaterThan(0);
     expect(r.links.length).toBeGreaterThan(0);
   });
 });
@@ -362,7 +363,7 @@ describe('replay timeline', () => {
 describe('drift', () => {
   const host = (): HostState => ({
     ...emptyHostState(),
-    devices: {
+    devices: devs({
       rc1c: {
         name: 'rc1c',
         publicKey: 'K',
@@ -372,14 +373,14 @@ describe('drift', () => {
         up: true,
         peers: [{ publicKey: 'C', endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 }],
       },
-    },
+    }),
     routes: [{ dst: '100.64.0.2/32', dev: 'rc1c', table: 254, src: null }],
     sysctls: { 'net.ipv4.ip_forward': '1' },
   });
 
   it('ignores what replay cannot know (a client endpoint learned by roaming, sysctls it never read), reports the rest', () => {
     const live = host();
-    live.devices.rc1c!.peers[0]!.endpoint = '198.18.2.1:40000';
+    live.devices.get('rc1c')!.peers[0]!.endpoint = '198.18.2.1:40000';
     live.sysctls['net.ipv4.conf.all.forwarding'] = '0';
     expect(diffHosts(host(), live)).toEqual({ missing: [], unexpected: [] });
     live.routes = [];

@@ -14,14 +14,14 @@ describe('topology and kernel actors on the in-memory host', () => {
   it('programs one point-to-point device per other relay, and its links see it programmed', async () => {
     const h = harness();
     await h.view(relays([1, 2, 3, 4]));
-    expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-3', 'relay-4']);
+    expect([...h.links().keys()].sort()).toEqual(['relay-2', 'relay-3', 'relay-4']);
     const state = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(Object.keys(state.devices).sort()).toEqual(['rc1m2', 'rc1m3', 'rc1m4']);
-    expect(state.devices.rc1m2!.peers).toEqual([
+    expect([...state.devices.keys()].sort()).toEqual(['rc1m2', 'rc1m3', 'rc1m4']);
+    expect(state.devices.get('rc1m2')!.peers).toEqual([
       { publicKey: relay(2).publicKey, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 },
     ]);
-    expect(state.devices.rc1m2!.listenPort).toBe(51822);
-    expect(Object.values(h.links()).map((l) => l.getSnapshot().value)).toEqual(['handshaking', 'handshaking', 'handshaking']);
+    expect(state.devices.get('rc1m2')!.listenPort).toBe(51822);
+    expect([...h.links().values()].map((l) => l.getSnapshot().value)).toEqual(['handshaking', 'handshaking', 'handshaking']);
     h.actor.stop();
   });
 
@@ -47,14 +47,14 @@ describe('topology and kernel actors on the in-memory host', () => {
     // Somebody deletes a link behind the relay's back; the same view again reads nothing and mends nothing.
     h.backend.applySync({ op: 'link.del', dev });
     await h.view(same);
-    expect(Object.keys(h.backend.readSync({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] }).devices)).not.toContain(dev);
+    expect([...h.backend.readSync({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] }).devices.keys()]).not.toContain(dev);
     const before = h.emitted.length;
     h.kernelRef().send({ type: 'RECONCILE_FULL' });
     await h.idle();
     const round = h.emitted.slice(before).find((e) => e.type === 'KernelReconciled');
     expect(round?.data).toMatchObject({ owner: 'mesh', focused: false, failed: false });
     expect((round!.data as { ops: KernelOp[] }).ops.filter((o) => o.op === 'link.add')).toEqual([{ op: 'link.add', dev, mtu: 1420 }]);
-    expect(Object.keys(h.backend.readSync({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] }).devices)).toContain(dev);
+    expect([...h.backend.readSync({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] }).devices.keys()]).toContain(dev);
     h.actor.stop();
   });
 
@@ -76,7 +76,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     const second = harness(host);
     await second.view(relays([1, 2, 3, 4]));
     expect(host.ops).toEqual([]);
-    expect(Object.values(second.links()).every((l) => l.getSnapshot().value === 'handshaking')).toBe(true);
+    expect([...second.links().values()].every((l) => l.getSnapshot().value === 'handshaking')).toBe(true);
     second.actor.stop();
   });
 
@@ -97,13 +97,13 @@ describe('topology and kernel actors on the in-memory host', () => {
     // One more round lets every removing link see its device gone.
     await h.view(relays([1, ...live]));
     const expected = [...live].sort((a, b) => a - b).map((n) => `relay-${n}`);
-    expect(Object.keys(h.links()).sort()).toEqual([...expected].sort());
+    expect([...h.links().keys()].sort()).toEqual([...expected].sort());
     const children = Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children)
       .filter((c) => c !== 'resolver')
       .sort();
     expect(children).toEqual(expected.map((id) => `link-${id}`).sort());
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(Object.keys(host.devices).sort()).toEqual([...live].map((n) => linkDevice('rc', 1, n)).sort());
+    expect([...host.devices.keys()].sort()).toEqual([...live].map((n) => linkDevice('rc', 1, n)).sort());
     h.actor.stop();
   });
 
@@ -114,10 +114,10 @@ describe('topology and kernel actors on the in-memory host', () => {
     const four = relay(4, { meshAddress: relay(3).meshAddress });
     await h.view([relay(1), relay(2), four]);
     await h.view([relay(1), relay(2), four]);
-    expect(Object.keys(h.links()).sort()).toEqual(['relay-2', 'relay-4']);
+    expect([...h.links().keys()].sort()).toEqual(['relay-2', 'relay-4']);
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(host.devices.rc1m3!.peers.map((p) => p.publicKey)).toEqual([four.publicKey]);
-    expect(h.links()['relay-4']!.getSnapshot().value).toBe('handshaking');
+    expect(host.devices.get('rc1m3')!.peers.map((p) => p.publicKey)).toEqual([four.publicKey]);
+    expect(h.links().get('relay-4')!.getSnapshot().value).toBe('handshaking');
     h.actor.stop();
   });
 
@@ -148,7 +148,7 @@ describe('topology and kernel actors on the in-memory host', () => {
       ['KernelReconciled', 'cause-156'],
     ]);
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(Object.keys(host.devices).sort()).toEqual(['rc1m5', 'rc1m6']);
+    expect([...host.devices.keys()].sort()).toEqual(['rc1m5', 'rc1m6']);
     h.actor.stop();
   });
 
@@ -177,11 +177,11 @@ describe('topology and kernel actors on the in-memory host', () => {
     expect(h.actor.getSnapshot().context.tornDown).toBe(true);
     expect(h.emitted.at(-1)).toMatchObject({ type: 'KernelReconciled', causationId: 'drain-1', data: { owner: 'mesh' } });
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
-    expect(host.devices).toEqual({});
+    expect(host.devices.size).toBe(0);
     expect(host.routes).toEqual([]);
     // A view arriving after the teardown does not bring links back.
     await h.view(relays([1, 2, 3]));
-    expect(Object.keys(h.links())).toEqual([]);
+    expect([...h.links().keys()]).toEqual([]);
     h.actor.stop();
   });
 
@@ -198,7 +198,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     });
     expect(h.observers[0]!.devices).toEqual(['rc1m2']);
     h.observers[0]!.sendBack({ type: 'OBSERVED', observations: await h.backend.observe(['rc1m2']), nowMs: 1_500 });
-    expect(h.links()['relay-2']!.getSnapshot().value).toBe('up');
+    expect(h.links().get('relay-2')!.getSnapshot().value).toBe('up');
     h.actor.stop();
   });
 });

@@ -9,20 +9,20 @@ describe('topology fold', () => {
     expect(out.kind).toBe('applied');
     if (out.kind !== 'applied') return;
     expect(out.state.revision).toBe(2);
-    expect(Object.keys(out.state.relays).sort()).toEqual(['relay-1', 'relay-2']);
+    expect([...out.state.relays.keys()].sort()).toEqual(['relay-1', 'relay-2']);
   });
 
   it('drops a relay that left', () => {
     const out = given([ev.admitted(1, relay(1)), ev.admitted(2, relay(2))]).when(ev.left(3, 'relay-1'));
-    expect(out.kind === 'applied' && Object.keys(out.state.relays)).toEqual(['relay-2']);
+    expect(out.kind === 'applied' && [...out.state.relays.keys()]).toEqual(['relay-2']);
   });
 
   it('rotates a key and changes an endpoint in place', () => {
     const g = given([ev.admitted(1, relay(1)), ev.rotated(2, 'relay-1', key(99), key(1))]);
-    expect(g.state.relays['relay-1']?.publicKey).toBe(key(99));
+    expect(g.state.relays.get('relay-1')?.publicKey).toBe(key(99));
     const out = g.when(ev.moved(3, 'relay-1', '203.0.113.7:51820', '198.51.100.1:51820'));
-    expect(out.kind === 'applied' && out.state.relays['relay-1']?.endpoint).toBe('203.0.113.7:51820');
-    expect(out.kind === 'applied' && out.state.relays['relay-1']?.publicKey).toBe(key(99));
+    expect(out.kind === 'applied' && out.state.relays.get('relay-1')?.endpoint).toBe('203.0.113.7:51820');
+    expect(out.kind === 'applied' && out.state.relays.get('relay-1')?.publicKey).toBe(key(99));
   });
 
   it('treats revisions at or below the view as duplicates (exactly once)', () => {
@@ -46,7 +46,7 @@ describe('topology fold', () => {
     const log = [ev.admitted(1, relay(1)), ev.admitted(2, relay(2)), ev.admitted(3, relay(3)), ev.left(4, 'relay-2'), ev.rotated(5, 'relay-3', key(7), key(3))];
     const full = log.reduce(evolveTopology, EMPTY_TOPOLOGY);
     const atThree = log.slice(0, 3).reduce(evolveTopology, EMPTY_TOPOLOGY);
-    const seeded = seedTopology(3, Object.values(atThree.relays));
+    const seeded = seedTopology(3, [...atThree.relays.values()]);
     const resumed = log.slice(3).reduce(evolveTopology, seeded);
     expect(canonicalTopology(resumed)).toBe(canonicalTopology(full));
   });

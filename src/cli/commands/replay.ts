@@ -114,7 +114,7 @@ async function liveHost(r: ReplayResult, netns: string | undefined): Promise<Hos
   ]);
   const h = emptyHostState();
   for (const p of parts) {
-    Object.assign(h.devices, p.devices);
+    for (const [name, d] of p.devices) h.devices.set(name, d);
     h.routes.push(...p.routes);
     h.rules.push(...p.rules);
     Object.assign(h.sysctls, p.sysctls);

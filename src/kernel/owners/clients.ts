@@ -14,7 +14,8 @@ import type { KernelOwner, OwnerState } from './owner.ts';
 
 export interface ClientsOwnerState extends OwnerState {
   self: RelayRecord | null;
-  relays: Readonly<Record<string, RelayRecord>>;
+  /** Every relay of the view, by id (the view's own Map). */
+  relays: ReadonlyMap<string, RelayRecord>;
   /** Open sessions entering here, by id (from the view). */
   sessions: Record<string, ClientSession>;
   /** Sessions past their expiry: unprogrammed while the control plane has not closed them yet. */
@@ -56,7 +57,7 @@ export const initialClientsState = (selfId: string): ClientsOwnerState => ({
   selfId,
   tearingDown: false,
   self: null,
-  relays: {},
+  relays: new Map(),
   sessions: {},
   expired: [],
   services: [],
@@ -71,9 +72,14 @@ export function expireSession<T extends ClientsOwnerState>(s: T, sessionId: stri
   return { ...s, expired: [...new Set([...s.expired, sessionId])] };
 }
 
-/** Which relay each exit table leads to. */
-function exitsByTable(relays: Readonly<Record<string, RelayRecord>>, exitTableBase: number): Map<number, string> {
-  return new Map(Object.values(relays).map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
+/** Which relay each exit table leads to; built once per relays map (views replace it, never change it in place) and base. */
+const exitTables = new WeakMap<ReadonlyMap<string, RelayRecord>, { base: number; exits: Map<number, string> }>();
+function exitsByTable(relays: ReadonlyMap<string, RelayRecord>, exitTableBase: number): Map<number, string> {
+  const known = exitTables.get(relays);
+  if (known?.base === exitTableBase) return known.exits;
+  const exits = new Map([...relays.values()].map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
+  exitTables.set(relays, { base: exitTableBase, exits });
+  return exits;
 }
 
 /**
@@ -90,9 +96,9 @@ export function sessionReached(
 ): SessionReached {
   const cidrs = [`${session.address}/32`, ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : [])];
   const peer =
-    actual.devices[device]?.peers.some(
-      (p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c)),
-    ) ?? false;
+    actual.devices
+      .get(device)
+      ?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
   const tables = cidrs.map((c) => actual.rules.find((r) => r.from === c && r.iif === device && r.table !== null)?.table ?? null);
   const table = tables[0] ?? null;
   return { peer, exitId: table !== null && tables.every((t) => t === table) ? (exits.get(table) ?? null) : null };
@@ -108,7 +114,7 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
     const sessions = Object.fromEntries(sessionsOfEntry(view, s.selfId).map((x) => [x.id, x]));
     return {
       ...s,
-      self: view.relays[s.selfId]!,
+      self: view.relays.get(s.selfId)!,
       relays: view.relays,
       sessions,
       expired: s.expired.filter((id) => sessions[id]),
@@ -121,18 +127,22 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
     if (s.tearingDown) return releasedClientState(o.originalSysctls);
     const self = s.self!;
     const live = Object.values(s.sessions).filter((x) => !s.expired.includes(x.id));
-    const exits = live.map((x) => s.relays[x.exitId]);
+    const exits = live.map((x) => s.relays.get(x.exitId));
     // A topology event that changes none of what the clients' host state is made of (a relay joining
     // elsewhere, most of them) gets the very objects of the last one: nothing in the round's focus, no
     // read, and no egress policy or nftables body built again.
     const last = lastDesired.get(self);
-    if (last && last.opts === o.clients && last.services === s.services && sameItems(last.sessions, live) && sameItems(last.exits, exits)) return last.out;
-    const out = desiredClientState(self, s.relays, live, { ...o.clients, serviceCidrs: serviceCidrsOf({ clients: o.clients, services: s.services }) });
+    if (last && last.opts === o.clients && sameItems(last.services, s.services) && sameItems(last.sessions, live) && sameItems(last.exits, exits))
+      return last.out;
+    // Only the exits of the sessions matter to their host state: a record of those, not of every relay.
+    const byExit = Object.fromEntries(exits.flatMap((x) => (x ? [[x.id, x]] : [])));
+    const out = desiredClientState(self, byExit, live, { ...o.clients, serviceCidrs: serviceCidrsOf({ clients: o.clients, services: s.services }) });
     lastDesired.set(self, { opts: o.clients, services: s.services, sessions: live, exits, out });
     return out;
   },
   reached: (s, o, actual, sessions) => {
     const device = clientDevice(o.clients.wgPrefix, meshIndex(s.self!.meshAddress));
+    if (sessions.length === 0) return { members: [], tornDown: clientsTornDown(s, actual) };
     const exits = exitsByTable(s.relays, o.clients.exitTableBase);
     const openKeys = new Set(Object.values(s.sessions).map((x) => x.publicKey));
     return {
@@ -140,7 +150,10 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
         const r = sessionReached(actual, device, session, exits, o.clients.clientPrefix6);
         return { peer: r.peer && !(!s.sessions[session.id] && openKeys.has(session.publicKey)), exitId: r.exitId };
       }),
-      tornDown: s.tearingDown && Object.keys(actual.devices).length === 0 && actual.rules.length === 0 && Object.keys(actual.nftTables).length === 0,
+      tornDown: clientsTornDown(s, actual),
     };
   },
 };
+
+const clientsTornDown = (s: ClientsOwnerState, actual: HostState): boolean =>
+  s.tearingDown && actual.devices.size === 0 && actual.rules.length === 0 && Object.keys(actual.nftTables).length === 0;

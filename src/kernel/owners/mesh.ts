@@ -12,8 +12,8 @@ import type { KernelOwner, OwnerState } from './owner.ts';
 
 export interface MeshOwnerState extends OwnerState {
   self: RelayRecord | null;
-  /** The other relays of the view, by id: this relay's link peers. */
-  peers: Record<string, RelayRecord>;
+  /** The other relays of the view, by id: this relay's link peers (a Map: see TopologyView.relays). */
+  peers: ReadonlyMap<string, RelayRecord>;
   /** What the peers' endpoint names resolved to (or why not), by peer id. */
   resolved: Resolutions;
 }
@@ -24,13 +24,23 @@ export interface MeshMember {
   peer: RelayRecord;
 }
 
-export const initialMeshState = (selfId: string): MeshOwnerState => ({ selfId, tearingDown: false, self: null, peers: {}, resolved: {} });
+export const initialMeshState = (selfId: string): MeshOwnerState => ({ selfId, tearingDown: false, self: null, peers: new Map(), resolved: {} });
 
-/** The other relays of a view: this relay's link peers. */
-export const meshPeers = (view: TopologyView, selfId: string): RelayRecord[] => Object.values(view.relays).filter((r) => r.id !== selfId);
+/** The peers of the last relays map seen, per relay: a view that leaves the relays as they were (a session's event) keeps them. */
+const peersOf = new WeakMap<ReadonlyMap<string, RelayRecord>, { selfId: string; peers: ReadonlyMap<string, RelayRecord> }>();
+
+/** The other relays of a view: this relay's link peers, by id. The same Map for the same relays. */
+export function meshPeers(view: TopologyView, selfId: string): ReadonlyMap<string, RelayRecord> {
+  const known = peersOf.get(view.relays);
+  if (known?.selfId === selfId) return known.peers;
+  const peers = new Map(view.relays);
+  peers.delete(selfId);
+  peersOf.set(view.relays, { selfId, peers });
+  return peers;
+}
 
 /** What a tearing-down relay desires of its mesh scope: nothing. */
-export const releasedMeshState = (): DesiredHostState => ({ devices: {}, routes: [], rules: [], sysctls: {}, nftTables: {} });
+export const releasedMeshState = (): DesiredHostState => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} });
 
 /**
  * Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as
@@ -57,7 +67,7 @@ let last: { self: RelayRecord; peers: MeshOwnerState['peers']; resolved: Resolut
 function desiredMesh(s: MeshOwnerState, o: MeshOptions): DesiredHostState {
   const self = s.self!;
   if (last && last.self === self && last.peers === s.peers && last.resolved === s.resolved && last.o === o) return last.state;
-  const state = desiredMeshState(self, Object.values(s.peers), o, s.resolved);
+  const state = desiredMeshState(self, s.peers.values(), o, s.resolved);
   last = { self, peers: s.peers, resolved: s.resolved, o, state };
   return state;
 }
@@ -70,22 +80,22 @@ function desiredMesh(s: MeshOwnerState, o: MeshOptions): DesiredHostState {
 export const meshOwner: KernelOwner<MeshOwnerState, MeshOptions, MeshMember, boolean> = {
   owner: 'mesh',
   view: (s, { view }) => {
-    const self = view.relays[s.selfId]!;
-    const peers = Object.fromEntries(meshPeers(view, self.id).map((r) => [r.id, r]));
-    return { ...s, self, peers, resolved: retainResolutions(s.resolved, Object.values(peers)) };
+    const self = view.relays.get(s.selfId)!;
+    const peers = meshPeers(view, self.id);
+    return { ...s, self, peers, resolved: retainResolutions(s.resolved, peers) };
   },
-  teardown: (s) => ({ ...s, tearingDown: true, peers: {} }),
+  teardown: (s) => ({ ...s, tearingDown: true, peers: new Map() }),
   scope: (s, o) => meshScope(o.wgPrefix, s.self!),
   desire: (s, o) => (s.tearingDown ? releasedMeshState() : desiredMesh(s, o)),
   reached: (s, o, actual, links) => {
-    const desired = s.self ? meshOwner.desire(s, o).devices : {};
+    const desired = s.self ? meshOwner.desire(s, o).devices : new Map<string, DesiredWgDevice>();
     return {
       members: links.map(({ device, peer }) =>
-        s.peers[peer.id]
-          ? deviceMatches(actual.devices[device], desired[device])
-          : (actual.devices[device]?.peers.some((p) => p.publicKey === peer.publicKey) ?? false),
+        s.peers.has(peer.id)
+          ? deviceMatches(actual.devices.get(device), desired.get(device))
+          : (actual.devices.get(device)?.peers.some((p) => p.publicKey === peer.publicKey) ?? false),
       ),
-      tornDown: s.tearingDown && Object.keys(actual.devices).length === 0,
+      tornDown: s.tearingDown && actual.devices.size === 0,
     };
   },
 };

@@ -51,7 +51,7 @@ export interface OwnerReached<R> {
 }
 
 /** Whether an owner takes a view: not while tearing down, and only one that holds this relay. */
-export const takesView = (s: OwnerState, view: TopologyView): boolean => !s.tearingDown && view.relays[s.selfId] !== undefined;
+export const takesView = (s: OwnerState, view: TopologyView): boolean => !s.tearingDown && view.relays.has(s.selfId);
 
 /** The message that hands the kernel actor an owner's desired state, caused by the relay event `cause`. */
 export function desiredEvent<S extends OwnerState, O>(
