@@ -312,8 +312,17 @@ async function growTo(n: number): Promise<number> {
   return (now() - t0) / 1000;
 }
 
-/** Until the relays have published every event of what came before (none for 3 s): an idle window must be idle. */
-const quiet = () => until('the relays to publish all their events', () => now() - lastRelayEventAt > 3_000, 600_000, 250);
+/**
+ * Until every relay has done and published all that came before (its kernel idle, no event waiting to
+ * be published) and none has arrived on the stream for a second: an idle window must be idle.
+ */
+const quiet = () =>
+  until(
+    'every relay to settle and publish all its events',
+    () => now() - lastRelayEventAt > 1_000 && [...fleet.values()].every((m) => m.daemon.progress().settled),
+    1_800_000,
+    250,
+  );
 
 async function measureAt(n: number): Promise<Figures> {
   const growS = await growTo(n);

@@ -75,6 +75,8 @@ export interface BusSession {
   /** Delete this relay's durable topology consumer (it is gone from the topology); failures are logged. */
   deleteConsumer(relayId: string): Promise<void>;
   status(): BusStatus;
+  /** How many relay events wait to be published (cheap: no status built). */
+  pending(): number;
   /** Flush the publisher (at most 2 s) and drain the connection. */
   close(): Promise<void>;
 }
@@ -172,6 +174,7 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
       const d = await bus?.catch(() => null);
       if (d) await deleteTopologyConsumer(d.jsm, relayId).catch((e) => log.warn({ err: String(e) }, 'could not delete the topology consumer'));
     },
+    pending: () => publisher.pending,
     status: () => ({
       connected: nc !== null && isBusConnected(nc),
       server: nc?.getServer() ?? null,

@@ -18,6 +18,15 @@ import { statusProjection, type RelayStatus, type StatusProjection } from './rel
 import { resolverActor } from './resolver.ts';
 import { startStatusServer } from './status-server.ts';
 
+/** What `progress()` reads: cheap enough to poll a thousand relays of one process. */
+export interface RelayProgress {
+  state: string;
+  revision: number;
+  counters: TopologyCounters;
+  /** Nothing left to do for now: the kernel actor is idle and no relay event waits to be published. */
+  settled: boolean;
+}
+
 export interface RelayDaemon {
   /** Resolves with the process exit code once the relay has stopped (0 after a clean drain). */
   done: Promise<number>;
@@ -28,7 +37,7 @@ export interface RelayDaemon {
    * Its state, the revision it has folded and its topology counters, read from the actor's snapshot
    * without building the whole status (cheap enough to poll a thousand relays of one process).
    */
-  progress(): { state: string; revision: number; counters: TopologyCounters };
+  progress(): RelayProgress;
   /** A whole-scope kernel round now (what `relay-core reconcile` asks over the status socket). */
   reconcileAll(): { relayId: string; asked: boolean };
   /** Rotate the WireGuard key (what `relay-core rotate-key` asks over the status socket). */
@@ -131,7 +140,13 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     status,
     progress: () => {
       const s = actor.getSnapshot();
-      return { state: String(s.value), revision: s.context.view.revision, counters: s.context.counters };
+      const kernelState = actor.system.get('kernel')?.getSnapshot().value;
+      return {
+        state: String(s.value),
+        revision: s.context.view.revision,
+        counters: s.context.counters,
+        settled: (kernelState === undefined || kernelState === 'idle') && bus.pending() === 0,
+      };
     },
     rotateKey,
     reconcileAll,
