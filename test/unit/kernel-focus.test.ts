@@ -36,6 +36,27 @@ describe('a focus: what changed between two desired states', () => {
     expect([...focusOf(before, left).devices]).toEqual(['rc1m3']);
   });
 
+  it('finds every route only one list holds, wherever it sits and however the lists are ordered', () => {
+    const route = (i: number) => ({ dst: `100.64.${i >> 8}.${i & 255}/32`, dev: 'rc1m1', table: 100 + i, src: null });
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 60 }), { maxLength: 40 }), fc.array(fc.integer({ min: 0, max: 60 }), { maxLength: 40 }), (xs, ys) => {
+        // The same objects for the same numbers, as owners keep them: equal lists share objects.
+        const objects = new Map<number, ReturnType<typeof route>>();
+        const of = (i: number) => objects.get(i) ?? objects.set(i, route(i)).get(i)!;
+        const a: DesiredHostState = { devices: new Map(), routes: xs.map(of), rules: [], sysctls: {}, nftTables: {} };
+        const b: DesiredHostState = { ...a, routes: ys.map(of) };
+        const keys = [...focusOf(a, b).routes];
+        const only = [...new Set([...xs.filter((x) => !ys.includes(x)), ...ys.filter((y) => !xs.includes(y))])];
+        for (const i of only) expect(keys).toContain(`${100 + i} ${route(i).dst}`);
+      }),
+    );
+    // A leave in the middle of a long list: just that route, not the tail after it.
+    const long = Array.from({ length: 300 }, (_, i) => route(i));
+    const a: DesiredHostState = { devices: new Map(), routes: long, rules: [], sysctls: {}, nftTables: {} };
+    expect([...focusOf(a, { ...a, routes: long.filter((_, i) => i !== 150) }).routes]).toEqual(['250 100.64.0.150/32']);
+    expect([...focusOf(a, { ...a, routes: [...long, route(400)] }).routes]).toEqual(['500 100.64.1.144/32']);
+  });
+
   it('names routes, rules, sysctls and tables that changed on their own', () => {
     const a: DesiredHostState = {
       devices: new Map(),

@@ -62,6 +62,9 @@ describe('the clients owner', () => {
     expect(after).toBe(before);
     // Equal to a fresh build: the memo hands back nothing else.
     expect(after).toEqual(clientsOwner.desire({ ...joined, services: [...joined.services] }, opts));
+    // Services are compared by value: a registration without them gives a new empty list every view.
+    expect(clientsOwner.desire({ ...joined, services: [...joined.services] }, opts)).toBe(before);
+    expect(clientsOwner.desire({ ...joined, services: [...joined.services, '198.18.0.9/32'] }, opts)).not.toBe(before);
     // An exit whose record changed (its endpoint moved) and a new session are new inputs.
     const moved = { ...r2, endpoint: '198.51.100.99:51820' };
     expect(clientsOwner.desire(clientsOwner.view(state, { view: seedTopology(6, [r1, moved, r3], [s1, s2]) }), opts)).not.toBe(before);

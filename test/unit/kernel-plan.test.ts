@@ -500,6 +500,23 @@ describe('MemoryKernelBackend', () => {
     expect(host.mutations).toBe(2);
   });
 
+  it('takes an address as a route source while any device holds it, and not once the last one lost it', async () => {
+    const host = new MemoryKernelBackend({ initial: start() });
+    const via = (dst: string): KernelOp => ({ op: 'route.add', route: { dst, dev: 'rt1', table: MAIN_TABLE, src: '100.64.0.1' } });
+    await host.apply(via('100.96.8.0/22'));
+    // A second device with the same address, then the first one gone: still local.
+    await host.apply({ op: 'link.add', dev: 'rt2', mtu: 1420 });
+    await host.apply({ op: 'addr.add', dev: 'rt2', cidr: '100.64.0.1/32' });
+    await host.apply({ op: 'addr.del', dev: 'rt1', cidr: '100.64.0.1/32' });
+    await host.apply({ op: 'addr.add', dev: 'rt1', cidr: '100.64.0.9/32' });
+    await host.apply(via('100.96.12.0/22'));
+    // The last device holding it deleted: no longer a source.
+    await host.apply({ op: 'link.del', dev: 'rt2' });
+    await expect(host.apply(via('100.96.16.0/22'))).rejects.toThrow(/invalid source address 100.64.0.1/);
+    await host.apply({ op: 'addr.add', dev: 'rt1', cidr: '100.64.0.1/32' });
+    await host.apply(via('100.96.16.0/22'));
+  });
+
   it('reads only its scope, and reports observations of configured peers', async () => {
     const host = new MemoryKernelBackend({ initial: withForeign(start()) });
     expect([...(await host.read(SCOPE)).devices.keys()]).toEqual(['rt1']);

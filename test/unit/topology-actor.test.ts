@@ -25,6 +25,26 @@ describe('topology and kernel actors on the in-memory host', () => {
     h.actor.stop();
   });
 
+  it('a view with the same relays (a session event) leaves the links and the host alone', async () => {
+    const h = harness();
+    const view = seedTopology(7, relays([1, 2, 3]));
+    h.actor.send({ type: 'VIEW', view, cause: 'seed' });
+    await h.idle();
+    const links = h.links();
+    const [ops, log] = [h.backend.ops.length, h.log.length];
+    h.actor.send({ type: 'VIEW', view: { ...view, revision: 8 }, cause: 'session' });
+    await h.idle();
+    expect(h.links()).toBe(links);
+    expect(h.backend.ops.length).toBe(ops);
+    expect(h.log.length).toBe(log);
+    // A relay event after it still reaches the links.
+    h.actor.send({ type: 'VIEW', view: seedTopology(9, relays([1, 2])), cause: 'left' });
+    await h.idle();
+    expect(h.links().get('relay-3')?.getSnapshot().value ?? 'gone').toMatch(/^(removing|removed|gone)$/);
+    expect(h.backend.ops.length).toBeGreaterThan(ops);
+    h.actor.stop();
+  });
+
   it('a join costs the existing relays only the operations of the new link', async () => {
     const h = harness();
     await h.view(relays([1, 2, 3, 4]));

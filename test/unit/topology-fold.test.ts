@@ -51,6 +51,19 @@ describe('topology fold', () => {
     expect(canonicalTopology(resumed)).toBe(canonicalTopology(full));
   });
 
+  it('replaces the relays only when a relay event changes them: a session event keeps the very same map', () => {
+    const [r1, r2] = [relay(1), relay(2)];
+    const seeded = seedTopology(2, [r1, r2], [], 'relay-1');
+    const opened = given([ev.opened(3, session(1, r1, 'relay-2'))], seeded).state;
+    expect(opened.relays).toBe(seeded.relays);
+    const left = given([ev.left(3, 'relay-3')], seeded).state;
+    expect(left.relays).toBe(seeded.relays);
+    const joined = given([ev.admitted(3, relay(3))], seeded).state;
+    expect(joined.relays).not.toBe(seeded.relays);
+    expect([...seeded.relays.keys()]).toEqual(['relay-1', 'relay-2']);
+    expect(joined.relays.get('relay-1')).toBe(r1);
+  });
+
   it('is pure: the input view is not modified', () => {
     const g = given([ev.admitted(1, relay(1))]);
     const before = canonicalTopology(g.state);
