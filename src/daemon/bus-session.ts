@@ -17,6 +17,7 @@ import type { Deps } from '../lib/deps.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RelayConfig } from './config.ts';
 import type { RegisterResponse } from '../contract/api-relays.ts';
+import { sleep } from './control-plane-client.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
 import { decidePin, readPinnedKey, savePinnedKey, TopologyKeyRefused } from './topology-pin.ts';
 
@@ -81,6 +82,9 @@ export interface BusSession {
   close(): Promise<void>;
 }
 
+/** The wait before setting the bus up again after `attempt` + 1 failures: 0.5 s doubling to 10 s. */
+export const busSetupRetryMs = (attempt: number): number => Math.min(10_000, 500 * 2 ** attempt);
+
 /** `identity`: the relay's identity key, which signs every event it publishes (src/lib/identity-key.ts). */
 export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: KeyObject | null = null): BusSession {
   let nc: NatsConnection | null = null;
@@ -91,6 +95,8 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
   let refusedKey: string | null = null;
   // `--repin-topology-key` applies to this run's first registration only.
   let repin = cfg.repinTopologyKey === true;
+  // Aborted by close(): stops the bus setup's retries.
+  const closing = new AbortController();
 
   const emit: Emit = (em, causationId = null) => {
     const id = 'id' in em && em.id ? em.id : deps.newId();
@@ -145,14 +151,27 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
       const cpKey = importPublicKey(key);
       const servers = cfg.natsServers ?? reg.bus.servers;
       log.info({ servers }, 'connecting to the event bus');
+      // Set up until it works: a NATS too busy to answer the JetStream check in time (a fleet of a
+      // thousand relays starting at once) must not leave the relay serving without a bus, for ever.
       bus = (async () => {
-        nc = await connectBus({ servers, auth, name: `relay-core ${cfg.relayId}`, logger: log });
-        const js = jetstream(nc);
-        const jsm = await jetstreamManager(nc);
-        publisher.attach(js);
-        return { js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs };
+        for (let attempt = 0; ; attempt++) {
+          try {
+            nc ??= await connectBus({ servers, auth, name: `relay-core ${cfg.relayId}`, logger: log });
+            const js = jetstream(nc);
+            const jsm = await jetstreamManager(nc);
+            publisher.attach(js);
+            if (attempt > 0) log.info({ attempts: attempt + 1 }, 'event bus set up');
+            return { js, jsm, relayId: cfg.relayId, controlPlaneKey: cpKey, logger: log, startMarginMs: cfg.startMarginMs };
+          } catch (e) {
+            if (closing.signal.aborted) throw e;
+            const retryMs = busSetupRetryMs(attempt);
+            if (attempt === 0 || attempt % 10 === 9) log.error({ err: String(e), attempt: attempt + 1, retryMs }, 'event bus setup failed, retrying');
+            await sleep(retryMs, closing.signal);
+            if (closing.signal.aborted) throw new Error('bus session closed during the event bus setup');
+          }
+        }
       })();
-      bus.catch((e) => log.error({ err: String(e) }, 'event bus setup failed'));
+      bus.catch(() => {});
     },
     // `follow` needs the bus, which exists only after the first registration; serving comes after it.
     follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
@@ -187,6 +206,7 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
       topologyKeyRefused: refusedKey,
     }),
     close: async () => {
+      closing.abort();
       await publisher.close(2_000);
       await nc?.drain().catch(() => {});
     },

@@ -59,16 +59,19 @@ const normal = (d: WgDeviceState) => ({
 });
 
 /**
- * The desired mesh of a state, remembered for the last (self, peers, resolutions, options) seen: the
- * actor asks for it when it sends DESIRED and again for each kernel answer, and a state's parts are
- * replaced, never changed in place, so the same objects mean the same mesh (O(N) once, not per answer).
+ * The desired mesh of a state, remembered per peers Map for the last (self, resolutions, options) seen
+ * with it: the actor asks for it when it sends DESIRED and again for each kernel answer, and a state's
+ * parts are replaced, never changed in place, so the same objects mean the same mesh (O(N) once, not
+ * per answer). Keyed by the peers Map, not one slot for the module: the relays of a fleet hosted in
+ * one process (bench:fleet) would otherwise take the slot from each other and build it again.
  */
-let last: { self: RelayRecord; peers: MeshOwnerState['peers']; resolved: Resolutions; o: MeshOptions; state: DesiredHostState } | null = null;
+const lastMesh = new WeakMap<MeshOwnerState['peers'], { self: RelayRecord; resolved: Resolutions; o: MeshOptions; state: DesiredHostState }>();
 function desiredMesh(s: MeshOwnerState, o: MeshOptions): DesiredHostState {
   const self = s.self!;
-  if (last && last.self === self && last.peers === s.peers && last.resolved === s.resolved && last.o === o) return last.state;
+  const last = lastMesh.get(s.peers);
+  if (last && last.self === self && last.resolved === s.resolved && last.o === o) return last.state;
   const state = desiredMeshState(self, s.peers.values(), o, s.resolved);
-  last = { self, peers: s.peers, resolved: s.resolved, o, state };
+  lastMesh.set(s.peers, { self, resolved: s.resolved, o, state });
   return state;
 }
 
