@@ -130,6 +130,21 @@ const cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'cp'), port: 0
 let latestRevision = 0;
 const lags: { at: number; ms: number }[] = [];
 const observer = await bus.connect({ kind: 'observer', subjects: ['relaynet.topology.>', 'relaynet.relay.>'] });
+
+/**
+ * The relays are not stopped one by one (each leave is an event every other relay folds): the services
+ * go, and the process with them. Also on Ctrl-C or SIGTERM: no PostgreSQL, nats-server or directory left.
+ */
+let stopping: Promise<void> | null = null;
+const shutdown = () =>
+  (stopping ??= (async () => {
+    await observer.close().catch(() => {});
+    await cp.stop().catch(() => {});
+    await Promise.all(bus.servers.map((s) => s.stop()));
+    await pg?.stop();
+    tmp.remove();
+  })());
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void shutdown().finally(() => process.exit(130)));
 const sub = observer.subscribe('relaynet.topology.>');
 /** The relays' own events by type (the subject's last token), counted while `relayEventsOn`. */
 const relayEvents = new Map<string, number>();
@@ -487,12 +502,6 @@ try {
     out(`CPU per relay per event, N=${b.n} / N=${a.n}: ${f2(b.cpuPerRelayEvent / a.cpuPerRelayEvent)}`);
   }
 } finally {
-  // The relays are not stopped one by one (each leave is an event every other relay folds): the
-  // services go, and the process with them.
-  await observer.close().catch(() => {});
-  await cp.stop().catch(() => {});
-  await Promise.all(bus.servers.map((s) => s.stop()));
-  await pg?.stop();
-  tmp.remove();
+  await shutdown();
 }
 process.exit(0);

@@ -45,5 +45,11 @@ export function hasUnsafeTerminalText(s: string): boolean {
  * the only place JSON text can hold them.
  */
 export function jsonForTerminal(value: unknown): string {
-  return JSON.stringify(value).replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return JSON.stringify(value, mapsAsObjects).replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+
+/**
+ * A `JSON.stringify` replacer that writes a Map with string keys as an object (a host state's devices,
+ * a view's relays): plain `JSON.stringify` writes every Map as `{}`.
+ */
+export const mapsAsObjects = (_key: string, v: unknown): unknown => (v instanceof Map ? Object.fromEntries(v) : v);

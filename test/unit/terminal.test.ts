@@ -40,6 +40,11 @@ describe('jsonForTerminal', () => {
     expect(hasUnsafeTerminalText(text)).toBe(false);
     expect(JSON.parse(text)).toEqual(v);
   });
+
+  it('writes a Map (the devices of a replayed host) as an object, not as {}', () => {
+    const host = { devices: new Map([['rc1m2', { name: 'rc1m2', mtu: 1420 }]]), routes: [] };
+    expect(JSON.parse(jsonForTerminal({ host }))).toEqual({ host: { devices: { rc1m2: { name: 'rc1m2', mtu: 1420 } }, routes: [] } });
+  });
 });
 
 describe('tables', () => {
