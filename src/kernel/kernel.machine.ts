@@ -1,5 +1,6 @@
 import { assign, enqueueActions, fromCallback, fromPromise, setup, type AnyActorRef } from 'xstate';
 import { describeOp } from './execute.ts';
+import { sameScope } from './focus.ts';
 import type { DesiredHostState, HostState, KernelOp, KernelScope, PeerObservation } from './host-state.ts';
 import type { ScopeDigest } from './host-text.ts';
 import { MAX_OP_BYTES_PER_KERNEL_EVENT, MAX_OPS_PER_KERNEL_EVENT } from '../contract/relay.events.ts';
@@ -240,6 +241,11 @@ export const kernelMachine = setup({
     /** Provided by the shell: publish these events. */
     emit: (_, _params: KernelEmission[]) => {},
     askFull: assign({ fullDue: true, dirty: true }),
+    /** The owner's new cause and reply address, its desired state being the one the last round reached. */
+    rememberReached: assign(({ context, event }) => {
+      if (event.type !== 'DESIRED') return {};
+      return { owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo } } };
+    }),
     remember: assign(({ context, event }) => {
       if (event.type !== 'DESIRED') return {};
       return {
@@ -275,6 +281,18 @@ export const kernelMachine = setup({
   delays: {
     retry: ({ context }) => retryDelayMs(context.stats.failedRounds),
   },
+  guards: {
+    /**
+     * Idle, so the last round reached every desired state it holds without a failure: a DESIRED with
+     * the same state object (owners hand back the very same one when nothing of theirs changed) and
+     * the same scope needs no round.
+     */
+    alreadyReached: ({ context, event }) => {
+      if (event.type !== 'DESIRED') return false;
+      const known = context.owners[event.owner];
+      return known !== undefined && known.state === event.state && known.replyTo === event.replyTo && sameScope(known.scope, event.scope);
+    },
+  },
 }).createMachine({
   id: 'kernel',
   context: () => ({ owners: {}, dirty: false, fullDue: false, fullRound: false, stats: initialKernelStats() }),
@@ -291,7 +309,12 @@ export const kernelMachine = setup({
     idle: {
       always: { guard: ({ context }) => context.dirty, target: 'settling' },
       on: {
-        DESIRED: { actions: 'remember', target: 'settling' },
+        DESIRED: [
+          // What the last round reached already (a topology event that changes nothing of this owner's,
+          // a session entering elsewhere): no round. The next one, or the slow full round, takes it.
+          { guard: 'alreadyReached', actions: 'rememberReached' },
+          { actions: 'remember', target: 'settling' },
+        ],
         RECONCILE_FULL: { actions: 'askFull', target: 'settling' },
       },
     },

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { AnyActorRef } from 'xstate';
 import { seedTopology } from '../../src/events/topology.fold.ts';
 import type { KernelOp } from '../../src/kernel/host-state.ts';
+import type { KernelContext } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { linkDevice } from '../../src/kernel/mesh.ts';
 import { relay } from '../support/given.ts';
@@ -31,12 +32,15 @@ describe('topology and kernel actors on the in-memory host', () => {
     h.actor.send({ type: 'VIEW', view, cause: 'seed' });
     await h.idle();
     const links = h.links();
-    const [ops, log] = [h.backend.ops.length, h.log.length];
+    const rounds = () => (h.kernelRef().getSnapshot().context as KernelContext).stats.rounds;
+    const [ops, log, before] = [h.backend.ops.length, h.log.length, rounds()];
     h.actor.send({ type: 'VIEW', view: { ...view, revision: 8 }, cause: 'session' });
     await h.idle();
     expect(h.links()).toBe(links);
     expect(h.backend.ops.length).toBe(ops);
     expect(h.log.length).toBe(log);
+    // The same desired mesh: the kernel actor runs no round for it.
+    expect(rounds()).toBe(before);
     // A relay event after it still reaches the links.
     h.actor.send({ type: 'VIEW', view: seedTopology(9, relays([1, 2])), cause: 'left' });
     await h.idle();
