@@ -19,6 +19,7 @@ import { applyTopologyEvent, EMPTY_TOPOLOGY, topologyDigest, type TopologyView }
 import { formatIpv4, parseIpv4, type ClientSession, type RelayRecord, type TopologyEvent } from '../src/contract/topology.events.ts';
 import type { ClientOptions } from '../src/kernel/clients.ts';
 import type { DesiredHostState, KernelScope } from '../src/kernel/host-state.ts';
+import { scopeDigest } from '../src/kernel/host-text.ts';
 import { MemoryKernelBackend } from '../src/kernel/memory-backend.ts';
 import type { MeshOptions } from '../src/kernel/mesh.ts';
 import { clientsOwner, initialClientsState } from '../src/kernel/owners/clients.ts';
@@ -83,10 +84,30 @@ const rel = (type: EventType, data: unknown, id: string | null = null, causation
 };
 
 const host = new MemoryKernelBackend({ recordOps: false, initial: { devices: new Map(), routes: [], rules: [], sysctls, nftTables: {} } });
+let rounds = 0;
+/** One kernel round of an owner, recorded as the kernel actor records it (one part: a round here is a few operations). */
 const round = (owner: 'mesh' | 'clients', scope: KernelScope, desired: DesiredHostState, cause: string) => {
   const ops = planKernel(host.readSync(scope), desired);
   for (const op of ops) host.applySync(op);
-  if (ops.length) rel('KernelReconciled', { owner, planned: ops.length, applied: ops.length, failed: false, ops }, null, cause);
+  rounds++;
+  if (ops.length)
+    rel(
+      'KernelReconciled',
+      {
+        owner,
+        round: rounds,
+        part: 1,
+        parts: 1,
+        planned: ops.length,
+        applied: ops.length,
+        failed: false,
+        focused: false,
+        ops,
+        reached: scopeDigest(host.readSync(scope)),
+      },
+      null,
+      cause,
+    );
 };
 
 let view: TopologyView = EMPTY_TOPOLOGY;
@@ -100,7 +121,7 @@ const publishTopology = (type: EventType, data: Record<string, unknown>, subject
 };
 
 // Boot: four relays admitted, relay-1 starts, seeds, programs its mesh and its client scope.
-for (let n = 1; n <= 4; n++) publishTopology('RelayAdmitted', { relay: relay(n) }, `relay-${n}`);
+for (let n = 1; n <= 4; n++) publishTopology('RelayAdmitted', { relay: relay(n), identityKey: null }, `relay-${n}`);
 const self = view.relays.get(SELF)!;
 rel('RelayStarted', {
   name: self.name,
@@ -111,7 +132,7 @@ rel('RelayStarted', {
 });
 rel('RelayRegistered', { revision: view.revision, meshAddress: self.meshAddress, clientPool: self.clientPool, readmitted: false, serviceCidrs: [] });
 const seedId = newId(3);
-rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view) }, seedId);
+rel('TopologySeeded', { revision: view.revision, relays: 4, reason: 'boot', digest: topologyDigest(view), sessions: 'entry' }, seedId);
 for (const p of meshPeers(view, SELF).values())
   rel('LinkStateChanged', {
     peerId: p.id,
