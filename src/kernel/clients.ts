@@ -68,10 +68,16 @@ export const clientDevice = (wgPrefix: string, ownIndex: number) => `${wgPrefix}
 export const nftTableName = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}`;
 export const exitTable = (exitTableBase: number, exitIndex: number) => exitTableBase + exitIndex;
 
+/** A relay's client pool, parsed once per record (it is asked for every session of every round). */
+const pools = new WeakMap<RelayRecord, { base: number; prefix: number; size: number; text: string }>();
 function pool(self: RelayRecord): { base: number; prefix: number; size: number } {
+  const known = pools.get(self);
+  if (known && known.text === self.clientPool) return known;
   const p = parseCidr(self.clientPool);
   if (!p) throw new Error(`bad client pool ${self.clientPool} of relay ${self.id}`);
-  return { ...p, size: 2 ** (32 - p.prefix) };
+  const out = { base: p.base, prefix: p.prefix, size: 2 ** (32 - p.prefix), text: self.clientPool };
+  pools.set(self, out);
+  return out;
 }
 
 /** The entry's own address on its client device: the pool's first host, with the pool's prefix. */
@@ -144,6 +150,21 @@ export const clientEgressRules = (opts: NftOptions): EgressRule[] =>
  * client fails at once instead of waiting for a timeout.
  */
 export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
+  // The body depends on the relay and the options alone, never on the sessions: built once per
+  // (relay, options), not on every session that opens or closes (its egress policy is the costly part).
+  const key = JSON.stringify([self, opts.wgPrefix, opts.clientSupernet, opts.denyCidrs, opts.allowCidrs, opts.serviceCidrs, opts.clientPrefix6]);
+  const known = nftBodies.get(key);
+  if (known !== undefined) return known;
+  const body = buildClientNftBody(self, opts);
+  if (nftBodies.size >= 64) nftBodies.delete(nftBodies.keys().next().value!);
+  nftBodies.set(key, body);
+  return body;
+}
+
+/** The bodies built last, by relay and options (bounded: the oldest goes first). */
+const nftBodies = new Map<string, string>();
+
+function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
   const own = meshIndex(self.meshAddress);
   const dev = clientDevice(opts.wgPrefix, own);
   const links = `${opts.wgPrefix}${own}m*`;

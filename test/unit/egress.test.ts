@@ -33,6 +33,23 @@ const ISSUE_RANGES = [
   '64:ff9b::/96',
 ];
 
+describe('the nftables body of a relay', () => {
+  it('is built once per relay and options, and again for any other option or relay record', () => {
+    expect(nft()).toBe(nft());
+    const base = nft();
+    for (const other of [
+      nft({ wgPrefix: 'rd' }),
+      nft({ clientSupernet: '100.96.0.0/12' }),
+      nft({ denyCidrs: ['203.0.113.0/24'] }),
+      nft({ allowCidrs: ['198.18.0.0/24'] }),
+      nft({ serviceCidrs: ['198.18.0.2/32'] }),
+      nft({ clientPrefix6: 'fd64::/96' }),
+      clientNftBody({ ...r1, meshAddress: '100.64.0.9' }, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, ...none }),
+    ])
+      expect(other).not.toBe(base);
+  });
+});
+
 describe('egress policy, pure', () => {
   it('refuses every default range by default, from its first to its last address, and the internet not', () => {
     const rules = egressRules(none);
