@@ -39,12 +39,13 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startLocalControlPlane } from '../src/control-plane/local.ts';
-import { RelayConfigSchema, type RelayConfig } from '../src/daemon/config.ts';
+import type { RelayConfig } from '../src/daemon/config.ts';
 import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { generateWgKeyPair } from '../src/lib/wg-keys.ts';
 import { startAuthedNats } from '../test/support/authed-nats.ts';
 import { startTestPostgres } from '../test/support/postgres.ts';
+import { inMemoryRelayConfig } from '../test/support/relay-config.ts';
 import { tempDir } from '../test/support/temp.ts';
 
 const { values } = parseArgs({
@@ -211,7 +212,8 @@ interface Member {
 const fleet = new Map<string, Member>();
 
 function relayConfig(index: number, id: string, token: string): RelayConfig {
-  return RelayConfigSchema.parse({
+  // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run.
+  return inMemoryRelayConfig({
     relayId: id,
     name: id,
     region: `region-${(index % 3) + 1}`,
@@ -221,28 +223,6 @@ function relayConfig(index: number, id: string, token: string): RelayConfig {
     token,
     topologyKey: cp.topologyPublicKey,
     natsServers: null,
-    rotateKey: false,
-    startMarginMs: 60_000,
-    wgPrefix: 'f',
-    keepaliveSeconds: 25,
-    mtu: 1420,
-    // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run.
-    linkStaleAfterMs: 86_400_000,
-    linkDownAfterMs: 86_400_000,
-    observeIntervalMs: 3_600_000,
-    kernelFullEveryMs: 300_000,
-    resolveIntervalMs: 60_000,
-    kernel: 'memory',
-    wgImpl: 'auto',
-    clientIdleAfterMs: 180_000,
-    exitTableBase: 100_000,
-    clientRulePriority: 20_000,
-    clientSupernet: '100.96.0.0/11',
-    clientDeny: [],
-    clientAllow: [],
-    serviceCidrs: [],
-    clientPrefix6: null,
-    exitIpv6: 'off',
   });
 }
 

@@ -13,19 +13,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createActor, fromCallback, fromPromise, waitFor, type AnyActorRef } from 'xstate';
-import { clientSessionMachine } from '../src/actors/client-session.machine.ts';
-import { clientsMachine } from '../src/actors/clients.machine.ts';
-import { peerLinkMachine } from '../src/actors/peer-link.machine.ts';
-import { relayMachine, type RelayMachineEvent } from '../src/actors/relay.machine.ts';
-import { topologyMachine, type ResolverEvent } from '../src/actors/topology.machine.ts';
+import { waitFor, type AnyActorRef } from 'xstate';
 import type { RegisterResponse } from '../src/contract/api-relays.ts';
-import { kernelMachine, type ObserverEvent } from '../src/kernel/kernel.machine.ts';
-import { MemoryKernelBackend } from '../src/kernel/memory-backend.ts';
-import { reconcileWith } from '../src/kernel/reconcile.ts';
 import { systemDeps } from '../src/lib/deps.ts';
-import { clientsInput, topologyInput } from '../test/support/clients-harness.ts';
 import { busDetails, ev, relay } from '../test/support/given.ts';
+import { relayOnMemoryHost } from '../test/support/relay-harness.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -44,10 +36,6 @@ const cpuMs = () => {
 /** A relay of a network of n, fed `events` joins and leaves; CPU ms per event. */
 async function measure(n: number): Promise<{ cpuPerEvent: number; emitted: number }> {
   let emitted = 0;
-  const count = () => void emitted++;
-  const backend = new MemoryKernelBackend();
-  const reconcile = reconcileWith(backend, systemDeps.now);
-  let follow: ((e: RelayMachineEvent) => void) | null = null;
   const self = relay(1);
   const peers = Array.from({ length: n - 1 }, (_, i) => relay(i + 2));
   const registration: RegisterResponse = {
@@ -60,50 +48,18 @@ async function measure(n: number): Promise<{ cpuPerEvent: number; emitted: numbe
     bus: busDetails(),
     heartbeatIntervalSeconds: 10,
   };
-  const machine = relayMachine.provide({
-    actors: {
-      register: fromPromise(async () => registration),
-      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(({ sendBack }) => {
-        follow = sendBack;
-        return () => {};
-      }),
-      heartbeat: fromCallback(() => () => {}),
-      deregister: fromPromise(async () => ({ revision: 0 })),
-      kernel: kernelMachine.provide({
-        actors: {
-          reconcile: fromPromise(async ({ input }) => reconcile(input)),
-          observer: fromCallback<ObserverEvent, Record<string, never>>(() => () => {}),
-        },
-        actions: {
-          emit: (_, ems) => {
-            emitted += ems.length;
-          },
-        },
-      }),
-      topology: topologyMachine.provide({
-        actions: { emit: count },
-        actors: {
-          peerLink: peerLinkMachine.provide({ actions: { emit: count } }),
-          resolver: fromCallback<ResolverEvent, Record<string, never>>(() => () => {}),
-        },
-      }),
-      clients: clientsMachine.provide({ actors: { clientSession: clientSessionMachine.provide({ actions: { emit: count, confirm: () => {} } }) } }),
+  const { actor: created, follow: followOf } = relayOnMemoryHost({
+    self,
+    registration,
+    deps: systemDeps,
+    emit: () => {
+      emitted++;
     },
-    actions: { emit: count, reportFatal: () => {} },
+    timing: { staleAfterMs: 86_400_000, downAfterMs: 86_400_000 },
   });
-  const { deps: _d, ...clientsOptions } = clientsInput;
-  const actor = createActor(machine, {
-    input: {
-      request: { relayId: self.id, name: self.name, region: self.region, publicKey: self.publicKey, endpoint: self.endpoint },
-      links: {
-        mesh: topologyInput.mesh,
-        timing: { staleAfterMs: 86_400_000, downAfterMs: 86_400_000 },
-        clients: { options: clientsOptions.clients, idleAfterMs: clientsOptions.idleAfterMs, originalSysctls: clientsOptions.originalSysctls },
-      },
-      deps: systemDeps,
-    },
-  }).start();
-  await waitFor(actor, (s) => s.matches('serving') && follow !== null, { timeout: 120_000 });
+  const actor = created.start();
+  await waitFor(actor, (s) => s.matches('serving') && followOf() !== null, { timeout: 120_000 });
+  const follow = followOf()!;
   const kernel = () => actor.getSnapshot().children.kernel as AnyActorRef;
   // Idle: the kernel actor waits for nothing and no message is pending (a round starts on a 0 ms timer).
   const idle = async () => {
@@ -117,7 +73,7 @@ async function measure(n: number): Promise<{ cpuPerEvent: number; emitted: numbe
   const probe = relay(n + 1, { id: 'probe' });
   const run = async (k: number, rev: number) => {
     for (let i = 0; i < k; i++, rev++) {
-      follow!({ type: 'TOPOLOGY_EVENT', event: i % 2 === 0 ? ev.admitted(rev, probe) : ev.left(rev, probe.id), streamSeq: rev });
+      follow({ type: 'TOPOLOGY_EVENT', event: i % 2 === 0 ? ev.admitted(rev, probe) : ev.left(rev, probe.id), streamSeq: rev });
       await idle();
     }
     return rev;

@@ -7,7 +7,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { connectBus } from '../../src/bus/connection.ts';
 import { bootstrapStreams } from '../../src/bus/streams.ts';
 import { STREAMS } from '../../src/contract/subjects.ts';
-import { RelayConfigSchema } from '../../src/daemon/config.ts';
 import { busSession } from '../../src/daemon/bus-session.ts';
 import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { generateSigningKeyPair } from '../../src/events/signing.ts';
@@ -15,6 +14,7 @@ import { systemDeps } from '../../src/lib/deps.ts';
 import { freePort, waitForPort } from '../../src/lib/ports.ts';
 import { pino } from 'pino';
 import { busDetails, relay } from '../support/given.ts';
+import { inMemoryRelayConfig } from '../support/relay-config.ts';
 import { tempDir } from '../support/temp.ts';
 
 const TOKEN = 'bus-setup-test-token';
@@ -48,7 +48,7 @@ describe("a relay's event bus setup", () => {
     const stateDir = join(tmp.dir, 'relay');
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const self = relay(1);
-    const cfg = RelayConfigSchema.parse({
+    const cfg = inMemoryRelayConfig({
       relayId: self.id,
       name: self.name,
       region: self.region,
@@ -58,27 +58,6 @@ describe("a relay's event bus setup", () => {
       token: 'unused',
       topologyKey: null,
       natsServers: [`nats://127.0.0.1:${port}`],
-      rotateKey: false,
-      startMarginMs: 60_000,
-      wgPrefix: 'bs',
-      keepaliveSeconds: 25,
-      mtu: 1420,
-      linkStaleAfterMs: 180_000,
-      linkDownAfterMs: 300_000,
-      observeIntervalMs: 1_000,
-      kernelFullEveryMs: 300_000,
-      resolveIntervalMs: 60_000,
-      kernel: 'memory',
-      wgImpl: 'auto',
-      clientIdleAfterMs: 180_000,
-      exitTableBase: 100_000,
-      clientRulePriority: 20_000,
-      clientSupernet: '100.96.0.0/11',
-      clientDeny: [],
-      clientAllow: [],
-      serviceCidrs: [],
-      clientPrefix6: null,
-      exitIpv6: 'off',
     });
     const session = busSession(cfg, log, systemDeps);
     cleanups.push(() => session.close());

@@ -1,17 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
-import { clientSessionMachine } from '../../src/actors/client-session.machine.ts';
-import { clientsMachine } from '../../src/actors/clients.machine.ts';
-import { peerLinkMachine } from '../../src/actors/peer-link.machine.ts';
-import { relayMachine, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
-import { topologyMachine, type ResolverEvent } from '../../src/actors/topology.machine.ts';
+import { waitFor } from 'xstate';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
-import { kernelMachine, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
-import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
-import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import type { Deps } from '../../src/lib/deps.ts';
-import { clientsInput, session, topologyInput } from '../support/clients-harness.ts';
+import { session } from '../support/clients-harness.ts';
 import { busDetails, ev, relay } from '../support/given.ts';
+import { relayOnMemoryHost } from '../support/relay-harness.ts';
 
 /** Ids 00000000-0000-4000-8000-000000000001, ...2, ... and a clock that never moves. */
 function fixedDeps(): Deps {
@@ -39,57 +32,18 @@ const joined = ev.admitted(5, relay(3));
 /** One whole run of the relay actor and its children on the in-memory host: boot, a join, a stop. Returns every emission in order. */
 async function run(deps: Deps): Promise<unknown[]> {
   const emitted: unknown[] = [];
-  const record = (_: unknown, e: unknown) => void emitted.push(e);
-  const backend = new MemoryKernelBackend();
-  const reconcile = reconcileWith(backend, deps.now);
-  let follow: ((e: RelayMachineEvent) => void) | null = null;
-  const machine = relayMachine.provide({
-    actors: {
-      register: fromPromise(async () => registration),
-      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(({ sendBack }) => {
-        follow = sendBack;
-        return () => {};
-      }),
-      heartbeat: fromCallback(() => () => {}),
-      deregister: fromPromise(async () => ({ revision: 6 })),
-      kernel: kernelMachine.provide({
-        actors: {
-          reconcile: fromPromise(async ({ input }) => reconcile(input)),
-          observer: fromCallback<ObserverEvent, Record<string, never>>(() => () => {}),
-        },
-        actions: { emit: (_, ems) => void emitted.push(...ems) },
-      }),
-      topology: topologyMachine.provide({
-        actions: { emit: record },
-        actors: {
-          peerLink: peerLinkMachine.provide({ actions: { emit: record } }),
-          resolver: fromCallback<ResolverEvent, Record<string, never>>(({ sendBack, receive }) => {
-            receive((e) => {
-              for (const t of e.targets) sendBack({ type: 'RESOLVED', peerId: t.peerId, host: t.host, address: '198.51.100.2', error: null });
-            });
-            return () => {};
-          }),
-        },
-      }),
-      clients: clientsMachine.provide({ actors: { clientSession: clientSessionMachine.provide({ actions: { emit: record, confirm: () => {} } }) } }),
-    },
-    actions: { emit: record, reportFatal: () => {} },
+  const { actor: created, follow } = relayOnMemoryHost({
+    self,
+    registration,
+    deps,
+    emit: (e) => void emitted.push(e),
+    resolve: () => ({ address: '198.51.100.2', error: null }),
+    deregisteredAt: 6,
   });
-  const { deps: _d, ...clientsOptions } = clientsInput;
-  const actor = createActor(machine, {
-    input: {
-      request: { relayId: self.id, name: self.name, region: self.region, publicKey: self.publicKey, endpoint: self.endpoint },
-      links: {
-        mesh: topologyInput.mesh,
-        timing: topologyInput.timing,
-        clients: { options: clientsOptions.clients, idleAfterMs: clientsOptions.idleAfterMs, originalSysctls: clientsOptions.originalSysctls },
-      },
-      deps,
-    },
-  }).start();
-  await waitFor(actor, (s) => s.matches('serving') && follow !== null);
+  const actor = created.start();
+  await waitFor(actor, (s) => s.matches('serving') && follow() !== null);
   await settle();
-  follow!({ type: 'TOPOLOGY_EVENT', event: joined, streamSeq: 5 });
+  follow()!({ type: 'TOPOLOGY_EVENT', event: joined, streamSeq: 5 });
   await settle();
   actor.send({ type: 'STOP', signal: 'SIGTERM' });
   await waitFor(actor, (s) => s.status === 'done', { timeout: 5_000 });
