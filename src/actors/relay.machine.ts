@@ -108,9 +108,12 @@ export interface FollowInput {
 /**
  * Consecutive heartbeats that must see the control plane ahead of a view that has not moved since the
  * heartbeat before, before a resync. A relay behind but folding (slow, catching up from the stream) is
- * left to catch up: a resync would only add a snapshot to its work (and the control plane's).
+ * left to catch up: a resync would only add a snapshot to its work (and the control plane's). Three,
+ * so that a view stalled 20 to 30 s resyncs (heartbeats every 10 s): a NATS node's failover stalls a
+ * follower up to ~17 s (its consumer's check times out, then the client waits up to 12 s to check
+ * again; topology-follower.ts), and two heartbeats resynced relays of a healthy cluster then.
  */
-export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 2;
+export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 3;
 
 /** Whether a heartbeat's answer finds the view behind the control plane and not moved since the heartbeat before. */
 const behindAndStuck = (context: RelayContext, revision: number) =>

@@ -110,7 +110,10 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
 
       while (!abort.signal.aborted) {
         const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
-        const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 5_000, expires: 30_000 });
+        // After a reconnect (a NATS node gone) the client checks the consumer before it pulls again, and
+        // waits half to one and a half times `expires` between failed checks (while the consumer elects
+        // a new leader): 8 s keeps a failover's stall under the heartbeats that would resync the relay.
+        const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000 });
         stopMessages = () => void messages.stop();
         if (abort.signal.aborted) return stopMessages();
 

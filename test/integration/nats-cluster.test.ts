@@ -72,7 +72,7 @@ describe('relays on a 3-node NATS cluster', () => {
       stateDir: join(tmp.dir, 'cp'),
       port: 0,
       natsServers: bus.urls,
-      // A relay resyncs after two heartbeats that find the control plane ahead of its view: at the
+      // A relay resyncs after three heartbeats that find the control plane ahead of its view: at the
       // default 10 s that is never while JetStream elects a new leader (a few seconds).
       heartbeatSeconds: 10,
       streamReplicas: 3,

@@ -134,11 +134,13 @@ describe('relay actor', () => {
     expect(s.context.view).toBe(before);
   });
 
-  it('resyncs after consecutive heartbeats show the control plane ahead, not after one', async () => {
+  it('resyncs after consecutive heartbeats show the control plane ahead, not after one or two', async () => {
     const h = harness([registration(3, []), registration(6, [])]);
     await waitFor(h.actor, (s) => s.matches('serving'));
     h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
+    h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
     expect(h.actor.getSnapshot().matches('serving')).toBe(true);
+    expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
     h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
     await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 6);
     expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane' });
@@ -157,8 +159,10 @@ describe('relay actor', () => {
     // Behind at every heartbeat, but moving: no resync.
     expect(h.actor.getSnapshot().context.counters).toMatchObject({ resyncs: 0, heartbeats: 3 });
     expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
-    // Stuck at 5 for two heartbeats: resync.
+    // Stuck at 5 for three heartbeats: resync.
     beat(9);
+    beat(9);
+    expect(h.actor.getSnapshot().context.counters.resyncs).toBe(0);
     beat(9);
     await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 9);
     expect(h.actor.getSnapshot().context.counters.resyncs).toBe(1);
