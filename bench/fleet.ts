@@ -33,11 +33,11 @@
  * --profile DIR: a V8 CPU profile of the probe window at each N (DIR/fleet-N.cpuprofile; open it in
  * Chrome's DevTools, or sum self times with scripts/profile-top.ts).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { withCpuProfile } from './cpu-profile.ts';
 import { startLocalControlPlane } from '../src/control-plane/local.ts';
 import type { RelayConfig } from '../src/daemon/config.ts';
 import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
@@ -78,22 +78,6 @@ const pct = (xs: number[], p: number) => {
 };
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
-/** Profiles the probe window when --profile is given. */
-async function profiled<T>(n: number, f: () => Promise<T>): Promise<T> {
-  if (!values.profile) return f();
-  mkdirSync(values.profile, { recursive: true });
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-  try {
-    return await f();
-  } finally {
-    const { profile } = await session.post('Profiler.stop');
-    writeFileSync(join(values.profile, `fleet-${n}.cpuprofile`), JSON.stringify(profile));
-    session.disconnect();
-  }
-}
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -349,7 +333,7 @@ async function measureAt(n: number): Promise<Figures> {
   const c1 = cpuMs();
   const t1 = now();
   let events = 0;
-  await profiled(n, async () => {
+  await withCpuProfile(values.profile && join(values.profile, `fleet-${n}.cpuprofile`), async () => {
     for (let k = 0; k < PROBES; k++) {
       const id = `probe-${++probeSeq}`;
       const s = now();

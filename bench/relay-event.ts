@@ -9,11 +9,10 @@
  *
  * Prints CPU ms per event at each N and the ratio of each N to the first.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { waitFor, type AnyActorRef } from 'xstate';
+import { withCpuProfile } from './cpu-profile.ts';
 import type { RegisterResponse } from '../src/contract/api-relays.ts';
 import { systemDeps } from '../src/lib/deps.ts';
 import { busDetails, ev, relay } from '../test/support/given.ts';
@@ -82,22 +81,10 @@ async function measure(n: number): Promise<{ cpuPerEvent: number; emitted: numbe
   let rev = await run(20, 2);
   if (actor.getSnapshot().context.view.revision !== rev - 1)
     throw new Error(`the relay folded revision ${actor.getSnapshot().context.view.revision}, not ${rev - 1}`);
-  const session = values.profile ? new Session() : null;
-  if (session) {
-    session.connect();
-    await session.post('Profiler.enable');
-    await session.post('Profiler.start');
-  }
   const c0 = cpuMs();
   const e0 = emitted;
-  rev = await run(EVENTS, rev);
+  rev = await withCpuProfile(values.profile && join(values.profile, `relay-event-${n}.cpuprofile`), () => run(EVENTS, rev));
   const cpu = cpuMs() - c0;
-  if (session) {
-    const { profile } = await session.post('Profiler.stop');
-    mkdirSync(values.profile!, { recursive: true });
-    writeFileSync(join(values.profile!, `relay-event-${n}.cpuprofile`), JSON.stringify(profile));
-    session.disconnect();
-  }
   if (actor.getSnapshot().context.view.revision !== rev - 1) throw new Error('the relay did not fold every event');
   const out = { cpuPerEvent: cpu / EVENTS, emitted: (emitted - e0) / EVENTS };
   actor.stop();

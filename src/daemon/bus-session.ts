@@ -83,7 +83,7 @@ export interface BusSession {
 }
 
 /** The wait before setting the bus up again after `attempt` + 1 failures: 0.5 s doubling to 10 s. */
-export const busSetupRetryMs = (attempt: number): number => Math.min(10_000, 500 * 2 ** attempt);
+const busSetupRetryMs = (attempt: number): number => Math.min(10_000, 500 * 2 ** attempt);
 
 /** `identity`: the relay's identity key, which signs every event it publishes (src/lib/identity-key.ts). */
 export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: KeyObject | null = null): BusSession {

@@ -224,6 +224,12 @@ export function roundEmissions(out: ReconcileOutput, round: number): KernelEmiss
   return ems;
 }
 
+/** The owners with `event`'s owner's desire replaced by the one it carries. */
+const withDesired = (owners: KernelContext['owners'], event: Extract<KernelEvent, { type: 'DESIRED' }>): KernelContext['owners'] => ({
+  ...owners,
+  [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo },
+});
+
 export const kernelMachine = setup({
   types: {
     context: {} as KernelContext,
@@ -242,17 +248,8 @@ export const kernelMachine = setup({
     emit: (_, _params: KernelEmission[]) => {},
     askFull: assign({ fullDue: true, dirty: true }),
     /** The owner's new cause and reply address, its desired state being the one the last round reached. */
-    rememberReached: assign(({ context, event }) => {
-      if (event.type !== 'DESIRED') return {};
-      return { owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo } } };
-    }),
-    remember: assign(({ context, event }) => {
-      if (event.type !== 'DESIRED') return {};
-      return {
-        owners: { ...context.owners, [event.owner]: { scope: event.scope, state: event.state, cause: event.cause, replyTo: event.replyTo } },
-        dirty: true,
-      };
-    }),
+    rememberReached: assign(({ context, event }) => (event.type === 'DESIRED' ? { owners: withDesired(context.owners, event) } : {})),
+    remember: assign(({ context, event }) => (event.type === 'DESIRED' ? { owners: withDesired(context.owners, event), dirty: true } : {})),
     // One round's bookkeeping: stats, events, each owner told what its scope reached, observer told the devices.
     reached: enqueueActions(({ context, enqueue }, out: ReconcileOutput) => {
       const applied = out.outcomes.reduce((n, o) => n + o.applied.length, 0);

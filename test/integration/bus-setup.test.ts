@@ -8,6 +8,7 @@ import { connectBus } from '../../src/bus/connection.ts';
 import { bootstrapStreams } from '../../src/bus/streams.ts';
 import { STREAMS } from '../../src/contract/subjects.ts';
 import { busSession } from '../../src/daemon/bus-session.ts';
+import { eventually } from '../../src/devnet/relay-process.ts';
 import { startNatsServer, type NatsServer } from '../../src/devnet/nats-server.ts';
 import { generateSigningKeyPair } from '../../src/events/signing.ts';
 import { systemDeps } from '../../src/lib/deps.ts';
@@ -18,15 +19,6 @@ import { inMemoryRelayConfig } from '../support/relay-config.ts';
 import { tempDir } from '../support/temp.ts';
 
 const TOKEN = 'bus-setup-test-token';
-
-/** Until `ok()` holds (polled), or throw saying `what`. */
-async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe("a relay's event bus setup", () => {
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
@@ -75,7 +67,7 @@ describe("a relay's event bus setup", () => {
       },
       { kind: 'token', token: TOKEN },
     );
-    await until('a failed setup, logged', () => lines.some((l) => l.includes('event bus setup failed, retrying')));
+    await eventually('a failed setup, logged', async () => lines.some((l) => l.includes('event bus setup failed, retrying')), 20_000, 50);
     expect(session.pending()).toBe(1);
 
     // JetStream arrives on the same address: the relay's connection reconnects and the next attempt works.
@@ -88,7 +80,7 @@ describe("a relay's event bus setup", () => {
     cleanups.push(() => admin.close());
     const jsm = await jetstreamManager(admin);
     await bootstrapStreams(jsm);
-    await until('the queued event published', () => session.pending() === 0, 30_000);
+    await eventually('the queued event published', async () => session.pending() === 0, 30_000, 50);
     expect((await jsm.streams.info(STREAMS.relay)).state.messages).toBe(1);
     expect(lines.some((l) => l.includes('event bus set up'))).toBe(true);
     expect(session.status().connected).toBe(true);
