@@ -83,7 +83,7 @@ const rel = (type: EventType, data: unknown, id: string | null = null, causation
   return e;
 };
 
-const host = new MemoryKernelBackend({ recordOps: false, initial: { devices: new Map(), routes: [], rules: [], sysctls, nftTables: {} } });
+const host = new MemoryKernelBackend({ recordOps: false, initial: { devices: new Map(), routes: [], rules: [], sysctls, nftTables: {}, portMaps: [] } });
 let rounds = 0;
 /** One kernel round of an owner, recorded as the kernel actor records it (one part: a round here is a few operations). */
 const round = (owner: 'mesh' | 'clients', scope: KernelScope, desired: DesiredHostState, cause: string) => {

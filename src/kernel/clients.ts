@@ -296,10 +296,11 @@ export function desiredClientState(
     rules,
     sysctls: clientSysctls(v6),
     nftTables: { [table]: { name: table, digest: nftDigest(body), body } },
+    portMaps: [],
   };
 }
 
 /** What the client scope leaves when the relay stops: nothing of its own, the sysctls as they were. */
 export function releasedClientState(originalSysctls: Record<string, string>): DesiredHostState {
-  return { devices: new Map(), routes: [], rules: [], sysctls: { ...originalSysctls }, nftTables: {} };
+  return { devices: new Map(), routes: [], rules: [], sysctls: { ...originalSysctls }, nftTables: {}, portMaps: [] };
 }

@@ -1,7 +1,7 @@
 import type { Focus } from './focus.ts';
 import { KernelOpError, type HostState, type KernelBackend, type KernelOp, type KernelScope } from './host-state.ts';
 import { canonicalIp } from './ip.ts';
-import { peerSettingsText, routeText, ruleText } from './host-text.ts';
+import { peerSettingsText, portMapText, routeText, ruleText } from './host-text.ts';
 
 export interface PlanResult {
   /** The operations that succeeded, in order. */
@@ -26,15 +26,15 @@ const BUILDS_DEVICE = new Set<KernelOp['op']>(['link.add', 'wg.device', 'link.mt
 
 /**
  * Whether `later` must not run once `failed` did not: the guards of a scope (its nftables filters and
- * its fail-closed rule) come before any peer or forwarding is switched on, so a failed guard holds
- * back every peer and sysctl after it; a device that could not be built holds back what is on it, and
+ * its fail-closed rule) come before any peer, port map or forwarding is switched on, so a failed guard
+ * holds back every peer, port map and sysctl after it; a device that could not be built holds back what is on it, and
  * an address that could not be added the routes that take it as their source.
  * Nothing else depends on anything: a peer whose endpoint is refused, a route or rule that failed,
  * fails alone, and the rest of the plan runs.
  */
 export function dependsOn(later: KernelOp, failed: KernelOp): boolean {
   const isGuard = failed.op === 'nft.table.set' || (failed.op === 'rule.add' && failed.rule.table === null);
-  if (isGuard && (later.op === 'wg.peer.set' || later.op === 'sysctl.set')) return true;
+  if (isGuard && (later.op === 'wg.peer.set' || later.op === 'sysctl.set' || later.op === 'portmap.add' || later.op === 'portmap.replace')) return true;
   // A route whose source is an address that could not be added, on whichever device.
   if (failed.op === 'addr.add' && (later.op === 'route.add' || later.op === 'route.replace') && later.route.src !== null) {
     if (canonicalIp(later.route.src) === canonicalIp(failed.cidr.split('/')[0]!)) return true;
@@ -151,6 +151,10 @@ export function describeOp(op: KernelOp): string {
       return `nft.table.set inet ${op.name} digest ${op.digest}`;
     case 'nft.table.del':
       return `nft.table.del inet ${op.name}`;
+    case 'portmap.add':
+    case 'portmap.replace':
+    case 'portmap.del':
+      return `${op.op} ${portMapText(op.map)}`;
     default:
       return `unknown op ${JSON.stringify((op as { op?: unknown }).op)}`;
   }

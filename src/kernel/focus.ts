@@ -1,4 +1,4 @@
-import type { DesiredHostState, HostState, KernelOp, KernelScope, RouteState, RuleState } from './host-state.ts';
+import type { DesiredHostState, HostState, KernelOp, KernelScope, PortMapState, RouteState, RuleState } from './host-state.ts';
 import { ruleText } from './host-text.ts';
 import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
 
@@ -13,7 +13,8 @@ import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
  * rebuilt equal is in the focus and plans nothing.
  *
  * A device in the focus brings every route via it (the kernel drops a device's routes with the device,
- * on link down and with its last IPv4 address, and the planner adds back those still desired).
+ * on link down and with its last IPv4 address, and the planner adds back those still desired); a
+ * table brings its port maps (replaced, it comes back without them).
  *
  * Planning a focus gives the operations a whole-scope plan would give, in the same order, as long as
  * the host outside the focus is what the last round reached (no drift): the planner's categories come
@@ -28,9 +29,12 @@ export interface Focus {
   rules: ReadonlySet<string>;
   sysctls: ReadonlySet<string>;
   nftTables: ReadonlySet<string>;
+  /** Port maps by `table port`. */
+  portMaps: ReadonlySet<string>;
 }
 
 export const routeKey = (r: RouteState): string => `${r.table} ${canonicalCidr(r.dst)}`;
+export const portMapKey = (m: PortMapState): string => `${m.table} ${m.port}`;
 const ruleKey = (r: RuleState): string => ruleText(r.from === null ? r : { ...r, from: canonicalCidr(r.from) });
 
 /**
@@ -83,15 +87,19 @@ export function focusOf(before: DesiredHostState, after: DesiredHostState): Focu
     rules: new Set([...notIn(before.rules, after.rules), ...notIn(after.rules, before.rules)].map(ruleKey)),
     sysctls: new Set(changedKeys(before.sysctls, after.sysctls, (x, y) => x === y)),
     nftTables: new Set(changedKeys(before.nftTables, after.nftTables, (x, y) => x.digest === y.digest)),
+    portMaps: new Set([...notIn(before.portMaps, after.portMaps), ...notIn(after.portMaps, before.portMaps)].map(portMapKey)),
   };
 }
 
 export const isEmptyFocus = (f: Focus): boolean =>
-  f.devices.size === 0 && f.routes.size === 0 && f.rules.size === 0 && f.sysctls.size === 0 && f.nftTables.size === 0;
+  f.devices.size === 0 && f.routes.size === 0 && f.rules.size === 0 && f.sysctls.size === 0 && f.nftTables.size === 0 && f.portMaps.size === 0;
 
 /** Whether a route is in the focus: its key is, or the device it goes via. */
 export const routeInFocus = (f: Focus, r: RouteState): boolean => f.devices.has(r.dev) || (f.routes.size > 0 && f.routes.has(routeKey(r)));
 export const ruleInFocus = (f: Focus, r: RuleState): boolean => f.rules.size > 0 && f.rules.has(ruleKey(r));
+/** Whether a port map is in the focus: its key is, or its table (replacing a table takes its elements). */
+export const portMapInFocus = (f: Focus, m: PortMapState): boolean => f.nftTables.has(m.table) || (f.portMaps.size > 0 && f.portMaps.has(portMapKey(m)));
+const noPortMaps = (f: Focus): boolean => f.nftTables.size === 0 && f.portMaps.size === 0;
 
 function pick<T>(rec: Readonly<Record<string, T>>, keys: ReadonlySet<string>): Record<string, T> {
   const out: Record<string, T> = {};
@@ -117,10 +125,11 @@ export function restrict<S extends HostState>(s: S, f: Focus): S {
     rules: f.rules.size === 0 ? [] : s.rules.filter((r) => ruleInFocus(f, r)),
     sysctls: pick(s.sysctls, f.sysctls),
     nftTables: pick(s.nftTables, f.nftTables),
+    portMaps: noPortMaps(f) ? [] : s.portMaps.filter((m) => portMapInFocus(f, m)),
   };
 }
 
-/** `base` (a whole scope) with the focused objects replaced by what `focused` holds of them. Routes and rules are not re-sorted. */
+/** `base` (a whole scope) with the focused objects replaced by what `focused` holds of them. Routes, rules and port maps are not re-sorted. */
 export function mergeFocused(base: HostState, f: Focus, focused: HostState): HostState {
   const devices = new Map(base.devices);
   for (const d of f.devices) devices.delete(d);
@@ -135,6 +144,7 @@ export function mergeFocused(base: HostState, f: Focus, focused: HostState): Hos
     rules: f.rules.size === 0 ? base.rules : [...base.rules.filter((r) => !ruleInFocus(f, r)), ...focused.rules],
     sysctls: Object.assign(sysctls, focused.sysctls),
     nftTables: Object.assign(nftTables, focused.nftTables),
+    portMaps: noPortMaps(f) ? base.portMaps : [...base.portMaps.filter((m) => !portMapInFocus(f, m)), ...focused.portMaps],
   };
 }
 

@@ -7,7 +7,7 @@ import type { Focus } from './focus.ts';
  *
  * Scope: each owner of the kernel actor manages only what it owns: WireGuard devices whose name starts
  * with its `devicePrefix`, routes on those devices, policy rules in its priority range, the sysctls it
- * names and the nftables tables it names. Everything else on the host is invisible to the planner and
+ * names and the nftables tables it names (with their port maps). Everything else on the host is invisible to the planner and
  * never touched.
  */
 
@@ -68,6 +68,24 @@ export interface NftTableState {
   digest: string;
 }
 
+/**
+ * A UDP port of this host whose datagrams go on to another address (DNAT): an element of the map
+ * {@link PORT_MAP} in one of the owned nftables tables (a private session's port at its entry,
+ * docs/clients.md "Private sessions"). The table's body declares the map and the rules that use it;
+ * the elements are the state, added and removed one by one, and gone with the table when it is
+ * replaced or deleted.
+ */
+export interface PortMapState {
+  /** The owned nftables table (family inet) whose map holds it. */
+  table: string;
+  port: number;
+  /** Where its datagrams go: `a.b.c.d:port`. */
+  to: string;
+}
+
+/** The map of an owned table that holds its port maps (`type inet_service : ipv4_addr . inet_service`). */
+export const PORT_MAP = 'port_map';
+
 export interface HostState {
   /**
    * Keyed by device name. A Map, not a record: a mesh of a thousand relays has a thousand devices, and
@@ -82,6 +100,8 @@ export interface HostState {
   sysctls: Record<string, string>;
   /** Owned nftables tables (family inet), keyed by name. */
   nftTables: Record<string, NftTableState>;
+  /** The port maps of the owned tables, sorted by table, then port. */
+  portMaps: PortMapState[];
 }
 
 /** Desired devices also say where their private key is; actual devices read back only the public key. */
@@ -129,7 +149,12 @@ export type KernelOp =
   | { op: 'sysctl.set'; key: string; value: string }
   /** Create or replace a table atomically (one `nft -f` transaction: add, delete, add with the body). */
   | { op: 'nft.table.set'; name: string; digest: string; body: string }
-  | { op: 'nft.table.del'; name: string };
+  | { op: 'nft.table.del'; name: string }
+  /** Add an element to a table's port map; the port must have none. */
+  | { op: 'portmap.add'; map: PortMapState }
+  /** Point a port elsewhere: its element deleted and added again in one nft transaction (no gap). */
+  | { op: 'portmap.replace'; map: PortMapState }
+  | { op: 'portmap.del'; map: PortMapState };
 
 /** What a kernel actor owns on the host (see the module comment). */
 export interface KernelScope {
@@ -139,7 +164,7 @@ export interface KernelScope {
   rulePriorities: [number, number];
   /** Sysctl keys this owner reads and sets. */
   sysctls: string[];
-  /** Names of the nftables tables (family inet) this owner owns. */
+  /** Names of the nftables tables (family inet) this owner owns, with their port maps. */
   nftTables: string[];
 }
 
@@ -207,4 +232,4 @@ export class KernelOpError extends Error {
 /** The `main` routing table. */
 export const MAIN_TABLE = 254;
 
-export const emptyHostState = (): HostState => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} });
+export const emptyHostState = (): HostState => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { DesiredHostState, HostState, NftTableState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
+import type { DesiredHostState, HostState, NftTableState, PortMapState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
 import { canonicalCidr, canonicalIp } from './ip.ts';
 
 /**
@@ -71,6 +71,9 @@ function canonicalNftTables(s: Record<string, NftTableState>): Record<string, Nf
   return out;
 }
 
+const canonicalPortMap = (m: PortMapState): PortMapState => ({ table: m.table, port: m.port, to: m.to });
+const comparePortMaps = (a: PortMapState, b: PortMapState) => compare(a.table, b.table) || a.port - b.port;
+
 /** A deep copy in canonical form: equal states are `toEqual` and render byte-identically. */
 export function canonicalHostState(s: HostState): HostState {
   const devices = new Map<string, WgDeviceState>();
@@ -81,6 +84,7 @@ export function canonicalHostState(s: HostState): HostState {
     rules: s.rules.map(canonicalRule).sort(compareRules),
     sysctls: canonicalSysctls(s.sysctls),
     nftTables: canonicalNftTables(s.nftTables),
+    portMaps: s.portMaps.map(canonicalPortMap).sort(comparePortMaps),
   };
 }
 
@@ -90,17 +94,18 @@ export function stripDesired(d: DesiredHostState): HostState {
   for (const [name, { privateKeyFile: _, ...device }] of d.devices) devices.set(name, device);
   const nftTables: Record<string, NftTableState> = {};
   for (const [name, { body: _, ...table }] of Object.entries(d.nftTables)) nftTables[name] = table;
-  return { devices, routes: d.routes, rules: d.rules, sysctls: d.sysctls, nftTables };
+  return { devices, routes: d.routes, rules: d.rules, sysctls: d.sysctls, nftTables, portMaps: d.portMaps };
 }
 
 export const routeText = (r: RouteState): string => `${r.dst} dev ${r.dev} table ${r.table}${r.src === null ? '' : ` src ${r.src}`}`;
 export const ruleText = (r: RuleState): string =>
   `priority ${r.priority}${r.from === null ? '' : ` from ${r.from}`}${r.iif === null ? '' : ` iif ${r.iif}`} ${r.table === null ? 'unreachable' : `lookup ${r.table}`}`;
+export const portMapText = (m: PortMapState): string => `${m.table} udp ${m.port} to ${m.to}`;
 /** A peer's settings after its key: `endpoint E allowed-ips A,B keepalive N`. */
 export const peerSettingsText = (p: WgPeerState): string =>
   `endpoint ${p.endpoint ?? '(none)'} allowed-ips ${p.allowedIps.join(',') || '(none)'} keepalive ${p.keepaliveSeconds || 'off'}`;
 
-/** One line per device, address, peer, route, rule, sysctl and nftables table, in canonical order. Public keys only, no table bodies. */
+/** One line per device, address, peer, route, rule, sysctl, nftables table and port map, in canonical order. Public keys only, no table bodies. */
 export function renderHostState(s: HostState): string {
   const c = canonicalHostState(s);
   const lines: string[] = [];
@@ -113,6 +118,7 @@ export function renderHostState(s: HostState): string {
   for (const r of c.rules) lines.push(`rule ${ruleText(r)}`);
   for (const [k, v] of Object.entries(c.sysctls)) lines.push(`sysctl ${k} = ${v}`);
   for (const t of Object.values(c.nftTables)) lines.push(`nft table inet ${t.name} digest ${t.digest}`);
+  for (const m of c.portMaps) lines.push(`port-map ${portMapText(m)}`);
   return lines.map((l) => `${l}\n`).join('');
 }
 
@@ -122,8 +128,8 @@ export function renderHostState(s: HostState): string {
 /**
  * The text of each object of a state as the digest of a scope sees it: what the relay programs and
  * reads back, without what the network decides (a peer's endpoint, learned by roaming) or the kernel
- * chooses (a listen port). One string per device (with its addresses and peers), route, rule, sysctl
- * and table; objects canonical (as read from a backend).
+ * chooses (a listen port). One string per device (with its addresses and peers), route, rule, sysctl,
+ * table and port map; objects canonical (as read from a backend).
  */
 function* objectTexts(s: HostState): Generator<string> {
   for (const d of s.devices.values()) {
@@ -134,6 +140,7 @@ function* objectTexts(s: HostState): Generator<string> {
   for (const r of s.rules) yield `rule ${ruleText(r)}`;
   for (const [k, v] of Object.entries(s.sysctls)) yield `sysctl ${k}=${v}`;
   for (const t of Object.values(s.nftTables)) yield `nft ${t.name} ${t.digest}`;
+  for (const m of s.portMaps) yield `port-map ${portMapText(m)}`;
 }
 
 /** A digest as 16 hex digits: the XOR of the first 8 bytes of each object's SHA-256. */
@@ -154,7 +161,7 @@ export function scopeDigest(s: HostState): ScopeDigest {
   return updateScopeDigest(EMPTY_SCOPE_DIGEST, emptyState, s);
 }
 
-const emptyState: HostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
+const emptyState: HostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
 
 /** `digest` with the objects of `removed` taken out and those of `added` put in (both canonical). */
 export function updateScopeDigest(digest: ScopeDigest, removed: HostState, added: HostState): ScopeDigest {

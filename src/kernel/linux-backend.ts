@@ -12,17 +12,19 @@ import {
   type NftCounter,
   type NftTableState,
   type PeerObservation,
+  type PortMapState,
   type RouteState,
   type RuleState,
 } from './host-state.ts';
 import { execaRunner, type CommandRunner } from './command-runner.ts';
-import { commandOf, ipBatch, ipBatchFailure, ipBatchKey, nftTableScript, READ, STEP } from './linux-commands.ts';
+import { commandOf, ipBatch, ipBatchFailure, ipBatchKey, nftTableScript, portMapReplaceScript, READ, STEP } from './linux-commands.ts';
 import {
   countersOf,
   nftTableDigest,
   observation,
   parseDevice,
   parseDump,
+  portMapsOf,
   splitDumpAll,
   presentTables,
   routesOf,
@@ -33,6 +35,7 @@ import {
   type IpRuleJson,
   type NftCountersJson,
   type NftListJson,
+  type NftMapJson,
 } from './linux-parse.ts';
 import { canonicalHostState } from './host-text.ts';
 import { restrict, type Focus } from './focus.ts';
@@ -73,6 +76,8 @@ export interface LinuxKernelBackendOptions {
  * ruleset. A table is written in one `nft -f -` transaction (create if absent, delete, create with its
  * body and the comment `relay-core:<digest>`), so it is never seen half built and never missing; its
  * digest reads back from that comment alone (a table without it reads with digest '' and is replaced).
+ * A table's port maps are the elements of its map `port_map` (`nft -j list map`), each added or
+ * deleted with one `nft` command, or replaced in one transaction.
  */
 export class LinuxKernelBackend implements KernelBackend {
   readonly kind = 'linux' as const;
@@ -101,6 +106,8 @@ export class LinuxKernelBackend implements KernelBackend {
       await this.awaitSocketGone(op);
     } else if (op.op === 'nft.table.set') {
       await this.run(STEP.nftScript, op, nftTableScript(op));
+    } else if (op.op === 'portmap.replace') {
+      await this.run(STEP.nftScript, op, portMapReplaceScript(op));
     } else {
       await this.run(commandOf(op), op);
     }
@@ -141,15 +148,18 @@ export class LinuxKernelBackend implements KernelBackend {
     const links = !focus || focus.devices.size > 0 ? (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => wanted(l.ifname)) : [];
     const owned = (dev: string | undefined) => dev?.startsWith(scope.devicePrefix) === true;
     const needRoutes = !focus || focus.devices.size > 0 || focus.routes.size > 0;
-    const [dumps, routes, rules, sysctls, nftTables] = await Promise.all([
+    // A table's port maps are read with it, or when one of them is in the focus.
+    const mapTables = scope.nftTables.filter((n) => !focus || focus.nftTables.has(n) || [...focus.portMaps].some((k) => k.startsWith(`${n} `)));
+    const [dumps, routes, rules, sysctls, nftTables, portMaps] = await Promise.all([
       this.wgDumps(links.map((l) => l.ifname)),
       needRoutes ? this.readRoutes(owned) : [],
       !focus || focus.rules.size > 0 ? this.readRules(scope.rulePriorities) : [],
       this.readSysctls(scope.sysctls.filter((k) => !focus || focus.sysctls.has(k))),
       this.readNftTables(scope.nftTables.filter((n) => !focus || focus.nftTables.has(n))),
+      this.readPortMaps(mapTables),
     ]);
     const devices = new Map(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
-    const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables });
+    const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables, portMaps });
     return focus ? restrict(state, focus) : state;
   }
 
@@ -250,6 +260,17 @@ export class LinuxKernelBackend implements KernelBackend {
     const present = presentTables(await this.json<NftListJson>(READ.nftTables), names);
     const texts = await Promise.all(present.map((name) => this.run(READ.nftTable(name), null)));
     return Object.fromEntries(present.map((name, i) => [name, { name, digest: nftTableDigest(name, texts[i]!) }]));
+  }
+
+  /** The elements of each table's port map; a table that is absent, or has no such map, has none. */
+  private async readPortMaps(tables: string[]): Promise<PortMapState[]> {
+    const read = async (table: string) => {
+      const r = await this.exec(READ.portMap(table));
+      if (!r.error) return portMapsOf(JSON.parse(r.stdout) as NftMapJson, table);
+      if (/No such file or directory|does not exist/i.test(r.error.stderr)) return [];
+      throw new Error(`${r.error.command.join(' ')} failed (exit ${r.error.exitCode}): ${r.error.stderr}`);
+    };
+    return (await Promise.all(tables.map(read))).flat();
   }
 
   private async json<T>(args: readonly string[]): Promise<T> {

@@ -1,4 +1,4 @@
-import { KernelOpError, type KernelOp, type RouteState, type RuleState, type WgPeerState } from './host-state.ts';
+import { KernelOpError, PORT_MAP, type KernelOp, type PortMapState, type RouteState, type RuleState, type WgPeerState } from './host-state.ts';
 import { isIpv6 } from './ip.ts';
 
 /**
@@ -20,6 +20,7 @@ export const READ = {
   nftTables: ['nft', '-j', 'list', 'tables'],
   nftTable: (name: string) => ['nft', 'list', 'table', 'inet', name],
   nftCounters: (table: string) => ['nft', '-j', 'list', 'counters', 'table', 'inet', table],
+  portMap: (table: string) => ['nft', '-j', 'list', 'map', 'inet', table, PORT_MAP],
   ipv6Disabled: ['sysctl', '-n', 'net.ipv6.conf.all.disable_ipv6'],
   ipv6DefaultRoutes: ['ip', '-6', '-j', 'route', 'show', 'default'],
 } as const;
@@ -30,7 +31,7 @@ export const STEP = {
   wireguardGo: (dev: string) => ['wireguard-go', dev],
   mtu: (dev: string, mtu: number) => ['ip', 'link', 'set', 'dev', dev, 'mtu', String(mtu)],
   deleteLink: (dev: string) => ['ip', 'link', 'del', 'dev', dev],
-  /** An nft.table.set's script goes on this command's stdin. */
+  /** An nft.table.set's or a portmap.replace's script goes on this command's stdin. */
   nftScript: ['nft', '-f', '-'],
 } as const;
 
@@ -66,8 +67,8 @@ export function ipBatchFailure(stderr: string): { line: number; message: string 
   return { line: Number(m[1]), message: stderr.slice(0, m.index).trim() };
 }
 
-/** The one command of every operation but link.add and link.del (more than one step) and nft.table.set (a script on stdin). */
-export function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 'nft.table.set' }>): string[] {
+/** The one command of every operation but link.add and link.del (more than one step), nft.table.set and portmap.replace (scripts on stdin). */
+export function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 'nft.table.set' | 'portmap.replace' }>): string[] {
   switch (op.op) {
     case 'link.mtu':
       return ['ip', 'link', 'set', 'dev', op.dev, 'mtu', String(op.mtu)];
@@ -95,6 +96,10 @@ export function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 
       return ['sysctl', '-q', '-w', `${op.key}=${op.value}`];
     case 'nft.table.del':
       return ['nft', 'delete', 'table', 'inet', op.name];
+    case 'portmap.add':
+      return ['nft', 'add', 'element', 'inet', op.map.table, PORT_MAP, `{ ${portMapElement(op.map)} }`];
+    case 'portmap.del':
+      return ['nft', 'delete', 'element', 'inet', op.map.table, PORT_MAP, `{ ${op.map.port} }`];
     default:
       throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
   }
@@ -128,3 +133,17 @@ export function nftTableScript(op: Extract<KernelOp, { op: 'nft.table.set' }>): 
 }
 
 export const NFT_COMMENT_PREFIX = 'relay-core:';
+
+/** `PORT : ADDRESS . PORT`, an element of a port map; refuses anything but an IPv4 address and ports (it goes into nft's parser). */
+function portMapElement(m: PortMapState): string {
+  const to = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(m.to);
+  if (!to || !Number.isInteger(m.port) || m.port < 1 || m.port > 65535 || Number(to[2]) < 1 || Number(to[2]) > 65535)
+    throw new Error(`bad port map ${m.port} to ${m.to}`);
+  return `${m.port} : ${to[1]} . ${to[2]}`;
+}
+
+/** One nft transaction that points a mapped port elsewhere: its element deleted and added again, never absent in between. */
+export function portMapReplaceScript(op: Extract<KernelOp, { op: 'portmap.replace' }>): string {
+  const { table, port } = op.map;
+  return `delete element inet ${table} ${PORT_MAP} { ${port} }\nadd element inet ${table} ${PORT_MAP} { ${portMapElement(op.map)} }\n`;
+}

@@ -1,4 +1,4 @@
-import type { PeerObservation, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
+import type { PeerObservation, PortMapState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
 import { isIpv6 } from './ip.ts';
 
 /**
@@ -45,6 +45,30 @@ export interface IpRuleJson {
 /** `nft -j list counters table inet T`: a metainfo object, then one object per named counter. */
 export interface NftCountersJson {
   nftables?: { counter?: { family: string; table: string; name: string; packets: number; bytes: number } }[];
+}
+
+/** `nft -j list map inet T M`: a metainfo object, then the map with its elements (`elem` absent when it has none). */
+export interface NftMapJson {
+  nftables?: { map?: { family: string; table: string; name: string; elem?: unknown[] } }[];
+}
+
+/**
+ * The elements of `table`'s port map as port maps: `[port, {concat: [address, port]}]` each. An
+ * element of another shape is an error (the map's type is ours).
+ */
+export function portMapsOf(listed: NftMapJson, table: string): PortMapState[] {
+  const out: PortMapState[] = [];
+  for (const o of listed.nftables ?? []) {
+    if (!o.map || o.map.table !== table || o.map.family !== 'inet') continue;
+    for (const e of o.map.elem ?? []) {
+      const [port, value] = Array.isArray(e) ? e : [];
+      const concat = (value as { concat?: unknown } | undefined)?.concat;
+      if (typeof port !== 'number' || !Array.isArray(concat) || typeof concat[0] !== 'string' || typeof concat[1] !== 'number')
+        throw new Error(`unexpected element in map ${table} ${o.map.name}: ${JSON.stringify(e)}`);
+      out.push({ table, port, to: `${concat[0]}:${concat[1]}` });
+    }
+  }
+  return out;
 }
 
 /** `nft -j list tables`: a metainfo object, then one object per table. */

@@ -1,7 +1,8 @@
-import { restrict, routeInFocus, type Focus } from './focus.ts';
+import { portMapInFocus, restrict, routeInFocus, type Focus } from './focus.ts';
 import { describeOp } from './execute.ts';
 import {
   KernelOpError,
+  PORT_MAP,
   emptyHostState,
   type HostState,
   type KernelBackend,
@@ -9,6 +10,7 @@ import {
   type KernelScope,
   type NftCounter,
   type PeerObservation,
+  type PortMapState,
   type RouteState,
   type WgDeviceState,
   type WgPeerState,
@@ -99,6 +101,7 @@ export class MemoryKernelBackend implements KernelBackend {
       rules: this.state.rules.filter((r) => r.priority >= lo && r.priority <= hi),
       sysctls: Object.fromEntries(scope.sysctls.map((k) => [k, this.state.sysctls[k] ?? UNSET_SYSCTL])),
       nftTables: Object.fromEntries(scope.nftTables.filter((n) => n in this.state.nftTables).map((n) => [n, { ...this.state.nftTables[n]! }])),
+      portMaps: this.state.portMaps.filter((m) => scope.nftTables.includes(m.table) && (!focus || portMapInFocus(focus, m))),
     };
     return canonicalHostState(focus ? restrict(state, focus) : state);
   }
@@ -254,15 +257,39 @@ export class MemoryKernelBackend implements KernelBackend {
         if (nftDigest(op.body) !== op.digest) throw new KernelOpError(op, `table ${op.name}: digest ${op.digest} is not the body's (${nftDigest(op.body)})`);
         s.nftTables[op.name] = { name: op.name, digest: op.digest };
         this.nftBodies.set(op.name, op.body);
+        s.portMaps = s.portMaps.filter((m) => m.table !== op.name);
         return;
       case 'nft.table.del':
         if (!s.nftTables[op.name]) throw new KernelOpError(op, `no table inet ${op.name}`);
         delete s.nftTables[op.name];
         this.nftBodies.delete(op.name);
+        s.portMaps = s.portMaps.filter((m) => m.table !== op.name);
+        return;
+      case 'portmap.add':
+        this.portMapTable(op, op.map);
+        if (s.portMaps.some((m) => samePort(m, op.map))) throw new KernelOpError(op, `port ${op.map.port} is mapped in ${op.map.table} already`);
+        s.portMaps.push({ ...op.map });
+        return;
+      case 'portmap.replace':
+        this.portMapTable(op, op.map);
+        if (!s.portMaps.some((m) => samePort(m, op.map))) throw new KernelOpError(op, `port ${op.map.port} is not mapped in ${op.map.table}`);
+        s.portMaps = [...s.portMaps.filter((m) => !samePort(m, op.map)), { ...op.map }];
+        return;
+      case 'portmap.del':
+        if (!s.portMaps.some((m) => samePort(m, op.map) && m.to === op.map.to)) throw new KernelOpError(op, `no port map ${describeOp(op)}`);
+        s.portMaps = s.portMaps.filter((m) => !samePort(m, op.map));
         return;
       default:
         throw new KernelOpError(op, `unknown operation ${JSON.stringify((op as { op?: unknown }).op)}`);
     }
+  }
+
+  /** A port map needs its table, and the table's body its map (nft refuses an element of a map that is not there). */
+  private portMapTable(op: KernelOp, m: PortMapState): void {
+    const body = this.nftBodies.get(m.table);
+    if (!this.state.nftTables[m.table]) throw new KernelOpError(op, `no table inet ${m.table}`);
+    if (body !== undefined && !body.includes(`map ${PORT_MAP} {`)) throw new KernelOpError(op, `table inet ${m.table} has no map ${PORT_MAP}`);
+    if (!/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(m.to) || m.port < 1 || m.port > 65535) throw new KernelOpError(op, `bad port map ${m.port} to ${m.to}`);
   }
 
   private device(op: KernelOp & { dev: string }): WgDeviceState {
@@ -334,6 +361,7 @@ export class MemoryKernelBackend implements KernelBackend {
 /** What a sysctl reads as before anything set it (the model knows no kernel defaults). */
 const UNSET_SYSCTL = '0';
 
+const samePort = (a: PortMapState, b: PortMapState) => a.table === b.table && a.port === b.port;
 const sameRouteKey = (a: RouteState, b: RouteState) => a.table === b.table && a.dst === b.dst;
 const sameRule = (a: HostState['rules'][number], b: HostState['rules'][number]) =>
   a.priority === b.priority && a.from === b.from && a.iif === b.iif && a.table === b.table;

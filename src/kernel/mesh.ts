@@ -133,7 +133,7 @@ const links = new WeakMap<RelayRecord, { self: RelayRecord; opts: MeshOptions; r
  * objects, too, for peers whose record, resolution and settings are the same as last time).
  */
 export function desiredMeshState(self: RelayRecord, peers: Iterable<RelayRecord>, opts: MeshOptions, resolutions: Resolutions): DesiredHostState {
-  const state: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
+  const state: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
   for (const p of peers) {
     if (p.id === self.id) continue;
     const resolution = resolutions[p.id];

@@ -1,4 +1,4 @@
-import type { DesiredHostState, HostState, KernelOp, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
+import type { DesiredHostState, HostState, KernelOp, PortMapState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
 import { canonicalHostState, ruleText } from './host-text.ts';
 import { isIpv6 } from './ip.ts';
 
@@ -11,7 +11,8 @@ import { isIpv6 } from './ip.ts';
  * - routes only via devices that are up (the kernel refuses others and drops them on link down);
  * - a route's `src` is an address of this host, of the same family as its `dst`;
  * - IPv6 addresses only on devices that are up (link down drops them);
- * - at most one route per (table, dst), no allowed-ip on two peers of one device, unique rules.
+ * - at most one route per (table, dst), no allowed-ip on two peers of one device, unique rules;
+ * - port maps only in desired tables (whose body declares the map), one per (table, port).
  *
  * Peer endpoints: null means "not ours to set". WireGuard learns a peer's endpoint from its handshakes
  * (roaming), and `wg` cannot clear one, so a peer desired without an endpoint accepts whatever the
@@ -43,6 +44,8 @@ interface PlanInput {
   removed: string[];
   /** The body of each desired nftables table, by its key in `desired.nftTables`. */
   nftBodies: Record<string, string>;
+  /** Tables the plan creates or replaces, or deletes: their port maps go with what they were. */
+  nftReset: Set<string>;
 }
 
 const freshDevice = (want: WgDeviceState): WgDeviceState => ({
@@ -67,7 +70,13 @@ function planInput(actualState: HostState, desiredState: DesiredHostState): Plan
     privateKeyFile: desiredState.devices.get(want.name)!.privateKeyFile,
   }));
   const nftBodies = Object.fromEntries(Object.entries(desiredState.nftTables).map(([k, t]) => [k, t.body]));
-  return { actual, desired, pairs, removed: [...actual.devices.keys()].filter((n) => !desired.devices.has(n)), nftBodies };
+  const nftReset = new Set([
+    ...Object.values(desired.nftTables)
+      .filter((t) => actual.nftTables[t.name]?.digest !== t.digest)
+      .map((t) => t.name),
+    ...Object.keys(actual.nftTables).filter((k) => !(k in desired.nftTables)),
+  ]);
+  return { actual, desired, pairs, removed: [...actual.devices.keys()].filter((n) => !desired.devices.has(n)), nftBodies, nftReset };
 }
 
 const linkAdds = (p: PlanInput): KernelOp[] =>
@@ -133,6 +142,27 @@ const nftDels = (p: PlanInput): KernelOp[] =>
     .filter(([key]) => !(key in p.desired.nftTables))
     .map(([, t]) => ({ op: 'nft.table.del', name: t.name }));
 
+const portMapKey = (m: PortMapState) => `${m.table} ${m.port}`;
+
+/**
+ * New port maps are added, one pointing elsewhere is replaced (no gap). A table the plan creates or
+ * replaces comes without elements: every desired port map of it is added after it.
+ */
+function portMapSets(p: PlanInput): KernelOp[] {
+  const actual = new Map(p.actual.portMaps.filter((m) => !p.nftReset.has(m.table)).map((m) => [portMapKey(m), m]));
+  return p.desired.portMaps.flatMap((map): KernelOp[] => {
+    const old = actual.get(portMapKey(map));
+    if (!old) return [{ op: 'portmap.add', map }];
+    return old.to === map.to ? [] : [{ op: 'portmap.replace', map }];
+  });
+}
+
+/** Port maps no longer desired, but those of a table the plan replaces or deletes (they go with it). */
+function portMapDels(p: PlanInput): KernelOp[] {
+  const desired = new Set(p.desired.portMaps.map(portMapKey));
+  return p.actual.portMaps.filter((m) => !desired.has(portMapKey(m)) && !p.nftReset.has(m.table)).map((map) => ({ op: 'portmap.del', map }));
+}
+
 function ruleAdds(p: PlanInput): KernelOp[] {
   const actual = new Set(p.actual.rules.map(ruleKey));
   return p.desired.rules.filter((r) => !actual.has(ruleKey(r))).map((rule) => ({ op: 'rule.add', rule }));
@@ -177,10 +207,11 @@ function routesFlushedWithLastIpv4(p: PlanInput): KernelOp[] {
  * The operations that turn `actual` (already limited to what the caller owns) into `desired`:
  * additions and changes first, then deletions, so nothing desired is missing while the plan runs.
  * Deleting a device takes its addresses, peers and routes with it: no separate operations for them.
- * Guards first: nftables tables, then sysctls, then policy rules, all before routes and peers; so at
- * no point of a plan is a peer programmed without the filters and the fail-closed rule of its scope
- * (a property the planner's tests check over random states and failure points). A peer is removed
- * before its rules; a table no longer desired goes last, after the rules and devices it filters.
+ * Guards first: nftables tables, then sysctls, then policy rules, all before routes, peers and port
+ * maps; so at no point of a plan is a peer or a port map programmed without the filters and the
+ * fail-closed rule of its scope
+ * (a property the planner's tests check over random states and failure points). A port map and a
+ * peer are removed before their rules; a table no longer desired goes last, after the rules and devices it filters.
  * `planKernel(x, x with key files and table bodies)` is `[]`.
  */
 export function planKernel(actual: HostState, desired: DesiredHostState): KernelOp[] {
@@ -198,7 +229,10 @@ export function planKernel(actual: HostState, desired: DesiredHostState): Kernel
     ...ruleAdds(p),
     ...routeSets(p),
     ...peerSets(p),
-    // Deletions: a peer (or a device with its peers) goes before the rules and filters that guard it.
+    ...portMapSets(p),
+    // Deletions: a port map or a peer (or a device with its peers) goes before the rules and filters
+    // that guard it.
+    ...portMapDels(p),
     // Routes go before the devices (deleting an address flushes routes that take it as their source).
     ...peerDels(p),
     ...routeDels(p),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyPlan } from '../../src/kernel/execute.ts';
-import { MAIN_TABLE, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
+import { MAIN_TABLE, PORT_MAP, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
 import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
 import { canonicalHostState, nftDigest, stripDesired } from '../../src/kernel/host-text.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
@@ -72,6 +72,7 @@ function desired(side: Side): DesiredHostState {
     rules: [],
     sysctls: {},
     nftTables: {},
+    portMaps: [],
   };
 }
 
@@ -125,6 +126,7 @@ function steering(denied: string): DesiredHostState {
     ],
     sysctls: { 'net.ipv4.ip_forward': '1' },
     nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } },
+    portMaps: [],
   };
 }
 
@@ -247,7 +249,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
   });
 
   it('deletes everything it owns: no device, no wireguard-go process, no socket', async () => {
-    const empty: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
+    const empty: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
     for (const s of SIDES) {
       const r = await converge(s, empty);
       expect(r.failures.map((f) => f.error.message)).toEqual([]);
@@ -288,15 +290,70 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect(relisted).toContain('198.51.100.0/24');
     expect(relisted).not.toContain('192.0.2.0/24');
 
-    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
+    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] }, STEERING_SCOPE);
     expect(gone.failures.map((f) => f.error.message)).toEqual([]);
     expect(gone.plan.map((op) => op.op)).toEqual(['rule.del', 'rule.del', 'nft.table.del']);
     // Sysctls are never reset: the value stays.
-    expect(gone.reached).toEqual({ devices: new Map(), routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '1' }, nftTables: {} });
+    expect(gone.reached).toEqual({ devices: new Map(), routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '1' }, nftTables: {}, portMaps: [] });
     expect((await inNs('a', 'nft', 'list', 'tables')).stdout).not.toContain(NFT_TABLE);
     const rules = (await inNs('a', 'ip', 'rule', 'show')).stdout;
     expect(rules).not.toContain('unreachable');
     expect(rules).not.toContain('lookup 1220');
+  });
+
+  it('keeps port maps as elements of the table’s map: added, pointed elsewhere, removed, and put back after the table is replaced', async () => {
+    const body = (policy: string) =>
+      [
+        `  map ${PORT_MAP} {`,
+        '    type inet_service : ipv4_addr . inet_service;',
+        '  }',
+        '  chain private_dnat {',
+        `    type nat hook prerouting priority dstnat; policy ${policy};`,
+        `    dnat ip to udp dport map @${PORT_MAP}`,
+        '  }',
+      ].join('\n');
+    const state = (policyBody: string, maps: [number, string][]): DesiredHostState => ({
+      devices: new Map(),
+      routes: [],
+      rules: [],
+      sysctls: {},
+      nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(policyBody), body: policyBody } },
+      portMaps: maps.map(([port, to]) => ({ table: NFT_TABLE, port, to })),
+    });
+    const steps: [string, [number, string][], string[]][] = [
+      [
+        body('accept'),
+        [
+          [51818, '100.64.0.2:51822'],
+          [51817, '100.64.0.3:51823'],
+        ],
+        ['nft.table.set', 'portmap.add', 'portmap.add'],
+      ],
+      [
+        body('accept'),
+        [
+          [51818, '100.64.0.3:51823'],
+          [51817, '100.64.0.3:51823'],
+        ],
+        ['portmap.replace'],
+      ],
+      [body('accept'), [[51817, '100.64.0.3:51823']], ['portmap.del']],
+      // A new body: the table is replaced and its element added back.
+      [body('accept') + '\n', [[51817, '100.64.0.3:51823']], ['nft.table.set', 'portmap.add']],
+    ];
+    for (const [b, maps, ops] of steps) {
+      const r = await converge('a', state(b, maps), STEERING_SCOPE);
+      expect(r.failures.map((f) => f.error.message)).toEqual([]);
+      expect(r.plan.map((op) => op.op)).toEqual(ops);
+      expect(r.reached.portMaps).toEqual(canonicalHostState(state(b, maps)).portMaps);
+      expect(planKernel(await backends.a.read(STEERING_SCOPE), state(b, maps))).toEqual([]);
+    }
+    const listed = (await inNs('a', 'nft', 'list', 'map', 'inet', NFT_TABLE, PORT_MAP)).stdout;
+    expect(listed).toMatch(/51817 : 100\.64\.0\.3 \. 51823/);
+    expect(listed).not.toContain('51818');
+    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] }, STEERING_SCOPE);
+    expect(gone.plan.map((op) => op.op)).toEqual(['nft.table.del']);
+    expect(gone.reached.portMaps).toEqual([]);
   });
 
   it('loads the relay table (egress policy, mesh filters) in one transaction and reads its counters by name', async () => {
@@ -314,6 +371,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
       rules: [],
       sysctls: {},
       nftTables: { [NFT_TABLE]: { name: NFT_TABLE, digest: nftDigest(body), body } },
+      portMaps: [],
     };
     const r = await converge('a', desired, STEERING_SCOPE);
     expect(r.failures.map((f) => f.error.message)).toEqual([]);
@@ -338,7 +396,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     expect(listed).toContain('169.254.0.0/16');
     expect(listed).toContain('fib saddr . iif oif missing');
 
-    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} }, STEERING_SCOPE);
+    const gone = await converge('a', { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] }, STEERING_SCOPE);
     expect(gone.failures.map((f) => f.error.message)).toEqual([]);
     expect(await backends.a.counters(NFT_TABLE)).toEqual({});
   });

@@ -58,7 +58,14 @@ export function session(n: number, entry: RelayRecord, exitId: string, over: Par
  */
 export function clientsHarness(
   backend = new MemoryKernelBackend({
-    initial: { devices: new Map(), routes: [], rules: [], sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' }, nftTables: {} },
+    initial: {
+      devices: new Map(),
+      routes: [],
+      rules: [],
+      sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
+      nftTables: {},
+      portMaps: [],
+    },
   }),
 ) {
   const confirms: { sessionId: string; exitId: string }[] = [];

@@ -42,6 +42,8 @@ export class FakeLinux implements CommandRunner {
     ['net.ipv6.conf.all.disable_ipv6', '0'],
   ]);
   readonly nft = new Map<string, { digest: string; body: string }>();
+  /** The elements of each table's port map: port -> `address:port`. */
+  readonly portMaps = new Map<string, Map<number, string>>();
   /** Every command run, as text. */
   readonly log: string[] = [];
   /** Without the WireGuard module, `ip link add ... type wireguard` fails as Linux says; wireguard-go works. */
@@ -303,15 +305,41 @@ export class FakeLinux implements CommandRunner {
     const j = a[0] === '-j';
     const r = j ? a.slice(1) : a;
     if (r[0] === '-f' && r[1] === '-') {
-      // Our scripts: create if absent, delete, create with comment and body.
+      // Our scripts: create if absent, delete, create with comment and body; or a port map's element replaced.
       const m = /table inet (\S+) \{\n comment "relay-core:([^"]*)";\n([\s\S]*)\n\}\n$/.exec(input ?? '');
-      if (!m) throw new Error('Error: syntax error (the fake reads only relay-core table scripts)');
-      this.nft.set(m[1]!, { digest: m[2]!, body: m[3]! });
+      const e = /^delete element inet (\S+) port_map \{ (\d+) \}\nadd element inet \1 port_map \{ \2 : ([\d.]+) \. (\d+) \}\n$/.exec(input ?? '');
+      if (m) {
+        this.nft.set(m[1]!, { digest: m[2]!, body: m[3]! });
+        this.portMaps.delete(m[1]!);
+      } else if (e) {
+        const map = this.portMapOf(e[1]!);
+        if (!map.has(Number(e[2]))) throw new Error('Error: Could not process rule: No such file or directory');
+        map.set(Number(e[2]), `${e[3]}:${e[4]}`);
+      } else throw new Error('Error: syntax error (the fake reads only relay-core table and port map scripts)');
       return '';
     }
     if (r[0] === 'delete' && r[1] === 'table') {
       if (!this.nft.delete(r[3]!)) throw new Error(`Error: No such file or directory; did you mean table ‘${r[3]}’ in family inet?`);
+      this.portMaps.delete(r[3]!);
       return '';
+    }
+    if ((r[0] === 'add' || r[0] === 'delete') && r[1] === 'element' && r[4] === 'port_map') {
+      const map = this.portMapOf(r[3]!);
+      const el = r[0] === 'add' ? /^\{ (\d+) : ([\d.]+) \. (\d+) \}$/.exec(r[5] ?? '') : /^\{ (\d+) \}$/.exec(r[5] ?? '');
+      if (!el) throw new Error('Error: syntax error');
+      const port = Number(el[1]);
+      if (r[0] === 'add') {
+        if (map.has(port)) throw new Error('Error: Could not process rule: File exists');
+        map.set(port, `${el[2]}:${el[3]}`);
+      } else if (!map.delete(port)) throw new Error('Error: Could not process rule: No such file or directory');
+      return '';
+    }
+    if (r[0] === 'list' && r[1] === 'map' && r[4] === 'port_map') {
+      const map = this.portMapOf(r[3]!);
+      const elem = [...map].map(([port, to]) => [port, { concat: [to.split(':')[0], Number(to.split(':')[1])] }]);
+      return JSON.stringify({
+        nftables: [{ metainfo: {} }, { map: { family: 'inet', name: 'port_map', table: r[3], type: 'inet_service', ...(elem.length ? { elem } : {}) } }],
+      });
     }
     if (r[0] === 'list' && r[1] === 'tables')
       return JSON.stringify({ nftables: [{ metainfo: {} }, ...[...this.nft.keys()].map((name) => ({ table: { family: 'inet', name } }))] });
@@ -329,6 +357,15 @@ export class FakeLinux implements CommandRunner {
       });
     }
     throw new Error(`nft: unsupported ${a.join(' ')}`);
+  }
+
+  /** The port map of a table whose body declares it, as nft refuses the others. */
+  private portMapOf(table: string): Map<number, string> {
+    const t = this.nft.get(table);
+    if (!t?.body.includes('map port_map {')) throw new Error('Error: No such file or directory');
+    const map = this.portMaps.get(table) ?? new Map<number, string>();
+    this.portMaps.set(table, map);
+    return map;
   }
 }
 

@@ -146,7 +146,7 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     await h.view([r1, r2, r3], [session(1, r1, 'relay-2')]);
     await h.teardown();
     const host = await h.backend.read(SCOPE);
-    expect(host).toEqual({ devices: new Map(), routes: [], rules: [], sysctls: clientsInput.originalSysctls, nftTables: {} });
+    expect(host).toEqual({ devices: new Map(), routes: [], rules: [], sysctls: clientsInput.originalSysctls, nftTables: {}, portMaps: [] });
     expect(h.tornDown()).toBe(true);
     h.actor.stop();
   });

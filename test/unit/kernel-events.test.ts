@@ -65,7 +65,7 @@ describe('kernel events stay bounded at any fleet size', () => {
 describe('the digest of a scope', () => {
   const a = { name: 'a', publicKey: 'k', listenPort: 1, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [] };
   const route = { dst: '100.64.0.2/32', dev: 'a', table: 254, src: null };
-  const state = { devices: devs({ a }), routes: [route], rules: [], sysctls: { x: '1' }, nftTables: {} };
+  const state = { devices: devs({ a }), routes: [route], rules: [], sysctls: { x: '1' }, nftTables: {}, portMaps: [] };
 
   it('does not depend on order, and moves with any object it covers', () => {
     const b = { ...a, name: 'b' };
@@ -86,7 +86,7 @@ describe('the digest of a scope', () => {
   it('updates by taking objects out and putting objects in', () => {
     const b = { ...a, name: 'b' };
     const two = { ...state, devices: devs({ a, b }) };
-    const empty = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} };
+    const empty = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
     expect(updateScopeDigest(scopeDigest(state), empty, { ...empty, devices: devs({ b }) })).toBe(scopeDigest(two));
     expect(updateScopeDigest(scopeDigest(two), { ...empty, devices: devs({ b }) }, empty)).toBe(scopeDigest(state));
   });

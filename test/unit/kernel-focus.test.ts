@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ClientSession, RelayRecord } from '../../src/contract/topology.events.ts';
 import { seedTopology } from '../../src/events/topology.fold.ts';
-import { focusOf, isEmptyFocus, mayReachBeyond, restrict } from '../../src/kernel/focus.ts';
+import { focusOf, isEmptyFocus, mayReachBeyond, mergeFocused, restrict } from '../../src/kernel/focus.ts';
 import type { DesiredHostState, KernelBackend, KernelScope } from '../../src/kernel/host-state.ts';
 import { canonicalHostState } from '../../src/kernel/host-text.ts';
 import type { ReconcileInput } from '../../src/kernel/kernel.machine.ts';
@@ -43,7 +43,7 @@ describe('a focus: what changed between two desired states', () => {
         // The same objects for the same numbers, as owners keep them: equal lists share objects.
         const objects = new Map<number, ReturnType<typeof route>>();
         const of = (i: number) => objects.get(i) ?? objects.set(i, route(i)).get(i)!;
-        const a: DesiredHostState = { devices: new Map(), routes: xs.map(of), rules: [], sysctls: {}, nftTables: {} };
+        const a: DesiredHostState = { devices: new Map(), routes: xs.map(of), rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
         const b: DesiredHostState = { ...a, routes: ys.map(of) };
         const keys = [...focusOf(a, b).routes];
         const only = [...new Set([...xs.filter((x) => !ys.includes(x)), ...ys.filter((y) => !xs.includes(y))])];
@@ -52,7 +52,7 @@ describe('a focus: what changed between two desired states', () => {
     );
     // A leave in the middle of a long list: just that route, not the tail after it.
     const long = Array.from({ length: 300 }, (_, i) => route(i));
-    const a: DesiredHostState = { devices: new Map(), routes: long, rules: [], sysctls: {}, nftTables: {} };
+    const a: DesiredHostState = { devices: new Map(), routes: long, rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
     expect([...focusOf(a, { ...a, routes: long.filter((_, i) => i !== 150) }).routes]).toEqual(['250 100.64.0.150/32']);
     expect([...focusOf(a, { ...a, routes: [...long, route(400)] }).routes]).toEqual(['500 100.64.1.144/32']);
   });
@@ -64,6 +64,7 @@ describe('a focus: what changed between two desired states', () => {
       rules: [{ priority: 5, from: '100.96.0.2/32', iif: 'rc1c', table: 100_002 }],
       sysctls: { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' },
       nftTables: { t: { name: 't', digest: 'aa', body: 'x' } },
+      portMaps: [],
     };
     const b: DesiredHostState = {
       ...a,
@@ -71,6 +72,7 @@ describe('a focus: what changed between two desired states', () => {
       rules: [a.rules[0]!, { priority: 5, from: '100.96.0.3/32', iif: 'rc1c', table: 100_002 }],
       sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '2' },
       nftTables: { t: { name: 't', digest: 'bb', body: 'y' } },
+      portMaps: [],
     };
     const f = focusOf(a, b);
     expect([...f.routes]).toEqual(['254 100.64.0.9/32']);
@@ -79,6 +81,28 @@ describe('a focus: what changed between two desired states', () => {
     expect([...f.nftTables]).toEqual(['t']);
     expect(restrict(b, f).rules).toEqual([b.rules[1]]);
     expect(restrict(b, f).sysctls).toEqual({ 'net.ipv4.ip_forward': '0' });
+  });
+
+  it('names the port maps that changed, and every port map of a table that did (replaced, it comes back without them)', () => {
+    const m = (port: number, to: string) => ({ table: 't', port, to });
+    const a: DesiredHostState = {
+      devices: new Map(),
+      routes: [],
+      rules: [],
+      sysctls: {},
+      nftTables: { t: { name: 't', digest: 'aa', body: 'x' } },
+      portMaps: [m(51818, '100.64.0.2:51822'), m(51817, '100.64.0.3:51823'), m(51816, '100.64.0.2:51822')],
+    };
+    const moved = { ...a, portMaps: [a.portMaps[0]!, m(51817, '100.64.0.2:51822'), a.portMaps[2]!] };
+    const f = focusOf(a, moved);
+    expect([...f.portMaps]).toEqual(['t 51817']);
+    expect(restrict(moved, f).portMaps).toEqual([m(51817, '100.64.0.2:51822')]);
+    expect(mergeFocused(a, f, restrict(moved, f)).portMaps).toEqual([a.portMaps[0], a.portMaps[2], m(51817, '100.64.0.2:51822')]);
+    const newTable = { ...a, nftTables: { t: { name: 't', digest: 'bb', body: 'y' } } };
+    const g = focusOf(a, newTable);
+    expect([...g.portMaps]).toEqual([]);
+    expect(restrict(newTable, g).portMaps).toEqual(a.portMaps);
+    expect(isEmptyFocus(focusOf(a, { ...a }))).toBe(true);
   });
 
   it('knows when removing an address reaches routes outside the focus: only when no other device keeps it', () => {
@@ -91,6 +115,7 @@ describe('a focus: what changed between two desired states', () => {
       rules: [],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     });
     expect(mayReachBeyond([{ op: 'link.del', dev: 'a' }], host)).toBe(false);
     expect(mayReachBeyond([{ op: 'addr.del', dev: 'b', cidr: '100.64.0.7/32' }], host)).toBe(true);

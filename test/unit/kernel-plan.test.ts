@@ -4,6 +4,7 @@ import { applyPlan, dependsOn, describeOp } from '../../src/kernel/execute.ts';
 import {
   KernelOpError,
   MAIN_TABLE,
+  PORT_MAP,
   type DesiredHostState,
   type DesiredWgDevice,
   type HostState,
@@ -39,7 +40,11 @@ const NFT_BODIES = [
   '  chain forward_filter {\n    type filter hook forward priority filter; policy accept;\n  }',
   '  chain forward_filter {\n    type filter hook forward priority filter; policy drop;\n  }',
   '  chain postrouting_nat {\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr 100.96.0.0/11 masquerade\n  }',
+  `  map ${PORT_MAP} {\n    type inet_service : ipv4_addr . inet_service;\n  }`,
+  `  map ${PORT_MAP} {\n    type inet_service : ipv4_addr . inet_service;\n  }\n  chain pre {\n    type nat hook prerouting priority dstnat; policy accept;\n  }`,
 ];
+const PORTS = [51700, 51701, 51702];
+const PORT_TARGETS = ['100.64.0.2:51822', '100.64.0.3:51823'];
 const nftTable = (name: string, body: string) => ({ name, digest: nftDigest(body), body });
 /** A desired state with nothing but `parts`. */
 const desire = (parts: Partial<DesiredHostState> = {}): DesiredHostState => ({
@@ -48,6 +53,7 @@ const desire = (parts: Partial<DesiredHostState> = {}): DesiredHostState => ({
   rules: [],
   sysctls: {},
   nftTables: {},
+  portMaps: [],
   ...parts,
 });
 
@@ -108,6 +114,7 @@ function randomRules(r: Rng, names: string[]): RuleState[] {
 }
 
 function randomDesired(r: Rng): DesiredHostState {
+  const nftTables = Object.fromEntries(r.subset(NFT_NAMES).map((name) => [name, nftTable(name, r.pick(NFT_BODIES))]));
   const devices = DEVICE_NAMES.map((name, i) => [name, i] as const)
     .filter(() => r.chance(0.45))
     .map(([name, i]) => randomDevice(r, name, i));
@@ -119,7 +126,11 @@ function randomDesired(r: Rng): DesiredHostState {
       devices.map((d) => d.name),
     ),
     sysctls: Object.fromEntries(r.subset(SYSCTL_KEYS).map((k) => [k, r.pick(['0', '1', '2'])])),
-    nftTables: Object.fromEntries(r.subset(NFT_NAMES).map((name) => [name, nftTable(name, r.pick(NFT_BODIES))])),
+    nftTables,
+    // Port maps only in tables whose body declares the map.
+    portMaps: Object.values(nftTables)
+      .filter((t) => t.body.includes(`map ${PORT_MAP} {`))
+      .flatMap((t) => r.subset(PORTS, 0.5).map((port) => ({ table: t.name, port, to: r.pick(PORT_TARGETS) }))),
   };
 }
 
@@ -133,6 +144,7 @@ const FOREIGN: HostState = {
   ],
   sysctls: { 'net.ipv6.conf.all.forwarding': '1' },
   nftTables: { filter: { name: 'filter', digest: 'f00df00df00df00d' } },
+  portMaps: [{ table: 'filter', port: 53, to: '198.18.0.9:53' }],
 };
 const FOREIGN_SCOPE: KernelScope = { devicePrefix: 'up', rulePriorities: [2000, 40000], sysctls: ['net.ipv6.conf.all.forwarding'], nftTables: ['filter'] };
 
@@ -143,6 +155,7 @@ function withForeign(s: HostState): HostState {
     rules: [...s.rules, ...FOREIGN.rules],
     sysctls: { ...s.sysctls, ...FOREIGN.sysctls },
     nftTables: { ...s.nftTables, ...FOREIGN.nftTables },
+    portMaps: [...s.portMaps, ...FOREIGN.portMaps],
   };
 }
 
@@ -199,6 +212,9 @@ describe('planKernel on the in-memory host', () => {
         'link.up',
         'nft.table.del',
         'nft.table.set',
+        'portmap.add',
+        'portmap.del',
+        'portmap.replace',
         'route.add',
         'route.del',
         'route.replace',
@@ -221,6 +237,7 @@ describe('planKernel on the in-memory host', () => {
       rules: [{ priority: 1000, from: '100.96.0.0/22', iif: null, table: 1001 }],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     };
     const desired: DesiredHostState = {
       devices: devs({
@@ -231,6 +248,7 @@ describe('planKernel on the in-memory host', () => {
       rules: [{ priority: 1000, from: '100.96.4.0/22', iif: null, table: 1001 }],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     };
     expect(planKernel(actual, desired).map(describeOp)).toEqual([
       'link.add rt2 mtu 1420',
@@ -269,6 +287,7 @@ describe('planKernel on the in-memory host', () => {
       rules: [],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     };
     const plan = planKernel(actual, desire());
     expect(plan).toEqual([{ op: 'link.del', dev: 'rt1' }]);
@@ -282,13 +301,14 @@ describe('planKernel on the in-memory host', () => {
   it('changes a peer with one wg.peer.set, and leaves an endpoint the device learned alone', () => {
     const was: WgPeerState = { publicKey: key(1), endpoint: '198.18.0.2:51820', allowedIps: ['100.96.0.0/22'], keepaliveSeconds: 25 };
     const device = (peer: WgPeerState) => ({ name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, addresses: [], up: true, peers: [peer] });
-    const actual: HostState = { devices: devs({ rt1: device(was) }), routes: [], rules: [], sysctls: {}, nftTables: {} };
+    const actual: HostState = { devices: devs({ rt1: device(was) }), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
     const desire = (peer: WgPeerState): DesiredHostState => ({
       devices: devs({ rt1: { ...device(peer), privateKeyFile: '/k' } }),
       routes: [],
       rules: [],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     });
 
     const changed = { ...was, endpoint: '198.18.0.3:51820', allowedIps: ['0.0.0.0/0', '100.96.0.0/22'], keepaliveSeconds: 0 };
@@ -300,13 +320,21 @@ describe('planKernel on the in-memory host', () => {
   it('moves a route to another device with one atomic route.replace', () => {
     const dev = (name: string) => ({ name, publicKey: key(0), listenPort: 0, mtu: 1420, addresses: [], up: true, peers: [] });
     const exitRoute = (d: string): RouteState => ({ dst: '0.0.0.0/0', dev: d, table: 1001, src: null });
-    const actual: HostState = { devices: devs({ rt1: dev('rt1'), rt2: dev('rt2') }), routes: [exitRoute('rt1')], rules: [], sysctls: {}, nftTables: {} };
+    const actual: HostState = {
+      devices: devs({ rt1: dev('rt1'), rt2: dev('rt2') }),
+      routes: [exitRoute('rt1')],
+      rules: [],
+      sysctls: {},
+      nftTables: {},
+      portMaps: [],
+    };
     const desired: DesiredHostState = {
       devices: devs({ rt1: { ...dev('rt1'), privateKeyFile: '/k' }, rt2: { ...dev('rt2'), privateKeyFile: '/k' } }),
       routes: [exitRoute('rt2')],
       rules: [],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     };
     expect(planKernel(actual, desired)).toEqual([{ op: 'route.replace', route: exitRoute('rt2') }]);
   });
@@ -315,7 +343,7 @@ describe('planKernel on the in-memory host', () => {
     const rt1 = { name: 'rt1', publicKey: key(0), listenPort: 51821, mtu: 1420, up: true, peers: [] };
     const route: RouteState = { dst: '100.96.0.0/22', dev: 'rt1', table: MAIN_TABLE, src: null };
     const host = new MemoryKernelBackend({
-      initial: { devices: devs({ rt1: { ...rt1, addresses: ['100.64.0.1/32'] } }), routes: [route], rules: [], sysctls: {}, nftTables: {} },
+      initial: { devices: devs({ rt1: { ...rt1, addresses: ['100.64.0.1/32'] } }), routes: [route], rules: [], sysctls: {}, nftTables: {}, portMaps: [] },
     });
     const desired: DesiredHostState = {
       devices: devs({ rt1: { ...rt1, privateKeyFile: '/k', addresses: [] } }),
@@ -323,6 +351,7 @@ describe('planKernel on the in-memory host', () => {
       rules: [],
       sysctls: {},
       nftTables: {},
+      portMaps: [],
     };
     const plan = planKernel(await host.read(SCOPE), desired);
     expect(plan).toEqual([
@@ -375,6 +404,7 @@ describe('planKernel on the in-memory host', () => {
       rules,
       sysctls: {},
       nftTables: { rt_a: { name: 'rt_a', digest: nftDigest(body1) }, rt_b: { name: 'rt_b', digest: nftDigest(body3) } },
+      portMaps: [],
     };
     const host = new MemoryKernelBackend({ initial });
     const actual = await host.read(SCOPE);
@@ -453,6 +483,7 @@ describe('MemoryKernelBackend', () => {
     rules: [rule, failClosed],
     sysctls: { 'net.ipv4.ip_forward': '1' },
     nftTables: { rt_a: { name: 'rt_a', digest: nftDigest(body) } },
+    portMaps: [],
   });
 
   it.each<[string, KernelOp]>([
@@ -657,6 +688,7 @@ describe('canonical form and rendering', () => {
     ],
     sysctls: { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '2' },
     nftTables: { rt_b: nftTable('rt_b', NFT_BODIES[2]!), rt_a: nftTable('rt_a', 'chain secret_body {}') },
+    portMaps: [],
   };
 
   it('renders one line per item in canonical order, with public keys and without key files', () => {
@@ -712,6 +744,7 @@ describe('canonical form and rendering', () => {
       rules: r.shuffle(s.rules),
       sysctls: Object.fromEntries(r.shuffle(Object.entries(s.sysctls))),
       nftTables: Object.fromEntries(r.shuffle(Object.entries(s.nftTables))),
+      portMaps: [],
     });
     const text = renderHostState(desired);
     for (let i = 0; i < 20; i++) expect(renderHostState(shuffled(desired))).toBe(text);

@@ -70,7 +70,7 @@ describe('the Linux backend on a fake host', () => {
     expect(await b.counters('absent')).toEqual({});
     expect(await b.ipv6()).toEqual({ enabled: true, defaultRoute: false });
     // Tearing down: the same backend removes what it made.
-    const gone = await converge(b, clientScope(self, clients), { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} });
+    const gone = await converge(b, clientScope(self, clients), { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] });
     expect(gone.r.failures).toEqual([]);
     expect(host.rules).toEqual([]);
     expect(host.nft.size).toBe(0);
@@ -96,7 +96,14 @@ describe('the Linux backend on a fake host', () => {
     expect(dumps()).toEqual(['wg show all dump']);
     host.log.length = 0;
     const [dev] = [...whole.devices.keys()];
-    const focus = { devices: new Set([dev!]), routes: new Set<string>(), rules: new Set<string>(), sysctls: new Set<string>(), nftTables: new Set<string>() };
+    const focus = {
+      devices: new Set([dev!]),
+      routes: new Set<string>(),
+      rules: new Set<string>(),
+      sysctls: new Set<string>(),
+      nftTables: new Set<string>(),
+      portMaps: new Set<string>(),
+    };
     const one = await b.read(scope, focus);
     expect(dumps()).toEqual([`wg show ${dev} dump`]);
     expect(one.devices.get(dev!)).toEqual(whole.devices.get(dev!));

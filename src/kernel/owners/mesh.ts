@@ -40,7 +40,7 @@ export function meshPeers(view: TopologyView, selfId: string): ReadonlyMap<strin
 }
 
 /** What a tearing-down relay desires of its mesh scope: nothing. */
-export const releasedMeshState = (): DesiredHostState => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {} });
+export const releasedMeshState = (): DesiredHostState => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] });
 
 /**
  * Whether the device on the host is exactly what was asked (ignoring the key file, which reads back as
