@@ -195,6 +195,7 @@ while (written < target) {
     address,
     openedAt: now().toISOString(),
     expiresAt: '2027-11-25T00:00:00.000Z',
+    mode: 'standard',
   };
   const opened = publishTopology('ClientSessionOpened', { session }, SELF);
   const cause = applied(opened);

@@ -3,8 +3,8 @@
 // refusals: request.ts), answers as the CLI checks them. Pure.
 import { z } from 'zod';
 import { RelayIdSchema } from './envelope.ts';
-import { exactlyOne, flag, regionField, relayIdField, requestObject, sessionIdField, wgKeyField } from './request.ts';
-import { CLIENT_SESSION_CLOSE_REASONS, ClientSessionSchema, EndpointSchema, WgKeySchema } from './topology.events.ts';
+import { exactlyOne, flag, oneOf, regionField, relayIdField, requestObject, sessionIdField, wgKeyField } from './request.ts';
+import { CLIENT_SESSION_CLOSE_REASONS, ClientSessionSchema, EndpointSchema, SESSION_MODES, WgKeySchema } from './topology.events.ts';
 
 /** The shortest session a caller may ask for; the longest is `max_session_ttl_seconds`. */
 export const MIN_SESSION_TTL_SECONDS = 60;
@@ -20,11 +20,16 @@ const oneExit = exactlyOne('exit', 'exitRegion', {
   neither: 'exit (a relay id) or exitRegion (a region) is required',
 });
 
-/** connect-client: the client's public key (never its private key), the exit, optionally the entry and lifetime. */
+/**
+ * connect-client: the client's public key (never its private key), the exit, optionally the entry,
+ * lifetime and mode (`private`: the entry forwards the client's ciphertext to the exit, which
+ * terminates its tunnel; docs/clients.md, "Private sessions").
+ */
 export const ConnectClientRequestSchema = requestObject({
   publicKey: wgKeyField(),
   ...exitChoice,
   entry: relayIdField('entry').optional(),
+  mode: oneOf('mode', SESSION_MODES).default('standard'),
   ttlSeconds: z
     .number({ error: TTL_MESSAGE })
     .refine(Number.isInteger, TTL_MESSAGE)
@@ -81,7 +86,15 @@ export const ConnectClientResponseSchema = z.object({
 });
 export type ConnectClientResponse = z.infer<typeof ConnectClientResponseSchema>;
 
-export const SwitchExitResponseSchema = z.object({ session: ClientSessionSchema });
+/**
+ * A standard session's tunnel is untouched by a switch: no configuration. A private session's client
+ * needs a new one (its peer is the exit: another key, another port at the entry).
+ */
+export const SwitchExitResponseSchema = z.object({
+  session: ClientSessionSchema,
+  config: ClientConfigSchema.nullable().default(null),
+  wgQuick: z.string().min(1).nullable().default(null),
+});
 export type SwitchExitResponse = z.infer<typeof SwitchExitResponseSchema>;
 
 export const DisconnectClientResponseSchema = z.object({ sessionId: z.string(), revision: z.number().int().min(1) });
@@ -89,7 +102,7 @@ export type DisconnectClientResponse = z.infer<typeof DisconnectClientResponseSc
 
 export const ClientSessionListItemSchema = ClientSessionSchema.extend({
   status: z.enum(['open', 'closed']),
-  /** The entry confirmed the session's current exit. */
+  /** The entry (and a private session's exit) confirmed the session's current exit. */
   confirmed: z.boolean(),
   /** The user (JWT `sub`) that opened it; null for the service role. Absent in a relay token's list. */
   owner: z.string().nullable().optional(),

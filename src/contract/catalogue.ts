@@ -3,7 +3,11 @@ import { EnvelopeSchema, type Envelope } from './envelope.ts';
 import {
   ClientSessionClosedV1,
   ClientSessionExitChangedV1,
+  ClientSessionExitChangedV2,
   ClientSessionOpenedV1,
+  ClientSessionOpenedV2,
+  upcastClientSessionExitChangedV1,
+  upcastClientSessionOpenedV1,
   RelayAdmittedV1,
   RelayAdmittedV2,
   upcastRelayAdmittedV1,
@@ -70,8 +74,16 @@ export const CATALOGUE = {
   RelayKeyRotated: { kind: { stream: 'topology' }, versions: { 1: RelayKeyRotatedV1 } },
   RelayEndpointChanged: { kind: { stream: 'topology' }, versions: { 1: RelayEndpointChangedV1 } },
   RelayCapabilitiesChanged: { kind: { stream: 'topology' }, versions: { 1: RelayCapabilitiesChangedV1 } },
-  ClientSessionOpened: { kind: { stream: 'topology' }, versions: { 1: ClientSessionOpenedV1 } },
-  ClientSessionExitChanged: { kind: { stream: 'topology' }, versions: { 1: ClientSessionExitChangedV1 } },
+  ClientSessionOpened: {
+    kind: { stream: 'topology' },
+    versions: { 1: ClientSessionOpenedV1, 2: ClientSessionOpenedV2 },
+    upcast: { 1: upcastClientSessionOpenedV1 },
+  },
+  ClientSessionExitChanged: {
+    kind: { stream: 'topology' },
+    versions: { 1: ClientSessionExitChangedV1, 2: ClientSessionExitChangedV2 },
+    upcast: { 1: upcastClientSessionExitChangedV1 },
+  },
   ClientSessionClosed: { kind: { stream: 'topology' }, versions: { 1: ClientSessionClosedV1 } },
   RelayStarted: {
     kind: { stream: 'relay', aggregate: 'relay' },

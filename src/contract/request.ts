@@ -21,6 +21,11 @@ export function flag(field: string) {
   return z.boolean({ error: `${field} must be true or false` });
 }
 
+/** One of a fixed set of strings, the refusal naming them. */
+export function oneOf<const T extends readonly [string, ...string[]]>(field: string, values: T) {
+  return z.enum(values, { error: `${field} must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}` });
+}
+
 export function relayIdField(field = 'relayId') {
   return text(field).regex(RELAY_ID_RE, `${field} must be 1-63 characters of a-z, 0-9 and -, starting with a letter or digit`);
 }

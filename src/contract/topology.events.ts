@@ -57,32 +57,56 @@ export const RelayEndpointChangedV1 = z
 /** What a relay can carry changed at a re-registration: today whether clients' IPv6 may leave there. */
 export const RelayCapabilitiesChangedV1 = z.object({ revision: Revision, relayId: RelayIdSchema, exitIpv6: z.boolean() }).strict();
 
+/** How a session crosses the network (docs/clients.md, "Private sessions"). */
+export const SESSION_MODES = ['standard', 'private'] as const;
+export type SessionMode = (typeof SESSION_MODES)[number];
+
+const clientSessionFields = {
+  id: z.string().uuid(),
+  entryId: RelayIdSchema,
+  exitId: RelayIdSchema,
+  publicKey: WgKeySchema,
+  address: Ipv4Schema,
+  openedAt: z.string().datetime({ offset: true }),
+  expiresAt: z.string().datetime({ offset: true }),
+};
+
+/** A session as the topology knew it before private sessions: every one was standard. */
+export const ClientSessionSchemaV1 = z.object(clientSessionFields).strict();
+
 /**
  * A client session as the topology knows it: a stock WireGuard client (its public key) that enters the
  * network at `entryId`, with `address` from that relay's client pool, and leaves it at `exitId`.
+ * `standard`: the entry terminates the client's tunnel and carries its packets over the mesh link;
+ * `private`: the client's tunnel ends at the exit, and the entry forwards its ciphertext to it.
  * Sessions ride the topology log (one ordered, signed log, one snapshot): every relay folds them, the
- * entry programs its own (docs/clients.md).
+ * relays they concern program them (docs/clients.md).
  */
-export const ClientSessionSchema = z
-  .object({
-    id: z.string().uuid(),
-    entryId: RelayIdSchema,
-    exitId: RelayIdSchema,
-    publicKey: WgKeySchema,
-    address: Ipv4Schema,
-    openedAt: z.string().datetime({ offset: true }),
-    expiresAt: z.string().datetime({ offset: true }),
-  })
-  .strict();
+export const ClientSessionSchema = z.object({ ...clientSessionFields, mode: z.enum(SESSION_MODES) }).strict();
 export type ClientSession = z.infer<typeof ClientSessionSchema>;
 
 export const CLIENT_SESSION_CLOSE_REASONS = ['disconnected', 'expired', 'entry-left', 'not-confirmed', 'removed'] as const;
 export type ClientSessionCloseReason = (typeof CLIENT_SESSION_CLOSE_REASONS)[number];
 
-export const ClientSessionOpenedV1 = z.object({ revision: Revision, session: ClientSessionSchema }).strict();
+export const ClientSessionOpenedV1 = z.object({ revision: Revision, session: ClientSessionSchemaV1 }).strict();
+/** v2: the session says its mode; v1 sessions were standard. */
+export const ClientSessionOpenedV2 = z.object({ revision: Revision, session: ClientSessionSchema }).strict();
+export const upcastClientSessionOpenedV1 = (d: z.infer<typeof ClientSessionOpenedV1>): z.infer<typeof ClientSessionOpenedV2> => ({
+  ...d,
+  session: { ...d.session, mode: 'standard' },
+});
 export const ClientSessionExitChangedV1 = z
   .object({ revision: Revision, sessionId: z.string().uuid(), entryId: RelayIdSchema, exitId: RelayIdSchema, previousExitId: RelayIdSchema })
   .strict();
+/**
+ * v2 adds `session`, the session after the change: a private session's new exit has not kept it
+ * before (it did not concern that relay), and takes it from here. v1 reads as `session: null`.
+ */
+export const ClientSessionExitChangedV2 = ClientSessionExitChangedV1.extend({ session: ClientSessionSchema.nullable() }).strict();
+export const upcastClientSessionExitChangedV1 = (d: z.infer<typeof ClientSessionExitChangedV1>): z.infer<typeof ClientSessionExitChangedV2> => ({
+  ...d,
+  session: null,
+});
 export const ClientSessionClosedV1 = z
   .object({ revision: Revision, sessionId: z.string().uuid(), entryId: RelayIdSchema, reason: z.enum(CLIENT_SESSION_CLOSE_REASONS) })
   .strict();
@@ -94,8 +118,8 @@ export type TopologyEvent =
   | Envelope<'RelayKeyRotated', z.infer<typeof RelayKeyRotatedV1>>
   | Envelope<'RelayEndpointChanged', z.infer<typeof RelayEndpointChangedV1>>
   | Envelope<'RelayCapabilitiesChanged', z.infer<typeof RelayCapabilitiesChangedV1>>
-  | Envelope<'ClientSessionOpened', z.infer<typeof ClientSessionOpenedV1>>
-  | Envelope<'ClientSessionExitChanged', z.infer<typeof ClientSessionExitChangedV1>>
+  | Envelope<'ClientSessionOpened', z.infer<typeof ClientSessionOpenedV2>>
+  | Envelope<'ClientSessionExitChanged', z.infer<typeof ClientSessionExitChangedV2>>
   | Envelope<'ClientSessionClosed', z.infer<typeof ClientSessionClosedV1>>;
 
 export type TopologyEventType = TopologyEvent['type'];

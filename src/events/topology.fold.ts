@@ -3,9 +3,10 @@ import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent }
 
 /**
  * The topology as one relay believes it: every active relay (itself included) and the open client
- * sessions that concern it at a revision: those entering at `entry` (a relay's own view), or every
- * session when `entry` is null (the views of relays before issue 15, which replay rebuilds for their
- * logs). Built only by {@link seedTopology} and {@link evolveTopology}; replay uses the same functions.
+ * sessions that concern it at a revision: those that concern `entry` ({@link sessionConcerns}: entering
+ * there, or private ones leaving there; a relay's own view), or every session when `entry` is null
+ * (the views of relays before issue 15, which replay rebuilds for their logs). Built only by
+ * {@link seedTopology} and {@link evolveTopology}; replay uses the same functions.
  */
 export interface TopologyView {
   revision: number;
@@ -14,19 +15,26 @@ export interface TopologyView {
    * thousand relays copying a Map costs a seventh of copying an object's properties (bench:relay-event).
    */
   relays: ReadonlyMap<string, RelayRecord>;
-  /** Open client sessions by id: those entering at `entry`, or all of them when it is null. */
+  /** Open client sessions by id: those that concern `entry`, or all of them when it is null. */
   sessions: Readonly<Record<string, ClientSession>>;
-  /** Whose sessions the view keeps (a relay id), or null for every session. */
+  /** Whose sessions the view keeps (a relay id: those that concern it), or null for every session. */
   entry: string | null;
 }
 
 export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: new Map(), sessions: {}, entry: null };
 
-/** The empty view of a relay that keeps only the sessions entering at `entry` (null: all). */
+/** The empty view of a relay that keeps only the sessions that concern `entry` (null: all). */
 export const emptyTopology = (entry: string | null): TopologyView => ({ ...EMPTY_TOPOLOGY, entry });
 
 /**
- * The view a snapshot from `register-server` describes, keeping only the sessions entering at `entry`
+ * Whether a session concerns a relay, which then keeps and programs it: its entry always; its exit
+ * when it is private (the exit terminates the client's tunnel). A standard session's exit needs
+ * nothing of it: it forwards what the entry's mesh link carries.
+ */
+export const sessionConcerns = (s: ClientSession, relayId: string): boolean => s.entryId === relayId || (s.mode === 'private' && s.exitId === relayId);
+
+/**
+ * The view a snapshot from `register-server` describes, keeping only the sessions that concern `entry`
  * (null: all; a control plane from before issue 15 sends every open session). Pure.
  */
 export function seedTopology(
@@ -38,14 +46,14 @@ export function seedTopology(
   const map = new Map<string, RelayRecord>();
   for (const r of relays) map.set(r.id, r);
   const open: Record<string, ClientSession> = {};
-  for (const s of sessions) if (entry === null || s.entryId === entry) open[s.id] = s;
+  for (const s of sessions) if (entry === null || sessionConcerns(s, entry)) open[s.id] = s;
   return { revision, relays: map, sessions: open, entry };
 }
 
-/** The open sessions entering at `entryId`, by id. */
-export function sessionsOfEntry(view: TopologyView, entryId: string): ClientSession[] {
+/** The open sessions that concern `relayId` (entering there, or private ones leaving there), by id. */
+export function sessionsOfRelay(view: TopologyView, relayId: string): ClientSession[] {
   return Object.values(view.sessions)
-    .filter((s) => s.entryId === entryId)
+    .filter((s) => sessionConcerns(s, relayId))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
@@ -87,12 +95,20 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       break;
     }
     case 'ClientSessionOpened':
-      // Another entry's session does not concern this relay: only the revision moves.
-      if (state.entry === null || event.data.session.entryId === state.entry) sessions = { ...sessions, [event.data.session.id]: event.data.session };
+      // A session that does not concern this relay: only the revision moves.
+      if (state.entry === null || sessionConcerns(event.data.session, state.entry)) sessions = { ...sessions, [event.data.session.id]: event.data.session };
       break;
     case 'ClientSessionExitChanged': {
-      const s = sessions[event.data.sessionId];
-      if (s) sessions = { ...sessions, [s.id]: { ...s, exitId: event.data.exitId } };
+      const known = sessions[event.data.sessionId];
+      // The session as it is now: the one kept with its new exit, else the event's (a private
+      // session's new exit learns it here).
+      const now = known ? { ...known, exitId: event.data.exitId } : event.data.session;
+      if (now && (state.entry === null || sessionConcerns(now, state.entry))) sessions = { ...sessions, [now.id]: now };
+      else if (known) {
+        // A private session's old exit: it concerns this relay no more.
+        const { [known.id]: _gone, ...rest } = sessions;
+        sessions = rest;
+      }
       break;
     }
     case 'ClientSessionClosed': {
@@ -143,7 +159,8 @@ export function canonicalTopology(view: TopologyView): string {
       .sort()
       .map((id) => {
         const s = view.sessions[id]!;
-        return [s.id, s.entryId, s.exitId, s.publicKey, s.address, s.openedAt, s.expiresAt];
+        // The mode only when private: the digests of views from before private sessions stay as they were.
+        return [s.id, s.entryId, s.exitId, s.publicKey, s.address, s.openedAt, s.expiresAt, ...(s.mode === 'private' ? ['private'] : [])];
       }),
   });
 }

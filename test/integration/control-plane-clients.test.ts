@@ -78,6 +78,10 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
   // --- the entry relays, played by the test -------------------------------------------------------
   const entryPlayer = {
     on: true,
+    /** Whether private sessions' exits confirm too. */
+    exitsOn: true,
+    /** The exits' confirmations: sessionId:exitId -> time. */
+    exitConfirmed: new Map<string, number>(),
     /** How long an entry takes to "program" a session before it confirms. */
     delayMs: 0,
     /** Confirmations sent: sessionId:exitId -> time. */
@@ -99,6 +103,17 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
           if (!token) continue;
           const r = await call('client-ready', { relayId: p.entry_id, sessionId: p.id, exitId: p.exit_id }, { token }).catch(() => null);
           if (r?.status === 200 && r.body.confirmed) entryPlayer.confirmed.set(k, Date.now());
+        }
+      }
+      // A private session's exit confirms that it carries the session's peer.
+      if (entryPlayer.exitsOn) {
+        const pending = await sql`select id::text as id, exit_id from relaynet.client_sessions
+                                  where status = 'open' and mode = 'private' and exit_confirmed_id is distinct from exit_id`.catch(() => []);
+        for (const p of pending) {
+          const token = relayTokens.get(p.exit_id);
+          if (!token) continue;
+          const r = await call('client-ready', { relayId: p.exit_id, sessionId: p.id, exitId: p.exit_id }, { token }).catch(() => null);
+          if (r?.status === 200 && r.body.confirmed) entryPlayer.exitConfirmed.set(`${p.id}:${p.exit_id}`, Date.now());
         }
       }
       await new Promise((r) => setTimeout(r, 40));
@@ -313,7 +328,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
       const r = await call('switch-exit', { sessionId: first.id, exitRegion: 'us' });
       expect(r.status).toBe(504);
       expect(r.body.error).toBe('entry_not_ready');
-      expect(r.body.message).toMatch(/keeps exit relay-3 and the entry will still apply it/);
+      expect(r.body.message).toMatch(/keeps exit relay-3 and the relays will still apply it/);
       expect(await row(first.id)).toMatchObject({ status: 'open', exit_id: 'relay-3', confirmed_exit_id: null });
       const list = ListClientsResponseSchema.parse((await call('list-clients', {})).body);
       expect(list.sessions.find((s) => s.id === first.id)).toMatchObject({ exitId: 'relay-3', confirmed: false });
@@ -353,6 +368,78 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect([user.status, user.body.error]).toEqual([403, 'forbidden']);
     const bad = await call('client-ready', { relayId: 'relay-1', sessionId: 'not-a-uuid', exitId: 'relay-3' }, { token: t1 });
     expect([bad.status, bad.body.field]).toEqual([400, 'sessionId']);
+    expect(await counts()).toEqual(before);
+  });
+
+  it('connects a private client once its entry and its exit confirmed: the exit is its peer, at the entry on its own port', async () => {
+    const before = await revision();
+    const r = await call('connect-client', { publicKey: clientKey(40), entry: 'relay-1', exit: 'relay-2', mode: 'private' });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const body = ConnectClientResponseSchema.parse(r.body);
+    const id = body.session.id;
+    expect(body.session).toMatchObject({ entryId: 'relay-1', exitId: 'relay-2', mode: 'private' });
+    expect(entryPlayer.confirmed.has(`${id}:relay-2`) && entryPlayer.exitConfirmed.has(`${id}:relay-2`)).toBe(true);
+    // Its peer is the exit's key, at the entry's address, on the entry's port less the address's host offset.
+    const [{ pool }] = (await sql`select host(client_pool) as pool from relaynet.relays where id = 'relay-1'`) as unknown as [{ pool: string }];
+    const asNumber = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+    const offset = asNumber(body.session.address) - asNumber(pool);
+    expect(offset).toBeGreaterThanOrEqual(2);
+    expect(body.config.peer).toMatchObject({ publicKey: relayKey(2), endpoint: `198.51.100.1:${51820 - offset}` });
+    expect(body.config.mtu).toBe(1360);
+    expect(body.wgQuick).toContain(`PublicKey = ${relayKey(2)}`);
+    expect((await eventsAfter(before)).map((e) => [e.type, e.version, e.data])).toEqual([
+      ['ClientSessionOpened', 2, { revision: before + 1, session: body.session }],
+    ]);
+    // The exit is handed its private sessions at registration, and may see and confirm them; a third relay may not.
+    const snapshot = RegisterResponseSchema.parse((await call('register-server', reg(2, 'eu'), { token: relayTokens.get('relay-2')! })).body);
+    expect(snapshot.sessions.find((s) => s.id === id)).toEqual(body.session);
+    const third = await call('client-ready', { relayId: 'relay-3', sessionId: id, exitId: 'relay-3' }, { token: relayTokens.get('relay-3')! });
+    expect([third.status, third.body.error]).toEqual([403, 'forbidden']);
+
+    // A switch of exit waits for the new exit too, and answers with a new configuration: the new exit's key.
+    entryPlayer.exitsOn = false;
+    await setting('confirm_timeout_seconds', 1);
+    try {
+      const stuck = await call('switch-exit', { sessionId: id, exit: 'relay-3' });
+      expect([stuck.status, stuck.body.error]).toEqual([504, 'entry_not_ready']);
+      expect(stuck.body.message).toMatch(/or the new exit did not confirm/);
+      expect(await row(id)).toMatchObject({ exit_id: 'relay-3', confirmed_exit_id: 'relay-3', exit_confirmed_id: null });
+    } finally {
+      entryPlayer.exitsOn = true;
+      await setting('confirm_timeout_seconds', 20);
+    }
+    await eventually('the new exit confirms', async () => (await row(id)).exit_confirmed_id === 'relay-3', 10_000, 50);
+    const sw = await call('switch-exit', { sessionId: id, exit: 'relay-2' });
+    expect(sw.status, JSON.stringify(sw.body)).toBe(200);
+    const switched = SwitchExitResponseSchema.parse(sw.body);
+    expect(switched.config?.peer).toEqual({ ...body.config.peer, publicKey: relayKey(2) });
+    expect(switched.wgQuick).toContain(`PublicKey = ${relayKey(2)}`);
+    const changed = (await eventsAfter(before)).filter((e) => e.type === 'ClientSessionExitChanged');
+    expect(changed.map((e) => e.data)).toMatchObject([
+      { sessionId: id, exitId: 'relay-3', previousExitId: 'relay-2', session: { ...body.session, exitId: 'relay-3' } },
+      { sessionId: id, exitId: 'relay-2', previousExitId: 'relay-3', session: body.session },
+    ]);
+    // A standard session's switch carries no configuration: its tunnel is untouched.
+    expect((await call('switch-exit', { sessionId: first.id, exit: 'relay-2' })).body).toMatchObject({ config: null, wgQuick: null });
+    const list = ListClientsResponseSchema.parse((await call('list-clients', {})).body);
+    expect(list.sessions.find((s) => s.id === id)).toMatchObject({ mode: 'private', confirmed: true });
+    expect(list.sessions.find((s) => s.id === first.id)).toMatchObject({ mode: 'standard' });
+    expect((await call('disconnect-client', { sessionId: id })).status).toBe(200);
+  });
+
+  it('refuses a private session where the entry has no port for it, and a bad mode, changing nothing', async () => {
+    const before = await counts();
+    const bad = await call('connect-client', { publicKey: clientKey(41), entry: 'relay-1', exit: 'relay-2', mode: 'hidden' });
+    expect([bad.status, bad.body.error, bad.body.field]).toEqual([400, 'invalid_request', 'mode']);
+    // An entry whose endpoint is IPv6 cannot forward to the exit's IPv4 mesh address.
+    await sql`update relaynet.relays set endpoint = '[2001:db8::3]:51820' where id = 'relay-3'`;
+    try {
+      const v6 = await call('connect-client', { publicKey: clientKey(41), entry: 'relay-3', exit: 'relay-2', mode: 'private' });
+      expect([v6.status, v6.body.error, v6.body.field]).toEqual([422, 'private_unavailable', 'entry']);
+      expect(v6.body.message).toMatch(/IPv6/);
+    } finally {
+      await sql`update relaynet.relays set endpoint = ${reg(3, 'us').endpoint} where id = 'relay-3'`;
+    }
     expect(await counts()).toEqual(before);
   });
 
@@ -603,17 +690,18 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(await row(r.body.session.id)).toMatchObject({ status: 'closed', close_reason: 'expired' });
   });
 
-  it('hands a registering relay the open sessions entering at it, and no other', async () => {
+  it('hands a registering relay the open sessions entering at it (and private ones leaving there), and no other', async () => {
     const r = await call('register-server', reg(2, 'eu'), { token: relayTokens.get('relay-2')! });
     expect(r.status).toBe(200);
     const parsed = RegisterResponseSchema.parse(r.body);
-    const open = await sql`select id::text as id from relaynet.client_sessions where status = 'open' and entry_id = 'relay-2' order by opened_at, id`;
+    const open = await sql`select id::text as id from relaynet.client_sessions
+                           where status = 'open' and (entry_id = 'relay-2' or (mode = 'private' and exit_id = 'relay-2')) order by opened_at, id`;
     expect(parsed.sessions.map((s) => s.id)).toEqual(open.map((o) => o.id));
     expect(parsed.sessions.length).toBeGreaterThan(0);
     // Sessions entering elsewhere exist, and are not in relay-2's snapshot.
     const elsewhere = await sql`select count(*)::int as n from relaynet.client_sessions where status = 'open' and entry_id <> 'relay-2'`;
     expect(elsewhere[0]!.n).toBeGreaterThan(0);
-    expect(parsed.sessions.every((s) => s.entryId === 'relay-2')).toBe(true);
+    expect(parsed.sessions.every((s) => s.entryId === 'relay-2' || (s.mode === 'private' && s.exitId === 'relay-2'))).toBe(true);
   });
 
   it('closes the sessions entering at a relay that leaves before RelayLeft; those leaving there stay open', async () => {
@@ -661,7 +749,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
       view = evolveTopology(view, e);
     }
     expect(types).toEqual(new Set(['RelayAdmitted', 'RelayLeft', 'ClientSessionOpened', 'ClientSessionExitChanged', 'ClientSessionClosed']));
-    const open = await sql`select id::text as id, entry_id, exit_id, public_key, host(address) as address, opened_at, expires_at
+    const open = await sql`select id::text as id, entry_id, exit_id, public_key, host(address) as address, opened_at, expires_at, mode
                            from relaynet.client_sessions where status = 'open'`;
     const table: Record<string, ClientSession> = {};
     for (const o of open) {
@@ -673,6 +761,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
         address: o.address,
         openedAt: (o.opened_at as Date).toISOString(),
         expiresAt: (o.expires_at as Date).toISOString(),
+        mode: o.mode,
       };
     }
     expect(view.sessions).toEqual(table);

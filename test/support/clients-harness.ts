@@ -47,6 +47,7 @@ export function session(n: number, entry: RelayRecord, exitId: string, over: Par
     address: formatIpv4(pool.base + 1 + n),
     openedAt: '2026-11-25T00:00:00.000Z',
     expiresAt: '2100-01-01T00:00:00.000Z',
+    mode: 'standard',
     ...over,
   };
 }

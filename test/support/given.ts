@@ -33,9 +33,16 @@ export const ev = {
     envelope(cp, 'RelayKeyRotated', 1, { revision, relayId, publicKey, previousPublicKey }),
   moved: (revision: number, relayId: string, endpoint: string, previousEndpoint: string): TopologyEvent =>
     envelope(cp, 'RelayEndpointChanged', 1, { revision, relayId, endpoint, previousEndpoint }),
-  opened: (revision: number, session: ClientSession): TopologyEvent => envelope(cp, 'ClientSessionOpened', 1, { revision, session }),
+  opened: (revision: number, session: ClientSession): TopologyEvent => envelope(cp, 'ClientSessionOpened', 2, { revision, session }),
   steered: (revision: number, s: ClientSession, exitId: string): TopologyEvent =>
-    envelope(cp, 'ClientSessionExitChanged', 1, { revision, sessionId: s.id, entryId: s.entryId, exitId, previousExitId: s.exitId }),
+    envelope(cp, 'ClientSessionExitChanged', 2, {
+      revision,
+      sessionId: s.id,
+      entryId: s.entryId,
+      exitId,
+      previousExitId: s.exitId,
+      session: { ...s, exitId },
+    }),
   closed: (revision: number, s: ClientSession): TopologyEvent =>
     envelope(cp, 'ClientSessionClosed', 1, { revision, sessionId: s.id, entryId: s.entryId, reason: 'disconnected' as const }),
 };

@@ -5,7 +5,8 @@ import { withPrivateKey } from '../../src/cli/commands/client.ts';
 import { mintUserToken, signJwt, verifyJwt } from '../../src/control-plane/jwt.ts';
 import { ConnectClientResponseSchema, ListClientsResponseSchema } from '../../src/contract/api-clients.ts';
 import { ControlPlaneClient, ControlPlaneError } from '../../src/daemon/control-plane-client.ts';
-import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
+import { currentVersion, parseTopologyEvent } from '../../src/contract/catalogue.ts';
+import { privateEntryPort } from '../../src/contract/private-sessions.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { topologySubjectRelay } from '../../src/contract/topology.events.ts';
 import { evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
@@ -21,6 +22,7 @@ import {
   clientHostRange,
   DEFAULT_CLIENT_SETTINGS,
   entryClientAddress,
+  isConfirmed,
   listItem,
   livenessSeconds,
   maySee,
@@ -72,13 +74,14 @@ function fieldOf(f: () => unknown): string | undefined {
 }
 
 describe('client request validation', () => {
-  it('accepts connect requests with an exit or an exit region, an optional entry and lifetime', () => {
-    expect(parseConnectRequest({ publicKey: key(1), exit: 'relay-b' })).toEqual({ publicKey: key(1), exit: 'relay-b' });
-    expect(parseConnectRequest({ publicKey: key(1), exitRegion: 'eu-west', entry: 'relay-a', ttlSeconds: 3600 })).toEqual({
+  it('accepts connect requests with an exit or an exit region, an optional entry, lifetime and mode', () => {
+    expect(parseConnectRequest({ publicKey: key(1), exit: 'relay-b' })).toEqual({ publicKey: key(1), exit: 'relay-b', mode: 'standard' });
+    expect(parseConnectRequest({ publicKey: key(1), exitRegion: 'eu-west', entry: 'relay-a', ttlSeconds: 3600, mode: 'private' })).toEqual({
       publicKey: key(1),
       exitRegion: 'eu-west',
       entry: 'relay-a',
       ttlSeconds: 3600,
+      mode: 'private',
     });
   });
 
@@ -95,6 +98,8 @@ describe('client request validation', () => {
     ['exitRegion', { publicKey: key(1), exitRegion: 'EU West' }],
     ['entry', { publicKey: key(1), exit: 'relay-b', entry: '-a' }],
     ['ttlSeconds', { publicKey: key(1), exit: 'relay-b', ttlSeconds: 59 }],
+    ['mode', { publicKey: key(1), exit: 'relay-b', mode: 'secret' }],
+    ['mode', { publicKey: key(1), exit: 'relay-b', mode: true }],
     ['ttlSeconds', { publicKey: key(1), exit: 'relay-b', ttlSeconds: 3600.5 }],
     ['ttlSeconds', { publicKey: key(1), exit: 'relay-b', ttlSeconds: '3600' }],
     ['privateKey', { publicKey: key(1), exit: 'relay-b', privateKey: key(2) }],
@@ -237,8 +242,8 @@ describe('choosing the entry and the exit', () => {
 describe('what a client gets', () => {
   it('renders a wg-quick file with a private-key placeholder; the CLI fills it in', () => {
     const c = clientConfig(
-      '100.96.0.2',
-      { publicKey: key(1), endpoint: '[2001:db8::1]:51820' },
+      { address: '100.96.0.2', mode: 'standard' },
+      { entry: { publicKey: key(1), endpoint: '[2001:db8::1]:51820', clientPool: '100.96.0.0/22' }, exit: { publicKey: key(2) } },
       { dns: ['9.9.9.9', '2620:fe::fe'], mtu: 1380, keepaliveSeconds: 25, prefix6: 'fd64::/96' },
     );
     expect(c).toEqual({
@@ -256,13 +261,39 @@ describe('what a client gets', () => {
     );
     expect(withPrivateKey(text, key(9))).toContain(`\nPrivateKey = ${key(9)}\nAddress`);
     const bare = renderWgQuick(
-      clientConfig('100.96.0.3', { publicKey: key(1), endpoint: 'relay.example.net:51820' }, { dns: [], mtu: 1420, keepaliveSeconds: 0, prefix6: null }),
+      clientConfig(
+        { address: '100.96.0.3', mode: 'standard' },
+        { entry: { publicKey: key(1), endpoint: 'relay.example.net:51820', clientPool: '100.96.0.0/22' }, exit: { publicKey: key(2) } },
+        { dns: [], mtu: 1420, keepaliveSeconds: 0, prefix6: null },
+      ),
     );
     expect(bare).not.toMatch(/DNS|PersistentKeepalive/);
     expect(bare).toContain('Endpoint = relay.example.net:51820');
     // Without client IPv6 the client still routes IPv6 into the tunnel (where it ends), never around it.
     expect(bare).toContain('Address = 100.96.0.3/32\n');
     expect(bare).toContain('AllowedIPs = 0.0.0.0/0, ::/0');
+  });
+
+  it('gives a private client its exit as peer, at the entry on the port of its address, with room for the second WireGuard layer', () => {
+    const entry = { publicKey: key(1), endpoint: '198.51.100.1:51820', clientPool: '100.96.4.0/22' };
+    const settings = { dns: [], mtu: 1420, keepaliveSeconds: 25, prefix6: null };
+    const c = clientConfig({ address: '100.96.4.7', mode: 'private' }, { entry, exit: { publicKey: key(2) } }, settings);
+    // 1420 - (20 IPv4 + 8 UDP + 32 WireGuard); port 51820 - host offset 7.
+    expect(c).toMatchObject({ address: '100.96.4.7/32', mtu: 1360, peer: { publicKey: key(2), endpoint: '198.51.100.1:51813' } });
+    const named = clientConfig(
+      { address: '100.96.7.254', mode: 'private' },
+      { entry: { ...entry, endpoint: 'relay.example.net:51820' }, exit: { publicKey: key(2) } },
+      settings,
+    );
+    expect(named.peer.endpoint).toBe('relay.example.net:50798');
+    expect(privateEntryPort({ ...entry, endpoint: '[2001:db8::1]:51820' }, '100.96.4.7')).toEqual({ error: expect.stringMatching(/IPv6/) });
+    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:500' }, '100.96.4.7')).toEqual({ port: 493 });
+    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:500' }, '100.96.5.250')).toEqual({ error: expect.stringMatching(/no room/) });
+    expect(privateEntryPort(entry, '100.96.4.1')).toEqual({ error: expect.stringMatching(/not a client address/) });
+    expect(privateEntryPort(entry, '100.96.8.2')).toEqual({ error: expect.stringMatching(/not a client address/) });
+    expect(() =>
+      clientConfig({ address: '100.96.4.7', mode: 'private' }, { entry: { ...entry, endpoint: '[2001:db8::1]:51820' }, exit: { publicKey: key(2) } }, settings),
+    ).toThrow(/IPv6/);
   });
 
   it('embeds the IPv4 address in the /96 exactly as the relays do', () => {
@@ -288,6 +319,7 @@ const SESSION: ClientSession = {
   address: '100.96.0.2',
   openedAt: '2026-11-26T10:00:00.000Z',
   expiresAt: '2026-11-27T10:00:00.000Z',
+  mode: 'standard',
 };
 
 describe('who sees a session', () => {
@@ -297,11 +329,15 @@ describe('who sees a session', () => {
     status: 'open',
     confirmedExitId: 'relay-b',
     confirmedAt: '2026-11-26T10:00:01.000Z',
+    exitConfirmedId: null,
     closedAt: null,
     closeReason: null,
     expired: false,
   };
-  it('the service role all, a user its own, a relay those entering at it', () => {
+  it('the service role all, a user its own, a relay those that concern it', () => {
+    const relay = (relayId: string) => ({ role: 'relay' as const, relayId, jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' });
+    expect(maySee(relay('relay-b'), { ...s, mode: 'private' })).toBe(true);
+    expect(maySee(relay('relay-c'), { ...s, mode: 'private' })).toBe(false);
     expect(maySee({ role: 'service_role' }, s)).toBe(true);
     expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, s)).toBe(true);
     expect(maySee({ role: 'user', userId: 'bob', anonymous: false }, s)).toBe(false);
@@ -317,6 +353,11 @@ describe('who sees a session', () => {
     expect(item).toMatchObject({ confirmed: true, status: 'open', owner: 'alice', closedAt: null, closeReason: null });
     expect(listItem(s, { role: 'user', userId: 'alice', anonymous: false }).owner).toBe('alice');
     expect(listItem({ ...s, exitId: 'relay-c' }, { role: 'service_role' }).confirmed).toBe(false);
+    // A private session is confirmed once its exit confirmed too, for its current exit.
+    const p: StoredSession = { ...s, mode: 'private' };
+    expect(isConfirmed(p)).toBe(false);
+    expect(isConfirmed({ ...p, exitConfirmedId: 'relay-c' })).toBe(false);
+    expect(listItem({ ...p, exitConfirmedId: 'relay-b' }, { role: 'service_role' })).toMatchObject({ mode: 'private', confirmed: true });
     expect(ListClientsResponseSchema.parse({ sessions: [item] }).sessions[0]).toEqual(item);
   });
 
@@ -333,7 +374,7 @@ describe('client session events built by the functions', () => {
   const session = SESSION;
   const specs: EventSpec[] = [
     { type: 'ClientSessionOpened', session },
-    { type: 'ClientSessionExitChanged', sessionId: SID, entryId: 'relay-a', exitId: 'relay-c', previousExitId: 'relay-b' },
+    { type: 'ClientSessionExitChanged', session: { ...session, exitId: 'relay-c' }, previousExitId: 'relay-b' },
     { type: 'ClientSessionClosed', sessionId: SID, entryId: 'relay-a', reason: 'not-confirmed' },
   ];
 
@@ -341,7 +382,14 @@ describe('client session events built by the functions', () => {
     const built = buildTopologyEvent(eventData(spec, revision, null), { id: crypto.randomUUID(), time: '2026-11-26T10:00:00.5Z', causationId: 'req-7' });
     const parsed = parseTopologyEvent(JSON.parse(built.payload));
     if (!parsed.ok) throw new Error(parsed.error);
-    expect(parsed.event).toMatchObject({ type, version: 1, source: 'control-plane', causationId: 'req-7', correlationId: null, data: { revision } });
+    expect(parsed.event).toMatchObject({
+      type,
+      version: currentVersion(type),
+      source: 'control-plane',
+      causationId: 'req-7',
+      correlationId: null,
+      data: { revision },
+    });
     expect(topologySubjectRelay(parsed.event)).toBe('relay-a');
     expect(built.subject).toBe(subjectFor(type, 'relay-a'));
     expect(built.subject).toBe(`relaynet.topology.relay-a.${kebab(type)}`);

@@ -58,6 +58,7 @@ const session = (n: number, entryId: string, exitId: string): ClientSession => (
   address: `100.96.${n}.2`,
   openedAt: '2026-11-25T00:00:00.000Z',
   expiresAt: '2026-11-26T00:00:00.000Z',
+  mode: 'standard',
 });
 const s1 = session(1, 'relay-1', 'relay-2');
 const s2 = session(2, 'relay-3', 'relay-4');
@@ -67,12 +68,19 @@ const HISTORY: TopologyEvent[] = [
   envelope(cp, 'RelayAdmitted', 1, { revision: 1, relay: relay(2) }),
   envelope(cp, 'RelayAdmitted', 1, { revision: 2, relay: relay(3, { exitIpv6: true }) }),
   envelope(cp, 'RelayAdmitted', 1, { revision: 3, relay: relay(4) }),
-  envelope(cp, 'ClientSessionOpened', 1, { revision: 4, session: s1 }),
-  envelope(cp, 'ClientSessionOpened', 1, { revision: 5, session: s2 }),
+  envelope(cp, 'ClientSessionOpened', 2, { revision: 4, session: s1 }),
+  envelope(cp, 'ClientSessionOpened', 2, { revision: 5, session: s2 }),
   envelope(cp, 'RelayKeyRotated', 1, { revision: 6, relayId: 'relay-2', publicKey: key(202), previousPublicKey: key(2) }),
   envelope(cp, 'RelayEndpointChanged', 1, { revision: 7, relayId: 'relay-3', endpoint: 'relay-3.example.net:51820', previousEndpoint: relay(3).endpoint }),
   envelope(cp, 'RelayCapabilitiesChanged', 1, { revision: 8, relayId: 'relay-4', exitIpv6: true }),
-  envelope(cp, 'ClientSessionExitChanged', 1, { revision: 9, sessionId: s1.id, entryId: 'relay-1', exitId: 'relay-3', previousExitId: 'relay-2' }),
+  envelope(cp, 'ClientSessionExitChanged', 2, {
+    revision: 9,
+    sessionId: s1.id,
+    entryId: 'relay-1',
+    exitId: 'relay-3',
+    previousExitId: 'relay-2',
+    session: { ...s1, exitId: 'relay-3' },
+  }),
   envelope(cp, 'ClientSessionClosed', 1, { revision: 10, sessionId: s2.id, entryId: 'relay-3', reason: 'disconnected' }),
   envelope(cp, 'RelayLeft', 1, { revision: 11, relayId: 'relay-4', reason: 'deregistered' }),
   envelope(cp, 'RelayAdmitted', 1, { revision: 12, relay: relay(5) }),

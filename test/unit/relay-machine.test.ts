@@ -88,6 +88,7 @@ describe('relay actor', () => {
       address: '100.96.0.2',
       openedAt: '2026-11-25T00:00:00.000Z',
       expiresAt: '2026-11-26T00:00:00.000Z',
+      mode: 'standard' as const,
     };
     const h = harness([{ ...reg, sessions: [open] }]);
     await waitFor(h.actor, (s) => s.matches('serving'));

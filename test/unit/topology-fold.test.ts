@@ -90,6 +90,26 @@ describe('topology fold', () => {
     expect(canonicalTopology(g.state)).not.toBe(canonicalMembership(g.state));
   });
 
+  it('a private session concerns its entry and its exit: a switch of exit moves it from the old exit to the new one', () => {
+    const [r1, r2, r3] = [relay(1), relay(2), relay(3)];
+    const hidden = session(1, r1, 'relay-2', { mode: 'private' });
+    const plain = session(2, r1, 'relay-2');
+    const views = ['relay-1', 'relay-2', 'relay-3'].map((id) => seedTopology(2, [r1, r2, r3], [hidden, plain], id));
+    expect(views.map((v) => Object.keys(v.sessions).sort())).toEqual([[hidden.id, plain.id].sort(), [hidden.id], []]);
+    const moved = views.map((v) => given([ev.steered(3, hidden, 'relay-3')], v).state);
+    expect(moved.map((v) => Object.keys(v.sessions).sort())).toEqual([[hidden.id, plain.id].sort(), [], [hidden.id]]);
+    expect(moved[2]!.sessions[hidden.id]).toEqual({ ...hidden, exitId: 'relay-3' });
+    expect(moved[0]!.sessions[hidden.id]).toEqual({ ...hidden, exitId: 'relay-3' });
+    // Opened and closed, it comes and goes at its exit too.
+    const other = session(3, r2, 'relay-3', { mode: 'private' });
+    const exit = given([ev.opened(3, other)], views[2]!).state;
+    expect(Object.keys(exit.sessions)).toEqual([other.id]);
+    expect(given([ev.closed(4, other)], exit).state.sessions).toEqual({});
+    // Only a private session adds its mode to the canonical text: the digests of older views stay.
+    expect(canonicalTopology(views[0]!)).toContain('"private"]');
+    expect(canonicalTopology({ ...views[0]!, sessions: { [plain.id]: plain } })).not.toContain('standard');
+  });
+
   it('canonical text does not depend on insertion order', () => {
     expect(canonicalTopology(seedTopology(2, [relay(2), relay(1)]))).toBe(canonicalTopology(seedTopology(2, [relay(1), relay(2)])));
   });

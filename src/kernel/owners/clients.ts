@@ -1,5 +1,5 @@
 import type { ClientSession, RelayRecord } from '../../contract/topology.events.ts';
-import { sessionsOfEntry } from '../../events/topology.fold.ts';
+import { sessionsOfRelay } from '../../events/topology.fold.ts';
 import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../clients.ts';
 import type { HostState } from '../host-state.ts';
 import { embed6 } from '../ipv6.ts';
@@ -111,7 +111,7 @@ export function sessionReached(
 export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, ClientSession, SessionReached> = {
   owner: 'clients',
   view: (s, { view, services }) => {
-    const sessions = Object.fromEntries(sessionsOfEntry(view, s.selfId).map((x) => [x.id, x]));
+    const sessions = Object.fromEntries(sessionsOfRelay(view, s.selfId).map((x) => [x.id, x]));
     return {
       ...s,
       self: view.relays.get(s.selfId)!,

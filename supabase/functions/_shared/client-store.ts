@@ -1,12 +1,12 @@
 // Database side of the client sessions (relaynet.client_sessions, supabase/migrations). Mutations run
 // inside the caller's transaction, which has locked the topology row first (store.lockTopology): that
 // serialises them with every other change and keeps the revisions of their events contiguous.
-import type { ClientSettings, RelayCandidate, StoredSession } from './clients.ts';
+import { isConfirmed, type ClientSettings, type RelayCandidate, type StoredSession } from './clients.ts';
 import type { Sql, Tx } from './db.ts';
 import type { SigningKey } from './sign.ts';
 import { appendEvents, iso } from './store.ts';
-import type { ClientSession, ClientSessionCloseReason } from '../../../src/contract/topology.events.ts';
-import type { BuiltEvent } from './topology-events.ts';
+import type { ClientSession, ClientSessionCloseReason, SessionMode } from '../../../src/contract/topology.events.ts';
+import { sessionRecord, type BuiltEvent } from './topology-events.ts';
 
 type Db = Sql | Tx;
 
@@ -56,8 +56,8 @@ export async function takenClientAddresses(tx: Db, pool: string): Promise<string
   return rows.map((r) => r.address as string);
 }
 
-const SESSION_COLUMNS = `id::text as id, owner, entry_id, exit_id, public_key, host(address) as address, status, opened_at, expires_at,
-  confirmed_exit_id, confirmed_at, closed_at, close_reason, (status = 'open' and expires_at <= clock_timestamp()) as expired`;
+const SESSION_COLUMNS = `id::text as id, owner, entry_id, exit_id, public_key, host(address) as address, mode, status, opened_at, expires_at,
+  confirmed_exit_id, confirmed_at, exit_confirmed_id, closed_at, close_reason, (status = 'open' and expires_at <= clock_timestamp()) as expired`;
 
 function toSession(r: Record<string, unknown>): StoredSession {
   return {
@@ -66,35 +66,38 @@ function toSession(r: Record<string, unknown>): StoredSession {
     exitId: r.exit_id as string,
     publicKey: r.public_key as string,
     address: r.address as string,
+    mode: r.mode as SessionMode,
     openedAt: iso(r.opened_at),
     expiresAt: iso(r.expires_at),
     owner: (r.owner as string | null) ?? null,
     status: r.status as 'open' | 'closed',
     confirmedExitId: (r.confirmed_exit_id as string | null) ?? null,
     confirmedAt: isoOrNull(r.confirmed_at),
+    exitConfirmedId: (r.exit_confirmed_id as string | null) ?? null,
     closedAt: isoOrNull(r.closed_at),
     closeReason: (r.close_reason as ClientSessionCloseReason | null) ?? null,
     expired: r.expired === true,
   };
 }
 
-/** What a client's answer says about a relay: identity, and for the entry how to reach it. */
+/** What a client's answer says about a relay: identity, and how to reach it (a private client: its port from the entry's pool). */
 export interface RelayInfo {
   id: string;
   name: string;
   region: string;
   publicKey: string;
   endpoint: string;
+  clientPool: string;
 }
 
 export async function relayInfo(db: Db, id: string): Promise<RelayInfo | null> {
-  const [r] = await db`select id, name, region, public_key, endpoint from relaynet.relays where id = ${id}`;
-  return r ? { id: r.id, name: r.name, region: r.region, publicKey: r.public_key, endpoint: r.endpoint } : null;
+  const [r] = await db`select id, name, region, public_key, endpoint, client_pool::text as client_pool from relaynet.relays where id = ${id}`;
+  return r ? { id: r.id, name: r.name, region: r.region, publicKey: r.public_key, endpoint: r.endpoint, clientPool: r.client_pool } : null;
 }
 
 /** The record the topology carries (ClientSessionSchema). */
 export function recordOf(s: ClientSession): ClientSession {
-  return { id: s.id, entryId: s.entryId, exitId: s.exitId, publicKey: s.publicKey, address: s.address, openedAt: s.openedAt, expiresAt: s.expiresAt };
+  return sessionRecord(s);
 }
 
 export async function sessionById(db: Db, id: string): Promise<StoredSession | null> {
@@ -114,12 +117,16 @@ export async function sessionsOfKey(db: Db, publicKey: string): Promise<StoredSe
   return rows.map(toSession);
 }
 
-/** Every open session (what register-server hands a relay with the snapshot), by opening time. */
-/** The open sessions entering at `entryId`, as records (what a registering relay is handed: the others do not concern it). */
-export async function openSessionRecords(db: Db, entryId: string): Promise<ClientSession[]> {
-  const rows = await db.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and entry_id = $1 order by opened_at, id`, [
-    entryId,
-  ]);
+/**
+ * The open sessions that concern a relay, as records: those entering at it, and the private ones
+ * leaving at it (what a registering relay is handed: the others do not concern it), by opening time.
+ */
+export async function openSessionRecords(db: Db, relayId: string): Promise<ClientSession[]> {
+  const rows = await db.unsafe(
+    `select ${SESSION_COLUMNS} from relaynet.client_sessions
+     where status = 'open' and (entry_id = $1 or (mode = 'private' and exit_id = $1)) order by opened_at, id`,
+    [relayId],
+  );
   return rows.map((r) => recordOf(toSession(r)));
 }
 
@@ -129,14 +136,14 @@ export async function openSessionRecords(db: Db, entryId: string): Promise<Clien
  */
 export async function insertSession(
   tx: Tx,
-  s: { id: string; owner: string | null; entryId: string; exitId: string; publicKey: string; address: string; ttlSeconds: number },
+  s: { id: string; owner: string | null; entryId: string; exitId: string; publicKey: string; address: string; mode: SessionMode; ttlSeconds: number },
 ): Promise<StoredSession> {
   const [r] = await tx.unsafe(
-    `insert into relaynet.client_sessions (id, owner, entry_id, exit_id, public_key, address, status, opened_at, expires_at)
-     select $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::inet, 'open', n.t, n.t + $7::int * interval '1 second'
+    `insert into relaynet.client_sessions (id, owner, entry_id, exit_id, public_key, address, mode, status, opened_at, expires_at)
+     select $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::inet, $8::text, 'open', n.t, n.t + $7::int * interval '1 second'
      from (select date_trunc('milliseconds', clock_timestamp()) as t) n
      returning ${SESSION_COLUMNS}`,
-    [s.id, s.owner, s.entryId, s.exitId, s.publicKey, s.address, s.ttlSeconds],
+    [s.id, s.owner, s.entryId, s.exitId, s.publicKey, s.address, s.ttlSeconds, s.mode],
   );
   return toSession(r!);
 }
@@ -178,10 +185,11 @@ export async function closeEntrySessions(tx: Tx, entryId: string, key: SigningKe
   return rows.length ? closeSessions(tx, rows.map(toSession), 'entry-left', key, causationId) : [];
 }
 
-/** Steer a session to another exit; the entry has not confirmed it yet. */
+/** Steer a session to another exit; neither the entry nor (private) the new exit has confirmed it yet. */
 export async function setExit(tx: Tx, id: string, exitId: string): Promise<StoredSession> {
   const [r] = await tx.unsafe(
-    `update relaynet.client_sessions set exit_id = $2, confirmed_exit_id = null, confirmed_at = null where id = $1::uuid and status = 'open' returning ${SESSION_COLUMNS}`,
+    `update relaynet.client_sessions set exit_id = $2, confirmed_exit_id = null, confirmed_at = null, exit_confirmed_id = null
+     where id = $1::uuid and status = 'open' returning ${SESSION_COLUMNS}`,
     [id, exitId],
   );
   if (!r) throw new Error(`session ${id} is not open after it was checked`);
@@ -193,6 +201,12 @@ export async function confirmExit(tx: Tx, id: string, exitId: string): Promise<v
   await tx`update relaynet.client_sessions
            set confirmed_at = case when confirmed_exit_id = ${exitId} then confirmed_at else clock_timestamp() end, confirmed_exit_id = ${exitId}
            where id = ${id}::uuid and status = 'open' and exit_id = ${exitId}`;
+}
+
+/** A private session's exit confirmed that it carries the session's peer (it is the session's current exit). */
+export async function confirmExitSide(tx: Tx, id: string, exitId: string): Promise<void> {
+  await tx`update relaynet.client_sessions set exit_confirmed_id = ${exitId}
+           where id = ${id}::uuid and status = 'open' and mode = 'private' and exit_id = ${exitId}`;
 }
 
 /** Sessions as list-clients shows them: all, or those of an owner and/or an entry; open only unless asked. */
@@ -244,8 +258,8 @@ function listen(sql: Sql): Promise<boolean> {
 }
 
 /**
- * Wait until the entry has confirmed the session's current exit (confirmed_exit_id = exit_id) or it
- * closed, for at most `timeoutMs`; outside any transaction. With `notify` (RELAYNET_DB_LISTEN) a
+ * Wait until the session is confirmed ({@link isConfirmed}: its entry, and a private one's exit, confirmed
+ * its current exit) or it closed, for at most `timeoutMs`; outside any transaction. With `notify` (RELAYNET_DB_LISTEN) a
  * notification wakes the wait at once and the row is read again only every second, as a safety net
  * (a notification lost with a dropped connection); without, the row is read every `pollMs`.
  */
@@ -275,7 +289,7 @@ export async function waitConfirmed(
       if (!s) throw new Error(`session ${id} vanished`);
       const by: WokenBy = read === 0 ? 'first-read' : woken ? 'notification' : 'poll';
       if (s.status === 'closed') return { outcome: { kind: 'closed', session: s }, by };
-      if (s.confirmedExitId === s.exitId) return { outcome: { kind: 'confirmed', session: s }, by };
+      if (isConfirmed(s)) return { outcome: { kind: 'confirmed', session: s }, by };
       const left = deadline - Date.now();
       if (left <= 0) return { outcome: { kind: 'timeout' }, by };
       if (notified) continue;

@@ -7,7 +7,8 @@ import { embedIpv4In6, formatIpv4, lowestFree, parseCidr, parseIpv4 } from './ad
 import { badRequest, HttpError } from './http.ts';
 import type { Principal } from './jwt.ts';
 import type { ExitChoice } from '../../../src/contract/api-clients.ts';
-import type { ClientSession, ClientSessionCloseReason } from '../../../src/contract/topology.events.ts';
+import type { ClientSession, ClientSessionCloseReason, SessionMode } from '../../../src/contract/topology.events.ts';
+import { privateEntryPort, privateMtu } from '../../../src/contract/private-sessions.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -211,17 +212,27 @@ export interface StoredSession extends ClientSession {
   status: 'open' | 'closed';
   confirmedExitId: string | null;
   confirmedAt: string | null;
+  /** A private session's exit that confirmed it carries the session (null: none yet, or standard). */
+  exitConfirmedId: string | null;
   closedAt: string | null;
   closeReason: ClientSessionCloseReason | null;
   /** Open but past its expiry (the next sweep closes it). */
   expired: boolean;
 }
 
-/** The service role sees every session, a user its own, a relay those entering at it. */
-export function maySee(p: Principal, s: Pick<StoredSession, 'owner' | 'entryId'>): boolean {
+/** The service role sees every session, a user its own, a relay those that concern it (entering there, or private ones leaving there). */
+export function maySee(p: Principal, s: Pick<StoredSession, 'owner' | 'entryId' | 'exitId' | 'mode'>): boolean {
   if (p.role === 'service_role') return true;
   if (p.role === 'user') return s.owner === p.userId;
-  return s.entryId === p.relayId;
+  return s.entryId === p.relayId || (s.mode === 'private' && s.exitId === p.relayId);
+}
+
+/**
+ * Whether a session is programmed where it must be for its current exit: its entry confirmed that exit
+ * (client-ready), and a private session's exit confirmed that it carries the session's peer.
+ */
+export function isConfirmed(s: Pick<StoredSession, 'mode' | 'exitId' | 'confirmedExitId' | 'exitConfirmedId'>): boolean {
+  return s.confirmedExitId === s.exitId && (s.mode === 'standard' || s.exitConfirmedId === s.exitId);
 }
 
 /** The owner recorded for a session a principal opens: a user's `sub`, else null. */
@@ -262,8 +273,9 @@ export function listItem(
     address: s.address,
     openedAt: s.openedAt,
     expiresAt: s.expiresAt,
+    mode: s.mode,
     status: s.status,
-    confirmed: s.confirmedExitId === s.exitId,
+    confirmed: isConfirmed(s),
     ...(p.role === 'relay' ? {} : { owner: s.owner }),
     closedAt: s.closedAt,
     closeReason: s.closeReason,
@@ -285,23 +297,36 @@ export interface ClientConfig {
 }
 
 /**
- * The client's tunnel: its /32 (and /128), the settings, and the entry relay as its only peer. All of
- * IPv4 and IPv6 goes through it (`::/0` even without client IPv6: the tunnel then drops it, so a
- * client's IPv6 never leaves by its own link around the tunnel).
+ * The client's tunnel: its /32 (and /128), the settings, and its only peer. All of IPv4 and IPv6 goes
+ * through it (`::/0` even without client IPv6: the tunnel then drops it, so a client's IPv6 never
+ * leaves by its own link around the tunnel).
+ *
+ * Standard: the peer is the entry relay, at its endpoint. Private: the peer is the exit relay (its
+ * key), reached at the entry's address on the session's port there (src/contract/private-sessions.ts),
+ * and the MTU leaves room for the client's datagrams inside the mesh link (`client_mtu - 60`).
  */
 export function clientConfig(
-  address: string,
-  entry: { publicKey: string; endpoint: string },
+  session: { address: string; mode: SessionMode },
+  relays: { entry: { publicKey: string; endpoint: string; clientPool: string }; exit: { publicKey: string } },
   s: Pick<ClientSettings, 'dns' | 'mtu' | 'keepaliveSeconds' | 'prefix6'>,
 ): ClientConfig {
+  const { address, mode } = session;
+  const peer = mode === 'private' ? { publicKey: relays.exit.publicKey, endpoint: privateEndpoint(relays.entry, address) } : relays.entry;
   return {
     address: `${address}/32`,
     address6: s.prefix6 ? `${embedIpv4In6(s.prefix6, address)}/128` : null,
     dns: [...s.dns],
-    mtu: s.mtu,
+    mtu: mode === 'private' ? privateMtu(s.mtu) : s.mtu,
     keepaliveSeconds: s.keepaliveSeconds,
-    peer: { publicKey: entry.publicKey, endpoint: entry.endpoint, allowedIps: ['0.0.0.0/0', '::/0'] },
+    peer: { publicKey: peer.publicKey, endpoint: peer.endpoint, allowedIps: ['0.0.0.0/0', '::/0'] },
   };
+}
+
+/** Where a private client sends its datagrams: the entry's host, on the session's port there. Throws when there is none (checked before the session is opened). */
+function privateEndpoint(entry: { endpoint: string; clientPool: string }, address: string): string {
+  const p = privateEntryPort(entry, address);
+  if ('error' in p) throw new Error(`no private port for ${address} at entry ${entry.endpoint}: ${p.error}`);
+  return `${entry.endpoint.slice(0, entry.endpoint.lastIndexOf(':'))}:${p.port}`;
 }
 
 /** The line the client's private key goes into; the control plane never sees client private keys. */

@@ -27,7 +27,8 @@ export type EventSpec =
   | { type: 'RelayEndpointChanged'; relayId: string; endpoint: string; previousEndpoint: string }
   | { type: 'RelayCapabilitiesChanged'; relayId: string; exitIpv6: boolean }
   | { type: 'ClientSessionOpened'; session: ClientSession }
-  | { type: 'ClientSessionExitChanged'; sessionId: string; entryId: string; exitId: string; previousExitId: string }
+  /** `session`: the session after the change (its new exit takes a private one from it). */
+  | { type: 'ClientSessionExitChanged'; session: ClientSession; previousExitId: string }
   | { type: 'ClientSessionClosed'; sessionId: string; entryId: string; reason: ClientSessionCloseReason };
 
 export interface BuiltEvent {
@@ -58,7 +59,14 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord 
     case 'ClientSessionExitChanged':
       return {
         type: 'ClientSessionExitChanged',
-        data: { revision, sessionId: spec.sessionId, entryId: spec.entryId, exitId: spec.exitId, previousExitId: spec.previousExitId },
+        data: {
+          revision,
+          sessionId: spec.session.id,
+          entryId: spec.session.entryId,
+          exitId: spec.session.exitId,
+          previousExitId: spec.previousExitId,
+          session: sessionRecord(spec.session),
+        },
       };
     case 'ClientSessionClosed':
       return { type: 'ClientSessionClosed', data: { revision, sessionId: spec.sessionId, entryId: spec.entryId, reason: spec.reason } };
@@ -67,7 +75,16 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord 
 
 /** A copy of a session record with exactly the fields of the schema, in its order. */
 export function sessionRecord(s: ClientSession): ClientSession {
-  return { id: s.id, entryId: s.entryId, exitId: s.exitId, publicKey: s.publicKey, address: s.address, openedAt: s.openedAt, expiresAt: s.expiresAt };
+  return {
+    id: s.id,
+    entryId: s.entryId,
+    exitId: s.exitId,
+    publicKey: s.publicKey,
+    address: s.address,
+    openedAt: s.openedAt,
+    expiresAt: s.expiresAt,
+    mode: s.mode,
+  };
 }
 
 /** Causation ids must fit the envelope schema (1-128 chars); anything else becomes null. */

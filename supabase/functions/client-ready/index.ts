@@ -1,4 +1,5 @@
-// client-ready: the entry relay confirms that it has programmed a session and steers it to `exitId`
+// client-ready: the entry relay confirms that it has programmed a session and steers it to `exitId`;
+// a private session's exit (relayId = exitId) confirms that it carries the session's peer
 // (docs/control-plane.md, "client-ready"). connect-client and switch-exit wait for this. A
 // confirmation of an exit the session no longer has (an older one) is answered `confirmed: false`
 // and changes nothing. No topology event.
@@ -26,10 +27,16 @@ Deno.serve(
         await store.refuseBanned(tx, req.relayId, principal);
         const s = await clients.sessionById(tx, req.sessionId);
         if (!s) throw unknownSession({ sessionId: req.sessionId });
-        if (s.entryId !== req.relayId) throw new HttpError(403, 'forbidden', `session ${s.id} enters at relay ${s.entryId}, not ${req.relayId}`, 'relayId');
+        // A private session's current exit confirms its own side (another relay, a former exit too, may not).
+        const asExit = s.entryId !== req.relayId && s.mode === 'private' && req.relayId === req.exitId && s.exitId === req.relayId;
+        if (s.entryId !== req.relayId && !asExit) {
+          const whose = s.mode === 'private' ? `enters at relay ${s.entryId} and leaves at ${s.exitId}` : `enters at relay ${s.entryId}`;
+          throw new HttpError(403, 'forbidden', `session ${s.id} ${whose}, not ${req.relayId}`, 'relayId');
+        }
         if (s.status === 'closed') throw sessionClosed(s);
         if (s.exitId !== req.exitId) return false;
-        await clients.confirmExit(tx, s.id, req.exitId);
+        if (asExit) await clients.confirmExitSide(tx, s.id, req.exitId);
+        else await clients.confirmExit(tx, s.id, req.exitId);
         return true;
       });
       log.outcome = confirmed ? 'confirmed' : 'stale';

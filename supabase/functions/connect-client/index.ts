@@ -1,16 +1,19 @@
 // connect-client: open a client session (docs/control-plane.md, "connect-client"; docs/clients.md).
 // A user's call is first checked against the limits (anonymous users, the connect rate limit: 429
 // with Retry-After before any transaction). One transaction with the topology locked: sweep expired
-// sessions, refuse a key that already has an open session, a user at its session cap, choose entry and exit, allocate the client's address from the entry's pool, record
-// the session and append ClientSessionOpened. Then wait for the entry relay to confirm it
-// (client-ready); only then does the caller get the wg-quick configuration. Without a confirmation
-// the session is closed again (reason "not-confirmed") and the caller gets 504 entry_not_ready.
+// sessions, refuse a key that already has an open session, a user at its session cap, choose entry
+// and exit, allocate the client's address from the entry's pool (a private session also needs its
+// port at the entry), record the session and append ClientSessionOpened. Then wait for the entry
+// relay, and for a private session its exit too, to confirm it (client-ready); only then does the
+// caller get the wg-quick configuration. Without a confirmation the session is closed again (reason
+// "not-confirmed") and the caller gets 504 entry_not_ready.
 import { ConnectClientRequestSchema, type ConnectClientResponse } from '../../../src/contract/api-clients.ts';
 import {
   allocateClientAddress,
   chooseRoute,
   clientCapacity,
   clientConfig,
+  isConfirmed,
   livenessSeconds,
   maySee,
   ownerOf,
@@ -25,6 +28,7 @@ import { requireRole } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
 import { checkAnonymous, checkSessionCap } from '../_shared/limits.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
+import { privateEntryPort } from '../../../src/contract/private-sessions.ts';
 import * as store from '../_shared/store.ts';
 
 const FN = 'connect-client';
@@ -74,6 +78,16 @@ Deno.serve(
             'entry',
           );
         }
+        if (req.mode === 'private') {
+          const port = privateEntryPort(entry, address);
+          if ('error' in port)
+            throw new HttpError(
+              422,
+              'private_unavailable',
+              `entry relay ${entry.id} cannot take private sessions: ${port.error}; choose another entry`,
+              'entry',
+            );
+        }
         const session = await clients.insertSession(tx, {
           id: crypto.randomUUID(),
           owner: ownerOf(principal),
@@ -81,13 +95,14 @@ Deno.serve(
           exitId: exit.id,
           publicKey: req.publicKey,
           address,
+          mode: req.mode,
           ttlSeconds,
         });
         const events = await store.appendEvents(tx, [{ type: 'ClientSessionOpened', session: clients.recordOf(session) }], null, key, requestId);
         return { session, settings, expired: expired.length, revision: events[0]!.revision };
       });
       const { session, settings } = opened;
-      Object.assign(log, { sessionId: session.id, entry: session.entryId, exit: session.exitId, revision: opened.revision });
+      Object.assign(log, { sessionId: session.id, entry: session.entryId, exit: session.exitId, mode: session.mode, revision: opened.revision });
       if (opened.expired) log.sessionsExpired = opened.expired;
 
       let done: StoredSession | null = null;
@@ -101,7 +116,7 @@ Deno.serve(
           await store.lockTopology(tx);
           const s = await clients.sessionById(tx, session.id);
           if (!s) throw new Error(`session ${session.id} vanished`);
-          if (s.status === 'closed' || s.confirmedExitId === s.exitId) return s;
+          if (s.status === 'closed' || isConfirmed(s)) return s;
           await clients.closeSessions(tx, [s], 'not-confirmed', key, requestId);
           return null;
         });
@@ -110,7 +125,7 @@ Deno.serve(
           throw new HttpError(
             504,
             'entry_not_ready',
-            `entry relay ${session.entryId} did not confirm the session within ${settings.confirmTimeoutSeconds} s; the session was closed and nothing was kept (no address, no key): try again, or choose another entry`,
+            `${notConfirmedBy(session)} did not confirm the session within ${settings.confirmTimeoutSeconds} s; the session was closed and nothing was kept (no address, no key): try again, or choose another entry`,
           );
         }
         if (last.status === 'closed') throw closedMeanwhile(last);
@@ -119,7 +134,7 @@ Deno.serve(
 
       const [entry, exit] = await Promise.all([clients.relayInfo(sql, done.entryId), clients.relayInfo(sql, done.exitId)]);
       if (!entry || !exit) throw new Error(`relay ${done.entryId} or ${done.exitId} of session ${done.id} is missing`);
-      const config = clientConfig(done.address, entry, settings);
+      const config = clientConfig(done, { entry, exit }, settings);
       log.outcome = 'confirmed';
       return json(200, {
         session: clients.recordOf(done),
@@ -134,5 +149,10 @@ Deno.serve(
 );
 
 function closedMeanwhile(s: StoredSession): HttpError {
-  return new HttpError(409, 'session_closed', `session ${s.id} was closed (${s.closeReason ?? 'closed'}) before its entry relay confirmed it`, 'sessionId');
+  return new HttpError(409, 'session_closed', `session ${s.id} was closed (${s.closeReason ?? 'closed'}) before it was confirmed`, 'sessionId');
+}
+
+/** Who has to confirm a session: its entry, and a private session's exit too. */
+function notConfirmedBy(s: StoredSession): string {
+  return s.mode === 'private' ? `entry relay ${s.entryId} or exit relay ${s.exitId}` : `entry relay ${s.entryId}`;
 }

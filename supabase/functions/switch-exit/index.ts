@@ -1,12 +1,12 @@
-// switch-exit: steer a session to another exit (docs/control-plane.md, "switch-exit"). The client's
-// tunnel is untouched. One transaction with the topology locked: check the session and the new exit
+// switch-exit: steer a session to another exit (docs/control-plane.md, "switch-exit"). A standard
+// client's tunnel is untouched; a private client gets a new configuration (its peer is the exit). One transaction with the topology locked: check the session and the new exit
 // as connect-client does, set it and append ClientSessionExitChanged; then wait for the entry relay
 // to confirm the new exit (client-ready). Without a confirmation in time the caller gets 504
 // entry_not_ready, and the session keeps the new exit: the entry applies the event when it can. A
 // user's call is first checked against the limits (anonymous users, the switch rate limit: 429 with
 // Retry-After before any transaction).
 import { SwitchExitRequestSchema, type SwitchExitResponse } from '../../../src/contract/api-clients.ts';
-import { chooseNewExit, livenessSeconds, maySee, sessionClosed, unknownSession } from '../_shared/clients.ts';
+import { chooseNewExit, clientConfig, livenessSeconds, maySee, renderWgQuick, sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
@@ -45,7 +45,7 @@ Deno.serve(
         const updated = await clients.setExit(tx, s.id, choice.value.exit!.id);
         const [e] = await store.appendEvents(
           tx,
-          [{ type: 'ClientSessionExitChanged', sessionId: s.id, entryId: s.entryId, exitId: updated.exitId, previousExitId: s.exitId }],
+          [{ type: 'ClientSessionExitChanged', session: clients.recordOf(updated), previousExitId: s.exitId }],
           null,
           key,
           requestId,
@@ -54,7 +54,7 @@ Deno.serve(
         return { changed: true as const, session: updated, settings };
       });
       Object.assign(log, { entry: r.session.entryId, exit: r.session.exitId, outcome: r.changed ? 'changed' : 'unchanged' });
-      if (!r.changed) return json(200, { session: clients.recordOf(r.session) } satisfies SwitchExitResponse);
+      if (!r.changed) return json(200, { session: clients.recordOf(r.session), config: null, wgQuick: null } satisfies SwitchExitResponse);
 
       const { outcome: waited, by } = await clients.waitConfirmed(sql, r.session.id, r.settings.confirmTimeoutSeconds * 1000, { notify: env.dbListen });
       log.confirmedBy = by;
@@ -68,13 +68,20 @@ Deno.serve(
       }
       if (waited.kind === 'timeout') {
         log.outcome = 'not-confirmed';
+        const who = r.session.mode === 'private' ? `entry relay ${r.session.entryId} or the new exit` : `entry relay ${r.session.entryId}`;
         throw new HttpError(
           504,
           'entry_not_ready',
-          `entry relay ${r.session.entryId} did not confirm the new exit ${r.session.exitId} within ${r.settings.confirmTimeoutSeconds} s; the session keeps exit ${r.session.exitId} and the entry will still apply it`,
+          `${who} did not confirm the new exit ${r.session.exitId} within ${r.settings.confirmTimeoutSeconds} s; the session keeps exit ${r.session.exitId} and the relays will still apply it`,
         );
       }
-      return json(200, { session: clients.recordOf(waited.session) } satisfies SwitchExitResponse);
+      const session = waited.session;
+      if (session.mode === 'standard') return json(200, { session: clients.recordOf(session), config: null, wgQuick: null } satisfies SwitchExitResponse);
+      // A private client's peer is its exit: it needs a new configuration.
+      const [entry, exit] = await Promise.all([clients.relayInfo(sql, session.entryId), clients.relayInfo(sql, session.exitId)]);
+      if (!entry || !exit) throw new Error(`relay ${session.entryId} or ${session.exitId} of session ${session.id} is missing`);
+      const config = clientConfig(session, { entry, exit }, r.settings);
+      return json(200, { session: clients.recordOf(session), config, wgQuick: renderWgQuick(config) } satisfies SwitchExitResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),
