@@ -62,7 +62,15 @@ const mesh: MeshOptions = {
   exitTableBase: 100_000,
   clientPrefix6: null,
 };
-const clients: ClientOptions = { ...mesh, rulePriorityBase: 20_000, clientSupernet: '100.96.0.0/11', denyCidrs: [], allowCidrs: [], serviceCidrs: [] };
+const clients: ClientOptions = {
+  ...mesh,
+  rulePriorityBase: 20_000,
+  clientSupernet: '100.96.0.0/11',
+  denyCidrs: [],
+  allowCidrs: [],
+  serviceCidrs: [],
+  privateSessions: true,
+};
 const sysctls = { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' };
 
 const fd = openSync(values.out, 'w', 0o600);
@@ -173,6 +181,8 @@ const stateChanged = (s: ClientSession, state: string, reason: string) =>
     publicKey: s.publicKey,
     address: s.address,
     exitId: s.exitId,
+    mode: s.mode,
+    role: 'entry',
     state,
     reason,
     latestHandshakeMs: null,

@@ -1,5 +1,5 @@
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom } from 'xstate';
-import type { ClientSession } from '../contract/topology.events.ts';
+import type { ClientSession, SessionMode } from '../contract/topology.events.ts';
 import type { PeerObservation } from '../kernel/host-state.ts';
 import type { Deps } from '../lib/deps.ts';
 import { foldObservation } from './peer-link.machine.ts';
@@ -23,7 +23,10 @@ export type ClientSessionState = 'requested' | 'configuring' | 'ready' | 'active
 
 export interface ClientSessionInput {
   session: ClientSession;
-  device: string;
+  /** This relay's part: the session's entry, or (a private session) its exit. */
+  role: 'entry' | 'exit';
+  /** The device whose peer is the client (observed for handshakes), or null where none is (a private session's entry). */
+  device: string | null;
   /** No handshake or traffic from the client for this long: idle. */
   idleAfterMs: number;
   /** The source of the id of its `expired` event. */
@@ -65,6 +68,8 @@ export type ClientSessionEmission =
         publicKey: string;
         address: string;
         exitId: string;
+        mode: SessionMode;
+        role: 'entry' | 'exit';
         state: ClientSessionState;
         reason: string;
         latestHandshakeMs: number | null;
@@ -101,6 +106,8 @@ const announce = (state: ClientSessionState) =>
         publicKey: context.session.publicKey,
         address: context.session.address,
         exitId: context.session.exitId,
+        mode: context.session.mode,
+        role: context.role,
         state,
         reason: context.reason,
         latestHandshakeMs: context.latestHandshakeMs,

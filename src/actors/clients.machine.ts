@@ -1,7 +1,9 @@
 import { observationIndex } from '../kernel/observations.ts';
 import { assign, enqueueActions, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { TopologyView } from '../events/topology.fold.ts';
-import { clientDevice, type ClientOptions } from '../kernel/clients.ts';
+import type { ClientSession } from '../contract/topology.events.ts';
+import { clientDevice, privateDevice, type ClientOptions } from '../kernel/clients.ts';
+import { sessionConcerns } from '../events/topology.fold.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { meshIndex } from '../kernel/mesh.ts';
 import { clientsOwner, expireSession, type ClientsOwnerState } from '../kernel/owners/clients.ts';
@@ -10,9 +12,9 @@ import type { Deps } from '../lib/deps.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
 
 /**
- * The clients actor: the entry side of this relay. From the relay's view it keeps one client-session
- * actor per open session entering here (spawned when opened, told of exit switches, closed when the
- * session is), and sends the kernel actor the client part of the host (src/kernel/clients.ts) as the
+ * The clients actor: the client side of this relay. From the relay's view it keeps one client-session
+ * actor per open session that concerns it (entering here, or private ones leaving here; spawned when
+ * opened, told of exit switches, closed when the session is or a private one's exit moved away), and sends the kernel actor the client part of the host (src/kernel/clients.ts) as the
  * owner `clients`: the client device with one peer per session, the steering and fail-closed rules,
  * the nftables table and the sysctls. Every relay runs one, also with no sessions: forwarding, NAT and
  * filters serve it as an exit too. On teardown it leaves nothing but the sysctls as they were.
@@ -49,6 +51,19 @@ export interface ClientsTornDown {
 }
 
 const sessionActorId = (sessionId: string) => `session-${sessionId}`;
+
+/** This relay's part in a session: its entry, or (a private session's) its exit. */
+const roleOf = (s: ClientSession, selfId: string): 'entry' | 'exit' => (s.entryId === selfId ? 'entry' : 'exit');
+
+/**
+ * The device whose peer is the session's client: the client device at a standard session's entry, the
+ * private device at a private session's exit; none at a private session's entry (it forwards
+ * ciphertext and never hears the client itself).
+ */
+function observedDevice(s: ClientSession, selfId: string, wgPrefix: string, own: number): string | null {
+  if (s.mode === 'standard') return clientDevice(wgPrefix, own);
+  return s.entryId === selfId ? null : privateDevice(wgPrefix, own);
+}
 const kernelRef = ({ system }: { system: { get: (id: string) => AnyActorRef | undefined } }) => system.get('kernel')!;
 
 const tellKernel = sendTo(kernelRef, ({ context, self: me }: { context: ClientsContext; self: AnyActorRef }) =>
@@ -73,19 +88,26 @@ export const clientsMachine = setup({
         enqueueActions(({ context, event, enqueue }) => {
           for (const [id, a] of Object.entries(context.actors)) {
             const now = event.view.sessions[id];
-            if (!now || now.entryId !== context.selfId) enqueue.sendTo(a, { type: 'CLOSE', reason: 'session closed' });
+            if (!now || !sessionConcerns(now, context.selfId))
+              enqueue.sendTo(a, { type: 'CLOSE', reason: now ? `exit changed to ${now.exitId}` : 'session closed' });
             else if (context.sessions[id] && now.exitId !== context.sessions[id]!.exitId) enqueue.sendTo(a, { type: 'EXIT_CHANGED', exitId: now.exitId });
           }
         }),
         assign(({ context, event, spawn }) => {
           const next = clientsOwner.view(context, event);
-          const device = clientDevice(context.clients.wgPrefix, meshIndex(next.self!.meshAddress));
+          const own = meshIndex(next.self!.meshAddress);
           const actors = { ...context.actors };
           for (const s of Object.values(next.sessions)) {
             if (!actors[s.id])
               actors[s.id] = spawn('clientSession', {
                 id: sessionActorId(s.id),
-                input: { session: s, device, idleAfterMs: context.idleAfterMs, deps: context.deps },
+                input: {
+                  session: s,
+                  role: roleOf(s, context.selfId),
+                  device: observedDevice(s, context.selfId, context.clients.wgPrefix, own),
+                  idleAfterMs: context.idleAfterMs,
+                  deps: context.deps,
+                },
               });
           }
           return { ...next, actors, cause: event.cause };
@@ -131,7 +153,7 @@ export const clientsMachine = setup({
         const seen = observationIndex(event.observations);
         for (const a of Object.values(context.actors)) {
           const { device, session } = a.getSnapshot().context;
-          enqueue.sendTo(a, { type: 'OBSERVED', observation: seen.get(`${device} ${session.publicKey}`) ?? null, nowMs: event.nowMs });
+          enqueue.sendTo(a, { type: 'OBSERVED', observation: device ? (seen.get(`${device} ${session.publicKey}`) ?? null) : null, nowMs: event.nowMs });
         }
       }),
     },

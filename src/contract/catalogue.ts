@@ -19,6 +19,8 @@ import {
 } from './topology.events.ts';
 import {
   ClientSessionStateChangedV1,
+  ClientSessionStateChangedV2,
+  upcastClientSessionStateChangedV1,
   ClientSessionSteeredV1,
   KernelOperationFailedV1,
   KernelReconciledV1,
@@ -113,7 +115,11 @@ export const CATALOGUE = {
   RelayEventsDropped: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayEventsDroppedV1 } },
   LinkStateChanged: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: LinkStateChangedV1 } },
   PeerEndpointResolved: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: PeerEndpointResolvedV1 } },
-  ClientSessionStateChanged: { kind: { stream: 'relay', aggregate: 'session' }, versions: { 1: ClientSessionStateChangedV1 } },
+  ClientSessionStateChanged: {
+    kind: { stream: 'relay', aggregate: 'session' },
+    versions: { 1: ClientSessionStateChangedV1, 2: ClientSessionStateChangedV2 },
+    upcast: { 1: upcastClientSessionStateChangedV1 },
+  },
   ClientSessionSteered: { kind: { stream: 'relay', aggregate: 'session' }, versions: { 1: ClientSessionSteeredV1 } },
   KernelReconciled: {
     kind: { stream: 'relay', aggregate: 'kernel' },

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Envelope } from './envelope.ts';
+import { SESSION_MODES } from './topology.events.ts';
 
 /**
  * Events a relay publishes about itself on `relaynet.relay.<relayId>.<aggregate>.<event>`.
@@ -44,6 +45,11 @@ export const RelayConfigV2 = RelayConfigV1.extend({
   serviceCidrs: z.array(z.string().max(64)).max(256),
   /** The clients' IPv6 /96 this relay programs, null for none; absent (before IPv6) reads as none. */
   clientPrefix6: z.string().max(64).nullable().optional(),
+  /**
+   * The relay serves private sessions (its table has their port map and filters); absent (before
+   * private sessions, issue 16) reads as false, so replay builds the table the relay had then.
+   */
+  privateSessions: z.boolean().optional(),
 }).strict();
 /** v4 records the configuration v2 (see {@link RelayConfigV2}); a v3 configuration reads with no allowed and no service ranges. */
 export const RelayStartedV4 = RelayStartedV2.extend({ config: RelayConfigV2.nullable() }).strict();
@@ -137,6 +143,16 @@ export const ClientSessionStateChangedV1 = z
     txBytes: z.number().int().min(0),
   })
   .strict();
+/**
+ * v2 says the session's mode and this relay's part in it (`entry`, or a private session's `exit`: both
+ * relays run an actor for it); v1 sessions were standard, seen at their entry.
+ */
+export const ClientSessionStateChangedV2 = ClientSessionStateChangedV1.extend({ mode: z.enum(SESSION_MODES), role: z.enum(['entry', 'exit']) }).strict();
+export const upcastClientSessionStateChangedV1 = (d: z.infer<typeof ClientSessionStateChangedV1>): z.infer<typeof ClientSessionStateChangedV2> => ({
+  ...d,
+  mode: 'standard',
+  role: 'entry',
+});
 export const ClientSessionSteeredV1 = z.object({ sessionId: z.string().uuid(), exitId: z.string(), previousExitId: z.string().nullable() }).strict();
 
 /**
@@ -223,7 +239,7 @@ export type RelayEvent =
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>
   | Envelope<'PeerEndpointResolved', z.infer<typeof PeerEndpointResolvedV1>>
-  | Envelope<'ClientSessionStateChanged', z.infer<typeof ClientSessionStateChangedV1>>
+  | Envelope<'ClientSessionStateChanged', z.infer<typeof ClientSessionStateChangedV2>>
   | Envelope<'ClientSessionSteered', z.infer<typeof ClientSessionSteeredV1>>
   | Envelope<'KernelReconciled', z.infer<typeof KernelReconciledV2>>
   | Envelope<'KernelOperationFailed', z.infer<typeof KernelOperationFailedV1>>;

@@ -212,6 +212,7 @@ function clientOptionsOf(cfg: RelayConfig, keyFile: string, host: HostFacts): Cl
     allowCidrs: cfg.clientAllow,
     serviceCidrs: cfg.serviceCidrs,
     clientPrefix6: host.clientPrefix6,
+    privateSessions: true,
   };
 }
 

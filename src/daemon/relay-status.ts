@@ -6,7 +6,7 @@ import type { LinkState } from '../actors/peer-link.machine.ts';
 import type { relayMachine } from '../actors/relay.machine.ts';
 import type { topologyMachine } from '../actors/topology.machine.ts';
 import { canonicalMembership } from '../events/topology.fold.ts';
-import type { RelayRecord } from '../contract/topology.events.ts';
+import type { RelayRecord, SessionMode } from '../contract/topology.events.ts';
 import { clientEgressRules, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
 import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
 import { endpointName } from '../kernel/endpoint-resolution.ts';
@@ -73,6 +73,9 @@ export interface ClientStatus {
   publicKey: string;
   address: string;
   exitId: string;
+  mode: SessionMode;
+  /** This relay's part: the session's entry, or a private session's exit. */
+  role: 'entry' | 'exit';
   /** The exit the control plane was last told this entry steers to. */
   confirmedExitId: string | null;
   state: ClientSessionState;
@@ -203,6 +206,8 @@ function clientStatuses(s: RelaySnapshot): ClientStatus[] {
         publicKey: a.context.session.publicKey,
         address: a.context.session.address,
         exitId: a.context.session.exitId,
+        mode: a.context.session.mode,
+        role: a.context.role,
         confirmedExitId: a.context.confirmedExit,
         state: a.value as ClientSessionState,
         latestHandshakeMs: a.context.latestHandshakeMs,

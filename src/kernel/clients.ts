@@ -1,7 +1,9 @@
 import type { ClientSession, RelayRecord } from '../contract/topology.events.ts';
 import { formatIpv4, parseCidr, parseEndpoint, parseIpv4 } from '../contract/topology.events.ts';
-import type { DesiredHostState, KernelScope, RuleState } from './host-state.ts';
-import { meshIndex } from './mesh.ts';
+import { privateEntryPort, privateMtu, privatePortRange } from '../contract/private-sessions.ts';
+import type { DesiredHostState, DesiredWgDevice, KernelScope, PortMapState, RouteState, RuleState, WgPeerState } from './host-state.ts';
+import { MAIN_TABLE, PORT_MAP } from './host-state.ts';
+import { linkListenPort, meshIndex } from './mesh.ts';
 import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
 import { nftDigest } from './host-text.ts';
 import { embed6, embedCidr6 } from './ipv6.ts';
@@ -47,6 +49,11 @@ export interface ClientOptions {
    * the IPv6 address its IPv4 one embeds, steered like the IPv4 one; exits NAT it (NAT66).
    */
   clientPrefix6: string | null;
+  /**
+   * Serve private sessions: their port map and filters are in the table, their sessions programmed.
+   * Always on in a running relay; off only to replay the log of a relay from before them.
+   */
+  privateSessions: boolean;
 }
 
 export const DEFAULT_EXIT_TABLE_BASE = 100_000;
@@ -65,6 +72,15 @@ export const CLIENT_SYSCTLS_V6 = { ...CLIENT_SYSCTLS, 'net.ipv6.conf.all.forward
 export const clientSysctls = (clientPrefix6: string | null): Record<string, string> => ({ ...(clientPrefix6 ? CLIENT_SYSCTLS_V6 : CLIENT_SYSCTLS) });
 
 export const clientDevice = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}c`;
+/**
+ * A private session's exit terminates the client's tunnel on this device (docs/clients.md, "Private
+ * sessions"); its name starts with the client device's, so the client scope owns it.
+ */
+export const privateDevice = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}cp`;
+/** The port a relay's private device listens on: its endpoint port plus its own index, the one port of its link range no link takes. */
+export const privateListenPort = (r: RelayRecord): number => linkListenPort(r.endpoint, meshIndex(r.meshAddress));
+/** Where an entry forwards a private session's datagrams: its exit's mesh address, on the exit's private port. */
+export const privateTarget = (exit: RelayRecord): string => `${exit.meshAddress}:${privateListenPort(exit)}`;
 export const nftTableName = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}`;
 export const exitTable = (exitTableBase: number, exitIndex: number) => exitTableBase + exitIndex;
 
@@ -133,11 +149,22 @@ export const FILTER_COUNTERS = {
   mesh_foreign: 'a mesh packet to forward that no client of the sending relay sent',
   /** Mesh link: a packet for this relay's own services (anything but ICMP echo to the mesh address and replies). */
   mesh_input: "a mesh packet for this relay's own services",
+  /** A datagram to a private session's port that forwards nowhere: no such session here, or its exit is gone. */
+  private_unmapped: 'a datagram to a private port with no session, or whose exit is gone',
+  /** A forwarded private datagram that would leave the entry other than into a mesh link (fail closed). */
+  private_fail_closed: 'a private datagram that would leave the entry other than into a mesh link',
+  /** A datagram to this relay's private device that did not come over a mesh link (only entries forward to it). */
+  private_direct: 'a datagram to the private device from outside the mesh',
 } as const;
 export type FilterCounter = keyof typeof FILTER_COUNTERS;
 
+const PRIVATE_COUNTERS: readonly FilterCounter[] = ['private_unmapped', 'private_fail_closed', 'private_direct'];
+/** The filter counters of a relay's table: the private sessions' only when it serves them. */
+export const filterCounters = (privateSessions: boolean): FilterCounter[] =>
+  (Object.keys(FILTER_COUNTERS) as FilterCounter[]).filter((c) => privateSessions || !PRIVATE_COUNTERS.includes(c));
+
 /** Everything the table needs besides the relay record: names, the client space, the egress policy. */
-export type NftOptions = Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs' | 'clientPrefix6'>;
+export type NftOptions = Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs' | 'clientPrefix6' | 'privateSessions'>;
 
 /** The egress policy of a relay with these options. */
 export const clientEgressRules = (opts: NftOptions): EgressRule[] =>
@@ -152,7 +179,16 @@ export const clientEgressRules = (opts: NftOptions): EgressRule[] =>
 export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
   // The body depends on the relay and the options alone, never on the sessions: built once per
   // (relay, options), not on every session that opens or closes (its egress policy is the costly part).
-  const key = JSON.stringify([self, opts.wgPrefix, opts.clientSupernet, opts.denyCidrs, opts.allowCidrs, opts.serviceCidrs, opts.clientPrefix6]);
+  const key = JSON.stringify([
+    self,
+    opts.wgPrefix,
+    opts.clientSupernet,
+    opts.denyCidrs,
+    opts.allowCidrs,
+    opts.serviceCidrs,
+    opts.clientPrefix6,
+    opts.privateSessions,
+  ]);
   const known = nftBodies.get(key);
   if (known !== undefined) return known;
   const body = buildClientNftBody(self, opts);
@@ -167,7 +203,15 @@ const nftBodies = new Map<string, string>();
 function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
   const own = meshIndex(self.meshAddress);
   const dev = clientDevice(opts.wgPrefix, own);
+  const pdev = privateDevice(opts.wgPrefix, own);
   const links = `${opts.wgPrefix}${own}m*`;
+  const ep = parseEndpoint(self.endpoint);
+  if (!ep) throw new Error(`bad endpoint ${self.endpoint}`);
+  // The ports of private sessions entering here (src/contract/private-sessions.ts), and this relay's own private port.
+  const range = privatePortRange(ep.port, self.clientPool);
+  const privatePort = privateListenPort(self);
+  // Only with private sessions on: without, the table is the one relays had before them (replay of their logs).
+  const p = <T>(...lines: T[]): T[] => (opts.privateSessions ? lines : []);
   const v6 = opts.clientPrefix6;
   const rules = clientEgressRules(opts);
   const elements = egressMapElements(rules);
@@ -182,12 +226,12 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
         '  }',
       ].join('\n'),
     );
-  const egress = (['v4', 'v6'] as const)
-    .filter((f) => elements[f].length > 0)
-    .map((f) => `    iifname "${links}" ${f === 'v4' ? 'ip' : 'ip6'} daddr vmap @egress_${f}`);
+  const egressFrom = (iif: string) =>
+    (['v4', 'v6'] as const).filter((f) => elements[f].length > 0).map((f) => `    iifname "${iif}" ${f === 'v4' ? 'ip' : 'ip6'} daddr vmap @egress_${f}`);
+  const egress = egressFrom(links);
   // Each reason's chain counts the refusal, then refuses.
   const refuseChains = rules.map((r) => `  chain ${refusedCounter(r.reason)} {\n    counter name "${refusedCounter(r.reason)}" goto refuse\n  }`);
-  const counters = [...Object.keys(FILTER_COUNTERS), ...rules.map((r) => refusedCounter(r.reason))].map((c) => `  counter ${c} {\n  }`);
+  const counters = [...filterCounters(opts.privateSessions), ...rules.map((r) => refusedCounter(r.reason))].map((c) => `  counter ${c} {\n  }`);
   return [
     ...counters,
     ...maps,
@@ -196,6 +240,16 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
     '    reject with icmpx type admin-prohibited',
     '  }',
     ...refuseChains,
+    // Entry: a private session's datagrams go on to its exit, in the kernel (the port map is the sessions').
+    ...p(
+      `  map ${PORT_MAP} {`,
+      '    type inet_service : ipv4_addr . inet_service;',
+      '  }',
+      '  chain private_dnat {',
+      '    type nat hook prerouting priority dstnat; policy accept;',
+      `    iifname != "${links}" iifname != "${dev}" iifname != "${pdev}" fib daddr type local dnat ip to udp dport map @${PORT_MAP}`,
+      '  }',
+    ),
     // A mesh link's sources in the network's space are its peer's alone: the route back to the source
     // must go out the link it came in on (the peer's mesh address and pool are routed there).
     '  chain mesh_ingress {',
@@ -206,16 +260,29 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
     '  chain input_filter {',
     '    type filter hook input priority filter; policy accept;',
     `    iifname "${dev}" counter name "client_input" drop`,
+    ...p(`    iifname "${pdev}" counter name "client_input" drop`),
     // Over a mesh link the relay answers pings to its mesh address and its own connections' replies, nothing else.
     `    iifname "${links}" ct state established,related accept`,
     `    iifname "${links}" ip daddr ${self.meshAddress} icmp type echo-request accept`,
+    // Exit: private sessions' datagrams, forwarded by their entries over the mesh.
+    ...p(`    iifname "${links}" ip daddr ${self.meshAddress} udp dport ${privatePort} accept`),
     `    iifname "${links}" counter name "mesh_input" drop`,
+    ...p(`    udp dport ${privatePort} counter name "private_direct" drop`),
+    // Entry: a new datagram to a private port that no session forwards (its replies are the relay's own).
+    ...(range ? p(`    ct state new udp dport ${range[0]}-${range[1]} counter name "private_unmapped" drop`) : []),
     '  }',
     '  chain forward_filter {',
     '    type filter hook forward priority filter; policy accept;',
     // The mesh adds a WireGuard layer: TCP segments are sized to the route they take.
     `    iifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
     `    oifname "${dev}" tcp flags syn tcp option maxseg size set rt mtu`,
+    // Private sessions at their exit: two WireGuard layers on the way in, the private device's MTU on the way out.
+    ...p(`    iifname "${pdev}" tcp flags syn tcp option maxseg size set rt mtu`, `    oifname "${pdev}" tcp flags syn tcp option maxseg size set rt mtu`),
+    // Entry: a forwarded private datagram goes into a mesh link (to its exit) or nowhere; its exit's replies come back.
+    ...p(
+      `    ct status dnat ct direction original ip daddr ${NETWORK_SPACE} oifname != "${links}" counter name "private_fail_closed" drop`,
+      `    iifname "${links}" ct status dnat ct direction reply accept`,
+    ),
     // Entry: the network's own space is not the internet; everything else goes to the exit, which decides.
     `    iifname "${dev}" ip daddr ${NETWORK_SPACE} goto ${refusedCounter('network')}`,
     ...(v6 ? [`    iifname "${dev}" ip6 daddr ${v6} goto ${refusedCounter('network')}`] : []),
@@ -223,6 +290,14 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
     `    iifname "${dev}" oifname != "${links}" counter name "fail_closed" drop`,
     `    oifname "${dev}" ct state established,related accept`,
     `    oifname "${dev}" counter name "client_unsolicited" drop`,
+    // Exit: a private session's client reaches the internet, under the egress policy, as a link's do.
+    ...p(
+      `    iifname "${pdev}" ip daddr ${NETWORK_SPACE} goto ${refusedCounter('network')}`,
+      ...(v6 ? [`    iifname "${pdev}" ip6 daddr ${v6} goto ${refusedCounter('network')}`] : []),
+      ...egressFrom(pdev),
+      `    oifname "${pdev}" ct state established,related accept`,
+      `    oifname "${pdev}" counter name "client_unsolicited" drop`,
+    ),
     // Exit: a mesh link carries the sending relay's clients' traffic, under the egress policy.
     `    iifname "${links}" ip saddr != ${opts.clientSupernet} counter name "mesh_foreign" drop`,
     // With client IPv6, the mesh forwards IPv6 only from the clients' IPv6 space.
@@ -233,8 +308,12 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
     '  }',
     '  chain postrouting_nat {',
     '    type nat hook postrouting priority srcnat; policy accept;',
+    // Entry: a private session's datagrams reach its exit from the entry's mesh address (replies come back
+    // the same way): the exit never learns the client's address.
+    ...p(`    oifname "${links}" ct status dnat masquerade`),
     `    oifname "${links}" return`,
     `    oifname "${dev}" return`,
+    ...p(`    oifname "${pdev}" return`),
     `    ip saddr ${opts.clientSupernet} masquerade`,
     // NAT66: the clients' IPv6 leaves with the exit's own address, as their IPv4 does.
     ...(v6 ? [`    ip6 saddr ${v6} masquerade`] : []),
@@ -244,8 +323,16 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
 
 /**
  * The client part of the host for `self`: device, peers, rules, sysctls, nftables. `sessions` are the
- * sessions to program (entering at `self`); a session whose exit is not in `relays` (it left, or is
- * this relay) gets its peer but no rule, so the fail-closed rule refuses its traffic.
+ * sessions to program (those that concern `self`); `relays` holds their exits (at least).
+ *
+ * Standard sessions entering here: a peer on the client device and a rule to the exit's table. A
+ * session whose exit is not in `relays` (it left, or is this relay) gets its peer but no rule, so the
+ * fail-closed rule refuses its traffic.
+ *
+ * Private sessions (docs/clients.md, "Private sessions"), entering here: a port map from the session's
+ * port to its exit's private port; none while the exit is not in `relays` (the nftables filter drops
+ * and counts what arrives). Leaving here: a peer on the private device (which exists while there is
+ * one) and a route of the client's address into it; the exit's egress policy applies as for a link.
  */
 export function desiredClientState(
   self: RelayRecord,
@@ -255,6 +342,8 @@ export function desiredClientState(
 ): DesiredHostState {
   const own = meshIndex(self.meshAddress);
   const dev = clientDevice(opts.wgPrefix, own);
+  const pdev = privateDevice(opts.wgPrefix, own);
+  const table = nftTableName(opts.wgPrefix, own);
   const ep = parseEndpoint(self.endpoint);
   if (!ep) throw new Error(`bad endpoint ${self.endpoint}`);
   const [, failClosedPriority] = clientRulePriorities(self, opts.rulePriorityBase);
@@ -262,41 +351,69 @@ export function desiredClientState(
   // The fail-closed end, per family: also where a client's IPv6 ends when its exit has no IPv6 route.
   const rules: RuleState[] = [{ priority: failClosedPriority, from: self.clientPool, iif: dev, table: null }];
   if (v6) rules.push({ priority: failClosedPriority, from: embedCidr6(v6, self.clientPool), iif: dev, table: null });
-  const peers = [];
+  const peers: WgPeerState[] = [];
+  const privatePeers: WgPeerState[] = [];
+  const routes: RouteState[] = [];
+  const portMaps: PortMapState[] = [];
   for (const s of [...sessions].sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1))) {
+    const address6 = v6 ? `${embed6(v6, s.address)}/128` : null;
+    const allowedIps = address6 ? [`${s.address}/32`, address6] : [`${s.address}/32`];
+    const exit = relays[s.exitId];
+    if (s.mode === 'private') {
+      if (!opts.privateSessions) continue;
+      if (s.exitId === self.id && s.entryId !== self.id) {
+        privatePeers.push({ publicKey: s.publicKey, endpoint: null, allowedIps, keepaliveSeconds: 0 });
+        for (const dst of allowedIps) routes.push({ dst, dev: pdev, table: MAIN_TABLE, src: null });
+      } else if (s.entryId === self.id && exit && exit.id !== self.id) {
+        const port = privateEntryPort(self, s.address);
+        if ('port' in port) portMaps.push({ table, port: port.port, to: privateTarget(exit) });
+      }
+      continue;
+    }
     const priority = clientRulePriority(self, s.address, opts.rulePriorityBase);
     if (s.entryId !== self.id || priority === null) continue;
-    const address6 = v6 ? `${embed6(v6, s.address)}/128` : null;
-    peers.push({ publicKey: s.publicKey, endpoint: null, allowedIps: address6 ? [`${s.address}/32`, address6] : [`${s.address}/32`], keepaliveSeconds: 0 });
-    const exit = relays[s.exitId];
+    peers.push({ publicKey: s.publicKey, endpoint: null, allowedIps, keepaliveSeconds: 0 });
     if (!exit || exit.id === self.id) continue;
-    const table = exitTable(opts.exitTableBase, meshIndex(exit.meshAddress));
-    rules.push({ priority, from: `${s.address}/32`, iif: dev, table });
-    if (address6) rules.push({ priority, from: address6, iif: dev, table });
+    const exitTableId = exitTable(opts.exitTableBase, meshIndex(exit.meshAddress));
+    rules.push({ priority, from: `${s.address}/32`, iif: dev, table: exitTableId });
+    if (address6) rules.push({ priority, from: address6, iif: dev, table: exitTableId });
   }
   const body = clientNftBody(self, opts);
-  const table = nftTableName(opts.wgPrefix, own);
+  const devices = new Map<string, DesiredWgDevice>([
+    [
+      dev,
+      {
+        name: dev,
+        publicKey: self.publicKey,
+        privateKeyFile: opts.privateKeyFile,
+        listenPort: ep.port,
+        mtu: opts.mtu,
+        addresses: v6 ? [gatewayAddress(self), gatewayAddress6(self, v6)] : [gatewayAddress(self)],
+        up: true,
+        peers,
+      },
+    ],
+  ]);
+  // The private device, while a private session leaves here: the relay's key, on its private port, and
+  // an MTU that leaves room for the client's datagrams inside the mesh link to its entry.
+  if (privatePeers.length > 0)
+    devices.set(pdev, {
+      name: pdev,
+      publicKey: self.publicKey,
+      privateKeyFile: opts.privateKeyFile,
+      listenPort: privateListenPort(self),
+      mtu: privateMtu(opts.mtu),
+      addresses: [],
+      up: true,
+      peers: privatePeers,
+    });
   return {
-    devices: new Map([
-      [
-        dev,
-        {
-          name: dev,
-          publicKey: self.publicKey,
-          privateKeyFile: opts.privateKeyFile,
-          listenPort: ep.port,
-          mtu: opts.mtu,
-          addresses: v6 ? [gatewayAddress(self), gatewayAddress6(self, v6)] : [gatewayAddress(self)],
-          up: true,
-          peers,
-        },
-      ],
-    ]),
-    routes: [],
+    devices,
+    routes,
     rules,
     sysctls: clientSysctls(v6),
     nftTables: { [table]: { name: table, digest: nftDigest(body), body } },
-    portMaps: [],
+    portMaps,
   };
 }
 

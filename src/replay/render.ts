@@ -58,10 +58,11 @@ export function formatReplay(r: ReplayResult): string {
   const sessionRows = r.sessions.map((s) => [
     s.address,
     s.sessionId,
+    s.mode === 'private' ? `private ${s.role}` : 'standard',
     s.state,
     `exit ${s.exitId}${s.confirmedExitId && s.confirmedExitId !== s.exitId ? ` (confirmed ${s.confirmedExitId})` : ''}: ${s.reason} (since ${s.since}, seq ${s.seq})`,
   ]);
-  out.push(...table([{ width: 15 }, { width: 0 }, { width: 11 }, {}], sessionRows, ROWS));
+  out.push(...table([{ width: 15 }, { width: 0 }, { width: 13 }, { width: 11 }, {}], sessionRows, ROWS));
   const k = r.kernel;
   out.push(`kernel: ${k.rounds} rounds recorded, ${k.mutations} operations applied, ${k.failures} failed${k.lastError ? ` (last: ${k.lastError})` : ''}`);
   const c = r.checks;

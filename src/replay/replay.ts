@@ -58,6 +58,9 @@ export interface SessionReplay {
   publicKey: string;
   address: string;
   exitId: string;
+  mode: 'standard' | 'private';
+  /** The relay's part: the session's entry, or a private session's exit. */
+  role: 'entry' | 'exit';
   confirmedExitId: string | null;
   state: string;
   reason: string;
@@ -351,7 +354,8 @@ export class RelayReplay {
         this.topoCounters.seeds++;
         this.epoch = ev.epoch ?? null;
         this.relayState = 'serving';
-        // A relay since issue 15 keeps only the sessions entering at it; one before kept them all.
+        // A relay since issue 15 keeps only the sessions that concern it (entering there; since issue 16
+        // private ones leaving there too); one before kept them all.
         this.view = this.viewAt(ev.data.revision, ev.data.sessions === 'entry' ? this.relayId : null);
         if (this.view && ev.data.digest !== null && topologyDigest(this.view) !== ev.data.digest) {
           this.topoCounters.digestMismatches++;
@@ -414,6 +418,8 @@ export class RelayReplay {
             publicKey: d.publicKey,
             address: d.address,
             exitId: d.exitId,
+            mode: d.mode,
+            role: d.role,
             confirmedExitId: before?.confirmedExitId ?? null,
             state: d.state,
             reason: d.reason,
@@ -501,6 +507,7 @@ export class RelayReplay {
         allowCidrs: c.allowCidrs,
         serviceCidrs: c.serviceCidrs,
         clientPrefix6: c.clientPrefix6 ?? null,
+        privateSessions: c.privateSessions ?? false,
       },
       originalSysctls: c.sysctlsBefore,
     };

@@ -364,6 +364,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
       allowCidrs: ['198.18.0.0/15'],
       serviceCidrs: ['198.18.0.2/32'],
       clientPrefix6: 'fd64::/96',
+      privateSessions: true,
     });
     const desired: DesiredHostState = {
       devices: new Map(),

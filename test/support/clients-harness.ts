@@ -30,6 +30,7 @@ export const clientsInput: ClientsInput = {
     allowCidrs: [],
     serviceCidrs: [],
     clientPrefix6: null,
+    privateSessions: true,
   },
   idleAfterMs: 30_000,
   originalSysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
@@ -142,7 +143,7 @@ export function clientsHarness(
     await idle();
   };
   const observe = async (nowMs: number) => {
-    const observations = await backend.observe(['rc1c']);
+    const observations = await backend.observe(['rc1c', 'rc1cp']);
     for (const o of observers) o.sendBack({ type: 'OBSERVED', observations, nowMs });
     await idle();
   };

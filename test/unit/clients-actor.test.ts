@@ -110,6 +110,66 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     h.actor.stop();
   });
 
+  it('private sessions: a port map at their entry, a peer and a route on the private device at their exit; confirmed, switched, closed without a trace', async () => {
+    const h = clientsHarness();
+    await h.view([r1, r2, r3]);
+    const before = h.backend.render();
+    // Entering here, leaving at relay-2: the session's port (51820 - host offset 2) maps to relay-2's private port (51820 + 2).
+    const out = session(1, r1, 'relay-2', { mode: 'private' });
+    // Entering at relay-2, leaving here: the client's tunnel ends on rc1cp.
+    const inn = session(5, r2, 'relay-1', { mode: 'private' });
+    await h.view([r1, r2, r3], [out, inn]);
+    const host = await h.backend.read(SCOPE);
+    expect(host.portMaps).toEqual([{ table: 'rc1', port: 51818, to: '100.64.0.2:51822' }]);
+    expect(host.devices.get('rc1cp')).toMatchObject({ listenPort: 51821, mtu: 1360, addresses: [], up: true, publicKey: r1.publicKey });
+    expect(host.devices.get('rc1cp')!.peers).toEqual([{ publicKey: inn.publicKey, endpoint: null, allowedIps: [`${inn.address}/32`], keepaliveSeconds: 0 }]);
+    expect(host.routes).toEqual([{ dst: `${inn.address}/32`, dev: 'rc1cp', table: 254, src: null }]);
+    // Neither is a peer of the client device, nor has a steering rule.
+    expect(host.devices.get('rc1c')!.peers).toEqual([]);
+    expect(host.rules.filter((r) => r.table !== null)).toEqual([]);
+    expect(h.confirms).toEqual(
+      expect.arrayContaining([
+        { sessionId: out.id, exitId: 'relay-2' },
+        { sessionId: inn.id, exitId: 'relay-1' },
+      ]),
+    );
+    expect([h.stateOf(out.id), h.stateOf(inn.id)]).toEqual(['ready', 'ready']);
+    const announced = h.events
+      .filter((e) => e.type === 'ClientSessionStateChanged' && e.data.state === 'ready')
+      .map((e) => e.type === 'ClientSessionStateChanged' && [e.data.sessionId, e.data.mode, e.data.role]);
+    expect(announced).toEqual(
+      expect.arrayContaining([
+        [out.id, 'private', 'entry'],
+        [inn.id, 'private', 'exit'],
+      ]),
+    );
+    // The client heard at the exit makes the session active there.
+    h.backend.setObservation({ dev: 'rc1cp', publicKey: inn.publicKey, endpoint: '100.64.0.2:40000', latestHandshakeMs: 1_000, rxBytes: 148, txBytes: 92 });
+    await h.observe(2_000);
+    expect(h.stateOf(inn.id)).toBe('active');
+    // A switch points the port elsewhere in one step; the session that left here for relay-3 closes here.
+    const ops = h.backend.ops.length;
+    await h.view(
+      [r1, r2, r3],
+      [
+        { ...out, exitId: 'relay-3' },
+        { ...inn, exitId: 'relay-3' },
+      ],
+    );
+    // The private device goes with its last peer, and its routes with it.
+    expect(opNames(h.backend.ops.slice(ops))).toEqual(['portmap.replace', 'link.del']);
+    expect((await h.backend.read(SCOPE)).portMaps).toEqual([{ table: 'rc1', port: 51818, to: '100.64.0.3:51823' }]);
+    expect(h.confirms.at(-1)).toEqual({ sessionId: out.id, exitId: 'relay-3' });
+    expect(h.stateOf(inn.id)).toBeNull();
+    // Its exit gone, the session keeps no port map: the table drops and counts what arrives.
+    await h.view([r1, r2], [{ ...out, exitId: 'relay-3' }]);
+    expect((await h.backend.read(SCOPE)).portMaps).toEqual([]);
+    await h.view([r1, r2, r3], []);
+    expect(h.backend.render()).toBe(before);
+    expect(Object.keys(h.sessions())).toEqual([]);
+    h.actor.stop();
+  });
+
   it('an exit that leaves takes its table route with it: the client falls to the fail-closed rule', async () => {
     const h = clientsHarness();
     const a = session(1, r1, 'relay-2');

@@ -5,7 +5,8 @@ import { relay } from '../support/given.ts';
 
 const none = { denyCidrs: [] as string[], allowCidrs: [] as string[], serviceCidrs: [] as string[] } satisfies EgressOptions;
 const r1 = relay(1);
-const nft = (o: Partial<NftOptions> = {}) => clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, ...none, ...o });
+const nft = (o: Partial<NftOptions> = {}) =>
+  clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, privateSessions: true, ...none, ...o });
 
 /** The elements of one family's verdict map in a rendered table body, as `cidr reason`. */
 function mapElements(body: string, family: 'v4' | 'v6'): string[] {
@@ -44,7 +45,10 @@ describe('the nftables body of a relay', () => {
       nft({ allowCidrs: ['198.18.0.0/24'] }),
       nft({ serviceCidrs: ['198.18.0.2/32'] }),
       nft({ clientPrefix6: 'fd64::/96' }),
-      clientNftBody({ ...r1, meshAddress: '100.64.0.9' }, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, ...none }),
+      clientNftBody(
+        { ...r1, meshAddress: '100.64.0.9' },
+        { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, privateSessions: true, ...none },
+      ),
     ])
       expect(other).not.toBe(base);
   });
@@ -163,7 +167,29 @@ describe('egress policy, pure', () => {
       /chain mesh_ingress \{\n {4}type filter hook prerouting priority filter; policy accept;\n {4}iifname "rc1m\*" ip saddr 100\.64\.0\.0\/10 fib saddr \. iif oif missing counter name "mesh_spoofed" drop\n {2}\}/,
     );
     // The egress policy applies after the source checks.
-    expect(body.indexOf('mesh_foreign" drop')).toBeLessThan(body.indexOf('vmap @egress_v4'));
+    expect(body.indexOf('mesh_foreign" drop')).toBeLessThan(body.indexOf('iifname "rc1m*" ip daddr vmap @egress_v4'));
+  });
+
+  it('private sessions: the entry forwards its port map into the mesh and nowhere else, the exit takes them from the mesh only and applies its policy', () => {
+    const body = nft();
+    // Entry: the port map, looked up for datagrams to this host from outside the mesh and the client devices.
+    expect(body).toContain('map port_map {\n    type inet_service : ipv4_addr . inet_service;\n  }');
+    expect(body).toContain('iifname != "rc1m*" iifname != "rc1c" iifname != "rc1cp" fib daddr type local dnat ip to udp dport map @port_map');
+    expect(body).toContain('ct status dnat ct direction original ip daddr 100.64.0.0/10 oifname != "rc1m*" counter name "private_fail_closed" drop');
+    expect(body).toContain('oifname "rc1m*" ct status dnat masquerade');
+    // A port of the pool's range that no session maps (the endpoint port is 51820, the pool a /22) is dropped and counted.
+    expect(body).toContain('ct state new udp dport 50798-51818 counter name "private_unmapped" drop');
+    // Exit: the private port (51820 + own index 1) only from a mesh link to the mesh address.
+    expect(body).toContain('iifname "rc1m*" ip daddr 100.64.0.1 udp dport 51821 accept');
+    expect(body.indexOf('udp dport 51821 accept')).toBeLessThan(body.indexOf('counter name "mesh_input" drop'));
+    expect(body).toContain('udp dport 51821 counter name "private_direct" drop');
+    expect(body).toContain('iifname "rc1cp" counter name "client_input" drop');
+    expect(body).toContain('iifname "rc1cp" ip daddr 100.64.0.0/10 goto refused_network');
+    expect(body).toContain('iifname "rc1cp" ip daddr vmap @egress_v4');
+    expect(body).toContain('oifname "rc1cp" counter name "client_unsolicited" drop');
+    // Without private sessions (a relay from before them, replayed) the table is the one it had.
+    const before = nft({ privateSessions: false });
+    for (const gone of ['port_map', 'rc1cp', 'private_', 'ct status dnat']) expect(before).not.toContain(gone);
   });
 });
 

@@ -80,7 +80,9 @@ describe('the client scope with client IPv6', () => {
     expect(body).toContain(`ip6 saddr ${P6} masquerade`);
     expect(body).not.toContain('meta nfproto ipv6');
     // The foreign-source drop comes before the egress policy: a forged source gets no ICMP refusal.
-    expect(body.indexOf(`ip6 saddr != ${P6}`)).toBeLessThan(body.indexOf('ip6 daddr vmap @egress_v6'));
+    expect(body.indexOf(`ip6 saddr != ${P6}`)).toBeLessThan(body.indexOf('iifname "rc1m*" ip6 daddr vmap @egress_v6'));
+    // A private session's client at its exit passes the same IPv6 policy.
+    expect(body).toContain('iifname "rc1cp" ip6 daddr vmap @egress_v6');
     const without = clientNftBody(self, { ...clients, clientPrefix6: null });
     expect(without).toContain('iifname "rc1m*" meta nfproto ipv6 counter name "mesh_foreign" drop');
     expect(without).not.toMatch(/ip6 saddr|fd64/);

@@ -156,6 +156,8 @@ type Step =
   | { kind: 'rotate'; i: number }
   | { kind: 'move'; i: number }
   | { kind: 'open'; exit: number }
+  /** A private session entering here, or (`here`) entering at a peer and leaving here. */
+  | { kind: 'private'; exit: number; here: boolean }
   | { kind: 'close'; i: number }
   | { kind: 'steer'; i: number; exit: number };
 
@@ -165,12 +167,14 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   fc.nat(40).map((i): Step => ({ kind: 'rotate', i })),
   fc.nat(40).map((i): Step => ({ kind: 'move', i })),
   fc.nat(40).map((exit): Step => ({ kind: 'open', exit })),
+  fc.tuple(fc.nat(40), fc.boolean()).map(([exit, here]): Step => ({ kind: 'private', exit, here })),
   fc.nat(40).map((i): Step => ({ kind: 'close', i })),
   fc.tuple(fc.nat(40), fc.nat(40)).map(([i, exit]): Step => ({ kind: 'steer', i, exit })),
 );
 
 describe('rounds proportional to the change', () => {
-  it('plan exactly what a whole-scope plan would, over random joins, leaves, rotations, moves and sessions', async () => {
+  it('plan exactly what a whole-scope plan would, over random joins, leaves, rotations, moves and sessions (private ones too)', async () => {
+    const seen = { portMaps: 0, privateDevice: 0 };
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 25 }), async (steps) => {
         const self = relay(1);
@@ -202,6 +206,9 @@ describe('rounds proportional to the change', () => {
             expect(canonicalHostState(outcome.reached)).toEqual(focused.readSync(o.scope));
           }
           expect(focused.render()).toBe(whole.render());
+          const text = focused.render();
+          if (text.includes('port-map ')) seen.portMaps++;
+          if (/device \S+cp /.test(text)) seen.privateDevice++;
         };
         await round();
         for (const s of steps) {
@@ -212,6 +219,13 @@ describe('rounds proportional to the change', () => {
           else if (s.kind === 'move' && peers.length > 0)
             peers = peers.map((p) => (p === pick(s.i) ? { ...p, endpoint: `198.51.100.${100 + (next++ % 100)}:51820` } : p));
           else if (s.kind === 'open' && peers.length > 0) sessions = [...sessions, session(nextSession++, self, pick(s.exit)!.id)];
+          else if (s.kind === 'private' && peers.length > 0)
+            sessions = [
+              ...sessions,
+              s.here
+                ? session(nextSession++, pick(s.exit)!, self.id, { mode: 'private' })
+                : session(nextSession++, self, pick(s.exit)!.id, { mode: 'private' }),
+            ];
           else if (s.kind === 'close' && sessions.length > 0) sessions = sessions.filter((_, j) => j !== s.i % sessions.length);
           else if (s.kind === 'steer' && sessions.length > 0 && peers.length > 0)
             sessions = sessions.map((x, j) => (j === s.i % sessions.length ? { ...x, exitId: pick(s.exit)!.id } : x));
@@ -220,6 +234,9 @@ describe('rounds proportional to the change', () => {
       }),
       { numRuns: 60 },
     );
+    // The random steps did program private sessions, at their entry and at their exit.
+    expect(seen.portMaps).toBeGreaterThan(0);
+    expect(seen.privateDevice).toBeGreaterThan(0);
   });
 
   it('read nothing for a desired state already reached, and only the changed device for a join', async () => {

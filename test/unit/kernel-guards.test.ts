@@ -37,6 +37,7 @@ const base: ClientOptions = {
   allowCidrs: [],
   serviceCidrs: [],
   clientPrefix6: 'fd64::/96',
+  privateSessions: true,
 };
 const SCOPE: KernelScope = clientScope(self, base);
 const DEV = clientDevice('rc', 1);

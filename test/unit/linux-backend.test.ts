@@ -40,6 +40,7 @@ const clients: ClientOptions = {
   allowCidrs: ['198.18.0.0/15'],
   serviceCidrs: ['198.18.0.2/32'],
   clientPrefix6: 'fd64::/96',
+  privateSessions: true,
 };
 const meshOpts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: keyFile, exitTableBase: 100_000, clientPrefix6: 'fd64::/96' };
 

@@ -6,7 +6,7 @@ import { table } from '../../lib/table.ts';
 
 const RELAY_COLUMNS = [{ width: 20 }, { width: 12 }, { width: 15 }, { width: 18 }, {}];
 const LINK_COLUMNS = [{ width: 20 }, { width: 10 }, { width: 12 }, {}];
-const CLIENT_COLUMNS = [{ width: 15 }, { width: 20 }, { width: 12 }, { width: 12 }, {}];
+const CLIENT_COLUMNS = [{ width: 15 }, { width: 20 }, { width: 13 }, { width: 12 }, { width: 12 }, {}];
 
 /** The status socket of the relay `--state-dir` or `--relay-id` names. */
 function socketOf(v: Values): string {
@@ -90,6 +90,7 @@ export const status: Action = async (v) => {
   const clientRows = st.clients.map((c) => [
     c.address,
     c.confirmedExitId === c.exitId ? c.exitId : `${c.exitId} (steering)`,
+    c.mode === 'private' ? `private ${c.role}` : 'standard',
     c.state,
     age(c.latestHandshakeMs),
     c.sessionId,
@@ -97,7 +98,7 @@ export const status: Action = async (v) => {
   lines.push(
     '',
     ...(clientRows.length
-      ? table(CLIENT_COLUMNS, [['CLIENT', 'EXIT', 'STATE', 'HANDSHAKE', 'SESSION'], ...clientRows], { gap: ' ' })
+      ? table(CLIENT_COLUMNS, [['CLIENT', 'EXIT', 'MODE', 'STATE', 'HANDSHAKE', 'SESSION'], ...clientRows], { gap: ' ' })
       : ['no client sessions enter here']),
   );
   if (st.policy) {

@@ -1,6 +1,17 @@
 import type { ClientSession, RelayRecord } from '../../contract/topology.events.ts';
 import { sessionsOfRelay } from '../../events/topology.fold.ts';
-import { clientDevice, clientScope, desiredClientState, exitTable, releasedClientState, type ClientOptions } from '../clients.ts';
+import { privateEntryPort } from '../../contract/private-sessions.ts';
+import {
+  clientDevice,
+  clientScope,
+  desiredClientState,
+  exitTable,
+  nftTableName,
+  privateDevice,
+  privateTarget,
+  releasedClientState,
+  type ClientOptions,
+} from '../clients.ts';
 import type { HostState } from '../host-state.ts';
 import { embed6 } from '../ipv6.ts';
 import { meshIndex } from '../mesh.ts';
@@ -8,15 +19,16 @@ import type { KernelOwner, OwnerState } from './owner.ts';
 
 /**
  * The clients owner (the clients actor, src/actors/clients.machine.ts): the client part of the host
- * (src/kernel/clients.ts) for the open sessions entering at this relay but the expired ones, or,
- * tearing down, nothing but the client sysctls as they were before the relay set them.
+ * (src/kernel/clients.ts) for the open sessions that concern this relay (entering here, or private
+ * ones leaving here) but the expired ones, or, tearing down, nothing but the client sysctls as they
+ * were before the relay set them.
  */
 
 export interface ClientsOwnerState extends OwnerState {
   self: RelayRecord | null;
   /** Every relay of the view, by id (the view's own Map). */
   relays: ReadonlyMap<string, RelayRecord>;
-  /** Open sessions entering here, by id (from the view). */
+  /** Open sessions that concern this relay, by id (from the view). */
   sessions: Record<string, ClientSession>;
   /** Sessions past their expiry: unprogrammed while the control plane has not closed them yet. */
   expired: string[];
@@ -47,7 +59,11 @@ const lastDesired = new WeakMap<
 
 const sameItems = <T>(a: readonly T[], b: readonly T[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** What the kernel reached for one session: its peer is programmed, and the exit its rules steer to. */
+/**
+ * What the kernel reached for one session: its peer is programmed, and the exit its rules steer to. A
+ * private session at its entry: its port map is there (`peer`), and the exit it forwards to; at its
+ * exit: its peer on the private device, and (with the route of its address into it) this relay.
+ */
 export interface SessionReached {
   peer: boolean;
   exitId: string | null;
@@ -72,14 +88,19 @@ export function expireSession<T extends ClientsOwnerState>(s: T, sessionId: stri
   return { ...s, expired: [...new Set([...s.expired, sessionId])] };
 }
 
-/** Which relay each exit table leads to; built once per relays map (views replace it, never change it in place) and base. */
-const exitTables = new WeakMap<ReadonlyMap<string, RelayRecord>, { base: number; exits: Map<number, string> }>();
-function exitsByTable(relays: ReadonlyMap<string, RelayRecord>, exitTableBase: number): Map<number, string> {
+/**
+ * Which relay each exit table leads to, and which relay each private target (`mesh address:private
+ * port`) is; built once per relays map (views replace it, never change it in place) and base.
+ */
+const exitTables = new WeakMap<ReadonlyMap<string, RelayRecord>, { base: number; exits: Map<number, string>; targets: Map<string, string> }>();
+function exitsOf(relays: ReadonlyMap<string, RelayRecord>, exitTableBase: number): { exits: Map<number, string>; targets: Map<string, string> } {
   const known = exitTables.get(relays);
-  if (known?.base === exitTableBase) return known.exits;
+  if (known?.base === exitTableBase) return known;
   const exits = new Map([...relays.values()].map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
-  exitTables.set(relays, { base: exitTableBase, exits });
-  return exits;
+  const targets = new Map([...relays.values()].map((r) => [privateTarget(r), r.id]));
+  const out = { base: exitTableBase, exits, targets };
+  exitTables.set(relays, out);
+  return out;
 }
 
 /**
@@ -94,14 +115,42 @@ export function sessionReached(
   exits: ReadonlyMap<number, string>,
   clientPrefix6: string | null,
 ): SessionReached {
-  const cidrs = [`${session.address}/32`, ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : [])];
-  const peer =
-    actual.devices
-      .get(device)
-      ?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
+  const cidrs = sessionCidrs(session, clientPrefix6);
+  const peer = hasPeer(actual, device, session, cidrs);
   const tables = cidrs.map((c) => actual.rules.find((r) => r.from === c && r.iif === device && r.table !== null)?.table ?? null);
   const table = tables[0] ?? null;
   return { peer, exitId: table !== null && tables.every((t) => t === table) ? (exits.get(table) ?? null) : null };
+}
+
+const sessionCidrs = (session: ClientSession, clientPrefix6: string | null): string[] => [
+  `${session.address}/32`,
+  ...(clientPrefix6 ? [`${embed6(clientPrefix6, session.address)}/128`] : []),
+];
+
+const hasPeer = (actual: HostState, device: string, session: ClientSession, cidrs: string[]): boolean =>
+  actual.devices
+    .get(device)
+    ?.peers.some((p) => p.publicKey === session.publicKey && p.allowedIps.length === cidrs.length && cidrs.every((c) => p.allowedIps.includes(c))) ?? false;
+
+/** A private session at its entry: its port map, and the relay it forwards to. */
+export function privateEntryReached(
+  actual: HostState,
+  self: RelayRecord,
+  table: string,
+  session: ClientSession,
+  targets: ReadonlyMap<string, string>,
+): SessionReached {
+  const port = privateEntryPort(self, session.address);
+  const map = 'port' in port ? actual.portMaps.find((m) => m.table === table && m.port === port.port) : undefined;
+  return { peer: map !== undefined, exitId: map ? (targets.get(map.to) ?? null) : null };
+}
+
+/** A private session at its exit: its peer on the private device, and this relay once its addresses route into it. */
+export function privateExitReached(actual: HostState, selfId: string, device: string, session: ClientSession, clientPrefix6: string | null): SessionReached {
+  const cidrs = sessionCidrs(session, clientPrefix6);
+  const peer = hasPeer(actual, device, session, cidrs);
+  const routed = cidrs.every((c) => actual.routes.some((r) => r.dst === c && r.dev === device));
+  return { peer, exitId: peer && routed ? selfId : null };
 }
 
 /**
@@ -141,14 +190,27 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
     return out;
   },
   reached: (s, o, actual, sessions) => {
-    const device = clientDevice(o.clients.wgPrefix, meshIndex(s.self!.meshAddress));
+    const self = s.self!;
+    const own = meshIndex(self.meshAddress);
+    const device = clientDevice(o.clients.wgPrefix, own);
     if (sessions.length === 0) return { members: [], tornDown: clientsTornDown(s, actual) };
-    const exits = exitsByTable(s.relays, o.clients.exitTableBase);
-    const openKeys = new Set(Object.values(s.sessions).map((x) => x.publicKey));
+    const { exits, targets } = exitsOf(s.relays, o.clients.exitTableBase);
+    const open = Object.values(s.sessions);
+    const openKeys = new Set(open.map((x) => x.publicKey));
+    const openAddresses = new Set(open.map((x) => x.address));
     return {
       members: sessions.map((session) => {
-        const r = sessionReached(actual, device, session, exits, o.clients.clientPrefix6);
-        return { peer: r.peer && !(!s.sessions[session.id] && openKeys.has(session.publicKey)), exitId: r.exitId };
+        const closed = !s.sessions[session.id];
+        if (session.mode === 'private' && session.entryId === s.selfId) {
+          // A closed session's port may already be a new session's (the same address, taken again).
+          const r = privateEntryReached(actual, self, nftTableName(o.clients.wgPrefix, own), session, targets);
+          return { peer: r.peer && !(closed && openAddresses.has(session.address)), exitId: r.exitId };
+        }
+        const r =
+          session.mode === 'private'
+            ? privateExitReached(actual, s.selfId, privateDevice(o.clients.wgPrefix, own), session, o.clients.clientPrefix6)
+            : sessionReached(actual, device, session, exits, o.clients.clientPrefix6);
+        return { peer: r.peer && !(closed && openKeys.has(session.publicKey)), exitId: r.exitId };
       }),
       tornDown: clientsTornDown(s, actual),
     };
@@ -156,4 +218,4 @@ export const clientsOwner: KernelOwner<ClientsOwnerState, ClientsOwnerOptions, C
 };
 
 const clientsTornDown = (s: ClientsOwnerState, actual: HostState): boolean =>
-  s.tearingDown && actual.devices.size === 0 && actual.rules.length === 0 && Object.keys(actual.nftTables).length === 0;
+  s.tearingDown && actual.devices.size === 0 && actual.rules.length === 0 && Object.keys(actual.nftTables).length === 0 && actual.portMaps.length === 0;
