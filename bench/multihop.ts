@@ -11,6 +11,11 @@
  *
  * The ratio relay-core / reference is what the daemon's design costs the data path (the goal is 1).
  *
+ * A third path in the same run: a private client of the same sim (`sim client add --private`, the same
+ * entry and exit): its datagrams are forwarded by the entry's kernel (DNAT into the link) and its tunnel
+ * ends at the exit, so the entry-to-exit leg carries two WireGuard layers. The ratio private / standard is
+ * what privacy costs (issue 16 asks at least 0.9).
+ *
  *   node bench/multihop.ts [--seconds S] [--rounds N] [--autogroup off]
  *       (default 10 s, 2 rounds; needs root, iperf3). `--autogroup off` sets kernel.sched_autogroup_enabled=0
  *       for the run and puts the value it found back afterwards: the scheduler then shares the cores between
@@ -158,23 +163,29 @@ try {
   console.log(`kernel.sched_autogroup_enabled during the run: ${values.autogroup === 'off' ? 0 : (autogroupFound ?? 'absent')}`);
   await sim(['up', '--relays', '2', '--timeout', '120']);
   await sim(['client', 'add', '--name', 'bench', '--entry', 'relay-1', '--exit', 'relay-2']);
+  await sim(['client', 'add', '--name', 'private', '--entry', 'relay-1', '--exit', 'relay-2', '--private']);
   const m = readManifest(dir)!;
-  const simClient = m.clients[0]!.namespace;
+  const simClient = m.clients.find((c) => c.name === 'bench')!.namespace;
+  const privateClient = m.clients.find((c) => c.name === 'private')!.namespace;
   await buildReference();
   servers.push(startIperfServer(`rcs-${m.simId}-inet`, BRIDGE_ADDRESS), startIperfServer(NS.inet, REF_SERVER));
   await new Promise((r) => setTimeout(r, 1_000));
   const relay: number[] = [];
   const ref: number[] = [];
+  const priv: number[] = [];
   for (let i = 0; i < rounds; i++) {
     ref.push(await iperf(NS.client, REF_SERVER));
     relay.push(await iperf(simClient, BRIDGE_ADDRESS));
+    priv.push(await iperf(privateClient, BRIDGE_ADDRESS));
   }
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   console.log(`| path | Mbit/s per run (${seconds} s each) | mean |`);
   console.log('|---|---|---|');
   console.log(`| relay-core (sim, daemons) | ${relay.map((x) => x.toFixed(0)).join(', ')} | ${mean(relay).toFixed(0)} |`);
+  console.log(`| relay-core private (sim, daemons) | ${priv.map((x) => x.toFixed(0)).join(', ')} | ${mean(priv).toFixed(0)} |`);
   console.log(`| reference (by hand) | ${ref.map((x) => x.toFixed(0)).join(', ')} | ${mean(ref).toFixed(0)} |`);
   console.log(`\nratio relay-core / reference: ${(mean(relay) / mean(ref)).toFixed(2)}`);
+  console.log(`ratio private / standard: ${(mean(priv) / mean(relay)).toFixed(2)}`);
 } finally {
   if (values.autogroup === 'off' && autogroupFound !== null) writeFileSync(AUTOGROUP, autogroupFound);
   for (const s of servers) s.stop();

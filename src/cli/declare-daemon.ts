@@ -238,7 +238,12 @@ it (the control plane waits for the entry's confirmation). The client's key: --k
 private key from FILE, or creates one there (mode 0600) when it does not exist; --public-key KEY uses
 a key whose private half stays elsewhere (the configuration then has a PrivateKey placeholder); with
 neither, a fresh key is made and printed in the configuration only. The private key never goes to
-the control plane. Give exactly one of --exit and --exit-region.`);
+the control plane. Give exactly one of --exit and --exit-region.
+
+--private opens a private session (docs/clients.md, "Private sessions"): the client's peer is the exit
+relay, reached at the entry's address on a port of the session's own; the entry forwards the client's
+ciphertext to the exit in its kernel and never sees its packets, and the exit never sees the client's
+address. Its MTU is 60 bytes smaller (the client's datagrams travel inside the mesh link).`);
   withOptions(
     add,
     ...exit(),
@@ -246,6 +251,7 @@ the control plane. Give exactly one of --exit and --exit-region.`);
     opt('--key-file <FILE>', "the client's private key file (created, mode 0600, if missing)"),
     opt('--public-key <KEY>', "the client's public key (its private key stays elsewhere)"),
     intOpt('--ttl <S>', "session lifetime in seconds (default: the control plane's, 24 h)", 60, 30 * 86_400),
+    opt('--private', 'a private session: the entry forwards ciphertext, the exit terminates the tunnel'),
     json(),
     ...access(),
   );
@@ -253,8 +259,17 @@ the control plane. Give exactly one of --exit and --exit-region.`);
   const sw = client
     .command('switch')
     .summary('steer a session to another exit')
-    .description("Steer a session to another exit; the client's tunnel is untouched (no new handshake).");
-  withOptions(sw, opt('--session <ID>', 'the session'), ...exit(), json(), ...access());
+    .description(`Steer a session to another exit. A standard session's tunnel is untouched (no new handshake).
+A private session's client needs a new configuration (its peer is the exit: another key), which is
+printed as add prints one; --key-file fills in the client's private key.`);
+  withOptions(
+    sw,
+    opt('--session <ID>', 'the session'),
+    ...exit(),
+    opt('--key-file <FILE>', "a private session: the client's private key file, put into the new configuration"),
+    json(),
+    ...access(),
+  );
   leaf(sw.addHelpText('after', CLIENT_EXIT_CODES), 'client switch');
   const list = client.command('list').summary('list open sessions').description('Open sessions (--all: also closed ones), one per line, or JSON.');
   withOptions(list, opt('--entry <ID>', 'only the sessions entering at this relay'), opt('--all', 'also closed sessions'), json(), ...access());

@@ -180,25 +180,30 @@ directly and everything else only through its tunnel (IPv6 too). The sim's "inte
 http://198.18.0.1:8080 and http://[2001:db8:18:1::80]:8080 answers with the address a request comes
 from: try
   sudo ip netns exec rcs-<id>-c1 curl http://198.18.0.1:8080/
-'switch' steers a client to another exit without touching its tunnel; 'remove' closes its session
+'switch' steers a client to another exit (a standard client's tunnel untouched, a private one given its
+new configuration); 'remove' closes its session
 and removes its namespace; 'list' shows them.`,
   );
   const add = client
     .command('add')
     .summary('a client namespace with a session through the control plane')
-    .description('A client: namespace, key, session, wireguard-go. Give exactly one of --exit and --exit-region.');
+    .description(`A client: namespace, key, session, wireguard-go. Give exactly one of --exit and --exit-region.
+--private: a private session (docs/clients.md): its peer is the exit, reached through the entry,
+which forwards its ciphertext and never sees its packets.`);
   withOptions(
     add,
     opt('--name <NAME>', 'its name', { defaultText: 'client-<n>' }),
     opt('--entry <ID>', 'the entry relay', { defaultText: 'the control plane picks' }),
     ...exitOpts(),
+    opt('--private', 'a private session: the entry forwards ciphertext, the exit terminates the tunnel'),
     stateDir(),
   );
   leaf(add, 'sim client add');
   const sw = client
     .command('switch')
     .summary('steer a client to another exit')
-    .description('Steer a client to another exit without touching its tunnel. Give exactly one of --exit and --exit-region.');
+    .description(`Steer a client to another exit. Give exactly one of --exit and --exit-region. A standard
+client's tunnel is untouched; a private client gets the new configuration (its peer is the new exit).`);
   leaf(withOptions(sw, opt('--name <NAME>', 'the client (required)'), ...exitOpts(), stateDir()), 'sim client switch');
   const remove = client
     .command('remove')

@@ -7,7 +7,7 @@ import type { relayMachine } from '../actors/relay.machine.ts';
 import type { topologyMachine } from '../actors/topology.machine.ts';
 import { canonicalMembership } from '../events/topology.fold.ts';
 import type { RelayRecord, SessionMode } from '../contract/topology.events.ts';
-import { clientEgressRules, FILTER_COUNTERS, nftTableName, type FilterCounter } from '../kernel/clients.ts';
+import { clientEgressRules, FILTER_COUNTERS, filterCounters, nftTableName, type FilterCounter } from '../kernel/clients.ts';
 import { refusedCounter, type EgressRule } from '../kernel/egress.ts';
 import { endpointName } from '../kernel/endpoint-resolution.ts';
 import type { KernelBackend, NftCounter } from '../kernel/host-state.ts';
@@ -130,7 +130,7 @@ export function statusProjection(src: StatusSources, log: Logger, deps: Deps): S
     return {
       table,
       egress: rules.map((r) => ({ ...r, ...counter(refusedCounter(r.reason)) })),
-      filters: (Object.keys(FILTER_COUNTERS) as FilterCounter[]).map((name) => ({ name, description: FILTER_COUNTERS[name], ...counter(name) })),
+      filters: filterCounters(clientsCtx.clients.privateSessions).map((name) => ({ name, description: FILTER_COUNTERS[name], ...counter(name) })),
       countersAt: policyCounters?.at ?? null,
     };
   };

@@ -25,6 +25,13 @@ export function wgPublicKey(privateKeyB64: string): string {
   return Buffer.from(spki.subarray(spki.length - 32)).toString('base64');
 }
 
+/** Load a WireGuard key that must exist in `file` (refused as `loadOrCreateWgKey` refuses one others can read). */
+export function loadWgKey(file: string): WgKeyPair {
+  const privateKey = readPrivateKeyFile(file);
+  if (privateKey === null) throw new Error('no such key file');
+  return { privateKey, publicKey: wgPublicKey(privateKey) };
+}
+
 /**
  * Load the relay's WireGuard key from `file`, or generate one there (mode 0600, directory 0700).
  * Refuses a key file that others can read: the private key never leaves this host.

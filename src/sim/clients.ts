@@ -85,14 +85,7 @@ export async function startWgQuickClient(ns: string, device: string, configFile:
   const { addresses, mtu, allowedIps } = wgQuickInterface(conf);
   const inNs = (argv: string[], input?: string) => run(['ip', 'netns', 'exec', ns, ...argv], input);
   await inNs(['wireguard-go', device]);
-  // `wg setconf` opens its file with fopen, which refuses the socket Node makes of a child's stdin.
-  const stripped = `${configFile}.setconf`;
-  writePrivate(stripped, await run(['wg-quick', 'strip', configFile]));
-  try {
-    await inNs(['wg', 'setconf', device, stripped]);
-  } finally {
-    rmSync(stripped, { force: true });
-  }
+  await setWgConf(ns, device, configFile);
   for (const a of addresses) await inNs(['ip', ...(a.includes(':') ? ['-6'] : []), 'address', 'add', a, 'dev', device, ...(a.includes(':') ? ['nodad'] : [])]);
   if (mtu) await inNs(['ip', 'link', 'set', 'dev', device, 'mtu', String(mtu)]);
   await inNs(['ip', 'link', 'set', 'dev', device, 'up']);
@@ -102,11 +95,28 @@ export async function startWgQuickClient(ns: string, device: string, configFile:
   }
 }
 
+/**
+ * `wg setconf` of a wg-quick file (`wg-quick strip`): the device's key and its one peer, replacing
+ * the peer it had (a private client's new exit). Its private key only ever in a 0600 file.
+ */
+async function setWgConf(ns: string, device: string, configFile: string): Promise<void> {
+  // `wg setconf` opens its file with fopen, which refuses the socket Node makes of a child's stdin.
+  const stripped = `${configFile}.setconf`;
+  writePrivate(stripped, await run(['wg-quick', 'strip', configFile]));
+  try {
+    await run(['ip', 'netns', 'exec', ns, 'wg', 'setconf', device, stripped]);
+  } finally {
+    rmSync(stripped, { force: true });
+  }
+}
+
 export interface AddClientOptions {
   name?: string;
   entry?: string;
   exit?: string;
   exitRegion?: string;
+  /** A private session (docs/clients.md, "Private sessions"). */
+  private?: boolean;
 }
 
 /** A new client: namespace, key, session (the control plane waits for the entry), stock WireGuard up. */
@@ -131,6 +141,7 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
     entryId: null,
     exitId: null,
     address: null,
+    mode: o.private ? 'private' : 'standard',
   };
   sim.record((m) => {
     m.clients.push(client);
@@ -166,6 +177,7 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
     ...(o.entry ? ['--entry', o.entry] : []),
     ...(o.exit ? ['--exit', o.exit] : []),
     ...(o.exitRegion ? ['--exit-region', o.exitRegion] : []),
+    ...(o.private ? ['--private'] : []),
   ];
   const answer = JSON.parse(await controlPlaneCli(sim, args)) as { session: { id: string; entryId: string; exitId: string; address: string }; wgQuick: string };
   writePrivate(client.configFile, answer.wgQuick.endsWith('\n') ? answer.wgQuick : `${answer.wgQuick}\n`);
@@ -174,7 +186,7 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
   );
   await startWgQuickClient(client.namespace, client.device, client.configFile);
   out(
-    `client ${name}: ${answer.session.address} in ${client.namespace}, enters at ${answer.session.entryId}, leaves at ${answer.session.exitId} (session ${answer.session.id})`,
+    `client ${name}: ${answer.session.address} in ${client.namespace}, enters at ${answer.session.entryId}, leaves at ${answer.session.exitId}${o.private ? ', private' : ''} (session ${answer.session.id})`,
   );
   return client;
 }
@@ -185,16 +197,31 @@ function findClient(sim: Sim, name: string): SimClient {
   return c;
 }
 
-/** Steer a client to another exit; its tunnel stays as it is. */
+/**
+ * Steer a client to another exit. A standard client's tunnel stays as it is; a private client takes
+ * the new configuration the control plane answers with (its peer is the new exit), as its user would.
+ */
 export async function switchClient(dir: string, name: string, to: { exit?: string; exitRegion?: string }, out: Out): Promise<SimClient> {
   const sim = new Sim(loadSim(dir));
   const c = findClient(sim, name);
   if (!c.sessionId) throw new Error(`client ${name} has no session`);
   const answer = JSON.parse(
-    await controlPlaneCli(sim, ['switch', '--json', '--session', c.sessionId, ...(to.exit ? ['--exit', to.exit] : ['--exit-region', to.exitRegion!])]),
-  ) as { session: { exitId: string } };
+    await controlPlaneCli(sim, [
+      'switch',
+      '--json',
+      '--session',
+      c.sessionId,
+      '--key-file',
+      c.keyFile,
+      ...(to.exit ? ['--exit', to.exit] : ['--exit-region', to.exitRegion!]),
+    ]),
+  ) as { session: { exitId: string }; wgQuick: string | null };
+  if (answer.wgQuick !== null) {
+    writePrivate(c.configFile, answer.wgQuick.endsWith('\n') ? answer.wgQuick : `${answer.wgQuick}\n`);
+    await setWgConf(c.namespace, c.device, c.configFile);
+  }
   sim.record(() => (c.exitId = answer.session.exitId));
-  out(`client ${name}: now leaves at ${answer.session.exitId}`);
+  out(`client ${name}: now leaves at ${answer.session.exitId}${answer.wgQuick !== null ? ' (private: new configuration applied)' : ''}`);
   return c;
 }
 

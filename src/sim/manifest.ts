@@ -70,6 +70,8 @@ const ClientSchema = z.object({
   exitId: z.string().nullable(),
   /** Its address inside the network (from the entry's pool). */
   address: z.string().nullable(),
+  /** A private session (its peer is the exit, reached through the entry); absent in older manifests: standard. */
+  mode: z.enum(['standard', 'private']).default('standard'),
 });
 export type SimClient = z.infer<typeof ClientSchema>;
 

@@ -5,8 +5,10 @@
  * before) and the session benchmark. Run it where the control plane is reachable (in a sim: inside
  * the service namespace).
  *
- *   node src/sim/session-loop.ts --url URL --token-file FILE --entry ID --exit ID[,ID...] --count N
+ *   node src/sim/session-loop.ts --url URL --token-file FILE --entry ID --exit ID[,ID...] --count N [--private]
  *
+ * With --private the sessions are private (docs/clients.md): connect-client then answers once the
+ * entry and the exit both confirmed.
  * Prints one JSON line: { count, openMs: [...], closeMs: [...] }. Exits 1 on the first failure.
  */
 import { readFileSync } from 'node:fs';
@@ -16,11 +18,18 @@ import { rootLogger } from '../lib/logger.ts';
 import { generateWgKeyPair } from '../lib/wg-keys.ts';
 
 const { values } = parseArgs({
-  options: { url: { type: 'string' }, 'token-file': { type: 'string' }, entry: { type: 'string' }, exit: { type: 'string' }, count: { type: 'string' } },
+  options: {
+    url: { type: 'string' },
+    'token-file': { type: 'string' },
+    entry: { type: 'string' },
+    exit: { type: 'string' },
+    count: { type: 'string' },
+    private: { type: 'boolean' },
+  },
 });
 const count = Number(values.count ?? '1');
 if (!values.url || !values['token-file'] || !values.entry || !values.exit || !Number.isInteger(count) || count < 1 || count > 100_000) {
-  process.stderr.write('usage: session-loop.ts --url URL --token-file FILE --entry ID --exit ID[,ID...] --count N\n');
+  process.stderr.write('usage: session-loop.ts --url URL --token-file FILE --entry ID --exit ID[,ID...] --count N [--private]\n');
   process.exit(2);
 }
 const exits = values.exit.split(',');
@@ -35,7 +44,7 @@ try {
   for (let i = 0; i < count; i++) {
     const { publicKey } = generateWgKeyPair();
     let t = performance.now();
-    const r = await cp.connectClient({ publicKey, entry: values.entry, exit: exits[i % exits.length]! });
+    const r = await cp.connectClient({ publicKey, entry: values.entry, exit: exits[i % exits.length]!, mode: values.private ? 'private' : 'standard' });
     openMs.push(performance.now() - t);
     t = performance.now();
     await cp.disconnectClient({ sessionId: r.session.id });

@@ -8,7 +8,7 @@ import type { Manifest } from '../../src/sim/manifest.ts';
  * (src/sim/session-loop.ts, run in the sim's service namespace). Resolves to the finished process:
  * the caller asserts its exit code and the count it printed.
  */
-export function runSessionLoop(m: Manifest, opts: { entry: string; exits: string[]; count: number; timeoutMs: number }) {
+export function runSessionLoop(m: Manifest, opts: { entry: string; exits: string[]; count: number; timeoutMs: number; private?: boolean }) {
   return execa(
     'ip',
     [
@@ -27,6 +27,7 @@ export function runSessionLoop(m: Manifest, opts: { entry: string; exits: string
       opts.exits.join(','),
       '--count',
       String(opts.count),
+      ...(opts.private ? ['--private'] : []),
     ],
     { reject: false, timeout: opts.timeoutMs },
   );

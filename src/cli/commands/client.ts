@@ -2,7 +2,7 @@ import { CliError, str, tokenOpt, type Action, type Values } from '../args.ts';
 import { ControlPlaneClient, ControlPlaneError } from '../../daemon/control-plane-client.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { table } from '../../lib/table.ts';
-import { generateWgKeyPair, loadOrCreateWgKey } from '../../lib/wg-keys.ts';
+import { generateWgKeyPair, loadOrCreateWgKey, loadWgKey } from '../../lib/wg-keys.ts';
 
 /** `relay-core client add|switch|list|remove`: client sessions through the control plane. */
 
@@ -59,22 +59,49 @@ export const add: Action = async (v) => {
   const cp = connect(v);
   const entry = str(v.entry);
   const ttl = v.ttl as number | undefined;
-  const r = await cp.connectClient({ publicKey: key.publicKey, ...choice, ...(entry ? { entry } : {}), ...(ttl ? { ttlSeconds: ttl } : {}) }).catch(refused);
+  const mode = v.private === true ? 'private' : 'standard';
+  const r = await cp
+    .connectClient({ publicKey: key.publicKey, ...choice, ...(entry ? { entry } : {}), ...(ttl ? { ttlSeconds: ttl } : {}), mode })
+    .catch(refused);
   if (v.json) out(JSON.stringify({ ...r, wgQuick: withPrivateKey(r.wgQuick, key.privateKey) }, null, 2));
   else out(withPrivateKey(r.wgQuick, key.privateKey));
-  process.stderr.write(`session ${r.session.id}: ${r.session.address} enters at ${r.entry.id}, leaves at ${r.exit.id}\n`);
+  const how = r.session.mode === 'private' ? ' (private: the entry forwards its ciphertext, the exit terminates its tunnel)' : '';
+  process.stderr.write(`session ${r.session.id}: ${r.session.address} enters at ${r.entry.id}, leaves at ${r.exit.id}${how}\n`);
   return 0;
 };
 
+/**
+ * A standard session's tunnel is untouched by a switch. A private session's client gets a new
+ * configuration (its peer is the exit): printed like `add` prints one, the private key filled in from
+ * `--key-file` when given.
+ */
 export const switchExit: Action = async (v) => {
   const sessionId = str(v.session);
   if (!sessionId) throw new CliError('missing --session', 2);
+  const file = str(v.keyFile);
+  const privateKey = file ? keyFromFile(file) : null;
   const r = await connect(v)
     .switchExit({ sessionId, ...exitChoice(v) })
     .catch(refused);
-  out(v.json ? JSON.stringify(r, null, 2) : `session ${r.session.id} now leaves at ${r.session.exitId}`);
+  const wgQuick = r.wgQuick === null ? null : withPrivateKey(r.wgQuick, privateKey);
+  if (v.json) out(JSON.stringify({ ...r, wgQuick }, null, 2));
+  else if (wgQuick !== null) out(wgQuick);
+  else out(`session ${r.session.id} now leaves at ${r.session.exitId}`);
+  if (wgQuick !== null)
+    process.stderr.write(
+      `session ${r.session.id} now leaves at ${r.session.exitId}: a private session, its client needs this new configuration (its peer is the exit)\n`,
+    );
   return 0;
 };
+
+/** The private key of an existing key file (a switch never creates one). */
+function keyFromFile(file: string): string {
+  try {
+    return loadWgKey(file).privateKey;
+  } catch (e) {
+    throw new CliError(`key file ${file}: ${(e as Error).message}`, 2);
+  }
+}
 
 /** One line a session: id, address (15 wide), entry -> exit, status, key and expiry. */
 const SESSION_COLUMNS = [{ width: 0 }, { width: 15 }, {}] as const;
@@ -92,7 +119,7 @@ export const list: Action = async (v) => {
   const rows = r.sessions.map((s) => [
     s.id,
     s.address,
-    `${s.entryId} -> ${s.exitId}  ${s.status}${s.confirmed ? '' : ' (unconfirmed)'}  key ${s.publicKey}  expires ${s.expiresAt}`,
+    `${s.entryId} -> ${s.exitId}  ${s.mode}  ${s.status}${s.confirmed ? '' : ' (unconfirmed)'}  key ${s.publicKey}  expires ${s.expiresAt}`,
   ]);
   for (const line of table(SESSION_COLUMNS, rows)) out(line);
   return 0;

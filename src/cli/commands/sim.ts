@@ -126,7 +126,7 @@ function nameOpt(v: Values, action: string): string {
 export const clientAdd: Action = async (v) => {
   const choice = exitOpts(v, 'add');
   return asRoot(v, async (dir) => {
-    await withStateDirLock(dir, () => addClient(dir, { name: str(v.name), entry: str(v.entry), ...choice }, out));
+    await withStateDirLock(dir, () => addClient(dir, { name: str(v.name), entry: str(v.entry), ...choice, private: v.private === true }, out));
     return 0;
   });
 };
@@ -155,7 +155,7 @@ export const clientList: Action = async (v) =>
     else if (!m.clients.length) out('no clients');
     else
       for (const c of m.clients)
-        out(`${c.name}  ${c.namespace}  ${c.address ?? '-'}  ${c.entryId ?? '-'} -> ${c.exitId ?? '-'}  session ${c.sessionId ?? '-'}`);
+        out(`${c.name}  ${c.namespace}  ${c.address ?? '-'}  ${c.entryId ?? '-'} -> ${c.exitId ?? '-'}  ${c.mode}  session ${c.sessionId ?? '-'}`);
     return 0;
   });
 
