@@ -148,7 +148,7 @@ export function declareRotateKey(program: Command, leaf: Leaf): void {
 registers it (signed with its identity key, so a token alone cannot), puts it on its devices and
 keeps the old one on disk until the control plane has the new one. Every relay follows the
 RelayKeyRotated event; the links re-handshake and stay up (docs/security.md, "Rotation"). Stock
-clients entering at the relay need a new configuration: their peer key changed.
+clients entering at the relay (and private clients leaving there) need a new configuration: their peer key changed.
 Reads the relay's status socket DIR/relay.sock (default DIR: ./.state/relay-ID).`);
   withOptions(cmd, ...relaySocketOpts());
   leaf(cmd, 'rotate-key');

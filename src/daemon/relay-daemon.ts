@@ -101,8 +101,10 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     const publicKey = controlPlane.rotateKey();
     const serving = actor.getSnapshot().matches('serving');
     if (serving) actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
-    // Stock clients entering here name the old key as their peer: their configurations must be re-issued.
-    return { relayId: cfg.relayId, publicKey, registering: serving, clients: status().clients.length };
+    // Stock clients that name this relay's key as their peer (standard ones entering here, private ones
+    // leaving here) hold the old key: their configurations must be re-issued.
+    const named = status().clients.filter((c) => (c.mode === 'standard' ? c.role === 'entry' : c.role === 'exit'));
+    return { relayId: cfg.relayId, publicKey, registering: serving, clients: named.length };
   };
   // The operator's drift check: the kernel actor's next round reads and plans its whole scope.
   const reconcileAll = () => {

@@ -2,14 +2,12 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RelayStatus } from '../../src/daemon/relay-status.ts';
-import { fetchStatus } from '../../src/daemon/status-server.ts';
-import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
+import { eventually } from '../../src/devnet/relay-process.ts';
 import { clientDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
-import { BRIDGE_ADDRESS, BRIDGE_IF, CONTROL_PLANE_PORT, inetNamespace, relayPublicAddress, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
-import { readManifest, type Manifest, type SimClient, type SimRelay } from '../../src/sim/manifest.ts';
+import { BRIDGE_ADDRESS, BRIDGE_IF, inetNamespace, relayPublicAddress, WEB_URL } from '../../src/sim/layout.ts';
 import { runSessionLoop } from '../support/session-loop.ts';
+import { simHarness } from '../support/sim-harness.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -20,57 +18,12 @@ import { tempDir } from '../support/temp.ts';
 describe('clients through entry and exit relays on real WireGuard', () => {
   let tmp: ReturnType<typeof tempDir>;
   let dir: string;
-  const sim = (args: string[], timeoutMs = 150_000) => execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
-  const manifest = (): Manifest => readManifest(dir)!;
-  const relayOf = (id: string): SimRelay => manifest().relays.find((r) => r.id === id)!;
-  const clientOf = (name: string): SimClient => manifest().clients.find((c) => c.name === name)!;
-  const status = (id: string): Promise<RelayStatus> => fetchStatus(join(relayOf(id).stateDir, 'relay.sock')) as Promise<RelayStatus>;
-  const inRelay = (id: string, argv: string[], timeoutMs = 15_000) =>
-    execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
-  const inClient = (name: string, argv: string[], timeoutMs = 15_000) =>
-    execa('ip', ['netns', 'exec', clientOf(name).namespace, ...argv], { reject: false, timeout: timeoutMs });
-  /** The relay-core CLI against the control plane, from inside the service namespace, as an operator. */
-  const cpCli = (args: string[]) =>
-    execa(
-      'ip',
-      [
-        'netns',
-        'exec',
-        svcNamespace(manifest().simId),
-        RELAY_CORE_BIN,
-        'client',
-        ...args,
-        '--control-plane-url',
-        `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
-        '--token-file',
-        manifest().controlPlane.serviceRoleKeyFile,
-      ],
-      { reject: false, timeout: 60_000 },
-    );
-  /** One bounded request from a client to the web server: the address the server saw, or null. */
-  const whoami = async (name: string): Promise<string | null> => {
-    const r = await inClient(name, ['curl', '-s', '--max-time', '4', `${WEB_URL}/`]);
-    return r.exitCode === 0 ? r.stdout.trim() : null;
-  };
-  const serverSaw = (): string[] =>
-    readFileSync(join(dir, 'web', 'requests.jsonl'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { remote: string }).remote);
+  const h = simHarness(() => dir);
+  const { sim, manifest, clientOf, status, inRelay, inClient, whoami, hostState } = h;
+  const serverSaw = (): string[] => h.serverSaw().map((r) => r.remote);
+  const cpCli = h.clientCli;
   const handshakeOf = async (name: string) =>
     Number((await inClient(name, ['wg', 'show', clientOf(name).device, 'latest-handshakes'])).stdout.trim().split('\t')[1]);
-  /** What a relay's namespace holds of WireGuard peers, rules, routes and nftables (no counters or times). */
-  const hostState = async (id: string) => {
-    const wg = (await inRelay(id, ['wg', 'show', 'all', 'dump'])).stdout
-      .split('\n')
-      .filter((l) => l.split('\t').length > 5)
-      .map((l) => l.split('\t').slice(0, 2).concat(l.split('\t')[4]!).join(' '))
-      .sort();
-    const rules = (await inRelay(id, ['ip', 'rule', 'show'])).stdout;
-    const routes = (await inRelay(id, ['ip', 'route', 'show', 'table', 'all'])).stdout.split('\n').sort().join('\n');
-    const nft = (await inRelay(id, ['nft', 'list', 'ruleset'])).stdout.replace(/packets \d+ bytes \d+/g, '');
-    return { wg, rules, routes, nft };
-  };
 
   beforeAll(async () => {
     tmp = tempDir('clients');

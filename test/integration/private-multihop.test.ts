@@ -3,14 +3,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RelayStatus } from '../../src/daemon/relay-status.ts';
-import { fetchStatus } from '../../src/daemon/status-server.ts';
-import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
+import { eventually } from '../../src/devnet/relay-process.ts';
 import { clientDevice, nftTableName, privateDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
-import { BRIDGE_ADDRESS, CONTROL_PLANE_PORT, relayPublicAddress, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
-import { readManifest, type Manifest, type SimClient, type SimRelay } from '../../src/sim/manifest.ts';
+import { BRIDGE_ADDRESS, relayPublicAddress, WEB_URL } from '../../src/sim/layout.ts';
 import { runSessionLoop } from '../support/session-loop.ts';
+import { simHarness } from '../support/sim-harness.ts';
 import { tempDir } from '../support/temp.ts';
 
 /**
@@ -22,42 +20,9 @@ import { tempDir } from '../support/temp.ts';
 describe('private sessions: the entry forwards ciphertext, the exit terminates the tunnel', () => {
   let tmp: ReturnType<typeof tempDir>;
   let dir: string;
-  const sim = (args: string[], timeoutMs = 150_000) => execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: timeoutMs });
-  const manifest = (): Manifest => readManifest(dir)!;
-  const relayOf = (id: string): SimRelay => manifest().relays.find((r) => r.id === id)!;
-  const clientOf = (name: string): SimClient => manifest().clients.find((c) => c.name === name)!;
-  const status = (id: string): Promise<RelayStatus> => fetchStatus(join(relayOf(id).stateDir, 'relay.sock')) as Promise<RelayStatus>;
-  const inRelay = (id: string, argv: string[], timeoutMs = 15_000) =>
-    execa('ip', ['netns', 'exec', relayOf(id).namespace, ...argv], { reject: false, timeout: timeoutMs });
-  const inClient = (name: string, argv: string[], timeoutMs = 15_000) =>
-    execa('ip', ['netns', 'exec', clientOf(name).namespace, ...argv], { reject: false, timeout: timeoutMs });
-  const whoami = async (name: string, path = '/'): Promise<string | null> => {
-    const r = await inClient(name, ['curl', '-s', '--max-time', '4', `${WEB_URL}${path}`]);
-    return r.exitCode === 0 ? r.stdout.trim() : null;
-  };
-  const serverSaw = (): { remote: string; path: string }[] =>
-    readFileSync(join(dir, 'web', 'requests.jsonl'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { remote: string; path: string });
+  const { sim, manifest, relayOf, clientOf, status, inRelay, inClient, whoami, serverSaw, hostState, clientCli } = simHarness(() => dir);
   const wgPrefix = () => manifest().wgPrefix;
   const indexOf = async (id: string) => meshIndex((await status(id)).meshAddress!);
-  /** What a relay's namespace holds of WireGuard peers, rules, routes, nftables and port maps (no counters or times). */
-  const hostState = async (id: string) => {
-    const wg = (await inRelay(id, ['wg', 'show', 'all', 'dump'])).stdout
-      .split('\n')
-      .filter((l) => l.split('\t').length > 5)
-      .map((l) => l.split('\t').slice(0, 2).concat(l.split('\t')[4]!).join(' '))
-      .sort();
-    const links = (await inRelay(id, ['ip', '-br', 'link', 'show'])).stdout
-      .split('\n')
-      .map((l) => l.split(/\s+/)[0])
-      .sort();
-    const rules = (await inRelay(id, ['ip', 'rule', 'show'])).stdout;
-    const routes = (await inRelay(id, ['ip', 'route', 'show', 'table', 'all'])).stdout.split('\n').sort().join('\n');
-    const nft = (await inRelay(id, ['nft', 'list', 'ruleset'])).stdout.replace(/packets \d+ bytes \d+/g, '');
-    return { wg, links, rules, routes, nft };
-  };
   /** A bounded capture (tcpdump -A, in ASCII) in a relay's or client's namespace while `during` runs. */
   const capture = async (ns: string, iface: string, filter: string[], during: () => Promise<unknown>): Promise<{ text: string; packets: number }> => {
     const p: ResultPromise = execa('ip', ['netns', 'exec', ns, 'timeout', '30', 'tcpdump', '-i', iface, '-nn', '-A', '-l', '-s', '0', ...filter], {
@@ -222,25 +187,20 @@ describe('private sessions: the entry forwards ciphertext, the exit terminates t
   }, 800_000);
 
   it('relay-core client list shows each session’s mode', async () => {
-    const r = await execa(
-      'ip',
-      [
-        'netns',
-        'exec',
-        svcNamespace(manifest().simId),
-        RELAY_CORE_BIN,
-        'client',
-        'list',
-        '--control-plane-url',
-        `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
-        '--token-file',
-        manifest().controlPlane.serviceRoleKeyFile,
-      ],
-      { reject: false, timeout: 30_000 },
-    );
+    const r = await clientCli(['list']);
     expect(r.exitCode, r.stderr).toBe(0);
     const line = (id: string) => r.stdout.split('\n').find((l) => l.includes(id)) ?? '';
     expect(line(clientOf('p1').sessionId!)).toMatch(/relay-1 -> relay-3 {2}private {2}open/);
     expect(line(clientOf('s1').sessionId!)).toMatch(/relay-1 -> relay-3 {2}standard {2}open/);
   });
+
+  it('fail closed at the entry: with the entry stopped the client reaches nothing, and its exit drops its side of the session', async () => {
+    const stop = await sim(['stop', '--relay', 'relay-1']);
+    expect(stop.exitCode, stop.stderr).toBe(0);
+    for (let i = 0; i < 2; i++) expect(await whoami('p1')).toBeNull();
+    // The control plane closed the sessions entering at relay-1 (entry-left): the exit removes the client's peer and device.
+    const pdev = privateDevice(wgPrefix(), await indexOf('relay-3'));
+    await eventually('no private device on relay-3', async () => (await inRelay('relay-3', ['ip', 'link', 'show', pdev])).exitCode !== 0, 30_000);
+    expect((await status('relay-3')).clients).toEqual([]);
+  }, 90_000);
 });

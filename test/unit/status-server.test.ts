@@ -102,10 +102,10 @@ describe('status server', () => {
       expect(rotations).toBe(0);
       const plain = await cli('rotate-key', '--state-dir', stateDir);
       expect(plain).toEqual({ code: 0, out: 'relay relay-a rotates its WireGuard key to key-1: registering it now\n', err: '' });
-      // Clients entering there name the old key: the operator is told to re-issue their configurations.
+      // Clients naming its key (entering there, or private ones leaving there): the operator is told to re-issue their configurations.
       clients = 2;
       const warned = await cli('rotate-key', '--state-dir', stateDir);
-      expect(warned.out).toContain('warning: 2 client session(s) enter at relay-a');
+      expect(warned.out).toContain("warning: 2 client session(s) name relay-a's key as their peer");
       expect(JSON.parse((await cli('rotate-key', '--state-dir', stateDir, '--json')).out)).toEqual({
         relayId: 'relay-a',
         publicKey: 'key-3',

@@ -119,6 +119,7 @@ async function liveHost(r: ReplayResult, netns: string | undefined): Promise<Hos
     h.rules.push(...p.rules);
     Object.assign(h.sysctls, p.sysctls);
     Object.assign(h.nftTables, p.nftTables);
+    h.portMaps.push(...p.portMaps);
   }
   return canonicalHostState(h);
 }

@@ -33,7 +33,7 @@ export const rotateKey: Action = async (v) => {
     process.stdout.write(
       `relay ${r.relayId} rotates its WireGuard key to ${r.publicKey}: ${r.registering ? 'registering it now' : 'it registers at its next registration'}\n` +
         (r.clients > 0
-          ? `warning: ${r.clients} client session(s) enter at ${r.relayId}; their wg-quick configurations name the old key as their peer: issue them new ones\n`
+          ? `warning: ${r.clients} client session(s) name ${r.relayId}'s key as their peer (standard ones entering there, private ones leaving there); their wg-quick configurations have the old key: issue them new ones\n`
           : ''),
     );
   return 0;

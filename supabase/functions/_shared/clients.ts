@@ -9,6 +9,7 @@ import type { Principal } from './jwt.ts';
 import type { ExitChoice } from '../../../src/contract/api-clients.ts';
 import type { ClientSession, ClientSessionCloseReason, SessionMode } from '../../../src/contract/topology.events.ts';
 import { privateEntryPort, privateMtu } from '../../../src/contract/private-sessions.ts';
+import { sessionRecord } from './topology-events.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -266,14 +267,7 @@ export function listItem(
   closeReason: ClientSessionCloseReason | null;
 } {
   return {
-    id: s.id,
-    entryId: s.entryId,
-    exitId: s.exitId,
-    publicKey: s.publicKey,
-    address: s.address,
-    openedAt: s.openedAt,
-    expiresAt: s.expiresAt,
-    mode: s.mode,
+    ...sessionRecord(s),
     status: s.status,
     confirmed: isConfirmed(s),
     ...(p.role === 'relay' ? {} : { owner: s.owner }),
