@@ -22,9 +22,16 @@ export const PRIVATE_OVERHEAD = 60;
 export const privateMtu = (meshMtu: number): number => meshMtu - PRIVATE_OVERHEAD;
 
 /**
+ * The lowest port a private session may take: the well-known ports below it are the host's own (DNS,
+ * NTP, DHCP, ...), and the entry drops new datagrams to its private ports that no session maps. An
+ * entry whose endpoint port is too low for its pool (a relay on 443) takes no private sessions.
+ */
+export const PRIVATE_PORT_MIN = 1024;
+
+/**
  * The port of a private session on its entry, or an error: the address must be a client host of the
  * entry's pool, the entry's endpoint an IPv4 address or a name (the entry forwards IPv4 only: the
- * exit's mesh address is IPv4), and the port at least 1.
+ * exit's mesh address is IPv4), and the port at least {@link PRIVATE_PORT_MIN}.
  */
 export function privateEntryPort(entry: { endpoint: string; clientPool: string }, address: string): { port: number } | { error: string } {
   const ep = parseEndpoint(entry.endpoint);
@@ -37,14 +44,19 @@ export function privateEntryPort(entry: { endpoint: string; clientPool: string }
   const size = 2 ** (32 - pool.prefix);
   if (offset < 2 || offset > size - 2) return { error: `${address} is not a client address of the pool ${entry.clientPool}` };
   const port = ep.port - offset;
-  if (port < 1) return { error: `its endpoint port ${ep.port} leaves no room below it for the private ports of its pool ${entry.clientPool}` };
+  if (port < PRIVATE_PORT_MIN)
+    return { error: `its endpoint port ${ep.port} leaves no room above ${PRIVATE_PORT_MIN - 1} for the private ports of its pool ${entry.clientPool}` };
   return { port };
 }
 
-/** The lowest port a relay's private sessions may take: its endpoint port less the largest client offset of its pool. */
+/**
+ * The ports a relay's private sessions may take: below its endpoint port by the client offsets of its
+ * pool (2 .. size - 2), none below {@link PRIVATE_PORT_MIN}; null when that leaves none.
+ */
 export function privatePortRange(endpointPort: number, clientPool: string): [number, number] | null {
   const pool = parseCidr(clientPool);
   if (!pool || pool.prefix > 30) return null;
   const size = 2 ** (32 - pool.prefix);
-  return [Math.max(1, endpointPort - (size - 2)), endpointPort - 2];
+  const range: [number, number] = [Math.max(PRIVATE_PORT_MIN, endpointPort - (size - 2)), endpointPort - 2];
+  return range[0] <= range[1] ? range : null;
 }

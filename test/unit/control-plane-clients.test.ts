@@ -6,7 +6,7 @@ import { mintUserToken, signJwt, verifyJwt } from '../../src/control-plane/jwt.t
 import { ConnectClientResponseSchema, ListClientsResponseSchema } from '../../src/contract/api-clients.ts';
 import { ControlPlaneClient, ControlPlaneError } from '../../src/daemon/control-plane-client.ts';
 import { currentVersion, parseTopologyEvent } from '../../src/contract/catalogue.ts';
-import { privateEntryPort } from '../../src/contract/private-sessions.ts';
+import { privateEntryPort, privatePortRange } from '../../src/contract/private-sessions.ts';
 import { subjectFor } from '../../src/contract/subjects.ts';
 import { topologySubjectRelay } from '../../src/contract/topology.events.ts';
 import { evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
@@ -287,8 +287,13 @@ describe('what a client gets', () => {
     );
     expect(named.peer.endpoint).toBe('relay.example.net:50798');
     expect(privateEntryPort({ ...entry, endpoint: '[2001:db8::1]:51820' }, '100.96.4.7')).toEqual({ error: expect.stringMatching(/IPv6/) });
-    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:500' }, '100.96.4.7')).toEqual({ port: 493 });
-    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:500' }, '100.96.5.250')).toEqual({ error: expect.stringMatching(/no room/) });
+    // The host's well-known ports stay its own: a relay on 443 takes no private sessions; one on 2000, those that fit above 1023.
+    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:443' }, '100.96.4.7')).toEqual({ error: expect.stringMatching(/no room above 1023/) });
+    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:2000' }, '100.96.4.7')).toEqual({ port: 1993 });
+    expect(privateEntryPort({ ...entry, endpoint: '198.51.100.1:2000' }, '100.96.7.250')).toEqual({ error: expect.stringMatching(/no room above 1023/) });
+    expect(privatePortRange(2000, '100.96.4.0/22')).toEqual([1024, 1998]);
+    expect(privatePortRange(51820, '100.96.4.0/22')).toEqual([50798, 51818]);
+    expect(privatePortRange(443, '100.96.4.0/22')).toBeNull();
     expect(privateEntryPort(entry, '100.96.4.1')).toEqual({ error: expect.stringMatching(/not a client address/) });
     expect(privateEntryPort(entry, '100.96.8.2')).toEqual({ error: expect.stringMatching(/not a client address/) });
     expect(() =>

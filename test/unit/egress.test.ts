@@ -187,6 +187,15 @@ describe('egress policy, pure', () => {
     expect(body).toContain('iifname "rc1cp" ip daddr 100.64.0.0/10 goto refused_network');
     expect(body).toContain('iifname "rc1cp" ip daddr vmap @egress_v4');
     expect(body).toContain('oifname "rc1cp" counter name "client_unsolicited" drop');
+    // A relay on a low port keeps the well-known ports: no private range below 1024 is dropped.
+    const low = clientNftBody(relay(1, { endpoint: '198.51.100.1:443' }), {
+      wgPrefix: 'rc',
+      clientSupernet: '100.96.0.0/11',
+      clientPrefix6: null,
+      privateSessions: true,
+      ...none,
+    });
+    expect(low).not.toContain('counter name "private_unmapped" drop');
     // Without private sessions (a relay from before them, replayed) the table is the one it had.
     const before = nft({ privateSessions: false });
     for (const gone of ['port_map', 'rc1cp', 'private_', 'ct status dnat']) expect(before).not.toContain(gone);
