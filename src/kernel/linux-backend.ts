@@ -46,6 +46,8 @@ const ALL_DUMP_FROM = 3;
 const WG_SOCKET_DIR = '/var/run/wireguard';
 /** How long wireguard-go gets to notice its device is gone, exit and remove its socket. */
 const SOCKET_GRACE_MS = 3_000;
+/** How long a new wireguard-go daemon gets to answer on its control socket. */
+const DAEMON_GRACE_MS = 5_000;
 
 export type WireGuardImpl = 'auto' | 'kernel' | 'userspace';
 
@@ -219,6 +221,27 @@ export class LinuxKernelBackend implements KernelBackend {
     // It logs its errors to stdout.
     if (r.error) throw this.opError(op, { ...r.error, stderr: [r.error.stderr, r.stdout.trim()].filter(Boolean).join('\n') });
     this.impl = 'userspace';
+    await this.awaitDaemon(op);
+  }
+
+  /**
+   * The wireguard-go that created a device returns before the daemon it started runs, and that daemon
+   * sets the device's MTU to its default (1420) when it takes the device over: an MTU set before then
+   * is lost (seen on a private device, MTU 1360, about one time in fifteen). The daemon answers on its
+   * control socket only once it has the device, so a `wg show` that answers means it is done.
+   */
+  private async awaitDaemon(op: KernelOp & { dev: string }): Promise<void> {
+    const deadline = Date.now() + DAEMON_GRACE_MS;
+    for (;;) {
+      const r = await this.exec(READ.wgListenPort(op.dev));
+      if (!r.error) return;
+      if (Date.now() > deadline)
+        throw this.opError(op, {
+          ...r.error,
+          stderr: `the wireguard-go daemon of ${op.dev} did not answer on its control socket within ${DAEMON_GRACE_MS} ms: ${r.error.stderr}`,
+        });
+      await sleep(20);
+    }
   }
 
   /**

@@ -12,6 +12,8 @@ export const READ = {
   addresses: ['ip', '-j', 'addr', 'show'],
   links: ['ip', '-j', 'link', 'show'],
   wgDump: (dev: string) => ['wg', 'show', dev, 'dump'],
+  /** One question to a device's WireGuard (its daemon must answer it: a wireguard-go that runs). */
+  wgListenPort: (dev: string) => ['wg', 'show', dev, 'listen-port'],
   /** Every WireGuard device's dump in one process, each line led by its device's name. */
   wgDumpAll: ['wg', 'show', 'all', 'dump'],
   routes: (fam: '-4' | '-6') => ['ip', fam, '-N', '-d', '-j', 'route', 'show', 'table', 'all'],

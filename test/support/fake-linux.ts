@@ -46,6 +46,12 @@ export class FakeLinux implements CommandRunner {
   readonly portMaps = new Map<string, Map<number, string>>();
   /** Every command run, as text. */
   readonly log: string[] = [];
+  /**
+   * wireguard-go devices whose daemon has not taken them over yet. Like the real one, the daemon sets
+   * the device's MTU to 1420 when it does: here right after the next command, unless a question to the
+   * device's WireGuard (which only the daemon answers) made it take over first.
+   */
+  private readonly pendingDaemons = new Set<string>();
   /** Without the WireGuard module, `ip link add ... type wireguard` fails as Linux says; wireguard-go works. */
   private readonly opts: { kernelWireGuard?: boolean; fail?: (argv: readonly string[]) => string | null };
   /** `fail`: an error message for a command that must fail (injected failures), or null. */
@@ -61,7 +67,15 @@ export class FakeLinux implements CommandRunner {
       return ok(this.interpret([...argv], opts.input));
     } catch (e) {
       return err((e as Error).message);
+    } finally {
+      if (argv[0] !== 'wireguard-go') for (const dev of this.pendingDaemons) this.daemonTakesOver(dev);
     }
+  }
+
+  private daemonTakesOver(dev: string): void {
+    if (!this.pendingDaemons.delete(dev)) return;
+    const l = this.links.get(dev);
+    if (l) l.mtu = 1420;
   }
 
   private interpret(a: string[], input: string | undefined): string {
@@ -71,6 +85,7 @@ export class FakeLinux implements CommandRunner {
     if (cmd === 'wg') return this.wg(rest);
     if (cmd === 'wireguard-go') {
       this.addLink(rest[0]!);
+      this.pendingDaemons.add(rest[0]!);
       return '';
     }
     if (cmd === 'sysctl') return this.sysctl(rest);
@@ -250,6 +265,10 @@ export class FakeLinux implements CommandRunner {
           ),
         );
       return lines.join('\n') + '\n';
+    }
+    if (verb === 'show' && r[0] === 'listen-port') {
+      this.daemonTakesOver(dev!);
+      return `${l.wg.listenPort}\n`;
     }
     if (verb !== 'set') throw new Error(`wg: unsupported ${a.join(' ')}`);
     if (r[0] === 'listen-port') {

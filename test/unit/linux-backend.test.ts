@@ -123,6 +123,21 @@ describe('the Linux backend on a fake host', () => {
     expect(host.log.filter((c) => c.endsWith('type wireguard'))).toHaveLength(2);
   });
 
+  it('a wireguard-go device keeps its MTU: the daemon takes the device over (and sets its default) before the MTU is set', async () => {
+    const host = new FakeLinux();
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    // A private session leaving here: the private device has the mesh MTU - 60.
+    const desired = desiredClientState(self, relays, [session(5, relays['relay-2'], 'relay-1', { mode: 'private' })], clients);
+    const r = await converge(b, clientScope(self, clients), desired);
+    expect(r.r.failures).toEqual([]);
+    expect((await b.read(clientScope(self, clients))).devices.get('rc1cp')?.mtu).toBe(1360);
+    expect(r.again).toEqual([]);
+    // The daemon was asked (and answered) before the MTU was set.
+    const asked = host.log.indexOf('wg show rc1cp listen-port');
+    expect(asked).toBeGreaterThan(host.log.indexOf('wireguard-go rc1cp'));
+    expect(asked).toBeLessThan(host.log.findIndex((c) => c.includes('rc1cp mtu 1360')));
+  });
+
   it('a failing command fails its operation alone, with the command and what it said; a read that fails throws', async () => {
     const host = new FakeLinux({ fail: (argv) => (argv.join(' ').startsWith('ip -4 route add 100.64.0.3/32') ? 'RTNETLINK answers: Invalid argument' : null) });
     const b = new LinuxKernelBackend({ logger: log, runner: host });
