@@ -5,10 +5,12 @@ import type { Deps } from '../lib/deps.ts';
 import { foldObservation } from './peer-link.machine.ts';
 
 /**
- * One actor per client session entering at this relay. Like a peer link it never touches the host and
- * holds no timers: the clients actor tells it what the kernel programmed (is the client's peer on the
- * client device, and which exit does its rule steer to) and what the device reports (handshakes, bytes);
- * idleness and expiry are judged on each observation, which carries the time.
+ * One actor per client session that concerns this relay (its `role`: the session's entry, or a private
+ * session's exit). Like a peer link it never touches the host and holds no timers: the clients actor
+ * tells it what the kernel programmed (is the client's peer on the client device, and which exit does
+ * its rule steer to; for a private session its port map at the entry, its peer and route on the
+ * private device at the exit) and what the device reports (handshakes, bytes); idleness and expiry
+ * are judged on each observation, which carries the time.
  *
  *   requested -> configuring -> ready -> active <-> idle
  *   ready | active | idle -> expired (past expiresAt: the clients actor unprograms it)

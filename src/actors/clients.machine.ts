@@ -14,10 +14,12 @@ import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type
 /**
  * The clients actor: the client side of this relay. From the relay's view it keeps one client-session
  * actor per open session that concerns it (entering here, or private ones leaving here; spawned when
- * opened, told of exit switches, closed when the session is or a private one's exit moved away), and sends the kernel actor the client part of the host (src/kernel/clients.ts) as the
- * owner `clients`: the client device with one peer per session, the steering and fail-closed rules,
- * the nftables table and the sysctls. Every relay runs one, also with no sessions: forwarding, NAT and
- * filters serve it as an exit too. On teardown it leaves nothing but the sysctls as they were.
+ * opened, told of exit switches, closed when the session is or a private one's exit moved away), and
+ * sends the kernel actor the client part of the host (src/kernel/clients.ts) as the owner `clients`:
+ * the client device with one peer per standard session, the steering and fail-closed rules, the
+ * private sessions' port maps (entering here) and private device (leaving here), the nftables table
+ * and the sysctls. Every relay runs one, also with no sessions: forwarding, NAT and filters serve it
+ * as an exit too. On teardown it leaves nothing but the sysctls as they were.
  */
 
 export interface ClientsInput {

@@ -79,8 +79,16 @@ export const clientDevice = (wgPrefix: string, ownIndex: number) => `${wgPrefix}
 export const privateDevice = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}cp`;
 /** The port a relay's private device listens on: its endpoint port plus its own index, the one port of its link range no link takes. */
 export const privateListenPort = (r: RelayRecord): number => linkListenPort(r.endpoint, meshIndex(r.meshAddress));
-/** Where an entry forwards a private session's datagrams: its exit's mesh address, on the exit's private port. */
-export const privateTarget = (exit: RelayRecord): string => `${exit.meshAddress}:${privateListenPort(exit)}`;
+/**
+ * Where an entry forwards a private session's datagrams: its exit's mesh address, on the exit's private
+ * port; null for an exit whose private port would pass 65535 (it has no links either: its sessions
+ * fail closed), so that one misconfigured relay breaks nothing of the others'.
+ */
+export function privateTarget(exit: RelayRecord): string | null {
+  const ep = parseEndpoint(exit.endpoint);
+  const port = ep ? ep.port + meshIndex(exit.meshAddress) : 0;
+  return ep && port <= 65535 ? `${exit.meshAddress}:${port}` : null;
+}
 export const nftTableName = (wgPrefix: string, ownIndex: number) => `${wgPrefix}${ownIndex}`;
 export const exitTable = (exitTableBase: number, exitIndex: number) => exitTableBase + exitIndex;
 
@@ -366,7 +374,8 @@ export function desiredClientState(
         for (const dst of allowedIps) routes.push({ dst, dev: pdev, table: MAIN_TABLE, src: null });
       } else if (s.entryId === self.id && exit && exit.id !== self.id) {
         const port = privateEntryPort(self, s.address);
-        if ('port' in port) portMaps.push({ table, port: port.port, to: privateTarget(exit) });
+        const to = privateTarget(exit);
+        if ('port' in port && to !== null) portMaps.push({ table, port: port.port, to });
       }
       continue;
     }

@@ -161,6 +161,9 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     expect((await h.backend.read(SCOPE)).portMaps).toEqual([{ table: 'rc1', port: 51818, to: '100.64.0.3:51823' }]);
     expect(h.confirms.at(-1)).toEqual({ sessionId: out.id, exitId: 'relay-3' });
     expect(h.stateOf(inn.id)).toBeNull();
+    // An exit whose private port would pass 65535 gets no port map (and breaks nothing else).
+    const high = relay(3, { endpoint: '198.51.100.3:65534' });
+    expect(desiredClientState(r1, { ...byId, 'relay-3': high }, [{ ...out, exitId: 'relay-3' }], clientsInput.clients).portMaps).toEqual([]);
     // Its exit gone, the session keeps no port map: the table drops and counts what arrives.
     await h.view([r1, r2], [{ ...out, exitId: 'relay-3' }]);
     expect((await h.backend.read(SCOPE)).portMaps).toEqual([]);

@@ -97,7 +97,11 @@ function exitsOf(relays: ReadonlyMap<string, RelayRecord>, exitTableBase: number
   const known = exitTables.get(relays);
   if (known?.base === exitTableBase) return known;
   const exits = new Map([...relays.values()].map((r) => [exitTable(exitTableBase, meshIndex(r.meshAddress)), r.id]));
-  const targets = new Map([...relays.values()].map((r) => [privateTarget(r), r.id]));
+  const targets = new Map<string, string>();
+  for (const r of relays.values()) {
+    const t = privateTarget(r);
+    if (t !== null) targets.set(t, r.id);
+  }
   const out = { base: exitTableBase, exits, targets };
   exitTables.set(relays, out);
   return out;
