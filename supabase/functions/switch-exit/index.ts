@@ -1,8 +1,9 @@
 // switch-exit: steer a session to another exit (docs/control-plane.md, "switch-exit"). A standard
-// client's tunnel is untouched; a private client gets a new configuration (its peer is the exit). One transaction with the topology locked: check the session and the new exit
-// as connect-client does, set it and append ClientSessionExitChanged; then wait for the entry relay
-// to confirm the new exit (client-ready). Without a confirmation in time the caller gets 504
-// entry_not_ready, and the session keeps the new exit: the entry applies the event when it can. A
+// client's tunnel is untouched; a private client gets a new configuration (its peer is the exit). One
+// transaction with the topology locked: check the session and the new exit as connect-client does,
+// set it and append ClientSessionExitChanged; then wait for the entry relay (and a private session's
+// new exit) to confirm the new exit (client-ready). Without a confirmation in time the caller gets 504
+// entry_not_ready, and the session keeps the new exit: the relays apply the event when they can. A
 // user's call is first checked against the limits (anonymous users, the switch rate limit: 429 with
 // Retry-After before any transaction).
 import { SwitchExitRequestSchema, type SwitchExitResponse } from '../../../src/contract/api-clients.ts';
