@@ -1,4 +1,5 @@
-import type { DesiredHostState, HostState, KernelOp, PortMapState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
+import { portMapKey } from './focus.ts';
+import type { DesiredHostState, HostState, KernelOp, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
 import { canonicalHostState, ruleText } from './host-text.ts';
 import { isIpv6 } from './ip.ts';
 
@@ -141,8 +142,6 @@ const nftDels = (p: PlanInput): KernelOp[] =>
   Object.entries(p.actual.nftTables)
     .filter(([key]) => !(key in p.desired.nftTables))
     .map(([, t]) => ({ op: 'nft.table.del', name: t.name }));
-
-const portMapKey = (m: PortMapState) => `${m.table} ${m.port}`;
 
 /**
  * New port maps are added, one pointing elsewhere is replaced (no gap). A table the plan creates or

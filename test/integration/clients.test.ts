@@ -1,14 +1,12 @@
 import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import { clientDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
 import { BRIDGE_ADDRESS, BRIDGE_IF, inetNamespace, relayPublicAddress, WEB_URL } from '../../src/sim/layout.ts';
 import { runSessionLoop } from '../support/session-loop.ts';
-import { simHarness } from '../support/sim-harness.ts';
-import { tempDir } from '../support/temp.ts';
+import { simSuite } from '../support/sim-harness.ts';
 
 /**
  * Clients on real WireGuard in a `relay-core sim`: stock clients (wireguard-go + `wg setconf` from the
@@ -16,27 +14,12 @@ import { tempDir } from '../support/temp.ts';
  * answers with the address each request came from. Every traffic loop here is bounded in count and time.
  */
 describe('clients through entry and exit relays on real WireGuard', () => {
-  let tmp: ReturnType<typeof tempDir>;
-  let dir: string;
-  const h = simHarness(() => dir);
+  const h = simSuite('clients');
   const { sim, manifest, clientOf, status, inRelay, inClient, whoami, hostState } = h;
   const serverSaw = (): string[] => h.serverSaw().map((r) => r.remote);
   const cpCli = h.clientCli;
   const handshakeOf = async (name: string) =>
     Number((await inClient(name, ['wg', 'show', clientOf(name).device, 'latest-handshakes'])).stdout.trim().split('\t')[1]);
-
-  beforeAll(async () => {
-    tmp = tempDir('clients');
-    dir = join(tmp.dir, 'state');
-    const up = await sim(['up', '--relays', '3', '--timeout', '90']);
-    expect(up.exitCode, up.stderr + up.stdout).toBe(0);
-  }, 200_000);
-
-  afterAll(async () => {
-    const r = await sim(['down']);
-    expect(r.exitCode, r.stderr).toBe(0);
-    if (!process.env.KEEP_TMP) tmp.remove();
-  }, 120_000);
 
   it('bad requests are refused with a clear error and change nothing', async () => {
     const before = await hostState('relay-1');

@@ -1,15 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import { clientDevice, nftTableName, privateDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
 import { BRIDGE_ADDRESS, relayPublicAddress, WEB_URL } from '../../src/sim/layout.ts';
 import { runSessionLoop } from '../support/session-loop.ts';
-import { simHarness } from '../support/sim-harness.ts';
-import { tempDir } from '../support/temp.ts';
+import { simSuite } from '../support/sim-harness.ts';
 
 /**
  * Private multihop (issue 16, docs/clients.md "Private sessions") on real WireGuard in a
@@ -18,9 +16,7 @@ import { tempDir } from '../support/temp.ts';
  * Every traffic loop is bounded in count and time; the sim is torn down after.
  */
 describe('private sessions: the entry forwards ciphertext, the exit terminates the tunnel', () => {
-  let tmp: ReturnType<typeof tempDir>;
-  let dir: string;
-  const { sim, manifest, relayOf, clientOf, status, inRelay, inClient, whoami, serverSaw, hostState, clientCli } = simHarness(() => dir);
+  const { sim, manifest, relayOf, clientOf, status, inRelay, inClient, whoami, serverSaw, hostState, clientCli } = simSuite('private-multihop');
   const wgPrefix = () => manifest().wgPrefix;
   const indexOf = async (id: string) => meshIndex((await status(id)).meshAddress!);
   /** A bounded capture (tcpdump -A, in ASCII) in a relay's or client's namespace while `during` runs. */
@@ -47,19 +43,6 @@ describe('private sessions: the entry forwards ciphertext, the exit terminates t
     return { text: String(r.stdout), packets };
   };
   const counterOf = async (id: string, name: string) => (await status(id)).policy?.filters.find((f) => f.name === name)?.packets ?? 0;
-
-  beforeAll(async () => {
-    tmp = tempDir('private-multihop');
-    dir = join(tmp.dir, 'state');
-    const up = await sim(['up', '--relays', '3', '--timeout', '90']);
-    expect(up.exitCode, up.stderr + up.stdout).toBe(0);
-  }, 200_000);
-
-  afterAll(async () => {
-    const r = await sim(['down']);
-    expect(r.exitCode, r.stderr).toBe(0);
-    if (!process.env.KEEP_TMP) tmp.remove();
-  }, 120_000);
 
   it('a private client fetches with its exit’s address; the exit’s peer for it has the entry’s mesh address as endpoint; a standard client on the same entry works too', async () => {
     const add = await sim(['client', 'add', '--name', 'p1', '--entry', 'relay-1', '--exit', 'relay-2', '--private']);

@@ -6,6 +6,7 @@ import { seedTopology, type TopologyView } from '../../src/events/topology.fold.
 import { formatIpv4, parseCidr, type ClientSession, type RelayRecord } from '../../src/contract/topology.events.ts';
 import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
+import { emptyHostState, type HostState } from '../../src/kernel/host-state.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import { systemDeps } from '../../src/lib/deps.ts';
 import { key } from './given.ts';
@@ -53,23 +54,15 @@ export function session(n: number, entry: RelayRecord, exitId: string, over: Par
   };
 }
 
+/** A host before any relay ran on it: nothing owned, forwarding off, strict reverse-path filtering. */
+export const hostBeforeRelay = (): HostState => ({ ...emptyHostState(), sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' } });
+
 /**
  * The kernel, topology and clients actors of relay-1 as the relay actor composes them, on the
  * in-memory host. `confirms` records what the sessions confirmed to the control plane, `events`
  * every session event.
  */
-export function clientsHarness(
-  backend = new MemoryKernelBackend({
-    initial: {
-      devices: new Map(),
-      routes: [],
-      rules: [],
-      sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
-      nftTables: {},
-      portMaps: [],
-    },
-  }),
-) {
+export function clientsHarness(backend = new MemoryKernelBackend({ initial: hostBeforeRelay() })) {
   const confirms: { sessionId: string; exitId: string }[] = [];
   const events: ClientSessionEmission[] = [];
   const kernelEvents: KernelEmission[] = [];

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { afterAll, beforeAll, expect } from 'vitest';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { fetchStatus } from '../../src/daemon/status-server.ts';
 import { RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { CONTROL_PLANE_PORT, svcNamespace, WEB_URL } from '../../src/sim/layout.ts';
 import { readManifest, type Manifest, type SimClient, type SimRelay } from '../../src/sim/manifest.ts';
+import { tempDir } from './temp.ts';
 
 /**
  * What the sim tests with clients do to a running `relay-core sim` in `dir()`: run its commands, read
@@ -70,4 +72,26 @@ export function simHarness(dir: () => string) {
       { reject: false, timeout: 60_000 },
     );
   return { sim, manifest, relayOf, clientOf, status, inRelay, inClient, whoami, serverSaw, hostState, clientCli };
+}
+
+/**
+ * A sim of `relays` relays for one test file: `sim up` before its tests (in a temporary directory
+ * named after `name`), `sim down` after them (the directory kept with KEEP_TMP=1); its harness.
+ */
+export function simSuite(name: string, relays = 3) {
+  let tmp: ReturnType<typeof tempDir>;
+  let dir: string;
+  const h = simHarness(() => dir);
+  beforeAll(async () => {
+    tmp = tempDir(name);
+    dir = join(tmp.dir, 'state');
+    const up = await h.sim(['up', '--relays', String(relays), '--timeout', '90']);
+    expect(up.exitCode, up.stderr + up.stdout).toBe(0);
+  }, 200_000);
+  afterAll(async () => {
+    const r = await h.sim(['down']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    if (!process.env.KEEP_TMP) tmp.remove();
+  }, 120_000);
+  return h;
 }

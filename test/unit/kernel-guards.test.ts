@@ -15,7 +15,7 @@ import { embedCidr6 } from '../../src/kernel/ipv6.ts';
 import type { DesiredHostState, HostState, KernelBackend, KernelOp, KernelScope } from '../../src/kernel/host-state.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
-import { session } from '../support/clients-harness.ts';
+import { hostBeforeRelay, session } from '../support/clients-harness.ts';
 import { relay } from '../support/given.ts';
 
 /**
@@ -94,14 +94,7 @@ describe('guards before client peers', () => {
       // The host starts from some earlier client state, reached in full or in part.
       const earlier = randomClientState(r);
       const inner = new MemoryKernelBackend({
-        initial: {
-          devices: new Map(),
-          routes: [],
-          rules: [],
-          sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
-          nftTables: {},
-          portMaps: [],
-        },
+        initial: hostBeforeRelay(),
       });
       const first = planKernel(await inner.read(SCOPE), earlier);
       const cut = r.int(first.length + 1);
@@ -126,14 +119,7 @@ describe('guards before client peers', () => {
   it('a failing nftables table keeps every client peer of the plan off the host, and forwarding off', async () => {
     const desired = desiredClientState(self, relays, [session(1, self, 'relay-2'), session(2, self, 'relay-3')], base);
     const host = new MemoryKernelBackend({
-      initial: {
-        devices: new Map(),
-        routes: [],
-        rules: [],
-        sysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },
-        nftTables: {},
-        portMaps: [],
-      },
+      initial: hostBeforeRelay(),
       failOn: (op) => op.op === 'nft.table.set',
     });
     const result = await applyPlan(host, planKernel(await host.read(SCOPE), desired), SCOPE);

@@ -96,9 +96,7 @@ export async function relayInfo(db: Db, id: string): Promise<RelayInfo | null> {
 }
 
 /** The record the topology carries (ClientSessionSchema). */
-export function recordOf(s: ClientSession): ClientSession {
-  return sessionRecord(s);
-}
+export const recordOf = sessionRecord;
 
 export async function sessionById(db: Db, id: string): Promise<StoredSession | null> {
   const [r] = await db.unsafe(`select ${SESSION_COLUMNS} from relaynet.client_sessions where id = $1::uuid`, [id]);
