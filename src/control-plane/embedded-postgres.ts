@@ -25,6 +25,83 @@ interface Item {
 
 const SYNC = new Uint8Array([0x53, 0, 0, 0, 4]);
 const enc = new TextEncoder();
+const dec = new TextDecoder();
+/** NotificationResponse ('A'), Query ('Q'), Parse ('P'). */
+const NOTIFICATION = 0x41;
+const QUERY = 0x51;
+const PARSE = 0x50;
+/** What the multiplexer sends PGlite for an UNLISTEN while other connections still listen: a no-op with the same reply. */
+const NO_CHANNEL = 'relay_core_mux_no_channel';
+
+/** A LISTEN or UNLISTEN statement's channel (unquoted names fold to lower case; '*': all), else null. */
+export function listenStatement(text: string): { op: 'listen' | 'unlisten'; channel: string } | null {
+  const m = /^\s*(listen|unlisten)\s+(?:"((?:[^"]|"")+)"|([A-Za-z_][\w$]*)|(\*))\s*;?\s*$/i.exec(text);
+  if (!m) return null;
+  const op = m[1]!.toLowerCase() as 'listen' | 'unlisten';
+  const channel = m[2] !== undefined ? m[2].replaceAll('""', '"') : m[3] !== undefined ? m[3].toLowerCase() : '*';
+  if (op === 'listen' && channel === '*') return null;
+  return { op, channel };
+}
+
+/** The SQL text of a Query or Parse message (null for any other message). */
+function statementText(m: Uint8Array): string | null {
+  if (m[0] === QUERY) return dec.decode(m.subarray(5, m.indexOf(0, 5)));
+  if (m[0] !== PARSE) return null;
+  const q = m.indexOf(0, 5) + 1;
+  return dec.decode(m.subarray(q, m.indexOf(0, q)));
+}
+
+/** `m` (a Query or Parse message) with its SQL text replaced. */
+function withStatement(m: Uint8Array, text: string): Uint8Array {
+  if (m[0] === QUERY) return simpleQuery(text);
+  const nameEnd = m.indexOf(0, 5) + 1;
+  const queryEnd = m.indexOf(0, nameEnd) + 1;
+  const body = Buffer.concat([m.subarray(5, nameEnd), enc.encode(`${text}\0`), m.subarray(queryEnd)]);
+  const out = new Uint8Array(5 + body.length);
+  out[0] = PARSE;
+  new DataView(out.buffer).setInt32(1, 4 + body.length);
+  out.set(body, 5);
+  return out;
+}
+
+/** The channel a NotificationResponse names. */
+function notificationChannel(m: Uint8Array): string {
+  return dec.decode(m.subarray(9, m.indexOf(0, 9)));
+}
+
+/**
+ * Splits a backend's output into messages as it streams, taking out NotificationResponses: the rest goes
+ * on to the connection whose work it answers, each notification to `notified`.
+ */
+class OutputSplitter {
+  #partial: Uint8Array | null = null;
+  readonly #pass: (d: Uint8Array) => void;
+  readonly #notified: (m: Uint8Array) => void;
+  constructor(pass: (d: Uint8Array) => void, notified: (m: Uint8Array) => void) {
+    this.#pass = pass;
+    this.#notified = notified;
+  }
+
+  push(chunk: Uint8Array): void {
+    const d = this.#partial ? Buffer.concat([this.#partial, chunk]) : chunk;
+    this.#partial = null;
+    const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    let from = 0;
+    let i = 0;
+    while (i + 5 <= d.length) {
+      const end = i + 1 + view.getInt32(i + 1);
+      if (end > d.length) break;
+      if (d[i] === NOTIFICATION) {
+        if (i > from) this.#pass(d.subarray(from, i));
+        this.#notified(d.slice(i, end));
+        from = end;
+      }
+      i = end;
+    }
+    if (i > from) this.#pass(d.subarray(from, i));
+    if (i < d.length) this.#partial = d.slice(i);
+  }
+}
 
 function simpleQuery(text: string): Uint8Array {
   const body = enc.encode(text + '\0');
@@ -46,6 +123,12 @@ function simpleQuery(text: string): Uint8Array {
  * prepared statement "" requires 0"); this replaces it through PGLiteSocketHandler's `queryQueue`
  * option. Session state (SET, named prepared statements, temp tables) is shared by all clients:
  * connect with `prepare: false` and keep no session state.
+ *
+ * LISTEN is the one piece of session state kept per connection: the shared session listens, every
+ * notification is taken out of the output it arrives in (PGlite sends it before the ReadyForQuery of the
+ * notifying command, or of its COMMIT) and handed to the connections that listen on its channel, after
+ * the unit of work in flight, so it never lands inside another reply. An UNLISTEN leaves the session
+ * listening while other connections still do.
  */
 export class SessionScheduler {
   readonly #db: PGlite;
@@ -53,6 +136,12 @@ export class SessionScheduler {
   #owner: number | null = null;
   #pumping: Promise<void> | null = null;
   readonly #abandoned = new Set<number>();
+  /** Where each connection's output goes (any of its items' `onData`: they all write to its socket). */
+  readonly #sinks = new Map<number, (data: Uint8Array) => void>();
+  /** Connections listening, by channel. */
+  readonly #listeners = new Map<string, Set<number>>();
+  /** Notifications taken out of the output of the item running, delivered once it is done. */
+  #notifications: Uint8Array[] = [];
 
   constructor(db: PGlite) {
     this.#db = db;
@@ -60,6 +149,7 @@ export class SessionScheduler {
 
   enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
     if (this.#abandoned.has(handlerId)) return Promise.reject(new Error('connection closed'));
+    this.#sinks.set(handlerId, onData);
     return new Promise<number>((resolve, reject) => {
       this.#queue.push({ handlerId, message, onData, resolve, reject });
       this.#kick();
@@ -71,6 +161,8 @@ export class SessionScheduler {
   }
 
   clearQueueForHandler(handlerId: number): void {
+    this.#sinks.delete(handlerId);
+    for (const [channel, ids] of this.#listeners) if (ids.delete(handlerId) && !ids.size) this.#listeners.delete(channel);
     this.#queue = this.#queue.filter((i) => {
       if (i.handlerId !== handlerId) return true;
       i.reject(new Error('connection closed'));
@@ -121,22 +213,63 @@ export class SessionScheduler {
       }
       this.#owner = item.handlerId;
       let bytes = 0;
+      const out = new OutputSplitter(
+        (d) => {
+          bytes += d.length;
+          item.onData(d);
+        },
+        (m) => this.#notifications.push(m),
+      );
       try {
-        await this.#db.runExclusive(() =>
-          this.#db.execProtocolRawStream(item.message, {
-            onRawData: (d) => {
-              bytes += d.length;
-              item.onData(d);
-            },
-          }),
-        );
+        const message = this.#listening(item.handlerId, item.message);
+        await this.#db.runExclusive(() => this.#db.execProtocolRawStream(message, { onRawData: (d) => out.push(d) }));
         item.resolve(bytes);
       } catch (e) {
         item.reject(e);
       }
+      this.#deliver();
       // Startup (no type byte), Query, Sync and PasswordMessage end a unit of work.
       const endsUnit = type === 0 || type === 0x51 || type === 0x53 || type === 0x70;
       if (endsUnit && !this.#db.isInTransaction()) this.#owner = null;
+    }
+  }
+
+  /**
+   * Follows the connection's LISTEN and UNLISTEN statements; the message to run for `m`: itself, or for an
+   * UNLISTEN of a channel other connections still listen on, one that changes nothing.
+   */
+  #listening(handlerId: number, m: Uint8Array): Uint8Array {
+    const text = statementText(m);
+    const st = text === null ? null : listenStatement(text);
+    if (!st) return m;
+    if (st.op === 'listen') {
+      const ids = this.#listeners.get(st.channel) ?? new Set<number>();
+      this.#listeners.set(st.channel, ids.add(handlerId));
+      return m;
+    }
+    const channels = st.channel === '*' ? [...this.#listeners.keys()] : [st.channel];
+    for (const c of channels) {
+      const ids = this.#listeners.get(c);
+      if (ids?.delete(handlerId) && !ids.size) this.#listeners.delete(c);
+    }
+    // The session stays listening on a channel any connection still listens on.
+    return st.channel !== '*' && !this.#listeners.has(st.channel) ? m : withStatement(m, `UNLISTEN ${NO_CHANNEL}`);
+  }
+
+  /** Hands the notifications of the unit just run to the connections listening on their channels. */
+  #deliver(): void {
+    if (!this.#notifications.length) return;
+    const ns = this.#notifications;
+    this.#notifications = [];
+    for (const n of ns) {
+      for (const id of this.#listeners.get(notificationChannel(n)) ?? []) {
+        if (this.#abandoned.has(id)) continue;
+        try {
+          this.#sinks.get(id)?.(n);
+        } catch {
+          // A connection going away: its handler drops it.
+        }
+      }
     }
   }
 

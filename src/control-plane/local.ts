@@ -178,8 +178,8 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
         adminAuth: auth('admin'),
         logger: opts.logger,
         topologyPublicKey,
-        // A real PostgreSQL takes LISTEN; the PGlite multiplexer has one backend session for everyone.
-        listen: !!opts.dbUrl,
+        // Both take LISTEN: a real PostgreSQL, and the PGlite multiplexer (it routes notifications itself).
+        listen: true,
         streamLimits: { ...DEFAULT_STREAM_LIMITS, replicas: opts.streamReplicas ?? 1 },
       });
       publisher = p;
@@ -215,8 +215,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
             }
           : {}),
         RELAYNET_HEARTBEAT_SECONDS: String(opts.heartbeatSeconds ?? 10),
-        // A real PostgreSQL takes LISTEN; the PGlite multiplexer has one backend session for everyone.
-        RELAYNET_DB_LISTEN: opts.dbUrl ? '1' : '0',
+        RELAYNET_DB_LISTEN: '1',
       },
       logger: opts.logger,
     });

@@ -77,7 +77,8 @@ export async function startTopologyPublisher(opts: {
   /**
    * LISTEN for the outbox's notification (migration 20261213000001: a commit that appends topology
    * events notifies), so an event goes out as soon as it is committed instead of at the next poll. Only
-   * where the database takes LISTEN (a real PostgreSQL; not the PGlite multiplexer).
+   * where the database connection takes LISTEN (PostgreSQL directly, or the local PGlite multiplexer; not a
+   * transaction pooler).
    */
   listen?: boolean;
   streamLimits?: StreamLimits;

@@ -80,12 +80,8 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     on: true,
     /** Whether private sessions' exits confirm too. */
     exitsOn: true,
-    /** The exits' confirmations: sessionId:exitId -> time. */
-    exitConfirmed: new Map<string, number>(),
     /** How long an entry takes to "program" a session before it confirms. */
     delayMs: 0,
-    /** Confirmations sent: sessionId:exitId -> time. */
-    confirmed: new Map<string, number>(),
     firstSeen: new Map<string, number>(),
     stopped: false,
     loop: null as Promise<void> | null,
@@ -101,8 +97,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
           if (Date.now() - entryPlayer.firstSeen.get(k)! < entryPlayer.delayMs || !entryPlayer.on) continue;
           const token = relayTokens.get(p.entry_id);
           if (!token) continue;
-          const r = await call('client-ready', { relayId: p.entry_id, sessionId: p.id, exitId: p.exit_id }, { token }).catch(() => null);
-          if (r?.status === 200 && r.body.confirmed) entryPlayer.confirmed.set(k, Date.now());
+          await call('client-ready', { relayId: p.entry_id, sessionId: p.id, exitId: p.exit_id }, { token }).catch(() => null);
         }
       }
       // A private session's exit confirms that it carries the session's peer.
@@ -112,8 +107,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
         for (const p of pending) {
           const token = relayTokens.get(p.exit_id);
           if (!token) continue;
-          const r = await call('client-ready', { relayId: p.exit_id, sessionId: p.id, exitId: p.exit_id }, { token }).catch(() => null);
-          if (r?.status === 200 && r.body.confirmed) entryPlayer.exitConfirmed.set(`${p.id}:${p.exit_id}`, Date.now());
+          await call('client-ready', { relayId: p.exit_id, sessionId: p.id, exitId: p.exit_id }, { token }).catch(() => null);
         }
       }
       await new Promise((r) => setTimeout(r, 40));
@@ -213,12 +207,12 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const body = ConnectClientResponseSchema.parse(r.body);
     first = { id: body.session.id, key: clientKey(1) };
-    // The entry's confirmation came before the answer, and the answer waited for it.
-    const confirmedAt = entryPlayer.confirmed.get(`${body.session.id}:relay-3`);
-    expect(confirmedAt).toBeDefined();
+    // The entry's confirmation came before the answer (the row says so: the player may not have read its own
+    // answer yet), and the answer waited for it.
+    expect(await row(body.session.id)).toMatchObject({ confirmed_exit_id: 'relay-3' });
     expect(r.ms).toBeGreaterThanOrEqual(400);
-    // The wait ended on the entry's confirmation: notified on PostgreSQL (LISTEN), found by reading the row on PGlite.
-    expect((await requestLine('connect-client', 'connect-1')).confirmedBy).toBe(backend === 'postgresql' ? 'notification' : 'poll');
+    // The wait ended on the entry's confirmation's notification (LISTEN: PostgreSQL, and PGlite's multiplexer).
+    expect((await requestLine('connect-client', 'connect-1')).confirmedBy).toBe('notification');
     expect(body.session).toMatchObject({ entryId: 'relay-1', exitId: 'relay-3', publicKey: clientKey(1), address: '100.96.0.2' });
     expect(Date.parse(body.session.expiresAt) - Date.parse(body.session.openedAt)).toBe(86400_000);
     expect(body.entry).toEqual({ id: 'relay-1', name: 'Relay 1', region: 'eu', publicKey: relayKey(1), endpoint: '198.51.100.1:51820' });
@@ -298,7 +292,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     const body = SwitchExitResponseSchema.parse(r.body);
     expect(body.session).toMatchObject({ id: first.id, entryId: 'relay-1', exitId: 'relay-2', address: '100.96.0.2' });
-    expect(entryPlayer.confirmed.has(`${first.id}:relay-2`)).toBe(true);
+    expect(await row(first.id)).toMatchObject({ confirmed_exit_id: 'relay-2' });
     expect(await eventsAfter(before)).toMatchObject([
       {
         type: 'ClientSessionExitChanged',
@@ -378,7 +372,7 @@ describe.each(['pglite', 'postgresql'] as const)('client sessions on %s', (backe
     const body = ConnectClientResponseSchema.parse(r.body);
     const id = body.session.id;
     expect(body.session).toMatchObject({ entryId: 'relay-1', exitId: 'relay-2', mode: 'private' });
-    expect(entryPlayer.confirmed.has(`${id}:relay-2`) && entryPlayer.exitConfirmed.has(`${id}:relay-2`)).toBe(true);
+    expect(await row(id)).toMatchObject({ confirmed_exit_id: 'relay-2', exit_confirmed_id: 'relay-2' });
     // Its peer is the exit's key, at the entry's address, on the entry's port less the address's host offset.
     const [{ pool }] = (await sql`select host(client_pool) as pool from relaynet.relays where id = 'relay-1'`) as unknown as [{ pool: string }];
     const asNumber = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);

@@ -77,6 +77,44 @@ describe('embedded PGlite over the wire protocol', () => {
     expect(row!.n).toBe(400);
   });
 
+  it('hands each notification to the connections listening on its channel, and only to them', async () => {
+    const a = connect(2);
+    const b = connect(2);
+    const other = connect(2);
+    const writer = connect(2);
+    const got: Record<string, string[]> = { a: [], b: [], other: [] };
+    const la = await a.listen('outbox', (x) => got.a!.push(x));
+    await b.listen('Outbox "quoted"', (x) => got.b!.push(x));
+    await b.listen('outbox', (x) => got.b!.push(`outbox:${x}`));
+    await other.listen('elsewhere', (x) => got.other!.push(x));
+    // Inside a transaction the notification comes with the commit; a rolled-back one never comes.
+    await writer.begin(async (tx) => {
+      await tx`select pg_notify('outbox', 'one')`;
+      await tx`select pg_notify(${'Outbox "quoted"'}, 'two')`;
+    });
+    await writer
+      .begin(async (tx) => {
+        await tx`select pg_notify('outbox', 'rolled back')`;
+        throw new Error('roll back');
+      })
+      .catch(() => {});
+    await writer`select pg_notify('outbox', 'three')`;
+    const settle = async (n: number) => {
+      for (let i = 0; i < 100 && got.a!.length + got.b!.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+    };
+    await settle(5);
+    expect(got).toEqual({ a: ['one', 'three'], b: ['outbox:one', 'two', 'outbox:three'], other: [] });
+    // One connection's UNLISTEN leaves the others listening on the channel.
+    await la.unlisten();
+    await writer`select pg_notify('outbox', 'four')`;
+    await settle(6);
+    expect(got.a).toEqual(['one', 'three']);
+    expect(got.b).toEqual(['outbox:one', 'two', 'outbox:three', 'outbox:four']);
+    // The notifications never reached the writer's replies: its queries still answer as they should.
+    const [r] = await writer`select ${7}::int as v`;
+    expect(r!.v).toBe(7);
+  });
+
   it('persists its data across restarts', async () => {
     await Promise.all(clients.splice(0).map((c) => c.end({ timeout: 1 })));
     await pg.stop();

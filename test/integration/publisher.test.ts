@@ -87,12 +87,12 @@ describe('the topology publisher', () => {
     } finally {
       await nc.close();
     }
-    // PGlite takes no LISTEN: every round was the poll's.
-    expect(cp.publisher!.notifiedRounds).toBe(0);
+    // PGlite's multiplexer hands the publisher the outbox's notifications: admissions went out on them.
+    expect(cp.publisher!.notifiedRounds).toBeGreaterThanOrEqual(1);
   });
 });
 
-/** On a real PostgreSQL the publisher LISTENs: a commit that appends events wakes it (migration 20261213000001). */
+/** On a real PostgreSQL too the publisher LISTENs: a commit that appends events wakes it (migration 20261213000001). */
 describe('the topology publisher on PostgreSQL', () => {
   const log = rootLogger({ test: 'publisher-pg' }, 'warn');
   let tmp: ReturnType<typeof tempDir>;

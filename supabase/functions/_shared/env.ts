@@ -22,8 +22,8 @@ export interface FunctionEnv {
   natsIssuer: { account: string; signingSeed: string; ttlSeconds: number } | null;
   heartbeatSeconds: number;
   /**
-   * RELAYNET_DB_LISTEN=1: the database connection may LISTEN (PostgreSQL directly or through a
-   * session-mode pooler, not a transaction pooler nor the local PGlite multiplexer): connect-client and
+   * RELAYNET_DB_LISTEN=1: the database connection may LISTEN (PostgreSQL directly, through a
+   * session-mode pooler, or the local PGlite multiplexer; not a transaction pooler): connect-client and
    * switch-exit are woken by a notification when the entry confirms, instead of reading the row every
    * 100 ms. Default off.
    */
