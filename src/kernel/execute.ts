@@ -46,11 +46,11 @@ export function dependsOn(later: KernelOp, failed: KernelOp): boolean {
  * Apply `ops` in order. A failed operation fails alone with what depends on it ({@link dependsOn}):
  * everything else still runs. Whatever happened, the state is read again, so the caller learns what
  * the host reached, also after failures (the next plan starts there and retries what is missing); with
- * a focus, what it reached of the focused objects. Consecutive operations the backend can take together
+ * a focus, what it reached of the focused objects (`known`: the scope before, see KernelBackend.read). Consecutive operations the backend can take together
  * (`batchKey`: one `ip -batch` on Linux) go in one call, which stops at the first failure; what it did
  * not run is looked at again as above.
  */
-export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[], scope: KernelScope, focus?: Focus): Promise<PlanResult> {
+export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[], scope: KernelScope, focus?: Focus, known?: HostState): Promise<PlanResult> {
   const applied: KernelOp[] = [];
   const failures: PlanResult['failures'] = [];
   const skipped: KernelOp[] = [];
@@ -85,7 +85,7 @@ export async function applyPlan(backend: KernelBackend, ops: readonly KernelOp[]
     }
     i++;
   }
-  return { applied, failures, skipped, reached: await backend.read(scope, focus) };
+  return { applied, failures, skipped, reached: await backend.read(scope, focus, known) };
 }
 
 /** Operations in one batch at most. */

@@ -1,4 +1,4 @@
-import type { DesiredHostState, HostState, KernelOp, KernelScope, PortMapState, RouteState, RuleState } from './host-state.ts';
+import type { DesiredHostState, HostState, KernelOp, KernelScope, PortMapState, RouteState, RuleState, WgDeviceState } from './host-state.ts';
 import { ruleText } from './host-text.ts';
 import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
 
@@ -14,7 +14,10 @@ import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
  *
  * A device in the focus brings every route via it (the kernel drops a device's routes with the device,
  * on link down and with its last IPv4 address, and the planner adds back those still desired); a
- * table brings its port maps (replaced, it comes back without them).
+ * table brings its port maps (replaced, it comes back without them). A device whose WireGuard settings
+ * alone changed (its peers: a client session, a peer's new endpoint or key) is focused for those only
+ * (`wireguard`): no route can change with them, and a backend reads its WireGuard state alone, taking
+ * its link's settings from what the last round reached.
  *
  * Planning a focus gives the operations a whole-scope plan would give, in the same order, as long as
  * the host outside the focus is what the last round reached (no drift): the planner's categories come
@@ -22,7 +25,10 @@ import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
  * whole-scope round the kernel actor runs on a slow timer and on demand.
  */
 export interface Focus {
+  /** Devices read whole (they come, go, or their link's settings changed), with every route via them. */
   devices: ReadonlySet<string>;
+  /** Devices whose WireGuard settings alone changed (peers, key, listen port): their link is as last reached. */
+  wireguard: ReadonlySet<string>;
   /** Routes by `table dst` (dst canonical). */
   routes: ReadonlySet<string>;
   /** Rules by their canonical text. */
@@ -76,13 +82,25 @@ function changedEntries<T>(a: ReadonlyMap<string, T>, b: ReadonlyMap<string, T>)
   return out;
 }
 
+/** Whether two desired devices differ in their WireGuard settings at most: the same link (MTU, addresses, up). */
+function sameLink(a: WgDeviceState, b: WgDeviceState): boolean {
+  return a.mtu === b.mtu && a.up === b.up && a.addresses.length === b.addresses.length && a.addresses.every((x, i) => x === b.addresses[i]);
+}
+
 /** What changed between two desired states of one owner. */
 export function focusOf(before: DesiredHostState, after: DesiredHostState): Focus {
-  const devices = new Set(changedEntries(before.devices, after.devices));
+  const devices = new Set<string>();
+  const wireguard = new Set<string>();
+  for (const k of changedEntries(before.devices, after.devices)) {
+    const b = before.devices.get(k);
+    const a = after.devices.get(k);
+    (b && a && sameLink(b, a) ? wireguard : devices).add(k);
+  }
   // Routes via a focused device are in the focus with it.
   const routes = [...notIn(before.routes, after.routes), ...notIn(after.routes, before.routes)].filter((r) => !devices.has(r.dev));
   return {
     devices,
+    wireguard,
     routes: new Set(routes.map(routeKey)),
     rules: new Set([...notIn(before.rules, after.rules), ...notIn(after.rules, before.rules)].map(ruleKey)),
     sysctls: new Set(changedKeys(before.sysctls, after.sysctls, (x, y) => x === y)),
@@ -92,7 +110,13 @@ export function focusOf(before: DesiredHostState, after: DesiredHostState): Focu
 }
 
 export const isEmptyFocus = (f: Focus): boolean =>
-  f.devices.size === 0 && f.routes.size === 0 && f.rules.size === 0 && f.sysctls.size === 0 && f.nftTables.size === 0 && f.portMaps.size === 0;
+  f.devices.size === 0 &&
+  f.wireguard.size === 0 &&
+  f.routes.size === 0 &&
+  f.rules.size === 0 &&
+  f.sysctls.size === 0 &&
+  f.nftTables.size === 0 &&
+  f.portMaps.size === 0;
 
 /** Whether a route is in the focus: its key is, or the device it goes via. */
 export const routeInFocus = (f: Focus, r: RouteState): boolean => f.devices.has(r.dev) || (f.routes.size > 0 && f.routes.has(routeKey(r)));
@@ -107,20 +131,37 @@ function pick<T>(rec: Readonly<Record<string, T>>, keys: ReadonlySet<string>): R
   return out;
 }
 
-function pickEntries<T>(map: ReadonlyMap<string, T>, keys: ReadonlySet<string>): Map<string, T> {
+function pickEntries<T>(map: ReadonlyMap<string, T>, ...keySets: ReadonlySet<string>[]): Map<string, T> {
   const out = new Map<string, T>();
-  for (const k of keys) {
-    const v = map.get(k);
-    if (v !== undefined) out.set(k, v);
-  }
+  for (const keys of keySets)
+    for (const k of keys) {
+      const v = map.get(k);
+      if (v !== undefined) out.set(k, v);
+    }
   return out;
+}
+
+/** The devices a focus looks at: whole, or for their WireGuard settings. */
+export function focusedDevices(f: Focus): string[] {
+  return f.wireguard.size === 0 ? [...f.devices] : [...f.devices, ...f.wireguard];
+}
+
+/**
+ * The focus to read back after `ops` ran: a device focused for its WireGuard settings that got any other
+ * operation (the host was not as the last round reached: it was built again, its MTU set) is read whole.
+ */
+export function readBackFocus(f: Focus, ops: readonly KernelOp[]): Focus {
+  if (f.wireguard.size === 0) return f;
+  const linkOps = new Set(ops.filter((op) => 'dev' in op && f.wireguard.has(op.dev) && !op.op.startsWith('wg.')).map((op) => (op as { dev: string }).dev));
+  if (linkOps.size === 0) return f;
+  return { ...f, devices: new Set([...f.devices, ...linkOps]), wireguard: new Set([...f.wireguard].filter((d) => !linkOps.has(d))) };
 }
 
 /** The focused part of a state (order kept). */
 export function restrict<S extends HostState>(s: S, f: Focus): S {
   return {
     ...s,
-    devices: pickEntries(s.devices, f.devices) as S['devices'],
+    devices: pickEntries(s.devices, f.devices, f.wireguard) as S['devices'],
     routes: f.devices.size === 0 && f.routes.size === 0 ? [] : s.routes.filter((r) => routeInFocus(f, r)),
     rules: f.rules.size === 0 ? [] : s.rules.filter((r) => ruleInFocus(f, r)),
     sysctls: pick(s.sysctls, f.sysctls),
@@ -133,6 +174,7 @@ export function restrict<S extends HostState>(s: S, f: Focus): S {
 export function mergeFocused(base: HostState, f: Focus, focused: HostState): HostState {
   const devices = new Map(base.devices);
   for (const d of f.devices) devices.delete(d);
+  for (const d of f.wireguard) devices.delete(d);
   for (const [name, d] of focused.devices) devices.set(name, d);
   const sysctls = { ...base.sysctls };
   for (const k of f.sysctls) delete sysctls[k];

@@ -184,9 +184,11 @@ export interface KernelBackend {
   readonly kind: 'linux' | 'memory';
   /**
    * Read the owned part of the host's actual state; with a focus, only the focused objects of it
-   * (src/kernel/focus.ts: a round reads what its change touches, not the whole scope).
+   * (src/kernel/focus.ts: a round reads what its change touches, not the whole scope). `known` is the
+   * scope as the last round reached it: a device focused for its WireGuard settings alone
+   * (`focus.wireguard`) may take its link's settings from there and have only its WireGuard state read.
    */
-  read(scope: KernelScope, focus?: Focus): Promise<HostState>;
+  read(scope: KernelScope, focus?: Focus, known?: HostState): Promise<HostState>;
   /** Apply one operation; throws a `KernelOpError` on failure. */
   apply(op: KernelOp): Promise<void>;
   /**

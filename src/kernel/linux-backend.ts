@@ -23,6 +23,7 @@ import {
   nftTableDigest,
   observation,
   parseDevice,
+  withWireGuard,
   parseDump,
   portMapsOf,
   splitDumpAll,
@@ -38,7 +39,7 @@ import {
   type NftMapJson,
 } from './linux-parse.ts';
 import { canonicalHostState } from './host-text.ts';
-import { restrict, type Focus } from './focus.ts';
+import { focusedDevices, restrict, type Focus } from './focus.ts';
 
 /** From this many devices on, their WireGuard state is read with one `wg show all dump`. */
 const ALL_DUMP_FROM = 3;
@@ -145,22 +146,29 @@ export class LinuxKernelBackend implements KernelBackend {
    * and rules (per family), the sysctls, the tables. With a focus, only the focused devices' WireGuard
    * state is read, and a kind the focus does not touch is not read at all.
    */
-  async read(scope: KernelScope, focus?: Focus): Promise<HostState> {
-    const wanted = (dev: string) => dev.startsWith(scope.devicePrefix) && (!focus || focus.devices.has(dev));
-    const links = !focus || focus.devices.size > 0 ? (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => wanted(l.ifname)) : [];
+  async read(scope: KernelScope, focus?: Focus, known?: HostState): Promise<HostState> {
+    // A device focused for its WireGuard settings alone, whose link the last round reached: `wg show` only.
+    const wgOnly = focus ? [...focus.wireguard].filter((d) => d.startsWith(scope.devicePrefix) && known?.devices.has(d)) : [];
+    const whole = focus ? new Set([...focus.devices, ...[...focus.wireguard].filter((d) => !wgOnly.includes(d))]) : null;
+    const wanted = (dev: string) => dev.startsWith(scope.devicePrefix) && (!whole || whole.has(dev));
+    const links = !whole || whole.size > 0 ? (await this.json<IpAddrJson[]>(READ.addresses)).filter((l) => wanted(l.ifname)) : [];
     const owned = (dev: string | undefined) => dev?.startsWith(scope.devicePrefix) === true;
     const needRoutes = !focus || focus.devices.size > 0 || focus.routes.size > 0;
     // A table's port maps are read with it, or when one of them is in the focus.
     const mapTables = scope.nftTables.filter((n) => !focus || focus.nftTables.has(n) || [...focus.portMaps].some((k) => k.startsWith(`${n} `)));
-    const [dumps, routes, rules, sysctls, nftTables, portMaps] = await Promise.all([
+    const [dumps, wgStates, routes, rules, sysctls, nftTables, portMaps] = await Promise.all([
       this.wgDumps(links.map((l) => l.ifname)),
+      this.wgOnlyDumps(wgOnly),
       needRoutes ? this.readRoutes(owned) : [],
       !focus || focus.rules.size > 0 ? this.readRules(scope.rulePriorities) : [],
       this.readSysctls(scope.sysctls.filter((k) => !focus || focus.sysctls.has(k))),
       this.readNftTables(scope.nftTables.filter((n) => !focus || focus.nftTables.has(n))),
       this.readPortMaps(mapTables),
     ]);
+    // A device `wg show` could not read is not as the last round reached it: read it whole.
+    if (wgStates.size < wgOnly.length) return this.read(scope, { ...focus!, devices: new Set(focusedDevices(focus!)), wireguard: new Set() });
     const devices = new Map(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
+    for (const [dev, dump] of wgStates) devices.set(dev, withWireGuard(known!.devices.get(dev)!, dump));
     const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables, portMaps });
     return focus ? restrict(state, focus) : state;
   }
@@ -181,6 +189,19 @@ export class LinuxKernelBackend implements KernelBackend {
     const dumps = wanted.size >= ALL_DUMP_FROM ? splitDumpAll(await this.run(READ.wgDumpAll, null), wanted) : new Map<string, string>();
     await Promise.all([...wanted].filter((d) => !dumps.has(d)).map(async (d) => dumps.set(d, await this.run(READ.wgDump(d), null))));
     return dumps;
+  }
+
+  /** The `wg show DEV dump` of each device that answers (as `wgDumps` reads them; one that does not is left out). */
+  private async wgOnlyDumps(devs: readonly string[]): Promise<Map<string, string>> {
+    if (devs.length >= ALL_DUMP_FROM) return splitDumpAll(await this.run(READ.wgDumpAll, null), new Set(devs));
+    const out = new Map<string, string>();
+    await Promise.all(
+      devs.map(async (d) => {
+        const r = await this.exec(READ.wgDump(d));
+        if (!r.error) out.set(d, r.stdout);
+      }),
+    );
+    return out;
   }
 
   /**

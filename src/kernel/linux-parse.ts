@@ -154,15 +154,28 @@ export function splitDumpAll(text: string, wanted: ReadonlySet<string>): Map<str
 }
 
 export function parseDevice(link: IpAddrJson, dump: string): WgDeviceState {
+  return withWireGuard(
+    {
+      name: link.ifname,
+      publicKey: '',
+      listenPort: 0,
+      mtu: link.mtu,
+      // Link-local IPv6 addresses come with every link that goes up: the kernel's, not ours.
+      addresses: link.addr_info.filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`),
+      up: link.flags.includes('UP'),
+      peers: [],
+    },
+    dump,
+  );
+}
+
+/** A device with its WireGuard settings (key, listen port, peers) as `wg show DEV dump` gives them, its link's as `link` has them. */
+export function withWireGuard(link: WgDeviceState, dump: string): WgDeviceState {
   const wg = parseDump(dump);
   return {
-    name: link.ifname,
+    ...link,
     publicKey: wg.publicKey,
     listenPort: wg.listenPort,
-    mtu: link.mtu,
-    // Link-local IPv6 addresses come with every link that goes up: the kernel's, not ours.
-    addresses: link.addr_info.filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`),
-    up: link.flags.includes('UP'),
     peers: wg.peers.map(({ publicKey, endpoint, allowedIps, keepaliveSeconds }) => ({ publicKey, endpoint, allowedIps, keepaliveSeconds })),
   };
 }

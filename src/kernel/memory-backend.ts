@@ -1,4 +1,4 @@
-import { portMapInFocus, restrict, routeInFocus, type Focus } from './focus.ts';
+import { focusedDevices, portMapInFocus, restrict, routeInFocus, type Focus } from './focus.ts';
 import { describeOp } from './execute.ts';
 import {
   KernelOpError,
@@ -91,7 +91,7 @@ export class MemoryKernelBackend implements KernelBackend {
     const owned = (dev: string) => dev.startsWith(scope.devicePrefix);
     // With a focus, only the focused devices are looked at (no walk over the whole host's devices).
     const devices = new Map<string, WgDeviceState>();
-    for (const n of focus ? focus.devices : this.state.devices.keys()) {
+    for (const n of focus ? focusedDevices(focus) : this.state.devices.keys()) {
       const d = owned(n) ? this.state.devices.get(n) : undefined;
       if (d) devices.set(n, d);
     }

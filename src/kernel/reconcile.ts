@@ -1,5 +1,5 @@
 import { applyPlan } from './execute.ts';
-import { focusOf, isEmptyFocus, mayReachBeyond, mergeFocused, restrict, sameScope, type Focus } from './focus.ts';
+import { focusOf, isEmptyFocus, mayReachBeyond, mergeFocused, readBackFocus, restrict, sameScope, type Focus } from './focus.ts';
 import type { DesiredHostState, HostState, KernelBackend, KernelScope } from './host-state.ts';
 import type { ReconcileInput, ReconcileOutcome, ReconcileOutput } from './kernel.machine.ts';
 import { scopeDigest, updateScopeDigest, type ScopeDigest } from './host-text.ts';
@@ -49,7 +49,7 @@ export function reconcileWith(backend: KernelBackend, now: () => number = Date.n
         });
         continue;
       }
-      const actual = await backend.read(o.scope, focus);
+      const actual = await backend.read(o.scope, focus, basis?.reached);
       const planned = planKernel(actual, focus ? restrict(o.state, focus) : o.state);
       // What the owner reached: the last round's scope with the focused objects as read now.
       const merge = (part: HostState, f: Focus | undefined): { reached: HostState; digest: ScopeDigest } =>
@@ -63,8 +63,8 @@ export function reconcileWith(backend: KernelBackend, now: () => number = Date.n
         continue;
       }
       // An address gone from the whole scope takes routes elsewhere with it: read all back.
-      const readBack = basis && focus && !mayReachBeyond(planned, basis.reached) ? focus : undefined;
-      const r = await applyPlan(backend, planned, o.scope, readBack);
+      const readBack = basis && focus && !mayReachBeyond(planned, basis.reached) ? readBackFocus(focus, planned) : undefined;
+      const r = await applyPlan(backend, planned, o.scope, readBack, basis?.reached);
       const failures = r.failures.map(({ op, error }) => ({
         op,
         message: error.message,

@@ -30,10 +30,16 @@ describe('a focus: what changed between two desired states', () => {
     expect([...f.devices]).toEqual(['rc1m5']);
     // The joiner's routes come with its device, not one by one.
     expect(f.routes.size).toBe(0);
+    expect(f.wireguard.size).toBe(0);
+    // A peer's new key or endpoint changes its link's WireGuard settings alone: no route can change with them.
     const rotated = desiredMeshState(r1, [peers[0]!, { ...peers[1]!, publicKey: key(33) }, peers[2]!], mesh, {});
-    expect([...focusOf(before, rotated).devices]).toEqual(['rc1m3']);
+    expect(focusOf(before, rotated)).toMatchObject({ devices: new Set(), wireguard: new Set(['rc1m3']) });
+    const moved = desiredMeshState(r1, [peers[0]!, { ...peers[1]!, endpoint: '198.51.100.99:51820' }, peers[2]!], mesh, {});
+    expect(focusOf(before, moved)).toMatchObject({ devices: new Set(), wireguard: new Set(['rc1m3']) });
+    // A link that goes, or whose MTU changes, is read whole with its routes.
     const left = desiredMeshState(r1, [peers[0]!, peers[2]!], mesh, {});
-    expect([...focusOf(before, left).devices]).toEqual(['rc1m3']);
+    expect(focusOf(before, left)).toMatchObject({ devices: new Set(['rc1m3']), wireguard: new Set() });
+    expect(focusOf(before, desiredMeshState(r1, peers, { ...mesh, mtu: 1380 }, {})).devices.size).toBe(3);
   });
 
   it('finds every route only one list holds, wherever it sits and however the lists are ordered', () => {

@@ -4,6 +4,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { clientScope, desiredClientState, type ClientOptions } from '../../src/kernel/clients.ts';
 import { applyPlan } from '../../src/kernel/execute.ts';
 import { KernelOpError, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
+import { canonicalHostState, scopeDigest } from '../../src/kernel/host-text.ts';
+import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
 import { desiredMeshState, meshScope } from '../../src/kernel/mesh.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
@@ -99,6 +101,7 @@ describe('the Linux backend on a fake host', () => {
     const [dev] = [...whole.devices.keys()];
     const focus = {
       devices: new Set([dev!]),
+      wireguard: new Set<string>(),
       routes: new Set<string>(),
       rules: new Set<string>(),
       sysctls: new Set<string>(),
@@ -112,6 +115,57 @@ describe('the Linux backend on a fake host', () => {
     const seen = await b.observe([...whole.devices.keys()]);
     expect(dumps()).toEqual(['wg show all dump']);
     expect(seen.map((o) => o.dev).sort()).toEqual([...whole.devices.keys()].sort());
+  });
+
+  it("reads a session's round as the change needs: the client device's WireGuard state and the rules, not its link or routes", async () => {
+    const host = new FakeLinux();
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    const reconcile = reconcileWith(b, () => 0);
+    const scope = clientScope(self, clients);
+    const round = async (n: number) => {
+      const sessions = Array.from({ length: n }, (_, i) => session(i + 1, self, 'relay-2'));
+      const out = await reconcile({
+        owners: [{ owner: 'clients', scope, state: desiredClientState(self, relays, sessions, clients), cause: null }],
+        full: false,
+      });
+      return out.outcomes[0]!;
+    };
+    expect((await round(1)).failures).toEqual([]);
+    host.log.length = 0;
+    const opened = await round(2);
+    expect(opened.focused).toBe(true);
+    expect(opened.failures).toEqual([]);
+    expect(opened.planned.map((op) => op.op)).toEqual(['rule.add', 'rule.add', 'wg.peer.set']);
+    // Before and after applying: `wg show rc1c dump` and the rules of both families, nothing else.
+    const reads = host.log.filter((c) => c.includes(' show') || c.startsWith('sysctl') || c.startsWith('nft'));
+    expect(reads.sort()).toEqual(
+      [...Array(2).fill('ip -4 -N -j rule show'), ...Array(2).fill('ip -6 -N -j rule show'), ...Array(2).fill('wg show rc1c dump')].sort(),
+    );
+    // What the round says it reached is the host as a whole-scope read gives it.
+    const whole = await b.read(scope);
+    expect(canonicalHostState(opened.reached)).toEqual(whole);
+    expect(opened.digest).toBe(scopeDigest(whole));
+
+    // The client device goes behind the relay's back: its `wg show` fails, so the next round reads it
+    // whole and builds it again, and reads it whole after that too.
+    expect((await host.run(['ip', 'link', 'del', 'dev', 'rc1c'], {})).exitCode).toBe(0);
+    host.log.length = 0;
+    const rebuilt = await round(3);
+    expect(rebuilt.failures).toEqual([]);
+    expect(rebuilt.planned.map((op) => op.op)).toContain('link.add');
+    expect(host.log.filter((c) => c === 'ip -j addr show')).toHaveLength(2);
+    expect(canonicalHostState(rebuilt.reached)).toEqual(await b.read(scope));
+    expect(
+      planKernel(
+        await b.read(scope),
+        desiredClientState(
+          self,
+          relays,
+          [1, 2, 3].map((i) => session(i, self, 'relay-2')),
+          clients,
+        ),
+      ),
+    ).toEqual([]);
   });
 
   it('uses the kernel module where there is one, and wireguard-go only where the kernel has no WireGuard', async () => {
