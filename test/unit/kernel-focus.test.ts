@@ -245,7 +245,7 @@ describe('rounds proportional to the change', () => {
     expect(seen.privateDevice).toBeGreaterThan(0);
   });
 
-  it('read nothing for a desired state already reached, and only the changed device for a join', async () => {
+  it('read nothing for a desired state already reached, and only the changed device, once, for a join', async () => {
     const host = new MemoryKernelBackend({ recordOps: false });
     const { backend, reads } = counting(host);
     const reconcile = reconcileWith(backend, () => 0);
@@ -265,10 +265,8 @@ describe('rounds proportional to the change', () => {
     expect(again.outcomes[0]!.planned).toEqual([]);
     expect([...again.outcomes[0]!.reached.devices.keys()]).toHaveLength(49);
     const join = await reconcile({ owners: owners(records), full: false });
-    expect(reads).toEqual([
-      { focused: true, devices: 0 },
-      { focused: true, devices: 1 },
-    ]);
+    // A join plans from what the last round reached (no read before) and reads back the joiner's device.
+    expect(reads).toEqual([{ focused: true, devices: 1 }]);
     expect(join.outcomes[0]!.focused).toBe(true);
     expect(join.outcomes[0]!.planned.map((o) => o.op)).toEqual([
       'link.add',
@@ -299,6 +297,29 @@ describe('rounds proportional to the change', () => {
     expect(fullRound.outcomes[0]!.focused).toBe(false);
     expect(fullRound.outcomes[0]!.planned.filter((o) => o.op === 'link.add')).toEqual([{ op: 'link.add', dev: 'rc1m2', mtu: 1420 }]);
     expect(planKernel(host.readSync(scope), state)).toEqual([]);
+  });
+
+  it('goes on with the whole scope in the same round when what it reads back is not what it planned from', async () => {
+    const host = new MemoryKernelBackend({ recordOps: false });
+    const reconcile = reconcileWith(host, () => 0);
+    const self = relay(1);
+    const scope: KernelScope = { devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] };
+    const peers = [relay(2), relay(3)];
+    await reconcile({ owners: [{ owner: 'mesh', scope, state: desiredMeshState(self, peers, mesh, {}), cause: null }], full: false });
+    // Somebody changes a link's MTU behind the relay's back; then its peer moves (a WireGuard-only change).
+    host.applySync({ op: 'link.mtu', dev: 'rc1m2', mtu: 1300 });
+    const moved = desiredMeshState(self, [{ ...peers[0]!, endpoint: '198.51.100.77:51820' }, peers[1]!], mesh, {});
+    const o = (await reconcile({ owners: [{ owner: 'mesh', scope, state: moved, cause: null }], full: false })).outcomes[0]!;
+    expect(o.failures).toEqual([]);
+    // The focused pass set the new endpoint, planned from what the last round reached; the device it read
+    // back was not the desired one, so the whole-scope pass followed and put the MTU back.
+    expect(o.focused).toBe(false);
+    expect(o.planned.map((op) => op.op)).toEqual(['wg.peer.set', 'link.mtu']);
+    expect(planKernel(host.readSync(scope), moved)).toEqual([]);
+    expect(canonicalHostState(o.reached)).toEqual(host.readSync(scope));
+    // And the next change is focused again.
+    const back = desiredMeshState(self, peers, mesh, {});
+    expect((await reconcile({ owners: [{ owner: 'mesh', scope, state: back, cause: null }], full: false })).outcomes[0]!.focused).toBe(true);
   });
 
   it('starts from the whole scope again after a failed round', async () => {
