@@ -329,6 +329,89 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
   ].join('\n');
 }
 
+const failClosed = new WeakMap<RelayRecord, { key: string; rules: readonly RuleState[] }>();
+
+/** The fail-closed rules of this relay's pool (the same objects while its record and the options are). */
+function failClosedRules(self: RelayRecord, dev: string, priority: number, v6: string | null): readonly RuleState[] {
+  const key = `${dev} ${priority} ${v6}`;
+  const kept = failClosed.get(self);
+  if (kept?.key === key) return kept.rules;
+  const rules: RuleState[] = [{ priority, from: self.clientPool, iif: dev, table: null }];
+  if (v6) rules.push({ priority, from: embedCidr6(v6, self.clientPool), iif: dev, table: null });
+  failClosed.set(self, { key, rules });
+  return rules;
+}
+
+/** What one session puts in the client part of the host (see desiredClientState). */
+interface SessionPart {
+  peer: WgPeerState | null;
+  privatePeer: WgPeerState | null;
+  routes: RouteState[];
+  rules: RuleState[];
+  portMap: PortMapState | null;
+}
+
+/**
+ * Each session's part, kept while the session, this relay's and its exit's records and the options it
+ * depends on are the same: a desired state then holds the very objects of the last one for every session
+ * that did not change, so a round's focus (src/kernel/focus.ts) holds only what a change touched, and
+ * nothing is parsed or built again per session.
+ */
+const sessionParts = new WeakMap<ClientSession, { self: RelayRecord; exit: RelayRecord | undefined; key: string; part: SessionPart }>();
+
+/** What a session's part depends on of the options, as text (the options object is built anew per view). */
+const partKeys = new WeakMap<ClientOptions, string>();
+function partKey(opts: ClientOptions): string {
+  let k = partKeys.get(opts);
+  if (k === undefined) {
+    k = `${opts.wgPrefix} ${opts.exitTableBase} ${opts.rulePriorityBase} ${opts.clientPrefix6} ${opts.privateSessions}`;
+    partKeys.set(opts, k);
+  }
+  return k;
+}
+
+function sessionPart(
+  self: RelayRecord,
+  exit: RelayRecord | undefined,
+  s: ClientSession,
+  opts: ClientOptions,
+  dev: string,
+  pdev: string,
+  table: string,
+): SessionPart {
+  const key = partKey(opts);
+  const kept = sessionParts.get(s);
+  if (kept && kept.self === self && kept.exit === exit && kept.key === key) return kept.part;
+  const part: SessionPart = { peer: null, privatePeer: null, routes: [], rules: [], portMap: null };
+  const v6 = opts.clientPrefix6;
+  const address6 = v6 ? `${embed6(v6, s.address)}/128` : null;
+  const allowedIps = address6 ? [`${s.address}/32`, address6] : [`${s.address}/32`];
+  if (s.mode === 'private') {
+    if (!opts.privateSessions) {
+      // Not served: nothing.
+    } else if (s.exitId === self.id && s.entryId !== self.id) {
+      part.privatePeer = { publicKey: s.publicKey, endpoint: null, allowedIps, keepaliveSeconds: 0 };
+      for (const dst of allowedIps) part.routes.push({ dst, dev: pdev, table: MAIN_TABLE, src: null });
+    } else if (s.entryId === self.id && exit && exit.id !== self.id) {
+      const port = privateEntryPort(self, s.address);
+      const to = privateTarget(exit);
+      if ('port' in port && to !== null) part.portMap = { table, port: port.port, to };
+    }
+  } else {
+    const priority = clientRulePriority(self, s.address, opts.rulePriorityBase);
+    if (s.entryId === self.id && priority !== null) {
+      part.peer = { publicKey: s.publicKey, endpoint: null, allowedIps, keepaliveSeconds: 0 };
+      if (exit && exit.id !== self.id) {
+        const exitTableId = exitTable(opts.exitTableBase, meshIndex(exit.meshAddress));
+        part.rules.push({ priority, from: `${s.address}/32`, iif: dev, table: exitTableId });
+        if (address6) part.rules.push({ priority, from: address6, iif: dev, table: exitTableId });
+      }
+    }
+  }
+  sessionParts.set(s, { self, exit, key, part });
+  return part;
+}
+
 /**
  * The client part of the host for `self`: device, peers, rules, sysctls, nftables. `sessions` are the
  * sessions to program (those that concern `self`); `relays` holds their exits (at least).
@@ -357,35 +440,18 @@ export function desiredClientState(
   const [, failClosedPriority] = clientRulePriorities(self, opts.rulePriorityBase);
   const v6 = opts.clientPrefix6;
   // The fail-closed end, per family: also where a client's IPv6 ends when its exit has no IPv6 route.
-  const rules: RuleState[] = [{ priority: failClosedPriority, from: self.clientPool, iif: dev, table: null }];
-  if (v6) rules.push({ priority: failClosedPriority, from: embedCidr6(v6, self.clientPool), iif: dev, table: null });
+  const rules: RuleState[] = [...failClosedRules(self, dev, failClosedPriority, v6)];
   const peers: WgPeerState[] = [];
   const privatePeers: WgPeerState[] = [];
   const routes: RouteState[] = [];
   const portMaps: PortMapState[] = [];
   for (const s of [...sessions].sort((a, b) => (a.publicKey < b.publicKey ? -1 : 1))) {
-    const address6 = v6 ? `${embed6(v6, s.address)}/128` : null;
-    const allowedIps = address6 ? [`${s.address}/32`, address6] : [`${s.address}/32`];
-    const exit = relays[s.exitId];
-    if (s.mode === 'private') {
-      if (!opts.privateSessions) continue;
-      if (s.exitId === self.id && s.entryId !== self.id) {
-        privatePeers.push({ publicKey: s.publicKey, endpoint: null, allowedIps, keepaliveSeconds: 0 });
-        for (const dst of allowedIps) routes.push({ dst, dev: pdev, table: MAIN_TABLE, src: null });
-      } else if (s.entryId === self.id && exit && exit.id !== self.id) {
-        const port = privateEntryPort(self, s.address);
-        const to = privateTarget(exit);
-        if ('port' in port && to !== null) portMaps.push({ table, port: port.port, to });
-      }
-      continue;
-    }
-    const priority = clientRulePriority(self, s.address, opts.rulePriorityBase);
-    if (s.entryId !== self.id || priority === null) continue;
-    peers.push({ publicKey: s.publicKey, endpoint: null, allowedIps, keepaliveSeconds: 0 });
-    if (!exit || exit.id === self.id) continue;
-    const exitTableId = exitTable(opts.exitTableBase, meshIndex(exit.meshAddress));
-    rules.push({ priority, from: `${s.address}/32`, iif: dev, table: exitTableId });
-    if (address6) rules.push({ priority, from: address6, iif: dev, table: exitTableId });
+    const part = sessionPart(self, relays[s.exitId], s, opts, dev, pdev, table);
+    if (part.peer) peers.push(part.peer);
+    if (part.privatePeer) privatePeers.push(part.privatePeer);
+    for (const r of part.routes) routes.push(r);
+    for (const r of part.rules) rules.push(r);
+    if (part.portMap) portMaps.push(part.portMap);
   }
   const body = clientNftBody(self, opts);
   const devices = new Map<string, DesiredWgDevice>([

@@ -39,9 +39,21 @@ export interface Focus {
   portMaps: ReadonlySet<string>;
 }
 
-export const routeKey = (r: RouteState): string => `${r.table} ${canonicalCidr(r.dst)}`;
+/** Keys by object (routes and rules are never changed in place: see host-text.ts, `canonicalForms`). */
+const keys = new WeakMap<object, string>();
+function keyOf<T extends object>(x: T, make: (x: T) => string): string {
+  let k = keys.get(x);
+  if (k === undefined) {
+    k = make(x);
+    keys.set(x, k);
+  }
+  return k;
+}
+const makeRouteKey = (r: RouteState): string => `${r.table} ${canonicalCidr(r.dst)}`;
+export const routeKey = (r: RouteState): string => keyOf(r, makeRouteKey);
 export const portMapKey = (m: PortMapState): string => `${m.table} ${m.port}`;
-const ruleKey = (r: RuleState): string => ruleText(r.from === null ? r : { ...r, from: canonicalCidr(r.from) });
+const makeRuleKey = (r: RuleState): string => ruleText(r.from === null ? r : { ...r, from: canonicalCidr(r.from) });
+const ruleKey = (r: RuleState): string => keyOf(r, makeRuleKey);
 
 /**
  * Objects in `a` that `b` does not hold (by reference), perhaps with a few it does (harmless: the focus
@@ -117,6 +129,62 @@ export const isEmptyFocus = (f: Focus): boolean =>
   f.sysctls.size === 0 &&
   f.nftTables.size === 0 &&
   f.portMaps.size === 0;
+
+/**
+ * The objects `ops` touch, as a focus: a device's link (with the routes via it) for link and address
+ * operations, its WireGuard settings for `wg` ones, and each route, rule, sysctl, table and port map
+ * named. With `mayReachBeyond` false for the host they ran on, everything they changed is in it.
+ */
+export function opsFocus(ops: readonly KernelOp[]): Focus {
+  const devices = new Set<string>();
+  const wireguard = new Set<string>();
+  const routes = new Set<string>();
+  const rules = new Set<string>();
+  const sysctls = new Set<string>();
+  const nftTables = new Set<string>();
+  const portMaps = new Set<string>();
+  for (const op of ops) {
+    switch (op.op) {
+      case 'wg.device':
+      case 'wg.peer.set':
+      case 'wg.peer.del':
+        wireguard.add(op.dev);
+        break;
+      case 'link.add':
+      case 'link.del':
+      case 'link.mtu':
+      case 'link.up':
+      case 'link.down':
+      case 'addr.add':
+      case 'addr.del':
+        devices.add(op.dev);
+        break;
+      case 'route.add':
+      case 'route.del':
+      case 'route.replace':
+        routes.add(routeKey(op.route));
+        break;
+      case 'rule.add':
+      case 'rule.del':
+        rules.add(ruleKey(op.rule));
+        break;
+      case 'sysctl.set':
+        sysctls.add(op.key);
+        break;
+      case 'nft.table.set':
+      case 'nft.table.del':
+        nftTables.add(op.name);
+        break;
+      case 'portmap.add':
+      case 'portmap.replace':
+      case 'portmap.del':
+        portMaps.add(portMapKey(op.map));
+        break;
+    }
+  }
+  for (const d of devices) wireguard.delete(d);
+  return { devices, wireguard, routes, rules, sysctls, nftTables, portMaps };
+}
 
 /** Whether a route is in the focus: its key is, or the device it goes via. */
 export const routeInFocus = (f: Focus, r: RouteState): boolean => f.devices.has(r.dev) || (f.routes.size > 0 && f.routes.has(routeKey(r)));

@@ -15,8 +15,17 @@ import { canonicalCidr, canonicalIp } from './ip.ts';
  * comment (`relay-core:<digest>`), so reading a table back needs no parsing of its rules.
  */
 export function nftDigest(body: string): string {
-  return createHash('sha256').update(body).digest('hex').slice(0, 16);
+  let d = nftDigests.get(body);
+  if (d === undefined) {
+    d = createHash('sha256').update(body).digest('hex').slice(0, 16);
+    // Bounded: a relay has a table or two, replay the few bodies of a log.
+    if (nftDigests.size >= 64) nftDigests.clear();
+    nftDigests.set(body, d);
+  }
+  return d;
 }
+/** Digests by body: the owners hand over the same body on every round. */
+const nftDigests = new Map<string, string>();
 
 // ---------------------------------------------------------------------------------------------------
 // Canonical form and rendering.
@@ -24,17 +33,34 @@ export function nftDigest(body: string): string {
 const compare = (a: string | number, b: string | number): number => (a < b ? -1 : a > b ? 1 : 0);
 const sortedUnique = (xs: string[]): string[] => [...new Set(xs)].sort(compare);
 
-function canonicalPeer(p: WgPeerState): WgPeerState {
-  return {
-    publicKey: p.publicKey,
-    endpoint: p.endpoint,
-    allowedIps: sortedUnique(p.allowedIps.map((c) => canonicalCidr(c))),
-    keepaliveSeconds: p.keepaliveSeconds,
-  };
+/**
+ * Canonical forms of devices, peers, routes and rules, by object: owners and backends never change one in place
+ * (they build or copy a new one), so the same object always has the same canonical form, and a plan or
+ * read over a thousand unchanged peers does not build a thousand again. Callers never change a
+ * canonical form either.
+ */
+const canonicalForms = new WeakMap<object, object>();
+function byObject<T extends object>(x: T, make: (x: T) => T): T {
+  let c = canonicalForms.get(x) as T | undefined;
+  if (c === undefined) {
+    c = make(x);
+    canonicalForms.set(x, c);
+    canonicalForms.set(c, c);
+  }
+  return c;
 }
 
+const makeCanonicalPeer = (p: WgPeerState): WgPeerState => ({
+  publicKey: p.publicKey,
+  endpoint: p.endpoint,
+  allowedIps: sortedUnique(p.allowedIps.map((c) => canonicalCidr(c))),
+  keepaliveSeconds: p.keepaliveSeconds,
+});
+const canonicalPeer = (p: WgPeerState): WgPeerState => byObject(p, makeCanonicalPeer);
+
 /** Picks the fields of `WgDeviceState` only, so a desired device's key file never leaks into the result. */
-function canonicalDevice(d: WgDeviceState): WgDeviceState {
+const canonicalDevice = (d: WgDeviceState): WgDeviceState => byObject(d, makeCanonicalDevice);
+function makeCanonicalDevice(d: WgDeviceState): WgDeviceState {
   return {
     name: d.name,
     publicKey: d.publicKey,
@@ -46,13 +72,20 @@ function canonicalDevice(d: WgDeviceState): WgDeviceState {
   };
 }
 
-const canonicalRoute = (r: RouteState): RouteState => ({
+const makeCanonicalRoute = (r: RouteState): RouteState => ({
   dst: canonicalCidr(r.dst),
   dev: r.dev,
   table: r.table,
   src: r.src === null ? null : canonicalIp(r.src),
 });
-const canonicalRule = (r: RuleState): RuleState => ({ priority: r.priority, from: r.from === null ? null : canonicalCidr(r.from), iif: r.iif, table: r.table });
+const canonicalRoute = (r: RouteState): RouteState => byObject(r, makeCanonicalRoute);
+const makeCanonicalRule = (r: RuleState): RuleState => ({
+  priority: r.priority,
+  from: r.from === null ? null : canonicalCidr(r.from),
+  iif: r.iif,
+  table: r.table,
+});
+const canonicalRule = (r: RuleState): RuleState => byObject(r, makeCanonicalRule);
 const compareRoutes = (a: RouteState, b: RouteState) => a.table - b.table || compare(a.dst, b.dst) || compare(a.dev, b.dev);
 /** Lookups by table number, an `unreachable` rule (table null) after them. */
 const compareTables = (a: number | null, b: number | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : a - b);
@@ -126,29 +159,43 @@ export function renderHostState(s: HostState): string {
 // The digest of a scope.
 
 /**
- * The text of each object of a state as the digest of a scope sees it: what the relay programs and
+ * The SHA-256 of the text of each object of a state as the digest of a scope sees it: what the relay programs and
  * reads back, without what the network decides (a peer's endpoint, learned by roaming) or the kernel
  * chooses (a listen port). One string per device (with its addresses and peers), route, rule, sysctl,
  * table and port map; objects canonical (as read from a backend).
  */
-function* objectTexts(s: HostState): Generator<string> {
-  for (const d of s.devices.values()) {
-    const peers = d.peers.map((p) => `${p.publicKey} ${p.allowedIps.join(',')} ${p.keepaliveSeconds}`).join(';');
-    yield `device ${d.name} ${d.publicKey} ${d.mtu} ${d.up} ${d.addresses.join(',')} ${peers}`;
+function* objectHashes(s: HostState): Generator<Buffer> {
+  for (const d of s.devices.values()) yield hashOf(d, deviceText);
+  for (const r of s.routes) yield hashOf(r, (x) => `route ${routeText(x)}`);
+  for (const r of s.rules) yield hashOf(r, (x) => `rule ${ruleText(x)}`);
+  for (const [k, v] of Object.entries(s.sysctls)) yield sha256(`sysctl ${k}=${v}`);
+  for (const t of Object.values(s.nftTables)) yield sha256(`nft ${t.name} ${t.digest}`);
+  for (const m of s.portMaps) yield hashOf(m, (x) => `port-map ${portMapText(x)}`);
+}
+
+function deviceText(d: WgDeviceState): string {
+  const peers = d.peers.map((p) => `${p.publicKey} ${p.allowedIps.join(',')} ${p.keepaliveSeconds}`).join(';');
+  return `device ${d.name} ${d.publicKey} ${d.mtu} ${d.up} ${d.addresses.join(',')} ${peers}`;
+}
+
+const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest();
+
+/** Each object's hash, by object: canonical objects are kept by object (`canonicalForms`) and never changed. */
+const hashes = new WeakMap<object, Buffer>();
+function hashOf<T extends object>(x: T, text: (x: T) => string): Buffer {
+  let h = hashes.get(x);
+  if (h === undefined) {
+    h = sha256(text(x));
+    hashes.set(x, h);
   }
-  for (const r of s.routes) yield `route ${routeText(r)}`;
-  for (const r of s.rules) yield `rule ${ruleText(r)}`;
-  for (const [k, v] of Object.entries(s.sysctls)) yield `sysctl ${k}=${v}`;
-  for (const t of Object.values(s.nftTables)) yield `nft ${t.name} ${t.digest}`;
-  for (const m of s.portMaps) yield `port-map ${portMapText(m)}`;
+  return h;
 }
 
 /** A digest as 16 hex digits: the XOR of the first 8 bytes of each object's SHA-256. */
 export type ScopeDigest = string;
 export const EMPTY_SCOPE_DIGEST: ScopeDigest = '0000000000000000';
 
-function xorInto(acc: Buffer, text: string): void {
-  const h = createHash('sha256').update(text).digest();
+function xorInto(acc: Buffer, h: Buffer): void {
   for (let i = 0; i < 8; i++) acc[i]! ^= h[i]!;
 }
 
@@ -166,7 +213,7 @@ const emptyState: HostState = { devices: new Map(), routes: [], rules: [], sysct
 /** `digest` with the objects of `removed` taken out and those of `added` put in (both canonical). */
 export function updateScopeDigest(digest: ScopeDigest, removed: HostState, added: HostState): ScopeDigest {
   const acc = Buffer.from(digest, 'hex');
-  for (const t of objectTexts(removed)) xorInto(acc, t);
-  for (const t of objectTexts(added)) xorInto(acc, t);
+  for (const h of objectHashes(removed)) xorInto(acc, h);
+  for (const h of objectHashes(added)) xorInto(acc, h);
   return acc.toString('hex');
 }

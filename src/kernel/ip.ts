@@ -12,28 +12,42 @@ export const isIpv6 = isIpv6Text;
 export const KERNEL_IP = { leadingZeros: true } as const;
 
 /**
- * Canonical texts by input: a relay (and replay) canonicalises the same few hundred addresses on every
- * plan. Bounded: cleared when full.
+ * Canonical texts by input, one cache per kind (keyed by the input itself: a string V8 has hashed once
+ * is looked up without hashing or flattening it again): a relay (and replay) canonicalises the same few
+ * hundred addresses on every plan. Bounded: cleared when full.
  */
-const canonicalCache = new Map<string, string>();
 const CANONICAL_CACHE_MAX = 65_536;
-function cached(key: string, compute: () => string): string {
-  let v = canonicalCache.get(key);
+const ipCache = new Map<string, string>();
+const hostCidrCache = new Map<string, string>();
+const netCidrCache = new Map<string, string>();
+function cached(cache: Map<string, string>, key: string, compute: (key: string) => string): string {
+  let v = cache.get(key);
   if (v === undefined) {
-    v = compute();
-    if (canonicalCache.size >= CANONICAL_CACHE_MAX) canonicalCache.clear();
-    canonicalCache.set(key, v);
+    v = compute(key);
+    if (cache.size >= CANONICAL_CACHE_MAX) cache.clear();
+    cache.set(key, v);
   }
   return v;
 }
 
+const ipText = (s: string): string => {
+  const ip = parseIp(s, KERNEL_IP);
+  return ip ? formatIp(ip) : s;
+};
+
 /** An IP address in canonical text; unparseable input is returned as is (the host will refuse it). */
 export function canonicalIp(s: string): string {
-  return cached(`i${s}`, () => {
-    const ip = parseIp(s, KERNEL_IP);
-    return ip ? formatIp(ip) : s;
-  });
+  return cached(ipCache, s, ipText);
 }
+
+const cidrText =
+  (hostBits: 'keep' | 'mask') =>
+  (s: string): string => {
+    const c = parseCidr(s, { ...KERNEL_IP, bareAddress: true, hostBits });
+    return c ? formatCidr(c) : s;
+  };
+const hostCidrText = cidrText('keep');
+const netCidrText = cidrText('mask');
 
 /**
  * A CIDR in canonical text with an explicit prefix length. `keepHostBits` for an interface address
@@ -41,8 +55,5 @@ export function canonicalIp(s: string): string {
  * WireGuard and the routing table store it).
  */
 export function canonicalCidr(s: string, keepHostBits = false): string {
-  return cached(`${keepHostBits ? 'h' : 'n'}${s}`, () => {
-    const c = parseCidr(s, { ...KERNEL_IP, bareAddress: true, hostBits: keepHostBits ? 'keep' : 'mask' });
-    return c ? formatCidr(c) : s;
-  });
+  return keepHostBits ? cached(hostCidrCache, s, hostCidrText) : cached(netCidrCache, s, netCidrText);
 }

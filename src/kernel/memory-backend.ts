@@ -183,16 +183,15 @@ export class MemoryKernelBackend implements KernelBackend {
         return;
       }
       case 'link.mtu':
-        this.device(op).mtu = op.mtu;
+        this.update(op, { mtu: op.mtu });
         return;
       case 'link.up':
-        this.device(op).up = true;
+        this.update(op, { up: true });
         return;
       case 'link.down': {
         const d = this.device(op);
         const dropped = d.addresses.filter(isIpv6);
-        d.up = false;
-        d.addresses = d.addresses.filter((a) => !isIpv6(a));
+        this.update(op, { up: false, addresses: d.addresses.filter((a) => !isIpv6(a)) });
         for (const a of dropped) this.countAddress(a, -1);
         s.routes = s.routes.filter((r) => r.dev !== op.dev);
         for (const a of dropped) this.afterAddressGone(a.split('/')[0]!);
@@ -202,27 +201,27 @@ export class MemoryKernelBackend implements KernelBackend {
         this.setWgDevice(op);
         return;
       case 'wg.peer.set':
-        this.setPeer(this.device(op), op.peer);
+        this.setPeer(op, op.peer);
         return;
       case 'wg.peer.del': {
         const d = this.device(op);
         if (!d.peers.some((p) => p.publicKey === op.publicKey)) throw new KernelOpError(op, `no peer ${op.publicKey} on ${op.dev}`);
-        d.peers = d.peers.filter((p) => p.publicKey !== op.publicKey);
+        this.update(op, { peers: d.peers.filter((p) => p.publicKey !== op.publicKey) });
         return;
       }
       case 'addr.add': {
         const d = this.device(op);
         if (d.addresses.includes(op.cidr)) throw new KernelOpError(op, `${op.cidr} is already on ${op.dev}`);
-        d.addresses.push(op.cidr);
+        this.update(op, { addresses: [...d.addresses, op.cidr] });
         this.countAddress(op.cidr, 1);
         return;
       }
       case 'addr.del': {
         const d = this.device(op);
         if (!d.addresses.includes(op.cidr)) throw new KernelOpError(op, `${op.cidr} is not on ${op.dev}`);
-        d.addresses = d.addresses.filter((a) => a !== op.cidr);
+        const after = this.update(op, { addresses: d.addresses.filter((a) => a !== op.cidr) });
         this.countAddress(op.cidr, -1);
-        this.afterAddressRemoved(d, op.cidr);
+        this.afterAddressRemoved(after, op.cidr);
         return;
       }
       case 'route.add':
@@ -302,17 +301,30 @@ export class MemoryKernelBackend implements KernelBackend {
     const d = this.device(op);
     const clash = [...this.state.devices.values()].find((o) => o !== d && op.listenPort !== 0 && o.listenPort === op.listenPort);
     if (clash) throw new KernelOpError(op, `port ${op.listenPort} is in use by ${clash.name}`);
-    d.publicKey = op.publicKey;
-    d.listenPort = op.listenPort;
+    this.update(op, { publicKey: op.publicKey, listenPort: op.listenPort });
   }
 
-  private setPeer(d: WgDeviceState, peer: WgPeerState): void {
-    for (const other of d.peers) {
-      if (other.publicKey !== peer.publicKey) other.allowedIps = other.allowedIps.filter((c) => !peer.allowedIps.includes(c));
-    }
+  /**
+   * A device with some settings changed: a new object, never the old one changed in place, so what a
+   * reader holds of the host stays as it was read (and canonical forms can be kept by object).
+   */
+  private update(op: KernelOp & { dev: string }, change: Partial<WgDeviceState>): WgDeviceState {
+    const d = { ...this.device(op), ...change };
+    this.state.devices.set(op.dev, d);
+    return d;
+  }
+
+  private setPeer(op: KernelOp & { dev: string }, peer: WgPeerState): void {
+    const d = this.device(op);
+    // Peers are replaced, never changed in place: readers may keep them (canonical forms are cached by object).
     const old = d.peers.find((p) => p.publicKey === peer.publicKey);
     const next = { ...peer, allowedIps: [...peer.allowedIps], endpoint: peer.endpoint ?? old?.endpoint ?? null };
-    d.peers = [...d.peers.filter((p) => p !== old), next];
+    const others = d.peers.flatMap((p) => {
+      if (p === old) return [];
+      if (!p.allowedIps.some((c) => peer.allowedIps.includes(c))) return [p];
+      return [{ ...p, allowedIps: p.allowedIps.filter((c) => !peer.allowedIps.includes(c)) }];
+    });
+    this.update(op, { peers: [...others, next] });
   }
 
   private checkRoutable(op: KernelOp, route: RouteState): void {

@@ -107,14 +107,15 @@ function peerDiffers(was: WgPeerState, want: WgPeerState): boolean {
 }
 
 const peerSets = (p: PlanInput): KernelOp[] =>
-  p.pairs.flatMap(({ was, want }) =>
-    want.peers
+  p.pairs.flatMap(({ was, want }) => {
+    const had = new Map(was.peers.map((o) => [o.publicKey, o]));
+    return want.peers
       .filter((peer) => {
-        const old = was.peers.find((o) => o.publicKey === peer.publicKey);
+        const old = had.get(peer.publicKey);
         return !old || peerDiffers(old, peer);
       })
-      .map((peer): KernelOp => ({ op: 'wg.peer.set', dev: want.name, peer })),
-  );
+      .map((peer): KernelOp => ({ op: 'wg.peer.set', dev: want.name, peer }));
+  });
 
 /** New routes are added; a route whose (table, dst) exists with another device or source is replaced. */
 function routeSets(p: PlanInput): KernelOp[] {
@@ -178,11 +179,11 @@ function routeDels(p: PlanInput): KernelOp[] {
 }
 
 const peerDels = (p: PlanInput): KernelOp[] =>
-  p.pairs.flatMap(({ was, want }) =>
-    was.peers
-      .filter((o) => !want.peers.some((n) => n.publicKey === o.publicKey))
-      .map((o): KernelOp => ({ op: 'wg.peer.del', dev: want.name, publicKey: o.publicKey })),
-  );
+  p.pairs.flatMap(({ was, want }) => {
+    if (was.peers.length === 0) return [];
+    const wanted = new Set(want.peers.map((n) => n.publicKey));
+    return was.peers.filter((o) => !wanted.has(o.publicKey)).map((o): KernelOp => ({ op: 'wg.peer.del', dev: want.name, publicKey: o.publicKey }));
+  });
 
 const addrDels = (p: PlanInput): KernelOp[] =>
   p.pairs.flatMap(({ was, want }) =>

@@ -3,8 +3,9 @@ import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../contract/relay.events.ts';
 import { applyTopologyEvent, emptyTopology, membershipDigest, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
 import { assertNever, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
-import type { HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
-import { scopeDigest } from '../kernel/host-text.ts';
+import type { DesiredHostState, HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
+import { scopeDigest, updateScopeDigest, type ScopeDigest } from '../kernel/host-text.ts';
+import { focusOf, opsFocus, restrict, sameScope } from '../kernel/focus.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
 import { clientsOwner, expireSession, initialClientsState, type ClientsOwnerOptions, type ClientsOwnerState } from '../kernel/owners/clients.ts';
@@ -212,6 +213,20 @@ export class RelayReplay {
   private readonly topoOtherVerified = new Set<string>();
   private readonly host = new MemoryKernelBackend({ recordOps: false });
   private hostSeeded = false;
+  /**
+   * Per owner, the digest of its scope on the replayed host as it is now: computed whole once, then
+   * updated by every round's operations (any owner's) from the objects they touched, as the relay updates
+   * its own; dropped when a round removes an address (the host may drop routes elsewhere).
+   */
+  private readonly scopeDigests = new Map<string, { scope: KernelScope; digest: ScopeDigest }>();
+  /**
+   * Per owner, the desired state of its last round that matched, failed nothing and applied cleanly: the
+   * replayed host holds it, so the next round is planned, as the relay plans it, over what changed since
+   * (src/kernel/focus.ts), which gives the operations a whole-scope plan would.
+   */
+  private readonly planBases = new Map<string, { scope: KernelScope; desired: DesiredHostState }>();
+  /** The desired state the round being checked derived (null: none). */
+  private derivedDesired: DesiredHostState | null = null;
 
   private counts = { relay: 0, topology: 0, skipped: 0 };
   private readonly skipped: SkippedEntry[] = [];
@@ -338,10 +353,12 @@ export class RelayReplay {
         this.clients = initialClientsState(this.relayId);
         this.desires.mesh.clear();
         this.desires.clients.clear();
+        this.planBases.clear();
         if (ev.data.config && !this.hostSeeded) {
           // The host's sysctls before the relay touched them; the rest of the owned host starts empty.
           this.host.setSysctls(ev.data.config.sysctlsAtStart);
           this.hostSeeded = true;
+          this.scopeDigests.clear();
         }
         return;
       }
@@ -619,7 +636,9 @@ export class RelayReplay {
     this.kernel.mutations += recorded.length;
     if (failed) this.kernel.failures++;
     const scope = { value: null as KernelScope | null };
+    this.derivedDesired = null;
     const check = incomplete ? this.uncheckedRound(owner, cause, recorded, seq, incomplete) : this.check(owner, cause, recorded, planned, failed, seq, scope);
+    const inconsistentBefore = this.checks.inconsistent;
     this.checks.rounds++;
     if (check.verdict === 'match') this.checks.matched++;
     else if (check.verdict === 'mismatch') {
@@ -630,6 +649,36 @@ export class RelayReplay {
       const why = check.why ?? 'unknown';
       this.checks.uncheckedWhy[why] = (this.checks.uncheckedWhy[why] ?? 0) + 1;
     }
+    this.applyRecorded(recorded, seq);
+    // What the relay recorded of its scope after the round, against the host replayed.
+    if (check.verdict !== 'unchecked' && d.reached !== null && scope.value) {
+      check.reached = this.digestOf(owner, scope.value) === d.reached ? 'match' : 'mismatch';
+      this.checks.reachedChecked++;
+      if (check.reached === 'mismatch') {
+        this.checks.reachedMismatched++;
+        if (check.verdict === 'match' && this.mismatches.length < MAX_LISTED) this.mismatches.push(check);
+      }
+    }
+    if (
+      check.verdict === 'match' &&
+      !failed &&
+      check.reached !== 'mismatch' &&
+      this.checks.inconsistent === inconsistentBefore &&
+      this.derivedDesired &&
+      scope.value
+    )
+      this.planBases.set(owner, { scope: scope.value, desired: this.derivedDesired });
+    else this.planBases.delete(owner);
+    if (this.keepRounds) this.rounds.push(check);
+  }
+
+  /** Apply a round's recorded operations to the replayed host, keeping the owners' scope digests up to date. */
+  private applyRecorded(recorded: readonly KernelOp[], seq: number): void {
+    if (recorded.length === 0) return;
+    const removesAddress = recorded.some((op) => op.op === 'addr.del' || op.op === 'link.del' || op.op === 'link.down');
+    if (removesAddress) this.scopeDigests.clear();
+    const touched = opsFocus(recorded);
+    const before = [...this.scopeDigests].map(([owner, d]) => ({ owner, d, objects: this.host.readSync(d.scope, touched) }));
     for (const op of recorded) {
       try {
         this.host.applySync(op);
@@ -638,16 +687,17 @@ export class RelayReplay {
         if (this.inconsistencies.length < MAX_LISTED) this.inconsistencies.push({ seq, op, message: (e as Error).message });
       }
     }
-    // What the relay recorded of its scope after the round, against the host replayed.
-    if (check.verdict !== 'unchecked' && d.reached !== null && scope.value) {
-      check.reached = scopeDigest(this.host.readSync(scope.value)) === d.reached ? 'match' : 'mismatch';
-      this.checks.reachedChecked++;
-      if (check.reached === 'mismatch') {
-        this.checks.reachedMismatched++;
-        if (check.verdict === 'match' && this.mismatches.length < MAX_LISTED) this.mismatches.push(check);
-      }
-    }
-    if (this.keepRounds) this.rounds.push(check);
+    for (const { owner, d, objects } of before)
+      this.scopeDigests.set(owner, { scope: d.scope, digest: updateScopeDigest(d.digest, objects, this.host.readSync(d.scope, touched)) });
+  }
+
+  /** The digest of `scope` on the replayed host now (the owner's kept one while its scope is the same). */
+  private digestOf(owner: string, scope: KernelScope): ScopeDigest {
+    const kept = this.scopeDigests.get(owner);
+    if (kept && sameScope(kept.scope, scope)) return kept.digest;
+    const digest = scopeDigest(this.host.readSync(scope));
+    this.scopeDigests.set(owner, { scope, digest });
+    return digest;
   }
 
   private uncheckedRound(owner: string, cause: string | null, recorded: KernelOp[], seq: number, why: string): RoundCheck {
@@ -689,8 +739,14 @@ export class RelayReplay {
   }
 
   private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O, scope: { value: KernelScope | null }): KernelOp[] {
-    scope.value = owner.scope(s, o);
-    return planKernel(this.host.readSync(scope.value), owner.desire(s, o));
+    const sc = owner.scope(s, o);
+    scope.value = sc;
+    const desired = owner.desire(s, o);
+    this.derivedDesired = desired;
+    const basis = this.planBases.get(owner.owner);
+    if (!basis || !sameScope(basis.scope, sc)) return planKernel(this.host.readSync(sc), desired);
+    const focus = focusOf(basis.desired, desired);
+    return planKernel(this.host.readSync(sc, focus), restrict(desired, focus));
   }
 
   result(): ReplayResult {
