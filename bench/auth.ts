@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { fromCallback } from 'xstate';
-import type { FollowInput, RelayMachineEvent } from '../src/actors/relay.machine.ts';
+import type { FollowCommand, FollowInput } from '../src/actors/relay.machine.ts';
 import { follow } from '../src/bus/event-log-reader.ts';
 import { RelayEventPublisher } from '../src/bus/relay-event-publisher.ts';
 import { bootstrapStreams } from '../src/bus/streams.ts';
@@ -80,7 +80,7 @@ interface Bus {
  * place of the verified one (the production follower always verifies).
  */
 function unverifiedFollower(deps: FollowDeps) {
-  return fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
+  return fromCallback<FollowCommand, FollowInput>(({ sendBack, input }) => {
     let stop: (() => void) | null = null;
     let stopped = false;
     void (async () => {

@@ -106,6 +106,14 @@ export interface FollowInput {
 }
 
 /**
+ * What the relay actor tells its follow actor: pull again now (drop the pull in flight and start a new
+ * one), because a heartbeat found the control plane ahead of a view that has not moved since the
+ * heartbeat before. After a NATS node's failover the client backs off before it pulls again (half to
+ * one and a half times the pull's expiry, per failed check of the consumer); this does not wait for it.
+ */
+export type FollowCommand = { type: 'REPULL' };
+
+/**
  * Consecutive heartbeats that must see the control plane ahead of a view that has not moved since the
  * heartbeat before, before a resync. A relay behind but folding (slow, catching up from the stream) is
  * left to catch up: a resync would only add a snapshot to its work (and the control plane's). Three,
@@ -148,7 +156,7 @@ export const relayMachine = setup({
     register: fromPromise<RegisterResponse, { request: RegisterRequest }>(async () => {
       throw new Error('register not provided');
     }),
-    follow: fromCallback<RelayMachineEvent, FollowInput>(() => () => {}),
+    follow: fromCallback<FollowCommand, FollowInput>(() => () => {}),
     heartbeat: fromCallback<RelayMachineEvent, { relayId: string; intervalSeconds: number }>(() => () => {}),
     deregister: fromPromise<{ revision: number }, { relayId: string }>(async () => {
       throw new Error('deregister not provided');
@@ -481,12 +489,23 @@ export const relayMachine = setup({
             ],
           },
           {
-            actions: assign({
-              counters: ({ context, event }) => ({
-                ...context.counters,
-                heartbeats: context.counters.heartbeats + 1,
-                heartbeatsBehind: behindAndStuck(context, event.response.revision) ? context.counters.heartbeatsBehind + 1 : 0,
+            // Behind and stuck, not yet for long enough to resync: the follower pulls again at once.
+            guard: ({ context, event }) => behindAndStuck(context, event.response.revision),
+            actions: [
+              assign({
+                counters: ({ context }) => ({
+                  ...context.counters,
+                  heartbeats: context.counters.heartbeats + 1,
+                  heartbeatsBehind: context.counters.heartbeatsBehind + 1,
+                }),
+                revisionAtLastHeartbeat: ({ context }) => context.view.revision,
               }),
+              sendTo('follow', { type: 'REPULL' } satisfies FollowCommand),
+            ],
+          },
+          {
+            actions: assign({
+              counters: ({ context }) => ({ ...context.counters, heartbeats: context.counters.heartbeats + 1, heartbeatsBehind: 0 }),
               revisionAtLastHeartbeat: ({ context }) => context.view.revision,
             }),
           },

@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { fromCallback } from 'xstate';
 import type { ClientSessionEmission } from '../actors/client-session.machine.ts';
 import type { LinkStateChanged } from '../actors/peer-link.machine.ts';
-import type { Emission, FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
+import type { Emission, FollowCommand, FollowInput } from '../actors/relay.machine.ts';
 import type { PeerEndpointResolvedEmission } from '../actors/topology.machine.ts';
 import { type BusAuth, connectBus, isBusConnected } from '../bus/connection.ts';
 import { RelayEventPublisher } from '../bus/relay-event-publisher.ts';
@@ -72,7 +72,7 @@ export interface BusSession {
    */
   connect(reg: RegisterResponse, auth: BusAuth): void;
   /** The relay actor's `follow` actor: the topology follower, once the bus is up. */
-  follow: ReturnType<typeof fromCallback<RelayMachineEvent, FollowInput>>;
+  follow: ReturnType<typeof fromCallback<FollowCommand, FollowInput>>;
   /** Delete this relay's durable topology consumer (it is gone from the topology); failures are logged. */
   deleteConsumer(relayId: string): Promise<void>;
   status(): BusStatus;
@@ -174,13 +174,19 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
       bus.catch(() => {});
     },
     // `follow` needs the bus, which exists only after the first registration; serving comes after it.
-    follow: fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => {
+    follow: fromCallback<FollowCommand, FollowInput>(({ sendBack, input, receive }) => {
       if (!bus) throw new Error('topology follower started before the event bus');
       let stopped = false;
       let cleanup: (() => void) | null = null;
+      // Commands that come before the bus is up find no pull to start again: nothing to do then.
+      let command: ((e: FollowCommand) => void) | null = null;
+      receive((e) => command?.(e));
       bus.then(
         (d) => {
-          if (!stopped) cleanup = runTopologyFollower({ ...d, onState: (st) => (followerState = st) }, input, sendBack);
+          if (!stopped)
+            cleanup = runTopologyFollower({ ...d, onState: (st) => (followerState = st) }, input, sendBack, (listener) => {
+              command = listener;
+            });
         },
         () => {},
       );

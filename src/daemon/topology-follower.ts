@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { fromCallback } from 'xstate';
-import type { FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
+import type { FollowCommand, FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
 import { isNotFound } from '../bus/streams.ts';
 import { topologyConsumerName } from '../contract/bus-auth.ts';
 import { STREAMS, TOPOLOGY_SUBJECTS } from '../contract/subjects.ts';
@@ -36,16 +36,18 @@ export const CONSUMER_INACTIVE_THRESHOLD_MS = 60 * 60_000;
 export { topologyConsumerName };
 
 /**
- * (Re)create the relay's durable topology consumer so that it delivers from `startTime` on.
- * Called after every seed: the snapshot says where the stream must be picked up.
+ * (Re)create the relay's durable topology consumer so that it delivers from `start` on: a time (after
+ * every seed: the snapshot says where the stream must be picked up), or a stream sequence (a pull started
+ * again: right after the last message the follower handed over).
  */
-export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: string, startTime: Date): Promise<void> {
+export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: string, start: Date | { seq: number }): Promise<void> {
   await deleteTopologyConsumer(jsm, relayId);
   await jsm.consumers.add(STREAMS.topology, {
     durable_name: topologyConsumerName(relayId),
     ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.StartTime,
-    opt_start_time: startTime.toISOString(),
+    ...(start instanceof Date
+      ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.toISOString() }
+      : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.seq }),
     filter_subject: TOPOLOGY_SUBJECTS,
     ack_wait: 30_000_000_000,
     max_ack_pending: 1_000,
@@ -68,11 +70,20 @@ export async function deleteTopologyConsumer(jsm: JetStreamManager, relayId: str
  * Stopping the actor stops the consumer; nothing is left running.
  */
 export function topologyFollower(deps: FollowerDeps) {
-  return fromCallback<RelayMachineEvent, FollowInput>(({ sendBack, input }) => runTopologyFollower(deps, input, sendBack));
+  return fromCallback<FollowCommand, FollowInput>(({ sendBack, input, receive }) => runTopologyFollower(deps, input, sendBack, receive));
 }
 
-/** The follower's body: starts consuming and returns the cleanup that stops it. */
-export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, sendBack: (e: RelayMachineEvent) => void): () => void {
+/**
+ * The follower's body: starts consuming and returns the cleanup that stops it. `receive` registers for
+ * the relay actor's commands: REPULL drops the pull in flight and starts a new one (no message is lost:
+ * the durable consumer delivers again whatever was not acknowledged).
+ */
+export function runTopologyFollower(
+  deps: FollowerDeps,
+  input: FollowInput,
+  sendBack: (e: RelayMachineEvent) => void,
+  receive?: (listener: (e: FollowCommand) => void) => void,
+): () => void {
   {
     const log = deps.logger.child({ actor: 'topology-follower' });
     const abort = new AbortController();
@@ -93,13 +104,19 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
       if (abort.signal.aborted) return;
       log.info({ startTime: startTime.toISOString(), revision: input.registration.revision }, 'following topology');
       deps.onState?.('following');
+      // A pull started again begins right after the last message handed over: the consumer is made anew
+      // from there, since messages the server had sent to the pull that was dropped would come again
+      // only after the ack wait, behind later ones.
+      let lastSeq = 0;
+      let repull = false;
       // A consumer deleted while no pull is outstanding produces no status from the client, so the
       // follower also looks its consumer up now and then: a missing consumer means a resync.
       const probe = setInterval(() => {
         deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
           () => {},
           (e) => {
-            if (abort.signal.aborted || !isNotFound(e)) return;
+            // Not found while a pull starts again is the consumer being made anew.
+            if (abort.signal.aborted || !isNotFound(e) || repull) return;
             clearInterval(probe);
             log.warn('topology consumer missing');
             sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' });
@@ -108,12 +125,34 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
       }, deps.probeIntervalMs ?? 5_000);
       abort.signal.addEventListener('abort', () => clearInterval(probe), { once: true });
 
-      while (!abort.signal.aborted) {
-        const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
-        // After a reconnect (a NATS node gone) the client checks the consumer before it pulls again, and
-        // waits half to one and a half times `expires` between failed checks (while the consumer elects
-        // a new leader): 8 s keeps a failover's stall under the heartbeats that would resync the relay.
-        const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000 });
+      receive?.((e) => {
+        if (e.type !== 'REPULL' || !stopMessages || abort.signal.aborted) return;
+        log.info({ lastSeq }, 'the view is behind the control plane and has not moved since the last heartbeat: pulling again');
+        repull = true;
+        stopMessages();
+      });
+
+      for (let attempt = 0; !abort.signal.aborted; ) {
+        let messages: Awaited<ReturnType<Awaited<ReturnType<typeof deps.js.consumers.get>>['consume']>>;
+        try {
+          if (repull) {
+            await resetTopologyConsumer(deps.jsm, deps.relayId, lastSeq > 0 ? { seq: lastSeq + 1 } : startTime);
+            repull = false;
+          }
+          const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
+          // After a reconnect (a NATS node gone) the client checks the consumer before it pulls again, and
+          // waits half to one and a half times `expires` between failed checks (while the consumer elects
+          // a new leader): 8 s keeps a failover's stall under the heartbeats that would resync the relay,
+          // and the relay actor's REPULL cuts it short.
+          messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000 });
+          attempt = 0;
+        } catch (e) {
+          // A consumer that is gone means a resync; one that does not answer yet (electing a leader) is asked again.
+          if (abort.signal.aborted || isNotFound(e)) throw e;
+          log.warn({ err: String(e), attempt }, 'cannot pull from the topology consumer yet, retrying');
+          await sleep(Math.min(2_000, 250 * 2 ** attempt++), abort.signal);
+          continue;
+        }
         stopMessages = () => void messages.stop();
         if (abort.signal.aborted) return stopMessages();
 
@@ -136,6 +175,7 @@ export function runTopologyFollower(deps: FollowerDeps, input: FollowInput, send
           if (abort.signal.aborted) break;
           const sig = m.headers?.get(SIGNATURE_HEADER) || undefined;
           const r = decodeTopologyMessage(m.subject, m.data, sig, deps.controlPlaneKey);
+          lastSeq = m.seq;
           if (r.ok) {
             sendBack({ type: 'TOPOLOGY_EVENT', event: r.event, streamSeq: m.seq });
           } else {

@@ -2,7 +2,7 @@ import { createActor, fromCallback, fromPromise, type Actor } from 'xstate';
 import { clientSessionMachine } from '../../src/actors/client-session.machine.ts';
 import { clientsMachine } from '../../src/actors/clients.machine.ts';
 import { peerLinkMachine, type LinkTiming } from '../../src/actors/peer-link.machine.ts';
-import { relayMachine, type RelayMachineEvent, type RegisterResponse } from '../../src/actors/relay.machine.ts';
+import { relayMachine, type FollowCommand, type RelayMachineEvent, type RegisterResponse } from '../../src/actors/relay.machine.ts';
 import { topologyMachine, type ResolvedEvent, type ResolverEvent } from '../../src/actors/topology.machine.ts';
 import type { RelayRecord } from '../../src/contract/topology.events.ts';
 import { kernelMachine, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
@@ -34,7 +34,7 @@ export function relayOnMemoryHost(opts: {
   const machine = relayMachine.provide({
     actors: {
       register: fromPromise(async () => opts.registration),
-      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(({ sendBack }) => {
+      follow: fromCallback<FollowCommand, { registration: RegisterResponse }>(({ sendBack }) => {
         follow = sendBack;
         return () => {};
       }),

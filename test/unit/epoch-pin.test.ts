@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
-import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
+import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
 import { RelayEventPublisher, type DroppedReport } from '../../src/bus/relay-event-publisher.ts';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { envelope } from '../../src/contract/envelope.ts';
@@ -95,7 +95,7 @@ function harness(regs: RegisterResponse[]) {
         if (!r) throw new Error('no more registrations');
         return r;
       }),
-      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(() => () => {}),
+      follow: fromCallback<FollowCommand, { registration: RegisterResponse }>(() => () => {}),
       heartbeat: fromCallback(() => () => {}),
       deregister: fromPromise(async () => ({ revision: 0 })),
     },

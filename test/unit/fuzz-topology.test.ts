@@ -3,7 +3,7 @@ import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor, type Actor } from 'xstate';
-import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
+import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { envelope } from '../../src/contract/envelope.ts';
 import { topologySubject } from '../../src/contract/subjects.ts';
@@ -127,7 +127,7 @@ async function relayActor(seed: TopologyView): Promise<{ actor: Actor<typeof rel
         registrations++;
         return registration(seed);
       }),
-      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(() => () => {}),
+      follow: fromCallback<FollowCommand, { registration: RegisterResponse }>(() => () => {}),
       heartbeat: fromCallback(() => () => {}),
       deregister: fromPromise(async () => ({ revision: 0 })),
     },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
-import { relayMachine, type Emission, type RelayMachineEvent } from '../../src/actors/relay.machine.ts';
+import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
 import { topologyDigest } from '../../src/events/topology.fold.ts';
@@ -24,6 +24,8 @@ function registration(revision: number, others: number[]): RegisterResponse {
 function harness(regs: (RegisterResponse | Error)[]) {
   const emitted: Emission[] = [];
   const follows: number[] = [];
+  /** What the relay actor told its follow actor. */
+  const commands: string[] = [];
   let followStops = 0;
   let deregistered = 0;
   const registerCalls: number[] = [];
@@ -36,8 +38,9 @@ function harness(regs: (RegisterResponse | Error)[]) {
         if (r instanceof Error) throw r;
         return r;
       }),
-      follow: fromCallback<RelayMachineEvent, { registration: RegisterResponse }>(({ input }) => {
+      follow: fromCallback<FollowCommand, { registration: RegisterResponse }>(({ input, receive }) => {
         follows.push(input.registration.revision);
+        receive((e) => void commands.push(e.type));
         return () => void followStops++;
       }),
       heartbeat: fromCallback(() => () => {}),
@@ -57,6 +60,7 @@ function harness(regs: (RegisterResponse | Error)[]) {
     actor,
     emitted,
     follows,
+    commands,
     registerCalls,
     get followStops() {
       return followStops;
@@ -157,12 +161,16 @@ describe('relay actor', () => {
     beat(9);
     fold(5);
     beat(9);
-    // Behind at every heartbeat, but moving: no resync.
+    // Behind at every heartbeat, but moving: no resync. Only the first heartbeat, which found the view
+    // where the seed left it, had the follower pull again.
     expect(h.actor.getSnapshot().context.counters).toMatchObject({ resyncs: 0, heartbeats: 3 });
     expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
-    // Stuck at 5 for three heartbeats: resync.
+    expect(h.commands).toEqual(['REPULL']);
+    // Stuck at 5: the follower pulls again at each of the first two heartbeats; at the third, a resync.
     beat(9);
+    expect(h.commands).toEqual(['REPULL', 'REPULL']);
     beat(9);
+    expect(h.commands).toEqual(['REPULL', 'REPULL', 'REPULL']);
     expect(h.actor.getSnapshot().context.counters.resyncs).toBe(0);
     beat(9);
     await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 9);
