@@ -12,7 +12,7 @@
  *
  *   node bench/sessions.ts [N]      (default 100; needs root for the sim)
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -29,6 +29,21 @@ const LOOP = join(import.meta.dirname, '../src/sim/session-loop.ts');
 interface LoopResult {
   count: number;
   openMs: number[];
+  openedAt: number[];
+}
+
+/** A session whose setup took this long is looked into: the logs of its network are kept. */
+const SLOW_MS = 2_000;
+
+/** Keep `dirs` (the network's logs) when a session was slow, and say which one and where. */
+function keepIfSlow(name: string, r: LoopResult, dirs: string[]): void {
+  const slow = r.openMs.flatMap((ms, i) => (ms > SLOW_MS ? [{ i, ms, at: new Date(r.openedAt[i]!).toISOString() }] : []));
+  if (slow.length === 0) return;
+  const keep = mkdtempSync(join(tmpdir(), `relay-core-bench-sessions-slow-`));
+  // Logs only (never keys, credentials or sockets).
+  for (const d of dirs)
+    cpSync(d, join(keep, d.replaceAll('/', '_')), { recursive: true, filter: (src) => src.endsWith('.log') || statSync(src).isDirectory() });
+  process.stderr.write(`${name}: ${slow.length} session(s) over ${SLOW_MS} ms: ${JSON.stringify(slow)}; logs kept in ${keep}\n`);
 }
 
 const parse = (stdout: string): LoopResult => JSON.parse(stdout.trim().split('\n').at(-1)!) as LoopResult;
@@ -65,7 +80,9 @@ async function memoryKernel(root: string): Promise<LoopResult> {
       { reject: false, timeout: 900_000 },
     );
     if (r.exitCode !== 0) throw new Error(`session loop (memory): ${r.stderr}`);
-    return parse(r.stdout);
+    const out = parse(r.stdout);
+    keepIfSlow('in-memory', out, [join(root, 'relay-1'), join(root, 'relay-2'), join(root, 'cp')]);
+    return out;
   } finally {
     await Promise.all(relays.map((r) => r.stop()));
     await cp.stop();
@@ -102,7 +119,9 @@ async function realWireGuard(root: string): Promise<LoopResult> {
       { reject: false, timeout: 900_000 },
     );
     if (r.exitCode !== 0) throw new Error(`session loop (sim): ${r.stderr}`);
-    return parse(r.stdout);
+    const out = parse(r.stdout);
+    keepIfSlow('real WireGuard', out, [dir]);
+    return out;
   } finally {
     await sim(['down']);
   }

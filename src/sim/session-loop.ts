@@ -9,7 +9,8 @@
  *
  * With --private the sessions are private (docs/clients.md): connect-client then answers once the
  * entry and the exit both confirmed.
- * Prints one JSON line: { count, openMs: [...], closeMs: [...] }. Exits 1 on the first failure.
+ * Prints one JSON line: { count, openMs: [...], closeMs: [...], openedAt: [...] } (openedAt: when each open
+ * began, ms since the epoch). Exits 1 on the first failure.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -39,11 +40,13 @@ const cp = new ControlPlaneClient({
   logger: rootLogger({ component: 'session-loop' }, 'warn'),
 });
 const openMs: number[] = [];
+const openedAt: number[] = [];
 const closeMs: number[] = [];
 try {
   for (let i = 0; i < count; i++) {
     const { publicKey } = generateWgKeyPair();
     let t = performance.now();
+    openedAt.push(Date.now());
     const r = await cp.connectClient({ publicKey, entry: values.entry, exit: exits[i % exits.length]!, mode: values.private ? 'private' : 'standard' });
     openMs.push(performance.now() - t);
     t = performance.now();
@@ -52,8 +55,8 @@ try {
   }
 } catch (e) {
   process.stderr.write(`session ${openMs.length + 1}: ${(e as Error).message}\n`);
-  process.stdout.write(JSON.stringify({ count: openMs.length, openMs, closeMs, error: (e as Error).message }) + '\n');
+  process.stdout.write(JSON.stringify({ count: openMs.length, openMs, closeMs, openedAt, error: (e as Error).message }) + '\n');
   process.exit(1);
 }
-process.stdout.write(JSON.stringify({ count, openMs, closeMs }) + '\n');
+process.stdout.write(JSON.stringify({ count, openMs, closeMs, openedAt }) + '\n');
 process.exit(0);
