@@ -56,12 +56,7 @@ function withStatement(m: Uint8Array, text: string): Uint8Array {
   if (m[0] === QUERY) return simpleQuery(text);
   const nameEnd = m.indexOf(0, 5) + 1;
   const queryEnd = m.indexOf(0, nameEnd) + 1;
-  const body = Buffer.concat([m.subarray(5, nameEnd), enc.encode(`${text}\0`), m.subarray(queryEnd)]);
-  const out = new Uint8Array(5 + body.length);
-  out[0] = PARSE;
-  new DataView(out.buffer).setInt32(1, 4 + body.length);
-  out.set(body, 5);
-  return out;
+  return frame(PARSE, Buffer.concat([m.subarray(5, nameEnd), enc.encode(`${text}\0`), m.subarray(queryEnd)]));
 }
 
 /** The channel a NotificationResponse names. */
@@ -103,13 +98,17 @@ class OutputSplitter {
   }
 }
 
-function simpleQuery(text: string): Uint8Array {
-  const body = enc.encode(text + '\0');
+/** A frontend message: its type byte, its length, its body. */
+function frame(type: number, body: Uint8Array): Uint8Array {
   const m = new Uint8Array(5 + body.length);
-  m[0] = 0x51;
+  m[0] = type;
   new DataView(m.buffer).setInt32(1, 4 + body.length);
   m.set(body, 5);
   return m;
+}
+
+function simpleQuery(text: string): Uint8Array {
+  return frame(QUERY, enc.encode(text + '\0'));
 }
 
 /**

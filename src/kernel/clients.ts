@@ -7,6 +7,7 @@ import { linkListenPort, meshIndex } from './mesh.ts';
 import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type EgressRule } from './egress.ts';
 import { nftDigest } from './host-text.ts';
 import { embed6, embedCidr6 } from './ipv6.ts';
+import { kept } from '../lib/kept.ts';
 
 /**
  * The client side of the data path (docs/clients.md), as pure functions of the relay's record, its
@@ -361,14 +362,8 @@ const sessionParts = new WeakMap<ClientSession, { self: RelayRecord; exit: Relay
 
 /** What a session's part depends on of the options, as text (the options object is built anew per view). */
 const partKeys = new WeakMap<ClientOptions, string>();
-function partKey(opts: ClientOptions): string {
-  let k = partKeys.get(opts);
-  if (k === undefined) {
-    k = `${opts.wgPrefix} ${opts.exitTableBase} ${opts.rulePriorityBase} ${opts.clientPrefix6} ${opts.privateSessions}`;
-    partKeys.set(opts, k);
-  }
-  return k;
-}
+const partKey = (opts: ClientOptions): string =>
+  kept(partKeys, opts, (o) => `${o.wgPrefix} ${o.exitTableBase} ${o.rulePriorityBase} ${o.clientPrefix6} ${o.privateSessions}`);
 
 function sessionPart(
   self: RelayRecord,

@@ -1,6 +1,7 @@
 import type { DesiredHostState, HostState, KernelOp, KernelScope, PortMapState, RouteState, RuleState, WgDeviceState } from './host-state.ts';
 import { ruleText } from './host-text.ts';
 import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
+import { kept } from '../lib/kept.ts';
 
 /**
  * The part of an owner's scope a round looks at: the objects whose desired state changed since the
@@ -40,20 +41,13 @@ export interface Focus {
 }
 
 /** Keys by object (routes and rules are never changed in place: see host-text.ts, `canonicalForms`). */
-const keys = new WeakMap<object, string>();
-function keyOf<T extends object>(x: T, make: (x: T) => string): string {
-  let k = keys.get(x);
-  if (k === undefined) {
-    k = make(x);
-    keys.set(x, k);
-  }
-  return k;
-}
+const routeKeys = new WeakMap<RouteState, string>();
+const ruleKeys = new WeakMap<RuleState, string>();
 const makeRouteKey = (r: RouteState): string => `${r.table} ${canonicalCidr(r.dst)}`;
-export const routeKey = (r: RouteState): string => keyOf(r, makeRouteKey);
+export const routeKey = (r: RouteState): string => kept(routeKeys, r, makeRouteKey);
 export const portMapKey = (m: PortMapState): string => `${m.table} ${m.port}`;
 const makeRuleKey = (r: RuleState): string => ruleText(r.from === null ? r : { ...r, from: canonicalCidr(r.from) });
-const ruleKey = (r: RuleState): string => keyOf(r, makeRuleKey);
+const ruleKey = (r: RuleState): string => kept(ruleKeys, r, makeRuleKey);
 
 /**
  * Objects in `a` that `b` does not hold (by reference), perhaps with a few it does (harmless: the focus

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DesiredHostState, HostState, NftTableState, PortMapState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
 import { canonicalCidr, canonicalIp } from './ip.ts';
+import { kept } from '../lib/kept.ts';
 
 /**
  * Host state in the one form the planner compares and humans read: canonical (sorted, addresses in
@@ -41,13 +42,12 @@ const sortedUnique = (xs: string[]): string[] => [...new Set(xs)].sort(compare);
  */
 const canonicalForms = new WeakMap<object, object>();
 function byObject<T extends object>(x: T, make: (x: T) => T): T {
-  let c = canonicalForms.get(x) as T | undefined;
-  if (c === undefined) {
-    c = make(x);
-    canonicalForms.set(x, c);
+  return kept(canonicalForms, x, (y) => {
+    const c = make(y as T);
+    // A canonical form is its own canonical form.
     canonicalForms.set(c, c);
-  }
-  return c;
+    return c;
+  }) as T;
 }
 
 const makeCanonicalPeer = (p: WgPeerState): WgPeerState => ({
@@ -182,14 +182,7 @@ const sha256 = (text: string): Buffer => createHash('sha256').update(text).diges
 
 /** Each object's hash, by object: canonical objects are kept by object (`canonicalForms`) and never changed. */
 const hashes = new WeakMap<object, Buffer>();
-function hashOf<T extends object>(x: T, text: (x: T) => string): Buffer {
-  let h = hashes.get(x);
-  if (h === undefined) {
-    h = sha256(text(x));
-    hashes.set(x, h);
-  }
-  return h;
-}
+const hashOf = <T extends object>(x: T, text: (x: T) => string): Buffer => kept(hashes, x, (y) => sha256(text(y as T)));
 
 /** A digest as 16 hex digits: the XOR of the first 8 bytes of each object's SHA-256. */
 export type ScopeDigest = string;

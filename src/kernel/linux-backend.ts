@@ -156,9 +156,8 @@ export class LinuxKernelBackend implements KernelBackend {
     const needRoutes = !focus || focus.devices.size > 0 || focus.routes.size > 0;
     // A table's port maps are read with it, or when one of them is in the focus.
     const mapTables = scope.nftTables.filter((n) => !focus || focus.nftTables.has(n) || [...focus.portMaps].some((k) => k.startsWith(`${n} `)));
-    const [dumps, wgStates, routes, rules, sysctls, nftTables, portMaps] = await Promise.all([
-      this.wgDumps(links.map((l) => l.ifname)),
-      this.wgOnlyDumps(wgOnly),
+    const [dumps, routes, rules, sysctls, nftTables, portMaps] = await Promise.all([
+      this.wgDumps([...links.map((l) => l.ifname), ...wgOnly], new Set(wgOnly)),
       needRoutes ? this.readRoutes(owned) : [],
       !focus || focus.rules.size > 0 ? this.readRules(scope.rulePriorities) : [],
       this.readSysctls(scope.sysctls.filter((k) => !focus || focus.sysctls.has(k))),
@@ -166,9 +165,9 @@ export class LinuxKernelBackend implements KernelBackend {
       this.readPortMaps(mapTables),
     ]);
     // A device `wg show` could not read is not as the last round reached it: read it whole.
-    if (wgStates.size < wgOnly.length) return this.read(scope, { ...focus!, devices: new Set(focusedDevices(focus!)), wireguard: new Set() });
+    if (wgOnly.some((d) => !dumps.has(d))) return this.read(scope, { ...focus!, devices: new Set(focusedDevices(focus!)), wireguard: new Set() });
     const devices = new Map(links.map((l) => [l.ifname, parseDevice(l, dumps.get(l.ifname)!)]));
-    for (const [dev, dump] of wgStates) devices.set(dev, withWireGuard(known!.devices.get(dev)!, dump));
+    for (const dev of wgOnly) devices.set(dev, withWireGuard(known!.devices.get(dev)!, dumps.get(dev)!));
     const state = canonicalHostState({ devices, routes, rules, sysctls, nftTables, portMaps });
     return focus ? restrict(state, focus) : state;
   }
@@ -182,26 +181,24 @@ export class LinuxKernelBackend implements KernelBackend {
   /**
    * The `wg show DEV dump` of each device: of a few, one process each; of more, all of them from one
    * `wg show all dump` (which also lists other namespaces' wireguard-go sockets: they are left out, and
-   * a device it did not list is read alone, which fails as it would have).
+   * a device it did not list is read alone, which fails as it would have). A device of `mayBeGone` that
+   * does not answer is left out instead.
    */
-  private async wgDumps(devs: readonly string[]): Promise<Map<string, string>> {
+  private async wgDumps(devs: readonly string[], mayBeGone: ReadonlySet<string> = new Set()): Promise<Map<string, string>> {
     const wanted = new Set(devs);
     const dumps = wanted.size >= ALL_DUMP_FROM ? splitDumpAll(await this.run(READ.wgDumpAll, null), wanted) : new Map<string, string>();
-    await Promise.all([...wanted].filter((d) => !dumps.has(d)).map(async (d) => dumps.set(d, await this.run(READ.wgDump(d), null))));
-    return dumps;
-  }
-
-  /** The `wg show DEV dump` of each device that answers (as `wgDumps` reads them; one that does not is left out). */
-  private async wgOnlyDumps(devs: readonly string[]): Promise<Map<string, string>> {
-    if (devs.length >= ALL_DUMP_FROM) return splitDumpAll(await this.run(READ.wgDumpAll, null), new Set(devs));
-    const out = new Map<string, string>();
     await Promise.all(
-      devs.map(async (d) => {
-        const r = await this.exec(READ.wgDump(d));
-        if (!r.error) out.set(d, r.stdout);
-      }),
+      [...wanted]
+        .filter((d) => !dumps.has(d))
+        .map(async (d) => {
+          if (!mayBeGone.has(d)) dumps.set(d, await this.run(READ.wgDump(d), null));
+          else {
+            const r = await this.exec(READ.wgDump(d));
+            if (!r.error) dumps.set(d, r.stdout);
+          }
+        }),
     );
-    return out;
+    return dumps;
   }
 
   /**

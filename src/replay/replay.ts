@@ -181,6 +181,12 @@ interface PartialRound {
   seq: number;
 }
 
+/** What a round's check derived: the owner's scope and desired state, filled in by the planning. */
+interface Derived {
+  scope: KernelScope | null;
+  desired: DesiredHostState | null;
+}
+
 const MAX_LISTED = 50;
 /** Desires kept per owner waiting for a round that names them (older ones were coalesced away live). */
 const MAX_PENDING_DESIRES = 4096;
@@ -225,8 +231,6 @@ export class RelayReplay {
    * (src/kernel/focus.ts), which gives the operations a whole-scope plan would.
    */
   private readonly planBases = new Map<string, { scope: KernelScope; desired: DesiredHostState }>();
-  /** The desired state the round being checked derived (null: none). */
-  private derivedDesired: DesiredHostState | null = null;
 
   private counts = { relay: 0, topology: 0, skipped: 0 };
   private readonly skipped: SkippedEntry[] = [];
@@ -635,9 +639,9 @@ export class RelayReplay {
     this.kernel.rounds++;
     this.kernel.mutations += recorded.length;
     if (failed) this.kernel.failures++;
-    const scope = { value: null as KernelScope | null };
-    this.derivedDesired = null;
-    const check = incomplete ? this.uncheckedRound(owner, cause, recorded, seq, incomplete) : this.check(owner, cause, recorded, planned, failed, seq, scope);
+    // What the check derived: the owner's scope and desired state (null when unchecked).
+    const from: Derived = { scope: null, desired: null };
+    const check = incomplete ? this.uncheckedRound(owner, cause, recorded, seq, incomplete) : this.check(owner, cause, recorded, planned, failed, seq, from);
     const inconsistentBefore = this.checks.inconsistent;
     this.checks.rounds++;
     if (check.verdict === 'match') this.checks.matched++;
@@ -651,23 +655,16 @@ export class RelayReplay {
     }
     this.applyRecorded(recorded, seq);
     // What the relay recorded of its scope after the round, against the host replayed.
-    if (check.verdict !== 'unchecked' && d.reached !== null && scope.value) {
-      check.reached = this.digestOf(owner, scope.value) === d.reached ? 'match' : 'mismatch';
+    if (check.verdict !== 'unchecked' && d.reached !== null && from.scope) {
+      check.reached = this.digestOf(owner, from.scope) === d.reached ? 'match' : 'mismatch';
       this.checks.reachedChecked++;
       if (check.reached === 'mismatch') {
         this.checks.reachedMismatched++;
         if (check.verdict === 'match' && this.mismatches.length < MAX_LISTED) this.mismatches.push(check);
       }
     }
-    if (
-      check.verdict === 'match' &&
-      !failed &&
-      check.reached !== 'mismatch' &&
-      this.checks.inconsistent === inconsistentBefore &&
-      this.derivedDesired &&
-      scope.value
-    )
-      this.planBases.set(owner, { scope: scope.value, desired: this.derivedDesired });
+    if (check.verdict === 'match' && !failed && check.reached !== 'mismatch' && this.checks.inconsistent === inconsistentBefore && from.desired && from.scope)
+      this.planBases.set(owner, { scope: from.scope, desired: from.desired });
     else this.planBases.delete(owner);
     if (this.keepRounds) this.rounds.push(check);
   }
@@ -704,15 +701,7 @@ export class RelayReplay {
     return { seq, owner, cause, recorded, verdict: 'unchecked', why, derived: null, reached: null };
   }
 
-  private check(
-    owner: string,
-    cause: string | null,
-    recorded: KernelOp[],
-    planned: number,
-    failed: boolean,
-    seq: number,
-    scope: { value: KernelScope | null },
-  ): RoundCheck {
+  private check(owner: string, cause: string | null, recorded: KernelOp[], planned: number, failed: boolean, seq: number, from: Derived): RoundCheck {
     const base = { seq, owner, cause, recorded, reached: null };
     const unchecked = (why: string): RoundCheck => ({ ...base, verdict: 'unchecked', why, derived: null });
     if (!this.config) return unchecked('no configuration recorded (RelayStarted before v3)');
@@ -727,22 +716,22 @@ export class RelayReplay {
       pending.delete(k);
     }
     if (!desire.derive) return unchecked('view unavailable');
-    const derived = JSON.parse(JSON.stringify(this.plan(desire.derive, this.config, scope))) as KernelOp[];
+    const derived = JSON.parse(JSON.stringify(this.plan(desire.derive, this.config, from))) as KernelOp[];
     // After a failure the applied ops are the plan less the failed ones and those that depend on them.
     const ok = failed ? planned === derived.length && isSubsequence(recorded, derived) : isDeepStrictEqual(derived, recorded);
     return { ...base, verdict: ok ? 'match' : 'mismatch', why: null, derived };
   }
 
   /** The operations the owner's actor would have had the kernel run for its desire, on the replayed host. */
-  private plan(d: NonNullable<Desire['derive']>, c: Config, scope: { value: KernelScope | null }): KernelOp[] {
-    return d.owner === 'mesh' ? this.planOf(meshOwner, d.state, this.meshOptions(c), scope) : this.planOf(clientsOwner, d.state, this.clientsOptions(c), scope);
+  private plan(d: NonNullable<Desire['derive']>, c: Config, from: Derived): KernelOp[] {
+    return d.owner === 'mesh' ? this.planOf(meshOwner, d.state, this.meshOptions(c), from) : this.planOf(clientsOwner, d.state, this.clientsOptions(c), from);
   }
 
-  private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O, scope: { value: KernelScope | null }): KernelOp[] {
+  private planOf<S extends OwnerState, O>(owner: KernelOwner<S, O, unknown, unknown>, s: S, o: O, from: Derived): KernelOp[] {
     const sc = owner.scope(s, o);
-    scope.value = sc;
+    from.scope = sc;
     const desired = owner.desire(s, o);
-    this.derivedDesired = desired;
+    from.desired = desired;
     const basis = this.planBases.get(owner.owner);
     if (!basis || !sameScope(basis.scope, sc)) return planKernel(this.host.readSync(sc), desired);
     const focus = focusOf(basis.desired, desired);

@@ -21,7 +21,7 @@ import { benchTopologyMessage } from '../../bench/folding-relays.ts';
 
 const log = rootLogger({ test: 'bus' }, 'warn');
 
-/** On a bus with decentralized auth, as deployed: the administrator bootstraps, the relay publishes its own events. */
+/** On a bus with decentralized auth, as deployed: the administrator bootstraps, the relay publishes its own events and follows the topology. */
 describe('event bus on a real nats-server', () => {
   let bus: AuthedNats;
   let tmp: ReturnType<typeof tempDir>;
@@ -88,30 +88,8 @@ describe('event bus on a real nats-server', () => {
       await nc.close();
     }
   });
-});
 
-async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** The topology follower on a real nats-server: pulled again at any moment, it loses and repeats nothing. */
-describe('the topology follower, told to pull again while events stream in', () => {
-  let bus: AuthedNats;
-  let tmp: ReturnType<typeof tempDir>;
-  const connectAs = async (party: BusParty) => connectBus({ servers: [bus.url], auth: await bus.auth(party), name: 'test', logger: log });
-  beforeAll(async () => {
-    tmp = tempDir('bus-follower');
-    bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
-  });
-  afterAll(async () => {
-    await bus?.server.stop();
-    tmp?.remove();
-  });
-
+  // The topology follower: pulled again at any moment, it loses and repeats nothing.
   it('delivers every revision once, in order, however often the relay actor says REPULL', async () => {
     const admin = await connectAs({ kind: 'admin' });
     const publisher = await connectAs({ kind: 'publisher' });
@@ -165,3 +143,11 @@ describe('the topology follower, told to pull again while events stream in', () 
     }
   });
 });
+
+async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
