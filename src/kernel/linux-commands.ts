@@ -107,11 +107,18 @@ export function commandOf(op: Exclude<KernelOp, { op: 'link.add' | 'link.del' | 
   }
 }
 
-/** `wg set` replaces a peer's allowed-ips with the list given; an empty argument clears it. */
+/**
+ * `wg set` replaces a peer's allowed-ips with the list given; an empty argument clears it. A peer with a
+ * persistent keepalive has it turned off and on again in the same call: WireGuard (kernel and
+ * wireguard-go) sends a keepalive at once when it goes from off to on, so a set peer starts a
+ * handshake now if it has no session (after its device's key changed, say) instead of at the next
+ * retry, 5 s on (docs/security.md, "Rotation").
+ */
 function peerSetArgs(dev: string, p: WgPeerState): string[] {
   const endpoint = p.endpoint === null ? [] : ['endpoint', p.endpoint];
-  const keepalive = p.keepaliveSeconds > 0 ? String(p.keepaliveSeconds) : 'off';
-  return ['wg', 'set', dev, 'peer', p.publicKey, ...endpoint, 'allowed-ips', p.allowedIps.join(','), 'persistent-keepalive', keepalive];
+  const set = ['wg', 'set', dev, 'peer', p.publicKey, ...endpoint, 'allowed-ips', p.allowedIps.join(',')];
+  if (p.keepaliveSeconds <= 0) return [...set, 'persistent-keepalive', 'off'];
+  return [...set, 'persistent-keepalive', 'off', 'peer', p.publicKey, 'persistent-keepalive', String(p.keepaliveSeconds)];
 }
 
 function routeArgs(verb: string, r: RouteState): string[] {

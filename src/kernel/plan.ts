@@ -106,13 +106,20 @@ function peerDiffers(was: WgPeerState, want: WgPeerState): boolean {
   );
 }
 
+/**
+ * Peers that are new or differ. On a device whose key changed, also every peer with a keepalive: its
+ * sessions died with the old key, and setting it again starts a handshake at once (linux-commands'
+ * peerSetArgs). A peer that re-keyed before this device had its new key has had its handshake dropped,
+ * and would otherwise wait 5 s for its retry.
+ */
 const peerSets = (p: PlanInput): KernelOp[] =>
   p.pairs.flatMap(({ was, want }) => {
     const had = new Map(was.peers.map((o) => [o.publicKey, o]));
+    const rekeyed = was.publicKey !== '' && was.publicKey !== want.publicKey;
     return want.peers
       .filter((peer) => {
         const old = had.get(peer.publicKey);
-        return !old || peerDiffers(old, peer);
+        return !old || peerDiffers(old, peer) || (rekeyed && peer.keepaliveSeconds > 0);
       })
       .map((peer): KernelOp => ({ op: 'wg.peer.set', dev: want.name, peer }));
   });

@@ -229,6 +229,31 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
     }
   });
 
+  it('a key rotation loses no handshake: the peer re-keyed first (its initiation dropped), and the rotating side starts one at once', async () => {
+    // Keepalives every 25 s, as on the mesh, so only a handshake started by the round itself answers in time.
+    const slow = (side: Side) => {
+      const d = desired(side);
+      for (const p of d.devices.get(DEV[side])!.peers) p.keepaliveSeconds = 25;
+      return d;
+    };
+    for (const s of SIDES) expect((await converge(s, slow(s))).failures).toEqual([]);
+    expect((await ping('b', TUNNEL.a)).exitCode).toBe(0);
+
+    keys.a = generateWgKeyPair();
+    writeFileSync(join(tmp.dir, 'a.key'), keys.a.privateKey + '\n', { mode: 0o600 });
+    // b first: its new peer's keepalive starts a handshake sealed to a's new key, which a (old key) drops.
+    expect((await converge('b', slow('b'))).plan.map((op) => op.op)).toEqual(['wg.peer.set', 'wg.peer.del']);
+    await sleep(200);
+    const rotation = await converge('a', slow('a'));
+    expect(rotation.failures).toEqual([]);
+    expect(rotation.plan.map((op) => op.op)).toEqual(['wg.device', 'wg.peer.set']);
+    // WireGuard retries a lost handshake after 5 s (REKEY_TIMEOUT); one ping of b with a 3 s deadline
+    // is answered only if a's round started a handshake itself.
+    const p = await inNs('b', 'ping', '-c', '1', '-W', '3', TUNNEL.a);
+    expect(p.exitCode, p.stdout + p.stderr).toBe(0);
+    for (const s of SIDES) expect((await converge(s, desired(s))).failures).toEqual([]);
+  });
+
   it('converges to a changed state: address removed, routes and rules added, a route replaced, IPv6 too', async () => {
     const r = await converge('a', changedA());
     expect(r.failures.map((f) => f.error.message)).toEqual([]);

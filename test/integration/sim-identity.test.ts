@@ -328,10 +328,10 @@ describe('relay-core sim: relay identity (endpoint change, secrets never in logs
       gaps[peers[i]!.id] = Math.max(...times.slice(1).map((t, j) => t - times[j]!));
     }
     console.log(`ROTATION-GAP ${JSON.stringify({ relay: rotating, longestReplyGapSeconds: gaps })}`);
-    // Below one WireGuard handshake retry: REKEY_TIMEOUT (5 s) and its jitter (up to 1/3 s). A gap over
-    // 5 s is one lost handshake: a peer that re-keyed before the rotating relay programmed its new key
-    // sent its initiation too early, and WireGuard tried again 5 s later (docs/security.md, "Rotation").
-    for (const [peer, gap] of Object.entries(gaps)) expect(gap, peer).toBeLessThan(5 + 1 / 3 + 0.2);
+    // Below WireGuard's handshake retry (REKEY_TIMEOUT, 5 s): no handshake is lost. A peer may re-key
+    // before the rotating relay has its new key, and its initiation is then dropped; the rotating relay
+    // starts a handshake on each link as soon as its key is on the device (docs/security.md, "Rotation").
+    for (const [peer, gap] of Object.entries(gaps)) expect(gap, peer).toBeLessThan(5);
     // And the links are still up afterwards, both ways.
     expect(await pingEveryPeer(m, await simStatus(dir), rotating)).toEqual([]);
   });

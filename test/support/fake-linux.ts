@@ -46,6 +46,8 @@ export class FakeLinux implements CommandRunner {
   readonly portMaps = new Map<string, Map<number, string>>();
   /** Every command run, as text. */
   readonly log: string[] = [];
+  /** Keepalives WireGuard would send at once: a peer's persistent keepalive turned on from off. */
+  readonly keepalivesSent: { dev: string; peer: string }[] = [];
   /**
    * wireguard-go devices whose daemon has not taken them over yet. Like the real one, the daemon sets
    * the device's MTU to 1420 when it does: here right after the next command, unless a question to the
@@ -277,27 +279,37 @@ export class FakeLinux implements CommandRunner {
       return '';
     }
     if (r[0] === 'peer') {
-      const key = r[1]!;
-      const others = l.wg.peers.filter((p) => p.publicKey !== key);
-      if (r[2] === 'remove') {
-        l.wg.peers = others;
-        return '';
-      }
-      const at = (k: string) => (r.indexOf(k) < 0 ? null : r[r.indexOf(k) + 1]!);
-      const old = l.wg.peers.find((p) => p.publicKey === key);
-      const keepalive = at('persistent-keepalive');
-      l.wg.peers = [
-        ...others,
-        {
-          publicKey: key,
-          endpoint: at('endpoint') ?? old?.endpoint ?? null,
-          allowedIps: (at('allowed-ips') ?? '').split(',').filter(Boolean),
-          keepalive: keepalive === 'off' || keepalive === null ? 0 : Number(keepalive),
-        },
-      ];
+      // One `wg set` may name several peers (or one peer twice); each section changes only what it names.
+      const starts = r.flatMap((w, i) => (w === 'peer' ? [i] : []));
+      starts.forEach((start, n) => this.setPeer(dev!, l, r.slice(start + 1, starts[n + 1] ?? r.length)));
       return '';
     }
     throw new Error(`wg: unsupported ${a.join(' ')}`);
+  }
+
+  /** One `peer KEY ...` section of `wg set`: a keepalive turned on from off sends one at once (WireGuard does), counted in `keepalivesSent`. */
+  private setPeer(dev: string, l: Link, r: string[]): void {
+    const key = r[0]!;
+    const others = l.wg.peers.filter((p) => p.publicKey !== key);
+    if (r[1] === 'remove') {
+      l.wg.peers = others;
+      return;
+    }
+    const at = (k: string) => (r.indexOf(k) < 0 ? null : r[r.indexOf(k) + 1]!);
+    const old = l.wg.peers.find((p) => p.publicKey === key);
+    const ka = at('persistent-keepalive');
+    const keepalive = ka === null ? (old?.keepalive ?? 0) : ka === 'off' ? 0 : Number(ka);
+    const allowed = at('allowed-ips');
+    if (keepalive > 0 && (old?.keepalive ?? 0) === 0) this.keepalivesSent.push({ dev, peer: key });
+    l.wg.peers = [
+      ...others,
+      {
+        publicKey: key,
+        endpoint: at('endpoint') ?? old?.endpoint ?? null,
+        allowedIps: allowed === null ? (old?.allowedIps ?? []) : allowed.split(',').filter(Boolean),
+        keepalive,
+      },
+    ];
   }
 
   private sysctl(a: string[]): string {

@@ -317,6 +317,21 @@ describe('planKernel on the in-memory host', () => {
     expect(planKernel(actual, desire({ ...was, allowedIps: [] }))).toEqual([{ op: 'wg.peer.set', dev: 'rt1', peer: { ...was, allowedIps: [] } }]);
   });
 
+  it('sets again every peer with a keepalive of a device whose key changed, so each starts its handshake at once', () => {
+    const linked: WgPeerState = { publicKey: key(1), endpoint: '198.18.0.2:51820', allowedIps: ['0.0.0.0/0'], keepaliveSeconds: 25 };
+    const quiet: WgPeerState = { publicKey: key(2), endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 };
+    const device = (publicKey: string) => ({ name: 'rt1', publicKey, listenPort: 51821, mtu: 1420, addresses: [], up: true, peers: [linked, quiet] });
+    const actual: HostState = { devices: devs({ rt1: device(key(0)) }), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
+    const desired = (publicKey: string): DesiredHostState => ({ ...desire(), devices: devs({ rt1: { ...device(publicKey), privateKeyFile: '/k' } }) });
+
+    expect(planKernel(actual, desired(key(3)))).toEqual([
+      { op: 'wg.device', dev: 'rt1', privateKeyFile: '/k', publicKey: key(3), listenPort: 51821 },
+      { op: 'wg.peer.set', dev: 'rt1', peer: linked },
+    ]);
+    // The same key: nothing to do.
+    expect(planKernel(actual, desired(key(0)))).toEqual([]);
+  });
+
   it('moves a route to another device with one atomic route.replace', () => {
     const dev = (name: string) => ({ name, publicKey: key(0), listenPort: 0, mtu: 1420, addresses: [], up: true, peers: [] });
     const exitRoute = (d: string): RouteState => ({ dst: '0.0.0.0/0', dev: d, table: 1001, src: null });

@@ -117,6 +117,30 @@ describe('the Linux backend on a fake host', () => {
     expect(seen.map((o) => o.dev).sort()).toEqual([...whole.devices.keys()].sort());
   });
 
+  it('after a key rotation, every link sends a keepalive at once (its handshake), and only then', async () => {
+    const host = new FakeLinux();
+    const b = new LinuxKernelBackend({ logger: log, runner: host });
+    const peers = [relay(2), relay(3), relay(4)];
+    const scope = meshScope('rc', self);
+    expect((await converge(b, scope, desiredMeshState(self, [self, ...peers], meshOpts, {}))).again).toEqual([]);
+    // Each new peer sent its first keepalive when it was set; nothing since.
+    expect(host.keepalivesSent).toHaveLength(3);
+    host.keepalivesSent.length = 0;
+    expect((await converge(b, scope, desiredMeshState(self, [self, ...peers], meshOpts, {}))).plan).toEqual([]);
+    expect(host.keepalivesSent).toEqual([]);
+
+    const rotated = generateWgKeyPair();
+    const rotatedFile = join(tmp.dir, 'wg-rotated.key');
+    writeFileSync(rotatedFile, rotated.privateKey + '\n', { mode: 0o600 });
+    const me = { ...self, publicKey: rotated.publicKey };
+    const r = await converge(b, scope, desiredMeshState(me, [me, ...peers], { ...meshOpts, privateKeyFile: rotatedFile }, {}));
+    expect(r.r.failures).toEqual([]);
+    expect(r.again).toEqual([]);
+    expect(r.plan.map((op) => op.op)).toEqual(['wg.device', 'wg.device', 'wg.device', 'wg.peer.set', 'wg.peer.set', 'wg.peer.set']);
+    expect(host.keepalivesSent.map((k) => k.peer).sort()).toEqual(peers.map((p) => p.publicKey).sort());
+    expect([...host.links.values()].filter((l) => l.wg.publicKey !== '').every((l) => l.wg.publicKey === rotated.publicKey)).toBe(true);
+  });
+
   it("reads a session's round as the change needs: the client device's WireGuard state and the rules, not its link or routes", async () => {
     const host = new FakeLinux();
     const b = new LinuxKernelBackend({ logger: log, runner: host });

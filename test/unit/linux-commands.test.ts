@@ -32,7 +32,7 @@ describe('the command of each operation', () => {
     [{ op: 'wg.device', dev: 'rc1m2', privateKeyFile: '/s/wg.key', publicKey: KEY, listenPort: 51822 }, 'wg set rc1m2 listen-port 51822 private-key /s/wg.key'],
     [
       { op: 'wg.peer.set', dev: 'rc1m2', peer: { publicKey: PEER, endpoint: '198.51.100.2:51821', allowedIps: ['0.0.0.0/0', '::/0'], keepaliveSeconds: 25 } },
-      `wg set rc1m2 peer ${PEER} endpoint 198.51.100.2:51821 allowed-ips 0.0.0.0/0,::/0 persistent-keepalive 25`,
+      `wg set rc1m2 peer ${PEER} endpoint 198.51.100.2:51821 allowed-ips 0.0.0.0/0,::/0 persistent-keepalive off peer ${PEER} persistent-keepalive 25`,
     ],
     [
       { op: 'wg.peer.set', dev: 'rc1c', peer: { publicKey: PEER, endpoint: null, allowedIps: ['100.96.0.2/32'], keepaliveSeconds: 0 } },
