@@ -281,7 +281,7 @@ export class FakeLinux implements CommandRunner {
     if (r[0] === 'peer') {
       // One `wg set` may name several peers (or one peer twice); each section changes only what it names.
       const starts = r.flatMap((w, i) => (w === 'peer' ? [i] : []));
-      starts.forEach((start, n) => this.setPeer(dev!, l, r.slice(start + 1, starts[n + 1] ?? r.length)));
+      for (const [n, start] of starts.entries()) this.setPeer(dev!, l, r.slice(start + 1, starts[n + 1] ?? r.length));
       return '';
     }
     throw new Error(`wg: unsupported ${a.join(' ')}`);
