@@ -35,6 +35,7 @@ export class RelayEventPublisher {
   #closed = false;
   #wake: (() => void) | null = null;
   readonly #onDropped: ((r: DroppedReport) => void) | null;
+  readonly #onPublished: ((e: RelayEvent, ackedAtMs: number) => void) | null;
   readonly #now: () => number;
   /** Drops not reported yet. */
   #unreported: { count: number; since: number; until: number } | null = null;
@@ -50,6 +51,8 @@ export class RelayEventPublisher {
     /** The relay's Ed25519 identity key; without one (tests of old behaviour) events go unsigned. */
     identity?: KeyObject | null;
     onDropped?: (r: DroppedReport) => void;
+    /** Each event JetStream acknowledged, and when (metrics: the publish lag). */
+    onPublished?: (e: RelayEvent, ackedAtMs: number) => void;
     now?: () => number;
   }) {
     this.#js = opts.js;
@@ -58,6 +61,7 @@ export class RelayEventPublisher {
     this.#log = opts.logger.child({ component: 'relay-event-publisher' });
     this.#capacity = opts.capacity ?? 10_000;
     this.#onDropped = opts.onDropped ?? null;
+    this.#onPublished = opts.onPublished ?? null;
     this.#now = opts.now ?? Date.now;
   }
 
@@ -99,6 +103,7 @@ export class RelayEventPublisher {
         await js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
         this.#queue.shift();
         this.published++;
+        this.#onPublished?.(e, this.#now());
         failures = 0;
         // The bus takes events again: say what was lost meanwhile (queued behind what waits).
         const lost = this.#unreported;

@@ -88,6 +88,11 @@ it deregisters and exits 0. Logs are JSON lines on stderr. Flags override enviro
       default: 'auto',
       group: CLIENTS,
     }),
+    opt(
+      '--metrics-listen <[ADDR:]PORT>',
+      'serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1 when not given; clients and mesh peers are refused whatever ADDR is; see docs/operations.md)',
+      { env: 'RELAYNET_METRICS_LISTEN' },
+    ),
   );
   cmd.addHelpText(
     'after',
@@ -203,6 +208,11 @@ that may publish only its own events; the operator's credentials are STATE_DIR/b
     intOpt('--nats-user-ttl <S>', "lifetime of a relay's NATS user JWT; relays renew it through the heartbeat", 60, 30 * 24 * 3600, { default: 3600 }),
     intOpt('--heartbeat-seconds <N>', 'heartbeat interval handed to relays', 1, 3600, { default: 10 }),
     intOpt('--stream-replicas <N>', 'copies of each JetStream stream it creates (3 on a 3-node NATS cluster)', 1, 5, { default: 1 }),
+    opt(
+      '--metrics-listen <[ADDR:]PORT>',
+      "serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1 when not given): requests by function, admissions, heartbeats, the publisher's lag; see docs/operations.md",
+      { env: 'RELAYNET_METRICS_LISTEN' },
+    ),
   );
   cmd.addHelpText(
     'after',

@@ -2,6 +2,7 @@ import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../lib/logger.ts';
 import { verifyJwt } from './jwt.ts';
+import type { ControlPlaneMetrics } from './metrics.ts';
 
 /** Bodies larger than this are refused at the gateway; functions apply their own, smaller limit (16 KiB). */
 export const GATEWAY_MAX_BODY = 1024 * 1024;
@@ -46,9 +47,15 @@ export async function startGateway(opts: {
   route: (name: string) => number | undefined;
   known: (name: string) => boolean;
   logger: Logger;
+  /** Each answered request, by function (null: none), status code and duration. */
+  metrics?: Pick<ControlPlaneMetrics, 'request'> | null;
 }): Promise<Gateway> {
   const log = opts.logger.child({ component: 'gateway' });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const started = performance.now();
+    let fn: string | null = null;
+    const metrics = opts.metrics;
+    if (metrics) res.once('close', () => metrics.request(fn, res.statusCode, performance.now() - started));
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://gateway');
@@ -61,6 +68,7 @@ export async function startGateway(opts: {
       return send(res, 404, { error: 'not_found', message: m ? `function ${m[1]} does not exist` : `no route for ${url.pathname.slice(0, 200)}` });
     }
     const name = m[1]!;
+    fn = name;
     if (req.method === 'OPTIONS') return forward(req, res, name, m[2] ?? '', url);
     const bearer = /^Bearer +(\S+)$/i.exec((req.headers.authorization ?? '').trim());
     const check = bearer

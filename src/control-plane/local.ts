@@ -5,6 +5,8 @@ import type { Logger } from '../lib/logger.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.ts';
 import { functionNames, startFunctions, type FunctionRunner } from './functions.ts';
 import { startGateway } from './gateway.ts';
+import { controlPlaneMetrics } from './metrics.ts';
+import { startMetricsServer, type ListenAddress } from '../lib/metrics-server.ts';
 import { mintRelayToken, mintUserToken, serviceRoleKey, TOKEN_ISSUER } from './jwt.ts';
 import { migrate } from './migrate.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from './secrets.ts';
@@ -57,6 +59,8 @@ export interface LocalControlPlaneOptions {
   heartbeatSeconds?: number;
   /** Copies of each JetStream stream the control plane creates (default 1; 3 on a 3-node NATS cluster). */
   streamReplicas?: number;
+  /** Serve Prometheus metrics here (`--metrics-listen`: the gateway's requests, admissions, heartbeats, the publisher). */
+  metricsListen?: ListenAddress | null;
   logger: Logger;
 }
 
@@ -145,6 +149,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     }
     const topologyPublicKey = topologyPublicKeyOf(secrets.topologySigningSeed);
     const names = new Set(functionNames());
+    const metrics = opts.metricsListen ? controlPlaneMetrics([...names], { processMetrics: true }) : null;
     let fns: FunctionRunner | null = null;
     // The gateway first: a port that is taken fails the start at once.
     const gw = await startGateway({
@@ -154,6 +159,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       known: (n) => names.has(n),
       route: (n) => fns?.port(n),
       logger: opts.logger,
+      metrics,
     });
     stops.push({ what: 'gateway', stop: () => gw.stop() });
 
@@ -181,6 +187,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
         // Both take LISTEN: a real PostgreSQL, and the PGlite multiplexer (it routes notifications itself).
         listen: true,
         streamLimits: { ...DEFAULT_STREAM_LIMITS, replicas: opts.streamReplicas ?? 1 },
+        metrics,
       });
       publisher = p;
       stops.push({ what: 'topology publisher', stop: () => p.stop() });
@@ -221,6 +228,19 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     });
     const runner = fns;
     stops.push({ what: 'functions', stop: () => runner.stop() });
+
+    if (metrics && opts.metricsListen) {
+      const pub = publisher;
+      const m = await startMetricsServer({
+        listen: opts.metricsListen,
+        registry: metrics.registry,
+        logger: opts.logger,
+        before: async () => {
+          if (pub) metrics.headRevision(await pub.headRevision());
+        },
+      });
+      stops.push({ what: 'metrics', stop: () => m.close() });
+    }
 
     const srk = await serviceRoleKey(secrets.jwtSecret);
     // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).

@@ -9,6 +9,7 @@ import { importPublicKey, verifyBytes } from '../events/signing.ts';
 import { SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
 import { busHeadOf, decideEpoch, type BusHead } from './epoch.ts';
+import type { ControlPlaneMetrics } from './metrics.ts';
 
 export interface TopologyPublisher {
   /** Publish everything committed so far; resolves when JetStream acknowledged it (or rejects). */
@@ -19,6 +20,8 @@ export interface TopologyPublisher {
   readonly epoch: string | null;
   /** Rounds started by an outbox notification (with `listen`), not by the poll. */
   readonly notifiedRounds: number;
+  /** The database's newest topology revision (read now; the backlog is this minus `publishedRevision`). */
+  headRevision(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -28,6 +31,15 @@ interface OutboxRow {
   subject: string;
   payload: string;
   signature: string;
+}
+
+/** When the function that wrote a row made its event (its envelope's `time`), in ms; NaN if unreadable. */
+function committedAt(r: OutboxRow): number {
+  try {
+    return Date.parse((JSON.parse(r.payload) as { time?: string }).time ?? '');
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** What a commit that appends topology events notifies (migration 20261213000001). */
@@ -87,6 +99,8 @@ export async function startTopologyPublisher(opts: {
    * head when the publisher checks for a restored database. Without it the newest message counts.
    */
   topologyPublicKey?: string;
+  /** What it published and when, and whether it is failing (control-plane metrics). */
+  metrics?: Pick<ControlPlaneMetrics, 'published' | 'publisherFailing'> | null;
 }): Promise<TopologyPublisher> {
   const log = opts.logger.child({ component: 'topology-publisher' });
   const sql = postgres(opts.dbUrl, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 10 });
@@ -213,6 +227,7 @@ export async function startTopologyPublisher(opts: {
           await sql`update relaynet.publisher_cursor set published_revision = ${from} where published_revision < ${from}`;
           published = from;
           n += done;
+          opts.metrics?.published(chunk.slice(0, done).map(committedAt), from, Date.now());
         }
         if (failed >= 0) throw (acks[failed] as PromiseRejectedResult).reason;
       }
@@ -254,9 +269,11 @@ export async function startTopologyPublisher(opts: {
         await flush();
         if (failing) log.info('publishing again');
         failing = false;
+        opts.metrics?.publisherFailing(false);
       } catch (e) {
         if (!failing) log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
         failing = true;
+        opts.metrics?.publisherFailing(true);
         // The database may come back as another one (a restore): read the cursor and check the epoch again.
         checked = false;
       }
@@ -276,6 +293,7 @@ export async function startTopologyPublisher(opts: {
   // the publisher before the functions has the epoch settled before any function writes an event.
   await flush().catch((e) => {
     failing = true;
+    opts.metrics?.publisherFailing(true);
     checked = false;
     log.warn({ err: String((e as Error).message ?? e) }, 'cannot publish topology events yet; retrying');
   });
@@ -293,6 +311,7 @@ export async function startTopologyPublisher(opts: {
     get notifiedRounds() {
       return notifiedRounds;
     },
+    headRevision: async () => Number((await sql<{ revision: string }[]>`select revision from relaynet.topology`)[0]?.revision ?? 0),
     async stop() {
       stopped = true;
       wake?.();

@@ -16,6 +16,7 @@ import type { KernelEmission } from '../kernel/kernel.machine.ts';
 import type { Deps } from '../lib/deps.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RelayConfig } from './config.ts';
+import type { RelayMetrics } from './relay-metrics.ts';
 import type { RegisterResponse } from '../contract/api-relays.ts';
 import { sleep } from './control-plane-client.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
@@ -86,7 +87,13 @@ export interface BusSession {
 const busSetupRetryMs = (attempt: number): number => Math.min(10_000, 500 * 2 ** attempt);
 
 /** `identity`: the relay's identity key, which signs every event it publishes (src/lib/identity-key.ts). */
-export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: KeyObject | null = null): BusSession {
+export function busSession(
+  cfg: RelayConfig,
+  log: Logger,
+  deps: Deps,
+  identity: KeyObject | null = null,
+  metrics: Pick<RelayMetrics, 'published'> | null = null,
+): BusSession {
   let nc: NatsConnection | null = null;
   let bus: Promise<FollowerDeps> | null = null;
   let followerState: FollowerState = 'stopped';
@@ -118,6 +125,7 @@ export function busSession(cfg: RelayConfig, log: Logger, deps: Deps, identity: 
     identity,
     now: deps.now,
     onDropped: (d) => emit({ type: 'RelayEventsDropped', data: d }),
+    onPublished: metrics ? (e, at) => metrics.published(at - Date.parse(e.time)) : undefined,
   });
 
   /** The pinned-key check of every registration (src/daemon/topology-pin.ts). */

@@ -3,6 +3,16 @@ import { prefix6Problem } from '../kernel/ipv6.ts';
 import { RelayIdSchema } from '../contract/envelope.ts';
 import { EndpointSchema, Ipv4CidrSchema } from '../contract/topology.events.ts';
 import { cidrToRange } from '../kernel/egress.ts';
+import { parseListen } from '../lib/metrics-server.ts';
+
+const listenProblem = (s: string): string | null => {
+  try {
+    parseListen(s);
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+};
 
 /** An IPv4 or IPv6 CIDR (or a bare address, read as /32 or /128). */
 export const IpCidrSchema = z
@@ -67,6 +77,12 @@ export const RelayConfigSchema = z
       .nullable(),
     /** Whether clients' IPv6 may leave here: `auto` when this host has a default IPv6 route. */
     exitIpv6: z.enum(['auto', 'on', 'off']),
+    /** Serve Prometheus metrics here (`--metrics-listen`); null: not at all. */
+    metricsListen: z
+      .string()
+      .refine((s) => listenProblem(s) === null, 'metrics-listen must be PORT, ADDR:PORT or [IPV6]:PORT, ADDR an IP address')
+      .nullable()
+      .optional(),
   })
   .refine((c) => c.linkDownAfterMs >= c.linkStaleAfterMs, { message: 'link-down-after must be at least link-stale-after', path: ['linkDownAfterMs'] });
 export type RelayConfig = z.infer<typeof RelayConfigSchema>;

@@ -12,6 +12,7 @@ import type { RelayConfig } from './config.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { natsDenyCidrs } from './control-plane-deny.ts';
 import { heartbeatActor } from './heartbeat.ts';
+import type { RelayMetrics } from './relay-metrics.ts';
 import { relayBusIdentity } from './bus-credential.ts';
 import type { BusAuth } from '../bus/connection.ts';
 
@@ -58,6 +59,7 @@ export function controlPlaneSession(
   log: Logger,
   bus: Pick<BusSession, 'connect' | 'deleteConsumer'>,
   identityKey: KeyObject,
+  metrics: Pick<RelayMetrics, 'heartbeat'> | null = null,
 ): ControlPlaneSession {
   const keyFile = join(cfg.stateDir, 'wg.key');
   let key = loadOrCreateWgKey(keyFile);
@@ -99,7 +101,7 @@ export function controlPlaneSession(
       for (const w of nats.warnings) log.warn(w);
       return { ...reg, serviceCidrs: nats.cidrs };
     }),
-    heartbeat: heartbeatActor(client, log, identity),
+    heartbeat: heartbeatActor(client, log, identity, Date.now, metrics),
     deregister: fromPromise(async ({ input }) => {
       const r = await client.deregister(input.relayId);
       // Gone from the topology: its durable consumer has nothing left to deliver.

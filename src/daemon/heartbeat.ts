@@ -3,6 +3,7 @@ import type { RelayMachineEvent } from '../actors/relay.machine.ts';
 import type { Logger } from '../lib/logger.ts';
 import { ControlPlaneError, type ControlPlaneClient } from './control-plane-client.ts';
 import type { RelayBusIdentity } from './bus-credential.ts';
+import type { RelayMetrics } from './relay-metrics.ts';
 
 /**
  * The heartbeat actor: calls `heartbeat` every interval and tells the relay actor the control plane's
@@ -14,6 +15,7 @@ export function heartbeatActor(
   logger: Logger,
   identity: Pick<RelayBusIdentity, 'renewalDue' | 'update'> | null = null,
   now = Date.now,
+  metrics: Pick<RelayMetrics, 'heartbeat'> | null = null,
 ) {
   return fromCallback<RelayMachineEvent, { relayId: string; intervalSeconds: number }>(({ sendBack, input }) => {
     const log = logger.child({ actor: 'heartbeat' });
@@ -23,9 +25,11 @@ export function heartbeatActor(
     const beat = async () => {
       if (busy) return;
       busy = true;
+      const started = now();
       try {
         const renew = identity?.renewalDue(now()) ?? false;
         const r = await client.heartbeat(input.relayId, abort.signal, renew);
+        metrics?.heartbeat(now() - started, 'ok');
         if (r.bus && identity) {
           identity.update(r.bus, now());
           log.info({ expiresAt: r.bus.expiresAt }, 'NATS credential renewed');
@@ -35,7 +39,9 @@ export function heartbeatActor(
         if (!abort.signal.aborted) sendBack({ type: 'HEARTBEAT', response: r });
       } catch (e) {
         if (abort.signal.aborted) return;
-        if (e instanceof ControlPlaneError && e.status === 404) {
+        const notRegistered = e instanceof ControlPlaneError && e.status === 404;
+        metrics?.heartbeat(now() - started, notRegistered ? 'not_registered' : 'failed');
+        if (notRegistered) {
           sendBack({ type: 'HEARTBEAT_NOT_REGISTERED' });
         } else if (!failing) {
           failing = true;

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromCallback, fromPromise } from 'xstate';
 import { clientSysctls } from '../kernel/clients.ts';
-import type { KernelBackend, NftCounter } from '../kernel/host-state.ts';
+import type { KernelBackend, NftCounter, PeerObservation } from '../kernel/host-state.ts';
 import { kernelMachine, type ObserverEvent } from '../kernel/kernel.machine.ts';
 import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
@@ -11,6 +11,7 @@ import type { Deps } from '../lib/deps.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { Emit } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
+import type { RelayMetrics } from './relay-metrics.ts';
 
 /** What the relay learned of its host at start, before any change of its own. */
 export interface HostFacts {
@@ -35,17 +36,30 @@ export interface KernelShell {
   host: HostFacts;
   /** The named counters of an nftables table (read only). */
   counters(table: string): Promise<Record<string, NftCounter>>;
+  /** The WireGuard peers of these devices as the host has them now: handshakes and counters (read only). */
+  observe(devices: string[]): Promise<PeerObservation[]>;
   /** Once the relay stopped: a clean client teardown put the sysctls back, so the next start reads them afresh. */
   stopped(clientsTornDown: boolean): void;
 }
 
-export async function kernelShell(cfg: RelayConfig, log: Logger, emit: Emit, deps: Deps): Promise<KernelShell> {
+export async function kernelShell(
+  cfg: RelayConfig,
+  log: Logger,
+  emit: Emit,
+  deps: Deps,
+  metrics: Pick<RelayMetrics, 'kernelRound'> | null = null,
+): Promise<KernelShell> {
   const backend: KernelBackend =
     cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
   const reconcile = reconcileWith(backend, deps.now);
   const kernel = kernelMachine.provide({
     actors: {
-      reconcile: fromPromise(async ({ input }) => reconcile(input)),
+      reconcile: fromPromise(async ({ input }) => {
+        const started = performance.now();
+        const out = await reconcile(input);
+        metrics?.kernelRound(performance.now() - started, out);
+        return out;
+      }),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
         let devices: string[] = [];
         let busy = false;
@@ -78,6 +92,7 @@ export async function kernelShell(cfg: RelayConfig, log: Logger, emit: Emit, dep
     kernel,
     host: await hostFacts(cfg, log, backend, sysctlFile),
     counters: (table) => backend.counters(table),
+    observe: (devices) => backend.observe(devices),
     stopped: (clientsTornDown) => {
       if (clientsTornDown) rmSync(sysctlFile, { force: true });
     },

@@ -17,6 +17,9 @@ import { kernelShell, type HostFacts, type KernelShell } from './kernel-shell.ts
 import { statusProjection, type RelayStatus, type StatusProjection } from './relay-status.ts';
 import { resolverActor } from './resolver.ts';
 import { startStatusServer } from './status-server.ts';
+import { metricsRefusal, relayMetrics, type RelayMetrics } from './relay-metrics.ts';
+import { NETWORK_SPACE } from '../kernel/egress.ts';
+import { parseListen, startMetricsServer, type MetricsServer } from '../lib/metrics-server.ts';
 
 /** What `progress()` reads: cheap enough to poll a thousand relays of one process. */
 export interface RelayProgress {
@@ -61,9 +64,11 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   const identityFile = join(cfg.stateDir, 'identity.key');
   const identity = loadOrCreateIdentityKey(identityFile);
   if (identity.created) log.info({ identityKey: identity.publicKey, identityFile }, 'generated identity key');
-  const bus = busSession(cfg, log, deps, identity.privateKey);
-  const controlPlane = controlPlaneSession(cfg, log, bus, identity.privateKey);
-  const kernel = await kernelShell(cfg, log, bus.emit, deps);
+  // Prometheus metrics only where asked for (`--metrics-listen`): a thousand relays of one process keep none.
+  const metrics = cfg.metricsListen ? relayMetrics(cfg.relayId, { processMetrics: true }) : null;
+  const bus = busSession(cfg, log, deps, identity.privateKey, metrics);
+  const controlPlane = controlPlaneSession(cfg, log, bus, identity.privateKey, metrics);
+  const kernel = await kernelShell(cfg, log, bus.emit, deps, metrics);
   const projection = statusProjection(
     { relayId: cfg.relayId, wgPrefix: cfg.wgPrefix, kernel: kernel.kind, publicKey: controlPlane.publicKey, bus: bus.status, counters: kernel.counters },
     log,
@@ -120,6 +125,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     () => ({ relayId: cfg.relayId, state: String(actor.getSnapshot().value) }),
     { 'rotate-key': () => rotateKey(), reconcile: () => reconcileAll() },
   );
+  const metricsServer =
+    metrics && cfg.metricsListen ? await serveMetrics(cfg, cfg.metricsListen, metrics, actor, projection, kernel, clientOptions, log) : null;
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
 
@@ -131,6 +138,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
         kernel.stopped(s.context.tornDown.clients);
         await bus.close();
         statusServer.close();
+        await metricsServer?.close();
         log.info({ state: s.value, error: s.context.error }, failed ? 'relay failed' : 'relay stopped');
         resolve(failed ? 1 : 0);
       },
@@ -154,6 +162,38 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     reconcileAll,
     stop: (signal = 'SIGTERM') => actor.send({ type: 'STOP', signal }),
   };
+}
+
+/**
+ * Serve the relay's metrics: each scrape reads the policy counters and the links' WireGuard state
+ * afresh (as `relay-core status` does), then sets the metrics from the status. Addresses of the
+ * relay network (clients, mesh peers) are refused.
+ */
+async function serveMetrics(
+  cfg: RelayConfig,
+  listen: string,
+  metrics: RelayMetrics,
+  actor: { getSnapshot(): Parameters<StatusProjection['status']>[0] },
+  projection: StatusProjection,
+  kernel: KernelShell,
+  clients: ClientOptions,
+  log: Logger,
+): Promise<MetricsServer> {
+  const network = [NETWORK_SPACE, cfg.clientSupernet, ...(clients.clientPrefix6 ? [clients.clientPrefix6] : [])];
+  return startMetricsServer({
+    listen: parseListen(listen),
+    registry: metrics.registry,
+    refuse: (remote) => metricsRefusal(remote, network),
+    logger: log,
+    before: async () => {
+      const s = actor.getSnapshot();
+      await projection.readCounters(s);
+      const status = projection.status(s);
+      const devices = status.links.map((l) => l.device);
+      const observations = devices.length ? await kernel.observe(devices).catch(() => []) : [];
+      metrics.update(status, observations, Date.now());
+    },
+  });
 }
 
 /** The relay actor with the shells' actors and actions; the topology and clients actors publish through the bus. */

@@ -31,6 +31,10 @@ export const CONTROL_PLANE_PORT = 54321;
 export const NATS_PORT = 4222;
 /** Every relay's WireGuard endpoint port; its link devices listen on this + the peer's mesh index. */
 export const RELAY_PORT = 51820;
+/** Each sim relay serves its Prometheus metrics on its namespace's loopback, this port (docs/operations.md). */
+export const RELAY_METRICS_PORT = 9464;
+/** The sim's control plane serves its metrics on its (service) namespace's loopback, this port. */
+export const CONTROL_PLANE_METRICS_PORT = 9465;
 /** The name of a node's own end of its veth pair, inside its namespace. */
 export const PUBLIC_IF = 'pub0';
 export const BRIDGE_IF = 'br0';

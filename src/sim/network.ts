@@ -32,6 +32,8 @@ import {
   relayNamespace,
   relayMovedAddress,
   relayPublicAddress,
+  RELAY_METRICS_PORT,
+  CONTROL_PLANE_METRICS_PORT,
   SIM_INTERNET,
   SIM_INTERNET6,
   BRIDGE_ADDRESS6,
@@ -323,6 +325,8 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     String(m.settings.heartbeatSeconds),
     // On a cluster every stream keeps a copy on each node: losing one loses nothing.
     ...(nodes > 1 ? ['--stream-replicas', String(Math.min(nodes, 3))] : []),
+    '--metrics-listen',
+    `127.0.0.1:${CONTROL_PLANE_METRICS_PORT}`,
   ];
   // The database URL goes by environment, so it (and its password) is in neither argv nor the manifest.
   const controlPlane = spawnRecorded(
@@ -407,6 +411,8 @@ function relayArgv(m: Manifest, r: SimRelay): string[] {
     // The sim's internet lives in the benchmarking range, which the egress policy refuses by default.
     '--client-allow',
     `${SIM_INTERNET},${SIM_INTERNET6}`,
+    '--metrics-listen',
+    `127.0.0.1:${RELAY_METRICS_PORT}`,
   ];
 }
 

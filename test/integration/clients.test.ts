@@ -4,7 +4,17 @@ import { describe, expect, it } from 'vitest';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import { clientDevice } from '../../src/kernel/clients.ts';
 import { linkDevice, meshIndex } from '../../src/kernel/mesh.ts';
-import { BRIDGE_ADDRESS, BRIDGE_IF, inetNamespace, relayPublicAddress, WEB_URL } from '../../src/sim/layout.ts';
+import {
+  BRIDGE_ADDRESS,
+  BRIDGE_IF,
+  CONTROL_PLANE_METRICS_PORT,
+  inetNamespace,
+  RELAY_METRICS_PORT,
+  relayPublicAddress,
+  svcNamespace,
+  WEB_URL,
+} from '../../src/sim/layout.ts';
+import { find, one, parseExposition } from '../support/prometheus.ts';
 import { runSessionLoop } from '../support/session-loop.ts';
 import { simSuite } from '../support/sim-harness.ts';
 
@@ -105,6 +115,90 @@ describe('clients through entry and exit relays on real WireGuard', () => {
       const ping = await inClient('c2', ['ping', '-c', '1', '-W', '2', target]);
       expect(ping.exitCode, `c2 -> ${target}`).not.toBe(0);
     }
+  });
+
+  it("metrics: each relay's /metrics, on its namespace's loopback, agree with `wg show` and with its status", async () => {
+    /** Each WireGuard peer of the namespace: latest handshake (s), rx, tx. */
+    const wgPeers = async (id: string) =>
+      new Map(
+        (await inRelay(id, ['wg', 'show', 'all', 'dump'])).stdout
+          .split('\n')
+          .map((l) => l.split('\t'))
+          .filter((f) => f.length === 9)
+          .map((f) => [f[0]!, { handshake: Number(f[5]), rx: Number(f[6]), tx: Number(f[7]) }]),
+      );
+    for (const id of ['relay-1', 'relay-2', 'relay-3']) {
+      const before = await wgPeers(id);
+      const res = await inRelay(id, ['curl', '-s', '--max-time', '5', `http://127.0.0.1:${RELAY_METRICS_PORT}/metrics`]);
+      const after = await wgPeers(id);
+      const st = await status(id);
+      expect(res.exitCode, res.stderr).toBe(0);
+      const { samples } = parseExposition(res.stdout);
+      expect(samples.every((x) => x.labels.relay === id)).toBe(true);
+      expect(one(samples, 'relaycore_relay_state', { state: 'serving' })).toBe(1);
+      expect(one(samples, 'relaycore_topology_revision')).toBe(st.revision);
+      expect(st.links).toHaveLength(2);
+      for (const l of st.links) {
+        const ids = { peer: l.peerId, device: l.device };
+        expect(one(samples, 'relaycore_link_state', { ...ids, state: 'up' }), `${id} -> ${l.peerId}`).toBe(1);
+        const [b, a] = [before.get(l.device)!, after.get(l.device)!];
+        // Read from the kernel during the scrape: between what wg showed just before and just after.
+        const rx = one(samples, 'relaycore_link_receive_bytes_total', ids);
+        const tx = one(samples, 'relaycore_link_transmit_bytes_total', ids);
+        expect(rx, `${id} ${l.device} rx`).toBeGreaterThan(0);
+        expect(rx >= b.rx && rx <= a.rx, `${id} ${l.device} rx ${b.rx} <= ${rx} <= ${a.rx}`).toBe(true);
+        expect(tx >= b.tx && tx <= a.tx, `${id} ${l.device} tx ${b.tx} <= ${tx} <= ${a.tx}`).toBe(true);
+        const hs = one(samples, 'relaycore_link_last_handshake_timestamp_seconds', ids);
+        expect([b.handshake, a.handshake], `${id} ${l.device} handshake`).toContain(hs);
+        expect(one(samples, 'relaycore_link_handshake_age_seconds', ids)).toBeLessThan(180);
+      }
+      const sessions = find(samples, 'relaycore_sessions').reduce((n, x) => n + x.value, 0);
+      expect(sessions, id).toBe(st.clients.length);
+      for (const role of ['entry', 'exit'] as const)
+        expect(
+          find(samples, 'relaycore_sessions', { role }).reduce((n, x) => n + x.value, 0),
+          `${id} ${role}`,
+        ).toBe(st.clients.filter((c) => c.role === role).length);
+      expect(one(samples, 'relaycore_kernel_rounds_total')).toBeGreaterThan(0);
+      expect(one(samples, 'relaycore_kernel_round_duration_seconds_count', { focused: 'false' })).toBeGreaterThan(0);
+      expect(one(samples, 'relaycore_bus_connected')).toBe(1);
+      expect(one(samples, 'relaycore_heartbeats_total', { result: 'failed' })).toBe(0);
+      expect(find(samples, 'process_cpu_seconds_total')).toHaveLength(1);
+    }
+    // relay-1, the entry of c1 and c2: two sessions.
+    const entry = parseExposition(
+      (await inRelay('relay-1', ['curl', '-s', '--max-time', '5', `http://127.0.0.1:${RELAY_METRICS_PORT}/metrics`])).stdout,
+    ).samples;
+    expect(
+      one(entry, 'relaycore_sessions', { state: 'active', role: 'entry', mode: 'standard' }) +
+        one(entry, 'relaycore_sessions', { state: 'ready', role: 'entry', mode: 'standard' }),
+    ).toBe(2);
+    const policy = (await status('relay-1')).policy!;
+    const refused = find(entry, 'relaycore_client_refused_packets_total').reduce((n, x) => n + x.value, 0);
+    const filtered = find(entry, 'relaycore_filter_dropped_packets_total').reduce((n, x) => n + x.value, 0);
+    // c2's pings of c1 and of relay-2's mesh address, refused at the entry (its ping of the control plane is refused at its exit).
+    expect(one(entry, 'relaycore_client_refused_packets_total', { reason: 'network' })).toBeGreaterThanOrEqual(2);
+    expect(refused).toBe([...new Map(policy.egress.map((r) => [r.reason, r.packets])).values()].reduce((n, v) => n + v, 0));
+    expect(filtered).toBe(policy.filters.reduce((n, f) => n + f.packets, 0));
+
+    // The control plane's, on its namespace's loopback: three admissions, heartbeats, every revision published.
+    const cp = await execa(
+      'ip',
+      ['netns', 'exec', svcNamespace(manifest().simId), 'curl', '-s', '--max-time', '5', `http://127.0.0.1:${CONTROL_PLANE_METRICS_PORT}/metrics`],
+      {
+        reject: false,
+      },
+    );
+    expect(cp.exitCode, cp.stderr).toBe(0);
+    const c = parseExposition(cp.stdout).samples;
+    expect(one(c, 'relaycore_cp_admissions_total')).toBeGreaterThanOrEqual(3);
+    expect(one(c, 'relaycore_cp_heartbeats_total')).toBeGreaterThan(0);
+    expect(one(c, 'relaycore_cp_requests_total', { function: 'connect-client', code: '200' })).toBeGreaterThanOrEqual(2);
+    const revision = (await status('relay-1')).revision;
+    expect(one(c, 'relaycore_topology_head_revision')).toBe(revision);
+    expect(one(c, 'relaycore_publisher_published_revision')).toBe(revision);
+    expect(one(c, 'relaycore_publisher_lag_seconds_count')).toBe(one(c, 'relaycore_publisher_events_total'));
+    expect(one(c, 'relaycore_publisher_failing')).toBe(0);
   });
 
   it('MTU: the largest unfragmented ping passes and one byte more is refused; a bulk transfer arrives whole', async () => {

@@ -2,6 +2,7 @@ import { join, resolve } from 'node:path';
 import { CliError, str, type Action } from '../args.ts';
 import { redactUrl, SERVICE_ROLE_KEY_FILE, startLocalControlPlane, type LocalControlPlane } from '../../control-plane/local.ts';
 import { rootLogger } from '../../lib/logger.ts';
+import { parseListen, type ListenAddress } from '../../lib/metrics-server.ts';
 import { parseIpv4 } from '../../contract/topology.events.ts';
 
 export function parseNatsUrls(s: string | undefined): string[] | undefined {
@@ -27,6 +28,12 @@ export const controlPlane: Action = async (v) => {
   if (dbUrl !== undefined && !/^postgres(ql)?:\/\//.test(dbUrl)) throw new CliError('--db-url must be a postgres:// or postgresql:// URL', 2);
   const natsServers = parseNatsUrls(str(v.natsUrl));
   const natsToken = str(v.natsToken) || null;
+  let metricsListen: ListenAddress | null = null;
+  try {
+    metricsListen = str(v.metricsListen) ? parseListen(str(v.metricsListen)!) : null;
+  } catch (e) {
+    throw new CliError(`--metrics-listen: ${(e as Error).message}`, 2);
+  }
   const log = rootLogger({ component: 'relay-core' });
 
   // Signals are taken from the start, so ^C during startup still stops cleanly; a second one forces.
@@ -59,6 +66,7 @@ export const controlPlane: Action = async (v) => {
         natsAuthOut: str(v.natsAuthOut),
         heartbeatSeconds,
         streamReplicas: v.streamReplicas as number,
+        metricsListen,
         logger: log,
       });
     } catch (e) {

@@ -60,6 +60,7 @@ export const run: Action = async (v) => {
     serviceCidrs: cpDeny.cidrs,
     clientPrefix6: prefix6 === 'off' ? null : prefix6,
     exitIpv6: v.exitIpv6,
+    metricsListen: str(v.metricsListen) ?? null,
   });
   if (!parsed.success) throw new CliError(`invalid configuration: ${formatIssues(parsed.error)}`, 2);
   const cfg = parsed.data;
