@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(nats-server postgresql wireguard-go wireguard-tools iproute2 nftables iputils-ping procps curl ca-certificates iperf3 tcpdump)
+DEB_PACKAGES=(nats-server postgresql wireguard-go wireguard-tools iproute2 nftables iputils-ping procps curl ca-certificates iperf3 tcpdump chromium)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

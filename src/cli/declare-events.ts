@@ -96,3 +96,34 @@ TOKEN] [--save FILE], or --sim [DIR] [--save FILE] (a running 'relay-core sim').
   );
   leaf(cmd, 'replay');
 }
+
+export function declareDashboard(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('dashboard')
+    .summary('a live web page of the mesh for operators, fed from the event streams')
+    .description(`Serve a web page that shows the network live, folded from the event streams (docs/operations.md,
+"Dashboard"): the relay x relay matrix of link states with handshake ages, as each relay reports its
+links; each relay's state and topology revision; the events as they arrive, with filters; and for a
+selected relay its latest kernel rounds, each with a link that replays the relay to that round
+(relay-core replay --to SEQ). The topology stream is read from its start, the relay stream from
+--since. Signatures are checked as by 'events tail'; rejected messages are counted and shown.
+Read only; runs until Ctrl-C (exit 0).`);
+  withOptions(
+    cmd,
+    opt('--listen <[ADDR:]PORT>', 'where the page is served (ADDR 127.0.0.1 when not given)', { default: '127.0.0.1:8090' }),
+    opt('--since <X>', "the relay stream from: a duration back (90s, 15m, 2h), an ISO time, or 'all'", { default: '1h' }),
+    opt('--socket <PATH>', 'serve on this unix socket instead of --listen (how --sim serves from inside the sim)'),
+    ...readerOpts(
+      "read a running sim's NATS (default ./.state/sim): the dashboard runs inside the sim's network namespace (needs root) and is served here on --listen",
+    ),
+    ...verifyOpts(),
+  );
+  cmd.addHelpText(
+    'after',
+    `
+Examples:
+  relay-core dashboard --sim                       # a running sim, at http://127.0.0.1:8090/
+  relay-core dashboard --nats-url nats://10.1.2.3:4222 --nats-creds cp/bus/reader.creds --topology-key KEY`,
+  );
+  leaf(cmd, 'dashboard');
+}

@@ -12,7 +12,7 @@ import {
   declareStatus,
   declareToken,
 } from './declare-daemon.ts';
-import { declareEvents, declareReplay } from './declare-events.ts';
+import { declareDashboard, declareEvents, declareReplay } from './declare-events.ts';
 import { declareSim } from './declare-sim.ts';
 
 /**
@@ -39,6 +39,7 @@ export type ActionName =
   | 'events tail'
   | 'events export'
   | 'replay'
+  | 'dashboard'
   | 'bus bootstrap'
   | 'bus status'
   | 'devnet'
@@ -104,6 +105,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   declareRelay(program, leaf);
   declareEvents(program, leaf);
   declareReplay(program, leaf);
+  declareDashboard(program, leaf);
   declareBus(program, leaf);
   declareDevnet(program, leaf);
   declareSim(program, leaf);

@@ -35,7 +35,7 @@ interface Plan {
 
 const NO_VERIFY_WARNING = 'warning: --no-verify: signatures are not checked; forged messages are shown as genuine\n';
 
-interface Decoder {
+export interface Decoder {
   /** Decode (and verify) a message; a relay message without a known key makes it catch up first (at most once a second). */
   decode(m: StoredMessage): Promise<LogEntry>;
   /** Catch up on the admissions stored since the last look (at most once a second), then decode. */
@@ -47,7 +47,7 @@ interface Decoder {
  * that, when a relay message fails for want of a key it may not have seen yet (a relay admitted while
  * we read), catches up on the admissions stored since and decodes it again.
  */
-async function verifyingDecoder(nc: NatsConnection, verify: Verification | null): Promise<Decoder> {
+export async function verifyingDecoder(nc: NatsConnection, verify: Verification | null): Promise<Decoder> {
   if (!verify) return { decode: async (m) => decodeStored(m), retry: async (m) => decodeStored(m) };
   let next = 1;
   let running: Promise<void> | null = null;

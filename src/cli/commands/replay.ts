@@ -67,7 +67,7 @@ export async function fromFile(file: string, relayId: string, cut: ReplayCut | n
   }
 }
 
-async function fromNats(
+export async function fromNats(
   nc: NatsConnection,
   relayId: string,
   cut: ReplayCut | null,
