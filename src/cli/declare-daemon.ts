@@ -459,3 +459,34 @@ memory); real WireGuard links between network namespaces come with 'relay-core s
   );
   leaf(cmd, 'devnet');
 }
+
+export function declareDoctor(program: Command, leaf: Leaf): void {
+  const cmd = program
+    .command('doctor')
+    .summary('check that this host can run a relay: one pass/fail line per check')
+    .description(`Check this host for a relay, one line each (PASS, FAIL, or SKIP when a check needs a setting not
+given): privileges (root or CAP_NET_ADMIN), WireGuard (the kernel module, or wireguard-go with
+/dev/net/tun), wg, ip and nft, nftables usable, forwarding on or settable, the WireGuard and metrics
+ports free, the clock against the control plane's, the control plane reachable and the token accepted
+(a heartbeat: a relay not admitted yet is told so, nothing changes), NATS reachable (with the relay's
+credentials once it has them), and the state directory. It reads the settings 'relay-core run' reads
+(flags or the same environment variables), so it checks what the daemon will use. Changes nothing.
+Exit codes: 0 every check passed or was skipped; 1 a check failed; 2 bad usage.`);
+  withOptions(
+    cmd,
+    opt('--relay-id <ID>', "this relay's id (for the control plane check)", { env: 'RELAYNET_RELAY_ID' }),
+    opt('--endpoint <HOST:PORT>', 'public WireGuard endpoint: its UDP port must be free', { env: 'RELAYNET_ENDPOINT' }),
+    stateDirOpt('checked: writable, key files 0600', { env: 'RELAYNET_STATE_DIR', defaultText: './.state/relay-ID' }),
+    ...controlPlaneOpts('relay token (or the service-role key)'),
+    natsUrlOpt('NATS servers to check (the control plane hands relays theirs at admission)'),
+    opt('--metrics-listen <[ADDR:]PORT>', 'its port must be free', { env: 'RELAYNET_METRICS_LISTEN' }),
+    jsonOpt('{ready, checks: [{name, status, detail}]} instead of lines'),
+  );
+  cmd.addHelpText(
+    'after',
+    `
+Example (as the systemd unit's settings would have it):
+  set -a; . /etc/relay-core/relay.env; set +a; relay-core doctor --token-file /etc/relay-core/token`,
+  );
+  leaf(cmd, 'doctor');
+}

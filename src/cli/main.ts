@@ -28,6 +28,7 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'events export': async () => (await events()).exportLog,
   replay: async () => (await import('./commands/replay.ts')).replay,
   dashboard: async () => (await import('./commands/dashboard.ts')).dashboard,
+  doctor: async () => (await import('./commands/doctor.ts')).doctor,
   'bus bootstrap': async () => (await import('./commands/bus.ts')).bootstrap,
   'bus status': async () => (await import('./commands/bus.ts')).status,
   devnet: async () => (await import('./commands/devnet.ts')).devnet,

@@ -9,6 +9,7 @@ import {
   declareReconcile,
   declareRotateKey,
   declareRun,
+  declareDoctor,
   declareStatus,
   declareToken,
 } from './declare-daemon.ts';
@@ -40,6 +41,7 @@ export type ActionName =
   | 'events export'
   | 'replay'
   | 'dashboard'
+  | 'doctor'
   | 'bus bootstrap'
   | 'bus status'
   | 'devnet'
@@ -99,6 +101,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   declareStatus(program, leaf);
   declareRotateKey(program, leaf);
   declareReconcile(program, leaf);
+  declareDoctor(program, leaf);
   declareControlPlane(program, leaf);
   declareClient(program, leaf);
   declareToken(program, leaf);

@@ -1,10 +1,11 @@
 import { chmodSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RelayStatus } from '../../src/daemon/relay-status.ts';
 import { fetchStatus } from '../../src/daemon/status-server.ts';
-import { eventually } from '../../src/devnet/relay-process.ts';
+import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
+import { RELAY_METRICS_PORT } from '../../src/sim/layout.ts';
 import { linkNames } from '../../src/sim/netns.ts';
 import { simSuite } from '../support/sim-harness.ts';
 import { tempDir } from '../support/temp.ts';
@@ -64,9 +65,78 @@ describe('the systemd unit', () => {
     const state = join(tmp.dir, 'relay-2');
     const wgRun = join(tmp.dir, 'wireguard');
 
+    beforeAll(async () => {
+      const stop = await h.sim(['stop', '--relay', 'relay-2']);
+      expect(stop.exitCode, stop.stderr).toBe(0);
+    }, 60_000);
+
     afterAll(async () => {
       relay?.kill('SIGKILL');
       await relay?.catch(() => {});
+    });
+
+    it("relay-core doctor passes with relay-2's settings in its namespace, and names what fails: a bad token, no privileges", async () => {
+      const r2 = h.relayOf('relay-2');
+      const m = h.manifest();
+      const settings = [
+        '--relay-id',
+        'relay-2',
+        '--endpoint',
+        r2.endpoint,
+        '--state-dir',
+        r2.stateDir,
+        '--control-plane-url',
+        m.controlPlane.url,
+        '--nats-url',
+        m.controlPlane.natsUrl,
+        '--metrics-listen',
+        `127.0.0.1:${RELAY_METRICS_PORT}`,
+      ];
+      const doctor = (args: string[], prefix: string[] = []) =>
+        execa('ip', ['netns', 'exec', r2.namespace, ...prefix, RELAY_CORE_BIN, 'doctor', ...settings, ...args], { reject: false, all: true, timeout: 60_000 });
+      const ok = await doctor(['--token-file', r2.tokenFile]);
+      expect(ok.exitCode, ok.all).toBe(0);
+      const lines = ok.stdout.split('\n');
+      for (const name of [
+        'privileges',
+        'wireguard',
+        'wg',
+        'ip',
+        'nft',
+        'nftables',
+        'forwarding',
+        'wireguard port',
+        'metrics port',
+        'clock',
+        'control plane',
+        'nats',
+        'state dir',
+      ])
+        expect(
+          lines.find((l) => new RegExp(`^PASS  ${name} +\\S`).test(l)),
+          `${name}\n${ok.stdout}`,
+        ).toBeTruthy();
+      expect(ok.stdout).toMatch(/control plane +.*token accepted; the relay is not admitted yet/);
+      expect(ok.stdout).toMatch(/nats +.*credentials \(STATE_DIR\/nats\.creds\) accepted/);
+      expect(lines.at(-1)).toBe('ready: 13 passed, 0 failed, 0 skipped');
+
+      const badToken = join(tmp.dir, 'bad-token');
+      writeFileSync(badToken, 'not-a-token\n', { mode: 0o600 });
+      const refused = await doctor(['--token-file', badToken, '--json']);
+      expect(refused.exitCode, refused.all).toBe(1);
+      const report = JSON.parse(refused.stdout) as { ready: boolean; checks: { name: string; status: string; detail: string }[] };
+      expect(report.ready).toBe(false);
+      expect(report.checks.filter((c) => c.status === 'fail').map((c) => c.name)).toEqual(['control plane']);
+      expect(report.checks.find((c) => c.name === 'control plane')!.detail).toMatch(/refused the token/);
+
+      // Without CAP_NET_ADMIN: the privileges and nftables checks fail (and say so), exit 1.
+      const weak = await doctor(
+        ['--token', readFileSync(r2.tokenFile, 'utf8').trim()],
+        ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'],
+      );
+      expect(weak.exitCode, weak.all).toBe(1);
+      expect(weak.stdout).toMatch(/^FAIL  privileges +uid 65534 without CAP_NET_ADMIN/m);
+      expect(weak.stdout).toMatch(/^FAIL  nftables /m);
     });
 
     it('joins the mesh as an unprivileged user with CAP_NET_ADMIN alone, and drains on SIGTERM', async () => {
@@ -74,8 +144,6 @@ describe('the systemd unit', () => {
       expect(unitCaps('AmbientCapabilities')).toEqual(bounding);
       const r2 = h.relayOf('relay-2');
       const command = h.manifest().processes.find((p) => p.kind === 'relay' && p.name === 'relay-2')!.command;
-      const stop = await h.sim(['stop', '--relay', 'relay-2']);
-      expect(stop.exitCode, stop.stderr).toBe(0);
       // Its keys and credentials, in a state directory of its own user (the unit's StateDirectory).
       cpSync(r2.stateDir, state, { recursive: true });
       rmSync(join(state, 'relay.log'), { force: true });
