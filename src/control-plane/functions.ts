@@ -1,4 +1,5 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnOwned } from '../lib/children.ts';
 import { existsSync, readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -96,19 +97,6 @@ interface Running {
   ready: boolean;
 }
 
-const live = new Set<ChildProcess>();
-let exitHook = false;
-function killOnExit(child: ChildProcess): void {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  if (!exitHook) {
-    exitHook = true;
-    process.once('exit', () => {
-      for (const c of live) c.kill('SIGKILL');
-    });
-  }
-}
-
 /**
  * Run each Edge Function in its own Deno process, as Supabase's edge runtime runs each in its own
  * worker: `deno run` of supabase/functions/<name>/index.ts with Deno.serve on a loopback port
@@ -126,12 +114,15 @@ export async function startFunctions(opts: { env: Record<string, string>; logger
 
   const launch = async (name: string): Promise<Running> => {
     const port = await freePort();
-    const child = spawn(DENO_BIN, ['run', '--no-prompt', '--allow-net', '--allow-env', `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`, join(name, 'index.ts')], {
-      cwd: FUNCTIONS_DIR,
-      env: { ...inheritedEnv(), DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    killOnExit(child);
+    const child = spawnOwned(
+      DENO_BIN,
+      ['run', '--no-prompt', '--allow-net', '--allow-env', `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`, join(name, 'index.ts')],
+      {
+        cwd: FUNCTIONS_DIR,
+        env: { ...inheritedEnv(), DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`, ...opts.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const flog = log.child({ fn: name, denoPid: child.pid });
     for (const stream of [child.stdout!, child.stderr!]) {
       let buf = '';

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnOwned } from '../lib/children.ts';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { natsResolverConfig } from '../contract/bus-auth.ts';
@@ -72,7 +73,7 @@ export async function startNatsServer(
 
   async function start(): Promise<void> {
     if (child) return;
-    const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawnOwned(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
     const onData = (b: Buffer) => opts.onLog?.(b.toString());
     c.stdout?.on('data', onData);

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnOwned } from '../lib/children.ts';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,7 +63,7 @@ export class RelayProcess {
     if (o.natsServers) args.push('--nats-url', o.natsServers.join(','));
     args.push(...(o.extraArgs ?? []));
     this.#log = createWriteStream(join(o.stateDir, 'relay.log'), { flags: 'a' });
-    const child = spawn(RELAY_CORE_BIN, args, {
+    const child = spawnOwned(RELAY_CORE_BIN, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RELAYNET_TOKEN: o.token, ...o.env },
     });

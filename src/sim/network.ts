@@ -466,11 +466,13 @@ export async function waitConverged(
   mode: ConvergenceMode,
   timeoutMs: number,
   signal: AbortSignal,
+  onProgress?: (relays: RelayObservation[], elapsedMs: number) => void,
 ): Promise<{ verdict: Verdict; relays: RelayObservation[]; ms: number }> {
   const started = Date.now();
   for (;;) {
     const relays = await observe(loadSim(dir));
     const verdict = convergence(relays, mode);
+    onProgress?.(relays, Date.now() - started);
     if (verdict.converged || Date.now() - started >= timeoutMs || signal.aborted) {
       await recordIdentities(dir, relays);
       return { verdict, relays, ms: Date.now() - started };

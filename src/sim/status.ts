@@ -90,6 +90,42 @@ export function convergence(relays: RelayObservation[], mode: ConvergenceMode): 
   return { converged: missing.length === 0, missing };
 }
 
+/**
+ * How far a network is on its way: relays serving of those running, and links up of those expected
+ * (each ordered pair of running relays). Pure.
+ */
+export function progressOf(relays: readonly RelayObservation[]): { running: number; serving: number; links: number; linksUp: number } {
+  const running = relays.filter((r) => r.process === 'running');
+  const ids = new Set(running.map((r) => r.id));
+  const serving = running.filter((r) => r.status?.state === 'serving');
+  const linksUp = serving.reduce((n, r) => n + (r.status!.links ?? []).filter((l) => l.state === 'up' && ids.has(l.peerId)).length, 0);
+  return { running: running.length, serving: serving.length, links: running.length * (running.length - 1), linksUp };
+}
+
+/** One line of progress: `relays serving 3/4, links up 10/12, 4.2 s`. */
+export function progressLine(p: ReturnType<typeof progressOf>, elapsedMs: number): string {
+  return `relays serving ${p.serving}/${p.running}, links up ${p.linksUp}/${p.links}, ${(elapsedMs / 1000).toFixed(1)} s`;
+}
+
+/**
+ * What the status table says that matters, without what changes by itself (ages, byte counts): the
+ * foreground sim prints a table to a pipe only when this changes. Pure.
+ */
+export function statusKey(relays: readonly RelayObservation[], verdict: Verdict): string {
+  return JSON.stringify([
+    verdict.converged,
+    verdict.missing,
+    relays.map((r) => [
+      r.id,
+      r.process,
+      r.status?.state ?? null,
+      r.status?.revision ?? null,
+      r.status?.topologyDigest ?? null,
+      (r.status?.links ?? []).map((l) => [l.peerId, l.state]),
+    ]),
+  ]);
+}
+
 /** `3s`, `2m`, `-` for never. */
 export function formatAge(latestHandshakeMs: number | null, nowMs: number): string {
   if (latestHandshakeMs === null || latestHandshakeMs <= 0) return '-';

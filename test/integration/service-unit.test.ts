@@ -135,8 +135,8 @@ describe('the systemd unit', () => {
         ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'],
       );
       expect(weak.exitCode, weak.all).toBe(1);
-      expect(weak.stdout).toMatch(/^FAIL  privileges +uid 65534 without CAP_NET_ADMIN/m);
-      expect(weak.stdout).toMatch(/^FAIL  nftables /m);
+      expect(weak.stdout).toMatch(/^FAIL {2}privileges +uid 65534 without CAP_NET_ADMIN/m);
+      expect(weak.stdout).toMatch(/^FAIL {2}nftables /m);
     });
 
     it('joins the mesh as an unprivileged user with CAP_NET_ADMIN alone, and drains on SIGTERM', async () => {

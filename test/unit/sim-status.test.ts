@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { convergence, formatAge, renderStatus, type LinkState, type RelayObservation, type RelayStatusView } from '../../src/sim/status.ts';
+import {
+  convergence,
+  formatAge,
+  progressLine,
+  progressOf,
+  renderStatus,
+  statusKey,
+  type LinkState,
+  type RelayObservation,
+  type RelayStatusView,
+} from '../../src/sim/status.ts';
 
 const NOW = 1_800_000_000_000;
 
@@ -140,5 +150,33 @@ describe('sim status table', () => {
 
   it('a running relay without status shows why', () => {
     expect(renderStatus([obs('relay-1', null)], NOW).split('\n')[1]).toBe('relay-1  running (101)  ? no answer  -     198.18.1.1  -    -       -');
+  });
+});
+
+describe('sim progress and quiet tables', () => {
+  it('counts relays serving of those running, and links up of each ordered pair of running relays', () => {
+    const relays = [
+      obs('relay-1', status('relay-1', three, { links: { 'relay-2': 'up', 'relay-3': 'handshaking' } })),
+      obs('relay-2', status('relay-2', three, { state: 'registering', links: null })),
+      obs('relay-3', status('relay-3', three)),
+      obs('relay-4', null, 'stopped'),
+    ];
+    const p = progressOf(relays);
+    expect(p).toEqual({ running: 3, serving: 2, links: 6, linksUp: 3 });
+    expect(progressLine(p, 4_200)).toBe('relays serving 2/3, links up 3/6, 4.2 s');
+  });
+
+  it('changes its key when a state, revision or link changes, not when only ages and bytes move', () => {
+    const a = [obs('relay-1', status('relay-1', three)), obs('relay-2', status('relay-2', three))];
+    const v = convergence(a, 'mesh');
+    const older = a.map((o) => ({
+      ...o,
+      status: { ...o.status!, links: o.status!.links!.map((l) => ({ ...l, latestHandshakeMs: NOW - 60_000, rxBytes: 9_999 })) },
+    }));
+    expect(statusKey(older, v)).toBe(statusKey(a, v));
+    const stale = [obs('relay-1', status('relay-1', three, { links: { 'relay-2': 'stale', 'relay-3': 'up' } })), a[1]!];
+    expect(statusKey(stale, convergence(stale, 'mesh'))).not.toBe(statusKey(a, v));
+    const killed = [a[0]!, { ...a[1]!, process: 'killed' as const, status: null }];
+    expect(statusKey(killed, convergence(killed, 'mesh'))).not.toBe(statusKey(a, v));
   });
 });

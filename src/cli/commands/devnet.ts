@@ -18,15 +18,22 @@ export const devnet: Action = async (v) => {
   const log = rootLogger({ component: 'devnet' }, process.env.RELAYNET_LOG_LEVEL ?? 'warn');
   const out = (s: string) => process.stdout.write(s + '\n');
 
-  const cleanup: (() => Promise<unknown>)[] = [];
+  const cleanup: { what: string; stop: () => Promise<unknown> }[] = [];
   const relays: RelayProcess[] = [];
   let stopping = false;
   const teardown = async () => {
     if (stopping) return;
     stopping = true;
     out('devnet: stopping relays (they deregister), control plane and NATS ...');
-    await Promise.all(relays.map((r) => r.stop('SIGTERM')));
-    for (const c of cleanup.reverse()) await c().catch(() => {});
+    const codes = await Promise.all(relays.map((r) => r.stop('SIGTERM')));
+    for (const [i, code] of codes.entries())
+      out(`devnet: ${relays[i]!.opts.relayId} stopped${code === null ? '' : code === 0 ? ' (deregistered)' : ` (exit ${code}; see its relay.log)`}`);
+    for (const c of cleanup.reverse()) {
+      await c
+        .stop()
+        .then(() => out(`devnet: ${c.what} stopped`))
+        .catch((e: unknown) => out(`devnet: ${c.what} did not stop cleanly: ${(e as Error).message}`));
+    }
   };
   let interrupted = false;
   const onSignal = () => {
@@ -40,10 +47,10 @@ export const devnet: Action = async (v) => {
     // NATS decentralized auth: nats-server trusts the control plane's authority (made first).
     const bus = await loadOrCreateBusAuthority(join(dir, 'control-plane'));
     const nats = await startNatsServer(join(dir, 'nats'), { authConf: bus.authConf });
-    cleanup.push(() => nats.stop());
+    cleanup.push({ what: 'nats-server', stop: () => nats.stop() });
     out(`devnet: nats-server (JetStream, NATS JWT auth) at ${nats.url}; operator's credentials in ${bus.dir}`);
     const cp = await startLocalControlPlane({ stateDir: join(dir, 'control-plane'), port, dbUrl: str(v.dbUrl), natsServers: [nats.url], logger: log });
-    cleanup.push(() => cp.stop());
+    cleanup.push({ what: 'control plane', stop: () => cp.stop() });
     out(`devnet: control plane at ${cp.url} (database ${cp.dbUrl.replace(/:[^:@/]*@/, ':***@')})`);
     for (let i = 1; i <= n; i++) {
       const id = `relay-${i}`;
@@ -74,12 +81,17 @@ export const devnet: Action = async (v) => {
       await teardown();
       return 0;
     }
-    out('devnet: live status every 5 s; Ctrl-C to stop.');
+    // A terminal gets the table every 5 s; a pipe or a file only when it changed.
+    const tty = process.stdout.isTTY === true;
+    out(`devnet: live status every 5 s${tty ? '' : ' when it changes'}; Ctrl-C to stop.`);
+    let shown = render(st);
     for (;;) {
       await new Promise((r) => setTimeout(r, 5_000));
       if (stopping) break;
       const s = await Promise.all(relays.map((r) => r.status().catch(() => null)));
-      out(render(s.filter((x): x is RelayStatus => x !== null)));
+      const table = render(s.filter((x): x is RelayStatus => x !== null));
+      if (tty || table !== shown) out(table);
+      shown = table;
     }
     return 0;
   } catch (e) {

@@ -22,7 +22,7 @@ import {
   type Settings,
 } from '../../sim/network.ts';
 import { addClient, removeClient, switchClient } from '../../sim/clients.ts';
-import { convergence, renderStatus, type ConvergenceMode } from '../../sim/status.ts';
+import { convergence, progressLine, progressOf, renderStatus, statusKey, type ConvergenceMode } from '../../sim/status.ts';
 
 /**
  * The actions of `relay-core sim` and its subcommands (declared in ../declare-sim.ts). Each checks its
@@ -260,7 +260,16 @@ async function report(dir: string, wait: WaitOpts, out: Out, signal: AbortSignal
     return 0;
   }
   out(`sim ${m.simId}: waiting up to ${wait.timeoutMs / 1000} s for ${wait.mode === 'mesh' ? 'the mesh (every link up)' : 'one topology of every relay'} ...`);
-  const r = await waitConverged(dir, wait.mode, wait.timeoutMs, signal);
+  // On a terminal, one line that says how far it is (relays serving, links up), rewritten in place.
+  const tty = process.stdout.isTTY === true;
+  const r = await waitConverged(
+    dir,
+    wait.mode,
+    wait.timeoutMs,
+    signal,
+    tty ? (relays, ms) => process.stdout.write(`\r\x1b[K  ${progressLine(progressOf(relays), ms)}`) : undefined,
+  );
+  if (tty) process.stdout.write('\r\x1b[K');
   out(renderStatus(r.relays, Date.now()));
   if (r.verdict.converged) {
     out(`sim ${m.simId}: converged (${wait.mode}) after ${(r.ms / 1000).toFixed(1)} s.`);
@@ -323,15 +332,20 @@ async function runForeground(dir: string, build: BuildOpts, wait: WaitOpts, out:
     return 1;
   }
   const tty = process.stdout.isTTY === true;
+  let shown = '';
   while (!signal.aborted) {
     const m = loadSim(dir);
     const relays = await observe(m);
     const verdict = convergence(relays, wait.mode === 'topology' ? 'topology' : 'mesh');
+    // To a pipe or a file, a table only when something changed (a terminal is redrawn every second).
+    const key = statusKey(relays, verdict);
+    const quiet = !tty && key === shown;
+    shown = key;
     const screen = [
       `sim ${m.simId}  ${new Date().toTimeString().slice(0, 8)}  ${verdict.converged ? 'converged' : `not converged: ${verdict.missing.length} missing`}   (Ctrl-C removes the sim)`,
       renderStatus(relays, Date.now()),
     ].join('\n');
-    process.stdout.write(tty ? `\x1b[H\x1b[2J${screen}\n` : `${screen}\n\n`);
+    if (!quiet) process.stdout.write(tty ? `\x1b[H\x1b[2J${screen}\n` : `${screen}\n\n`);
     await new Promise<void>((r) => {
       const t = setTimeout(r, 1_000);
       signal.addEventListener(
