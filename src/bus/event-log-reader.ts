@@ -84,21 +84,25 @@ export function readAdmissions(nc: NatsConnection, from = 1): AsyncGenerator<Sto
 }
 
 /**
- * Every message from `since` on, from all `streams` as they arrive, until `signal` aborts. Messages of
- * one stream come in order; the streams are interleaved as the server delivers them.
+ * Every message from `since` on (one for all streams, or one per stream), from all `streams` as they
+ * arrive, until `signal` aborts. Messages of one stream come in order; the streams are interleaved as
+ * the server delivers them.
  */
 export async function* follow(
   nc: NatsConnection,
   streams: StreamKind[],
   filter: EventFilter,
-  since: Since,
+  since: Since | ((stream: StreamKind) => Since),
   signal: AbortSignal,
 ): AsyncGenerator<StoredMessage> {
   const queue: StoredMessage[] = [];
   let wake: (() => void) | null = null;
   let failure: unknown = null;
   const consumers = await Promise.all(
-    streams.map(async (s) => ({ s, messages: await (await orderedConsumer(nc, s, filter, since)).consume({ max_messages: 1000 }) })),
+    streams.map(async (s) => ({
+      s,
+      messages: await (await orderedConsumer(nc, s, filter, typeof since === 'function' ? since(s) : since)).consume({ max_messages: 1000 }),
+    })),
   );
   const pumps = consumers.map(({ s, messages }) =>
     (async () => {

@@ -40,6 +40,8 @@ export function relayMetrics(relayId: string, opts: { processMetrics?: boolean }
   if (opts.processMetrics) collectDefaultMetrics({ register: registry });
   const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers: [registry] });
   const total = (name: string, help: string, labelNames: string[] = []) => new Counter({ name, help, labelNames, registers: [registry] });
+  const histogram = (name: string, help: string, buckets: number[], labelNames: string[] = []) =>
+    new Histogram({ name, help, labelNames, buckets, registers: [registry] });
 
   const relayState = gauge('relaycore_relay_state', 'The relay actor state: 1 for the state it is in', ['state']);
   const revision = gauge('relaycore_topology_revision', 'The topology revision the relay has folded');
@@ -61,34 +63,27 @@ export function relayMetrics(relayId: string, opts: { processMetrics?: boolean }
   const mutations = total('relaycore_kernel_operations_total', 'Mutating kernel operations applied since start');
   const failures = total('relaycore_kernel_operation_failures_total', 'Kernel operations that failed since start');
   const failing = gauge('relaycore_kernel_failing_operations', 'Operations that failed in their owner’s latest round (retried)');
-  const roundSeconds = new Histogram({
-    name: 'relaycore_kernel_round_duration_seconds',
-    help: 'How long a kernel round took (read, plan, apply, read back), by whether it looked only at what changed',
-    labelNames: ['focused'],
-    buckets: ROUND_BUCKETS,
-    registers: [registry],
-  });
+  const roundSeconds = histogram(
+    'relaycore_kernel_round_duration_seconds',
+    'How long a kernel round took (read, plan, apply, read back), by whether it looked only at what changed',
+    ROUND_BUCKETS,
+    ['focused'],
+  );
   const published = total('relaycore_events_published_total', 'Relay events JetStream acknowledged');
   const pending = gauge('relaycore_events_pending', 'Relay events waiting for the bus');
   const dropped = total('relaycore_events_dropped_total', 'Relay events dropped because the queue was full');
-  const publishLag = new Histogram({
-    name: 'relaycore_event_publish_lag_seconds',
-    help: 'From a relay event’s making to JetStream’s acknowledgement',
-    buckets: TRIP_BUCKETS,
-    registers: [registry],
-  });
+  const publishLag = histogram('relaycore_event_publish_lag_seconds', 'From a relay event’s making to JetStream’s acknowledgement', TRIP_BUCKETS);
   const busConnected = gauge('relaycore_bus_connected', '1 while the relay is connected to NATS');
   const sessions = gauge('relaycore_sessions', 'Client sessions this relay serves, by state, role (entry or exit) and mode', ['state', 'role', 'mode']);
   const refusedPackets = total('relaycore_client_refused_packets_total', 'Client packets refused by the egress policy, by reason', ['reason']);
   const refusedBytes = total('relaycore_client_refused_bytes_total', 'Client bytes refused by the egress policy, by reason', ['reason']);
   const filtered = total('relaycore_filter_dropped_packets_total', 'Packets the relay’s other filters dropped, by filter', ['filter']);
   const heartbeats = total('relaycore_heartbeats_total', 'Heartbeats by result', ['result']);
-  const heartbeatSeconds = new Histogram({
-    name: 'relaycore_heartbeat_duration_seconds',
-    help: 'How long a heartbeat to the control plane took (answered or failed)',
-    buckets: TRIP_BUCKETS,
-    registers: [registry],
-  });
+  const heartbeatSeconds = histogram(
+    'relaycore_heartbeat_duration_seconds',
+    'How long a heartbeat to the control plane took (answered or failed)',
+    TRIP_BUCKETS,
+  );
   for (const result of ['ok', 'failed', 'not_registered']) heartbeats.inc({ result }, 0);
   roundSeconds.zero({ focused: 'true' });
   roundSeconds.zero({ focused: 'false' });

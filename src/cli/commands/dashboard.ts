@@ -8,7 +8,7 @@ import { connectForReading, reexecInSim, simDir, simManifest, withoutSim } from 
 import { simVerifyArgs, verificationOf } from '../verify-options.ts';
 import { follow } from '../../bus/event-log-reader.ts';
 import { startDashboard } from '../../dashboard/server.ts';
-import { parseSince, type LogEntry, type Since, type StoredMessage, type Verification } from '../../events/log.ts';
+import { parseSince, type LogEntry, type Since, type Verification } from '../../events/log.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { parseListen, type ListenAddress } from '../../lib/metrics-server.ts';
 import { formatReplay } from '../../replay/render.ts';
@@ -43,7 +43,8 @@ export const dashboard: Action = async (v, ctx) => {
     listen: socket ? { socket } : listen,
     logger: log,
     sources: {
-      messages: (signal) => merged(nc, since, signal),
+      // The topology stream from its start (who is in the network), the relay stream from `since`.
+      messages: (signal) => follow(nc, ['topology', 'relay'], {}, (stream) => (stream === 'topology' ? { kind: 'all' } : since), signal),
       decode: async (m) => {
         let e = await decoder.decode(m);
         for (let i = 1; i < UNKNOWN_KEY_TRIES && !e.ok && e.skipped.reason === 'unknown-key'; i++) {
@@ -69,46 +70,6 @@ export const dashboard: Action = async (v, ctx) => {
   if (failure) throw new CliError(`cannot read the streams: ${(failure as Error).message}`, 1);
   return 0;
 };
-
-/** The topology stream from its start (who is in the network), the relay stream from `since`, as they arrive. */
-async function* merged(nc: NatsConnection, since: Since, signal: AbortSignal): AsyncGenerator<StoredMessage> {
-  const queue: StoredMessage[] = [];
-  let wake: (() => void) | null = null;
-  let failure: unknown = null;
-  let ended = 0;
-  const pump = async (it: AsyncIterable<StoredMessage>) => {
-    try {
-      for await (const m of it) {
-        queue.push(m);
-        wake?.();
-      }
-    } catch (e) {
-      failure = e;
-    } finally {
-      ended++;
-      wake?.();
-    }
-  };
-  void pump(follow(nc, ['topology'], {}, { kind: 'all' }, signal));
-  void pump(follow(nc, ['relay'], {}, since, signal));
-  const onAbort = () => wake?.();
-  signal.addEventListener('abort', onAbort);
-  try {
-    while (!signal.aborted) {
-      if (failure) throw failure;
-      const next = queue.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      if (ended === 2) return;
-      await new Promise<void>((r) => (wake = r));
-      wake = null;
-    }
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}
 
 /** What `relay-core replay --relay ID --to SEQ` prints. */
 async function replayText(nc: NatsConnection, relayId: string, cut: ReplayCut, verify: Verification | null): Promise<string> {
