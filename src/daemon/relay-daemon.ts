@@ -116,6 +116,9 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     actor.system.get('kernel')?.send({ type: 'RECONCILE_FULL' });
     return { relayId: cfg.relayId, asked: true };
   };
+  // Before the status socket: a metrics port that is taken fails the start with nothing left open.
+  const metricsServer =
+    metrics && cfg.metricsListen ? await serveMetrics(cfg, cfg.metricsListen, metrics, actor, projection, kernel, clientOptions, log) : null;
   const statusServer = await startStatusServer(
     join(cfg.stateDir, 'relay.sock'),
     async () => {
@@ -125,8 +128,6 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     () => ({ relayId: cfg.relayId, state: String(actor.getSnapshot().value) }),
     { 'rotate-key': () => rotateKey(), reconcile: () => reconcileAll() },
   );
-  const metricsServer =
-    metrics && cfg.metricsListen ? await serveMetrics(cfg, cfg.metricsListen, metrics, actor, projection, kernel, clientOptions, log) : null;
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
 
