@@ -33,7 +33,10 @@ describe('foreground networks and Ctrl-C', () => {
   afterAll(async () => {
     for (const p of running) {
       try {
-        if (p.pid) process.kill(-p.pid, 'SIGKILL');
+        // Ctrl-C first, so it stops what it started; SIGKILL if it does not (its children die with it).
+        if (p.pid) process.kill(-p.pid, 'SIGINT');
+        const exited = await Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 30_000))]);
+        if (!exited && p.pid) process.kill(-p.pid, 'SIGKILL');
       } catch {
         /* the group is gone already */
       }
@@ -78,6 +81,21 @@ describe('foreground networks and Ctrl-C', () => {
       expect(stdout).toContain('"deregistered":true');
       expect(loud(stdout.slice(stdout.lastIndexOf('"signal":"SIGTERM"')))).toEqual([]);
     }
+  }, 180_000);
+
+  it('devnet killed outright (SIGKILL, no handler runs): its relays and nats-server die with it', async () => {
+    const dir = join(tmp.dir, 'devnet-killed');
+    const p = startGroup(['devnet', '--relays', '2', '--state-dir', dir]);
+    running.push(p);
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    await eventually('devnet to converge', async () => (out.includes('Ctrl-C to stop') ? true : null), 120_000, 250);
+    const children = async () => (await execa('pgrep', ['-f', dir], { reject: false })).stdout.split('\n').filter(Boolean).map(Number);
+    // The two relays and nats-server run with the state directory in their command lines.
+    expect((await children()).length).toBeGreaterThanOrEqual(3);
+    process.kill(p.pid!, 'SIGKILL');
+    await p;
+    await eventually('its children to be gone', async () => ((await children()).length === 0 ? true : null), 10_000, 200);
   }, 180_000);
 
   it('sim up on a terminal shows its progress (relays serving, links up) on one line rewritten in place', async () => {
