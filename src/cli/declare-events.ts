@@ -123,7 +123,7 @@ Read only; runs until Ctrl-C (exit 0).`);
     `
 Examples:
   relay-core dashboard --sim                       # a running sim, at http://127.0.0.1:8090/
-  relay-core dashboard --nats-url nats://10.1.2.3:4222 --nats-creds cp/bus/reader.creds --topology-key KEY`,
+  relay-core dashboard --nats-url nats://203.0.113.10:4222 --nats-creds cp/bus/reader.creds --topology-key KEY`,
   );
   leaf(cmd, 'dashboard');
 }

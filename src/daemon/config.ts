@@ -5,12 +5,12 @@ import { EndpointSchema, Ipv4CidrSchema } from '../contract/topology.events.ts';
 import { cidrToRange } from '../kernel/egress.ts';
 import { parseListen } from '../lib/metrics-server.ts';
 
-const listenProblem = (s: string): string | null => {
+const isListenAddress = (s: string): boolean => {
   try {
     parseListen(s);
-    return null;
-  } catch (e) {
-    return (e as Error).message;
+    return true;
+  } catch {
+    return false;
   }
 };
 
@@ -80,7 +80,7 @@ export const RelayConfigSchema = z
     /** Serve Prometheus metrics here (`--metrics-listen`); null: not at all. */
     metricsListen: z
       .string()
-      .refine((s) => listenProblem(s) === null, 'metrics-listen must be PORT, ADDR:PORT or [IPV6]:PORT, ADDR an IP address')
+      .refine((s) => isListenAddress(s), 'metrics-listen must be PORT, ADDR:PORT or [IPV6]:PORT, ADDR an IP address')
       .nullable()
       .optional(),
   })

@@ -19,7 +19,7 @@ import { resolverActor } from './resolver.ts';
 import { startStatusServer } from './status-server.ts';
 import { metricsRefusal, relayMetrics, type RelayMetrics } from './relay-metrics.ts';
 import { NETWORK_SPACE } from '../kernel/egress.ts';
-import { parseListen, startMetricsServer, type MetricsServer } from '../lib/metrics-server.ts';
+import { parseListen, startMetricsServer, type ListenAddress, type MetricsServer } from '../lib/metrics-server.ts';
 
 /** What `progress()` reads: cheap enough to poll a thousand relays of one process. */
 export interface RelayProgress {
@@ -65,7 +65,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   const identity = loadOrCreateIdentityKey(identityFile);
   if (identity.created) log.info({ identityKey: identity.publicKey, identityFile }, 'generated identity key');
   // Prometheus metrics only where asked for (`--metrics-listen`): a thousand relays of one process keep none.
-  const metrics = cfg.metricsListen ? relayMetrics(cfg.relayId, { processMetrics: true }) : null;
+  const metricsAt = cfg.metricsListen ? parseListen(cfg.metricsListen) : null;
+  const metrics = metricsAt ? relayMetrics(cfg.relayId, { processMetrics: true }) : null;
   const bus = busSession(cfg, log, deps, identity.privateKey, metrics);
   const controlPlane = controlPlaneSession(cfg, log, bus, identity.privateKey, metrics);
   const kernel = await kernelShell(cfg, log, bus.emit, deps, metrics);
@@ -117,8 +118,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     return { relayId: cfg.relayId, asked: true };
   };
   // Before the status socket: a metrics port that is taken fails the start with nothing left open.
-  const metricsServer =
-    metrics && cfg.metricsListen ? await serveMetrics(cfg, cfg.metricsListen, metrics, actor, projection, kernel, clientOptions, log) : null;
+  const metricsServer = metrics && metricsAt ? await serveMetrics(metricsAt, metrics, actor, projection, kernel, clientOptions, log) : null;
   const statusServer = await startStatusServer(
     join(cfg.stateDir, 'relay.sock'),
     async () => {
@@ -171,8 +171,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
  * relay network (clients, mesh peers) are refused.
  */
 async function serveMetrics(
-  cfg: RelayConfig,
-  listen: string,
+  listen: ListenAddress,
   metrics: RelayMetrics,
   actor: { getSnapshot(): Parameters<StatusProjection['status']>[0] },
   projection: StatusProjection,
@@ -180,9 +179,9 @@ async function serveMetrics(
   clients: ClientOptions,
   log: Logger,
 ): Promise<MetricsServer> {
-  const network = [NETWORK_SPACE, cfg.clientSupernet, ...(clients.clientPrefix6 ? [clients.clientPrefix6] : [])];
+  const network = [NETWORK_SPACE, clients.clientSupernet, ...(clients.clientPrefix6 ? [clients.clientPrefix6] : [])];
   return startMetricsServer({
-    listen: parseListen(listen),
+    listen,
     registry: metrics.registry,
     refuse: (remote) => metricsRefusal(remote, network),
     logger: log,

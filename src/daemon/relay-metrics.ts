@@ -137,7 +137,10 @@ export function relayMetrics(relayId: string, opts: { processMetrics?: boolean }
       busConnected.set(status.bus.connected ? 1 : 0);
 
       const count = new Map<string, number>();
-      for (const s of status.clients) count.set(`${s.state}\0${s.role}\0${s.mode}`, (count.get(`${s.state}\0${s.role}\0${s.mode}`) ?? 0) + 1);
+      for (const s of status.clients) {
+        const k = `${s.state}\0${s.role}\0${s.mode}`;
+        count.set(k, (count.get(k) ?? 0) + 1);
+      }
       for (const state of SESSION_STATES)
         for (const role of ['entry', 'exit'])
           for (const mode of ['standard', 'private']) sessions.set({ state, role, mode }, count.get(`${state}\0${role}\0${mode}`) ?? 0);
