@@ -1,56 +1,61 @@
 /**
  * A fleet of relays on this machine (issue 15, part 6). Every relay is a whole `relay-core run` daemon
- * (startRelayDaemon) hosted in this one process: the real relay machine, fold and signature checks,
- * topology, clients and kernel actors on the in-memory host, its own NATS connection and topology
- * consumer, its own HTTP to the control plane's Deno functions on PostgreSQL (a throwaway PostgreSQL 15;
- * --db pglite for the embedded one), its own status socket. The fleet grows in batches to each N of
- * --relays and is measured there:
+ * (startRelayDaemon) on the in-memory host: the real relay machine, fold and signature checks,
+ * topology, clients and kernel actors, its own NATS connection and topology consumer, its own HTTP to
+ * the control plane's Deno functions on PostgreSQL (a throwaway PostgreSQL 15; --db pglite for the
+ * embedded one), its own status socket. The relays are hosted in --workers processes
+ * (bench/fleet-worker.ts; relay i in worker (i - 1) mod W), so that no one process holds the whole
+ * fleet's heap and the fleet uses every core (W defaults to the cores; more processes than cores cost
+ * more CPU per event, measured in bench/README.md); this process runs the services, the probes and the
+ * clock. The fleet grows in batches
+ * to each N of --relays and is measured there:
  *
  *  - join: a probe relay registered with the service role (no daemon of its own: only the fleet's work
  *    is measured) until every relay of the fleet has folded its admission; p50 / p99 over --probes
  *    joins, each followed by the probe's leave;
- *  - CPU ms of this process per relay per topology event over those probes, less the idle rate measured
- *    just before with the same polling (heartbeats, timers), and its ratio between the last two N;
+ *  - CPU ms of the workers per relay per topology event over those probes, less their idle rate
+ *    measured just before with the same polling (heartbeats, timers), and its ratio between the last
+ *    two N;
  *  - admissions/s: --admissions probe registrations, 8 concurrent, at fleet size N (each snapshot
  *    carries N relays), then their leaves;
- *  - heartbeat p50 / p99: the fleet's own heartbeat calls, timed in this process (fetch), over the whole
- *    window and over the last 20 s of steady state alone (under load they wait for this process too);
+ *  - heartbeat p50 / p99: the fleet's own heartbeat calls, timed in the workers (fetch), over the whole
+ *    window and over the last 20 s of steady state alone (under load they wait for the workers too);
  *  - publisher lag p50 / p99: a topology event's envelope time (written with its revision) to its arrival
  *    on the stream, seen by a core-NATS observer;
  *  - restarts: 10% of the fleet stopped (they deregister) and started again with their state; deliveries/s
  *    (topology events folded by the fleet per second) from the first stop until every relay has folded
  *    everything again;
- *  - memory per relay (RSS and V8 heap after a full GC, less what this process held before the first
- *    relay); resyncs of relays that were not restarted, under that load and then in 20 s of steady
+ *  - memory per relay (the workers' RSS and V8 heap after a full GC, less what they held before the
+ *    first relay); resyncs of relays that were not restarted, under that load and then in 20 s of steady
  *    state (0 expected); the relays' own events per relay per topology event, by type.
  *
  * The in-memory host has nobody to hand shake with: links stay "handshaking" (programmed), so the
  * relays' link timers are set beyond the run and their devices are not polled. Relays in network
  * namespaces with wireguard-go (whose kernel work must stay flat) are not part of this benchmark yet.
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--profile DIR]
+ *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--profile DIR]
  *
- * --profile DIR: a V8 CPU profile of the probe window at each N (DIR/fleet-N.cpuprofile; open it in
- * Chrome's DevTools, or sum self times with scripts/profile-top.ts).
+ * --profile DIR: a V8 CPU profile of each worker over the probe window at each N
+ * (DIR/fleet-N-wK.cpuprofile; open it in Chrome's DevTools, or sum self times with scripts/profile-top.ts).
  */
-import { mkdirSync } from 'node:fs';
+import { type ChildProcess, fork } from 'node:child_process';
+import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { withCpuProfile } from './cpu-profile.ts';
+import type { WorkerRequest } from './fleet-worker.ts';
 import { startLocalControlPlane } from '../src/control-plane/local.ts';
-import type { RelayConfig } from '../src/daemon/config.ts';
-import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { generateWgKeyPair } from '../src/lib/wg-keys.ts';
 import { startAuthedNats } from '../test/support/authed-nats.ts';
 import { startTestPostgres } from '../test/support/postgres.ts';
-import { inMemoryRelayConfig } from '../test/support/relay-config.ts';
 import { tempDir } from '../test/support/temp.ts';
 
 const { values } = parseArgs({
   options: {
     relays: { type: 'string', default: '10,100,1000' },
+    workers: { type: 'string', default: String(availableParallelism()) },
     batch: { type: 'string', default: '25' },
     probes: { type: 'string', default: '10' },
     admissions: { type: 'string', default: '40' },
@@ -60,16 +65,20 @@ const { values } = parseArgs({
 });
 const sizes = values.relays.split(',').map(Number);
 const BATCH = Number(values.batch);
+const WORKERS = Number(values.workers);
+/** Each worker's V8 heap limit: a share of the machine's memory, at least 2 GiB. */
+const WORKER_HEAP_MB = Math.max(2048, Math.floor((totalmem() * 0.75) / 2 ** 20 / Math.max(1, Number(values.workers))));
 const PROBES = Number(values.probes);
 const ADMISSIONS = Number(values.admissions);
 if (sizes.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= sizes[i - 1]!)))
   throw new Error('--relays: increasing relay counts, e.g. 10,100,1000');
 if (values.db !== 'postgres' && values.db !== 'pglite') throw new Error('--db: postgres or pglite');
-if (typeof globalThis.gc !== 'function') throw new Error('run with node --expose-gc (npm run bench:fleet does)');
+if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error('--workers: a positive number of processes');
 
 const log = rootLogger({ bench: 'fleet' }, process.env.RELAYNET_LOG_LEVEL ?? 'error');
 const out = (s: string) => process.stdout.write(`${s}\n`);
-const now = () => performance.now();
+/** Epoch ms: the workers' times are on the same clock. */
+const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number) => {
   if (!xs.length) return NaN;
@@ -78,30 +87,6 @@ const pct = (xs: number[], p: number) => {
 };
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
-const cpuMs = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-};
-
-// ---------------------------------------------------------------------------------------------
-// The relays' calls to the control plane, timed: every relay's HTTP goes through this process's fetch.
-
-interface Call {
-  fn: string;
-  at: number;
-  ms: number;
-  status: number;
-}
-const calls: Call[] = [];
-const realFetch = globalThis.fetch;
-globalThis.fetch = async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
-  const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-  const fn = /\/functions\/v1\/([a-z-]+)/.exec(url)?.[1];
-  const t0 = now();
-  const res = await realFetch(input, init);
-  if (fn) calls.push({ fn, at: t0, ms: now() - t0, status: res.status });
-  return res;
-};
 
 // ---------------------------------------------------------------------------------------------
 // The services.
@@ -117,12 +102,14 @@ const lags: { at: number; ms: number }[] = [];
 const observer = await bus.connect({ kind: 'observer', subjects: ['relaynet.topology.>', 'relaynet.relay.>'] });
 
 /**
- * The relays are not stopped one by one (each leave is an event every other relay folds): the services
- * go, and the process with them. Also on Ctrl-C or SIGTERM: no PostgreSQL, nats-server or directory left.
+ * The relays are not stopped one by one (each leave is an event every other relay folds): their
+ * workers are killed, the services go, and this process with them. Also on Ctrl-C or SIGTERM: no PostgreSQL, nats-server or directory left.
  */
+const workers: Worker[] = [];
 let stopping: Promise<void> | null = null;
 const shutdown = () =>
   (stopping ??= (async () => {
+    for (const w of workers) w.child.kill('SIGKILL');
     await observer.close().catch(() => {});
     await cp.stop().catch(() => {});
     await Promise.all(bus.servers.map((s) => s.stop()));
@@ -163,7 +150,7 @@ async function probe(fn: 'register-server' | 'deregister', id: string, i: number
       ? { relayId: id, name: id, region: 'probe', publicKey: generateWgKeyPair().publicKey, endpoint: `198.18.200.${(i % 250) + 1}:51820` }
       : { relayId: id };
   const call = () =>
-    realFetch(`${cp.url}/functions/v1/${fn}`, {
+    fetch(`${cp.url}/functions/v1/${fn}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${cp.serviceRoleKey}`, 'content-type': 'application/json' },
       body: JSON.stringify(body),
@@ -186,63 +173,90 @@ async function probe(fn: 'register-server' | 'deregister', id: string, i: number
 }
 
 // ---------------------------------------------------------------------------------------------
-// The fleet.
+// The fleet: spread over --workers processes (bench/fleet-worker.ts), relay i in worker (i - 1) % W.
 
-interface Member {
-  id: string;
-  index: number;
-  daemon: RelayDaemon;
+interface Worker {
+  k: number;
+  child: ChildProcess;
+  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  seq: number;
+  exited: Error | null;
 }
-const fleet = new Map<string, Member>();
+function forkWorker(k: number): Worker {
+  const child = fork(fileURLToPath(new URL('./fleet-worker.ts', import.meta.url)), [], {
+    execArgv: ['--expose-gc', `--max-old-space-size=${WORKER_HEAP_MB}`],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const w: Worker = { k, child, pending: new Map(), seq: 0, exited: null };
+  child.on('message', (msg: { id: number; value?: unknown; error?: string }) => {
+    const p = w.pending.get(msg.id);
+    if (!p) return;
+    w.pending.delete(msg.id);
+    if (msg.error !== undefined) p.reject(new Error(`fleet worker ${k}: ${msg.error}`));
+    else p.resolve(msg.value);
+  });
+  child.on('exit', (code, signal) => {
+    w.exited = new Error(`fleet worker ${k} (pid ${child.pid}) exited (${signal ?? `code ${code}`})`);
+    for (const p of w.pending.values()) p.reject(w.exited);
+    w.pending.clear();
+  });
+  return w;
+}
 
-function relayConfig(index: number, id: string, token: string): RelayConfig {
-  // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run.
-  return inMemoryRelayConfig({
-    relayId: id,
-    name: id,
-    region: `region-${(index % 3) + 1}`,
-    endpoint: `198.18.${100 + (index >> 8)}.${index & 255 || 254}:51820`,
-    stateDir: join(tmp.dir, 'relays', id),
-    controlPlaneUrl: cp.url,
-    token,
-    topologyKey: cp.topologyPublicKey,
-    natsServers: null,
+function ask<T>(w: Worker, req: WorkerRequest): Promise<T> {
+  if (w.exited) return Promise.reject(w.exited);
+  const id = ++w.seq;
+  return new Promise<T>((resolve, reject) => {
+    w.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+    w.child.send({ id, ...req });
   });
 }
+const askAll = <T>(req: WorkerRequest) => Promise.all(workers.map((w) => ask<T>(w, req)));
 
-async function startMember(index: number): Promise<Member> {
-  const id = `relay-${index}`;
-  mkdirSync(join(tmp.dir, 'relays', id), { recursive: true, mode: 0o700 });
-  const daemon = await startRelayDaemon(relayConfig(index, id, await cp.mintRelayToken(id, 30 * 86400)), log);
-  const m = { id, index, daemon };
-  fleet.set(id, m);
-  return m;
+/** The fleet: relay id to its index (its worker is workerOf(index)). */
+const fleet = new Map<string, number>();
+const workerOf = (index: number) => workers[(index - 1) % workers.length]!;
+
+/** Start relays (tokens minted here, daemons started in their workers); resolves once all serve. */
+async function startMembers(indices: number[]): Promise<void> {
+  const byWorker = new Map<Worker, { index: number; token: string }[]>();
+  for (const index of indices) {
+    const token = await cp.mintRelayToken(`relay-${index}`, 30 * 86400);
+    const w = workerOf(index);
+    byWorker.set(w, [...(byWorker.get(w) ?? []), { index, token }]);
+  }
+  await Promise.all([...byWorker].map(([w, members]) => ask(w, { op: 'start', members })));
+  for (const index of indices) fleet.set(`relay-${index}`, index);
 }
 
 /** Until `ok` holds (polled every `everyMs`), or throw after `timeoutMs` saying `what`. */
-async function until(what: string, ok: () => boolean, timeoutMs: number, everyMs = 10): Promise<number> {
+async function until(what: string, ok: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 10): Promise<number> {
   const deadline = now() + timeoutMs;
   for (;;) {
-    if (ok()) return now();
+    if (await ok()) return now();
     if (now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
     await sleep(everyMs);
   }
 }
 
-/** The time every relay of the fleet has folded revision `r` (checking only those not there yet). */
-function allFolded(r: number, timeoutMs = 600_000): Promise<number> {
-  let pending = [...fleet.values()];
-  return until(
-    `every relay to fold revision ${r}`,
-    () => {
-      pending = pending.filter((m) => m.daemon.progress().revision < r);
-      return pending.length === 0;
-    },
-    timeoutMs,
-  );
+/** The time every relay of the fleet has folded revision `r`: the latest of the workers' (each polls its relays every 10 ms). */
+async function allFolded(r: number, timeoutMs = 600_000): Promise<number> {
+  const at = await askAll<number | null>({ op: 'folded', revision: r, timeoutMs });
+  if (at.some((t) => t === null)) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for every relay to fold revision ${r}`);
+  return Math.max(...(at as number[]));
 }
 
-const sum = (f: (m: Member) => number, ms: Iterable<Member> = fleet.values()) => [...ms].reduce((a, m) => a + f(m), 0);
+const fleetCpuMs = async () => (await askAll<number>({ op: 'cpu' })).reduce((a, b) => a + b, 0);
+async function fleetMem(): Promise<{ rss: number; heap: number }> {
+  const ms = await askAll<{ rss: number; heap: number }>({ op: 'mem' });
+  return { rss: ms.reduce((a, m) => a + m.rss, 0), heap: ms.reduce((a, m) => a + m.heap, 0) };
+}
+async function fleetCounters(): Promise<Map<string, { applied: number; resyncs: number }>> {
+  const parts = await askAll<Record<string, { applied: number; resyncs: number }>>({ op: 'counters' });
+  return new Map(parts.flatMap((p) => Object.entries(p)));
+}
+const sumOf = (c: Map<string, { applied: number; resyncs: number }>, f: (x: { applied: number; resyncs: number }) => number, ids: Iterable<string>) =>
+  [...ids].reduce((a, id) => a + (c.has(id) ? f(c.get(id)!) : 0), 0);
 
 // ---------------------------------------------------------------------------------------------
 // Measurements at one fleet size.
@@ -275,19 +289,15 @@ interface Figures {
 }
 
 let probeSeq = 0;
-const memBase = (() => {
-  globalThis.gc!();
-  const m = process.memoryUsage();
-  return { rss: m.rss, heap: m.heapUsed };
-})();
+/** What the workers hold with no relay yet (after a full GC), taken once they have started. */
+let memBase = { rss: 0, heap: 0 };
 
 async function growTo(n: number): Promise<number> {
   const t0 = now();
+  let next = fleet.size + 1;
   while (fleet.size < n) {
-    const first = fleet.size + 1;
-    const batch = Array.from({ length: Math.min(BATCH, n - fleet.size) }, (_, k) => first + k);
-    const members = await Promise.all(batch.map(startMember));
-    await until(`relays ${batch[0]}-${batch.at(-1)} to serve`, () => members.every((m) => m.daemon.progress().state === 'serving'), 600_000, 50);
+    const batch = Array.from({ length: Math.min(BATCH, n - fleet.size) }, () => next++);
+    await startMembers(batch);
     if (fleet.size % 100 === 0 || fleet.size === n) out(`  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s)`);
   }
   await allFolded(latestRevision);
@@ -301,7 +311,7 @@ async function growTo(n: number): Promise<number> {
 const quiet = () =>
   until(
     'every relay to settle and publish all its events',
-    () => now() - lastRelayEventAt > 1_000 && [...fleet.values()].every((m) => m.daemon.progress().settled),
+    async () => now() - lastRelayEventAt > 1_000 && (await askAll<boolean>({ op: 'settled' })).every(Boolean),
     1_800_000,
     250,
   );
@@ -310,56 +320,49 @@ async function measureAt(n: number): Promise<Figures> {
   const growS = await growTo(n);
   await quiet();
   const windowStart = now();
-  const resyncsBefore = new Map([...fleet.values()].map((m) => [m.id, m.daemon.progress().counters.resyncs]));
+  const countersBefore = await fleetCounters();
 
-  // Idle: the same polling as while waiting for a revision, for 5 s.
+  // Idle: the same polling as while waiting for a revision (each worker's relays every 10 ms), for 5 s.
   const idleMs = 5_000;
-  const c0 = cpuMs();
+  const c0 = await fleetCpuMs();
   const t0 = now();
-  await until(
-    'the end of the idle window',
-    () => {
-      allFoldedSync(Number.MAX_SAFE_INTEGER);
-      return now() - t0 > idleMs;
-    },
-    idleMs + 1000,
-  );
-  const idleRate = (cpuMs() - c0) / (now() - t0);
+  await askAll({ op: 'folded', revision: Number.MAX_SAFE_INTEGER, timeoutMs: idleMs });
+  const idleRate = ((await fleetCpuMs()) - c0) / (now() - t0);
 
   // Joins and leaves of probe relays, one at a time.
   const joins: number[] = [];
   relayEvents.clear();
   relayEventsOn = true;
-  const c1 = cpuMs();
+  const c1 = await fleetCpuMs();
   const t1 = now();
   let events = 0;
-  await withCpuProfile(values.profile && join(values.profile, `fleet-${n}.cpuprofile`), async () => {
-    for (let k = 0; k < PROBES; k++) {
-      const id = `probe-${++probeSeq}`;
-      const s = now();
-      const r = await probe('register-server', id, probeSeq);
-      joins.push((await allFolded(r)) - s);
-      const before = latestRevision;
-      await probe('deregister', id, probeSeq);
-      await until(`${id}'s leave on the stream`, () => latestRevision > before, 30_000);
-      await allFolded(latestRevision);
-      events += 2;
-    }
-    // Until the relays have published what the probes made them do: that is part of their work.
-    await quiet();
-  });
+  if (values.profile) await Promise.all(workers.map((w) => ask(w, { op: 'profile', file: join(values.profile!, `fleet-${n}-w${w.k}.cpuprofile`) })));
+  for (let k = 0; k < PROBES; k++) {
+    const id = `probe-${++probeSeq}`;
+    const s = now();
+    const r = await probe('register-server', id, probeSeq);
+    joins.push((await allFolded(r)) - s);
+    const before = latestRevision;
+    await probe('deregister', id, probeSeq);
+    await until(`${id}'s leave on the stream`, () => latestRevision > before, 30_000);
+    await allFolded(latestRevision);
+    events += 2;
+  }
+  // Until the relays have published what the probes made them do: that is part of their work.
+  await quiet();
+  if (values.profile) await askAll({ op: 'profile', file: null });
   relayEventsOn = false;
-  const cpuPerRelayEvent = (cpuMs() - c1 - idleRate * (now() - t1)) / (n * events);
+  const cpuPerRelayEvent = ((await fleetCpuMs()) - c1 - idleRate * (now() - t1)) / (n * events);
   const perRelayEvent = [...relayEvents].map(([t, c]) => `${t} ${(c / (n * events)).toFixed(2)}`).join(', ');
 
   // Admissions at this size: 8 concurrent registrations, then their leaves.
   const ids = Array.from({ length: ADMISSIONS }, () => `probe-${++probeSeq}`);
-  let next = 0;
+  let nextId = 0;
   const a0 = now();
   await Promise.all(
     Array.from({ length: 8 }, async () => {
-      while (next < ids.length) {
-        const i = next++;
+      while (nextId < ids.length) {
+        const i = nextId++;
         await probe('register-server', ids[i]!, probeSeq + i);
       }
     }),
@@ -371,37 +374,46 @@ async function measureAt(n: number): Promise<Figures> {
   await allFolded(latestRevision);
 
   // Restarts: every tenth relay stopped (deregistered) and started again with its state.
-  const restart = [...fleet.values()].filter((_, i) => i % 10 === 0);
-  const stay = [...fleet.values()].filter((_, i) => i % 10 !== 0);
-  const appliedBefore = sum((m) => m.daemon.progress().counters.applied, stay);
+  const all = [...fleet];
+  const restart = all.filter((_, i) => i % 10 === 0);
+  const stay = all.filter((_, i) => i % 10 !== 0).map(([id]) => id);
+  const before = await fleetCounters();
   const r0 = now();
   await Promise.all(
-    restart.map(async (m) => {
-      m.daemon.stop();
-      await m.daemon.done;
-      fleet.delete(m.id);
+    workers.map((w) => {
+      const ids = restart.filter(([, index]) => workerOf(index) === w).map(([id]) => id);
+      return ids.length ? ask(w, { op: 'stop', ids }) : null;
     }),
   );
-  const restarted = await Promise.all(restart.map((m) => startMember(m.index)));
-  await until('the restarted relays to serve', () => restarted.every((m) => m.daemon.progress().state === 'serving'), 600_000, 50);
+  for (const [id] of restart) fleet.delete(id);
+  await startMembers(restart.map(([, index]) => index));
   await sleep(200);
   const restartEnd = await allFolded(latestRevision);
   const restartS = (restartEnd - r0) / 1000;
-  const deliveries = sum((m) => m.daemon.progress().counters.applied, stay) - appliedBefore + sum((m) => m.daemon.progress().counters.applied, restarted);
+  const after = await fleetCounters();
+  const applied = (x: { applied: number }) => x.applied;
+  const deliveries =
+    sumOf(after, applied, stay) -
+    sumOf(before, applied, stay) +
+    sumOf(
+      after,
+      applied,
+      restart.map(([id]) => id),
+    );
 
-  const resyncsOf = () => sum((m) => m.daemon.progress().counters.resyncs - (resyncsBefore.get(m.id) ?? 0), stay);
-  const resyncs = resyncsOf();
+  const resyncsOf = (c: Map<string, { applied: number; resyncs: number }>) =>
+    stay.reduce((a, id) => a + (c.get(id)?.resyncs ?? 0) - (countersBefore.get(id)?.resyncs ?? 0), 0);
+  const resyncs = resyncsOf(after);
   // Steady state once more: two heartbeat periods with nothing happening.
   await quiet();
   const steadyStart = now();
   await sleep(20_000);
-  const steadyResyncs = resyncsOf() - resyncs;
+  const steadyResyncs = resyncsOf(await fleetCounters()) - resyncs;
 
-  globalThis.gc!();
-  const mem = process.memoryUsage();
-  const hb = calls.filter((c) => c.fn === 'heartbeat' && c.at >= windowStart).map((c) => c.ms);
-  // Those of the steady state alone: the control plane's answer, not this process's backlog under load.
-  const hbSteady = calls.filter((c) => c.fn === 'heartbeat' && c.at >= steadyStart).map((c) => c.ms);
+  const mem = await fleetMem();
+  const hb = (await askAll<number[]>({ op: 'heartbeats', since: windowStart })).flat();
+  // Those of the steady state alone: the control plane's answer, not the workers' backlog under load.
+  const hbSteady = (await askAll<number[]>({ op: 'heartbeats', since: steadyStart })).flat();
   const lag = lags.filter((l) => l.at >= windowStart).map((l) => l.ms);
   return {
     n,
@@ -422,25 +434,21 @@ async function measureAt(n: number): Promise<Figures> {
     restartS,
     deliveriesPerS: deliveries / restartS,
     rssPerRelayMiB: (mem.rss - memBase.rss) / n / 2 ** 20,
-    heapPerRelayMiB: (mem.heapUsed - memBase.heap) / n / 2 ** 20,
+    heapPerRelayMiB: (mem.heap - memBase.heap) / n / 2 ** 20,
     resyncs,
     steadyResyncs,
     relayEvents: perRelayEvent,
   };
 }
 
-/** The poll `allFolded` does, once, for the idle baseline. */
-function allFoldedSync(r: number): boolean {
-  let all = true;
-  for (const m of fleet.values()) if (m.daemon.progress().revision < r) all = false;
-  return all;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 const results: Figures[] = [];
 try {
-  out(`fleet: relays hosted in this process (in-memory kernel), NATS at ${bus.url}, control plane ${cp.url} on ${values.db}`);
+  for (let k = 0; k < WORKERS; k++) workers.push(forkWorker(k));
+  await askAll({ op: 'init', init: { dir: tmp.dir, controlPlaneUrl: cp.url, topologyKey: cp.topologyPublicKey } });
+  memBase = await fleetMem();
+  out(`fleet: relays hosted in ${WORKERS} worker processes (in-memory kernel), NATS at ${bus.url}, control plane ${cp.url} on ${values.db}`);
   for (const n of sizes) {
     out(`N=${n}: growing in batches of ${BATCH} ...`);
     const f = await measureAt(n);

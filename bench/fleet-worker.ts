@@ -1,0 +1,179 @@
+/**
+ * One process of bench:fleet's fleet (bench/fleet.ts forks several, each hosting a slice of the relays).
+ * Each relay is a whole daemon (startRelayDaemon) on the in-memory host, with its own NATS connection
+ * and its own HTTP to the control plane. The parent asks over the IPC channel; every request has an id
+ * and gets one answer ({ id, value } or { id, error }). Times cross processes as epoch milliseconds
+ * (performance.timeOrigin + performance.now(): one clock on one machine). The worker exits when its
+ * parent goes (the channel closes), so a killed benchmark leaves no relay behind.
+ */
+import { mkdirSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { RelayConfig } from '../src/daemon/config.ts';
+import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
+import { rootLogger } from '../src/lib/logger.ts';
+import { inMemoryRelayConfig } from '../test/support/relay-config.ts';
+import { writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export interface WorkerInit {
+  dir: string;
+  controlPlaneUrl: string;
+  topologyKey: string;
+}
+
+/** What the parent may ask (`op`), with its arguments; the answer's value is in the comment. */
+export type WorkerRequest =
+  | { op: 'init'; init: WorkerInit } // null
+  | { op: 'start'; members: { index: number; token: string }[] } // null, once all serve
+  | { op: 'folded'; revision: number; timeoutMs: number } // epoch ms all its relays had folded it, or null at the timeout
+  | { op: 'settled' } // boolean: every relay settled
+  | { op: 'counters' } // { [relayId]: { applied, resyncs } }
+  | { op: 'stop'; ids: string[] } // null, once they are done
+  | { op: 'cpu' } // CPU ms of this process
+  | { op: 'mem' } // { rss, heap } bytes after a full GC
+  | { op: 'heartbeats'; since: number } // heartbeat call durations (ms) started at or after `since` (epoch ms)
+  | { op: 'profile'; file: string | null }; // start a CPU profile (file: where stop will write it), or stop and write it
+
+const epoch = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = rootLogger({ bench: 'fleet', worker: process.pid }, process.env.RELAYNET_LOG_LEVEL ?? 'error');
+
+/** The relays' heartbeat calls, timed: every relay's HTTP goes through this process's fetch. */
+const heartbeats: { at: number; ms: number }[] = [];
+const realFetch = globalThis.fetch;
+globalThis.fetch = async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+  const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+  const t0 = epoch();
+  const res = await realFetch(input, init);
+  if (url.endsWith('/functions/v1/heartbeat')) heartbeats.push({ at: t0, ms: epoch() - t0 });
+  return res;
+};
+
+let init: WorkerInit | null = null;
+const fleet = new Map<string, RelayDaemon>();
+let profiler: { session: Session; file: string } | null = null;
+
+function relayConfig(index: number, id: string, token: string, at: WorkerInit): RelayConfig {
+  // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run.
+  return inMemoryRelayConfig({
+    relayId: id,
+    name: id,
+    region: `region-${(index % 3) + 1}`,
+    endpoint: `198.18.${100 + (index >> 8)}.${index & 255 || 254}:51820`,
+    stateDir: join(at.dir, 'relays', id),
+    controlPlaneUrl: at.controlPlaneUrl,
+    token,
+    topologyKey: at.topologyKey,
+    natsServers: null,
+  });
+}
+
+async function until(ok: () => boolean, timeoutMs: number, everyMs: number): Promise<boolean> {
+  const deadline = epoch() + timeoutMs;
+  for (;;) {
+    if (ok()) return true;
+    if (epoch() > deadline) return false;
+    await sleep(everyMs);
+  }
+}
+
+async function handle(req: WorkerRequest): Promise<unknown> {
+  if (req.op === 'init') {
+    init = req.init;
+    return null;
+  }
+  if (!init) throw new Error(`${req.op} before init`);
+  const at = init;
+  switch (req.op) {
+    case 'start': {
+      const started = await Promise.all(
+        req.members.map(async ({ index, token }) => {
+          const id = `relay-${index}`;
+          mkdirSync(join(at.dir, 'relays', id), { recursive: true, mode: 0o700 });
+          const daemon = await startRelayDaemon(relayConfig(index, id, token, at), log);
+          fleet.set(id, daemon);
+          return daemon;
+        }),
+      );
+      if (!(await until(() => started.every((d) => d.progress().state === 'serving'), 600_000, 50)))
+        throw new Error(`relays ${req.members.map((m) => m.index).join(',')} did not serve within 600 s`);
+      return null;
+    }
+    case 'folded': {
+      // Checking only those not there yet, every 10 ms.
+      let pending = [...fleet.values()];
+      const ok = await until(
+        () => {
+          pending = pending.filter((d) => d.progress().revision < req.revision);
+          return pending.length === 0;
+        },
+        req.timeoutMs,
+        10,
+      );
+      return ok ? epoch() : null;
+    }
+    case 'settled':
+      return [...fleet.values()].every((d) => d.progress().settled);
+    case 'counters':
+      return Object.fromEntries(
+        [...fleet].map(([id, d]) => {
+          const c = d.progress().counters;
+          return [id, { applied: c.applied, resyncs: c.resyncs }];
+        }),
+      );
+    case 'stop':
+      await Promise.all(
+        req.ids.map(async (id) => {
+          const d = fleet.get(id);
+          if (!d) throw new Error(`${id} is not in this worker`);
+          d.stop();
+          await d.done;
+          fleet.delete(id);
+        }),
+      );
+      return null;
+    case 'cpu': {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    }
+    case 'mem': {
+      globalThis.gc!();
+      const m = process.memoryUsage();
+      return { rss: m.rss, heap: m.heapUsed };
+    }
+    case 'heartbeats':
+      return heartbeats.filter((h) => h.at >= req.since).map((h) => h.ms);
+    case 'profile': {
+      if (req.file) {
+        if (profiler) throw new Error('a profile is already running');
+        const session = new Session();
+        session.connect();
+        await session.post('Profiler.enable');
+        await session.post('Profiler.start');
+        profiler = { session, file: req.file };
+        return null;
+      }
+      if (!profiler) throw new Error('no profile running');
+      const { session, file } = profiler;
+      profiler = null;
+      const { profile } = await session.post('Profiler.stop');
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, JSON.stringify(profile));
+      session.disconnect();
+      return null;
+    }
+  }
+}
+
+if (!process.send) throw new Error('bench/fleet-worker.ts is forked by bench/fleet.ts, not run on its own');
+if (typeof globalThis.gc !== 'function') throw new Error('fleet worker: run with node --expose-gc');
+process.on('message', (msg: { id: number } & WorkerRequest) => {
+  handle(msg).then(
+    (value) => process.send!({ id: msg.id, value }),
+    (e: unknown) => process.send!({ id: msg.id, error: e instanceof Error ? (e.stack ?? e.message) : String(e) }),
+  );
+});
+// The parent went (done, or killed): so do the relays, without draining (their services go too).
+process.on('disconnect', () => process.exit(0));
