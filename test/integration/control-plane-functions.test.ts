@@ -48,6 +48,7 @@ describe('Edge Function runner', () => {
       'list-clients',
       'register-server',
       'revoke-token',
+      'submit-receipts',
       'switch-exit',
     ]);
     const r = await call('heartbeat');

@@ -10,6 +10,8 @@ import { alwaysInvalid, FUZZ_SEED, mutationOf, Tally } from '../support/fuzz.ts'
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
 import { tempDir } from '../support/temp.ts';
 import { functionNames } from '../../src/control-plane/functions.ts';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { signEpoch } from '../../src/contract/pob-receipts.ts';
 
 /**
  * Issue 14, part 7: generated malformed requests through every Edge Function, each served by the real
@@ -41,6 +43,7 @@ const FUNCTIONS = [
   'list-clients',
   'ban-relay',
   'revoke-token',
+  'submit-receipts',
 ] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
@@ -68,6 +71,22 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
   const tokens: Record<string, string> = {};
   let sessionA = '';
   let sessionB = '';
+  // relay-1's identity key: its receipts (submit-receipts) are signed with it.
+  const identity = generateKeyPairSync('ed25519');
+  const identityKey = Buffer.from(identity.publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
+  const EPOCH_SECONDS = 300;
+  const closedEpoch = Math.floor(Date.now() / 1000 / EPOCH_SECONDS) - 1;
+  /** relay-1's signed receipts for an epoch, as submit-receipts takes them. */
+  async function receiptsOf(epoch: number, txBytes: number): Promise<Record<string, unknown>> {
+    const receipts = [
+      { peerId: 'relay-2', txBytes, rxBytes: 2000 },
+      { peerId: 'relay-3', txBytes: 3000, rxBytes: 4000 },
+    ];
+    const root = await signEpoch('relay-1', epoch, EPOCH_SECONDS, receipts, (d) => sign(null, d, identity.privateKey));
+    return { relayId: 'relay-1', epoch, epochSeconds: EPOCH_SECONDS, root: root.root, signature: root.signature, receipts };
+  }
+  let receiptsBody: Record<string, unknown> = {};
+  let conflictingReceipts: Record<string, unknown> = {};
 
   const post = async (fn: string, body: unknown, token: string) => {
     const res = await fetch(`${cp.url}/functions/v1/${fn}`, {
@@ -105,7 +124,14 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
     for (const n of [1, 2, 3, 4]) {
       const r = await post(
         'register-server',
-        { relayId: `relay-${n}`, name: `Relay ${n}`, region: 'eu', publicKey: relayKey(n), endpoint: `198.51.100.${n}:51820` },
+        {
+          relayId: `relay-${n}`,
+          name: `Relay ${n}`,
+          region: 'eu',
+          publicKey: relayKey(n),
+          endpoint: `198.51.100.${n}:51820`,
+          ...(n === 1 ? { identityKey } : {}),
+        },
         tokens.service!,
       );
       expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -131,6 +157,10 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
     sessionA = await open(1);
     sessionB = await open(2);
     expect((await post('disconnect-client', { sessionId: sessionB }, tokens.alice!)).status).toBe(200);
+    // relay-1's receipts of the epoch before the last are in; the last epoch's are not (the valid request).
+    expect((await post('submit-receipts', await receiptsOf(closedEpoch - 1, 1000), tokens['relay-1']!)).status).toBe(200);
+    conflictingReceipts = await receiptsOf(closedEpoch - 1, 5000);
+    receiptsBody = await receiptsOf(closedEpoch, 1000);
   });
 
   afterAll(async () => {
@@ -224,6 +254,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'list-clients': { body: { entry: 'relay-1', includeClosed: true }, good: ['service', 'alice', 'relay-1'], optional: ['entry', 'includeClosed'] },
         'ban-relay': { body: { relayId: 'relay-3', banned: true, reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
         'revoke-token': { body: { jti: '00000000-0000-4000-8000-00000000f022', reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
+        'submit-receipts': { body: receiptsBody, good: ['service', 'relay-1'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -248,6 +279,14 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'identityKey',
         'proof',
         'jti',
+        'epoch',
+        'epochSeconds',
+        'root',
+        'signature',
+        'receipts',
+        'peerId',
+        'txBytes',
+        'rxBytes',
       ]);
 
       // Tokens of the wrong party for a function (403), with the body they are refused for.
@@ -262,6 +301,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'list-clients': [{ token: 'relay-1', body: { entry: 'relay-2' } }],
         'ban-relay': [{ token: 'alice' }, { token: 'relay-3' }],
         'revoke-token': [{ token: 'alice' }, { token: 'relay-3' }],
+        'submit-receipts': [{ token: 'alice' }, { token: 'relay-2' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -302,6 +342,11 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'ban-relay': [],
         // Every well-formed revocation is carried out (a jti no token carries yet is kept for it).
         'revoke-token': [],
+        'submit-receipts': [
+          fc.constant(conflictingReceipts), // another root for an epoch handed in
+          fc.constant({ ...receiptsBody, relayId: 'relay-2' }), // a relay with no identity key
+          fc.constant({ ...receiptsBody, relayId: 'relay-9' }), // not registered
+        ],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');

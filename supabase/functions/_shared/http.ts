@@ -50,7 +50,7 @@ export function errorResponse(e: HttpError): Response {
 /** Largest request body a function accepts (bytes). */
 export const MAX_BODY_BYTES = 16 * 1024;
 
-const tooBig = (n: number | string) => badRequest('body', `body is ${n} bytes; the limit is ${MAX_BODY_BYTES}`);
+const tooBig = (n: number | string, limit: number) => badRequest('body', `body is ${n} bytes; the limit is ${limit}`);
 
 /**
  * Read the body as bytes, refusing more than `limit` bytes without reading the rest (a declared
@@ -58,7 +58,7 @@ const tooBig = (n: number | string) => badRequest('body', `body is ${n} bytes; t
  */
 export async function readBodyBytes(req: Request, limit = MAX_BODY_BYTES): Promise<Uint8Array> {
   const declared = req.headers.get('content-length');
-  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) throw tooBig(declared);
+  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) throw tooBig(declared, limit);
   if (!req.body) return new Uint8Array(0);
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -69,7 +69,7 @@ export async function readBodyBytes(req: Request, limit = MAX_BODY_BYTES): Promi
     total += value.byteLength;
     if (total > limit) {
       await reader.cancel().catch(() => {});
-      throw badRequest('body', `body is more than ${limit} bytes; the limit is ${MAX_BODY_BYTES}`);
+      throw badRequest('body', `body is more than ${limit} bytes; the limit is ${limit}`);
     }
     chunks.push(value);
   }
@@ -94,9 +94,9 @@ export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** Read a JSON object body of at most MAX_BODY_BYTES. */
-export async function readJsonBody(req: Request): Promise<Record<string, unknown>> {
-  return parseJsonObject(await readBodyBytes(req));
+/** Read a JSON object body of at most `limit` bytes (MAX_BODY_BYTES unless a function says otherwise). */
+export async function readJsonBody(req: Request, limit = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
+  return parseJsonObject(await readBodyBytes(req, limit));
 }
 
 /** A request body as `schema` (the contract's) takes it; else 400 invalid_request naming the field, as the functions always have. */

@@ -43,6 +43,8 @@ export interface ServeOptions {
   now?: () => number;
   /** Where log lines go (default console.error, i.e. stderr). */
   logLine?: (line: string) => void;
+  /** The largest body this function takes (default MAX_BODY_BYTES, 16 KiB). */
+  maxBodyBytes?: number;
 }
 
 export function serveFunction(fn: string, handler: Handler, opts: ServeOptions): (req: Request) => Promise<Response> {
@@ -65,7 +67,7 @@ export function serveFunction(fn: string, handler: Handler, opts: ServeOptions):
         env ??= loadEnv(opts.getEnv);
         const principal = await authenticate(req.headers.get('authorization'), env.jwtSecret, Math.floor(now() / 1000), env.jwtIssuer);
         extra.role = principal.role;
-        const body = await readJsonBody(req);
+        const body = await readJsonBody(req, opts.maxBodyBytes);
         res = await handler({ fn, env, principal, body, requestId, log: extra });
       }
     } catch (e) {

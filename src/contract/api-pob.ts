@@ -1,0 +1,61 @@
+// The Edge Functions of Proof-of-Bandwidth (issue 17; docs/proof-of-bandwidth.md): a relay hands in an
+// epoch's traffic receipts with the root it signed (submit-receipts). Requests as the functions check
+// them, answers as the relays check them. Pure.
+import { z } from 'zod';
+import { MAX_RECEIPTS } from './pob-receipts.ts';
+import { relayIdField, requestObject, text } from './request.ts';
+
+/** The most receipts one submission carries: a relay's links in the largest mesh the address plan admits, with room. */
+export const MAX_SUBMITTED_RECEIPTS = 8192;
+/** The largest submit-receipts body (bytes): MAX_SUBMITTED_RECEIPTS receipts of the longest ids and counts fit. */
+export const MAX_RECEIPTS_BODY_BYTES = 1024 * 1024;
+
+const count = (field: string) =>
+  z
+    .number({ error: `${field} must be a non-negative integer` })
+    .int(`${field} must be a non-negative integer`)
+    .min(0, `${field} must be a non-negative integer`)
+    .max(Number.MAX_SAFE_INTEGER, `${field} must be a safe integer`);
+
+export const SubmitReceiptsRequestSchema = requestObject({
+  relayId: relayIdField(),
+  epoch: count('epoch'),
+  epochSeconds: count('epochSeconds'),
+  /** The Merkle root of the receipts (hex SHA-256) and the relay's identity-key signature over it. */
+  root: text('root').regex(/^[0-9a-f]{64}$/, 'root must be 64 lower-case hex characters (SHA-256)'),
+  signature: text('signature').max(200, 'signature must be base64 of a 64-byte Ed25519 signature'),
+  receipts: z
+    .array(requestObject({ peerId: relayIdField('receipts[].peerId'), txBytes: count('receipts[].txBytes'), rxBytes: count('receipts[].rxBytes') }), {
+      error: 'receipts must be a list of { peerId, txBytes, rxBytes }',
+    })
+    .max(Math.min(MAX_SUBMITTED_RECEIPTS, MAX_RECEIPTS), `receipts: at most ${MAX_SUBMITTED_RECEIPTS} in one epoch`),
+});
+export type SubmitReceiptsRequest = z.input<typeof SubmitReceiptsRequestSchema>;
+
+/** `stored`: false when the same root had been handed in before (a retry: nothing changed). */
+export const SubmitReceiptsResponseSchema = z.object({ relayId: z.string(), epoch: z.number(), receipts: z.number(), stored: z.boolean() });
+export type SubmitReceiptsResponse = z.infer<typeof SubmitReceiptsResponseSchema>;
+
+/** How long after its end an epoch's receipts are still taken (seconds): a relay down for a while hands in late. */
+export const RECEIPTS_KEPT_SECONDS = 7 * 86400;
+/** How far a relay's clock may run ahead of the control plane's when it closes an epoch (seconds). */
+export const EPOCH_CLOCK_SLACK_SECONDS = 30;
+
+/**
+ * Why a submission's epoch is refused, or null: it must be of the configured length, over by the
+ * control plane's clock (give or take EPOCH_CLOCK_SLACK_SECONDS), and not older than
+ * RECEIPTS_KEPT_SECONDS. Pure.
+ */
+export function epochProblem(epoch: number, epochSeconds: number, configuredSeconds: number, nowSeconds: number): { field: string; message: string } | null {
+  if (epochSeconds !== configuredSeconds)
+    return { field: 'epochSeconds', message: `epochs are ${configuredSeconds} s long on this control plane, not ${epochSeconds}` };
+  const end = (epoch + 1) * epochSeconds;
+  if (end > nowSeconds + EPOCH_CLOCK_SLACK_SECONDS)
+    return {
+      field: 'epoch',
+      message: `epoch ${epoch} ends at ${end}, after the control plane's time ${nowSeconds}: only a closed epoch is handed in (check the relay's clock)`,
+    };
+  if (end < nowSeconds - RECEIPTS_KEPT_SECONDS)
+    return { field: 'epoch', message: `epoch ${epoch} ended more than ${RECEIPTS_KEPT_SECONDS} s ago: too old to be handed in` };
+  return null;
+}

@@ -1,0 +1,141 @@
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_RECEIPTS_BODY_BYTES } from '../../src/contract/api-pob.ts';
+import { type LinkReceipt, inclusionProof, signEpoch, verifyInclusion } from '../../src/contract/pob-receipts.ts';
+import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
+import { signedRegistration } from '../../src/daemon/control-plane-session.ts';
+import { rootLogger } from '../../src/lib/logger.ts';
+import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
+import { tempDir } from '../support/temp.ts';
+
+/**
+ * submit-receipts on real Deno behind the local gateway, on embedded PGlite and on PostgreSQL 15: a
+ * relay hands in an epoch's receipts signed with its identity key; forged, mismatched, conflicting,
+ * early, late and oversized submissions are refused with the reason, and nothing of them is stored.
+ */
+describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on %s', (backend) => {
+  const log = rootLogger({ test: `pob-${backend}` }, process.env.RELAYNET_LOG_LEVEL ?? 'warn');
+  let tmp: ReturnType<typeof tempDir>;
+  let pg: TestPostgres | null = null;
+  let cp: LocalControlPlane;
+  let sql: postgres.Sql;
+  const identity = generateKeyPairSync('ed25519');
+  const identityKey = Buffer.from(identity.publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
+  const signer = (data: Uint8Array) => sign(null, data, identity.privateKey);
+  const E = 300;
+  const lastClosed = () => Math.floor(Date.now() / 1000 / E) - 1;
+  let token = '';
+
+  async function call(fn: string, body: unknown, bearer = token) {
+    const res = await fetch(`${cp.url}/functions/v1/${fn}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, any> };
+  }
+
+  const receipts = (n: number): LinkReceipt[] =>
+    Array.from({ length: n }, (_, i) => ({ peerId: `relay-p${String(i).padStart(4, '0')}`, txBytes: 1_000_000 + i, rxBytes: 2_000_000 + i }));
+  async function submission(epoch: number, rs: LinkReceipt[], over: Record<string, unknown> = {}) {
+    const root = await signEpoch('relay-a', epoch, E, rs, signer);
+    return { relayId: 'relay-a', epoch, epochSeconds: E, root: root.root, signature: root.signature, receipts: rs, ...over };
+  }
+  const stored = async (epoch: number) =>
+    (await sql`select count(*)::int as n from relaynet.pob_receipts where relay_id = 'relay-a' and epoch = ${epoch}`)[0]!.n as number;
+
+  beforeAll(async () => {
+    tmp = tempDir(`pob-${backend}`);
+    if (backend === 'postgresql') pg = await startTestPostgres();
+    cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'state'), port: 0, dbUrl: pg?.url, natsToken: 'nats-secret', logger: log });
+    sql = postgres(cp.dbUrl, { max: 1, prepare: false, onnotice: () => {} });
+    token = await cp.mintRelayToken('relay-a', 3600);
+    const reg = {
+      relayId: 'relay-a',
+      name: 'A',
+      region: 'test',
+      publicKey: Buffer.alloc(32, 7).toString('base64'),
+      endpoint: '198.51.100.7:51820',
+      identityKey,
+    };
+    const r = await call('register-server', await signedRegistration(reg, identity.privateKey, Math.floor(Date.now() / 1000)));
+    expect(r.status).toBe(200);
+  }, 120_000);
+
+  afterAll(async () => {
+    await sql?.end({ timeout: 2 }).catch(() => {});
+    await cp?.stop();
+    await pg?.stop();
+    tmp?.remove();
+  });
+
+  it('keeps a closed epoch’s receipts under the root the relay signed, once', async () => {
+    const epoch = lastClosed();
+    const rs = receipts(1000);
+    const body = await submission(epoch, rs);
+    expect(JSON.stringify(body).length).toBeGreaterThan(16 * 1024); // beyond the other functions' limit
+    expect(await call('submit-receipts', body)).toEqual({ status: 200, body: { relayId: 'relay-a', epoch, receipts: 1000, stored: true } });
+    // A retry stores nothing more.
+    expect(await call('submit-receipts', body)).toEqual({ status: 200, body: { relayId: 'relay-a', epoch, receipts: 1000, stored: false } });
+    expect(await stored(epoch)).toBe(1000);
+    // What is stored proves each receipt part of the signed root.
+    const [root] = await sql`select root, count, signature from relaynet.pob_roots where relay_id = 'relay-a' and epoch = ${epoch}`;
+    expect(root).toMatchObject({ root: body.root, count: 1000, signature: body.signature });
+    const rows = await sql`select peer_id, tx_bytes, rx_bytes from relaynet.pob_receipts where relay_id = 'relay-a' and epoch = ${epoch} order by peer_id`;
+    const back = rows.map((r) => ({ peerId: r.peer_id as string, txBytes: Number(r.tx_bytes), rxBytes: Number(r.rx_bytes) }));
+    expect(back).toEqual(rs);
+    expect(await verifyInclusion('relay-a', epoch, back[617]!, await inclusionProof('relay-a', epoch, back, 617), root!.root)).toBe(true);
+  });
+
+  it('refuses another root for an epoch already handed in, and keeps the first', async () => {
+    const epoch = lastClosed();
+    const inflated = receipts(1000).map((r) => ({ ...r, txBytes: r.txBytes * 10 }));
+    const r = await call('submit-receipts', await submission(epoch, inflated));
+    expect([r.status, r.body.error, r.body.field]).toEqual([409, 'conflicting_root', 'root']);
+    const [sum] = await sql`select sum(tx_bytes)::text as tx from relaynet.pob_receipts where relay_id = 'relay-a' and epoch = ${epoch}`;
+    expect(Number(sum!.tx)).toBe(receipts(1000).reduce((a, x) => a + x.txBytes, 0));
+  });
+
+  it('refuses forged, mismatched, early, late, misshapen and oversized submissions, storing nothing', async () => {
+    const epoch = lastClosed() - 1;
+    const rs = receipts(3);
+    const good = await submission(epoch, rs);
+    const forger = generateKeyPairSync('ed25519').privateKey;
+    const forged = await signEpoch('relay-a', epoch, E, rs, (d) => sign(null, d, forger));
+    const cases: [string, unknown, number, string][] = [
+      ['signed by another key', { ...good, signature: forged.signature }, 403, 'signature'],
+      ['receipts not under the root', { ...good, receipts: rs.map((r, i) => (i === 1 ? { ...r, rxBytes: r.rxBytes + 1 } : r)) }, 400, 'root'],
+      ['a receipt dropped', { ...good, receipts: rs.slice(1) }, 403, 'signature'],
+      ['receipts out of order', { ...good, receipts: [...rs].reverse() }, 400, 'receipts'],
+      ['an epoch not over yet', await submission(lastClosed() + 1, rs), 400, 'epoch'],
+      ['an epoch too old', await submission(lastClosed() - 3000, rs), 400, 'epoch'],
+      ['another epoch length', { ...good, epochSeconds: 600 }, 400, 'epochSeconds'],
+      ['a negative count', { ...good, receipts: [{ ...rs[0], txBytes: -1 }] }, 400, 'receipts'],
+      ['a bad peer id', { ...good, receipts: [{ ...rs[0], peerId: 'Relay A' }] }, 400, 'receipts'],
+      ['a root that is not hex', { ...good, root: 'z'.repeat(64) }, 400, 'root'],
+      ['an extra field', { ...good, credit: 10 }, 400, 'credit'],
+      ['more than 1 MiB', { ...good, padding: 'x'.repeat(MAX_RECEIPTS_BODY_BYTES) }, 400, 'body'],
+    ];
+    for (const [what, body, status, field] of cases) {
+      const r = await call('submit-receipts', body);
+      expect([what, r.status, r.body.field]).toEqual([what, status, field]);
+    }
+    expect(await stored(epoch)).toBe(0);
+    // Another relay's token, a user's: refused; then the genuine submission is taken.
+    const other = await cp.mintRelayToken('relay-b', 600);
+    expect((await call('submit-receipts', good, other)).status).toBe(403);
+    expect((await call('submit-receipts', good)).status).toBe(200);
+    expect(await stored(epoch)).toBe(3);
+  });
+
+  it('refuses a relay with no identity key on record', async () => {
+    const t = await cp.mintRelayToken('relay-n', 600);
+    const reg = { relayId: 'relay-n', name: 'N', region: 'test', publicKey: Buffer.alloc(32, 9).toString('base64'), endpoint: '198.51.100.9:51820' };
+    expect((await call('register-server', reg, cp.serviceRoleKey)).status).toBe(200);
+    const body = { ...(await submission(lastClosed(), receipts(2))), relayId: 'relay-n' };
+    const r = await call('submit-receipts', body, t);
+    expect([r.status, r.body.error]).toEqual([409, 'no_identity']);
+  });
+});
