@@ -207,6 +207,13 @@ that may publish only its own events; the operator's credentials are STATE_DIR/b
     opt('--nats-auth-out <FILE>', "also write nats-auth.conf (for nats-server's configuration) to FILE, mode 0644 (e.g. a volume nats-server mounts)"),
     intOpt('--nats-user-ttl <S>', "lifetime of a relay's NATS user JWT; relays renew it through the heartbeat", 60, 30 * 24 * 3600, { default: 3600 }),
     intOpt('--heartbeat-seconds <N>', 'heartbeat interval handed to relays', 1, 3600, { default: 10 }),
+    intOpt(
+      '--receipt-epoch <S>',
+      "length of a Proof-of-Bandwidth receipt epoch, handed to relays at registration (sets the database's setting; see docs/proof-of-bandwidth.md)",
+      10,
+      86_400,
+      { defaultText: "the database's, 300 at first" },
+    ),
     intOpt('--stream-replicas <N>', 'copies of each JetStream stream it creates (3 on a 3-node NATS cluster)', 1, 5, { default: 1 }),
     opt(
       '--metrics-listen <[ADDR:]PORT>',
@@ -331,6 +338,50 @@ token must be signed by the recorded identity key, docs/security.md "Rotation").
     ...access(),
   );
   leaf(unban, 'relay unban');
+}
+
+export function declarePob(program: Command, leaf: Leaf): void {
+  const pob = subcommands(
+    program,
+    'pob',
+    'Proof-of-Bandwidth: the traffic receipts relays signed, and checking them',
+    `Proof-of-Bandwidth (docs/proof-of-bandwidth.md). Once per receipt epoch every relay hands in one
+receipt per mesh link (the bytes it sent to and received from that peer) under a Merkle root it
+signs with its identity key. Each subcommand takes --control-plane-url and --token or --token-file:
+the service-role key (any relay), or a relay token (that relay's own).`,
+  );
+  const access = () => controlPlaneOpts('the service-role key, or a relay token');
+  const receipts = pob
+    .command('receipts')
+    .summary("an epoch's signed roots, and one relay's receipts")
+    .description(`Show an epoch's roots (one per relay that handed in: receipts, root, when) and, with --relay,
+that relay's receipts. Without --epoch: the latest epoch handed in.`);
+  withOptions(
+    receipts,
+    intOpt('--epoch <N>', 'the epoch (Unix seconds / epoch length)', 0, Number.MAX_SAFE_INTEGER),
+    opt('--relay <ID>', 'the relay'),
+    jsonOpt(),
+    ...access(),
+  );
+  leaf(receipts, 'pob receipts');
+  const verify = pob
+    .command('verify')
+    .summary("check a relay's receipts against the root it signed, and prove one receipt's inclusion")
+    .description(`Fetch a relay's root and receipts for an epoch and check, here, that the root is signed by
+the relay's identity key (the registry's, or the one given with --identity-key) and that the
+receipts are exactly those under it. With --peer, print that receipt with its inclusion proof (the
+siblings from its leaf to the root) and check the proof. Exits 0 when every check holds, 1 when one
+fails (saying which).`);
+  withOptions(
+    verify,
+    opt('--relay <ID>', 'the relay (required)'),
+    intOpt('--epoch <N>', 'the epoch (default: the latest the relay handed in)', 0, Number.MAX_SAFE_INTEGER),
+    opt('--peer <ID>', 'the peer whose receipt to prove'),
+    opt('--identity-key <KEY>', "the relay's Ed25519 identity public key (base64) to check against, instead of the registry's"),
+    jsonOpt(),
+    ...access(),
+  );
+  leaf(verify, 'pob verify');
 }
 
 const SECRET_SOURCE = 'Secret source (the first that is given):';

@@ -28,6 +28,9 @@ const upOpts = () => [
   intOpt('--link-stale-after <MS>', 'a link silent this long is stale', 100, Number.MAX_SAFE_INTEGER, { default: 5_000 }),
   intOpt('--link-down-after <MS>', '... and down', 100, Number.MAX_SAFE_INTEGER, { default: 10_000 }),
   intOpt('--observe-interval <MS>', 'how often relays read their devices', 100, Number.MAX_SAFE_INTEGER, { default: 1_000 }),
+  intOpt('--receipt-epoch <S>', "the control plane's Proof-of-Bandwidth receipt epoch (docs/proof-of-bandwidth.md)", 10, 86_400, {
+    defaultText: '300',
+  }),
   opt('--log-level <LEVEL>', `the relays' and the control plane's log level (${LOG_LEVELS.join(', ')}); sim add, restart and move keep it`, {
     env: 'RELAYNET_LOG_LEVEL',
     default: 'info',

@@ -20,6 +20,8 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'client remove': async () => (await client()).remove,
   'relay ban': async () => (await relay()).ban,
   'relay unban': async () => (await relay()).unban,
+  'pob receipts': async () => (await import('./commands/pob.ts')).receipts,
+  'pob verify': async () => (await import('./commands/pob.ts')).verify,
   'token mint': async () => (await import('./commands/token.ts')).mint,
   'token revoke': async () => (await import('./commands/token.ts')).revoke,
   'rotate-key': async () => (await import('./commands/status.ts')).rotateKey,

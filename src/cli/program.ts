@@ -5,6 +5,7 @@ import {
   declareClient,
   declareControlPlane,
   declareDevnet,
+  declarePob,
   declareRelay,
   declareReconcile,
   declareRotateKey,
@@ -37,6 +38,8 @@ export type ActionName =
   | 'reconcile'
   | 'relay ban'
   | 'relay unban'
+  | 'pob receipts'
+  | 'pob verify'
   | 'events tail'
   | 'events export'
   | 'replay'
@@ -106,6 +109,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   declareClient(program, leaf);
   declareToken(program, leaf);
   declareRelay(program, leaf);
+  declarePob(program, leaf);
   declareEvents(program, leaf);
   declareReplay(program, leaf);
   declareDashboard(program, leaf);

@@ -59,3 +59,34 @@ export function epochProblem(epoch: number, epochSeconds: number, configuredSeco
     return { field: 'epoch', message: `epoch ${epoch} ended more than ${RECEIPTS_KEPT_SECONDS} s ago: too old to be handed in` };
   return null;
 }
+
+/**
+ * pob-report (the service role: any relay; a relay token: its own): an epoch's signed roots, and the
+ * receipts of one relay. Read-only. `epoch` absent: the latest epoch any relay handed in.
+ */
+export const PobReportRequestSchema = requestObject({
+  epoch: count('epoch').optional(),
+  relayId: relayIdField().optional(),
+});
+export type PobReportRequest = z.input<typeof PobReportRequestSchema>;
+
+export const PobRootSchema = z.object({
+  relayId: z.string(),
+  count: z.number().int().min(0),
+  root: z.string(),
+  signature: z.string(),
+  /** The identity key the registry holds for the relay now (null: none); `pob verify` may pin another. */
+  identityKey: z.string().nullable(),
+  receivedAt: z.string(),
+});
+export type PobRoot = z.infer<typeof PobRootSchema>;
+
+export const PobReportResponseSchema = z.object({
+  /** Null when no relay has handed in receipts yet. */
+  epoch: z.number().int().min(0).nullable(),
+  epochSeconds: z.number().int().positive(),
+  roots: z.array(PobRootSchema),
+  /** The asked relay's receipts for the epoch, sorted by peer (empty without `relayId`). */
+  receipts: z.array(z.object({ peerId: z.string(), txBytes: z.number().int().min(0), rxBytes: z.number().int().min(0) })),
+});
+export type PobReportResponse = z.infer<typeof PobReportResponseSchema>;

@@ -125,6 +125,11 @@ export const RegisterResponseSchema = z.object({
   heartbeatIntervalSeconds: z.number().positive(),
   /** The control plane's epoch the snapshot belongs to (absent from control planes before epochs). */
   epoch: z.string().uuid().optional(),
+  /**
+   * The length of a Proof-of-Bandwidth receipt epoch (docs/proof-of-bandwidth.md): the relay hands in
+   * its receipts once per epoch of this many seconds. Absent (control planes before receipts): none.
+   */
+  receiptEpochSeconds: z.number().int().positive().optional(),
 });
 export type RegisterResponse = z.infer<typeof RegisterResponseSchema>;
 

@@ -57,6 +57,11 @@ export interface LocalControlPlaneOptions {
   /** Also write nats-auth.conf here (0644): for a nats-server that reads it from a shared volume. */
   natsAuthOut?: string;
   heartbeatSeconds?: number;
+  /**
+   * The Proof-of-Bandwidth receipt epoch in seconds (relaynet.settings.pob_epoch_seconds, handed to relays
+   * at registration); set at start when given, else the database's (300 by default).
+   */
+  receiptEpochSeconds?: number;
   /** Copies of each JetStream stream the control plane creates (default 1; 3 on a 3-node NATS cluster). */
   streamReplicas?: number;
   /** Serve Prometheus metrics here (`--metrics-listen`: the gateway's requests, admissions, heartbeats, the publisher). */
@@ -103,7 +108,7 @@ export function redactUrl(u: string): string {
 }
 
 /** Connect to `dbUrl` and apply the migrations; errors say which database and why. */
-async function prepareDatabase(dbUrl: string, log: Logger): Promise<void> {
+async function prepareDatabase(dbUrl: string, log: Logger, receiptEpochSeconds?: number): Promise<void> {
   const sql = postgres(dbUrl, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'relaynet-migrate' } });
   try {
     try {
@@ -115,6 +120,10 @@ async function prepareDatabase(dbUrl: string, log: Logger): Promise<void> {
     const applied = await migrate(sql);
     if (applied.length) log.info({ applied }, 'migrations applied');
     else log.debug('migrations up to date');
+    if (receiptEpochSeconds !== undefined) {
+      await sql`update relaynet.settings set pob_epoch_seconds = ${receiptEpochSeconds}`;
+      log.info({ receiptEpochSeconds }, 'receipt epoch set');
+    }
   } finally {
     await sql.end({ timeout: 2 }).catch(() => {});
   }
@@ -169,7 +178,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       stops.push({ what: 'embedded database', stop: () => embedded.stop() });
       dbUrl = embedded.url;
     }
-    await prepareDatabase(dbUrl, log);
+    await prepareDatabase(dbUrl, log, opts.receiptEpochSeconds);
 
     // The publisher before the functions: its first round checks the database's epoch against the bus
     // (a restored database begins a new epoch) before any function can write a topology event.

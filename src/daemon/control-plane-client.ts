@@ -31,6 +31,14 @@ import {
   type RegisterRequest,
   type RegisterResponse,
 } from '../contract/api-relays.ts';
+import {
+  PobReportResponseSchema,
+  SubmitReceiptsResponseSchema,
+  type PobReportRequest,
+  type PobReportResponse,
+  type SubmitReceiptsRequest,
+  type SubmitReceiptsResponse,
+} from '../contract/api-pob.ts';
 import type { Logger } from '../lib/logger.ts';
 
 /** connect-client and switch-exit wait for the entry relay (up to confirm_timeout_seconds): never re-POSTed. */
@@ -154,6 +162,16 @@ export class ControlPlaneClient {
 
   listClients(req: ListClientsRequest = {}, signal?: AbortSignal): Promise<ListClientsResponse> {
     return this.#call('list-clients', req, ListClientsResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
+  }
+
+  /** Hand in an epoch's Proof-of-Bandwidth receipts (idempotent: a retry of the same root stores nothing). */
+  submitReceipts(req: SubmitReceiptsRequest, signal?: AbortSignal): Promise<SubmitReceiptsResponse> {
+    return this.#call('submit-receipts', req, SubmitReceiptsResponseSchema, signal, { attempts: 3, baseMs: 500, maxMs: 4_000 });
+  }
+
+  /** An epoch's signed roots and one relay's receipts (pob-report). */
+  pobReport(req: PobReportRequest, signal?: AbortSignal): Promise<PobReportResponse> {
+    return this.#call('pob-report', req, PobReportResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
   }
 
   async #call<T>(fn: string, body: unknown, schema: z.ZodType<T>, signal?: AbortSignal, retry: RetryPolicy = this.#retry): Promise<T> {

@@ -9,6 +9,7 @@ import type { Logger } from '../lib/logger.ts';
 import { generateWgKeyPair, loadOrCreateWgKey } from '../lib/wg-keys.ts';
 import type { BusSession } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
+import type { SubmitReceiptsRequest, SubmitReceiptsResponse } from '../contract/api-pob.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { natsDenyCidrs } from './control-plane-deny.ts';
 import { heartbeatActor } from './heartbeat.ts';
@@ -42,6 +43,10 @@ export interface ControlPlaneSession {
    * relay). Returns its public key; a rotation already pending is kept (one at a time).
    */
   rotateKey(): string;
+  /** The receipt epoch's length the last registration gave (null: none yet, or a control plane without receipts). */
+  receiptEpochSeconds(): number | null;
+  /** Hand in an epoch's Proof-of-Bandwidth receipts. */
+  submitReceipts(req: SubmitReceiptsRequest): Promise<SubmitReceiptsResponse>;
 }
 
 /**
@@ -72,6 +77,7 @@ export function controlPlaneSession(
   }
   const identity = relayBusIdentity(cfg.stateDir);
   const client = new ControlPlaneClient({ url: cfg.controlPlaneUrl, key: cfg.token, logger: log.child({ component: 'control-plane-client' }) });
+  let receiptEpochSeconds: number | null = null;
 
   return {
     keyFile,
@@ -80,6 +86,7 @@ export function controlPlaneSession(
       const publicKey = pendingKey?.publicKey ?? key.publicKey;
       const request = { ...input.request, publicKey, rotateKey: pendingKey !== null, busKey: identity.busKey };
       const reg = await client.register(await signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
+      receiptEpochSeconds = reg.receiptEpochSeconds ?? null;
       if (pendingKey && reg.relay.publicKey === pendingKey.publicKey) {
         // Only now that the control plane holds the new key does it replace the old one on disk.
         const tmp = `${keyFile}.new`;
@@ -115,6 +122,8 @@ export function controlPlaneSession(
       }
       return pendingKey.publicKey;
     },
+    receiptEpochSeconds: () => receiptEpochSeconds,
+    submitReceipts: (req) => client.submitReceipts(req),
     confirm: (sessionId, exitId) => {
       client.clientReady(cfg.relayId, sessionId, exitId).then(
         (r) => log.info({ sessionId, exitId, confirmed: r.confirmed }, 'session confirmed to the control plane'),

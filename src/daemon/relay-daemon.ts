@@ -20,6 +20,7 @@ import { startStatusServer } from './status-server.ts';
 import { metricsRefusal, relayMetrics, type RelayMetrics } from './relay-metrics.ts';
 import { NETWORK_SPACE } from '../kernel/egress.ts';
 import { parseListen, startMetricsServer, type ListenAddress, type MetricsServer } from '../lib/metrics-server.ts';
+import { startReceipts } from './receipts-session.ts';
 
 /** What `progress()` reads: cheap enough to poll a thousand relays of one process. */
 export interface RelayProgress {
@@ -130,11 +131,24 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   );
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
+  // Proof-of-Bandwidth receipts, once the control plane has said how long an epoch is.
+  const receipts = startReceipts({
+    relayId: cfg.relayId,
+    stateDir: cfg.stateDir,
+    identityKey: identity.privateKey,
+    epochSeconds: controlPlane.receiptEpochSeconds,
+    links: () => status().links.map((l) => ({ peerId: l.peerId, device: l.device })),
+    observe: kernel.observe,
+    submit: controlPlane.submitReceipts,
+    log,
+    now: deps.now,
+  });
 
   const done = new Promise<number>((resolve) => {
     actor.subscribe({
       next: async (s) => {
         if (s.status !== 'done') return;
+        receipts.stop();
         const failed = s.value === 'failed';
         kernel.stopped(s.context.tornDown.clients);
         await bus.close();

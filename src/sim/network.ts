@@ -323,6 +323,7 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     cp.natsUrl,
     '--heartbeat-seconds',
     String(m.settings.heartbeatSeconds),
+    ...(m.settings.receiptEpochSeconds ? ['--receipt-epoch', String(m.settings.receiptEpochSeconds)] : []),
     // On a cluster every stream keeps a copy on each node: losing one loses nothing.
     ...(nodes > 1 ? ['--stream-replicas', String(Math.min(nodes, 3))] : []),
     '--metrics-listen',

@@ -46,6 +46,7 @@ describe('Edge Function runner', () => {
       'disconnect-client',
       'heartbeat',
       'list-clients',
+      'pob-report',
       'register-server',
       'revoke-token',
       'submit-receipts',

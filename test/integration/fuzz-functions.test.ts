@@ -44,6 +44,7 @@ const FUNCTIONS = [
   'ban-relay',
   'revoke-token',
   'submit-receipts',
+  'pob-report',
 ] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
@@ -255,6 +256,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'ban-relay': { body: { relayId: 'relay-3', banned: true, reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
         'revoke-token': { body: { jti: '00000000-0000-4000-8000-00000000f022', reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
         'submit-receipts': { body: receiptsBody, good: ['service', 'relay-1'] },
+        'pob-report': { body: { epoch: closedEpoch - 1, relayId: 'relay-1' }, good: ['service', 'relay-1'], optional: ['epoch', 'relayId'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -302,6 +304,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'ban-relay': [{ token: 'alice' }, { token: 'relay-3' }],
         'revoke-token': [{ token: 'alice' }, { token: 'relay-3' }],
         'submit-receipts': [{ token: 'alice' }, { token: 'relay-2' }],
+        'pob-report': [{ token: 'alice' }, { token: 'relay-2' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -347,6 +350,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
           fc.constant({ ...receiptsBody, relayId: 'relay-2' }), // a relay with no identity key
           fc.constant({ ...receiptsBody, relayId: 'relay-9' }), // not registered
         ],
+        // Read-only: every well-formed request is answered.
+        'pob-report': [],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');

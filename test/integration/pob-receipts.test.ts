@@ -1,5 +1,6 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_RECEIPTS_BODY_BYTES } from '../../src/contract/api-pob.ts';
@@ -7,6 +8,7 @@ import { type LinkReceipt, inclusionProof, signEpoch, verifyInclusion } from '..
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { signedRegistration } from '../../src/daemon/control-plane-session.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
+import { RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { startTestPostgres, type TestPostgres } from '../support/postgres.ts';
 import { tempDir } from '../support/temp.ts';
 
@@ -25,7 +27,9 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
   const identityKey = Buffer.from(identity.publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
   const signer = (data: Uint8Array) => sign(null, data, identity.privateKey);
   const E = 300;
-  const lastClosed = () => Math.floor(Date.now() / 1000 / E) - 1;
+  // The epochs the tests hand in, fixed once: an epoch boundary passing during the run changes nothing.
+  const E0 = Math.floor(Date.now() / 1000 / E) - 1;
+  const lastClosed = () => E0;
   let token = '';
 
   async function call(fn: string, body: unknown, bearer = token) {
@@ -109,7 +113,8 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
       ['receipts not under the root', { ...good, receipts: rs.map((r, i) => (i === 1 ? { ...r, rxBytes: r.rxBytes + 1 } : r)) }, 400, 'root'],
       ['a receipt dropped', { ...good, receipts: rs.slice(1) }, 403, 'signature'],
       ['receipts out of order', { ...good, receipts: [...rs].reverse() }, 400, 'receipts'],
-      ['an epoch not over yet', await submission(lastClosed() + 1, rs), 400, 'epoch'],
+      // Two epochs on: at least 300 s from its end whenever the test runs (30 s of clock slack are allowed).
+      ['an epoch not over yet', await submission(lastClosed() + 3, rs), 400, 'epoch'],
       ['an epoch too old', await submission(lastClosed() - 3000, rs), 400, 'epoch'],
       ['another epoch length', { ...good, epochSeconds: 600 }, 400, 'epochSeconds'],
       ['a negative count', { ...good, receipts: [{ ...rs[0], txBytes: -1 }] }, 400, 'receipts'],
@@ -128,6 +133,47 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
     expect((await call('submit-receipts', good, other)).status).toBe(403);
     expect((await call('submit-receipts', good)).status).toBe(200);
     expect(await stored(epoch)).toBe(3);
+  });
+
+  it('reports an epoch: every root, one relay’s receipts; a relay token reads only its own', async () => {
+    const epoch = lastClosed();
+    const all = await call('pob-report', { epoch }, cp.serviceRoleKey);
+    expect(all.status).toBe(200);
+    expect(all.body).toMatchObject({ epoch, epochSeconds: E, receipts: [] });
+    expect(all.body.roots.map((r: { relayId: string }) => r.relayId)).toEqual(['relay-a']);
+    expect(all.body.roots[0]).toMatchObject({ count: 1000, identityKey });
+    const mine = await call('pob-report', { relayId: 'relay-a' });
+    expect(mine.body.epoch).toBe(epoch);
+    expect(mine.body.receipts).toEqual(receipts(1000));
+    const other = await call('pob-report', { relayId: 'relay-b' });
+    expect([other.status, other.body.field]).toEqual([403, 'relayId']);
+    const user = await call('pob-report', {}, await cp.mintUserToken('user-x', 600));
+    expect(user.status).toBe(403);
+    expect((await call('pob-report', { epoch: -1 }, cp.serviceRoleKey)).status).toBe(400);
+  });
+
+  it('pob verify checks the root and proves a receipt, and fails against another identity key', async () => {
+    const epoch = lastClosed();
+    const cli = (args: string[]) =>
+      execa(
+        RELAY_CORE_BIN,
+        ['pob', 'verify', '--relay', 'relay-a', '--epoch', String(epoch), ...args, '--control-plane-url', cp.url, '--token', cp.serviceRoleKey],
+        {
+          reject: false,
+          timeout: 60_000,
+        },
+      );
+    const ok = await cli(['--peer', 'relay-p0617', '--json']);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    const j = JSON.parse(ok.stdout);
+    expect(j).toMatchObject({ ok: true, identityKey, receipt: { peerId: 'relay-p0617', txBytes: 1_000_617, rxBytes: 2_000_617 } });
+    expect(j.receipt.proof).toHaveLength(10); // 1,000 leaves: ten levels
+    const pinned = await cli(['--identity-key', Buffer.alloc(32, 1).toString('base64')]);
+    expect(pinned.exitCode).toBe(1);
+    expect(pinned.stdout).toMatch(/FAILED\s+root\s+not a signature by relay-a's identity key/);
+    const missing = await cli(['--peer', 'relay-zz']);
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stdout).toMatch(/FAILED\s+inclusion\s+relay relay-a has no receipt for relay-zz/);
   });
 
   it('refuses a relay with no identity key on record', async () => {

@@ -65,6 +65,7 @@ export const controlPlane: Action = async (v) => {
         natsUserTtlSeconds: v.natsUserTtl as number,
         natsAuthOut: str(v.natsAuthOut),
         heartbeatSeconds,
+        receiptEpochSeconds: v.receiptEpoch as number | undefined,
         streamReplicas: v.streamReplicas as number,
         metricsListen,
         logger: log,

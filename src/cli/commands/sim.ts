@@ -212,6 +212,7 @@ function upSettings(v: Values): BuildOpts {
     linkDownAfterMs: v.linkDownAfter as number,
     observeIntervalMs: v.observeInterval as number,
     heartbeatSeconds: 5,
+    ...(v.receiptEpoch !== undefined ? { receiptEpochSeconds: v.receiptEpoch as number } : {}),
     logLevel: v.logLevel as Settings['logLevel'],
     natsNodes: v.nats as number,
   };

@@ -57,7 +57,9 @@ Deno.serve(
         const rev = await store.currentRevision(tx);
         const relays = await store.activeRelays(tx, req.relayId);
         const sessions = await openSessionRecords(tx, req.relayId);
-        return { self, relays, sessions, events, readmitted: decision.action === 'readmit', ...rev };
+        const [settings] = await tx`select pob_epoch_seconds from relaynet.settings`;
+        const receiptEpochSeconds = Number(settings!.pob_epoch_seconds);
+        return { self, relays, sessions, events, readmitted: decision.action === 'readmit', receiptEpochSeconds, ...rev };
       });
       log.events = result.events.map((e) => e.type);
       log.revision = result.revision;
@@ -79,6 +81,7 @@ Deno.serve(
         },
         heartbeatIntervalSeconds: env.heartbeatSeconds,
         epoch: result.epoch,
+        receiptEpochSeconds: result.receiptEpochSeconds,
       } satisfies RegisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
