@@ -382,6 +382,16 @@ fails (saying which).`);
     ...access(),
   );
   leaf(verify, 'pob verify');
+  const settle = pob
+    .command('settle')
+    .summary('settle a closed epoch: credit per relay, disputes')
+    .description(`Settle a closed epoch from the receipts handed in (service-role key). Each direction of each
+link is credited with the smaller of the sender's and the receiver's signed counts; each relay with
+what it sent and received, capped by its measured capacity (a relay never measured gets none).
+Disputes: counts that disagree by more than 2 %, counts only one end signed, claims over capacity.
+Settling again replaces the epoch's settlement (late receipts count).`);
+  withOptions(settle, intOpt('--epoch <N>', 'the epoch (required)', 0, Number.MAX_SAFE_INTEGER), jsonOpt(), ...controlPlaneOpts('the service-role key'));
+  leaf(settle, 'pob settle');
 }
 
 const SECRET_SOURCE = 'Secret source (the first that is given):';

@@ -22,6 +22,7 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'relay unban': async () => (await relay()).unban,
   'pob receipts': async () => (await import('./commands/pob.ts')).receipts,
   'pob verify': async () => (await import('./commands/pob.ts')).verify,
+  'pob settle': async () => (await import('./commands/pob.ts')).settle,
   'token mint': async () => (await import('./commands/token.ts')).mint,
   'token revoke': async () => (await import('./commands/token.ts')).revoke,
   'rotate-key': async () => (await import('./commands/status.ts')).rotateKey,

@@ -40,6 +40,7 @@ export type ActionName =
   | 'relay unban'
   | 'pob receipts'
   | 'pob verify'
+  | 'pob settle'
   | 'events tail'
   | 'events export'
   | 'replay'

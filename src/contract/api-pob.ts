@@ -90,3 +90,19 @@ export const PobReportResponseSchema = z.object({
   receipts: z.array(z.object({ peerId: z.string(), txBytes: z.number().int().min(0), rxBytes: z.number().int().min(0) })),
 });
 export type PobReportResponse = z.infer<typeof PobReportResponseSchema>;
+
+/** settle-epoch (service role): settle a closed epoch from the receipts handed in (again: replaced). */
+export const SettleEpochRequestSchema = requestObject({ epoch: count('epoch') });
+export type SettleEpochRequest = z.input<typeof SettleEpochRequestSchema>;
+
+export const SettleEpochResponseSchema = z.object({
+  epoch: z.number().int().min(0),
+  epochSeconds: z.number().int().positive(),
+  /** Relays that handed in receipts for the epoch. */
+  reports: z.number().int().min(0),
+  credits: z.array(
+    z.object({ relayId: z.string(), carried: z.number().int().min(0), cap: z.number().int().min(0).nullable(), credit: z.number().int().min(0) }),
+  ),
+  disputes: z.array(z.object({ kind: z.enum(['disagree', 'unmatched', 'over-capacity']) }).passthrough()),
+});
+export type SettleEpochResponse = z.infer<typeof SettleEpochResponseSchema>;

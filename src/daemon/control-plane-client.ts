@@ -33,7 +33,10 @@ import {
 } from '../contract/api-relays.ts';
 import {
   PobReportResponseSchema,
+  SettleEpochResponseSchema,
   SubmitReceiptsResponseSchema,
+  type SettleEpochRequest,
+  type SettleEpochResponse,
   type PobReportRequest,
   type PobReportResponse,
   type SubmitReceiptsRequest,
@@ -172,6 +175,11 @@ export class ControlPlaneClient {
   /** An epoch's signed roots and one relay's receipts (pob-report). */
   pobReport(req: PobReportRequest, signal?: AbortSignal): Promise<PobReportResponse> {
     return this.#call('pob-report', req, PobReportResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
+  }
+
+  /** Settle a closed epoch (settle-epoch, service role): credits and disputes. */
+  settleEpoch(req: SettleEpochRequest, signal?: AbortSignal): Promise<SettleEpochResponse> {
+    return this.#call('settle-epoch', req, SettleEpochResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
   }
 
   async #call<T>(fn: string, body: unknown, schema: z.ZodType<T>, signal?: AbortSignal, retry: RetryPolicy = this.#retry): Promise<T> {

@@ -49,6 +49,7 @@ describe('Edge Function runner', () => {
       'pob-report',
       'register-server',
       'revoke-token',
+      'settle-epoch',
       'submit-receipts',
       'switch-exit',
     ]);

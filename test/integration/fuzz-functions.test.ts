@@ -45,6 +45,7 @@ const FUNCTIONS = [
   'revoke-token',
   'submit-receipts',
   'pob-report',
+  'settle-epoch',
 ] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
@@ -257,6 +258,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'revoke-token': { body: { jti: '00000000-0000-4000-8000-00000000f022', reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
         'submit-receipts': { body: receiptsBody, good: ['service', 'relay-1'] },
         'pob-report': { body: { epoch: closedEpoch - 1, relayId: 'relay-1' }, good: ['service', 'relay-1'], optional: ['epoch', 'relayId'] },
+        'settle-epoch': { body: { epoch: closedEpoch - 1 }, good: ['service'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -305,6 +307,7 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'revoke-token': [{ token: 'alice' }, { token: 'relay-3' }],
         'submit-receipts': [{ token: 'alice' }, { token: 'relay-2' }],
         'pob-report': [{ token: 'alice' }, { token: 'relay-2' }],
+        'settle-epoch': [{ token: 'alice' }, { token: 'relay-1' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -352,6 +355,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         ],
         // Read-only: every well-formed request is answered.
         'pob-report': [],
+        // An epoch not over yet.
+        'settle-epoch': [fc.constant({ epoch: closedEpoch + 3 })],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');

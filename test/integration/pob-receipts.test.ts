@@ -176,6 +176,66 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
     expect(missing.stdout).toMatch(/FAILED\s+inclusion\s+relay relay-a has no receipt for relay-zz/);
   });
 
+  it('settles an epoch: what both ends signed, capped by capacity, and the disputes; again the same', async () => {
+    // relay-b, with its own identity, and one epoch where relay-a over-reports what it sent to relay-b.
+    const idB = generateKeyPairSync('ed25519');
+    const keyB = Buffer.from(idB.publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
+    const tokenB = await cp.mintRelayToken('relay-b', 600);
+    const regB = {
+      relayId: 'relay-b',
+      name: 'B',
+      region: 'test',
+      publicKey: Buffer.alloc(32, 8).toString('base64'),
+      endpoint: '198.51.100.8:51820',
+      identityKey: keyB,
+    };
+    expect((await call('register-server', await signedRegistration(regB, idB.privateKey, Math.floor(Date.now() / 1000)), tokenB)).status).toBe(200);
+    const epoch = E0 - 2;
+    const MB = 1_000_000;
+    const a = [{ peerId: 'relay-b', txBytes: 110 * MB, rxBytes: 20 * MB }];
+    const b = [{ peerId: 'relay-a', txBytes: 20 * MB, rxBytes: 100 * MB }];
+    expect((await call('submit-receipts', await submission(epoch, a))).status).toBe(200);
+    const rootB = await signEpoch('relay-b', epoch, E, b, (d) => sign(null, d, idB.privateKey));
+    const subB = { relayId: 'relay-b', epoch, epochSeconds: E, root: rootB.root, signature: rootB.signature, receipts: b };
+    expect((await call('submit-receipts', subB, tokenB)).status).toBe(200);
+    // relay-a measured at 0.1 MB/s each way: at most 60 MB in a 300 s epoch; relay-b never measured.
+    await sql`insert into relaynet.pob_capacity (relay_id, bytes_per_second) values ('relay-a', 100000)`;
+    const cli = () =>
+      execa(RELAY_CORE_BIN, ['pob', 'settle', '--epoch', String(epoch), '--json', '--control-plane-url', cp.url, '--token', cp.serviceRoleKey], {
+        reject: false,
+        timeout: 60_000,
+      });
+    const first = await cli();
+    expect(first.exitCode, first.stderr).toBe(0);
+    const r = JSON.parse(first.stdout);
+    expect(r).toMatchObject({ epoch, epochSeconds: E, reports: 2 });
+    expect(r.credits).toEqual([
+      { relayId: 'relay-a', carried: 120 * MB, cap: 60 * MB, credit: 60 * MB },
+      { relayId: 'relay-b', carried: 120 * MB, cap: null, credit: 0 },
+    ]);
+    expect(r.disputes).toEqual([
+      { kind: 'disagree', from: 'relay-a', to: 'relay-b', senderTx: 110 * MB, receiverRx: 100 * MB },
+      { kind: 'over-capacity', relayId: 'relay-a', carried: 120 * MB, cap: 60 * MB },
+    ]);
+    // Kept, and settling again replaces it with the same.
+    const again = await cli();
+    expect(JSON.parse(again.stdout)).toEqual(r);
+    const kept = await sql`select relay_id, credit::text from relaynet.pob_credits where epoch = ${epoch} order by relay_id`;
+    expect(kept.map((k) => [k.relay_id, Number(k.credit)])).toEqual([
+      ['relay-a', 60 * MB],
+      ['relay-b', 0],
+    ]);
+    const disputes = await sql`select kind, detail from relaynet.pob_disputes where epoch = ${epoch} order by seq`;
+    expect(disputes.map((d) => [d.kind, d.detail.from ?? d.detail.relayId])).toEqual([
+      ['disagree', 'relay-a'],
+      ['over-capacity', 'relay-a'],
+    ]);
+    // Not an open epoch, not a relay's token.
+    const open = await call('settle-epoch', { epoch: E0 + 3 }, cp.serviceRoleKey);
+    expect([open.status, open.body.error]).toEqual([409, 'epoch_open']);
+    expect((await call('settle-epoch', { epoch })).status).toBe(403);
+  });
+
   it('refuses a relay with no identity key on record', async () => {
     const t = await cp.mintRelayToken('relay-n', 600);
     const reg = { relayId: 'relay-n', name: 'N', region: 'test', publicKey: Buffer.alloc(32, 9).toString('base64'), endpoint: '198.51.100.9:51820' };

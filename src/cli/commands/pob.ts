@@ -95,3 +95,31 @@ export const verify: Action = async (v) => {
   }
   return ok ? 0 : 1;
 };
+
+export const settle: Action = async (v) => {
+  if (typeof v.epoch !== 'number') throw new CliError('missing --epoch', 2);
+  let r: Awaited<ReturnType<ReturnType<typeof connect>['settleEpoch']>>;
+  try {
+    r = await connect(v, 'the service-role key').settleEpoch({ epoch: v.epoch });
+  } catch (e) {
+    if (e instanceof ControlPlaneError) throw new CliError(e.message, 1);
+    throw e;
+  }
+  if (v.json) {
+    out(JSON.stringify(r));
+    return 0;
+  }
+  out(
+    `epoch ${r.epoch} (${r.epochSeconds} s): ${r.reports} relay${r.reports === 1 ? '' : 's'} handed in, ${r.disputes.length} dispute${r.disputes.length === 1 ? '' : 's'}`,
+  );
+  for (const line of table(
+    [{}, { align: 'right' }, { align: 'right' }, { align: 'right' }],
+    [
+      ['RELAY', 'CARRIED', 'CAP', 'CREDIT'],
+      ...r.credits.map((c) => [c.relayId, String(c.carried), c.cap === null ? 'not measured' : String(c.cap), String(c.credit)]),
+    ],
+  ))
+    out(line);
+  for (const d of r.disputes) out(`dispute ${JSON.stringify(d)}`);
+  return 0;
+};
