@@ -30,6 +30,8 @@ import {
   PeerEndpointResolvedV1,
   RelayDrainingV1,
   RelayEventsDroppedV1,
+  ReceiptsSignedV1,
+  ReceiptsRefusedV1,
   TopologyKeyRefusedV1,
   RelayRegisteredV1,
   RelayStartedV1,
@@ -113,6 +115,8 @@ export const CATALOGUE = {
   TopologyEventRejected: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyEventRejectedV1 } },
   TopologyKeyRefused: { kind: { stream: 'relay', aggregate: 'topology' }, versions: { 1: TopologyKeyRefusedV1 } },
   RelayEventsDropped: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayEventsDroppedV1 } },
+  ReceiptsSigned: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: ReceiptsSignedV1 } },
+  ReceiptsRefused: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: ReceiptsRefusedV1 } },
   LinkStateChanged: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: LinkStateChangedV1 } },
   PeerEndpointResolved: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: PeerEndpointResolvedV1 } },
   ClientSessionStateChanged: {

@@ -115,6 +115,27 @@ export const TopologyKeyRefusedV1 = z.object({ pinnedKey: z.string().max(64), of
 export const RelayEventsDroppedV1 = z
   .object({ count: z.number().int().min(1), capacity: z.number().int().min(1), since: z.string().datetime(), until: z.string().datetime() })
   .strict();
+/**
+ * Proof-of-Bandwidth (docs/proof-of-bandwidth.md): the relay closed an epoch and signed its receipts'
+ * Merkle root with its identity key (`count` receipts, one per mesh link); it hands them in next.
+ */
+export const ReceiptsSignedV1 = z
+  .object({
+    epoch: z.number().int().min(0),
+    epochSeconds: z.number().int().min(1),
+    count: z.number().int().min(0),
+    root: z.string().regex(/^[0-9a-f]{64}$/),
+  })
+  .strict();
+/** The control plane refused an epoch's receipts: kept aside in the state directory, not sent again. */
+export const ReceiptsRefusedV1 = z
+  .object({
+    epoch: z.number().int().min(0),
+    status: z.number().int().nullable(),
+    code: z.string().max(64).nullable(),
+    message: z.string().max(512),
+  })
+  .strict();
 export const RelayDrainingV1 = z.object({ signal: z.string() }).strict();
 export const RelayStoppedV1 = z.object({ deregistered: z.boolean() }).strict();
 
@@ -235,6 +256,8 @@ export type RelayEvent =
   | Envelope<'TopologyEventRejected', z.infer<typeof TopologyEventRejectedV1>>
   | Envelope<'TopologyKeyRefused', z.infer<typeof TopologyKeyRefusedV1>>
   | Envelope<'RelayEventsDropped', z.infer<typeof RelayEventsDroppedV1>>
+  | Envelope<'ReceiptsSigned', z.infer<typeof ReceiptsSignedV1>>
+  | Envelope<'ReceiptsRefused', z.infer<typeof ReceiptsRefusedV1>>
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>

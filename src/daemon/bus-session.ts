@@ -30,11 +30,17 @@ export type BusEmission =
   | { type: 'RelayEventsDropped'; data: Extract<RelayEvent, { type: 'RelayEventsDropped' }>['data'] }
   | { type: 'TopologyKeyRefused'; data: Extract<RelayEvent, { type: 'TopologyKeyRefused' }>['data'] };
 
+/** What the receipts shell reports (docs/proof-of-bandwidth.md). */
+export type ReceiptsEmission =
+  | { type: 'ReceiptsSigned'; data: Extract<RelayEvent, { type: 'ReceiptsSigned' }>['data'] }
+  | { type: 'ReceiptsRefused'; data: Extract<RelayEvent, { type: 'ReceiptsRefused' }>['data'] };
+
 /** Any relay event an actor (or the daemon) wants published; `id` where the machine chose the envelope id. */
 export type RelayEmission =
   | Emission
   | RelayStartedEmission
   | BusEmission
+  | ReceiptsEmission
   | LinkStateChanged
   | KernelEmission
   | ClientSessionEmission

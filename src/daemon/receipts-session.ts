@@ -13,6 +13,7 @@ import { signEpoch } from '../contract/pob-receipts.ts';
 import type { PeerObservation } from '../kernel/host-state.ts';
 import type { Logger } from '../lib/logger.ts';
 import { type ClosedEpoch, emptyLedger, type Ledger, observe } from '../pob/ledger.ts';
+import type { ReceiptsEmission } from './bus-session.ts';
 import { ControlPlaneError } from './control-plane-client.ts';
 
 export interface ReceiptsDeps {
@@ -25,6 +26,8 @@ export interface ReceiptsDeps {
   links(): { peerId: string; device: string }[];
   observe(devices: string[]): Promise<PeerObservation[]>;
   submit(req: SubmitReceiptsRequest): Promise<SubmitReceiptsResponse>;
+  /** Publish a relay event (`ReceiptsSigned`, `ReceiptsRefused`). */
+  emit(em: ReceiptsEmission): void;
   log: Logger;
   now(): number;
 }
@@ -81,6 +84,7 @@ export function startReceipts(d: ReceiptsDeps): ReceiptsSession {
     };
     write(pendingFile(c.epoch), { epoch: c.epoch, epochSeconds, request } satisfies PendingEpoch);
     log.info({ epoch: c.epoch, receipts: c.receipts.length, root: root.root }, 'receipts signed');
+    d.emit({ type: 'ReceiptsSigned', data: { epoch: c.epoch, epochSeconds, count: c.receipts.length, root: root.root } });
   }
 
   async function handIn(): Promise<void> {
@@ -104,6 +108,7 @@ export function startReceipts(d: ReceiptsDeps): ReceiptsSession {
           write(join(dir, `refused-${epoch}.json`), { ...p, refused: { status: e.status, code: e.code, field: e.field, message: e.message } });
           rmSync(file, { force: true });
           log.error({ epoch, status: e.status, code: e.code, field: e.field, err: e.message }, 'receipts refused by the control plane');
+          d.emit({ type: 'ReceiptsRefused', data: { epoch, status: e.status, code: e.code?.slice(0, 64) ?? null, message: e.message.slice(0, 512) } });
           continue;
         }
         // Unreachable: the next sample tries again, oldest first.

@@ -413,6 +413,10 @@ export class RelayReplay {
       case 'RelayEventsDropped':
         this.eventsDropped += ev.data.count;
         return;
+      // Proof-of-Bandwidth receipts change nothing of the relay's state that replay rebuilds.
+      case 'ReceiptsSigned':
+      case 'ReceiptsRefused':
+        return;
       case 'RelayDraining':
         this.relayState = 'draining';
         this.teardown(ev.id);

@@ -50,6 +50,8 @@ function describeCause(ev: RelayEvent): string | null {
     case 'TopologyEventRejected':
     case 'TopologyKeyRefused':
     case 'RelayEventsDropped':
+    case 'ReceiptsSigned':
+    case 'ReceiptsRefused':
     case 'RelayStopped':
     case 'LinkStateChanged':
     case 'ClientSessionSteered':
@@ -145,6 +147,8 @@ export class TimelineBuilder {
       case 'TopologyKeyRefused':
       case 'RelayDraining':
       case 'KernelOperationFailed':
+      case 'ReceiptsSigned':
+      case 'ReceiptsRefused':
         return;
       case 'RelayEventsDropped':
         // The log has a hole here: say so in every story.

@@ -121,6 +121,15 @@ describe('Proof-of-Bandwidth receipts in a sim', () => {
     // 400 echo requests of 1,228 bytes of IP each went through the link: at least that, sealed.
     expect(sent).toBeGreaterThan(400 * 1228);
     expect(Math.abs(sent - received) / sent).toBeLessThan(0.02);
+    // The control plane settles the epochs the same way: both relays reported, no dispute.
+    for (const e of epochs) {
+      const r = await pob(['settle', '--epoch', String(e), '--json']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const settled = JSON.parse(r.stdout) as { reports: number; disputes: unknown[]; credits: { relayId: string; carried: number }[] };
+      expect(settled.reports).toBe(2);
+      expect(settled.disputes).toEqual([]);
+      expect(settled.credits.map((c) => c.relayId)).toEqual(['relay-1', 'relay-2']);
+    }
   }, 180_000);
 
   it('pob verify checks a relay’s kept receipts against its identity key, and proves one', async () => {

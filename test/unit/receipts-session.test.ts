@@ -31,6 +31,7 @@ describe('the receipts shell', () => {
       ]),
       submitted: [] as SubmitReceiptsRequest[],
       fail: null as Error | null,
+      events: [] as { type: string; data: Record<string, unknown> }[],
     };
     const session = startReceipts({
       relayId: 'relay-1',
@@ -51,6 +52,7 @@ describe('the receipts shell', () => {
         h.submitted.push(req);
         return { relayId: req.relayId, epoch: req.epoch, receipts: req.receipts.length, stored: true };
       },
+      emit: (e) => h.events.push(e),
       log: rootLogger({ test: 'receipts' }, 'silent'),
       now: () => h.nowMs,
     });
@@ -95,6 +97,7 @@ describe('the receipts shell', () => {
     expect(await verifyEpoch(keys.publicKey, root, req.receipts)).toEqual({ ok: true });
     expect(session.pending()).toEqual([]);
     expect(statSync(join(dir, 'receipts', 'ledger.json')).mode & 0o777).toBe(0o600);
+    expect(h.events).toEqual([{ type: 'ReceiptsSigned', data: { epoch: 100, epochSeconds: E, count: 2, root: req.root } }]);
   });
 
   it('keeps an epoch it cannot hand in and sends it at the next sample; a refused one is set aside with the reason', async () => {
@@ -125,6 +128,9 @@ describe('the receipts shell', () => {
     const refused = JSON.parse(readFileSync(join(dir, 'receipts', 'refused-101.json'), 'utf8'));
     expect(refused.refused).toMatchObject({ status: 400, field: 'epochSeconds', message: expect.stringMatching(/300 s/) });
     expect(h.submitted.map((r) => r.epoch)).toEqual([100]);
+    expect(h.events.filter((e) => e.type === 'ReceiptsRefused')).toEqual([
+      { type: 'ReceiptsRefused', data: { epoch: 101, status: 400, code: 'invalid_request', message: expect.stringMatching(/300 s/) } },
+    ]);
   });
 
   it('goes on counting across a restart from its state directory', async () => {
