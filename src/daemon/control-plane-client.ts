@@ -117,7 +117,11 @@ export class ControlPlaneClient {
     this.#retry = opts.retry ?? DEFAULT_RETRY;
   }
 
-  register(req: RegisterRequest, signal?: AbortSignal): Promise<RegisterResponse> {
+  /**
+   * register-server. `req` may be a function that builds the request for each attempt: a signed
+   * registration is signed again for every retry, so a proof is never older than one attempt.
+   */
+  register(req: RegisterRequest | (() => Promise<RegisterRequest>), signal?: AbortSignal): Promise<RegisterResponse> {
     return this.#call('register-server', req, RegisterResponseSchema, signal);
   }
 
@@ -182,12 +186,13 @@ export class ControlPlaneClient {
     return this.#call('settle-epoch', req, SettleEpochResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
   }
 
+  /** `body`: the request, or a function building it afresh for each attempt. */
   async #call<T>(fn: string, body: unknown, schema: z.ZodType<T>, signal?: AbortSignal, retry: RetryPolicy = this.#retry): Promise<T> {
     let last: ControlPlaneError | null = null;
     for (let attempt = 0; attempt < retry.attempts; attempt++) {
       if (signal?.aborted) throw new ControlPlaneError('unreachable', `${fn}: aborted`);
       try {
-        return await this.#once(fn, body, schema);
+        return await this.#once(fn, typeof body === 'function' ? await (body as () => Promise<unknown>)() : body, schema);
       } catch (e) {
         if (!(e instanceof ControlPlaneError)) throw e;
         if (e.kind !== 'unreachable') throw e;

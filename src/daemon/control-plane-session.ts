@@ -85,7 +85,8 @@ export function controlPlaneSession(
     register: fromPromise(async ({ input }) => {
       const publicKey = pendingKey?.publicKey ?? key.publicKey;
       const request = { ...input.request, publicKey, rotateKey: pendingKey !== null, busKey: identity.busKey };
-      const reg = await client.register(await signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
+      // Signed for each attempt: retries against a slow control plane never send a stale proof.
+      const reg = await client.register(() => signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
       receiptEpochSeconds = reg.receiptEpochSeconds ?? null;
       if (pendingKey && reg.relay.publicKey === pendingKey.publicKey) {
         // Only now that the control plane holds the new key does it replace the old one on disk.

@@ -150,7 +150,8 @@ export function startReceipts(d: ReceiptsDeps): ReceiptsSession {
   const schedule = () => {
     if (stopped) return;
     const epochSeconds = d.epochSeconds();
-    let wait = 5_000;
+    // Not registered yet: look again soon, since bytes before the first sample are not counted.
+    let wait = 1_000;
     if (epochSeconds !== null) {
       const epochMs = epochSeconds * 1000;
       const now = d.now();

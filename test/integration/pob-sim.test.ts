@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PobReportResponse } from '../../src/contract/api-pob.ts';
@@ -81,6 +83,13 @@ describe('Proof-of-Bandwidth receipts in a sim', () => {
     const s = await statusUntil<SimStatus>(dir, 'both relays with mesh addresses', (x) => x.relays.every((r) => r.status?.meshAddress), 30_000);
     const mesh2 = s.relays.find((r) => r.id === 'relay-2')!.status!.meshAddress!;
     const ns1 = m.relays.find((r) => r.id === 'relay-1')!.namespace;
+    // Each relay counts a link from its first sample of the link's counters (its ledger): wait until
+    // both count their link to the other.
+    const counting = (id: string, peer: string) => {
+      const file = join(m.relays.find((r) => r.id === id)!.stateDir, 'receipts', 'ledger.json');
+      return existsSync(file) && (JSON.parse(readFileSync(file, 'utf8')) as { peers: [string][] }).peers.some(([p]) => p === peer);
+    };
+    await eventually('both relays counting their link', async () => (counting('relay-1', 'relay-2') && counting('relay-2', 'relay-1')) || null, 30_000);
     // 400 echoes of 1,200 bytes from relay-1 to relay-2 over their link, in about 4 s (bounded).
     const first = Math.floor(Date.now() / 1000 / EPOCH);
     const ping = await execa('ip', ['netns', 'exec', ns1, 'ping', '-n', '-q', '-c', '400', '-i', '0.01', '-s', '1200', '-w', '30', mesh2], {

@@ -52,6 +52,27 @@ describe('control-plane client', () => {
     expect(g.hits).toHaveLength(3);
   });
 
+  it('builds a registration afresh for each attempt when given a function (a signed proof is never reused)', async () => {
+    const bodies: string[] = [];
+    const answers = [503, 502, 400];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        bodies.push(body);
+        res.writeHead(answers[bodies.length - 1] ?? 400, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'x', message: 'x' }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    servers.push(server);
+    const c = new ControlPlaneClient({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, key: 'k', logger: log, retry: fast });
+    let built = 0;
+    const build = async () => ({ relayId: 'relay-1', name: 'r', region: 'r', publicKey: 'k', endpoint: 'e', proof: { at: ++built, signature: 's' } });
+    await expect(c.register(build)).rejects.toMatchObject({ kind: 'refused', status: 400 });
+    expect(bodies.map((b) => JSON.parse(b).proof.at)).toEqual([1, 2, 3]);
+  });
+
   it('a 429 waits at least its Retry-After before the next attempt', async () => {
     const g = await fakeGateway([
       () => ({ status: 429, body: { error: 'rate_limited', retryAfterSeconds: 1 }, headers: { 'retry-after': '1' } }),
