@@ -2,7 +2,7 @@
 // epoch's traffic receipts with the root it signed (submit-receipts). Requests as the functions check
 // them, answers as the relays check them. Pure.
 import { z } from 'zod';
-import { MAX_RECEIPTS } from './pob-receipts.ts';
+import { type EpochRoot, MAX_RECEIPTS } from './pob-receipts.ts';
 import { relayIdField, requestObject, text } from './request.ts';
 
 /** The most receipts one submission carries: a relay's links in the largest mesh the address plan admits, with room. */
@@ -31,6 +31,11 @@ export const SubmitReceiptsRequestSchema = requestObject({
     .max(Math.min(MAX_SUBMITTED_RECEIPTS, MAX_RECEIPTS), `receipts: at most ${MAX_SUBMITTED_RECEIPTS} in one epoch`),
 });
 export type SubmitReceiptsRequest = z.input<typeof SubmitReceiptsRequestSchema>;
+
+/** The signed root a submission claims (its count: the receipts it carries). */
+export function submittedRoot(req: Pick<SubmitReceiptsRequest, 'relayId' | 'epoch' | 'epochSeconds' | 'root' | 'signature' | 'receipts'>): EpochRoot {
+  return { relayId: req.relayId, epoch: req.epoch, epochSeconds: req.epochSeconds, count: req.receipts.length, root: req.root, signature: req.signature };
+}
 
 /** `stored`: false when the same root had been handed in before (a retry: nothing changed). */
 export const SubmitReceiptsResponseSchema = z.object({ relayId: z.string(), epoch: z.number(), receipts: z.number(), stored: z.boolean() });

@@ -73,6 +73,8 @@ export function startReceipts(d: ReceiptsDeps): ReceiptsSession {
       .sort((a, b) => a - b);
 
   async function close(c: ClosedEpoch, epochSeconds: number): Promise<void> {
+    // Signed already (a crash between signing and saving the ledger): the first root stands.
+    if (existsSync(pendingFile(c.epoch))) return;
     const root = await signEpoch(d.relayId, c.epoch, epochSeconds, c.receipts, (data) => sign(null, data, d.identityKey));
     const request: SubmitReceiptsRequest = {
       relayId: d.relayId,

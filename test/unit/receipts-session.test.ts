@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { SubmitReceiptsRequest } from '../../src/contract/api-pob.ts';
+import { type SubmitReceiptsRequest, submittedRoot } from '../../src/contract/api-pob.ts';
 import { verifyEpoch } from '../../src/contract/pob-receipts.ts';
 import { ControlPlaneError } from '../../src/daemon/control-plane-client.ts';
 import { startReceipts, type ReceiptsSession } from '../../src/daemon/receipts-session.ts';

@@ -4,7 +4,13 @@
 // registry holds for the relay) and that the receipts are exactly those under the root, then keeps
 // both. Idempotent: the same root again stores nothing; another root for an epoch already handed in is
 // refused (409), since a relay signs one root per epoch. Relay tokens (their own relay) or the service role.
-import { epochProblem, MAX_RECEIPTS_BODY_BYTES, SubmitReceiptsRequestSchema, type SubmitReceiptsResponse } from '../../../src/contract/api-pob.ts';
+import {
+  epochProblem,
+  MAX_RECEIPTS_BODY_BYTES,
+  SubmitReceiptsRequestSchema,
+  submittedRoot,
+  type SubmitReceiptsResponse,
+} from '../../../src/contract/api-pob.ts';
 import { verifyEpoch } from '../../../src/contract/pob-receipts.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
