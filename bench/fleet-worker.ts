@@ -6,16 +6,14 @@
  * (performance.timeOrigin + performance.now(): one clock on one machine). The worker exits when its
  * parent goes (the channel closes), so a killed benchmark leaves no relay behind.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { RelayConfig } from '../src/daemon/config.ts';
 import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { inMemoryRelayConfig } from '../test/support/relay-config.ts';
-import { writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 
 export interface WorkerInit {
   dir: string;

@@ -126,6 +126,12 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
     expect(tables.map((t) => t.table_name)).toEqual([
       'client_sessions',
       'epochs',
+      'pob_capacity',
+      'pob_credits',
+      'pob_disputes',
+      'pob_receipts',
+      'pob_roots',
+      'pob_settlements',
       'publisher_cursor',
       'rate_limits',
       'relay_bans',

@@ -86,15 +86,7 @@ describe('the receipts shell', () => {
         { peerId: 'relay-3', txBytes: 5, rxBytes: 6 },
       ],
     });
-    const root = {
-      relayId: req.relayId,
-      epoch: req.epoch,
-      epochSeconds: req.epochSeconds,
-      count: req.receipts.length,
-      root: req.root,
-      signature: req.signature,
-    };
-    expect(await verifyEpoch(keys.publicKey, root, req.receipts)).toEqual({ ok: true });
+    expect(await verifyEpoch(keys.publicKey, submittedRoot(req), req.receipts)).toEqual({ ok: true });
     expect(session.pending()).toEqual([]);
     expect(statSync(join(dir, 'receipts', 'ledger.json')).mode & 0o777).toBe(0o600);
     expect(h.events).toEqual([{ type: 'ReceiptsSigned', data: { epoch: 100, epochSeconds: E, count: 2, root: req.root } }]);

@@ -36,14 +36,7 @@ Deno.serve(
       if (!relay) throw new HttpError(404, 'unknown_relay', `relay ${req.relayId} is not registered`);
       if (!relay.identity_key)
         throw new HttpError(409, 'no_identity', `relay ${req.relayId} has no identity key on record: its receipts cannot be checked (register with one)`);
-      const root = {
-        relayId: req.relayId,
-        epoch: req.epoch,
-        epochSeconds: req.epochSeconds,
-        count: req.receipts.length,
-        root: req.root,
-        signature: req.signature,
-      };
+      const root = submittedRoot(req);
       const verdict = await verifyEpoch(relay.identity_key, root, req.receipts);
       if (!verdict.ok) {
         log.refusal = verdict.reason;
