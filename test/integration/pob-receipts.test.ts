@@ -23,9 +23,14 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
   let pg: TestPostgres | null = null;
   let cp: LocalControlPlane;
   let sql: postgres.Sql;
-  const identity = generateKeyPairSync('ed25519');
-  const identityKey = Buffer.from(identity.publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
-  const signer = (data: Uint8Array) => sign(null, data, identity.privateKey);
+  /** An Ed25519 identity as a relay makes one: its private key as a signer, and its base64 public key. */
+  const newIdentity = () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const key = Buffer.from(publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
+    return { privateKey, identityKey: key, signer: (data: Uint8Array) => sign(null, data, privateKey) };
+  };
+  const identity = newIdentity();
+  const { identityKey, signer } = identity;
   const E = 300;
   // The epochs the tests hand in, fixed once: an epoch boundary passing during the run changes nothing.
   const E0 = Math.floor(Date.now() / 1000 / E) - 1;
@@ -43,9 +48,22 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
 
   const receipts = (n: number): LinkReceipt[] =>
     Array.from({ length: n }, (_, i) => ({ peerId: `relay-p${String(i).padStart(4, '0')}`, txBytes: 1_000_000 + i, rxBytes: 2_000_000 + i }));
-  async function submission(epoch: number, rs: LinkReceipt[], over: Record<string, unknown> = {}) {
-    const root = await signEpoch('relay-a', epoch, E, rs, signer);
-    return { relayId: 'relay-a', epoch, epochSeconds: E, root: root.root, signature: root.signature, receipts: rs, ...over };
+  /** A relay's epoch as submit-receipts takes it, signed by `by` (relay-a's identity unless given). */
+  async function submission(epoch: number, rs: LinkReceipt[], over: Record<string, unknown> = {}, relayId = 'relay-a', by = signer) {
+    const root = await signEpoch(relayId, epoch, E, rs, by);
+    return { relayId, epoch, epochSeconds: E, root: root.root, signature: root.signature, receipts: rs, ...over };
+  }
+  /** Register relay `relayId` (public key byte `n`) with `id`'s identity, by its own token, as a relay does. */
+  async function registerWithIdentity(relayId: string, n: number, id: ReturnType<typeof newIdentity>, bearer: string) {
+    const reg = {
+      relayId,
+      name: relayId,
+      region: 'test',
+      publicKey: Buffer.alloc(32, n).toString('base64'),
+      endpoint: `198.51.100.${n}:51820`,
+      identityKey: id.identityKey,
+    };
+    return call('register-server', await signedRegistration(reg, id.privateKey, Math.floor(Date.now() / 1000)), bearer);
   }
   const stored = async (epoch: number) =>
     (await sql`select count(*)::int as n from relaynet.pob_receipts where relay_id = 'relay-a' and epoch = ${epoch}`)[0]!.n as number;
@@ -56,15 +74,7 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
     cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'state'), port: 0, dbUrl: pg?.url, natsToken: 'nats-secret', logger: log });
     sql = postgres(cp.dbUrl, { max: 1, prepare: false, onnotice: () => {} });
     token = await cp.mintRelayToken('relay-a', 3600);
-    const reg = {
-      relayId: 'relay-a',
-      name: 'A',
-      region: 'test',
-      publicKey: Buffer.alloc(32, 7).toString('base64'),
-      endpoint: '198.51.100.7:51820',
-      identityKey,
-    };
-    const r = await call('register-server', await signedRegistration(reg, identity.privateKey, Math.floor(Date.now() / 1000)));
+    const r = await registerWithIdentity('relay-a', 7, identity, token);
     expect(r.status).toBe(200);
   }, 120_000);
 
@@ -178,26 +188,15 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
 
   it('settles an epoch: what both ends signed, capped by capacity, and the disputes; again the same', async () => {
     // relay-b, with its own identity, and one epoch where relay-a over-reports what it sent to relay-b.
-    const idB = generateKeyPairSync('ed25519');
-    const keyB = Buffer.from(idB.publicKey.export({ format: 'der', type: 'spki' }).subarray(12)).toString('base64');
+    const idB = newIdentity();
     const tokenB = await cp.mintRelayToken('relay-b', 600);
-    const regB = {
-      relayId: 'relay-b',
-      name: 'B',
-      region: 'test',
-      publicKey: Buffer.alloc(32, 8).toString('base64'),
-      endpoint: '198.51.100.8:51820',
-      identityKey: keyB,
-    };
-    expect((await call('register-server', await signedRegistration(regB, idB.privateKey, Math.floor(Date.now() / 1000)), tokenB)).status).toBe(200);
+    expect((await registerWithIdentity('relay-b', 8, idB, tokenB)).status).toBe(200);
     const epoch = E0 - 2;
     const MB = 1_000_000;
     const a = [{ peerId: 'relay-b', txBytes: 110 * MB, rxBytes: 20 * MB }];
     const b = [{ peerId: 'relay-a', txBytes: 20 * MB, rxBytes: 100 * MB }];
     expect((await call('submit-receipts', await submission(epoch, a))).status).toBe(200);
-    const rootB = await signEpoch('relay-b', epoch, E, b, (d) => sign(null, d, idB.privateKey));
-    const subB = { relayId: 'relay-b', epoch, epochSeconds: E, root: rootB.root, signature: rootB.signature, receipts: b };
-    expect((await call('submit-receipts', subB, tokenB)).status).toBe(200);
+    expect((await call('submit-receipts', await submission(epoch, b, {}, 'relay-b', idB.signer), tokenB)).status).toBe(200);
     // relay-a measured at 0.1 MB/s each way: at most 60 MB in a 300 s epoch; relay-b never measured.
     await sql`insert into relaynet.pob_capacity (relay_id, bytes_per_second) values ('relay-a', 100000)`;
     const cli = () =>
