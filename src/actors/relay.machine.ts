@@ -7,7 +7,7 @@ import type { RegisterRequest, RegisterResponse as ControlPlaneRegistration, Hea
  */
 export type RegisterResponse = ControlPlaneRegistration & { serviceCidrs?: string[] };
 import type { TopologyEvent } from '../contract/topology.events.ts';
-import { EMPTY_TOPOLOGY, evolveTopology, topologyEventOrder, seedTopology, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
+import { EMPTY_TOPOLOGY, evolveTopology, topologyEventOrder, seedTopology, topologyDigest, withRelayKey, type TopologyView } from '../events/topology.fold.ts';
 import type { Rejection } from '../events/wire.ts';
 import { eventEpochVerdict, heartbeatEpochChanged, retireEpochs } from '../events/epoch.ts';
 import type { MeshOptions } from '../kernel/mesh.ts';
@@ -70,6 +70,8 @@ export type RelayMachineEvent =
   | { type: 'HEARTBEAT'; response: HeartbeatResponse }
   | { type: 'HEARTBEAT_NOT_REGISTERED' }
   | { type: 'RESYNC'; detail: string }
+  /** The shell wrote a new WireGuard key to the key file: program it on the devices before it is announced. */
+  | { type: 'KEY_STAGED'; publicKey: string }
   | { type: 'STOP'; signal: string }
   | MeshTornDown
   | ClientsTornDown;
@@ -84,6 +86,7 @@ export type Emission =
   | { type: 'TopologyResyncRequested'; data: { revision: number; reason: ResyncReason; detail: string } }
   | { type: 'TopologyEventApplied'; id: string; data: { revision: number; eventId: string; eventType: string } }
   | { type: 'TopologyEventRejected'; data: { reason: Rejection['reason']; subject: string; streamSeq: number | null; detail: string } }
+  | { type: 'WireGuardKeyStaged'; id: string; data: { publicKey: string; previousPublicKey: string } }
   | { type: 'RelayDraining'; id: string; data: { signal: string } }
   | { type: 'RelayStopped'; data: { deregistered: boolean } };
 
@@ -421,6 +424,27 @@ export const relayMachine = setup({
               params: ({ context, event }) => ({
                 type: 'TopologyResyncRequested',
                 data: { revision: context.view.revision, reason: event.reason, detail: event.detail },
+              }),
+            },
+          ],
+        },
+        // A key rotation's first step (docs/security.md, "Rotation"): the relay's own record takes the new
+        // key, so the kernel puts it on every device; only then does the shell register it (a RESYNC),
+        // and the other relays re-key after the devices already hold it.
+        KEY_STAGED: {
+          guard: ({ context, event }) => {
+            const self = context.view.relays.get(context.request.relayId);
+            return self !== undefined && self.publicKey !== event.publicKey;
+          },
+          actions: [
+            assign(({ context, event }) => ({ view: withRelayKey(context.view, context.request.relayId, event.publicKey), cause: context.deps.newId() })),
+            'viewChanged',
+            {
+              type: 'emit',
+              params: ({ context, event }) => ({
+                type: 'WireGuardKeyStaged',
+                id: context.cause!,
+                data: { publicKey: event.publicKey, previousPublicKey: context.registration!.relay.publicKey },
               }),
             },
           ],

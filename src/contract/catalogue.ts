@@ -32,6 +32,7 @@ import {
   RelayEventsDroppedV1,
   ReceiptsSignedV1,
   ReceiptsRefusedV1,
+  WireGuardKeyStagedV1,
   TopologyKeyRefusedV1,
   RelayRegisteredV1,
   RelayStartedV1,
@@ -117,6 +118,7 @@ export const CATALOGUE = {
   RelayEventsDropped: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: RelayEventsDroppedV1 } },
   ReceiptsSigned: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: ReceiptsSignedV1 } },
   ReceiptsRefused: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: ReceiptsRefusedV1 } },
+  WireGuardKeyStaged: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: WireGuardKeyStagedV1 } },
   LinkStateChanged: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: LinkStateChangedV1 } },
   PeerEndpointResolved: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: PeerEndpointResolvedV1 } },
   ClientSessionStateChanged: {

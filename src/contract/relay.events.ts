@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Envelope } from './envelope.ts';
-import { SESSION_MODES } from './topology.events.ts';
+import { SESSION_MODES, WgKeySchema } from './topology.events.ts';
 
 /**
  * Events a relay publishes about itself on `relaynet.relay.<relayId>.<aggregate>.<event>`.
@@ -136,6 +136,12 @@ export const ReceiptsRefusedV1 = z
     message: z.string().max(512),
   })
   .strict();
+/**
+ * The relay put a new WireGuard key on its devices before announcing it (a rotation: `relay-core
+ * rotate-key`; docs/security.md, "Rotation"). Its view holds its own record with this key from here, so
+ * its kernel rounds program it; the registration that follows announces it to the other relays.
+ */
+export const WireGuardKeyStagedV1 = z.object({ publicKey: WgKeySchema, previousPublicKey: WgKeySchema }).strict();
 export const RelayDrainingV1 = z.object({ signal: z.string() }).strict();
 export const RelayStoppedV1 = z.object({ deregistered: z.boolean() }).strict();
 
@@ -258,6 +264,7 @@ export type RelayEvent =
   | Envelope<'RelayEventsDropped', z.infer<typeof RelayEventsDroppedV1>>
   | Envelope<'ReceiptsSigned', z.infer<typeof ReceiptsSignedV1>>
   | Envelope<'ReceiptsRefused', z.infer<typeof ReceiptsRefusedV1>>
+  | Envelope<'WireGuardKeyStaged', z.infer<typeof WireGuardKeyStagedV1>>
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>

@@ -1,4 +1,4 @@
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fromPromise } from 'xstate';
@@ -6,11 +6,11 @@ import { sign, type KeyObject } from 'node:crypto';
 import { type RegisterRequest, RegisterRequestSchema, type RegisterResponse } from '../contract/api-relays.ts';
 import { signRegistration } from '../contract/registration-proof.ts';
 import type { Logger } from '../lib/logger.ts';
-import { generateWgKeyPair, loadOrCreateWgKey } from '../lib/wg-keys.ts';
+import { generateWgKeyPair, loadOrCreateWgKey, loadWgKey } from '../lib/wg-keys.ts';
 import type { BusSession } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
 import type { SubmitReceiptsRequest, SubmitReceiptsResponse } from '../contract/api-pob.ts';
-import { ControlPlaneClient } from './control-plane-client.ts';
+import { ControlPlaneClient, ControlPlaneError } from './control-plane-client.ts';
 import { natsDenyCidrs } from './control-plane-deny.ts';
 import { heartbeatActor } from './heartbeat.ts';
 import type { RelayMetrics } from './relay-metrics.ts';
@@ -28,7 +28,7 @@ const lookupAll = async (host: string) => (await lookup(host, { all: true })).ma
 export interface ControlPlaneSession {
   /** The private key's file in the state directory (what WireGuard devices are given). */
   keyFile: string;
-  /** The public key the relay holds: the new one once the control plane has admitted a rotation. */
+  /** The public key the relay holds: a rotation's new one once staged on the devices (or, for a relay not serving, once admitted). */
   publicKey(): string;
   /** The relay actor's `register` actor. */
   register: ReturnType<typeof fromPromise<RegisterResponse, { request: RegisterRequest }>>;
@@ -40,9 +40,19 @@ export interface ControlPlaneSession {
   confirm(sessionId: string, exitId: string): void;
   /**
    * Make a new WireGuard key to be registered at the next registration (the caller then resyncs the
-   * relay). Returns its public key; a rotation already pending is kept (one at a time).
+   * relay). Returns its public key; a rotation already pending is kept (one at a time). For a relay that
+   * is not serving: its next registration announces the key, and its devices take it after.
    */
   rotateKey(): string;
+  /**
+   * A serving relay's rotation (docs/security.md, "Rotation"): a new key replaces the key file at once,
+   * the old one kept as `wg.key.previous` (0600) until the control plane holds the new one. The caller
+   * puts it on the devices (KEY_STAGED), then resyncs; the registration announces it. A registration
+   * the control plane refuses puts the old key back (the next one registers it, and the devices follow
+   * the view). A relay that stopped in between announces the staged key at its next start. Null when a
+   * rotation is already under way (one at a time).
+   */
+  stageKey(): { publicKey: string; previousPublicKey: string } | null;
   /** The receipt epoch's length the last registration gave (null: none yet, or a control plane without receipts). */
   receiptEpochSeconds(): number | null;
   /** Hand in an epoch's Proof-of-Bandwidth receipts. */
@@ -67,14 +77,33 @@ export function controlPlaneSession(
   metrics: Pick<RelayMetrics, 'heartbeat'> | null = null,
 ): ControlPlaneSession {
   const keyFile = join(cfg.stateDir, 'wg.key');
+  const previousFile = `${keyFile}.previous`;
   let key = loadOrCreateWgKey(keyFile);
   let pendingKey: { privateKey: string; publicKey: string } | null = null;
-  if (cfg.rotateKey) {
+  // A staged key the control plane may not hold yet (a rotation a stop interrupted): the key file has the
+  // new key, `wg.key.previous` the old one, and the registration announces the new one (rotateKey).
+  let staged: { privateKey: string; publicKey: string } | null = existsSync(previousFile) ? loadWgKey(previousFile) : null;
+  if (staged) log.warn({ publicKey: key.publicKey, previousPublicKey: staged.publicKey }, 'a staged WireGuard key rotation is announced again');
+  if (cfg.rotateKey && !staged) {
     pendingKey = generateWgKeyPair();
     log.info({ publicKey: pendingKey.publicKey }, 'rotating WireGuard key');
   } else if (key.created) {
     log.info({ publicKey: key.publicKey, keyFile }, 'generated WireGuard key');
   }
+  const writeKey = (file: string, privateKey: string) => {
+    const tmp = `${file}.new`;
+    writeFileSync(tmp, privateKey + '\n', { mode: 0o600 });
+    renameSync(tmp, file);
+  };
+  // A refused rotation: the old key back in the key file (the devices follow the next registration's view).
+  const unstage = (why: string) => {
+    if (!staged) return;
+    log.error({ publicKey: key.publicKey, previousPublicKey: staged.publicKey, reason: why }, 'WireGuard key rotation refused: the previous key is restored');
+    writeKey(keyFile, staged.privateKey);
+    key = { ...staged, created: false };
+    rmSync(previousFile, { force: true });
+    staged = null;
+  };
   const identity = relayBusIdentity(cfg.stateDir);
   const client = new ControlPlaneClient({ url: cfg.controlPlaneUrl, key: cfg.token, logger: log.child({ component: 'control-plane-client' }) });
   let receiptEpochSeconds: number | null = null;
@@ -84,18 +113,27 @@ export function controlPlaneSession(
     publicKey: () => key.publicKey,
     register: fromPromise(async ({ input }) => {
       const publicKey = pendingKey?.publicKey ?? key.publicKey;
-      const request = { ...input.request, publicKey, rotateKey: pendingKey !== null, busKey: identity.busKey };
+      const request = { ...input.request, publicKey, rotateKey: pendingKey !== null || staged !== null, busKey: identity.busKey };
       // Signed for each attempt: retries against a slow control plane never send a stale proof.
-      const reg = await client.register(() => signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
+      let reg: RegisterResponse;
+      try {
+        reg = await client.register(() => signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
+      } catch (e) {
+        if (e instanceof ControlPlaneError && e.kind === 'refused') unstage(e.message);
+        throw e;
+      }
       receiptEpochSeconds = reg.receiptEpochSeconds ?? null;
       if (pendingKey && reg.relay.publicKey === pendingKey.publicKey) {
         // Only now that the control plane holds the new key does it replace the old one on disk.
-        const tmp = `${keyFile}.new`;
-        writeFileSync(tmp, pendingKey.privateKey + '\n', { mode: 0o600 });
-        renameSync(tmp, keyFile);
+        writeKey(keyFile, pendingKey.privateKey);
         key = { ...pendingKey, created: false };
         log.info({ publicKey: key.publicKey }, 'WireGuard key rotated');
         pendingKey = null;
+      }
+      if (staged && reg.relay.publicKey === key.publicKey) {
+        rmSync(previousFile, { force: true });
+        staged = null;
+        log.info({ publicKey: key.publicKey }, 'WireGuard key rotated');
       }
       // NATS decentralized auth: the JWT issued for our nkey; token mode: the token; else none.
       let auth: BusAuth = { kind: 'none' };
@@ -116,7 +154,18 @@ export function controlPlaneSession(
       await bus.deleteConsumer(input.relayId);
       return r;
     }),
+    stageKey: () => {
+      if (staged || pendingKey) return null;
+      const next = generateWgKeyPair();
+      writeKey(previousFile, key.privateKey);
+      writeKey(keyFile, next.privateKey);
+      staged = { privateKey: key.privateKey, publicKey: key.publicKey };
+      key = { ...next, created: false };
+      log.info({ publicKey: next.publicKey, previousPublicKey: staged.publicKey }, 'rotating WireGuard key: staged on the devices before it is announced');
+      return { publicKey: next.publicKey, previousPublicKey: staged.publicKey };
+    },
     rotateKey: () => {
+      if (staged) return key.publicKey;
       if (!pendingKey) {
         pendingKey = generateWgKeyPair();
         log.info({ publicKey: pendingKey.publicKey }, 'rotating WireGuard key');

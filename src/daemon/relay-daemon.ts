@@ -70,7 +70,14 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   const metrics = metricsAt ? relayMetrics(cfg.relayId, { processMetrics: true }) : null;
   const bus = busSession(cfg, log, deps, identity.privateKey, metrics);
   const controlPlane = controlPlaneSession(cfg, log, bus, identity.privateKey, metrics);
-  const kernel = await kernelShell(cfg, log, bus.emit, deps, metrics);
+  // Kernel rounds go to the bus; a key rotation also waits for the round its staged key caused.
+  const roundsSeen = new Set<string>();
+  let stagedCause: string | null = null;
+  const kernelEmit: typeof bus.emit = (e, id) => {
+    if (e.type === 'KernelReconciled' && e.causationId !== null && e.causationId === stagedCause) roundsSeen.add(e.causationId);
+    bus.emit(e, id);
+  };
+  const kernel = await kernelShell(cfg, log, kernelEmit, deps, metrics);
   const projection = statusProjection(
     { relayId: cfg.relayId, wgPrefix: cfg.wgPrefix, kernel: kernel.kind, publicKey: controlPlane.publicKey, bus: bus.status, counters: kernel.counters },
     log,
@@ -102,16 +109,37 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   });
 
   const status = () => projection.status(actor.getSnapshot());
-  // The operator's key rotation: a new key, registered by a resync (the links stay; the view follows).
-  // A relay that is not serving registers the pending key at its next registration.
+  // The operator's key rotation (docs/security.md, "Rotation"). A serving relay first puts the new key
+  // on its devices, and only once the kernel has done so registers it: the other relays re-key after it,
+  // and their handshakes reach devices that already hold the key (announced first, both ends would start
+  // handshakes within milliseconds of each other, and crossed handshakes stall a link for 5 s). A relay
+  // that is not serving registers the pending key at its next registration, and its devices follow.
   const rotateKey = () => {
-    const publicKey = controlPlane.rotateKey();
     const serving = actor.getSnapshot().matches('serving');
-    if (serving) actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
+    const staged = serving ? controlPlane.stageKey() : null;
+    const publicKey = staged ? staged.publicKey : controlPlane.rotateKey();
+    if (staged) {
+      actor.send({ type: 'KEY_STAGED', publicKey: staged.publicKey });
+      stagedCause = actor.getSnapshot().context.cause;
+      void untilStaged(stagedCause).then((reached) => {
+        if (!reached) log.warn({ publicKey }, 'the staged key is not on every device yet; registering it anyway');
+        actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
+      });
+    } else if (serving) actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
     // Stock clients that name this relay's key as their peer (standard ones entering here, private ones
     // leaving here) hold the old key: their configurations must be re-issued.
     const named = status().clients.filter((c) => (c.mode === 'standard' ? c.role === 'entry' : c.role === 'exit'));
     return { relayId: cfg.relayId, publicKey, registering: serving, clients: named.length };
+  };
+  /** Whether the kernel ran the round the staged key caused and is idle again (false after 10 s; true at once without devices). */
+  const untilStaged = async (cause: string | null): Promise<boolean> => {
+    if (cause === null || status().links.length === 0) return true;
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      if (roundsSeen.has(cause) && actor.system.get('kernel')?.getSnapshot().value === 'idle') return true;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return false;
   };
   // The operator's drift check: the kernel actor's next round reads and plans its whole scope.
   const reconcileAll = () => {

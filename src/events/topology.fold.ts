@@ -124,6 +124,17 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
   return { revision: event.data.revision, relays, sessions, entry: state.entry };
 }
 
+/**
+ * The view with a relay's record holding another WireGuard key, its revision unchanged: a relay stages
+ * its own new key this way before it announces it (WireGuardKeyStaged), so that its kernel rounds put
+ * it on its devices first. The same view when the relay is unknown or already has the key. Pure.
+ */
+export function withRelayKey(view: TopologyView, relayId: string, publicKey: string): TopologyView {
+  const r = view.relays.get(relayId);
+  if (!r || r.publicKey === publicKey) return view;
+  return { ...view, relays: new Map(view.relays).set(relayId, { ...r, publicKey }) };
+}
+
 /** Outcome of offering a stream event to a view. */
 export type ApplyOutcome = { kind: 'applied'; state: TopologyView } | { kind: 'duplicate'; revision: number } | { kind: 'gap'; expected: number; got: number };
 

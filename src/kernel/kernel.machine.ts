@@ -17,7 +17,7 @@ import { MAX_OP_BYTES_PER_KERNEL_EVENT, MAX_OPS_PER_KERNEL_EVENT } from '../cont
  * `observer` child and forwarded to the owners. The machine itself touches nothing.
  *
  * Causation: each desired state names its cause, the id of the relay event whose change produced it
- * (a `TopologySeeded`, `TopologyEventApplied`, `RelayDraining`, or a session's `expired`
+ * (a `TopologySeeded`, `TopologyEventApplied`, `WireGuardKeyStaged`, `RelayDraining`, or a session's `expired`
  * `ClientSessionStateChanged`). A round's events carry the cause of the desired state it applied as
  * their causation id, so replay knows which state a recorded round was planned for.
  */

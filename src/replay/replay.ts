@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { LogEntry } from '../events/log.ts';
 import type { RelayEvent } from '../contract/relay.events.ts';
-import { applyTopologyEvent, emptyTopology, membershipDigest, topologyDigest, type TopologyView } from '../events/topology.fold.ts';
+import { applyTopologyEvent, emptyTopology, membershipDigest, topologyDigest, withRelayKey, type TopologyView } from '../events/topology.fold.ts';
 import { assertNever, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
 import type { DesiredHostState, HostState, KernelOp, KernelScope } from '../kernel/host-state.ts';
 import { scopeDigest, updateScopeDigest, type ScopeDigest } from '../kernel/host-text.ts';
@@ -400,6 +400,12 @@ export class RelayReplay {
         this.viewChanged(ev.id);
         return;
       }
+      case 'WireGuardKeyStaged':
+        // The relay's own record took its new key before the registration that announced it.
+        this.publicKey = ev.data.publicKey;
+        if (this.view) this.view = withRelayKey(this.view, this.relayId, ev.data.publicKey);
+        this.viewChanged(ev.id);
+        return;
       case 'TopologyResyncRequested':
         this.topoCounters.resyncsRequested++;
         this.relayState = 'registering';

@@ -39,6 +39,8 @@ function describeCause(ev: RelayEvent): string | null {
       return `${ev.data.eventType} (revision ${ev.data.revision})`;
     case 'RelayDraining':
       return `RelayDraining (${ev.data.signal})`;
+    case 'WireGuardKeyStaged':
+      return `WireGuard key staged (${ev.data.publicKey.slice(0, 8)}…, was ${ev.data.previousPublicKey.slice(0, 8)}…)`;
     case 'ClientSessionStateChanged':
       return ev.data.state === 'expired' ? `session ${ev.data.sessionId} expired` : null;
     case 'PeerEndpointResolved':
@@ -149,6 +151,7 @@ export class TimelineBuilder {
       case 'KernelOperationFailed':
       case 'ReceiptsSigned':
       case 'ReceiptsRefused':
+      case 'WireGuardKeyStaged':
         return;
       case 'RelayEventsDropped':
         // The log has a hole here: say so in every story.

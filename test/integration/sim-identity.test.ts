@@ -97,8 +97,12 @@ async function pingEveryPeer(m: Manifest, s: SimStatus, relayId: string): Promis
 }
 
 /** The topology stream's stored events of `type` (verified against the sim's topology key). */
-async function topologyEvents(dir: string, type: string): Promise<{ type: string; data: Record<string, unknown> }[]> {
-  const r = await execa(RELAY_CORE_BIN, ['events', 'export', '--sim', dir, '--stream', 'topology', '--type', type], { reject: false, timeout: 60_000 });
+const topologyEvents = (dir: string, type: string) => exported(dir, ['--stream', 'topology', '--type', type]);
+/** A relay's own events of a type, as stored. */
+const relayEvents = (dir: string, relayId: string, type: string) => exported(dir, ['--stream', 'relay', '--relay', relayId, '--type', type]);
+
+async function exported(dir: string, args: string[]): Promise<{ type: string; data: Record<string, unknown> }[]> {
+  const r = await execa(RELAY_CORE_BIN, ['events', 'export', '--sim', dir, ...args], { reject: false, timeout: 60_000 });
   if (r.exitCode !== 0) throw new Error(`events export: ${r.stderr}`);
   return r.stdout
     .split('\n')
@@ -334,6 +338,19 @@ describe('relay-core sim: relay identity (endpoint change, secrets never in logs
     for (const [peer, gap] of Object.entries(gaps)) expect(gap, peer).toBeLessThan(5);
     // And the links are still up afterwards, both ways.
     expect(await pingEveryPeer(m, await simStatus(dir), rotating)).toEqual([]);
+
+    // The rotating relay staged its key (WireGuardKeyStaged, before the registration that announced it),
+    // and replay re-plans and matches every kernel round of it and of a peer, the staged key's round included.
+    const staged = (await relayEvents(dir, rotating, 'WireGuardKeyStaged')).map((e) => e.data);
+    expect(staged).toEqual([{ publicKey: newKey, previousPublicKey: oldKey }]);
+    for (const id of [rotating, peers[0]!.id]) {
+      const r = await execa(RELAY_CORE_BIN, ['replay', '--relay', id, '--sim', dir, '--json'], { reject: false, timeout: 60_000 });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const checks = (JSON.parse(r.stdout) as { checks: { rounds: number; matched: number; mismatched: number; unchecked: number; inconsistent: number } })
+        .checks;
+      expect(checks.rounds, id).toBeGreaterThan(0);
+      expect(checks, id).toMatchObject({ matched: checks.rounds, mismatched: 0, unchecked: 0, inconsistent: 0 });
+    }
   });
 
   // Other tests on the shared sim go here, above the secrets test (which tears the sim down).

@@ -194,6 +194,26 @@ describe('relay actor', () => {
     expect(h.registerCalls).toHaveLength(3);
   });
 
+  it('stages a new key: its own record takes it (revision unchanged), an event names it as the cause, the same key again changes nothing', async () => {
+    const next = relay(8).publicKey;
+    const h = harness([registration(4, [2]), { ...registration(5, [2]), relay: { ...relay(1), publicKey: next } }]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    h.actor.send({ type: 'KEY_STAGED', publicKey: next });
+    const s = h.actor.getSnapshot();
+    expect(s.context.view.revision).toBe(4);
+    expect(s.context.view.relays.get('relay-1')?.publicKey).toBe(next);
+    expect(s.context.view.relays.get('relay-2')).toEqual(relay(2));
+    const staged = h.emitted.filter((e) => e.type === 'WireGuardKeyStaged') as Extract<Emission, { type: 'WireGuardKeyStaged' }>[];
+    expect(staged.map((e) => e.data)).toEqual([{ publicKey: next, previousPublicKey: relay(1).publicKey }]);
+    expect(s.context.cause).toBe(staged[0]!.id);
+    h.actor.send({ type: 'KEY_STAGED', publicKey: next });
+    expect(h.emitted.filter((e) => e.type === 'WireGuardKeyStaged')).toHaveLength(1);
+    // The registration that announces it seeds a view that has it too.
+    h.actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
+    await waitFor(h.actor, (x) => x.matches('serving') && x.context.view.revision === 5);
+    expect(h.actor.getSnapshot().context.view.relays.get('relay-1')?.publicKey).toBe(next);
+  });
+
   it('fails at boot when registration is refused', async () => {
     const h = harness([new Error('409 key_mismatch')]);
     const s = await waitFor(h.actor, (s) => s.status === 'done');
