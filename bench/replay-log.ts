@@ -70,6 +70,7 @@ const clients: ClientOptions = {
   allowCidrs: [],
   serviceCidrs: [],
   privateSessions: true,
+  echoService: true,
 };
 const sysctls = { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' };
 

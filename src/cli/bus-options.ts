@@ -5,6 +5,7 @@ import { type BusAuth, connectBus, credsFileAuth } from '../bus/connection.ts';
 import { BUS_DIR } from '../control-plane/bus-authority.ts';
 import { rootLogger } from '../lib/logger.ts';
 import { readManifest, type Manifest } from '../sim/manifest.ts';
+import { CONTROL_PLANE_URL } from '../sim/layout.ts';
 import { inboxPrefixFor } from '../contract/bus-auth.ts';
 import { CliError, str, type Values } from './args.ts';
 
@@ -36,20 +37,23 @@ export function simManifest(dir: string): Manifest {
   return m;
 }
 
-/** `--sim`: run `relay-core <command> argv...` inside the sim's inet namespace, pointed at its NATS (every node of a cluster). */
-export async function reexecInSim(dir: string, command: string, argv: string[]): Promise<number> {
+/**
+ * `--sim`: run `relay-core <command> argv...` inside the sim's inet namespace, pointed at its NATS (every
+ * node of a cluster) with the operator's reader credentials; with `to: 'control-plane'`, at its control
+ * plane with its service-role key instead (the operator's commands that call the functions).
+ */
+export async function reexecInSim(dir: string, command: string, argv: string[], to: 'bus' | 'control-plane' = 'bus'): Promise<number> {
   const m = simManifest(dir);
   const ns = `rcs-${m.simId}-inet`;
   const script = process.argv[1]!;
   // The sim's NATS admits the control plane's users only: the operator's reader credentials.
-  const creds = join(m.controlPlane.stateDir, BUS_DIR, 'reader.creds');
-  const child = spawn(
-    'ip',
-    ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, '--nats-url', m.controlPlane.natsUrl, '--nats-creds', creds],
-    {
-      stdio: 'inherit',
-    },
-  );
+  const target =
+    to === 'bus'
+      ? ['--nats-url', m.controlPlane.natsUrl, '--nats-creds', join(m.controlPlane.stateDir, BUS_DIR, 'reader.creds')]
+      : ['--control-plane-url', CONTROL_PLANE_URL, '--token-file', m.controlPlane.serviceRoleKeyFile];
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, script, command, ...argv, ...target], {
+    stdio: 'inherit',
+  });
   // Ctrl-C reaches the child through the terminal's process group too; a signal sent to us alone is passed on.
   const pass = () => child.kill('SIGTERM');
   process.on('SIGTERM', pass);

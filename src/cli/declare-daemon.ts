@@ -3,6 +3,7 @@ import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
 import { DEFAULT_CLIENT_PREFIX6 } from '../kernel/ipv6.ts';
 import { controlPlaneOpts, intOpt, jsonOpt, natsCredsOpt, natsTokenOpt, natsUrlOpt, opt, simOpt, stateDirOpt, withOptions } from './options.ts';
 import { subcommands, type Leaf } from './program.ts';
+import { CliError } from './args.ts';
 
 /** The daemon's commands and the control plane's: run, status, control-plane, client, token, bus, devnet. */
 
@@ -214,6 +215,13 @@ that may publish only its own events; the operator's credentials are STATE_DIR/b
       86_400,
       { defaultText: "the database's, 300 at first" },
     ),
+    intOpt(
+      '--measure-every <S>',
+      "measure each relay's capacity this often, one at a time, the one measured longest ago first (docs/proof-of-bandwidth.md); 0: only `pob measure`",
+      0,
+      365 * 86_400,
+      { default: 0 },
+    ),
     intOpt('--stream-replicas <N>', 'copies of each JetStream stream it creates (3 on a 3-node NATS cluster)', 1, 5, { default: 1 }),
     opt(
       '--metrics-listen <[ADDR:]PORT>',
@@ -348,9 +356,10 @@ export function declarePob(program: Command, leaf: Leaf): void {
     `Proof-of-Bandwidth (docs/proof-of-bandwidth.md). Once per receipt epoch every relay hands in one
 receipt per mesh link (the bytes it sent to and received from that peer) under a Merkle root it
 signs with its identity key. Each subcommand takes --control-plane-url and --token or --token-file:
-the service-role key (any relay), or a relay token (that relay's own).`,
+the service-role key (any relay), or a relay token (that relay's own); or --sim [DIR] for a running
+sim (its control plane and service-role key).`,
   );
-  const access = () => controlPlaneOpts('the service-role key, or a relay token');
+  const access = () => [...controlPlaneOpts('the service-role key, or a relay token'), simPobOpt()];
   const receipts = pob
     .command('receipts')
     .summary("an epoch's signed roots, and one relay's receipts")
@@ -390,8 +399,64 @@ link is credited with the smaller of the sender's and the receiver's signed coun
 what it sent and received, capped by its measured capacity (a relay never measured gets none).
 Disputes: counts that disagree by more than 2 %, counts only one end signed, claims over capacity.
 Settling again replaces the epoch's settlement (late receipts count).`);
-  withOptions(settle, intOpt('--epoch <N>', 'the epoch (required)', 0, Number.MAX_SAFE_INTEGER), jsonOpt(), ...controlPlaneOpts('the service-role key'));
+  withOptions(
+    settle,
+    intOpt('--epoch <N>', 'the epoch (required)', 0, Number.MAX_SAFE_INTEGER),
+    jsonOpt(),
+    ...controlPlaneOpts('the service-role key'),
+    simPobOpt(),
+  );
   leaf(settle, 'pob settle');
+  const measure = pob
+    .command('measure')
+    .summary("measure a relay's capacity: measurers send over their mesh links, the relay echoes")
+    .description(`Have a relay's capacity measured (service-role key; docs/proof-of-bandwidth.md, "Measuring").
+From a few seconds on, for --seconds, each measurer opens --streams TCP streams over its mesh link to
+the relay's echo service, which must send every byte back; the measurers check every byte and count
+those that came back intact, second by second. The relay may carry at most a share --r of other
+traffic meanwhile. Each party then hands in its signed counts, and the control plane concludes: the
+capacity (the median second, as goodput and as the line rate it implies), or why none (echoes
+corrupted, streams broken, nothing echoed: rejected; a measurer that did not report: incomplete).
+RelayMeasured says it to every relay. With --wait, waits for the outcome and prints it; exit 1 when
+the relay was rejected or the measurement incomplete.`);
+  withOptions(
+    measure,
+    opt('--relay <ID>', 'the relay to measure (required)'),
+    opt('--measurers <IDS>', 'the measuring relays, comma-separated (default: --count other active relays, at random)'),
+    intOpt('--count <N>', 'how many measurers to choose when --measurers is not given', 1, 8, { default: 2 }),
+    intOpt('--seconds <S>', 'how long the measurers send', 2, 120, { default: 10 }),
+    intOpt('--streams <N>', 'TCP streams per measurer', 1, 8, { default: 2 }),
+    opt('--r <SHARE>', 'the share of other traffic the relay may carry meanwhile, 0-0.5', { default: 0.1, parse: shareIn('r') }),
+    intOpt('--starts-in <S>', 'seconds from now to the start (every party must have learned of it)', 1, 600, { default: 3 }),
+    opt('--wait', 'wait for the outcome (up to the end plus the grace for reports)'),
+    jsonOpt(),
+    ...controlPlaneOpts('the service-role key'),
+    simPobOpt(),
+  );
+  leaf(measure, 'pob measure');
+  const status = pob
+    .command('status')
+    .summary('capacity, latest measurement, credit and disputes per relay')
+    .description(`What Proof-of-Bandwidth knows of each active relay (service-role key): its measured capacity
+(the line rate, each way) and when, its latest measurement and how it ended, its credit in the latest
+settled epoch (carried, cap, credit) and the disputes naming it there.`);
+  withOptions(status, opt('--relay <ID>', 'only this relay'), jsonOpt(), ...controlPlaneOpts('the service-role key'), simPobOpt());
+  leaf(status, 'pob status');
+}
+
+/** `--sim [DIR]` of the pob commands: a running sim's control plane, with its service-role key. */
+const simPobOpt = () =>
+  simOpt(
+    'a running sim (default ./.state/sim): runs this command again inside its network namespace, at its control plane with its service-role key (needs root)',
+  );
+
+/** A share in [0, 0.5]. */
+function shareIn(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^\d*\.?\d+$/.test(v) || !(n >= 0 && n <= 0.5)) throw new CliError(`--${name} must be a number in [0, 0.5]`, 2);
+    return n;
+  };
 }
 
 const SECRET_SOURCE = 'Secret source (the first that is given):';

@@ -31,6 +31,9 @@ const upOpts = () => [
   intOpt('--receipt-epoch <S>', "the control plane's Proof-of-Bandwidth receipt epoch (docs/proof-of-bandwidth.md)", 10, 86_400, {
     defaultText: '300',
   }),
+  intOpt('--measure-every <S>', "the control plane measures each relay's capacity this often (0: only `pob measure`)", 0, 365 * 86_400, {
+    default: 0,
+  }),
   opt('--log-level <LEVEL>', `the relays' and the control plane's log level (${LOG_LEVELS.join(', ')}); sim add, restart and move keep it`, {
     env: 'RELAYNET_LOG_LEVEL',
     default: 'info',

@@ -23,6 +23,8 @@ const ACTIONS: Record<ActionName, () => Promise<Action>> = {
   'pob receipts': async () => (await import('./commands/pob.ts')).receipts,
   'pob verify': async () => (await import('./commands/pob.ts')).verify,
   'pob settle': async () => (await import('./commands/pob.ts')).settle,
+  'pob measure': async () => (await import('./commands/pob.ts')).measure,
+  'pob status': async () => (await import('./commands/pob.ts')).status,
   'token mint': async () => (await import('./commands/token.ts')).mint,
   'token revoke': async () => (await import('./commands/token.ts')).revoke,
   'rotate-key': async () => (await import('./commands/status.ts')).rotateKey,

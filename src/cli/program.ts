@@ -41,6 +41,8 @@ export type ActionName =
   | 'pob receipts'
   | 'pob verify'
   | 'pob settle'
+  | 'pob measure'
+  | 'pob status'
   | 'events tail'
   | 'events export'
   | 'replay'

@@ -3,7 +3,8 @@
 // them, answers as the relays check them. Pure.
 import { z } from 'zod';
 import { type EpochRoot, MAX_RECEIPTS } from './pob-receipts.ts';
-import { relayIdField, requestObject, text } from './request.ts';
+import { MAX_BACKGROUND_SHARE, MAX_MEASUREMENT_SECONDS, MAX_MEASURERS, MAX_STREAMS } from './pob-measure.ts';
+import { oneOf, relayIdField, requestObject, sessionIdField, text } from './request.ts';
 
 /** The most receipts one submission carries: a relay's links in the largest mesh the address plan admits, with room. */
 export const MAX_SUBMITTED_RECEIPTS = 8192;
@@ -111,3 +112,105 @@ export const SettleEpochResponseSchema = z.object({
   disputes: z.array(z.object({ kind: z.enum(['disagree', 'unmatched', 'over-capacity']) }).passthrough()),
 });
 export type SettleEpochResponse = z.infer<typeof SettleEpochResponseSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Capacity measurements (docs/proof-of-bandwidth.md, "Measuring").
+
+const perSecond = (field: string) =>
+  z
+    .array(count(`${field}[]`), { error: `${field} must be a list of byte counts, one per second` })
+    .max(MAX_MEASUREMENT_SECONDS, `${field}: at most ${MAX_MEASUREMENT_SECONDS} seconds`);
+
+/**
+ * schedule-measurement (service role): measure a relay's capacity. `measurerIds` absent: up to
+ * `measurers` (default 2) other active relays, chosen at random. Starts `startsInSeconds` from now.
+ */
+export const ScheduleMeasurementRequestSchema = requestObject({
+  relayId: relayIdField(),
+  measurerIds: z
+    .array(relayIdField('measurerIds[]'), { error: 'measurerIds must be a list of relay ids' })
+    .min(1, 'measurerIds: at least one')
+    .max(MAX_MEASURERS, `measurerIds: at most ${MAX_MEASURERS}`)
+    .optional(),
+  measurers: z.number({ error: 'measurers must be an integer' }).int('measurers must be an integer').min(1).max(MAX_MEASURERS).optional(),
+  seconds: z
+    .number({ error: 'seconds must be an integer' })
+    .int('seconds must be an integer')
+    .min(2, 'seconds: at least 2')
+    .max(MAX_MEASUREMENT_SECONDS)
+    .optional(),
+  streams: z.number({ error: 'streams must be an integer' }).int('streams must be an integer').min(1).max(MAX_STREAMS).optional(),
+  r: z.number({ error: 'r must be a number' }).min(0, 'r must be in [0, 0.5]').max(MAX_BACKGROUND_SHARE, 'r must be in [0, 0.5]').optional(),
+  startsInSeconds: z.number({ error: 'startsInSeconds must be an integer' }).int().min(1).max(600).optional(),
+});
+export type ScheduleMeasurementRequest = z.input<typeof ScheduleMeasurementRequestSchema>;
+
+export const MeasurementRecordSchema = z.object({
+  id: z.string(),
+  targetId: z.string(),
+  measurerIds: z.array(z.string()),
+  startsAt: z.string(),
+  seconds: z.number().int(),
+  streams: z.number().int(),
+  r: z.number(),
+});
+
+export const ScheduleMeasurementResponseSchema = z.object({ measurement: MeasurementRecordSchema, revision: z.number().int() });
+export type ScheduleMeasurementResponse = z.infer<typeof ScheduleMeasurementResponseSchema>;
+
+/**
+ * submit-measurement (a party's relay token, or the service role): a measurer's or the target's signed
+ * counts. A measurer sends `echoed`, `checks`, `failures` and `error`; the target sends `background`.
+ */
+export const SubmitMeasurementRequestSchema = requestObject({
+  measurementId: sessionIdField('measurementId'),
+  relayId: relayIdField(),
+  role: oneOf('role', ['measurer', 'target']),
+  echoed: perSecond('echoed').optional(),
+  checks: count('checks').optional(),
+  failures: count('failures').optional(),
+  error: z.string({ error: 'error must be a string or null' }).max(256, 'error: at most 256 characters').nullable().optional(),
+  background: perSecond('background').optional(),
+  signature: text('signature').max(200, 'signature must be base64 of a 64-byte Ed25519 signature'),
+});
+export type SubmitMeasurementRequest = z.input<typeof SubmitMeasurementRequestSchema>;
+
+export const MeasurementStateSchema = z.object({
+  measurement: MeasurementRecordSchema,
+  state: z.enum(['scheduled', 'measured', 'rejected', 'incomplete']),
+  capacity: z.number().nullable(),
+  lineRate: z.number().nullable(),
+  reason: z.string().nullable(),
+  /** The parties that have reported so far. */
+  reported: z.array(z.string()),
+  /** Bytes the measurers reported echoed so far, summed (each crossed the target's link twice: in and back). */
+  echoedBytes: z.number().int().min(0),
+  concludedAt: z.string().nullable(),
+});
+export type MeasurementState = z.infer<typeof MeasurementStateSchema>;
+
+/** `stored`: false for the same report again. `state`: the measurement after it (concluded once every party reported). */
+export const SubmitMeasurementResponseSchema = z.object({ measurementId: z.string(), relayId: z.string(), stored: z.boolean(), state: MeasurementStateSchema });
+export type SubmitMeasurementResponse = z.infer<typeof SubmitMeasurementResponseSchema>;
+
+/** pob-status (service role): relays' capacity and measurement state, and one measurement in full. */
+export const PobStatusRequestSchema = requestObject({ measurementId: sessionIdField('measurementId').optional(), relayId: relayIdField().optional() });
+export type PobStatusRequest = z.input<typeof PobStatusRequestSchema>;
+
+export const PobStatusResponseSchema = z.object({
+  relays: z.array(
+    z.object({
+      relayId: z.string(),
+      /** Line rate, bytes per second each way (null: never measured). */
+      capacity: z.number().nullable(),
+      measuredAt: z.string().nullable(),
+      /** The latest measurement's outcome (null: none). */
+      lastMeasurement: MeasurementStateSchema.nullable(),
+      /** Credit of the latest settled epoch (null: none), and the disputes naming it there. */
+      lastCredit: z.object({ epoch: z.number().int(), carried: z.number(), cap: z.number().nullable(), credit: z.number() }).nullable(),
+      disputes: z.number().int(),
+    }),
+  ),
+  measurement: MeasurementStateSchema.nullable(),
+});
+export type PobStatusResponse = z.infer<typeof PobStatusResponseSchema>;

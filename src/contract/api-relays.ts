@@ -3,7 +3,7 @@
 // as the relays check them. Pure.
 import { z } from 'zod';
 import { busKeyField, endpointField, flag, identityKeyField, regionField, relayIdField, requestObject, sessionIdField, text, wgKeyField } from './request.ts';
-import { ClientSessionSchema, RelayRecordSchema } from './topology.events.ts';
+import { ClientSessionSchema, MeasurementSchema, RelayRecordSchema } from './topology.events.ts';
 
 // deno-lint-ignore no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
@@ -130,6 +130,11 @@ export const RegisterResponseSchema = z.object({
    * its receipts once per epoch of this many seconds. Absent (control planes before receipts): none.
    */
   receiptEpochSeconds: z.number().int().positive().optional(),
+  /**
+   * The capacity measurements under way that the relay takes part in (docs/proof-of-bandwidth.md,
+   * "Measuring"): a relay that resyncs over a MeasurementScheduled still learns of it. Absent: none.
+   */
+  measurements: z.array(MeasurementSchema).optional(),
 });
 export type RegisterResponse = z.infer<typeof RegisterResponseSchema>;
 

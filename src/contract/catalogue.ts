@@ -14,6 +14,10 @@ import {
   RelayEndpointChangedV1,
   RelayCapabilitiesChangedV1,
   RelayKeyRotatedV1,
+  MeasurementScheduledV1,
+  RelayMeasuredV1,
+  EpochSettledV1,
+  ReceiptDisputedV1,
   RelayLeftV1,
   type TopologyEvent,
 } from './topology.events.ts';
@@ -77,6 +81,10 @@ export const CATALOGUE = {
   RelayAdmitted: { kind: { stream: 'topology' }, versions: { 1: RelayAdmittedV1, 2: RelayAdmittedV2 }, upcast: { 1: upcastRelayAdmittedV1 } },
   RelayLeft: { kind: { stream: 'topology' }, versions: { 1: RelayLeftV1 } },
   RelayKeyRotated: { kind: { stream: 'topology' }, versions: { 1: RelayKeyRotatedV1 } },
+  MeasurementScheduled: { kind: { stream: 'topology' }, versions: { 1: MeasurementScheduledV1 } },
+  RelayMeasured: { kind: { stream: 'topology' }, versions: { 1: RelayMeasuredV1 } },
+  EpochSettled: { kind: { stream: 'topology' }, versions: { 1: EpochSettledV1 } },
+  ReceiptDisputed: { kind: { stream: 'topology' }, versions: { 1: ReceiptDisputedV1 } },
   RelayEndpointChanged: { kind: { stream: 'topology' }, versions: { 1: RelayEndpointChangedV1 } },
   RelayCapabilitiesChanged: { kind: { stream: 'topology' }, versions: { 1: RelayCapabilitiesChangedV1 } },
   ClientSessionOpened: {

@@ -50,6 +50,11 @@ export const RelayConfigV2 = RelayConfigV1.extend({
    * private sessions, issue 16) reads as false, so replay builds the table the relay had then.
    */
   privateSessions: z.boolean().optional(),
+  /**
+   * The relay's table lets its measurers reach its echo service over the mesh (Proof-of-Bandwidth);
+   * absent (before measurements, issue 17) reads as false.
+   */
+  echoService: z.boolean().optional(),
 }).strict();
 /** v4 records the configuration v2 (see {@link RelayConfigV2}); a v3 configuration reads with no allowed and no service ranges. */
 export const RelayStartedV4 = RelayStartedV2.extend({ config: RelayConfigV2.nullable() }).strict();

@@ -111,6 +111,76 @@ export const ClientSessionClosedV1 = z
   .object({ revision: Revision, sessionId: z.string().uuid(), entryId: RelayIdSchema, reason: z.enum(CLIENT_SESSION_CLOSE_REASONS) })
   .strict();
 
+/**
+ * A capacity measurement the control plane scheduled (docs/proof-of-bandwidth.md, "Measuring"): from
+ * `startsAt`, for `seconds`, each measurer sends `streams` TCP streams over its mesh link to the
+ * target's echo service, which must send every byte back; the target may carry at most a share `r` of
+ * other traffic meanwhile. The parties then sign and hand in their counts.
+ */
+export const MeasurementSchema = z
+  .object({
+    id: z.string().uuid(),
+    targetId: RelayIdSchema,
+    measurerIds: z.array(RelayIdSchema).min(1).max(8),
+    startsAt: z.string().datetime({ offset: true }),
+    seconds: z.number().int().min(2).max(120),
+    streams: z.number().int().min(1).max(8),
+    r: z.number().min(0).max(0.5),
+  })
+  .strict()
+  .refine((m) => new Set(m.measurerIds).size === m.measurerIds.length && !m.measurerIds.includes(m.targetId), 'measurers are distinct relays, not the target');
+export const MeasurementScheduledV1 = z.object({ revision: Revision, measurement: MeasurementSchema }).strict();
+/**
+ * A measurement concluded, signed by the control plane: the target's capacity (goodput with its
+ * background counted, and the line rate it implies, bytes per second), or why none was found:
+ * `rejected` (echoes corrupted, streams broken, nothing echoed) or `incomplete` (a measurer did not report).
+ */
+export const RelayMeasuredV1 = z
+  .object({
+    revision: Revision,
+    measurementId: z.string().uuid(),
+    relayId: RelayIdSchema,
+    outcome: z.enum(['measured', 'rejected', 'incomplete']),
+    capacity: z.number().int().min(0).nullable(),
+    lineRate: z.number().int().min(0).nullable(),
+    reason: z.string().max(512).nullable(),
+  })
+  .strict();
+
+/** The pseudo relay of the subjects of events about the whole network (EpochSettled): no relay has this id. */
+export const NETWORK_SUBJECT = 'network';
+
+/**
+ * An epoch of Proof-of-Bandwidth receipts was settled (docs/proof-of-bandwidth.md): how many relays
+ * reported, what was credited in all, and how many disputes were found (each also a ReceiptDisputed, up
+ * to MAX_DISPUTE_EVENTS). Settling an epoch again appends it again.
+ */
+export const EpochSettledV1 = z
+  .object({
+    revision: Revision,
+    epoch: z.number().int().min(0),
+    epochSeconds: z.number().int().min(1),
+    relays: z.number().int().min(0),
+    credited: z.number().int().min(0),
+    disputes: z.number().int().min(0),
+  })
+  .strict();
+/** The most ReceiptDisputed events one settlement appends (the rest are in pob_disputes, counted by EpochSettled). */
+export const MAX_DISPUTE_EVENTS = 64;
+const bytes = z.number().int().min(0);
+/** A dispute a settlement found (src/contract/pob-settle.ts): its kind and the relays and counts it concerns. */
+export const ReceiptDisputedV1 = z
+  .object({
+    revision: Revision,
+    epoch: z.number().int().min(0),
+    dispute: z.discriminatedUnion('kind', [
+      z.object({ kind: z.literal('disagree'), from: RelayIdSchema, to: RelayIdSchema, senderTx: bytes, receiverRx: bytes }).strict(),
+      z.object({ kind: z.literal('unmatched'), from: RelayIdSchema, to: RelayIdSchema, claimedBy: RelayIdSchema, bytes }).strict(),
+      z.object({ kind: z.literal('over-capacity'), relayId: RelayIdSchema, carried: bytes, cap: bytes }).strict(),
+    ]),
+  })
+  .strict();
+
 /** The topology event union: what the control plane publishes, signed, on `relaynet.topology.<relayId>.<event>`. */
 export type TopologyEvent =
   | Envelope<'RelayAdmitted', z.infer<typeof RelayAdmittedV2>>
@@ -120,7 +190,11 @@ export type TopologyEvent =
   | Envelope<'RelayCapabilitiesChanged', z.infer<typeof RelayCapabilitiesChangedV1>>
   | Envelope<'ClientSessionOpened', z.infer<typeof ClientSessionOpenedV2>>
   | Envelope<'ClientSessionExitChanged', z.infer<typeof ClientSessionExitChangedV2>>
-  | Envelope<'ClientSessionClosed', z.infer<typeof ClientSessionClosedV1>>;
+  | Envelope<'ClientSessionClosed', z.infer<typeof ClientSessionClosedV1>>
+  | Envelope<'MeasurementScheduled', z.infer<typeof MeasurementScheduledV1>>
+  | Envelope<'RelayMeasured', z.infer<typeof RelayMeasuredV1>>
+  | Envelope<'EpochSettled', z.infer<typeof EpochSettledV1>>
+  | Envelope<'ReceiptDisputed', z.infer<typeof ReceiptDisputedV1>>;
 
 export type TopologyEventType = TopologyEvent['type'];
 
@@ -145,6 +219,14 @@ export function topologySubjectRelay(e: TopologyEventData): string {
     case 'ClientSessionExitChanged':
     case 'ClientSessionClosed':
       return e.data.entryId;
+    case 'MeasurementScheduled':
+      return e.data.measurement.targetId;
+    case 'RelayMeasured':
+      return e.data.relayId;
+    case 'EpochSettled':
+      return NETWORK_SUBJECT;
+    case 'ReceiptDisputed':
+      return e.data.dispute.kind === 'over-capacity' ? e.data.dispute.relayId : e.data.dispute.from;
     default:
       return assertNever(e);
   }

@@ -16,6 +16,7 @@ import { type BusAuth, credsFileAuth } from '../bus/connection.ts';
 import { inboxPrefixFor } from '../contract/bus-auth.ts';
 import { startTopologyPublisher, type TopologyPublisher } from './topology-publisher.ts';
 import { DEFAULT_STREAM_LIMITS } from '../bus/stream-limits.ts';
+import { startPobScheduler } from './pob-scheduler.ts';
 
 export { loadOrCreateSecrets, SECRETS_FILE, topologyPublicKeyOf, type Secrets } from './secrets.ts';
 
@@ -62,6 +63,11 @@ export interface LocalControlPlaneOptions {
    * at registration); set at start when given, else the database's (300 by default).
    */
   receiptEpochSeconds?: number;
+  /**
+   * Measure every relay's capacity this often (seconds), one measurement at a time, the relay measured
+   * longest ago first (docs/proof-of-bandwidth.md, "On a schedule"); absent or 0: only on demand.
+   */
+  measureEverySeconds?: number;
   /** Copies of each JetStream stream the control plane creates (default 1; 3 on a 3-node NATS cluster). */
   streamReplicas?: number;
   /** Serve Prometheus metrics here (`--metrics-listen`: the gateway's requests, admissions, heartbeats, the publisher). */
@@ -252,6 +258,11 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     }
 
     const srk = await serviceRoleKey(secrets.jwtSecret);
+    if (opts.measureEverySeconds) {
+      const s = startPobScheduler({ url: gw.url, serviceRoleKey: srk, everySeconds: opts.measureEverySeconds, logger: opts.logger });
+      stops.push({ what: 'measurement schedule', stop: async () => s.stop() });
+      log.info({ measureEverySeconds: opts.measureEverySeconds }, 'capacity measurements on a schedule');
+    }
     // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).
     writePrivate(join(opts.stateDir, SERVICE_ROLE_KEY_FILE), srk + '\n');
     writePrivate(

@@ -41,6 +41,15 @@ import {
   type PobReportResponse,
   type SubmitReceiptsRequest,
   type SubmitReceiptsResponse,
+  PobStatusResponseSchema,
+  ScheduleMeasurementResponseSchema,
+  SubmitMeasurementResponseSchema,
+  type PobStatusRequest,
+  type PobStatusResponse,
+  type ScheduleMeasurementRequest,
+  type ScheduleMeasurementResponse,
+  type SubmitMeasurementRequest,
+  type SubmitMeasurementResponse,
 } from '../contract/api-pob.ts';
 import type { Logger } from '../lib/logger.ts';
 
@@ -184,6 +193,21 @@ export class ControlPlaneClient {
   /** Settle a closed epoch (settle-epoch, service role): credits and disputes. */
   settleEpoch(req: SettleEpochRequest, signal?: AbortSignal): Promise<SettleEpochResponse> {
     return this.#call('settle-epoch', req, SettleEpochResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
+  }
+
+  /** Have a relay's capacity measured (schedule-measurement, service role); not retried (each call schedules one). */
+  scheduleMeasurement(req: ScheduleMeasurementRequest, signal?: AbortSignal): Promise<ScheduleMeasurementResponse> {
+    return this.#call('schedule-measurement', req, ScheduleMeasurementResponseSchema, signal, ONCE);
+  }
+
+  /** Hand in a party's signed counts of a measurement (idempotent: the same report again stores nothing). */
+  submitMeasurement(req: SubmitMeasurementRequest, signal?: AbortSignal): Promise<SubmitMeasurementResponse> {
+    return this.#call('submit-measurement', req, SubmitMeasurementResponseSchema, signal, { attempts: 4, baseMs: 500, maxMs: 4_000 });
+  }
+
+  /** Capacity, measurements, credit and disputes per relay (pob-status, service role). */
+  pobStatus(req: PobStatusRequest = {}, signal?: AbortSignal): Promise<PobStatusResponse> {
+    return this.#call('pob-status', req, PobStatusResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
   }
 
   /** `body`: the request, or a function building it afresh for each attempt. */

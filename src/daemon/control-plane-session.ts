@@ -9,7 +9,7 @@ import type { Logger } from '../lib/logger.ts';
 import { generateWgKeyPair, loadOrCreateWgKey, loadWgKey } from '../lib/wg-keys.ts';
 import type { BusSession } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
-import type { SubmitReceiptsRequest, SubmitReceiptsResponse } from '../contract/api-pob.ts';
+import type { SubmitMeasurementRequest, SubmitMeasurementResponse, SubmitReceiptsRequest, SubmitReceiptsResponse } from '../contract/api-pob.ts';
 import { ControlPlaneClient, ControlPlaneError } from './control-plane-client.ts';
 import { natsDenyCidrs } from './control-plane-deny.ts';
 import { heartbeatActor } from './heartbeat.ts';
@@ -57,6 +57,8 @@ export interface ControlPlaneSession {
   receiptEpochSeconds(): number | null;
   /** Hand in an epoch's Proof-of-Bandwidth receipts. */
   submitReceipts(req: SubmitReceiptsRequest): Promise<SubmitReceiptsResponse>;
+  /** Hand in this relay's signed report of a capacity measurement. */
+  submitMeasurement(req: SubmitMeasurementRequest): Promise<SubmitMeasurementResponse>;
 }
 
 /**
@@ -174,6 +176,7 @@ export function controlPlaneSession(
     },
     receiptEpochSeconds: () => receiptEpochSeconds,
     submitReceipts: (req) => client.submitReceipts(req),
+    submitMeasurement: (req) => client.submitMeasurement(req),
     confirm: (sessionId, exitId) => {
       client.clientReady(cfg.relayId, sessionId, exitId).then(
         (r) => log.info({ sessionId, exitId, confirmed: r.confirmed }, 'session confirmed to the control plane'),

@@ -10,6 +10,7 @@ import { systemDeps, type Deps } from '../lib/deps.ts';
 import type { Logger } from '../lib/logger.ts';
 import { loadOrCreateIdentityKey } from '../lib/identity-key.ts';
 import { SOFTWARE } from '../lib/version.ts';
+import type { TopologyView } from '../events/topology.fold.ts';
 import { busSession, type BusSession, type RelayStartedEmission } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
 import { controlPlaneSession, type ControlPlaneSession } from './control-plane-session.ts';
@@ -21,6 +22,7 @@ import { metricsRefusal, relayMetrics, type RelayMetrics } from './relay-metrics
 import { NETWORK_SPACE } from '../kernel/egress.ts';
 import { parseListen, startMetricsServer, type ListenAddress, type MetricsServer } from '../lib/metrics-server.ts';
 import { startReceipts } from './receipts-session.ts';
+import { startMeasurements } from './measure-session.ts';
 
 /** What `progress()` reads: cheap enough to poll a thousand relays of one process. */
 export interface RelayProgress {
@@ -173,11 +175,29 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     now: deps.now,
   });
 
+  // Capacity measurements the relay takes part in, as its view learns of them.
+  const measurements = startMeasurements({
+    relayId: cfg.relayId,
+    identityKey: identity.privateKey,
+    links: () => status().links.map((l) => ({ peerId: l.peerId, device: l.device })),
+    observe: kernel.observe,
+    submit: controlPlane.submitMeasurement,
+    log,
+    now: deps.now,
+  });
+  let measurementsSeen: TopologyView['measurements'];
+  actor.subscribe((s) => {
+    if (s.context.view.measurements === measurementsSeen) return;
+    measurementsSeen = s.context.view.measurements;
+    measurements.update(s.context.view);
+  });
+
   const done = new Promise<number>((resolve) => {
     actor.subscribe({
       next: async (s) => {
         if (s.status !== 'done') return;
         receipts.stop();
+        measurements.stop();
         const failed = s.value === 'failed';
         kernel.stopped(s.context.tornDown.clients);
         await bus.close();
@@ -298,6 +318,7 @@ function clientOptionsOf(cfg: RelayConfig, keyFile: string, host: HostFacts): Cl
     serviceCidrs: cfg.serviceCidrs,
     clientPrefix6: host.clientPrefix6,
     privateSessions: true,
+    echoService: true,
   };
 }
 

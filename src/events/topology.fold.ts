@@ -1,5 +1,9 @@
 import { createHash } from 'node:crypto';
-import { assertNever, type ClientSession, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
+import type { z } from 'zod';
+import { assertNever, type ClientSession, type MeasurementSchema, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
+
+/** A capacity measurement as scheduled (MeasurementScheduled). */
+export type ScheduledMeasurement = z.infer<typeof MeasurementSchema>;
 
 /**
  * The topology as one relay believes it: every active relay (itself included) and the open client
@@ -19,7 +23,15 @@ export interface TopologyView {
   sessions: Readonly<Record<string, ClientSession>>;
   /** Whose sessions the view keeps (a relay id: those that concern it), or null for every session. */
   entry: string | null;
+  /**
+   * Capacity measurements scheduled and not yet concluded, by id: those `entry` takes part in (as target
+   * or measurer), or all when it is null. Absent: none. Not part of the view's digests (they pass).
+   */
+  measurements?: Readonly<Record<string, ScheduledMeasurement>>;
 }
+
+/** Whether a relay takes part in a measurement (its target or one of its measurers). */
+export const measurementConcerns = (m: ScheduledMeasurement, relayId: string): boolean => m.targetId === relayId || m.measurerIds.includes(relayId);
 
 export const EMPTY_TOPOLOGY: TopologyView = { revision: 0, relays: new Map(), sessions: {}, entry: null };
 
@@ -35,19 +47,24 @@ export const sessionConcerns = (s: ClientSession, relayId: string): boolean => s
 
 /**
  * The view a snapshot from `register-server` describes, keeping only the sessions that concern `entry`
- * (null: all; a control plane from before issue 15 sends every open session). Pure.
+ * (null: all; a control plane from before issue 15 sends every open session) and the measurements it
+ * takes part in. Pure.
  */
 export function seedTopology(
   revision: number,
   relays: readonly RelayRecord[],
   sessions: readonly ClientSession[] = [],
   entry: string | null = null,
+  measurements: readonly ScheduledMeasurement[] = [],
 ): TopologyView {
   const map = new Map<string, RelayRecord>();
   for (const r of relays) map.set(r.id, r);
   const open: Record<string, ClientSession> = {};
   for (const s of sessions) if (entry === null || sessionConcerns(s, entry)) open[s.id] = s;
-  return { revision, relays: map, sessions: open, entry };
+  const view: TopologyView = { revision, relays: map, sessions: open, entry };
+  const taking = measurements.filter((m) => entry === null || measurementConcerns(m, entry));
+  if (taking.length > 0) view.measurements = Object.fromEntries(taking.map((m) => [m.id, m]));
+  return view;
 }
 
 /** The open sessions that concern `relayId` (entering there, or private ones leaving there), by id. */
@@ -64,6 +81,7 @@ export function sessionsOfRelay(view: TopologyView, relayId: string): ClientSess
 export function evolveTopology(state: TopologyView, event: TopologyEvent): TopologyView {
   let relays = state.relays;
   let sessions = state.sessions;
+  let measurements = state.measurements;
   // The relays map is copied only by the events that change it (a session's events leave it as it is).
   const withRelay = (r: RelayRecord) => {
     relays = new Map(relays).set(r.id, r);
@@ -118,10 +136,26 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       }
       break;
     }
+    case 'MeasurementScheduled': {
+      const m = event.data.measurement;
+      if (state.entry === null || measurementConcerns(m, state.entry)) measurements = { ...measurements, [m.id]: m };
+      break;
+    }
+    // Settlements change nothing a relay holds: only the revision moves.
+    case 'EpochSettled':
+    case 'ReceiptDisputed':
+      break;
+    case 'RelayMeasured': {
+      if (measurements && event.data.measurementId in measurements) {
+        const { [event.data.measurementId]: _done, ...rest } = measurements;
+        measurements = rest;
+      }
+      break;
+    }
     default:
       assertNever(event);
   }
-  return { revision: event.data.revision, relays, sessions, entry: state.entry };
+  return { revision: event.data.revision, relays, sessions, entry: state.entry, ...(measurements ? { measurements } : {}) };
 }
 
 /**

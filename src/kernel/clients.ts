@@ -8,6 +8,7 @@ import { egressMapElements, egressRules, NETWORK_SPACE, refusedCounter, type Egr
 import { nftDigest } from './host-text.ts';
 import { embed6, embedCidr6 } from './ipv6.ts';
 import { kept } from '../lib/kept.ts';
+import { ECHO_PORT } from '../contract/pob-measure.ts';
 
 /**
  * The client side of the data path (docs/clients.md), as pure functions of the relay's record, its
@@ -55,6 +56,11 @@ export interface ClientOptions {
    * Always on in a running relay; off only to replay the log of a relay from before them.
    */
   privateSessions: boolean;
+  /**
+   * Let the measurers of a Proof-of-Bandwidth measurement reach the echo service over the mesh (TCP
+   * ECHO_PORT to the mesh address). Always on in a running relay; off only to replay an older log.
+   */
+  echoService: boolean;
 }
 
 export const DEFAULT_EXIT_TABLE_BASE = 100_000;
@@ -173,7 +179,10 @@ export const filterCounters = (privateSessions: boolean): FilterCounter[] =>
   (Object.keys(FILTER_COUNTERS) as FilterCounter[]).filter((c) => privateSessions || !PRIVATE_COUNTERS.includes(c));
 
 /** Everything the table needs besides the relay record: names, the client space, the egress policy. */
-export type NftOptions = Pick<ClientOptions, 'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs' | 'clientPrefix6' | 'privateSessions'>;
+export type NftOptions = Pick<
+  ClientOptions,
+  'wgPrefix' | 'clientSupernet' | 'denyCidrs' | 'allowCidrs' | 'serviceCidrs' | 'clientPrefix6' | 'privateSessions' | 'echoService'
+>;
 
 /** The egress policy of a relay with these options. */
 export const clientEgressRules = (opts: NftOptions): EgressRule[] =>
@@ -197,6 +206,7 @@ export function clientNftBody(self: RelayRecord, opts: NftOptions): string {
     opts.serviceCidrs,
     opts.clientPrefix6,
     opts.privateSessions,
+    opts.echoService,
   ]);
   const known = nftBodies.get(key);
   if (known !== undefined) return known;
@@ -270,9 +280,11 @@ function buildClientNftBody(self: RelayRecord, opts: NftOptions): string {
     '    type filter hook input priority filter; policy accept;',
     `    iifname "${dev}" counter name "client_input" drop`,
     ...p(`    iifname "${pdev}" counter name "client_input" drop`),
-    // Over a mesh link the relay answers pings to its mesh address and its own connections' replies, nothing else.
+    // Over a mesh link the relay answers pings to its mesh address, its own connections' replies, and
+    // its echo service (open only while it is measured, to its measurers only; docs/proof-of-bandwidth.md).
     `    iifname "${links}" ct state established,related accept`,
     `    iifname "${links}" ip daddr ${self.meshAddress} icmp type echo-request accept`,
+    ...(opts.echoService ? [`    iifname "${links}" ip daddr ${self.meshAddress} tcp dport ${ECHO_PORT} accept`] : []),
     // Exit: private sessions' datagrams, forwarded by their entries over the mesh.
     ...p(`    iifname "${links}" ip daddr ${self.meshAddress} udp dport ${privatePort} accept`),
     `    iifname "${links}" counter name "mesh_input" drop`,

@@ -539,6 +539,7 @@ export class RelayReplay {
         serviceCidrs: c.serviceCidrs,
         clientPrefix6: c.clientPrefix6 ?? null,
         privateSessions: c.privateSessions ?? false,
+        echoService: c.echoService ?? false,
       },
       originalSysctls: c.sysctlsBefore,
     };

@@ -47,9 +47,12 @@ describe('Edge Function runner', () => {
       'heartbeat',
       'list-clients',
       'pob-report',
+      'pob-status',
       'register-server',
       'revoke-token',
+      'schedule-measurement',
       'settle-epoch',
+      'submit-measurement',
       'submit-receipts',
       'switch-exit',
     ]);

@@ -129,6 +129,8 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       'pob_capacity',
       'pob_credits',
       'pob_disputes',
+      'pob_measurement_reports',
+      'pob_measurements',
       'pob_receipts',
       'pob_roots',
       'pob_settlements',

@@ -12,6 +12,7 @@ import { tempDir } from '../support/temp.ts';
 import { functionNames } from '../../src/control-plane/functions.ts';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { signEpoch } from '../../src/contract/pob-receipts.ts';
+import { signReport } from '../../src/contract/pob-measure.ts';
 
 /**
  * Issue 14, part 7: generated malformed requests through every Edge Function, each served by the real
@@ -46,6 +47,9 @@ const FUNCTIONS = [
   'submit-receipts',
   'pob-report',
   'settle-epoch',
+  'schedule-measurement',
+  'submit-measurement',
+  'pob-status',
 ] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
@@ -87,6 +91,18 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
     const root = await signEpoch('relay-1', epoch, EPOCH_SECONDS, receipts, (d) => sign(null, d, identity.privateKey));
     return { relayId: 'relay-1', epoch, epochSeconds: EPOCH_SECONDS, root: root.root, signature: root.signature, receipts };
   }
+  // Two capacity measurements: M1 over (target relay-3, measurers relay-1 and relay-2), M2 not yet
+  // (target relay-2, measurer relay-1). relay-1's signed report of M1 is the valid submission.
+  const M1 = '00000000-0000-4000-8000-00000000c001';
+  const M2 = '00000000-0000-4000-8000-00000000c002';
+  const measurerReport = async (measurementId: string, relayId: string) => {
+    const r = await signReport(
+      { measurementId, relayId, role: 'measurer' as const, echoed: [1000, 2000, 3000, 4000], checks: 40, failures: 0, error: null },
+      (d) => sign(null, d, identity.privateKey),
+    );
+    return { ...r } as Record<string, unknown>;
+  };
+  let measurementBody: Record<string, unknown> = {};
   let receiptsBody: Record<string, unknown> = {};
   let conflictingReceipts: Record<string, unknown> = {};
 
@@ -162,6 +178,10 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
     // relay-1's receipts of the epoch before the last are in; the last epoch's are not (the valid request).
     expect((await post('submit-receipts', await receiptsOf(closedEpoch - 1, 1000), tokens['relay-1']!)).status).toBe(200);
     conflictingReceipts = await receiptsOf(closedEpoch - 1, 5000);
+    await sql`insert into relaynet.pob_measurements (id, target_id, measurer_ids, starts_at, seconds, streams, r)
+              values (${M1}, 'relay-3', ${['relay-1', 'relay-2']}, clock_timestamp() - interval '20 seconds', 4, 2, 0.1),
+                     (${M2}, 'relay-2', ${['relay-1']}, clock_timestamp() + interval '1 day', 4, 2, 0.1)`;
+    measurementBody = await measurerReport(M1, 'relay-1');
     receiptsBody = await receiptsOf(closedEpoch, 1000);
   });
 
@@ -259,6 +279,13 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'submit-receipts': { body: receiptsBody, good: ['service', 'relay-1'] },
         'pob-report': { body: { epoch: closedEpoch - 1, relayId: 'relay-1' }, good: ['service', 'relay-1'], optional: ['epoch', 'relayId'] },
         'settle-epoch': { body: { epoch: closedEpoch - 1 }, good: ['service'] },
+        'schedule-measurement': {
+          body: { relayId: 'relay-1', measurerIds: ['relay-3'], seconds: 10, streams: 2, r: 0.1, startsInSeconds: 5 },
+          good: ['service'],
+          optional: ['measurerIds', 'seconds', 'streams', 'r', 'startsInSeconds'],
+        },
+        'submit-measurement': { body: measurementBody, good: ['service', 'relay-1'], optional: ['error'] },
+        'pob-status': { body: { relayId: 'relay-1' }, good: ['service'], optional: ['relayId'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -291,6 +318,19 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'peerId',
         'txBytes',
         'rxBytes',
+        'measurerIds',
+        'measurers',
+        'seconds',
+        'streams',
+        'r',
+        'startsInSeconds',
+        'measurementId',
+        'role',
+        'echoed',
+        'checks',
+        'failures',
+        'error',
+        'background',
       ]);
 
       // Tokens of the wrong party for a function (403), with the body they are refused for.
@@ -308,6 +348,9 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'submit-receipts': [{ token: 'alice' }, { token: 'relay-2' }],
         'pob-report': [{ token: 'alice' }, { token: 'relay-2' }],
         'settle-epoch': [{ token: 'alice' }, { token: 'relay-1' }],
+        'schedule-measurement': [{ token: 'alice' }, { token: 'relay-1' }],
+        'submit-measurement': [{ token: 'alice' }, { token: 'relay-2' }],
+        'pob-status': [{ token: 'alice' }, { token: 'relay-1' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -357,6 +400,23 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'pob-report': [],
         // An epoch not over yet.
         'settle-epoch': [fc.constant({ epoch: closedEpoch + 3 })],
+        'schedule-measurement': [
+          fc.constant({ relayId: 'relay-2' }), // M2 is open
+          fc.constant({ relayId: 'relay-4' }), // left
+          ghost.map((relayId) => ({ relayId })),
+          fc.constant({ relayId: 'relay-1', measurerIds: ['relay-4'] }), // a measurer that left
+          ghost.map((id) => ({ relayId: 'relay-1', measurerIds: [id] })),
+          fc.constant({ relayId: 'relay-1', measurerIds: ['relay-1'] }), // itself
+        ],
+        'submit-measurement': [
+          fc.constant({ ...measurementBody, measurementId: M2 }), // not over yet
+          uuid.filter((u) => u !== M1 && u !== M2).map((measurementId) => ({ ...measurementBody, measurementId })), // unknown
+          fc.constant({ ...measurementBody, relayId: 'relay-3' }), // the target, not a measurer
+          fc.constant({ ...measurementBody, relayId: 'relay-2' }), // a measurer with no identity key
+          fc.constant({ ...measurementBody, echoed: [1000, 2000, 3000, 4001] }), // not what was signed
+          fc.constant({ ...measurementBody, echoed: [1000, 2000, 3000] }), // not one per second
+        ],
+        'pob-status': [uuid.filter((u) => u !== M1 && u !== M2).map((measurementId) => ({ measurementId }))],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');

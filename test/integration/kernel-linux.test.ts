@@ -432,6 +432,7 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
       serviceCidrs: ['198.18.0.2/32'],
       clientPrefix6: 'fd64::/96',
       privateSessions: true,
+      echoService: true,
     });
     const desired: DesiredHostState = {
       devices: new Map(),

@@ -229,6 +229,15 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth receipts on
       ['disagree', 'relay-a'],
       ['over-capacity', 'relay-a'],
     ]);
+    // Each settlement appended EpochSettled and a ReceiptDisputed per dispute, signed like every topology event.
+    const events = await sql`select type, payload from relaynet.topology_events where type in ('EpochSettled', 'ReceiptDisputed') order by revision`;
+    const settledEvents = events.map((e) => [e.type, JSON.parse(e.payload as string).data]).map(([t, d]) => [t, { ...d, revision: undefined }]);
+    const once = [
+      ['EpochSettled', { revision: undefined, epoch, epochSeconds: E, relays: 2, credited: 60 * MB, disputes: 2 }],
+      ['ReceiptDisputed', { revision: undefined, epoch, dispute: r.disputes[0] }],
+      ['ReceiptDisputed', { revision: undefined, epoch, dispute: r.disputes[1] }],
+    ];
+    expect(settledEvents).toEqual([...once, ...once]);
     // Not an open epoch, not a relay's token.
     const open = await call('settle-epoch', { epoch: E0 + 3 }, cp.serviceRoleKey);
     expect([open.status, open.body.error]).toEqual([409, 'epoch_open']);

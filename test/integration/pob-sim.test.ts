@@ -6,7 +6,6 @@ import type { PobReportResponse } from '../../src/contract/api-pob.ts';
 import { settleEpoch } from '../../src/contract/pob-settle.ts';
 import { eventually, RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
 import { readManifest, type Manifest } from '../../src/sim/manifest.ts';
-import { CONTROL_PLANE_URL } from '../../src/sim/layout.ts';
 import { tempDir } from '../support/temp.ts';
 import { simCli, statusUntil } from '../support/sim-cli.ts';
 
@@ -36,24 +35,8 @@ describe('Proof-of-Bandwidth receipts in a sim', () => {
       if (r.exitCode !== 0) throw new Error(`sim down failed:\n${r.stdout}\n${r.stderr}`);
     })());
 
-  /** The operator's CLI in the sim's internet namespace (where the control plane is reached), with the service-role key. */
-  const pob = (args: string[]) =>
-    execa(
-      'ip',
-      [
-        'netns',
-        'exec',
-        `rcs-${m.simId}-inet`,
-        RELAY_CORE_BIN,
-        'pob',
-        ...args,
-        '--control-plane-url',
-        CONTROL_PLANE_URL,
-        '--token-file',
-        m.controlPlane.serviceRoleKeyFile,
-      ],
-      { reject: false, timeout: 60_000 },
-    );
+  /** The operator's `relay-core pob` against the sim's control plane (`--sim`: its service-role key). */
+  const pob = (args: string[]) => execa(RELAY_CORE_BIN, ['pob', ...args, '--sim', dir], { reject: false, timeout: 60_000 });
   const report = async (relay: string, epoch: number): Promise<PobReportResponse> => {
     const r = await pob(['receipts', '--relay', relay, '--epoch', String(epoch), '--json']);
     if (r.exitCode !== 0) throw new Error(`pob receipts: ${r.stderr}`);

@@ -32,6 +32,7 @@ export const clientsInput: ClientsInput = {
     serviceCidrs: [],
     clientPrefix6: null,
     privateSessions: true,
+    echoService: true,
   },
   idleAfterMs: 30_000,
   originalSysctls: { 'net.ipv4.ip_forward': '0', 'net.ipv4.conf.all.rp_filter': '1' },

@@ -4,7 +4,7 @@ import fc from 'fast-check';
  * Generators of malformed values shared by the fuzz tests (test/unit/fuzz-topology.test.ts,
  * test/integration/fuzz-functions.test.ts). A mutation says whether it is certain to make the message
  * invalid (`mustReject`): values no field of any event or request accepts (objects, arrays, strings of
- * more than 300 characters, non-positive fractions), field-specific bad values (a CIDR with host bits
+ * more than 300 characters, negative fractions and 0.75), field-specific bad values (a CIDR with host bits
  * for a pool, a 31-byte key for a key), missing required fields and unknown fields. Other mutations
  * (any JSON value, unicode, control characters) may by chance be valid; the tests then only require
  * that nothing throws and that what is accepted is what a valid message would do.
@@ -56,7 +56,8 @@ export const alwaysInvalid = fc.oneof(
   fc.array(fc.jsonValue({ maxDepth: 1 }), { minLength: 1, maxLength: 3 }),
   fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 1 }), { minKeys: 1, maxKeys: 3 }),
   fc.integer({ min: 300, max: 3000 }).chain((n) => fc.constantFrom('x'.repeat(n), `relay-${'a'.repeat(n)}`, `${'\u0000'.repeat(n)}`, '💥'.repeat(n))),
-  fc.constantFrom(-0.5, -1.5, 0.25),
+  // Fractions no field takes: negative, or above the largest share a measurement allows (r ≤ 0.5).
+  fc.constantFrom(-0.5, -1.5, 0.75),
 );
 
 /** Bad WireGuard keys: wrong length, not canonical, not base64. */

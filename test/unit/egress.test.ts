@@ -6,7 +6,7 @@ import { relay } from '../support/given.ts';
 const none = { denyCidrs: [] as string[], allowCidrs: [] as string[], serviceCidrs: [] as string[] } satisfies EgressOptions;
 const r1 = relay(1);
 const nft = (o: Partial<NftOptions> = {}) =>
-  clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, privateSessions: true, ...none, ...o });
+  clientNftBody(r1, { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, privateSessions: true, echoService: true, ...none, ...o });
 
 /** The elements of one family's verdict map in a rendered table body, as `cidr reason`. */
 function mapElements(body: string, family: 'v4' | 'v6'): string[] {
@@ -47,7 +47,7 @@ describe('the nftables body of a relay', () => {
       nft({ clientPrefix6: 'fd64::/96' }),
       clientNftBody(
         { ...r1, meshAddress: '100.64.0.9' },
-        { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, privateSessions: true, ...none },
+        { wgPrefix: 'rc', clientSupernet: '100.96.0.0/11', clientPrefix6: null, privateSessions: true, echoService: true, ...none },
       ),
     ])
       expect(other).not.toBe(base);
@@ -155,11 +155,16 @@ describe('egress policy, pure', () => {
     expect(without).not.toContain('refused_service');
   });
 
-  it('mesh links: foreign sources dropped by the route back, forwarded traffic only from client space, the relay itself reachable only by ping', () => {
+  it('mesh links: foreign sources dropped by the route back, forwarded traffic only from client space, the relay itself reachable only by ping and its measurement echo service', () => {
     const body = nft();
     expect(body).toContain('iifname "rc1m*" ip saddr 100.64.0.0/10 fib saddr . iif oif missing counter name "mesh_spoofed" drop');
     expect(body).toContain('iifname "rc1m*" ip saddr != 100.96.0.0/11 counter name "mesh_foreign" drop');
     expect(body).toContain('iifname "rc1m*" ip daddr 100.64.0.1 icmp type echo-request accept');
+    // The echo service of Proof-of-Bandwidth measurements (open only while measured, to the measurers).
+    expect(body).toContain('iifname "rc1m*" ip daddr 100.64.0.1 tcp dport 51900 accept');
+    expect(body.indexOf('tcp dport 51900 accept')).toBeLessThan(body.indexOf('counter name "mesh_input" drop'));
+    // A relay from before measurements, replayed, had no such rule.
+    expect(nft({ echoService: false })).not.toContain('tcp dport 51900');
     expect(body).toContain('iifname "rc1m*" counter name "mesh_input" drop');
     expect(body).toContain('iifname "rc1c" counter name "client_input" drop');
     // The spoofing check comes before anything that accepts a mesh packet: at prerouting, for the relay and what it forwards.
@@ -193,6 +198,7 @@ describe('egress policy, pure', () => {
       clientSupernet: '100.96.0.0/11',
       clientPrefix6: null,
       privateSessions: true,
+      echoService: true,
       ...none,
     });
     expect(low).not.toContain('counter name "private_unmapped" drop');

@@ -38,6 +38,7 @@ const base: ClientOptions = {
   serviceCidrs: [],
   clientPrefix6: 'fd64::/96',
   privateSessions: true,
+  echoService: true,
 };
 const SCOPE: KernelScope = clientScope(self, base);
 const DEV = clientDevice('rc', 1);

@@ -43,6 +43,7 @@ const clients: ClientOptions = {
   serviceCidrs: ['198.18.0.2/32'],
   clientPrefix6: 'fd64::/96',
   privateSessions: true,
+  echoService: true,
 };
 const meshOpts = { wgPrefix: 'rc', keepaliveSeconds: 25, mtu: 1420, privateKeyFile: keyFile, exitTableBase: 100_000, clientPrefix6: 'fd64::/96' };
 

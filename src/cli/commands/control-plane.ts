@@ -66,6 +66,7 @@ export const controlPlane: Action = async (v) => {
         natsAuthOut: str(v.natsAuthOut),
         heartbeatSeconds,
         receiptEpochSeconds: v.receiptEpoch as number | undefined,
+        measureEverySeconds: (v.measureEvery as number | undefined) ?? 0,
         streamReplicas: v.streamReplicas as number,
         metricsListen,
         logger: log,

@@ -1,27 +1,47 @@
-import type { PobReportResponse } from '../../contract/api-pob.ts';
+import type { MeasurementState, PobReportResponse } from '../../contract/api-pob.ts';
+import { REPORT_GRACE_SECONDS } from '../../contract/pob-measure.ts';
 import { inclusionProof, verifyEpoch, verifyInclusion } from '../../contract/pob-receipts.ts';
 import { ControlPlaneError } from '../../daemon/control-plane-client.ts';
 import { table } from '../../lib/table.ts';
 import { CliError, requireStr, str, type Action, type Values } from '../args.ts';
 import { connect } from './client.ts';
+import { reexecInSim, simDir, withoutSim } from '../bus-options.ts';
 
-/** `relay-core pob receipts|verify`: Proof-of-Bandwidth receipts as the relays signed them (docs/proof-of-bandwidth.md). */
+/**
+ * `relay-core pob receipts|verify|settle|measure|status`: Proof-of-Bandwidth receipts as the relays signed
+ * them, settling epochs, measuring capacity, and the state of it all (docs/proof-of-bandwidth.md).
+ */
 
-async function report(v: Values, relayId: string | undefined): Promise<PobReportResponse> {
+/** A control-plane call whose refusal (or absence) ends the command with its message, exit 1. */
+async function called<T>(call: () => Promise<T>): Promise<T> {
   try {
-    return await connect(v, 'the service-role key, or a relay token').pobReport({
-      ...(typeof v.epoch === 'number' ? { epoch: v.epoch } : {}),
-      ...(relayId ? { relayId } : {}),
-    });
+    return await call();
   } catch (e) {
     if (e instanceof ControlPlaneError) throw new CliError(e.message, 1);
     throw e;
   }
 }
 
+function report(v: Values, relayId: string | undefined): Promise<PobReportResponse> {
+  return called(() =>
+    connect(v, 'the service-role key, or a relay token').pobReport({
+      ...(typeof v.epoch === 'number' ? { epoch: v.epoch } : {}),
+      ...(relayId ? { relayId } : {}),
+    }),
+  );
+}
+
 const out = (s: string) => process.stdout.write(`${s}\n`);
 
-export const receipts: Action = async (v) => {
+/** `--sim [DIR]`: the same command inside a running sim's network namespace, at its control plane, with its service-role key. */
+const viaSim =
+  (action: (v: Values) => Promise<number>): Action =>
+  (v, ctx) => {
+    const sim = simDir(v);
+    return sim === null ? action(v) : reexecInSim(sim, 'pob', withoutSim(ctx.argv).rest, 'control-plane');
+  };
+
+export const receipts: Action = viaSim(async (v) => {
   const r = await report(v, str(v.relay));
   if (v.json) {
     out(JSON.stringify(r));
@@ -47,9 +67,9 @@ export const receipts: Action = async (v) => {
       out(line);
   }
   return 0;
-};
+});
 
-export const verify: Action = async (v) => {
+export const verify: Action = viaSim(async (v) => {
   const relayId = requireStr(v.relay, 'relay');
   const peer = str(v.peer);
   const r = await report(v, relayId);
@@ -94,17 +114,12 @@ export const verify: Action = async (v) => {
     if (proof) for (const s of proof.proof) out(`  ${s.left ? 'left ' : 'right'} ${s.hash}`);
   }
   return ok ? 0 : 1;
-};
+});
 
-export const settle: Action = async (v) => {
+export const settle: Action = viaSim(async (v) => {
   if (typeof v.epoch !== 'number') throw new CliError('missing --epoch', 2);
-  let r: Awaited<ReturnType<ReturnType<typeof connect>['settleEpoch']>>;
-  try {
-    r = await connect(v, 'the service-role key').settleEpoch({ epoch: v.epoch });
-  } catch (e) {
-    if (e instanceof ControlPlaneError) throw new CliError(e.message, 1);
-    throw e;
-  }
+  const epoch = v.epoch;
+  const r = await called(() => connect(v, 'the service-role key').settleEpoch({ epoch }));
   if (v.json) {
     out(JSON.stringify(r));
     return 0;
@@ -122,4 +137,82 @@ export const settle: Action = async (v) => {
     out(line);
   for (const d of r.disputes) out(`dispute ${JSON.stringify(d)}`);
   return 0;
-};
+});
+
+const mbit = (bytesPerSecond: number | null) => (bytesPerSecond === null ? '-' : `${((bytesPerSecond * 8) / 1e6).toFixed(1)} Mbit/s`);
+
+function describeMeasurement(m: MeasurementState): string {
+  const at = `${m.measurement.id} (${m.measurement.seconds} s from ${m.measurement.startsAt}, measurers ${m.measurement.measurerIds.join(', ')})`;
+  if (m.state === 'scheduled') return `${at}: under way, reported: ${m.reported.join(', ') || 'none yet'}`;
+  if (m.state === 'measured') return `${at}: measured ${mbit(m.capacity)} goodput, line rate ${mbit(m.lineRate)}`;
+  return `${at}: ${m.state}: ${m.reason}`;
+}
+
+export const measure: Action = viaSim(async (v) => {
+  const relayId = requireStr(v.relay, 'relay');
+  const measurers = str(v.measurers)
+    ?.split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  const cp = connect(v, 'the service-role key');
+  const scheduled = await called(() =>
+    cp.scheduleMeasurement({
+      relayId,
+      ...(measurers?.length ? { measurerIds: measurers } : { measurers: Number(v.count) }),
+      seconds: Number(v.seconds),
+      streams: Number(v.streams),
+      r: Number(v.r),
+      startsInSeconds: Number(v.startsIn),
+    }),
+  );
+  const m = scheduled.measurement;
+  if (!v.wait) {
+    out(
+      v.json
+        ? JSON.stringify(scheduled)
+        : `measurement ${m.id} of ${m.targetId} scheduled: ${m.seconds} s from ${m.startsAt}, measurers ${m.measurerIds.join(', ')}`,
+    );
+    return 0;
+  }
+  if (!v.json) out(`measurement ${m.id} of ${m.targetId}: ${m.seconds} s from ${m.startsAt}, measurers ${m.measurerIds.join(', ')}; waiting`);
+  const until = Date.parse(m.startsAt) + (m.seconds + REPORT_GRACE_SECONDS + 30) * 1000;
+  let state: MeasurementState | null = null;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    try {
+      state = (await cp.pobStatus({ measurementId: m.id, relayId })).measurement;
+    } catch (e) {
+      if (!(e instanceof ControlPlaneError) || e.kind === 'refused') throw new CliError(e instanceof Error ? e.message : String(e), 1);
+    }
+    if (state && state.state !== 'scheduled') break;
+    if (Date.now() > until) throw new CliError(`measurement ${m.id} not concluded by ${new Date(until).toISOString()}`, 1);
+  }
+  out(v.json ? JSON.stringify(state) : describeMeasurement(state));
+  return state.state === 'measured' ? 0 : 1;
+});
+
+export const status: Action = viaSim(async (v) => {
+  const relayId = str(v.relay);
+  const r = await called(() => connect(v, 'the service-role key').pobStatus(relayId ? { relayId } : {}));
+  if (v.json) {
+    out(JSON.stringify(r));
+    return 0;
+  }
+  for (const line of table(
+    [{}, { align: 'right' }, {}, {}, { align: 'right' }, { align: 'right' }],
+    [
+      ['RELAY', 'CAPACITY', 'MEASURED AT', 'LAST MEASUREMENT', 'CREDIT', 'DISPUTES'],
+      ...r.relays.map((x) => [
+        x.relayId,
+        mbit(x.capacity),
+        x.measuredAt ?? '-',
+        x.lastMeasurement ? (x.lastMeasurement.state === 'scheduled' ? 'under way' : x.lastMeasurement.state) : '-',
+        x.lastCredit ? `${x.lastCredit.credit} B (epoch ${x.lastCredit.epoch})` : '-',
+        String(x.disputes),
+      ]),
+    ],
+  ))
+    out(line);
+  for (const x of r.relays) if (x.lastMeasurement && x.lastMeasurement.state !== 'measured') out(`${x.relayId}: ${describeMeasurement(x.lastMeasurement)}`);
+  return 0;
+});

@@ -213,6 +213,7 @@ function upSettings(v: Values): BuildOpts {
     observeIntervalMs: v.observeInterval as number,
     heartbeatSeconds: 5,
     ...(v.receiptEpoch !== undefined ? { receiptEpochSeconds: v.receiptEpoch as number } : {}),
+    ...(v.measureEvery ? { measureEverySeconds: v.measureEvery as number } : {}),
     logLevel: v.logLevel as Settings['logLevel'],
     natsNodes: v.nats as number,
   };

@@ -7,6 +7,7 @@ import type { Sql, Tx } from './db.ts';
 import { importSigningKey, signPayload, type SigningKey } from './sign.ts';
 import { HttpError } from './http.ts';
 import type { Principal } from './jwt.ts';
+import { REPORT_GRACE_SECONDS } from '../../../src/contract/pob-measure.ts';
 import { buildTopologyEvent, eventData, type BuiltEvent, type EventSpec, type RelayRecord } from './topology-events.ts';
 
 export interface Revision {
@@ -226,11 +227,16 @@ export async function touchActive(sql: Sql | Tx, relayId: string): Promise<boole
   return rows.length > 0;
 }
 
-/** Whether a sweep has anything to do: an open session past its expiry, or an active relay silent past `expireSeconds`. Reads only. */
+/**
+ * Whether a sweep has anything to do: an open session past its expiry, an active relay silent past
+ * `expireSeconds`, or a measurement past its end and grace with reports missing. Reads only.
+ */
 export async function sweepDue(sql: Sql | Tx, expireSeconds: number): Promise<boolean> {
   const [r] = await sql`select exists (select 1 from relaynet.client_sessions where status = 'open' and expires_at <= clock_timestamp())
                             or exists (select 1 from relaynet.relays where status = 'active'
-                                       and last_seen < clock_timestamp() - make_interval(secs => ${expireSeconds})) as due`;
+                                       and last_seen < clock_timestamp() - make_interval(secs => ${expireSeconds}))
+                            or exists (select 1 from relaynet.pob_measurements where state = 'scheduled'
+                                       and starts_at + make_interval(secs => seconds + ${REPORT_GRACE_SECONDS}) < clock_timestamp()) as due`;
   return r!.due === true;
 }
 

@@ -5,6 +5,8 @@
 // Pure: id and time come in.
 import { currentVersion } from '../../../src/contract/catalogue.ts';
 import { CONTROL_PLANE_SOURCE, type Envelope } from '../../../src/contract/envelope.ts';
+import type { Measurement } from '../../../src/contract/pob-measure.ts';
+import type { Dispute } from '../../../src/contract/pob-settle.ts';
 import { topologySubject } from '../../../src/contract/subjects.ts';
 import type {
   ClientSession,
@@ -29,7 +31,19 @@ export type EventSpec =
   | { type: 'ClientSessionOpened'; session: ClientSession }
   /** `session`: the session after the change (its new exit takes a private one from it). */
   | { type: 'ClientSessionExitChanged'; session: ClientSession; previousExitId: string }
-  | { type: 'ClientSessionClosed'; sessionId: string; entryId: string; reason: ClientSessionCloseReason };
+  | { type: 'ClientSessionClosed'; sessionId: string; entryId: string; reason: ClientSessionCloseReason }
+  | { type: 'MeasurementScheduled'; measurement: Measurement }
+  | {
+      type: 'RelayMeasured';
+      measurementId: string;
+      relayId: string;
+      outcome: 'measured' | 'rejected' | 'incomplete';
+      capacity: number | null;
+      lineRate: number | null;
+      reason: string | null;
+    }
+  | { type: 'EpochSettled'; epoch: number; epochSeconds: number; relays: number; credited: number; disputes: number }
+  | { type: 'ReceiptDisputed'; epoch: number; dispute: Dispute };
 
 export interface BuiltEvent {
   id: string;
@@ -70,6 +84,52 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord 
       };
     case 'ClientSessionClosed':
       return { type: 'ClientSessionClosed', data: { revision, sessionId: spec.sessionId, entryId: spec.entryId, reason: spec.reason } };
+    case 'MeasurementScheduled': {
+      const m = spec.measurement;
+      return {
+        type: 'MeasurementScheduled',
+        data: {
+          revision,
+          measurement: {
+            id: m.id,
+            targetId: m.targetId,
+            measurerIds: [...m.measurerIds],
+            startsAt: m.startsAt,
+            seconds: m.seconds,
+            streams: m.streams,
+            r: m.r,
+          },
+        },
+      };
+    }
+    case 'RelayMeasured':
+      return {
+        type: 'RelayMeasured',
+        data: {
+          revision,
+          measurementId: spec.measurementId,
+          relayId: spec.relayId,
+          outcome: spec.outcome,
+          capacity: spec.capacity,
+          lineRate: spec.lineRate,
+          reason: spec.reason === null ? null : spec.reason.slice(0, 512),
+        },
+      };
+    case 'EpochSettled':
+      return {
+        type: 'EpochSettled',
+        data: { revision, epoch: spec.epoch, epochSeconds: spec.epochSeconds, relays: spec.relays, credited: spec.credited, disputes: spec.disputes },
+      };
+    case 'ReceiptDisputed': {
+      const d = spec.dispute;
+      const dispute =
+        d.kind === 'disagree'
+          ? { kind: d.kind, from: d.from, to: d.to, senderTx: d.senderTx, receiverRx: d.receiverRx }
+          : d.kind === 'unmatched'
+            ? { kind: d.kind, from: d.from, to: d.to, claimedBy: d.claimedBy, bytes: d.bytes }
+            : { kind: d.kind, relayId: d.relayId, carried: d.carried, cap: d.cap };
+      return { type: 'ReceiptDisputed', data: { revision, epoch: spec.epoch, dispute } };
+    }
   }
 }
 

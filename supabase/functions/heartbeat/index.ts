@@ -36,6 +36,7 @@ Deno.serve(
         const s = await sweepTopology(sql, await store.topologySigningKey(env.signingSeed), requestId, env.heartbeatSeconds);
         if (s.sessionsExpired) log.sessionsExpired = s.sessionsExpired;
         if (s.relaysExpired.length) log.relaysExpired = s.relaysExpired;
+        if (s.measurementsConcluded) log.measurementsConcluded = s.measurementsConcluded;
       } catch (e) {
         // The heartbeat itself succeeded; the next one sweeps again.
         log.sweepError = e instanceof Error ? e.message : String(e);

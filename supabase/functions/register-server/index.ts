@@ -11,6 +11,7 @@ import { relayBusCredential } from '../_shared/bus.ts';
 import { allocate } from '../_shared/addresses.ts';
 import { openSessionRecords } from '../_shared/client-store.ts';
 import { db } from '../_shared/db.ts';
+import { openMeasurementsOf } from '../_shared/measurements.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
@@ -59,7 +60,8 @@ Deno.serve(
         const sessions = await openSessionRecords(tx, req.relayId);
         const [settings] = await tx`select pob_epoch_seconds from relaynet.settings`;
         const receiptEpochSeconds = Number(settings!.pob_epoch_seconds);
-        return { self, relays, sessions, events, readmitted: decision.action === 'readmit', receiptEpochSeconds, ...rev };
+        const measurements = await openMeasurementsOf(tx, req.relayId);
+        return { self, relays, sessions, measurements, events, readmitted: decision.action === 'readmit', receiptEpochSeconds, ...rev };
       });
       log.events = result.events.map((e) => e.type);
       log.revision = result.revision;
@@ -82,6 +84,7 @@ Deno.serve(
         heartbeatIntervalSeconds: env.heartbeatSeconds,
         epoch: result.epoch,
         receiptEpochSeconds: result.receiptEpochSeconds,
+        ...(result.measurements.length ? { measurements: result.measurements } : {}),
       } satisfies RegisterResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },

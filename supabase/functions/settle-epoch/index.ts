@@ -3,7 +3,8 @@
 // direction of each link is credited with what both ends signed, each relay with what it sent and
 // received, capped by its measured capacity (pob_capacity; a relay never measured gets none), and the
 // disputes are found (src/contract/pob-settle.ts). Kept in pob_settlements, pob_credits, pob_disputes;
-// settling again replaces the epoch's settlement, so late receipts count. Service role only.
+// settling again replaces the epoch's settlement, so late receipts count. Each settlement appends
+// EpochSettled and a ReceiptDisputed per dispute (at most MAX_DISPUTE_EVENTS). Service role only.
 import { SettleEpochRequestSchema, type SettleEpochResponse } from '../../../src/contract/api-pob.ts';
 import type { LinkReceipt } from '../../../src/contract/pob-receipts.ts';
 import { settleEpoch } from '../../../src/contract/pob-settle.ts';
@@ -11,13 +12,15 @@ import { db } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
+import * as store from '../_shared/store.ts';
+import { MAX_DISPUTE_EVENTS } from '../../../src/contract/topology.events.ts';
 
 const FN = 'settle-epoch';
 
 Deno.serve(
   serveFunction(
     FN,
-    async ({ env, principal, body, log }) => {
+    async ({ env, principal, body, requestId, log }) => {
       requireRole(principal, ['service_role'], FN);
       const { epoch } = parseRequest(SettleEpochRequestSchema, body);
       log.epoch = epoch;
@@ -26,7 +29,10 @@ Deno.serve(
       const epochSeconds = Number(settings!.pob_epoch_seconds);
       if ((epoch + 1) * epochSeconds > Date.now() / 1000)
         throw new HttpError(409, 'epoch_open', `epoch ${epoch} ends at ${(epoch + 1) * epochSeconds}: it is not over yet`, 'epoch');
+      const key = await store.topologySigningKey(env.signingSeed);
       const result = await sql.begin(async (tx) => {
+        // It appends EpochSettled (and the disputes): the topology's lock, as every writer of events.
+        await store.lockTopology(tx);
         const rows = await tx`
           select r.relay_id, r.peer_id, r.tx_bytes, r.rx_bytes
           from relaynet.pob_receipts r join relaynet.pob_roots t using (relay_id, epoch)
@@ -57,6 +63,17 @@ Deno.serve(
           const disputes = s.disputes.map((d, seq) => ({ epoch, seq, kind: d.kind, detail: tx.json(d as never) }));
           await tx`insert into relaynet.pob_disputes ${tx(disputes, 'epoch', 'seq', 'kind', 'detail')}`;
         }
+        const credited = s.relays.reduce((a, r) => a + r.credit, 0);
+        await store.appendEvents(
+          tx,
+          [
+            { type: 'EpochSettled', epoch, epochSeconds, relays: reports.size, credited, disputes: s.disputes.length },
+            ...s.disputes.slice(0, MAX_DISPUTE_EVENTS).map((dispute) => ({ type: 'ReceiptDisputed' as const, epoch, dispute })),
+          ],
+          null,
+          key,
+          requestId,
+        );
         return { reports: reports.size, settlement: s };
       });
       Object.assign(log, { reports: result.reports, disputes: result.settlement.disputes.length });

@@ -1,0 +1,222 @@
+// The relay's part in capacity measurements (issue 17; docs/proof-of-bandwidth.md, "Measuring"). The view
+// holds the measurements the relay takes part in (MeasurementScheduled, until RelayMeasured). As their
+// target it opens its echo service on its mesh address (TCP ECHO_PORT), from just before the start to
+// just after the end, for the measurers' mesh addresses only, and samples its links' transmit counters
+// each second for its report of other traffic. As a measurer it opens its streams to the target's echo
+// service at the start, sends keystream, checks every byte that comes back (src/pob/echo-check.ts) and
+// counts the good ones per second. At the end each party signs its report with its identity key and
+// hands it in (submit-measurement).
+import { sign, type KeyObject } from 'node:crypto';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { SubmitMeasurementRequest, SubmitMeasurementResponse } from '../contract/api-pob.ts';
+import { ECHO_PORT, signReport, type UnsignedReport } from '../contract/pob-measure.ts';
+import type { ScheduledMeasurement, TopologyView } from '../events/topology.fold.ts';
+import type { PeerObservation } from '../kernel/host-state.ts';
+import type { Logger } from '../lib/logger.ts';
+import { backgroundOf, EchoStream, PerSecond } from '../pob/echo-check.ts';
+import { ControlPlaneError } from './control-plane-client.ts';
+
+export interface MeasureDeps {
+  relayId: string;
+  identityKey: KeyObject;
+  /** The mesh links now: each peer and its device. */
+  links(): { peerId: string; device: string }[];
+  observe(devices: string[]): Promise<PeerObservation[]>;
+  submit(req: SubmitMeasurementRequest): Promise<SubmitMeasurementResponse>;
+  log: Logger;
+  now(): number;
+  /** The echo service's port (ECHO_PORT; tests may use another). */
+  echoPort?: number;
+}
+
+export interface MeasureSession {
+  /** Take part in the view's measurements not yet taken up. */
+  update(view: TopologyView): void;
+  /** Measurements under way. */
+  active(): string[];
+  stop(): void;
+}
+
+/** How early before the start the target opens its echo service, and how long after the end it keeps it. */
+const ECHO_OPEN_BEFORE_MS = 2_000;
+const ECHO_KEEP_AFTER_MS = 2_000;
+/** How much a measurer writes at a time. */
+const CHUNK = 64 * 1024;
+
+export function startMeasurements(d: MeasureDeps): MeasureSession {
+  const log = d.log.child({ component: 'measure' });
+  const seen = new Set<string>();
+  const running = new Map<string, () => void>();
+  let stopped = false;
+  const port = d.echoPort ?? ECHO_PORT;
+
+  const hand = async (m: ScheduledMeasurement, report: UnsignedReport) => {
+    const signed = await signReport(report, (data) => sign(null, data, d.identityKey));
+    const { measurementId, relayId, role, signature } = signed;
+    const body: SubmitMeasurementRequest =
+      signed.role === 'target'
+        ? { measurementId, relayId, role, background: signed.background, signature }
+        : { measurementId, relayId, role, echoed: signed.echoed, checks: signed.checks, failures: signed.failures, error: signed.error, signature };
+    try {
+      const r = await d.submit(body);
+      log.info({ measurementId: m.id, role, state: r.state.state, capacity: r.state.capacity, lineRate: r.state.lineRate }, 'measurement report handed in');
+    } catch (e) {
+      const err = e as Error;
+      const refused = e instanceof ControlPlaneError && e.kind === 'refused';
+      log.error({ measurementId: m.id, role, refused, err: err.message }, 'measurement report not handed in');
+    }
+  };
+
+  const asTarget = (m: ScheduledMeasurement, view: TopologyView) => {
+    const startMs = Date.parse(m.startsAt);
+    const endMs = startMs + m.seconds * 1000;
+    const self = view.relays.get(d.relayId);
+    const allowed = new Set(m.measurerIds.map((id) => view.relays.get(id)?.meshAddress).filter((a): a is string => a !== undefined));
+    if (!self) return;
+    const sockets = new Set<Socket>();
+    let server: Server | null = null;
+    const samples: { atMs: number; tx: Map<string, number> }[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    let done = false;
+    const open = () => {
+      server = createServer((s) => {
+        const from = s.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+        if (!allowed.has(from)) {
+          log.warn({ measurementId: m.id, from }, 'echo service: a connection from other than a measurer refused');
+          s.destroy();
+          return;
+        }
+        sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => sockets.delete(s));
+        s.pipe(s);
+      });
+      server.on('error', (e) => log.error({ measurementId: m.id, err: e.message }, 'echo service failed'));
+      server.listen(port, self.meshAddress, () => log.info({ measurementId: m.id, address: `${self.meshAddress}:${port}` }, 'echo service open'));
+    };
+    const sample = async () => {
+      const links = d.links();
+      const byDevice = new Map(links.map((l) => [l.device, l.peerId]));
+      const obs = await d.observe(links.map((l) => l.device)).catch(() => [] as PeerObservation[]);
+      const tx = new Map<string, number>();
+      for (const o of obs) {
+        const peer = byDevice.get(o.dev);
+        if (peer) tx.set(peer, (tx.get(peer) ?? 0) + o.txBytes);
+      }
+      samples.push({ atMs: d.now(), tx });
+    };
+    const finish = () => {
+      if (done) return;
+      done = true;
+      for (const t of timers) clearInterval(t);
+      for (const s of sockets) s.destroy();
+      server?.close();
+      running.delete(m.id);
+    };
+    timers.push(setTimeout(open, Math.max(0, startMs - ECHO_OPEN_BEFORE_MS - d.now())));
+    timers.push(
+      setTimeout(
+        () => {
+          void sample();
+          const every = setInterval(() => void sample(), 1000);
+          timers.push(every);
+        },
+        Math.max(0, startMs - 1000 - d.now()),
+      ),
+    );
+    timers.push(
+      setTimeout(
+        async () => {
+          await sample();
+          const excluded = new Set(m.measurerIds);
+          const background = backgroundOf(samples, startMs, m.seconds, excluded);
+          setTimeout(finish, ECHO_KEEP_AFTER_MS);
+          if (!stopped) await hand(m, { measurementId: m.id, relayId: d.relayId, role: 'target', background });
+        },
+        Math.max(0, endMs + 200 - d.now()),
+      ),
+    );
+    running.set(m.id, finish);
+  };
+
+  const asMeasurer = (m: ScheduledMeasurement, view: TopologyView) => {
+    const startMs = Date.parse(m.startsAt);
+    const endMs = startMs + m.seconds * 1000;
+    const target = view.relays.get(m.targetId);
+    if (!target) return;
+    const counts = new PerSecond(startMs, m.seconds);
+    const streams: { sock: Socket; echo: EchoStream }[] = [];
+    let error: string | null = null;
+    let ended = false;
+    const timers: NodeJS.Timeout[] = [];
+    const fail = (why: string) => {
+      if (!ended && error === null) error = why.slice(0, 256);
+    };
+    const begin = () => {
+      for (let i = 0; i < m.streams; i++) {
+        const echo = new EchoStream();
+        const sock = connect({ host: target.meshAddress, port });
+        sock.setNoDelay(true);
+        const pump = () => {
+          while (!ended && sock.writable && sock.write(echo.next(CHUNK))) {
+            // The socket takes more: keep writing until it pushes back.
+          }
+        };
+        sock.on('connect', pump);
+        sock.on('drain', pump);
+        sock.on('data', (b: Buffer) => {
+          if (ended) return;
+          if (echo.check(b)) counts.add(d.now(), b.length);
+        });
+        sock.on('error', (e) => fail(`stream ${i}: ${e.message}`));
+        sock.on('close', () => fail(`stream ${i} closed by the target ${((d.now() - startMs) / 1000).toFixed(1)} s in`));
+        streams.push({ sock, echo });
+      }
+    };
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      for (const t of timers) clearTimeout(t);
+      for (const s of streams) s.sock.destroy();
+      running.delete(m.id);
+    };
+    timers.push(setTimeout(begin, Math.max(0, startMs - d.now())));
+    timers.push(
+      setTimeout(
+        () => {
+          finish();
+          const checks = streams.reduce((a, s) => a + s.echo.checks, 0);
+          const failures = streams.reduce((a, s) => a + s.echo.failures, 0);
+          if (!stopped) void hand(m, { measurementId: m.id, relayId: d.relayId, role: 'measurer', echoed: counts.counts, checks, failures, error });
+        },
+        Math.max(0, endMs - d.now()),
+      ),
+    );
+    running.set(m.id, finish);
+  };
+
+  return {
+    update: (view) => {
+      if (stopped || !view.measurements) return;
+      for (const m of Object.values(view.measurements)) {
+        if (seen.has(m.id)) continue;
+        seen.add(m.id);
+        const endMs = Date.parse(m.startsAt) + m.seconds * 1000;
+        const role = m.targetId === d.relayId ? 'target' : m.measurerIds.includes(d.relayId) ? 'measurer' : null;
+        if (role === null) continue;
+        if (endMs <= d.now()) {
+          log.warn({ measurementId: m.id, role }, 'a measurement learned of after its end: not taken part in');
+          continue;
+        }
+        log.info({ measurementId: m.id, role, targetId: m.targetId, startsAt: m.startsAt, seconds: m.seconds }, 'taking part in a capacity measurement');
+        if (role === 'target') asTarget(m, view);
+        else asMeasurer(m, view);
+      }
+    },
+    active: () => [...running.keys()],
+    stop: () => {
+      stopped = true;
+      for (const f of [...running.values()]) f();
+    },
+  };
+}
