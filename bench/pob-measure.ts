@@ -34,14 +34,22 @@ const root = mkdtempSync(join(tmpdir(), 'relay-core-bench-pob-'));
 const dir = join(root, 'state');
 const sim = (args: string[]) => execa(RELAY_CORE_BIN, ['sim', ...args, '--state-dir', dir], { reject: false, timeout: 400_000 });
 
-/** Bulk TCP from relay-3 over the mesh links to relay-1 and relay-2 for `secs` seconds: goodput received, bytes/s. */
+/**
+ * Bulk TCP from relay-3 over the mesh links to relay-1 and relay-2 for `secs` seconds: goodput received,
+ * bytes/s. On the echo port, between measurements (the one TCP port a relay's table opens to the mesh).
+ */
 async function reference(m: Manifest, mesh3: string, secs: number): Promise<number> {
   const ns = (id: string) => m.relays.find((r) => r.id === id)!.namespace;
-  const server = `const net=require('net');const z=Buffer.alloc(65536);net.createServer((s)=>{s.on('error',()=>{});const w=()=>{while(s.write(z)){}};s.on('drain',w);w();setTimeout(()=>s.destroy(),${(secs + 3) * 1000});}).listen(51901,'${mesh3}',()=>console.log('ready'));setTimeout(()=>process.exit(0),${(secs + 6) * 1000});`;
+  const server = `const net=require('net');const z=Buffer.alloc(65536);net.createServer((s)=>{s.on('error',()=>{});const w=()=>{while(s.write(z)){}};s.on('drain',w);w();setTimeout(()=>s.destroy(),${(secs + 3) * 1000});}).listen(51900,'${mesh3}',()=>console.log('ready'));setTimeout(()=>process.exit(0),${(secs + 6) * 1000});`;
+  // The relay keeps its echo service 2 s past a measurement's end: wait for the port.
+  await new Promise((r) => setTimeout(r, 3_000));
   const srv = execa('ip', ['netns', 'exec', ns('relay-3'), process.execPath, '-e', server], { reject: false });
-  await new Promise<void>((res) => srv.stdout?.on('data', (b: Buffer) => b.toString().includes('ready') && res()));
+  await new Promise<void>((res, rej) => {
+    srv.stdout?.on('data', (b: Buffer) => b.toString().includes('ready') && res());
+    void srv.then((r) => rej(new Error(`the reference's server ended: ${r.stderr}`)));
+  });
   // Each puller counts what it receives in the middle `secs` seconds (after a second of ramp-up).
-  const puller = `const net=require('net');let n=0,on=false;for(let i=0;i<2;i++){const s=net.connect(51901,'${mesh3}');s.on('data',(b)=>{if(on)n+=b.length});s.on('error',()=>{})}setTimeout(()=>{on=true},1000);setTimeout(()=>{console.log(n);process.exit(0)},${(secs + 1) * 1000});`;
+  const puller = `const net=require('net');let n=0,on=false;for(let i=0;i<2;i++){const s=net.connect(51900,'${mesh3}');s.on('data',(b)=>{if(on)n+=b.length});s.on('error',()=>{})}setTimeout(()=>{on=true},1000);setTimeout(()=>{console.log(n);process.exit(0)},${(secs + 1) * 1000});`;
   const got = await Promise.all(['relay-1', 'relay-2'].map((id) => execa('ip', ['netns', 'exec', ns(id), process.execPath, '-e', puller], { reject: false })));
   srv.kill('SIGKILL');
   await srv;
