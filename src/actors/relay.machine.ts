@@ -70,8 +70,11 @@ export type RelayMachineEvent =
   | { type: 'HEARTBEAT'; response: HeartbeatResponse }
   | { type: 'HEARTBEAT_NOT_REGISTERED' }
   | { type: 'RESYNC'; detail: string }
-  /** The shell wrote a new WireGuard key to the key file: program it on the devices before it is announced. */
-  | { type: 'KEY_STAGED'; publicKey: string }
+  /**
+   * The shell wrote another WireGuard key to the key file: program it on the devices (a rotation's new
+   * key before it is announced, or the old one back when the rotation is given up on).
+   */
+  | { type: 'KEY_STAGED'; publicKey: string; previousPublicKey: string }
   | { type: 'STOP'; signal: string }
   | MeshTornDown
   | ClientsTornDown;
@@ -230,6 +233,29 @@ export const relayMachine = setup({
   ],
   on: {
     STOP: { target: '.draining' },
+    // A key rotation's first step (docs/security.md, "Rotation"): the relay's own record takes the new
+    // key, so the kernel puts it on every device; only then does the shell register it (a RESYNC), and
+    // the other relays re-key after the devices already hold it. Also the way back: a rotation given up
+    // on during the registration that announced it (refused, or not answered) stages the old key again.
+    // In any state with a view of the relay itself; draining ignores it.
+    KEY_STAGED: {
+      guard: ({ context, event }) => {
+        const self = context.view.relays.get(context.request.relayId);
+        return self !== undefined && self.publicKey !== event.publicKey;
+      },
+      actions: [
+        assign(({ context, event }) => ({ view: withRelayKey(context.view, context.request.relayId, event.publicKey), cause: context.deps.newId() })),
+        'viewChanged',
+        {
+          type: 'emit',
+          params: ({ context, event }) => ({
+            type: 'WireGuardKeyStaged',
+            id: context.cause!,
+            data: { publicKey: event.publicKey, previousPublicKey: event.previousPublicKey },
+          }),
+        },
+      ],
+    },
   },
   states: {
     registering: {
@@ -434,27 +460,6 @@ export const relayMachine = setup({
             },
           ],
         },
-        // A key rotation's first step (docs/security.md, "Rotation"): the relay's own record takes the new
-        // key, so the kernel puts it on every device; only then does the shell register it (a RESYNC),
-        // and the other relays re-key after the devices already hold it.
-        KEY_STAGED: {
-          guard: ({ context, event }) => {
-            const self = context.view.relays.get(context.request.relayId);
-            return self !== undefined && self.publicKey !== event.publicKey;
-          },
-          actions: [
-            assign(({ context, event }) => ({ view: withRelayKey(context.view, context.request.relayId, event.publicKey), cause: context.deps.newId() })),
-            'viewChanged',
-            {
-              type: 'emit',
-              params: ({ context, event }) => ({
-                type: 'WireGuardKeyStaged',
-                id: context.cause!,
-                data: { publicKey: event.publicKey, previousPublicKey: context.registration!.relay.publicKey },
-              }),
-            },
-          ],
-        },
         RESYNC: {
           target: 'registering',
           actions: [
@@ -572,7 +577,7 @@ export const relayMachine = setup({
           actions: assign({ error: ({ event }) => `deregister failed: ${String((event.error as Error)?.message ?? event.error)}` }),
         },
       },
-      on: { STOP: {} },
+      on: { STOP: {}, KEY_STAGED: {} },
     },
     // Leaving the network: every mesh device and all client state of this relay go (the others remove
     // theirs on the leave event); the sysctls get their old values back.
@@ -589,6 +594,7 @@ export const relayMachine = setup({
         MESH_TORN_DOWN: { actions: assign({ tornDown: ({ context }) => ({ ...context.tornDown, mesh: true }) }) },
         CLIENTS_TORN_DOWN: { actions: assign({ tornDown: ({ context }) => ({ ...context.tornDown, clients: true }) }) },
         STOP: {},
+        KEY_STAGED: {},
       },
       after: {
         teardownTimeout: {

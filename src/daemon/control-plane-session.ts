@@ -10,7 +10,7 @@ import { generateWgKeyPair, loadOrCreateWgKey, loadWgKey } from '../lib/wg-keys.
 import type { BusSession } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
 import type { SubmitMeasurementRequest, SubmitMeasurementResponse, SubmitReceiptsRequest, SubmitReceiptsResponse } from '../contract/api-pob.ts';
-import { ControlPlaneClient, ControlPlaneError } from './control-plane-client.ts';
+import { ControlPlaneClient, ControlPlaneError, type RetryPolicy } from './control-plane-client.ts';
 import { natsDenyCidrs } from './control-plane-deny.ts';
 import { heartbeatActor } from './heartbeat.ts';
 import type { RelayMetrics } from './relay-metrics.ts';
@@ -48,11 +48,16 @@ export interface ControlPlaneSession {
    * A serving relay's rotation (docs/security.md, "Rotation"): a new key replaces the key file at once,
    * the old one kept as `wg.key.previous` (0600) until the control plane holds the new one. The caller
    * puts it on the devices (KEY_STAGED), then resyncs; the registration announces it. A registration
-   * the control plane refuses puts the old key back (the next one registers it, and the devices follow
-   * the view). A relay that stopped in between announces the staged key at its next start. Null when a
-   * rotation is already under way (one at a time).
+   * the control plane refuses, or does not answer, puts the old key back (the next one registers it,
+   * and the devices follow the view). A relay that stopped in between announces the staged key at its
+   * next start. Null when a rotation is already under way (one at a time).
    */
   stageKey(): { publicKey: string; previousPublicKey: string } | null;
+  /**
+   * Called when a staged key is given up on and the old one is back in the key file (`publicKey`, the
+   * old key; `previousPublicKey`, the one given up): the caller stages it on the devices again.
+   */
+  onKeyRestored(listener: (k: { publicKey: string; previousPublicKey: string }) => void): void;
   /** The receipt epoch's length the last registration gave (null: none yet, or a control plane without receipts). */
   receiptEpochSeconds(): number | null;
   /** Hand in an epoch's Proof-of-Bandwidth receipts. */
@@ -77,6 +82,8 @@ export function controlPlaneSession(
   bus: Pick<BusSession, 'connect' | 'deleteConsumer'>,
   identityKey: KeyObject,
   metrics: Pick<RelayMetrics, 'heartbeat'> | null = null,
+  /** The client's retries (tests shorten them). */
+  retry?: RetryPolicy,
 ): ControlPlaneSession {
   const keyFile = join(cfg.stateDir, 'wg.key');
   const previousFile = `${keyFile}.previous`;
@@ -85,6 +92,11 @@ export function controlPlaneSession(
   // A staged key the control plane may not hold yet (a rotation a stop interrupted): the key file has the
   // new key, `wg.key.previous` the old one, and the registration announces the new one (rotateKey).
   let staged: { privateKey: string; publicKey: string } | null = existsSync(previousFile) ? loadWgKey(previousFile) : null;
+  // Staged by this run (its links are down until the key is announced) rather than found at start.
+  let stagedHere = false;
+  // The next registration says rotateKey whatever its key: after a rotation given up on for want of an
+  // answer, the control plane may hold either key (the answer may be what was lost).
+  let announce = false;
   if (staged) log.warn({ publicKey: key.publicKey, previousPublicKey: staged.publicKey }, 'a staged WireGuard key rotation is announced again');
   if (cfg.rotateKey && !staged) {
     pendingKey = generateWgKeyPair();
@@ -97,17 +109,32 @@ export function controlPlaneSession(
     writeFileSync(tmp, privateKey + '\n', { mode: 0o600 });
     renameSync(tmp, file);
   };
-  // A refused rotation: the old key back in the key file (the devices follow the next registration's view).
-  const unstage = (why: string) => {
+  let restored: ((k: { publicKey: string; previousPublicKey: string }) => void) | null = null;
+  // A rotation given up on: the old key back in the key file, and on the devices (the listener stages
+  // it; the links come back at once). Refused, it is over; unanswered, the next registration announces
+  // the old key again (rotateKey: a no-op if the control plane never took the new one).
+  const unstage = (why: string, refused: boolean) => {
     if (!staged) return;
-    log.error({ publicKey: key.publicKey, previousPublicKey: staged.publicKey, reason: why }, 'WireGuard key rotation refused: the previous key is restored');
+    const givenUp = key.publicKey;
+    log.error(
+      { publicKey: key.publicKey, previousPublicKey: staged.publicKey, reason: why, refused },
+      refused ? 'WireGuard key rotation refused: the previous key is restored' : 'WireGuard key rotation not answered: the previous key is restored',
+    );
     writeKey(keyFile, staged.privateKey);
     key = { ...staged, created: false };
     rmSync(previousFile, { force: true });
     staged = null;
+    stagedHere = false;
+    announce = !refused;
+    restored?.({ publicKey: key.publicKey, previousPublicKey: givenUp });
   };
   const identity = relayBusIdentity(cfg.stateDir);
-  const client = new ControlPlaneClient({ url: cfg.controlPlaneUrl, key: cfg.token, logger: log.child({ component: 'control-plane-client' }) });
+  const client = new ControlPlaneClient({
+    url: cfg.controlPlaneUrl,
+    key: cfg.token,
+    logger: log.child({ component: 'control-plane-client' }),
+    ...(retry ? { retry } : {}),
+  });
   let receiptEpochSeconds: number | null = null;
 
   return {
@@ -115,13 +142,17 @@ export function controlPlaneSession(
     publicKey: () => key.publicKey,
     register: fromPromise(async ({ input }) => {
       const publicKey = pendingKey?.publicKey ?? key.publicKey;
-      const request = { ...input.request, publicKey, rotateKey: pendingKey !== null || staged !== null, busKey: identity.busKey };
+      const request = { ...input.request, publicKey, rotateKey: pendingKey !== null || staged !== null || announce, busKey: identity.busKey };
       // Signed for each attempt: retries against a slow control plane never send a stale proof.
       let reg: RegisterResponse;
       try {
         reg = await client.register(() => signedRegistration(request, identityKey, Math.floor(Date.now() / 1000)));
       } catch (e) {
-        if (e instanceof ControlPlaneError && e.kind === 'refused') unstage(e.message);
+        // A refusal ends the rotation. A serving relay's links are down while its staged key is not
+        // announced: it gives the rotation up when the control plane does not answer either. At start
+        // (a rotation a stop interrupted) it keeps trying: the control plane may hold the new key.
+        const refused = e instanceof ControlPlaneError && e.kind === 'refused';
+        if (refused || stagedHere) unstage((e as Error).message, refused);
         throw e;
       }
       receiptEpochSeconds = reg.receiptEpochSeconds ?? null;
@@ -132,9 +163,11 @@ export function controlPlaneSession(
         log.info({ publicKey: key.publicKey }, 'WireGuard key rotated');
         pendingKey = null;
       }
+      announce = false;
       if (staged && reg.relay.publicKey === key.publicKey) {
         rmSync(previousFile, { force: true });
         staged = null;
+        stagedHere = false;
         log.info({ publicKey: key.publicKey }, 'WireGuard key rotated');
       }
       // NATS decentralized auth: the JWT issued for our nkey; token mode: the token; else none.
@@ -156,12 +189,16 @@ export function controlPlaneSession(
       await bus.deleteConsumer(input.relayId);
       return r;
     }),
+    onKeyRestored: (listener) => {
+      restored = listener;
+    },
     stageKey: () => {
       if (staged || pendingKey) return null;
       const next = generateWgKeyPair();
       writeKey(previousFile, key.privateKey);
       writeKey(keyFile, next.privateKey);
       staged = { privateKey: key.privateKey, publicKey: key.publicKey };
+      stagedHere = true;
       key = { ...next, created: false };
       log.info({ publicKey: next.publicKey, previousPublicKey: staged.publicKey }, 'rotating WireGuard key: staged on the devices before it is announced');
       return { publicKey: next.publicKey, previousPublicKey: staged.publicKey };

@@ -111,6 +111,8 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   });
 
   const status = () => projection.status(actor.getSnapshot());
+  // A rotation given up on (refused, or not answered): the old key goes back on the devices now.
+  controlPlane.onKeyRestored((k) => actor.send({ type: 'KEY_STAGED', ...k }));
   // The operator's key rotation (docs/security.md, "Rotation"). A serving relay first puts the new key
   // on its devices, and only once the kernel has done so registers it: the other relays re-key after it,
   // and their handshakes reach devices that already hold the key (announced first, both ends would start
@@ -121,7 +123,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     const staged = serving ? controlPlane.stageKey() : null;
     const publicKey = staged ? staged.publicKey : controlPlane.rotateKey();
     if (staged) {
-      actor.send({ type: 'KEY_STAGED', publicKey: staged.publicKey });
+      actor.send({ type: 'KEY_STAGED', publicKey: staged.publicKey, previousPublicKey: staged.previousPublicKey });
       stagedCause = actor.getSnapshot().context.cause;
       void untilStaged(stagedCause).then((reached) => {
         if (!reached) log.warn({ publicKey }, 'the staged key is not on every device yet; registering it anyway');

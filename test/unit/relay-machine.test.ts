@@ -198,7 +198,7 @@ describe('relay actor', () => {
     const next = relay(8).publicKey;
     const h = harness([registration(4, [2]), { ...registration(5, [2]), relay: { ...relay(1), publicKey: next } }]);
     await waitFor(h.actor, (s) => s.matches('serving'));
-    h.actor.send({ type: 'KEY_STAGED', publicKey: next });
+    h.actor.send({ type: 'KEY_STAGED', publicKey: next, previousPublicKey: relay(1).publicKey });
     const s = h.actor.getSnapshot();
     expect(s.context.view.revision).toBe(4);
     expect(s.context.view.relays.get('relay-1')?.publicKey).toBe(next);
@@ -206,8 +206,20 @@ describe('relay actor', () => {
     const staged = h.emitted.filter((e) => e.type === 'WireGuardKeyStaged') as Extract<Emission, { type: 'WireGuardKeyStaged' }>[];
     expect(staged.map((e) => e.data)).toEqual([{ publicKey: next, previousPublicKey: relay(1).publicKey }]);
     expect(s.context.cause).toBe(staged[0]!.id);
-    h.actor.send({ type: 'KEY_STAGED', publicKey: next });
+    h.actor.send({ type: 'KEY_STAGED', publicKey: next, previousPublicKey: relay(1).publicKey });
     expect(h.emitted.filter((e) => e.type === 'WireGuardKeyStaged')).toHaveLength(1);
+    // Given up on while its registration fails (resyncWait): the old key is staged back at once.
+    const back = harness([registration(4, [2]), new Error('control plane down'), registration(6, [2])]);
+    await waitFor(back.actor, (x) => x.matches('serving'));
+    back.actor.send({ type: 'KEY_STAGED', publicKey: next, previousPublicKey: relay(1).publicKey });
+    back.actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
+    back.actor.send({ type: 'KEY_STAGED', publicKey: relay(1).publicKey, previousPublicKey: next });
+    expect(back.actor.getSnapshot().context.view.relays.get('relay-1')?.publicKey).toBe(relay(1).publicKey);
+    expect(back.emitted.filter((e) => e.type === 'WireGuardKeyStaged').map((e) => e.data)).toEqual([
+      { publicKey: next, previousPublicKey: relay(1).publicKey },
+      { publicKey: relay(1).publicKey, previousPublicKey: next },
+    ]);
+    await waitFor(back.actor, (x) => x.matches('serving') && x.context.view.revision === 6);
     // The registration that announces it seeds a view that has it too.
     h.actor.send({ type: 'RESYNC', detail: 'WireGuard key rotation' });
     await waitFor(h.actor, (x) => x.matches('serving') && x.context.view.revision === 5);
