@@ -37,6 +37,7 @@ import {
   ReceiptsSignedV1,
   ReceiptsRefusedV1,
   WireGuardKeyStagedV1,
+  MeasurementReportedV1,
   TopologyKeyRefusedV1,
   RelayRegisteredV1,
   RelayStartedV1,
@@ -127,6 +128,7 @@ export const CATALOGUE = {
   ReceiptsSigned: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: ReceiptsSignedV1 } },
   ReceiptsRefused: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: ReceiptsRefusedV1 } },
   WireGuardKeyStaged: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: WireGuardKeyStagedV1 } },
+  MeasurementReported: { kind: { stream: 'relay', aggregate: 'relay' }, versions: { 1: MeasurementReportedV1 } },
   LinkStateChanged: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: LinkStateChangedV1 } },
   PeerEndpointResolved: { kind: { stream: 'relay', aggregate: 'link' }, versions: { 1: PeerEndpointResolvedV1 } },
   ClientSessionStateChanged: {

@@ -147,6 +147,25 @@ export const ReceiptsRefusedV1 = z
  * its kernel rounds program it; the registration that follows announces it to the other relays.
  */
 export const WireGuardKeyStagedV1 = z.object({ publicKey: WgKeySchema, previousPublicKey: WgKeySchema }).strict();
+/**
+ * The relay took part in a capacity measurement and handed in (or tried to) its signed report
+ * (docs/proof-of-bandwidth.md, "Measuring"): as a measurer the bytes that came back intact, its checks
+ * and failures and why a stream broke; as the target its other traffic. `outcome`: the measurement's
+ * state in the control plane's answer (null: the report was not taken, `refused` says why).
+ */
+export const MeasurementReportedV1 = z
+  .object({
+    measurementId: z.string().uuid(),
+    role: z.enum(['measurer', 'target']),
+    targetId: z.string().max(63),
+    bytes: z.number().int().min(0),
+    checks: z.number().int().min(0).nullable(),
+    failures: z.number().int().min(0).nullable(),
+    error: z.string().max(256).nullable(),
+    outcome: z.enum(['scheduled', 'measured', 'rejected', 'incomplete']).nullable(),
+    refused: z.string().max(512).nullable(),
+  })
+  .strict();
 export const RelayDrainingV1 = z.object({ signal: z.string() }).strict();
 export const RelayStoppedV1 = z.object({ deregistered: z.boolean() }).strict();
 
@@ -270,6 +289,7 @@ export type RelayEvent =
   | Envelope<'ReceiptsSigned', z.infer<typeof ReceiptsSignedV1>>
   | Envelope<'ReceiptsRefused', z.infer<typeof ReceiptsRefusedV1>>
   | Envelope<'WireGuardKeyStaged', z.infer<typeof WireGuardKeyStagedV1>>
+  | Envelope<'MeasurementReported', z.infer<typeof MeasurementReportedV1>>
   | Envelope<'RelayDraining', z.infer<typeof RelayDrainingV1>>
   | Envelope<'RelayStopped', z.infer<typeof RelayStoppedV1>>
   | Envelope<'LinkStateChanged', z.infer<typeof LinkStateChangedV1>>

@@ -30,6 +30,9 @@ export type BusEmission =
   | { type: 'RelayEventsDropped'; data: Extract<RelayEvent, { type: 'RelayEventsDropped' }>['data'] }
   | { type: 'TopologyKeyRefused'; data: Extract<RelayEvent, { type: 'TopologyKeyRefused' }>['data'] };
 
+/** What the measurement shell reports (docs/proof-of-bandwidth.md, "Measuring"). */
+export type MeasureEmission = { type: 'MeasurementReported'; data: Extract<RelayEvent, { type: 'MeasurementReported' }>['data'] };
+
 /** What the receipts shell reports (docs/proof-of-bandwidth.md). */
 export type ReceiptsEmission =
   | { type: 'ReceiptsSigned'; data: Extract<RelayEvent, { type: 'ReceiptsSigned' }>['data'] }
@@ -41,6 +44,7 @@ export type RelayEmission =
   | RelayStartedEmission
   | BusEmission
   | ReceiptsEmission
+  | MeasureEmission
   | LinkStateChanged
   | KernelEmission
   | ClientSessionEmission

@@ -14,6 +14,7 @@ import type { ScheduledMeasurement, TopologyView } from '../events/topology.fold
 import type { PeerObservation } from '../kernel/host-state.ts';
 import type { Logger } from '../lib/logger.ts';
 import { backgroundOf, EchoStream, PerSecond } from '../pob/echo-check.ts';
+import type { MeasureEmission } from './bus-session.ts';
 import { ControlPlaneError } from './control-plane-client.ts';
 
 export interface MeasureDeps {
@@ -23,6 +24,8 @@ export interface MeasureDeps {
   links(): { peerId: string; device: string }[];
   observe(devices: string[]): Promise<PeerObservation[]>;
   submit(req: SubmitMeasurementRequest): Promise<SubmitMeasurementResponse>;
+  /** Publish a relay event (`MeasurementReported`). */
+  emit(em: MeasureEmission): void;
   log: Logger;
   now(): number;
   /** The echo service's port (ECHO_PORT; tests may use another). */
@@ -57,13 +60,62 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
       signed.role === 'target'
         ? { measurementId, relayId, role, background: signed.background, signature }
         : { measurementId, relayId, role, echoed: signed.echoed, checks: signed.checks, failures: signed.failures, error: signed.error, signature };
+    const event = {
+      measurementId,
+      role,
+      targetId: m.targetId,
+      bytes: (signed.role === 'target' ? signed.background : signed.echoed).reduce((a, b) => a + b, 0),
+      checks: signed.role === 'measurer' ? signed.checks : null,
+      failures: signed.role === 'measurer' ? signed.failures : null,
+      error: signed.role === 'measurer' ? signed.error : null,
+    };
     try {
       const r = await d.submit(body);
       log.info({ measurementId: m.id, role, state: r.state.state, capacity: r.state.capacity, lineRate: r.state.lineRate }, 'measurement report handed in');
+      d.emit({ type: 'MeasurementReported', data: { ...event, outcome: r.state.state, refused: null } });
     } catch (e) {
       const err = e as Error;
       const refused = e instanceof ControlPlaneError && e.kind === 'refused';
       log.error({ measurementId: m.id, role, refused, err: err.message }, 'measurement report not handed in');
+      d.emit({ type: 'MeasurementReported', data: { ...event, outcome: null, refused: err.message.slice(0, 512) } });
+    }
+  };
+
+  // One echo listener, open while any measurement of this relay is in its window: a measurement that
+  // starts right after another finds it open, and never races the close of the one before for the port.
+  const windows = new Map<string, Set<string>>();
+  const echoSockets = new Set<Socket>();
+  let echo: Server | null = null;
+  const allowedNow = (from: string) => [...windows.values()].some((a) => a.has(from));
+  const openEcho = (m: ScheduledMeasurement, address: string, allowed: Set<string>) => {
+    windows.set(m.id, allowed);
+    if (echo) return;
+    const server = createServer((s) => {
+      const from = s.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+      if (!allowedNow(from)) {
+        log.warn({ measurementId: m.id, from }, 'echo service: a connection from other than a measurer refused');
+        s.destroy();
+        return;
+      }
+      echoSockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => echoSockets.delete(s));
+      s.pipe(s);
+    });
+    echo = server;
+    server.on('error', (e) => {
+      log.error({ measurementId: m.id, err: e.message }, 'echo service failed');
+      if (echo === server) echo = null;
+    });
+    server.listen(port, address, () => log.info({ measurementId: m.id, address: `${address}:${port}` }, 'echo service open'));
+  };
+  const closeEcho = (id: string) => {
+    windows.delete(id);
+    // The streams of measurers no measurement under way takes go; the listener goes with the last window.
+    for (const s of echoSockets) if (!allowedNow(s.remoteAddress?.replace(/^::ffff:/, '') ?? '')) s.destroy();
+    if (windows.size === 0 && echo) {
+      echo.close();
+      echo = null;
     }
   };
 
@@ -73,27 +125,10 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
     const self = view.relays.get(d.relayId);
     const allowed = new Set(m.measurerIds.map((id) => view.relays.get(id)?.meshAddress).filter((a): a is string => a !== undefined));
     if (!self) return;
-    const sockets = new Set<Socket>();
-    let server: Server | null = null;
     const samples: { atMs: number; tx: Map<string, number> }[] = [];
     const timers: NodeJS.Timeout[] = [];
     let done = false;
-    const open = () => {
-      server = createServer((s) => {
-        const from = s.remoteAddress?.replace(/^::ffff:/, '') ?? '';
-        if (!allowed.has(from)) {
-          log.warn({ measurementId: m.id, from }, 'echo service: a connection from other than a measurer refused');
-          s.destroy();
-          return;
-        }
-        sockets.add(s);
-        s.on('error', () => {});
-        s.on('close', () => sockets.delete(s));
-        s.pipe(s);
-      });
-      server.on('error', (e) => log.error({ measurementId: m.id, err: e.message }, 'echo service failed'));
-      server.listen(port, self.meshAddress, () => log.info({ measurementId: m.id, address: `${self.meshAddress}:${port}` }, 'echo service open'));
-    };
+    const open = () => openEcho(m, self.meshAddress, allowed);
     const sample = async () => {
       const links = d.links();
       const byDevice = new Map(links.map((l) => [l.device, l.peerId]));
@@ -109,8 +144,7 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
       if (done) return;
       done = true;
       for (const t of timers) clearInterval(t);
-      for (const s of sockets) s.destroy();
-      server?.close();
+      closeEcho(m.id);
       running.delete(m.id);
     };
     timers.push(setTimeout(open, Math.max(0, startMs - ECHO_OPEN_BEFORE_MS - d.now())));

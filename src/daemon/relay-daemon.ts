@@ -184,6 +184,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     links: () => status().links.map((l) => ({ peerId: l.peerId, device: l.device })),
     observe: kernel.observe,
     submit: controlPlane.submitMeasurement,
+    emit: (e) => bus.emit(e),
     log,
     now: deps.now,
   });

@@ -422,6 +422,7 @@ export class RelayReplay {
       // Proof-of-Bandwidth receipts change nothing of the relay's state that replay rebuilds.
       case 'ReceiptsSigned':
       case 'ReceiptsRefused':
+      case 'MeasurementReported':
         return;
       case 'RelayDraining':
         this.relayState = 'draining';

@@ -54,6 +54,7 @@ function describeCause(ev: RelayEvent): string | null {
     case 'RelayEventsDropped':
     case 'ReceiptsSigned':
     case 'ReceiptsRefused':
+    case 'MeasurementReported':
     case 'RelayStopped':
     case 'LinkStateChanged':
     case 'ClientSessionSteered':
@@ -152,6 +153,7 @@ export class TimelineBuilder {
       case 'ReceiptsSigned':
       case 'ReceiptsRefused':
       case 'WireGuardKeyStaged':
+      case 'MeasurementReported':
         return;
       case 'RelayEventsDropped':
         // The log has a hole here: say so in every story.
