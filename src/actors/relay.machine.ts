@@ -128,6 +128,16 @@ export type FollowCommand = { type: 'REPULL' };
  * again; topology-follower.ts), and two heartbeats resynced relays of a healthy cluster then.
  */
 export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 3;
+/**
+ * The least time those heartbeats span (from the first that found the view stalled to the one that
+ * resyncs), whatever the heartbeat interval: past a NATS node's failover. With the sim's 5 s heartbeats
+ * three of them spanned 10 s, and a failover's stall resynced a relay of a healthy cluster (CI,
+ * 2026-12-02: sim-nats-cluster.test.ts).
+ */
+export const BEHIND_STALL_BEFORE_RESYNC_SECONDS = 20;
+/** Heartbeats behind before a resync at a heartbeat interval: three, or as many as span BEHIND_STALL_BEFORE_RESYNC_SECONDS. */
+export const behindHeartbeatsBeforeResync = (intervalSeconds: number): number =>
+  Math.max(BEHIND_HEARTBEATS_BEFORE_RESYNC, Math.ceil(BEHIND_STALL_BEFORE_RESYNC_SECONDS / intervalSeconds) + 1);
 
 /** Whether a heartbeat's answer finds the view behind the control plane and not moved since the heartbeat before. */
 const behindAndStuck = (context: RelayContext, revision: number) =>
@@ -500,7 +510,8 @@ export const relayMachine = setup({
           },
           {
             guard: ({ context, event }) =>
-              behindAndStuck(context, event.response.revision) && context.counters.heartbeatsBehind + 1 >= BEHIND_HEARTBEATS_BEFORE_RESYNC,
+              behindAndStuck(context, event.response.revision) &&
+              context.counters.heartbeatsBehind + 1 >= behindHeartbeatsBeforeResync(context.registration!.heartbeatIntervalSeconds),
             target: 'registering',
             actions: [
               assign(({ context, event }) => ({

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
-import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
+import { behindHeartbeatsBeforeResync, relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { backoffDelay } from '../../src/daemon/control-plane-client.ts';
 import { topologyDigest } from '../../src/events/topology.fold.ts';
@@ -145,6 +145,17 @@ describe('relay actor', () => {
     h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
     h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
     expect(h.actor.getSnapshot().matches('serving')).toBe(true);
+    expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
+    h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 6);
+    expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane' });
+  });
+
+  it('with faster heartbeats waits for as many as span 20 s (past a NATS failover): five at 5 s', async () => {
+    expect([10, 5, 1, 30].map(behindHeartbeatsBeforeResync)).toEqual([3, 5, 21, 3]);
+    const h = harness([{ ...registration(3, []), heartbeatIntervalSeconds: 5 }, registration(6, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    for (let i = 0; i < 4; i++) h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
     expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
     h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
     await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 6);
