@@ -72,8 +72,20 @@ export async function latestMeasurements(sql: Sql | Tx, relayIds: readonly strin
 
 /** The reports handed in for a measurement, as signed. */
 export async function reportsOf(sql: Sql | Tx, id: string): Promise<SignedReport[]> {
-  const rows = await sql`select report, signature from relaynet.pob_measurement_reports where measurement_id = ${id} order by relay_id`;
-  return rows.map((r) => ({ ...(typeof r.report === 'string' ? JSON.parse(r.report) : r.report), signature: r.signature }) as SignedReport);
+  return (await reportsOfEach(sql, [id])).get(id) ?? [];
+}
+
+/** The reports handed in for each of some measurements, as signed, in one query (by measurement id). */
+export async function reportsOfEach(sql: Sql | Tx, ids: readonly string[]): Promise<Map<string, SignedReport[]>> {
+  const out = new Map<string, SignedReport[]>();
+  if (ids.length === 0) return out;
+  const rows = await sql`select measurement_id::text as id, report, signature from relaynet.pob_measurement_reports
+                         where measurement_id = any(${ids as string[]}::uuid[]) order by measurement_id, relay_id`;
+  for (const r of rows) {
+    const report = { ...(typeof r.report === 'string' ? JSON.parse(r.report) : r.report), signature: r.signature } as SignedReport;
+    out.set(r.id as string, [...(out.get(r.id as string) ?? []), report]);
+  }
+  return out;
 }
 
 /** The measurement as an answer gives it: the parties that reported so far included. */

@@ -5,7 +5,7 @@ import { type MeasurementState, PobStatusRequestSchema, type PobStatusResponse }
 import { db } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
-import { latestMeasurements, measurementById, reportsOf, stateOf } from '../_shared/measurements.ts';
+import { latestMeasurements, measurementById, reportsOf, reportsOfEach, stateOf } from '../_shared/measurements.ts';
 import { serveFunction } from '../_shared/serve.ts';
 
 const FN = 'pob-status';
@@ -33,7 +33,11 @@ Deno.serve(
       );
       const latest = await latestMeasurements(sql, ids);
       const states = new Map<string, MeasurementState>();
-      for (const row of latest.values()) states.set(row.measurement.id, stateOf(row, await reportsOf(sql, row.measurement.id)));
+      const reports = await reportsOfEach(
+        sql,
+        [...latest.values()].map((row) => row.measurement.id),
+      );
+      for (const row of latest.values()) states.set(row.measurement.id, stateOf(row, reports.get(row.measurement.id) ?? []));
       const [epochRow] = await sql`select max(epoch) as epoch from relaynet.pob_settlements`;
       const epoch = epochRow?.epoch === null || epochRow?.epoch === undefined ? null : Number(epochRow.epoch);
       const credits = new Map<string, { epoch: number; carried: number; cap: number | null; credit: number }>();
