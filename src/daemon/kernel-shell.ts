@@ -38,6 +38,8 @@ export interface KernelShell {
   counters(table: string): Promise<Record<string, NftCounter>>;
   /** The WireGuard peers of these devices as the host has them now: handshakes and counters (read only). */
   observe(devices: string[]): Promise<PeerObservation[]>;
+  /** Be told of each reading the observer takes (its devices' peers, and when); returns the unsubscribe. */
+  onObserved(listener: (observations: readonly PeerObservation[], atMs: number) => void): () => void;
   /** Once the relay stopped: a clean client teardown put the sysctls back, so the next start reads them afresh. */
   stopped(clientsTornDown: boolean): void;
 }
@@ -52,6 +54,7 @@ export async function kernelShell(
   const backend: KernelBackend =
     cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
   const reconcile = reconcileWith(backend, deps.now);
+  const observedListeners = new Set<(observations: readonly PeerObservation[], atMs: number) => void>();
   const kernel = kernelMachine.provide({
     actors: {
       reconcile: fromPromise(async ({ input }) => {
@@ -69,7 +72,17 @@ export async function kernelShell(
           busy = true;
           backend
             .observe(devices)
-            .then((observations) => sendBack({ type: 'OBSERVED', observations, nowMs: deps.now() }))
+            .then((observations) => {
+              const nowMs = deps.now();
+              sendBack({ type: 'OBSERVED', observations, nowMs });
+              for (const l of observedListeners) {
+                try {
+                  l(observations, nowMs);
+                } catch (e) {
+                  log.error({ err: String(e) }, 'a listener of the observer failed');
+                }
+              }
+            })
             .catch((e) => log.warn({ err: String(e) }, 'cannot read WireGuard devices'))
             .finally(() => (busy = false));
         }, cfg.observeIntervalMs);
@@ -93,6 +106,10 @@ export async function kernelShell(
     host: await hostFacts(cfg, log, backend, sysctlFile),
     counters: (table) => backend.counters(table),
     observe: (devices) => backend.observe(devices),
+    onObserved: (listener) => {
+      observedListeners.add(listener);
+      return () => observedListeners.delete(listener);
+    },
     stopped: (clientsTornDown) => {
       if (clientsTornDown) rmSync(sysctlFile, { force: true });
     },

@@ -1,8 +1,8 @@
 // The relay's part in capacity measurements (issue 17; docs/proof-of-bandwidth.md, "Measuring"). The view
 // holds the measurements the relay takes part in (MeasurementScheduled, until RelayMeasured). As their
 // target it opens its echo service on its mesh address (TCP ECHO_PORT), from just before the start to
-// just after the end, for the measurers' mesh addresses only, and samples its links' transmit counters
-// each second for its report of other traffic. As a measurer it opens its streams to the target's echo
+// just after the end, for the measurers' mesh addresses only, and keeps its links' transmit counters as
+// the relay's observer reads them, for its report of other traffic. As a measurer it opens its streams to the target's echo
 // service at the start, sends keystream, checks every byte that comes back (src/pob/echo-check.ts) and
 // counts the good ones per second. At the end each party signs its report with its identity key and
 // hands it in (submit-measurement).
@@ -22,7 +22,8 @@ export interface MeasureDeps {
   identityKey: KeyObject;
   /** The mesh links now: each peer and its device. */
   links(): { peerId: string; device: string }[];
-  observe(devices: string[]): Promise<PeerObservation[]>;
+  /** Be told of each reading of the devices by the relay's observer (and when it was taken); returns the unsubscribe. */
+  onObserved(listener: (observations: readonly PeerObservation[], atMs: number) => void): () => void;
   submit(req: SubmitMeasurementRequest): Promise<SubmitMeasurementResponse>;
   /** Publish a relay event (`MeasurementReported`). */
   emit(em: MeasureEmission): void;
@@ -43,8 +44,12 @@ export interface MeasureSession {
 /** How early before the start the target opens its echo service, and how long after the end it keeps it. */
 const ECHO_OPEN_BEFORE_MS = 2_000;
 const ECHO_KEEP_AFTER_MS = 2_000;
+/** How long after the end a target waits for the observer's first reading past it before it reports without one. */
+const LAST_SAMPLE_WAIT_MS = 12_000;
 /** How much a measurer writes at a time. */
 const CHUNK = 64 * 1024;
+/** A measurer's read buffer per stream. */
+const READ_BUFFER = 64 * 1024;
 
 export function startMeasurements(d: MeasureDeps): MeasureSession {
   const log = d.log.child({ component: 'measure' });
@@ -128,46 +133,47 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
     const samples: { atMs: number; tx: Map<string, number> }[] = [];
     const timers: NodeJS.Timeout[] = [];
     let done = false;
-    const open = () => openEcho(m, self.meshAddress, allowed);
-    const sample = async () => {
-      const links = d.links();
-      const byDevice = new Map(links.map((l) => [l.device, l.peerId]));
-      const obs = await d.observe(links.map((l) => l.device)).catch(() => [] as PeerObservation[]);
+    let reported = false;
+    // The observer's readings, from before the start (the last one before it is kept) to the first one past the end.
+    const unsubscribe = d.onObserved((observations, atMs) => {
+      const byDevice = new Map(d.links().map((l) => [l.device, l.peerId]));
       const tx = new Map<string, number>();
-      for (const o of obs) {
+      for (const o of observations) {
         const peer = byDevice.get(o.dev);
         if (peer) tx.set(peer, (tx.get(peer) ?? 0) + o.txBytes);
       }
-      samples.push({ atMs: d.now(), tx });
+      if (samples.length > 0 && samples[samples.length - 1]!.atMs <= startMs && atMs <= startMs) samples.pop();
+      samples.push({ atMs, tx });
+      if (atMs >= endMs) reportThenFinish();
+    });
+    const report = async () => {
+      if (reported) return;
+      reported = true;
+      unsubscribe();
+      const background = backgroundOf(samples, startMs, m.seconds, new Set(m.measurerIds));
+      if (!stopped) await hand(m, { measurementId: m.id, relayId: d.relayId, role: 'target', background });
     };
     const finish = () => {
       if (done) return;
       done = true;
-      for (const t of timers) clearInterval(t);
+      unsubscribe();
+      for (const t of timers) clearTimeout(t);
       closeEcho(m.id);
       running.delete(m.id);
     };
-    timers.push(setTimeout(open, Math.max(0, startMs - ECHO_OPEN_BEFORE_MS - d.now())));
+    // The echo service stays open until ECHO_KEEP_AFTER_MS past the end, even when the report went before.
+    const reportThenFinish = () =>
+      void report().finally(() => {
+        if (!done) timers.push(setTimeout(finish, Math.max(0, endMs + ECHO_KEEP_AFTER_MS - d.now())));
+      });
+    timers.push(setTimeout(() => openEcho(m, self.meshAddress, allowed), Math.max(0, startMs - ECHO_OPEN_BEFORE_MS - d.now())));
     timers.push(
       setTimeout(
         () => {
-          void sample();
-          const every = setInterval(() => void sample(), 1000);
-          timers.push(every);
+          if (!reported) log.warn({ measurementId: m.id }, 'no reading of the devices past the end of the measurement: reporting without it');
+          reportThenFinish();
         },
-        Math.max(0, startMs - 1000 - d.now()),
-      ),
-    );
-    timers.push(
-      setTimeout(
-        async () => {
-          await sample();
-          const excluded = new Set(m.measurerIds);
-          const background = backgroundOf(samples, startMs, m.seconds, excluded);
-          setTimeout(finish, ECHO_KEEP_AFTER_MS);
-          if (!stopped) await hand(m, { measurementId: m.id, relayId: d.relayId, role: 'target', background });
-        },
-        Math.max(0, endMs + 200 - d.now()),
+        Math.max(0, endMs + LAST_SAMPLE_WAIT_MS - d.now()),
       ),
     );
     running.set(m.id, finish);
@@ -179,6 +185,7 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
     const target = view.relays.get(m.targetId);
     if (!target) return;
     const counts = new PerSecond(startMs, m.seconds);
+    const good = (atMs: number, bytes: number) => void counts.add(atMs, bytes);
     const streams: { sock: Socket; echo: EchoStream }[] = [];
     let error: string | null = null;
     let ended = false;
@@ -189,7 +196,18 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
     const begin = () => {
       for (let i = 0; i < m.streams; i++) {
         const echo = new EchoStream();
-        const sock = connect({ host: target.meshAddress, port });
+        // Read into one buffer of the stream's own (no allocation per read: a link delivers about a segment per read).
+        const sock = connect({
+          host: target.meshAddress,
+          port,
+          onread: {
+            buffer: Buffer.allocUnsafe(READ_BUFFER),
+            callback: (n, buf) => {
+              if (!ended) echo.receive(buf.subarray(0, n), d.now(), good);
+              return true;
+            },
+          },
+        });
         sock.setNoDelay(true);
         const pump = () => {
           while (!ended && sock.writable && sock.write(echo.next(CHUNK))) {
@@ -198,10 +216,6 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
         };
         sock.on('connect', pump);
         sock.on('drain', pump);
-        sock.on('data', (b: Buffer) => {
-          if (ended) return;
-          if (echo.check(b)) counts.add(d.now(), b.length);
-        });
         sock.on('error', (e) => fail(`stream ${i}: ${e.message}`));
         sock.on('close', () => fail(`stream ${i} closed by the target ${((d.now() - startMs) / 1000).toFixed(1)} s in`));
         streams.push({ sock, echo });
@@ -218,6 +232,7 @@ export function startMeasurements(d: MeasureDeps): MeasureSession {
     timers.push(
       setTimeout(
         () => {
+          for (const s of streams) s.echo.flush(good);
           finish();
           const checks = streams.reduce((a, s) => a + s.echo.checks, 0);
           const failures = streams.reduce((a, s) => a + s.echo.failures, 0);

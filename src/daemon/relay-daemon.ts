@@ -182,7 +182,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     relayId: cfg.relayId,
     identityKey: identity.privateKey,
     links: () => status().links.map((l) => ({ peerId: l.peerId, device: l.device })),
-    observe: kernel.observe,
+    onObserved: kernel.onObserved,
     submit: controlPlane.submitMeasurement,
     emit: (e) => bus.emit(e),
     log,

@@ -5,6 +5,7 @@ import { verifyReport, type SignedReport } from '../../src/contract/pob-measure.
 import { startMeasurements, type MeasureSession } from '../../src/daemon/measure-session.ts';
 import { seedTopology, type ScheduledMeasurement } from '../../src/events/topology.fold.ts';
 import { generateSigningKeyPair, importPrivateKey } from '../../src/events/signing.ts';
+import type { PeerObservation } from '../../src/kernel/host-state.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { relay } from '../support/given.ts';
 
@@ -16,19 +17,49 @@ import { relay } from '../support/given.ts';
  */
 describe('the measurement shell', () => {
   const sessions: MeasureSession[] = [];
+  const timers: NodeJS.Timeout[] = [];
   afterEach(() => {
     for (const s of sessions.splice(0)) s.stop();
+    for (const t of timers.splice(0)) clearInterval(t);
   });
   const keys = { 'relay-1': generateSigningKeyPair(), 'relay-3': generateSigningKeyPair() };
   const relays = [relay(1, { meshAddress: '127.0.0.1' }), relay(3, { meshAddress: '127.0.0.3' })];
   const port = 40_000 + Math.floor(Math.random() * 20_000);
 
+  /**
+   * A stand-in for the relay's observer: a reading each second of two links, one to the measurer
+   * relay-1 (its bytes are the echo's, left out) and one to relay-2, which sends 1,000 bytes a second.
+   */
+  const observer = () => {
+    let n = 0;
+    const listeners = new Set<(o: readonly PeerObservation[], atMs: number) => void>();
+    timers.push(
+      setInterval(() => {
+        n++;
+        const o = [
+          { dev: 'wg-r1', publicKey: 'k1', endpoint: null, latestHandshakeMs: null, rxBytes: 0, txBytes: n * 1_000_000 },
+          { dev: 'wg-r2', publicKey: 'k2', endpoint: null, latestHandshakeMs: null, rxBytes: 0, txBytes: n * 1_000 },
+        ];
+        for (const l of listeners) l(o, Date.now());
+      }, 1_000),
+    );
+    return {
+      links: () => [
+        { peerId: 'relay-1', device: 'wg-r1' },
+        { peerId: 'relay-2', device: 'wg-r2' },
+      ],
+      onObserved: (l: (o: readonly PeerObservation[], atMs: number) => void) => {
+        listeners.add(l);
+        return () => listeners.delete(l);
+      },
+    };
+  };
+
   function party(relayId: 'relay-1' | 'relay-3', submitted: SubmitMeasurementRequest[], events: { type: string; data: Record<string, unknown> }[]) {
     const s = startMeasurements({
       relayId,
       identityKey: importPrivateKey(keys[relayId].seed),
-      links: () => [],
-      observe: async () => [],
+      ...observer(),
       submit: async (req) => {
         submitted.push(req);
         return { measurementId: req.measurementId, relayId, stored: true, state: { state: 'scheduled' } } as unknown as SubmitMeasurementResponse;
@@ -87,8 +118,14 @@ describe('the measurement shell', () => {
     expect(mine.echoed!.every((b) => b > 1_000_000)).toBe(true);
     expect(mine.checks).toBeGreaterThan(0);
     expect(await verifyReport(keys['relay-1'].publicKey, mine as SignedReport)).toBe(true);
+    // The target's other traffic: relay-2's 1,000 bytes a second, as its observer read them.
     const theirs = submitted.find((r) => r.role === 'target')!;
-    expect(theirs).toMatchObject({ relayId: 'relay-3', background: [0, 0] });
+    expect(theirs).toMatchObject({ relayId: 'relay-3' });
+    expect(theirs.background).toHaveLength(2);
+    for (const b of theirs.background!) {
+      expect(b).toBeGreaterThan(900);
+      expect(b).toBeLessThan(1_100);
+    }
     expect(await verifyReport(keys['relay-3'].publicKey, theirs as SignedReport)).toBe(true);
     expect(submitted).toHaveLength(2);
     expect(events.map((e) => [e.type, e.data.role, e.data.outcome])).toEqual(
@@ -112,8 +149,7 @@ describe('the measurement shell', () => {
       const measurer = startMeasurements({
         relayId: 'relay-1',
         identityKey: importPrivateKey(keys['relay-1'].seed),
-        links: () => [],
-        observe: async () => [],
+        ...observer(),
         submit: async (req) => {
           submitted.push(req);
           return { state: { state: 'rejected' } } as unknown as SubmitMeasurementResponse;

@@ -121,6 +121,50 @@ describe('echo streams: what a measurer sends and checks', () => {
     expect(new EchoStream().next(64).equals(new EchoStream().next(64))).toBe(false);
   });
 
+  it('checks what comes back 64 KiB at a time: every part of a good batch counted when it came, none of a batch with a wrong byte', () => {
+    const s = new EchoStream();
+    const sent = Buffer.concat([s.next(70_000), s.next(70_000), s.next(10_000)]);
+    const good: [number, number][] = [];
+    const count = (atMs: number, n: number) => void good.push([atMs, n]);
+    // The reader may reuse its buffer: what was received is a copy.
+    const reused = Buffer.alloc(40_000);
+    const take = (a: number, b: number, atMs: number) => {
+      sent.copy(reused, 0, a, b);
+      s.receive(reused.subarray(0, b - a), atMs, count);
+      reused.fill(7);
+    };
+    take(0, 30_000, 1);
+    take(30_000, 60_000, 2);
+    expect([s.checks, good]).toEqual([0, []]);
+    // The third fills the batch (65,536 bytes) with 5,536 of its 10,000.
+    take(60_000, 70_000, 3);
+    expect([s.checks, s.failures, good]).toEqual([
+      1,
+      0,
+      [
+        [1, 30_000],
+        [2, 30_000],
+        [3, 5_536],
+      ],
+    ]);
+    // A batch with one byte changed counts none of its parts; the stream goes on in step after it.
+    const bad = Buffer.from(sent.subarray(70_000, 100_000));
+    bad[29_999]! ^= 1;
+    s.receive(bad, 4, count);
+    take(100_000, 140_000, 5);
+    expect([s.checks, s.failures, good.length]).toEqual([2, 1, 3]);
+    // What waits at the end is checked by flush.
+    take(140_000, 150_000, 6);
+    s.flush(count);
+    expect([s.checks, s.failures]).toEqual([3, 1]);
+    expect(good.slice(3)).toEqual([
+      [5, 40_000 - (131_072 - 100_000)],
+      [6, 10_000],
+    ]);
+    s.flush(count);
+    expect(s.checks).toBe(3);
+  });
+
   it('counts bytes in the second they came in, and nothing outside the window', () => {
     const c = new PerSecond(10_000, 3);
     expect([c.add(9_999, 5), c.add(10_000, 1), c.add(11_999, 2), c.add(12_500, 3), c.add(13_000, 7)]).toEqual([false, true, true, true, false]);
@@ -137,6 +181,17 @@ describe('echo streams: what a measurer sends and checks', () => {
     ];
     // The sample at 10,000 counts in the second before the window; 11,000 in second 0; 12,000 in second 1.
     expect(backgroundOf(samples, 10_000, 2, new Set(['relay-1']))).toEqual([200 + 10, 300 + 10]);
+  });
+
+  it('spreads a reading over the time since the one before (an observer reads every 5 s by default)', () => {
+    const at = (atMs: number, tx: number) => ({ atMs, tx: new Map([['relay-4', tx]]) });
+    // 4,000 bytes from 8,000 to 12,000 ms, 3,000 from 12,000 to 15,000: a window of 10,000-14,000 gets
+    // 1,000 a second of the first, and 1,000 a second of the second.
+    expect(backgroundOf([at(8_000, 0), at(12_000, 4_000), at(15_000, 7_000)], 10_000, 4, new Set())).toEqual([1_000, 1_000, 1_000, 1_000]);
+    // A reading within a second splits it; no reading past the end leaves the tail uncounted.
+    expect(backgroundOf([at(9_500, 0), at(10_500, 1_000), at(11_000, 1_000)], 10_000, 3, new Set())).toEqual([500, 0, 0]);
+    // Readings out of order or at the same time count nothing.
+    expect(backgroundOf([at(11_000, 0), at(11_000, 5_000), at(10_000, 9_000)], 10_000, 3, new Set())).toEqual([0, 0, 0]);
   });
 });
 
