@@ -268,7 +268,12 @@ the control plane. Give exactly one of --exit and --exit-region.
 --private opens a private session (docs/clients.md, "Private sessions"): the client's peer is the exit
 relay, reached at the entry's address on a port of the session's own; the entry forwards the client's
 ciphertext to the exit in its kernel and never sees its packets, and the exit never sees the client's
-address. Its MTU is 60 bytes smaller (the client's datagrams travel inside the mesh link).`);
+address. Its MTU is 60 bytes smaller (the client's datagrams travel inside the mesh link).
+
+--community allows community relays (run by operators the network does not control; docs/proof-of-
+bandwidth.md, "Community relays") on the session's path. A session entering at a community relay is
+always private; one leaving at a community relay is private unless --standard is given. Without
+either flag the mode is standard, or private where a community relay is on the path.`);
   withOptions(
     add,
     ...exit(),
@@ -277,6 +282,8 @@ address. Its MTU is 60 bytes smaller (the client's datagrams travel inside the m
     opt('--public-key <KEY>', "the client's public key (its private key stays elsewhere)"),
     intOpt('--ttl <S>', "session lifetime in seconds (default: the control plane's, 24 h)", 60, 30 * 86_400),
     opt('--private', 'a private session: the entry forwards ciphertext, the exit terminates the tunnel'),
+    opt('--standard', 'a standard session, even with a community exit (refused with a community entry)'),
+    opt('--community', 'community relays may be on the path (entry or exit)'),
     json(),
     ...access(),
   );
@@ -311,9 +318,10 @@ export function declareRelay(program: Command, leaf: Leaf): void {
   const relay = subcommands(
     program,
     'relay',
-    "ban and unban relays (the operator's)",
-    `The operator's relay administration (docs/security.md, "Bans"). Each subcommand takes
---control-plane-url and --token or --token-file with the service-role key.`,
+    "ban, unban, suspend and resume relays (the operator's)",
+    `The operator's relay administration (docs/security.md, "Bans"; docs/proof-of-bandwidth.md,
+"Community relays"). Each subcommand takes --control-plane-url and --token or --token-file with the
+service-role key.`,
   );
   const access = () => controlPlaneOpts('the service-role key');
   const ban = relay
@@ -346,6 +354,66 @@ token must be signed by the recorded identity key, docs/security.md "Rotation").
     ...access(),
   );
   leaf(unban, 'relay unban');
+  const suspend = relay
+    .command('suspend')
+    .summary('suspend a relay: it stays in the mesh but carries no client traffic')
+    .description(`Suspend a relay (core or community): it stays in the mesh (links, measurements) but carries no
+client traffic; its open client sessions, entering or leaving there, are closed at once (reason
+"removed"), and connect-client and switch-exit refuse it (409 relay_not_active). RelayStateChanged
+says it to every relay. Idempotent.`);
+  withOptions(suspend, opt('--relay <ID>', 'the relay (required)'), opt('--reason <TEXT>', 'why (at most 200 characters)'), jsonOpt(), ...access());
+  leaf(suspend, 'relay suspend');
+  const resume = relay
+    .command('resume')
+    .summary('resume a suspended relay')
+    .description(`Resume a suspended relay: a core relay, or a community relay measured at community_min_capacity
+or more, is active again; a community relay not measured enough goes back to probation (its next
+measurement decides). Idempotent.`);
+  withOptions(resume, opt('--relay <ID>', 'the relay (required)'), opt('--reason <TEXT>', 'why (at most 200 characters)'), jsonOpt(), ...access());
+  leaf(resume, 'relay resume');
+}
+
+export function declareOperator(program: Command, leaf: Leaf): void {
+  const operator = subcommands(
+    program,
+    'operator',
+    "a community relay operator's commands: enroll a relay, see its standing",
+    `A community relay's operator (docs/proof-of-bandwidth.md, "Community relays"): a user of the
+network's Supabase project whose app_metadata.relaynet_role is "operator" (the network's operator sets
+it; locally, 'relay-core token mint --role user --sub ID --operator'). Each subcommand takes
+--control-plane-url and --token or --token-file with that operator's user token: no service-role key,
+no core relay token.`,
+  );
+  const access = () => controlPlaneOpts("the operator's user token");
+  const enroll = operator
+    .command('enroll')
+    .summary('enroll a community relay and get its relay token')
+    .description(`Enroll a community relay: the control plane records the relay id as yours, in probation, and
+answers with a relay token bound to it (printed on stdout, or written 0600 to --token-out). Run the
+relay with that token ('relay-core run --relay-id ID --token-file FILE ...'): it joins the mesh and is
+measured (docs/proof-of-bandwidth.md, "Measuring"); a measured capacity of community_min_capacity or
+more (10 Mbit/s by default) makes it active, and only then does it carry clients, and only those of
+sessions that allow community relays. Enrolling a relay of yours again gives a new token for it.
+Refused: a relay id that is taken (409 relay_exists), more relays than community_max_relays (409
+operator_limit), a banned relay id (403 banned), a user token without the operator role (403
+not_operator).`);
+  withOptions(
+    enroll,
+    opt('--relay-id <ID>', 'the relay id (required; 1-63 chars of a-z, 0-9, -)'),
+    opt('--ttl <DURATION>', "the relay token's lifetime: N followed by s, m, h or d (60s to 366d)", { default: '30d' }),
+    opt('--token-out <FILE>', 'write the relay token to FILE (mode 0600) instead of stdout'),
+    jsonOpt(),
+    ...access(),
+  );
+  leaf(enroll, 'operator enroll');
+  const status = operator
+    .command('status')
+    .summary('your relays: class, state, capacity, measurements, credit')
+    .description(`Your enrolled relays as Proof-of-Bandwidth knows them: state (probation, active, rejected,
+suspended), measured capacity, latest measurement, credit in the latest settled epoch, disputes (the
+same table as 'relay-core pob status').`);
+  withOptions(status, opt('--relay <ID>', 'only this relay'), jsonOpt(), ...access());
+  leaf(status, 'operator status');
 }
 
 export function declarePob(program: Command, leaf: Leaf): void {
@@ -437,10 +505,12 @@ the relay was rejected or the measurement incomplete.`);
   const status = pob
     .command('status')
     .summary('capacity, latest measurement, credit and disputes per relay')
-    .description(`What Proof-of-Bandwidth knows of each active relay (service-role key): its measured capacity
-(the line rate, each way) and when, its latest measurement and how it ended, its credit in the latest
-settled epoch (carried, cap, credit) and the disputes naming it there.`);
-  withOptions(status, opt('--relay <ID>', 'only this relay'), jsonOpt(), ...controlPlaneOpts('the service-role key'), simPobOpt());
+    .description(`What Proof-of-Bandwidth knows of each relay: its class and state (core or community; probation,
+active, rejected or suspended), its measured capacity (the line rate, each way) and when, its latest
+measurement and how it ended, its credit in the latest settled epoch (carried, cap, credit) and the
+disputes naming it there. With the service-role key: every active relay and every enrolled one; with
+an operator's user token: the relays that operator enrolled (as 'relay-core operator status').`);
+  withOptions(status, opt('--relay <ID>', 'only this relay'), jsonOpt(), ...controlPlaneOpts("the service-role key, or an operator's user token"), simPobOpt());
   leaf(status, 'pob status');
 }
 
@@ -481,12 +551,14 @@ export function declareToken(program: Command, leaf: Leaf): void {
     is printed on stderr: 'relay-core token revoke --jti ID' stops that token alone.
   user token (--role user): {role: "authenticated", aud: "authenticated", sub, iss, iat, exp}, the
     shape of a Supabase Auth user's JWT. It may open, switch, list and close only the client sessions
-    it opened itself (relay-core client ...), and nothing else.`);
+    it opened itself (relay-core client ...), and nothing else. With --operator it also carries
+    app_metadata: {relaynet_role: "operator"} and may enroll community relays (relay-core operator).`);
   withOptions(
     mint,
     opt('--role <relay|user>', 'which kind of token', { default: 'relay' }),
     opt('--relay-id <ID>', 'relay tokens: the relay the token is bound to (required; 1-63 chars of a-z, 0-9, -)'),
     opt('--sub <ID>', "user tokens: the user's id (required; 1-255 characters, e.g. a Supabase user UUID)"),
+    opt('--operator', 'user tokens: with app_metadata.relaynet_role "operator" (may enroll community relays)'),
     opt('--ttl <DURATION>', 'lifetime: N followed by s, m, h or d, e.g. 12h, 30d (at most 3650d)', { default: '30d' }),
     opt('--jwt-secret-file <FILE>', 'a file holding the JWT secret (Supabase: Settings > API > JWT secret)', { group: SECRET_SOURCE }),
     stateDirOpt("a local control plane's state directory (its secrets.json)", { group: SECRET_SOURCE }),

@@ -195,13 +195,15 @@ and removes its namespace; 'list' shows them.`,
     .summary('a client namespace with a session through the control plane')
     .description(`A client: namespace, key, session, wireguard-go. Give exactly one of --exit and --exit-region.
 --private: a private session (docs/clients.md): its peer is the exit, reached through the entry,
-which forwards its ciphertext and never sees its packets.`);
+which forwards its ciphertext and never sees its packets. --community: community relays may be on its
+path (a community entry makes it private; docs/proof-of-bandwidth.md, "Community relays").`);
   withOptions(
     add,
     opt('--name <NAME>', 'its name', { defaultText: 'client-<n>' }),
     opt('--entry <ID>', 'the entry relay', { defaultText: 'the control plane picks' }),
     ...exitOpts(),
     opt('--private', 'a private session: the entry forwards ciphertext, the exit terminates the tunnel'),
+    opt('--community', 'community relays may be on its path'),
     stateDir(),
   );
   leaf(add, 'sim client add');

@@ -7,6 +7,7 @@ import {
   declareDevnet,
   declarePob,
   declareRelay,
+  declareOperator,
   declareReconcile,
   declareRotateKey,
   declareRun,
@@ -38,6 +39,10 @@ export type ActionName =
   | 'reconcile'
   | 'relay ban'
   | 'relay unban'
+  | 'relay suspend'
+  | 'relay resume'
+  | 'operator enroll'
+  | 'operator status'
   | 'pob receipts'
   | 'pob verify'
   | 'pob settle'
@@ -112,6 +117,7 @@ export function buildProgram(dispatch: Dispatch, writeHelp: (text: string) => vo
   declareClient(program, leaf);
   declareToken(program, leaf);
   declareRelay(program, leaf);
+  declareOperator(program, leaf);
   declarePob(program, leaf);
   declareEvents(program, leaf);
   declareReplay(program, leaf);

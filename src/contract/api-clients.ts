@@ -29,7 +29,13 @@ export const ConnectClientRequestSchema = requestObject({
   publicKey: wgKeyField(),
   ...exitChoice,
   entry: relayIdField('entry').optional(),
-  mode: oneOf('mode', SESSION_MODES).default('standard'),
+  /**
+   * Absent: standard, or private where a community relay is on the path (a community entry takes
+   * private sessions only).
+   */
+  mode: oneOf('mode', SESSION_MODES).optional(),
+  /** Community relays may be on the session's path (entry or exit); absent: false, core relays only. */
+  community: flag('community').default(false),
   ttlSeconds: z
     .number({ error: TTL_MESSAGE })
     .refine(Number.isInteger, TTL_MESSAGE)

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { type EpochRoot, MAX_RECEIPTS } from './pob-receipts.ts';
 import { MAX_BACKGROUND_SHARE, MAX_MEASUREMENT_SECONDS, MAX_MEASURERS, MAX_STREAMS } from './pob-measure.ts';
 import { oneOf, relayIdField, requestObject, sessionIdField, text } from './request.ts';
+import { RELAY_CLASSES, RELAY_STATES } from './topology.events.ts';
 
 /** The most receipts one submission carries: a relay's links in the largest mesh the address plan admits, with room. */
 export const MAX_SUBMITTED_RECEIPTS = 8192;
@@ -193,7 +194,11 @@ export type MeasurementState = z.infer<typeof MeasurementStateSchema>;
 export const SubmitMeasurementResponseSchema = z.object({ measurementId: z.string(), relayId: z.string(), stored: z.boolean(), state: MeasurementStateSchema });
 export type SubmitMeasurementResponse = z.infer<typeof SubmitMeasurementResponseSchema>;
 
-/** pob-status (service role): relays' capacity and measurement state, and one measurement in full. */
+/**
+ * pob-status: relays' standing, capacity and measurement state, and one measurement in full. The
+ * service role sees every relay; an operator (docs/proof-of-bandwidth.md, "Community relays") the
+ * relays it enrolled.
+ */
 export const PobStatusRequestSchema = requestObject({ measurementId: sessionIdField('measurementId').optional(), relayId: relayIdField().optional() });
 export type PobStatusRequest = z.input<typeof PobStatusRequestSchema>;
 
@@ -201,6 +206,13 @@ export const PobStatusResponseSchema = z.object({
   relays: z.array(
     z.object({
       relayId: z.string(),
+      /** Its class and state (docs/proof-of-bandwidth.md, "Community relays"); absent from older control planes: core, active. */
+      class: z.enum(RELAY_CLASSES).default('core'),
+      state: z.enum(RELAY_STATES).default('active'),
+      /** The operator that enrolled it (community relays); null for core relays. */
+      operatorId: z.string().nullable().default(null),
+      /** In the topology now (registered and not gone); an enrolled relay that never registered is not. */
+      registered: z.boolean().default(true),
       /** Line rate, bytes per second each way (null: never measured). */
       capacity: z.number().nullable(),
       measuredAt: z.string().nullable(),

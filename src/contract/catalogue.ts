@@ -18,6 +18,7 @@ import {
   RelayMeasuredV1,
   EpochSettledV1,
   ReceiptDisputedV1,
+  RelayStateChangedV1,
   RelayLeftV1,
   type TopologyEvent,
 } from './topology.events.ts';
@@ -86,6 +87,7 @@ export const CATALOGUE = {
   RelayMeasured: { kind: { stream: 'topology' }, versions: { 1: RelayMeasuredV1 } },
   EpochSettled: { kind: { stream: 'topology' }, versions: { 1: EpochSettledV1 } },
   ReceiptDisputed: { kind: { stream: 'topology' }, versions: { 1: ReceiptDisputedV1 } },
+  RelayStateChanged: { kind: { stream: 'topology' }, versions: { 1: RelayStateChangedV1 } },
   RelayEndpointChanged: { kind: { stream: 'topology' }, versions: { 1: RelayEndpointChangedV1 } },
   RelayCapabilitiesChanged: { kind: { stream: 'topology' }, versions: { 1: RelayCapabilitiesChangedV1 } },
   ClientSessionOpened: {

@@ -147,6 +147,30 @@ export const RelayMeasuredV1 = z
   })
   .strict();
 
+/** A relay's class: core (the network's own) or community (enrolled by an operator; docs/proof-of-bandwidth.md). */
+export const RELAY_CLASSES = ['core', 'community'] as const;
+export type RelayClass = (typeof RELAY_CLASSES)[number];
+/**
+ * A relay's state: `probation` (in the mesh and measured, but no client traffic), `active` (carries
+ * clients), `rejected` (its measurement refused it) or `suspended` (by the operator of the network).
+ */
+export const RELAY_STATES = ['probation', 'active', 'rejected', 'suspended'] as const;
+export type RelayState = (typeof RELAY_STATES)[number];
+/**
+ * A relay's standing changed: it was enrolled (probation), a measurement made it active or rejected it,
+ * or the network's operator suspended or resumed it. Only active relays carry client traffic.
+ */
+export const RelayStateChangedV1 = z
+  .object({
+    revision: Revision,
+    relayId: RelayIdSchema,
+    class: z.enum(RELAY_CLASSES),
+    state: z.enum(RELAY_STATES),
+    previousState: z.enum(RELAY_STATES).nullable(),
+    reason: z.string().max(512).nullable(),
+  })
+  .strict();
+
 /** The pseudo relay of the subjects of events about the whole network (EpochSettled): no relay has this id. */
 export const NETWORK_SUBJECT = 'network';
 
@@ -194,7 +218,8 @@ export type TopologyEvent =
   | Envelope<'MeasurementScheduled', z.infer<typeof MeasurementScheduledV1>>
   | Envelope<'RelayMeasured', z.infer<typeof RelayMeasuredV1>>
   | Envelope<'EpochSettled', z.infer<typeof EpochSettledV1>>
-  | Envelope<'ReceiptDisputed', z.infer<typeof ReceiptDisputedV1>>;
+  | Envelope<'ReceiptDisputed', z.infer<typeof ReceiptDisputedV1>>
+  | Envelope<'RelayStateChanged', z.infer<typeof RelayStateChangedV1>>;
 
 export type TopologyEventType = TopologyEvent['type'];
 
@@ -222,6 +247,7 @@ export function topologySubjectRelay(e: TopologyEventData): string {
     case 'MeasurementScheduled':
       return e.data.measurement.targetId;
     case 'RelayMeasured':
+    case 'RelayStateChanged':
       return e.data.relayId;
     case 'EpochSettled':
       return NETWORK_SUBJECT;

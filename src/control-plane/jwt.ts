@@ -40,12 +40,20 @@ export function mintRelayToken(
 /**
  * A user token as Supabase Auth issues them (tests, local use): role `authenticated`, the user's id as
  * `sub`, expiring after `ttlSeconds`. The control plane lets it open, switch, list and close its own
- * client sessions only.
+ * client sessions only; with `operator`, it carries `app_metadata.relaynet_role: "operator"` (what
+ * Supabase Auth's admin API sets on a user) and may enroll community relays too.
  */
-export function mintUserToken(sub: string, ttlSeconds: number, secret: string, now = Math.floor(Date.now() / 1000)): Promise<string> {
+export function mintUserToken(
+  sub: string,
+  ttlSeconds: number,
+  secret: string,
+  now = Math.floor(Date.now() / 1000),
+  opts: { operator?: boolean } = {},
+): Promise<string> {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw new Error('ttlSeconds must be a positive integer');
   if (sub.length < 1 || sub.length > 255 || /[\u0000-\u001f\u007f]/.test(sub)) throw new Error('sub must be 1-255 characters without control characters');
-  return signJwt({ role: 'authenticated', aud: 'authenticated', sub, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds }, secret);
+  const meta = opts.operator ? { app_metadata: { relaynet_role: 'operator' } } : {};
+  return signJwt({ role: 'authenticated', aud: 'authenticated', sub, iss: TOKEN_ISSUER, iat: now, exp: now + ttlSeconds, ...meta }, secret);
 }
 
 /** The service-role key of a local control plane (what Supabase hands a project's backend; no exp). */

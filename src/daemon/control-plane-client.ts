@@ -52,6 +52,14 @@ import {
   type SubmitMeasurementResponse,
 } from '../contract/api-pob.ts';
 import type { Logger } from '../lib/logger.ts';
+import {
+  EnrollRelayResponseSchema,
+  SetRelayStateResponseSchema,
+  type EnrollRelayRequest,
+  type EnrollRelayResponse,
+  type SetRelayStateRequest,
+  type SetRelayStateResponse,
+} from '../contract/api-community.ts';
 
 /** connect-client and switch-exit wait for the entry relay (up to confirm_timeout_seconds): never re-POSTed. */
 export const ONCE: RetryPolicy = { attempts: 1, baseMs: 0, maxMs: 0 };
@@ -208,6 +216,16 @@ export class ControlPlaneClient {
   /** Capacity, measurements, credit and disputes per relay (pob-status, service role). */
   pobStatus(req: PobStatusRequest = {}, signal?: AbortSignal): Promise<PobStatusResponse> {
     return this.#call('pob-status', req, PobStatusResponseSchema, signal, { attempts: 3, baseMs: 250, maxMs: 1_000 });
+  }
+
+  /** An operator enrolls a community relay and gets its relay token (an operator's user token). One attempt: each mints a token. */
+  enrollRelay(req: EnrollRelayRequest, signal?: AbortSignal): Promise<EnrollRelayResponse> {
+    return this.#call('enroll-relay', req, EnrollRelayResponseSchema, signal, ONCE);
+  }
+
+  /** The network's operator suspends or resumes a relay (service role). One attempt. */
+  setRelayState(req: SetRelayStateRequest, signal?: AbortSignal): Promise<SetRelayStateResponse> {
+    return this.#call('set-relay-state', req, SetRelayStateResponseSchema, signal, ONCE);
   }
 
   /** `body`: the request, or a function building it afresh for each attempt. */

@@ -141,9 +141,11 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
       if (state.entry === null || measurementConcerns(m, state.entry)) measurements = { ...measurements, [m.id]: m };
       break;
     }
-    // Settlements change nothing a relay holds: only the revision moves.
+    // Settlements and standings change nothing a relay holds (the control plane alone keeps a relay
+    // that is not active out of client sessions): only the revision moves.
     case 'EpochSettled':
     case 'ReceiptDisputed':
+    case 'RelayStateChanged':
       break;
     case 'RelayMeasured': {
       if (measurements && event.data.measurementId in measurements) {

@@ -117,6 +117,8 @@ export interface AddClientOptions {
   exitRegion?: string;
   /** A private session (docs/clients.md, "Private sessions"). */
   private?: boolean;
+  /** Community relays may be on its path (then it is private by default). */
+  community?: boolean;
 }
 
 /** A new client: namespace, key, session (the control plane waits for the entry), stock WireGuard up. */
@@ -178,15 +180,26 @@ export async function addClient(dir: string, o: AddClientOptions, out: Out): Pro
     ...(o.exit ? ['--exit', o.exit] : []),
     ...(o.exitRegion ? ['--exit-region', o.exitRegion] : []),
     ...(o.private ? ['--private'] : []),
+    ...(o.community ? ['--community'] : []),
   ];
-  const answer = JSON.parse(await controlPlaneCli(sim, args)) as { session: { id: string; entryId: string; exitId: string; address: string }; wgQuick: string };
+  const answer = JSON.parse(await controlPlaneCli(sim, args)) as {
+    session: { id: string; entryId: string; exitId: string; address: string; mode: SimClient['mode'] };
+    wgQuick: string;
+  };
   writePrivate(client.configFile, answer.wgQuick.endsWith('\n') ? answer.wgQuick : `${answer.wgQuick}\n`);
+  // The mode the control plane chose (private where a community relay is on the path).
   sim.record(() =>
-    Object.assign(client, { sessionId: answer.session.id, entryId: answer.session.entryId, exitId: answer.session.exitId, address: answer.session.address }),
+    Object.assign(client, {
+      sessionId: answer.session.id,
+      entryId: answer.session.entryId,
+      exitId: answer.session.exitId,
+      address: answer.session.address,
+      mode: answer.session.mode,
+    }),
   );
   await startWgQuickClient(client.namespace, client.device, client.configFile);
   out(
-    `client ${name}: ${answer.session.address} in ${client.namespace}, enters at ${answer.session.entryId}, leaves at ${answer.session.exitId}${o.private ? ', private' : ''} (session ${answer.session.id})`,
+    `client ${name}: ${answer.session.address} in ${client.namespace}, enters at ${answer.session.entryId}, leaves at ${answer.session.exitId}${client.mode === 'private' ? ', private' : ''} (session ${answer.session.id})`,
   );
   return client;
 }

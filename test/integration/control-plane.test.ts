@@ -138,6 +138,7 @@ describe.each(['pglite', 'postgresql'] as const)('control plane on %s', (backend
       'rate_limits',
       'relay_bans',
       'relay_keys',
+      'relay_standing',
       'relays',
       'revoked_tokens',
       'settings',

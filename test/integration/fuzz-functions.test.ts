@@ -3,7 +3,7 @@ import { CompactSign } from 'jose';
 import fc from 'fast-check';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signJwt, TOKEN_ISSUER } from '../../src/control-plane/jwt.ts';
+import { mintUserToken, signJwt, TOKEN_ISSUER } from '../../src/control-plane/jwt.ts';
 import { startLocalControlPlane, type LocalControlPlane } from '../../src/control-plane/local.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { alwaysInvalid, FUZZ_SEED, mutationOf, Tally } from '../support/fuzz.ts';
@@ -50,6 +50,8 @@ const FUNCTIONS = [
   'schedule-measurement',
   'submit-measurement',
   'pob-status',
+  'enroll-relay',
+  'set-relay-state',
 ] as const;
 type Fn = (typeof FUNCTIONS)[number];
 
@@ -138,6 +140,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
     for (const n of [1, 2, 3, 4, 9]) tokens[`relay-${n}`] = await cp.mintRelayToken(`relay-${n}`, 3600);
     tokens.alice = await cp.mintUserToken('user-alice', 3600);
     tokens.bob = await cp.mintUserToken('user-bob', 3600);
+    // An operator (app_metadata.relaynet_role "operator"): it may enroll community relays.
+    tokens.olga = await mintUserToken('user-olga', 3600, cp.jwtSecret, undefined, { operator: true });
     tokens.service = cp.serviceRoleKey;
     for (const n of [1, 2, 3, 4]) {
       const r = await post(
@@ -241,6 +245,10 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
       ['user-control-sub', `Bearer ${await signJwt({ role: 'authenticated', aud: 'authenticated', sub: 'user-alice\n', iss: TOKEN_ISSUER, exp }, secret)}`],
       ['user-no-exp', `Bearer ${await signJwt({ role: 'authenticated', aud: 'authenticated', sub: 'user-alice', iss: TOKEN_ISSUER }, secret)}`],
       [
+        'user-app-metadata-string',
+        `Bearer ${await signJwt({ role: 'authenticated', aud: 'authenticated', sub: 'user-olga', iss: TOKEN_ISSUER, exp, app_metadata: 'operator' }, secret)}`,
+      ],
+      [
         'user-anon-flag',
         `Bearer ${await signJwt({ role: 'authenticated', aud: 'authenticated', sub: 'user-alice', iss: TOKEN_ISSUER, exp, is_anonymous: 'no' }, secret)}`,
       ],
@@ -286,6 +294,8 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         },
         'submit-measurement': { body: measurementBody, good: ['service', 'relay-1'], optional: ['error'] },
         'pob-status': { body: { relayId: 'relay-1' }, good: ['service'], optional: ['relayId'] },
+        'enroll-relay': { body: { relayId: 'relay-c9', ttlSeconds: 3600 }, good: ['olga'], optional: ['ttlSeconds'] },
+        'set-relay-state': { body: { relayId: 'relay-3', state: 'suspended', reason: 'fuzz' }, good: ['service'], optional: ['reason'] },
       };
       const schemaKeys = new Set([
         'relayId',
@@ -331,6 +341,9 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'failures',
         'error',
         'background',
+        'mode',
+        'community',
+        'state',
       ]);
 
       // Tokens of the wrong party for a function (403), with the body they are refused for.
@@ -350,7 +363,10 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
         'settle-epoch': [{ token: 'alice' }, { token: 'relay-1' }],
         'schedule-measurement': [{ token: 'alice' }, { token: 'relay-1' }],
         'submit-measurement': [{ token: 'alice' }, { token: 'relay-2' }],
-        'pob-status': [{ token: 'alice' }, { token: 'relay-1' }],
+        'pob-status': [{ token: 'alice' }, { token: 'relay-1' }, { token: 'olga' }],
+        // A user who is not an operator, a relay, the service role; the operator, for a relay id taken already.
+        'enroll-relay': [{ token: 'alice' }, { token: 'relay-1' }, { token: 'service' }, { token: 'olga', body: { relayId: 'relay-1' } }],
+        'set-relay-state': [{ token: 'alice' }, { token: 'olga' }, { token: 'relay-3' }],
       };
 
       // Well-formed requests the state refuses (the service role: no rate limit is charged).
@@ -417,6 +433,9 @@ describe('fuzzing the Edge Functions (issue 14, part 7)', () => {
           fc.constant({ ...measurementBody, echoed: [1000, 2000, 3000] }), // not one per second
         ],
         'pob-status': [uuid.filter((u) => u !== M1 && u !== M2).map((measurementId) => ({ measurementId }))],
+        // The service role may not enroll (wrongParty has the operator's refusals).
+        'enroll-relay': [],
+        'set-relay-state': [ghost.map((relayId) => ({ relayId, state: 'suspended' })), ghost.map((relayId) => ({ relayId, state: 'active' }))],
       };
 
       const method = fc.constantFrom('PUT', 'PATCH', 'DELETE', 'GET');

@@ -75,13 +75,15 @@ function fieldOf(f: () => unknown): string | undefined {
 
 describe('client request validation', () => {
   it('accepts connect requests with an exit or an exit region, an optional entry, lifetime and mode', () => {
-    expect(parseConnectRequest({ publicKey: key(1), exit: 'relay-b' })).toEqual({ publicKey: key(1), exit: 'relay-b', mode: 'standard' });
-    expect(parseConnectRequest({ publicKey: key(1), exitRegion: 'eu-west', entry: 'relay-a', ttlSeconds: 3600, mode: 'private' })).toEqual({
+    // No mode: the function decides (standard, or private with a community relay on the path).
+    expect(parseConnectRequest({ publicKey: key(1), exit: 'relay-b' })).toEqual({ publicKey: key(1), exit: 'relay-b', community: false });
+    expect(parseConnectRequest({ publicKey: key(1), exitRegion: 'eu-west', entry: 'relay-a', ttlSeconds: 3600, mode: 'private', community: true })).toEqual({
       publicKey: key(1),
       exitRegion: 'eu-west',
       entry: 'relay-a',
       ttlSeconds: 3600,
       mode: 'private',
+      community: true,
     });
   });
 
@@ -179,6 +181,9 @@ const cand = (id: string, over: Partial<RelayCandidate> = {}): RelayCandidate =>
   live: true,
   entrySessions: 0,
   exitSessions: 0,
+  class: 'core',
+  state: 'active',
+  capacity: null,
   ...over,
 });
 
@@ -338,25 +343,26 @@ describe('who sees a session', () => {
     closedAt: null,
     closeReason: null,
     expired: false,
+    community: false,
   };
   it('the service role all, a user its own, a relay those that concern it', () => {
     const relay = (relayId: string) => ({ role: 'relay' as const, relayId, jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' });
     expect(maySee(relay('relay-b'), { ...s, mode: 'private' })).toBe(true);
     expect(maySee(relay('relay-c'), { ...s, mode: 'private' })).toBe(false);
     expect(maySee({ role: 'service_role' }, s)).toBe(true);
-    expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, s)).toBe(true);
-    expect(maySee({ role: 'user', userId: 'bob', anonymous: false }, s)).toBe(false);
+    expect(maySee({ role: 'user', userId: 'alice', anonymous: false, operator: false }, s)).toBe(true);
+    expect(maySee({ role: 'user', userId: 'bob', anonymous: false, operator: false }, s)).toBe(false);
     expect(maySee({ role: 'relay', relayId: 'relay-a', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' }, s)).toBe(true);
     expect(maySee({ role: 'relay', relayId: 'relay-b', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' }, s)).toBe(false);
     expect(maySee({ role: 'service_role' }, { ...s, owner: null })).toBe(true);
-    expect(maySee({ role: 'user', userId: 'alice', anonymous: false }, { ...s, owner: null })).toBe(false);
-    expect(ownerOf({ role: 'user', userId: 'alice', anonymous: false })).toBe('alice');
+    expect(maySee({ role: 'user', userId: 'alice', anonymous: false, operator: false }, { ...s, owner: null })).toBe(false);
+    expect(ownerOf({ role: 'user', userId: 'alice', anonymous: false, operator: false })).toBe('alice');
     expect(ownerOf({ role: 'service_role' })).toBeNull();
   });
   it('lists a session with its bookkeeping, in the shape the client schema takes', () => {
     const item = listItem(s, { role: 'service_role' });
     expect(item).toMatchObject({ confirmed: true, status: 'open', owner: 'alice', closedAt: null, closeReason: null });
-    expect(listItem(s, { role: 'user', userId: 'alice', anonymous: false }).owner).toBe('alice');
+    expect(listItem(s, { role: 'user', userId: 'alice', anonymous: false, operator: false }).owner).toBe('alice');
     expect(listItem({ ...s, exitId: 'relay-c' }, { role: 'service_role' }).confirmed).toBe(false);
     // A private session is confirmed once its exit confirmed too, for its current exit.
     const p: StoredSession = { ...s, mode: 'private' };
@@ -435,7 +441,19 @@ describe('user tokens', () => {
       ok: true,
       claims: { role: 'authenticated', aud: 'authenticated', sub: 'alice', iss: 'relay-core', iat: NOW, exp: NOW + 600 },
     });
-    expect(await authenticate(`Bearer ${t}`, SECRET, NOW, 'relay-core')).toEqual({ role: 'user', userId: 'alice', anonymous: false });
+    expect(await authenticate(`Bearer ${t}`, SECRET, NOW, 'relay-core')).toEqual({ role: 'user', userId: 'alice', anonymous: false, operator: false });
+    // An operator: app_metadata.relaynet_role "operator" (never an anonymous user; user_metadata, which users set themselves, counts for nothing).
+    const op = await mintUserToken('olga', 600, SECRET, NOW, { operator: true });
+    expect(await authenticate(`Bearer ${op}`, SECRET, NOW, 'relay-core')).toEqual({ role: 'user', userId: 'olga', anonymous: false, operator: true });
+    const base = { role: 'authenticated', aud: 'authenticated', sub: 'olga', iss: 'relay-core', exp: NOW + 60 };
+    expect(await authenticate(await bearer({ ...base, user_metadata: { relaynet_role: 'operator' } }), SECRET, NOW, 'relay-core')).toMatchObject({
+      operator: false,
+    });
+    expect(
+      await authenticate(await bearer({ ...base, is_anonymous: true, app_metadata: { relaynet_role: 'operator' } }), SECRET, NOW, 'relay-core'),
+    ).toMatchObject({ operator: false });
+    for (const app_metadata of [null, 'operator', ['operator']])
+      await expect(authenticate(await bearer({ ...base, app_metadata }), SECRET, NOW, 'relay-core')).rejects.toMatchObject({ status: 401 });
     for (const claims of [
       { role: 'authenticated', sub: 'alice' },
       { role: 'authenticated', exp: NOW + 5 },
@@ -448,7 +466,7 @@ describe('user tokens', () => {
   });
 
   it('may not act for relays, and each function names the roles it takes', () => {
-    const user = { role: 'user', userId: 'alice', anonymous: false } as const;
+    const user = { role: 'user', userId: 'alice', anonymous: false, operator: false } as const;
     expect(() => authorizeRelay(user, 'relay-a')).toThrow(
       expect.objectContaining({ status: 403, code: 'forbidden', message: expect.stringMatching(/user token cannot act for a relay/) }),
     );

@@ -33,8 +33,8 @@ const supabaseUser = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-const alice: Principal = { role: 'user', userId: 'alice', anonymous: false };
-const anon: Principal = { role: 'user', userId: 'anon-1', anonymous: true };
+const alice: Principal = { role: 'user', userId: 'alice', anonymous: false, operator: false };
+const anon: Principal = { role: 'user', userId: 'anon-1', anonymous: true, operator: false };
 const relay: Principal = { role: 'relay', relayId: 'relay-a', jti: '6f1c1e2a-4b7d-4c1e-9a51-3d2f0b8e7c11' };
 const service: Principal = { role: 'service_role' };
 
@@ -51,14 +51,23 @@ function thrown(f: () => unknown): HttpError {
 
 describe('user tokens: audience, issuer and anonymous users', () => {
   it('accepts a Supabase Auth user token of the configured issuer', async () => {
-    expect(await authenticate(await bearer(supabaseUser()), SECRET, NOW, ISS)).toEqual({ role: 'user', userId: supabaseUser().sub, anonymous: false });
+    expect(await authenticate(await bearer(supabaseUser()), SECRET, NOW, ISS)).toEqual({
+      role: 'user',
+      userId: supabaseUser().sub,
+      anonymous: false,
+      operator: false,
+    });
     // aud may be an array holding "authenticated"; is_anonymous may be absent.
     const { is_anonymous: _a, ...noFlag } = supabaseUser({ aud: ['authenticated', 'other'] });
-    expect(await authenticate(await bearer(noFlag), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: false });
+    expect(await authenticate(await bearer(noFlag), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: false, operator: false });
   });
 
   it('marks anonymous sign-ins (is_anonymous: true)', async () => {
-    expect(await authenticate(await bearer(supabaseUser({ is_anonymous: true })), SECRET, NOW, ISS)).toMatchObject({ role: 'user', anonymous: true });
+    expect(await authenticate(await bearer(supabaseUser({ is_anonymous: true, operator: false })), SECRET, NOW, ISS)).toMatchObject({
+      role: 'user',
+      anonymous: true,
+      operator: false,
+    });
   });
 
   it.each<[string, Record<string, unknown>, RegExp]>([

@@ -59,9 +59,12 @@ export const add: Action = async (v) => {
   const cp = connect(v);
   const entry = str(v.entry);
   const ttl = v.ttl as number | undefined;
-  const mode = v.private === true ? 'private' : 'standard';
+  if (v.private === true && v.standard === true) throw new CliError('give --private or --standard, not both', 2);
+  // Neither: the control plane's choice (standard, or private with a community relay on the path).
+  const mode = v.private === true ? { mode: 'private' as const } : v.standard === true ? { mode: 'standard' as const } : {};
+  const community = v.community === true ? { community: true } : {};
   const r = await cp
-    .connectClient({ publicKey: key.publicKey, ...choice, ...(entry ? { entry } : {}), ...(ttl ? { ttlSeconds: ttl } : {}), mode })
+    .connectClient({ publicKey: key.publicKey, ...choice, ...(entry ? { entry } : {}), ...(ttl ? { ttlSeconds: ttl } : {}), ...mode, ...community })
     .catch(refused);
   if (v.json) out(JSON.stringify({ ...r, wgQuick: withPrivateKey(r.wgQuick, key.privateKey) }, null, 2));
   else out(withPrivateKey(r.wgQuick, key.privateKey));

@@ -193,26 +193,30 @@ export const measure: Action = viaSim(async (v) => {
 
 export const status: Action = viaSim(async (v) => {
   const relayId = str(v.relay);
-  const r = await called(() => connect(v, 'the service-role key').pobStatus(relayId ? { relayId } : {}));
+  const r = await called(() => connect(v, "the service-role key or an operator's user token").pobStatus(relayId ? { relayId } : {}));
   if (v.json) {
     out(JSON.stringify(r));
     return 0;
   }
-  for (const line of table(
-    [{}, { align: 'right' }, {}, {}, { align: 'right' }, { align: 'right' }],
-    [
-      ['RELAY', 'CAPACITY', 'MEASURED AT', 'LAST MEASUREMENT', 'CREDIT', 'DISPUTES'],
-      ...r.relays.map((x) => [
-        x.relayId,
-        mbit(x.capacity),
-        x.measuredAt ?? '-',
-        x.lastMeasurement ? (x.lastMeasurement.state === 'scheduled' ? 'under way' : x.lastMeasurement.state) : '-',
-        x.lastCredit ? `${x.lastCredit.credit} B (epoch ${x.lastCredit.epoch})` : '-',
-        String(x.disputes),
-      ]),
-    ],
-  ))
-    out(line);
+  if (r.relays.length === 0) out('no relays');
+  else
+    for (const line of table(
+      [{}, {}, {}, { align: 'right' }, {}, {}, { align: 'right' }, { align: 'right' }],
+      [
+        ['RELAY', 'CLASS', 'STATE', 'CAPACITY', 'MEASURED AT', 'LAST MEASUREMENT', 'CREDIT', 'DISPUTES'],
+        ...r.relays.map((x) => [
+          x.relayId,
+          x.class,
+          x.registered ? x.state : `${x.state} (not registered)`,
+          mbit(x.capacity),
+          x.measuredAt ?? '-',
+          x.lastMeasurement ? (x.lastMeasurement.state === 'scheduled' ? 'under way' : x.lastMeasurement.state) : '-',
+          x.lastCredit ? `${x.lastCredit.credit} B (epoch ${x.lastCredit.epoch})` : '-',
+          String(x.disputes),
+        ]),
+      ],
+    ))
+      out(line);
   for (const x of r.relays) if (x.lastMeasurement && x.lastMeasurement.state !== 'measured') out(`${x.relayId}: ${describeMeasurement(x.lastMeasurement)}`);
   return 0;
 });

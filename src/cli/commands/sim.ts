@@ -126,7 +126,9 @@ function nameOpt(v: Values, action: string): string {
 export const clientAdd: Action = async (v) => {
   const choice = exitOpts(v, 'add');
   return asRoot(v, async (dir) => {
-    await withStateDirLock(dir, () => addClient(dir, { name: str(v.name), entry: str(v.entry), ...choice, private: v.private === true }, out));
+    await withStateDirLock(dir, () =>
+      addClient(dir, { name: str(v.name), entry: str(v.entry), ...choice, private: v.private === true, community: v.community === true }, out),
+    );
     return 0;
   });
 };

@@ -58,9 +58,11 @@ export const mint: Action = async (v) => {
     if (v.relayId !== undefined) throw new CliError('--relay-id is for relay tokens; a user token takes --sub', 2);
     const sub = requireStr(v.sub, 'sub');
     if (sub.length > 255 || /[\u0000-\u001f\u007f]/.test(sub)) throw new CliError('--sub must be 1-255 characters without control characters', 2);
-    sign = (ttl, secret) => mintUserToken(sub, ttl, secret);
+    const operator = v.operator === true;
+    sign = (ttl, secret) => mintUserToken(sub, ttl, secret, undefined, { operator });
   } else {
     if (v.sub !== undefined) throw new CliError('--sub is for user tokens (--role user); a relay token takes --relay-id', 2);
+    if (v.operator === true) throw new CliError('--operator is for user tokens (--role user)', 2);
     const id = requireStr(v.relayId, 'relay-id');
     if (!RelayIdSchema.safeParse(id).success)
       throw new CliError(`--relay-id ${JSON.stringify(id)} is not a relay id (1-63 characters of a-z, 0-9 and -, starting with a letter or digit)`, 2);

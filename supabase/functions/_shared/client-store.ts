@@ -5,7 +5,7 @@ import { isConfirmed, type ClientSettings, type RelayCandidate, type StoredSessi
 import type { Sql, Tx } from './db.ts';
 import type { SigningKey } from './sign.ts';
 import { appendEvents, iso } from './store.ts';
-import type { ClientSession, ClientSessionCloseReason, SessionMode } from '../../../src/contract/topology.events.ts';
+import type { ClientSession, ClientSessionCloseReason, RelayClass, RelayState, SessionMode } from '../../../src/contract/topology.events.ts';
 import { sessionRecord, type BuiltEvent } from './topology-events.ts';
 
 type Db = Sql | Tx;
@@ -35,8 +35,12 @@ export async function relayCandidates(tx: Db, livenessSeconds: number): Promise<
     select r.id, r.name, r.region, r.public_key, r.endpoint, r.client_pool::text as client_pool,
            r.last_seen >= clock_timestamp() - ${livenessSeconds}::int * interval '1 second' as live,
            (select count(*) from relaynet.client_sessions s where s.status = 'open' and s.entry_id = r.id)::int as entry_sessions,
-           (select count(*) from relaynet.client_sessions s where s.status = 'open' and s.exit_id = r.id)::int as exit_sessions
-    from relaynet.relays r where r.status = 'active' order by r.id`;
+           (select count(*) from relaynet.client_sessions s where s.status = 'open' and s.exit_id = r.id)::int as exit_sessions,
+           coalesce(st.class, 'core') as class, coalesce(st.state, 'active') as state, c.bytes_per_second as capacity
+    from relaynet.relays r
+    left join relaynet.relay_standing st on st.relay_id = r.id
+    left join relaynet.pob_capacity c on c.relay_id = r.id
+    where r.status = 'active' order by r.id`;
   return rows.map((r) => ({
     id: r.id,
     name: r.name,
@@ -47,6 +51,9 @@ export async function relayCandidates(tx: Db, livenessSeconds: number): Promise<
     live: r.live === true,
     entrySessions: Number(r.entry_sessions),
     exitSessions: Number(r.exit_sessions),
+    class: r.class as RelayClass,
+    state: r.state as RelayState,
+    capacity: r.capacity === null || r.capacity === undefined ? null : Number(r.capacity),
   }));
 }
 
@@ -56,7 +63,7 @@ export async function takenClientAddresses(tx: Db, pool: string): Promise<string
   return rows.map((r) => r.address as string);
 }
 
-const SESSION_COLUMNS = `id::text as id, owner, entry_id, exit_id, public_key, host(address) as address, mode, status, opened_at, expires_at,
+const SESSION_COLUMNS = `id::text as id, owner, entry_id, exit_id, public_key, host(address) as address, mode, community, status, opened_at, expires_at,
   confirmed_exit_id, confirmed_at, exit_confirmed_id, closed_at, close_reason, (status = 'open' and expires_at <= clock_timestamp()) as expired`;
 
 function toSession(r: Record<string, unknown>): StoredSession {
@@ -67,6 +74,7 @@ function toSession(r: Record<string, unknown>): StoredSession {
     publicKey: r.public_key as string,
     address: r.address as string,
     mode: r.mode as SessionMode,
+    community: r.community === true,
     openedAt: iso(r.opened_at),
     expiresAt: iso(r.expires_at),
     owner: (r.owner as string | null) ?? null,
@@ -134,14 +142,24 @@ export async function openSessionRecords(db: Db, relayId: string): Promise<Clien
  */
 export async function insertSession(
   tx: Tx,
-  s: { id: string; owner: string | null; entryId: string; exitId: string; publicKey: string; address: string; mode: SessionMode; ttlSeconds: number },
+  s: {
+    id: string;
+    owner: string | null;
+    entryId: string;
+    exitId: string;
+    publicKey: string;
+    address: string;
+    mode: SessionMode;
+    community: boolean;
+    ttlSeconds: number;
+  },
 ): Promise<StoredSession> {
   const [r] = await tx.unsafe(
-    `insert into relaynet.client_sessions (id, owner, entry_id, exit_id, public_key, address, mode, status, opened_at, expires_at)
-     select $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::inet, $8::text, 'open', n.t, n.t + $7::int * interval '1 second'
+    `insert into relaynet.client_sessions (id, owner, entry_id, exit_id, public_key, address, mode, community, status, opened_at, expires_at)
+     select $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::inet, $8::text, $9::boolean, 'open', n.t, n.t + $7::int * interval '1 second'
      from (select date_trunc('milliseconds', clock_timestamp()) as t) n
      returning ${SESSION_COLUMNS}`,
-    [s.id, s.owner, s.entryId, s.exitId, s.publicKey, s.address, s.ttlSeconds, s.mode],
+    [s.id, s.owner, s.entryId, s.exitId, s.publicKey, s.address, s.ttlSeconds, s.mode, s.community],
   );
   return toSession(r!);
 }
@@ -181,6 +199,15 @@ export async function closeEntrySessions(tx: Tx, entryId: string, key: SigningKe
     entryId,
   ]);
   return rows.length ? closeSessions(tx, rows.map(toSession), 'entry-left', key, causationId) : [];
+}
+
+/** The open sessions entering or leaving at a relay, oldest first. */
+export async function openSessionsAt(tx: Tx, relayId: string): Promise<StoredSession[]> {
+  const rows = await tx.unsafe(
+    `select ${SESSION_COLUMNS} from relaynet.client_sessions where status = 'open' and (entry_id = $1 or exit_id = $1) order by opened_at, id`,
+    [relayId],
+  );
+  return rows.map(toSession);
 }
 
 /** Steer a session to another exit; neither the entry nor (private) the new exit has confirmed it yet. */

@@ -7,7 +7,8 @@ import { embedIpv4In6, formatIpv4, lowestFree, parseCidr, parseIpv4 } from './ad
 import { badRequest, HttpError } from './http.ts';
 import type { Principal } from './jwt.ts';
 import type { ExitChoice } from '../../../src/contract/api-clients.ts';
-import type { ClientSession, ClientSessionCloseReason, SessionMode } from '../../../src/contract/topology.events.ts';
+import type { ClientSession, ClientSessionCloseReason, RelayClass, RelayState, SessionMode } from '../../../src/contract/topology.events.ts';
+import { carriesClients } from './community.ts';
 import { privateEntryPort, privateMtu } from '../../../src/contract/private-sessions.ts';
 import { sessionRecord } from './topology-events.ts';
 
@@ -107,6 +108,11 @@ export interface RelayCandidate {
   /** Open sessions entering / leaving at it. */
   entrySessions: number;
   exitSessions: number;
+  /** Its standing (core and active when it has none on record). */
+  class: RelayClass;
+  state: RelayState;
+  /** Its measured capacity (line rate, bytes per second); null: never measured. */
+  capacity: number | null;
 }
 
 export type Choice<T> = { ok: true; value: T } | { ok: false; refusal: Refusal };
@@ -132,14 +138,80 @@ const unknownRelay = (role: 'entry' | 'exit', id: string) => refuse(404, 'unknow
 const oneHop = (id: string, field: string) =>
   refuse(422, 'entry_is_exit', `relay ${id} would be both entry and exit; one-hop sessions are not supported yet: choose another exit or entry`, field);
 
-/** The exit of a region: a live relay of it other than the entry, the one with the fewest sessions leaving at it. */
-function regionExit(region: string, entryId: string | null, relays: RelayCandidate[]): Choice<RelayCandidate> {
-  const live = relays.filter((r) => r.region === region && r.live);
+/**
+ * The exit of a region: a live relay of it that carries clients (community ones only when allowed),
+ * other than the entry; the one that would have the fewest sessions leaving at it per unit of measured
+ * capacity with one more (a relay never measured counts as the median of those measured, or all alike
+ * when none is).
+ */
+function regionExit(region: string, entryId: string | null, relays: RelayCandidate[], community: boolean): Choice<RelayCandidate> {
+  const inRegion = relays.filter((r) => r.region === region);
+  const live = inRegion.filter((r) => r.live && carriesClients(r, community));
   const candidates = live.filter((r) => r.id !== entryId);
-  if (candidates.length) return { ok: true, value: leastLoaded(candidates, (r) => r.exitSessions) };
+  if (candidates.length) {
+    const weight = capacityWeights(candidates);
+    return { ok: true, value: leastLoaded(candidates, (r) => (r.exitSessions + 1) / weight(r)) };
+  }
   if (live.length) return oneHop(entryId!, 'exitRegion');
-  const known = relays.some((r) => r.region === region);
-  return refuse(404, 'no_relay_in_region', known ? `no relay of region ${region} is live right now` : `region ${region} has no active relay`, 'exitRegion');
+  if (inRegion.some((r) => r.live && r.state !== 'active'))
+    return refuse(
+      409,
+      'relay_not_active',
+      `no relay of region ${region} carries clients yet (its relays are in probation, rejected or suspended)`,
+      'exitRegion',
+    );
+  if (inRegion.some((r) => r.live && r.class === 'community'))
+    return refuse(409, 'community_not_allowed', `region ${region} has only community relays live: set community: true to allow them on the path`, 'exitRegion');
+  return refuse(
+    404,
+    'no_relay_in_region',
+    inRegion.length ? `no relay of region ${region} is live right now` : `region ${region} has no active relay`,
+    'exitRegion',
+  );
+}
+
+/** Each candidate's weight: its measured capacity, else the median of the measured ones, else 1 for all. */
+export function capacityWeights(cs: readonly RelayCandidate[]): (r: RelayCandidate) => number {
+  const known = cs
+    .map((r) => r.capacity)
+    .filter((c): c is number => c !== null && c > 0)
+    .sort((a, b) => a - b);
+  if (known.length === 0) return () => 1;
+  const median = known.length % 2 ? known[(known.length - 1) / 2]! : (known[known.length / 2 - 1]! + known[known.length / 2]!) / 2;
+  return (r) => (r.capacity !== null && r.capacity > 0 ? r.capacity : median);
+}
+
+/** A relay given by name that may not carry this session: not active, or community where it is not allowed. */
+function notCarrying(role: 'entry' | 'exit', r: RelayCandidate, community: boolean): Choice<never> | null {
+  if (r.state !== 'active')
+    return refuse(
+      409,
+      'relay_not_active',
+      `${role} relay ${r.id} is ${r.state === 'probation' ? 'in probation (it is measured before it carries clients)' : r.state}: it carries no client traffic`,
+      role,
+    );
+  if (!carriesClients(r, community))
+    return refuse(409, 'community_not_allowed', `${role} relay ${r.id} is a community relay: set community: true to allow community relays on the path`, role);
+  return null;
+}
+
+/**
+ * The mode of a new session: a community entry must not see plain text, so a session entering there is
+ * private (asking for standard is refused); a community exit makes private the default; otherwise the
+ * mode asked for, standard by default.
+ */
+export function sessionMode(requested: SessionMode | undefined, entry: RelayCandidate, exit: RelayCandidate): Choice<SessionMode> {
+  if (entry.class === 'community') {
+    if (requested === 'standard')
+      return refuse(
+        422,
+        'private_required',
+        `entry relay ${entry.id} is a community relay: a session entering there is private (mode "private"), so that it sees only ciphertext`,
+        'mode',
+      );
+    return { ok: true, value: 'private' };
+  }
+  return { ok: true, value: requested ?? (exit.class === 'community' ? 'private' : 'standard') };
 }
 
 /**
@@ -149,7 +221,11 @@ function regionExit(region: string, entryId: string | null, relays: RelayCandida
  * the fewest sessions leaving at it, an entry among the live relays other than the exit with the
  * fewest sessions entering at it (ties by id).
  */
-export function chooseRoute(req: { entry?: string } & ExitChoice, relays: RelayCandidate[]): Choice<{ entry: RelayCandidate; exit: RelayCandidate }> {
+export function chooseRoute(
+  req: { entry?: string; community?: boolean } & ExitChoice,
+  relays: RelayCandidate[],
+): Choice<{ entry: RelayCandidate; exit: RelayCandidate }> {
+  const community = req.community ?? false;
   const byId = new Map(relays.map((r) => [r.id, r]));
   let exit: RelayCandidate | null = null;
   let entry: RelayCandidate | null = null;
@@ -162,16 +238,20 @@ export function chooseRoute(req: { entry?: string } & ExitChoice, relays: RelayC
     if (!entry) return unknownRelay('entry', req.entry);
     if (exit && exit.id === entry.id) return oneHop(entry.id, 'entry');
   }
+  const exitRefused = exit && notCarrying('exit', exit, community);
+  if (exitRefused) return exitRefused;
+  const entryRefused = entry && notCarrying('entry', entry, community);
+  if (entryRefused) return entryRefused;
   if (exit && !exit.live) return notLive('exit', exit.id);
   if (entry && !entry.live) return notLive('entry', entry.id);
   if (!exit) {
-    const x = regionExit(req.exitRegion!, entry?.id ?? null, relays);
+    const x = regionExit(req.exitRegion!, entry?.id ?? null, relays, community);
     if (!x.ok) return x;
     exit = x.value;
   }
   if (!entry) {
     const chosen = exit;
-    const candidates = relays.filter((r) => r.live && r.id !== chosen.id);
+    const candidates = relays.filter((r) => r.live && r.id !== chosen.id && carriesClients(r, community));
     if (!candidates.length) return refuse(409, 'relay_unavailable', `no live relay other than the exit ${chosen.id} can be the entry`, 'entry');
     entry = leastLoaded(candidates, (r) => r.entrySessions);
   }
@@ -184,22 +264,25 @@ export function chooseRoute(req: { entry?: string } & ExitChoice, relays: RelayC
  * exit keeps it).
  */
 export function chooseNewExit(
-  session: { entryId: string; exitId: string },
+  session: { entryId: string; exitId: string; community?: boolean },
   want: ExitChoice,
   relays: RelayCandidate[],
 ): Choice<{ exit: RelayCandidate | null; unchanged: boolean }> {
+  const community = session.community ?? false;
   const wantExit = want.exit;
   if (wantExit !== undefined) {
     if (wantExit === session.exitId) return { ok: true, value: { exit: relays.find((r) => r.id === wantExit) ?? null, unchanged: true } };
     const x = relays.find((r) => r.id === wantExit);
     if (!x) return unknownRelay('exit', wantExit);
     if (x.id === session.entryId) return oneHop(x.id, 'exit');
+    const refused = notCarrying('exit', x, community);
+    if (refused) return refused;
     if (!x.live) return notLive('exit', x.id);
     return { ok: true, value: { exit: x, unchanged: false } };
   }
   const current = relays.find((r) => r.id === session.exitId);
-  if (current?.live && current.region === want.exitRegion) return { ok: true, value: { exit: current, unchanged: true } };
-  const x = regionExit(want.exitRegion!, session.entryId, relays);
+  if (current?.live && current.region === want.exitRegion && carriesClients(current, community)) return { ok: true, value: { exit: current, unchanged: true } };
+  const x = regionExit(want.exitRegion!, session.entryId, relays, community);
   if (!x.ok) return x;
   return { ok: true, value: { exit: x.value, unchanged: false } };
 }
@@ -219,6 +302,8 @@ export interface StoredSession extends ClientSession {
   closeReason: ClientSessionCloseReason | null;
   /** Open but past its expiry (the next sweep closes it). */
   expired: boolean;
+  /** It may have community relays on its path (connect-client's `community`). */
+  community: boolean;
 }
 
 /** The service role sees every session, a user its own, a relay those that concern it (entering there, or private ones leaving there). */

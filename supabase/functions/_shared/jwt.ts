@@ -8,7 +8,14 @@ import { HttpError } from './http.ts';
  * (`role: "authenticated"`, identified by `sub`: only client sessions it owns; `anonymous` for a
  * Supabase anonymous sign-in, `is_anonymous: true`).
  */
-export type Principal = { role: 'service_role' } | { role: 'relay'; relayId: string; jti: string } | { role: 'user'; userId: string; anonymous: boolean };
+export type Principal =
+  | { role: 'service_role' }
+  | { role: 'relay'; relayId: string; jti: string }
+  /** `operator`: the user may enroll community relays (app_metadata.relaynet_role "operator", which only Supabase Auth's admin sets). */
+  | { role: 'user'; userId: string; anonymous: boolean; operator: boolean };
+
+/** The app_metadata role of a user who may enroll community relays. */
+export const OPERATOR_ROLE = 'operator';
 
 /** The `iss` of the tokens relay-core mints (src/control-plane/jwt.ts): every relay token carries it. */
 export const RELAY_TOKEN_ISSUER = 'relay-core';
@@ -65,7 +72,12 @@ export function principalOf(claims: Record<string, unknown>, userIssuer: string)
       throw unauthorized('user token without a valid sub (1-255 characters)');
     }
     if (claims.is_anonymous !== undefined && typeof claims.is_anonymous !== 'boolean') throw unauthorized('user token with a malformed is_anonymous claim');
-    return { role: 'user', userId: claims.sub, anonymous: claims.is_anonymous === true };
+    const meta = claims.app_metadata;
+    if (meta !== undefined && (meta === null || typeof meta !== 'object' || Array.isArray(meta)))
+      throw unauthorized('user token with a malformed app_metadata claim');
+    const anonymous = claims.is_anonymous === true;
+    const operator = !anonymous && (meta as Record<string, unknown> | undefined)?.relaynet_role === OPERATOR_ROLE;
+    return { role: 'user', userId: claims.sub, anonymous, operator };
   }
   const role = typeof claims.role === 'string' ? claims.role.slice(0, 64) : null;
   throw unauthorized(`role ${JSON.stringify(role)} may not call this function`);

@@ -5,7 +5,10 @@ import type { MeasurementState } from '../../../src/contract/api-pob.ts';
 import { measurementVerdict, REPORT_GRACE_SECONDS, type Measurement, type SignedReport } from '../../../src/contract/pob-measure.ts';
 import type { Sql, Tx } from './db.ts';
 import type { SigningKey } from './sign.ts';
+import { stateAfterMeasurement } from './community.ts';
+import * as standing from './standing-store.ts';
 import * as store from './store.ts';
+import type { EventSpec } from './topology-events.ts';
 
 export interface MeasurementRow {
   measurement: Measurement;
@@ -117,23 +120,25 @@ export async function conclude(tx: Tx, id: string, key: SigningKey, causationId:
     await tx`insert into relaynet.pob_capacity (relay_id, bytes_per_second) values (${row.measurement.targetId}, ${v.lineRate})
              on conflict (relay_id) do update set bytes_per_second = excluded.bytes_per_second, measured_at = clock_timestamp()`;
   }
-  await store.appendEvents(
-    tx,
-    [
-      {
-        type: 'RelayMeasured',
-        measurementId: id,
-        relayId: row.measurement.targetId,
-        outcome: v.outcome,
-        capacity: v.capacity,
-        lineRate: v.lineRate,
-        reason: v.reason,
-      },
-    ],
-    null,
-    key,
-    causationId,
-  );
+  const events: EventSpec[] = [
+    {
+      type: 'RelayMeasured',
+      measurementId: id,
+      relayId: row.measurement.targetId,
+      outcome: v.outcome,
+      capacity: v.capacity,
+      lineRate: v.lineRate,
+      reason: v.reason,
+    },
+  ];
+  // A community relay in probation is admitted to client traffic, or rejected, by its measurement.
+  const was = await standing.standingOf(tx, row.measurement.targetId);
+  const next = was ? stateAfterMeasurement(was, v.outcome, v.lineRate, (await standing.communitySettings(tx)).minCapacity) : null;
+  if (was && next) {
+    await standing.saveStanding(tx, { ...was, ...next });
+    events.push({ type: 'RelayStateChanged', relayId: was.relayId, class: was.class, state: next.state, previousState: was.state, reason: next.reason });
+  }
+  await store.appendEvents(tx, events, null, key, causationId);
   return measurementById(tx, id);
 }
 

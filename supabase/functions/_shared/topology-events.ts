@@ -11,8 +11,10 @@ import { topologySubject } from '../../../src/contract/subjects.ts';
 import type {
   ClientSession,
   ClientSessionCloseReason,
+  RelayClass,
   RelayLeaveReason,
   RelayRecord as ContractRelayRecord,
+  RelayState,
   TopologyEventData,
   TopologyEventType,
 } from '../../../src/contract/topology.events.ts';
@@ -43,7 +45,8 @@ export type EventSpec =
       reason: string | null;
     }
   | { type: 'EpochSettled'; epoch: number; epochSeconds: number; relays: number; credited: number; disputes: number }
-  | { type: 'ReceiptDisputed'; epoch: number; dispute: Dispute };
+  | { type: 'ReceiptDisputed'; epoch: number; dispute: Dispute }
+  | { type: 'RelayStateChanged'; relayId: string; class: RelayClass; state: RelayState; previousState: RelayState | null; reason: string | null };
 
 export interface BuiltEvent {
   id: string;
@@ -130,6 +133,18 @@ export function eventData(spec: EventSpec, revision: number, relay: RelayRecord 
             : { kind: d.kind, relayId: d.relayId, carried: d.carried, cap: d.cap };
       return { type: 'ReceiptDisputed', data: { revision, epoch: spec.epoch, dispute } };
     }
+    case 'RelayStateChanged':
+      return {
+        type: 'RelayStateChanged',
+        data: {
+          revision,
+          relayId: spec.relayId,
+          class: spec.class,
+          state: spec.state,
+          previousState: spec.previousState,
+          reason: spec.reason === null ? null : spec.reason.slice(0, 512),
+        },
+      };
   }
 }
 

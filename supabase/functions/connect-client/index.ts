@@ -5,7 +5,8 @@
 // and exit, allocate the client's address from the entry's pool (a private session also needs its
 // port at the entry), record the session and append ClientSessionOpened. Then wait for the entry
 // relay, and for a private session its exit too, to confirm it (client-ready); only then does the
-// caller get the wg-quick configuration. Without a confirmation the session is closed again (reason
+// caller get the wg-quick configuration. Only active relays carry sessions, community ones only for a
+// session that allows them (`community`); a community entry takes private sessions only. Without a confirmation the session is closed again (reason
 // "not-confirmed") and the caller gets 504 entry_not_ready.
 import { ConnectClientRequestSchema, type ConnectClientResponse } from '../../../src/contract/api-clients.ts';
 import {
@@ -18,6 +19,7 @@ import {
   maySee,
   ownerOf,
   renderWgQuick,
+  sessionMode,
   sessionTtl,
   type StoredSession,
 } from '../_shared/clients.ts';
@@ -69,6 +71,9 @@ Deno.serve(
         const route = chooseRoute(req, await clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)));
         if (!route.ok) throw refused(route.refusal);
         const { entry, exit } = route.value;
+        const chosenMode = sessionMode(req.mode, entry, exit);
+        if (!chosenMode.ok) throw refused(chosenMode.refusal);
+        const mode = chosenMode.value;
         const address = allocateClientAddress(entry.clientPool, await clients.takenClientAddresses(tx, entry.clientPool));
         if (!address) {
           throw new HttpError(
@@ -78,7 +83,7 @@ Deno.serve(
             'entry',
           );
         }
-        if (req.mode === 'private') {
+        if (mode === 'private') {
           const port = privateEntryPort(entry, address);
           if ('error' in port)
             throw new HttpError(
@@ -95,7 +100,8 @@ Deno.serve(
           exitId: exit.id,
           publicKey: req.publicKey,
           address,
-          mode: req.mode,
+          mode,
+          community: req.community,
           ttlSeconds,
         });
         const events = await store.appendEvents(tx, [{ type: 'ClientSessionOpened', session: clients.recordOf(session) }], null, key, requestId);

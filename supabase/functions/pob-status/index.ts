@@ -1,12 +1,16 @@
 // pob-status: what Proof-of-Bandwidth knows of the relays (docs/proof-of-bandwidth.md): each active
 // relay's measured capacity, its latest measurement, its credit in the latest settled epoch and the
-// disputes naming it there; with `measurementId`, that measurement in full. Read-only; service role.
+// disputes naming it there, and its standing (class, state, operator); with `measurementId`, that
+// measurement in full. Read-only. The service role sees the active relays and the enrolled ones; an
+// operator (a user with the operator role) the relays it enrolled, and their measurements only.
 import { type MeasurementState, PobStatusRequestSchema, type PobStatusResponse } from '../../../src/contract/api-pob.ts';
 import { db } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { latestMeasurements, measurementById, reportsOf, reportsOfEach, stateOf } from '../_shared/measurements.ts';
 import { serveFunction } from '../_shared/serve.ts';
+import { standingOrCore } from '../_shared/community.ts';
+import * as standing from '../_shared/standing-store.ts';
 
 const FN = 'pob-status';
 const iso = (t: unknown) => (t instanceof Date ? t.toISOString() : new Date(String(t)).toISOString());
@@ -15,16 +19,36 @@ Deno.serve(
   serveFunction(
     FN,
     async ({ env, principal, body, log }) => {
-      requireRole(principal, ['service_role'], FN);
+      requireRole(principal, ['service_role', 'user'], FN);
+      const operator = principal.role === 'user' ? principal.userId : null;
+      if (principal.role === 'user' && !principal.operator)
+        throw new HttpError(403, 'not_operator', 'pob-status takes the service-role key or an operator\'s user token (app_metadata.relaynet_role "operator")');
       const req = parseRequest(PobStatusRequestSchema, body);
       const sql = db(env.dbUrl, FN);
+      // What the caller may see: an operator its own relays; the service role the active and the enrolled ones.
+      const visible =
+        operator !== null
+          ? (await standing.enrolledBy(sql, operator)).map((s) => s.relayId)
+          : (await sql`select id from relaynet.relays where status = 'active' union select relay_id from relaynet.relay_standing order by 1`).map(
+              (r) => r.id as string,
+            );
       let measurement: PobStatusResponse['measurement'] = null;
       if (req.measurementId) {
         const row = await measurementById(sql, req.measurementId);
-        if (!row) throw new HttpError(404, 'unknown_measurement', `no measurement ${req.measurementId}`, 'measurementId');
+        if (!row || (operator !== null && !visible.includes(row.measurement.targetId)))
+          throw new HttpError(
+            404,
+            'unknown_measurement',
+            `no measurement ${req.measurementId}${operator !== null ? ' of a relay of yours' : ''}`,
+            'measurementId',
+          );
         measurement = stateOf(row, await reportsOf(sql, row.measurement.id));
       }
-      const ids = req.relayId ? [req.relayId] : (await sql`select id from relaynet.relays where status = 'active' order by id`).map((r) => r.id as string);
+      if (req.relayId && operator !== null && !visible.includes(req.relayId))
+        throw new HttpError(404, 'unknown_relay', `relay ${req.relayId} is not a relay you enrolled`, 'relayId');
+      const ids = req.relayId ? [req.relayId] : visible;
+      const standings = await standing.standingsOf(sql, ids);
+      const registered = new Set((await sql`select id from relaynet.relays where status = 'active' and id = any(${ids})`).map((r) => r.id as string));
       const capacity = new Map(
         (await sql`select relay_id, bytes_per_second, measured_at from relaynet.pob_capacity where relay_id = any(${ids})`).map((r) => [
           r.relay_id as string,
@@ -53,8 +77,13 @@ Deno.serve(
       }
       const relays = ids.map((relayId) => {
         const last = latest.get(relayId);
+        const st = standingOrCore(relayId, standings.get(relayId) ?? null);
         return {
           relayId,
+          class: st.class,
+          state: st.state,
+          operatorId: st.operatorId,
+          registered: registered.has(relayId),
           capacity: capacity.get(relayId)?.capacity ?? null,
           measuredAt: capacity.get(relayId)?.measuredAt ?? null,
           lastMeasurement: last ? (states.get(last.measurement.id) ?? null) : null,

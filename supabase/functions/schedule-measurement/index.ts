@@ -1,6 +1,6 @@
 // schedule-measurement: the operator has a relay's capacity measured (docs/proof-of-bandwidth.md,
 // "Measuring"). Service role only. The measurers are the ones named, or up to `measurers` (default 2)
-// other active relays chosen at random; the measurement starts `startsInSeconds` (default 3) from now.
+// other active core relays chosen at random (measurers are trusted: never community relays); the measurement starts `startsInSeconds` (default 3) from now.
 // One transaction with the topology locked: the measurement is recorded and MeasurementScheduled
 // appended, which the parties fold (the target opens its echo service, the measurers send at the start).
 // A relay with a measurement still open (not concluded, not past its grace) is refused (409).
@@ -29,16 +29,26 @@ Deno.serve(
         const [open] = await tx`select id from relaynet.pob_measurements where target_id = ${req.relayId} and state = 'scheduled'
                                 and starts_at + make_interval(secs => seconds + ${REPORT_GRACE_SECONDS}) > clock_timestamp()`;
         if (open) throw new HttpError(409, 'measurement_open', `relay ${req.relayId} is being measured (${open.id}): wait for it to conclude`, 'relayId');
-        const active = (await tx`select id from relaynet.relays where status = 'active' and id <> ${req.relayId}`).map((r) => r.id as string);
+        // The trusted: active core relays (a community relay never measures another).
+        const active = (
+          await tx`select r.id from relaynet.relays r left join relaynet.relay_standing s on s.relay_id = r.id
+                   where r.status = 'active' and r.id <> ${req.relayId} and (s.relay_id is null or (s.class = 'core' and s.state = 'active'))`
+        ).map((r) => r.id as string);
         let measurerIds: string[];
         if (req.measurerIds) {
           measurerIds = req.measurerIds;
           if (new Set(measurerIds).size !== measurerIds.length) throw new HttpError(400, 'invalid_request', 'measurerIds: each relay once', 'measurerIds');
           const bad = measurerIds.find((id) => !active.includes(id));
-          if (bad !== undefined) throw new HttpError(400, 'invalid_request', `measurerIds: ${bad} is not an active relay other than the target`, 'measurerIds');
+          if (bad !== undefined)
+            throw new HttpError(
+              400,
+              'invalid_request',
+              `measurerIds: ${bad} is not an active core relay other than the target (measurers are trusted core relays)`,
+              'measurerIds',
+            );
         } else {
           measurerIds = shuffle(active).slice(0, req.measurers ?? 2);
-          if (measurerIds.length === 0) throw new HttpError(409, 'no_measurers', 'no other active relay can measure this one', 'relayId');
+          if (measurerIds.length === 0) throw new HttpError(409, 'no_measurers', 'no other active core relay can measure this one', 'relayId');
         }
         const [now] = await tx`select clock_timestamp() as t`;
         const measurement: Measurement = {
