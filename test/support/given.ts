@@ -3,6 +3,7 @@ import { envelope } from '../../src/contract/envelope.ts';
 import { formatIpv4, parseIpv4, type ClientSession, type RelayRecord, type TopologyEvent } from '../../src/contract/topology.events.ts';
 import { applyTopologyEvent, EMPTY_TOPOLOGY, type ApplyOutcome, type TopologyView } from '../../src/events/topology.fold.ts';
 import type { BusDetails } from '../../src/contract/api-relays.ts';
+import type { RelayCandidate } from '../../supabase/functions/_shared/clients.ts';
 
 const cp = { source: 'control-plane', now: () => new Date('2026-11-25T00:00:00Z'), newId: randomUUID };
 
@@ -79,3 +80,22 @@ export function busDetails(topologySigningKey = 'k'): BusDetails {
 
 /** A state's devices, written as an object literal in tests: `devs({ rc1m2: ... })`. */
 export const devs = <T>(o: Record<string, T>): Map<string, T> => new Map(Object.entries(o));
+
+/** A relay as connect-client's choice sees it: live, core, active, never measured, no sessions (tests only). */
+export function candidate(id: string, over: Partial<RelayCandidate> = {}): RelayCandidate {
+  return {
+    id,
+    name: id,
+    region: 'eu',
+    publicKey: Buffer.alloc(32, id.length).toString('base64'),
+    endpoint: '198.51.100.1:51820',
+    clientPool: '100.96.0.0/29',
+    live: true,
+    entrySessions: 0,
+    exitSessions: 0,
+    class: 'core',
+    state: 'active',
+    capacity: null,
+    ...over,
+  };
+}

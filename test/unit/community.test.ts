@@ -4,11 +4,11 @@ import { EnrollRelayRequestSchema, SetRelayStateRequestSchema } from '../../src/
 import { ConnectClientRequestSchema } from '../../src/contract/api-clients.ts';
 import { parseTopologyEvent } from '../../src/contract/catalogue.ts';
 import { evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
-import { capacityWeights, chooseNewExit, chooseRoute, sessionMode, type RelayCandidate } from '../../supabase/functions/_shared/clients.ts';
+import { capacityWeights, chooseNewExit, chooseRoute, sessionMode } from '../../supabase/functions/_shared/clients.ts';
 import { carriesClients, decideEnroll, decideSetState, stateAfterMeasurement, standingOrCore } from '../../supabase/functions/_shared/community.ts';
 import { parseRequest } from '../../supabase/functions/_shared/http.ts';
 import { eventData } from '../../supabase/functions/_shared/topology-events.ts';
-import { relay } from '../support/given.ts';
+import { candidate, relay } from '../support/given.ts';
 
 /** Community relays: enrollment, standing, and which sessions they may carry (docs/proof-of-bandwidth.md, "Community relays"). */
 const community = (relayId: string, state: RelayStanding['state'], operatorId = 'olga'): RelayStanding => ({
@@ -125,21 +125,7 @@ describe('a community relay’s standing', () => {
   });
 });
 
-const cand = (id: string, over: Partial<RelayCandidate> = {}): RelayCandidate => ({
-  id,
-  name: id,
-  region: 'eu',
-  publicKey: `${'A'.repeat(42)}${id.length % 2 ? 'A' : 'E'}=`,
-  endpoint: '198.51.100.1:51820',
-  clientPool: '100.96.0.0/29',
-  live: true,
-  entrySessions: 0,
-  exitSessions: 0,
-  class: 'core',
-  state: 'active',
-  capacity: null,
-  ...over,
-});
+const cand = candidate;
 
 describe('sessions and community relays', () => {
   const relays = [

@@ -29,7 +29,6 @@ import {
   ownerOf,
   renderWgQuick,
   sessionTtl,
-  type RelayCandidate,
   type StoredSession,
 } from '../../supabase/functions/_shared/clients.ts';
 import { HttpError, parseRequest } from '../../supabase/functions/_shared/http.ts';
@@ -44,6 +43,7 @@ import { authenticate, authorizeRelay, requireRole } from '../../supabase/functi
 import { buildTopologyEvent, eventData, type EventSpec } from '../../supabase/functions/_shared/topology-events.ts';
 import { kebab } from '../../src/contract/subjects.ts';
 import type { ClientSession } from '../../src/contract/topology.events.ts';
+import { candidate } from '../support/given.ts';
 import { tempDir } from '../support/temp.ts';
 import { cli } from '../support/cli.ts';
 
@@ -171,21 +171,7 @@ describe("client addresses from the entry's pool", () => {
   });
 });
 
-const cand = (id: string, over: Partial<RelayCandidate> = {}): RelayCandidate => ({
-  id,
-  name: id,
-  region: 'eu',
-  publicKey: key(id.length),
-  endpoint: '198.51.100.1:51820',
-  clientPool: '100.96.0.0/29',
-  live: true,
-  entrySessions: 0,
-  exitSessions: 0,
-  class: 'core',
-  state: 'active',
-  capacity: null,
-  ...over,
-});
+const cand = candidate;
 
 describe('choosing the entry and the exit', () => {
   const relays = [
