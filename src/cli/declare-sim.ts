@@ -119,12 +119,19 @@ registers that endpoint instead of its address and port 51820: a DNS name tests 
 names. A relay's DNS stays in its namespace: names come from its own hosts file, which has
 relay-<i>.sim.test for relay i's address, and any other name (use the reserved .invalid TLD) never
 resolves: queries go to the namespace's loopback, where nothing answers. With --no-ipv6 its namespace
-has no IPv6: it exits no client IPv6, and entries refuse its clients' IPv6 at once.`);
+has no IPv6: it exits no client IPv6, and entries refuse its clients' IPv6 at once.
+With --community it is a community relay (docs/proof-of-bandwidth.md, "Community relays"): an operator
+(--operator, default sim-operator; its user token in STATE_DIR/operators) enrolls it with
+'relay-core operator enroll', and it runs with the relay token that answer holds. It joins the mesh in
+probation and carries clients once measured ('relay-core pob measure --sim --relay ID --wait'), only
+those of sessions that allow community relays ('sim client add --community').`);
   withOptions(
     add,
     relayOpt('the relay to add (default relay-<lowest free i>)'),
     opt('--endpoint <HOST:PORT>', 'the endpoint the relay registers (default its address:51820)'),
     opt('--no-ipv6', "the relay's namespace gets no IPv6 (it exits no client IPv6)"),
+    opt('--community', 'a community relay, enrolled by an operator (in probation until measured)'),
+    opt('--operator <SUB>', 'with --community: the operator (a user id) who enrolls it', { defaultText: 'sim-operator' }),
     ...waitOpts(),
     stateDir(),
   );

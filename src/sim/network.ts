@@ -1,8 +1,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { INFO_FILE } from '../control-plane/local.ts';
-import { mintRelayToken, serviceRoleKey } from '../control-plane/jwt.ts';
+import { mintRelayToken, mintUserToken, serviceRoleKey } from '../control-plane/jwt.ts';
 import { loadOrCreateSecrets, topologyPublicKeyOf, writePrivate } from '../control-plane/secrets.ts';
 import { loadOrCreateBusAuthority } from '../control-plane/bus-authority.ts';
 import { natsResolverConfig } from '../contract/bus-auth.ts';
@@ -218,7 +219,7 @@ async function createNode(sim: Sim, ns: string, node: 'svc' | number | null, add
  * A relay's record, namespace and token; not yet its process. `endpoint`: what it registers as its
  * public endpoint, instead of its public address and port (a name, to test resolution).
  */
-async function createRelay(sim: Sim, relayId: string, endpoint?: string, ipv6 = true): Promise<SimRelay> {
+async function createRelay(sim: Sim, relayId: string, endpoint?: string, ipv6 = true, community: { operator: string } | null = null): Promise<SimRelay> {
   if (sim.m.relays.some((r) => r.id === relayId)) throw new Error(`the sim already has ${relayId}`);
   const index = allocateRelayIndex(relayId, new Set(sim.m.relays.map((r) => r.index)));
   if (index === null) throw new Error('the sim has no room for another relay (250 at most)');
@@ -239,8 +240,43 @@ async function createRelay(sim: Sim, relayId: string, endpoint?: string, ipv6 = 
   await createNode(sim, relay.namespace, index, relay.publicAddress6);
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const { jwtSecret } = loadOrCreateSecrets(sim.m.controlPlane.stateDir);
-  writePrivate(relay.tokenFile, (await mintRelayToken(relayId, RELAY_TOKEN_TTL_SECONDS, jwtSecret)) + '\n');
+  if (community) await enrollCommunityRelay(sim, relayId, community.operator, jwtSecret, relay.tokenFile);
+  else writePrivate(relay.tokenFile, (await mintRelayToken(relayId, RELAY_TOKEN_TTL_SECONDS, jwtSecret)) + '\n');
   return relay;
+}
+
+/**
+ * A community relay's token, the way an operator gets one (docs/proof-of-bandwidth.md, "Community
+ * relays"): the operator's user token (the role a Supabase admin would set; STATE_DIR/operators/SUB.jwt,
+ * 0600), then `relay-core operator enroll` against the sim's control plane, which writes the relay
+ * token. The relay starts in probation.
+ */
+async function enrollCommunityRelay(sim: Sim, relayId: string, operator: string, jwtSecret: string, tokenFile: string): Promise<void> {
+  const dir = join(sim.m.stateDir, 'operators');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const operatorToken = join(dir, `${operator}.jwt`);
+  writePrivate(operatorToken, (await mintUserToken(operator, RELAY_TOKEN_TTL_SECONDS, jwtSecret, undefined, { operator: true })) + '\n');
+  const r = await execa(
+    'ip',
+    [
+      'netns',
+      'exec',
+      svcNamespace(sim.m.simId),
+      RELAY_CORE_BIN,
+      'operator',
+      'enroll',
+      '--relay-id',
+      relayId,
+      '--token-out',
+      tokenFile,
+      '--control-plane-url',
+      `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
+      '--token-file',
+      operatorToken,
+    ],
+    { reject: false, timeout: 60_000 },
+  );
+  if (r.exitCode !== 0) throw new Error(`operator ${operator} could not enroll ${relayId}: ${(r.stderr || r.stdout).trim()}`);
 }
 
 /** Spawn a sim process detached in its namespace, recorded in the manifest before it starts. */
@@ -505,13 +541,21 @@ async function recordIdentities(dir: string, relays: RelayObservation[]): Promis
  * A new relay; `endpoint` (optional) is what it registers instead of its public address and port;
  * `ipv6` false: its namespace has no IPv6, so it is no exit for clients' IPv6.
  */
-export async function addRelay(dir: string, relayId: string | undefined, out: Out, endpoint?: string, ipv6 = true): Promise<SimRelay> {
+export async function addRelay(
+  dir: string,
+  relayId: string | undefined,
+  out: Out,
+  endpoint?: string,
+  ipv6 = true,
+  community: { operator: string } | null = null,
+): Promise<SimRelay> {
   const sim = new Sim(loadSim(dir));
   const taken = new Set(sim.m.relays.map((r) => r.index));
   const id = relayId ?? defaultRelayId(allocateRelayIndex('', taken) ?? 0);
-  const relay = await createRelay(sim, id, endpoint, ipv6);
+  const relay = await createRelay(sim, id, endpoint, ipv6, community);
   startRelay(sim, relay);
-  out(`sim ${sim.m.simId}: added ${id} in ${relay.namespace} at ${relay.endpoint}${ipv6 ? ` and ${relay.publicAddress6}` : ' (no IPv6)'}`);
+  const what = community ? `community relay ${id} (operator ${community.operator}; in probation until measured)` : id;
+  out(`sim ${sim.m.simId}: added ${what} in ${relay.namespace} at ${relay.endpoint}${ipv6 ? ` and ${relay.publicAddress6}` : ' (no IPv6)'}`);
   return relay;
 }
 

@@ -64,7 +64,12 @@ export const status: Action = async (v) => asRoot(v, (dir) => showStatus(dir, v.
 export const add: Action = async (v) => {
   const id = relayOpt(v);
   const endpoint = endpointOpt(v);
-  return changeAndWait(v, (dir) => addRelay(dir, id, out, endpoint, v.ipv6 !== false));
+  const operator = str(v.operator);
+  if (operator !== undefined && v.community !== true) throw new CliError('--operator goes with --community', 2);
+  if (operator !== undefined && (operator.length > 255 || /[\u0000-\u001f\u007f]/.test(operator)))
+    throw new CliError('--operator must be 1-255 characters without control characters', 2);
+  const community = v.community === true ? { operator: operator ?? 'sim-operator' } : null;
+  return changeAndWait(v, (dir) => addRelay(dir, id, out, endpoint, v.ipv6 !== false, community));
 };
 
 const stopWith =
