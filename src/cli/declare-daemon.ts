@@ -222,6 +222,12 @@ that may publish only its own events; the operator's credentials are STATE_DIR/b
       365 * 86_400,
       { default: 0 },
     ),
+    intOpt(
+      '--settle-after <S>',
+      'settle each receipt epoch S seconds after it ends (late receipts count until then), once, oldest first after an outage; absent: only `pob settle`',
+      0,
+      86_400,
+    ),
     intOpt('--stream-replicas <N>', 'copies of each JetStream stream it creates (3 on a 3-node NATS cluster)', 1, 5, { default: 1 }),
     opt(
       '--metrics-listen <[ADDR:]PORT>',

@@ -34,6 +34,7 @@ const upOpts = () => [
   intOpt('--measure-every <S>', "the control plane measures each relay's capacity this often (0: only `pob measure`)", 0, 365 * 86_400, {
     default: 0,
   }),
+  intOpt('--settle-after <S>', 'the control plane settles each receipt epoch S seconds after it ends (absent: only `pob settle`)', 0, 86_400),
   opt('--log-level <LEVEL>', `the relays' and the control plane's log level (${LOG_LEVELS.join(', ')}); sim add, restart and move keep it`, {
     env: 'RELAYNET_LOG_LEVEL',
     default: 'info',

@@ -224,5 +224,8 @@ export const PobStatusResponseSchema = z.object({
     }),
   ),
   measurement: MeasurementStateSchema.nullable(),
+  /** The receipt epoch's length (s), and the latest epoch settled (null: none); absent from older control planes. */
+  epochSeconds: z.number().int().positive().optional(),
+  settledEpoch: z.number().int().min(0).nullable().default(null),
 });
 export type PobStatusResponse = z.infer<typeof PobStatusResponseSchema>;

@@ -68,6 +68,11 @@ export interface LocalControlPlaneOptions {
    * longest ago first (docs/proof-of-bandwidth.md, "On a schedule"); absent or 0: only on demand.
    */
   measureEverySeconds?: number;
+  /**
+   * Settle each receipt epoch this long (seconds) after it ends, once, oldest first after an outage
+   * (docs/proof-of-bandwidth.md, "On a schedule"); absent: only `pob settle`.
+   */
+  settleAfterSeconds?: number;
   /** Copies of each JetStream stream the control plane creates (default 1; 3 on a 3-node NATS cluster). */
   streamReplicas?: number;
   /** Serve Prometheus metrics here (`--metrics-listen`: the gateway's requests, admissions, heartbeats, the publisher). */
@@ -258,10 +263,16 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
     }
 
     const srk = await serviceRoleKey(secrets.jwtSecret);
-    if (opts.measureEverySeconds) {
-      const s = startPobScheduler({ url: gw.url, serviceRoleKey: srk, everySeconds: opts.measureEverySeconds, logger: opts.logger });
-      stops.push({ what: 'measurement schedule', stop: async () => s.stop() });
-      log.info({ measureEverySeconds: opts.measureEverySeconds }, 'capacity measurements on a schedule');
+    if (opts.measureEverySeconds || opts.settleAfterSeconds !== undefined) {
+      const s = startPobScheduler({
+        url: gw.url,
+        serviceRoleKey: srk,
+        everySeconds: opts.measureEverySeconds ?? 0,
+        ...(opts.settleAfterSeconds !== undefined ? { settleAfterSeconds: opts.settleAfterSeconds } : {}),
+        logger: opts.logger,
+      });
+      stops.push({ what: 'Proof-of-Bandwidth schedule', stop: async () => s.stop() });
+      log.info({ measureEverySeconds: opts.measureEverySeconds ?? 0, settleAfterSeconds: opts.settleAfterSeconds ?? null }, 'Proof-of-Bandwidth on a schedule');
     }
     // The key alone, for `--token-file` (relays and operators on this host or sharing its state volume).
     writePrivate(join(opts.stateDir, SERVICE_ROLE_KEY_FILE), srk + '\n');

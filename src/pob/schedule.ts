@@ -20,3 +20,20 @@ export function nextToMeasure(relays: readonly MeasuredRelay[], nowMs: number, e
     .sort((a, b) => (a.lastStartMs ?? -Infinity) - (b.lastStartMs ?? -Infinity) || (a.relayId < b.relayId ? -1 : a.relayId > b.relayId ? 1 : 0));
   return due[0]?.relayId ?? null;
 }
+
+/** How many closed epochs back the settlement schedule catches up after an outage. */
+export const SETTLE_CATCH_UP_EPOCHS = 12;
+
+/**
+ * The epoch to settle next, or null. Epoch e covers [e·E, (e+1)·E) seconds since 1970; it is due once
+ * `afterSeconds` have passed since its end (late receipts still count until then). The oldest due epoch
+ * after the latest settled one (`settledEpoch`), looking back at most SETTLE_CATCH_UP_EPOCHS epochs;
+ * with none settled yet, the latest due one only (a new network has nothing older to settle). Each
+ * epoch is settled once by the schedule (the operator may settle one again, `pob settle`).
+ */
+export function nextToSettle(nowMs: number, epochSeconds: number, afterSeconds: number, settledEpoch: number | null): number | null {
+  const due = Math.floor((nowMs / 1000 - afterSeconds) / epochSeconds) - 1;
+  if (due < 0) return null;
+  const from = settledEpoch === null ? due : Math.max(settledEpoch + 1, due - SETTLE_CATCH_UP_EPOCHS + 1);
+  return from <= due ? from : null;
+}

@@ -92,6 +92,8 @@ export const ManifestSchema = z.object({
     receiptEpochSeconds: z.number().int().min(10).optional(),
     /** The control plane's measurement schedule (`sim up --measure-every`); absent: only on demand. */
     measureEverySeconds: z.number().int().min(1).optional(),
+    /** The control plane's settlement schedule (`sim up --settle-after`); absent: only on demand. */
+    settleAfterSeconds: z.number().int().min(0).optional(),
     /** The pino level of the relays and the control plane (RELAYNET_LOG_LEVEL in their environment). */
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
     /** Nodes of the sim's NATS (`sim up --nats N`); the streams then have N replicas. */

@@ -361,6 +361,7 @@ async function startServices(sim: Sim, o: UpOptions): Promise<void> {
     String(m.settings.heartbeatSeconds),
     ...(m.settings.receiptEpochSeconds ? ['--receipt-epoch', String(m.settings.receiptEpochSeconds)] : []),
     ...(m.settings.measureEverySeconds ? ['--measure-every', String(m.settings.measureEverySeconds)] : []),
+    ...(m.settings.settleAfterSeconds !== undefined ? ['--settle-after', String(m.settings.settleAfterSeconds)] : []),
     // On a cluster every stream keeps a copy on each node: losing one loses nothing.
     ...(nodes > 1 ? ['--stream-replicas', String(Math.min(nodes, 3))] : []),
     '--metrics-listen',

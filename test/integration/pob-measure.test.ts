@@ -210,4 +210,44 @@ describe.each(['pglite', 'postgresql'] as const)('Proof-of-Bandwidth measurement
       s.stop();
     }
   });
+
+  it('on a schedule, settles each epoch once after it ends (EpochSettled), oldest first after an outage', async () => {
+    const epochSeconds = Number((await sql`select pob_epoch_seconds from relaynet.settings`)[0]!.pob_epoch_seconds);
+    // Not within 10 s of an epoch's end: the epochs due must not change under the test.
+    const toNext = epochSeconds * 1000 - (Date.now() % (epochSeconds * 1000));
+    if (toNext < 10_000) await new Promise((r) => setTimeout(r, toNext + 500));
+    const latest = Math.floor(Date.now() / 1000 / epochSeconds) - 1;
+    const settled = async () => (await sql`select epoch from relaynet.pob_settlements order by epoch`).map((r) => Number(r.epoch));
+    const events = async () =>
+      (await sql`select payload from relaynet.topology_events where type = 'EpochSettled' order by revision`).map(
+        (r) => JSON.parse(r.payload as string).data.epoch,
+      );
+    // The operator settled an epoch three before the latest by hand; then the schedule was down.
+    expect((await call('settle-epoch', { epoch: latest - 3 }, cp.serviceRoleKey)).status).toBe(200);
+    const before = await settled();
+    const s = startPobScheduler({ url: cp.url, serviceRoleKey: cp.serviceRoleKey, everySeconds: 0, settleAfterSeconds: 0, logger: log });
+    try {
+      expect([await s.settleTick(), await s.settleTick(), await s.settleTick(), await s.settleTick()]).toEqual([latest - 2, latest - 1, latest, null]);
+      expect(await settled()).toEqual([...before, latest - 2, latest - 1, latest].sort((a, b) => a - b));
+      expect((await events()).slice(-4)).toEqual([latest - 3, latest - 2, latest - 1, latest]);
+    } finally {
+      s.stop();
+    }
+    // A schedule whose clock runs ahead: the control plane refuses epochs not over by its own (409
+    // epoch_open), and nothing is settled.
+    const ahead = startPobScheduler({
+      url: cp.url,
+      serviceRoleKey: cp.serviceRoleKey,
+      everySeconds: 0,
+      settleAfterSeconds: 0,
+      logger: log,
+      now: () => Date.now() + 3 * epochSeconds * 1000,
+    });
+    try {
+      expect(await ahead.settleTick()).toBeNull();
+      expect((await settled()).at(-1)).toBe(latest);
+    } finally {
+      ahead.stop();
+    }
+  });
 });

@@ -6,7 +6,7 @@ import { MeasurementScheduledV1 } from '../../src/contract/topology.events.ts';
 import { emptyTopology, evolveTopology, seedTopology } from '../../src/events/topology.fold.ts';
 import { generateSigningKeyPair, importPrivateKey, signBytes } from '../../src/events/signing.ts';
 import { backgroundOf, EchoStream, PerSecond } from '../../src/pob/echo-check.ts';
-import { nextToMeasure } from '../../src/pob/schedule.ts';
+import { nextToMeasure, nextToSettle, SETTLE_CATCH_UP_EPOCHS } from '../../src/pob/schedule.ts';
 import { ev, relay } from '../support/given.ts';
 
 const keys = generateSigningKeyPair();
@@ -251,5 +251,24 @@ describe('the measurement schedule', () => {
     // A relay alone has no one to measure it; ties go by id.
     expect(nextToMeasure([r('relay-1', null)], 0, 1)).toBeNull();
     expect(nextToMeasure([r('relay-2', null), r('relay-1', null)], 0, 1)).toBe('relay-1');
+  });
+});
+
+describe('the settlement schedule', () => {
+  const E = 300;
+  it('settles an epoch once `after` seconds past its end, oldest first after an outage, never more than a few epochs back', () => {
+    // Epoch 9 is [2700, 3000) s; with after = 60 it is due from 3060 s.
+    expect(nextToSettle(3_059_000, E, 60, null)).toBe(8);
+    expect(nextToSettle(3_060_000, E, 60, null)).toBe(9);
+    // Settled up to 9: nothing until 10 is due.
+    expect(nextToSettle(3_300_000, E, 60, 9)).toBeNull();
+    expect(nextToSettle(3_360_000, E, 60, 9)).toBe(10);
+    // After an outage: the oldest unsettled first, but no further back than SETTLE_CATCH_UP_EPOCHS.
+    expect(nextToSettle(3_060_000 + 5 * E * 1000, E, 60, 9)).toBe(10);
+    expect(nextToSettle(3_060_000 + 100 * E * 1000, E, 60, 9)).toBe(109 - SETTLE_CATCH_UP_EPOCHS + 1);
+    // A fresh network settles the latest due epoch only; none is due in the first epochs of time.
+    expect(nextToSettle(359_000, E, 60, null)).toBeNull();
+    expect(nextToSettle(360_000, E, 60, null)).toBe(0);
+    expect(nextToSettle(660_000, E, 60, null)).toBe(1);
   });
 });

@@ -67,6 +67,7 @@ export const controlPlane: Action = async (v) => {
         heartbeatSeconds,
         receiptEpochSeconds: v.receiptEpoch as number | undefined,
         measureEverySeconds: (v.measureEvery as number | undefined) ?? 0,
+        ...(v.settleAfter !== undefined ? { settleAfterSeconds: v.settleAfter as number } : {}),
         streamReplicas: v.streamReplicas as number,
         metricsListen,
         logger: log,

@@ -221,6 +221,7 @@ function upSettings(v: Values): BuildOpts {
     heartbeatSeconds: 5,
     ...(v.receiptEpoch !== undefined ? { receiptEpochSeconds: v.receiptEpoch as number } : {}),
     ...(v.measureEvery ? { measureEverySeconds: v.measureEvery as number } : {}),
+    ...(v.settleAfter !== undefined ? { settleAfterSeconds: v.settleAfter as number } : {}),
     logLevel: v.logLevel as Settings['logLevel'],
     natsNodes: v.nats as number,
   };

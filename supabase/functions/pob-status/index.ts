@@ -92,7 +92,8 @@ Deno.serve(
         };
       });
       Object.assign(log, { relays: relays.length, epoch });
-      return json(200, { relays, measurement } satisfies PobStatusResponse);
+      const [settings] = await sql`select pob_epoch_seconds from relaynet.settings`;
+      return json(200, { relays, measurement, epochSeconds: Number(settings!.pob_epoch_seconds), settledEpoch: epoch } satisfies PobStatusResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),
