@@ -18,9 +18,10 @@ import { simCli, statusUntil } from '../support/sim-cli.ts';
  * Capacity measurement in a live sim (issue 17; docs/proof-of-bandwidth.md, "Measuring"): three relays
  * on real wireguard-go, relay-3's public link capped with `tc tbf`; relay-1 and relay-2 measure it over
  * their mesh links (its echo service sends back every byte), sign their counts, and the control plane
- * concludes. An honest relay measures within ±10 % of its cap at 20, 50 and 100 Mbit/s; a relay that
- * corrupts or drops the measurement traffic is rejected (cheaters played by the test, never a flag of
- * the product: it takes the echo port before the relay can).
+ * concludes. An honest relay measures within ±10 % of its cap at 20, 50 and 100 Mbit/s; one that
+ * carries other traffic (to a relay-4 added for it) meanwhile, or over-reports it, gets at most 1/(1-r)
+ * of its cap; a relay that corrupts or drops the measurement traffic is rejected (cheaters played by the
+ * test, never a flag of the product: it takes the echo port before the relay can).
  */
 
 interface SimStatus {
@@ -180,6 +181,73 @@ describe('Proof-of-Bandwidth capacity measurement in a sim', () => {
       if (role === 'measurer') expect(reported.every((e) => e.data.bytes > 0)).toBe(true);
     }
   });
+
+  it('gives a relay that carries other traffic during its measurement at most 1/(1-r) of its cap, that traffic counted', async () => {
+    // relay-4, added now (the accuracy above is measured with three relays on the two cores): it takes
+    // no part in measurements, and relay-3 sends it other traffic.
+    const add = await sim(['add', '--relay', 'relay-4', '--wait', 'mesh', '--timeout', '90'], 200_000);
+    expect(add.exitCode, add.stderr + add.stdout).toBe(0);
+    m = readManifest(dir)!;
+    await cap('relay-3', 20);
+    const mesh4 = (
+      await statusUntil<SimStatus>(dir, 'relay-4 with its mesh address', (x) => !!x.relays.find((y) => y.id === 'relay-4')?.status?.meshAddress)
+    ).relays.find((y) => y.id === 'relay-4')!.status!.meshAddress!;
+    // A sink on relay-4's mesh address, and relay-3 sending to it over their link as fast as it can (bounded: 30 s).
+    const sink = execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns('relay-4'),
+        process.execPath,
+        '-e',
+        `require('net').createServer((s)=>{s.on('data',()=>{});s.on('error',()=>{})}).listen(51900,'${mesh4}',()=>console.log('ready'));setTimeout(()=>process.exit(0),40000);`,
+      ],
+      { reject: false },
+    );
+    let source: ReturnType<typeof execa> | null = null;
+    try {
+      await new Promise<void>((res, rej) => {
+        sink.stdout?.on('data', (b: Buffer) => b.toString().includes('ready') && res());
+        void sink.then((r) => rej(new Error(`the sink ended: ${r.stderr}`)));
+      });
+      source = execa(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns('relay-3'),
+          process.execPath,
+          '-e',
+          `const net=require('net');const z=Buffer.alloc(65536);for(let i=0;i<2;i++){const s=net.connect(51900,'${mesh4}');s.on('error',()=>{});const w=()=>{while(s.write(z)){}};s.on('connect',w);s.on('drain',w);}setTimeout(()=>process.exit(0),30000);`,
+        ],
+        { reject: false },
+      );
+      const s = await measure('relay-3');
+      expect(s.state, JSON.stringify(s)).toBe('measured');
+      const ratio = s.lineRate! / ((20 * 1e6) / 8);
+      // What relay-3 counted as its other traffic, and handed in signed (its MeasurementReported).
+      const reported = await execa(RELAY_CORE_BIN, ['events', 'export', '--sim', dir, '--stream', 'relay', '--type', 'MeasurementReported'], {
+        reject: false,
+        timeout: 60_000,
+      });
+      expect(reported.exitCode, reported.stderr).toBe(0);
+      const background = reported.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(JSON.parse(l).data as string) as { data: { measurementId: string; role: string; bytes: number } })
+        .find((e) => e.data.measurementId === s.measurement.id && e.data.role === 'target')?.data.bytes;
+      console.log(`POB-EXTRA-TRAFFIC ${JSON.stringify({ capMbit: 20, r: 0.1, ratio, backgroundMbit: ((background ?? 0) * 8) / SECONDS / 1e6 })}`);
+      // It carried a lot besides the echoes, and said so; it is credited up to r/(1-r) of the echoes for it.
+      expect(background).toBeGreaterThan((2 * 1e6 * SECONDS) / 8);
+      expect(ratio).toBeLessThan((1 / 0.9) * 1.1);
+    } finally {
+      source?.kill('SIGKILL');
+      sink.kill('SIGKILL');
+      await Promise.allSettled([source, sink]);
+      await cap('relay-3', null);
+    }
+  }, 200_000);
 
   it('gives a relay that over-reports its other traffic at most 1/(1-r) of the capacity it showed', async () => {
     await cap('relay-3', 20);
