@@ -159,6 +159,9 @@ describe('sessions and community relays', () => {
     expect(route({ exit: 'core-1' })).toEqual(['core-2', 'core-1']);
     expect(route({ exit: 'core-1' }, [relays[0]!, relays[2]!, relays[3]!])).toEqual([409, 'relay_unavailable', 'entry']);
     expect(route({ exit: 'core-1', community: true }, [relays[0]!, relays[2]!, relays[3]!])).toEqual(['comm-1', 'core-1']);
+    // A standard session is never given a community entry it did not name (that entry takes private sessions only).
+    expect(route({ exit: 'core-1', community: true, mode: 'standard' }, [relays[0]!, relays[2]!, relays[3]!])).toEqual([409, 'relay_unavailable', 'entry']);
+    expect(route({ exit: 'comm-1', community: true, mode: 'standard' })).toEqual(['core-1', 'comm-1']);
   });
 
   it('makes a session entering at a community relay private (standard is refused), and private the default with a community exit', () => {

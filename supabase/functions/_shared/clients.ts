@@ -216,13 +216,15 @@ export function sessionMode(requested: SessionMode | undefined, entry: RelayCand
 
 /**
  * connect-client: the entry and the exit of a new session, from what the caller gave and the active
- * relays. Checks, in order: the given exit and entry exist (404), are not the same relay (422) and
- * are live (409); then picks what was not given: an exit region's live relay (not the entry) with
- * the fewest sessions leaving at it, an entry among the live relays other than the exit with the
- * fewest sessions entering at it (ties by id).
+ * relays. Checks, in order: the given exit and entry exist (404), are not the same relay (422), may
+ * carry the session (409: active, and community relays only with `community`) and are live (409); then
+ * picks what was not given: an exit region's live relay that may carry it (not the entry), weighed by
+ * measured capacity (regionExit), and an entry among the live relays that may carry it, other than the
+ * exit, with the fewest sessions entering at it (ties by id; a core relay where the caller asked for a
+ * standard session, which a community entry does not take).
  */
 export function chooseRoute(
-  req: { entry?: string; community?: boolean } & ExitChoice,
+  req: { entry?: string; community?: boolean; mode?: SessionMode } & ExitChoice,
   relays: RelayCandidate[],
 ): Choice<{ entry: RelayCandidate; exit: RelayCandidate }> {
   const community = req.community ?? false;
@@ -251,7 +253,9 @@ export function chooseRoute(
   }
   if (!entry) {
     const chosen = exit;
-    const candidates = relays.filter((r) => r.live && r.id !== chosen.id && carriesClients(r, community));
+    const candidates = relays.filter(
+      (r) => r.live && r.id !== chosen.id && carriesClients(r, community) && !(req.mode === 'standard' && r.class === 'community'),
+    );
     if (!candidates.length) return refuse(409, 'relay_unavailable', `no live relay other than the exit ${chosen.id} can be the entry`, 'entry');
     entry = leastLoaded(candidates, (r) => r.entrySessions);
   }
