@@ -326,6 +326,39 @@ describe('Proof-of-Bandwidth capacity measurement in a sim', () => {
     console.log(`POB-COLLUSION ${JSON.stringify({ claimedEach: 2 * tb, credited: out.credits.map((c) => [c.relayId, c.credit]) })}`);
   }, 200_000);
 
+  it('credits a relay that inflates its receipts against an honest peer with what the peer signed, not a byte more, and flags it', async () => {
+    // relay-1's honest account of its link with relay-3 for an epoch before the sim: 100 MB sent to it,
+    // 200 MB received from it. relay-3's operator signs 1 TB each way.
+    const EPOCH = 300;
+    const epoch = Math.floor(Date.now() / 1000 / EPOCH) - 287;
+    const MB = 1e6;
+    for (const [id, receipts] of [
+      ['relay-1', [{ peerId: 'relay-3', txBytes: 100 * MB, rxBytes: 200 * MB }]],
+      ['relay-3', [{ peerId: 'relay-1', txBytes: 1e12, rxBytes: 1e12 }]],
+    ] as const) {
+      const root = await signEpoch(id, epoch, EPOCH, [...receipts], (d) => sign(null, d, identityOf(id)));
+      const r = await asRelay(id, 'submit-receipts', { relayId: id, epoch, epochSeconds: EPOCH, root: root.root, signature: root.signature, receipts });
+      expect(r.stored, JSON.stringify(r)).toBe(true);
+    }
+    const settled = await pob(['settle', '--epoch', String(epoch), '--json']);
+    expect(settled.exitCode, settled.stderr).toBe(0);
+    const out = JSON.parse(settled.stdout) as {
+      credits: { relayId: string; carried: number; cap: number | null; credit: number }[];
+      disputes: { kind: string; from?: string; to?: string }[];
+    };
+    // relay-3 is credited the 200 MB relay-1 received from it and the 100 MB relay-1 sent it: 300 MB of the 2 TB it claimed.
+    const three = out.credits.find((x) => x.relayId === 'relay-3')!;
+    expect(three.carried).toBe(300 * MB);
+    expect(three.credit).toBe(Math.min(300 * MB, three.cap ?? 0));
+    expect(
+      out.disputes
+        .filter((d) => d.kind === 'disagree')
+        .map((d) => `${d.from}->${d.to}`)
+        .sort(),
+    ).toEqual(['relay-1->relay-3', 'relay-3->relay-1']);
+    console.log(`POB-INFLATE ${JSON.stringify({ claimed: 2e12, carried: three.carried, credit: three.credit, cap: three.cap })}`);
+  }, 120_000);
+
   /** A cheating echo service in relay-3's namespace, on its mesh address and the echo port, before the relay takes it. */
   async function cheater(kind: 'corrupt' | 'drop'): Promise<{ stop(): Promise<void> }> {
     const s = await statusUntil<SimStatus>(
