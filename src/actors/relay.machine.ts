@@ -51,6 +51,13 @@ export interface RelayContext {
   /** The view's revision when the last heartbeat was answered (at registration: the snapshot's). */
   revisionAtLastHeartbeat: number;
   /**
+   * The follower's pulls fail (JetStream does not answer: a NATS node's failover, the bus down). A view
+   * stalled meanwhile is the bus's doing, not its consumer's: those heartbeats do not count toward a
+   * resync, which would need the same JetStream (CI, 2026-12-02: a cluster's failover kept JetStream
+   * from answering for over 15 s on a loaded machine, and a relay resynced).
+   */
+  pullFailing: boolean;
+  /**
    * The envelope id of the latest relay event that changed what the host should hold (a seed, an
    * applied topology event, the drain): the children pass it to the kernel actor as the cause.
    */
@@ -67,6 +74,8 @@ export type RelayMachineEvent =
   | { type: 'TOPOLOGY_EVENT'; event: TopologyEvent; streamSeq: number }
   | { type: 'TOPOLOGY_REJECTED'; rejection: Rejection; subject: string; streamSeq: number | null }
   | { type: 'CONSUMER_LOST'; reason: 'consumer-deleted' | 'stream-purged'; detail: string }
+  /** The follower's pulls began to fail (`ok: false`) or work again (`ok: true`); said on each change. */
+  | { type: 'FOLLOWER_PULL'; ok: boolean }
   | { type: 'HEARTBEAT'; response: HeartbeatResponse }
   | { type: 'HEARTBEAT_NOT_REGISTERED' }
   | { type: 'RESYNC'; detail: string }
@@ -211,6 +220,7 @@ export const relayMachine = setup({
     retiredEpochs: [],
     registerFailures: 0,
     revisionAtLastHeartbeat: 0,
+    pullFailing: false,
     cause: null,
     error: null,
     deps: input.deps,
@@ -289,6 +299,7 @@ export const relayMachine = setup({
                 event.output.measurements,
               ),
               revisionAtLastHeartbeat: event.output.revision,
+              pullFailing: false,
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
             {
@@ -457,6 +468,13 @@ export const relayMachine = setup({
             },
           ],
         },
+        FOLLOWER_PULL: {
+          actions: assign({
+            pullFailing: ({ event }) => !event.ok,
+            // A bus outage starts the count of stalled heartbeats again once it is over.
+            counters: ({ context, event }) => (event.ok ? context.counters : { ...context.counters, heartbeatsBehind: 0 }),
+          }),
+        },
         CONSUMER_LOST: {
           target: 'registering',
           actions: [
@@ -510,6 +528,7 @@ export const relayMachine = setup({
           },
           {
             guard: ({ context, event }) =>
+              !context.pullFailing &&
               behindAndStuck(context, event.response.revision) &&
               context.counters.heartbeatsBehind + 1 >= behindHeartbeatsBeforeResync(context.registration!.heartbeatIntervalSeconds),
             target: 'registering',
@@ -535,14 +554,15 @@ export const relayMachine = setup({
             ],
           },
           {
-            // Behind and stuck, not yet for long enough to resync: the follower pulls again at once.
+            // Behind and stuck, not yet for long enough to resync (or its pulls fail: the bus's doing, not
+            // counted): the follower pulls again at once.
             guard: ({ context, event }) => behindAndStuck(context, event.response.revision),
             actions: [
               assign({
                 counters: ({ context }) => ({
                   ...context.counters,
                   heartbeats: context.counters.heartbeats + 1,
-                  heartbeatsBehind: context.counters.heartbeatsBehind + 1,
+                  heartbeatsBehind: context.pullFailing ? 0 : context.counters.heartbeatsBehind + 1,
                 }),
                 revisionAtLastHeartbeat: ({ context }) => context.view.revision,
               }),

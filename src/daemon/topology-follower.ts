@@ -132,6 +132,14 @@ export function runTopologyFollower(
         stopMessages();
       });
 
+      // Whether pulls work, said to the relay actor on each change: a view stalled while they fail is the
+      // bus's doing, and does not count toward a resync.
+      let pulling: boolean | null = null;
+      const pullWorks = (ok: boolean) => {
+        if (pulling === ok) return;
+        pulling = ok;
+        sendBack({ type: 'FOLLOWER_PULL', ok });
+      };
       for (let attempt = 0; !abort.signal.aborted; ) {
         let messages: Awaited<ReturnType<Awaited<ReturnType<typeof deps.js.consumers.get>>['consume']>>;
         try {
@@ -146,9 +154,11 @@ export function runTopologyFollower(
           // and the relay actor's REPULL cuts it short.
           messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000 });
           attempt = 0;
+          pullWorks(true);
         } catch (e) {
           // A consumer that is gone means a resync; one that does not answer yet (electing a leader) is asked again.
           if (abort.signal.aborted || isNotFound(e)) throw e;
+          pullWorks(false);
           log.warn({ err: String(e), attempt }, 'cannot pull from the topology consumer yet, retrying');
           await sleep(Math.min(2_000, 250 * 2 ** attempt++), abort.signal);
           continue;

@@ -162,6 +162,28 @@ describe('relay actor', () => {
     expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane' });
   });
 
+  it('does not resync while the follower’s pulls fail (the bus’s failover, not its consumer): the count starts again once they work', async () => {
+    const h = harness([registration(3, []), registration(6, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    const beat = () => h.actor.send({ type: 'HEARTBEAT', response: { revision: 6, revisionTime: '', status: 'active' } });
+    beat();
+    beat();
+    // JetStream stops answering: however many heartbeats find the view stalled meanwhile, no resync.
+    h.actor.send({ type: 'FOLLOWER_PULL', ok: false });
+    for (let i = 0; i < 10; i++) beat();
+    expect(h.actor.getSnapshot().matches('serving')).toBe(true);
+    expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
+    expect(h.actor.getSnapshot().context.counters).toMatchObject({ heartbeatsBehind: 0, resyncs: 0 });
+    // Pulls work again but the view stays stalled: a resync after the usual count, not at once.
+    h.actor.send({ type: 'FOLLOWER_PULL', ok: true });
+    beat();
+    beat();
+    expect(h.emitted.some((e) => e.type === 'TopologyResyncRequested')).toBe(false);
+    beat();
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 6);
+    expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane' });
+  });
+
   it('leaves a relay behind but folding to catch up: only heartbeats that find the view both behind and unmoved count', async () => {
     const h = harness([registration(3, []), registration(9, [])]);
     await waitFor(h.actor, (s) => s.matches('serving'));
