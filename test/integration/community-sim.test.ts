@@ -2,7 +2,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import type { PobStatusResponse } from '../../src/contract/api-pob.ts';
 import { RELAY_CORE_BIN } from '../../src/devnet/relay-process.ts';
-import { CONTROL_PLANE_PORT, relayPublicAddress, svcNamespace } from '../../src/sim/layout.ts';
+import { relayPublicAddress } from '../../src/sim/layout.ts';
 import { simSuite } from '../support/sim-harness.ts';
 
 /**
@@ -14,30 +14,13 @@ import { simSuite } from '../support/sim-harness.ts';
  * that does not is refused; a suspension closes the session and stops the client's traffic.
  */
 describe('a community relay in a sim: enrolled, measured, then carrying private sessions', () => {
-  const { sim, manifest, status, whoami, clientCli } = simSuite('community-sim');
+  const { sim, manifest, status, whoami, clientCli, operatorCli: asOperator } = simSuite('community-sim');
   const pob = (args: string[]) => execa(RELAY_CORE_BIN, ['pob', ...args, '--sim', manifest().stateDir], { reject: false, timeout: 120_000 });
   const standing = async (id: string) => {
     const r = await pob(['status', '--relay', id, '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
     return (JSON.parse(r.stdout) as PobStatusResponse).relays[0]!;
   };
-  const asOperator = (args: string[]) =>
-    execa(
-      'ip',
-      [
-        'netns',
-        'exec',
-        svcNamespace(manifest().simId),
-        RELAY_CORE_BIN,
-        ...args,
-        '--control-plane-url',
-        `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
-        '--token-file',
-        manifest().controlPlane.serviceRoleKeyFile,
-      ],
-      { reject: false, timeout: 60_000 },
-    );
-
   it('enrolls relay-4 through an operator: it joins the mesh in probation and carries no client', async () => {
     const add = await sim(['add', '--relay', 'relay-4', '--community', '--operator', 'olga', '--wait', 'mesh', '--timeout', '90'], 200_000);
     expect(add.exitCode, add.stderr + add.stdout).toBe(0);

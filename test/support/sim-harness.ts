@@ -53,8 +53,8 @@ export function simHarness(dir: () => string) {
     const nft = (await inRelay(id, ['nft', 'list', 'ruleset'])).stdout.replace(/packets \d+ bytes \d+/g, '');
     return { wg, links, rules, routes, nft };
   };
-  /** `relay-core client ...` against the sim's control plane, from inside its service namespace, as an operator. */
-  const clientCli = (args: string[]) =>
+  /** `relay-core <args>` against the sim's control plane, from inside its service namespace, with its service-role key. */
+  const operatorCli = (args: string[]) =>
     execa(
       'ip',
       [
@@ -62,7 +62,6 @@ export function simHarness(dir: () => string) {
         'exec',
         svcNamespace(manifest().simId),
         RELAY_CORE_BIN,
-        'client',
         ...args,
         '--control-plane-url',
         `http://127.0.0.1:${CONTROL_PLANE_PORT}`,
@@ -71,7 +70,9 @@ export function simHarness(dir: () => string) {
       ],
       { reject: false, timeout: 60_000 },
     );
-  return { sim, manifest, relayOf, clientOf, status, inRelay, inClient, whoami, serverSaw, hostState, clientCli };
+  /** `relay-core client ...` as the operator. */
+  const clientCli = (args: string[]) => operatorCli(['client', ...args]);
+  return { sim, manifest, relayOf, clientOf, status, inRelay, inClient, whoami, serverSaw, hostState, clientCli, operatorCli };
 }
 
 /**
