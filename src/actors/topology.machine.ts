@@ -8,6 +8,7 @@ import { linkDevice, meshIndex, type MeshOptions } from '../kernel/mesh.ts';
 import { meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
 import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
 import type { Deps } from '../lib/deps.ts';
+import { keptChild, providedLogic } from './kept-children.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
 
 /**
@@ -113,19 +114,24 @@ export const topologyMachine = setup({
             }
           }
         }),
-        // Then the new view, with a link actor spawned for every joiner.
-        assign(({ context, event, spawn }) => {
+        // Then the new view, with a link actor for every joiner: a kept child (kept-children.ts), in
+        // the links Map alone, so that a join or leave does not copy xstate's children record.
+        enqueueActions(({ context, event, enqueue, self }) => {
           const next = meshOwner.view(context, event);
-          if (next.peers === context.peers) return next;
-          const ownIndex = meshIndex(next.self!.meshAddress);
           let links: Map<string, PeerLinkActor> | null = null;
-          for (const p of next.peers.values()) {
-            if (context.links.has(p.id)) continue;
-            links ??= new Map(context.links);
-            const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
-            links.set(p.id, spawn('peerLink', { id: linkId(p.id), input: { peer: p, device, ...context.timing } }));
+          if (next.peers !== context.peers) {
+            const ownIndex = meshIndex(next.self!.meshAddress);
+            const logic = providedLogic<typeof peerLinkMachine>(self, 'peerLink');
+            for (const p of next.peers.values()) {
+              if (context.links.has(p.id)) continue;
+              links ??= new Map(context.links);
+              const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
+              const link = keptChild(self, logic, linkId(p.id), { peer: p, device, ...context.timing });
+              links.set(p.id, link);
+              enqueue(() => link.start());
+            }
           }
-          return { ...next, links: links ?? context.links };
+          enqueue.assign(() => ({ ...next, links: links ?? context.links }));
         }),
         sendTo(kernelRef, ({ context, event, self: me }) => desiredEvent(meshOwner, context, context.mesh, event.cause, me)),
         sendTo('resolver', ({ context }) => ({ type: 'TARGETS', targets: resolveTargets(context.peers.values()) }) satisfies ResolverEvent),
@@ -183,14 +189,12 @@ export const topologyMachine = setup({
         }
       }),
     },
-    // A link actor finished (its device is gone): stop it and forget it, unless its peer came back.
+    // A link actor finished (its device is gone; done, it has stopped itself): forget it.
     'xstate.done.actor.*': {
-      actions: enqueueActions(({ context, event, enqueue }) => {
-        const peerId = event.output.peerId;
-        enqueue.stopChild(linkId(peerId));
+      actions: assign(({ context, event }) => {
         const links = new Map(context.links);
-        links.delete(peerId);
-        enqueue.assign({ links });
+        links.delete(event.output.peerId);
+        return { links };
       }),
     },
   },

@@ -104,7 +104,7 @@ describe('topology and kernel actors on the in-memory host', () => {
     second.actor.stop();
   });
 
-  it('after many joins and leaves the actor system holds exactly the live links, and the host exactly their devices', async () => {
+  it('after many joins and leaves the topology actor holds exactly the live links, every other link actor is done, and the host holds exactly their devices', async () => {
     const h = harness();
     let seed = 7;
     const rand = () => {
@@ -112,20 +112,26 @@ describe('topology and kernel actors on the in-memory host', () => {
       return seed / 2 ** 31;
     };
     const live = new Set([2, 3]);
+    const everSeen = new Set<AnyActorRef>();
     for (let cycle = 0; cycle < 60; cycle++) {
       const n = 2 + Math.floor(rand() * 12);
       if (live.has(n)) live.delete(n);
       else live.add(n);
       await h.view(relays([1, ...live]));
+      for (const l of h.links().values()) everSeen.add(l);
     }
     // One more round lets every removing link see its device gone.
     await h.view(relays([1, ...live]));
     const expected = [...live].sort((a, b) => a - b).map((n) => `relay-${n}`);
     expect([...h.links().keys()].sort()).toEqual([...expected].sort());
-    const children = Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children)
-      .filter((c) => c !== 'resolver')
-      .sort();
-    expect(children).toEqual(expected.map((id) => `link-${id}`).sort());
+    const kept = new Set<AnyActorRef>(h.links().values());
+    expect([...kept].map((l) => `${l.id} ${l.getSnapshot().status}`).sort()).toEqual(expected.map((id) => `link-${id} active`).sort());
+    // Links left no actor behind: each one removed finished (done stops an actor), and xstate's
+    // children record never held any (links are kept children, src/actors/kept-children.ts).
+    const gone = [...everSeen].filter((l) => !kept.has(l));
+    expect(gone.length).toBeGreaterThan(10);
+    expect(gone.filter((l) => l.getSnapshot().status !== 'done').map((l) => l.id)).toEqual([]);
+    expect(Object.keys((h.actor.getSnapshot().children.topology as AnyActorRef).getSnapshot().children)).toEqual(['resolver']);
     const host = await h.backend.read({ devicePrefix: 'rc1m', rulePriorities: [0, -1], sysctls: [], nftTables: [] });
     expect([...host.devices.keys()].sort()).toEqual([...live].map((n) => linkDevice('rc', 1, n)).sort());
     h.actor.stop();
