@@ -50,12 +50,12 @@ export async function tryLockTopology(tx: Tx): Promise<Revision | null> {
   return row ? { revision: Number(row.revision), revisionTime: iso(row.updated_at), epoch: row.epoch } : null;
 }
 
-export async function currentRevision(tx: Tx): Promise<Revision> {
+export async function currentRevision(tx: Sql | Tx): Promise<Revision> {
   const [row] = await tx`select revision, updated_at, epoch::text as epoch from relaynet.topology`;
   return { revision: Number(row!.revision), revisionTime: iso(row!.updated_at), epoch: row!.epoch };
 }
 
-export async function storedRelay(tx: Tx, id: string): Promise<StoredRelay | null> {
+export async function storedRelay(tx: Sql | Tx, id: string): Promise<StoredRelay | null> {
   const [r] = await tx`select id, name, region, public_key, endpoint, exit_ipv6, identity_key, status from relaynet.relays where id = ${id}`;
   return r
     ? {
@@ -132,15 +132,23 @@ export async function recordAdmission(
     identityKey?: string | undefined;
   },
 ): Promise<void> {
-  await tx`
+  // Sent before the key history's statements (`execute`: postgres.js sends a query when it is awaited).
+  const insert = tx`
     insert into relaynet.relays (id, name, region, public_key, endpoint, exit_ipv6, identity_key, status, mesh_address, client_pool, admitted_at, last_seen, left_at)
     values (${r.relayId}, ${r.name}, ${r.region}, ${r.publicKey}, ${r.endpoint}, ${r.exitIpv6}, ${r.identityKey ?? null}, 'active', ${r.meshAddress}::inet, ${r.clientPool}::cidr,
             clock_timestamp(), clock_timestamp(), null)
     on conflict (id) do update set name = excluded.name, region = excluded.region, public_key = excluded.public_key,
       endpoint = excluded.endpoint, exit_ipv6 = excluded.exit_ipv6, identity_key = coalesce(excluded.identity_key, relaynet.relays.identity_key), status = 'active', mesh_address = excluded.mesh_address, client_pool = excluded.client_pool,
-      admitted_at = excluded.admitted_at, last_seen = excluded.last_seen, left_at = null`;
-  await closeKey(tx, r.relayId);
-  await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;
+      admitted_at = excluded.admitted_at, last_seen = excluded.last_seen, left_at = null`.execute();
+  await Promise.all([insert, rotateKey(tx, r.relayId, r.publicKey)]);
+}
+
+/** The relay's key history: the open entry closed and one for `publicKey` opened, in one round trip (pipelined, run in order). */
+async function rotateKey(tx: Tx, relayId: string, publicKey: string): Promise<void> {
+  await Promise.all([
+    closeKey(tx, relayId),
+    tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${relayId}, ${publicKey}, clock_timestamp())`,
+  ]);
 }
 
 /** Re-admission of an active relay: name, region, key, endpoint and IPv6 exit as requested. */
@@ -149,12 +157,10 @@ export async function recordReadmission(
   r: { relayId: string; name: string; region: string; publicKey: string; endpoint: string; exitIpv6: boolean; identityKey?: string | undefined },
   keyRotated: boolean,
 ): Promise<void> {
-  await tx`update relaynet.relays set name = ${r.name}, region = ${r.region}, public_key = ${r.publicKey}, endpoint = ${r.endpoint}, exit_ipv6 = ${r.exitIpv6},
-           identity_key = coalesce(${r.identityKey ?? null}, identity_key), last_seen = clock_timestamp() where id = ${r.relayId}`;
-  if (keyRotated) {
-    await closeKey(tx, r.relayId);
-    await tx`insert into relaynet.relay_keys (relay_id, public_key, valid_from) values (${r.relayId}, ${r.publicKey}, clock_timestamp())`;
-  }
+  const update =
+    tx`update relaynet.relays set name = ${r.name}, region = ${r.region}, public_key = ${r.publicKey}, endpoint = ${r.endpoint}, exit_ipv6 = ${r.exitIpv6},
+           identity_key = coalesce(${r.identityKey ?? null}, identity_key), last_seen = clock_timestamp() where id = ${r.relayId}`.execute();
+  await Promise.all([update, keyRotated ? rotateKey(tx, r.relayId, r.publicKey) : null]);
 }
 
 /** The relay leaves: addresses freed, key closed. */
@@ -266,11 +272,12 @@ async function closeKey(tx: Tx, relayId: string): Promise<void> {
 }
 
 /**
- * Append events to the outbox: per event, bump the revision once (its time is the revision time),
- * build the envelope, sign its JSON and insert the row. `relay` is the record RelayAdmitted carries.
+ * Append events to the outbox: one statement takes their revisions (the revision moves once per event;
+ * they share the revision time), each envelope is built and its JSON signed, and their rows are
+ * inserted together (pipelined). `relay` is the record RelayAdmitted carries.
  */
 export async function appendEvents(tx: Tx, specs: EventSpec[], relay: RelayRecord | null, key: SigningKey, causationId: string | null): Promise<BuiltEvent[]> {
-  const out: BuiltEvent[] = [];
+  if (specs.length === 0) return [];
   for (const spec of specs) {
     if (spec.type === 'RelayAdmitted' && !relay) throw new Error('RelayAdmitted needs the relay record');
     if (spec.type === 'RelayLeft') {
@@ -278,14 +285,24 @@ export async function appendEvents(tx: Tx, specs: EventSpec[], relay: RelayRecor
       const [n] = await tx`select count(*)::int as n from relaynet.client_sessions where status = 'open' and entry_id = ${spec.relayId}`;
       if (n!.n > 0) throw new Error(`RelayLeft for ${spec.relayId} while ${n!.n} open session(s) still enter at it; close them first`);
     }
-    const [t] =
-      await tx`update relaynet.topology set revision = revision + 1, updated_at = clock_timestamp() returning revision, updated_at, epoch::text as epoch`;
-    const revision = Number(t!.revision);
-    const built = buildTopologyEvent(eventData(spec, revision, relay), { id: crypto.randomUUID(), time: iso(t!.updated_at), causationId, epoch: t!.epoch });
-    const signature = await signPayload(key, built.payload);
-    await tx`insert into relaynet.topology_events (revision, event_id, type, subject, payload, signature, created_at)
-             values (${revision}, ${built.id}::uuid, ${built.type}, ${built.subject}, ${built.payload}, ${signature}, ${t!.updated_at})`;
-    out.push(built);
   }
-  return out;
+  const [t] =
+    await tx`update relaynet.topology set revision = revision + ${specs.length}, updated_at = clock_timestamp() returning revision, updated_at, epoch::text as epoch`;
+  const first = Number(t!.revision) - specs.length + 1;
+  const time = iso(t!.updated_at);
+  const built = specs.map((spec, i) => buildTopologyEvent(eventData(spec, first + i, relay), { id: crypto.randomUUID(), time, causationId, epoch: t!.epoch }));
+  const signatures = await Promise.all(built.map((b) => signPayload(key, b.payload)));
+  await Promise.all(
+    built.map(
+      (b, i) => tx`insert into relaynet.topology_events (revision, event_id, type, subject, payload, signature, created_at)
+                   values (${first + i}, ${b.id}::uuid, ${b.type}, ${b.subject}, ${b.payload}, ${signatures[i]!}, ${t!.updated_at})`,
+    ),
+  );
+  return built;
+}
+
+/** The Proof-of-Bandwidth receipt epoch (relaynet.settings). */
+export async function receiptEpochSeconds(tx: Sql | Tx): Promise<number> {
+  const [s] = await tx`select pob_epoch_seconds from relaynet.settings`;
+  return Number(s!.pob_epoch_seconds);
 }

@@ -32,35 +32,56 @@ Deno.serve(
       const credential = await relayBusCredential(env, req.relayId, req.busKey);
       const sql = db(env.dbUrl, FN);
       if (principal.role === 'relay') await limits.enforceRateLimit(sql, principal, 'register', await limits.limitSettings(sql), log);
-      const result = await sql.begin(async (tx) => {
-        await store.lockTopology(tx);
-        await store.refuseBanned(tx, req.relayId, principal);
-        const existing = await store.storedRelay(tx, req.relayId);
-        // A relay's own token must carry its identity's signature; the operator (service role) need not.
+      // The identity proof is checked before the topology lock, against the identity key stored now
+      // (an Ed25519 verification is no work for the lock's holder); under the lock it is checked again
+      // only if that key changed meanwhile.
+      const checkProof = (existing: { identityKey?: string | null } | null) => {
         const signer = proofSigner(existing?.identityKey, req.identityKey);
-        const proof =
-          signer === null || principal.role === 'service_role' ? null : await verifyRegistrationProof(signer, req, req.proof, Math.floor(Date.now() / 1000));
-        log.proof = proof === null ? (signer === null ? 'none' : 'operator') : proof.ok ? 'valid' : proof.reason;
-        const decision = decide(existing, req, await store.keyHolder(tx, req.publicKey, req.relayId), proof);
+        return signer === null || principal.role === 'service_role'
+          ? Promise.resolve(null)
+          : verifyRegistrationProof(signer, req, req.proof, Math.floor(Date.now() / 1000));
+      };
+      const before = await store.storedRelay(sql, req.relayId);
+      const checked = { identityKey: before?.identityKey ?? null, proof: await checkProof(before) };
+      // Under the lock, statements that do not wait for each other's answers go out together
+      // (postgres.js pipelines them on the transaction's connection; the server runs them in order), so
+      // that the lock is held for a few round trips, not one per statement (bench:admission).
+      const result = await sql.begin(async (tx) => {
+        const [, , existing, holder] = await Promise.all([
+          store.lockTopology(tx),
+          store.refuseBanned(tx, req.relayId, principal),
+          store.storedRelay(tx, req.relayId),
+          store.keyHolder(tx, req.publicKey, req.relayId),
+        ]);
+        const proof = (existing?.identityKey ?? null) === checked.identityKey ? checked.proof : await checkProof(existing);
+        log.proof = proof === null ? (proofSigner(existing?.identityKey, req.identityKey) === null ? 'none' : 'operator') : proof.ok ? 'valid' : proof.reason;
+        const decision = decide(existing, req, holder, proof);
         log.action = decision.action;
         if (decision.action === 'reject') throw refused(decision.refusal);
+        let recorded: Promise<void>;
         if (decision.action === 'admit') {
-          const held = await store.heldAddresses(tx);
-          const a = allocate(await store.addressPlan(tx), held.mesh, held.pools);
+          const [held, plan] = await Promise.all([store.heldAddresses(tx), store.addressPlan(tx)]);
+          const a = allocate(plan, held.mesh, held.pools);
           if (!a.ok) throw new HttpError(503, 'pool_exhausted', `no free ${a.exhausted} is left in the address plan (relaynet.settings)`);
-          await store.recordAdmission(tx, { ...req, meshAddress: a.meshAddress, clientPool: a.clientPool });
+          recorded = store.recordAdmission(tx, { ...req, meshAddress: a.meshAddress, clientPool: a.clientPool });
         } else {
-          await store.recordReadmission(tx, req, decision.keyRotated);
+          recorded = store.recordReadmission(tx, req, decision.keyRotated);
         }
-        await store.recordBusKey(tx, req.relayId, credential ? req.busKey! : null);
-        const self = await store.relayRecord(tx, req.relayId);
-        const events = await store.appendEvents(tx, decision.events, self, key, requestId);
-        const rev = await store.currentRevision(tx);
-        const relays = await store.activeRelays(tx, req.relayId);
-        const sessions = await openSessionRecords(tx, req.relayId);
-        const [settings] = await tx`select pob_epoch_seconds from relaynet.settings`;
-        const receiptEpochSeconds = Number(settings!.pob_epoch_seconds);
-        const measurements = await openMeasurementsOf(tx, req.relayId);
+        const [, , self] = await Promise.all([
+          recorded,
+          store.recordBusKey(tx, req.relayId, credential ? req.busKey! : null),
+          store.relayRecord(tx, req.relayId),
+        ]);
+        // The snapshot is read after the event's revision is taken and before it is inserted: it reads
+        // relays, sessions and measurements, which the insert does not change.
+        const [events, rev, relays, sessions, receiptEpochSeconds, measurements] = await Promise.all([
+          store.appendEvents(tx, decision.events, self, key, requestId),
+          store.currentRevision(tx),
+          store.activeRelays(tx, req.relayId),
+          openSessionRecords(tx, req.relayId),
+          store.receiptEpochSeconds(tx),
+          openMeasurementsOf(tx, req.relayId),
+        ]);
         return { self, relays, sessions, measurements, events, readmitted: decision.action === 'readmit', receiptEpochSeconds, ...rev };
       });
       log.events = result.events.map((e) => e.type);
