@@ -50,11 +50,16 @@ Deno.serve(
         await limits.enforceRateLimit(sql, principal, 'connect', limitSettings, log);
       }
       const opened = await sql.begin(async (tx) => {
-        await store.lockTopology(tx);
-        const settings = await clients.clientSettings(tx);
+        // Reads that do not wait for each other's answers go out together (pipelined; the server runs
+        // them in order): the lock is held for a few round trips, not one per statement.
+        const [, settings, expired] = await Promise.all([store.lockTopology(tx), clients.clientSettings(tx), clients.closeExpired(tx, key, requestId)]);
         const ttlSeconds = sessionTtl(req.ttlSeconds, settings);
-        const expired = await clients.closeExpired(tx, key, requestId);
-        const holder = await clients.openSessionOfKey(tx, req.publicKey);
+        const [holder, relayWithKey, ownerSessions, candidates] = await Promise.all([
+          clients.openSessionOfKey(tx, req.publicKey),
+          store.keyHolder(tx, req.publicKey, ''),
+          limitSettings && principal.role === 'user' ? limits.openSessionsOfOwner(tx, principal.userId) : null,
+          clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)),
+        ]);
         if (holder) {
           const which = maySee(principal, holder) ? ` (session ${holder.id}; close it first or switch its exit)` : '';
           throw new HttpError(
@@ -64,11 +69,10 @@ Deno.serve(
             'publicKey',
           );
         }
-        const relayWithKey = await store.keyHolder(tx, req.publicKey, '');
         if (relayWithKey)
           throw new HttpError(409, 'duplicate_client_key', `this public key is relay ${relayWithKey}'s key; a client needs a key of its own`, 'publicKey');
-        if (limitSettings && principal.role === 'user') checkSessionCap(principal, await limits.openSessionsOfOwner(tx, principal.userId), limitSettings);
-        const route = chooseRoute(req, await clients.relayCandidates(tx, livenessSeconds(settings, env.heartbeatSeconds)));
+        if (limitSettings && ownerSessions !== null) checkSessionCap(principal, ownerSessions, limitSettings);
+        const route = chooseRoute(req, candidates);
         if (!route.ok) throw refused(route.refusal);
         const { entry, exit } = route.value;
         const chosenMode = sessionMode(req.mode, entry, exit);
