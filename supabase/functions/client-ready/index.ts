@@ -23,9 +23,8 @@ Deno.serve(
       Object.assign(log, { relayId: req.relayId, sessionId: req.sessionId, exit: req.exitId });
       authorizeRelay(principal, req.relayId);
       const confirmed = await db(env.dbUrl, FN).begin(async (tx) => {
-        await store.lockTopology(tx);
-        await store.refuseBanned(tx, req.relayId, principal);
-        const s = await clients.sessionById(tx, req.sessionId);
+        // Pipelined: one round trip for the lock and both reads (the server runs them in order).
+        const [, , s] = await Promise.all([store.lockTopology(tx), store.refuseBanned(tx, req.relayId, principal), clients.sessionById(tx, req.sessionId)]);
         if (!s) throw unknownSession({ sessionId: req.sessionId });
         // A private session's current exit confirms its own side (another relay, a former exit too, may not).
         const asExit = s.entryId !== req.relayId && s.mode === 'private' && req.relayId === req.exitId && s.exitId === req.relayId;
