@@ -30,7 +30,7 @@ export type WorkerRequest =
   | { op: 'counters' } // { [relayId]: { applied, resyncs } }
   | { op: 'stop'; ids: string[] } // null, once they are done
   | { op: 'cpu' } // CPU ms of this process
-  | { op: 'mem' } // { rss, heap } bytes after a full GC
+  | { op: 'mem' } // { rss, heap, external } bytes after a full GC (external: off the V8 heap, ArrayBuffers included)
   | { op: 'heartbeats'; since: number } // heartbeat call durations (ms) started at or after `since` (epoch ms)
   | { op: 'profile'; file: string | null }; // start a CPU profile (file: where stop will write it), or stop and write it
 
@@ -139,7 +139,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
     case 'mem': {
       globalThis.gc!();
       const m = process.memoryUsage();
-      return { rss: m.rss, heap: m.heapUsed };
+      return { rss: m.rss, heap: m.heapUsed, external: m.external };
     }
     case 'heartbeats':
       return heartbeats.filter((h) => h.at >= req.since).map((h) => h.ms);

@@ -65,6 +65,7 @@ const { values } = parseArgs({
     admissions: { type: 'string', default: '40' },
     db: { type: 'string', default: 'postgres' },
     profile: { type: 'string' },
+    'heap-growing': { type: 'string', default: '0' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -72,6 +73,8 @@ const BATCH = Number(values.batch);
 const WORKERS = Number(values.workers);
 /** Each worker's V8 heap limit: a share of the machine's memory, at least 2 GiB. */
 const WORKER_HEAP_MB = Math.max(2048, Math.floor((totalmem() * 0.75) / 2 ** 20 / Math.max(1, Number(values.workers))));
+/** V8's heap growing factor in the workers, as a percentage over 1 (0: V8's own, which grows the heap to some 4x what is live). */
+const HEAP_GROWING = Number(values['heap-growing']);
 const PROBES = Number(values.probes);
 const ADMISSIONS = Number(values.admissions);
 if (sizes.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= sizes[i - 1]!)))
@@ -197,7 +200,7 @@ interface Worker {
 }
 function forkWorker(k: number): Worker {
   const child = fork(fileURLToPath(new URL('./fleet-worker.ts', import.meta.url)), [], {
-    execArgv: ['--expose-gc', `--max-old-space-size=${WORKER_HEAP_MB}`],
+    execArgv: ['--expose-gc', `--max-old-space-size=${WORKER_HEAP_MB}`, ...(HEAP_GROWING ? [`--heap-growing-percent=${HEAP_GROWING}`] : [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const w: Worker = { k, child, pending: new Map(), seq: 0, exited: null };
@@ -260,9 +263,10 @@ async function allFolded(r: number, timeoutMs = 600_000): Promise<number> {
 }
 
 const fleetCpuMs = async () => (await askAll<number>({ op: 'cpu' })).reduce((a, b) => a + b, 0);
-async function fleetMem(): Promise<{ rss: number; heap: number }> {
-  const ms = await askAll<{ rss: number; heap: number }>({ op: 'mem' });
-  return { rss: ms.reduce((a, m) => a + m.rss, 0), heap: ms.reduce((a, m) => a + m.heap, 0) };
+async function fleetMem(): Promise<{ rss: number; heap: number; external: number }> {
+  const ms = await askAll<{ rss: number; heap: number; external: number }>({ op: 'mem' });
+  const sum = (k: 'rss' | 'heap' | 'external') => ms.reduce((a, m) => a + m[k], 0);
+  return { rss: sum('rss'), heap: sum('heap'), external: sum('external') };
 }
 async function fleetCounters(): Promise<Map<string, { applied: number; resyncs: number }>> {
   const parts = await askAll<Record<string, { applied: number; resyncs: number }>>({ op: 'counters' });
@@ -294,6 +298,7 @@ interface Figures {
   deliveriesPerS: number;
   rssPerRelayMiB: number;
   heapPerRelayMiB: number;
+  externalPerRelayMiB: number;
   /** Of relays not restarted: during the probes, admissions and restarts; then in 20 s of steady state. */
   resyncs: number;
   steadyResyncs: number;
@@ -303,7 +308,7 @@ interface Figures {
 
 let probeSeq = 0;
 /** What the workers hold with no relay yet (after a full GC), taken once they have started. */
-let memBase = { rss: 0, heap: 0 };
+let memBase = { rss: 0, heap: 0, external: 0 };
 
 async function growTo(n: number): Promise<number> {
   const t0 = now();
@@ -448,6 +453,7 @@ async function measureAt(n: number): Promise<Figures> {
     deliveriesPerS: deliveries / restartS,
     rssPerRelayMiB: (mem.rss - memBase.rss) / n / 2 ** 20,
     heapPerRelayMiB: (mem.heap - memBase.heap) / n / 2 ** 20,
+    externalPerRelayMiB: (mem.external - memBase.external) / n / 2 ** 20,
     resyncs,
     steadyResyncs,
     relayEvents: perRelayEvent,
@@ -469,7 +475,7 @@ try {
     out(
       `N=${n}: grew in ${f1(f.growS)} s; join p50 ${f1(f.joinP50)} ms p99 ${f1(f.joinP99)} ms; ${f2(f.cpuPerRelayEvent)} CPU ms/relay/event (idle ${f1(f.idleCpuPct)}% CPU); ` +
         `${f1(f.admissionsPerS)} admissions/s; heartbeat p50 ${f1(f.heartbeatP50)} p99 ${f1(f.heartbeatP99)} ms (${f.heartbeats}), in steady state p99 ${f1(f.steadyHeartbeatP99)} ms (${f.steadyHeartbeats}); publisher lag p50 ${f1(f.lagP50)} p99 ${f1(f.lagP99)} ms; ` +
-        `restart of ${f.restarted}: ${f1(f.restartS)} s, ${f1(f.deliveriesPerS)} deliveries/s; ${f2(f.rssPerRelayMiB)} MiB RSS, ${f2(f.heapPerRelayMiB)} MiB heap per relay; ${f.resyncs} resyncs under load, ${f.steadyResyncs} in steady state; relay events per relay per topology event: ${f.relayEvents}`,
+        `restart of ${f.restarted}: ${f1(f.restartS)} s, ${f1(f.deliveriesPerS)} deliveries/s; ${f2(f.rssPerRelayMiB)} MiB RSS, ${f2(f.heapPerRelayMiB)} MiB heap, ${f2(f.externalPerRelayMiB)} MiB external per relay; ${f.resyncs} resyncs under load, ${f.steadyResyncs} in steady state; relay events per relay per topology event: ${f.relayEvents}`,
     );
   }
   out('');
