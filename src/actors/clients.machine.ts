@@ -9,6 +9,7 @@ import { meshIndex } from '../kernel/mesh.ts';
 import { clientsOwner, expireSession, type ClientsOwnerState } from '../kernel/owners/clients.ts';
 import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
 import type { Deps } from '../lib/deps.ts';
+import { keptChild, providedLogic } from './kept-children.ts';
 import { clientSessionMachine, type ClientSessionActor, type SessionClosed, type SessionExpired } from './client-session.machine.ts';
 
 /**
@@ -35,7 +36,8 @@ export interface ClientsInput {
 
 /** The clients owner's state (src/kernel/owners/clients.ts: what it desires of the kernel) and the session actors. */
 export interface ClientsContext extends ClientsInput, ClientsOwnerState {
-  actors: Record<string, ClientSessionActor>;
+  /** The session actors by session id: kept children (src/actors/kept-children.ts), in this Map alone. */
+  actors: ReadonlyMap<string, ClientSessionActor>;
   /** The id of the relay event behind the latest change of the desired state (passed to the kernel). */
   cause: string | null;
 }
@@ -81,38 +83,50 @@ export const clientsMachine = setup({
   actors: { clientSession: clientSessionMachine },
 }).createMachine({
   id: 'clients',
-  context: ({ input }) => ({ ...input, self: null, relays: new Map(), sessions: {}, actors: {}, expired: [], tearingDown: false, cause: null, services: [] }),
+  context: ({ input }) => ({
+    ...input,
+    self: null,
+    relays: new Map(),
+    sessions: {},
+    actors: new Map(),
+    expired: [],
+    tearingDown: false,
+    cause: null,
+    services: [],
+  }),
   on: {
     VIEW: {
       // No client settings: the relay runs without a data path (unit tests of the relay actor alone).
       guard: ({ context, event }) => context.clients !== undefined && takesView(context, event.view),
       actions: [
         enqueueActions(({ context, event, enqueue }) => {
-          for (const [id, a] of Object.entries(context.actors)) {
+          for (const [id, a] of context.actors) {
             const now = event.view.sessions[id];
             if (!now || !sessionConcerns(now, context.selfId))
               enqueue.sendTo(a, { type: 'CLOSE', reason: now ? `exit changed to ${now.exitId}` : 'session closed' });
             else if (context.sessions[id] && now.exitId !== context.sessions[id]!.exitId) enqueue.sendTo(a, { type: 'EXIT_CHANGED', exitId: now.exitId });
           }
         }),
-        assign(({ context, event, spawn }) => {
+        // A session actor for every new session: a kept child, so that opening or closing one does not
+        // copy xstate's children record, nor a topology event the actors.
+        enqueueActions(({ context, event, enqueue, self }) => {
           const next = clientsOwner.view(context, event);
           const own = meshIndex(next.self!.meshAddress);
-          const actors = { ...context.actors };
+          let actors: Map<string, ClientSessionActor> | null = null;
           for (const s of Object.values(next.sessions)) {
-            if (!actors[s.id])
-              actors[s.id] = spawn('clientSession', {
-                id: sessionActorId(s.id),
-                input: {
-                  session: s,
-                  role: roleOf(s, context.selfId),
-                  device: observedDevice(s, context.selfId, context.clients.wgPrefix, own),
-                  idleAfterMs: context.idleAfterMs,
-                  deps: context.deps,
-                },
-              });
+            if (context.actors.has(s.id)) continue;
+            actors ??= new Map(context.actors);
+            const a = keptChild(self, providedLogic<typeof clientSessionMachine>(self, 'clientSession'), sessionActorId(s.id), {
+              session: s,
+              role: roleOf(s, context.selfId),
+              device: observedDevice(s, context.selfId, context.clients.wgPrefix, own),
+              idleAfterMs: context.idleAfterMs,
+              deps: context.deps,
+            });
+            actors.set(s.id, a);
+            enqueue(() => a.start());
           }
-          return { ...next, actors, cause: event.cause };
+          enqueue.assign(() => ({ ...next, actors: actors ?? context.actors, cause: event.cause }));
         }),
         tellKernel,
       ],
@@ -125,7 +139,7 @@ export const clientsMachine = setup({
       guard: ({ context }) => context.self !== null,
       actions: [
         enqueueActions(({ context, enqueue }) => {
-          for (const a of Object.values(context.actors)) enqueue.sendTo(a, { type: 'CLOSE', reason: 'relay stopping' });
+          for (const a of context.actors.values()) enqueue.sendTo(a, { type: 'CLOSE', reason: 'relay stopping' });
         }),
         assign(({ context, event }) => ({ ...clientsOwner.teardown(context), cause: event.cause })),
         tellKernel,
@@ -133,13 +147,13 @@ export const clientsMachine = setup({
     },
     KERNEL_APPLYING: {
       actions: enqueueActions(({ context, enqueue }) => {
-        for (const a of Object.values(context.actors)) enqueue.sendTo(a, { type: 'KERNEL_APPLYING' });
+        for (const a of context.actors.values()) enqueue.sendTo(a, { type: 'KERNEL_APPLYING' });
       }),
     },
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         if (!context.self) return;
-        const actors = Object.values(context.actors);
+        const actors = [...context.actors.values()];
         const r = clientsOwner.reached(
           context,
           context,
@@ -153,18 +167,18 @@ export const clientsMachine = setup({
     KERNEL_OBSERVED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         const seen = observationIndex(event.observations);
-        for (const a of Object.values(context.actors)) {
+        for (const a of context.actors.values()) {
           const { device, session } = a.getSnapshot().context;
           enqueue.sendTo(a, { type: 'OBSERVED', observation: device ? (seen.get(`${device} ${session.publicKey}`) ?? null) : null, nowMs: event.nowMs });
         }
       }),
     },
+    // A session actor finished (done, it has stopped itself): forget it.
     'xstate.done.actor.*': {
-      actions: enqueueActions(({ context, event, enqueue }) => {
-        const id = event.output.sessionId;
-        enqueue.stopChild(sessionActorId(id));
-        const { [id]: _gone, ...actors } = context.actors;
-        enqueue.assign({ actors });
+      actions: assign(({ context, event }) => {
+        const actors = new Map(context.actors);
+        actors.delete(event.output.sessionId);
+        return { actors };
       }),
     },
   },

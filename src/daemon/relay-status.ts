@@ -198,7 +198,7 @@ function linkStatuses(s: RelaySnapshot, since: Map<string, string>): LinkStatus[
 function clientStatuses(s: RelaySnapshot): ClientStatus[] {
   const c = s.children.clients?.getSnapshot() as SnapshotFrom<typeof clientsMachine> | undefined;
   if (!c?.context?.actors) return [];
-  return Object.values(c.context.actors)
+  return [...c.context.actors.values()]
     .map((ref) => {
       const a = ref.getSnapshot();
       return {

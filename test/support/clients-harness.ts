@@ -118,7 +118,8 @@ export function clientsHarness(backend = new MemoryKernelBackend({ initial: host
   const actor = createActor(root).start();
   const kernelRef = () => actor.getSnapshot().children.kernel as AnyActorRef;
   const clientsRef = () => actor.getSnapshot().children.clients as AnyActorRef;
-  const sessions = () => clientsRef().getSnapshot().context.actors as Record<string, ClientSessionActor>;
+  const sessions = (): Record<string, ClientSessionActor> =>
+    Object.fromEntries(clientsRef().getSnapshot().context.actors as ReadonlyMap<string, ClientSessionActor>);
   const stateOf = (id: string) => sessions()[id]?.getSnapshot().value ?? null;
   /** Let the actors settle: the kernel idle and no message pending (bounded). */
   const idle = async (withinMs = 5_000) => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { AnyActorRef } from 'xstate';
 import type { KernelOp, KernelScope } from '../../src/kernel/host-state.ts';
 import { clientNftBody, clientRulePriority, clientScope, desiredClientState, gatewayAddress } from '../../src/kernel/clients.ts';
 import { relay } from '../support/given.ts';
@@ -98,15 +99,21 @@ describe('clients actor with the kernel and topology actors on the in-memory hos
     const h = clientsHarness();
     await h.view([r1, r2, r3]);
     const before = h.backend.render();
+    const actors: AnyActorRef[] = [];
     for (let i = 1; i <= 200; i++) {
       const s = session(i, r1, i % 2 ? 'relay-2' : 'relay-3');
       await h.view([r1, r2, r3], [s]);
       expect(h.stateOf(s.id)).toBe('ready');
+      actors.push(h.sessions()[s.id]!);
       await h.view([r1, r2, r3], []);
       expect(h.stateOf(s.id)).toBeNull();
     }
     expect(h.backend.render()).toBe(before);
     expect(Object.keys(h.sessions())).toEqual([]);
+    // No actor left behind: each finished (done stops it), and xstate's children record never held one
+    // (session actors are kept children, src/actors/kept-children.ts).
+    expect(actors.filter((a) => a.getSnapshot().status !== 'done').map((a) => a.id)).toEqual([]);
+    expect(Object.keys((h.actor.getSnapshot().children.clients as AnyActorRef).getSnapshot().children)).toEqual([]);
     h.actor.stop();
   });
 
