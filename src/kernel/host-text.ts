@@ -50,12 +50,25 @@ function byObject<T extends object>(x: T, make: (x: T) => T): T {
   }) as T;
 }
 
-const makeCanonicalPeer = (p: WgPeerState): WgPeerState => ({
-  publicKey: p.publicKey,
-  endpoint: p.endpoint,
-  allowedIps: sortedUnique(p.allowedIps.map((c) => canonicalCidr(c))),
-  keepaliveSeconds: p.keepaliveSeconds,
-});
+/** `xs` itself when it equals `ys` element by element (a canonical form then shares the owner's array). */
+const sameOr = <T>(xs: readonly T[], ys: T[]): T[] => (xs.length === ys.length && xs.every((x, i) => x === ys[i]) ? (xs as T[]) : ys);
+/** Whether `x`'s own keys are exactly `keys`, in that order (as its canonical form would have them). */
+function hasExactly(x: object, keys: readonly string[]): boolean {
+  const own = Object.keys(x);
+  return own.length === keys.length && own.every((k, i) => k === keys[i]);
+}
+const PEER_KEYS = ['publicKey', 'endpoint', 'allowedIps', 'keepaliveSeconds'] as const;
+const ROUTE_KEYS = ['dst', 'dev', 'table', 'src'] as const;
+
+/**
+ * The canonical forms below are the object itself when it already is canonical (owners build most of
+ * theirs so: a mesh link's peer and routes), so that a relay does not hold a second copy of each.
+ */
+function makeCanonicalPeer(p: WgPeerState): WgPeerState {
+  const allowedIps = sameOr(p.allowedIps, sortedUnique(p.allowedIps.map((c) => canonicalCidr(c))));
+  if (allowedIps === p.allowedIps && hasExactly(p, PEER_KEYS)) return p;
+  return { publicKey: p.publicKey, endpoint: p.endpoint, allowedIps, keepaliveSeconds: p.keepaliveSeconds };
+}
 const canonicalPeer = (p: WgPeerState): WgPeerState => byObject(p, makeCanonicalPeer);
 
 /** Picks the fields of `WgDeviceState` only, so a desired device's key file never leaks into the result. */
@@ -66,18 +79,20 @@ function makeCanonicalDevice(d: WgDeviceState): WgDeviceState {
     publicKey: d.publicKey,
     listenPort: d.listenPort,
     mtu: d.mtu,
-    addresses: sortedUnique(d.addresses.map((c) => canonicalCidr(c, true))),
+    addresses: sameOr(d.addresses, sortedUnique(d.addresses.map((c) => canonicalCidr(c, true)))),
     up: d.up,
-    peers: d.peers.map(canonicalPeer).sort((a, b) => compare(a.publicKey, b.publicKey)),
+    peers: sameOr(
+      d.peers,
+      d.peers.map(canonicalPeer).sort((a, b) => compare(a.publicKey, b.publicKey)),
+    ),
   };
 }
 
-const makeCanonicalRoute = (r: RouteState): RouteState => ({
-  dst: canonicalCidr(r.dst),
-  dev: r.dev,
-  table: r.table,
-  src: r.src === null ? null : canonicalIp(r.src),
-});
+function makeCanonicalRoute(r: RouteState): RouteState {
+  const dst = canonicalCidr(r.dst);
+  const src = r.src === null ? null : canonicalIp(r.src);
+  return dst === r.dst && src === r.src && hasExactly(r, ROUTE_KEYS) ? r : { dst, dev: r.dev, table: r.table, src };
+}
 const canonicalRoute = (r: RouteState): RouteState => byObject(r, makeCanonicalRoute);
 const makeCanonicalRule = (r: RuleState): RuleState => ({
   priority: r.priority,

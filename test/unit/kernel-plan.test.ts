@@ -476,6 +476,35 @@ describe('planKernel on the in-memory host', () => {
     // Both at one priority: the lookup sorts first.
     expect(canonicalHostState({ ...emptyHostState(), rules: [unreachable, lookup] }).rules).toEqual([lookup, unreachable]);
   });
+
+  it('takes a peer, route or address list that is already canonical as its own canonical form, and copies one that is not', () => {
+    const peer = { publicKey: 'k1', endpoint: '198.51.100.2:51822', allowedIps: ['0.0.0.0/0', '::/0'], keepaliveSeconds: 25 };
+    const route = { dst: '100.64.0.2/32', dev: 'rc1m2', table: 254, src: '100.64.0.1' };
+    const device = { name: 'rc1m2', publicKey: 'k0', listenPort: 51822, mtu: 1420, addresses: ['100.64.0.1/32'], up: true, peers: [peer] };
+    const c = canonicalHostState({ ...emptyHostState(), devices: new Map([[device.name, device]]), routes: [route] });
+    expect(c.routes[0]).toBe(route);
+    expect(c.devices.get('rc1m2')!.peers[0]).toBe(peer);
+    expect(c.devices.get('rc1m2')!.addresses).toBe(device.addresses);
+    // Not canonical: out of order, not in canonical text, or with keys of its own (or in another order).
+    const unsorted = { ...peer, allowedIps: ['::/0', '0.0.0.0/0'] };
+    const loose = { dst: '100.96.0.1/22', dev: 'rc1m2', table: 254, src: null };
+    const extra = { ...route, dst: '100.64.0.3/32', note: 'x' } as typeof route;
+    const reordered = { dev: 'rc1m2', dst: '100.64.0.4/32', table: 254, src: null };
+    const d = canonicalHostState({
+      ...emptyHostState(),
+      devices: new Map([[device.name, { ...device, peers: [unsorted] }]]),
+      routes: [loose, extra, reordered],
+    });
+    const p = d.devices.get('rc1m2')!.peers[0]!;
+    expect(p).not.toBe(unsorted);
+    expect(p.allowedIps).toEqual(['0.0.0.0/0', '::/0']);
+    const byDst = new Map(d.routes.map((r) => [r.dst, r]));
+    expect(byDst.get('100.96.0.0/22')).toEqual({ dst: '100.96.0.0/22', dev: 'rc1m2', table: 254, src: null });
+    expect(byDst.get('100.64.0.3/32')).not.toBe(extra);
+    expect(Object.keys(byDst.get('100.64.0.3/32')!)).toEqual(['dst', 'dev', 'table', 'src']);
+    expect(byDst.get('100.64.0.4/32')).not.toBe(reordered);
+    expect(Object.keys(byDst.get('100.64.0.4/32')!)).toEqual(['dst', 'dev', 'table', 'src']);
+  });
 });
 
 describe('MemoryKernelBackend', () => {
