@@ -33,12 +33,17 @@
  * relays' link timers are set beyond the run and their devices are not polled. Relays in network
  * namespaces with wireguard-go (whose kernel work must stay flat) are not part of this benchmark yet.
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--profile DIR]
+ *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--relay-expire S] [--profile DIR]
  *
  * --heap-growing P: V8's heap growing factor in the workers, 1 + P/100 (`--heap-growing-percent`). By
  * default V8 lets a heap grow to several times what is live before it collects the old generation
  * (the workers' RSS was 7.7 MiB per relay at N=100 for 1.06 MiB of live heap); at N=1,000 that does not
  * fit in this machine's memory. 30 keeps RSS near 2.5 times the live heap, for more collections.
+ *
+ * --relay-expire S: how long a relay may stay silent before the control plane expires it (default the
+ * database's, 300 s). A worker hosting 500 relays on a saturated core sends their heartbeats minutes
+ * late, which a relay on its own host does not: run 3 to N=1,000 lost 299 relays that way
+ * (bench/README.md). The expiry itself is tested in test/integration/control-plane.test.ts.
  *
  * --receipt-epoch S: the Proof-of-Bandwidth receipt epoch (default a day, so that no relay hands in its
  * receipts during the run).
@@ -71,6 +76,7 @@ const { values } = parseArgs({
     db: { type: 'string', default: 'postgres' },
     profile: { type: 'string' },
     'heap-growing': { type: 'string', default: '0' },
+    'relay-expire': { type: 'string' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -114,6 +120,7 @@ const cp = await startLocalControlPlane({
   dbUrl: pg?.url,
   natsServers: bus.urls,
   receiptEpochSeconds: Number(values['receipt-epoch']),
+  ...(values['relay-expire'] === undefined ? {} : { relayExpireSeconds: Number(values['relay-expire']) }),
   logger: log,
 });
 

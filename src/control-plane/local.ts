@@ -64,6 +64,12 @@ export interface LocalControlPlaneOptions {
    */
   receiptEpochSeconds?: number;
   /**
+   * How long a relay may stay silent before it is expired from the topology
+   * (relaynet.settings.relay_expire_seconds, docs/control-plane.md); set at start when given, else the
+   * database's (30 heartbeat intervals by default).
+   */
+  relayExpireSeconds?: number;
+  /**
    * Measure every relay's capacity this often (seconds), one measurement at a time, the relay measured
    * longest ago first (docs/proof-of-bandwidth.md, "On a schedule"); absent or 0: only on demand.
    */
@@ -119,7 +125,8 @@ export function redactUrl(u: string): string {
 }
 
 /** Connect to `dbUrl` and apply the migrations; errors say which database and why. */
-async function prepareDatabase(dbUrl: string, log: Logger, receiptEpochSeconds?: number): Promise<void> {
+async function prepareDatabase(dbUrl: string, log: Logger, settings: { receiptEpochSeconds?: number; relayExpireSeconds?: number }): Promise<void> {
+  const { receiptEpochSeconds, relayExpireSeconds } = settings;
   const sql = postgres(dbUrl, { max: 1, prepare: false, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'relaynet-migrate' } });
   try {
     try {
@@ -134,6 +141,10 @@ async function prepareDatabase(dbUrl: string, log: Logger, receiptEpochSeconds?:
     if (receiptEpochSeconds !== undefined) {
       await sql`update relaynet.settings set pob_epoch_seconds = ${receiptEpochSeconds}`;
       log.info({ receiptEpochSeconds }, 'receipt epoch set');
+    }
+    if (relayExpireSeconds !== undefined) {
+      await sql`update relaynet.settings set relay_expire_seconds = ${relayExpireSeconds}`;
+      log.info({ relayExpireSeconds }, 'relay expiry set');
     }
   } finally {
     await sql.end({ timeout: 2 }).catch(() => {});
@@ -189,7 +200,7 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
       stops.push({ what: 'embedded database', stop: () => embedded.stop() });
       dbUrl = embedded.url;
     }
-    await prepareDatabase(dbUrl, log, opts.receiptEpochSeconds);
+    await prepareDatabase(dbUrl, log, opts);
 
     // The publisher before the functions: its first round checks the database's epoch against the bus
     // (a restored database begins a new epoch) before any function can write a topology event.

@@ -86,7 +86,15 @@ describe('relays on the real control plane and event bus', () => {
     // NATS decentralized auth, as devnet runs it: nats-server trusts the control plane's authority.
     bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
     nats = bus.server;
-    cp = await startLocalControlPlane({ stateDir: join(tmp.dir, 'cp'), port: 0, natsServers: [nats.url], heartbeatSeconds: 1, logger: log });
+    // relayExpireSeconds: the control plane's own setting at start (its expiry test below lowers it).
+    cp = await startLocalControlPlane({
+      stateDir: join(tmp.dir, 'cp'),
+      port: 0,
+      natsServers: [nats.url],
+      heartbeatSeconds: 1,
+      relayExpireSeconds: 600,
+      logger: log,
+    });
   });
 
   afterAll(async () => {
@@ -278,6 +286,7 @@ describe('relays on the real control plane and event bus', () => {
     const silent = relays.get('relay-6')!;
     const others = [...relays.entries()].filter(([id, r]) => r.child && id !== 'relay-6').map(([id]) => id);
     try {
+      expect((await sql`select relay_expire_seconds as s from relaynet.settings`)[0]!.s).toBe(600);
       await sql`update relaynet.settings set relay_expire_seconds = 3`;
       silent.child!.kill('SIGSTOP');
       try {
@@ -297,13 +306,13 @@ describe('relays on the real control plane and event bus', () => {
       } finally {
         silent.child!.kill('SIGCONT');
       }
-      await sql`update relaynet.settings set relay_expire_seconds = null`;
+      await sql`update relaynet.settings set relay_expire_seconds = 600`;
       // Its next heartbeat is refused (404): it registers again and every relay sees it back.
       const st = await converged([...others, 'relay-6']);
       const back = st.find((x) => x.relayId === 'relay-6')!;
       expect(back.counters.resyncs).toBeGreaterThan(0);
     } finally {
-      await sql`update relaynet.settings set relay_expire_seconds = null`.catch(() => {});
+      await sql`update relaynet.settings set relay_expire_seconds = 600`.catch(() => {});
       await sql.end({ timeout: 2 });
     }
   });
