@@ -10,6 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
 import type { RelayConfig } from '../src/daemon/config.ts';
 import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
 import { rootLogger } from '../src/lib/logger.ts';
@@ -32,7 +33,9 @@ export type WorkerRequest =
   | { op: 'cpu' } // CPU ms of this process
   | { op: 'mem' } // { rss, heap, external } bytes after a full GC (external: off the V8 heap, ArrayBuffers included)
   | { op: 'heartbeats'; since: number } // heartbeat call durations (ms) started at or after `since` (epoch ms)
-  | { op: 'profile'; file: string | null }; // start a CPU profile (file: where stop will write it), or stop and write it
+  | { op: 'profile'; file: string | null } // start a CPU profile (file: where stop will write it), or stop and write it
+  | { op: 'mem-now' } // { rss, heapUsed, heapTotal } bytes as they are (no collection first)
+  | { op: 'heap-snapshot'; file: string }; // write a V8 heap snapshot of this worker (after a full GC)
 
 const epoch = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -135,6 +138,15 @@ async function handle(req: WorkerRequest): Promise<unknown> {
     case 'cpu': {
       const u = process.cpuUsage();
       return (u.user + u.system) / 1000;
+    }
+    case 'mem-now': {
+      const m = process.memoryUsage();
+      return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal };
+    }
+    case 'heap-snapshot': {
+      globalThis.gc!();
+      mkdirSync(dirname(req.file), { recursive: true });
+      return writeHeapSnapshot(req.file);
     }
     case 'mem': {
       globalThis.gc!();

@@ -33,7 +33,7 @@
  * relays' link timers are set beyond the run and their devices are not polled. Relays in network
  * namespaces with wireguard-go (whose kernel work must stay flat) are not part of this benchmark yet.
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--relay-expire S] [--profile DIR]
+ *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
  *
  * --heap-growing P: V8's heap growing factor in the workers, 1 + P/100 (`--heap-growing-percent`). By
  * default V8 lets a heap grow to several times what is live before it collects the old generation
@@ -47,6 +47,9 @@
  *
  * --receipt-epoch S: the Proof-of-Bandwidth receipt epoch (default a day, so that no relay hands in its
  * receipts during the run).
+ *
+ * --heap-snapshot DIR: a V8 heap snapshot of each worker at each N, after the steady state
+ * (DIR/fleet-N-wK.heapsnapshot; a worker of 500 relays writes gigabytes).
  *
  * --profile DIR: a V8 CPU profile of each worker over the probe window at each N
  * (DIR/fleet-N-wK.cpuprofile; open it in Chrome's DevTools, or sum self times with scripts/profile-top.ts).
@@ -77,6 +80,7 @@ const { values } = parseArgs({
     profile: { type: 'string' },
     'heap-growing': { type: 'string', default: '0' },
     'relay-expire': { type: 'string' },
+    'heap-snapshot': { type: 'string' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -328,7 +332,14 @@ async function growTo(n: number): Promise<number> {
   while (fleet.size < n) {
     const batch = Array.from({ length: Math.min(BATCH, n - fleet.size) }, () => next++);
     await startMembers(batch);
-    if (fleet.size % 100 === 0 || fleet.size === n) out(`  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s)`);
+    if (fleet.size % 100 === 0 || fleet.size === n) {
+      // The workers' memory as it is (no collection first): what V8 holds on to while the fleet grows.
+      const ms = await askAll<{ rss: number; heapUsed: number; heapTotal: number }>({ op: 'mem-now' });
+      const gb = (k: 'rss' | 'heapUsed' | 'heapTotal') => ms.map((m) => (m[k] / 2 ** 30).toFixed(1)).join('+');
+      out(
+        `  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s); workers GB: RSS ${gb('rss')}, heap used ${gb('heapUsed')} of ${gb('heapTotal')}`,
+      );
+    }
   }
   await allFolded(latestRevision);
   return (now() - t0) / 1000;
@@ -441,6 +452,8 @@ async function measureAt(n: number): Promise<Figures> {
   const steadyResyncs = resyncsOf(await fleetCounters()) - resyncs;
 
   const mem = await fleetMem();
+  if (values['heap-snapshot'])
+    await Promise.all(workers.map((w) => ask(w, { op: 'heap-snapshot', file: join(values['heap-snapshot']!, `fleet-${n}-w${w.k}.heapsnapshot`) })));
   const hb = (await askAll<number[]>({ op: 'heartbeats', since: windowStart })).flat();
   // Those of the steady state alone: the control plane's answer, not the workers' backlog under load.
   const hbSteady = (await askAll<number[]>({ op: 'heartbeats', since: steadyStart })).flat();
