@@ -7,8 +7,9 @@ import { createActor, type AnyActor, type AnyActorLogic, type AnyActorRef, type 
  * N = 1,000 (bench/README.md, "One relay's actors per topology event").
  *
  * A kept child is created with the parent as its parent, so its done and error events reach the
- * parent exactly as a spawned child's do (`xstate.done.actor.<id>`), and it is started by an action
- * that runs after the transition that created it, as xstate starts a spawned child. Once done it has
+ * parent exactly as a spawned child's do (`xstate.done.actor.<id>`). The parent starts it with an
+ * action queued after the assignment that records it (events sent to it before it starts wait in its
+ * mailbox, as they would for a spawned child xstate starts after the transition). Once done it has
  * stopped itself; the parent only forgets it. The parent never stops one: a kept child must hold no
  * timers or other resources (the peer-link actor holds none), so one left behind when its parent stops
  * leaves nothing running.
