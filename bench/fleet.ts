@@ -38,7 +38,7 @@
  * --heap-growing P: V8's heap growing factor in the workers, 1 + P/100 (`--heap-growing-percent`). By
  * default V8 lets a heap grow to several times what is live before it collects the old generation
  * (the workers' RSS was 7.7 MiB per relay at N=100 for 1.06 MiB of live heap); at N=1,000 that does not
- * fit in this machine's memory. 30 keeps RSS near 2.5 times the live heap, for more collections.
+ * fit in this machine's memory. 30 keeps RSS near 3 times the live heap (N=300-600), for more collections.
  *
  * --relay-expire S: how long a relay may stay silent before the control plane expires it (default the
  * database's, 300 s). A worker hosting 500 relays on a saturated core sends their heartbeats minutes

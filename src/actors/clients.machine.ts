@@ -112,11 +112,12 @@ export const clientsMachine = setup({
         enqueueActions(({ context, event, enqueue, self }) => {
           const next = clientsOwner.view(context, event);
           const own = meshIndex(next.self!.meshAddress);
+          const logic = providedLogic<typeof clientSessionMachine>(self, 'clientSession');
           let actors: Map<string, ClientSessionActor> | null = null;
           for (const s of Object.values(next.sessions)) {
             if (context.actors.has(s.id)) continue;
             actors ??= new Map(context.actors);
-            const a = keptChild(self, providedLogic<typeof clientSessionMachine>(self, 'clientSession'), sessionActorId(s.id), {
+            const a = keptChild(self, logic, sessionActorId(s.id), {
               session: s,
               role: roleOf(s, context.selfId),
               device: observedDevice(s, context.selfId, context.clients.wgPrefix, own),

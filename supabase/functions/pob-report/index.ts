@@ -24,8 +24,7 @@ Deno.serve(
       }
       const sql = db(env.dbUrl, FN);
       if (principal.role === 'relay') await store.refuseBanned(sql, principal.relayId, principal);
-      const [settings] = await sql`select pob_epoch_seconds from relaynet.settings`;
-      const epochSeconds = Number(settings!.pob_epoch_seconds);
+      const epochSeconds = await store.receiptEpochSeconds(sql);
       let epoch = req.epoch ?? null;
       if (epoch === null) {
         const [latest] = relayId

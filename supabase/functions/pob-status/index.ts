@@ -11,6 +11,7 @@ import { latestMeasurements, measurementById, reportsOf, reportsOfEach, stateOf 
 import { serveFunction } from '../_shared/serve.ts';
 import { standingOrCore } from '../_shared/community.ts';
 import * as standing from '../_shared/standing-store.ts';
+import * as store from '../_shared/store.ts';
 
 const FN = 'pob-status';
 const iso = (t: unknown) => (t instanceof Date ? t.toISOString() : new Date(String(t)).toISOString());
@@ -92,8 +93,7 @@ Deno.serve(
         };
       });
       Object.assign(log, { relays: relays.length, epoch });
-      const [settings] = await sql`select pob_epoch_seconds from relaynet.settings`;
-      return json(200, { relays, measurement, epochSeconds: Number(settings!.pob_epoch_seconds), settledEpoch: epoch } satisfies PobStatusResponse);
+      return json(200, { relays, measurement, epochSeconds: await store.receiptEpochSeconds(sql), settledEpoch: epoch } satisfies PobStatusResponse);
     },
     { getEnv: (n) => Deno.env.get(n) },
   ),

@@ -25,8 +25,7 @@ Deno.serve(
       const { epoch } = parseRequest(SettleEpochRequestSchema, body);
       log.epoch = epoch;
       const sql = db(env.dbUrl, FN);
-      const [settings] = await sql`select pob_epoch_seconds from relaynet.settings`;
-      const epochSeconds = Number(settings!.pob_epoch_seconds);
+      const epochSeconds = await store.receiptEpochSeconds(sql);
       if ((epoch + 1) * epochSeconds > Date.now() / 1000)
         throw new HttpError(409, 'epoch_open', `epoch ${epoch} ends at ${(epoch + 1) * epochSeconds}: it is not over yet`, 'epoch');
       const key = await store.topologySigningKey(env.signingSeed);

@@ -29,8 +29,7 @@ Deno.serve(
       authorizeRelay(principal, req.relayId);
       const sql = db(env.dbUrl, FN);
       await store.refuseBanned(sql, req.relayId, principal);
-      const [settings] = await sql`select pob_epoch_seconds from relaynet.settings`;
-      const bad = epochProblem(req.epoch, req.epochSeconds, Number(settings!.pob_epoch_seconds), Math.floor(Date.now() / 1000));
+      const bad = epochProblem(req.epoch, req.epochSeconds, await store.receiptEpochSeconds(sql), Math.floor(Date.now() / 1000));
       if (bad) throw new HttpError(400, 'invalid_request', bad.message, bad.field);
       const [relay] = await sql`select identity_key from relaynet.relays where id = ${req.relayId}`;
       if (!relay) throw new HttpError(404, 'unknown_relay', `relay ${req.relayId} is not registered`);
