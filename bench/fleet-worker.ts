@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { writeHeapSnapshot } from 'node:v8';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import type { RelayConfig } from '../src/daemon/config.ts';
 import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
 import { rootLogger } from '../src/lib/logger.ts';
@@ -34,7 +34,7 @@ export type WorkerRequest =
   | { op: 'mem' } // { rss, heap, external } bytes after a full GC (external: off the V8 heap, ArrayBuffers included)
   | { op: 'heartbeats'; since: number } // heartbeat call durations (ms) started at or after `since` (epoch ms)
   | { op: 'profile'; file: string | null } // start a CPU profile (file: where stop will write it), or stop and write it
-  | { op: 'mem-now' } // { rss, heapUsed, heapTotal } bytes as they are (no collection first)
+  | { op: 'mem-now' } // { rss, heapUsed, heapTotal } bytes as they are (no collection first), spaces: the large heap spaces' MiB used/size
   | { op: 'heap-snapshot'; file: string }; // write a V8 heap snapshot of this worker (after a full GC)
 
 const epoch = () => performance.timeOrigin + performance.now();
@@ -141,7 +141,12 @@ async function handle(req: WorkerRequest): Promise<unknown> {
     }
     case 'mem-now': {
       const m = process.memoryUsage();
-      return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal };
+      // The spaces that hold more than 64 MiB, as "name used/size" in MiB: where V8's slack is.
+      const spaces = getHeapSpaceStatistics()
+        .filter((sp) => sp.space_size > 64 * 2 ** 20)
+        .map((sp) => `${sp.space_name.replace(/_space$/, '')} ${(sp.space_used_size / 2 ** 20).toFixed(0)}/${(sp.space_size / 2 ** 20).toFixed(0)}`)
+        .join(', ');
+      return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, spaces };
     }
     case 'heap-snapshot': {
       globalThis.gc!();

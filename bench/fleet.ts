@@ -334,10 +334,10 @@ async function growTo(n: number): Promise<number> {
     await startMembers(batch);
     if (fleet.size % 100 === 0 || fleet.size === n) {
       // The workers' memory as it is (no collection first): what V8 holds on to while the fleet grows.
-      const ms = await askAll<{ rss: number; heapUsed: number; heapTotal: number }>({ op: 'mem-now' });
+      const ms = await askAll<{ rss: number; heapUsed: number; heapTotal: number; spaces: string }>({ op: 'mem-now' });
       const gb = (k: 'rss' | 'heapUsed' | 'heapTotal') => ms.map((m) => (m[k] / 2 ** 30).toFixed(1)).join('+');
       out(
-        `  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s); workers GB: RSS ${gb('rss')}, heap used ${gb('heapUsed')} of ${gb('heapTotal')}`,
+        `  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s); workers GB: RSS ${gb('rss')}, heap used ${gb('heapUsed')} of ${gb('heapTotal')}; MiB used/held by space: ${ms.map((m) => `[${m.spaces}]`).join(' ')}`,
       );
     }
   }

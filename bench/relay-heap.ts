@@ -7,7 +7,7 @@
  *
  *   node --expose-gc bench/relay-heap.ts [N ...] [--snapshot DIR]      (default 100 300 1000)
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeHeapSnapshot } from 'node:v8';
@@ -18,6 +18,7 @@ import { busDetails, relay } from '../test/support/given.ts';
 import { relayOnMemoryHost } from '../test/support/relay-harness.ts';
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { snapshot: { type: 'string' } } });
+if (values.snapshot) mkdirSync(values.snapshot, { recursive: true });
 const sizes = positionals.length ? positionals.map(Number) : [100, 300, 1000];
 const gcFn = (globalThis as { gc?: () => void }).gc;
 if (!gcFn) throw new Error('run with node --expose-gc (npm run bench:relay-heap does)');

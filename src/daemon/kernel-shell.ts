@@ -52,7 +52,8 @@ export async function kernelShell(
   metrics: Pick<RelayMetrics, 'kernelRound'> | null = null,
 ): Promise<KernelShell> {
   const backend: KernelBackend =
-    cfg.kernel === 'memory' ? new MemoryKernelBackend() : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
+    // A long-running daemon keeps no log of applied operations (each is in its KernelReconciled event).
+    cfg.kernel === 'memory' ? new MemoryKernelBackend({ recordOps: false }) : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
   const reconcile = reconcileWith(backend, deps.now);
   const observedListeners = new Set<(observations: readonly PeerObservation[], atMs: number) => void>();
   const kernel = kernelMachine.provide({

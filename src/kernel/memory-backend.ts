@@ -29,7 +29,10 @@ export interface MemoryKernelBackendOptions {
   initial?: HostState;
   /** Make `apply` throw a `KernelOpError` for these operations (nothing is applied). */
   failOn?: (op: KernelOp) => boolean;
-  /** Keep every applied operation in `ops` (default true; replay of long logs turns it off). */
+  /**
+   * Keep every applied operation in `ops` (default true, for tests; replay of long logs and the
+   * `--kernel memory` daemon turn it off: the log grows with every round).
+   */
   recordOps?: boolean;
   /** What `ipv6()` answers (default: IPv6 on, no default IPv6 route). */
   ipv6?: { enabled: boolean; defaultRoute: boolean };
