@@ -12,6 +12,8 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import type { RelayConfig } from '../src/daemon/config.ts';
+import type { LinkState } from '../src/actors/peer-link.machine.ts';
+import type { KernelWork } from '../src/daemon/kernel-shell.ts';
 import { startRelayDaemon, type RelayDaemon } from '../src/daemon/relay-daemon.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { inMemoryRelayConfig } from '../test/support/relay-config.ts';
@@ -22,10 +24,28 @@ export interface WorkerInit {
   topologyKey: string;
 }
 
+/**
+ * A real relay's host: its kernel commands run in network namespace `netns` (wireguard-go devices, routes,
+ * nftables), its WireGuard endpoint is `address` there, its devices are named with `wgPrefix`.
+ */
+export interface RealHost {
+  netns: string;
+  address: string;
+  wgPrefix: string;
+}
+
+/** A real relay as `real` reports it: its kernel's work since start, and the state of its links to the peers asked about (absent: none). */
+export interface RealReport {
+  id: string;
+  work: KernelWork;
+  links: Record<string, LinkState>;
+}
+
 /** What the parent may ask (`op`), with its arguments; the answer's value is in the comment. */
 export type WorkerRequest =
   | { op: 'init'; init: WorkerInit } // null
-  | { op: 'start'; members: { index: number; token: string }[] } // null, once all serve
+  | { op: 'start'; members: { index: number; token: string; real?: RealHost }[] } // null, once all serve
+  | { op: 'real'; peers: string[] | null } // RealReport[]: its real relays' kernel work and their links to `peers` (null: all)
   | { op: 'folded'; revision: number; timeoutMs: number } // epoch ms all its relays had folded it, or null at the timeout
   | { op: 'settled' } // boolean: every relay settled
   | { op: 'counters' } // { [relayId]: { applied, resyncs } }
@@ -56,20 +76,25 @@ let init: WorkerInit | null = null;
 const fleet = new Map<string, RelayDaemon>();
 let profiler: { session: Session; file: string } | null = null;
 
-function relayConfig(index: number, id: string, token: string, at: WorkerInit): RelayConfig {
-  // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run.
+function relayConfig(index: number, id: string, token: string, at: WorkerInit, real: RealHost | undefined): RelayConfig {
+  // Nobody answers on the in-memory host: links stay programmed (handshaking) for the whole run. A
+  // real relay's links to the other real relays come up; to the rest they stay handshaking (their
+  // endpoints are not routed from its namespace), and never go down during the run.
   return inMemoryRelayConfig({
     relayId: id,
     name: id,
     region: `region-${(index % 3) + 1}`,
-    endpoint: `198.18.${100 + (index >> 8)}.${index & 255 || 254}:51820`,
+    endpoint: real ? `${real.address}:51820` : `198.18.${100 + (index >> 8)}.${index & 255 || 254}:51820`,
     stateDir: join(at.dir, 'relays', id),
     controlPlaneUrl: at.controlPlaneUrl,
     token,
     topologyKey: at.topologyKey,
     natsServers: null,
+    ...(real ? { kernel: 'linux', wgImpl: 'userspace', kernelNetns: real.netns, wgPrefix: real.wgPrefix, observeIntervalMs: 2_000 } : {}),
   });
 }
+/** The real relays of this worker. */
+const reals = new Set<string>();
 
 async function until(ok: () => boolean, timeoutMs: number, everyMs: number): Promise<boolean> {
   const deadline = epoch() + timeoutMs;
@@ -90,11 +115,12 @@ async function handle(req: WorkerRequest): Promise<unknown> {
   switch (req.op) {
     case 'start': {
       const started = await Promise.all(
-        req.members.map(async ({ index, token }) => {
+        req.members.map(async ({ index, token, real }) => {
           const id = `relay-${index}`;
           mkdirSync(join(at.dir, 'relays', id), { recursive: true, mode: 0o700 });
-          const daemon = await startRelayDaemon(relayConfig(index, id, token, at), log);
+          const daemon = await startRelayDaemon(relayConfig(index, id, token, at, real), log);
           fleet.set(id, daemon);
+          if (real) reals.add(id);
           return daemon;
         }),
       );
@@ -115,6 +141,12 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       );
       return ok ? epoch() : null;
     }
+    case 'real': {
+      return [...reals].flatMap((id): RealReport[] => {
+        const d = fleet.get(id);
+        return d ? [{ id, work: d.kernelWork(), links: Object.fromEntries(d.linkStates(req.peers ?? undefined)) }] : [];
+      });
+    }
     case 'settled':
       return [...fleet.values()].every((d) => d.progress().settled);
     case 'counters':
@@ -132,6 +164,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
           d.stop();
           await d.done;
           fleet.delete(id);
+          reals.delete(id);
         }),
       );
       return null;

@@ -13,9 +13,9 @@
  *  - join: a probe relay registered with the service role (no daemon of its own: only the fleet's work
  *    is measured) until every relay of the fleet has folded its admission; p50 / p99 over --probes
  *    joins, each followed by the probe's leave;
- *  - CPU ms of the workers per relay per topology event over those probes, less their idle rate
- *    measured just before with the same polling (heartbeats, timers), and its ratio between the last
- *    two N;
+ *  - CPU ms of the in-memory relays' workers per relay per topology event over those probes, less
+ *    their idle rate measured just before with the same polling (heartbeats, timers), and its ratio
+ *    between the last two N;
  *  - admissions/s: --admissions probe registrations, 8 concurrent, at fleet size N (each snapshot
  *    carries N relays), then their leaves;
  *  - heartbeat p50 / p99: the fleet's own heartbeat calls, timed in the workers (fetch), over the whole
@@ -25,15 +25,25 @@
  *  - restarts: 10% of the fleet stopped (they deregister) and started again with their state; deliveries/s
  *    (topology events folded by the fleet per second) from the first stop until every relay has folded
  *    everything again;
- *  - memory per relay (the workers' RSS and V8 heap after a full GC, less what they held before the
- *    first relay); resyncs of relays that were not restarted, under that load and then in 20 s of steady
+ *  - memory per in-memory relay (their workers' RSS and V8 heap after a full GC, less what they held
+ *    before the first relay); resyncs of relays that were not restarted, under that load and then in 20 s of steady
  *    state (0 expected); the relays' own events per relay per topology event, by type.
  *
  * The in-memory host has nobody to hand shake with: links stay "handshaking" (programmed), so the
- * relays' link timers are set beyond the run and their devices are not polled. Relays in network
- * namespaces with wireguard-go (whose kernel work must stay flat) are not part of this benchmark yet.
+ * relays' link timers are set beyond the run and their devices are not polled.
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
+ * Real relays (--real R, default 2; 0 for none): relay-1 .. relay-R program a real host, each its
+ * kernel in a network namespace of its own (one wireguard-go process per link, routes, nftables),
+ * the namespaces on one bridge so that the links between the real relays come up. They are members
+ * of the fleet from the first batch and grow with it. At each N:
+ *  - a probe's join until every real relay has programmed its link to it (device and peer on the host);
+ *  - their kernel work per topology event over the probes: rounds, wall ms, commands run (it must stay
+ *    flat as the fleet grows: a round plans and reads only what the event changed);
+ *  - relay-1 stopped (deregistered, every device torn down) and started again: until its links to the
+ *    other real relays are up (handshakes) and until it has programmed a link to every relay.
+ * They are left out of the 10% restarts. Needs root and wireguard-go (`npm run setup`).
+ *
+ *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--real R] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
  *
  * --heap-growing P: V8's heap growing factor in the workers, 1 + P/100 (`--heap-growing-percent`). By
  * default V8 lets a heap grow to several times what is live before it collects the old generation
@@ -55,14 +65,18 @@
  * (DIR/fleet-N-wK.cpuprofile; open it in Chrome's DevTools, or sum self times with scripts/profile-top.ts).
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { WorkerRequest } from './fleet-worker.ts';
+import type { RealHost, RealReport, WorkerRequest } from './fleet-worker.ts';
 import { startLocalControlPlane } from '../src/control-plane/local.ts';
 import { rootLogger } from '../src/lib/logger.ts';
+import { addBridge, addNetns, attachToBridge, deleteNetns, netnsPids, signal, WG_SOCKET_DIR, wgSocketNames } from '../src/sim/netns.ts';
+import { preflight } from '../src/sim/network.ts';
 import { generateWgKeyPair } from '../src/lib/wg-keys.ts';
 import { startAuthedNats } from '../test/support/authed-nats.ts';
 import { startTestPostgres } from '../test/support/postgres.ts';
@@ -81,6 +95,7 @@ const { values } = parseArgs({
     'heap-growing': { type: 'string', default: '0' },
     'relay-expire': { type: 'string' },
     'heap-snapshot': { type: 'string' },
+    real: { type: 'string', default: '2' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -96,6 +111,12 @@ if (sizes.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= sizes[i
   throw new Error('--relays: increasing relay counts, e.g. 10,100,1000');
 if (values.db !== 'postgres' && values.db !== 'pglite') throw new Error('--db: postgres or pglite');
 if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error('--workers: a positive number of processes');
+const REAL = Number(values.real);
+if (!Number.isInteger(REAL) || REAL < 0 || REAL > 9 || REAL > sizes[0]!) throw new Error('--real: 0 to 9 real relays, no more than the first fleet size');
+if (REAL > 0) {
+  if (process.getuid?.() !== 0) throw new Error('--real: real relays need root (network namespaces, wireguard-go); run as root or with --real 0');
+  await preflight();
+}
 
 const log = rootLogger({ bench: 'fleet' }, process.env.RELAYNET_LOG_LEVEL ?? 'error');
 const out = (s: string) => process.stdout.write(`${s}\n`);
@@ -128,6 +149,47 @@ const cp = await startLocalControlPlane({
   logger: log,
 });
 
+/**
+ * The real relays' hosts: relay-1 .. relay-R, each its kernel in a network namespace of its own on one
+ * bridge (198.18.1.0/24, in a namespace too), so that their links to each other come up. Nothing else
+ * is routed from there: their links to the in-memory relays stay handshaking, and no packet leaves.
+ * Their devices are named with a prefix of this run (wireguard-go's sockets are shared by every
+ * namespace), and everything goes with the run (shutdown).
+ */
+const runId = randomBytes(3).toString('hex').slice(0, 4);
+const realNs = { inet: `rcf-${runId}-inet`, relay: (k: number) => `rcf-${runId}-r${k}` };
+const realPrefix = `q${String.fromCharCode(97 + randomInt(26), 97 + randomInt(26))}`;
+const realHost = (index: number): RealHost | undefined =>
+  index <= REAL ? { netns: realNs.relay(index), address: `198.18.1.${10 + index}`, wgPrefix: realPrefix } : undefined;
+const realIds = Array.from({ length: REAL }, (_, k) => `relay-${k + 1}`);
+async function removeRealHosts(): Promise<void> {
+  const names = [realNs.inet, ...realIds.map((_, k) => realNs.relay(k + 1))];
+  for (const ns of names) for (const pid of await netnsPids(ns).catch(() => [])) signal(pid, 'SIGKILL');
+  for (const ns of names) await deleteNetns(ns).catch(() => {});
+  for (const f of wgSocketNames()) if (f.startsWith(realPrefix)) rmSync(join(WG_SOCKET_DIR, f), { force: true });
+}
+if (REAL > 0) {
+  try {
+    await addNetns(realNs.inet);
+    await addBridge(realNs.inet, 'br0', '198.18.1.1/24');
+    for (let k = 1; k <= REAL; k++) {
+      await addNetns(realNs.relay(k));
+      await attachToBridge({
+        bridgeNs: realNs.inet,
+        bridge: 'br0',
+        outer: `v${runId}r${k}`,
+        ns: realNs.relay(k),
+        inner: 'pub0',
+        cidr: `198.18.1.${10 + k}/24`,
+        gateway: null,
+      });
+    }
+  } catch (e) {
+    await removeRealHosts();
+    throw e;
+  }
+}
+
 /** Every topology event as it arrives on the stream: its revision, and the publisher's lag behind its envelope time. */
 let latestRevision = 0;
 const lags: { at: number; ms: number }[] = [];
@@ -138,10 +200,15 @@ const observer = await bus.connect({ kind: 'observer', subjects: ['relaynet.topo
  * workers are killed, the services go, and this process with them. Also on Ctrl-C or SIGTERM: no PostgreSQL, nats-server or directory left.
  */
 const workers: Worker[] = [];
+/** The real relays' own process (null without --real): their CPU and memory are not the in-memory fleet's. */
+let realWorker: Worker | null = null;
+/** Every worker process, the real relays' included. */
+const everyWorker = () => (realWorker ? [...workers, realWorker] : workers);
 let stopping: Promise<void> | null = null;
 const shutdown = () =>
   (stopping ??= (async () => {
-    for (const w of workers) w.child.kill('SIGKILL');
+    for (const w of everyWorker()) w.child.kill('SIGKILL');
+    if (REAL > 0) await removeRealHosts();
     await observer.close().catch(() => {});
     await cp.stop().catch(() => {});
     await Promise.all(bus.servers.map((s) => s.stop()));
@@ -205,7 +272,8 @@ async function probe(fn: 'register-server' | 'deregister', id: string, i: number
 }
 
 // ---------------------------------------------------------------------------------------------
-// The fleet: spread over --workers processes (bench/fleet-worker.ts), relay i in worker (i - 1) % W.
+// The fleet: spread over --workers processes (bench/fleet-worker.ts), relay i in worker (i - 1) % W;
+// the real relays (1 .. R) in one more process of their own.
 
 interface Worker {
   k: number;
@@ -243,19 +311,23 @@ function ask<T>(w: Worker, req: WorkerRequest): Promise<T> {
     w.child.send({ id, ...req });
   });
 }
-const askAll = <T>(req: WorkerRequest) => Promise.all(workers.map((w) => ask<T>(w, req)));
+/** Ask every worker, the real relays' too. */
+const askAll = <T>(req: WorkerRequest) => Promise.all(everyWorker().map((w) => ask<T>(w, req)));
+/** Ask the in-memory fleet's workers alone (CPU, memory, profiles). */
+const askFleet = <T>(req: WorkerRequest) => Promise.all(workers.map((w) => ask<T>(w, req)));
 
 /** The fleet: relay id to its index (its worker is workerOf(index)). */
 const fleet = new Map<string, number>();
-const workerOf = (index: number) => workers[(index - 1) % workers.length]!;
+const workerOf = (index: number) => (index <= REAL ? realWorker! : workers[(index - 1) % workers.length]!);
 
 /** Start relays (tokens minted here, daemons started in their workers); resolves once all serve. */
 async function startMembers(indices: number[]): Promise<void> {
-  const byWorker = new Map<Worker, { index: number; token: string }[]>();
+  const byWorker = new Map<Worker, { index: number; token: string; real?: RealHost }[]>();
   for (const index of indices) {
     const token = await cp.mintRelayToken(`relay-${index}`, 30 * 86400);
     const w = workerOf(index);
-    byWorker.set(w, [...(byWorker.get(w) ?? []), { index, token }]);
+    const real = realHost(index);
+    byWorker.set(w, [...(byWorker.get(w) ?? []), { index, token, ...(real ? { real } : {}) }]);
   }
   await Promise.all([...byWorker].map(([w, members]) => ask(w, { op: 'start', members })));
   for (const index of indices) fleet.set(`relay-${index}`, index);
@@ -278,9 +350,10 @@ async function allFolded(r: number, timeoutMs = 600_000): Promise<number> {
   return Math.max(...(at as number[]));
 }
 
-const fleetCpuMs = async () => (await askAll<number>({ op: 'cpu' })).reduce((a, b) => a + b, 0);
+const fleetCpuMs = async () => (await askFleet<number>({ op: 'cpu' })).reduce((a, b) => a + b, 0);
+const realCpuMs = async () => (realWorker ? await ask<number>(realWorker, { op: 'cpu' }) : 0);
 async function fleetMem(): Promise<{ rss: number; heap: number; external: number }> {
-  const ms = await askAll<{ rss: number; heap: number; external: number }>({ op: 'mem' });
+  const ms = await askFleet<{ rss: number; heap: number; external: number }>({ op: 'mem' });
   const sum = (k: 'rss' | 'heap' | 'external') => ms.reduce((a, m) => a + m[k], 0);
   return { rss: sum('rss'), heap: sum('heap'), external: sum('external') };
 }
@@ -290,6 +363,78 @@ async function fleetCounters(): Promise<Map<string, { applied: number; resyncs: 
 }
 const sumOf = (c: Map<string, { applied: number; resyncs: number }>, f: (x: { applied: number; resyncs: number }) => number, ids: Iterable<string>) =>
   [...ids].reduce((a, id) => a + (c.has(id) ? f(c.get(id)!) : 0), 0);
+
+/** The real relays' reports (kernel work, and their links to `peers`; null: every link). */
+const realReports = async (peers: string[] | null): Promise<RealReport[]> => (realWorker ? await ask<RealReport[]>(realWorker, { op: 'real', peers }) : []);
+/** Link states past the kernel's part: the device and peer are on the host. */
+const PROGRAMMED = new Set(['handshaking', 'up', 'stale', 'down']);
+/** The time every real relay has programmed its link to `peer`. */
+const realProgrammed = (peer: string): Promise<number> =>
+  until(
+    `every real relay's link to ${peer}`,
+    async () => {
+      const rs = await realReports([peer]);
+      return rs.length === REAL && rs.every((r) => PROGRAMMED.has(r.links[peer] ?? 'absent'));
+    },
+    600_000,
+    20,
+  );
+/** The real relays' kernel work from `a` to `b`, summed: rounds, wall ms, commands. */
+function workBetween(a: RealReport[], b: RealReport[]): { rounds: number; roundMs: number; commands: number } {
+  const sum = { rounds: 0, roundMs: 0, commands: 0 };
+  for (const r of b) {
+    const was = a.find((x) => x.id === r.id)?.work ?? { rounds: 0, roundMs: 0, commands: 0 };
+    sum.rounds += r.work.rounds - was.rounds;
+    sum.roundMs += r.work.roundMs - was.roundMs;
+    sum.commands += (r.work.commands ?? 0) - (was.commands ?? 0);
+  }
+  return sum;
+}
+
+/**
+ * relay-1 (real) stopped and started again: how long its stop took (deregistration and teardown of
+ * every device), then from its start until its links to the other real relays are up (handshakes
+ * both ways) and until it has programmed a link to every relay, and its kernel's work for that.
+ */
+async function realRestart(): Promise<{ stopS: number; upS: number; programmedS: number; rounds: number; commands: number }> {
+  const id = realIds[0]!;
+  const index = fleet.get(id)!;
+  const t0 = now();
+  await ask(workerOf(index), { op: 'stop', ids: [id] });
+  fleet.delete(id);
+  const t1 = now();
+  await startMembers([index]);
+  const up =
+    REAL < 2
+      ? NaN
+      : await until(
+          'the links between the real relays to be up',
+          async () => {
+            const rs = await realReports(realIds);
+            return rs.length === REAL && rs.every((r) => realIds.every((p) => p === r.id || r.links[p] === 'up'));
+          },
+          900_000,
+          100,
+        );
+  let mine: RealReport | undefined;
+  const programmed = await until(
+    `${id} to program a link to every relay`,
+    async () => {
+      mine = (await realReports(null)).find((r) => r.id === id);
+      const states = Object.values(mine?.links ?? {});
+      return states.length === fleet.size - 1 && states.every((st) => PROGRAMMED.has(st));
+    },
+    900_000,
+    500,
+  );
+  return {
+    stopS: (t1 - t0) / 1000,
+    upS: (up - t1) / 1000,
+    programmedS: (programmed - t1) / 1000,
+    rounds: mine!.work.rounds,
+    commands: mine!.work.commands ?? 0,
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Measurements at one fleet size.
@@ -320,6 +465,16 @@ interface Figures {
   steadyResyncs: number;
   /** The relays' own events per relay per probe event, by type. */
   relayEvents: string;
+  /** Real relays: a probe's join until every real relay programmed its link to it, p50 / p99 (ms). */
+  realJoinP50: number;
+  realJoinP99: number;
+  /** Real relays' kernel work per relay per probe event: rounds, wall ms, commands. */
+  realRoundsPerEvent: number;
+  /** The real relays' process CPU ms per relay per probe event (their commands' own processes not counted). */
+  realCpuPerEvent: number;
+  realRoundMsPerEvent: number;
+  realCommandsPerEvent: number;
+  realRestart: Awaited<ReturnType<typeof realRestart>> | null;
 }
 
 let probeSeq = 0;
@@ -334,7 +489,7 @@ async function growTo(n: number): Promise<number> {
     await startMembers(batch);
     if (fleet.size % 100 === 0 || fleet.size === n) {
       // The workers' memory as it is (no collection first): what V8 holds on to while the fleet grows.
-      const ms = await askAll<{ rss: number; heapUsed: number; heapTotal: number; spaces: string }>({ op: 'mem-now' });
+      const ms = await askFleet<{ rss: number; heapUsed: number; heapTotal: number; spaces: string }>({ op: 'mem-now' });
       const gb = (k: 'rss' | 'heapUsed' | 'heapTotal') => ms.map((m) => (m[k] / 2 ** 30).toFixed(1)).join('+');
       out(
         `  fleet: ${fleet.size} relays (${((now() - t0) / 1000).toFixed(0)} s); workers GB: RSS ${gb('rss')}, heap used ${gb('heapUsed')} of ${gb('heapTotal')}; MiB used/held by space: ${ms.map((m) => `[${m.spaces}]`).join(' ')}`,
@@ -365,16 +520,19 @@ async function measureAt(n: number): Promise<Figures> {
 
   // Idle: the same polling as while waiting for a revision (each worker's relays every 10 ms), for 5 s.
   const idleMs = 5_000;
-  const c0 = await fleetCpuMs();
+  const [c0, rc0] = [await fleetCpuMs(), await realCpuMs()];
   const t0 = now();
   await askAll({ op: 'folded', revision: Number.MAX_SAFE_INTEGER, timeoutMs: idleMs });
   const idleRate = ((await fleetCpuMs()) - c0) / (now() - t0);
+  const realIdleRate = ((await realCpuMs()) - rc0) / (now() - t0);
 
   // Joins and leaves of probe relays, one at a time.
   const joins: number[] = [];
+  const realJoins: number[] = [];
+  const realWork0 = REAL > 0 ? await realReports([]) : [];
   relayEvents.clear();
   relayEventsOn = true;
-  const c1 = await fleetCpuMs();
+  const [c1, rc1] = [await fleetCpuMs(), await realCpuMs()];
   const t1 = now();
   let events = 0;
   if (values.profile) await Promise.all(workers.map((w) => ask(w, { op: 'profile', file: join(values.profile!, `fleet-${n}-w${w.k}.cpuprofile`) })));
@@ -382,7 +540,9 @@ async function measureAt(n: number): Promise<Figures> {
     const id = `probe-${++probeSeq}`;
     const s = now();
     const r = await probe('register-server', id, probeSeq);
-    joins.push((await allFolded(r)) - s);
+    const [folded, programmed] = await Promise.all([allFolded(r), REAL > 0 ? realProgrammed(id) : NaN]);
+    joins.push(folded - s);
+    if (REAL > 0) realJoins.push(programmed - s);
     const before = latestRevision;
     await probe('deregister', id, probeSeq);
     await until(`${id}'s leave on the stream`, () => latestRevision > before, 30_000);
@@ -391,10 +551,14 @@ async function measureAt(n: number): Promise<Figures> {
   }
   // Until the relays have published what the probes made them do: that is part of their work.
   await quiet();
-  if (values.profile) await askAll({ op: 'profile', file: null });
+  if (values.profile) await askFleet({ op: 'profile', file: null });
   relayEventsOn = false;
-  const cpuPerRelayEvent = ((await fleetCpuMs()) - c1 - idleRate * (now() - t1)) / (n * events);
+  // The in-memory relays' CPU alone: the real relays have their own process (realCpuPerEvent).
+  const memoryRelays = n - REAL;
+  const cpuPerRelayEvent = ((await fleetCpuMs()) - c1 - idleRate * (now() - t1)) / (memoryRelays * events);
+  const realCpuPerEvent = REAL > 0 ? ((await realCpuMs()) - rc1 - realIdleRate * (now() - t1)) / (REAL * events) : NaN;
   const perRelayEvent = [...relayEvents].map(([t, c]) => `${t} ${(c / (n * events)).toFixed(2)}`).join(', ');
+  const realWork = workBetween(realWork0, REAL > 0 ? await realReports([]) : []);
 
   // Admissions at this size: 8 concurrent registrations, then their leaves.
   const ids = Array.from({ length: ADMISSIONS }, () => `probe-${++probeSeq}`);
@@ -415,7 +579,8 @@ async function measureAt(n: number): Promise<Figures> {
   await allFolded(latestRevision);
 
   // Restarts: every tenth relay stopped (deregistered) and started again with its state.
-  const all = [...fleet];
+  // (The real relays are not among them: theirs is realRestart, last.)
+  const all = [...fleet].filter(([id]) => !realIds.includes(id));
   const restart = all.filter((_, i) => i % 10 === 0);
   const stay = all.filter((_, i) => i % 10 !== 0).map(([id]) => id);
   const before = await fleetCounters();
@@ -458,6 +623,7 @@ async function measureAt(n: number): Promise<Figures> {
   // Those of the steady state alone: the control plane's answer, not the workers' backlog under load.
   const hbSteady = (await askAll<number[]>({ op: 'heartbeats', since: steadyStart })).flat();
   const lag = lags.filter((l) => l.at >= windowStart).map((l) => l.ms);
+  const realPerEvent = (x: number) => x / (REAL * events);
   return {
     n,
     growS,
@@ -476,12 +642,20 @@ async function measureAt(n: number): Promise<Figures> {
     restarted: restart.length,
     restartS,
     deliveriesPerS: deliveries / restartS,
-    rssPerRelayMiB: (mem.rss - memBase.rss) / n / 2 ** 20,
-    heapPerRelayMiB: (mem.heap - memBase.heap) / n / 2 ** 20,
-    externalPerRelayMiB: (mem.external - memBase.external) / n / 2 ** 20,
+    rssPerRelayMiB: (mem.rss - memBase.rss) / memoryRelays / 2 ** 20,
+    heapPerRelayMiB: (mem.heap - memBase.heap) / memoryRelays / 2 ** 20,
+    externalPerRelayMiB: (mem.external - memBase.external) / memoryRelays / 2 ** 20,
     resyncs,
     steadyResyncs,
     relayEvents: perRelayEvent,
+    realJoinP50: pct(realJoins, 50),
+    realJoinP99: pct(realJoins, 99),
+    realRoundsPerEvent: realPerEvent(realWork.rounds),
+    realCpuPerEvent,
+    realRoundMsPerEvent: realPerEvent(realWork.roundMs),
+    realCommandsPerEvent: realPerEvent(realWork.commands),
+    // Last: its teardown and start are work the figures above must not see.
+    realRestart: REAL > 0 ? await realRestart() : null,
   };
 }
 
@@ -490,13 +664,22 @@ async function measureAt(n: number): Promise<Figures> {
 const results: Figures[] = [];
 try {
   for (let k = 0; k < WORKERS; k++) workers.push(forkWorker(k));
+  if (REAL > 0) realWorker = forkWorker(WORKERS);
   await askAll({ op: 'init', init: { dir: tmp.dir, controlPlaneUrl: cp.url, topologyKey: cp.topologyPublicKey } });
   memBase = await fleetMem();
-  out(`fleet: relays hosted in ${WORKERS} worker processes (in-memory kernel), NATS at ${bus.url}, control plane ${cp.url} on ${values.db}`);
+  out(
+    `fleet: relays hosted in ${WORKERS} worker processes (in-memory kernel${REAL > 0 ? `; ${realIds.join(', ')} real: wireguard-go in namespaces ${realNs.relay(1)}..` : ''}), NATS at ${bus.url}, control plane ${cp.url} on ${values.db}`,
+  );
   for (const n of sizes) {
     out(`N=${n}: growing in batches of ${BATCH} ...`);
     const f = await measureAt(n);
     results.push(f);
+    const rr = f.realRestart;
+    if (rr)
+      out(
+        `N=${n}: real relays: a join until every real relay programmed its link p50 ${f1(f.realJoinP50)} ms p99 ${f1(f.realJoinP99)} ms; per relay per topology event ${f2(f.realRoundsPerEvent)} kernel rounds, ${f1(f.realRoundMsPerEvent)} ms, ${f1(f.realCommandsPerEvent)} commands, ${f2(f.realCpuPerEvent)} CPU ms of the relays' process; ` +
+          `${realIds[0]} restarted: stop ${f1(rr.stopS)} s, start to links between real relays up ${f1(rr.upS)} s, to all ${n - 1} links programmed ${f1(rr.programmedS)} s (${rr.rounds} rounds, ${rr.commands} commands)`,
+      );
     out(
       `N=${n}: grew in ${f1(f.growS)} s; join p50 ${f1(f.joinP50)} ms p99 ${f1(f.joinP99)} ms; ${f2(f.cpuPerRelayEvent)} CPU ms/relay/event (idle ${f1(f.idleCpuPct)}% CPU); ` +
         `${f1(f.admissionsPerS)} admissions/s; heartbeat p50 ${f1(f.heartbeatP50)} p99 ${f1(f.heartbeatP99)} ms (${f.heartbeats}), in steady state p99 ${f1(f.steadyHeartbeatP99)} ms (${f.steadyHeartbeats}); publisher lag p50 ${f1(f.lagP50)} p99 ${f1(f.lagP99)} ms; ` +
@@ -512,6 +695,19 @@ try {
     out(
       `| ${f.n} | ${f1(f.joinP50)} / ${f1(f.joinP99)} | ${f2(f.cpuPerRelayEvent)} | ${f1(f.admissionsPerS)} | ${f1(f.heartbeatP50)} / ${f1(f.heartbeatP99)}, ${f1(f.steadyHeartbeatP99)} | ${f1(f.lagP50)} / ${f1(f.lagP99)} | ${f1(f.restartS)}, ${f1(f.deliveriesPerS)} | ${f2(f.rssPerRelayMiB)}, ${f2(f.heapPerRelayMiB)} | ${f.resyncs}, ${f.steadyResyncs} |`,
     );
+  }
+  if (REAL > 0) {
+    out('');
+    out(
+      '| N | real: join to links programmed p50 / p99 (ms) | real: kernel rounds, ms, commands / relay / event | real: CPU ms / relay / event | real restart: stop s, to real links up s, to all links programmed s (rounds, commands) |',
+    );
+    out('|---|---|---|---|---|');
+    for (const f of results) {
+      const rr = f.realRestart!;
+      out(
+        `| ${f.n} | ${f1(f.realJoinP50)} / ${f1(f.realJoinP99)} | ${f2(f.realRoundsPerEvent)}, ${f1(f.realRoundMsPerEvent)}, ${f1(f.realCommandsPerEvent)} | ${f2(f.realCpuPerEvent)} | ${f1(rr.stopS)}, ${f1(rr.upS)}, ${f1(rr.programmedS)} (${rr.rounds}, ${rr.commands}) |`,
+      );
+    }
   }
   if (results.length >= 2) {
     const [a, b] = results.slice(-2) as [Figures, Figures];

@@ -56,6 +56,15 @@ export const RelayConfigSchema = z
     kernel: z.enum(['linux', 'memory']),
     /** WireGuard implementation on Linux: the kernel module, `wireguard-go`, or whichever works. */
     wgImpl: z.enum(['auto', 'kernel', 'userspace']),
+    /**
+     * Linux only: run every kernel command in this network namespace (`ip netns exec`), the daemon
+     * itself (its bus, control plane and status socket) staying where it runs. For benchmarks and
+     * tests that host many relays in one process (bench:fleet's real relays); no CLI flag sets it.
+     */
+    kernelNetns: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'a network namespace name: 1-64 of A-Z, a-z, 0-9, _ . -')
+      .optional(),
     /** Clients (docs/clients.md): a session not heard from for this long is idle. */
     clientIdleAfterMs: z.number().int().min(1000),
     /** The table of exit relay i is exitTableBase + i. */

@@ -25,6 +25,13 @@ export interface HostFacts {
   sysctlsAtStart: Record<string, string>;
 }
 
+/** What the kernel did since the relay started: its rounds and their wall time; on Linux the commands run (null in memory). */
+export interface KernelWork {
+  rounds: number;
+  roundMs: number;
+  commands: number | null;
+}
+
 /**
  * The kernel's shell: the backend (Linux, or in memory), the kernel actor provided with it, its
  * observer on a timer and the publication of its rounds, and what the host was like at start.
@@ -34,6 +41,8 @@ export interface KernelShell {
   /** The relay actor's `kernel` actor. */
   kernel: typeof kernelMachine;
   host: HostFacts;
+  /** The kernel's work since start: rounds, their wall time, and (on Linux) the commands they ran. */
+  work(): KernelWork;
   /** The named counters of an nftables table (read only). */
   counters(table: string): Promise<Record<string, NftCounter>>;
   /** The WireGuard peers of these devices as the host has them now: handshakes and counters (read only). */
@@ -53,15 +62,21 @@ export async function kernelShell(
 ): Promise<KernelShell> {
   const backend: KernelBackend =
     // A long-running daemon keeps no log of applied operations (each is in its KernelReconciled event).
-    cfg.kernel === 'memory' ? new MemoryKernelBackend({ recordOps: false }) : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl });
+    cfg.kernel === 'memory'
+      ? new MemoryKernelBackend({ recordOps: false })
+      : new LinuxKernelBackend({ logger: log.child({ actor: 'kernel' }), impl: cfg.wgImpl, ...(cfg.kernelNetns ? { netns: cfg.kernelNetns } : {}) });
   const reconcile = reconcileWith(backend, deps.now);
+  const work = { rounds: 0, roundMs: 0 };
   const observedListeners = new Set<(observations: readonly PeerObservation[], atMs: number) => void>();
   const kernel = kernelMachine.provide({
     actors: {
       reconcile: fromPromise(async ({ input }) => {
         const started = performance.now();
         const out = await reconcile(input);
-        metrics?.kernelRound(performance.now() - started, out);
+        const ms = performance.now() - started;
+        work.rounds++;
+        work.roundMs += ms;
+        metrics?.kernelRound(ms, out);
         return out;
       }),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
@@ -105,6 +120,7 @@ export async function kernelShell(
     kind: backend.kind,
     kernel,
     host: await hostFacts(cfg, log, backend, sysctlFile),
+    work: () => ({ ...work, commands: backend instanceof LinuxKernelBackend ? backend.commands : null }),
     counters: (table) => backend.counters(table),
     observe: (devices) => backend.observe(devices),
     onObserved: (listener) => {

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
-import { createActor } from 'xstate';
+import { createActor, type SnapshotFrom } from 'xstate';
 import { clientSessionMachine } from '../actors/client-session.machine.ts';
 import { clientsMachine } from '../actors/clients.machine.ts';
-import { peerLinkMachine } from '../actors/peer-link.machine.ts';
+import { peerLinkMachine, type LinkState } from '../actors/peer-link.machine.ts';
 import { relayMachine, type RelayLinksInput, type TopologyCounters } from '../actors/relay.machine.ts';
 import { topologyMachine } from '../actors/topology.machine.ts';
 import type { ClientOptions } from '../kernel/clients.ts';
@@ -14,7 +14,7 @@ import type { TopologyView } from '../events/topology.fold.ts';
 import { busSession, type BusSession, type RelayStartedEmission } from './bus-session.ts';
 import type { RelayConfig } from './config.ts';
 import { controlPlaneSession, type ControlPlaneSession } from './control-plane-session.ts';
-import { kernelShell, type HostFacts, type KernelShell } from './kernel-shell.ts';
+import { kernelShell, type HostFacts, type KernelShell, type KernelWork } from './kernel-shell.ts';
 import { statusProjection, type RelayStatus, type StatusProjection } from './relay-status.ts';
 import { resolverActor } from './resolver.ts';
 import { startStatusServer } from './status-server.ts';
@@ -44,6 +44,10 @@ export interface RelayDaemon {
    * without building the whole status (cheap enough to poll a thousand relays of one process).
    */
   progress(): RelayProgress;
+  /** What its kernel did since start: rounds, their wall time, the commands run (Linux). */
+  kernelWork(): KernelWork;
+  /** Its links' states by peer id (of `only` those peers, when given: cheap to poll), without building the whole status. */
+  linkStates(only?: readonly string[]): Map<string, LinkState>;
   /** A whole-scope kernel round now (what `relay-core reconcile` asks over the status socket). */
   reconcileAll(): { relayId: string; asked: boolean };
   /** Rotate the WireGuard key (what `relay-core rotate-key` asks over the status socket). */
@@ -224,6 +228,15 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
         counters: s.context.counters,
         settled: (kernelState === undefined || kernelState === 'idle') && bus.pending() === 0,
       };
+    },
+    kernelWork: () => kernel.work(),
+    linkStates: (only) => {
+      const topology = actor.getSnapshot().children.topology?.getSnapshot() as SnapshotFrom<typeof topologyMachine> | undefined;
+      const links = topology?.context?.links ?? new Map();
+      const out = new Map<string, LinkState>();
+      for (const [peerId, link] of only ? only.flatMap((p) => (links.has(p) ? [[p, links.get(p)!] as const] : [])) : links)
+        out.set(peerId, link.getSnapshot().value as LinkState);
+      return out;
     },
     rotateKey,
     reconcileAll,

@@ -88,6 +88,11 @@ export class LinuxKernelBackend implements KernelBackend {
   private readonly netns: string | undefined;
   private readonly timeoutMs: number;
   private readonly runner: CommandRunner;
+  /** How many commands this backend ran (reads and writes alike): what a round costs the host. */
+  get commands(): number {
+    return this.commandsRun;
+  }
+  private commandsRun = 0;
   /** Becomes 'kernel' or 'userspace' once a device was created the one way or the other. */
   private impl: WireGuardImpl;
 
@@ -333,6 +338,7 @@ export class LinuxKernelBackend implements KernelBackend {
 
   private async exec(args: readonly string[], env: Record<string, undefined> = {}, input?: string): Promise<{ stdout: string; error: CommandFailure | null }> {
     const command = this.inNetns(args);
+    this.commandsRun++;
     this.log.debug({ command }, 'run');
     const r = await this.runner.run(command, { timeoutMs: this.timeoutMs, env, ...(input === undefined ? {} : { input }) });
     if (r.exitCode === 0) return { stdout: r.stdout, error: null };

@@ -61,6 +61,8 @@ describe('the Linux backend on a fake host', () => {
     expect(mesh.r.failures).toEqual([]);
     expect(mesh.plan.length).toBeGreaterThan(10);
     expect(mesh.again).toEqual([]);
+    // It counts every command it ran, reads and writes alike (bench:fleet reads it as the kernel's cost).
+    expect(b.commands).toBe(host.log.length);
     const desired = desiredClientState(self, relays, [session(1, self, 'relay-2'), session(2, self, 'relay-3')], clients);
     const cl = await converge(b, clientScope(self, clients), desired);
     expect(cl.r.failures).toEqual([]);
