@@ -90,6 +90,9 @@ function relayConfig(index: number, id: string, token: string, at: WorkerInit, r
     token,
     topologyKey: at.topologyKey,
     natsServers: null,
+    // The drift check (a whole-scope round) hourly, not every 5 min: with a thousand relays a few of
+    // them would always be in one, and the fleet never quiet at once (bench/README.md, run 4).
+    kernelFullEveryMs: 3_600_000,
     ...(real ? { kernel: 'linux', wgImpl: 'userspace', kernelNetns: real.netns, wgPrefix: real.wgPrefix, observeIntervalMs: 2_000 } : {}),
   });
 }

@@ -43,12 +43,15 @@
  *    other real relays are up (handshakes) and until it has programmed a link to every relay.
  * They are left out of the 10% restarts. Needs root and wireguard-go (`npm run setup`).
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--real R] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
+ *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--real R] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--v8 FLAG,FLAG] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
  *
  * --heap-growing P: V8's heap growing factor in the workers, 1 + P/100 (`--heap-growing-percent`). By
  * default V8 lets a heap grow to several times what is live before it collects the old generation
  * (the workers' RSS was 7.7 MiB per relay at N=100 for 1.06 MiB of live heap); at N=1,000 that does not
  * fit in this machine's memory. 30 keeps RSS near 3 times the live heap (N=300-600), for more collections.
+ *
+ * --v8 FLAG,FLAG: more V8 flags for the workers (without the leading dashes), for experiments with
+ * the collector (e.g. compact-on-every-full-gc).
  *
  * --relay-expire S: how long a relay may stay silent before the control plane expires it (default the
  * database's, 300 s). A worker hosting 500 relays on a saturated core sends their heartbeats minutes
@@ -96,6 +99,7 @@ const { values } = parseArgs({
     'relay-expire': { type: 'string' },
     'heap-snapshot': { type: 'string' },
     real: { type: 'string', default: '2' },
+    v8: { type: 'string', default: '' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -105,6 +109,11 @@ const WORKERS = Number(values.workers);
 const WORKER_HEAP_MB = Math.max(2048, Math.floor((totalmem() * 0.75) / 2 ** 20 / Math.max(1, Number(values.workers))));
 /** V8's heap growing factor in the workers, as a percentage over 1 (0: V8's own, which grows the heap to some 4x what is live). */
 const HEAP_GROWING = Number(values['heap-growing']);
+/** More V8 flags for the workers (--v8 flag,flag: e.g. compact-on-every-full-gc). */
+const V8_FLAGS = values.v8
+  .split(',')
+  .filter(Boolean)
+  .map((f) => `--${f.replace(/^-+/, '')}`);
 const PROBES = Number(values.probes);
 const ADMISSIONS = Number(values.admissions);
 if (sizes.some((n, i) => !Number.isInteger(n) || n < 1 || (i > 0 && n <= sizes[i - 1]!)))
@@ -284,7 +293,7 @@ interface Worker {
 }
 function forkWorker(k: number): Worker {
   const child = fork(fileURLToPath(new URL('./fleet-worker.ts', import.meta.url)), [], {
-    execArgv: ['--expose-gc', `--max-old-space-size=${WORKER_HEAP_MB}`, ...(HEAP_GROWING ? [`--heap-growing-percent=${HEAP_GROWING}`] : [])],
+    execArgv: ['--expose-gc', `--max-old-space-size=${WORKER_HEAP_MB}`, ...(HEAP_GROWING ? [`--heap-growing-percent=${HEAP_GROWING}`] : []), ...V8_FLAGS],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const w: Worker = { k, child, pending: new Map(), seq: 0, exited: null };

@@ -98,6 +98,20 @@ interface Running {
 }
 
 /**
+ * RELAYNET_FUNCTIONS_INSPECT=fn=host:port[,fn=host:port]: run those functions with Deno's inspector on
+ * that loopback address (a CPU profile of a function under load: bench/README.md). Anything else is refused.
+ */
+export function inspectTargets(spec: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of (spec ?? '').split(',').filter(Boolean)) {
+    const m = /^([a-z-]+)=(127\.0\.0\.1:\d{1,5})$/.exec(part);
+    if (!m) throw new Error(`RELAYNET_FUNCTIONS_INSPECT: "${part}" is not fn=127.0.0.1:port`);
+    out.set(m[1]!, m[2]!);
+  }
+  return out;
+}
+
+/**
  * Run each Edge Function in its own Deno process, as Supabase's edge runtime runs each in its own
  * worker: `deno run` of supabase/functions/<name>/index.ts with Deno.serve on a loopback port
  * (DENO_SERVE_ADDRESS), permissions for net, env and reading its code and dependency cache. Resolves
@@ -112,11 +126,20 @@ export async function startFunctions(opts: { env: Record<string, string>; logger
   const restarts = new Map<string, number[]>();
   let stopping = false;
 
+  const inspect = inspectTargets(process.env.RELAYNET_FUNCTIONS_INSPECT);
   const launch = async (name: string): Promise<Running> => {
     const port = await freePort();
     const child = spawnOwned(
       DENO_BIN,
-      ['run', '--no-prompt', '--allow-net', '--allow-env', `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`, join(name, 'index.ts')],
+      [
+        'run',
+        '--no-prompt',
+        '--allow-net',
+        '--allow-env',
+        `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`,
+        ...(inspect.has(name) ? [`--inspect=${inspect.get(name)}`] : []),
+        join(name, 'index.ts'),
+      ],
       {
         cwd: FUNCTIONS_DIR,
         env: { ...inheritedEnv(), DENO_DIR, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`, ...opts.env },

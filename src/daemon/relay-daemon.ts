@@ -167,13 +167,22 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   );
   bus.emit(relayStarted(cfg, controlPlane.publicKey(), clientOptions, kernel.host));
   actor.start();
+  /** The topology actor's link actors by peer id (read from its snapshot). */
+  const linkActors = () =>
+    (actor.getSnapshot().children.topology?.getSnapshot() as SnapshotFrom<typeof topologyMachine> | undefined)?.context?.links ?? new Map();
+  /** Each mesh link's peer and device, straight from the link actors (not the whole status: receipts sample it every 30 s). */
+  const meshLinks = () =>
+    [...linkActors().values()].map((ref) => {
+      const c = ref.getSnapshot().context;
+      return { peerId: c.peer.id, device: c.device };
+    });
   // Proof-of-Bandwidth receipts, once the control plane has said how long an epoch is.
   const receipts = startReceipts({
     relayId: cfg.relayId,
     stateDir: cfg.stateDir,
     identityKey: identity.privateKey,
     epochSeconds: controlPlane.receiptEpochSeconds,
-    links: () => status().links.map((l) => ({ peerId: l.peerId, device: l.device })),
+    links: meshLinks,
     observe: kernel.observe,
     submit: controlPlane.submitReceipts,
     emit: (e) => bus.emit(e),
@@ -185,7 +194,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
   const measurements = startMeasurements({
     relayId: cfg.relayId,
     identityKey: identity.privateKey,
-    links: () => status().links.map((l) => ({ peerId: l.peerId, device: l.device })),
+    links: meshLinks,
     onObserved: kernel.onObserved,
     submit: controlPlane.submitMeasurement,
     emit: (e) => bus.emit(e),
@@ -231,8 +240,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     },
     kernelWork: () => kernel.work(),
     linkStates: (only) => {
-      const topology = actor.getSnapshot().children.topology?.getSnapshot() as SnapshotFrom<typeof topologyMachine> | undefined;
-      const links = topology?.context?.links ?? new Map();
+      const links = linkActors();
       const out = new Map<string, LinkState>();
       for (const [peerId, link] of only ? only.flatMap((p) => (links.has(p) ? [[p, links.get(p)!] as const] : [])) : links)
         out.set(peerId, link.getSnapshot().value as LinkState);

@@ -46,13 +46,25 @@ export const epochOf = (epochSeconds: number, nowMs: number) => Math.floor(nowMs
 
 const growth = (last: number, now: number) => (now >= last ? now - last : now);
 
+/** Whether a sample changes nothing: the same epoch, every peer known, no counter moved. */
+function unchanged(ledger: Ledger, epoch: number, samples: readonly CounterSample[]): boolean {
+  if (ledger.epoch === null || epoch !== ledger.epoch) return false;
+  for (const s of samples) {
+    const p = ledger.peers.get(s.peerId);
+    if (!p || p.lastTx !== s.txBytes || p.lastRx !== s.rxBytes) return false;
+  }
+  return true;
+}
+
 /**
  * Fold one sample of every link's counters taken at `nowMs`. A peer missing from the sample is gone
  * (its link removed): its bytes stay in the open epoch. Returns the next ledger and the epochs the
- * sample closed (at most one with data: epochs with no sample in between are not reported).
+ * sample closed (at most one with data: epochs with no sample in between are not reported). A sample
+ * that changes nothing gives back `ledger` itself (the shell then has nothing to save).
  */
 export function observe(ledger: Ledger, nowMs: number, samples: readonly CounterSample[]): { ledger: Ledger; closed: ClosedEpoch[] } {
   const epoch = epochOf(ledger.epochSeconds, nowMs);
+  if (unchanged(ledger, epoch, samples)) return { ledger, closed: [] };
   const peers = new Map(ledger.peers);
   // The bytes since the last sample belong to the epoch that sample was in.
   for (const s of samples) {

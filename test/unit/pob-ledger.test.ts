@@ -74,6 +74,24 @@ describe('the traffic ledger', () => {
     expect(closed).toEqual([{ epoch: 1, receipts: [{ peerId: 'b', txBytes: 2000 + 300 + 400, rxBytes: 1000 + 200 }] }]);
   });
 
+  it('gives back the same ledger for a sample that changes nothing (the shell then saves nothing), a new one for any change', () => {
+    const first = observe(emptyLedger(E), at(3, 0), [{ peerId: 'b', txBytes: 10, rxBytes: 20 }]).ledger;
+    const same = observe(first, at(3, 30), [{ peerId: 'b', txBytes: 10, rxBytes: 20 }]);
+    expect(same.ledger).toBe(first);
+    expect(same.closed).toEqual([]);
+    // A counter that moved, a new peer, a new epoch: each a new ledger.
+    expect(observe(first, at(3, 60), [{ peerId: 'b', txBytes: 11, rxBytes: 20 }]).ledger).not.toBe(first);
+    expect(
+      observe(first, at(3, 60), [
+        { peerId: 'b', txBytes: 10, rxBytes: 20 },
+        { peerId: 'c', txBytes: 0, rxBytes: 0 },
+      ]).ledger,
+    ).not.toBe(first);
+    const next = observe(first, at(4, 0), [{ peerId: 'b', txBytes: 10, rxBytes: 20 }]);
+    expect(next.ledger).not.toBe(first);
+    expect(next.closed).toEqual([{ epoch: 3, receipts: [{ peerId: 'b', txBytes: 0, rxBytes: 0 }] }]);
+  });
+
   it('refuses a malformed epoch length', () => {
     expect(() => emptyLedger(0)).toThrow(/positive integer/);
     expect(() => emptyLedger(1.5)).toThrow(/positive integer/);
