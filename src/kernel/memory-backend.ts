@@ -154,10 +154,13 @@ export class MemoryKernelBackend implements KernelBackend {
   }
 
   async observe(devices: string[]): Promise<PeerObservation[]> {
-    return devices.flatMap((name) =>
-      (this.state.devices.get(name)?.peers ?? []).map(
-        (p) =>
-          this.observations.get(`${name} ${p.publicKey}`) ?? {
+    // One loop, no key built unless an observation was set: receipts read every link every 30 s.
+    const out: PeerObservation[] = [];
+    const set = this.observations.size > 0;
+    for (const name of devices)
+      for (const p of this.state.devices.get(name)?.peers ?? [])
+        out.push(
+          (set ? this.observations.get(`${name} ${p.publicKey}`) : undefined) ?? {
             dev: name,
             publicKey: p.publicKey,
             endpoint: p.endpoint,
@@ -165,8 +168,8 @@ export class MemoryKernelBackend implements KernelBackend {
             rxBytes: 0,
             txBytes: 0,
           },
-      ),
-    );
+        );
+    return out;
   }
 
   private mutate(op: KernelOp): void {
