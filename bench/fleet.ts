@@ -41,7 +41,9 @@
  *    flat as the fleet grows: a round plans and reads only what the event changed);
  *  - relay-1 stopped (deregistered, every device torn down) and started again: until its links to the
  *    other real relays are up (handshakes) and until it has programmed a link to every relay.
- * They are left out of the 10% restarts. Needs root and wireguard-go (`npm run setup`).
+ * They are left out of the 10% restarts. Needs root, wireguard-go (`npm run setup`), and room for a
+ * wireguard-go process per link: fs.inotify.max_user_instances and kernel.pid_max are checked first
+ * (Linux's defaults allow a real relay 64 links; docs/operations.md).
  *
  *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--real R] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--v8 FLAG,FLAG] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
  *
@@ -69,7 +71,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -125,6 +127,19 @@ if (!Number.isInteger(REAL) || REAL < 0 || REAL > 9 || REAL > sizes[0]!) throw n
 if (REAL > 0) {
   if (process.getuid?.() !== 0) throw new Error('--real: real relays need root (network namespaces, wireguard-go); run as root or with --real 0');
   await preflight();
+  // Each real relay has a wireguard-go device per peer (the fleet, the probes and the admissions at
+  // once): one inotify instance and about 11 threads (PIDs) each. Linux's defaults (128 instances,
+  // 32768 PIDs) stop a real relay's devices at N=65 (docs/operations.md).
+  const devices = REAL * (sizes.at(-1)! + ADMISSIONS + 2);
+  const limit = (file: string) => Number(readFileSync(file, 'utf8').trim());
+  const inotify = limit('/proc/sys/fs/inotify/max_user_instances');
+  const pids = limit('/proc/sys/kernel/pid_max');
+  if (inotify < devices + 128 || pids < devices * 12 + 8192)
+    throw new Error(
+      `--real ${REAL} up to N=${sizes.at(-1)} runs some ${devices} wireguard-go processes, but fs.inotify.max_user_instances is ${inotify} ` +
+        `(one each: at least ${devices + 128}) and kernel.pid_max ${pids} (11 threads each: at least ${devices * 12 + 8192}). ` +
+        `Raise them (sysctl -w fs.inotify.max_user_instances=${Math.max(8192, devices + 128)} kernel.pid_max=4194304), or run with --real 0`,
+    );
 }
 
 const log = rootLogger({ bench: 'fleet' }, process.env.RELAYNET_LOG_LEVEL ?? 'error');

@@ -38,10 +38,20 @@ export function privilegeCheck(capEffHex: string | null, uid: number): Check {
     : fail('privileges', `uid ${uid} without CAP_NET_ADMIN: run as root, or with CAP_NET_ADMIN (the systemd unit grants it)`);
 }
 
-/** WireGuard: the kernel module where there is one, else wireguard-go with /dev/net/tun. */
-export function wireguardCheck(p: { module: boolean; wireguardGo: string | null; tun: boolean }): Check {
+/**
+ * WireGuard: the kernel module where there is one, else wireguard-go with /dev/net/tun. With
+ * wireguard-go every link is a process holding an inotify instance: `inotifyInstances`
+ * (fs.inotify.max_user_instances, per user) bounds the links a relay can have, and is said.
+ */
+export function wireguardCheck(p: { module: boolean; wireguardGo: string | null; tun: boolean; inotifyInstances?: number | null }): Check {
   if (p.module) return pass('wireguard', 'kernel module');
-  if (p.wireguardGo && p.tun) return pass('wireguard', `no kernel module; userspace ${p.wireguardGo}`);
+  if (p.wireguardGo && p.tun) {
+    const limit =
+      p.inotifyInstances == null
+        ? ''
+        : `; one process and one inotify instance per link: fs.inotify.max_user_instances ${p.inotifyInstances} allows fewer than ${p.inotifyInstances} links (peers and client devices)`;
+    return pass('wireguard', `no kernel module; userspace ${p.wireguardGo}${limit}`);
+  }
   if (p.wireguardGo) return fail('wireguard', 'no kernel module, and /dev/net/tun is missing for wireguard-go');
   return fail('wireguard', 'no kernel module and no wireguard-go: install wireguard-go (or a kernel with WireGuard)');
 }

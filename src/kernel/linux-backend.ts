@@ -261,7 +261,9 @@ export class LinuxKernelBackend implements KernelBackend {
       if (Date.now() > deadline)
         throw this.opError(op, {
           ...r.error,
-          stderr: `the wireguard-go daemon of ${op.dev} did not answer on its control socket within ${DAEMON_GRACE_MS} ms: ${r.error.stderr}`,
+          stderr:
+            `the wireguard-go daemon of ${op.dev} did not answer on its control socket within ${DAEMON_GRACE_MS} ms: ${r.error.stderr}` +
+            ' (once daemonised it logs nothing; each wireguard-go takes an inotify instance, so a host at fs.inotify.max_user_instances has it exit at once: see docs/operations.md)',
         });
       await sleep(20);
     }

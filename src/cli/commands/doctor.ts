@@ -49,6 +49,7 @@ export const doctor: Action = async (v) => {
       module: existsSync('/sys/module/wireguard') || (await run(['modprobe', '-n', '-q', 'wireguard'])).ok,
       wireguardGo: await version(['wireguard-go', '--version']),
       tun: existsSync('/dev/net/tun'),
+      inotifyInstances: readNumber('/proc/sys/fs/inotify/max_user_instances'),
     }),
   );
   checks.push(toolCheck('wg', 'wireguard-tools', await run(['wg', '--version'])));
@@ -194,4 +195,14 @@ function stateDirProbe(dir: string) {
   }
   const loose = KEY_FILES.filter((f) => existsSync(join(dir, f)) && (statSync(join(dir, f)).mode & 0o077) !== 0);
   return { dir, exists: true, writable: writable(dir), parentWritable: true, loose };
+}
+
+/** A number from a /proc file, or null when it cannot be read. */
+function readNumber(file: string): number | null {
+  try {
+    const n = Number(readFileSync(file, 'utf8').trim());
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
 }
