@@ -1,5 +1,7 @@
+import { createPrivateKey, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { fromSeed, type KeyPair } from '@nats-io/nkeys';
+import { type Authenticator, connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../lib/logger.ts';
 
 /**
@@ -14,6 +16,48 @@ export type BusAuth = { kind: 'creds'; creds: () => Uint8Array; inboxPrefix?: st
 export function credsFileAuth(file: string, inboxPrefix?: string): BusAuth {
   readFileSync(file); // fail now, with the path, rather than at connect
   return { kind: 'creds', creds: () => readFileSync(file), ...(inboxPrefix ? { inboxPrefix } : {}) };
+}
+
+/** The DER of an Ed25519 private key (PKCS#8, RFC 8410) up to its 32-byte seed. */
+const ED25519_PKCS8_HEAD = Buffer.from('302e020100300506032b657004220420', 'hex');
+/** The JWT and the seed of a `.creds` text (its two dashed blocks, as nats.js reads them). */
+const CREDS_BLOCK = /\s*(?:(?:[-]{3,}[^\n]*[-]{3,}\n)(.+)(?:\n\s*[-]{3,}[^\n]*[-]{3,}\n))/gi;
+
+/**
+ * What nats.js's `credsAuthenticator` answers a server's nonce with (the JWT, the user's public nkey,
+ * the nonce signed with its seed, base64), with the key derived once per credential and the nonce
+ * signed by Node's native Ed25519. nats.js derives the key pair from the seed in JavaScript twice
+ * at every connect (some 10 ms of a slow core): after a long collector pause, the 500 relays of one
+ * bench:fleet worker reconnecting at once kept it busy long enough to miss their pings again. The
+ * creds are read at every connect (a renewed JWT is used from the next one on).
+ */
+export function credsNonceAuthenticator(creds: () => Uint8Array): Authenticator {
+  let kept: { text: string; jwt: string; nkey: string; sign: (data: Uint8Array) => Uint8Array } | null = null;
+  return (nonce?: string) => {
+    const text = new TextDecoder().decode(creds());
+    if (kept?.text !== text) {
+      const blocks = [...text.matchAll(CREDS_BLOCK)].map((m) => m[1]!.trim());
+      if (blocks.length < 2) throw new Error('unable to parse credentials');
+      const kp = fromSeed(new TextEncoder().encode(blocks[1]));
+      kept = { text, jwt: blocks[0]!, nkey: kp.getPublicKey(), sign: nkeySigner(kp).sign };
+    }
+    return { jwt: kept.jwt, nkey: kept.nkey, sig: nonce ? Buffer.from(kept.sign(new TextEncoder().encode(nonce))).toString('base64') : '' };
+  };
+}
+
+/**
+ * Node's Ed25519 for an nkey, when its raw seed can be had (nkeys.js has `getRawSeed`, undeclared) and
+ * signs exactly as the nkey does (Ed25519 signatures are deterministic: one probe tells); else the
+ * nkey's own (JavaScript) signing.
+ */
+export function nkeySigner(kp: KeyPair): { native: boolean; sign: (data: Uint8Array) => Uint8Array } {
+  const raw = (kp as KeyPair & { getRawSeed?: () => Uint8Array }).getRawSeed?.();
+  if (raw?.length === 32) {
+    const key = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_HEAD, raw]), format: 'der', type: 'pkcs8' });
+    const probe = new TextEncoder().encode('relay-core nkey probe');
+    if (Buffer.from(kp.sign(probe)).equals(sign(null, probe, key))) return { native: true, sign: (data) => sign(null, data, key) };
+  }
+  return { native: false, sign: (data) => kp.sign(data) };
 }
 
 const connected = new WeakMap<NatsConnection, boolean>();
@@ -38,7 +82,7 @@ export async function connectBus(opts: {
     name: opts.name,
     ...(opts.auth.kind === 'token' ? { token: opts.auth.token } : {}),
     ...(opts.auth.kind === 'creds'
-      ? { authenticator: credsAuthenticator(opts.auth.creds), ...(opts.auth.inboxPrefix ? { inboxPrefix: opts.auth.inboxPrefix } : {}) }
+      ? { authenticator: credsNonceAuthenticator(opts.auth.creds), ...(opts.auth.inboxPrefix ? { inboxPrefix: opts.auth.inboxPrefix } : {}) }
       : {}),
     waitOnFirstConnect: opts.waitOnFirstConnect ?? true,
     maxReconnectAttempts: -1,
