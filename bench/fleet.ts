@@ -190,7 +190,8 @@ async function removeRealHosts(): Promise<void> {
   const names = [realNs.inet, ...realIds.map((_, k) => realNs.relay(k + 1))];
   for (const ns of names) for (const pid of await netnsPids(ns).catch(() => [])) signal(pid, 'SIGKILL');
   for (const ns of names) await deleteNetns(ns).catch(() => {});
-  for (const f of wgSocketNames()) if (f.startsWith(realPrefix)) rmSync(join(WG_SOCKET_DIR, f), { force: true });
+  // Only this run's devices' sockets (the prefix, then digits: not another prefix that begins with it).
+  for (const f of wgSocketNames()) if (new RegExp(`^${realPrefix}\\d+(m\\d+|c|cp)\\.sock$`).test(f)) rmSync(join(WG_SOCKET_DIR, f), { force: true });
 }
 if (REAL > 0) {
   try {
