@@ -30,7 +30,21 @@ export function formatCidr(c: Cidr): string {
   return `${formatIpv4(c.base)}/${c.prefix}`;
 }
 
-function plan(p: AddressPlan): { mesh: Cidr; supernet: Cidr; poolPrefix: number } {
+type ParsedPlan = { mesh: Cidr; supernet: Cidr; poolPrefix: number };
+/** Plans parsed, by their text: `allocate` asks for the plan once per held address (O(N) per admission, under the topology lock). */
+const parsedPlans = new Map<string, ParsedPlan>();
+
+function plan(p: AddressPlan): ParsedPlan {
+  const key = `${p.meshCidr} ${p.clientSupernet} ${p.clientPoolPrefix}`;
+  const known = parsedPlans.get(key);
+  if (known) return known;
+  const parsed = parsePlan(p);
+  if (parsedPlans.size >= 16) parsedPlans.clear();
+  parsedPlans.set(key, parsed);
+  return parsed;
+}
+
+function parsePlan(p: AddressPlan): ParsedPlan {
   const mesh = parseCidr(p.meshCidr);
   const supernet = parseCidr(p.clientSupernet);
   if (!mesh || mesh.prefix > 30) throw new Error(`mesh_cidr ${p.meshCidr} must be an IPv4 network of /30 or larger`);
