@@ -25,6 +25,14 @@ if ((${#missing[@]})); then
   (pg_ctlcluster 15 main stop 2>/dev/null || true)
 fi
 
+# /dev/net/tun as Debian's udev makes it (mode 0666: opening it grants nothing, creating a device still
+# needs CAP_NET_ADMIN). A host without udev (a container, some VMs) may have it root-only, and then the
+# systemd unit's unprivileged relay cannot start wireguard-go (docs/operations.md, systemd).
+if [[ -c /dev/net/tun && $(stat -c %a /dev/net/tun) != 666 && $(id -u) -eq 0 ]]; then
+  echo "setup: /dev/net/tun was mode $(stat -c %a /dev/net/tun); setting Debian's 0666"
+  chmod 0666 /dev/net/tun
+fi
+
 if [[ ! -x node_modules/.bin/node || ! -x node_modules/.bin/deno || package.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: installing npm packages"
   if [[ -f package-lock.json ]]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi

@@ -43,8 +43,17 @@ export function privilegeCheck(capEffHex: string | null, uid: number): Check {
  * wireguard-go every link is a process holding an inotify instance: `inotifyInstances`
  * (fs.inotify.max_user_instances, per user) bounds the links a relay can have, and is said.
  */
-export function wireguardCheck(p: { module: boolean; wireguardGo: string | null; tun: boolean; inotifyInstances?: number | null }): Check {
+export function wireguardCheck(p: {
+  module: boolean;
+  wireguardGo: string | null;
+  tun: boolean;
+  /** Whether this user may open /dev/net/tun (read and write): a root-only node stops an unprivileged relay's wireguard-go. */
+  tunOpen?: boolean;
+  inotifyInstances?: number | null;
+}): Check {
   if (p.module) return pass('wireguard', 'kernel module');
+  if (p.wireguardGo && p.tun && p.tunOpen === false)
+    return fail('wireguard', 'no kernel module, and this user cannot open /dev/net/tun for wireguard-go (Debian makes it mode 0666: chmod 0666 /dev/net/tun)');
   if (p.wireguardGo && p.tun) {
     const limit =
       p.inotifyInstances == null

@@ -28,6 +28,10 @@ describe('doctor checks', () => {
     expect(limited.status).toBe('pass');
     expect(limited.detail).toContain('fs.inotify.max_user_instances 128');
     expect(wireguardCheck({ module: true, wireguardGo: null, tun: false, inotifyInstances: 128 }).detail).toBe('kernel module');
+    // A root-only /dev/net/tun (a host without udev): an unprivileged relay's wireguard-go cannot create devices.
+    const closed = wireguardCheck({ module: false, wireguardGo: 'wireguard-go v1', tun: true, tunOpen: false });
+    expect(closed.status).toBe('fail');
+    expect(closed.detail).toContain('chmod 0666 /dev/net/tun');
     expect(wireguardCheck({ module: false, wireguardGo: 'wireguard-go v1', tun: false }).detail).toContain('/dev/net/tun');
     expect(wireguardCheck({ module: false, wireguardGo: null, tun: true }).status).toBe('fail');
   });

@@ -49,6 +49,7 @@ export const doctor: Action = async (v) => {
       module: existsSync('/sys/module/wireguard') || (await run(['modprobe', '-n', '-q', 'wireguard'])).ok,
       wireguardGo: await version(['wireguard-go', '--version']),
       tun: existsSync('/dev/net/tun'),
+      tunOpen: openable('/dev/net/tun'),
       inotifyInstances: readNumber('/proc/sys/fs/inotify/max_user_instances'),
     }),
   );
@@ -204,5 +205,15 @@ function readNumber(file: string): number | null {
     return Number.isFinite(n) ? n : null;
   } catch {
     return null;
+  }
+}
+
+/** Whether this user may open a file for reading and writing (false when it is absent). */
+function openable(file: string): boolean {
+  try {
+    accessSync(file, constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
   }
 }
