@@ -137,8 +137,7 @@ export function startReceipts(d: ReceiptsDeps): ReceiptsSession {
     const r = observe(ledger, d.now(), samples);
     for (const c of r.closed) await close(c, epochSeconds);
     // Saved only when it changed (idle links: nothing to write every 30 s for each of a thousand peers).
-    if (r.ledger !== ledger || !existsSync(ledgerFile))
-      write(ledgerFile, { epochSeconds: r.ledger.epochSeconds, epoch: r.ledger.epoch, peers: [...r.ledger.peers] });
+    if (r.ledger !== ledger) write(ledgerFile, { epochSeconds: r.ledger.epochSeconds, epoch: r.ledger.epoch, peers: [...r.ledger.peers] });
     ledger = r.ledger;
     await handIn();
   }

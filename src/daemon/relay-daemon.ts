@@ -242,8 +242,10 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     linkStates: (only) => {
       const links = linkActors();
       const out = new Map<string, LinkState>();
-      for (const [peerId, link] of only ? only.flatMap((p) => (links.has(p) ? [[p, links.get(p)!] as const] : [])) : links)
-        out.set(peerId, link.getSnapshot().value as LinkState);
+      for (const peerId of only ?? links.keys()) {
+        const link = links.get(peerId);
+        if (link) out.set(peerId, link.getSnapshot().value as LinkState);
+      }
       return out;
     },
     rotateKey,
