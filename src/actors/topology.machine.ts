@@ -1,13 +1,14 @@
-import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
+import { enqueueActions, fromCallback, sendParent, sendTo, setup, type AnyActorRef } from 'xstate';
 import type { RelayRecord } from '../contract/topology.events.ts';
 import type { TopologyView } from '../events/topology.fold.ts';
 import type { KernelNotice } from '../kernel/kernel.machine.ts';
 import { observationIndex } from '../kernel/observations.ts';
-import { applyResolution, resolveTargets, type PeerResolution, type ResolveTarget } from '../kernel/endpoint-resolution.ts';
+import { applyResolution, patchedTargets, resolveTargets, type PeerResolution, type ResolveTarget } from '../kernel/endpoint-resolution.ts';
 import { linkDevice, meshIndex, type MeshOptions } from '../kernel/mesh.ts';
 import { meshOwner, type MeshOwnerState } from '../kernel/owners/mesh.ts';
 import { desiredEvent, takesView } from '../kernel/owners/owner.ts';
 import type { Deps } from '../lib/deps.ts';
+import { keysChangedBetween } from '../lib/map-delta.ts';
 import { keptChild, providedLogic } from './kept-children.ts';
 import { peerLinkMachine, type LinkRemoved, type LinkTiming, type PeerLinkActor } from './peer-link.machine.ts';
 
@@ -35,8 +36,20 @@ export interface TopologyInput {
 
 /** The mesh owner's state (src/kernel/owners/mesh.ts: what it desires of the kernel) and the link actors. */
 export interface TopologyContext extends TopologyInput, MeshOwnerState {
-  /** The link actors by peer id (a Map: see TopologyView.relays). */
-  links: ReadonlyMap<string, PeerLinkActor>;
+  /**
+   * The link actors by peer id. The actor's own and changed in place (never handed out to be kept): a
+   * copy of a thousand entries on every join and leave was a tenth of a relay's work per event.
+   */
+  links: Map<string, PeerLinkActor>;
+  /**
+   * The peers whose links may wait for the kernel (desired, configuring, removing): a link gets there
+   * only by what this actor sends it (spawned, PEER_CHANGED, REMOVE), and leaves by the kernel's
+   * answers. The kernel's rounds are told to these alone; the others are dropped from the set as the
+   * rounds find them past waiting. Changed in place, like `links`.
+   */
+  waiting: Set<string>;
+  /** What the resolver was last told to resolve: the peers whose endpoints are names. */
+  targets: readonly ResolveTarget[];
 }
 
 /** What the resolver reports: one lookup's outcome for a peer's endpoint host. */
@@ -91,50 +104,53 @@ export const topologyMachine = setup({
   },
 }).createMachine({
   id: 'topology',
-  context: ({ input }) => ({ ...input, self: null, peers: new Map(), links: new Map(), tearingDown: false, resolved: {} }),
+  context: ({ input }) => ({ ...input, self: null, peers: new Map(), links: new Map(), waiting: new Set(), targets: [], tearingDown: false, resolved: {} }),
   invoke: { id: 'resolver', src: 'resolver', input: {} },
   on: {
     VIEW: {
       // No mesh settings: the relay runs without links (unit tests of the relay actor alone).
       guard: ({ context, event }) => context.mesh !== undefined && takesView(context, event.view),
       actions: [
-        // Existing links first, judged against the previous view: changed peers, leavers. A view with
-        // the same relays (a session's event) changes no link.
-        enqueueActions(({ context, event, enqueue }) => {
-          const peers = meshOwner.view(context, event).peers;
-          if (peers === context.peers) return;
-          for (const [id, link] of context.links) {
-            const now = peers.get(id);
-            const before = context.peers.get(id);
-            if (!now) {
-              if (before) enqueue.sendTo(link, { type: 'REMOVE' });
-            } else if (!before || peerChanged(before, now)) {
-              // Changed, or back while its link was still being removed: program it again.
-              enqueue.sendTo(link, { type: 'PEER_CHANGED', peer: now });
-            }
-          }
-        }),
-        // Then the new view, with a link actor for every joiner: a kept child (kept-children.ts), in
-        // the links Map alone, so that a join or leave does not copy xstate's children record.
+        // The links, judged against the previous view: changed peers, leavers, joiners (a link actor
+        // each: a kept child, kept-children.ts, in the links Map alone, so that a join or leave does not
+        // copy xstate's children record). Only the peers that changed are looked at (map-delta.ts). A
+        // view with the same relays (a session's event) changes no link.
         enqueueActions(({ context, event, enqueue, self }) => {
           const next = meshOwner.view(context, event);
-          let links: Map<string, PeerLinkActor> | null = null;
+          let targets = context.targets;
           if (next.peers !== context.peers) {
+            const known = keysChangedBetween(context.peers, next.peers);
+            const ids = known ?? new Set([...context.links.keys(), ...next.peers.keys()]);
+            targets = known ? patchedTargets(context.targets, next.peers, known) : resolveTargets(next.peers.values());
             const ownIndex = meshIndex(next.self!.meshAddress);
             const logic = providedLogic<typeof peerLinkMachine>(self, 'peerLink');
-            for (const p of next.peers.values()) {
-              if (context.links.has(p.id)) continue;
-              links ??= new Map(context.links);
-              const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(p.meshAddress));
-              const link = keptChild(self, logic, linkId(p.id), { peer: p, device, ...context.timing });
-              links.set(p.id, link);
-              enqueue(() => link.start());
+            for (const id of ids) {
+              const link = context.links.get(id);
+              const now = next.peers.get(id);
+              const before = context.peers.get(id);
+              if (link) {
+                if (!now) {
+                  if (!before) continue;
+                  enqueue.sendTo(link, { type: 'REMOVE' });
+                } else if (!before || peerChanged(before, now)) {
+                  // Changed, or back while its link was still being removed: program it again.
+                  enqueue.sendTo(link, { type: 'PEER_CHANGED', peer: now });
+                } else continue;
+                context.waiting.add(id);
+              } else if (now) {
+                const device = linkDevice(context.mesh.wgPrefix, ownIndex, meshIndex(now.meshAddress));
+                const created = keptChild(self, logic, linkId(now.id), { peer: now, device, ...context.timing });
+                context.links.set(now.id, created);
+                context.waiting.add(now.id);
+                enqueue(() => created.start());
+              }
             }
           }
-          enqueue.assign(() => ({ ...next, links: links ?? context.links }));
+          enqueue.assign(() => ({ ...next, targets }));
+          // The resolver hears of a change of its targets only (a join of a peer with an address changes none).
+          if (targets !== context.targets) enqueue.sendTo('resolver', { type: 'TARGETS', targets: [...targets] } satisfies ResolverEvent);
         }),
         sendTo(kernelRef, ({ context, event, self: me }) => desiredEvent(meshOwner, context, context.mesh, event.cause, me)),
-        sendTo('resolver', ({ context }) => ({ type: 'TARGETS', targets: resolveTargets(context.peers.values()) }) satisfies ResolverEvent),
       ],
     },
     RESOLVED: {
@@ -153,9 +169,12 @@ export const topologyMachine = setup({
     TEARDOWN: {
       guard: ({ context }) => context.self !== null,
       actions: enqueueActions(({ context, event, enqueue }) => {
-        for (const l of context.links.values()) enqueue.sendTo(l, { type: 'REMOVE' });
+        for (const [id, l] of context.links) {
+          enqueue.sendTo(l, { type: 'REMOVE' });
+          context.waiting.add(id);
+        }
         const next = meshOwner.teardown(context);
-        enqueue.assign({ tearingDown: next.tearingDown, peers: next.peers });
+        enqueue.assign({ tearingDown: next.tearingDown, peers: next.peers, targets: [] });
         enqueue.sendTo('resolver', { type: 'TARGETS', targets: [] } satisfies ResolverEvent);
         enqueue.sendTo(kernelRef, ({ self: me }) => desiredEvent(meshOwner, next, context.mesh, event.cause, me));
       }),
@@ -164,12 +183,20 @@ export const topologyMachine = setup({
     // observations alone, so a round costs messages for what it changed, not for every link.
     KERNEL_APPLYING: {
       actions: enqueueActions(({ context, enqueue }) => {
-        for (const l of context.links.values()) if (l.getSnapshot().value === 'desired') enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
+        for (const id of context.waiting) {
+          const l = context.links.get(id);
+          if (l?.getSnapshot().value === 'desired') enqueue.sendTo(l, { type: 'KERNEL_APPLYING' });
+        }
       }),
     },
     KERNEL_REACHED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
-        const links = [...context.links.values()].filter((l) => WAITING_FOR_KERNEL.has(l.getSnapshot().value));
+        const links: PeerLinkActor[] = [];
+        for (const id of context.waiting) {
+          const l = context.links.get(id);
+          if (l && WAITING_FOR_KERNEL.has(l.getSnapshot().value)) links.push(l);
+          else context.waiting.delete(id);
+        }
         const r = meshOwner.reached(
           context,
           context.mesh,
@@ -183,18 +210,20 @@ export const topologyMachine = setup({
     KERNEL_OBSERVED: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         const seen = observationIndex(event.observations);
-        for (const l of context.links.values()) {
-          const { device, peer } = l.getSnapshot().context;
+        for (const [id, l] of context.links) {
+          const snap = l.getSnapshot();
+          // A belt to the braces of `waiting`: the observer's walk over every link finds one that waits.
+          if (WAITING_FOR_KERNEL.has(snap.value)) context.waiting.add(id);
+          const { device, peer } = snap.context;
           enqueue.sendTo(l, { type: 'OBSERVED', observation: seen.get(`${device} ${peer.publicKey}`) ?? null, nowMs: event.nowMs });
         }
       }),
     },
     // A link actor finished (its device is gone; done, it has stopped itself): forget it.
     'xstate.done.actor.*': {
-      actions: assign(({ context, event }) => {
-        const links = new Map(context.links);
-        links.delete(event.output.peerId);
-        return { links };
+      actions: enqueueActions(({ context, event }) => {
+        context.links.delete(event.output.peerId);
+        context.waiting.delete(event.output.peerId);
       }),
     },
   },

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fromCallback, fromPromise } from 'xstate';
 import { clientSysctls } from '../kernel/clients.ts';
 import type { KernelBackend, NftCounter, PeerObservation } from '../kernel/host-state.ts';
-import { kernelMachine, type ObserverEvent } from '../kernel/kernel.machine.ts';
+import { kernelMachine, observedDevices, type ObserverEvent } from '../kernel/kernel.machine.ts';
 import { LinuxKernelBackend } from '../kernel/linux-backend.ts';
 import { MemoryKernelBackend } from '../kernel/memory-backend.ts';
 import { reconcileWith } from '../kernel/reconcile.ts';
@@ -80,10 +80,11 @@ export async function kernelShell(
         return out;
       }),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
-        let devices: string[] = [];
+        let told: ObserverEvent | null = null;
         let busy = false;
-        receive((e) => (devices = e.devices));
+        receive((e) => (told = e));
         const t = setInterval(() => {
+          const devices = told ? observedDevices(told) : [];
           if (busy || devices.length === 0) return;
           busy = true;
           backend

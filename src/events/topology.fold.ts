@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { z } from 'zod';
+import { derivedMap } from '../lib/map-delta.ts';
 import { assertNever, type ClientSession, type MeasurementSchema, type RelayRecord, type TopologyEvent } from '../contract/topology.events.ts';
 
 /** A capacity measurement as scheduled (MeasurementScheduled). */
@@ -83,19 +84,16 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
   let sessions = state.sessions;
   let measurements = state.measurements;
   // The relays map is copied only by the events that change it (a session's events leave it as it is).
+  // Derived Maps remember the relay that changed (map-delta.ts): readers follow a join in O(1).
   const withRelay = (r: RelayRecord) => {
-    relays = new Map(relays).set(r.id, r);
+    relays = derivedMap(relays, [[r.id, r]]);
   };
   switch (event.type) {
     case 'RelayAdmitted':
       withRelay(event.data.relay);
       break;
     case 'RelayLeft':
-      if (relays.has(event.data.relayId)) {
-        const rest = new Map(relays);
-        rest.delete(event.data.relayId);
-        relays = rest;
-      }
+      if (relays.has(event.data.relayId)) relays = derivedMap(relays, [], [event.data.relayId]);
       break;
     case 'RelayKeyRotated': {
       const r = relays.get(event.data.relayId);
@@ -168,7 +166,7 @@ export function evolveTopology(state: TopologyView, event: TopologyEvent): Topol
 export function withRelayKey(view: TopologyView, relayId: string, publicKey: string): TopologyView {
   const r = view.relays.get(relayId);
   if (!r || r.publicKey === publicKey) return view;
-  return { ...view, relays: new Map(view.relays).set(relayId, { ...r, publicKey }) };
+  return { ...view, relays: derivedMap(view.relays, [[relayId, { ...r, publicKey }]]) };
 }
 
 /** Outcome of offering a stream event to a view. */

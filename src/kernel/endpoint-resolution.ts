@@ -42,6 +42,24 @@ export function endpointName(peer: RelayRecord): string | null {
   return name;
 }
 
+/**
+ * {@link resolveTargets} of `peers`, from `before` (the targets of a peers Map that differs from it in
+ * `changed` ids at most): O(changed + targets), the same list. The same array when nothing changed.
+ */
+export function patchedTargets(before: readonly ResolveTarget[], peers: ReadonlyMap<string, RelayRecord>, changed: Iterable<string>): readonly ResolveTarget[] {
+  const ids = new Set(changed);
+  const added: ResolveTarget[] = [];
+  for (const id of ids) {
+    const p = peers.get(id);
+    const host = p ? endpointName(p) : null;
+    if (host !== null) added.push({ peerId: id, host });
+  }
+  const kept = before.filter((t) => !ids.has(t.peerId));
+  const was = new Map(before.filter((t) => ids.has(t.peerId)).map((t) => [t.peerId, t.host]));
+  if (added.length === was.size && added.every((t) => was.get(t.peerId) === t.host)) return before;
+  return [...kept, ...added].sort((a, b) => a.peerId.localeCompare(b.peerId));
+}
+
 /** The peers whose endpoints are names, sorted by id: what the resolver is asked to resolve. */
 export function resolveTargets(peers: Iterable<RelayRecord>): ResolveTarget[] {
   const out: ResolveTarget[] = [];

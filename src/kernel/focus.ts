@@ -2,6 +2,7 @@ import type { DesiredHostState, HostState, KernelOp, KernelScope, PortMapState, 
 import { ruleText } from './host-text.ts';
 import { canonicalCidr, canonicalIp, isIpv6 } from './ip.ts';
 import { kept } from '../lib/kept.ts';
+import { changedEntries, derivedMap } from '../lib/map-delta.ts';
 
 /**
  * The part of an owner's scope a round looks at: the objects whose desired state changed since the
@@ -76,15 +77,6 @@ function changedKeys<T>(a: Readonly<Record<string, T>>, b: Readonly<Record<strin
   const out: string[] = [];
   for (const k of Object.keys(a)) if (!(k in b) || !same(a[k]!, b[k]!)) out.push(k);
   for (const k of Object.keys(b)) if (!(k in a)) out.push(k);
-  return out;
-}
-
-/** The keys of two Maps whose values are not the same object (or that only one has). */
-function changedEntries<T>(a: ReadonlyMap<string, T>, b: ReadonlyMap<string, T>): string[] {
-  if (a === b) return [];
-  const out: string[] = [];
-  for (const [k, v] of a) if (b.get(k) !== v) out.push(k);
-  for (const k of b.keys()) if (!a.has(k)) out.push(k);
   return out;
 }
 
@@ -234,10 +226,8 @@ export function restrict<S extends HostState>(s: S, f: Focus): S {
 
 /** `base` (a whole scope) with the focused objects replaced by what `focused` holds of them. Routes, rules and port maps are not re-sorted. */
 export function mergeFocused(base: HostState, f: Focus, focused: HostState): HostState {
-  const devices = new Map(base.devices);
-  for (const d of f.devices) devices.delete(d);
-  for (const d of f.wireguard) devices.delete(d);
-  for (const [name, d] of focused.devices) devices.set(name, d);
+  // Derived (map-delta.ts): what reads the reached devices next follows the change.
+  const devices = derivedMap(base.devices, [...focused.devices], [...f.devices, ...f.wireguard]);
   const sysctls = { ...base.sysctls };
   for (const k of f.sysctls) delete sysctls[k];
   const nftTables = { ...base.nftTables };

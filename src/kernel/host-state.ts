@@ -89,9 +89,10 @@ export const PORT_MAP = 'port_map';
 export interface HostState {
   /**
    * Keyed by device name. A Map, not a record: a mesh of a thousand relays has a thousand devices, and
-   * a round copies and compares them (a Map copies in a sixth of the time; bench:relay-event).
+   * a round copies and compares them (a Map copies in a sixth of the time; bench:relay-event). Read
+   * only: a round's states are derived from the last ones (src/lib/map-delta.ts), never changed.
    */
-  devices: Map<string, WgDeviceState>;
+  devices: ReadonlyMap<string, WgDeviceState>;
   /** Sorted canonically (table, dst, dev). */
   routes: RouteState[];
   /** Sorted by priority, then from, iif, table. */
@@ -119,7 +120,7 @@ export interface DesiredNftTable extends NftTableState {
  * that wants a value restored (at shutdown) desires the original value explicitly.
  */
 export interface DesiredHostState extends HostState {
-  devices: Map<string, DesiredWgDevice>;
+  devices: ReadonlyMap<string, DesiredWgDevice>;
   nftTables: Record<string, DesiredNftTable>;
 }
 
@@ -234,4 +235,7 @@ export class KernelOpError extends Error {
 /** The `main` routing table. */
 export const MAIN_TABLE = 254;
 
-export const emptyHostState = (): HostState => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] });
+/** A host state being built: its devices a Map of its own. */
+export type HostStateDraft = HostState & { devices: Map<string, WgDeviceState> };
+
+export const emptyHostState = (): HostStateDraft => ({ devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] });

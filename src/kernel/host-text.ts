@@ -1,5 +1,15 @@
 import { createHash } from 'node:crypto';
-import type { DesiredHostState, HostState, NftTableState, PortMapState, RouteState, RuleState, WgDeviceState, WgPeerState } from './host-state.ts';
+import type {
+  DesiredHostState,
+  HostState,
+  HostStateDraft,
+  NftTableState,
+  PortMapState,
+  RouteState,
+  RuleState,
+  WgDeviceState,
+  WgPeerState,
+} from './host-state.ts';
 import { canonicalCidr, canonicalIp } from './ip.ts';
 import { kept } from '../lib/kept.ts';
 
@@ -123,7 +133,7 @@ const canonicalPortMap = (m: PortMapState): PortMapState => ({ table: m.table, p
 const comparePortMaps = (a: PortMapState, b: PortMapState) => compare(a.table, b.table) || a.port - b.port;
 
 /** A deep copy in canonical form: equal states are `toEqual` and render byte-identically. */
-export function canonicalHostState(s: HostState): HostState {
+export function canonicalHostState(s: HostState): HostStateDraft {
   const devices = new Map<string, WgDeviceState>();
   for (const name of [...s.devices.keys()].sort(compare)) devices.set(name, canonicalDevice(s.devices.get(name)!));
   return {

@@ -104,11 +104,17 @@ export type KernelEmission =
       data: { owner: string; op: KernelOp; message: string; command: string[] | null; exitCode: number | null; stderr: string };
     };
 
-/** Sent to the observer after each round: the devices whose peers it should read. */
+/**
+ * Sent to the observer after each round: the devices whose peers it should read, as the owners' reached
+ * device Maps (the observer lists their names when it reads, every few seconds, not on every round).
+ */
 export interface ObserverEvent {
   type: 'DEVICES';
-  devices: string[];
+  scopes: readonly ReadonlyMap<string, unknown>[];
 }
+
+/** The names of the devices an {@link ObserverEvent} gives. */
+export const observedDevices = (e: ObserverEvent): string[] => e.scopes.flatMap((m) => [...m.keys()]);
 
 /** An object the kernel cannot program right now: shown in status until a round succeeds with it. */
 export interface FailingOp {
@@ -268,8 +274,7 @@ export const kernelMachine = setup({
         const owner = context.owners[o.owner];
         if (owner) enqueue.sendTo(owner.replyTo, { type: 'KERNEL_REACHED', actual: o.reached, nowMs: out.nowMs, failures: o.failures } satisfies KernelNotice);
       }
-      const devices = out.outcomes.flatMap((o) => [...o.reached.devices.keys()]);
-      enqueue.sendTo('observer', { type: 'DEVICES', devices });
+      enqueue.sendTo('observer', { type: 'DEVICES', scopes: out.outcomes.map((o) => o.reached.devices) } satisfies ObserverEvent);
     }),
     tellOwners: enqueueActions(({ context, enqueue }, notice: KernelNotice) => {
       for (const o of Object.values(context.owners)) enqueue.sendTo(o.replyTo, notice);

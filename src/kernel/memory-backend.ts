@@ -5,6 +5,7 @@ import {
   PORT_MAP,
   emptyHostState,
   type HostState,
+  type HostStateDraft,
   type KernelBackend,
   type KernelOp,
   type KernelScope,
@@ -62,7 +63,7 @@ export class MemoryKernelBackend implements KernelBackend {
   readonly kind = 'memory' as const;
   /** Every applied operation, in order. */
   readonly ops: KernelOp[] = [];
-  private readonly state: HostState;
+  private readonly state: HostStateDraft;
   private readonly failOn: ((op: KernelOp) => boolean) | undefined;
   private readonly observations = new Map<string, PeerObservation>();
   /** The body each table was last set with (for the names of its counters). */

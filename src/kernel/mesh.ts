@@ -3,6 +3,7 @@ import { parseEndpoint, parseIpv4 } from '../contract/topology.events.ts';
 import { embedCidr6 } from './ipv6.ts';
 import { formatEndpoint, resolvedHost, type Resolutions } from './endpoint-resolution.ts';
 import { MAIN_TABLE, type DesiredHostState, type DesiredWgDevice, type KernelScope, type RouteState } from './host-state.ts';
+import { derivedMap, type OrderedChanges } from '../lib/map-delta.ts';
 
 /**
  * The mesh's data-path layout (docs/datapath.md), as pure functions of the topology.
@@ -128,22 +129,99 @@ export function linkState(
  */
 const links = new WeakMap<RelayRecord, { self: RelayRecord; opts: MeshOptions; resolution: unknown; link: ReturnType<typeof linkState> }>();
 
+function linkOf(self: RelayRecord, p: RelayRecord, opts: MeshOptions, resolutions: Resolutions): ReturnType<typeof linkState> {
+  const resolution = resolutions[p.id];
+  let l = links.get(p);
+  if (!l || l.self !== self || l.opts !== opts || l.resolution !== resolution) {
+    l = { self, opts, resolution, link: linkState(self, p, opts, resolutions) };
+    links.set(p, l);
+  }
+  return l.link;
+}
+
 /**
  * The whole mesh part of the host for `self` and its peers. Pure: same inputs, same state (the same
  * objects, too, for peers whose record, resolution and settings are the same as last time).
  */
 export function desiredMeshState(self: RelayRecord, peers: Iterable<RelayRecord>, opts: MeshOptions, resolutions: Resolutions): DesiredHostState {
-  const state: DesiredHostState = { devices: new Map(), routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
+  const devices = new Map<string, DesiredWgDevice>();
+  const state: DesiredHostState = { devices, routes: [], rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
   for (const p of peers) {
     if (p.id === self.id) continue;
-    const resolution = resolutions[p.id];
-    let l = links.get(p);
-    if (!l || l.self !== self || l.opts !== opts || l.resolution !== resolution) {
-      l = { self, opts, resolution, link: linkState(self, p, opts, resolutions) };
-      links.set(p, l);
-    }
-    state.devices.set(l.link.device.name, l.link.device);
-    for (const r of l.link.routes) state.routes.push(r);
+    const link = linkOf(self, p, opts, resolutions);
+    devices.set(link.device.name, link.device);
+    for (const r of link.routes) state.routes.push(r);
   }
   return state;
+}
+
+/**
+ * {@link desiredMeshState} for `peers`, made from `before`, the state it gave for `peersBefore` with the
+ * same self, options and resolutions, in O(changed) but for two array copies: `change` says how the
+ * peers Map changed (map-delta.ts). Gives exactly what desiredMeshState would, order included (a plan's
+ * order follows it, and replay re-plans every round), or null where it cannot tell (a peer whose
+ * device is another than before, a device name taken twice): the caller then builds it whole. Its
+ * devices Map is derived from `before`'s, so a round's focus finds the changed devices in O(changed).
+ */
+export function patchedMeshState(
+  before: DesiredHostState,
+  peersBefore: ReadonlyMap<string, RelayRecord>,
+  change: OrderedChanges<string>,
+  self: RelayRecord,
+  peers: ReadonlyMap<string, RelayRecord>,
+  opts: MeshOptions,
+  resolutions: Resolutions,
+): DesiredHostState | null {
+  const deviceOf = (p: RelayRecord) => linkDevice(opts.wgPrefix, meshIndex(self.meshAddress), meshIndex(p.meshAddress));
+  let routes = before.routes;
+  const gone: string[] = [];
+  const set: [string, DesiredWgDevice][] = [];
+  // A device's routes are one run in the list (desiredMeshState pushes them together).
+  const runOf = (dev: string): [number, number] | null => {
+    const start = routes.findIndex((r) => r.dev === dev);
+    if (start < 0) return null;
+    let end = start;
+    while (end < routes.length && routes[end]!.dev === dev) end++;
+    return [start, end];
+  };
+  const cut = (dev: string, insert: readonly RouteState[]): boolean => {
+    const run = runOf(dev);
+    if (!run) return insert.length === 0;
+    routes = [...routes.slice(0, run[0]), ...insert, ...routes.slice(run[1])];
+    return true;
+  };
+  for (const id of change.removed) {
+    const was = peersBefore.get(id);
+    if (!was || id === self.id) continue;
+    const dev = deviceOf(was);
+    if (!before.devices.has(dev)) return null;
+    gone.push(dev);
+    cut(dev, []);
+  }
+  for (const id of change.replaced) {
+    if (id === self.id) continue;
+    const was = peersBefore.get(id);
+    const now = peers.get(id);
+    if (!was || !now) return null;
+    const dev = deviceOf(was);
+    const link = linkOf(self, now, opts, resolutions);
+    if (link.device.name !== dev || !before.devices.has(dev) || gone.includes(dev)) return null;
+    if (!cut(dev, link.routes)) return null;
+    set.push([dev, link.device]);
+  }
+  const taken = new Set(set.map(([d]) => d));
+  const tail: RouteState[] = [];
+  for (const id of change.appended) {
+    if (id === self.id) continue;
+    const now = peers.get(id);
+    if (!now) return null;
+    const link = linkOf(self, now, opts, resolutions);
+    const dev = link.device.name;
+    if (taken.has(dev) || (before.devices.has(dev) && !gone.includes(dev))) return null;
+    taken.add(dev);
+    set.push([dev, link.device]);
+    for (const r of link.routes) tail.push(r);
+  }
+  if (tail.length > 0) routes = [...routes, ...tail];
+  return { ...before, devices: derivedMap(before.devices, set, gone), routes };
 }

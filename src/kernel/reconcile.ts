@@ -46,12 +46,13 @@ export function reconcileWith(backend: KernelBackend, now: () => number = Date.n
       const outcome = { ...base, planned: [], applied: [], failures: [], skipped: [], reached: basis.reached, digest: basis.digest };
       return { outcome, basis: { ...basis, desired: o.state }, off: false };
     }
-    const actual = basis && focus ? restrict(basis.reached, focus) : await backend.read(o.scope);
+    const was = basis && focus ? restrict(basis.reached, focus) : undefined;
+    const actual = was ?? (await backend.read(o.scope));
     const planned = planKernel(actual, focus ? restrict(o.state, focus) : o.state);
     // What the owner reached: the last round's scope with the focused objects as read now.
     const merge = (part: HostState, f: Focus | undefined): { reached: HostState; digest: ScopeDigest } =>
       basis && f
-        ? { reached: mergeFocused(basis.reached, f, part), digest: updateScopeDigest(basis.digest, restrict(basis.reached, f), part) }
+        ? { reached: mergeFocused(basis.reached, f, part), digest: updateScopeDigest(basis.digest, f === focus ? was! : restrict(basis.reached, f), part) }
         : { reached: part, digest: scopeDigest(part) };
     if (planned.length === 0) {
       const { reached, digest } = merge(actual, focus);

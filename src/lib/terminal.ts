@@ -4,6 +4,8 @@
  * follows (ESC sequences), and a bidi override could make a line read differently from its bytes. Pure.
  */
 
+import { isMapLike } from './map-delta.ts';
+
 // C0 controls, DEL, C1 controls; bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069),
 // the marks U+200E/200F/061C, and the line and paragraph separators U+2028/2029.
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
@@ -52,4 +54,4 @@ export function jsonForTerminal(value: unknown): string {
  * A `JSON.stringify` replacer that writes a Map with string keys as an object (a host state's devices,
  * a view's relays): plain `JSON.stringify` writes every Map as `{}`.
  */
-export const mapsAsObjects = (_key: string, v: unknown): unknown => (v instanceof Map ? Object.fromEntries(v) : v);
+export const mapsAsObjects = (_key: string, v: unknown): unknown => (isMapLike(v) ? Object.fromEntries(v) : v);

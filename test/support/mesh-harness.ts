@@ -10,7 +10,7 @@ import {
 import type { ResolveTarget } from '../../src/kernel/endpoint-resolution.ts';
 import { seedTopology, type TopologyView } from '../../src/events/topology.fold.ts';
 import type { RelayRecord } from '../../src/contract/topology.events.ts';
-import { kernelMachine, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
+import { kernelMachine, observedDevices, type KernelEmission, type ObserverEvent } from '../../src/kernel/kernel.machine.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { reconcileWith } from '../../src/kernel/reconcile.ts';
 import { systemDeps } from '../../src/lib/deps.ts';
@@ -45,7 +45,7 @@ export function meshHarness(backend = new MemoryKernelBackend()) {
       reconcile: fromPromise(async ({ input: i }) => reconcile(i)),
       observer: fromCallback<ObserverEvent, Record<string, never>>(({ sendBack, receive }) => {
         const o = { sendBack, devices: [] as string[] };
-        receive((e) => (o.devices = e.devices));
+        receive((e) => (o.devices = observedDevices(e)));
         observers.push(o);
         return () => {};
       }),

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createActor, createMachine, type AnyActorRef } from 'xstate';
 import type { ResolvedEvent } from '../../src/actors/topology.machine.ts';
@@ -8,7 +9,15 @@ import type { LogEntry } from '../../src/events/log.ts';
 import type { RelayEvent } from '../../src/contract/relay.events.ts';
 import { seedTopology } from '../../src/events/topology.fold.ts';
 import type { RelayRecord, TopologyEvent } from '../../src/contract/topology.events.ts';
-import { applyResolution, chooseAddress, resolveTargets, retainResolutions, type Resolutions } from '../../src/kernel/endpoint-resolution.ts';
+import {
+  applyResolution,
+  chooseAddress,
+  patchedTargets,
+  resolveTargets,
+  retainResolutions,
+  type ResolveTarget,
+  type Resolutions,
+} from '../../src/kernel/endpoint-resolution.ts';
 import { desiredMeshState, linkPeerEndpoint } from '../../src/kernel/mesh.ts';
 import { rootLogger } from '../../src/lib/logger.ts';
 import { RelayReplay } from '../../src/replay/replay.ts';
@@ -80,6 +89,37 @@ describe('peer endpoints given as names: the pure decisions', () => {
     expect(applyResolution({}, new Map([['relay-3', relay(3)]]), ok).recorded).toBe(false);
     expect(applyResolution({}, new Map([['relay-2', named(2, 'moved.invalid')]]), ok).recorded).toBe(false);
     expect(applyResolution({}, new Map([['relay-2', relay(2)]]), { ...ok, host: '198.51.100.2' }).recorded).toBe(false);
+  });
+
+  it('patches the resolver targets from the last ones as the full list would be, the same array when no name changed', () => {
+    // Peers 2..7, each with a name, another name, or an address; a step changes a few of them.
+    const endpoint = (n: number, k: number) => (k === 0 ? relay(n) : named(n, `r${n}-${k}.sim.invalid`));
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.tuple(fc.integer({ min: 2, max: 7 }), fc.integer({ min: -1, max: 2 })), { maxLength: 3 }), { maxLength: 20 }),
+        (steps) => {
+          let peers = new Map<string, RelayRecord>();
+          let targets: readonly ResolveTarget[] = resolveTargets(peers.values());
+          for (const step of steps) {
+            const next = new Map(peers);
+            for (const [n, k] of step) {
+              if (k < 0) next.delete(`relay-${n}`);
+              else next.set(`relay-${n}`, endpoint(n, k));
+            }
+            const patched = patchedTargets(
+              targets,
+              next,
+              step.map(([n]) => `relay-${n}`),
+            );
+            expect(patched).toEqual(resolveTargets(next.values()));
+            if (JSON.stringify(patched) === JSON.stringify(targets)) expect(patched).toBe(targets);
+            peers = next;
+            targets = patched;
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   it('keeps resolutions only of peers still there and for the host they still name', () => {

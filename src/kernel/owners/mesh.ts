@@ -2,8 +2,9 @@ import type { RelayRecord } from '../../contract/topology.events.ts';
 import type { TopologyView } from '../../events/topology.fold.ts';
 import { retainResolutions, type Resolutions } from '../endpoint-resolution.ts';
 import type { DesiredHostState, DesiredWgDevice, WgDeviceState } from '../host-state.ts';
-import { desiredMeshState, meshScope, type MeshOptions } from '../mesh.ts';
+import { desiredMeshState, meshScope, patchedMeshState, type MeshOptions } from '../mesh.ts';
 import type { KernelOwner, OwnerState } from './owner.ts';
+import { MapWithout, orderedChangesBetween } from '../../lib/map-delta.ts';
 
 /**
  * The mesh owner (the topology actor, src/actors/topology.machine.ts): one link device per other
@@ -26,17 +27,12 @@ export interface MeshMember {
 
 export const initialMeshState = (selfId: string): MeshOwnerState => ({ selfId, tearingDown: false, self: null, peers: new Map(), resolved: {} });
 
-/** The peers of the last relays map seen, per relay: a view that leaves the relays as they were (a session's event) keeps them. */
-const peersOf = new WeakMap<ReadonlyMap<string, RelayRecord>, { selfId: string; peers: ReadonlyMap<string, RelayRecord> }>();
-
-/** The other relays of a view: this relay's link peers, by id. The same Map for the same relays. */
+/**
+ * The other relays of a view: this relay's link peers, by id. A view of the relays Map without this
+ * relay (no copy: map-delta.ts), the same object for the same relays.
+ */
 export function meshPeers(view: TopologyView, selfId: string): ReadonlyMap<string, RelayRecord> {
-  const known = peersOf.get(view.relays);
-  if (known?.selfId === selfId) return known.peers;
-  const peers = new Map(view.relays);
-  peers.delete(selfId);
-  peersOf.set(view.relays, { selfId, peers });
-  return peers;
+  return MapWithout.of(view.relays, selfId);
 }
 
 /** What a tearing-down relay desires of its mesh scope: nothing. */
@@ -64,14 +60,31 @@ const normal = (d: WgDeviceState) => ({
  * parts are replaced, never changed in place, so the same objects mean the same mesh (O(N) once, not
  * per answer). Keyed by the peers Map, not one slot for the module: the relays of a fleet hosted in
  * one process (bench:fleet) would otherwise take the slot from each other and build it again.
+ *
+ * A new peers Map is patched from the last mesh built for the same self record (`lastOfSelf`), in
+ * O(changed): a join or a leave does not rebuild a thousand links (src/kernel/mesh.ts, patchedMeshState).
  */
-const lastMesh = new WeakMap<MeshOwnerState['peers'], { self: RelayRecord; resolved: Resolutions; o: MeshOptions; state: DesiredHostState }>();
+interface BuiltMesh {
+  peers: MeshOwnerState['peers'];
+  self: RelayRecord;
+  resolved: Resolutions;
+  o: MeshOptions;
+  state: DesiredHostState;
+}
+const lastMesh = new WeakMap<MeshOwnerState['peers'], BuiltMesh>();
+const lastOfSelf = new WeakMap<RelayRecord, BuiltMesh>();
 function desiredMesh(s: MeshOwnerState, o: MeshOptions): DesiredHostState {
   const self = s.self!;
   const last = lastMesh.get(s.peers);
   if (last && last.self === self && last.resolved === s.resolved && last.o === o) return last.state;
-  const state = desiredMeshState(self, s.peers.values(), o, s.resolved);
-  lastMesh.set(s.peers, { self, resolved: s.resolved, o, state });
+  const prev = lastOfSelf.get(self);
+  const change = prev && prev.resolved === s.resolved && prev.o === o ? orderedChangesBetween(prev.peers, s.peers) : null;
+  const state =
+    (prev && change && patchedMeshState(prev.state, prev.peers, change, self, s.peers, o, s.resolved)) ??
+    desiredMeshState(self, s.peers.values(), o, s.resolved);
+  const built = { peers: s.peers, self, resolved: s.resolved, o, state };
+  lastMesh.set(s.peers, built);
+  lastOfSelf.set(self, built);
   return state;
 }
 
