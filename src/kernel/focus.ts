@@ -257,10 +257,12 @@ export function mayReachBeyond(ops: readonly KernelOp[], host: HostState): boole
   if (removed.length === 0) return false;
   const gone = new Set(ops.flatMap((op) => (op.op === 'link.del' ? [op.dev] : [])));
   const ipOf = (cidr: string) => canonicalIp(cidr.split('/')[0]!);
-  return removed.some(({ dev, cidr }) => {
-    const ip = ipOf(cidr);
-    return ![...host.devices.values()].some((d) => d.name !== dev && !gone.has(d.name) && d.addresses.some((a) => ipOf(a) === ip));
-  });
+  const heldElsewhere = (dev: string, ip: string): boolean => {
+    // Stops at the first device that holds it (every mesh link holds the relay's mesh address).
+    for (const d of host.devices.values()) if (d.name !== dev && !gone.has(d.name) && d.addresses.some((a) => ipOf(a) === ip)) return true;
+    return false;
+  };
+  return removed.some(({ dev, cidr }) => !heldElsewhere(dev, ipOf(cidr)));
 }
 
 /** The scope's owner is another (a new device prefix, rule range, sysctls or tables): whole-scope rounds only. */
