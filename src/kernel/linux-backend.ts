@@ -31,6 +31,7 @@ import {
   routesOf,
   rulesOf,
   sysctlValues,
+  type DumpPeer,
   type IpAddrJson,
   type IpRouteJson,
   type IpRuleJson,
@@ -39,6 +40,7 @@ import {
   type NftMapJson,
 } from './linux-parse.ts';
 import { canonicalHostState } from './host-text.ts';
+import { parseUapiPeers, uapiGet } from './wg-uapi.ts';
 import { focusedDevices, restrict, type Focus } from './focus.ts';
 
 /** From this many devices on, their WireGuard state is read with one `wg show all dump`. */
@@ -73,7 +75,8 @@ export interface LinuxKernelBackendOptions {
  * Reading sees only owned devices that exist as links in this namespace: `wg show all dump` (which
  * reads the state of three devices or more in one process) also lists the wireguard-go sockets of
  * other namespaces, whose directory is shared, and those are dropped. Device names must therefore be
- * unique on the machine.
+ * unique on the machine. The observer reads a wireguard-go device's peers from its control socket
+ * (found by name in that shared directory; the device's own lines, its private key first, are skipped).
  *
  * nftables: only tables of family inet named in the scope are read or changed, never the rest of the
  * ruleset. A table is written in one `nft -f -` transaction (create if absent, delete, create with its
@@ -177,10 +180,33 @@ export class LinuxKernelBackend implements KernelBackend {
     return focus ? restrict(state, focus) : state;
   }
 
+  /**
+   * The peers of `devices` that exist: a wireguard-go device's from its control socket (no process),
+   * the others' (kernel devices, or a socket that did not answer) as `wg show` lists them.
+   */
   async observe(devices: string[]): Promise<PeerObservation[]> {
-    const present = new Set((await this.json<{ ifname: string }[]>(READ.links)).map((l) => l.ifname));
-    const dumps = await this.wgDumps(devices.filter((d) => present.has(d)));
-    return [...dumps].flatMap(([dev, dump]) => parseDump(dump).peers.map((p) => observation(dev, p)));
+    const bySocket = new Map<string, DumpPeer[]>();
+    await Promise.all(
+      devices
+        .filter((d) => existsSync(socketOf(d)))
+        .map(async (d) => {
+          try {
+            bySocket.set(d, parseUapiPeers(await uapiGet(socketOf(d), this.timeoutMs)));
+          } catch (e) {
+            this.log.debug({ dev: d, err: String(e) }, 'the control socket did not answer: reading the device with wg');
+          }
+        }),
+    );
+    const rest = devices.filter((d) => !bySocket.has(d));
+    const dumps = new Map<string, string>();
+    if (rest.length > 0) {
+      const present = new Set((await this.json<{ ifname: string }[]>(READ.links)).map((l) => l.ifname));
+      for (const [dev, dump] of await this.wgDumps(rest.filter((d) => present.has(d)))) dumps.set(dev, dump);
+    }
+    return devices.flatMap((dev) => {
+      const peers = bySocket.get(dev) ?? (dumps.has(dev) ? parseDump(dumps.get(dev)!).peers : []);
+      return peers.map((p) => observation(dev, p));
+    });
   }
 
   /**
@@ -275,7 +301,7 @@ export class LinuxKernelBackend implements KernelBackend {
    * name still runs (in another namespace, or hung), which is an error.
    */
   private async awaitSocketGone(op: KernelOp & { dev: string }): Promise<void> {
-    const socket = `${WG_SOCKET_DIR}/${op.dev}.sock`;
+    const socket = socketOf(op.dev);
     const deadline = Date.now() + SOCKET_GRACE_MS;
     while (existsSync(socket) && Date.now() < deadline) await sleep(50);
     if (!existsSync(socket)) return;
@@ -368,6 +394,8 @@ const withoutBanner = (stderr: string) =>
     .trim();
 
 /** Whether a process listens on a unix socket (a stale socket file refuses connections). */
+const socketOf = (dev: string) => `${WG_SOCKET_DIR}/${dev}.sock`;
+
 function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ path });

@@ -455,8 +455,18 @@ function relayArgv(m: Manifest, r: SimRelay): string[] {
   ];
 }
 
+/**
+ * A relay's wireguard-go processes inherit its environment. Go's default runs each on every core; the
+ * sim runs one per link end on a few cores, where each process's threads only take turns with the
+ * others' (and spin looking for work): one thread each carried 0.95 of a 100 Mbit/s cap through a
+ * measurement where the default carried 0.82 (docs/proof-of-bandwidth.md, "Measuring"). The caller's
+ * GOMAXPROCS wins.
+ */
+const RELAY_GOMAXPROCS = '1';
+
 function startRelay(sim: Sim, r: SimRelay): SimProcess {
-  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), loggingEnv(sim.m));
+  const env = loggingEnv(sim.m, { GOMAXPROCS: process.env.GOMAXPROCS ?? RELAY_GOMAXPROCS });
+  return spawnRecorded(sim, { kind: 'relay', name: r.id, namespace: r.namespace, log: join(r.stateDir, 'relay.log') }, relayArgv(sim.m, r), env);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyPlan } from '../../src/kernel/execute.ts';
 import { MAIN_TABLE, PORT_MAP, type DesiredHostState, type KernelScope } from '../../src/kernel/host-state.ts';
 import { LinuxKernelBackend } from '../../src/kernel/linux-backend.ts';
+import { observation, parseDump } from '../../src/kernel/linux-parse.ts';
 import { canonicalHostState, nftDigest, stripDesired } from '../../src/kernel/host-text.ts';
 import { planKernel } from '../../src/kernel/plan.ts';
 import { clientNftBody } from '../../src/kernel/clients.ts';
@@ -219,6 +220,22 @@ describe('LinuxKernelBackend with wireguard-go in two network namespaces', () =>
       rx = (await backends.a.observe([DEV.a]))[0]!.rxBytes;
     }
     expect(rx).toBeGreaterThan(first!.rxBytes);
+  });
+
+  it('observes a wireguard-go device from its control socket, as `wg show` lists it, without a process', async () => {
+    const commands = backends.a.commands;
+    const [viaSocket] = await backends.a.observe([DEV.a]);
+    expect(backends.a.commands).toBe(commands);
+    const dump = await inNs('a', 'wg', 'show', DEV.a, 'dump');
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const [viaWg] = parseDump(dump.stdout).peers.map((p) => observation(DEV.a, p));
+    // The counters move between the two readings (keepalives): the rest is the same.
+    expect({ ...viaSocket, rxBytes: 0, txBytes: 0 }).toEqual({ ...viaWg, rxBytes: 0, txBytes: 0 });
+    expect(viaSocket!.rxBytes).toBeLessThanOrEqual(viaWg!.rxBytes);
+    expect(viaSocket!.rxBytes).toBeGreaterThan(0);
+    // A device without a socket is looked for with `ip` (and is not there).
+    expect(await backends.a.observe([`${SCOPE.a.devicePrefix}gone`])).toEqual([]);
+    expect(backends.a.commands).toBeGreaterThan(commands);
   });
 
   it('reads back exactly the desired state, so a second plan is empty', async () => {
