@@ -7,7 +7,7 @@
 import { decideExpiry, expireSeconds } from './admission.ts';
 import { closeEntrySessions, closeExpired } from './client-store.ts';
 import { conclude, overdueMeasurements } from './measurements.ts';
-import type { Sql } from './db.ts';
+import { transaction, type Sql } from './db.ts';
 import type { SigningKey } from './sign.ts';
 import * as store from './store.ts';
 
@@ -24,7 +24,7 @@ export async function sweepTopology(sql: Sql, key: SigningKey, causationId: stri
   const none: SweepResult = { swept: false, sessionsExpired: 0, relaysExpired: [], measurementsConcluded: 0 };
   const expireAfter = expireSeconds(await store.relayExpireSetting(sql), heartbeatSeconds);
   if (!(await store.sweepDue(sql, expireAfter))) return none;
-  return sql.begin(async (tx) => {
+  return transaction(sql, async (tx) => {
     if (!(await store.tryLockTopology(tx))) return none;
     const sessions = await closeExpired(tx, key, causationId);
     const relays = await store.silentRelays(tx, expireAfter);

@@ -9,7 +9,7 @@
 // anything happened.
 import { BanRequestSchema, type BanResponse } from '../../../src/contract/api-relays.ts';
 import { closeEntrySessions } from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
@@ -25,7 +25,7 @@ Deno.serve(
       const req = parseRequest(BanRequestSchema, body);
       Object.assign(log, { relayId: req.relayId, banned: req.banned });
       const key = await store.topologySigningKey(env.signingSeed);
-      const result = await db(env.dbUrl, FN).begin(async (tx) => {
+      const result = await transaction(db(env.dbUrl, FN), async (tx) => {
         await store.lockTopology(tx);
         const revision = async () => (await store.currentRevision(tx)).revision;
         if (!req.banned) {

@@ -6,7 +6,7 @@
 import { ClientReadyRequestSchema, type ClientReadyResponse } from '../../../src/contract/api-relays.ts';
 import { sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay, requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
@@ -22,7 +22,7 @@ Deno.serve(
       const req = parseRequest(ClientReadyRequestSchema, body);
       Object.assign(log, { relayId: req.relayId, sessionId: req.sessionId, exit: req.exitId });
       authorizeRelay(principal, req.relayId);
-      const confirmed = await db(env.dbUrl, FN).begin(async (tx) => {
+      const confirmed = await transaction(db(env.dbUrl, FN), async (tx) => {
         // Pipelined: one round trip for the lock and both reads (the server runs them in order).
         const [, , s] = await Promise.all([store.lockTopology(tx), store.refuseBanned(tx, req.relayId, principal), clients.sessionById(tx, req.sessionId)]);
         if (!s) throw unknownSession({ sessionId: req.sessionId });

@@ -24,7 +24,7 @@ import {
   type StoredSession,
 } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
@@ -49,7 +49,7 @@ Deno.serve(
         checkAnonymous(principal, limitSettings, FN);
         await limits.enforceRateLimit(sql, principal, 'connect', limitSettings, log);
       }
-      const opened = await sql.begin(async (tx) => {
+      const opened = await transaction(sql, async (tx) => {
         // Reads that do not wait for each other's answers go out together (pipelined; the server runs
         // them in order): the lock is held for a few round trips, not one per statement.
         const [, settings, expired] = await Promise.all([store.lockTopology(tx), clients.clientSettings(tx), clients.closeExpired(tx, key, requestId)]);
@@ -122,7 +122,7 @@ Deno.serve(
       if (waited.kind === 'confirmed') done = waited.session;
       else {
         // Out of time: close it, unless the confirmation came in at the last moment.
-        const last = await sql.begin(async (tx) => {
+        const last = await transaction(sql, async (tx) => {
           await store.lockTopology(tx);
           const s = await clients.sessionById(tx, session.id);
           if (!s) throw new Error(`session ${session.id} vanished`);

@@ -5,7 +5,7 @@
 import { RelayIdRequestSchema, type DeregisterResponse } from '../../../src/contract/api-relays.ts';
 import { decideDeregister } from '../_shared/admission.ts';
 import { closeEntrySessions } from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
@@ -21,7 +21,7 @@ Deno.serve(
       log.relayId = relayId;
       authorizeRelay(principal, relayId);
       const key = await store.topologySigningKey(env.signingSeed);
-      const result = await db(env.dbUrl, FN).begin(async (tx) => {
+      const result = await transaction(db(env.dbUrl, FN), async (tx) => {
         await store.lockTopology(tx);
         await store.refuseBanned(tx, relayId, principal);
         const decision = decideDeregister(await store.storedRelay(tx, relayId), relayId);

@@ -4,7 +4,7 @@
 import { DisconnectClientRequestSchema, type DisconnectClientResponse } from '../../../src/contract/api-clients.ts';
 import { maySee, sessionClosed, unknownSession, type StoredSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { serveFunction } from '../_shared/serve.ts';
 import * as store from '../_shared/store.ts';
@@ -20,7 +20,7 @@ Deno.serve(
         throw new HttpError(403, 'forbidden', 'only the service role closes sessions with reason "removed"', 'reason');
       }
       const key = await store.topologySigningKey(env.signingSeed);
-      const r = await db(env.dbUrl, FN).begin(async (tx) => {
+      const r = await transaction(db(env.dbUrl, FN), async (tx) => {
         await store.lockTopology(tx);
         if (principal.role === 'relay') await store.refuseBanned(tx, principal.relayId, principal);
         let s: StoredSession | null;

@@ -8,7 +8,7 @@
 import { EnrollRelayRequestSchema, type EnrollRelayResponse } from '../../../src/contract/api-community.ts';
 import { signHs256 } from '../../../src/contract/jwt.ts';
 import { decideEnroll } from '../_shared/community.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { RELAY_TOKEN_ISSUER, requireRole } from '../_shared/jwt.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
@@ -31,7 +31,7 @@ Deno.serve(
       const req = parseRequest(EnrollRelayRequestSchema, body);
       Object.assign(log, { relayId: req.relayId, operatorId: principal.userId });
       const key = await store.topologySigningKey(env.signingSeed);
-      const out = await db(env.dbUrl, FN).begin(async (tx) => {
+      const out = await transaction(db(env.dbUrl, FN), async (tx) => {
         await store.lockTopology(tx);
         await store.refuseBanned(tx, req.relayId, principal);
         const settings = await standing.communitySettings(tx);

@@ -5,7 +5,7 @@
 import { HeartbeatRequestSchema, type HeartbeatResponse } from '../../../src/contract/api-relays.ts';
 import { relayBusCredential } from '../_shared/bus.ts';
 import { decideHeartbeat } from '../_shared/admission.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { sweepRateLimits } from '../_shared/limit-store.ts';
@@ -24,7 +24,7 @@ Deno.serve(
       authorizeRelay(principal, relayId);
       const sql = db(env.dbUrl, FN);
       // No topology lock: a heartbeat only reads and touches its own row.
-      const result = await sql.begin(async (tx) => {
+      const result = await transaction(sql, async (tx) => {
         await store.refuseBanned(tx, relayId, principal);
         const decision = decideHeartbeat(await store.touchActive(tx, relayId), relayId);
         if (decision.action === 'reject') throw refused(decision.refusal);

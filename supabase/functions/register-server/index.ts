@@ -10,7 +10,7 @@ import { decide } from '../_shared/admission.ts';
 import { relayBusCredential } from '../_shared/bus.ts';
 import { allocate } from '../_shared/addresses.ts';
 import { openSessionRecords } from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { openMeasurementsOf } from '../_shared/measurements.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
@@ -46,7 +46,7 @@ Deno.serve(
       // Under the lock, statements that do not wait for each other's answers go out together
       // (postgres.js pipelines them on the transaction's connection; the server runs them in order), so
       // that the lock is held for a few round trips, not one per statement (bench:admission).
-      const result = await sql.begin(async (tx) => {
+      const result = await transaction(sql, async (tx) => {
         const [, , existing, holder] = await Promise.all([
           store.lockTopology(tx),
           store.refuseBanned(tx, req.relayId, principal),

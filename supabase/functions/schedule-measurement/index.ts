@@ -6,7 +6,7 @@
 // A relay with a measurement still open (not concluded, not past its grace) is refused (409).
 import { ScheduleMeasurementRequestSchema, type ScheduleMeasurementResponse } from '../../../src/contract/api-pob.ts';
 import { DEFAULT_BACKGROUND_SHARE, REPORT_GRACE_SECONDS, type Measurement } from '../../../src/contract/pob-measure.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
@@ -22,7 +22,7 @@ Deno.serve(
       const req = parseRequest(ScheduleMeasurementRequestSchema, body);
       Object.assign(log, { relayId: req.relayId });
       const key = await store.topologySigningKey(env.signingSeed);
-      const out = await db(env.dbUrl, FN).begin(async (tx) => {
+      const out = await transaction(db(env.dbUrl, FN), async (tx) => {
         await store.lockTopology(tx);
         const target = await store.storedRelay(tx, req.relayId);
         if (target?.status !== 'active') throw new HttpError(404, 'unknown_relay', `relay ${req.relayId} is not an active relay`, 'relayId');

@@ -7,7 +7,7 @@
 import { SetRelayStateRequestSchema, type SetRelayStateResponse } from '../../../src/contract/api-community.ts';
 import * as clients from '../_shared/client-store.ts';
 import { decideSetState } from '../_shared/community.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { refused, serveFunction } from '../_shared/serve.ts';
@@ -24,7 +24,7 @@ Deno.serve(
       const req = parseRequest(SetRelayStateRequestSchema, body);
       Object.assign(log, { relayId: req.relayId, want: req.state });
       const key = await store.topologySigningKey(env.signingSeed);
-      const out = await db(env.dbUrl, FN).begin(async (tx) => {
+      const out = await transaction(db(env.dbUrl, FN), async (tx) => {
         await store.lockTopology(tx);
         const d = decideSetState(
           req.relayId,

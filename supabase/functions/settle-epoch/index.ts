@@ -8,7 +8,7 @@
 import { SettleEpochRequestSchema, type SettleEpochResponse } from '../../../src/contract/api-pob.ts';
 import type { LinkReceipt } from '../../../src/contract/pob-receipts.ts';
 import { settleEpoch } from '../../../src/contract/pob-settle.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
@@ -29,7 +29,7 @@ Deno.serve(
       if ((epoch + 1) * epochSeconds > Date.now() / 1000)
         throw new HttpError(409, 'epoch_open', `epoch ${epoch} ends at ${(epoch + 1) * epochSeconds}: it is not over yet`, 'epoch');
       const key = await store.topologySigningKey(env.signingSeed);
-      const result = await sql.begin(async (tx) => {
+      const result = await transaction(sql, async (tx) => {
         // It appends EpochSettled (and the disputes): the topology's lock, as every writer of events.
         await store.lockTopology(tx);
         const rows = await tx`

@@ -8,7 +8,7 @@
 // (409): a party signs one report; a report after the conclusion is refused (409) and not kept.
 import { EPOCH_CLOCK_SLACK_SECONDS, SubmitMeasurementRequestSchema, type SubmitMeasurementResponse } from '../../../src/contract/api-pob.ts';
 import { verifyReport, type SignedReport, type UnsignedReport } from '../../../src/contract/pob-measure.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { allReported, conclude, measurementById, reportsOf, stateOf } from '../_shared/measurements.ts';
@@ -42,7 +42,7 @@ Deno.serve(
         throw new HttpError(403, 'bad_signature', `not a signature by ${req.relayId}'s identity key over its report of measurement ${m.id}`, 'signature');
       }
       const key = await store.topologySigningKey(env.signingSeed);
-      const result = await sql.begin(async (tx) => {
+      const result = await transaction(sql, async (tx) => {
         // The topology lock first, as every writer of measurements takes it (schedule, sweep): a
         // measurement's reports and its conclusion are one order. Reports are few (its parties').
         await store.lockTopology(tx);

@@ -12,7 +12,7 @@ import {
   type SubmitReceiptsResponse,
 } from '../../../src/contract/api-pob.ts';
 import { verifyEpoch } from '../../../src/contract/pob-receipts.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { authorizeRelay } from '../_shared/jwt.ts';
 import { serveFunction } from '../_shared/serve.ts';
@@ -42,7 +42,7 @@ Deno.serve(
         if (verdict.reason === 'bad-signature') throw new HttpError(403, 'bad_signature', verdict.message, 'signature');
         throw new HttpError(400, 'invalid_request', verdict.message, verdict.reason === 'root-mismatch' ? 'root' : 'receipts');
       }
-      const stored = await sql.begin(async (tx) => {
+      const stored = await transaction(sql, async (tx) => {
         const [inserted] = await tx`
           insert into relaynet.pob_roots (relay_id, epoch, epoch_seconds, count, root, signature)
           values (${req.relayId}, ${req.epoch}, ${req.epochSeconds}, ${root.count}, ${req.root}, ${req.signature})

@@ -9,7 +9,7 @@
 import { SwitchExitRequestSchema, type SwitchExitResponse } from '../../../src/contract/api-clients.ts';
 import { chooseNewExit, clientConfig, livenessSeconds, maySee, renderWgQuick, sessionClosed, unknownSession } from '../_shared/clients.ts';
 import * as clients from '../_shared/client-store.ts';
-import { db } from '../_shared/db.ts';
+import { db, transaction } from '../_shared/db.ts';
 import { HttpError, json, parseRequest } from '../_shared/http.ts';
 import { requireRole } from '../_shared/jwt.ts';
 import * as limits from '../_shared/limit-store.ts';
@@ -33,7 +33,7 @@ Deno.serve(
         checkAnonymous(principal, limitSettings, FN);
         await limits.enforceRateLimit(sql, principal, 'switch', limitSettings, log);
       }
-      const r = await sql.begin(async (tx) => {
+      const r = await transaction(sql, async (tx) => {
         await store.lockTopology(tx);
         const s = await clients.sessionById(tx, req.sessionId);
         if (!s || !maySee(principal, s)) throw unknownSession({ sessionId: req.sessionId });
