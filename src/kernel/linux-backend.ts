@@ -393,9 +393,10 @@ const withoutBanner = (stderr: string) =>
     .join('\n')
     .trim();
 
-/** Whether a process listens on a unix socket (a stale socket file refuses connections). */
+/** A wireguard-go device's control socket. */
 const socketOf = (dev: string) => `${WG_SOCKET_DIR}/${dev}.sock`;
 
+/** Whether a process listens on a unix socket (a stale socket file refuses connections). */
 function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ path });

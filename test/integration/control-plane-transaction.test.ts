@@ -48,16 +48,21 @@ describe('control-plane transactions on a connection of their own', () => {
     return errors;
   };
 
+  /** The pool closed, and the table emptied for the next test. */
+  const endAndEmpty = async (sql: postgres.Sql) => {
+    await sql.end({ timeout: 5 });
+    const clean = postgres(pg.url, { max: 1 });
+    await clean`truncate storm`;
+    await clean.end();
+  };
+
   it('sql.begin fails under the storm (the bug this works around)', async () => {
     const sql = pool(pg.url, 2);
     try {
       const errors = await storm(sql, (body) => sql.begin((c) => body(c)));
       expect(errors.filter((e) => e === 'UNSAFE_TRANSACTION').length, `errors: ${errors.join(', ')}`).toBeGreaterThan(0);
     } finally {
-      await sql.end({ timeout: 5 });
-      const clean = postgres(pg.url, { max: 1 });
-      await clean`truncate storm`;
-      await clean.end();
+      await endAndEmpty(sql);
     }
   }, 120_000);
 
@@ -82,10 +87,7 @@ describe('control-plane transactions on a connection of their own', () => {
         expect(rolled!.count).toBe(0);
         expect(await onOwnConnection(sql, async (c) => (await c`select 7 as x`)[0]!.x)).toBe(7);
       } finally {
-        await sql.end({ timeout: 5 });
-        const clean = postgres(pg.url, { max: 1 });
-        await clean`truncate storm`;
-        await clean.end();
+        await endAndEmpty(sql);
       }
     }, 120_000);
   }
