@@ -81,7 +81,11 @@ describe('docker-compose.yml', () => {
       expect((await inside(id)(['stat', '-c', '%a', RELAY_TOKEN_FILE])).trim(), `${id}: token file mode`).toBe('600');
       expect((await inside(id)(SECRET_FILE_SEARCH)).trim(), `${id}: secret files`).toBe('');
     }
-    expect(await callFunctionWithRelayToken(inside('relay-1'), 'heartbeat', { relayId: 'relay-2' }), "relay-1's token for relay-2").toBe(403);
+    const cpId = (await run(['ps', '-q', 'control-plane'])).stdout.trim();
+    const cpAddress = (await execa('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', cpId])).stdout
+      .trim()
+      .split(' ')[0]!;
+    expect(await callFunctionWithRelayToken(inside('relay-1'), 'heartbeat', { relayId: 'relay-2' }, cpAddress), "relay-1's token for relay-2").toBe(403);
     const s1 = await status('relay-1');
     expect(s1.relays.map((r) => r.id).sort()).toEqual(IDS);
     const exit = s1.relays.find((r) => r.id === 'relay-2')!.endpoint.split(':')[0]!;

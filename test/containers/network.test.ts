@@ -110,9 +110,10 @@ describe('a relay network in containers', () => {
       expect((await relay(id).exec(['sh', '-c', 'env | grep -ci service'])).stdout.trim(), `${id}: environment`).toBe('0');
     }
     // The same token speaks for its own relay, and for no other.
-    expect(await relay('relay-1').callFunction('heartbeat', { relayId: 'relay-1' })).toBe(200);
-    expect(await relay('relay-1').callFunction('heartbeat', { relayId: 'relay-2' })).toBe(403);
-    expect(await relay('relay-3').callFunction('deregister', { relayId: 'relay-2' })).toBe(403);
+    const at = cp.getIpAddress(net.getName());
+    expect(await relay('relay-1').callFunction('heartbeat', { relayId: 'relay-1' }, at)).toBe(200);
+    expect(await relay('relay-1').callFunction('heartbeat', { relayId: 'relay-2' }, at)).toBe(403);
+    expect(await relay('relay-3').callFunction('deregister', { relayId: 'relay-2' }, at)).toBe(403);
   }, 60_000);
 
   it("a stock WireGuard client enters at relay-1, leaves at relay-2, and is seen with relay-2's address", async () => {

@@ -129,13 +129,19 @@ export function jwtClaims(token: string): Record<string, unknown> {
 
 /**
  * From inside a relay container (`run` executes argv there): POST `body` as JSON to the control plane's
- * function `name` (SUPABASE_URL) with the token in RELAY_TOKEN_FILE; the HTTP status.
+ * function `name` (SUPABASE_URL) with the token in RELAY_TOKEN_FILE; the HTTP status. The URL's host
+ * name is pinned to `cpAddress` (curl --resolve), which the caller reads from the engine: the container's
+ * resolver (Docker's embedded DNS) is not what these calls test, and twice in CI it left curl's lookup
+ * of the control plane unanswered for 10 s (not reproduced in three runs of the suite alone).
  */
-export async function callFunctionWithRelayToken(run: (argv: string[]) => Promise<string>, name: string, body: unknown): Promise<number> {
+export async function callFunctionWithRelayToken(run: (argv: string[]) => Promise<string>, name: string, body: unknown, cpAddress: string): Promise<number> {
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(cpAddress)) throw new Error(`${name}: not an IPv4 address for the control plane (${JSON.stringify(cpAddress)})`);
   const script =
-    'curl -sS -o /dev/null -w "%{http_code}" --max-time 10 -X POST -H "Authorization: Bearer $(cat "$1")" ' +
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the shell's parameter expansion (the URL's host:port)
+    'hp=${SUPABASE_URL#*://}; hp=${hp%%/*}; ' +
+    'curl -sS -o /dev/null -w "%{http_code}" --max-time 10 --resolve "$hp:$4" -X POST -H "Authorization: Bearer $(cat "$1")" ' +
     '-H "Content-Type: application/json" --data "$2" "$SUPABASE_URL/functions/v1/$3"';
-  const status = (await run(['sh', '-c', script, 'call', RELAY_TOKEN_FILE, JSON.stringify(body), name])).trim();
+  const status = (await run(['sh', '-c', script, 'call', RELAY_TOKEN_FILE, JSON.stringify(body), name, cpAddress])).trim();
   if (!/^\d{3}$/.test(status)) throw new Error(`${name}: no HTTP status (${JSON.stringify(status)})`);
   return Number(status);
 }
@@ -338,9 +344,9 @@ export class StartedRelayContainer extends AbstractStartedContainer {
     return jwtClaims(await exec(this, ['cat', RELAY_TOKEN_FILE], this.relayId));
   }
 
-  /** POST `body` to the control plane's function `name` from inside the container, with the relay's own token: the HTTP status. */
-  callFunction(name: string, body: unknown): Promise<number> {
-    return callFunctionWithRelayToken((argv) => exec(this, argv, this.relayId), name, body);
+  /** POST `body` to the control plane's function `name` (at `cpAddress`) from inside the container, with the relay's own token: the HTTP status. */
+  callFunction(name: string, body: unknown, cpAddress: string): Promise<number> {
+    return callFunctionWithRelayToken((argv) => exec(this, argv, this.relayId), name, body, cpAddress);
   }
 
   /** `wg show all dump` rows: device, then the peer's fields. */
