@@ -47,7 +47,7 @@ export type WorkerRequest =
   | { op: 'start'; members: { index: number; token: string; real?: RealHost }[] } // null, once all serve
   | { op: 'real'; peers: string[] | null } // RealReport[]: its real relays' kernel work and their links to `peers` (null: all)
   | { op: 'folded'; revision: number; timeoutMs: number } // epoch ms all its relays had folded it, or null at the timeout
-  | { op: 'settled' } // boolean: every relay settled
+  | { op: 'settled' } // Unsettled: its relays that are not settled (0 when all are), and why
   | { op: 'counters' } // { [relayId]: { applied, resyncs } }
   | { op: 'stop'; ids: string[] } // null, once they are done
   | { op: 'cpu' } // CPU ms of this process
@@ -56,6 +56,14 @@ export type WorkerRequest =
   | { op: 'profile'; file: string | null } // start a CPU profile (file: where stop will write it), or stop and write it
   | { op: 'mem-now' } // { rss, heapUsed, heapTotal } bytes as they are (no collection first), spaces: the large heap spaces' MiB used/size
   | { op: 'heap-snapshot'; file: string }; // write a V8 heap snapshot of this worker (after a full GC)
+
+/** A worker's relays that are not settled: how many, how many of them with a busy kernel actor, the events they have yet to publish, one of them. */
+export interface Unsettled {
+  relays: number;
+  kernelBusy: number;
+  eventsPending: number;
+  example: string | null;
+}
 
 const epoch = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -150,8 +158,18 @@ async function handle(req: WorkerRequest): Promise<unknown> {
         return d ? [{ id, work: d.kernelWork(), links: Object.fromEntries(d.linkStates(req.peers ?? undefined)) }] : [];
       });
     }
-    case 'settled':
-      return [...fleet.values()].every((d) => d.progress().settled);
+    case 'settled': {
+      const u: Unsettled = { relays: 0, kernelBusy: 0, eventsPending: 0, example: null };
+      for (const [id, d] of fleet) {
+        const p = d.progress();
+        if (p.settled) continue;
+        u.relays++;
+        if (p.kernel !== null && p.kernel !== 'idle') u.kernelBusy++;
+        u.eventsPending += p.eventsPending;
+        u.example ??= `${id} (kernel ${p.kernel ?? 'not running'}, ${p.eventsPending} events to publish)`;
+      }
+      return u;
+    }
     case 'counters':
       return Object.fromEntries(
         [...fleet].map(([id, d]) => {

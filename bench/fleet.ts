@@ -77,7 +77,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { RealHost, RealReport, WorkerRequest } from './fleet-worker.ts';
+import type { RealHost, RealReport, Unsettled, WorkerRequest } from './fleet-worker.ts';
 import { startLocalControlPlane } from '../src/control-plane/local.ts';
 import { rootLogger } from '../src/lib/logger.ts';
 import { addBridge, addNetns, attachToBridge, deleteNetns, netnsPids, signal, WG_SOCKET_DIR, wgSocketNames } from '../src/sim/netns.ts';
@@ -246,13 +246,15 @@ const sub = observer.subscribe('relaynet.topology.>');
 const relayEvents = new Map<string, number>();
 let relayEventsOn = false;
 let lastRelayEventAt = 0;
+/** The same, always, since the waiting for the fleet to settle last said what it saw. */
+const recentRelayEvents = new Map<string, number>();
 const relaySub = observer.subscribe('relaynet.relay.>');
 void (async () => {
   for await (const m of relaySub) {
     lastRelayEventAt = now();
-    if (!relayEventsOn) continue;
     const type = m.subject.slice(m.subject.lastIndexOf('.') + 1);
-    relayEvents.set(type, (relayEvents.get(type) ?? 0) + 1);
+    recentRelayEvents.set(type, (recentRelayEvents.get(type) ?? 0) + 1);
+    if (relayEventsOn) relayEvents.set(type, (relayEvents.get(type) ?? 0) + 1);
   }
 })();
 void (async () => {
@@ -527,15 +529,36 @@ async function growTo(n: number): Promise<number> {
 
 /**
  * Until every relay has done and published all that came before (its kernel idle, no event waiting to
- * be published) and none has arrived on the stream for a second: an idle window must be idle.
+ * be published) and none has arrived on the stream for a second: an idle window must be idle. Every
+ * 30 s of waiting it says what keeps the fleet busy: the relays not settled, and the relay events that
+ * arrived meanwhile by type.
  */
-const quiet = () =>
-  until(
+async function quiet(): Promise<number> {
+  let saidAt = now();
+  recentRelayEvents.clear();
+  return until(
     'every relay to settle and publish all its events',
-    async () => now() - lastRelayEventAt > 1_000 && (await askAll<boolean>({ op: 'settled' })).every(Boolean),
+    async () => {
+      const unsettled = await askAll<Unsettled>({ op: 'settled' });
+      const relays = unsettled.reduce((a, u) => a + u.relays, 0);
+      if (relays === 0 && now() - lastRelayEventAt > 1_000) return true;
+      if (now() - saidAt >= 30_000) {
+        const kernelBusy = unsettled.reduce((a, u) => a + u.kernelBusy, 0);
+        const pending = unsettled.reduce((a, u) => a + u.eventsPending, 0);
+        const example = unsettled.find((u) => u.example)?.example;
+        const events = [...recentRelayEvents].sort((a, b) => b[1] - a[1]).map(([t, c]) => `${t} ${c}`);
+        out(
+          `  settling: ${relays} relays not settled (${kernelBusy} with a busy kernel actor, ${pending} events to publish${example ? `; e.g. ${example}` : ''}); relay events in the last ${((now() - saidAt) / 1000).toFixed(0)} s: ${events.join(', ') || 'none'}`,
+        );
+        saidAt = now();
+        recentRelayEvents.clear();
+      }
+      return false;
+    },
     1_800_000,
     250,
   );
+}
 
 async function measureAt(n: number): Promise<Figures> {
   const growS = await growTo(n);

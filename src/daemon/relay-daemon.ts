@@ -31,6 +31,10 @@ export interface RelayProgress {
   counters: TopologyCounters;
   /** Nothing left to do for now: the kernel actor is idle and no relay event waits to be published. */
   settled: boolean;
+  /** The kernel actor's state (`idle` when it has nothing to do), or null before it runs. */
+  kernel: string | null;
+  /** Relay events waiting to be published. */
+  eventsPending: number;
 }
 
 export interface RelayDaemon {
@@ -231,11 +235,14 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
     progress: () => {
       const s = actor.getSnapshot();
       const kernelState = actor.system.get('kernel')?.getSnapshot().value;
+      const eventsPending = bus.pending();
       return {
         state: String(s.value),
         revision: s.context.view.revision,
         counters: s.context.counters,
-        settled: (kernelState === undefined || kernelState === 'idle') && bus.pending() === 0,
+        settled: (kernelState === undefined || kernelState === 'idle') && eventsPending === 0,
+        kernel: kernelState === undefined ? null : String(kernelState),
+        eventsPending,
       };
     },
     kernelWork: () => kernel.work(),
