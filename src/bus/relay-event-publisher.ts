@@ -16,6 +16,13 @@ export interface DroppedReport {
 }
 
 /**
+ * How many events a relay has out to JetStream at once, unacknowledged. One at a time, a relay published
+ * an event per round trip: in a fleet of 1,000 relays (each join gives every relay some five events)
+ * 3.3 million waited after the growth to 1,000, drained at ~1,000 events/s (bench/README.md, run 7).
+ */
+export const PUBLISH_WINDOW = 64;
+
+/**
  * Publishes a relay's own events to JetStream in order. Until the bus is first up (`attach`) and while
  * NATS is away, events wait in a bounded queue (oldest dropped and counted past `capacity`); once an
  * event goes out again, the drops since the last report are handed to `onDropped` (the relay publishes
@@ -23,6 +30,12 @@ export interface DroppedReport {
  * acknowledgement harmless.
  * Each message is signed with the relay's identity key over its exact bytes, the signature in the
  * `Relaynet-Signature` header (readers verify it, docs/events.md).
+ *
+ * Up to {@link PUBLISH_WINDOW} events are out at once, sent in order on the one connection (which keeps
+ * their order), each leaving the queue when acknowledged, in order. When one is not acknowledged, the
+ * rest of its window is let settle and all from it on are sent again, in order: those the stream stored
+ * meanwhile are duplicates it drops by their id. Events out are never dropped for capacity (the oldest
+ * waiting one is).
  */
 export class RelayEventPublisher {
   #js: JetStreamClient | null;
@@ -30,7 +43,12 @@ export class RelayEventPublisher {
   readonly #relayId: string;
   readonly #capacity: number;
   readonly #identity: KeyObject | null;
+  /** Events waiting to be sent. */
   readonly #queue: RelayEvent[] = [];
+  /** Events sent and not acknowledged yet, in the order sent (taken from the queue's head). */
+  #out: { e: RelayEvent; ack: Promise<unknown> }[] = [];
+  /** Sending is held: an event was not acknowledged, and those out settle before all are sent again. */
+  #held = false;
   #running = false;
   #closed = false;
   #wake: (() => void) | null = null;
@@ -71,14 +89,15 @@ export class RelayEventPublisher {
     if (this.#queue.length && !this.#running) void this.#run();
   }
 
+  /** Events not acknowledged yet: waiting, and out. */
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue.length + this.#out.length;
   }
 
   publish(e: RelayEvent): void {
     if (this.#closed) return;
     this.#queue.push(e);
-    if (this.#queue.length > this.#capacity) {
+    if (this.pending > this.#capacity && this.#queue.length > 0) {
       this.#queue.shift();
       this.dropped++;
       const t = this.#now();
@@ -87,39 +106,26 @@ export class RelayEventPublisher {
     }
     this.#wake?.();
     if (!this.#running && this.#js) void this.#run();
+    else this.#fill();
   }
 
   async #run(): Promise<void> {
-    const js = this.#js;
-    if (!js) return;
+    if (!this.#js) return;
     this.#running = true;
     let failures = 0;
-    while (!this.#closed && this.#queue.length) {
-      const e = this.#queue[0]!;
+    while (!this.#closed && this.pending) {
+      this.#fill();
+      const head = this.#out[0]!;
       try {
-        const data = encodeEvent(e);
-        const h = headers();
-        if (this.#identity) h.set(SIGNATURE_HEADER, signBytes(this.#identity, data));
-        await js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
-        this.#queue.shift();
-        this.published++;
-        this.#onPublished?.(e, this.#now());
-        failures = 0;
-        // The bus takes events again: say what was lost meanwhile (queued behind what waits).
-        const lost = this.#unreported;
-        if (lost && this.#onDropped) {
-          this.#unreported = null;
-          this.#log.warn({ dropped: lost.count }, 'relay events were dropped while the bus was away; reporting');
-          this.#onDropped({
-            count: lost.count,
-            capacity: this.#capacity,
-            since: new Date(lost.since).toISOString(),
-            until: new Date(lost.until).toISOString(),
-          });
-        }
+        await head.ack;
       } catch (err) {
+        // Not acknowledged: the others out settle, then all of them go back to the head of the queue, in order.
+        this.#held = true;
+        await Promise.allSettled(this.#out.map((o) => o.ack));
+        this.#queue.unshift(...this.#out.map((o) => o.e));
+        this.#out = [];
         failures++;
-        if (failures === 1) this.#log.warn({ err: String(err), pending: this.#queue.length }, 'cannot publish relay events yet, will retry');
+        if (failures === 1) this.#log.warn({ err: String(err), pending: this.pending }, 'cannot publish relay events yet, will retry');
         await new Promise<void>((r) => {
           const t = setTimeout(r, Math.min(2_000, 100 * 2 ** failures));
           this.#wake = () => {
@@ -128,15 +134,60 @@ export class RelayEventPublisher {
           };
         });
         this.#wake = null;
+        this.#held = false;
+        continue;
       }
+      this.#out.shift();
+      this.published++;
+      this.#onPublished?.(head.e, this.#now());
+      failures = 0;
+      this.#reportDrops();
     }
     this.#running = false;
+  }
+
+  /** Send what waits, in order, while fewer than {@link PUBLISH_WINDOW} are out. */
+  #fill(): void {
+    const js = this.#js;
+    if (!js || this.#held || this.#closed) return;
+    while (this.#out.length < PUBLISH_WINDOW && this.#queue.length) {
+      const e = this.#queue.shift()!;
+      const ack = this.#send(js, e);
+      ack.catch(() => {}); // handled in order by #run; never an unhandled rejection meanwhile
+      this.#out.push({ e, ack });
+    }
+  }
+
+  /** Sign and send one event: its acknowledgement. */
+  #send(js: JetStreamClient, e: RelayEvent): Promise<unknown> {
+    try {
+      const data = encodeEvent(e);
+      const h = headers();
+      if (this.#identity) h.set(SIGNATURE_HEADER, signBytes(this.#identity, data));
+      return js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** The bus takes events again: say what was lost meanwhile (queued behind what waits). */
+  #reportDrops(): void {
+    const lost = this.#unreported;
+    if (!lost || !this.#onDropped) return;
+    this.#unreported = null;
+    this.#log.warn({ dropped: lost.count }, 'relay events were dropped while the bus was away; reporting');
+    this.#onDropped({
+      count: lost.count,
+      capacity: this.#capacity,
+      since: new Date(lost.since).toISOString(),
+      until: new Date(lost.until).toISOString(),
+    });
   }
 
   /** Try to send what is queued within `timeoutMs`, then stop. */
   async close(timeoutMs = 2_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while (this.#queue.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    while (this.pending && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
     this.#closed = true;
     this.#wake?.();
   }
