@@ -33,7 +33,7 @@ export interface RelayProgress {
   settled: boolean;
   /** The kernel actor's state (`idle` when it has nothing to do), or null before it runs. */
   kernel: string | null;
-  /** Relay events waiting to be published. */
+  /** Relay events not yet published: waiting, or sent and not acknowledged. */
   eventsPending: number;
 }
 
