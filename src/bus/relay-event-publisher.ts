@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import { headers } from '@nats-io/transport-node';
+import { PUBLISH_WINDOW } from '../contract/envelope.ts';
 import type { RelayEvent } from '../contract/relay.events.ts';
 import { subjectFor } from '../contract/subjects.ts';
 import { signBytes } from '../events/signing.ts';
@@ -15,12 +16,7 @@ export interface DroppedReport {
   until: string;
 }
 
-/**
- * How many events a relay has out to JetStream at once, unacknowledged. One at a time, a relay published
- * an event per round trip: in a fleet of 1,000 relays (each join gives every relay some five events)
- * 3.3 million waited after the growth to 1,000, drained at ~1,000 events/s (bench/README.md, run 7).
- */
-export const PUBLISH_WINDOW = 64;
+export { PUBLISH_WINDOW };
 
 /**
  * Publishes a relay's own events to JetStream in order. Until the bus is first up (`attach`) and while
@@ -35,7 +31,9 @@ export const PUBLISH_WINDOW = 64;
  * their order), each leaving the queue when acknowledged, in order. When one is not acknowledged, the
  * rest of its window is let settle and all from it on are sent again, in order: those the stream stored
  * meanwhile are duplicates it drops by their id. Events out are never dropped for capacity (the oldest
- * waiting one is).
+ * waiting one is). So the stream can hold an event after up to PUBLISH_WINDOW - 1 of its successors:
+ * each event carries its `sourceSeq` (numbered when first sent), by which readers put them back in
+ * order (`SourceOrder`).
  */
 export class RelayEventPublisher {
   #js: JetStreamClient | null;
@@ -57,6 +55,8 @@ export class RelayEventPublisher {
   readonly #now: () => number;
   /** Drops not reported yet. */
   #unreported: { count: number; since: number; until: number } | null = null;
+  /** The next event's `sourceSeq`: the time of the first send in ms × 1,000, then one more per event sent. */
+  #nextSeq: number | null = null;
   published = 0;
   dropped = 0;
 
@@ -151,7 +151,10 @@ export class RelayEventPublisher {
     const js = this.#js;
     if (!js || this.#held || this.#closed) return;
     while (this.#out.length < PUBLISH_WINDOW && this.#queue.length) {
-      const e = this.#queue.shift()!;
+      const waiting = this.#queue.shift()!;
+      // Numbered once, when first sent: sent again, it is the same bytes (and the same message id).
+      this.#nextSeq ??= Math.max(0, Math.floor(this.#now())) * 1_000;
+      const e = waiting.sourceSeq === undefined ? { ...waiting, sourceSeq: this.#nextSeq++ } : waiting;
       const ack = this.#send(js, e);
       ack.catch(() => {}); // handled in order by #run; never an unhandled rejection meanwhile
       this.#out.push({ e, ack });

@@ -322,7 +322,7 @@ export class RelayReplay {
     if (ev.epoch) this.topoEpoch.set(rev, ev.epoch);
   }
 
-  /** Offer the relay's own entries, in stream order. */
+  /** Offer the relay's own entries, in the order it published them (`SourceOrder`). */
   add(e: LogEntry): void {
     if (!e.ok) {
       this.skip(e);
@@ -331,7 +331,8 @@ export class RelayReplay {
     const ev = e.event as RelayEvent;
     if (ev.source !== this.relayId) return;
     this.counts.relay++;
-    this.upTo = { seq: e.seq, time: e.time };
+    // Entries come in the order the relay published them, which can differ from the stream's a little.
+    if (!this.upTo || e.seq > this.upTo.seq) this.upTo = { seq: e.seq, time: e.time };
     this.fold(ev, e.seq, e.time);
   }
 

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
 import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
@@ -11,6 +12,8 @@ import type { RelayEvent } from '../../src/contract/relay.events.ts';
 import type { TopologyEvent } from '../../src/contract/topology.events.ts';
 import { busHeadOf, decideEpoch } from '../../src/control-plane/epoch.ts';
 import { decidePin, readPinnedKey, savePinnedKey, TopologyKeyRefused } from '../../src/daemon/topology-pin.ts';
+import type { LogEntry } from '../../src/events/log.ts';
+import { SourceOrder } from '../../src/events/source-order.ts';
 import { eventEpochVerdict, heartbeatEpochChanged, RETIRED_EPOCHS_KEPT, retireEpochs } from '../../src/events/epoch.ts';
 import { systemDeps } from '../../src/lib/deps.ts';
 import { RelayReplay } from '../../src/replay/replay.ts';
@@ -233,12 +236,14 @@ describe('the relay event publisher', () => {
    * duplicate window does); the test says which arrived (`ack`) and which were lost (`fail`).
    */
   const fakeStream = () => {
-    const out: { signal: string; id: string; arrived: boolean; ack: () => void; fail: (e: Error) => void }[] = [];
+    const out: { signal: string; event: RelayEvent; id: string; arrived: boolean; ack: () => void; fail: (e: Error) => void }[] = [];
     const js = {
       publish: (_subject: string, data: Uint8Array, opts: { msgID: string }) =>
         new Promise((resolve, reject) => {
+          const event = JSON.parse(new TextDecoder().decode(data)) as RelayEvent;
           const entry = {
-            signal: JSON.parse(new TextDecoder().decode(data)).data.signal as string,
+            signal: (event.data as { signal: string }).signal,
+            event,
             id: opts.msgID,
             arrived: false,
             ack: () => {
@@ -250,11 +255,19 @@ describe('the relay event publisher', () => {
           out.push(entry);
         }),
     };
-    const stored = () => {
+    const storedEntries = () => {
       const ids = new Set<string>();
-      return out.filter((o) => o.arrived && !ids.has(o.id) && ids.add(o.id)).map((o) => o.signal);
+      return out.filter((o) => o.arrived && !ids.has(o.id) && ids.add(o.id));
     };
-    return { js, out, stored };
+    const stored = () => storedEntries().map((o) => o.signal);
+    /** What a reader makes of the stream: its entries put back in the relay's order (`SourceOrder`). */
+    const read = () => {
+      const order = new SourceOrder();
+      const entries: LogEntry[] = storedEntries().map((o, i) => ({ ok: true, stream: 'relay', seq: i + 1, subject: 's', time: o.event.time, event: o.event }));
+      const got = [...entries.flatMap((e) => order.push(e)), ...order.flush()];
+      return got.map((e) => ((e as Extract<LogEntry, { ok: true }>).event.data as { signal: string }).signal);
+    };
+    return { js, out, stored, read };
   };
   const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -304,6 +317,43 @@ describe('the relay event publisher', () => {
     expect(p.pending).toBe(0);
     expect(p.published).toBe(6);
     expect(f.stored()).toEqual(['e0', 'e2', 'e4', 'e1', 'e3', 'e5']);
+    // Numbered when first sent, sent again with the same number: a reader puts them back in order.
+    expect(f.out.slice(5).map((o) => o.event.sourceSeq)).toEqual([1, 2, 3, 4, 5].map((i) => f.out[0]!.event.sourceSeq! + i));
+    expect(f.read()).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
+  });
+
+  it('whatever is lost and sent again, readers get every event once, in the order it was published', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat(5), { minLength: 20, maxLength: 200 }), fc.integer({ min: 20, max: 200 }), async (fates, count) => {
+        const f = fakeStream();
+        const p = new RelayEventPublisher({ js: f.js as never, relayId: 'relay-1', logger: log });
+        for (let i = 0; i < count; i++) p.publish(event(`e${i}`));
+        // Each message sent is lost where `fates` (cycled) say 0, at most twice per event, else stored;
+        // until none is pending. A new event wakes each retry from its back-off.
+        const failures = new Map<string, number>();
+        let k = 0;
+        for (let round = 0; round < 5_000; round++) {
+          await tick();
+          if (p.pending === 0) break;
+          const open = f.out.filter((o) => !o.arrived && !(o as { settled?: boolean }).settled);
+          if (!open.length) {
+            p.publish(event(`e${count++}`));
+            continue;
+          }
+          for (const o of open) {
+            (o as { settled?: boolean }).settled = true;
+            const failed = failures.get(o.id) ?? 0;
+            if (fates[k++ % fates.length] === 0 && failed < 2) {
+              failures.set(o.id, failed + 1);
+              o.fail(new Error('lost'));
+            } else o.ack();
+          }
+        }
+        expect(p.pending).toBe(0);
+        expect(f.read()).toEqual(Array.from({ length: count }, (_, i) => `e${i}`));
+      }),
+      { numRuns: 30, endOnFailure: true },
+    );
   });
 });
 

@@ -6,6 +6,7 @@ import { connectForReading, reexecInSim, simDir, simManifest, withoutSim } from 
 import { readStored } from '../../bus/event-log-reader.ts';
 import { RelayIdSchema } from '../../contract/envelope.ts';
 import { decodeStored, fromExportLine, toExportLine, type LogEntry, type StoredMessage, type Verification } from '../../events/log.ts';
+import { SourceOrder } from '../../events/source-order.ts';
 import { escapeForTerminal, jsonForTerminal } from '../../lib/terminal.ts';
 import { simVerifyArgs, verificationOf } from '../verify-options.ts';
 import { clientScope } from '../../kernel/clients.ts';
@@ -26,19 +27,26 @@ export function parseCut(s: string | undefined): ReplayCut | null {
   throw new CliError(`--to ${s}: give a relay-stream sequence (1200) or an ISO time (2026-11-25T10:00:00Z)`, 2);
 }
 
+/** What reading a relay's log found: how many of its events lay after their successors (`SourceOrder`). */
+export interface Reading {
+  reordered: number;
+}
+
 export interface Sink {
   topology(e: LogEntry): void;
   relay(e: LogEntry): void;
 }
 
 /**
- * Feed a replay from an export file: topology lines first (a second pass), then the relay's in order.
+ * Feed a replay from an export file: topology lines first (a second pass), then the relay's, in the order
+ * the relay published them (`SourceOrder`).
  * Every line is verified again (`verify`; null: `--no-verify`); a `rejected` mark in the file is ignored.
  */
-export async function fromFile(file: string, relayId: string, cut: ReplayCut | null, sink: Sink, verify: Verification | null = null): Promise<void> {
+export async function fromFile(file: string, relayId: string, cut: ReplayCut | null, sink: Sink, verify: Verification | null = null): Promise<Reading> {
   const decode = (m: StoredMessage) => (verify ? decodeStored(m, { verify }) : decodeStored(m));
   if (!existsSync(file)) throw new CliError(`--file ${file}: no such file`, 2);
   const prefix = `relaynet.relay.${relayId}.`;
+  const order = new SourceOrder();
   for (const pass of ['topology', 'relay'] as const) {
     const rl = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
     let line = 0;
@@ -61,10 +69,12 @@ export async function fromFile(file: string, relayId: string, cut: ReplayCut | n
         throw new CliError(`${file}:${line}: relay-stream sequence ${m.message.seq} after ${lastSeq}: the file is not in stream order`, 1);
       lastSeq = m.message.seq;
       if (!withinCut(m.message, cut)) break;
-      sink.relay(decode(m.message));
+      for (const e of order.push(decode(m.message))) sink.relay(e);
     }
     rl.close();
   }
+  for (const e of order.flush()) sink.relay(e);
+  return { reordered: order.reordered };
 }
 
 export async function fromNats(
@@ -74,7 +84,7 @@ export async function fromNats(
   sink: Sink,
   save: string | undefined,
   verify: Verification | null,
-): Promise<void> {
+): Promise<Reading> {
   const decode = (m: StoredMessage) => (verify ? decodeStored(m, { verify }) : decodeStored(m));
   const fd = save ? openSync(save, 'w', 0o600) : null;
   const keep = (m: StoredMessage) => {
@@ -85,11 +95,14 @@ export async function fromNats(
       keep(m);
       sink.topology(decode(m));
     }
+    const order = new SourceOrder();
     for await (const m of readStored(nc, ['relay'], { relayId }, { kind: 'all' }, cut?.kind === 'seq' ? cut.seq : undefined)) {
       if (!withinCut(m, cut)) break;
       keep(m);
-      sink.relay(decode(m));
+      for (const e of order.push(decode(m))) sink.relay(e);
     }
+    for (const e of order.flush()) sink.relay(e);
+    return { reordered: order.reordered };
   } catch (e) {
     if (e instanceof CliError) throw e;
     throw new CliError((e as Error).message, 1);
@@ -160,15 +173,20 @@ export const replay: Action = async (v, ctx) => {
     topology: (e) => replay?.addTopology(e),
     relay: (e) => (replay ? replay.add(e) : timeline!.add(e)),
   };
-  if (file) await fromFile(file, relayId, cut, sink, verify);
+  let reading: Reading;
+  if (file) reading = await fromFile(file, relayId, cut, sink, verify);
   else {
     const nc = await connectForReading(v, 'relay-core replay');
     try {
-      await fromNats(nc, relayId, cut, sink, str(v.save), verify);
+      reading = await fromNats(nc, relayId, cut, sink, str(v.save), verify);
     } finally {
       await nc.close().catch(() => {});
     }
   }
+  if (reading.reordered)
+    process.stderr.write(
+      `note: ${reading.reordered} of ${relayId}'s events lay in the stream after some of their successors (a publish sent again): read in the order the relay published them\n`,
+    );
 
   if (timeline) {
     const items = timeline.result();
