@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
 import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
 import { PUBLISH_WINDOW, RelayEventPublisher, type DroppedReport } from '../../src/bus/relay-event-publisher.ts';
@@ -329,30 +329,35 @@ describe('the relay event publisher', () => {
         const p = new RelayEventPublisher({ js: f.js as never, relayId: 'relay-1', logger: log });
         for (let i = 0; i < count; i++) p.publish(event(`e${i}`));
         // Each message sent is lost where `fates` (cycled) say 0, at most twice per event, else stored;
-        // until none is pending. A new event wakes each retry from its back-off.
+        // until none is pending. The retry's back-off runs on fake time.
         const failures = new Map<string, number>();
         let k = 0;
-        for (let round = 0; round < 5_000; round++) {
-          await tick();
-          if (p.pending === 0) break;
-          const open = f.out.filter((o) => !o.arrived && !(o as { settled?: boolean }).settled);
-          if (!open.length) {
-            p.publish(event(`e${count++}`));
-            continue;
+        vi.useFakeTimers();
+        try {
+          for (let round = 0; round < 5_000; round++) {
+            await vi.advanceTimersByTimeAsync(0);
+            if (p.pending === 0) break;
+            const open = f.out.filter((o) => !o.arrived && !(o as { settled?: boolean }).settled);
+            if (!open.length) {
+              await vi.advanceTimersByTimeAsync(2_000);
+              continue;
+            }
+            for (const o of open) {
+              (o as { settled?: boolean }).settled = true;
+              const failed = failures.get(o.id) ?? 0;
+              if (fates[k++ % fates.length] === 0 && failed < 2) {
+                failures.set(o.id, failed + 1);
+                o.fail(new Error('lost'));
+              } else o.ack();
+            }
           }
-          for (const o of open) {
-            (o as { settled?: boolean }).settled = true;
-            const failed = failures.get(o.id) ?? 0;
-            if (fates[k++ % fates.length] === 0 && failed < 2) {
-              failures.set(o.id, failed + 1);
-              o.fail(new Error('lost'));
-            } else o.ack();
-          }
+        } finally {
+          vi.useRealTimers();
         }
         expect(p.pending).toBe(0);
         expect(f.read()).toEqual(Array.from({ length: count }, (_, i) => `e${i}`));
       }),
-      { numRuns: 30, endOnFailure: true },
+      { numRuns: 50, endOnFailure: true },
     );
   });
 });
