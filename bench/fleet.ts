@@ -607,6 +607,10 @@ async function measureAt(n: number): Promise<Figures> {
   const realCpuPerEvent = REAL > 0 ? ((await realCpuMs()) - rc1 - realIdleRate * (now() - t1)) / (REAL * events) : NaN;
   const perRelayEvent = [...relayEvents].map(([t, c]) => `${t} ${(c / (n * events)).toFixed(2)}`).join(', ');
   const realWork = workBetween(realWork0, REAL > 0 ? await realReports([]) : []);
+  // Said as soon as known: a run stopped later (the restarts take longest) keeps these.
+  out(
+    `N=${n}: grew in ${f1(growS)} s; ${PROBES} joins: p50 ${f1(pct(joins, 50))} ms p99 ${f1(pct(joins, 99))} ms; ${f2(cpuPerRelayEvent)} CPU ms/relay/event (idle ${f1(idleRate * 100)}% CPU); relay events per relay per topology event: ${perRelayEvent}`,
+  );
 
   // Admissions at this size: 8 concurrent registrations, then their leaves.
   const ids = Array.from({ length: ADMISSIONS }, () => `probe-${++probeSeq}`);
@@ -621,6 +625,7 @@ async function measureAt(n: number): Promise<Figures> {
     }),
   );
   const admissionsPerS = ids.length / ((now() - a0) / 1000);
+  out(`N=${n}: ${f1(admissionsPerS)} admissions/s (${ids.length}, 8 at once); restarting every tenth relay ...`);
   await allFolded(latestRevision);
   for (const id of ids) await probe('deregister', id, 0);
   await sleep(500);
