@@ -20,7 +20,9 @@ function sourceSeqOf(e: LogEntry): number | null {
  * - Where the log begins (or after a gap: events aged out of the stream), the next number is not known:
  *   entries are held until more than `window` are, then the lowest goes out.
  * - A number below the next one expected (a relay run whose clock was set back, a copy stored again after
- *   the stream's duplicate window) is given out where it lies, after what is held.
+ *   the stream's duplicate window) is given out where it lies, after what is held. Within the first
+ *   `window` entries of a log nothing is expected yet: there, such a run is sorted by its numbers with
+ *   the one before.
  *
  * Pure: the same entries in the same order always come out the same.
  */
