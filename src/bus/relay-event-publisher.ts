@@ -16,8 +16,6 @@ export interface DroppedReport {
   until: string;
 }
 
-export { PUBLISH_WINDOW };
-
 /**
  * Publishes a relay's own events to JetStream in order. Until the bus is first up (`attach`) and while
  * NATS is away, events wait in a bounded queue (oldest dropped and counted past `capacity`); once an
