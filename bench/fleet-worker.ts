@@ -9,7 +9,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import type { RelayConfig } from '../src/daemon/config.ts';
 import type { LinkState } from '../src/actors/peer-link.machine.ts';
@@ -62,9 +62,17 @@ export interface Unsettled {
   relays: number;
   kernelBusy: number;
   eventsPending: number;
+  /** Events all its relays sent again since they started (an acknowledgement that did not come). */
+  eventsResent: number;
+  /** The longest and the 99th percentile delay of this process's event loop since the last ask (ms). */
+  loopDelayMaxMs: number;
+  loopDelayP99Ms: number;
   example: string | null;
 }
 
+/** How late this process's event loop runs (a busy loop runs expired timers before it reads the acknowledgements waiting on its sockets). */
+const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+loopDelay.enable();
 const epoch = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = rootLogger({ bench: 'fleet', worker: process.pid }, process.env.RELAYNET_LOG_LEVEL ?? 'error');
@@ -159,9 +167,19 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       });
     }
     case 'settled': {
-      const u: Unsettled = { relays: 0, kernelBusy: 0, eventsPending: 0, example: null };
+      const u: Unsettled = {
+        relays: 0,
+        kernelBusy: 0,
+        eventsPending: 0,
+        eventsResent: 0,
+        loopDelayMaxMs: loopDelay.max / 1e6,
+        loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+        example: null,
+      };
+      loopDelay.reset();
       for (const [id, d] of fleet) {
         const p = d.progress();
+        u.eventsResent += p.eventsResent;
         if (p.settled) continue;
         u.relays++;
         if (p.kernel !== null && p.kernel !== 'idle') u.kernelBusy++;

@@ -252,7 +252,14 @@ const relaySub = observer.subscribe('relaynet.relay.>');
 void (async () => {
   for await (const m of relaySub) {
     lastRelayEventAt = now();
-    const type = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+    let type = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+    if (type === 'topology-resync-requested') {
+      try {
+        type += ` (${m.json<{ data: { reason?: string } }>().data.reason})`;
+      } catch {
+        /* counted without its reason */
+      }
+    }
     recentRelayEvents.set(type, (recentRelayEvents.get(type) ?? 0) + 1);
     if (relayEventsOn) relayEvents.set(type, (relayEvents.get(type) ?? 0) + 1);
   }
@@ -546,9 +553,11 @@ async function quiet(): Promise<number> {
         const kernelBusy = unsettled.reduce((a, u) => a + u.kernelBusy, 0);
         const pending = unsettled.reduce((a, u) => a + u.eventsPending, 0);
         const example = unsettled.find((u) => u.example)?.example;
+        const resent = unsettled.reduce((a, u) => a + u.eventsResent, 0);
+        const loops = unsettled.map((u) => `${u.loopDelayP99Ms.toFixed(0)}/${u.loopDelayMaxMs.toFixed(0)}`).join(', ');
         const events = [...recentRelayEvents].sort((a, b) => b[1] - a[1]).map(([t, c]) => `${t} ${c}`);
         out(
-          `  settling: ${relays} relays not settled (${kernelBusy} with a busy kernel actor, ${pending} events to publish${example ? `; e.g. ${example}` : ''}); relay events in the last ${((now() - saidAt) / 1000).toFixed(0)} s: ${events.join(', ') || 'none'}`,
+          `  settling: ${relays} relays not settled (${kernelBusy} with a busy kernel actor, ${pending} events to publish${example ? `; e.g. ${example}` : ''}; ${resent} sent again since start; workers' event loop delay p99/max ${loops} ms); relay events in the last ${((now() - saidAt) / 1000).toFixed(0)} s: ${events.join(', ') || 'none'}`,
         );
         saidAt = now();
         recentRelayEvents.clear();

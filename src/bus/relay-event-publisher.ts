@@ -8,6 +8,42 @@ import { signBytes } from '../events/signing.ts';
 import { encodeEvent, SIGNATURE_HEADER } from '../events/wire.ts';
 import type { Logger } from '../lib/logger.ts';
 
+/**
+ * How long a relay waits for JetStream to acknowledge an event before it sends it (and all after it)
+ * again. Long enough for a busy server, or a busy process whose timers run before the acknowledgement
+ * it has already received is read (Node runs expired timers before it polls sockets): a short one
+ * turns a slow moment into a window of duplicates (fleet run 8 had 2 s). A lost connection is seen by
+ * its own pings, and a stream without a leader answers at once (503).
+ */
+export const ACK_TIMEOUT_MS = 10_000;
+/** The fast growth never starts below this: after an outage a relay is back to a useful window within a few round trips. */
+export const MIN_WINDOW_THRESHOLD = 8;
+
+export interface WindowState {
+  /** Events that may be out at once. */
+  size: number;
+  /** Below it, each acknowledgement adds one (the window doubles per round trip); from it on, one per window. */
+  threshold: number;
+  /** Acknowledgements towards the next one added, from the threshold on. */
+  credit: number;
+}
+
+export const initialWindow = (): WindowState => ({ size: PUBLISH_WINDOW, threshold: PUBLISH_WINDOW, credit: 0 });
+
+/**
+ * The publish window after an acknowledgement or a failure (additive increase, multiplicative decrease,
+ * the shape of TCP's congestion window). Pure; between 1 and {@link PUBLISH_WINDOW}.
+ */
+export function nextWindow(w: WindowState, outcome: 'acked' | 'failed'): WindowState {
+  if (outcome === 'failed') {
+    const size = Math.max(1, Math.floor(w.size / 2));
+    return { size, threshold: Math.max(MIN_WINDOW_THRESHOLD, size), credit: 0 };
+  }
+  if (w.size >= PUBLISH_WINDOW) return w;
+  if (w.size < w.threshold) return { ...w, size: w.size + 1 };
+  return w.credit + 1 >= w.size ? { ...w, size: w.size + 1, credit: 0 } : { ...w, credit: w.credit + 1 };
+}
+
 /** What was dropped since the last report: how many, and when the first and the last were. */
 export interface DroppedReport {
   count: number;
@@ -25,13 +61,18 @@ export interface DroppedReport {
  * Each message is signed with the relay's identity key over its exact bytes, the signature in the
  * `Relaynet-Signature` header (readers verify it, docs/events.md).
  *
- * Up to {@link PUBLISH_WINDOW} events are out at once, sent in order on the one connection (which keeps
- * their order), each leaving the queue when acknowledged, in order. When one is not acknowledged, the
- * rest of its window is let settle and all from it on are sent again, in order: those the stream stored
- * meanwhile are duplicates it drops by their id. Events out are never dropped for capacity (the oldest
- * waiting one is). So the stream can hold an event after up to PUBLISH_WINDOW - 1 of its successors:
- * each event carries its `sourceSeq` (numbered when first sent), by which readers put them back in
- * order (`SourceOrder`).
+ * Up to `window` events are out at once (never more than {@link PUBLISH_WINDOW}), sent in order on the
+ * one connection (which keeps their order), each leaving the queue when acknowledged, in order. When one
+ * is not acknowledged, the rest of its window is let settle and all from it on are sent again, in order:
+ * those the stream stored meanwhile are duplicates it drops by their id. Events out are never dropped
+ * for capacity (the oldest waiting one is). So the stream can hold an event after up to
+ * PUBLISH_WINDOW - 1 of its successors: each event carries its `sourceSeq` (numbered when first sent),
+ * by which readers put them back in order (`SourceOrder`).
+ *
+ * The window adapts (`nextWindow`): a failure halves it, acknowledgements grow it back, fast while it
+ * is below the size that last failed and by one per window's worth above. A server (or a client's event
+ * loop) too busy to acknowledge within the timeout then gets fewer events out and fewer sent again,
+ * instead of a whole window of duplicates on each timeout (bench/README.md, fleet run 8).
  */
 export class RelayEventPublisher {
   #js: JetStreamClient | null;
@@ -53,10 +94,17 @@ export class RelayEventPublisher {
   readonly #now: () => number;
   /** Drops not reported yet. */
   #unreported: { count: number; since: number; until: number } | null = null;
+  /** How many events may be out at once now, and how it grows back (see `nextWindow`). */
+  #window: WindowState = initialWindow();
+  readonly #ackTimeoutMs: number;
   /** The next event's `sourceSeq`: the time of the first send in ms × 1,000, then one more per event sent. */
   #nextSeq: number | null = null;
   published = 0;
   dropped = 0;
+  /** Events sent again because one before them (or they) went unacknowledged. */
+  resent = 0;
+  /** Rounds in which the head of the window went unacknowledged (a timeout, or the bus refusing). */
+  failures = 0;
 
   constructor(opts: {
     /** The JetStream client; null until the bus is first up (see `attach`). */
@@ -70,6 +118,8 @@ export class RelayEventPublisher {
     /** Each event JetStream acknowledged, and when (metrics: the publish lag). */
     onPublished?: (e: RelayEvent, ackedAtMs: number) => void;
     now?: () => number;
+    /** How long to wait for JetStream's acknowledgement of one event before sending again (default 10 s). */
+    ackTimeoutMs?: number;
   }) {
     this.#js = opts.js;
     this.#identity = opts.identity ?? null;
@@ -79,6 +129,12 @@ export class RelayEventPublisher {
     this.#onDropped = opts.onDropped ?? null;
     this.#onPublished = opts.onPublished ?? null;
     this.#now = opts.now ?? Date.now;
+    this.#ackTimeoutMs = opts.ackTimeoutMs ?? ACK_TIMEOUT_MS;
+  }
+
+  /** How many events may be out at once now. */
+  get window(): number {
+    return this.#window.size;
   }
 
   /** The bus is up: start sending what waits. */
@@ -110,7 +166,7 @@ export class RelayEventPublisher {
   async #run(): Promise<void> {
     if (!this.#js) return;
     this.#running = true;
-    let failures = 0;
+    let streak = 0;
     while (!this.#closed && this.pending) {
       this.#fill();
       const head = this.#out[0]!;
@@ -120,12 +176,21 @@ export class RelayEventPublisher {
         // Not acknowledged: the others out settle, then all of them go back to the head of the queue, in order.
         this.#held = true;
         await Promise.allSettled(this.#out.map((o) => o.ack));
+        const out = this.#out.length;
         this.#queue.unshift(...this.#out.map((o) => o.e));
         this.#out = [];
-        failures++;
-        if (failures === 1) this.#log.warn({ err: String(err), pending: this.pending }, 'cannot publish relay events yet, will retry');
+        this.resent += out;
+        this.failures++;
+        streak++;
+        const was = this.window;
+        this.#window = nextWindow(this.#window, 'failed');
+        if (streak === 1)
+          this.#log.warn(
+            { err: String(err), pending: this.pending, resending: out, window: this.window, was, failures: this.failures },
+            'relay events not acknowledged, will send again',
+          );
         await new Promise<void>((r) => {
-          const t = setTimeout(r, Math.min(2_000, 100 * 2 ** failures));
+          const t = setTimeout(r, Math.min(2_000, 100 * 2 ** streak));
           this.#wake = () => {
             clearTimeout(t);
             r();
@@ -136,19 +201,20 @@ export class RelayEventPublisher {
         continue;
       }
       this.#out.shift();
+      this.#window = nextWindow(this.#window, 'acked');
       this.published++;
       this.#onPublished?.(head.e, this.#now());
-      failures = 0;
+      streak = 0;
       this.#reportDrops();
     }
     this.#running = false;
   }
 
-  /** Send what waits, in order, while fewer than {@link PUBLISH_WINDOW} are out. */
+  /** Send what waits, in order, while fewer than the window are out. */
   #fill(): void {
     const js = this.#js;
     if (!js || this.#held || this.#closed) return;
-    while (this.#out.length < PUBLISH_WINDOW && this.#queue.length) {
+    while (this.#out.length < this.window && this.#queue.length) {
       const waiting = this.#queue.shift()!;
       // Numbered once, when first sent: sent again, it is the same bytes (and the same message id).
       this.#nextSeq ??= Math.max(0, Math.floor(this.#now())) * 1_000;
@@ -165,7 +231,7 @@ export class RelayEventPublisher {
       const data = encodeEvent(e);
       const h = headers();
       if (this.#identity) h.set(SIGNATURE_HEADER, signBytes(this.#identity, data));
-      return js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: 2_000, headers: h });
+      return js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: this.#ackTimeoutMs, headers: h });
     } catch (err) {
       return Promise.reject(err);
     }

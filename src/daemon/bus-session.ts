@@ -61,6 +61,10 @@ export interface BusStatus {
   published: number;
   pending: number;
   dropped: number;
+  /** Events sent again after an acknowledgement did not come (the stream keeps each once). */
+  resent: number;
+  /** How many events may be out unacknowledged at once now (smaller after failures; docs/events.md). */
+  window: number;
   /** The control plane's epoch of the latest registration (null before it, or from a control plane without epochs). */
   epoch: string | null;
   /** The topology key this relay trusts (pinned in STATE_DIR/topology-key.pub), null before the first registration. */
@@ -89,6 +93,8 @@ export interface BusSession {
   status(): BusStatus;
   /** How many relay events wait to be published (cheap: no status built). */
   pending(): number;
+  /** How many relay events were sent again (cheap: no status built). */
+  resent(): number;
   /** Flush the publisher (at most 2 s) and drain the connection. */
   close(): Promise<void>;
 }
@@ -218,6 +224,7 @@ export function busSession(
       if (d) await deleteTopologyConsumer(d.jsm, relayId).catch((e) => log.warn({ err: String(e) }, 'could not delete the topology consumer'));
     },
     pending: () => publisher.pending,
+    resent: () => publisher.resent,
     status: () => ({
       connected: nc !== null && isBusConnected(nc),
       server: nc?.getServer() ?? null,
@@ -225,6 +232,8 @@ export function busSession(
       published: publisher.published,
       pending: publisher.pending,
       dropped: publisher.dropped,
+      resent: publisher.resent,
+      window: publisher.window,
       epoch,
       topologyKey: trustedKey,
       topologyKeyRefused: refusedKey,

@@ -35,6 +35,8 @@ export interface RelayProgress {
   kernel: string | null;
   /** Relay events not yet published: waiting, or sent and not acknowledged. */
   eventsPending: number;
+  /** Relay events sent again after an acknowledgement did not come. */
+  eventsResent: number;
 }
 
 export interface RelayDaemon {
@@ -243,6 +245,7 @@ export async function startRelayDaemon(cfg: RelayConfig, logger: Logger, deps: D
         settled: (kernelState === undefined || kernelState === 'idle') && eventsPending === 0,
         kernel: kernelState === undefined ? null : String(kernelState),
         eventsPending,
+        eventsResent: bus.resent(),
       };
     },
     kernelWork: () => kernel.work(),

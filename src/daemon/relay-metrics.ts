@@ -72,6 +72,8 @@ export function relayMetrics(relayId: string, opts: { processMetrics?: boolean }
   const published = total('relaycore_events_published_total', 'Relay events JetStream acknowledged');
   const pending = gauge('relaycore_events_pending', 'Relay events waiting for the bus');
   const dropped = total('relaycore_events_dropped_total', 'Relay events dropped because the queue was full');
+  const resent = total('relaycore_events_resent_total', 'Relay events sent again because an acknowledgement did not come');
+  const publishWindow = gauge('relaycore_events_publish_window', 'Relay events that may be out unacknowledged at once');
   const publishLag = histogram('relaycore_event_publish_lag_seconds', 'From a relay event’s making to JetStream’s acknowledgement', TRIP_BUCKETS);
   const busConnected = gauge('relaycore_bus_connected', '1 while the relay is connected to NATS');
   const sessions = gauge('relaycore_sessions', 'Client sessions this relay serves, by state, role (entry or exit) and mode', ['state', 'role', 'mode']);
@@ -95,7 +97,7 @@ export function relayMetrics(relayId: string, opts: { processMetrics?: boolean }
     registry,
     update: (status, observations, nowMs) => {
       for (const m of [relayState, linkState, handshakeAt, handshakeAge, sessions]) m.reset();
-      for (const c of [topology, linkRx, linkTx, rounds, mutations, failures, published, dropped, refusedPackets, refusedBytes, filtered]) c.reset();
+      for (const c of [topology, linkRx, linkTx, rounds, mutations, failures, published, dropped, resent, refusedPackets, refusedBytes, filtered]) c.reset();
       relayState.set({ state: status.state }, 1);
       revision.set(status.revision);
       relays.set(status.relays.length);
@@ -133,6 +135,8 @@ export function relayMetrics(relayId: string, opts: { processMetrics?: boolean }
 
       setTotal(published, {}, status.bus.published);
       setTotal(dropped, {}, status.bus.dropped);
+      setTotal(resent, {}, status.bus.resent);
+      publishWindow.set(status.bus.window);
       pending.set(status.bus.pending);
       busConnected.set(status.bus.connected ? 1 : 0);
 

@@ -5,7 +5,14 @@ import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { createActor, fromCallback, fromPromise, waitFor } from 'xstate';
 import { relayMachine, type Emission, type FollowCommand } from '../../src/actors/relay.machine.ts';
-import { RelayEventPublisher, type DroppedReport } from '../../src/bus/relay-event-publisher.ts';
+import {
+  initialWindow,
+  MIN_WINDOW_THRESHOLD,
+  nextWindow,
+  RelayEventPublisher,
+  type DroppedReport,
+  type WindowState,
+} from '../../src/bus/relay-event-publisher.ts';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { envelope, PUBLISH_WINDOW } from '../../src/contract/envelope.ts';
 import type { RelayEvent } from '../../src/contract/relay.events.ts';
@@ -320,6 +327,75 @@ describe('the relay event publisher', () => {
     // Numbered when first sent, sent again with the same number: a reader puts them back in order.
     expect(f.out.slice(5).map((o) => o.event.sourceSeq)).toEqual([1, 2, 3, 4, 5].map((i) => f.out[0]!.event.sourceSeq! + i));
     expect(f.read()).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
+  });
+
+  it('halves its window on a failure and grows it back with acknowledgements, never past the limit', () => {
+    const windowAfter = (w: WindowState, ...outcomes: ('acked' | 'failed')[]) => outcomes.reduce(nextWindow, w);
+    const acks = (n: number) => Array.from({ length: n }, () => 'acked' as const);
+    expect(initialWindow().size).toBe(PUBLISH_WINDOW);
+    expect(windowAfter(initialWindow(), ...acks(10))).toEqual(initialWindow());
+    const half = windowAfter(initialWindow(), 'failed');
+    expect(half).toEqual({ size: PUBLISH_WINDOW / 2, threshold: PUBLISH_WINDOW / 2, credit: 0 });
+    // From the threshold on, one more per window's worth of acknowledgements.
+    expect(windowAfter(half, ...acks(PUBLISH_WINDOW / 2 - 1)).size).toBe(PUBLISH_WINDOW / 2);
+    expect(windowAfter(half, ...acks(PUBLISH_WINDOW / 2)).size).toBe(PUBLISH_WINDOW / 2 + 1);
+    // Failures in a row take it to one; the fast growth still reaches the minimal threshold, one per acknowledgement.
+    const one = windowAfter(initialWindow(), ...Array.from({ length: 10 }, () => 'failed' as const));
+    expect(one).toEqual({ size: 1, threshold: MIN_WINDOW_THRESHOLD, credit: 0 });
+    expect(windowAfter(one, ...acks(MIN_WINDOW_THRESHOLD - 1)).size).toBe(MIN_WINDOW_THRESHOLD);
+    expect(windowAfter(one, ...acks(MIN_WINDOW_THRESHOLD - 1 + MIN_WINDOW_THRESHOLD)).size).toBe(MIN_WINDOW_THRESHOLD + 1);
+    fc.assert(
+      fc.property(fc.array(fc.boolean(), { maxLength: 3_000 }), (outcomes) => {
+        let w = initialWindow();
+        for (const ok of outcomes) {
+          const next = nextWindow(w, ok ? 'acked' : 'failed');
+          expect(next.size).toBeGreaterThanOrEqual(1);
+          expect(next.size).toBeLessThanOrEqual(PUBLISH_WINDOW);
+          expect(Number.isInteger(next.size)).toBe(true);
+          if (ok) expect(next.size - w.size).toBeGreaterThanOrEqual(0);
+          else expect(next.size).toBe(Math.max(1, Math.floor(w.size / 2)));
+          w = next;
+        }
+      }),
+    );
+  });
+
+  it('after a failure has fewer events out, counts what it sent again, and grows back as they are acknowledged', async () => {
+    const f = fakeStream();
+    const p = new RelayEventPublisher({ js: f.js as never, relayId: 'relay-1', logger: log });
+    const total = 3 * PUBLISH_WINDOW;
+    for (let i = 0; i < total; i++) p.publish(event(`e${i}`));
+    await tick();
+    expect([f.out.length, p.window]).toEqual([PUBLISH_WINDOW, PUBLISH_WINDOW]);
+    f.out[0]!.fail(new Error('timeout'));
+    for (const o of f.out.slice(1)) o.ack(); // stored: sent again, they are duplicates
+    await tick();
+    await tick();
+    expect([p.failures, p.resent, p.window, p.published]).toEqual([1, PUBLISH_WINDOW, PUBLISH_WINDOW / 2, 0]);
+    p.publish(event(`e${total}`)); // wakes the retry
+    await tick();
+    await tick();
+    const again = f.out.slice(PUBLISH_WINDOW);
+    expect(again.map((o) => o.signal)).toEqual(Array.from({ length: PUBLISH_WINDOW / 2 }, (_, i) => `e${i}`));
+    // Acknowledged one by one, the window grows by one per window's worth.
+    for (let i = 0; i < PUBLISH_WINDOW / 2; i++) {
+      again[i]!.ack();
+      (again[i] as { settled?: boolean }).settled = true;
+      await tick();
+      await tick();
+    }
+    expect([p.published, p.window]).toEqual([PUBLISH_WINDOW / 2, PUBLISH_WINDOW / 2 + 1]);
+    for (let round = 0; round < 20 && p.pending; round++) {
+      for (const o of f.out.slice(PUBLISH_WINDOW).filter((o) => !o.arrived && !(o as { settled?: boolean }).settled)) {
+        (o as { settled?: boolean }).settled = true;
+        o.ack();
+      }
+      await tick();
+      await tick();
+    }
+    expect(p.pending).toBe(0);
+    expect(p.resent).toBe(PUBLISH_WINDOW);
+    expect(f.read()).toEqual(Array.from({ length: total + 1 }, (_, i) => `e${i}`));
   });
 
   it('whatever is lost and sent again, readers get every event once, in the order it was published', async () => {

@@ -40,6 +40,8 @@ function status(over: Partial<RelayStatus> = {}): RelayStatus {
       published: 40,
       pending: 2,
       dropped: 5,
+      resent: 7,
+      window: 32,
       epoch: null,
       topologyKey: null,
       topologyKeyRefused: null,
@@ -128,6 +130,8 @@ describe('relay metrics', () => {
     expect(one(samples, 'relaycore_events_published_total')).toBe(40);
     expect(one(samples, 'relaycore_events_pending')).toBe(2);
     expect(one(samples, 'relaycore_events_dropped_total')).toBe(5);
+    expect(one(samples, 'relaycore_events_resent_total')).toBe(7);
+    expect(one(samples, 'relaycore_events_publish_window')).toBe(32);
     expect(one(samples, 'relaycore_bus_connected')).toBe(1);
     expect(one(samples, 'relaycore_client_refused_packets_total', { reason: 'private' })).toBe(7);
     expect(one(samples, 'relaycore_client_refused_bytes_total', { reason: 'network' })).toBe(240);

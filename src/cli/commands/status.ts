@@ -70,7 +70,7 @@ export const status: Action = async (v) => {
     `topology revision ${st.revision}, ${st.relays.length} relays; applied ${c.applied}, duplicates ${c.duplicates}, gaps ${c.gaps}, resyncs ${c.resyncs}, rejected ${rejected}, other epoch ${c.otherEpoch ?? 0}`,
     `control plane epoch ${st.bus.epoch ?? '-'}; topology key ${st.bus.topologyKey ?? '-'}` +
       (st.bus.topologyKeyRefused ? `; REFUSED key ${st.bus.topologyKeyRefused} (not the pinned one; not following: see --repin-topology-key)` : ''),
-    `bus ${st.bus.connected ? `connected to ${st.bus.server}` : 'disconnected'}; events published ${st.bus.published}, pending ${st.bus.pending}, dropped ${st.bus.dropped}`,
+    `bus ${st.bus.connected ? `connected to ${st.bus.server}` : 'disconnected'}; events published ${st.bus.published}, pending ${st.bus.pending}, dropped ${st.bus.dropped}, sent again ${st.bus.resent} (window ${st.bus.window})`,
     '',
     ...table(
       RELAY_COLUMNS,
