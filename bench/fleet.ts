@@ -255,7 +255,8 @@ void (async () => {
     let type = m.subject.slice(m.subject.lastIndexOf('.') + 1);
     if (type === 'topology-resync-requested') {
       try {
-        type += ` (${m.json<{ data: { reason?: string } }>().data.reason})`;
+        const { reason, detail } = m.json<{ data: { reason?: string; detail?: string } }>().data;
+        type += ` (${reason}${detail?.includes('not registered') ? ', not registered' : ''})`;
       } catch {
         /* counted without its reason */
       }

@@ -6,6 +6,13 @@ import type { ControlPlaneMetrics } from './metrics.ts';
 
 /** Bodies larger than this are refused at the gateway; functions apply their own, smaller limit (16 KiB). */
 export const GATEWAY_MAX_BODY = 1024 * 1024;
+/**
+ * How long an idle client connection stays open (Supabase's gateway keeps them 60 s). Node's default, 5 s,
+ * races a relay's heartbeat every 10 s: the client reuses a connection the gateway is closing, and the
+ * call fails with "other side closed" (hundreds of failed heartbeats in bench:fleet at N=500, where a
+ * busy relay process checks a connection's age late). The answer's `Keep-Alive: timeout=` says it.
+ */
+export const GATEWAY_KEEP_ALIVE_MS = 65_000;
 /** How long a function may take to answer (Supabase's wall-clock limit is 150 s). */
 export const GATEWAY_TIMEOUT_MS = 150_000;
 
@@ -135,6 +142,7 @@ export async function startGateway(opts: {
     });
     req.pipe(upstream);
   };
+  server.keepAliveTimeout = GATEWAY_KEEP_ALIVE_MS;
   server.headersTimeout = 30_000;
   server.requestTimeout = GATEWAY_TIMEOUT_MS + 10_000;
   const host = opts.host ?? '127.0.0.1';
