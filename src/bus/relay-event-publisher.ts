@@ -69,8 +69,8 @@ export interface DroppedReport {
  * PUBLISH_WINDOW - 1 of its successors: each event carries its `sourceSeq` (numbered when first sent),
  * by which readers put them back in order (`SourceOrder`).
  *
- * The window adapts (`nextWindow`): a failure halves it, acknowledgements grow it back, fast while it
- * is below the size that last failed and by one per window's worth above. A server (or a client's event
+ * The window adapts (`nextWindow`): a failure halves it, acknowledgements grow it back, one each below
+ * {@link MIN_WINDOW_THRESHOLD} and one per window's worth from there. A server (or a client's event
  * loop) too busy to acknowledge within the timeout then gets fewer events out and fewer sent again,
  * instead of a whole window of duplicates on each timeout (bench/README.md, fleet run 8).
  */
