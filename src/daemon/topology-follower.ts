@@ -108,6 +108,8 @@ export function runTopologyFollower(
       // from there, since messages the server had sent to the pull that was dropped would come again
       // only after the ack wait, behind later ones.
       let lastSeq = 0;
+      let lastMessageAt: number | null = null;
+      let pullStartedAt: number | null = null;
       let repull = false;
       // A consumer deleted while no pull is outstanding produces no status from the client, so the
       // follower also looks its consumer up now and then: a missing consumer means a resync.
@@ -127,7 +129,31 @@ export function runTopologyFollower(
 
       receive?.((e) => {
         if (e.type !== 'REPULL' || !stopMessages || abort.signal.aborted) return;
-        log.info({ lastSeq }, 'the view is behind the control plane and has not moved since the last heartbeat: pulling again');
+        // What the consumer looked like (a warning: a view stuck behind is worth an operator's look, and
+        // the consumer's counts say whose doing it is: nothing pending, delivered elsewhere, or not delivered).
+        const now = Date.now();
+        const said = {
+          lastSeq,
+          lastMessageAgoMs: lastMessageAt === null ? null : now - lastMessageAt,
+          pullAgeMs: pullStartedAt === null ? null : now - pullStartedAt,
+        };
+        deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
+          (ci) =>
+            log.warn(
+              {
+                ...said,
+                delivered: ci.delivered.stream_seq,
+                ackFloor: ci.ack_floor.stream_seq,
+                numPending: ci.num_pending,
+                numAckPending: ci.num_ack_pending,
+                numWaiting: ci.num_waiting,
+                numRedelivered: ci.num_redelivered,
+              },
+              'the view is behind the control plane and has not moved since the last heartbeat: pulling again',
+            ),
+          (err) =>
+            log.warn({ ...said, consumer: String(err) }, 'the view is behind the control plane and has not moved since the last heartbeat: pulling again'),
+        );
         repull = true;
         stopMessages();
       });
@@ -154,6 +180,7 @@ export function runTopologyFollower(
           // and the relay actor's REPULL cuts it short.
           messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000 });
           attempt = 0;
+          pullStartedAt = Date.now();
           pullWorks(true);
         } catch (e) {
           // A consumer that is gone means a resync; one that does not answer yet (electing a leader) is asked again.
@@ -186,6 +213,7 @@ export function runTopologyFollower(
           const sig = m.headers?.get(SIGNATURE_HEADER) || undefined;
           const r = decodeTopologyMessage(m.subject, m.data, sig, deps.controlPlaneKey);
           lastSeq = m.seq;
+          lastMessageAt = Date.now();
           if (r.ok) {
             sendBack({ type: 'TOPOLOGY_EVENT', event: r.event, streamSeq: m.seq });
           } else {
