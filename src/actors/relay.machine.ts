@@ -50,6 +50,8 @@ export interface RelayContext {
   registerFailures: number;
   /** The view's revision when the last heartbeat was answered (at registration: the snapshot's). */
   revisionAtLastHeartbeat: number;
+  /** Topology events handed over (applied or duplicates, {@link followed}) when the last heartbeat was answered. */
+  followedAtLastHeartbeat: number;
   /**
    * The follower's pulls fail (JetStream does not answer: a NATS node's failover, the bus down). A view
    * stalled meanwhile is the bus's doing, not its consumer's: those heartbeats do not count toward a
@@ -148,9 +150,18 @@ export const BEHIND_STALL_BEFORE_RESYNC_SECONDS = 20;
 export const behindHeartbeatsBeforeResync = (intervalSeconds: number): number =>
   Math.max(BEHIND_HEARTBEATS_BEFORE_RESYNC, Math.ceil(BEHIND_STALL_BEFORE_RESYNC_SECONDS / intervalSeconds) + 1);
 
-/** Whether a heartbeat's answer finds the view behind the control plane and not moved since the heartbeat before. */
+/** Topology events the follower has handed over and the fold took (applied, or duplicates of what it holds). */
+const followed = (c: TopologyCounters) => c.applied + c.duplicates;
+
+/**
+ * Whether a heartbeat's answer finds the view behind the control plane, not moved since the heartbeat
+ * before, and the follower handing over nothing meanwhile. A follower working through events the view
+ * already holds (after a seed it starts a minute before the snapshot) is not stuck: pulling again would
+ * drop what it has in flight and begin again (bench/README.md, fleet at N=500: relays of a busy process
+ * pulled again and resynced while their events arrived).
+ */
 const behindAndStuck = (context: RelayContext, revision: number) =>
-  revision > context.view.revision && context.view.revision <= context.revisionAtLastHeartbeat;
+  revision > context.view.revision && context.view.revision <= context.revisionAtLastHeartbeat && followed(context.counters) <= context.followedAtLastHeartbeat;
 
 const emptyCounters = (): TopologyCounters => ({
   applied: 0,
@@ -220,6 +231,7 @@ export const relayMachine = setup({
     retiredEpochs: [],
     registerFailures: 0,
     revisionAtLastHeartbeat: 0,
+    followedAtLastHeartbeat: 0,
     pullFailing: false,
     cause: null,
     error: null,
@@ -299,6 +311,7 @@ export const relayMachine = setup({
                 event.output.measurements,
               ),
               revisionAtLastHeartbeat: event.output.revision,
+              followedAtLastHeartbeat: followed(context.counters),
               pullFailing: false,
               counters: context.pendingResync ? { ...context.counters, resyncs: context.counters.resyncs + 1, heartbeatsBehind: 0 } : context.counters,
             })),
@@ -565,6 +578,7 @@ export const relayMachine = setup({
                   heartbeatsBehind: context.pullFailing ? 0 : context.counters.heartbeatsBehind + 1,
                 }),
                 revisionAtLastHeartbeat: ({ context }) => context.view.revision,
+                followedAtLastHeartbeat: ({ context }) => followed(context.counters),
               }),
               sendTo('follow', { type: 'REPULL' } satisfies FollowCommand),
             ],
@@ -573,6 +587,7 @@ export const relayMachine = setup({
             actions: assign({
               counters: ({ context }) => ({ ...context.counters, heartbeats: context.counters.heartbeats + 1, heartbeatsBehind: 0 }),
               revisionAtLastHeartbeat: ({ context }) => context.view.revision,
+              followedAtLastHeartbeat: ({ context }) => followed(context.counters),
             }),
           },
         ],

@@ -211,6 +211,27 @@ describe('relay actor', () => {
     expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane', revision: 5 });
   });
 
+  it('leaves a follower working through events the view already holds: no pull again, no resync, until it hands over nothing', async () => {
+    const h = harness([registration(5, []), registration(9, [])]);
+    await waitFor(h.actor, (s) => s.matches('serving'));
+    const beat = () => h.actor.send({ type: 'HEARTBEAT', response: { revision: 9, revisionTime: '', status: 'active' } });
+    // After the seed at 5 the follower starts a minute earlier: revisions 1..5 again, duplicates, slowly.
+    for (let r = 1; r <= 5; r++) {
+      h.actor.send({ type: 'TOPOLOGY_EVENT', event: ev.admitted(r, relay(r + 1)), streamSeq: r });
+      beat();
+    }
+    expect(h.actor.getSnapshot().context.counters).toMatchObject({ duplicates: 5, heartbeats: 5, heartbeatsBehind: 0, resyncs: 0 });
+    expect(h.actor.getSnapshot().context.view.revision).toBe(5);
+    expect(h.commands).toEqual([]);
+    // Then nothing at all: pulled again at each of two heartbeats, resynced at the third, as before.
+    beat();
+    beat();
+    expect(h.commands).toEqual(['REPULL', 'REPULL']);
+    beat();
+    await waitFor(h.actor, (s) => s.matches('serving') && s.context.view.revision === 9);
+    expect(h.emitted.find((e) => e.type === 'TopologyResyncRequested')?.data).toMatchObject({ reason: 'behind-control-plane', revision: 5 });
+  });
+
   it('resyncs when the consumer is deleted', async () => {
     const h = harness([registration(3, []), registration(3, [])]);
     await waitFor(h.actor, (s) => s.matches('serving'));
