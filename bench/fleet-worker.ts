@@ -47,7 +47,7 @@ export type WorkerRequest =
   | { op: 'start'; members: { index: number; token: string; real?: RealHost }[] } // null, once all serve
   | { op: 'real'; peers: string[] | null } // RealReport[]: its real relays' kernel work and their links to `peers` (null: all)
   | { op: 'folded'; revision: number; timeoutMs: number } // epoch ms all its relays had folded it, or null at the timeout
-  | { op: 'settled' } // Unsettled: its relays that are not settled (0 when all are), and why
+  | { op: 'settled'; resetLoopDelay?: boolean } // Unsettled: its relays that are not settled (0 when all are), and why; the loop delay measured afresh after it
   | { op: 'counters' } // { [relayId]: { applied, resyncs } }
   | { op: 'stop'; ids: string[] } // null, once they are done
   | { op: 'cpu' } // CPU ms of this process
@@ -64,7 +64,7 @@ export interface Unsettled {
   eventsPending: number;
   /** Events all its relays sent again since they started (an acknowledgement that did not come). */
   eventsResent: number;
-  /** The longest and the 99th percentile delay of this process's event loop since the last ask (ms). */
+  /** The longest and the 99th percentile delay of this process's event loop since the last ask that reset it (ms). */
   loopDelayMaxMs: number;
   loopDelayP99Ms: number;
   example: string | null;
@@ -176,7 +176,7 @@ async function handle(req: WorkerRequest): Promise<unknown> {
         loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
         example: null,
       };
-      loopDelay.reset();
+      if (req.resetLoopDelay) loopDelay.reset();
       for (const [id, d] of fleet) {
         const p = d.progress();
         u.eventsResent += p.eventsResent;

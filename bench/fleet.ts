@@ -547,10 +547,12 @@ async function quiet(): Promise<number> {
   return until(
     'every relay to settle and publish all its events',
     async () => {
-      const unsettled = await askAll<Unsettled>({ op: 'settled' });
+      // The workers' loop delay covers the time since the line before (the first: since the workers began).
+      const saying = now() - saidAt >= 30_000;
+      const unsettled = await askAll<Unsettled>({ op: 'settled', resetLoopDelay: saying });
       const relays = unsettled.reduce((a, u) => a + u.relays, 0);
       if (relays === 0 && now() - lastRelayEventAt > 1_000) return true;
-      if (now() - saidAt >= 30_000) {
+      if (saying) {
         const kernelBusy = unsettled.reduce((a, u) => a + u.kernelBusy, 0);
         const pending = unsettled.reduce((a, u) => a + u.eventsPending, 0);
         const example = unsettled.find((u) => u.example)?.example;
