@@ -96,7 +96,6 @@ export class RelayEventPublisher {
   #unreported: { count: number; since: number; until: number } | null = null;
   /** How many events may be out at once now, and how it grows back (see `nextWindow`). */
   #window: WindowState = initialWindow();
-  readonly #ackTimeoutMs: number;
   /** The next event's `sourceSeq`: the time of the first send in ms × 1,000, then one more per event sent. */
   #nextSeq: number | null = null;
   published = 0;
@@ -118,8 +117,6 @@ export class RelayEventPublisher {
     /** Each event JetStream acknowledged, and when (metrics: the publish lag). */
     onPublished?: (e: RelayEvent, ackedAtMs: number) => void;
     now?: () => number;
-    /** How long to wait for JetStream's acknowledgement of one event before sending again (default 10 s). */
-    ackTimeoutMs?: number;
   }) {
     this.#js = opts.js;
     this.#identity = opts.identity ?? null;
@@ -129,7 +126,6 @@ export class RelayEventPublisher {
     this.#onDropped = opts.onDropped ?? null;
     this.#onPublished = opts.onPublished ?? null;
     this.#now = opts.now ?? Date.now;
-    this.#ackTimeoutMs = opts.ackTimeoutMs ?? ACK_TIMEOUT_MS;
   }
 
   /** How many events may be out at once now. */
@@ -231,7 +227,7 @@ export class RelayEventPublisher {
       const data = encodeEvent(e);
       const h = headers();
       if (this.#identity) h.set(SIGNATURE_HEADER, signBytes(this.#identity, data));
-      return js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: this.#ackTimeoutMs, headers: h });
+      return js.publish(subjectFor(e.type, this.#relayId), data, { msgID: e.id, timeout: ACK_TIMEOUT_MS, headers: h });
     } catch (err) {
       return Promise.reject(err);
     }

@@ -131,6 +131,7 @@ export function runTopologyFollower(
         if (e.type !== 'REPULL' || !stopMessages || abort.signal.aborted) return;
         // What the consumer looked like (a warning: a view stuck behind is worth an operator's look, and
         // the consumer's counts say whose doing it is: nothing pending, delivered elsewhere, or not delivered).
+        const msg = 'the view is behind the control plane and has not moved since the last heartbeat: pulling again';
         const now = Date.now();
         const said = {
           lastSeq,
@@ -149,10 +150,9 @@ export function runTopologyFollower(
                 numWaiting: ci.num_waiting,
                 numRedelivered: ci.num_redelivered,
               },
-              'the view is behind the control plane and has not moved since the last heartbeat: pulling again',
+              msg,
             ),
-          (err) =>
-            log.warn({ ...said, consumer: String(err) }, 'the view is behind the control plane and has not moved since the last heartbeat: pulling again'),
+          (err) => log.warn({ ...said, consumer: String(err) }, msg),
         );
         repull = true;
         stopMessages();
