@@ -67,6 +67,12 @@ export async function bootstrapStreams(
   return out;
 }
 
+/** A JetStream API error saying the stream itself does not exist (10059), not just a consumer of it. */
+export function isStreamNotFound(e: unknown): boolean {
+  const err = e as { api_error?: { err_code?: number }; message?: string };
+  return err?.api_error?.err_code === 10059 || /stream not found/i.test(String(err?.message));
+}
+
 export function isNotFound(e: unknown): boolean {
   const err = e as { code?: string | number; api_error?: { err_code?: number }; message?: string };
   return err?.api_error?.err_code === 10059 || err?.api_error?.err_code === 10014 || /not found/i.test(String(err?.message));

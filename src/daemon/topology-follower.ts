@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { fromCallback } from 'xstate';
 import type { FollowCommand, FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
-import { isNotFound } from '../bus/streams.ts';
+import { isNotFound, isStreamNotFound } from '../bus/streams.ts';
 import { topologyConsumerName } from '../contract/bus-auth.ts';
 import { STREAMS, TOPOLOGY_SUBJECTS } from '../contract/subjects.ts';
 import { decodeTopologyMessage, SIGNATURE_HEADER } from '../events/wire.ts';
@@ -120,8 +120,13 @@ export function runTopologyFollower(
             // Not found while a pull starts again is the consumer being made anew.
             if (abort.signal.aborted || !isNotFound(e) || repull) return;
             clearInterval(probe);
-            log.warn('topology consumer missing');
-            sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' });
+            const streamGone = isStreamNotFound(e);
+            log.warn(streamGone ? 'topology stream gone' : 'topology consumer missing');
+            sendBack(
+              streamGone
+                ? { type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'consumer info: stream not found' }
+                : { type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' },
+            );
           },
         );
       }, deps.probeIntervalMs ?? 5_000);
@@ -174,11 +179,13 @@ export function runTopologyFollower(
             repull = false;
           }
           const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
-          // After a reconnect (a NATS node gone) the client checks the consumer before it pulls again, and
-          // waits half to one and a half times `expires` between failed checks (while the consumer elects
-          // a new leader): 8 s keeps a failover's stall under the heartbeats that would resync the relay,
-          // and the relay actor's REPULL cuts it short.
-          messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000 });
+          // After a reconnect or two missed idle heartbeats the client pulls again at once (`bind`): left
+          // to itself it would first ask for the consumer's info, and a loaded bus that times such requests
+          // out (5 s each, 4 to 12 s apart) left followers not pulling for a minute while events waited.
+          // Whether the consumer still exists is the probe's question (above) and the pull's 409 status's;
+          // a pull that nobody answers (a consumer electing a leader after a failover) goes unanswered for
+          // two heartbeats (8 s) and is made again, under the heartbeats that would resync the relay.
+          messages = await consumer.consume({ max_messages: 256, idle_heartbeat: 4_000, expires: 8_000, bind: true });
           attempt = 0;
           pullStartedAt = Date.now();
           pullWorks(true);
@@ -193,16 +200,13 @@ export function runTopologyFollower(
         stopMessages = () => void messages.stop();
         if (abort.signal.aborted) return stopMessages();
 
+        // A pull outstanding when the consumer (or its stream) is deleted is told so by the server; a bound
+        // pull asks nothing else (the probe finds a consumer deleted between pulls).
         void (async () => {
           for await (const s of messages.status()) {
-            if (s.type === 'consumer_deleted' || (s.type === 'consumer_not_found' && s.count >= 2)) {
+            if (s.type === 'consumer_deleted') {
               log.warn({ status: s.type }, 'topology consumer lost');
               sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: s.type });
-              return;
-            }
-            if (s.type === 'stream_not_found') {
-              log.warn({ status: s.type }, 'topology stream gone');
-              sendBack({ type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'stream not found' });
               return;
             }
           }

@@ -143,6 +143,73 @@ describe('event bus on a real nats-server', () => {
       await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
     }
   });
+
+  // A loaded bus times JetStream API requests out; a follower that asked for its consumer's info after
+  // each reconnect stopped pulling until one was answered. Its pull is bound: it pulls again at once.
+  it('follows on across a NATS restart without asking for its consumer first', async () => {
+    const admin = await connectAs({ kind: 'admin' });
+    const publisher = await connectAs({ kind: 'publisher' });
+    const relayNc = await connectAs({ kind: 'relay', relayId: 'relay-g' });
+    const keys = generateSigningKeyPair();
+    const signer = importPrivateKey(keys.seed);
+    const got: number[] = [];
+    const lost: string[] = [];
+    // What the relay's connection asks of the JetStream API (the probe is set to an hour: it asks nothing here).
+    const asked: string[] = [];
+    const request = relayNc.request.bind(relayNc);
+    relayNc.request = (subject, ...rest) => {
+      asked.push(subject);
+      return request(subject, ...rest);
+    };
+    let stop: (() => void) | null = null;
+    try {
+      const jsm = await jetstreamManager(admin);
+      await bootstrapStreams(jsm);
+      await jsm.streams.purge(STREAMS.topology);
+      stop = runTopologyFollower(
+        {
+          js: jetstream(relayNc),
+          jsm: await jetstreamManager(relayNc),
+          relayId: 'relay-g',
+          controlPlaneKey: importPublicKey(keys.publicKey),
+          logger: log,
+          startMarginMs: 1_000,
+          probeIntervalMs: 3_600_000,
+        },
+        { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
+        (e) => {
+          if (e.type === 'TOPOLOGY_EVENT') got.push(e.event.data.revision as number);
+          else if (e.type !== 'FOLLOWER_PULL') lost.push(e.type);
+        },
+      );
+      const publish = async (from: number, to: number) => {
+        const js = jetstream(publisher);
+        for (let rev = from; rev <= to; rev++) {
+          const m = benchTopologyMessage(rev, signer);
+          await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
+        }
+      };
+      await publish(1, 10);
+      await eventually('the first ten followed', async () => (got.length >= 10 ? true : null), 15_000);
+      const before = asked.length;
+      await bus.server.stop();
+      await bus.server.start();
+      const reconnected = () =>
+        Promise.all([relayNc, publisher].map((c) => c.rtt())).then(
+          () => true,
+          () => null,
+        );
+      await eventually('the relay and the publisher reconnected', reconnected, 30_000);
+      await publish(11, 20);
+      await eventually('the ten after the restart followed', async () => (got.length >= 20 ? true : null), 30_000);
+      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(lost).toEqual([]);
+      expect(asked.slice(before).filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
+    } finally {
+      stop?.();
+      await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
+    }
+  });
 });
 
 async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
