@@ -210,13 +210,23 @@ export async function authorityJwts(a: BusAuthority, opts: { revocations?: Recor
 }
 
 /**
+ * How long nats-server waits for a client's CONNECT (its signed nonce) after its hello, in seconds.
+ * Its default, 2 s, dropped relays of a loaded host ("Authentication Timeout": a process whose event
+ * loop was busy answered late), and every one dropped reconnected and pulled again; 10 s still closes
+ * a connection that never authenticates.
+ */
+export const NATS_AUTH_TIMEOUT_SECONDS = 10;
+
+/**
  * The part of nats-server's configuration that turns on this authority: the operator it trusts, its
- * system account, and both accounts preloaded. The server's own configuration adds the resolver
- * ({@link natsResolverConfig}), which says where it keeps account JWTs (its own directory).
+ * system account, both accounts preloaded, and the time a client has to authenticate. The server's own
+ * configuration adds the resolver ({@link natsResolverConfig}), which says where it keeps account JWTs
+ * (its own directory).
  */
 export async function natsServerAuthConfig(a: BusAuthority): Promise<string> {
   const j = await authorityJwts(a);
   return [
+    `authorization { timeout: ${NATS_AUTH_TIMEOUT_SECONDS} }`,
     `operator: ${j.operatorJwt}`,
     `system_account: ${j.systemAccount}`,
     'resolver_preload: {',

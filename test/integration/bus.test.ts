@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { fromSeed, parseCreds } from '@nats-io/jwt';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectBus } from '../../src/bus/connection.ts';
@@ -141,6 +144,31 @@ describe('event bus on a real nats-server', () => {
     } finally {
       stop?.();
       await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
+    }
+  });
+
+  // A relay on a loaded host may answer the server's hello late; nats-server's default (2 s) dropped it.
+  it('admits a client that authenticates 3 s after the server said hello', async () => {
+    const { jwt, key } = await parseCreds(readFileSync(await bus.credsFile({ kind: 'relay', relayId: 'relay-late' })));
+    const sock = createConnection({ host: '127.0.0.1', port: bus.server.port });
+    let said = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      said += d;
+    });
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    try {
+      const hello = await eventually('the server hello', async () => said.match(/^INFO (\{.*\}) *\r\n/)?.[1], 10_000);
+      const nonce = (JSON.parse(hello) as { nonce: string }).nonce;
+      await new Promise((r) => setTimeout(r, 3_000));
+      const sig = Buffer.from(fromSeed(new TextEncoder().encode(key)).sign(new TextEncoder().encode(nonce))).toString('base64url');
+      sock.write(`CONNECT ${JSON.stringify({ jwt, sig, verbose: false, pedantic: false, protocol: 1 })}\r\nPING\r\n`);
+      const answer = await eventually('an answer to PING', async () => (/PONG|-ERR/.test(said) ? said : null), 10_000);
+      expect(answer).not.toMatch(/-ERR/);
+      expect(answer).toMatch(/PONG\r\n/);
+    } finally {
+      sock.destroy();
+      await closed;
     }
   });
 
