@@ -55,6 +55,18 @@ export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: stri
   });
 }
 
+/**
+ * Where a message stands against the last one this pull handed over (`previous`, 0 before the first):
+ * the next one, a repeat (delivered again after the ack wait), or one past messages this pull never
+ * handed over. The stream holds topology subjects only, so its sequence numbers are the consumer's.
+ * The first message of a pull is taken as it comes: the stream may have dropped older ones (limits),
+ * which the fold sees as a gap in revisions.
+ */
+export function pullOrder(previous: number, seq: number): 'next' | 'repeat' | 'skipped' {
+  if (previous === 0 || seq === previous + 1) return 'next';
+  return seq <= previous ? 'repeat' : 'skipped';
+}
+
 /** Remove the relay's durable consumer (a clean drain: the relay is gone from the topology). */
 export async function deleteTopologyConsumer(jsm: JetStreamManager, relayId: string): Promise<void> {
   try {
@@ -212,11 +224,22 @@ export function runTopologyFollower(
           }
         })().catch(() => {});
 
+        let firstOfPull = true;
         for await (const m of messages) {
           if (abort.signal.aborted) break;
+          if (pullOrder(firstOfPull ? 0 : lastSeq, m.seq) === 'skipped') {
+            // Messages between went to a pull that is gone (a connection dropped with them in flight):
+            // they would come again only after the ack wait, behind this one, and the fold would see a
+            // gap. This one is left unacknowledged; the pull starts again right after the last handed over.
+            log.warn({ lastSeq, streamSeq: m.seq }, 'topology messages skipped by the pull: pulling again from the first of them');
+            repull = true;
+            stopMessages();
+            break;
+          }
+          firstOfPull = false;
           const sig = m.headers?.get(SIGNATURE_HEADER) || undefined;
           const r = decodeTopologyMessage(m.subject, m.data, sig, deps.controlPlaneKey);
-          lastSeq = m.seq;
+          lastSeq = Math.max(lastSeq, m.seq);
           lastMessageAt = Date.now();
           if (r.ok) {
             sendBack({ type: 'TOPOLOGY_EVENT', event: r.event, streamSeq: m.seq });

@@ -18,6 +18,7 @@ import { tempDir } from '../support/temp.ts';
 import type { FollowCommand } from '../../src/actors/relay.machine.ts';
 import type { RegisterResponse } from '../../src/contract/api-relays.ts';
 import { runTopologyFollower } from '../../src/daemon/topology-follower.ts';
+import { inboxPrefixFor, topologyConsumerName } from '../../src/contract/bus-auth.ts';
 import { eventually } from '../../src/devnet/relay-process.ts';
 import { generateSigningKeyPair, importPrivateKey, importPublicKey } from '../../src/events/signing.ts';
 import { benchTopologyMessage } from '../../bench/folding-relays.ts';
@@ -233,6 +234,75 @@ describe('event bus on a real nats-server', () => {
       expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       expect(lost).toEqual([]);
       expect(asked.slice(before).filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
+    } finally {
+      stop?.();
+      await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
+    }
+  });
+
+  // Messages delivered to a pull that is gone (in flight when a connection dropped) come again only
+  // after the ack wait, behind later ones: the follower pulls again from the first it never saw.
+  it('pulls again from the first message another pull took and never acknowledged', async () => {
+    const admin = await connectAs({ kind: 'admin' });
+    const publisher = await connectAs({ kind: 'publisher' });
+    const relayNc = await connectAs({ kind: 'relay', relayId: 'relay-h' });
+    const keys = generateSigningKeyPair();
+    const signer = importPrivateKey(keys.seed);
+    const got: number[] = [];
+    const lost: string[] = [];
+    let stop: (() => void) | null = null;
+    try {
+      const jsm = await jetstreamManager(admin);
+      await bootstrapStreams(jsm);
+      await jsm.streams.purge(STREAMS.topology);
+      stop = runTopologyFollower(
+        {
+          js: jetstream(relayNc),
+          jsm: await jetstreamManager(relayNc),
+          relayId: 'relay-h',
+          controlPlaneKey: importPublicKey(keys.publicKey),
+          logger: log,
+          startMarginMs: 1_000,
+          probeIntervalMs: 3_600_000,
+        },
+        { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
+        (e) => {
+          if (e.type === 'TOPOLOGY_EVENT') got.push(e.event.data.revision as number);
+          else if (e.type !== 'FOLLOWER_PULL') lost.push(e.type);
+        },
+      );
+      const publish = async (from: number, to: number) => {
+        const js = jetstream(publisher);
+        for (let rev = from; rev <= to; rev++) {
+          const m = benchTopologyMessage(rev, signer);
+          await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
+        }
+      };
+      await publish(1, 5);
+      await eventually('the first five followed', async () => (got.length >= 5 ? true : null), 15_000);
+      // A second pull on the relay's consumer (its own credentials), never acknowledged, waiting beside the follower's.
+      const taken: number[] = [];
+      const inbox = `${inboxPrefixFor({ kind: 'relay', relayId: 'relay-h' })}.other-pull`;
+      const sub = relayNc.subscribe(inbox, {
+        callback: (_e, m) => {
+          if (m.data.length > 0) taken.push(Number(m.reply?.split('.')[5]));
+        },
+      });
+      relayNc.publish(
+        `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.topology}.${topologyConsumerName('relay-h')}`,
+        JSON.stringify({ batch: 2, expires: 20_000_000_000 }),
+        {
+          reply: inbox,
+        },
+      );
+      await relayNc.flush();
+      await publish(6, 20);
+      await eventually('all twenty followed', async () => (new Set(got).size >= 20 ? true : null), 20_000);
+      sub.unsubscribe();
+      // The other pull took some (by stream sequence), and the follower still handed over each revision once, in order.
+      expect(taken.length).toBeGreaterThan(0);
+      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(lost).toEqual([]);
     } finally {
       stop?.();
       await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
