@@ -173,24 +173,23 @@ describe('event bus on a real nats-server', () => {
     }
   });
 
-  // A loaded bus times JetStream API requests out; a follower that asked for its consumer's info after
-  // each reconnect stopped pulling until one was answered. Its pull is bound: it pulls again at once.
-  it('follows on across a NATS restart without asking for its consumer first', async () => {
+  /**
+   * A follower of relay `relayId` from now on (the topology stream purged first), with a publisher of
+   * signed revisions: what it hands over (`got`), and anything else it says but its pulls working (`lost`).
+   */
+  const followerRig = async (relayId: string) => {
     const admin = await connectAs({ kind: 'admin' });
     const publisher = await connectAs({ kind: 'publisher' });
-    const relayNc = await connectAs({ kind: 'relay', relayId: 'relay-g' });
+    const relayNc = await connectAs({ kind: 'relay', relayId });
     const keys = generateSigningKeyPair();
     const signer = importPrivateKey(keys.seed);
     const got: number[] = [];
     const lost: string[] = [];
-    // What the relay's connection asks of the JetStream API (the probe is set to an hour: it asks nothing here).
-    const asked: string[] = [];
-    const request = relayNc.request.bind(relayNc);
-    relayNc.request = (subject, ...rest) => {
-      asked.push(subject);
-      return request(subject, ...rest);
-    };
     let stop: (() => void) | null = null;
+    const close = async () => {
+      stop?.();
+      await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
+    };
     try {
       const jsm = await jetstreamManager(admin);
       await bootstrapStreams(jsm);
@@ -199,10 +198,11 @@ describe('event bus on a real nats-server', () => {
         {
           js: jetstream(relayNc),
           jsm: await jetstreamManager(relayNc),
-          relayId: 'relay-g',
+          relayId,
           controlPlaneKey: importPublicKey(keys.publicKey),
           logger: log,
           startMarginMs: 1_000,
+          // An hour: the probe asks nothing of the JetStream API during the test.
           probeIntervalMs: 3_600_000,
         },
         { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
@@ -211,101 +211,82 @@ describe('event bus on a real nats-server', () => {
           else if (e.type !== 'FOLLOWER_PULL') lost.push(e.type);
         },
       );
-      const publish = async (from: number, to: number) => {
-        const js = jetstream(publisher);
-        for (let rev = from; rev <= to; rev++) {
-          const m = benchTopologyMessage(rev, signer);
-          await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
-        }
+    } catch (e) {
+      await close();
+      throw e;
+    }
+    const publish = async (from: number, to: number) => {
+      const js = jetstream(publisher);
+      for (let rev = from; rev <= to; rev++) {
+        const m = benchTopologyMessage(rev, signer);
+        await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
+      }
+    };
+    const followed = (n: number, timeoutMs: number) =>
+      eventually(`revisions 1 to ${n} followed`, async () => (new Set(got).size >= n ? true : null), timeoutMs);
+    return { relayNc, publisher, got, lost, publish, followed, close };
+  };
+
+  // A loaded bus times JetStream API requests out; a follower that asked for its consumer's info after
+  // each reconnect stopped pulling until one was answered. Its pull is bound: it pulls again at once.
+  it('follows on across a NATS restart without asking for its consumer first', async () => {
+    const rig = await followerRig('relay-g');
+    try {
+      // What the relay's connection asks of the JetStream API.
+      const asked: string[] = [];
+      const request = rig.relayNc.request.bind(rig.relayNc);
+      rig.relayNc.request = (subject, ...rest) => {
+        asked.push(subject);
+        return request(subject, ...rest);
       };
-      await publish(1, 10);
-      await eventually('the first ten followed', async () => (got.length >= 10 ? true : null), 15_000);
+      await rig.publish(1, 10);
+      await rig.followed(10, 15_000);
       const before = asked.length;
       await bus.server.stop();
       await bus.server.start();
       const reconnected = () =>
-        Promise.all([relayNc, publisher].map((c) => c.rtt())).then(
+        Promise.all([rig.relayNc, rig.publisher].map((c) => c.rtt())).then(
           () => true,
           () => null,
         );
       await eventually('the relay and the publisher reconnected', reconnected, 30_000);
-      await publish(11, 20);
-      await eventually('the ten after the restart followed', async () => (got.length >= 20 ? true : null), 30_000);
-      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-      expect(lost).toEqual([]);
+      await rig.publish(11, 20);
+      await rig.followed(20, 30_000);
+      expect(rig.got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(rig.lost).toEqual([]);
       expect(asked.slice(before).filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
     } finally {
-      stop?.();
-      await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
+      await rig.close();
     }
   });
 
   // Messages delivered to a pull that is gone (in flight when a connection dropped) come again only
   // after the ack wait, behind later ones: the follower pulls again from the first it never saw.
   it('pulls again from the first message another pull took and never acknowledged', async () => {
-    const admin = await connectAs({ kind: 'admin' });
-    const publisher = await connectAs({ kind: 'publisher' });
-    const relayNc = await connectAs({ kind: 'relay', relayId: 'relay-h' });
-    const keys = generateSigningKeyPair();
-    const signer = importPrivateKey(keys.seed);
-    const got: number[] = [];
-    const lost: string[] = [];
-    let stop: (() => void) | null = null;
+    const rig = await followerRig('relay-h');
     try {
-      const jsm = await jetstreamManager(admin);
-      await bootstrapStreams(jsm);
-      await jsm.streams.purge(STREAMS.topology);
-      stop = runTopologyFollower(
-        {
-          js: jetstream(relayNc),
-          jsm: await jetstreamManager(relayNc),
-          relayId: 'relay-h',
-          controlPlaneKey: importPublicKey(keys.publicKey),
-          logger: log,
-          startMarginMs: 1_000,
-          probeIntervalMs: 3_600_000,
-        },
-        { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
-        (e) => {
-          if (e.type === 'TOPOLOGY_EVENT') got.push(e.event.data.revision as number);
-          else if (e.type !== 'FOLLOWER_PULL') lost.push(e.type);
-        },
-      );
-      const publish = async (from: number, to: number) => {
-        const js = jetstream(publisher);
-        for (let rev = from; rev <= to; rev++) {
-          const m = benchTopologyMessage(rev, signer);
-          await js.publish(m.subject, m.data, { headers: m.headers, msgID: m.msgID });
-        }
-      };
-      await publish(1, 5);
-      await eventually('the first five followed', async () => (got.length >= 5 ? true : null), 15_000);
+      await rig.publish(1, 5);
+      await rig.followed(5, 15_000);
       // A second pull on the relay's consumer (its own credentials), never acknowledged, waiting beside the follower's.
       const taken: number[] = [];
       const inbox = `${inboxPrefixFor({ kind: 'relay', relayId: 'relay-h' })}.other-pull`;
-      const sub = relayNc.subscribe(inbox, {
+      const sub = rig.relayNc.subscribe(inbox, {
         callback: (_e, m) => {
           if (m.data.length > 0) taken.push(Number(m.reply?.split('.')[5]));
         },
       });
-      relayNc.publish(
-        `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.topology}.${topologyConsumerName('relay-h')}`,
-        JSON.stringify({ batch: 2, expires: 20_000_000_000 }),
-        {
-          reply: inbox,
-        },
-      );
-      await relayNc.flush();
-      await publish(6, 20);
-      await eventually('all twenty followed', async () => (new Set(got).size >= 20 ? true : null), 20_000);
+      const next = `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.topology}.${topologyConsumerName('relay-h')}`;
+      rig.relayNc.publish(next, JSON.stringify({ batch: 2, expires: 20_000_000_000 }), { reply: inbox });
+      await rig.relayNc.flush();
+      await rig.publish(6, 20);
+      await rig.followed(20, 20_000);
       sub.unsubscribe();
       // The other pull took some (by stream sequence), and the follower still handed over each revision once, in order.
       expect(taken.length).toBeGreaterThan(0);
-      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-      expect(lost).toEqual([]);
+      expect(rig.got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(rig.lost).toEqual([]);
     } finally {
-      stop?.();
-      await Promise.all([admin, publisher, relayNc].map((c) => c.close()));
+      await rig.close();
     }
   });
 });
