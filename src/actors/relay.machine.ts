@@ -124,9 +124,10 @@ export interface FollowInput {
 
 /**
  * What the relay actor tells its follow actor: pull again now (drop the pull in flight and start a new
- * one), because a heartbeat found the control plane ahead of a view that has not moved since the
- * heartbeat before. After a NATS node's failover the client backs off before it pulls again (half to
- * one and a half times the pull's expiry, per failed check of the consumer); this does not wait for it.
+ * one, from right after the last message handed over), because a heartbeat found the control plane
+ * ahead of a view that has not moved since the heartbeat before. After a NATS node's failover a pull
+ * that nobody answers (the consumer electing a leader) is made again only after two missed idle
+ * heartbeats, and messages lost in flight come again only after the ack wait; this does not wait.
  */
 export type FollowCommand = { type: 'REPULL' };
 
@@ -135,8 +136,9 @@ export type FollowCommand = { type: 'REPULL' };
  * heartbeat before, before a resync. A relay behind but folding (slow, catching up from the stream) is
  * left to catch up: a resync would only add a snapshot to its work (and the control plane's). Three,
  * so that a view stalled 20 to 30 s resyncs (heartbeats every 10 s): a NATS node's failover stalls a
- * follower up to ~17 s (its consumer's check times out, then the client waits up to 12 s to check
- * again; topology-follower.ts), and two heartbeats resynced relays of a healthy cluster then.
+ * follower for seconds (a reconnect, then a pull unanswered while the consumer elects a leader, made
+ * again after 8 s; topology-follower.ts), and two heartbeats resynced relays of a healthy cluster once,
+ * when the client also checked its consumer before each pull (up to ~17 s).
  */
 export const BEHIND_HEARTBEATS_BEFORE_RESYNC = 3;
 /**
