@@ -2,10 +2,7 @@
  * Admissions per second of the local control plane (gateway -> Deno register-server -> Postgres),
  * on the embedded PGlite and on a real PostgreSQL 15 started for the run, side by side.
  *
- *   node bench/admission.ts [--relays 200] [--concurrency 8] [--workers N] [--profile FILE]
- *
- * --workers N (default 1): also measure PostgreSQL with N Deno processes for register-server and for
- * heartbeat (`--function-workers`), in the same run, after the one-process reference.
+ *   node bench/admission.ts [--relays 200] [--concurrency 8] [--profile FILE]
  *
  * --profile FILE: a V8 CPU profile of the register-server function's Deno process over the PostgreSQL
  * run (through Deno's inspector: RELAYNET_FUNCTIONS_INSPECT), written to FILE (.cpuprofile; sum it
@@ -23,17 +20,10 @@ import { startTestPostgres } from '../test/support/postgres.ts';
 import { tempDir } from '../test/support/temp.ts';
 
 const { values } = parseArgs({
-  options: {
-    relays: { type: 'string', default: '200' },
-    concurrency: { type: 'string', default: '8' },
-    workers: { type: 'string', default: '1' },
-    profile: { type: 'string' },
-  },
+  options: { relays: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '8' }, profile: { type: 'string' } },
 });
 const relays = Number(values.relays);
 const concurrency = Number(values.concurrency);
-const workers = Number(values.workers);
-if (!Number.isInteger(workers) || workers < 1 || workers > 8) throw new Error(`--workers ${values.workers}: 1 to 8`);
 const log = rootLogger({ bench: 'admission' }, 'error');
 
 /** Deno's inspector of one function: start and stop its CPU profiler (Chrome DevTools protocol over WebSocket). */
@@ -69,14 +59,12 @@ async function inspector(address: string): Promise<{ start(): Promise<void>; sto
   };
 }
 
-async function measure(label: string, dbUrl: string | undefined, dir: string, profile?: string, functionWorkers?: Record<string, number>) {
+async function measure(label: string, dbUrl: string | undefined, dir: string, profile?: string) {
   const inspectAt = profile ? `127.0.0.1:${await freePort()}` : null;
   if (inspectAt) process.env.RELAYNET_FUNCTIONS_INSPECT = `register-server=${inspectAt}`;
-  const cp = await startLocalControlPlane({ stateDir: join(dir, label), port: 0, dbUrl, logger: log, ...(functionWorkers ? { functionWorkers } : {}) }).finally(
-    () => {
-      delete process.env.RELAYNET_FUNCTIONS_INSPECT;
-    },
-  );
+  const cp = await startLocalControlPlane({ stateDir: join(dir, label), port: 0, dbUrl, logger: log }).finally(() => {
+    delete process.env.RELAYNET_FUNCTIONS_INSPECT;
+  });
   const prof = inspectAt ? await inspector(inspectAt) : null;
   try {
     const keys = Array.from({ length: relays }, () => generateWgKeyPair().publicKey);
@@ -112,24 +100,10 @@ const pg = await startTestPostgres();
 try {
   const embedded = await measure('pglite', undefined, tmp.dir);
   const real = await measure('postgresql', pg.url, tmp.dir, values.profile);
-  // A PostgreSQL of its own for the run with more workers, fresh like the reference's: the same admissions.
-  let more: number | null = null;
-  if (workers > 1) {
-    const pg2 = await startTestPostgres();
-    try {
-      more = await measure('postgresql-workers', pg2.url, tmp.dir, undefined, { 'register-server': workers, heartbeat: workers });
-    } finally {
-      await pg2.stop();
-    }
-  }
   console.log(`admissions: ${relays - 1} registrations of new relays, ${concurrency} concurrent clients, through the gateway`);
   console.log(`  embedded PGlite     ${embedded.toFixed(1)} admissions/s`);
   console.log(`  PostgreSQL 15       ${real.toFixed(1)} admissions/s`);
   console.log(`  ratio PGlite / PostgreSQL: ${(embedded / real).toFixed(2)}`);
-  if (more !== null) {
-    console.log(`  PostgreSQL 15, ${workers} register-server processes   ${more.toFixed(1)} admissions/s`);
-    console.log(`  ratio ${workers} processes / 1: ${(more / real).toFixed(2)}`);
-  }
 } finally {
   await pg.stop();
   tmp.remove();

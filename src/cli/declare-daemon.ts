@@ -230,11 +230,6 @@ that may publish only its own events; the operator's credentials are STATE_DIR/b
     ),
     intOpt('--stream-replicas <N>', 'copies of each JetStream stream it creates (3 on a 3-node NATS cluster)', 1, 5, { default: 1 }),
     opt(
-      '--function-workers <SPEC>',
-      'Deno processes per Edge Function, taken in turn: N for every function, or NAME=N[,NAME=N] (e.g. register-server=2,heartbeat=2); 1 to 8',
-      { defaultText: '1 each' },
-    ),
-    opt(
       '--metrics-listen <[ADDR:]PORT>',
       "serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1 when not given): requests by function, admissions, heartbeats, the publisher's lag; see docs/operations.md",
       { env: 'RELAYNET_METRICS_LISTEN' },

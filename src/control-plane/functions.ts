@@ -83,53 +83,18 @@ function logLine(log: Logger, line: string): void {
 
 export interface FunctionRunner {
   names: string[];
-  /**
-   * Loopback port of one of a function's Deno processes that answers right now, in turn (changes when
-   * one is restarted); undefined if none is up.
-   */
+  /** Loopback port a function serves on right now (changes when it is restarted); undefined if down. */
   port(name: string): number | undefined;
-  /** Process ids of a function's Deno processes right now, one per worker that is up. */
-  pids(name: string): number[];
+  /** Process id of a function's Deno process right now; undefined if down. */
+  pid(name: string): number | undefined;
   stop(): Promise<void>;
 }
 
 interface Running {
   name: string;
-  /** Which of the function's workers (0 to its count - 1). */
-  slot: number;
   port: number;
   child: ChildProcess;
   ready: boolean;
-}
-
-/** Most Deno processes one function may have. */
-export const MAX_FUNCTION_WORKERS = 8;
-
-/**
- * `--function-workers`: how many Deno processes serve each function. `N` gives every function N;
- * `name=N[,name=N]` those functions N (the others 1). Unknown names and counts outside 1 to
- * {@link MAX_FUNCTION_WORKERS} are refused with the reason.
- */
-export function parseFunctionWorkers(spec: string, names: readonly string[]): Record<string, number> {
-  const count = (v: string, what: string) => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n < 1 || n > MAX_FUNCTION_WORKERS) throw new Error(`${what}: "${v}" is not a count of workers from 1 to ${MAX_FUNCTION_WORKERS}`);
-    return n;
-  };
-  const t = spec.trim();
-  if (/^\d+$/.test(t)) {
-    const n = count(t, '--function-workers');
-    return Object.fromEntries(names.map((name) => [name, n]));
-  }
-  const out: Record<string, number> = {};
-  for (const part of t.split(',').map((x) => x.trim())) {
-    const m = /^([a-z0-9-]+)=(.*)$/.exec(part);
-    if (!m) throw new Error(`--function-workers: "${part}" is not name=N (or give one N for every function)`);
-    if (!names.includes(m[1]!)) throw new Error(`--function-workers: there is no function ${m[1]} (functions: ${names.join(', ')})`);
-    if (m[1]! in out) throw new Error(`--function-workers: ${m[1]} is given twice`);
-    out[m[1]!] = count(m[2]!, `--function-workers ${m[1]}`);
-  }
-  return out;
 }
 
 /**
@@ -151,33 +116,18 @@ export function inspectTargets(spec: string | undefined): Map<string, string> {
  * worker: `deno run` of supabase/functions/<name>/index.ts with Deno.serve on a loopback port
  * (DENO_SERVE_ADDRESS), permissions for net, env and reading its code and dependency cache. Resolves
  * once every function answers HTTP. A function that dies is restarted (with backoff) and logged.
- * `workers` (by name, default 1): a function with more has that many processes, taken in turn
- * (Supabase's runtime, too, starts more workers of a busy function); each holds its own database pool.
  */
-export async function startFunctions(opts: {
-  env: Record<string, string>;
-  logger: Logger;
-  startTimeoutMs?: number;
-  workers?: Record<string, number>;
-}): Promise<FunctionRunner> {
+export async function startFunctions(opts: { env: Record<string, string>; logger: Logger; startTimeoutMs?: number }): Promise<FunctionRunner> {
   requireDeno();
   const names = functionNames();
   if (!names.length) throw new Error(`no Edge Functions found in ${FUNCTIONS_DIR}`);
-  for (const [name, n] of Object.entries(opts.workers ?? {})) {
-    if (!names.includes(name)) throw new Error(`function workers: there is no function ${name}`);
-    if (!Number.isInteger(n) || n < 1 || n > MAX_FUNCTION_WORKERS) throw new Error(`function workers: ${name} cannot have ${n} (1 to ${MAX_FUNCTION_WORKERS})`);
-  }
-  const workersOf = (name: string) => opts.workers?.[name] ?? 1;
   const log = opts.logger.child({ component: 'edge-functions' });
-  /** Each function's workers by slot. */
-  const running = new Map<string, Map<number, Running>>(names.map((n) => [n, new Map()]));
-  /** Where each function's turn is. */
-  const turn = new Map<string, number>();
+  const running = new Map<string, Running>();
   const restarts = new Map<string, number[]>();
   let stopping = false;
 
   const inspect = inspectTargets(process.env.RELAYNET_FUNCTIONS_INSPECT);
-  const launch = async (name: string, slot: number): Promise<Running> => {
+  const launch = async (name: string): Promise<Running> => {
     const port = await freePort();
     const child = spawnOwned(
       DENO_BIN,
@@ -187,8 +137,7 @@ export async function startFunctions(opts: {
         '--allow-net',
         '--allow-env',
         `--allow-read=${FUNCTIONS_DIR},${DENO_DIR}`,
-        // The inspector's address is one: the function's first worker.
-        ...(inspect.has(name) && slot === 0 ? [`--inspect=${inspect.get(name)}`] : []),
+        ...(inspect.has(name) ? [`--inspect=${inspect.get(name)}`] : []),
         join(name, 'index.ts'),
       ],
       {
@@ -197,7 +146,7 @@ export async function startFunctions(opts: {
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
-    const flog = log.child({ fn: name, ...(workersOf(name) > 1 ? { worker: slot } : {}), denoPid: child.pid });
+    const flog = log.child({ fn: name, denoPid: child.pid });
     for (const stream of [child.stdout!, child.stderr!]) {
       let buf = '';
       stream.setEncoding('utf8');
@@ -214,28 +163,25 @@ export async function startFunctions(opts: {
       });
       stream.on('end', () => buf && logLine(flog, buf));
     }
-    const r: Running = { name, slot, port, child, ready: false };
-    const slots = running.get(name)!;
+    const r: Running = { name, port, child, ready: false };
     child.once('exit', (code, signal) => {
-      if (slots.get(slot) === r) slots.delete(slot);
+      if (running.get(name) === r) running.delete(name);
       if (stopping || !r.ready) return;
       flog.error({ code, signal }, 'Edge Function exited; restarting it');
-      const key = `${name}#${slot}`;
       const now = Date.now();
-      const recent = (restarts.get(key) ?? []).filter((t) => now - t < 60_000);
-      restarts.set(key, [...recent, now]);
+      const recent = (restarts.get(name) ?? []).filter((t) => now - t < 60_000);
+      restarts.set(name, [...recent, now]);
       const delay = Math.min(30_000, 250 * 2 ** recent.length);
       setTimeout(() => {
         if (stopping) return;
-        launch(name, slot)
+        launch(name)
           .then((again) => waitReady(again, 120_000))
           .catch((e) => flog.error({ err: (e as Error).message }, 'Edge Function restart failed'));
       }, delay).unref();
     });
-    slots.set(slot, r);
+    running.set(name, r);
     return r;
   };
-  const all = () => [...running.values()].flatMap((slots) => [...slots.values()]);
 
   const waitReady = async (r: Running, timeoutMs: number): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
@@ -255,7 +201,7 @@ export async function startFunctions(opts: {
   const stop = async () => {
     stopping = true;
     await Promise.all(
-      all().map(
+      [...running.values()].map(
         ({ child }) =>
           new Promise<void>((resolve) => {
             if (child.exitCode !== null || child.signalCode !== null) return resolve();
@@ -268,28 +214,24 @@ export async function startFunctions(opts: {
           }),
       ),
     );
-    for (const slots of running.values()) slots.clear();
+    running.clear();
   };
 
   try {
-    const started = await Promise.all(names.flatMap((n) => Array.from({ length: workersOf(n) }, (_, slot) => launch(n, slot))));
+    const started = await Promise.all(names.map((n) => launch(n)));
     await Promise.all(started.map((r) => waitReady(r, opts.startTimeoutMs ?? 120_000)));
   } catch (e) {
     await stop();
     throw e;
   }
-  const ports = (name: string) => [...(running.get(name)?.values() ?? [])].filter((r) => r.ready).map((r) => r.port);
-  log.info({ functions: Object.fromEntries(names.map((n) => [n, workersOf(n) > 1 ? ports(n) : ports(n)[0]])) }, 'Edge Functions ready');
+  log.info({ functions: Object.fromEntries([...running.values()].map((r) => [r.name, r.port])) }, 'Edge Functions ready');
   return {
     names,
     port: (name) => {
-      const up = ports(name);
-      if (!up.length) return undefined;
-      const i = (turn.get(name) ?? 0) % up.length;
-      turn.set(name, i + 1);
-      return up[i];
+      const r = running.get(name);
+      return r?.ready ? r.port : undefined;
     },
-    pids: (name) => [...(running.get(name)?.values() ?? [])].flatMap((r) => (r.child.pid === undefined ? [] : [r.child.pid])),
+    pid: (name) => running.get(name)?.child.pid,
     stop,
   };
 }

@@ -81,8 +81,6 @@ export interface LocalControlPlaneOptions {
   settleAfterSeconds?: number;
   /** Copies of each JetStream stream the control plane creates (default 1; 3 on a 3-node NATS cluster). */
   streamReplicas?: number;
-  /** Deno processes per function, by name (default 1 each; `--function-workers`, parseFunctionWorkers). */
-  functionWorkers?: Record<string, number>;
   /** Serve Prometheus metrics here (`--metrics-listen`: the gateway's requests, admissions, heartbeats, the publisher). */
   metricsListen?: ListenAddress | null;
   logger: Logger;
@@ -258,7 +256,6 @@ export async function startLocalControlPlane(opts: LocalControlPlaneOptions): Pr
         RELAYNET_DB_LISTEN: '1',
       },
       logger: opts.logger,
-      ...(opts.functionWorkers ? { workers: opts.functionWorkers } : {}),
     });
     const runner = fns;
     stops.push({ what: 'functions', stop: () => runner.stop() });

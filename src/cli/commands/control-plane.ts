@@ -1,7 +1,6 @@
 import { join, resolve } from 'node:path';
 import { CliError, str, type Action } from '../args.ts';
 import { redactUrl, SERVICE_ROLE_KEY_FILE, startLocalControlPlane, type LocalControlPlane } from '../../control-plane/local.ts';
-import { functionNames, parseFunctionWorkers } from '../../control-plane/functions.ts';
 import { rootLogger } from '../../lib/logger.ts';
 import { parseListen, type ListenAddress } from '../../lib/metrics-server.ts';
 import { parseIpv4 } from '../../contract/topology.events.ts';
@@ -34,12 +33,6 @@ export const controlPlane: Action = async (v) => {
     metricsListen = str(v.metricsListen) ? parseListen(str(v.metricsListen)!) : null;
   } catch (e) {
     throw new CliError(`--metrics-listen: ${(e as Error).message}`, 2);
-  }
-  let functionWorkers: Record<string, number> | undefined;
-  try {
-    functionWorkers = str(v.functionWorkers) ? parseFunctionWorkers(str(v.functionWorkers)!, functionNames()) : undefined;
-  } catch (e) {
-    throw new CliError((e as Error).message, 2);
   }
   const log = rootLogger({ component: 'relay-core' });
 
@@ -76,7 +69,6 @@ export const controlPlane: Action = async (v) => {
         measureEverySeconds: (v.measureEvery as number | undefined) ?? 0,
         ...(v.settleAfter !== undefined ? { settleAfterSeconds: v.settleAfter as number } : {}),
         streamReplicas: v.streamReplicas as number,
-        ...(functionWorkers ? { functionWorkers } : {}),
         metricsListen,
         logger: log,
       });
