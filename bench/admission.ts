@@ -2,7 +2,10 @@
  * Admissions per second of the local control plane (gateway -> Deno register-server -> Postgres),
  * on the embedded PGlite and on a real PostgreSQL 15 started for the run, side by side.
  *
- *   node bench/admission.ts [--relays 200] [--concurrency 8] [--profile FILE]
+ *   node bench/admission.ts [--relays 200] [--concurrency 8] [--heartbeats 2000] [--profile FILE]
+ *
+ * After the admissions, --heartbeats heartbeats of the admitted relays (service role, the same
+ * concurrency): heartbeats/s and their p50 / p99 (a heartbeat takes no topology lock).
  *
  * --profile FILE: a V8 CPU profile of the register-server function's Deno process over the PostgreSQL
  * run (through Deno's inspector: RELAYNET_FUNCTIONS_INSPECT), written to FILE (.cpuprofile; sum it
@@ -20,10 +23,17 @@ import { startTestPostgres } from '../test/support/postgres.ts';
 import { tempDir } from '../test/support/temp.ts';
 
 const { values } = parseArgs({
-  options: { relays: { type: 'string', default: '200' }, concurrency: { type: 'string', default: '8' }, profile: { type: 'string' } },
+  options: {
+    relays: { type: 'string', default: '200' },
+    concurrency: { type: 'string', default: '8' },
+    heartbeats: { type: 'string', default: '2000' },
+    profile: { type: 'string' },
+  },
 });
 const relays = Number(values.relays);
 const concurrency = Number(values.concurrency);
+const heartbeats = Number(values.heartbeats);
+if (!Number.isInteger(heartbeats) || heartbeats < 1) throw new Error(`--heartbeats ${values.heartbeats}: a count of at least 1`);
 const log = rootLogger({ bench: 'admission' }, 'error');
 
 /** Deno's inspector of one function: start and stop its CPU profiler (Chrome DevTools protocol over WebSocket). */
@@ -88,7 +98,30 @@ async function measure(label: string, dbUrl: string | undefined, dir: string, pr
     );
     const secs = (performance.now() - t0) / 1000;
     if (prof && profile) await prof.stop(profile);
-    return (relays - 1) / secs;
+    // Heartbeats of the admitted relays, in turn.
+    const took: number[] = [];
+    let sent = 0;
+    const h0 = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (sent < heartbeats) {
+          const i = sent++ % relays;
+          const t = performance.now();
+          const res = await fetch(`${cp.url}/functions/v1/heartbeat`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${cp.serviceRoleKey}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ relayId: `bench-${i}` }),
+          });
+          if (res.status !== 200) throw new Error(`${label}: heartbeat bench-${i}: ${res.status} ${await res.text()}`);
+          await res.arrayBuffer();
+          took.push(performance.now() - t);
+        }
+      }),
+    );
+    const hSecs = (performance.now() - h0) / 1000;
+    took.sort((a, b) => a - b);
+    const q = (p: number) => took[Math.min(took.length - 1, Math.floor(p * took.length))] ?? NaN;
+    return { admissions: (relays - 1) / secs, heartbeats: heartbeats / hSecs, hbP50: q(0.5), hbP99: q(0.99) };
   } finally {
     prof?.close();
     await cp.stop();
@@ -100,10 +133,16 @@ const pg = await startTestPostgres();
 try {
   const embedded = await measure('pglite', undefined, tmp.dir);
   const real = await measure('postgresql', pg.url, tmp.dir, values.profile);
-  console.log(`admissions: ${relays - 1} registrations of new relays, ${concurrency} concurrent clients, through the gateway`);
-  console.log(`  embedded PGlite     ${embedded.toFixed(1)} admissions/s`);
-  console.log(`  PostgreSQL 15       ${real.toFixed(1)} admissions/s`);
-  console.log(`  ratio PGlite / PostgreSQL: ${(embedded / real).toFixed(2)}`);
+  const line = (what: string, r: Awaited<ReturnType<typeof measure>>) =>
+    console.log(
+      `  ${what.padEnd(16)} ${r.admissions.toFixed(1)} admissions/s; ${r.heartbeats.toFixed(1)} heartbeats/s, p50 ${r.hbP50.toFixed(1)} ms p99 ${r.hbP99.toFixed(1)} ms`,
+    );
+  console.log(`${relays - 1} admissions of new relays, then ${heartbeats} heartbeats of them, ${concurrency} concurrent clients, through the gateway`);
+  line('embedded PGlite', embedded);
+  line('PostgreSQL 15', real);
+  console.log(
+    `  ratio PGlite / PostgreSQL: ${(embedded.admissions / real.admissions).toFixed(2)} (admissions), ${(embedded.heartbeats / real.heartbeats).toFixed(2)} (heartbeats)`,
+  );
 } finally {
   await pg.stop();
   tmp.remove();
