@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { AckPolicy, type ConsumerInfo, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { fromCallback } from 'xstate';
 import type { FollowCommand, FollowInput, RelayMachineEvent } from '../actors/relay.machine.ts';
 import { isNotFound, isStreamNotFound } from '../bus/streams.ts';
@@ -17,7 +17,10 @@ export interface FollowerDeps {
   logger: Logger;
   /** Start the consumer this long before the snapshot's revision time (clock skew between Postgres and NATS). */
   startMarginMs?: number;
-  /** How often the follower checks that its consumer still exists (default 5 s). */
+  /**
+   * How often the follower checks that its consumer still exists (default {@link CONSUMER_PROBE_INTERVAL_MS});
+   * it also checks at once when a pull finds nobody to answer it.
+   */
   probeIntervalMs?: number;
   /** Told when the follower sets up its consumer, follows the stream, or stops (for the status socket). */
   onState?: (state: FollowerState) => void;
@@ -32,17 +35,27 @@ export type FollowerState = 'setting-up' | 'following' | 'stopped';
  */
 export const CONSUMER_INACTIVE_THRESHOLD_MS = 60 * 60_000;
 
+/**
+ * How often a follower asks the JetStream API whether its consumer still exists, when nothing else
+ * suggests otherwise. A consumer deleted under an outstanding pull is told by the server (409), and a
+ * pull sent to a consumer that is not there comes back unanswered (503), which starts a check at once;
+ * this is for what neither catches. Every 5 s, a thousand relays' checks were 200 JetStream API requests
+ * a second, the bulk of a loaded server's API work, and its timeouts stalled their followers.
+ */
+export const CONSUMER_PROBE_INTERVAL_MS = 60_000;
+
 /** Name of a relay's durable topology consumer (one per relay; visible to operators with its lag; its name is its NATS permission). */
 export { topologyConsumerName };
 
 /**
  * (Re)create the relay's durable topology consumer so that it delivers from `start` on: a time (after
  * every seed: the snapshot says where the stream must be picked up), or a stream sequence (a pull started
- * again: right after the last message the follower handed over).
+ * again: right after the last message the follower handed over). Returns the consumer's info, from
+ * which the follower pulls without asking for it again.
  */
-export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: string, start: Date | { seq: number }): Promise<void> {
+export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: string, start: Date | { seq: number }): Promise<ConsumerInfo> {
   await deleteTopologyConsumer(jsm, relayId);
-  await jsm.consumers.add(STREAMS.topology, {
+  return await jsm.consumers.add(STREAMS.topology, {
     durable_name: topologyConsumerName(relayId),
     ack_policy: AckPolicy.Explicit,
     ...(start instanceof Date
@@ -65,6 +78,25 @@ export async function resetTopologyConsumer(jsm: JetStreamManager, relayId: stri
 export function pullOrder(previous: number, seq: number): 'next' | 'repeat' | 'skipped' {
   if (previous === 0 || seq === previous + 1) return 'next';
   return seq <= previous ? 'repeat' : 'skipped';
+}
+
+/**
+ * The counts of a consumer's info that say why a view is stuck, for a log line; a field the server's
+ * answer lacks is null (a loaded nats-server answered one without `delivered`, and reading it threw
+ * inside a relay process of bench:fleet, taking 500 relays down).
+ */
+export function consumerCounts(ci: unknown): Record<string, number | null> {
+  const c = (ci ?? {}) as Partial<Record<string, unknown>>;
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  const seq = (v: unknown) => num((v as { stream_seq?: unknown } | null | undefined)?.stream_seq);
+  return {
+    delivered: seq(c.delivered),
+    ackFloor: seq(c.ack_floor),
+    numPending: num(c.num_pending),
+    numAckPending: num(c.num_ack_pending),
+    numWaiting: num(c.num_waiting),
+    numRedelivered: num(c.num_redelivered),
+  };
 }
 
 /** Remove the relay's durable consumer (a clean drain: the relay is gone from the topology). */
@@ -104,16 +136,17 @@ export function runTopologyFollower(
     const run = async () => {
       deps.onState?.('setting-up');
       const startTime = new Date(Date.parse(input.registration.revisionTime) - (deps.startMarginMs ?? 60_000));
+      let info: ConsumerInfo | null = null;
       for (let attempt = 0; !abort.signal.aborted; attempt++) {
         try {
-          await resetTopologyConsumer(deps.jsm, deps.relayId, startTime);
+          info = await resetTopologyConsumer(deps.jsm, deps.relayId, startTime);
           break;
         } catch (e) {
           log.warn({ err: String(e), attempt }, 'cannot set up the topology consumer yet, retrying');
           await sleep(Math.min(5_000, 250 * 2 ** attempt), abort.signal);
         }
       }
-      if (abort.signal.aborted) return;
+      if (abort.signal.aborted || info === null) return;
       log.info({ startTime: startTime.toISOString(), revision: input.registration.revision }, 'following topology');
       deps.onState?.('following');
       // A pull started again begins right after the last message handed over: the consumer is made anew
@@ -124,24 +157,36 @@ export function runTopologyFollower(
       let pullStartedAt: number | null = null;
       let repull = false;
       // A consumer deleted while no pull is outstanding produces no status from the client, so the
-      // follower also looks its consumer up now and then: a missing consumer means a resync.
-      const probe = setInterval(() => {
-        deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
-          () => {},
-          (e) => {
-            // Not found while a pull starts again is the consumer being made anew.
-            if (abort.signal.aborted || !isNotFound(e) || repull) return;
-            clearInterval(probe);
-            const streamGone = isStreamNotFound(e);
-            log.warn(streamGone ? 'topology stream gone' : 'topology consumer missing');
-            sendBack(
-              streamGone
-                ? { type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'consumer info: stream not found' }
-                : { type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' },
-            );
-          },
-        );
-      }, deps.probeIntervalMs ?? 5_000);
+      // follower also looks its consumer up now and then, and whenever a pull goes unanswered: a missing
+      // consumer means a resync. One check at a time.
+      let checking = false;
+      let lost = false;
+      const check = () => {
+        if (checking || lost || abort.signal.aborted) return;
+        checking = true;
+        deps.jsm.consumers
+          .info(STREAMS.topology, topologyConsumerName(deps.relayId))
+          .then(
+            () => {},
+            (e) => {
+              // Not found while a pull starts again is the consumer being made anew.
+              if (abort.signal.aborted || !isNotFound(e) || repull || lost) return;
+              lost = true;
+              clearInterval(probe);
+              const streamGone = isStreamNotFound(e);
+              log.warn(streamGone ? 'topology stream gone' : 'topology consumer missing');
+              sendBack(
+                streamGone
+                  ? { type: 'CONSUMER_LOST', reason: 'stream-purged', detail: 'consumer info: stream not found' }
+                  : { type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: 'consumer info: not found' },
+              );
+            },
+          )
+          .finally(() => {
+            checking = false;
+          });
+      };
+      const probe = setInterval(check, deps.probeIntervalMs ?? CONSUMER_PROBE_INTERVAL_MS);
       abort.signal.addEventListener('abort', () => clearInterval(probe), { once: true });
 
       receive?.((e) => {
@@ -156,19 +201,7 @@ export function runTopologyFollower(
           pullAgeMs: pullStartedAt === null ? null : now - pullStartedAt,
         };
         deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
-          (ci) =>
-            log.warn(
-              {
-                ...said,
-                delivered: ci.delivered.stream_seq,
-                ackFloor: ci.ack_floor.stream_seq,
-                numPending: ci.num_pending,
-                numAckPending: ci.num_ack_pending,
-                numWaiting: ci.num_waiting,
-                numRedelivered: ci.num_redelivered,
-              },
-              msg,
-            ),
+          (ci) => log.warn({ ...said, ...consumerCounts(ci) }, msg),
           (err) => log.warn({ ...said, consumer: String(err) }, msg),
         );
         repull = true;
@@ -187,10 +220,11 @@ export function runTopologyFollower(
         let messages: Awaited<ReturnType<Awaited<ReturnType<typeof deps.js.consumers.get>>['consume']>>;
         try {
           if (repull) {
-            await resetTopologyConsumer(deps.jsm, deps.relayId, lastSeq > 0 ? { seq: lastSeq + 1 } : startTime);
+            info = await resetTopologyConsumer(deps.jsm, deps.relayId, lastSeq > 0 ? { seq: lastSeq + 1 } : startTime);
             repull = false;
           }
-          const consumer = await deps.js.consumers.get(STREAMS.topology, topologyConsumerName(deps.relayId));
+          // From the info its creation returned: no request to look it up again.
+          const consumer = deps.js.consumers.getConsumerFromInfo(info);
           // After a reconnect or two missed idle heartbeats the client pulls again at once (`bind`): left
           // to itself it would first ask for the consumer's info, and a loaded bus that times such requests
           // out (5 s each, 4 to 12 s apart) left followers not pulling for a minute while events waited.
@@ -212,10 +246,11 @@ export function runTopologyFollower(
         stopMessages = () => void messages.stop();
         if (abort.signal.aborted) return stopMessages();
 
-        // A pull outstanding when the consumer (or its stream) is deleted is told so by the server; a bound
-        // pull asks nothing else (the probe finds a consumer deleted between pulls).
+        // A pull outstanding when the consumer (or its stream) is deleted is told so by the server; a pull
+        // nobody answers (503: the consumer gone, or electing a leader) has the consumer checked now.
         void (async () => {
           for await (const s of messages.status()) {
+            if (s.type === 'no_responders') check();
             if (s.type === 'consumer_deleted') {
               log.warn({ status: s.type }, 'topology consumer lost');
               sendBack({ type: 'CONSUMER_LOST', reason: 'consumer-deleted', detail: s.type });

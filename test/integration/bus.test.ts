@@ -175,12 +175,20 @@ describe('event bus on a real nats-server', () => {
 
   /**
    * A follower of relay `relayId` from now on (the topology stream purged first), with a publisher of
-   * signed revisions: what it hands over (`got`), and anything else it says but its pulls working (`lost`).
+   * signed revisions: what it hands over (`got`), anything else it says but its pulls working (`lost`),
+   * and what its connection asks of the JetStream API (`asked`).
    */
   const followerRig = async (relayId: string) => {
     const admin = await connectAs({ kind: 'admin' });
     const publisher = await connectAs({ kind: 'publisher' });
     const relayNc = await connectAs({ kind: 'relay', relayId });
+    // What the relay's connection asks of the JetStream API (subjects), from the start.
+    const asked: string[] = [];
+    const request = relayNc.request.bind(relayNc);
+    relayNc.request = (subject, ...rest) => {
+      asked.push(subject);
+      return request(subject, ...rest);
+    };
     const keys = generateSigningKeyPair();
     const signer = importPrivateKey(keys.seed);
     const got: number[] = [];
@@ -224,7 +232,7 @@ describe('event bus on a real nats-server', () => {
     };
     const followed = (n: number, timeoutMs: number) =>
       eventually(`revisions 1 to ${n} followed`, async () => (new Set(got).size >= n ? true : null), timeoutMs);
-    return { relayNc, publisher, got, lost, publish, followed, close };
+    return { relayNc, publisher, got, lost, asked, publish, followed, close };
   };
 
   // A loaded bus times JetStream API requests out; a follower that asked for its consumer's info after
@@ -232,16 +240,9 @@ describe('event bus on a real nats-server', () => {
   it('follows on across a NATS restart without asking for its consumer first', async () => {
     const rig = await followerRig('relay-g');
     try {
-      // What the relay's connection asks of the JetStream API.
-      const asked: string[] = [];
-      const request = rig.relayNc.request.bind(rig.relayNc);
-      rig.relayNc.request = (subject, ...rest) => {
-        asked.push(subject);
-        return request(subject, ...rest);
-      };
       await rig.publish(1, 10);
       await rig.followed(10, 15_000);
-      const before = asked.length;
+      const before = rig.asked.length;
       await bus.server.stop();
       await bus.server.start();
       const reconnected = () =>
@@ -254,7 +255,7 @@ describe('event bus on a real nats-server', () => {
       await rig.followed(20, 30_000);
       expect(rig.got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       expect(rig.lost).toEqual([]);
-      expect(asked.slice(before).filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
+      expect(rig.asked.slice(before).filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
     } finally {
       await rig.close();
     }
@@ -285,6 +286,27 @@ describe('event bus on a real nats-server', () => {
       expect(taken.length).toBeGreaterThan(0);
       expect(rig.got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       expect(rig.lost).toEqual([]);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  // The follower asks the JetStream API about its consumer once a minute (a thousand relays every 5 s
+  // were most of a loaded server's API work): a consumer deleted under its pull is still noticed at once.
+  it('notices its consumer deleted without asking the JetStream API', async () => {
+    const rig = await followerRig('relay-i');
+    try {
+      await rig.publish(1, 3);
+      await rig.followed(3, 15_000);
+      const admin = await connectAs({ kind: 'admin' });
+      try {
+        await (await jetstreamManager(admin)).consumers.delete(STREAMS.topology, topologyConsumerName('relay-i'));
+      } finally {
+        await admin.close();
+      }
+      await eventually('the loss told', async () => (rig.lost.includes('CONSUMER_LOST') ? true : null), 15_000);
+      expect(rig.lost).toEqual(['CONSUMER_LOST']);
+      expect(rig.asked.filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
     } finally {
       await rig.close();
     }
