@@ -73,7 +73,8 @@ export function isStreamNotFound(e: unknown): boolean {
   return err?.api_error?.err_code === 10059 || /stream not found/i.test(String(err?.message));
 }
 
+/** A JetStream API error saying a stream or a consumer does not exist (10059, 10014). */
 export function isNotFound(e: unknown): boolean {
-  const err = e as { code?: string | number; api_error?: { err_code?: number }; message?: string };
-  return err?.api_error?.err_code === 10059 || err?.api_error?.err_code === 10014 || /not found/i.test(String(err?.message));
+  const err = e as { api_error?: { err_code?: number }; message?: string };
+  return isStreamNotFound(e) || err?.api_error?.err_code === 10014 || /not found/i.test(String(err?.message));
 }

@@ -170,7 +170,7 @@ export function runTopologyFollower(
             () => {},
             (e) => {
               // Not found while a pull starts again is the consumer being made anew.
-              if (abort.signal.aborted || !isNotFound(e) || repull || lost) return;
+              if (abort.signal.aborted || !isNotFound(e) || repull) return;
               lost = true;
               clearInterval(probe);
               const streamGone = isStreamNotFound(e);

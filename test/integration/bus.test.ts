@@ -232,7 +232,7 @@ describe('event bus on a real nats-server', () => {
     };
     const followed = (n: number, timeoutMs: number) =>
       eventually(`revisions 1 to ${n} followed`, async () => (new Set(got).size >= n ? true : null), timeoutMs);
-    return { relayNc, publisher, got, lost, asked, publish, followed, close };
+    return { admin, relayNc, publisher, got, lost, asked, publish, followed, close };
   };
 
   // A loaded bus times JetStream API requests out; a follower that asked for its consumer's info after
@@ -298,12 +298,7 @@ describe('event bus on a real nats-server', () => {
     try {
       await rig.publish(1, 3);
       await rig.followed(3, 15_000);
-      const admin = await connectAs({ kind: 'admin' });
-      try {
-        await (await jetstreamManager(admin)).consumers.delete(STREAMS.topology, topologyConsumerName('relay-i'));
-      } finally {
-        await admin.close();
-      }
+      await (await jetstreamManager(rig.admin)).consumers.delete(STREAMS.topology, topologyConsumerName('relay-i'));
       await eventually('the loss told', async () => (rig.lost.includes('CONSUMER_LOST') ? true : null), 15_000);
       expect(rig.lost).toEqual(['CONSUMER_LOST']);
       expect(rig.asked.filter((s) => s.includes('CONSUMER.INFO'))).toEqual([]);
