@@ -45,7 +45,9 @@
  * wireguard-go process per link: fs.inotify.max_user_instances and kernel.pid_max are checked first
  * (Linux's defaults allow a real relay 64 links; docs/operations.md).
  *
- *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--real R] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--v8 FLAG,FLAG] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR]
+ *   npm run bench:fleet -- --relays 10,100,1000 [--workers W] [--real R] [--batch 25] [--probes 10] [--admissions 40] [--db postgres|pglite] [--receipt-epoch S] [--heap-growing P] [--v8 FLAG,FLAG] [--relay-expire S] [--profile DIR] [--heap-snapshot DIR] [--nats-log FILE]
+ *
+ * --nats-log FILE: append nats-server's own log to FILE (it says why it closed a client's connection).
  *
  * --heap-growing P: V8's heap growing factor in the workers, 1 + P/100 (`--heap-growing-percent`). By
  * default V8 lets a heap grow to several times what is live before it collects the old generation
@@ -71,7 +73,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -102,6 +104,7 @@ const { values } = parseArgs({
     'heap-snapshot': { type: 'string' },
     real: { type: 'string', default: '2' },
     v8: { type: 'string', default: '' },
+    'nats-log': { type: 'string' },
   },
 });
 const sizes = values.relays.split(',').map(Number);
@@ -160,7 +163,9 @@ const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 
 const tmp = tempDir('bench-fleet');
 const pg = values.db === 'postgres' ? await startTestPostgres() : null;
-const bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'));
+// --nats-log FILE: nats-server's own log (why it closed a connection: slow consumer, stale, auth timeout).
+const natsLog = values['nats-log'] ? createWriteStream(values['nats-log'], { flags: 'a' }) : null;
+const bus = await startAuthedNats(join(tmp.dir, 'nats'), join(tmp.dir, 'cp'), natsLog ? { onLog: (line) => natsLog.write(line) } : {});
 // Receipt epochs of a day by default: every relay hands in its receipts at each boundary (a burst of
 // N receipts each), which is not what this benchmark measures (bench/README.md, --receipt-epoch).
 const cp = await startLocalControlPlane({

@@ -90,10 +90,17 @@ export async function connectBus(opts: {
     // A refused credential (expired, revoked while banned) is not the end: the relay renews its JWT
     // through the heartbeat, an unbanned relay gets a fresh one, and the next reconnect uses it.
     ignoreAuthErrorAbort: true,
+    // Reconnects spread over 1.5 s after the first: many relays dropped at once (a node restarted, a
+    // loaded server) come back in a stream the server can authenticate, not a wave it times out.
     reconnectTimeWait: 500,
-    reconnectJitter: 250,
-    pingInterval: 5_000,
-    maxPingOut: 2,
+    reconnectJitter: 1_000,
+    // A server that stopped answering is given up after 60-80 s. A closed connection (a node stopped
+    // or restarted) is noticed at once, without pings; they are for a silent path, and a relay whose
+    // process pauses (a long collection, a saturated core) must not take its own lateness for a dead
+    // server: at 5 s x 2 the relays of a loaded bench:fleet worker went stale together and then timed
+    // out authenticating all at once, a storm that fed itself (bench/README.md, run 9).
+    pingInterval: 20_000,
+    maxPingOut: 3,
     // Without it nats.js builds two Errors (stack traces) for every request, every JetStream publish
     // among them, only to say where a failed one began: a relay publishes several events per topology
     // event. Failures still say what failed.
