@@ -22,6 +22,11 @@ export interface FollowerDeps {
    * it also checks at once when a pull finds nobody to answer it.
    */
   probeIntervalMs?: number;
+  /**
+   * A REPULL is left alone while the pull began, or handed a message over, less than this long ago
+   * (default the registration's heartbeat interval; {@link repullDue}).
+   */
+  repullQuietMs?: number;
   /** Told when the follower sets up its consumer, follows the stream, or stops (for the status socket). */
   onState?: (state: FollowerState) => void;
 }
@@ -99,6 +104,21 @@ export function consumerCounts(ci: unknown): Record<string, number | null> {
   };
 }
 
+/**
+ * Whether a REPULL should drop the pull: only one that has handed nothing over, and not begun, within
+ * `quietMs` (a heartbeat interval). The relay actor says REPULL when two heartbeats find its view
+ * behind and unmoved; a pull begun since (a consumer set up late on a loaded bus) or still handing
+ * messages over (a busy process working through them late) is moving, and dropping it only throws away
+ * what it holds and asks the JetStream API to make the consumer again (bench:fleet, 300 relays in four
+ * processes: a third of the REPULLs came within 2 s of the pull's start, many more 5 s after its last
+ * message). A pull that stalled (what it was sent went to a connection that is gone, and waits out the
+ * ack wait) has been quiet for that long.
+ */
+export function repullDue(now: number, pullStartedAt: number | null, lastMessageAt: number | null, quietMs: number): boolean {
+  if (pullStartedAt === null) return false;
+  return now - Math.max(pullStartedAt, lastMessageAt ?? pullStartedAt) >= quietMs;
+}
+
 /** Remove the relay's durable consumer (a clean drain: the relay is gone from the topology). */
 export async function deleteTopologyConsumer(jsm: JetStreamManager, relayId: string): Promise<void> {
   try {
@@ -132,6 +152,15 @@ export function runTopologyFollower(
     const log = deps.logger.child({ actor: 'topology-follower' });
     const abort = new AbortController();
     let stopMessages: (() => void) | null = null;
+    // Whether pulls work (the consumer set up, a pull under way), said to the relay actor on each change:
+    // a view stalled while they fail is the bus's doing, and does not count toward a resync.
+    let pulling: boolean | null = null;
+    const pullWorks = (ok: boolean) => {
+      if (pulling === ok) return;
+      pulling = ok;
+      sendBack({ type: 'FOLLOWER_PULL', ok });
+    };
+    const repullQuietMs = deps.repullQuietMs ?? (input.registration.heartbeatIntervalSeconds ?? 10) * 1_000;
 
     const run = async () => {
       deps.onState?.('setting-up');
@@ -142,6 +171,8 @@ export function runTopologyFollower(
           info = await resetTopologyConsumer(deps.jsm, deps.relayId, startTime);
           break;
         } catch (e) {
+          // A view standing still meanwhile is the bus's doing: the relay actor does not count it toward a resync.
+          pullWorks(false);
           log.warn({ err: String(e), attempt }, 'cannot set up the topology consumer yet, retrying');
           await sleep(Math.min(5_000, 250 * 2 ** attempt), abort.signal);
         }
@@ -191,15 +222,19 @@ export function runTopologyFollower(
 
       receive?.((e) => {
         if (e.type !== 'REPULL' || !stopMessages || abort.signal.aborted) return;
-        // What the consumer looked like (a warning: a view stuck behind is worth an operator's look, and
-        // the consumer's counts say whose doing it is: nothing pending, delivered elsewhere, or not delivered).
-        const msg = 'the view is behind the control plane and has not moved since the last heartbeat: pulling again';
         const now = Date.now();
         const said = {
           lastSeq,
           lastMessageAgoMs: lastMessageAt === null ? null : now - lastMessageAt,
           pullAgeMs: pullStartedAt === null ? null : now - pullStartedAt,
         };
+        if (!repullDue(now, pullStartedAt, lastMessageAt, repullQuietMs)) {
+          log.info(said, 'the view is behind the control plane but the pull is moving: left to go on');
+          return;
+        }
+        // What the consumer looked like (a warning: a view stuck behind is worth an operator's look, and
+        // the consumer's counts say whose doing it is: nothing pending, delivered elsewhere, or not delivered).
+        const msg = 'the view is behind the control plane and has not moved since the last heartbeat: pulling again';
         deps.jsm.consumers.info(STREAMS.topology, topologyConsumerName(deps.relayId)).then(
           (ci) => log.warn({ ...said, ...consumerCounts(ci) }, msg),
           (err) => log.warn({ ...said, consumer: String(err) }, msg),
@@ -208,14 +243,6 @@ export function runTopologyFollower(
         stopMessages();
       });
 
-      // Whether pulls work, said to the relay actor on each change: a view stalled while they fail is the
-      // bus's doing, and does not count toward a resync.
-      let pulling: boolean | null = null;
-      const pullWorks = (ok: boolean) => {
-        if (pulling === ok) return;
-        pulling = ok;
-        sendBack({ type: 'FOLLOWER_PULL', ok });
-      };
       for (let attempt = 0; !abort.signal.aborted; ) {
         let messages: Awaited<ReturnType<Awaited<ReturnType<typeof deps.js.consumers.get>>['consume']>>;
         try {

@@ -114,6 +114,8 @@ describe('event bus on a real nats-server', () => {
           controlPlaneKey: importPublicKey(keys.publicKey),
           logger: log,
           startMarginMs: 1_000,
+          // Every REPULL drops the pull, however lately it began or handed a message over.
+          repullQuietMs: 0,
         },
         { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
         (e) => {
@@ -176,9 +178,10 @@ describe('event bus on a real nats-server', () => {
   /**
    * A follower of relay `relayId` from now on (the topology stream purged first), with a publisher of
    * signed revisions: what it hands over (`got`), anything else it says but its pulls working (`lost`),
-   * and what its connection asks of the JetStream API (`asked`).
+   * and what its connection asks of the JetStream API (`asked`); `repull` says REPULL to it as the relay
+   * actor does.
    */
-  const followerRig = async (relayId: string) => {
+  const followerRig = async (relayId: string, opts: { repullQuietMs?: number } = {}) => {
     const admin = await connectAs({ kind: 'admin' });
     const publisher = await connectAs({ kind: 'publisher' });
     const relayNc = await connectAs({ kind: 'relay', relayId });
@@ -193,6 +196,7 @@ describe('event bus on a real nats-server', () => {
     const signer = importPrivateKey(keys.seed);
     const got: number[] = [];
     const lost: string[] = [];
+    let command: ((e: FollowCommand) => void) | null = null;
     let stop: (() => void) | null = null;
     const close = async () => {
       stop?.();
@@ -212,11 +216,15 @@ describe('event bus on a real nats-server', () => {
           startMarginMs: 1_000,
           // An hour: the probe asks nothing of the JetStream API during the test.
           probeIntervalMs: 3_600_000,
+          ...opts,
         },
         { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
         (e) => {
           if (e.type === 'TOPOLOGY_EVENT') got.push(e.event.data.revision as number);
           else if (e.type !== 'FOLLOWER_PULL') lost.push(e.type);
+        },
+        (listener) => {
+          command = listener;
         },
       );
     } catch (e) {
@@ -232,7 +240,8 @@ describe('event bus on a real nats-server', () => {
     };
     const followed = (n: number, timeoutMs: number) =>
       eventually(`revisions 1 to ${n} followed`, async () => (new Set(got).size >= n ? true : null), timeoutMs);
-    return { admin, relayNc, publisher, got, lost, asked, publish, followed, close };
+    const repull = () => command?.({ type: 'REPULL' });
+    return { admin, relayNc, publisher, got, lost, asked, publish, followed, repull, close };
   };
 
   // A loaded bus times JetStream API requests out; a follower that asked for its consumer's info after
@@ -285,6 +294,67 @@ describe('event bus on a real nats-server', () => {
       // The other pull took some (by stream sequence), and the follower still handed over each revision once, in order.
       expect(taken.length).toBeGreaterThan(0);
       expect(rig.got).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(rig.lost).toEqual([]);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  // A follower that cannot set its consumer up yet (here: no topology stream) says its pulls do not work,
+  // so that the relay actor does not count a view standing still meanwhile toward a resync (a resync would
+  // only start the same set-up again); once it can, it says they work and follows.
+  it('says its pulls do not work while it cannot set its consumer up, and follows once it can', async () => {
+    const admin = await connectAs({ kind: 'admin' });
+    const relayNc = await connectAs({ kind: 'relay', relayId: 'relay-k' });
+    const said: boolean[] = [];
+    let stop: (() => void) | null = null;
+    try {
+      const jsm = await jetstreamManager(admin);
+      await bootstrapStreams(jsm);
+      await jsm.streams.delete(STREAMS.topology);
+      stop = runTopologyFollower(
+        {
+          js: jetstream(relayNc),
+          jsm: await jetstreamManager(relayNc),
+          relayId: 'relay-k',
+          controlPlaneKey: importPublicKey(generateSigningKeyPair().publicKey),
+          logger: log,
+          probeIntervalMs: 3_600_000,
+        },
+        { registration: { revision: 0, revisionTime: new Date().toISOString() } as RegisterResponse },
+        (e) => {
+          if (e.type === 'FOLLOWER_PULL') said.push(e.ok);
+        },
+      );
+      await eventually('pulls said not to work', async () => (said.includes(false) ? true : null), 15_000);
+      await bootstrapStreams(jsm);
+      await eventually('pulls said to work', async () => (said.at(-1) === true ? true : null), 20_000);
+      expect(said).toEqual([false, true]);
+    } finally {
+      stop?.();
+      await Promise.all([admin, relayNc].map((c) => c.close()));
+    }
+  });
+
+  // A REPULL comes from heartbeats that found the view unmoved; a pull that has just begun, or just handed
+  // a message over, is moving (a busy process works through it late): dropping it would make the consumer
+  // again for nothing. One quiet for the whole interval is pulled again.
+  it('leaves a pull that is moving when told to pull again, and pulls again once it has been quiet', async () => {
+    const rig = await followerRig('relay-j', { repullQuietMs: 1_500 });
+    const made = () => rig.asked.filter((s) => s.includes('CONSUMER.DELETE')).length;
+    try {
+      await rig.publish(1, 3);
+      await rig.followed(3, 15_000);
+      expect(made()).toBe(1);
+      rig.repull();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(made()).toBe(1);
+      await new Promise((r) => setTimeout(r, 1_500));
+      rig.repull();
+      await eventually('the consumer made again', async () => (made() === 2 ? true : null), 10_000);
+      await rig.publish(4, 6);
+      await rig.followed(6, 15_000);
+      expect(rig.got).toEqual([1, 2, 3, 4, 5, 6]);
       expect(rig.lost).toEqual([]);
     } finally {
       await rig.close();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { consumerCounts, pullOrder } from '../../src/daemon/topology-follower.ts';
+import { consumerCounts, pullOrder, repullDue } from '../../src/daemon/topology-follower.ts';
 
 describe('pullOrder: a message against the last one the pull handed over', () => {
   it('takes the first of a pull as it comes, the one after as next, older ones as repeats, later ones as skipped', () => {
@@ -10,6 +10,25 @@ describe('pullOrder: a message against the last one the pull handed over', () =>
     expect(pullOrder(41, 7)).toBe('repeat');
     expect(pullOrder(41, 43)).toBe('skipped');
     expect(pullOrder(41, 1_000)).toBe('skipped');
+  });
+});
+
+describe('repullDue: whether a REPULL drops the pull', () => {
+  it('drops only a pull that has neither begun nor handed a message over within the quiet time', () => {
+    // No pull yet (the consumer being set up): nothing to drop.
+    expect(repullDue(50_000, null, null, 10_000)).toBe(false);
+    // Begun 300 ms ago, nothing handed over yet: moving.
+    expect(repullDue(50_000, 49_700, null, 10_000)).toBe(false);
+    // Begun long ago, a message 5 s ago: moving.
+    expect(repullDue(50_000, 1_000, 45_000, 10_000)).toBe(false);
+    // Begun long ago, nothing for 10 s or more: stalled.
+    expect(repullDue(50_000, 1_000, 40_000, 10_000)).toBe(true);
+    expect(repullDue(50_000, 1_000, null, 10_000)).toBe(true);
+    // A message older than the pull (handed over by the pull before): the pull's age decides.
+    expect(repullDue(50_000, 45_000, 30_000, 10_000)).toBe(false);
+    expect(repullDue(50_000, 39_000, 30_000, 10_000)).toBe(true);
+    // No quiet time: every REPULL drops the pull.
+    expect(repullDue(50_000, 50_000, 50_000, 0)).toBe(true);
   });
 });
 
