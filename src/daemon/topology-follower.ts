@@ -106,8 +106,8 @@ export function consumerCounts(ci: unknown): Record<string, number | null> {
 
 /**
  * Whether a REPULL should drop the pull: only one that has handed nothing over, and not begun, within
- * `quietMs` (a heartbeat interval). The relay actor says REPULL when two heartbeats find its view
- * behind and unmoved; a pull begun since (a consumer set up late on a loaded bus) or still handing
+ * `quietMs` (a heartbeat interval). The relay actor says REPULL when a heartbeat finds its view behind
+ * and unmoved since the one before; a pull begun since (a consumer set up late on a loaded bus) or still handing
  * messages over (a busy process working through them late) is moving, and dropping it only throws away
  * what it holds and asks the JetStream API to make the consumer again (bench:fleet, 300 relays in four
  * processes: a third of the REPULLs came within 2 s of the pull's start, many more 5 s after its last
