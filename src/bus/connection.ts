@@ -61,10 +61,14 @@ export function nkeySigner(kp: KeyPair): { native: boolean; sign: (data: Uint8Ar
   return { native: false, sign: (data) => kp.sign(data) };
 }
 
-const connected = new WeakMap<NatsConnection, boolean>();
+/** What `connectBus` knows of each of its connections: connected right now, and how many times it connected. */
+const links = new WeakMap<NatsConnection, { connected: boolean; connects: number }>();
 
 /** Whether a connection made by `connectBus` is connected right now (false while it reconnects). */
-export const isBusConnected = (nc: NatsConnection): boolean => !nc.isClosed() && (connected.get(nc) ?? false);
+export const isBusConnected = (nc: NatsConnection): boolean => !nc.isClosed() && (links.get(nc)?.connected ?? false);
+
+/** How many times a connection made by `connectBus` has connected (1 + its reconnects). */
+export const busConnects = (nc: NatsConnection): number => links.get(nc)?.connects ?? 0;
 
 /**
  * Connect to NATS and keep reconnecting for ever. With `waitOnFirstConnect` the call returns only once
@@ -107,18 +111,32 @@ export async function connectBus(opts: {
     noAsyncTraces: true,
   });
   const log = opts.logger.child({ component: 'bus' });
-  connected.set(nc, true);
+  const link = { connected: true, connects: 1 };
+  links.set(nc, link);
   log.info({ server: nc.getServer() }, 'connected to NATS');
   void (async () => {
+    // A reconnect the relay asked for (`nc.reconnect()`: onto a renewed credential) is not a fault: its
+    // disconnect and reconnect are logged at info.
+    let forced = false;
     for await (const s of nc.status()) {
-      if (s.type === 'disconnect') connected.set(nc, false);
-      if (s.type === 'reconnect') connected.set(nc, true);
+      if (s.type === 'disconnect') link.connected = false;
+      if (s.type === 'reconnect') {
+        link.connected = true;
+        link.connects++;
+      }
       switch (s.type) {
+        case 'forceReconnect':
+          forced = true;
+          break;
         case 'disconnect':
         case 'reconnect':
-        case 'staleConnection':
-          log.warn({ status: s.type, server: 'server' in s ? s.server : undefined }, `NATS ${s.type}`);
+        case 'staleConnection': {
+          const fields = { status: s.type, server: 'server' in s ? s.server : undefined };
+          if (forced && s.type !== 'staleConnection') log.info({ ...fields, forced }, `NATS ${s.type}`);
+          else log.warn(fields, `NATS ${s.type}`);
+          if (s.type === 'reconnect') forced = false;
           break;
+        }
         case 'error':
           log.warn({ status: s.type, err: String(s.error) }, 'NATS error');
           break;

@@ -6,7 +6,7 @@ import type { ClientSessionEmission } from '../actors/client-session.machine.ts'
 import type { LinkStateChanged } from '../actors/peer-link.machine.ts';
 import type { Emission, FollowCommand, FollowInput } from '../actors/relay.machine.ts';
 import type { PeerEndpointResolvedEmission } from '../actors/topology.machine.ts';
-import { type BusAuth, connectBus, isBusConnected } from '../bus/connection.ts';
+import { type BusAuth, busConnects, connectBus, isBusConnected } from '../bus/connection.ts';
 import { RelayEventPublisher } from '../bus/relay-event-publisher.ts';
 import { currentVersion } from '../contract/catalogue.ts';
 import { envelope } from '../contract/envelope.ts';
@@ -17,7 +17,8 @@ import type { Deps } from '../lib/deps.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { RelayConfig } from './config.ts';
 import type { RelayMetrics } from './relay-metrics.ts';
-import type { RegisterResponse } from '../contract/api-relays.ts';
+import type { BusCredential, RegisterResponse } from '../contract/api-relays.ts';
+import { credentialMoveDelay } from './bus-credential.ts';
 import { sleep } from './control-plane-client.ts';
 import { deleteTopologyConsumer, runTopologyFollower, type FollowerDeps, type FollowerState } from './topology-follower.ts';
 import { decidePin, readPinnedKey, savePinnedKey, TopologyKeyRefused } from './topology-pin.ts';
@@ -86,6 +87,12 @@ export interface BusSession {
    * key is not the pinned one, at any registration.
    */
   connect(reg: RegisterResponse, auth: BusAuth): void;
+  /**
+   * The relay's NATS credential was replaced by a renewed one: the live connection, which may still use
+   * `previous`, moves onto the renewed one (a reconnect) at a random moment before `previous` expires
+   * (`credentialMoveDelay`), not when nats-server closes it for an expired JWT.
+   */
+  credentialReplaced(previous: BusCredential): void;
   /** The relay actor's `follow` actor: the topology follower, once the bus is up. */
   follow: ReturnType<typeof fromCallback<FollowCommand, FollowInput>>;
   /** Delete this relay's durable topology consumer (it is gone from the topology); failures are logged. */
@@ -120,6 +127,8 @@ export function busSession(
   let repin = cfg.repinTopologyKey === true;
   // Aborted by close(): stops the bus setup's retries.
   const closing = new AbortController();
+  // A planned move onto a renewed credential (one at a time: the earliest deadline counts).
+  let move: ReturnType<typeof setTimeout> | null = null;
 
   const emit: Emit = (em, causationId = null) => {
     const id = 'id' in em && em.id ? em.id : deps.newId();
@@ -197,6 +206,23 @@ export function busSession(
       })();
       bus.catch(() => {});
     },
+    credentialReplaced: (previous) => {
+      const conn = nc;
+      // Not connected (yet, or while reconnecting): the next connect reads the newest credential.
+      if (move || !conn || !isBusConnected(conn) || closing.signal.aborted) return;
+      const delay = credentialMoveDelay(previous.expiresAt, deps.now(), Math.random());
+      if (delay === null) return;
+      const connects = busConnects(conn);
+      log.info({ inMs: delay, expiresAt: previous.expiresAt }, 'will move the bus connection onto the renewed NATS credential');
+      move = setTimeout(() => {
+        move = null;
+        // Reconnected meanwhile (a dropped connection, a restarted server): that connect read the newest.
+        if (closing.signal.aborted || conn.isClosed() || busConnects(conn) !== connects) return;
+        log.info({ expiresAt: previous.expiresAt }, 'moving the bus connection onto the renewed NATS credential');
+        conn.reconnect().catch((e) => log.warn({ err: String(e) }, 'could not move the bus connection onto the renewed NATS credential'));
+      }, delay);
+      move.unref();
+    },
     // `follow` needs the bus, which exists only after the first registration; serving comes after it.
     follow: fromCallback<FollowCommand, FollowInput>(({ sendBack, input, receive }) => {
       if (!bus) throw new Error('topology follower started before the event bus');
@@ -240,6 +266,7 @@ export function busSession(
     }),
     close: async () => {
       closing.abort();
+      if (move) clearTimeout(move);
       await publisher.close(2_000);
       await nc?.drain().catch(() => {});
     },

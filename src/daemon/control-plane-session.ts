@@ -79,7 +79,7 @@ export async function signedRegistration(request: RegisterRequest, identityKey: 
 export function controlPlaneSession(
   cfg: RelayConfig,
   log: Logger,
-  bus: Pick<BusSession, 'connect' | 'deleteConsumer'>,
+  bus: Pick<BusSession, 'connect' | 'deleteConsumer' | 'credentialReplaced'>,
   identityKey: KeyObject,
   metrics: Pick<RelayMetrics, 'heartbeat'> | null = null,
   /** The client's retries (tests shorten them). */
@@ -129,6 +129,7 @@ export function controlPlaneSession(
     restored?.({ publicKey: key.publicKey, previousPublicKey: givenUp });
   };
   const identity = relayBusIdentity(cfg.stateDir);
+  identity.onReplaced((previous) => bus.credentialReplaced(previous));
   const client = new ControlPlaneClient({
     url: cfg.controlPlaneUrl,
     key: cfg.token,

@@ -17,7 +17,7 @@ import {
   publicKeyOfSeed,
 } from '../../src/contract/bus-auth.ts';
 import { loadOrCreateBusAuthority } from '../../src/control-plane/bus-authority.ts';
-import { relayBusIdentity, renewalDue } from '../../src/daemon/bus-credential.ts';
+import { credentialMoveDelay, relayBusIdentity, renewalDue } from '../../src/daemon/bus-credential.ts';
 import { revocationsOf } from '../../src/control-plane/bus-revocations.ts';
 
 const dirs: string[] = [];
@@ -163,6 +163,27 @@ describe("a relay's NATS identity", () => {
     expect(renewalDue(c, 0, 4_999)).toBe(false);
     expect(renewalDue(c, 0, 5_000)).toBe(true);
     expect(renewalDue({ expiresAt: 'garbage' }, 0, 1)).toBe(true);
+  });
+
+  it('moves its connection onto a renewed credential within the first half of what the old one has left', () => {
+    const old = new Date(100_000).toISOString();
+    expect(credentialMoveDelay(old, 40_000, 0)).toBe(0);
+    expect(credentialMoveDelay(old, 40_000, 0.5)).toBe(15_000);
+    expect(credentialMoveDelay(old, 40_000, 0.999_999)).toBeLessThan(30_000);
+    expect(credentialMoveDelay(old, 40_000, 7)).toBe(30_000); // a random out of range is clamped, never past the half
+    expect(credentialMoveDelay(old, 100_000, 0.5)).toBeNull(); // expired: the server closes it, the reconnect reads the newest
+    expect(credentialMoveDelay('garbage', 0, 0.5)).toBeNull();
+  });
+
+  it('tells who listens the credential an update replaced, and only a replaced one', () => {
+    const id = relayBusIdentity(tmp());
+    const replaced: string[] = [];
+    id.onReplaced((p) => replaced.push(p.jwt));
+    const at = new Date(Date.now() + 60_000).toISOString();
+    id.update({ jwt: 'eyJ.a.a', expiresAt: at }, Date.now()); // the first: nothing replaced
+    id.update({ jwt: 'eyJ.a.a', expiresAt: at }, Date.now()); // the same again (a re-registration): nothing to move onto
+    id.update({ jwt: 'eyJ.b.b', expiresAt: at }, Date.now());
+    expect(replaced).toEqual(['eyJ.a.a']);
   });
 
   it('makes its nkey once (0600), keeps it, and writes its credentials 0600', () => {

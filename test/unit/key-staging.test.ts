@@ -78,7 +78,7 @@ describe('staging a WireGuard key', () => {
       topologyKey: null,
       natsServers: ['nats://127.0.0.1:4222'],
     });
-    const bus = { connect: () => {}, deleteConsumer: async () => {} };
+    const bus = { connect: () => {}, deleteConsumer: async () => {}, credentialReplaced: () => {} };
     return controlPlaneSession(cfg, rootLogger({ test: 'key-staging' }, 'silent'), bus, identity, null, { attempts: 2, baseMs: 5, maxMs: 10 });
   }
   const request = (publicKey: string): { request: RegisterRequest } => ({
