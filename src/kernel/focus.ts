@@ -211,8 +211,19 @@ export function readBackFocus(f: Focus, ops: readonly KernelOp[]): Focus {
   return { ...f, devices: new Set([...f.devices, ...linkOps]), wireguard: new Set([...f.wireguard].filter((d) => !linkOps.has(d))) };
 }
 
-/** The focused part of a state (order kept). */
+/** The last `restrict` of each state, by focus: a round restricts the same state to the same focus more than once. */
+const restricted = new WeakMap<HostState, { f: Focus; out: HostState }>();
+
+/** The focused part of a state (order kept). Do not change what it returns (it may be handed out again). */
 export function restrict<S extends HostState>(s: S, f: Focus): S {
+  const last = restricted.get(s);
+  if (last?.f === f) return last.out as S;
+  const out = restrictOnce(s, f);
+  restricted.set(s, { f, out });
+  return out;
+}
+
+function restrictOnce<S extends HostState>(s: S, f: Focus): S {
   return {
     ...s,
     devices: pickEntries(s.devices, f.devices, f.wireguard) as S['devices'],
@@ -224,8 +235,33 @@ export function restrict<S extends HostState>(s: S, f: Focus): S {
   };
 }
 
+/**
+ * `list` without the objects of `sub`, an ordered part of it (what `restrict` took): slices between
+ * them, found by identity, instead of a test of every entry against the focus. `list` itself when `sub` is empty.
+ */
+function without<T>(list: readonly T[], sub: readonly T[]): T[] {
+  if (sub.length === 0) return list as T[];
+  const pieces: T[][] = [];
+  let from = 0;
+  for (const x of sub) {
+    const at = list.indexOf(x, from);
+    if (at < 0) throw new Error('without: not an ordered part of the list');
+    if (at > from) pieces.push(list.slice(from, at));
+    from = at + 1;
+  }
+  pieces.push(list.slice(from));
+  if (pieces.length === 1) return pieces[0]!;
+  // concat copies natively; its arguments are bounded (a focus of thousands of objects is rare: a loop then).
+  if (pieces.length <= 1024) return ([] as T[]).concat(...pieces);
+  const out: T[] = [];
+  for (const p of pieces) for (const x of p) out.push(x);
+  return out;
+}
+
 /** `base` (a whole scope) with the focused objects replaced by what `focused` holds of them. Routes, rules and port maps are not re-sorted. */
 export function mergeFocused(base: HostState, f: Focus, focused: HostState): HostState {
+  // The focused part of `base` (a round has restricted it already: the memo hands the same one back).
+  const inBase = restrict(base, f);
   // Derived (map-delta.ts): what reads the reached devices next follows the change.
   const devices = derivedMap(base.devices, [...focused.devices], [...f.devices, ...f.wireguard]);
   const sysctls = { ...base.sysctls };
@@ -234,13 +270,15 @@ export function mergeFocused(base: HostState, f: Focus, focused: HostState): Hos
   for (const k of f.nftTables) delete nftTables[k];
   return {
     devices,
-    routes: f.devices.size === 0 && f.routes.size === 0 ? base.routes : [...base.routes.filter((r) => !routeInFocus(f, r)), ...focused.routes],
-    rules: f.rules.size === 0 ? base.rules : [...base.rules.filter((r) => !ruleInFocus(f, r)), ...focused.rules],
+    routes: joined(without(base.routes, inBase.routes), focused.routes),
+    rules: joined(without(base.rules, inBase.rules), focused.rules),
     sysctls: Object.assign(sysctls, focused.sysctls),
     nftTables: Object.assign(nftTables, focused.nftTables),
-    portMaps: noPortMaps(f) ? base.portMaps : [...base.portMaps.filter((m) => !portMapInFocus(f, m)), ...focused.portMaps],
+    portMaps: joined(without(base.portMaps, inBase.portMaps), focused.portMaps),
   };
 }
+
+const joined = <T>(a: T[], b: readonly T[]): T[] => (b.length === 0 ? a : a.concat(b));
 
 /**
  * Whether applying `ops` may have changed something outside the focus: an address removed (deleted, or

@@ -111,6 +111,45 @@ describe('a focus: what changed between two desired states', () => {
     expect(isEmptyFocus(focusOf(a, { ...a }))).toBe(true);
   });
 
+  it('merges a focused part into a scope as the definition says: the scope without what the focus holds of it, then the part', () => {
+    const dev = (i: number) => `rc1m${i % 7}`;
+    const route = (i: number) => ({ dst: `100.64.${i >> 8}.${i & 255}/32`, dev: dev(i), table: 254, src: null });
+    const none = new Set<string>();
+    const focus = (devs: number[], routeIds: number[]) => ({
+      devices: new Set(devs.map(dev)),
+      wireguard: none,
+      routes: new Set(routeIds.map((i) => `254 ${route(i).dst}`)),
+      rules: none,
+      sysctls: none,
+      nftTables: none,
+      portMaps: none,
+    });
+    const sorts = (xs: number[]) => [...new Set(xs)].map(route);
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 2000 }), { maxLength: 1500 }),
+        fc.array(fc.integer({ min: 0, max: 6 }), { maxLength: 3 }),
+        fc.array(fc.integer({ min: 0, max: 2000 }), { maxLength: 5 }),
+        fc.array(fc.integer({ min: 0, max: 2000 }), { maxLength: 10 }),
+        (xs, fd, fr, part) => {
+          const base = { devices: new Map(), routes: sorts(xs), rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
+          const f = focus(fd, fr);
+          const focused = { ...base, routes: sorts(part) };
+          const inFocus = (r: { dev: string; dst: string }) => f.devices.has(r.dev) || f.routes.has(`254 ${r.dst}`);
+          expect(mergeFocused(base, f, focused).routes).toEqual([...base.routes.filter((r) => !inFocus(r)), ...focused.routes]);
+          expect(restrict(base, f)).toBe(restrict(base, f)); // the same round asks twice: once computed
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // Every other route of a long list in the focus: more pieces than one call to concat takes.
+    const long = Array.from({ length: 3000 }, (_, i) => ({ dst: `100.64.${i >> 8}.${i & 255}/32`, dev: `rc1m${i % 2}`, table: 254, src: null }));
+    const base = { devices: new Map(), routes: long, rules: [], sysctls: {}, nftTables: {}, portMaps: [] };
+    const f = focus([], []);
+    const odd = { ...f, devices: new Set(['rc1m1']) };
+    expect(mergeFocused(base, odd, { ...base, routes: [] }).routes).toEqual(long.filter((_, i) => i % 2 === 0));
+  });
+
   it('knows when removing an address reaches routes outside the focus: only when no other device keeps it', () => {
     const host = canonicalHostState({
       devices: devs({

@@ -15,6 +15,7 @@ import {
   type WgPeerState,
   emptyHostState,
 } from '../../src/kernel/host-state.ts';
+import { focusOf, restrict, routeKey } from '../../src/kernel/focus.ts';
 import { MemoryKernelBackend } from '../../src/kernel/memory-backend.ts';
 import { canonicalCidr, canonicalIp } from '../../src/kernel/ip.ts';
 import { canonicalHostState, nftDigest, renderHostState, stripDesired } from '../../src/kernel/host-text.ts';
@@ -184,6 +185,7 @@ describe('planKernel on the in-memory host', () => {
     for (let seq = 0; seq < 20; seq++) {
       const r = prng(0xc0ffee + seq);
       const host = new MemoryKernelBackend({ initial: withForeign(stripDesired(randomDesired(r))) });
+      const picks = prng(0xf0c5 + seq); // the focus of a read (its own, so the states stay those of `r`)
       for (let step = 0; step < 10; step++, states++) {
         const desired = randomDesired(r);
         const before = await host.read(SCOPE);
@@ -196,6 +198,14 @@ describe('planKernel on the in-memory host', () => {
         for (const k of SYSCTL_KEYS.filter((k) => !(k in desired.sysctls))) expect(result.reached.sysctls[k], context).toBe(before.sysctls[k]);
         expect(planKernel(result.reached, desired), context).toEqual([]);
         expect(await host.read(FOREIGN_SCOPE)).toEqual(canonicalHostState(FOREIGN));
+        // A focused read (the host's route index) holds what the whole read holds of the focus.
+        const whole = await host.read(SCOPE);
+        const focus = {
+          ...focusOf(desired, desired),
+          devices: new Set(picks.subset([...whole.devices.keys(), 'rt9'], 0.3)),
+          routes: new Set(picks.subset([...whole.routes, ...before.routes], 0.3).map(routeKey)),
+        };
+        expect(await host.read(SCOPE, focus), context).toEqual(canonicalHostState(restrict(whole, focus)));
         for (const op of result.applied) kinds.add(op.op);
       }
     }
@@ -590,6 +600,21 @@ describe('MemoryKernelBackend', () => {
     await expect(host.apply(via('100.96.16.0/22'))).rejects.toThrow(/invalid source address 100.64.0.1/);
     await host.apply({ op: 'addr.add', dev: 'rt1', cidr: '100.64.0.1/32' });
     await host.apply(via('100.96.16.0/22'));
+  });
+
+  it('keeps an IPv6 route whose source left the host, without the source, and reads and deletes it as such', async () => {
+    const host = new MemoryKernelBackend({ initial: start() });
+    const v6 = { dst: 'fd64::/96', dev: 'rt1', table: MAIN_TABLE, src: 'fd64::1' };
+    await host.apply({ op: 'addr.add', dev: 'rt1', cidr: 'fd64::1/128' });
+    await host.apply({ op: 'route.add', route: v6 });
+    await host.apply({ op: 'addr.del', dev: 'rt1', cidr: 'fd64::1/128' });
+    const none = new Set<string>();
+    const focus = { devices: new Set(['rt1']), wireguard: none, routes: none, rules: none, sysctls: none, nftTables: none, portMaps: none };
+    const sourceless = { ...v6, src: null };
+    expect((await host.read(SCOPE, focus)).routes).toEqual([route, sourceless].sort((a, b) => a.dst.localeCompare(b.dst)));
+    await expect(host.apply({ op: 'route.del', route: v6 })).rejects.toThrow(/no route/);
+    await host.apply({ op: 'route.del', route: sourceless });
+    expect((await host.read(SCOPE, { ...focus, devices: none, routes: new Set([routeKey(v6)]) })).routes).toEqual([]);
   });
 
   it('reads only its scope, and reports observations of configured peers', async () => {
