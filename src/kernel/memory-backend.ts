@@ -185,7 +185,7 @@ export class MemoryKernelBackend implements KernelBackend {
         const d = this.device(op);
         s.devices.delete(op.dev);
         for (const a of d.addresses) this.countAddress(a, -1);
-        this.rewriteRoutes((r) => (r.dev !== op.dev ? r : null));
+        this.dropRoutes(op.dev, () => true);
         for (const a of d.addresses) this.afterAddressGone(a.split('/')[0]!);
         return;
       }
@@ -200,7 +200,7 @@ export class MemoryKernelBackend implements KernelBackend {
         const dropped = d.addresses.filter(isIpv6);
         this.update(op, { up: false, addresses: d.addresses.filter((a) => !isIpv6(a)) });
         for (const a of dropped) this.countAddress(a, -1);
-        this.rewriteRoutes((r) => (r.dev !== op.dev ? r : null));
+        this.dropRoutes(op.dev, () => true);
         for (const a of dropped) this.afterAddressGone(a.split('/')[0]!);
         return;
       }
@@ -371,7 +371,7 @@ export class MemoryKernelBackend implements KernelBackend {
 
   /** What the kernel does to routes when `cidr` leaves `d` (see the class comment). */
   private afterAddressRemoved(d: WgDeviceState, cidr: string): void {
-    if (!isIpv6(cidr) && !d.addresses.some((a) => !isIpv6(a))) this.rewriteRoutes((r) => (r.dev !== d.name || isIpv6(r.dst) ? r : null));
+    if (!isIpv6(cidr) && !d.addresses.some((a) => !isIpv6(a))) this.dropRoutes(d.name, (r) => !isIpv6(r.dst));
     this.afterAddressGone(cidr.split('/')[0]!);
   }
 
@@ -417,6 +417,17 @@ export class MemoryKernelBackend implements KernelBackend {
   private addRoute(r: RouteState): void {
     this.state.routes.push(r);
     this.indexRoute(r);
+  }
+
+  /** The routes via `dev` that `which` picks, dropped: found through the index, not by a walk over every route. */
+  private dropRoutes(dev: string, which: (r: RouteState) => boolean): void {
+    const on = this.routes().byDev.get(dev);
+    if (!on) return;
+    for (const r of [...on]) {
+      if (!which(r)) continue;
+      this.state.routes.splice(this.state.routes.indexOf(r), 1);
+      this.unindexRoute(r);
+    }
   }
 
   /** Every route through `f`: kept (the same object), replaced (another) or dropped (null). */
