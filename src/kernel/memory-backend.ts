@@ -1,4 +1,4 @@
-import { focusedDevices, portMapInFocus, restrict, routeKey, type Focus } from './focus.ts';
+import { focusedDevices, portMapInFocus, restrict, routeInFocus, type Focus } from './focus.ts';
 import { describeOp } from './execute.ts';
 import {
   KernelOpError,
@@ -101,7 +101,7 @@ export class MemoryKernelBackend implements KernelBackend {
     }
     const state: HostState = {
       devices,
-      routes: focus ? this.focusedRoutes(focus).filter((r) => owned(r.dev)) : this.state.routes.filter((r) => owned(r.dev)),
+      routes: this.state.routes.filter((r) => owned(r.dev) && (!focus || routeInFocus(focus, r))),
       rules: this.state.rules.filter((r) => r.priority >= lo && r.priority <= hi),
       sysctls: Object.fromEntries(scope.sysctls.map((k) => [k, this.state.sysctls[k] ?? UNSET_SYSCTL])),
       nftTables: Object.fromEntries(scope.nftTables.filter((n) => n in this.state.nftTables).map((n) => [n, { ...this.state.nftTables[n]! }])),
@@ -185,7 +185,7 @@ export class MemoryKernelBackend implements KernelBackend {
         const d = this.device(op);
         s.devices.delete(op.dev);
         for (const a of d.addresses) this.countAddress(a, -1);
-        this.dropRoutes(op.dev, () => true);
+        s.routes = s.routes.filter((r) => r.dev !== op.dev);
         for (const a of d.addresses) this.afterAddressGone(a.split('/')[0]!);
         return;
       }
@@ -200,7 +200,7 @@ export class MemoryKernelBackend implements KernelBackend {
         const dropped = d.addresses.filter(isIpv6);
         this.update(op, { up: false, addresses: d.addresses.filter((a) => !isIpv6(a)) });
         for (const a of dropped) this.countAddress(a, -1);
-        this.dropRoutes(op.dev, () => true);
+        s.routes = s.routes.filter((r) => r.dev !== op.dev);
         for (const a of dropped) this.afterAddressGone(a.split('/')[0]!);
         return;
       }
@@ -233,21 +233,17 @@ export class MemoryKernelBackend implements KernelBackend {
       }
       case 'route.add':
         this.checkRoutable(op, op.route);
-        if (this.routes().byKey.has(routeKey(op.route))) throw new KernelOpError(op, `a route to ${op.route.dst} exists in table ${op.route.table}`);
-        this.addRoute({ ...op.route });
+        if (s.routes.some((r) => sameRouteKey(r, op.route))) throw new KernelOpError(op, `a route to ${op.route.dst} exists in table ${op.route.table}`);
+        s.routes.push({ ...op.route });
         return;
-      case 'route.replace': {
+      case 'route.replace':
         this.checkRoutable(op, op.route);
-        const k = routeKey(op.route);
-        if (this.routes().byKey.has(k)) this.rewriteRoutes((r) => (routeKey(r) === k ? null : r));
-        this.addRoute({ ...op.route });
+        s.routes = [...s.routes.filter((r) => !sameRouteKey(r, op.route)), { ...op.route }];
         return;
-      }
       case 'route.del': {
-        const r = this.routes().byKey.get(routeKey(op.route));
-        if (!r || r.dev !== op.route.dev || r.src !== op.route.src) throw new KernelOpError(op, `no route ${describeOp(op)}`);
-        s.routes.splice(s.routes.indexOf(r), 1);
-        this.unindexRoute(r);
+        const i = s.routes.findIndex((r) => sameRouteKey(r, op.route) && r.dev === op.route.dev && r.src === op.route.src);
+        if (i < 0) throw new KernelOpError(op, `no route ${describeOp(op)}`);
+        s.routes.splice(i, 1);
         return;
       }
       case 'rule.add':
@@ -310,9 +306,8 @@ export class MemoryKernelBackend implements KernelBackend {
 
   private setWgDevice(op: Extract<KernelOp, { op: 'wg.device' }>): void {
     const d = this.device(op);
-    if (op.listenPort !== 0)
-      for (const o of this.state.devices.values())
-        if (o !== d && o.listenPort === op.listenPort) throw new KernelOpError(op, `port ${op.listenPort} is in use by ${o.name}`);
+    const clash = [...this.state.devices.values()].find((o) => o !== d && op.listenPort !== 0 && o.listenPort === op.listenPort);
+    if (clash) throw new KernelOpError(op, `port ${op.listenPort} is in use by ${clash.name}`);
     this.update(op, { publicKey: op.publicKey, listenPort: op.listenPort });
   }
 
@@ -371,89 +366,14 @@ export class MemoryKernelBackend implements KernelBackend {
 
   /** What the kernel does to routes when `cidr` leaves `d` (see the class comment). */
   private afterAddressRemoved(d: WgDeviceState, cidr: string): void {
-    if (!isIpv6(cidr) && !d.addresses.some((a) => !isIpv6(a))) this.dropRoutes(d.name, (r) => !isIpv6(r.dst));
+    if (!isIpv6(cidr) && !d.addresses.some((a) => !isIpv6(a))) this.state.routes = this.state.routes.filter((r) => r.dev !== d.name || isIpv6(r.dst));
     this.afterAddressGone(cidr.split('/')[0]!);
   }
 
   /** Routes preferring `ip` as source once no device has it any more. */
   private afterAddressGone(ip: string): void {
     if (this.isLocal(ip)) return;
-    this.rewriteRoutes((r) => (r.src !== ip ? r : isIpv6(ip) ? { ...r, src: null } : null));
-  }
-
-  /**
-   * The host's routes by key (`table dst`, one route each, as in the kernel) and by device: built on
-   * first use, then kept by every change to the routes, so that a route's check and a focused read cost
-   * what they look at, not the host's thousands of routes.
-   */
-  private routeIndex: { byKey: Map<string, RouteState>; byDev: Map<string, Set<RouteState>> } | null = null;
-
-  private routes(): { byKey: Map<string, RouteState>; byDev: Map<string, Set<RouteState>> } {
-    if (this.routeIndex === null) {
-      this.routeIndex = { byKey: new Map(), byDev: new Map() };
-      for (const r of this.state.routes) this.indexRoute(r);
-    }
-    return this.routeIndex;
-  }
-
-  private indexRoute(r: RouteState): void {
-    const ix = this.routeIndex;
-    if (ix === null) return;
-    ix.byKey.set(routeKey(r), r);
-    const on = ix.byDev.get(r.dev);
-    if (on) on.add(r);
-    else ix.byDev.set(r.dev, new Set([r]));
-  }
-
-  private unindexRoute(r: RouteState): void {
-    const ix = this.routeIndex;
-    if (ix === null) return;
-    ix.byKey.delete(routeKey(r));
-    const on = ix.byDev.get(r.dev);
-    on?.delete(r);
-    if (on?.size === 0) ix.byDev.delete(r.dev);
-  }
-
-  private addRoute(r: RouteState): void {
-    this.state.routes.push(r);
-    this.indexRoute(r);
-  }
-
-  /** The routes via `dev` that `which` picks, dropped: found through the index, not by a walk over every route. */
-  private dropRoutes(dev: string, which: (r: RouteState) => boolean): void {
-    const on = this.routes().byDev.get(dev);
-    if (!on) return;
-    for (const r of [...on]) {
-      if (!which(r)) continue;
-      this.state.routes.splice(this.state.routes.indexOf(r), 1);
-      this.unindexRoute(r);
-    }
-  }
-
-  /** Every route through `f`: kept (the same object), replaced (another) or dropped (null). */
-  private rewriteRoutes(f: (r: RouteState) => RouteState | null): void {
-    const next: RouteState[] = [];
-    for (const r of this.state.routes) {
-      const to = f(r);
-      if (to !== r) {
-        this.unindexRoute(r);
-        if (to) this.indexRoute(to);
-      }
-      if (to) next.push(to);
-    }
-    this.state.routes = next;
-  }
-
-  /** The routes a focus holds: those via its devices and those it names. */
-  private focusedRoutes(focus: Focus): RouteState[] {
-    const ix = this.routes();
-    const out = new Set<RouteState>();
-    for (const d of focus.devices) for (const r of ix.byDev.get(d) ?? []) out.add(r);
-    for (const k of focus.routes) {
-      const r = ix.byKey.get(k);
-      if (r) out.add(r);
-    }
-    return [...out];
+    this.state.routes = this.state.routes.flatMap((r) => (r.src !== ip ? [r] : isIpv6(ip) ? [{ ...r, src: null }] : []));
   }
 }
 
@@ -461,5 +381,6 @@ export class MemoryKernelBackend implements KernelBackend {
 const UNSET_SYSCTL = '0';
 
 const samePort = (a: PortMapState, b: PortMapState) => a.table === b.table && a.port === b.port;
+const sameRouteKey = (a: RouteState, b: RouteState) => a.table === b.table && a.dst === b.dst;
 const sameRule = (a: HostState['rules'][number], b: HostState['rules'][number]) =>
   a.priority === b.priority && a.from === b.from && a.iif === b.iif && a.table === b.table;
