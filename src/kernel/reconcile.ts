@@ -49,10 +49,11 @@ export function reconcileWith(backend: KernelBackend, now: () => number = Date.n
     const was = basis && focus ? restrict(basis.reached, focus) : undefined;
     const actual = was ?? (await backend.read(o.scope));
     const planned = planKernel(actual, focus ? restrict(o.state, focus) : o.state);
-    // What the owner reached: the last round's scope with the focused objects as read now.
+    // What the owner reached: the last round's scope with the focused objects as read now (`restrict`
+    // keeps its last answer per state: for the round's own focus that is `was`, not a second walk).
     const merge = (part: HostState, f: Focus | undefined): { reached: HostState; digest: ScopeDigest } =>
       basis && f
-        ? { reached: mergeFocused(basis.reached, f, part), digest: updateScopeDigest(basis.digest, f === focus ? was! : restrict(basis.reached, f), part) }
+        ? { reached: mergeFocused(basis.reached, f, part), digest: updateScopeDigest(basis.digest, restrict(basis.reached, f), part) }
         : { reached: part, digest: scopeDigest(part) };
     if (planned.length === 0) {
       const { reached, digest } = merge(actual, focus);
