@@ -198,7 +198,7 @@ describe('planKernel on the in-memory host', () => {
         for (const k of SYSCTL_KEYS.filter((k) => !(k in desired.sysctls))) expect(result.reached.sysctls[k], context).toBe(before.sysctls[k]);
         expect(planKernel(result.reached, desired), context).toEqual([]);
         expect(await host.read(FOREIGN_SCOPE)).toEqual(canonicalHostState(FOREIGN));
-        // A focused read (the host's route index) holds what the whole read holds of the focus.
+        // A focused read holds what the whole read holds of the focus.
         const whole = await host.read(SCOPE);
         const focus = {
           ...focusOf(desired, desired),
